@@ -1,1 +1,83 @@
-//! TODO
+//! The ctl language of srv-secrets: the commands an operator writes to `/secrets/ctl`.
+//!
+//! This crate turns the bytes of a ctl fid's writes into [`Command`]s ([`CtlBuffer`]), and
+//! commands back into bytes for a client ([`Command::encode`]). It knows nothing of 9P,
+//! sockets or storage: it does not apply commands, check that a service exists, or know what
+//! a write offset is. Whoever applies a command formats its own errors with
+//! [`command_error`] (or [`Parsed::error`]) so that they read like ours.
+//!
+//! Errors never echo input: not a name, not a value, not even an unknown command word
+//! ([`ErrorKind`] can hold only this crate's own strings). Values are [`Value`]s, kept in
+//! zeroized buffers; the buffer that holds a fid's pending bytes is zeroized too.
+//!
+//! # Grammar
+//!
+//! ```text
+//! stream   = { line } ;
+//! line     = [ blanks ] [ command [ blanks ] ] [ CR ] LF ;   the last line may end at the
+//!                                                            end of the stream instead
+//! command  = "set" NAME VALUE
+//!          | "delete" NAME
+//!          | "grant" SERVICE NAME
+//!          | "revoke" SERVICE NAME
+//!          | "rotate-key"
+//!          | "service" SERVICE "uid" UID
+//!          | "service" SERVICE "manifest" VALUE
+//!          | "service" SERVICE "remove" ;                    tokens separated by blanks
+//! blanks   = ( SP | TAB ) { SP | TAB } ;
+//! token    = literal | word ;                                every word above is a token
+//! literal  = "{" digit { digit } "}" [ CR ] LF  N * byte ;   N = the digits, at most
+//!                                                            1048576; then blanks or the
+//!                                                            end of the line
+//! word     = ( bare | quoted ) { bare | quoted } ;           not "{...}" (a bare word that
+//!                                                            starts with { and ends with }
+//!                                                            is literal syntax: quote it)
+//! bare     = byte - ( SP | TAB | LF | "'" ) , { the same } ;
+//! quoted   = "'" { byte - "'" | "''" } "'" ;                 any bytes: LF, NUL, …; '' is '
+//! NAME     = 1 to 128 of [A-Za-z0-9._-], not "." or ".." ;
+//! SERVICE  = NAME, not "admin" or "secrets" ;
+//! UID      = decimal digits, 0 to 4294967294 ;
+//! VALUE    = any token, at most 1048576 bytes once unquoted (empty is fine) ;
+//! ```
+//!
+//! Command words and actions are case-sensitive. A line is at most [`MAX_LINE_LEN`]
+//! bytes before its newline; a blank line is ignored but counts in line numbers.
+//! [`Command::encode`] writes names bare and values as literals:
+//! `set cert {5}\nab\ncd\n`.
+//!
+//! # Layout
+//! - `command`: [`Command`], the name rule ([`is_valid_name`]) and the encoder.
+//! - `value`: [`Value`], a secret-bearing byte string.
+//! - `buffer`: [`CtlBuffer`], one fid's stream of bytes, and [`Parsed`].
+//! - `scan`: the incremental scanner that finds where a line ends (quotes, literals).
+//! - `parse`: nom parsers for a complete line: tokens, then the command.
+//! - `error`: [`CtlError`], [`ErrorKind`] and the error format ([`command_error`]).
+#![forbid(unsafe_code)]
+#![deny(missing_docs)]
+
+mod buffer;
+mod command;
+mod error;
+mod parse;
+mod scan;
+mod value;
+
+pub use buffer::{CtlBuffer, Parsed};
+pub use command::{Command, NO_UID, is_reserved_service, is_valid_name};
+pub use error::{CtlError, ErrorKind, NameKind, command_error};
+pub use value::Value;
+
+/// Longest secret or service name, in bytes.
+pub const MAX_NAME_LEN: usize = 128;
+
+/// Largest VALUE, once unquoted, and largest `{N}` literal: 1 MiB, enough for PEM chains
+/// and binary keys, small enough to hold in memory.
+pub const MAX_VALUE_LEN: usize = 1 << 20;
+
+/// Longest line, in bytes before its newline: the most a fid's pending bytes may hold.
+///
+/// Twice [`MAX_VALUE_LEN`], because quoting can double a value (every `'` becomes `''`),
+/// plus 4 KiB for the rest of the longest command (`service` + a 128-byte name, quoted:
+/// about 300 bytes) and generous blanks. So any legal value fits in any form, and a value
+/// between 1 MiB and this gets the precise "value too long" rather than "command too long".
+pub const MAX_LINE_LEN: usize = 2 * MAX_VALUE_LEN + 4096;

@@ -1,0 +1,1123 @@
+use proptest::prelude::*;
+
+use super::*;
+use crate::{MAX_NAME_LEN, MAX_VALUE_LEN, NO_UID, NameKind, Value, is_reserved_service};
+
+/// Pushes `chunks` one by one, draining after each, then finishes. Never discards.
+fn run_chunks<'a>(chunks: impl IntoIterator<Item = &'a [u8]>) -> Vec<Result<Parsed, CtlError>> {
+    let mut b = CtlBuffer::new();
+    let mut out = Vec::new();
+    for chunk in chunks {
+        b.push(chunk);
+        while let Some(r) = b.next_command() {
+            out.push(r);
+        }
+    }
+    while let Some(r) = b.finish() {
+        out.push(r);
+    }
+    out
+}
+
+fn run(input: &[u8]) -> Vec<Result<Parsed, CtlError>> {
+    run_chunks([input])
+}
+
+/// Like [`run`], as commands and error strings.
+fn texts(input: &[u8]) -> Vec<Result<(usize, Command), String>> {
+    run(input)
+        .into_iter()
+        .map(|r| r.map(|p| (p.line, p.command)).map_err(|e| e.to_string()))
+        .collect()
+}
+
+/// The one result of `input`.
+fn one(input: &[u8]) -> Result<Command, String> {
+    let mut all = texts(input);
+    assert_eq!(all.len(), 1, "expected one result, got {all:?}");
+    all.remove(0).map(|(_, c)| c)
+}
+
+/// The one error of `input`, as the 9P error string.
+fn err(input: &[u8]) -> String {
+    match one(input) {
+        Ok(c) => panic!("expected an error, got {c:?}"),
+        Err(e) => e,
+    }
+}
+
+fn val(b: &[u8]) -> Value {
+    Value::from(b.to_vec())
+}
+
+fn set(name: &str, value: &[u8]) -> Command {
+    Command::Set {
+        name: name.into(),
+        value: val(value),
+    }
+}
+
+/// Quotes `bytes` the rc way.
+fn rc_quote(bytes: &[u8]) -> Vec<u8> {
+    let mut out = vec![b'\''];
+    for &b in bytes {
+        if b == b'\'' {
+            out.push(b'\'');
+        }
+        out.push(b);
+    }
+    out.push(b'\'');
+    out
+}
+
+/// A PEM-looking text of exactly `len` bytes.
+fn pem(len: usize) -> Vec<u8> {
+    let alphabet = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    let mut out = Vec::with_capacity(len + 128);
+    let mut i = 0usize;
+    while out.len() < len {
+        out.extend_from_slice(b"-----BEGIN CERTIFICATE-----\n");
+        for _ in 0..20 {
+            for _ in 0..64 {
+                out.push(alphabet[i % 64]);
+                i = i.wrapping_mul(31).wrapping_add(7);
+            }
+            out.push(b'\n');
+        }
+        out.extend_from_slice(b"-----END CERTIFICATE-----\n");
+    }
+    out.truncate(len);
+    out
+}
+
+// ---------------------------------------------------------------- commands
+
+#[test]
+fn every_command() {
+    assert_eq!(
+        one(b"set db_password hunter2\n"),
+        Ok(set("db_password", b"hunter2"))
+    );
+    assert_eq!(
+        one(b"delete api_key\n"),
+        Ok(Command::Delete {
+            name: "api_key".into()
+        })
+    );
+    assert_eq!(
+        one(b"grant web db_password\n"),
+        Ok(Command::Grant {
+            service: "web".into(),
+            name: "db_password".into()
+        })
+    );
+    assert_eq!(
+        one(b"revoke web db_password\n"),
+        Ok(Command::Revoke {
+            service: "web".into(),
+            name: "db_password".into()
+        })
+    );
+    assert_eq!(one(b"rotate-key\n"), Ok(Command::RotateKey));
+    assert_eq!(
+        one(b"service web uid 1000\n"),
+        Ok(Command::ServiceUid {
+            service: "web".into(),
+            uid: 1000
+        })
+    );
+    assert_eq!(
+        one(b"service web uid 4294967294\n"),
+        Ok(Command::ServiceUid {
+            service: "web".into(),
+            uid: 4_294_967_294
+        })
+    );
+    assert_eq!(
+        one(b"service web manifest {38}\nsecret db_password\nconfig log_level=1\n\n"),
+        Ok(Command::ServiceManifest {
+            service: "web".into(),
+            manifest: val(b"secret db_password\nconfig log_level=1\n")
+        })
+    );
+    assert_eq!(
+        one(b"service web manifest 'secret a\nconfig b=c'\n"),
+        Ok(Command::ServiceManifest {
+            service: "web".into(),
+            manifest: val(b"secret a\nconfig b=c")
+        })
+    );
+    assert_eq!(
+        one(b"service web remove\n"),
+        Ok(Command::ServiceRemove {
+            service: "web".into()
+        })
+    );
+    // Names at the edges of the rule.
+    let long = "N".repeat(MAX_NAME_LEN);
+    assert_eq!(
+        one(format!("delete {long}\n").as_bytes()),
+        Ok(Command::Delete { name: long })
+    );
+    assert_eq!(
+        one(b"grant a.b_c-D ...\n"),
+        Ok(Command::Grant {
+            service: "a.b_c-D".into(),
+            name: "...".into()
+        })
+    );
+    // Any token form works in any position.
+    assert_eq!(one(b"'set' {1}\nn v\n"), Ok(set("n", b"v")));
+}
+
+#[test]
+fn values() {
+    assert_eq!(one(b"set a ''\n"), Ok(set("a", b"")));
+    assert_eq!(one(b"set a {0}\n\n"), Ok(set("a", b"")));
+    assert_eq!(one(b"set a\t \tb \t\n"), Ok(set("a", b"b")));
+    assert_eq!(one(b"set a \xff\xfe\x01\n"), Ok(set("a", b"\xff\xfe\x01")));
+    assert_eq!(one(b"set a {x\n"), Ok(set("a", b"{x")));
+    assert_eq!(one(b"set a x}\n"), Ok(set("a", b"x}")));
+    let max = vec![b'v'; MAX_VALUE_LEN];
+    let mut line = b"set a ".to_vec();
+    line.extend_from_slice(&max);
+    line.push(b'\n');
+    assert_eq!(one(&line), Ok(set("a", &max)));
+}
+
+// ---------------------------------------------------------------- quoting
+
+#[test]
+fn quoting() {
+    assert_eq!(one(b"set a 'b c'\n"), Ok(set("a", b"b c")));
+    assert_eq!(one(b"set a 'it''s'\n"), Ok(set("a", b"it's")));
+    assert_eq!(one(b"set a ''''\n"), Ok(set("a", b"'")));
+    assert_eq!(one(b"set a ab'c d'e\n"), Ok(set("a", b"abc de")));
+    assert_eq!(one(b"set a a''b\n"), Ok(set("a", b"ab")));
+    assert_eq!(one(b"set 'a' b\n"), Ok(set("a", b"b")));
+    assert_eq!(
+        one(b"set a 'line 1\nline 2\n'\n"),
+        Ok(set("a", b"line 1\nline 2\n"))
+    );
+    assert_eq!(one(b"set a 'nul\0inside'\n"), Ok(set("a", b"nul\0inside")));
+    assert_eq!(one(b"set a 'cr\r'\n"), Ok(set("a", b"cr\r")));
+    assert_eq!(one(b"set a 'cr\r\n'\r\n"), Ok(set("a", b"cr\r\n")));
+    assert_eq!(one(b"set a '{5}'\n"), Ok(set("a", b"{5}")));
+    assert_eq!(one(b"set a '\t '\n"), Ok(set("a", b"\t ")));
+    // A quoted newline does not end the line, so the next command is line 2.
+    assert_eq!(
+        texts(b"set a 'x\ny'\nrotate-key\n"),
+        vec![Ok((1, set("a", b"x\ny"))), Ok((2, Command::RotateKey))]
+    );
+}
+
+// ---------------------------------------------------------------- literals
+
+#[test]
+fn literals() {
+    assert_eq!(one(b"set cert {5}\nab\ncd\n"), Ok(set("cert", b"ab\ncd")));
+    assert_eq!(
+        one(b"set cert {5}\r\nab\ncd\r\n"),
+        Ok(set("cert", b"ab\ncd"))
+    );
+    assert_eq!(one(b"set k {3}\n'\0\n\n"), Ok(set("k", b"'\0\n")));
+    assert_eq!(one(b"set k {2}\n\r\n\n"), Ok(set("k", b"\r\n")));
+    assert_eq!(one(b"set k {1}\n\r\r\n"), Ok(set("k", b"\r")));
+    assert_eq!(one(b"set k {03}\nabc\n"), Ok(set("k", b"abc")));
+    assert_eq!(one(b"set k {3}\nabc \n"), Ok(set("k", b"abc")));
+    // A literal needs no newline after it at the end of the stream.
+    assert_eq!(one(b"set k {3}\nabc"), Ok(set("k", b"abc")));
+    assert_eq!(
+        texts(b"set a {0}\n\nset b {1}\n\n\n"),
+        vec![Ok((1, set("a", b""))), Ok((2, set("b", b"\n")))]
+    );
+}
+
+#[test]
+fn literal_split_at_every_point() {
+    let input = b"set cert {11}\nab\ncd\r\n'x' \nrotate-key\r\n";
+    let whole = run(input);
+    assert_eq!(
+        whole,
+        vec![
+            Ok(Parsed {
+                line: 1,
+                command: set("cert", b"ab\ncd\r\n'x' ")
+            }),
+            Ok(Parsed {
+                line: 2,
+                command: Command::RotateKey
+            })
+        ]
+    );
+    for at in 0..=input.len() {
+        let (a, b) = input.split_at(at);
+        assert_eq!(run_chunks([a, b]), whole, "split at {at}");
+    }
+    assert_eq!(run_chunks(input.chunks(1)), whole);
+}
+
+#[test]
+fn literal_past_the_limit_is_skipped_whole() {
+    // The header is refused at once; its 1 MiB + 1 bytes, which look like commands, are
+    // skipped rather than run; the line after them is line 2.
+    let n = MAX_VALUE_LEN + 1;
+    let mut input = format!("set big {{{n}}}\n").into_bytes();
+    let body: Vec<u8> = b"delete a\n".iter().copied().cycle().take(n).collect();
+    input.extend_from_slice(&body);
+    input.extend_from_slice(b"\nrotate-key\n");
+    let expect = vec![
+        Err("ctl: line 1: set: literal too long; a {N} literal may hold at most 1 MiB (1048576 bytes)".to_string()),
+        Ok((2, Command::RotateKey)),
+    ];
+    assert_eq!(texts(&input), expect);
+    let chunked: Vec<_> = run_chunks(input.chunks(4096))
+        .into_iter()
+        .map(|r| r.map(|p| (p.line, p.command)).map_err(|e| e.to_string()))
+        .collect();
+    assert_eq!(chunked, expect);
+}
+
+#[test]
+fn malformed_literals() {
+    let malformed = "malformed literal; send {N}, a newline, then exactly N bytes \
+                     (quote a word that starts with { and ends with })";
+    for input in [
+        &b"set a {12x}\n"[..],
+        b"set a {}\n",
+        b"set a {+5}\n",
+        b"set a {-1}\n",
+        b"set a {5} \n",
+        b"set a {5}",
+        b"set a {\"k\":1}\n",
+        b"set a {3}\nabcd\n",
+    ] {
+        assert_eq!(
+            err(input),
+            format!("ctl: line 1: set: {malformed}"),
+            "{input:?}"
+        );
+    }
+    // The bytes after a malformed header are lines of their own (and fail as such).
+    assert_eq!(
+        texts(b"set a {12x}\nrotate-key\n"),
+        vec![
+            Err(format!("ctl: line 1: set: {malformed}")),
+            Ok((2, Command::RotateKey))
+        ]
+    );
+}
+
+// ---------------------------------------------------------------- lines
+
+#[test]
+fn crlf_and_blank_lines() {
+    assert_eq!(
+        texts(b"\r\n \t\n\nset a b\r\n\t\r\nrotate-key\r\n"),
+        vec![Ok((4, set("a", b"b"))), Ok((6, Command::RotateKey))]
+    );
+    // Only a CR right before the newline is dropped.
+    assert_eq!(one(b"set a b\r\r\n"), Ok(set("a", b"b\r")));
+    assert_eq!(one(b"set a 'b'\r\n"), Ok(set("a", b"b")));
+    assert!(texts(b"").is_empty());
+    assert!(texts(b"\n\n  \n").is_empty());
+}
+
+#[test]
+fn several_commands_in_one_push() {
+    assert_eq!(
+        texts(b"set a 1\ngrant web a\nrevoke web a\ndelete a\nrotate-key\n"),
+        vec![
+            Ok((1, set("a", b"1"))),
+            Ok((
+                2,
+                Command::Grant {
+                    service: "web".into(),
+                    name: "a".into()
+                }
+            )),
+            Ok((
+                3,
+                Command::Revoke {
+                    service: "web".into(),
+                    name: "a".into()
+                }
+            )),
+            Ok((4, Command::Delete { name: "a".into() })),
+            Ok((5, Command::RotateKey)),
+        ]
+    );
+}
+
+#[test]
+fn bad_command_in_the_middle() {
+    // Without a discard, parsing goes on after the bad line.
+    assert_eq!(
+        texts(b"set a 1\nbogus\nset b 2\n"),
+        vec![
+            Ok((1, set("a", b"1"))),
+            Err(
+                "ctl: line 2: unknown command; expected one of: delete, grant, revoke, \
+                 rotate-key, service, set"
+                    .into()
+            ),
+            Ok((3, set("b", b"2"))),
+        ]
+    );
+    // The server's loop: on an error, discard the rest of the write. Line numbers keep
+    // counting the discarded lines.
+    let mut b = CtlBuffer::new();
+    b.push(b"set a 1\nbogus\nset b 2\nset c 3\n");
+    assert_eq!(
+        b.next_command().and_then(Result::ok).map(|p| p.line),
+        Some(1)
+    );
+    let e = b.next_command().and_then(Result::err);
+    assert_eq!(e.map(|e| e.line), Some(2));
+    b.discard_pending();
+    assert_eq!(b.pending(), 0);
+    assert_eq!(b.next_command(), None);
+    b.push(b"delete z\n");
+    assert_eq!(
+        b.next_command(),
+        Some(Ok(Parsed {
+            line: 5,
+            command: Command::Delete { name: "z".into() }
+        }))
+    );
+    assert_eq!(b.finish(), None);
+}
+
+#[test]
+fn discard_skips_the_tail_of_a_discarded_line() {
+    let mut b = CtlBuffer::new();
+    b.push(b"bogus\nset x 'first half");
+    assert!(matches!(b.next_command(), Some(Err(_))));
+    b.discard_pending();
+    // The rest of the quoted value arrives; it holds a line that looks like a command,
+    // which must not run.
+    b.push(b"\ndelete everything\n' and the end\nrotate-key\n");
+    assert_eq!(
+        b.next_command(),
+        Some(Ok(Parsed {
+            line: 3,
+            command: Command::RotateKey
+        }))
+    );
+    assert_eq!(b.next_command(), None);
+
+    // A discarded write that ends between lines, or in blanks, skips nothing later.
+    let mut b = CtlBuffer::new();
+    b.push(b"bogus\n  ");
+    assert!(matches!(b.next_command(), Some(Err(_))));
+    b.discard_pending();
+    b.push(b"rotate-key\n");
+    assert_eq!(
+        b.next_command(),
+        Some(Ok(Parsed {
+            line: 2,
+            command: Command::RotateKey
+        }))
+    );
+}
+
+#[test]
+fn finish() {
+    // Nothing pending.
+    let mut b = CtlBuffer::new();
+    assert_eq!(b.finish(), None);
+    b.push(b"rotate-key\n");
+    assert!(b.next_command().is_some());
+    assert_eq!(b.finish(), None);
+
+    // A last line without its newline.
+    assert_eq!(texts(b"set a b"), vec![Ok((1, set("a", b"b")))]);
+    assert_eq!(texts(b"rotate-key\r"), vec![Ok((1, Command::RotateKey))]);
+    assert_eq!(texts(b"\n\nrotate-key"), vec![Ok((3, Command::RotateKey))]);
+    assert!(texts(b"\n \t").is_empty());
+
+    // Complete commands still pending come first, one per call.
+    let mut b = CtlBuffer::new();
+    b.push(b"delete a\ndelete b");
+    let lines: Vec<usize> = std::iter::from_fn(|| b.finish())
+        .map(|r| r.map(|p| p.line).unwrap_or(0))
+        .collect();
+    assert_eq!(lines, [1, 2]);
+    assert_eq!(b.pending(), 0);
+
+    // The buffer is at a line start afterwards.
+    b.push(b"rotate-key\n");
+    assert_eq!(
+        b.next_command(),
+        Some(Ok(Parsed {
+            line: 3,
+            command: Command::RotateKey
+        }))
+    );
+
+    // Open quotes and literals.
+    assert_eq!(
+        texts(b"\n\nset a 'abc"),
+        vec![Err(
+            "ctl: line 3: set: unterminated quote; close it with ' or send the value \
+                  as a {N} literal"
+                .into()
+        )]
+    );
+    assert_eq!(
+        err(b"'abc"),
+        "ctl: line 1: unterminated quote; close it with ' or send the value as a {N} literal"
+    );
+    assert_eq!(
+        err(b"set a {5}\nab"),
+        "ctl: line 1: set: literal cut short; the stream ended before all N bytes of a {N} \
+         literal arrived"
+    );
+}
+
+// ---------------------------------------------------------------- errors
+
+#[test]
+fn every_error_text() {
+    let cases: &[(&[u8], &str)] = &[
+        (
+            b"bogus\n",
+            "ctl: line 1: unknown command; expected one of: delete, grant, revoke, rotate-key, service, set",
+        ),
+        (
+            b"sett a b\n",
+            "ctl: line 1: unknown command; did you mean 'set'? expected one of: delete, grant, revoke, rotate-key, service, set",
+        ),
+        (
+            b"Set a b\n",
+            "ctl: line 1: unknown command; did you mean 'set'? expected one of: delete, grant, revoke, rotate-key, service, set",
+        ),
+        (
+            b"grnat web a\n",
+            "ctl: line 1: unknown command; did you mean 'grant'? expected one of: delete, grant, revoke, rotate-key, service, set",
+        ),
+        (
+            b"rotatekey\n",
+            "ctl: line 1: unknown command; did you mean 'rotate-key'? expected one of: delete, grant, revoke, rotate-key, service, set",
+        ),
+        (
+            b"'' a\n",
+            "ctl: line 1: unknown command; expected one of: delete, grant, revoke, rotate-key, service, set",
+        ),
+        (
+            b"\nset a\n",
+            "ctl: line 2: set: missing value; usage: set NAME VALUE",
+        ),
+        (
+            b"set\n",
+            "ctl: line 1: set: missing name; usage: set NAME VALUE",
+        ),
+        (
+            b"delete\n",
+            "ctl: line 1: delete: missing name; usage: delete NAME",
+        ),
+        (
+            b"grant\n",
+            "ctl: line 1: grant: missing service; usage: grant SERVICE NAME",
+        ),
+        (
+            b"revoke web\n",
+            "ctl: line 1: revoke: missing name; usage: revoke SERVICE NAME",
+        ),
+        (
+            b"service\n",
+            "ctl: line 1: service: missing service; usage: service SERVICE uid UID | service SERVICE manifest VALUE | service SERVICE remove",
+        ),
+        (
+            b"service web\n",
+            "ctl: line 1: service: missing action; usage: service SERVICE uid UID | service SERVICE manifest VALUE | service SERVICE remove",
+        ),
+        (
+            b"service web uid\n",
+            "ctl: line 1: service: missing uid; usage: service SERVICE uid UID",
+        ),
+        (
+            b"service web manifest\n",
+            "ctl: line 1: service: missing value; usage: service SERVICE manifest VALUE",
+        ),
+        (
+            b"grant web/x a\n",
+            "ctl: line 1: grant: invalid service name; names are 1 to 128 of A-Z a-z 0-9 . _ - (but not . or ..)",
+        ),
+        (
+            b"grant web ..\n",
+            "ctl: line 1: grant: invalid secret name; names are 1 to 128 of A-Z a-z 0-9 . _ - (but not . or ..)",
+        ),
+        (
+            b"set . v\n",
+            "ctl: line 1: set: invalid secret name; names are 1 to 128 of A-Z a-z 0-9 . _ - (but not . or ..)",
+        ),
+        (
+            b"delete ''\n",
+            "ctl: line 1: delete: invalid secret name; names are 1 to 128 of A-Z a-z 0-9 . _ - (but not . or ..)",
+        ),
+        (
+            b"delete caf\xc3\xa9\n",
+            "ctl: line 1: delete: invalid secret name; names are 1 to 128 of A-Z a-z 0-9 . _ - (but not . or ..)",
+        ),
+        (
+            b"service .. remove\n",
+            "ctl: line 1: service: invalid service name; names are 1 to 128 of A-Z a-z 0-9 . _ - (but not . or ..)",
+        ),
+        (
+            b"service admin remove\n",
+            "ctl: line 1: service: 'admin' and 'secrets' are reserved service names",
+        ),
+        (
+            b"grant secrets a\n",
+            "ctl: line 1: grant: 'admin' and 'secrets' are reserved service names",
+        ),
+        (
+            b"set a b c\n",
+            "ctl: line 1: set: too many arguments; usage: set NAME VALUE (quote a value that holds spaces)",
+        ),
+        (
+            b"delete a b\n",
+            "ctl: line 1: delete: too many arguments; usage: delete NAME",
+        ),
+        (
+            b"grant a b c\n",
+            "ctl: line 1: grant: too many arguments; usage: grant SERVICE NAME",
+        ),
+        (
+            b"revoke a b {12x}\n",
+            "ctl: line 1: revoke: too many arguments; usage: revoke SERVICE NAME",
+        ),
+        (
+            b"rotate-key now\n",
+            "ctl: line 1: rotate-key: too many arguments; usage: rotate-key",
+        ),
+        (
+            b"service web uid 1 2\n",
+            "ctl: line 1: service: too many arguments; usage: service SERVICE uid UID",
+        ),
+        (
+            b"service web manifest a b\n",
+            "ctl: line 1: service: too many arguments; usage: service SERVICE manifest VALUE (quote a value that holds spaces)",
+        ),
+        (
+            b"service web remove now\n",
+            "ctl: line 1: service: too many arguments; usage: service SERVICE remove",
+        ),
+        (
+            b"service web frob\n",
+            "ctl: line 1: service: unknown action; expected one of: manifest, remove, uid",
+        ),
+        (
+            b"service web remve\n",
+            "ctl: line 1: service: unknown action; did you mean 'remove'? expected one of: manifest, remove, uid",
+        ),
+        (
+            b"service web uid -1\n",
+            "ctl: line 1: service: uid must be a decimal number from 0 to 4294967294",
+        ),
+        (
+            b"service web uid 4294967295\n",
+            "ctl: line 1: service: uid must be a decimal number from 0 to 4294967294",
+        ),
+        (
+            b"service web uid 1e3\n",
+            "ctl: line 1: service: uid must be a decimal number from 0 to 4294967294",
+        ),
+        (
+            b"set a {1048577}\n",
+            "ctl: line 1: set: literal too long; a {N} literal may hold at most 1 MiB (1048576 bytes)",
+        ),
+        (
+            b"set a {12x}\n",
+            "ctl: line 1: set: malformed literal; send {N}, a newline, then exactly N bytes (quote a word that starts with { and ends with })",
+        ),
+        (
+            b"{12x} a\n",
+            "ctl: line 1: malformed literal; send {N}, a newline, then exactly N bytes (quote a word that starts with { and ends with })",
+        ),
+        (
+            b"set a 'b\n",
+            "ctl: line 1: set: unterminated quote; close it with ' or send the value as a {N} literal",
+        ),
+        (
+            b"set a {2}\nb",
+            "ctl: line 1: set: literal cut short; the stream ended before all N bytes of a {N} literal arrived",
+        ),
+    ];
+    for (input, expected) in cases {
+        assert_eq!(
+            &err(input),
+            expected,
+            "input {:?}",
+            String::from_utf8_lossy(input)
+        );
+    }
+}
+
+#[test]
+fn value_too_long() {
+    // Quoted, so that the line fits the limit but the value does not.
+    let mut input = b"set a '".to_vec();
+    input.extend(vec![b'x'; MAX_VALUE_LEN + 1]);
+    input.extend_from_slice(b"'\n");
+    assert_eq!(
+        err(&input),
+        "ctl: line 1: set: value too long; the limit is 1 MiB (1048576 bytes)"
+    );
+    let mut input = b"service web manifest ".to_vec();
+    input.extend(vec![b'x'; MAX_VALUE_LEN + 1]);
+    assert_eq!(
+        err(&input),
+        "ctl: line 1: service: value too long; the limit is 1 MiB (1048576 bytes)"
+    );
+}
+
+#[test]
+fn command_too_long() {
+    let too_long = "command too long; a value may be at most 1 MiB (1048576 bytes)";
+    // No verb: the first word never ends.
+    assert_eq!(
+        err(&vec![b'x'; MAX_LINE_LEN + 1]),
+        format!("ctl: line 1: {too_long}")
+    );
+    // Exactly at the limit is a line (of one over-long word).
+    let mut at_limit = b"set a ".to_vec();
+    at_limit.extend(vec![b'v'; MAX_LINE_LEN - at_limit.len()]);
+    at_limit.push(b'\n');
+    assert_eq!(
+        err(&at_limit),
+        "ctl: line 1: set: value too long; the limit is 1 MiB (1048576 bytes)"
+    );
+
+    // A quoted value of 3 MiB arriving in 4 KiB writes: one error, then the rest of the line
+    // (with a command-like line inside the quote) is skipped, and memory stays bounded.
+    let mut input = b"set a '".to_vec();
+    input.extend(vec![b'x'; 3 * MAX_VALUE_LEN]);
+    input.extend_from_slice(b"\ndelete a\n'\nrotate-key\n");
+    let mut b = CtlBuffer::new();
+    let mut got = Vec::new();
+    for chunk in input.chunks(4096) {
+        b.push(chunk);
+        assert!(
+            b.pending() <= MAX_LINE_LEN + 4096,
+            "pending {}",
+            b.pending()
+        );
+        while let Some(r) = b.next_command() {
+            got.push(r.map(|p| (p.line, p.command)).map_err(|e| e.to_string()));
+        }
+    }
+    assert_eq!(b.finish(), None);
+    assert_eq!(
+        got,
+        vec![
+            Err(format!("ctl: line 1: set: {too_long}")),
+            Ok((2, Command::RotateKey))
+        ]
+    );
+    assert!(b.scanned <= input.len());
+}
+
+#[test]
+fn errors_never_echo_even_when_a_value_is_split_by_a_newline() {
+    let out = texts(b"set a my secret\nvalue ZQXJ-secret-tail\nZQXJ\n");
+    assert_eq!(out.len(), 3);
+    for r in out {
+        let e = r.expect_err("every line is bad");
+        assert!(
+            !e.contains("secret") && !e.contains("ZQXJ") && !e.contains("value Z"),
+            "{e}"
+        );
+    }
+}
+
+// ---------------------------------------------------------------- large values
+
+fn push_in_chunks(input: &[u8], chunk: usize) -> (Vec<Result<Parsed, CtlError>>, usize) {
+    let mut b = CtlBuffer::new();
+    let mut out = Vec::new();
+    for c in input.chunks(chunk) {
+        b.push(c);
+        while let Some(r) = b.next_command() {
+            out.push(r);
+        }
+    }
+    while let Some(r) = b.finish() {
+        out.push(r);
+    }
+    (out, b.scanned)
+}
+
+#[test]
+fn large_values_in_9pfuse_sized_writes() {
+    let chain = pem(64 * 1024 + 17);
+    let max = pem(MAX_VALUE_LEN);
+    for value in [&chain, &max] {
+        // As a literal (what deploy sends), then as a quoted value.
+        let literal = set("cert", value).encode();
+        let mut quoted = b"set cert ".to_vec();
+        quoted.extend(rc_quote(value));
+        quoted.push(b'\n');
+        for input in [&literal[..], &quoted[..]] {
+            let mut input = input.to_vec();
+            input.extend_from_slice(b"rotate-key\n");
+            let (out, scanned) = push_in_chunks(&input, 4096);
+            assert_eq!(
+                out,
+                vec![
+                    Ok(Parsed {
+                        line: 1,
+                        command: set("cert", value)
+                    }),
+                    Ok(Parsed {
+                        line: 2,
+                        command: Command::RotateKey
+                    })
+                ]
+            );
+            // Each byte went through the scanner once: nothing is rescanned per write.
+            assert_eq!(scanned, input.len());
+        }
+    }
+}
+
+#[test]
+fn max_value_with_every_byte_quoted() {
+    // 1 MiB of quotes doubles to 2 MiB when quoted: still within the line limit.
+    let value = vec![b'\''; MAX_VALUE_LEN];
+    let mut input = b"service web manifest ".to_vec();
+    input.extend(rc_quote(&value));
+    let (out, scanned) = push_in_chunks(&input, 4096);
+    assert_eq!(
+        out,
+        vec![Ok(Parsed {
+            line: 1,
+            command: Command::ServiceManifest {
+                service: "web".into(),
+                manifest: val(&value)
+            }
+        })]
+    );
+    assert_eq!(scanned, input.len());
+}
+
+#[test]
+fn value_over_the_limit_by_64k() {
+    // 1 MiB + 64 KiB as a literal: refused at the header, the bytes skipped.
+    let value = pem(MAX_VALUE_LEN + 64 * 1024);
+    let mut input = set("cert", &value).encode().to_vec();
+    input.extend_from_slice(b"delete x\n");
+    let (out, _) = push_in_chunks(&input, 4096);
+    assert_eq!(
+        out.iter()
+            .map(|r| r.as_ref().map(|p| p.line).map_err(|e| e.kind))
+            .collect::<Vec<_>>(),
+        vec![Err(ErrorKind::LiteralTooLong), Ok(2)]
+    );
+    // Quoted: too long as a value, and the line still fits.
+    let mut input = b"set cert ".to_vec();
+    input.extend(rc_quote(&value));
+    input.extend_from_slice(b"\ndelete x\n");
+    let (out, _) = push_in_chunks(&input, 4096);
+    assert_eq!(
+        out.iter()
+            .map(|r| r.as_ref().map(|p| p.line).map_err(|e| e.kind))
+            .collect::<Vec<_>>(),
+        vec![Err(ErrorKind::ValueTooLong), Ok(2)]
+    );
+}
+
+// ---------------------------------------------------------------- secrecy
+
+#[test]
+fn debug_output_hides_values() {
+    let p = &run(b"set db 'hunter2 is my password'\n")[0];
+    let shown = format!("{p:?}");
+    assert!(shown.contains("Value(22 bytes)"), "{shown}");
+    assert!(!shown.contains("hunter2"), "{shown}");
+    let mut b = CtlBuffer::new();
+    b.push(b"set db 'hunter2");
+    assert_eq!(b.next_command(), None);
+    let shown = format!("{b:?}");
+    assert!(!shown.contains("hunter2"), "{shown}");
+    assert!(shown.contains("pending: 15"), "{shown}");
+}
+
+#[test]
+fn consumed_bytes_are_zeroed() {
+    let mut b = CtlBuffer::new();
+    b.push(b"set a hunter2\nset b 'second");
+    assert!(matches!(b.next_command(), Some(Ok(_))));
+    // The parsed line's bytes are zero in place; the unfinished line is intact.
+    assert!(b.buf[..14].iter().all(|&x| x == 0));
+    assert_eq!(&b.buf[b.start..], b"set b 'second");
+    // Compaction moves the tail down and zeroes what it left behind.
+    b.push(b"'\n");
+    assert_eq!(&b.buf[..], b"set b 'second'\n");
+    assert!(matches!(b.next_command(), Some(Ok(_))));
+    assert_eq!(b.buf.len(), 0);
+    // Discarding zeroes too.
+    b.push(b"bogus\nset c 'third");
+    assert!(matches!(b.next_command(), Some(Err(_))));
+    b.discard_pending();
+    assert_eq!(b.pending(), 0);
+}
+
+#[test]
+fn parsed_error_formats_application_errors() {
+    let p = &run(b"\ngrant web db\n")[0];
+    let p = p.as_ref().expect("a command");
+    assert_eq!(
+        p.error("no such service; add it first with: service NAME uid UID"),
+        "ctl: line 2: grant: no such service; add it first with: service NAME uid UID"
+    );
+    let _ = NameKind::Secret;
+}
+
+// ---------------------------------------------------------------- properties
+
+/// Bits of ctl text and junk, so that random inputs reach deep into the grammar.
+fn fragment() -> impl Strategy<Value = Vec<u8>> {
+    let pieces: Vec<&'static [u8]> = vec![
+        b"set ",
+        b"delete ",
+        b"grant ",
+        b"revoke ",
+        b"rotate-key",
+        b"service ",
+        b"uid ",
+        b"manifest ",
+        b"remove",
+        b"web ",
+        b"admin ",
+        b".. ",
+        b"4294967295",
+        b"'",
+        b"''",
+        b"\n",
+        b"\r\n",
+        b"\r",
+        b" ",
+        b"\t",
+        b"{3}\n",
+        b"{0}\n",
+        b"{1}\r\n",
+        b"{1048577}\n",
+        b"{12x}",
+        b"{",
+        b"}",
+        b"\0",
+    ];
+    prop_oneof![
+        any::<u8>().prop_map(|b| vec![b]),
+        proptest::sample::select(pieces).prop_map(<[u8]>::to_vec),
+        "[a-z]{1,6}".prop_map(String::into_bytes),
+        // The marker: no error may ever contain it.
+        "ZQXJ[A-Z0-9]{0,6}".prop_map(String::into_bytes),
+    ]
+}
+
+fn input() -> impl Strategy<Value = Vec<u8>> {
+    proptest::collection::vec(fragment(), 0..48).prop_map(|v| v.concat())
+}
+
+/// Splits `input` at the given points (taken modulo its length).
+fn split<'a>(input: &'a [u8], cuts: &[usize]) -> Vec<&'a [u8]> {
+    let mut cuts: Vec<usize> = cuts.iter().map(|c| c % (input.len() + 1)).collect();
+    cuts.sort_unstable();
+    let mut out = Vec::new();
+    let mut at = 0;
+    for c in cuts {
+        out.push(&input[at..c]);
+        at = c;
+    }
+    out.push(&input[at..]);
+    out
+}
+
+/// Every error string this crate can produce after its `ctl: line K: ` prefix.
+fn all_error_texts() -> Vec<String> {
+    use crate::command::usage;
+    use crate::error::{ACTIONS, VERBS};
+    let usages = [
+        usage::DELETE,
+        usage::GRANT,
+        usage::REVOKE,
+        usage::ROTATE_KEY,
+        usage::SERVICE,
+        usage::SERVICE_MANIFEST,
+        usage::SERVICE_REMOVE,
+        usage::SERVICE_UID,
+        usage::SET,
+    ];
+    let mut kinds = vec![
+        ErrorKind::BadUid,
+        ErrorKind::CommandTooLong,
+        ErrorKind::InvalidName(NameKind::Secret),
+        ErrorKind::InvalidName(NameKind::Service),
+        ErrorKind::LiteralCutShort,
+        ErrorKind::LiteralTooLong,
+        ErrorKind::MalformedLiteral,
+        ErrorKind::ReservedService,
+        ErrorKind::UnterminatedQuote,
+        ErrorKind::ValueTooLong,
+        ErrorKind::UnknownAction { suggestion: None },
+        ErrorKind::UnknownCommand { suggestion: None },
+    ];
+    for usage in usages {
+        for arg in ["name", "value", "service", "action", "uid"] {
+            kinds.push(ErrorKind::MissingArgument { arg, usage });
+        }
+        for value in [false, true] {
+            kinds.push(ErrorKind::TooManyArguments { usage, value });
+        }
+    }
+    for a in ACTIONS {
+        kinds.push(ErrorKind::UnknownAction {
+            suggestion: Some(a),
+        });
+    }
+    for v in VERBS {
+        kinds.push(ErrorKind::UnknownCommand {
+            suggestion: Some(v),
+        });
+    }
+    let mut out = Vec::new();
+    for kind in kinds {
+        out.push(kind.to_string());
+        for v in VERBS {
+            out.push(format!("{v}: {kind}"));
+        }
+    }
+    out
+}
+
+fn command() -> impl Strategy<Value = Command> {
+    let name = || "[A-Za-z0-9._-]{1,128}".prop_filter("a path element", |s| s != "." && s != "..");
+    let service = move || name().prop_filter("reserved", |s| !is_reserved_service(s));
+    let value = || proptest::collection::vec(any::<u8>(), 0..600).prop_map(Value::from);
+    prop_oneof![
+        (name(), value()).prop_map(|(name, value)| Command::Set { name, value }),
+        name().prop_map(|name| Command::Delete { name }),
+        (service(), name()).prop_map(|(service, name)| Command::Grant { service, name }),
+        (service(), name()).prop_map(|(service, name)| Command::Revoke { service, name }),
+        Just(Command::RotateKey),
+        (service(), 0..NO_UID).prop_map(|(service, uid)| Command::ServiceUid { service, uid }),
+        (service(), value())
+            .prop_map(|(service, manifest)| Command::ServiceManifest { service, manifest }),
+        service().prop_map(|service| Command::ServiceRemove { service }),
+    ]
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(512))]
+
+    /// Arbitrary bytes, split anywhere: no panic, and one push, random pushes and
+    /// byte-by-byte pushes give the same commands and errors.
+    #[test]
+    fn splits_agree(input in input(), cuts in proptest::collection::vec(any::<usize>(), 0..8)) {
+        let whole = run(&input);
+        prop_assert_eq!(&run_chunks(split(&input, &cuts)), &whole);
+        prop_assert_eq!(&run_chunks(input.chunks(1)), &whole);
+        let mut last = 0;
+        for r in &whole {
+            let line = match r { Ok(p) => p.line, Err(e) => e.line };
+            prop_assert!(line > last);
+            last = line;
+        }
+    }
+
+    /// The server's loop (discard after every error) never panics and keeps line numbers
+    /// rising, whatever the input and its splitting.
+    #[test]
+    fn server_loop_never_panics(input in input(), cuts in proptest::collection::vec(any::<usize>(), 0..8)) {
+        let mut b = CtlBuffer::new();
+        let mut last = 0;
+        for chunk in split(&input, &cuts) {
+            b.push(chunk);
+            while let Some(r) = b.next_command() {
+                let line = match r { Ok(p) => p.line, Err(e) => { b.discard_pending(); e.line } };
+                prop_assert!(line > last);
+                last = line;
+            }
+        }
+        while let Some(r) = b.finish() {
+            let line = match r { Ok(p) => p.line, Err(e) => e.line };
+            prop_assert!(line > last);
+            last = line;
+        }
+        prop_assert_eq!(b.pending(), 0);
+    }
+
+    /// No error ever holds input: each is `ctl: line K: ` and one of our fixed texts, and
+    /// never holds the marker that random inputs are full of.
+    #[test]
+    fn errors_hold_no_input(input in input()) {
+        let fixed = all_error_texts();
+        for r in run(&input) {
+            if let Err(e) = r {
+                let text = e.to_string();
+                prop_assert!(!text.contains("ZQXJ"), "{}", text);
+                let prefix = format!("ctl: line {}: ", e.line);
+                prop_assert!(text.starts_with(&prefix), "{}", text);
+                prop_assert!(fixed.contains(&text[prefix.len()..].to_string()), "{}", text);
+            }
+        }
+    }
+
+    /// encode then parse gives back the commands, however the bytes are split.
+    #[test]
+    fn encode_parse_round_trip(
+        commands in proptest::collection::vec(command(), 1..6),
+        cuts in proptest::collection::vec(any::<usize>(), 0..8),
+    ) {
+        let mut stream = Vec::new();
+        for c in &commands {
+            prop_assert_eq!(c.validate(), Ok(()));
+            stream.extend_from_slice(&c.encode());
+        }
+        let expect: Vec<_> = commands
+            .into_iter()
+            .enumerate()
+            .map(|(i, command)| Ok(Parsed { line: i + 1, command }))
+            .collect();
+        prop_assert_eq!(run_chunks(split(&stream, &cuts)), expect);
+    }
+
+    /// Any bytes survive rc quoting, newlines, NULs and quotes included.
+    #[test]
+    fn quoted_values_round_trip(value in proptest::collection::vec(any::<u8>(), 0..300)) {
+        let mut line = b"set v ".to_vec();
+        line.extend(rc_quote(&value));
+        line.push(b'\n');
+        prop_assert_eq!(one(&line), Ok(set("v", &value)));
+    }
+
+    /// A bad name is quoted by encode, and rejected, never read as more commands.
+    #[test]
+    fn encode_never_injects(name in proptest::collection::vec(any::<u8>(), 0..40)) {
+        let name = String::from_utf8_lossy(&name).into_owned();
+        let c = Command::Delete { name: name.clone() };
+        let out = run(&c.encode());
+        prop_assert_eq!(out.len(), 1);
+        match &out[0] {
+            Ok(p) => prop_assert_eq!(&p.command, &c),
+            Err(e) => prop_assert_eq!(e.kind, ErrorKind::InvalidName(NameKind::Secret)),
+        }
+    }
+}
+
+#[test]
+fn a_large_value_does_not_keep_its_allocation() {
+    let mut b = CtlBuffer::new();
+    let value = pem(256 * 1024);
+    for chunk in set("cert", &value).encode().chunks(4096) {
+        b.push(chunk);
+        while let Some(r) = b.next_command() {
+            assert!(r.is_ok());
+        }
+    }
+    assert_eq!(b.pending(), 0);
+    assert!(b.buf.capacity() <= KEEP_CAPACITY, "{}", b.buf.capacity());
+}

@@ -1,0 +1,404 @@
+//! Parsing one complete line (nom): tokens, then the command they spell.
+//!
+//! The line is whole here: [`CtlBuffer`](crate::CtlBuffer)'s scanner has found where it ends
+//! (quotes closed, literal bytes all present) and removed the newline and a CR before it. So
+//! these parsers are nom's `complete` ones, and the only unquoted newline a line can hold is
+//! the one ending a `{N}` literal header.
+
+use nom::branch::alt;
+use nom::bytes::complete::{is_not, tag, take, take_while, take_while1};
+use nom::character::complete::digit1;
+use nom::combinator::{opt, recognize};
+use nom::multi::{many0_count, many1_count};
+use nom::sequence::delimited;
+use nom::{IResult, Parser};
+use zeroize::Zeroizing;
+
+use crate::command::{self, check_name, check_service, check_value, usage};
+use crate::error::{ACTIONS, ErrorKind, VERBS, suggest};
+use crate::{Command, MAX_VALUE_LEN, NO_UID, Value};
+
+type Res<'a, O> = IResult<&'a [u8], O>;
+
+/// A token's bytes once unquoted. Any token may be a secret value, so all are zeroized.
+type Token = Zeroizing<Vec<u8>>;
+
+fn is_blank(b: u8) -> bool {
+    b == b' ' || b == b'\t'
+}
+
+fn blanks(i: &[u8]) -> Res<'_, &[u8]> {
+    take_while(is_blank).parse(i)
+}
+
+/// `{N}` then a newline (a CR before it is tolerated): the header of a literal. Returns N's
+/// digits.
+fn literal_header(i: &[u8]) -> Res<'_, &[u8]> {
+    delimited(tag("{"), digit1, (tag("}"), opt(tag("\r")), tag("\n"))).parse(i)
+}
+
+/// A run of bytes outside quotes.
+fn bare(i: &[u8]) -> Res<'_, &[u8]> {
+    take_while1(|b| !matches!(b, b' ' | b'\t' | b'\n' | b'\'')).parse(i)
+}
+
+/// `'...'`, where `''` stands for one quote. Returns the raw text, quotes included.
+fn quoted(i: &[u8]) -> Res<'_, &[u8]> {
+    recognize((
+        tag("'"),
+        many0_count(alt((is_not("'"), tag("''")))),
+        tag("'"),
+    ))
+    .parse(i)
+}
+
+/// A word: bare runs and quoted strings, abutting (`ab'c d'e` is one word). Returns the raw
+/// text; counting instead of collecting keeps a word of a million `''`s from allocating.
+fn word(i: &[u8]) -> Res<'_, &[u8]> {
+    recognize(many1_count(alt((bare, quoted)))).parse(i)
+}
+
+/// The bytes a word stands for: quotes dropped, `''` inside quotes made one `'`.
+///
+/// `raw` has been recognized by [`word`], so its quotes pair up.
+fn unquote(raw: &[u8]) -> Token {
+    // Unquoting only shrinks, so this capacity is never outgrown (no copy left behind
+    // by a reallocation).
+    let mut out = Zeroizing::new(Vec::with_capacity(raw.len()));
+    let mut in_quote = false;
+    let mut i = 0;
+    while i < raw.len() {
+        let b = raw[i];
+        if b != b'\'' {
+            out.push(b);
+        } else if in_quote && raw.get(i + 1) == Some(&b'\'') {
+            out.push(b'\'');
+            i += 1;
+        } else {
+            in_quote = !in_quote;
+        }
+        i += 1;
+    }
+    out
+}
+
+/// A decimal number from ASCII digits, saturating (any N past a limit is as bad as any
+/// other).
+pub(crate) fn decimal(digits: &[u8]) -> u64 {
+    digits.iter().fold(0u64, |n, &d| {
+        // wrapping_sub: callers pass digits only; anything else must still not panic.
+        n.saturating_mul(10)
+            .saturating_add(u64::from(d.wrapping_sub(b'0')))
+    })
+}
+
+/// The tokens of a line, one at a time (a command needs at most four, and a line of a
+/// million words should not become a million buffers).
+pub(crate) struct Tokens<'a> {
+    rest: &'a [u8],
+}
+
+impl<'a> Tokens<'a> {
+    pub(crate) fn new(line: &'a [u8]) -> Self {
+        Tokens { rest: line }
+    }
+
+    /// The next token, `None` at the end of the line.
+    pub(crate) fn next_token(&mut self) -> Result<Option<Token>, ErrorKind> {
+        let i = skip_blanks(self.rest);
+        if i.is_empty() {
+            self.rest = i;
+            return Ok(None);
+        }
+        if let Ok((after, digits)) = literal_header(i) {
+            let n = decimal(digits);
+            if n > MAX_VALUE_LEN as u64 {
+                return Err(ErrorKind::LiteralTooLong);
+            }
+            let n = n as usize; // at most MAX_VALUE_LEN, checked above
+            let (after, body) = take::<_, _, nom::error::Error<&[u8]>>(n)
+                .parse(after)
+                .map_err(|_| ErrorKind::LiteralCutShort)?;
+            if after.first().is_some_and(|&b| !is_blank(b)) {
+                return Err(ErrorKind::MalformedLiteral);
+            }
+            self.rest = after;
+            return Ok(Some(Zeroizing::new(body.to_vec())));
+        }
+        // A word can fail to start, or stop short of a blank, only at a quote that never
+        // closes (the scanner ends lines at every other unquoted newline).
+        let (after, raw) = word(i).map_err(|_| ErrorKind::UnterminatedQuote)?;
+        if after.first().is_some_and(|&b| !is_blank(b)) {
+            return Err(ErrorKind::UnterminatedQuote);
+        }
+        // `{…}` is literal syntax: a typo in a header must not quietly become a value
+        // (the bytes after it would then be read as commands).
+        if raw.first() == Some(&b'{') && raw.last() == Some(&b'}') {
+            return Err(ErrorKind::MalformedLiteral);
+        }
+        self.rest = after;
+        Ok(Some(unquote(raw)))
+    }
+
+    /// Whether anything but blanks is left.
+    fn has_more(&self) -> bool {
+        !skip_blanks(self.rest).is_empty()
+    }
+}
+
+fn skip_blanks(i: &[u8]) -> &[u8] {
+    match blanks(i) {
+        Ok((rest, _)) => rest,
+        // take_while never fails on complete input; keeping the input is the safe answer.
+        Err(_) => i,
+    }
+}
+
+/// The verb a (possibly partial) line begins with, if its first token is complete and one
+/// of ours. Names the command in errors found before the line is whole.
+pub(crate) fn verb_of(prefix: &[u8]) -> Option<&'static str> {
+    let i = skip_blanks(prefix);
+    let (after, raw) = word(i).ok()?;
+    // The word may go on past the prefix unless a blank ends it here; and a word much
+    // longer than any verb, even quoted, is not worth unquoting.
+    if !after.first().is_some_and(|&b| is_blank(b)) || raw.len() > 32 {
+        return None;
+    }
+    let token = unquote(raw);
+    VERBS
+        .iter()
+        .copied()
+        .find(|v| v.as_bytes() == token.as_slice())
+}
+
+/// The error of a line: the verb, once the first word was one, and what was wrong.
+pub(crate) type LineError = (Option<&'static str>, ErrorKind);
+
+/// Parses one whole line (without its newline). `Ok(None)` for a blank line.
+pub(crate) fn parse_line(line: &[u8]) -> Result<Option<Command>, LineError> {
+    let mut tokens = Tokens::new(line);
+    let Some(first) = tokens.next_token().map_err(|kind| (None, kind))? else {
+        return Ok(None);
+    };
+    let Some(verb) = VERBS
+        .iter()
+        .copied()
+        .find(|v| v.as_bytes() == first.as_slice())
+    else {
+        return Err((
+            None,
+            ErrorKind::UnknownCommand {
+                suggestion: suggest(&first, &VERBS),
+            },
+        ));
+    };
+    let command = arguments(verb, &mut tokens).map_err(|kind| (Some(verb), kind))?;
+    Ok(Some(command))
+}
+
+/// Reads `verb`'s arguments, left to right; the first problem found is the error.
+fn arguments(verb: &'static str, t: &mut Tokens<'_>) -> Result<Command, ErrorKind> {
+    let command = match verb {
+        command::SET => {
+            let name = check_name(&arg(t, "name", usage::SET)?)?;
+            let value = value(t, usage::SET)?;
+            end(t, usage::SET, true)?;
+            Command::Set { name, value }
+        }
+        command::DELETE => {
+            let name = check_name(&arg(t, "name", usage::DELETE)?)?;
+            end(t, usage::DELETE, false)?;
+            Command::Delete { name }
+        }
+        command::GRANT | command::REVOKE => {
+            let usage = if verb == command::GRANT {
+                usage::GRANT
+            } else {
+                usage::REVOKE
+            };
+            let service = check_service(&arg(t, "service", usage)?)?;
+            let name = check_name(&arg(t, "name", usage)?)?;
+            end(t, usage, false)?;
+            if verb == command::GRANT {
+                Command::Grant { service, name }
+            } else {
+                Command::Revoke { service, name }
+            }
+        }
+        command::ROTATE_KEY => {
+            end(t, usage::ROTATE_KEY, false)?;
+            Command::RotateKey
+        }
+        _ => service(t)?,
+    };
+    Ok(command)
+}
+
+/// `service SERVICE (uid UID | manifest VALUE | remove)`.
+fn service(t: &mut Tokens<'_>) -> Result<Command, ErrorKind> {
+    let service = check_service(&arg(t, "service", usage::SERVICE)?)?;
+    let action = arg(t, "action", usage::SERVICE)?;
+    match action.as_slice() {
+        b"uid" => {
+            let uid = uid(&arg(t, "uid", usage::SERVICE_UID)?)?;
+            end(t, usage::SERVICE_UID, false)?;
+            Ok(Command::ServiceUid { service, uid })
+        }
+        b"manifest" => {
+            let manifest = value(t, usage::SERVICE_MANIFEST)?;
+            end(t, usage::SERVICE_MANIFEST, true)?;
+            Ok(Command::ServiceManifest { service, manifest })
+        }
+        b"remove" => {
+            end(t, usage::SERVICE_REMOVE, false)?;
+            Ok(Command::ServiceRemove { service })
+        }
+        other => Err(ErrorKind::UnknownAction {
+            suggestion: suggest(other, &ACTIONS),
+        }),
+    }
+}
+
+fn arg(t: &mut Tokens<'_>, what: &'static str, usage: &'static str) -> Result<Token, ErrorKind> {
+    t.next_token()?
+        .ok_or(ErrorKind::MissingArgument { arg: what, usage })
+}
+
+fn value(t: &mut Tokens<'_>, usage: &'static str) -> Result<Value, ErrorKind> {
+    let v = arg(t, "value", usage)?;
+    check_value(&v)?;
+    Ok(Value::from(v))
+}
+
+/// Fails if anything follows the last argument. The extra words are not even tokenized:
+/// there is one problem to report, and it is their presence.
+fn end(t: &Tokens<'_>, usage: &'static str, value: bool) -> Result<(), ErrorKind> {
+    if t.has_more() {
+        Err(ErrorKind::TooManyArguments { usage, value })
+    } else {
+        Ok(())
+    }
+}
+
+fn uid(token: &[u8]) -> Result<u32, ErrorKind> {
+    // Digits only: str::parse would also take a leading '+'.
+    if token.is_empty() || !token.iter().all(u8::is_ascii_digit) {
+        return Err(ErrorKind::BadUid);
+    }
+    match u32::try_from(decimal(token)) {
+        Ok(uid) if uid != NO_UID => Ok(uid),
+        _ => Err(ErrorKind::BadUid),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn tokens(line: &[u8]) -> Result<Vec<Vec<u8>>, ErrorKind> {
+        let mut t = Tokens::new(line);
+        let mut out = Vec::new();
+        while let Some(tok) = t.next_token()? {
+            out.push(tok.to_vec());
+        }
+        Ok(out)
+    }
+
+    fn toks(words: &[&[u8]]) -> Result<Vec<Vec<u8>>, ErrorKind> {
+        Ok(words.iter().map(|w| w.to_vec()).collect())
+    }
+
+    #[test]
+    fn tokenizing() {
+        assert_eq!(tokens(b""), toks(&[]));
+        assert_eq!(tokens(b" \t "), toks(&[]));
+        assert_eq!(tokens(b"a  b\tc "), toks(&[b"a", b"b", b"c"]));
+        assert_eq!(tokens(b"''"), toks(&[b""]));
+        assert_eq!(tokens(b"'it''s'"), toks(&[b"it's"]));
+        assert_eq!(tokens(b"ab'c d'e"), toks(&[b"abc de"]));
+        assert_eq!(tokens(b"a''b"), toks(&[b"ab"]));
+        assert_eq!(tokens(b"a'''b'"), toks(&[b"a'b"]));
+        assert_eq!(tokens(b"'''' x"), toks(&[b"'", b"x"]));
+        assert_eq!(tokens(b"'a\nb\0c'"), toks(&[b"a\nb\0c"]));
+        assert_eq!(tokens(b"\xff\xfe \r"), toks(&[b"\xff\xfe", b"\r"]));
+        assert_eq!(tokens(b"{3}\na b"), toks(&[b"a b"]));
+        assert_eq!(tokens(b"x {3}\r\n\n\n\n y"), toks(&[b"x", b"\n\n\n", b"y"]));
+        assert_eq!(tokens(b"{0}\n"), toks(&[b""]));
+        assert_eq!(tokens(b"{007}\nabcdefg"), toks(&[b"abcdefg"]));
+        assert_eq!(tokens(b"{ x"), toks(&[b"{", b"x"]));
+        assert_eq!(tokens(b"x{3}"), toks(&[b"x{3}"]));
+        assert_eq!(tokens(b"'{3}'"), toks(&[b"{3}"]));
+        assert_eq!(tokens(b"{\"a\":1"), toks(&[b"{\"a\":1"]));
+    }
+
+    #[test]
+    fn token_errors() {
+        assert_eq!(tokens(b"'abc"), Err(ErrorKind::UnterminatedQuote));
+        assert_eq!(tokens(b"a 'b''"), Err(ErrorKind::UnterminatedQuote));
+        assert_eq!(tokens(b"{12x}"), Err(ErrorKind::MalformedLiteral));
+        assert_eq!(tokens(b"{}"), Err(ErrorKind::MalformedLiteral));
+        assert_eq!(tokens(b"{+5}"), Err(ErrorKind::MalformedLiteral));
+        assert_eq!(tokens(b"{5}"), Err(ErrorKind::MalformedLiteral));
+        assert_eq!(tokens(b"{\"a\":1}"), Err(ErrorKind::MalformedLiteral));
+        assert_eq!(tokens(b"{3}\nabcd"), Err(ErrorKind::MalformedLiteral));
+        assert_eq!(tokens(b"{3}\nab"), Err(ErrorKind::LiteralCutShort));
+        assert_eq!(tokens(b"{1048577}\n"), Err(ErrorKind::LiteralTooLong));
+        assert_eq!(
+            tokens(b"{99999999999999999999999999}\n"),
+            Err(ErrorKind::LiteralTooLong)
+        );
+    }
+
+    #[test]
+    fn verbs_of_prefixes() {
+        assert_eq!(verb_of(b"set "), Some("set"));
+        assert_eq!(verb_of(b"  'set' x"), Some("set"));
+        assert_eq!(verb_of(b"set"), None);
+        assert_eq!(verb_of(b"sets x"), None);
+        assert_eq!(verb_of(b"'set x"), None);
+        assert_eq!(verb_of(b""), None);
+        assert_eq!(verb_of(b"service web manifest {9}\n"), Some("service"));
+    }
+
+    #[test]
+    fn uids() {
+        assert_eq!(uid(b"0"), Ok(0));
+        assert_eq!(uid(b"1000"), Ok(1000));
+        assert_eq!(uid(b"4294967294"), Ok(4_294_967_294));
+        assert_eq!(uid(b"4294967295"), Err(ErrorKind::BadUid));
+        assert_eq!(uid(b"4294967296"), Err(ErrorKind::BadUid));
+        assert_eq!(uid(b"99999999999999999999999"), Err(ErrorKind::BadUid));
+        assert_eq!(uid(b"+5"), Err(ErrorKind::BadUid));
+        assert_eq!(uid(b"-1"), Err(ErrorKind::BadUid));
+        assert_eq!(uid(b""), Err(ErrorKind::BadUid));
+        assert_eq!(uid(b"0x10"), Err(ErrorKind::BadUid));
+    }
+
+    #[test]
+    fn lines() {
+        assert_eq!(parse_line(b""), Ok(None));
+        assert_eq!(parse_line(b"  \t"), Ok(None));
+        assert_eq!(parse_line(b"rotate-key"), Ok(Some(Command::RotateKey)));
+        assert_eq!(
+            parse_line(b" set  a 'b c' "),
+            Ok(Some(Command::Set {
+                name: "a".into(),
+                value: Value::from(b"b c".to_vec())
+            }))
+        );
+        assert_eq!(
+            parse_line(b"set a"),
+            Err((
+                Some("set"),
+                ErrorKind::MissingArgument {
+                    arg: "value",
+                    usage: usage::SET
+                }
+            ))
+        );
+        assert_eq!(
+            parse_line(b"bogus 'unterminated"),
+            Err((None, ErrorKind::UnknownCommand { suggestion: None }))
+        );
+    }
+}
