@@ -1,0 +1,178 @@
+//! One connection: frames read from a byte stream, handed to the session, and replies
+//! written back in completion order.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::BytesMut;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::sync::{Semaphore, mpsc};
+use tracing::debug;
+use zeroize::{Zeroize, Zeroizing};
+
+use super::session::Session;
+use super::{Filesystem, Limits, Peer, Shutdown};
+use crate::message::{FrameHeader, HEADER_SIZE};
+
+/// Why the reader stopped.
+#[derive(Debug)]
+enum ReadEnd {
+    /// The client closed the connection between messages.
+    Eof,
+    /// The stream failed, or closed in the middle of a message.
+    Io(std::io::Error),
+    /// The client began a message and did not finish it in time.
+    Stalled,
+    /// The size field is smaller than a header: the stream cannot be resynchronised.
+    Malformed(u32),
+    /// The message is larger than the negotiated msize.
+    TooBig(FrameHeader),
+}
+
+/// Reads one whole frame into its own buffer. Waits without limit for the first byte of
+/// a message (an idle mount is normal) and at most `stall` for the rest of it.
+async fn read_frame<R: AsyncRead + Unpin>(
+    rd: &mut R,
+    buf: &mut BytesMut,
+    max_size: u32,
+    stall: Duration,
+) -> Result<BytesMut, ReadEnd> {
+    let deadline = tokio::time::Instant::now() + stall;
+    loop {
+        if buf.len() >= 4 {
+            let size = u32::from_le_bytes([buf[0], buf[1], buf[2], buf[3]]);
+            if (size as usize) < HEADER_SIZE {
+                return Err(ReadEnd::Malformed(size));
+            }
+            if size > max_size {
+                if buf.len() >= HEADER_SIZE {
+                    // The header itself is sound; only the size is refused.
+                    if let Ok(h) = FrameHeader::parse(&buf[..HEADER_SIZE]) {
+                        return Err(ReadEnd::TooBig(h));
+                    }
+                }
+            } else if buf.len() >= size as usize {
+                return Ok(buf.split_to(size as usize));
+            } else {
+                buf.reserve(size as usize - buf.len());
+            }
+        }
+        let read = if buf.is_empty() {
+            rd.read_buf(buf).await
+        } else {
+            match tokio::time::timeout_at(deadline, rd.read_buf(buf)).await {
+                Ok(r) => r,
+                Err(_) => return Err(ReadEnd::Stalled),
+            }
+        };
+        match read {
+            Ok(0) if buf.is_empty() => return Err(ReadEnd::Eof),
+            Ok(0) => {
+                return Err(ReadEnd::Io(std::io::ErrorKind::UnexpectedEof.into()));
+            }
+            Ok(_) => {}
+            Err(e) => return Err(ReadEnd::Io(e)),
+        }
+    }
+}
+
+/// Writes replies as they complete, batching those that are ready together. Reply bytes
+/// may hold secrets, so every buffer is zeroed once written.
+async fn write_loop<W: AsyncWrite + Unpin>(
+    mut wr: W,
+    mut rx: mpsc::UnboundedReceiver<Zeroizing<Vec<u8>>>,
+    timeout: Duration,
+    closed: Arc<tokio::sync::Notify>,
+) {
+    const BATCH: usize = 256 * 1024;
+    let mut batch: Vec<u8> = Vec::with_capacity(16 * 1024);
+    while let Some(first) = rx.recv().await {
+        batch.extend_from_slice(&first);
+        drop(first);
+        while batch.len() < BATCH {
+            match rx.try_recv() {
+                Ok(next) => batch.extend_from_slice(&next),
+                Err(_) => break,
+            }
+        }
+        let written = tokio::time::timeout(timeout, wr.write_all(&batch)).await;
+        batch.zeroize();
+        batch.clear();
+        match written {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => {
+                debug!(error = %e, "write failed; closing connection");
+                break;
+            }
+            Err(_) => {
+                debug!("client does not take replies; closing connection");
+                break;
+            }
+        }
+    }
+    let _ = wr.shutdown().await;
+    closed.notify_one();
+}
+
+pub(super) async fn run<F, S>(
+    fs: Arc<F>,
+    limits: Arc<Limits>,
+    outstanding: Arc<Semaphore>,
+    stream: S,
+    peer: Peer,
+    mut shutdown: Shutdown,
+) where
+    F: Filesystem,
+    S: AsyncRead + AsyncWrite + Send + 'static,
+{
+    let (mut rd, wr) = tokio::io::split(stream);
+    let (tx, rx) = mpsc::unbounded_channel();
+    let closed = Arc::new(tokio::sync::Notify::new());
+    let writer = tokio::spawn(write_loop(wr, rx, limits.write_timeout, closed.clone()));
+    debug!(peer = %peer.addr, "connection opened");
+    let session = Arc::new(Session::new(fs, limits.clone(), peer, tx));
+    let mut buf = BytesMut::with_capacity(8 * 1024);
+
+    let graceful = loop {
+        let max = session.max_frame_size();
+        let frame = tokio::select! {
+            _ = shutdown.wait() => break true,
+            _ = closed.notified() => break false,
+            f = read_frame(&mut rd, &mut buf, max, limits.stall_timeout) => f,
+        };
+        let frame = match frame {
+            Ok(f) => f,
+            Err(end) => {
+                match end {
+                    ReadEnd::Eof => debug!("client closed the connection"),
+                    ReadEnd::TooBig(h) => {
+                        debug!(size = h.size, max, "message larger than msize");
+                        session.reply_error_now(
+                            h.tag,
+                            &format!("message of {} bytes is larger than msize {max}", h.size),
+                        );
+                    }
+                    ReadEnd::Io(e) => debug!(error = %e, "connection failed"),
+                    ReadEnd::Stalled => debug!("message not finished in time; closing"),
+                    ReadEnd::Malformed(size) => {
+                        debug!(size, "size field below the header size; closing")
+                    }
+                }
+                break false;
+            }
+        };
+        let permit = tokio::select! {
+            _ = shutdown.wait() => break true,
+            p = outstanding.clone().acquire_owned() => match p {
+                Ok(p) => p,
+                Err(_) => break false,
+            },
+        };
+        session.handle_frame(frame, permit).await;
+    };
+    buf.zeroize();
+    session.close(graceful).await;
+    drop(session);
+    let _ = writer.await;
+    debug!("connection closed");
+}

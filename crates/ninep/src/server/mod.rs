@@ -1,0 +1,414 @@
+//! The server core: serves any [`Filesystem`] over 9P2000.
+//!
+//! The core owns each connection's fid table and outstanding tags and enforces the
+//! protocol before a handler runs (lib9p's idea), so a handler is only ever called for a
+//! request that is valid in its state:
+//!
+//! - Tversion comes first and resets the session; msize is negotiated (never above what
+//!   was asked, never below [`MIN_MSIZE`], capped at [`Limits::max_msize`]); "9P2000.L"
+//!   and "9P2000.u" are answered with "9P2000", other versions with "unknown".
+//! - Fids are checked for existence and reuse; walks from open fids, walks of non
+//!   directories and the partial-walk rules of walk(5) are handled here.
+//! - Open modes are checked against the permission bits of the handler's stat, a
+//!   directory is never opened for writing, reads and writes need a fid open for them and
+//!   are bounded by the iounit; directory reads are assembled here from
+//!   [`Filesystem::readdir`], whole entries only, at offset 0 or the previous end.
+//! - A wstat with every field "don't touch" succeeds without calling the handler.
+//! - Tflush is answered with Rflush, after the flushed request's reply if it was sent.
+//!
+//! Requests on one connection run concurrently and replies go out in completion order.
+//! [`Limits`] bounds connections, fids, outstanding requests, msize and stalls, so one
+//! client can neither exhaust the process nor harm other connections.
+//!
+//! # Layout
+//! - this file: the [`Filesystem`] trait, [`Limits`], [`Server`] and its listeners.
+//! - `conn`: framing on a byte stream, the reader loop, the reply writer.
+//! - `session`: one connection's fids and tags, and the protocol checks per message.
+
+mod conn;
+mod session;
+
+use std::future::Future;
+use std::io;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::net::{TcpListener, UnixListener};
+use tokio::sync::{Semaphore, watch};
+use tokio::task::JoinSet;
+use tracing::{info, warn};
+
+use crate::error::Result;
+use crate::message::{Data, Qid, Stat};
+
+/// The smallest msize the server accepts: below this a directory entry or an error
+/// string might not fit in a message.
+pub const MIN_MSIZE: u32 = 4096;
+
+/// Who is on the other end of a connection, as the transport tells it. A filesystem
+/// decides the principal from this at attach, never from the client's uname.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Peer {
+    /// The peer's user id, from SO_PEERCRED on a unix socket.
+    pub uid: Option<u32>,
+    /// The peer's group id, from SO_PEERCRED on a unix socket.
+    pub gid: Option<u32>,
+    /// The peer's process id, where the transport knows it.
+    pub pid: Option<i32>,
+    /// A printable address for logs.
+    pub addr: String,
+}
+
+/// Why a fid is being clunked.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ClunkKind {
+    /// The client sent Tclunk (or Tremove): what was written through the fid is complete.
+    Requested,
+    /// The connection ended or was reset by Tversion: the client may have stopped in the
+    /// middle of something, so nothing half-written should take effect.
+    Dropped,
+}
+
+/// A filesystem served by the core. Each method documents what the core has already
+/// checked when it is called.
+///
+/// `Fid` is the handler's state for one fid: typically which file it names and on whose
+/// behalf (the principal decided at attach). The core keeps it in its fid table and hands
+/// it back on every request for that fid.
+pub trait Filesystem: Send + Sync + 'static {
+    /// Per-fid state.
+    type Fid: Send + Sync + 'static;
+
+    /// Tattach: the root of the tree named by `aname`, for the connection's `peer`.
+    /// The core has checked that the fid is new and that no authentication was offered.
+    fn attach(
+        &self,
+        peer: &Peer,
+        uname: &str,
+        aname: &str,
+    ) -> impl Future<Output = Result<(Qid, Self::Fid)>> + Send;
+
+    /// A copy of `fid` naming the same file, for a walk of zero names. The core has
+    /// checked that `fid` is not open.
+    fn clone_fid(&self, fid: &Self::Fid) -> Self::Fid;
+
+    /// One step of a walk: the file called `name` in the directory `dir`. The core has
+    /// checked that `dir` is a directory and not open, and that `name` is a single path
+    /// element (not empty, no '/'); ".." is passed on.
+    fn walk(
+        &self,
+        dir: &Self::Fid,
+        name: &str,
+    ) -> impl Future<Output = Result<(Qid, Self::Fid)>> + Send;
+
+    /// Tstat. Also used by the core to check permissions at open.
+    fn stat(&self, fid: &Self::Fid) -> impl Future<Output = Result<Stat>> + Send;
+
+    /// Topen. The core has checked that the fid is not open, that the mode is allowed by
+    /// the owner bits of [`stat`](Filesystem::stat), and that a directory is opened only
+    /// for reading. A handler refuses here what its stat cannot say.
+    fn open(&self, fid: &Self::Fid, mode: u8) -> impl Future<Output = Result<()>> + Send {
+        let _ = (fid, mode);
+        async { Ok(()) }
+    }
+
+    /// Tread of a file (not a directory). The core has checked that the fid is open for
+    /// reading and capped `count` at the iounit.
+    fn read(
+        &self,
+        fid: &Self::Fid,
+        offset: u64,
+        count: u32,
+    ) -> impl Future<Output = Result<Data>> + Send;
+
+    /// The entries of a directory, read at offset 0 of an open directory fid. The core
+    /// keeps them and answers the following reads from them.
+    fn readdir(&self, dir: &Self::Fid) -> impl Future<Output = Result<Vec<Stat>>> + Send;
+
+    /// Twrite. The core has checked that the fid is open for writing and that the data
+    /// fits the iounit. Returns the number of bytes written.
+    fn write(
+        &self,
+        fid: &Self::Fid,
+        offset: u64,
+        data: &[u8],
+    ) -> impl Future<Output = Result<u32>> + Send {
+        let _ = (fid, offset, data);
+        async { Err(crate::Error::permission_denied()) }
+    }
+
+    /// Tcreate: make `name` in the directory `dir` and open it with `mode`; returns the
+    /// new file's qid and the state that the fid holds from now on. The core has checked
+    /// that `dir` is a directory and not open, and that `name` is a single path element.
+    fn create(
+        &self,
+        dir: &Self::Fid,
+        name: &str,
+        perm: u32,
+        mode: u8,
+    ) -> impl Future<Output = Result<(Qid, Self::Fid)>> + Send {
+        let _ = (dir, name, perm, mode);
+        async { Err(crate::Error::new(crate::ename::CREATE_PROHIBITED)) }
+    }
+
+    /// Tremove (or the clunk of a fid opened with ORCLOSE). The fid is clunked whatever
+    /// the outcome; [`clunk`](Filesystem::clunk) follows.
+    fn remove(&self, fid: &Self::Fid) -> impl Future<Output = Result<()>> + Send {
+        let _ = fid;
+        async { Err(crate::Error::new(crate::ename::REMOVE_PROHIBITED)) }
+    }
+
+    /// Twstat. The core has answered a wstat of all "don't touch" fields itself and
+    /// refused a change of the directory bit.
+    fn wstat(&self, fid: &Self::Fid, stat: &Stat) -> impl Future<Output = Result<()>> + Send {
+        let _ = (fid, stat);
+        async { Err(crate::Error::new(crate::ename::WSTAT_PROHIBITED)) }
+    }
+
+    /// The fid is gone from the table. An error becomes the Rclunk's Rerror (the fid is
+    /// gone regardless); it is ignored for [`ClunkKind::Dropped`].
+    fn clunk(&self, fid: &Self::Fid, kind: ClunkKind) -> impl Future<Output = Result<()>> + Send {
+        let _ = (fid, kind);
+        async { Ok(()) }
+    }
+}
+
+/// Caps that keep one client from exhausting the process.
+#[derive(Clone, Debug)]
+pub struct Limits {
+    /// The largest msize the server agrees to.
+    pub max_msize: u32,
+    /// Connections served at once; more are closed on accept.
+    pub max_connections: usize,
+    /// Fids one connection may hold.
+    pub max_fids: usize,
+    /// Requests one connection may have outstanding.
+    pub max_outstanding: usize,
+    /// Requests outstanding over all connections; past it, connections wait before
+    /// reading more. Bounds the memory held by requests to about this times 2 × msize.
+    pub max_outstanding_total: usize,
+    /// How long a connection may take to send the rest of a message it has begun.
+    pub stall_timeout: Duration,
+    /// How long a connection may refuse to take our replies before it is closed.
+    pub write_timeout: Duration,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            max_msize: 128 * 1024,
+            max_connections: 1024,
+            max_fids: 4096,
+            max_outstanding: 256,
+            max_outstanding_total: 4096,
+            stall_timeout: Duration::from_secs(30),
+            write_timeout: Duration::from_secs(30),
+        }
+    }
+}
+
+/// Serves a [`Filesystem`] on listeners and connections.
+pub struct Server<F: Filesystem> {
+    fs: Arc<F>,
+    limits: Arc<Limits>,
+    connections: Arc<Semaphore>,
+    outstanding: Arc<Semaphore>,
+}
+
+impl<F: Filesystem> Clone for Server<F> {
+    fn clone(&self) -> Self {
+        Server {
+            fs: self.fs.clone(),
+            limits: self.limits.clone(),
+            connections: self.connections.clone(),
+            outstanding: self.outstanding.clone(),
+        }
+    }
+}
+
+/// A signal that tells connections to stop taking requests; see [`Server::serve_unix`].
+#[derive(Clone, Debug)]
+pub struct Shutdown(watch::Receiver<bool>);
+
+/// Triggers a [`Shutdown`].
+#[derive(Debug)]
+pub struct ShutdownTrigger(watch::Sender<bool>);
+
+impl Shutdown {
+    /// A shutdown signal and its trigger.
+    pub fn new() -> (ShutdownTrigger, Shutdown) {
+        let (tx, rx) = watch::channel(false);
+        (ShutdownTrigger(tx), Shutdown(rx))
+    }
+
+    /// A signal that never fires.
+    pub fn never() -> Shutdown {
+        let (tx, rx) = watch::channel(false);
+        // Keep the sender alive forever so that `wait` never returns.
+        std::mem::forget(tx);
+        Shutdown(rx)
+    }
+
+    /// Resolves once the trigger fired (or was dropped).
+    pub async fn wait(&mut self) {
+        while !*self.0.borrow_and_update() {
+            if self.0.changed().await.is_err() {
+                return;
+            }
+        }
+    }
+}
+
+impl ShutdownTrigger {
+    /// Tells every holder of the [`Shutdown`] to stop.
+    pub fn trigger(&self) {
+        let _ = self.0.send(true);
+    }
+}
+
+impl<F: Filesystem> Server<F> {
+    /// A server for `fs` with the given limits.
+    pub fn new(fs: F, limits: Limits) -> Self {
+        Self::from_arc(Arc::new(fs), limits)
+    }
+
+    /// A server for a filesystem that is shared with other code.
+    pub fn from_arc(fs: Arc<F>, limits: Limits) -> Self {
+        let limits = Limits {
+            max_msize: limits.max_msize.max(MIN_MSIZE),
+            ..limits
+        };
+        Server {
+            fs,
+            connections: Arc::new(Semaphore::new(limits.max_connections)),
+            outstanding: Arc::new(Semaphore::new(limits.max_outstanding_total)),
+            limits: Arc::new(limits),
+        }
+    }
+
+    /// The filesystem served.
+    pub fn filesystem(&self) -> &Arc<F> {
+        &self.fs
+    }
+
+    /// Serves one connection until the client hangs up, a fatal protocol error, or
+    /// `shutdown`. On shutdown the connection stops reading, finishes the requests it
+    /// has, sends their replies and closes.
+    pub async fn serve_connection<S>(&self, stream: S, peer: Peer, shutdown: Shutdown)
+    where
+        S: AsyncRead + AsyncWrite + Send + 'static,
+    {
+        conn::run(
+            self.fs.clone(),
+            self.limits.clone(),
+            self.outstanding.clone(),
+            stream,
+            peer,
+            shutdown,
+        )
+        .await
+    }
+
+    /// Accepts connections on a unix socket until `shutdown`, then waits for the open
+    /// connections to finish their outstanding requests. Each connection's [`Peer`] has
+    /// the uid, gid and pid of the connecting process (SO_PEERCRED).
+    pub async fn serve_unix(&self, listener: UnixListener, shutdown: Shutdown) -> io::Result<()> {
+        self.accept_loop(shutdown, || async {
+            let (stream, _) = listener.accept().await?;
+            let cred = stream.peer_cred()?;
+            let peer = Peer {
+                uid: Some(cred.uid()),
+                gid: Some(cred.gid()),
+                pid: cred.pid(),
+                addr: format!(
+                    "unix:uid={},pid={}",
+                    cred.uid(),
+                    cred.pid()
+                        .map_or_else(|| "?".to_string(), |p| p.to_string())
+                ),
+            };
+            Ok((stream, peer))
+        })
+        .await
+    }
+
+    /// Accepts connections on TCP until `shutdown`. TCP peers carry no credentials:
+    /// their [`Peer`] has only an address.
+    pub async fn serve_tcp(&self, listener: TcpListener, shutdown: Shutdown) -> io::Result<()> {
+        self.accept_loop(shutdown, || async {
+            let (stream, addr) = listener.accept().await?;
+            let _ = stream.set_nodelay(true);
+            let peer = Peer {
+                addr: format!("tcp:{addr}"),
+                ..Peer::default()
+            };
+            Ok((stream, peer))
+        })
+        .await
+    }
+
+    async fn accept_loop<S, A, Fut>(&self, shutdown: Shutdown, mut accept: A) -> io::Result<()>
+    where
+        S: AsyncRead + AsyncWrite + Send + 'static,
+        A: FnMut() -> Fut,
+        Fut: Future<Output = io::Result<(S, Peer)>>,
+    {
+        let mut connections = JoinSet::new();
+        let mut stop = shutdown.clone();
+        loop {
+            let accepted = tokio::select! {
+                _ = stop.wait() => break,
+                // Reap finished connections so the set does not grow without bound.
+                Some(_) = connections.join_next(), if !connections.is_empty() => continue,
+                a = accept() => a,
+            };
+            let (stream, peer) = match accepted {
+                Ok(a) => a,
+                Err(e) => {
+                    // Out of descriptors and the like: not fatal, but do not spin.
+                    warn!(error = %e, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            };
+            let Ok(permit) = self.connections.clone().try_acquire_owned() else {
+                warn!(peer = %peer.addr, limit = self.limits.max_connections, "too many connections; closing the new one");
+                drop(stream);
+                continue;
+            };
+            let server = self.clone();
+            let shutdown = shutdown.clone();
+            connections.spawn(async move {
+                server.serve_connection(stream, peer, shutdown).await;
+                drop(permit);
+            });
+        }
+        info!(
+            open = connections.len(),
+            "stopped accepting; finishing open connections"
+        );
+        while connections.join_next().await.is_some() {}
+        Ok(())
+    }
+}
+
+/// Binds a unix socket at `path`, replacing a stale socket file left by a server that
+/// is no longer running. A live server's socket is not replaced.
+pub async fn bind_unix(path: &Path) -> io::Result<UnixListener> {
+    match UnixListener::bind(path) {
+        Ok(l) => Ok(l),
+        Err(e) if e.kind() == io::ErrorKind::AddrInUse => {
+            if tokio::net::UnixStream::connect(path).await.is_ok() {
+                return Err(io::Error::new(
+                    io::ErrorKind::AddrInUse,
+                    format!("{}: a server is already listening there", path.display()),
+                ));
+            }
+            std::fs::remove_file(path)?;
+            UnixListener::bind(path)
+        }
+        Err(e) => Err(e),
+    }
+}

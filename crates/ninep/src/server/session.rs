@@ -1,0 +1,737 @@
+//! One connection's session: its fids and outstanding tags, and the protocol checks made
+//! for every message before the filesystem sees it.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use bytes::BytesMut;
+use tokio::sync::{Notify, OwnedSemaphorePermit, mpsc};
+use tokio::task::AbortHandle;
+use tracing::{debug, trace};
+use zeroize::{Zeroize, Zeroizing};
+
+use super::{ClunkKind, Filesystem, Limits, MIN_MSIZE, Peer};
+use crate::error::{Error, Result, ename};
+use crate::message::*;
+use crate::wire::Wire;
+
+/// What the core keeps for one fid.
+struct FidState<F: Filesystem> {
+    /// The handler's state, shared with requests that are running on this fid.
+    handler: Arc<F::Fid>,
+    qid: Qid,
+    /// The open mode, once opened.
+    open: Option<u8>,
+    iounit: u32,
+    /// The entries of an open directory, taken at the read at offset 0.
+    dir: Option<DirCursor>,
+}
+
+struct DirCursor {
+    entries: Vec<Stat>,
+    next: usize,
+    offset: u64,
+}
+
+type Fid<F> = Arc<Mutex<FidState<F>>>;
+
+/// An outstanding request.
+struct InFlight {
+    /// Set for requests that change nothing (walk, read, stat), which a flush may
+    /// cancel; others run to completion and reply before the Rflush.
+    abort: Option<AbortHandle>,
+    /// Tags of Tflush requests waiting for this request to finish.
+    flushers: Vec<u16>,
+}
+
+pub(super) struct Session<F: Filesystem> {
+    fs: Arc<F>,
+    limits: Arc<Limits>,
+    peer: Peer,
+    /// The negotiated msize; 0 until Tversion succeeds.
+    msize: AtomicU32,
+    fids: Mutex<HashMap<u32, Fid<F>>>,
+    inflight: Mutex<HashMap<u16, InFlight>>,
+    idle: Notify,
+    tx: mpsc::UnboundedSender<Zeroizing<Vec<u8>>>,
+}
+
+/// Locks a mutex, recovering it if a panicking thread poisoned it: the data it guards
+/// (maps of fids and tags) is valid after any single operation on it.
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// Sends the reply of a request when the request's task ends, whether it finished or
+/// was cancelled by a flush, and then the Rflush of whoever flushed it.
+struct ReplyGuard<F: Filesystem> {
+    session: Arc<Session<F>>,
+    tag: u16,
+    reply: Option<Rmessage>,
+    _permit: OwnedSemaphorePermit,
+}
+
+impl<F: Filesystem> ReplyGuard<F> {
+    fn set_reply(&mut self, reply: Rmessage) {
+        self.reply = Some(reply);
+    }
+}
+
+impl<F: Filesystem> Drop for ReplyGuard<F> {
+    fn drop(&mut self) {
+        let mut reply = self.reply.take();
+        if reply.is_none() && std::thread::panicking() {
+            // A handler bug must not leave the client waiting forever on this tag.
+            reply = Some(Rmessage::error(ename::IO));
+        }
+        self.session.complete(self.tag, reply);
+    }
+}
+
+fn access_needed(mode: u8) -> u32 {
+    let mut need = match mode & 3 {
+        om::READ => dm::READ,
+        om::WRITE => dm::WRITE,
+        om::RDWR => dm::READ | dm::WRITE,
+        _ => dm::EXEC,
+    };
+    if mode & (om::TRUNC | om::RCLOSE) != 0 {
+        need |= dm::WRITE;
+    }
+    need
+}
+
+fn reads(mode: u8) -> bool {
+    matches!(mode & 3, om::READ | om::RDWR | om::EXEC)
+}
+
+fn writes(mode: u8) -> bool {
+    matches!(mode & 3, om::WRITE | om::RDWR)
+}
+
+/// A name that can be one element of a path.
+fn check_name(name: &str) -> Result<()> {
+    if name.is_empty() || name.contains('/') || name.contains('\0') {
+        return Err(Error::new(ename::BAD_NAME));
+    }
+    Ok(())
+}
+
+/// The Rversion answer to a version string (version(5)): any "9P2000..." dialect, and any
+/// later year, is answered with plain 9P2000; anything else is "unknown".
+fn negotiate_version(asked: &str) -> Option<&'static str> {
+    let rest = asked.strip_prefix("9P")?;
+    let year: String = rest.chars().take_while(|c| c.is_ascii_digit()).collect();
+    match year.parse::<u32>() {
+        Ok(y) if y >= 2000 => Some(VERSION_9P2000),
+        _ => None,
+    }
+}
+
+impl<F: Filesystem> Session<F> {
+    pub(super) fn new(
+        fs: Arc<F>,
+        limits: Arc<Limits>,
+        peer: Peer,
+        tx: mpsc::UnboundedSender<Zeroizing<Vec<u8>>>,
+    ) -> Self {
+        Session {
+            fs,
+            limits,
+            peer,
+            msize: AtomicU32::new(0),
+            fids: Mutex::new(HashMap::new()),
+            inflight: Mutex::new(HashMap::new()),
+            idle: Notify::new(),
+            tx,
+        }
+    }
+
+    /// The largest frame the reader accepts now: the negotiated msize, or before
+    /// negotiation the most the server would agree to.
+    pub(super) fn max_frame_size(&self) -> u32 {
+        match self.msize.load(Ordering::Acquire) {
+            0 => self.limits.max_msize,
+            m => m,
+        }
+    }
+
+    fn iounit(&self) -> u32 {
+        self.max_frame_size() - IOHDRSZ
+    }
+
+    /// Encodes and queues a reply. A reply that would not fit the msize (a handler's
+    /// overlong stat or error) is replaced by an error that does.
+    fn send(&self, tag: u16, msg: Rmessage) {
+        let mut frame = Rframe { tag, msg };
+        let max = self.max_frame_size() as usize;
+        if frame.byte_size() > max {
+            debug!(reply = %frame, "reply larger than msize");
+            frame.msg = Rmessage::error(ename::IO);
+        }
+        if let Rmessage::Error(e) = &mut frame.msg {
+            // Keep an error string well inside the smallest msize.
+            if e.ename.len() > 1024 {
+                let mut cut = 1024;
+                while !e.ename.is_char_boundary(cut) {
+                    cut -= 1;
+                }
+                e.ename.truncate(cut);
+            }
+        }
+        trace!(peer = %self.peer.addr, "-> {frame}");
+        let mut bytes = Zeroizing::new(Vec::with_capacity(frame.byte_size()));
+        frame.encode(&mut *bytes);
+        // The writer is gone only when the connection is closing; the reply has nowhere
+        // to go then.
+        let _ = self.tx.send(bytes);
+    }
+
+    /// Replies with an error at once, outside the request machinery (the reader uses it
+    /// before closing a connection).
+    pub(super) fn reply_error_now(&self, tag: u16, ename: &str) {
+        self.send(tag, Rmessage::error(ename));
+    }
+
+    /// A request's task ended: send its reply (if it has one and the session was not
+    /// reset meanwhile), then the Rflush of each flush waiting on it.
+    fn complete(&self, tag: u16, reply: Option<Rmessage>) {
+        let mut inflight = lock(&self.inflight);
+        let Some(entry) = inflight.remove(&tag) else {
+            return;
+        };
+        // Sending under the lock keeps a flush from overtaking the reply it waits for.
+        if let Some(reply) = reply {
+            self.send(tag, reply);
+        }
+        for flusher in entry.flushers {
+            self.send(flusher, Rflush {}.into());
+        }
+        if inflight.is_empty() {
+            self.idle.notify_waiters();
+        }
+    }
+
+    /// Decodes one frame and starts its request. Version and flush are handled here, in
+    /// order; every other request runs as its own task.
+    pub(super) async fn handle_frame(
+        self: &Arc<Self>,
+        mut bytes: BytesMut,
+        permit: OwnedSemaphorePermit,
+    ) {
+        let header = FrameHeader::parse(&bytes).ok();
+        let decoded = Tframe::decode(&bytes);
+        // Twrite payloads may be secrets: wipe the frame once decoded.
+        bytes.as_mut().zeroize();
+        let frame = match decoded {
+            Ok(f) => f,
+            Err(e) => {
+                if let Some(h) = header {
+                    debug!(peer = %self.peer.addr, tag = h.tag, error = %e, "bad message");
+                    self.send(
+                        h.tag,
+                        Rmessage::error(format!("{}: {e}", ename::BAD_MESSAGE)),
+                    );
+                }
+                return;
+            }
+        };
+        trace!(peer = %self.peer.addr, "<- {frame}");
+        let Tframe { tag, msg } = frame;
+        match msg {
+            Tmessage::Version(m) => {
+                let reply = self.version(m).await;
+                self.send(tag, reply);
+            }
+            Tmessage::Flush(m) => self.flush(tag, m.oldtag),
+            _ if self.msize.load(Ordering::Acquire) == 0 => {
+                self.send(tag, Rmessage::error(ename::NO_VERSION));
+            }
+            msg => self.start(tag, msg, permit),
+        }
+    }
+
+    fn start(self: &Arc<Self>, tag: u16, msg: Tmessage, permit: OwnedSemaphorePermit) {
+        let cancellable = matches!(
+            msg,
+            Tmessage::Walk(_) | Tmessage::Read(_) | Tmessage::Stat(_)
+        );
+        {
+            let mut inflight = lock(&self.inflight);
+            if inflight.contains_key(&tag) {
+                drop(inflight);
+                self.send(tag, Rmessage::error(ename::DUPLICATE_TAG));
+                return;
+            }
+            if inflight.len() >= self.limits.max_outstanding {
+                drop(inflight);
+                self.send(tag, Rmessage::error(ename::TOO_MANY_REQUESTS));
+                return;
+            }
+            inflight.insert(
+                tag,
+                InFlight {
+                    abort: None,
+                    flushers: Vec::new(),
+                },
+            );
+        }
+        let mut guard = ReplyGuard {
+            session: self.clone(),
+            tag,
+            reply: None,
+            _permit: permit,
+        };
+        let handle = tokio::spawn(async move {
+            let session = guard.session.clone();
+            let reply = match session.dispatch(msg).await {
+                Ok(r) => r,
+                Err(e) => Rmessage::error(e.0),
+            };
+            guard.set_reply(reply);
+        });
+        if cancellable && let Some(entry) = lock(&self.inflight).get_mut(&tag) {
+            entry.abort = Some(handle.abort_handle());
+        }
+    }
+
+    /// Tflush (flush(5)): always answered with Rflush, never Rerror. If the old request
+    /// is still outstanding, a request that changes nothing is cancelled; the Rflush is
+    /// sent when it is gone, after its reply if it got that far.
+    fn flush(&self, tag: u16, oldtag: u16) {
+        let mut inflight = lock(&self.inflight);
+        match inflight.get_mut(&oldtag) {
+            Some(entry) if oldtag != tag => {
+                entry.flushers.push(tag);
+                if let Some(abort) = &entry.abort {
+                    abort.abort();
+                }
+            }
+            _ => self.send(tag, Rflush {}.into()),
+        }
+    }
+
+    /// Tversion: negotiates msize and version and resets the session: outstanding
+    /// requests are abandoned (cancelled where possible, their replies dropped) and
+    /// every fid is clunked.
+    async fn version(&self, m: Tversion) -> Rmessage {
+        self.reset().await;
+        if m.msize < MIN_MSIZE {
+            self.msize.store(0, Ordering::Release);
+            return Rmessage::error(ename::MSIZE_TOO_SMALL);
+        }
+        let msize = m.msize.min(self.limits.max_msize);
+        match negotiate_version(&m.version) {
+            Some(v) => {
+                self.msize.store(msize, Ordering::Release);
+                debug!(peer = %self.peer.addr, msize, asked = %m.version, "version negotiated");
+                Rversion {
+                    msize,
+                    version: v.to_string(),
+                }
+                .into()
+            }
+            None => {
+                self.msize.store(0, Ordering::Release);
+                Rversion {
+                    msize,
+                    version: VERSION_UNKNOWN.to_string(),
+                }
+                .into()
+            }
+        }
+    }
+
+    async fn reset(&self) {
+        let abandoned: Vec<InFlight> = lock(&self.inflight).drain().map(|(_, e)| e).collect();
+        for entry in &abandoned {
+            if let Some(abort) = &entry.abort {
+                abort.abort();
+            }
+        }
+        self.drop_fids().await;
+    }
+
+    async fn drop_fids(&self) {
+        let fids: Vec<Fid<F>> = lock(&self.fids).drain().map(|(_, f)| f).collect();
+        for fid in fids {
+            let (handler, open) = {
+                let st = lock(&fid);
+                (st.handler.clone(), st.open)
+            };
+            if open.is_some_and(|m| m & om::RCLOSE != 0) {
+                let _ = self.fs.remove(&handler).await;
+            }
+            let _ = self.fs.clunk(&handler, ClunkKind::Dropped).await;
+        }
+    }
+
+    /// The connection is ending. On a graceful shutdown the outstanding requests finish
+    /// and reply first; otherwise those that can be are cancelled. Then every fid is
+    /// clunked as dropped.
+    pub(super) async fn close(&self, graceful: bool) {
+        if !graceful {
+            for entry in lock(&self.inflight).values() {
+                if let Some(abort) = &entry.abort {
+                    abort.abort();
+                }
+            }
+        }
+        loop {
+            let idle = self.idle.notified();
+            if lock(&self.inflight).is_empty() {
+                break;
+            }
+            idle.await;
+        }
+        self.drop_fids().await;
+    }
+
+    fn fid(&self, fid: u32) -> Result<Fid<F>> {
+        lock(&self.fids)
+            .get(&fid)
+            .cloned()
+            .ok_or_else(|| Error::new(ename::UNKNOWN_FID))
+    }
+
+    /// Checks that `fid` may be added: not in use, and under the per-connection cap.
+    fn check_new_fid(&self, fid: u32) -> Result<()> {
+        let fids = lock(&self.fids);
+        if fids.contains_key(&fid) {
+            return Err(Error::new(ename::FID_IN_USE));
+        }
+        if fids.len() >= self.limits.max_fids {
+            return Err(Error::new(ename::TOO_MANY_FIDS));
+        }
+        Ok(())
+    }
+
+    /// Adds a fid, checking again: another request may have taken the number while the
+    /// handler ran.
+    async fn insert_fid(&self, fid: u32, handler: F::Fid, qid: Qid) -> Result<()> {
+        let state = FidState {
+            handler: Arc::new(handler),
+            qid,
+            open: None,
+            iounit: 0,
+            dir: None,
+        };
+        let refused = match lock(&self.fids).entry(fid) {
+            std::collections::hash_map::Entry::Occupied(_) => Some(state),
+            std::collections::hash_map::Entry::Vacant(v) => {
+                v.insert(Arc::new(Mutex::new(state)));
+                None
+            }
+        };
+        match refused {
+            Some(state) => {
+                let _ = self.fs.clunk(&state.handler, ClunkKind::Dropped).await;
+                Err(Error::new(ename::FID_IN_USE))
+            }
+            None => Ok(()),
+        }
+    }
+
+    async fn dispatch(&self, msg: Tmessage) -> Result<Rmessage> {
+        match msg {
+            Tmessage::Auth(_) => Err(Error::new(ename::NO_AUTH)),
+            Tmessage::Attach(m) => self.attach(m).await,
+            Tmessage::Walk(m) => self.walk(m).await,
+            Tmessage::Open(m) => self.open(m).await,
+            Tmessage::Create(m) => self.create(m).await,
+            Tmessage::Read(m) => self.read(m).await,
+            Tmessage::Write(m) => self.write(m).await,
+            Tmessage::Clunk(m) => self.clunk(m).await,
+            Tmessage::Remove(m) => self.remove(m).await,
+            Tmessage::Stat(m) => self.stat(m).await,
+            Tmessage::Wstat(m) => self.wstat(m).await,
+            // Handled in order by handle_frame; never spawned.
+            Tmessage::Version(_) | Tmessage::Flush(_) => Err(Error::new(ename::BOTCH)),
+        }
+    }
+
+    async fn attach(&self, m: Tattach) -> Result<Rmessage> {
+        if m.afid != NOFID {
+            return Err(Error::new(ename::NO_AUTH));
+        }
+        self.check_new_fid(m.fid)?;
+        let (qid, handler) = self.fs.attach(&self.peer, &m.uname, &m.aname).await?;
+        self.insert_fid(m.fid, handler, qid).await?;
+        Ok(Rattach { qid }.into())
+    }
+
+    /// walk(5): a walk whose first name fails is an error; one that fails later returns
+    /// the qids walked so far and does not create newfid.
+    async fn walk(&self, m: Twalk) -> Result<Rmessage> {
+        let fid = self.fid(m.fid)?;
+        let (start, start_qid) = {
+            let st = lock(&fid);
+            if st.open.is_some() {
+                return Err(Error::new(ename::WALK_OPEN_FID));
+            }
+            (st.handler.clone(), st.qid)
+        };
+        if m.newfid != m.fid {
+            self.check_new_fid(m.newfid)?;
+        }
+        if m.wnames.is_empty() {
+            if m.newfid != m.fid {
+                let copy = self.fs.clone_fid(&start);
+                self.insert_fid(m.newfid, copy, start_qid).await?;
+            }
+            return Ok(Rwalk { wqids: vec![] }.into());
+        }
+        let mut wqids = Vec::with_capacity(m.wnames.len());
+        let mut here = start;
+        let mut here_qid = start_qid;
+        for (i, name) in m.wnames.iter().enumerate() {
+            let step = if !here_qid.is_dir() {
+                Err(Error::new(ename::NOT_A_DIRECTORY))
+            } else {
+                match check_name(name) {
+                    Ok(()) => self.fs.walk(&here, name).await,
+                    Err(e) => Err(e),
+                }
+            };
+            match step {
+                Ok((qid, next)) => {
+                    wqids.push(qid);
+                    here = Arc::new(next);
+                    here_qid = qid;
+                }
+                Err(e) if i == 0 => return Err(e),
+                Err(_) => return Ok(Rwalk { wqids }.into()),
+            }
+        }
+        let handler = Arc::try_unwrap(here).map_err(|_| Error::new(ename::BOTCH));
+        let handler = match handler {
+            Ok(h) => h,
+            // Only the walk itself held the state it made.
+            Err(e) => return Err(e),
+        };
+        if m.newfid == m.fid {
+            let mut st = lock(&fid);
+            st.handler = Arc::new(handler);
+            st.qid = here_qid;
+        } else {
+            self.insert_fid(m.newfid, handler, here_qid).await?;
+        }
+        Ok(Rwalk { wqids }.into())
+    }
+
+    async fn open(&self, m: Topen) -> Result<Rmessage> {
+        let fid = self.fid(m.fid)?;
+        let handler = {
+            let st = lock(&fid);
+            if st.open.is_some() {
+                return Err(Error::new(ename::ALREADY_OPEN));
+            }
+            st.handler.clone()
+        };
+        let stat = self.fs.stat(&handler).await?;
+        let is_dir = stat.mode & dm::DIR != 0 || stat.qid.is_dir();
+        if is_dir && (m.mode & 3 != om::READ || m.mode & (om::TRUNC | om::RCLOSE) != 0) {
+            return Err(Error::new(ename::IS_A_DIRECTORY));
+        }
+        let need = access_needed(m.mode);
+        if (stat.mode & 0o700) & need != need {
+            return Err(Error::permission_denied());
+        }
+        self.fs.open(&handler, m.mode).await?;
+        let iounit = self.iounit();
+        let mut st = lock(&fid);
+        if st.open.is_some() {
+            return Err(Error::new(ename::ALREADY_OPEN));
+        }
+        st.open = Some(m.mode);
+        st.qid = stat.qid;
+        st.iounit = iounit;
+        Ok(Ropen {
+            qid: stat.qid,
+            iounit,
+        }
+        .into())
+    }
+
+    async fn create(&self, m: Tcreate) -> Result<Rmessage> {
+        let fid = self.fid(m.fid)?;
+        let (handler, qid) = {
+            let st = lock(&fid);
+            if st.open.is_some() {
+                return Err(Error::new(ename::ALREADY_OPEN));
+            }
+            (st.handler.clone(), st.qid)
+        };
+        if !qid.is_dir() {
+            return Err(Error::new(ename::CREATE_NON_DIR));
+        }
+        check_name(&m.name)?;
+        if m.name == "." || m.name == ".." {
+            return Err(Error::new(ename::BAD_NAME));
+        }
+        let dir = self.fs.stat(&handler).await?;
+        if dir.mode & dm::WRITE == 0 {
+            return Err(Error::permission_denied());
+        }
+        if m.perm & dm::DIR != 0 && m.mode & 3 != om::READ {
+            return Err(Error::new(ename::IS_A_DIRECTORY));
+        }
+        let (qid, created) = self.fs.create(&handler, &m.name, m.perm, m.mode).await?;
+        let iounit = self.iounit();
+        let mut st = lock(&fid);
+        st.handler = Arc::new(created);
+        st.qid = qid;
+        st.open = Some(m.mode);
+        st.iounit = iounit;
+        Ok(Rcreate { qid, iounit }.into())
+    }
+
+    async fn read(&self, m: Tread) -> Result<Rmessage> {
+        let fid = self.fid(m.fid)?;
+        let (handler, qid, count) = {
+            let st = lock(&fid);
+            match st.open {
+                Some(mode) if reads(mode) => {}
+                _ => return Err(Error::new(ename::NOT_OPEN)),
+            }
+            (st.handler.clone(), st.qid, m.count.min(st.iounit))
+        };
+        if !qid.is_dir() {
+            let mut data = self.fs.read(&handler, m.offset, count).await?;
+            if data.len() > count as usize {
+                // A handler that returns more than asked is cut to the count.
+                data = Data::from(&data.expose()[..count as usize]);
+            }
+            return Ok(Rread { data }.into());
+        }
+        if m.offset == 0 {
+            let entries = self.fs.readdir(&handler).await?;
+            lock(&fid).dir = Some(DirCursor {
+                entries,
+                next: 0,
+                offset: 0,
+            });
+        }
+        let mut st = lock(&fid);
+        let cursor = match st.dir.as_mut() {
+            Some(c) if c.offset == m.offset => c,
+            _ => return Err(Error::new(ename::BAD_OFFSET)),
+        };
+        let mut out = Vec::new();
+        while let Some(entry) = cursor.entries.get(cursor.next) {
+            if out.len() + entry.byte_size() > count as usize {
+                break;
+            }
+            entry.encode(&mut out);
+            cursor.next += 1;
+        }
+        if out.is_empty() && cursor.next < cursor.entries.len() {
+            return Err(Error::new(ename::COUNT_TOO_SMALL));
+        }
+        cursor.offset += out.len() as u64;
+        Ok(Rread {
+            data: Data::from(out),
+        }
+        .into())
+    }
+
+    async fn write(&self, m: Twrite) -> Result<Rmessage> {
+        let fid = self.fid(m.fid)?;
+        let (handler, iounit) = {
+            let st = lock(&fid);
+            match st.open {
+                Some(mode) if writes(mode) => {}
+                _ => return Err(Error::new(ename::NOT_OPEN)),
+            }
+            (st.handler.clone(), st.iounit)
+        };
+        let data = m.data.expose();
+        let data = &data[..data.len().min(iounit as usize)];
+        let count = self.fs.write(&handler, m.offset, data).await?;
+        Ok(Rwrite {
+            count: count.min(data.len() as u32),
+        }
+        .into())
+    }
+
+    fn take_fid(&self, fid: u32) -> Result<(Arc<F::Fid>, Option<u8>)> {
+        let slot = lock(&self.fids)
+            .remove(&fid)
+            .ok_or_else(|| Error::new(ename::UNKNOWN_FID))?;
+        let st = lock(&slot);
+        Ok((st.handler.clone(), st.open))
+    }
+
+    async fn clunk(&self, m: Tclunk) -> Result<Rmessage> {
+        let (handler, open) = self.take_fid(m.fid)?;
+        if open.is_some_and(|mode| mode & om::RCLOSE != 0) {
+            // The fid goes whatever happens; a failed remove-on-close is not the
+            // clunk's failure (lib9p does the same).
+            let _ = self.fs.remove(&handler).await;
+        }
+        self.fs.clunk(&handler, ClunkKind::Requested).await?;
+        Ok(Rclunk {}.into())
+    }
+
+    async fn remove(&self, m: Tremove) -> Result<Rmessage> {
+        let (handler, _) = self.take_fid(m.fid)?;
+        let removed = self.fs.remove(&handler).await;
+        let _ = self.fs.clunk(&handler, ClunkKind::Requested).await;
+        removed?;
+        Ok(Rremove {}.into())
+    }
+
+    async fn stat(&self, m: Tstat) -> Result<Rmessage> {
+        let fid = self.fid(m.fid)?;
+        let handler = lock(&fid).handler.clone();
+        let stat = self.fs.stat(&handler).await?;
+        Ok(Rstat {
+            stat: WrappedStat(stat),
+        }
+        .into())
+    }
+
+    async fn wstat(&self, m: Twstat) -> Result<Rmessage> {
+        let fid = self.fid(m.fid)?;
+        let handler = lock(&fid).handler.clone();
+        let new = &m.stat.0;
+        if new.is_dont_touch() {
+            return Ok(Rwstat {}.into());
+        }
+        let current = self.fs.stat(&handler).await?;
+        let dir_bit_changes = new.mode != u32::MAX && (new.mode ^ current.mode) & dm::DIR != 0;
+        let type_changes = new.qid.ty != u8::MAX && new.qid.ty != current.qid.ty;
+        if dir_bit_changes || type_changes {
+            return Err(Error::new(ename::WSTAT_DIR_CHANGE));
+        }
+        self.fs.wstat(&handler, new).await?;
+        Ok(Rwstat {}.into())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn version_strings() {
+        assert_eq!(negotiate_version("9P2000"), Some("9P2000"));
+        assert_eq!(negotiate_version("9P2000.L"), Some("9P2000"));
+        assert_eq!(negotiate_version("9P2000.u"), Some("9P2000"));
+        assert_eq!(negotiate_version("9P2010"), Some("9P2000"));
+        assert_eq!(negotiate_version("9P1999"), None);
+        assert_eq!(negotiate_version("9P"), None);
+        assert_eq!(negotiate_version("styx"), None);
+        assert_eq!(negotiate_version(""), None);
+    }
+
+    #[test]
+    fn open_modes_need_the_right_bits() {
+        assert_eq!(access_needed(om::READ), dm::READ);
+        assert_eq!(access_needed(om::WRITE | om::TRUNC), dm::WRITE);
+        assert_eq!(access_needed(om::RDWR), dm::READ | dm::WRITE);
+        assert_eq!(access_needed(om::EXEC), dm::EXEC);
+        assert_eq!(access_needed(om::READ | om::RCLOSE), dm::READ | dm::WRITE);
+    }
+}
