@@ -1,1 +1,16 @@
-//! TODO
+//! End-to-end tests of srv-secrets, and the support code they share.
+//!
+//! This crate holds the tests that exercise the whole system from the
+//! outside (in `tests/`), and the helpers they need. It does not test the
+//! library crates' internals; those tests live beside their code.
+//!
+//! # Layout
+//!
+//! - [`vm`]: the kernel-mount runner. Boots a tiny qemu VM in which the Linux
+//!   kernel's 9P client (v9fs) mounts a 9P server running on this host, runs
+//!   a busybox shell script against the mount and reports its output and
+//!   exit status. Guest-side files live in `tests/vm/`.
+#![forbid(unsafe_code)]
+#![deny(missing_docs)]
+
+pub mod vm;
