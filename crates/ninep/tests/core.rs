@@ -1,0 +1,274 @@
+//! The server core's behaviour that a transcript cannot show because it depends on
+//! timing: concurrency, flush of a request in progress, limits, stalls and shutdown.
+//! Each test talks raw 9P over a real unix socket.
+
+mod common;
+
+use std::time::Duration;
+
+use common::{TestServer, pattern};
+use ninep::server::Limits;
+use ninep::{NOFID, Tattach, Tflush, Tread, Tstat, Tversion, Twrite};
+
+fn read(fid: u32) -> Tread {
+    Tread {
+        fid,
+        offset: 0,
+        count: 100,
+    }
+}
+
+#[tokio::test]
+async fn a_slow_read_does_not_hold_up_other_requests() {
+    let srv = TestServer::start(Limits::default()).await;
+    let mut c = srv.raw().await;
+    c.version(8192).await;
+    c.attach(0).await;
+    c.open(1, "slow").await;
+    c.send(10, read(1)).await;
+    c.send(11, Tstat { fid: 0 }).await;
+    assert!(c.recv_text().await.starts_with("Rstat tag 11"));
+    srv.gate.add_permits(1);
+    assert_eq!(c.recv_text().await, "Rread tag 10 data <4 bytes>");
+}
+
+#[tokio::test]
+async fn flush_cancels_a_read_in_progress_and_answers_rflush() {
+    let srv = TestServer::start(Limits::default()).await;
+    let mut c = srv.raw().await;
+    c.version(8192).await;
+    c.attach(0).await;
+    c.open(1, "slow").await;
+    c.send(10, read(1)).await;
+    c.send(11, Tflush { oldtag: 10 }).await;
+    assert_eq!(c.recv_text().await, "Rflush tag 11");
+    srv.gate.add_permits(1);
+    // The flushed read never answers: the next reply is for the next request.
+    c.send(12, Tstat { fid: 0 }).await;
+    assert!(c.recv_text().await.starts_with("Rstat tag 12"));
+    // And its tag is free again.
+    c.send(10, Tstat { fid: 0 }).await;
+    assert!(c.recv_text().await.starts_with("Rstat tag 10"));
+}
+
+#[tokio::test]
+async fn a_tag_in_use_is_refused() {
+    let srv = TestServer::start(Limits::default()).await;
+    let mut c = srv.raw().await;
+    c.version(8192).await;
+    c.attach(0).await;
+    c.open(1, "slow").await;
+    c.send(10, read(1)).await;
+    c.send(10, Tstat { fid: 0 }).await;
+    assert_eq!(c.recv_text().await, "Rerror tag 10 ename 'duplicate tag'");
+    srv.gate.add_permits(1);
+    assert_eq!(c.recv_text().await, "Rread tag 10 data <4 bytes>");
+}
+
+#[tokio::test]
+async fn past_the_outstanding_limit_requests_get_an_error() {
+    let limits = Limits {
+        max_outstanding: 4,
+        ..Limits::default()
+    };
+    let srv = TestServer::start(limits).await;
+    let mut c = srv.raw().await;
+    c.version(8192).await;
+    c.attach(0).await;
+    c.open(1, "slow").await;
+    for tag in 10..14 {
+        c.send(tag, read(1)).await;
+    }
+    c.send(14, read(1)).await;
+    assert_eq!(
+        c.recv_text().await,
+        "Rerror tag 14 ename 'too many outstanding requests on this connection'"
+    );
+    srv.gate.add_permits(4);
+    let mut tags: Vec<String> = Vec::new();
+    for _ in 0..4 {
+        tags.push(c.recv_text().await);
+    }
+    tags.sort();
+    assert_eq!(
+        tags,
+        (10..14)
+            .map(|t| format!("Rread tag {t} data <4 bytes>"))
+            .collect::<Vec<_>>()
+    );
+}
+
+#[tokio::test]
+async fn tversion_abandons_outstanding_requests() {
+    let srv = TestServer::start(Limits::default()).await;
+    let mut c = srv.raw().await;
+    c.version(8192).await;
+    c.attach(0).await;
+    c.open(1, "slow").await;
+    c.send(10, read(1)).await;
+    c.version(8192).await;
+    srv.gate.add_permits(1);
+    c.send(
+        5,
+        Tattach {
+            fid: 0,
+            afid: NOFID,
+            uname: "t".into(),
+            aname: String::new(),
+        },
+    )
+    .await;
+    assert!(c.recv_text().await.starts_with("Rattach tag 5"));
+}
+
+#[tokio::test]
+async fn a_half_sent_message_times_out_and_others_are_served() {
+    let limits = Limits {
+        stall_timeout: Duration::from_millis(300),
+        ..Limits::default()
+    };
+    let srv = TestServer::start(limits).await;
+    let mut c = srv.raw().await;
+    c.version(8192).await;
+    // A Tstat header promising 11 bytes, and then nothing.
+    c.send_bytes(&[11, 0, 0, 0, 124, 1]).await;
+    let mut idle = srv.raw().await;
+    idle.version(8192).await;
+    assert!(c.closed().await, "stalled connection closed");
+    srv.still_serves().await;
+    // An idle connection (no partial message) is not timed out.
+    idle.send(9, Tstat { fid: 0 }).await;
+    assert_eq!(idle.recv_text().await, "Rerror tag 9 ename 'unknown fid'");
+}
+
+#[tokio::test]
+async fn a_message_larger_than_msize_is_refused_and_the_connection_closed() {
+    let srv = TestServer::start(Limits::default()).await;
+    let mut c = srv.raw().await;
+    c.version(8192).await;
+    c.send(
+        7,
+        Twrite {
+            fid: 0,
+            offset: 0,
+            data: vec![0u8; 9000].into(),
+        },
+    )
+    .await;
+    assert_eq!(
+        c.recv_text().await,
+        "Rerror tag 7 ename 'message of 9023 bytes is larger than msize 8192'"
+    );
+    assert!(c.closed().await);
+    srv.still_serves().await;
+}
+
+#[tokio::test]
+async fn past_the_connection_limit_new_connections_are_closed() {
+    let limits = Limits {
+        max_connections: 2,
+        ..Limits::default()
+    };
+    let srv = TestServer::start(limits).await;
+    let mut a = srv.raw().await;
+    a.version(8192).await;
+    let mut b = srv.raw().await;
+    b.version(8192).await;
+    let mut c = srv.raw().await;
+    assert!(c.closed().await, "third connection closed at once");
+    drop(a);
+    // The slot comes back once the server notices the first connection is gone.
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    srv.still_serves().await;
+    b.send(3, Tstat { fid: 0 }).await;
+    assert_eq!(b.recv_text().await, "Rerror tag 3 ename 'unknown fid'");
+}
+
+#[tokio::test]
+async fn shutdown_finishes_requests_in_flight_then_closes() {
+    let srv = TestServer::start(Limits::default()).await;
+    let mut c = srv.raw().await;
+    c.version(8192).await;
+    c.attach(0).await;
+    c.open(1, "slow").await;
+    c.send(10, read(1)).await;
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    srv.stop();
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    srv.gate.add_permits(1);
+    assert_eq!(c.recv_text().await, "Rread tag 10 data <4 bytes>");
+    assert!(c.closed().await);
+    tokio::time::timeout(Duration::from_secs(5), srv.task)
+        .await
+        .expect("server stops")
+        .expect("server task ends cleanly");
+}
+
+#[tokio::test]
+async fn the_client_pipelines_and_chunks() {
+    let srv = TestServer::start(Limits::default()).await;
+    let client = ninep::client::Client::connect_unix(&srv.path)
+        .await
+        .unwrap();
+    let root = client.attach("t", "").await.unwrap();
+    // Many concurrent reads on one connection, each its own fid.
+    let mut tasks = Vec::new();
+    for _ in 0..50 {
+        let root_walk = root.walk(&["1m"]).await.unwrap();
+        tasks.push(tokio::spawn(async move {
+            let mut f = root_walk;
+            f.open(ninep::om::READ).await.unwrap();
+            let all = f.read_all().await.unwrap();
+            f.clunk().await.unwrap();
+            all.len()
+        }));
+    }
+    for t in tasks {
+        assert_eq!(t.await.unwrap(), 1 << 20);
+    }
+    // A write split as 9pfuse does (4096 bytes at a time) reads back whole.
+    let mut dir = root.walk(&[]).await.unwrap();
+    dir.create("big", 0o644, ninep::om::RDWR).await.unwrap();
+    let data = pattern(100_000);
+    dir.write_all_chunked(0, &data, 4096).await.unwrap();
+    assert_eq!(*dir.read_all().await.unwrap(), data);
+    assert_eq!(dir.stat().await.unwrap().length, 100_000);
+    // A directory listing decodes.
+    let mut d = root.walk(&[]).await.unwrap();
+    d.open(ninep::om::READ).await.unwrap();
+    let names: Vec<String> = d
+        .read_dir()
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|s| s.name)
+        .collect();
+    assert_eq!(names, ["1m", "8k", "big", "empty", "one", "slow"]);
+    // Errors come back as the server's text.
+    let e = root.walk(&["nosuch"]).await.err().unwrap();
+    assert_eq!(e.remote(), Some("file does not exist"));
+}
+
+#[tokio::test]
+async fn version_reply_never_exceeds_the_asked_msize() {
+    let srv = TestServer::start(Limits::default()).await;
+    let mut c = srv.raw().await;
+    for asked in [4096u32, 8192, 65536, 1 << 20, u32::MAX] {
+        c.send(
+            ninep::NOTAG,
+            Tversion {
+                msize: asked,
+                version: "9P2000".into(),
+            },
+        )
+        .await;
+        let r = c.recv().await.unwrap();
+        match r.msg {
+            ninep::Rmessage::Version(v) => {
+                assert!(v.msize <= asked);
+                assert!(v.msize <= Limits::default().max_msize);
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+}
