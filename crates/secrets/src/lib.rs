@@ -1,1 +1,88 @@
-//! TODO
+//! The secrets domain of srv-secrets.
+//!
+//! A [`Vault`] owns a data directory: the cluster key file, AES-256-GCM encryption at rest,
+//! an embedded transactional store (redb), secrets with versions, services (name, uid,
+//! [`Manifest`]), grants, and key rotation with crash recovery. Reads are served from
+//! memory (they run on every 9P walk, open and read); every mutation is one durable
+//! transaction, applied fully or not at all.
+//!
+//! It does **not** know 9P, principals' transports, or the ctl text language: the server
+//! crate maps principals to service names and ctl commands to the methods here. The one
+//! rule it shares with the server is that a service asking for a secret it may not read
+//! gets the same [`Error::NotFound`] whether or not the secret exists.
+//!
+//! Secret values exist in the clear only inside [`SecretBytes`] (zeroized on drop,
+//! `Debug` prints a length, read through [`SecretBytes::expose`]); key bytes only inside
+//! the key file and zeroizing buffers, and no function returns them. Errors and logs carry
+//! neither; errors about caller input carry limits and line numbers, not the input.
+//!
+//! ```no_run
+//! use secrets::Vault;
+//! # fn main() -> secrets::Result<()> {
+//! let dir = std::path::Path::new("/var/lib/srv-secrets");
+//! Vault::init(dir, None, 1000)?;
+//! let vault = Vault::open(dir, None)?;
+//! vault.set("db_password", b"hunter2")?;
+//! vault.service_set_uid("web", 1001)?;
+//! vault.grant("web", "db_password")?;
+//! let fid = vault.open_secret("web", "db_password")?;
+//! assert_eq!(vault.read_opened("web", &fid)?.expose(), b"hunter2");
+//! # Ok(())
+//! # }
+//! ```
+//!
+//! # Layout
+//!
+//! - [`vault`](Vault): `init`/`open` of the data directory and its lock; reads from the
+//!   in-memory state; durable mutations. `vault/rotation.rs`: key rotation and the crash
+//!   recovery `open` runs.
+//! - `state`: the in-memory copy of the store that reads are served from.
+//! - `backend`: the narrow, documented interface to the durable store (`load`, `commit`
+//!   a batch atomically), so a distributed backend can be added beside redb.
+//! - `redb_store`: that interface over one redb file.
+//! - `record`: stored records and their byte layout.
+//! - `crypto`: keys, keyring, AES-256-GCM sealing with identity-bound associated data,
+//!   key check values, [`SecretBytes`].
+//! - `keyfile`: the key file format, strict parsing, owner-only atomic writes.
+//! - [`manifest`](Manifest): the service manifest format.
+//! - [`names`](is_valid_name): the name rule and size limits.
+//! - `fsutil`: private directories, atomic file replacement, directory fsync.
+//! - `types`: the public value types ([`SecretInfo`], [`Status`], ...).
+//! - `error`: the crate's one [`Error`].
+//!
+//! # Data directory
+//!
+//! ```text
+//! DIR/            mode 0700
+//! ├── key         the key file (unless placed elsewhere), mode 0600
+//! ├── lock        flock-ed by the serving process
+//! └── store.redb  the store, mode 0600
+//! ```
+
+#![forbid(unsafe_code)]
+#![deny(missing_docs)]
+
+mod backend;
+mod crypto;
+mod error;
+mod fsutil;
+mod keyfile;
+mod manifest;
+mod names;
+mod record;
+mod redb_store;
+mod state;
+mod types;
+mod vault;
+
+pub use crypto::SecretBytes;
+pub use error::{Error, Result};
+pub use manifest::Manifest;
+pub use names::{
+    MAX_MANIFEST_LEN, MAX_NAME_LEN, MAX_VALUE_LEN, RESERVED_SERVICE_NAMES, check_secret_name,
+    check_service_name, check_value, is_valid_name,
+};
+pub use types::{
+    InitReport, OpenedSecret, RotationProgress, RotationReport, SecretInfo, ServiceInfo, Status,
+};
+pub use vault::{KEY_FILE, LOCK_FILE, STORE_FILE, Vault};

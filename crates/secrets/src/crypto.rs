@@ -1,0 +1,398 @@
+//! AES-256-GCM at rest: keys, the keyring, sealing and opening records, key checks.
+//!
+//! Every encryption takes a fresh 96-bit nonce from the OS RNG. The associated data binds a
+//! ciphertext to its identity (secret name and version), so a blob copied to another name
+//! or version fails to authenticate instead of decrypting to the wrong plaintext.
+//!
+//! Key bytes live in [`Zeroizing`] buffers and in ciphers built with aes-gcm's `zeroize`
+//! feature; nothing here is `Debug`-printable beyond a key id, and no function returns key
+//! bytes except [`Key::hex`], which exists only so the key file can be written.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::sync::Arc;
+
+use aes_gcm::aead::{AeadInOut, KeyInit};
+use aes_gcm::{Aes256Gcm, Nonce};
+use rand::TryRng;
+use rand::rngs::SysRng;
+use zeroize::Zeroizing;
+
+use crate::error::{Error, Result};
+use crate::names::MAX_NAME_LEN;
+
+/// Bytes in an AES-256 key.
+pub(crate) const KEY_LEN: usize = 32;
+/// Bytes in a GCM nonce (96 bits, the size GCM is designed for).
+pub(crate) const NONCE_LEN: usize = 12;
+/// Bytes in a GCM tag, appended to every ciphertext.
+pub(crate) const TAG_LEN: usize = 16;
+
+/// Domain separation for secret records; bump the suffix if the AAD layout ever changes.
+const SECRET_AAD_PREFIX: &[u8] = b"srv-secrets/secret/v1\0";
+/// Domain separation for key checks, so a check can never pass for a secret or vice versa.
+const CHECK_AAD_PREFIX: &[u8] = b"srv-secrets/keycheck/v1\0";
+/// The known plaintext of a key check.
+const CHECK_PLAINTEXT: &[u8] = b"srv-secrets key check v1";
+/// Longest secret AAD: prefix, name, NUL, version.
+const SECRET_AAD_MAX: usize = SECRET_AAD_PREFIX.len() + MAX_NAME_LEN + 1 + 8;
+
+/// A secret value in memory: zeroized on drop, never printed.
+pub struct SecretBytes(Zeroizing<Vec<u8>>);
+
+impl SecretBytes {
+    /// The plaintext. Named so that every place that handles a value in the clear says so.
+    pub fn expose(&self) -> &[u8] {
+        &self.0
+    }
+
+    /// Length of the plaintext in bytes.
+    pub fn len(&self) -> usize {
+        self.0.len()
+    }
+
+    /// Whether the plaintext is empty.
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+}
+
+impl fmt::Debug for SecretBytes {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "SecretBytes({} bytes)", self.0.len())
+    }
+}
+
+/// One cluster key: its id, its bytes (kept to rewrite the key file) and the cipher.
+pub(crate) struct Key {
+    id: u32,
+    bytes: Zeroizing<[u8; KEY_LEN]>,
+    cipher: Aes256Gcm,
+}
+
+impl fmt::Debug for Key {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Key")
+            .field("id", &self.id)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Key {
+    /// A fresh key from the OS RNG.
+    pub(crate) fn generate(id: u32) -> Result<Key> {
+        let mut bytes = Zeroizing::new([0u8; KEY_LEN]);
+        fill_random(&mut bytes[..])?;
+        Key::from_bytes(id, bytes)
+    }
+
+    /// A key from bytes read from the key file.
+    pub(crate) fn from_bytes(id: u32, bytes: Zeroizing<[u8; KEY_LEN]>) -> Result<Key> {
+        // new_from_slice borrows the bytes: no unzeroized copy of the key is made here.
+        let cipher = Aes256Gcm::new_from_slice(&bytes[..]).map_err(|_| Error::Corrupt {
+            what: "key has the wrong length",
+        })?;
+        Ok(Key { id, bytes, cipher })
+    }
+
+    /// The key id.
+    pub(crate) fn id(&self) -> u32 {
+        self.id
+    }
+
+    /// The key as 64 lowercase hex digits, for the key file only.
+    pub(crate) fn hex(&self) -> Zeroizing<String> {
+        const DIGITS: &[u8; 16] = b"0123456789abcdef";
+        let mut out = Zeroizing::new(String::with_capacity(2 * KEY_LEN));
+        for b in self.bytes.iter() {
+            out.push(char::from(DIGITS[usize::from(b >> 4)]));
+            out.push(char::from(DIGITS[usize::from(b & 0xf)]));
+        }
+        out
+    }
+
+    /// Encrypts `plaintext` under a fresh nonce.
+    pub(crate) fn seal(&self, aad: &[u8], plaintext: &[u8]) -> Result<([u8; NONCE_LEN], Vec<u8>)> {
+        let nonce = random_nonce()?;
+        // Zeroizing so the plaintext copy is wiped if encryption fails before overwriting it;
+        // the capacity covers the tag, so the buffer never reallocates (no stray copies).
+        let mut buf = Zeroizing::new(Vec::with_capacity(plaintext.len() + TAG_LEN));
+        buf.extend_from_slice(plaintext);
+        self.cipher
+            .encrypt_in_place(&Nonce::from(nonce), aad, &mut *buf)
+            .map_err(|_| Error::TooLarge {
+                what: "secret value",
+                limit: crate::MAX_VALUE_LEN,
+            })?;
+        Ok((nonce, std::mem::take(&mut *buf)))
+    }
+
+    /// Decrypts and authenticates a record.
+    pub(crate) fn open(
+        &self,
+        nonce: &[u8; NONCE_LEN],
+        aad: &[u8],
+        ciphertext: &[u8],
+    ) -> Result<SecretBytes> {
+        let mut buf = Zeroizing::new(Vec::with_capacity(ciphertext.len()));
+        buf.extend_from_slice(ciphertext);
+        self.cipher
+            .decrypt_in_place(&Nonce::from(*nonce), aad, &mut *buf)
+            .map_err(|_| Error::Decrypt)?;
+        Ok(SecretBytes(buf))
+    }
+
+    /// Decrypts under `self` and encrypts under `to`, in one buffer, for key rotation.
+    pub(crate) fn reseal(
+        &self,
+        to: &Key,
+        nonce: &[u8; NONCE_LEN],
+        aad: &[u8],
+        ciphertext: &[u8],
+    ) -> Result<([u8; NONCE_LEN], Vec<u8>)> {
+        let mut buf = self.open(nonce, aad, ciphertext)?.0;
+        let new_nonce = random_nonce()?;
+        // The buffer's capacity is the old ciphertext's length, plaintext plus a tag, so
+        // appending the new tag does not reallocate and leaves no plaintext copy behind.
+        to.cipher
+            .encrypt_in_place(&Nonce::from(new_nonce), aad, &mut *buf)
+            .map_err(|_| Error::Decrypt)?;
+        Ok((new_nonce, std::mem::take(&mut *buf)))
+    }
+
+    /// A key check value: the known plaintext sealed under this key, stored in the meta
+    /// table so that `open` recognizes the wrong key file before touching any secret.
+    pub(crate) fn check(&self) -> Result<KeyCheck> {
+        let aad = check_aad(self.id);
+        let (nonce, ciphertext) = self.seal(&aad, CHECK_PLAINTEXT)?;
+        Ok(KeyCheck { nonce, ciphertext })
+    }
+
+    /// Whether `check` was made by this key (and for this key id).
+    pub(crate) fn verify(&self, check: &KeyCheck) -> bool {
+        let aad = check_aad(self.id);
+        self.open(&check.nonce, &aad, &check.ciphertext)
+            .is_ok_and(|p| p.expose() == CHECK_PLAINTEXT)
+    }
+}
+
+/// A key check value as stored in the meta table.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) struct KeyCheck {
+    /// The nonce it was sealed with.
+    pub(crate) nonce: [u8; NONCE_LEN],
+    /// The sealed known plaintext.
+    pub(crate) ciphertext: Vec<u8>,
+}
+
+impl KeyCheck {
+    /// Stored form: nonce then ciphertext.
+    pub(crate) fn encode(&self) -> Vec<u8> {
+        let mut out = Vec::with_capacity(NONCE_LEN + self.ciphertext.len());
+        out.extend_from_slice(&self.nonce);
+        out.extend_from_slice(&self.ciphertext);
+        out
+    }
+
+    /// Parses the stored form.
+    pub(crate) fn decode(bytes: &[u8]) -> Result<KeyCheck> {
+        let (nonce, ciphertext) = bytes
+            .split_first_chunk::<NONCE_LEN>()
+            .filter(|(_, ct)| ct.len() >= TAG_LEN)
+            .ok_or(Error::Corrupt {
+                what: "malformed key check",
+            })?;
+        Ok(KeyCheck {
+            nonce: *nonce,
+            ciphertext: ciphertext.to_vec(),
+        })
+    }
+}
+
+/// The keys in use, by id: one normally, two during a rotation.
+#[derive(Debug, Default, Clone)]
+pub(crate) struct Keyring {
+    keys: BTreeMap<u32, Arc<Key>>,
+}
+
+impl Keyring {
+    /// A keyring holding `keys`.
+    pub(crate) fn new(keys: impl IntoIterator<Item = Key>) -> Keyring {
+        Keyring {
+            keys: keys.into_iter().map(|k| (k.id, Arc::new(k))).collect(),
+        }
+    }
+
+    /// The key with this id.
+    pub(crate) fn get(&self, id: u32) -> Option<&Arc<Key>> {
+        self.keys.get(&id)
+    }
+
+    /// Adds (or replaces) a key.
+    pub(crate) fn insert(&mut self, key: Arc<Key>) {
+        self.keys.insert(key.id, key);
+    }
+
+    /// Keeps only the keys `keep` accepts.
+    pub(crate) fn retain(&mut self, mut keep: impl FnMut(u32) -> bool) {
+        self.keys.retain(|id, _| keep(*id));
+    }
+
+    /// The key ids, ascending.
+    pub(crate) fn ids(&self) -> impl Iterator<Item = u32> + '_ {
+        self.keys.keys().copied()
+    }
+}
+
+/// Associated data for a secret record: its name and version.
+pub(crate) struct SecretAad {
+    buf: [u8; SECRET_AAD_MAX],
+    len: usize,
+}
+
+impl SecretAad {
+    /// The AAD binding `name` at `version`. Names are at most [`MAX_NAME_LEN`] bytes (checked
+    /// before anything is stored); a longer one is truncated here, which can only make
+    /// authentication fail, never succeed wrongly for a valid name.
+    pub(crate) fn new(name: &str, version: u64) -> SecretAad {
+        let name = &name.as_bytes()[..name.len().min(MAX_NAME_LEN)];
+        let mut buf = [0u8; SECRET_AAD_MAX];
+        let mut len = 0;
+        for part in [SECRET_AAD_PREFIX, name, b"\0", &version.to_be_bytes()] {
+            buf[len..len + part.len()].copy_from_slice(part);
+            len += part.len();
+        }
+        SecretAad { buf, len }
+    }
+
+    /// The bytes.
+    pub(crate) fn as_bytes(&self) -> &[u8] {
+        &self.buf[..self.len]
+    }
+}
+
+fn check_aad(id: u32) -> Vec<u8> {
+    [CHECK_AAD_PREFIX, &id.to_be_bytes()].concat()
+}
+
+/// Fills `buf` from the OS RNG.
+pub(crate) fn fill_random(buf: &mut [u8]) -> Result<()> {
+    SysRng.try_fill_bytes(buf).map_err(|_| Error::Random)
+}
+
+/// A random u64 from the OS RNG.
+pub(crate) fn random_u64() -> Result<u64> {
+    SysRng.try_next_u64().map_err(|_| Error::Random)
+}
+
+fn random_nonce() -> Result<[u8; NONCE_LEN]> {
+    let mut nonce = [0u8; NONCE_LEN];
+    fill_random(&mut nonce)?;
+    Ok(nonce)
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, reason = "a test fails by panicking")]
+mod tests {
+    use super::*;
+
+    fn key(id: u32) -> Key {
+        Key::generate(id).unwrap()
+    }
+
+    #[test]
+    fn seal_open_round_trip() {
+        let k = key(1);
+        let aad = SecretAad::new("db", 1);
+        let (nonce, ct) = k.seal(aad.as_bytes(), b"hunter2").unwrap();
+        assert_eq!(ct.len(), 7 + TAG_LEN);
+        assert!(!ct.windows(7).any(|w| w == b"hunter2"));
+        assert_eq!(
+            k.open(&nonce, aad.as_bytes(), &ct).unwrap().expose(),
+            b"hunter2"
+        );
+    }
+
+    #[test]
+    fn aad_binds_name_and_version() {
+        let k = key(1);
+        let (nonce, ct) = k.seal(SecretAad::new("db", 1).as_bytes(), b"v").unwrap();
+        for (name, version) in [("dc", 1), ("db", 2), ("db\0", 1), ("d", 1)] {
+            let aad = SecretAad::new(name, version);
+            assert!(matches!(
+                k.open(&nonce, aad.as_bytes(), &ct),
+                Err(Error::Decrypt)
+            ));
+        }
+    }
+
+    #[test]
+    fn nonces_are_fresh() {
+        let k = key(1);
+        let aad = SecretAad::new("a", 1);
+        let (n1, c1) = k.seal(aad.as_bytes(), b"same").unwrap();
+        let (n2, c2) = k.seal(aad.as_bytes(), b"same").unwrap();
+        assert_ne!(n1, n2);
+        assert_ne!(c1, c2);
+    }
+
+    #[test]
+    fn wrong_key_fails() {
+        let (a, b) = (key(1), key(1));
+        let aad = SecretAad::new("a", 1);
+        let (nonce, ct) = a.seal(aad.as_bytes(), b"x").unwrap();
+        assert!(matches!(
+            b.open(&nonce, aad.as_bytes(), &ct),
+            Err(Error::Decrypt)
+        ));
+    }
+
+    #[test]
+    fn reseal_moves_to_the_new_key() {
+        let (old, new) = (key(1), key(2));
+        let aad = SecretAad::new("a", 3);
+        let (nonce, ct) = old.seal(aad.as_bytes(), b"value").unwrap();
+        let (nonce2, ct2) = old.reseal(&new, &nonce, aad.as_bytes(), &ct).unwrap();
+        assert_eq!(
+            new.open(&nonce2, aad.as_bytes(), &ct2).unwrap().expose(),
+            b"value"
+        );
+        assert!(old.open(&nonce2, aad.as_bytes(), &ct2).is_err());
+    }
+
+    #[test]
+    fn key_checks() {
+        let (a, b) = (key(1), key(1));
+        let check = a.check().unwrap();
+        assert!(a.verify(&check));
+        assert!(!b.verify(&check));
+        // A check is bound to its key id as well.
+        let a2 = Key::from_bytes(2, a.bytes.clone()).unwrap();
+        assert!(!a2.verify(&check));
+        assert_eq!(KeyCheck::decode(&check.encode()).unwrap(), check);
+        assert!(KeyCheck::decode(&[0; NONCE_LEN + TAG_LEN - 1]).is_err());
+    }
+
+    #[test]
+    fn debug_prints_no_bytes() {
+        let k = key(7);
+        let hex = k.hex();
+        assert_eq!(hex.len(), 64);
+        let dbg = format!("{k:?} {:?}", Keyring::new([key(8)]));
+        assert!(dbg.contains('7'));
+        assert!(!dbg.contains(hex.as_str()));
+        let s = SecretBytes(Zeroizing::new(b"hunter2".to_vec()));
+        assert_eq!(format!("{s:?}"), "SecretBytes(7 bytes)");
+    }
+
+    #[test]
+    fn aad_layout() {
+        let aad = SecretAad::new("ab", 0x0102);
+        assert_eq!(
+            aad.as_bytes(),
+            b"srv-secrets/secret/v1\0ab\0\0\0\0\0\0\0\x01\x02".as_slice()
+        );
+        let long = "x".repeat(MAX_NAME_LEN);
+        assert_eq!(SecretAad::new(&long, 1).as_bytes().len(), SECRET_AAD_MAX);
+    }
+}

@@ -1,0 +1,229 @@
+//! The crate's one error type.
+//!
+//! Messages say what is wrong and what to do. They never carry a secret value, key bytes,
+//! or text the caller supplied (names, manifest lines): limits and line numbers only. Paths
+//! and key ids are not secret and do appear.
+
+use std::path::PathBuf;
+
+/// Everything that can go wrong in the secrets domain.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// `init` found a store in the data directory.
+    #[error(
+        "data directory {} is already initialized (it holds a store); run `srv-secrets serve` to use it",
+        dir.display()
+    )]
+    AlreadyInitialized {
+        /// The data directory.
+        dir: PathBuf,
+    },
+    /// The store holds something this version cannot make sense of.
+    #[error("store is corrupt: {what}")]
+    Corrupt {
+        /// What is inconsistent, in general terms.
+        what: &'static str,
+    },
+    /// A record failed authentication: tampered with, moved to another name or version, or
+    /// encrypted under a different key.
+    #[error("decryption failed: the record does not authenticate under its key")]
+    Decrypt,
+    /// `init` found unknown files in the data directory.
+    #[error(
+        "data directory {} is not empty and holds no store; refusing to initialize over unknown \
+         files (remove them, e.g. leftovers of an interrupted init, or choose another directory)",
+        dir.display()
+    )]
+    DirNotEmpty {
+        /// The data directory.
+        dir: PathBuf,
+    },
+    /// The store was written in a format this version does not read.
+    #[error(
+        "store format version {found} is not supported (this srv-secrets reads version {supported})"
+    )]
+    FormatVersion {
+        /// The version found in the store.
+        found: u32,
+        /// The version this build reads and writes.
+        supported: u32,
+    },
+    /// A secret name, service name or config key breaks the name rule.
+    #[error("invalid {kind} name: use 1 to 128 characters from A-Z a-z 0-9 . _ - (not . or ..)")]
+    InvalidName {
+        /// Which kind of name: "secret", "service" or "config key".
+        kind: &'static str,
+    },
+    /// A file system operation failed.
+    #[error("{op} {}: {source}", path.display())]
+    Io {
+        /// What was being done, e.g. "reading key file".
+        op: &'static str,
+        /// The file or directory.
+        path: PathBuf,
+        /// The underlying error.
+        source: std::io::Error,
+    },
+    /// The key file is malformed.
+    #[error("key file {}: {}{reason}", path.display(), AtLine(*line))]
+    KeyFile {
+        /// The key file.
+        path: PathBuf,
+        /// 1-based line number; 0 when the problem is the file as a whole.
+        line: usize,
+        /// What is wrong with that line (never its content).
+        reason: &'static str,
+    },
+    /// `init` would overwrite an existing key file.
+    #[error(
+        "key file {} already exists; refusing to overwrite a key (move it away first)",
+        path.display()
+    )]
+    KeyFileExists {
+        /// The key file.
+        path: PathBuf,
+    },
+    /// A key in the key file does not match the store's key check: the wrong key file.
+    #[error(
+        "key file {} does not match this store: key {id} fails the store's key check (wrong key file?)",
+        path.display()
+    )]
+    KeyMismatch {
+        /// The key file.
+        path: PathBuf,
+        /// The key id whose check failed.
+        id: u32,
+    },
+    /// The store needs a key that the key file does not hold.
+    #[error("key file {} lacks key {id}, which this store needs (wrong key file?)", path.display())]
+    KeyMissing {
+        /// The key file.
+        path: PathBuf,
+        /// The missing key id.
+        id: u32,
+    },
+    /// The key file is readable or writable by group or others.
+    #[error(
+        "key file {} has mode {mode:o}, open to group or others; run `chmod 600 {}`",
+        path.display(),
+        path.display()
+    )]
+    KeyPermissions {
+        /// The key file.
+        path: PathBuf,
+        /// Its permission bits.
+        mode: u32,
+    },
+    /// Another process holds the data directory's lock.
+    #[error(
+        "another srv-secrets serves {} (its lock file is held); stop it first",
+        dir.display()
+    )]
+    Locked {
+        /// The data directory.
+        dir: PathBuf,
+    },
+    /// A manifest line is malformed.
+    #[error("manifest line {line}: {reason}")]
+    Manifest {
+        /// 1-based line number.
+        line: usize,
+        /// What is wrong with that line (never its text).
+        reason: &'static str,
+    },
+    /// An admin operation named a secret that does not exist.
+    #[error("no such secret")]
+    NoSuchSecret,
+    /// An admin operation named a service that does not exist.
+    #[error("no such service")]
+    NoSuchService,
+    /// On behalf of a service: the secret does not exist or is not granted (deliberately
+    /// indistinguishable).
+    #[error("file does not exist")]
+    NotFound,
+    /// The data directory holds no store.
+    #[error(
+        "data directory {} holds no store; run `srv-secrets init` first",
+        dir.display()
+    )]
+    NotInitialized {
+        /// The data directory.
+        dir: PathBuf,
+    },
+    /// The OS random number generator failed.
+    #[error("the operating system's random number generator failed")]
+    Random,
+    /// A service name is reserved for the server's own trees.
+    #[error("service names admin and secrets are reserved")]
+    ReservedName,
+    /// An opened file's version was re-encrypted by a key rotation and then replaced, so its
+    /// old value can no longer be decrypted.
+    #[error("the opened version was replaced during a key rotation; open the file again")]
+    Stale,
+    /// The store backend failed.
+    #[error("store: {op}: {source}")]
+    Store {
+        /// What was being done, e.g. "commit".
+        op: &'static str,
+        /// The backend's error.
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
+    /// A value or manifest exceeds its size limit.
+    #[error("{what} too large: the limit is {limit} bytes")]
+    TooLarge {
+        /// "secret value" or "manifest".
+        what: &'static str,
+        /// The limit in bytes.
+        limit: usize,
+    },
+    /// The uid is already mapped to another service.
+    #[error("uid {uid} already maps to another service")]
+    UidInUse {
+        /// The uid.
+        uid: u32,
+    },
+    /// uid 0 and the admin uid cannot be mapped to a service.
+    #[error("uid {uid} is root or the admin uid and cannot be mapped to a service")]
+    UidIsAdmin {
+        /// The uid.
+        uid: u32,
+    },
+}
+
+/// "line N: ", or nothing for line 0.
+struct AtLine(usize);
+
+impl std::fmt::Display for AtLine {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self.0 {
+            0 => Ok(()),
+            n => write!(f, "line {n}: "),
+        }
+    }
+}
+
+/// The crate's result type.
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+impl Error {
+    /// An [`Error::Io`] builder for `map_err`.
+    pub(crate) fn io(
+        op: &'static str,
+        path: &std::path::Path,
+    ) -> impl FnOnce(std::io::Error) -> Self {
+        let path = path.to_path_buf();
+        move |source| Error::Io { op, path, source }
+    }
+
+    /// An [`Error::Store`] builder for `map_err`.
+    pub(crate) fn store<E>(op: &'static str) -> impl FnOnce(E) -> Self
+    where
+        E: std::error::Error + Send + Sync + 'static,
+    {
+        move |source| Error::Store {
+            op,
+            source: Box::new(source),
+        }
+    }
+}

@@ -1,0 +1,290 @@
+//! The cluster key file.
+//!
+//! ```text
+//! srv-secrets key file v1
+//! key 1 0f1e...(64 hex digits)
+//! ```
+//!
+//! A header line, then one `key <id> <64 hex digits>` line per key: one normally, two while
+//! a rotation is in flight. Ids are decimal u32 without leading zeros, starting at 1. Every
+//! line ends in `\n`. Parsing is strict, and no error carries a byte of the file: only the
+//! path, a line number and a fixed reason.
+//!
+//! The file is owner-only from creation (mode 0600 at `open`, never chmod-ed later), and
+//! replaced atomically with [`fsutil::write_atomic`]. A file open to group or others is
+//! refused on read.
+
+use std::collections::BTreeSet;
+use std::fs::File;
+use std::io::Read;
+use std::os::unix::fs::MetadataExt;
+use std::path::Path;
+
+use zeroize::Zeroizing;
+
+use crate::crypto::{KEY_LEN, Key};
+use crate::error::{Error, Result};
+use crate::fsutil;
+
+/// The first line of every key file.
+pub(crate) const HEADER: &str = "srv-secrets key file v1";
+
+/// Bound on the file size: a header and two key lines are under 200 bytes.
+const MAX_LEN: usize = 4096;
+
+/// At most the active key and a rotation target.
+const MAX_KEYS: usize = 2;
+
+/// Reads and parses the key file, refusing one that group or others may access.
+pub(crate) fn read(path: &Path) -> Result<Vec<Key>> {
+    let mut file = File::open(path).map_err(Error::io("opening key file", path))?;
+    // fstat on the open file: the mode checked is the mode of the file read.
+    let meta = file
+        .metadata()
+        .map_err(Error::io("reading metadata of key file", path))?;
+    if !meta.is_file() {
+        return Err(Error::KeyFile {
+            path: path.to_path_buf(),
+            line: 0,
+            reason: "not a regular file",
+        });
+    }
+    let mode = meta.mode() & 0o7777;
+    if mode & 0o077 != 0 {
+        return Err(Error::KeyPermissions {
+            path: path.to_path_buf(),
+            mode,
+        });
+    }
+    // A fixed buffer, not a growing Vec: reallocation would leave key copies in freed memory.
+    let mut buf = Zeroizing::new([0u8; MAX_LEN]);
+    let mut len = 0;
+    loop {
+        if len == MAX_LEN {
+            return Err(Error::KeyFile {
+                path: path.to_path_buf(),
+                line: 0,
+                reason: "file too large to be a key file",
+            });
+        }
+        match file.read(&mut buf[len..]) {
+            Ok(0) => break,
+            Ok(n) => len += n,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(Error::io("reading key file", path)(e)),
+        }
+    }
+    parse(&buf[..len]).map_err(|(line, reason)| Error::KeyFile {
+        path: path.to_path_buf(),
+        line,
+        reason,
+    })
+}
+
+/// Writes `keys` as the new key file, atomically and durably.
+pub(crate) fn write(path: &Path, keys: &[&Key]) -> Result<()> {
+    let mut text = Zeroizing::new(String::with_capacity(
+        HEADER.len() + 1 + keys.len() * (2 * KEY_LEN + 20),
+    ));
+    text.push_str(HEADER);
+    text.push('\n');
+    for key in keys {
+        text.push_str("key ");
+        text.push_str(&key.id().to_string());
+        text.push(' ');
+        text.push_str(&key.hex());
+        text.push('\n');
+    }
+    fsutil::write_atomic(path, text.as_bytes())
+}
+
+/// Parses key file contents; errors are (line, reason).
+fn parse(bytes: &[u8]) -> Result<Vec<Key>, (usize, &'static str)> {
+    let text = std::str::from_utf8(bytes).map_err(|_| (0, "not valid UTF-8"))?;
+    let Some(body) = text.strip_suffix('\n') else {
+        return Err((0, "missing final newline (or empty file)"));
+    };
+    let mut lines = body.split('\n').enumerate().map(|(i, l)| (i + 1, l));
+    match lines.next() {
+        Some((_, HEADER)) => {}
+        _ => return Err((1, "first line is not `srv-secrets key file v1`")),
+    }
+    let mut keys = Vec::new();
+    let mut seen = BTreeSet::new();
+    for (n, line) in lines {
+        let mut fields = line.split(' ');
+        let (Some("key"), Some(id), Some(hex), None) =
+            (fields.next(), fields.next(), fields.next(), fields.next())
+        else {
+            return Err((n, "expected `key <id> <64 hex digits>`"));
+        };
+        let id = parse_id(id).ok_or((n, "key id is not a decimal number from 1 to 4294967295"))?;
+        let bytes = parse_hex(hex).ok_or((n, "key is not exactly 64 hex digits"))?;
+        if !seen.insert(id) {
+            return Err((n, "duplicate key id"));
+        }
+        if keys.len() == MAX_KEYS {
+            return Err((n, "more than two keys"));
+        }
+        keys.push(Key::from_bytes(id, bytes).map_err(|_| (n, "unusable key"))?);
+    }
+    if keys.is_empty() {
+        return Err((1, "no key line"));
+    }
+    Ok(keys)
+}
+
+fn parse_id(s: &str) -> Option<u32> {
+    let canonical = !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit()) && !s.starts_with('0');
+    canonical.then(|| s.parse().ok()).flatten()
+}
+
+fn parse_hex(s: &str) -> Option<Zeroizing<[u8; KEY_LEN]>> {
+    fn nibble(c: u8) -> Option<u8> {
+        match c {
+            b'0'..=b'9' => Some(c - b'0'),
+            b'a'..=b'f' => Some(c - b'a' + 10),
+            b'A'..=b'F' => Some(c - b'A' + 10),
+            _ => None,
+        }
+    }
+    let digits = s.as_bytes();
+    if digits.len() != 2 * KEY_LEN {
+        return None;
+    }
+    let mut out = Zeroizing::new([0u8; KEY_LEN]);
+    for (byte, pair) in out.iter_mut().zip(digits.chunks_exact(2)) {
+        *byte = (nibble(pair[0])? << 4) | nibble(pair[1])?;
+    }
+    Some(out)
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, reason = "a test fails by panicking")]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+    use std::os::unix::fs::PermissionsExt;
+
+    const HEX: &str = "000102030405060708090a0b0c0d0e0f101112131415161718191a1b1c1d1e1f";
+
+    fn ids(text: &str) -> Result<Vec<u32>, (usize, &'static str)> {
+        parse(text.as_bytes()).map(|keys| keys.iter().map(Key::id).collect())
+    }
+
+    #[test]
+    fn parses_one_and_two_keys() {
+        assert_eq!(ids(&format!("{HEADER}\nkey 1 {HEX}\n")), Ok(vec![1]));
+        assert_eq!(
+            ids(&format!("{HEADER}\nkey 1 {HEX}\nkey 2 {HEX}\n")),
+            Ok(vec![1, 2])
+        );
+        let upper = HEX.to_uppercase();
+        assert_eq!(
+            ids(&format!("{HEADER}\nkey 4294967295 {upper}\n")),
+            Ok(vec![u32::MAX])
+        );
+    }
+
+    #[test]
+    fn strict() {
+        let bad = [
+            (String::new(), 0),
+            (format!("{HEADER}\nkey 1 {HEX}"), 0),
+            (format!("{HEADER}\n"), 1),
+            (format!("srv-secrets key file v2\nkey 1 {HEX}\n"), 1),
+            (format!("{HEADER}\nkey 0 {HEX}\n"), 2),
+            (format!("{HEADER}\nkey 01 {HEX}\n"), 2),
+            (format!("{HEADER}\nkey +1 {HEX}\n"), 2),
+            (format!("{HEADER}\nkey 4294967296 {HEX}\n"), 2),
+            (format!("{HEADER}\nkey 1 {}\n", &HEX[1..]), 2),
+            (format!("{HEADER}\nkey 1 {}g\n", &HEX[1..]), 2),
+            (format!("{HEADER}\nkey 1  {HEX}\n"), 2),
+            (format!("{HEADER}\nkey 1 {HEX} \n"), 2),
+            (format!("{HEADER}\nkey 1 {HEX}\r\n"), 2),
+            (format!("{HEADER}\n\nkey 1 {HEX}\n"), 2),
+            (format!("{HEADER}\nkey 1 {HEX}\nkey 1 {HEX}\n"), 3),
+            (
+                format!("{HEADER}\nkey 1 {HEX}\nkey 2 {HEX}\nkey 3 {HEX}\n"),
+                4,
+            ),
+        ];
+        for (text, line) in bad {
+            let got = ids(&text);
+            assert!(matches!(got, Err((l, _)) if l == line), "{text:?}: {got:?}");
+        }
+    }
+
+    #[test]
+    fn write_then_read() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("key");
+        let (a, b) = (Key::generate(1).unwrap(), Key::generate(2).unwrap());
+        write(&path, &[&a, &b]).unwrap();
+        let keys = read(&path).unwrap();
+        assert_eq!(keys.iter().map(Key::id).collect::<Vec<_>>(), [1, 2]);
+        assert_eq!(*keys[0].hex(), *a.hex());
+        assert_eq!(*keys[1].hex(), *b.hex());
+        assert_eq!(std::fs::metadata(&path).unwrap().mode() & 0o777, 0o600);
+    }
+
+    #[test]
+    fn refuses_open_permissions() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("key");
+        write(&path, &[&Key::generate(1).unwrap()]).unwrap();
+        for mode in [0o640, 0o604, 0o660] {
+            std::fs::set_permissions(&path, std::fs::Permissions::from_mode(mode)).unwrap();
+            let err = read(&path).unwrap_err();
+            assert!(matches!(err, Error::KeyPermissions { .. }), "{err:?}");
+            assert!(err.to_string().contains("chmod 600"), "{err}");
+        }
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o400)).unwrap();
+        assert!(read(&path).is_ok());
+    }
+
+    #[test]
+    fn errors_carry_no_key_bytes() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("key");
+        let text = format!("{HEADER}\nkey 1 {HEX}\nkey 1 {HEX}\n");
+        fsutil::write_atomic(&path, text.as_bytes()).unwrap();
+        let msg = read(&path).unwrap_err().to_string();
+        assert!(msg.contains("line 3"), "{msg}");
+        assert!(!msg.contains(&HEX[..8]), "{msg}");
+    }
+
+    #[test]
+    fn oversized_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("key");
+        fsutil::write_atomic(&path, &vec![b'k'; MAX_LEN + 1]).unwrap();
+        let err = read(&path).unwrap_err();
+        assert!(matches!(err, Error::KeyFile { line: 0, .. }), "{err:?}");
+        assert!(
+            err.to_string()
+                .ends_with("key: file too large to be a key file"),
+            "{err}"
+        );
+    }
+
+    proptest! {
+        #[test]
+        fn parse_never_panics(bytes in proptest::collection::vec(any::<u8>(), 0..300)) {
+            if let Ok(keys) = parse(&bytes) {
+                prop_assert!((1..=MAX_KEYS).contains(&keys.len()));
+            }
+        }
+
+        #[test]
+        fn parse_line_mutations(i in 0usize..100, c in any::<u8>()) {
+            // One changed byte of a valid file either still parses or is refused by line.
+            let mut text = format!("{HEADER}\nkey 1 {HEX}\n").into_bytes();
+            let i = i % text.len();
+            text[i] = c;
+            if let Err((line, _)) = parse(&text) {
+                prop_assert!(line <= 2);
+            }
+        }
+    }
+}

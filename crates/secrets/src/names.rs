@@ -1,0 +1,159 @@
+//! The name rule and size limits, checked here even though the ctl parser checks them too
+//! (defence in depth: the server is not the only caller).
+
+use crate::error::{Error, Result};
+
+/// Longest secret name, service name or config key, in bytes.
+pub const MAX_NAME_LEN: usize = 128;
+
+/// Largest secret value, in bytes (1 MiB: enough for PEM chains and binary keys, small
+/// enough that every value can live in memory).
+pub const MAX_VALUE_LEN: usize = 1 << 20;
+
+/// Largest service manifest, in bytes (same bound as values, for the same reason).
+pub const MAX_MANIFEST_LEN: usize = 1 << 20;
+
+/// Service names the server uses for its own trees (`/secrets`, the admin principal).
+pub const RESERVED_SERVICE_NAMES: [&str; 2] = ["admin", "secrets"];
+
+/// Whether `name` follows the name rule: `[A-Za-z0-9._-]{1,128}`, not `.` or `..`.
+///
+/// The rule keeps every name a single, harmless path element in the 9P namespace.
+pub fn is_valid_name(name: &str) -> bool {
+    (1..=MAX_NAME_LEN).contains(&name.len())
+        && name != "."
+        && name != ".."
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'))
+}
+
+/// Checks a secret name.
+///
+/// # Errors
+/// [`Error::InvalidName`], which does not echo the name.
+pub fn check_secret_name(name: &str) -> Result<()> {
+    check(name, "secret")
+}
+
+/// Checks a service name, including the reserved names.
+///
+/// # Errors
+/// [`Error::InvalidName`] or [`Error::ReservedName`], neither of which echoes the name.
+pub fn check_service_name(name: &str) -> Result<()> {
+    check(name, "service")?;
+    if RESERVED_SERVICE_NAMES.contains(&name) {
+        return Err(Error::ReservedName);
+    }
+    Ok(())
+}
+
+/// Checks a config key (same rule as secret names).
+pub(crate) fn check_config_key(key: &str) -> Result<()> {
+    check(key, "config key")
+}
+
+/// Checks a secret value's size.
+///
+/// # Errors
+/// [`Error::TooLarge`] above [`MAX_VALUE_LEN`].
+pub fn check_value(value: &[u8]) -> Result<()> {
+    if value.len() > MAX_VALUE_LEN {
+        return Err(Error::TooLarge {
+            what: "secret value",
+            limit: MAX_VALUE_LEN,
+        });
+    }
+    Ok(())
+}
+
+fn check(name: &str, kind: &'static str) -> Result<()> {
+    if is_valid_name(name) {
+        Ok(())
+    } else {
+        Err(Error::InvalidName { kind })
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, reason = "a test fails by panicking")]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    #[test]
+    fn accepts_the_rule() {
+        for ok in [
+            "a",
+            "db_password",
+            "A.b-c_9",
+            "...",
+            ".hidden",
+            &"x".repeat(128),
+        ] {
+            assert!(is_valid_name(ok), "{ok:?}");
+        }
+    }
+
+    #[test]
+    fn rejects_outside_the_rule() {
+        for bad in [
+            "",
+            ".",
+            "..",
+            "a/b",
+            "a b",
+            "é",
+            "a\0",
+            "a\n",
+            &"x".repeat(129),
+        ] {
+            assert!(!is_valid_name(bad), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn reserved_service_names() {
+        assert!(matches!(
+            check_service_name("admin"),
+            Err(Error::ReservedName)
+        ));
+        assert!(matches!(
+            check_service_name("secrets"),
+            Err(Error::ReservedName)
+        ));
+        assert!(check_service_name("web").is_ok());
+        // Reserved only as services; a secret may be called "admin".
+        assert!(check_secret_name("admin").is_ok());
+    }
+
+    #[test]
+    fn errors_state_limits_and_never_echo() {
+        let name = "evil name with spaces";
+        let msg = check_secret_name(name).unwrap_err().to_string();
+        assert!(!msg.contains(name));
+        assert!(msg.contains("128"));
+        let msg = check_value(&vec![b'v'; MAX_VALUE_LEN + 1])
+            .unwrap_err()
+            .to_string();
+        assert!(msg.contains("1048576"), "{msg}");
+        assert!(check_value(&vec![0; MAX_VALUE_LEN]).is_ok());
+    }
+
+    proptest! {
+        #[test]
+        fn error_does_not_depend_on_the_name(name in "\\PC{0,200}") {
+            // A message that is the same for every bad name cannot echo any of them.
+            if let Err(e) = check_secret_name(&name) {
+                let fixed = Error::InvalidName { kind: "secret" }.to_string();
+                prop_assert_eq!(e.to_string(), fixed);
+            }
+        }
+
+        #[test]
+        fn valid_names_are_single_path_elements(name in "[A-Za-z0-9._-]{1,128}") {
+            prop_assert_eq!(is_valid_name(&name), name != "." && name != "..");
+            prop_assert!(!name.contains('/'));
+        }
+    }
+}

@@ -1,0 +1,162 @@
+//! The in-memory copy of the store that every read is served from.
+//!
+//! It mirrors the backend exactly (plus the keyring and a uid index): the vault commits a
+//! batch to the backend first and then [`State::apply`]s the same batch here, so the two
+//! never disagree about anything committed.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+
+use crate::backend::{Meta, Mutation, Stored};
+use crate::crypto::Keyring;
+use crate::error::{Error, Result};
+use crate::names;
+use crate::record::{SecretRecord, ServiceRecord};
+use crate::types::RotationProgress;
+
+/// Everything the vault knows.
+#[derive(Debug)]
+pub(crate) struct State {
+    /// The meta table.
+    pub(crate) meta: Meta,
+    /// The keys that records may be under.
+    pub(crate) keys: Keyring,
+    /// Secrets by name (ordered, for listings).
+    pub(crate) secrets: BTreeMap<String, SecretRecord>,
+    /// Services by name.
+    pub(crate) services: BTreeMap<String, ServiceRecord>,
+    /// uid -> service name: the principal lookup at attach.
+    pub(crate) uids: HashMap<u32, String>,
+    /// service -> granted secret names: the check on every walk, open and read.
+    pub(crate) grants: HashMap<String, BTreeSet<String>>,
+    /// Progress of the rotation in flight, for `status`.
+    pub(crate) rotation: Option<RotationProgress>,
+}
+
+impl State {
+    /// Builds the state from a freshly loaded store, checking the invariants the vault
+    /// keeps, so that a damaged store is refused rather than served wrongly (a grant left
+    /// behind by a deleted secret must not grant a later secret of the same name).
+    pub(crate) fn from_stored(stored: Stored, keys: Keyring) -> Result<State> {
+        let corrupt = |what| Error::Corrupt { what };
+        let meta = stored.meta;
+        let mut secrets = BTreeMap::new();
+        for (name, rec) in stored.secrets {
+            if !names::is_valid_name(&name) {
+                return Err(corrupt("a secret has an invalid name"));
+            }
+            if rec.key_id != meta.active_key && Some(rec.key_id) != meta.rotation_target {
+                return Err(corrupt(
+                    "a secret is encrypted under a key the store does not use",
+                ));
+            }
+            secrets.insert(name, rec);
+        }
+        let mut services = BTreeMap::new();
+        let mut uids = HashMap::new();
+        for (name, rec) in stored.services {
+            if names::check_service_name(&name).is_err() {
+                return Err(corrupt("a service has an invalid name"));
+            }
+            if let Some(uid) = rec.uid {
+                if uid == 0 || uid == meta.admin_uid {
+                    return Err(corrupt("a service is mapped to root or the admin uid"));
+                }
+                if uids.insert(uid, name.clone()).is_some() {
+                    return Err(corrupt("two services share a uid"));
+                }
+            }
+            services.insert(name, rec);
+        }
+        let mut grants: HashMap<String, BTreeSet<String>> = HashMap::new();
+        for (svc, sec) in stored.grants {
+            if !services.contains_key(&svc) || !secrets.contains_key(&sec) {
+                return Err(corrupt("a grant names a missing service or secret"));
+            }
+            grants.entry(svc).or_default().insert(sec);
+        }
+        Ok(State {
+            meta,
+            keys,
+            secrets,
+            services,
+            uids,
+            grants,
+            rotation: None,
+        })
+    }
+
+    /// Applies a committed batch.
+    pub(crate) fn apply(&mut self, batch: Vec<Mutation>) {
+        for m in batch {
+            match m {
+                Mutation::PutSecret(name, rec) => {
+                    self.secrets.insert(name, rec);
+                }
+                Mutation::DeleteSecret(name) => {
+                    self.secrets.remove(&name);
+                }
+                Mutation::PutService(name, rec) => {
+                    if let Some(old) = self.services.get(&name).and_then(|s| s.uid) {
+                        self.uids.remove(&old);
+                    }
+                    if let Some(uid) = rec.uid {
+                        self.uids.insert(uid, name.clone());
+                    }
+                    self.services.insert(name, rec);
+                }
+                Mutation::DeleteService(name) => {
+                    if let Some(uid) = self.services.remove(&name).and_then(|s| s.uid) {
+                        self.uids.remove(&uid);
+                    }
+                }
+                Mutation::PutGrant(svc, sec) => {
+                    self.grants.entry(svc).or_default().insert(sec);
+                }
+                Mutation::DeleteGrant(svc, sec) => {
+                    if let Some(set) = self.grants.get_mut(&svc) {
+                        set.remove(&sec);
+                        if set.is_empty() {
+                            self.grants.remove(&svc);
+                        }
+                    }
+                }
+                Mutation::SetActiveKey(id) => self.meta.active_key = id,
+                Mutation::SetRotationTarget(id) => self.meta.rotation_target = id,
+                Mutation::PutKeyCheck(id, check) => {
+                    self.meta.key_checks.insert(id, check);
+                }
+                Mutation::DeleteKeyCheck(id) => {
+                    self.meta.key_checks.remove(&id);
+                }
+            }
+        }
+    }
+
+    /// Whether `service` may read `secret`.
+    pub(crate) fn is_granted(&self, service: &str, secret: &str) -> bool {
+        self.grants.get(service).is_some_and(|s| s.contains(secret))
+    }
+
+    /// The services holding a grant on `secret`.
+    pub(crate) fn holders(&self, secret: &str) -> Vec<String> {
+        let mut holders: Vec<String> = self
+            .grants
+            .iter()
+            .filter(|(_, set)| set.contains(secret))
+            .map(|(svc, _)| svc.clone())
+            .collect();
+        holders.sort();
+        holders
+    }
+
+    /// The highest key id anything refers to; a new key takes the next one.
+    pub(crate) fn highest_key_id(&self) -> u32 {
+        let meta_ids = [self.meta.active_key, self.meta.rotation_target.unwrap_or(0)];
+        self.keys
+            .ids()
+            .chain(self.meta.key_checks.keys().copied())
+            .chain(meta_ids)
+            .max()
+            .unwrap_or(0)
+    }
+}

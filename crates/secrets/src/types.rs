@@ -1,0 +1,131 @@
+//! The public value types the vault hands out. None of them holds plaintext except
+//! [`SecretBytes`](crate::SecretBytes).
+
+use std::fmt;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::crypto::NONCE_LEN;
+use crate::manifest::Manifest;
+
+/// What `init` created.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct InitReport {
+    /// The data directory (mode 0700).
+    pub data_dir: PathBuf,
+    /// The key file (mode 0600).
+    pub key_path: PathBuf,
+    /// The store file.
+    pub store_path: PathBuf,
+    /// The id of the first key.
+    pub key_id: u32,
+    /// The admin principal's uid.
+    pub admin_uid: u32,
+}
+
+/// A secret's public facts: everything but the value.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SecretInfo {
+    /// The name.
+    pub name: String,
+    /// 1 on the first `set`, +1 on each later one.
+    pub version: u64,
+    /// Unix seconds of the last `set`.
+    pub mtime: u64,
+    /// Length of the value in bytes.
+    pub length: u64,
+}
+
+/// A service: its uid and manifest.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ServiceInfo {
+    /// The name.
+    pub name: String,
+    /// The unix uid that authenticates as this service, if mapped.
+    pub uid: Option<u32>,
+    /// The manifest (empty if none was set), with its text.
+    pub manifest: Arc<Manifest>,
+}
+
+/// Progress of a key rotation: `done` of `total` secrets re-encrypted.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct RotationProgress {
+    /// Secrets re-encrypted so far.
+    pub done: u64,
+    /// Secrets to re-encrypt in all (counted when the rotation started).
+    pub total: u64,
+}
+
+/// What a finished rotation did.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct RotationReport {
+    /// The key secrets were encrypted under before.
+    pub old_key: u32,
+    /// The key every secret is encrypted under now.
+    pub new_key: u32,
+    /// Secrets re-encrypted by this call (fewer than all if it resumed a rotation).
+    pub reencrypted: u64,
+    /// Wall time of the whole rotation.
+    pub elapsed: Duration,
+}
+
+/// The vault at a glance. Nothing in it is secret.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Status {
+    /// The key id new secrets are encrypted under outside a rotation.
+    pub active_key: u32,
+    /// Number of secrets.
+    pub secrets: usize,
+    /// Number of services.
+    pub services: usize,
+    /// Progress of the rotation in flight, if any.
+    pub rotation: Option<RotationProgress>,
+}
+
+/// A secret as it was when a service opened it: "a fid reads the version current when it
+/// was opened". Holds ciphertext only; [`Vault::read_opened`](crate::Vault::read_opened)
+/// decrypts it after checking the grant again.
+#[derive(Clone)]
+pub struct OpenedSecret {
+    pub(crate) name: String,
+    pub(crate) version: u64,
+    pub(crate) incarnation: u64,
+    pub(crate) mtime: u64,
+    pub(crate) length: u64,
+    pub(crate) key_id: u32,
+    pub(crate) nonce: [u8; NONCE_LEN],
+    pub(crate) ciphertext: Arc<[u8]>,
+}
+
+impl OpenedSecret {
+    /// The secret's name.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// The version that was current at open.
+    pub fn version(&self) -> u64 {
+        self.version
+    }
+
+    /// The mtime of that version (unix seconds).
+    pub fn mtime(&self) -> u64 {
+        self.mtime
+    }
+
+    /// The length of that version's value in bytes.
+    pub fn length(&self) -> u64 {
+        self.length
+    }
+}
+
+impl fmt::Debug for OpenedSecret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("OpenedSecret")
+            .field("name", &self.name)
+            .field("version", &self.version)
+            .field("length", &self.length)
+            .finish_non_exhaustive()
+    }
+}

@@ -1,0 +1,659 @@
+//! The vault: the data directory, its lock, the in-memory state and every operation.
+//!
+//! # Concurrency
+//!
+//! Reads take a [`RwLock`] read guard on the in-memory [`State`] and never touch the disk.
+//! Mutations are serialized by a writer mutex; each builds a batch from the state, commits
+//! it to the backend (readers keep running meanwhile), and only then takes the write guard
+//! to apply the same batch in memory. Readers therefore wait at most for that in-memory
+//! apply. (An `Arc` swap of a whole snapshot would make every `set` copy every record;
+//! applying in place under a short write guard does not.)
+//!
+//! Lock order: `rotating`, then `writer`, then `state`.
+
+use std::fs::{File, OpenOptions, TryLockError};
+use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use tracing::{info, warn};
+
+use crate::backend::{Backend, FORMAT_VERSION, Meta, Mutation};
+use crate::crypto::{Key, SecretBytes, random_u64};
+use crate::error::{Error, Result};
+use crate::fsutil::{self, FILE_MODE};
+use crate::keyfile;
+use crate::manifest::Manifest;
+use crate::names;
+use crate::record::{SecretRecord, ServiceRecord};
+use crate::redb_store::RedbBackend;
+use crate::state::State;
+use crate::types::{InitReport, OpenedSecret, SecretInfo, ServiceInfo, Status};
+
+mod rotation;
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, reason = "a test fails by panicking")]
+mod tests;
+
+/// The store's file name in the data directory.
+pub const STORE_FILE: &str = "store.redb";
+/// The default key file name in the data directory.
+pub const KEY_FILE: &str = "key";
+/// The lock file's name in the data directory.
+pub const LOCK_FILE: &str = "lock";
+
+/// An open data directory: every secret, service and grant, in memory, backed by the
+/// store. Share it between threads behind an `Arc`.
+pub struct Vault {
+    dir: PathBuf,
+    key_path: PathBuf,
+    backend: Box<dyn Backend>,
+    state: RwLock<State>,
+    writer: Mutex<()>,
+    rotating: Mutex<()>,
+    #[cfg(test)]
+    crash_at: Mutex<Option<rotation::CrashPoint>>,
+    // Declared last so it is dropped last: the store is closed before another process
+    // can take the directory.
+    _lock: File,
+}
+
+impl std::fmt::Debug for Vault {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Vault")
+            .field("dir", &self.dir)
+            .field("key_path", &self.key_path)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Vault {
+    /// Creates a data directory: `data_dir` (mode 0700, parents created; an existing empty
+    /// directory is accepted and chmod-ed), a fresh key file (mode 0600 from creation) at
+    /// `key_path` or `data_dir/key`, and an empty store.
+    ///
+    /// # Errors
+    /// [`Error::AlreadyInitialized`] if `data_dir` holds a store, [`Error::DirNotEmpty`] if
+    /// it holds anything else, [`Error::KeyFileExists`] rather than overwrite a key,
+    /// [`Error::Locked`], I/O and store errors.
+    pub fn init(data_dir: &Path, key_path: Option<&Path>, admin_uid: u32) -> Result<InitReport> {
+        let store_path = data_dir.join(STORE_FILE);
+        if exists(&store_path)? {
+            return Err(Error::AlreadyInitialized {
+                dir: data_dir.to_path_buf(),
+            });
+        }
+        if exists(data_dir)? {
+            let entries = std::fs::read_dir(data_dir)
+                .map_err(Error::io("reading data directory", data_dir))?;
+            for entry in entries {
+                let entry = entry.map_err(Error::io("reading data directory", data_dir))?;
+                // A lock file carries no state: an init that stopped right after taking it
+                // may be run again.
+                if entry.file_name() != LOCK_FILE {
+                    return Err(Error::DirNotEmpty {
+                        dir: data_dir.to_path_buf(),
+                    });
+                }
+            }
+        }
+        fsutil::create_private_dir(data_dir)?;
+        let _lock = lock_dir(data_dir)?;
+        if exists(&store_path)? {
+            return Err(Error::AlreadyInitialized {
+                dir: data_dir.to_path_buf(),
+            });
+        }
+        let key_path = key_path.map_or_else(|| data_dir.join(KEY_FILE), Path::to_path_buf);
+        if std::fs::symlink_metadata(&key_path).is_ok() {
+            return Err(Error::KeyFileExists { path: key_path });
+        }
+        let key = Key::generate(1)?;
+        let meta = Meta {
+            format_version: FORMAT_VERSION,
+            admin_uid,
+            active_key: key.id(),
+            rotation_target: None,
+            key_checks: [(key.id(), key.check()?)].into(),
+        };
+        keyfile::write(&key_path, &[&key])?;
+        drop(RedbBackend::create(&store_path, &meta)?);
+        fsutil::sync_dir(data_dir)?;
+        fsutil::sync_dir(&fsutil::parent_dir(data_dir))?;
+        info!(dir = %data_dir.display(), key = %key_path.display(), admin_uid, "initialized data directory");
+        Ok(InitReport {
+            data_dir: data_dir.to_path_buf(),
+            key_path,
+            store_path,
+            key_id: key.id(),
+            admin_uid,
+        })
+    }
+
+    /// Opens a data directory: locks it for the vault's lifetime, reads the key file
+    /// (refusing one open to group or others), checks the store's format version and that
+    /// the key file is the right one, loads everything into memory, and finishes or rolls
+    /// back a key rotation that a crash interrupted.
+    ///
+    /// # Errors
+    /// [`Error::NotInitialized`], [`Error::Locked`], [`Error::KeyPermissions`],
+    /// [`Error::KeyFile`], [`Error::KeyMissing`], [`Error::KeyMismatch`],
+    /// [`Error::FormatVersion`], [`Error::Corrupt`], I/O and store errors.
+    pub fn open(data_dir: &Path, key_path: Option<&Path>) -> Result<Vault> {
+        let store_path = data_dir.join(STORE_FILE);
+        if !exists(&store_path)? {
+            return Err(Error::NotInitialized {
+                dir: data_dir.to_path_buf(),
+            });
+        }
+        let lock = lock_dir(data_dir)?;
+        if let Ok(meta) = std::fs::metadata(data_dir)
+            && meta.mode() & 0o077 != 0
+        {
+            warn!(dir = %data_dir.display(), mode = format_args!("{:o}", meta.mode() & 0o777),
+                "data directory is open to group or others; chmod 700 it");
+        }
+        let key_path = key_path.map_or_else(|| data_dir.join(KEY_FILE), Path::to_path_buf);
+        if fsutil::remove_if_exists(&fsutil::temp_path(&key_path))? {
+            info!(key = %key_path.display(), "removed a temporary key file left by an interrupted write");
+        }
+        let file_keys = keyfile::read(&key_path)?;
+        let backend = RedbBackend::open(&store_path)?;
+        let stored = backend.load()?;
+        let (keyring, extra) = rotation::reconcile_keys(&key_path, file_keys, &stored.meta)?;
+        let state = State::from_stored(stored, keyring)?;
+        if !extra.is_empty() {
+            rotation::drop_extra_keys(&key_path, &state, &extra)?;
+        }
+        let vault = Vault {
+            dir: data_dir.to_path_buf(),
+            key_path,
+            backend: Box::new(backend),
+            state: RwLock::new(state),
+            writer: Mutex::new(()),
+            rotating: Mutex::new(()),
+            #[cfg(test)]
+            crash_at: Mutex::new(None),
+            _lock: lock,
+        };
+        vault.resume_rotation()?;
+        let status = vault.status();
+        info!(dir = %vault.dir.display(), secrets = status.secrets, services = status.services,
+            active_key = status.active_key, "opened data directory");
+        Ok(vault)
+    }
+
+    /// The data directory.
+    pub fn data_dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// The key file's path (not its contents: there is no way to get those).
+    pub fn key_path(&self) -> &Path {
+        &self.key_path
+    }
+
+    // ---- Reads: memory only. ----
+
+    /// Every secret's public facts, sorted by name.
+    pub fn list_secrets(&self) -> Vec<SecretInfo> {
+        self.state()
+            .secrets
+            .iter()
+            .map(|(name, rec)| info_of(name, rec))
+            .collect()
+    }
+
+    /// One secret's public facts.
+    pub fn secret_info(&self, name: &str) -> Option<SecretInfo> {
+        self.state().secrets.get(name).map(|rec| info_of(name, rec))
+    }
+
+    /// Every service, sorted by name.
+    pub fn services(&self) -> Vec<ServiceInfo> {
+        self.state()
+            .services
+            .iter()
+            .map(|(name, rec)| service_of(name, rec))
+            .collect()
+    }
+
+    /// One service.
+    pub fn service(&self, name: &str) -> Option<ServiceInfo> {
+        self.state()
+            .services
+            .get(name)
+            .map(|rec| service_of(name, rec))
+    }
+
+    /// The service a unix uid authenticates as.
+    pub fn service_for_uid(&self, uid: u32) -> Option<String> {
+        self.state().uids.get(&uid).cloned()
+    }
+
+    /// The admin principal's uid.
+    pub fn admin_uid(&self) -> u32 {
+        self.state().meta.admin_uid
+    }
+
+    /// The secrets granted to `service`, sorted (empty for an unknown service).
+    pub fn grants(&self, service: &str) -> Vec<String> {
+        self.state()
+            .grants
+            .get(service)
+            .map(|set| set.iter().cloned().collect())
+            .unwrap_or_default()
+    }
+
+    /// Whether `service` may read `secret`: two hash/tree lookups, no allocation.
+    pub fn is_granted(&self, service: &str, secret: &str) -> bool {
+        self.state().is_granted(service, secret)
+    }
+
+    /// Opens a secret on behalf of `service`: checks the grant and snapshots the current
+    /// version (ciphertext only), which [`Vault::read_opened`] decrypts.
+    ///
+    /// # Errors
+    /// [`Error::NotFound`] alike for a secret that does not exist and one not granted.
+    pub fn open_secret(&self, service: &str, name: &str) -> Result<OpenedSecret> {
+        let state = self.state();
+        if !state.is_granted(service, name) {
+            return Err(Error::NotFound);
+        }
+        let rec = state.secrets.get(name).ok_or(Error::NotFound)?;
+        Ok(OpenedSecret {
+            name: name.to_owned(),
+            version: rec.version,
+            incarnation: rec.incarnation,
+            mtime: rec.mtime,
+            length: rec.length(),
+            key_id: rec.key_id,
+            nonce: rec.nonce,
+            ciphertext: Arc::clone(&rec.ciphertext),
+        })
+    }
+
+    /// Reads an opened secret on behalf of `service`: checks the grant again (a revoke
+    /// stops reads on files already open), then decrypts the version snapshotted at open.
+    /// If a key rotation retired that snapshot's key, the current record is used instead,
+    /// provided it is still the same version (rotation never changes versions).
+    ///
+    /// # Errors
+    /// [`Error::NotFound`] if the grant is gone; [`Error::Stale`] if the snapshot's key was
+    /// retired and the secret has changed since; [`Error::Decrypt`] for a damaged record.
+    pub fn read_opened(&self, service: &str, opened: &OpenedSecret) -> Result<SecretBytes> {
+        let (key, nonce, ciphertext, version) = {
+            let state = self.state();
+            if !state.is_granted(service, &opened.name) {
+                return Err(Error::NotFound);
+            }
+            if let Some(key) = state.keys.get(opened.key_id) {
+                (
+                    Arc::clone(key),
+                    opened.nonce,
+                    Arc::clone(&opened.ciphertext),
+                    opened.version,
+                )
+            } else {
+                let rec = state.secrets.get(&opened.name).ok_or(Error::NotFound)?;
+                if rec.version != opened.version || rec.incarnation != opened.incarnation {
+                    return Err(Error::Stale);
+                }
+                let key = state.keys.get(rec.key_id).ok_or(Error::Corrupt {
+                    what: "a secret's key is not loaded",
+                })?;
+                (
+                    Arc::clone(key),
+                    rec.nonce,
+                    Arc::clone(&rec.ciphertext),
+                    rec.version,
+                )
+            }
+        };
+        // Decrypt outside the lock: a 1 MiB value must not hold up a writer's apply.
+        let aad = crate::crypto::SecretAad::new(&opened.name, version);
+        key.open(&nonce, aad.as_bytes(), &ciphertext)
+    }
+
+    /// Decrypts the current version of a secret for the admin (for example
+    /// `deploy secret get NAME --as SERVICE`, where the server checks the grant itself).
+    /// No grant is checked here: callers acting for a service use [`Vault::open_secret`].
+    ///
+    /// # Errors
+    /// [`Error::NoSuchSecret`], [`Error::Decrypt`].
+    pub fn reveal(&self, name: &str) -> Result<SecretBytes> {
+        let (key, rec) = {
+            let state = self.state();
+            let rec = state.secrets.get(name).ok_or(Error::NoSuchSecret)?.clone();
+            let key = state.keys.get(rec.key_id).cloned().ok_or(Error::Corrupt {
+                what: "a secret's key is not loaded",
+            })?;
+            (key, rec)
+        };
+        key.open(&rec.nonce, rec.aad(name).as_bytes(), &rec.ciphertext)
+    }
+
+    /// The active key id, counts, and rotation progress.
+    pub fn status(&self) -> Status {
+        let state = self.state();
+        Status {
+            active_key: state.meta.active_key,
+            secrets: state.secrets.len(),
+            services: state.services.len(),
+            rotation: state.rotation,
+        }
+    }
+
+    // ---- Mutations: one durable transaction each, then memory. ----
+
+    /// Sets a secret (creating it at version 1, or adding 1 to its version), encrypted
+    /// under the active key (or the rotation target while a rotation runs). Returns the
+    /// new version once it is committed and fsynced.
+    ///
+    /// # Errors
+    /// [`Error::InvalidName`], [`Error::TooLarge`] above 1 MiB, store errors.
+    pub fn set(&self, name: &str, value: &[u8]) -> Result<u64> {
+        let versions = self.set_many([(name, value)])?;
+        versions.first().copied().ok_or(Error::Corrupt {
+            what: "set produced no version",
+        })
+    }
+
+    /// Sets several secrets in one transaction: all or none. Returns the new versions in
+    /// order. A name given twice gets two versions, the later value winning.
+    ///
+    /// # Errors
+    /// As [`Vault::set`]; nothing is stored if any entry is refused.
+    pub fn set_many<N, V>(&self, entries: impl IntoIterator<Item = (N, V)>) -> Result<Vec<u64>>
+    where
+        N: AsRef<str>,
+        V: AsRef<[u8]>,
+    {
+        let entries: Vec<(N, V)> = entries.into_iter().collect();
+        if entries.is_empty() {
+            return Ok(Vec::new());
+        }
+        for (name, value) in &entries {
+            names::check_secret_name(name.as_ref())?;
+            names::check_value(value.as_ref())?;
+        }
+        let _writer = self.writer()?;
+        let mtime = now();
+        let mut batch: Vec<Mutation> = Vec::with_capacity(entries.len());
+        let mut versions = Vec::with_capacity(entries.len());
+        {
+            let state = self.state();
+            let key = Arc::clone(sealing_key(&state)?);
+            // Earlier entries of this batch, for a name given twice.
+            let mut pending: std::collections::HashMap<&str, (u64, u64)> =
+                std::collections::HashMap::new();
+            for (name, value) in &entries {
+                let name = name.as_ref();
+                let prev = pending
+                    .get(name)
+                    .copied()
+                    .or_else(|| state.secrets.get(name).map(|r| (r.version, r.incarnation)));
+                let (version, incarnation) = match prev {
+                    // Versions count sets; u64 cannot run out.
+                    Some((v, inc)) => (v.saturating_add(1), inc),
+                    None => (1, random_u64()?),
+                };
+                let aad = crate::crypto::SecretAad::new(name, version);
+                let (nonce, ciphertext) = key.seal(aad.as_bytes(), value.as_ref())?;
+                pending.insert(name, (version, incarnation));
+                versions.push(version);
+                batch.push(Mutation::PutSecret(
+                    name.to_owned(),
+                    SecretRecord {
+                        version,
+                        incarnation,
+                        mtime,
+                        key_id: key.id(),
+                        nonce,
+                        ciphertext: ciphertext.into(),
+                    },
+                ));
+            }
+        }
+        self.commit(batch)?;
+        Ok(versions)
+    }
+
+    /// Deletes a secret and every grant of it.
+    ///
+    /// # Errors
+    /// [`Error::InvalidName`], [`Error::NoSuchSecret`], store errors.
+    pub fn delete(&self, name: &str) -> Result<()> {
+        names::check_secret_name(name)?;
+        let _writer = self.writer()?;
+        let batch = {
+            let state = self.state();
+            if !state.secrets.contains_key(name) {
+                return Err(Error::NoSuchSecret);
+            }
+            let mut batch = vec![Mutation::DeleteSecret(name.to_owned())];
+            for service in state.holders(name) {
+                batch.push(Mutation::DeleteGrant(service, name.to_owned()));
+            }
+            batch
+        };
+        self.commit(batch)
+    }
+
+    /// Grants `service` the secret `name`. Granting twice is not an error.
+    ///
+    /// # Errors
+    /// [`Error::InvalidName`], [`Error::ReservedName`], [`Error::NoSuchService`],
+    /// [`Error::NoSuchSecret`], store errors.
+    pub fn grant(&self, service: &str, name: &str) -> Result<()> {
+        names::check_service_name(service)?;
+        names::check_secret_name(name)?;
+        let _writer = self.writer()?;
+        {
+            let state = self.state();
+            check_pair(&state, service, name)?;
+            if state.is_granted(service, name) {
+                return Ok(());
+            }
+        }
+        self.commit(vec![Mutation::PutGrant(
+            service.to_owned(),
+            name.to_owned(),
+        )])
+    }
+
+    /// Revokes `service`'s grant of `name`; the next read of an open file fails. Revoking
+    /// a grant that does not exist is not an error (the outcome the caller wants holds),
+    /// but the service and the secret must both exist, so that a typo is reported.
+    ///
+    /// # Errors
+    /// [`Error::InvalidName`], [`Error::ReservedName`], [`Error::NoSuchService`],
+    /// [`Error::NoSuchSecret`], store errors.
+    pub fn revoke(&self, service: &str, name: &str) -> Result<()> {
+        names::check_service_name(service)?;
+        names::check_secret_name(name)?;
+        let _writer = self.writer()?;
+        {
+            let state = self.state();
+            check_pair(&state, service, name)?;
+            if !state.is_granted(service, name) {
+                return Ok(());
+            }
+        }
+        self.commit(vec![Mutation::DeleteGrant(
+            service.to_owned(),
+            name.to_owned(),
+        )])
+    }
+
+    /// Maps unix `uid` to `service`, creating the service (with an empty manifest) if
+    /// absent. A service has at most one uid; setting another replaces it.
+    ///
+    /// # Errors
+    /// [`Error::UidIsAdmin`] for uid 0 and the admin uid, [`Error::UidInUse`] if another
+    /// service has it, name errors, store errors.
+    pub fn service_set_uid(&self, service: &str, uid: u32) -> Result<()> {
+        names::check_service_name(service)?;
+        let _writer = self.writer()?;
+        let record = {
+            let state = self.state();
+            if uid == 0 || uid == state.meta.admin_uid {
+                return Err(Error::UidIsAdmin { uid });
+            }
+            match state.uids.get(&uid) {
+                Some(owner) if owner == service => return Ok(()),
+                Some(_) => return Err(Error::UidInUse { uid }),
+                None => {}
+            }
+            ServiceRecord {
+                uid: Some(uid),
+                manifest: state
+                    .services
+                    .get(service)
+                    .map_or_else(Default::default, |s| Arc::clone(&s.manifest)),
+            }
+        };
+        self.commit(vec![Mutation::PutService(service.to_owned(), record)])
+    }
+
+    /// Replaces `service`'s manifest (parsed first; nothing changes if it does not parse),
+    /// creating the service if absent.
+    ///
+    /// # Errors
+    /// [`Error::Manifest`], [`Error::TooLarge`], name errors, store errors.
+    pub fn service_set_manifest(&self, service: &str, manifest: &[u8]) -> Result<()> {
+        names::check_service_name(service)?;
+        let manifest = Arc::new(Manifest::parse(manifest)?);
+        let _writer = self.writer()?;
+        let uid = self.state().services.get(service).and_then(|s| s.uid);
+        let record = ServiceRecord { uid, manifest };
+        self.commit(vec![Mutation::PutService(service.to_owned(), record)])
+    }
+
+    /// Removes a service, its uid mapping and its grants.
+    ///
+    /// # Errors
+    /// [`Error::NoSuchService`], name errors, store errors.
+    pub fn service_remove(&self, service: &str) -> Result<()> {
+        names::check_service_name(service)?;
+        let _writer = self.writer()?;
+        let batch = {
+            let state = self.state();
+            if !state.services.contains_key(service) {
+                return Err(Error::NoSuchService);
+            }
+            let mut batch = vec![Mutation::DeleteService(service.to_owned())];
+            for secret in state.grants.get(service).into_iter().flatten() {
+                batch.push(Mutation::DeleteGrant(service.to_owned(), secret.clone()));
+            }
+            batch
+        };
+        self.commit(batch)
+    }
+
+    // ---- Internals. ----
+
+    fn state(&self) -> RwLockReadGuard<'_, State> {
+        // Only `apply` writes under this lock and it cannot fail half-way except by
+        // aborting on allocation failure; a poisoned lock still holds a consistent state.
+        self.state.read().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn state_mut(&self) -> RwLockWriteGuard<'_, State> {
+        self.state.write().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Takes the writer mutex. If a mutation panicked while holding it, memory may lag the
+    /// store (committed, not applied): reload from the store before going on.
+    fn writer(&self) -> Result<MutexGuard<'_, ()>> {
+        match self.writer.lock() {
+            Ok(guard) => Ok(guard),
+            Err(poisoned) => {
+                let guard = poisoned.into_inner();
+                warn!("a mutation panicked earlier; reloading the store into memory");
+                let stored = self.backend.load()?;
+                let keys = self.state().keys.clone();
+                let fresh = State::from_stored(stored, keys)?;
+                *self.state_mut() = fresh;
+                self.writer.clear_poison();
+                Ok(guard)
+            }
+        }
+    }
+
+    /// Commits a batch durably, then applies it in memory. The caller holds the writer.
+    fn commit(&self, batch: Vec<Mutation>) -> Result<()> {
+        self.backend.commit(&batch)?;
+        self.state_mut().apply(batch);
+        Ok(())
+    }
+}
+
+fn sealing_key(state: &State) -> Result<&Arc<Key>> {
+    state
+        .keys
+        .get(state.meta.sealing_key())
+        .ok_or(Error::Corrupt {
+            what: "the sealing key is not loaded",
+        })
+}
+
+fn check_pair(state: &State, service: &str, secret: &str) -> Result<()> {
+    if !state.services.contains_key(service) {
+        return Err(Error::NoSuchService);
+    }
+    if !state.secrets.contains_key(secret) {
+        return Err(Error::NoSuchSecret);
+    }
+    Ok(())
+}
+
+fn info_of(name: &str, rec: &SecretRecord) -> SecretInfo {
+    SecretInfo {
+        name: name.to_owned(),
+        version: rec.version,
+        mtime: rec.mtime,
+        length: rec.length(),
+    }
+}
+
+fn service_of(name: &str, rec: &ServiceRecord) -> ServiceInfo {
+    ServiceInfo {
+        name: name.to_owned(),
+        uid: rec.uid,
+        manifest: Arc::clone(&rec.manifest),
+    }
+}
+
+fn now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
+fn exists(path: &Path) -> Result<bool> {
+    path.try_exists().map_err(Error::io("checking", path))
+}
+
+/// Takes the data directory's lock: an exclusive `flock` on `DIR/lock`, held as long as
+/// the returned file is open. The kernel drops it when the process dies, however it dies.
+fn lock_dir(dir: &Path) -> Result<File> {
+    let path = dir.join(LOCK_FILE);
+    let file = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .mode(FILE_MODE)
+        .open(&path)
+        .map_err(Error::io("opening lock file", &path))?;
+    match file.try_lock() {
+        Ok(()) => Ok(file),
+        Err(TryLockError::WouldBlock) => Err(Error::Locked {
+            dir: dir.to_path_buf(),
+        }),
+        Err(TryLockError::Error(e)) => Err(Error::io("locking", &path)(e)),
+    }
+}

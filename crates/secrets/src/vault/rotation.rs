@@ -1,0 +1,346 @@
+//! Key rotation and its crash recovery.
+//!
+//! A rotation moves every secret to a new key in five steps, each durable before the next:
+//!
+//! 1. generate key N+1 and rewrite the key file with both keys (atomic replace);
+//! 2. commit `rotation_target = N+1` and N+1's key check (from here on, `set` seals under
+//!    N+1, and reads use each record's own key id, both of which are loaded);
+//! 3. re-encrypt the secrets still under N in batches, one transaction per batch, applying
+//!    each to memory as soon as it commits;
+//! 4. commit `active_key = N+1`, clear `rotation_target`, drop N's key check;
+//! 5. rewrite the key file with N+1 only.
+//!
+//! The store's meta table is the single source of truth, so `open` can always tell where
+//! a crash struck ([`reconcile_keys`]):
+//!
+//! | state found at open                                   | crashed during | action              |
+//! |-------------------------------------------------------|----------------|---------------------|
+//! | file {N, N+1}, meta active N, no target               | 1–2            | drop N+1 (rollback) |
+//! | meta target N+1 (records under N and N+1)             | 2–4            | resume from 3       |
+//! | file {N, N+1}, meta active N+1, no target             | 4–5            | drop N (step 5)     |
+//!
+//! A key is dropped from the file only when the meta table references neither it nor any
+//! record under it, so recovery can never destroy a key that something still needs. Nothing
+//! depends on a clean shutdown.
+
+use std::ops::Bound;
+use std::path::Path;
+use std::sync::{Arc, PoisonError};
+use std::time::Instant;
+
+use tracing::{debug, error, info, warn};
+
+use super::Vault;
+use crate::backend::{Meta, Mutation};
+use crate::crypto::{Key, Keyring};
+use crate::error::{Error, Result};
+use crate::keyfile;
+use crate::record::SecretRecord;
+use crate::state::State;
+use crate::types::{RotationProgress, RotationReport};
+
+/// Points at which tests stop a rotation as if the process had been killed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum CrashPoint {
+    /// After step 1: the key file holds both keys.
+    KeyFileWritten,
+    /// After step 2: the target is committed.
+    TargetCommitted,
+    /// After the given (0-based) batch of step 3 committed.
+    Batch(usize),
+    /// After step 4: the active key is switched, the old key still in the file.
+    Switched,
+}
+
+impl Vault {
+    /// Re-encrypts every secret under a new key (see the module documentation for the
+    /// steps). Reads and writes keep working throughout; `set`s made meanwhile are sealed
+    /// under the new key. `progress` is called after each batch, with `done` never going
+    /// down, and last with `done == total`. If a rotation is already pending (an earlier
+    /// call failed part-way), this finishes it instead of starting another.
+    ///
+    /// # Errors
+    /// I/O and store errors, [`Error::Decrypt`] if a damaged record cannot be re-encrypted
+    /// (its name is logged; delete or re-set it, then rotate again). On error the rotation
+    /// stays pending and is finished by the next call or the next open.
+    pub fn rotate_key(&self, progress: &dyn Fn(RotationProgress)) -> Result<RotationReport> {
+        let _one = self.rotating.lock().unwrap_or_else(PoisonError::into_inner);
+        let started = Instant::now();
+        let (old_key, new_key) = self.begin_rotation()?;
+        info!(old_key, new_key, "key rotation started");
+        let reencrypted = self.reencrypt(new_key, progress)?;
+        self.finish_rotation(new_key)?;
+        let report = RotationReport {
+            old_key,
+            new_key,
+            reencrypted,
+            elapsed: started.elapsed(),
+        };
+        info!(
+            old_key,
+            new_key,
+            reencrypted,
+            seconds = report.elapsed.as_secs_f64(),
+            "key rotation finished"
+        );
+        Ok(report)
+    }
+
+    /// At open: finishes a rotation the store says is pending. A record that cannot be
+    /// re-encrypted does not stop the server from starting: it serves with both keys and
+    /// the next `rotate_key` resumes.
+    pub(super) fn resume_rotation(&self) -> Result<()> {
+        let Some(target) = self.state().meta.rotation_target else {
+            return Ok(());
+        };
+        info!(target, "resuming a key rotation interrupted by a crash");
+        match self.rotate_key(&|p| debug!(done = p.done, total = p.total, "resumed rotation")) {
+            Ok(_) => Ok(()),
+            Err(e @ Error::Decrypt) => {
+                warn!(error = %e, "could not finish the interrupted key rotation; serving with both keys");
+                Ok(())
+            }
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Steps 1 and 2, or the pending target if there is one. Returns (old, new) key ids.
+    fn begin_rotation(&self) -> Result<(u32, u32)> {
+        let _writer = self.writer()?;
+        let (active, next, pending) = {
+            let state = self.state();
+            let active = Arc::clone(state.keys.get(state.meta.active_key).ok_or(
+                Error::Corrupt {
+                    what: "the active key is not loaded",
+                },
+            )?);
+            (
+                active,
+                state.highest_key_id().checked_add(1),
+                state.meta.rotation_target,
+            )
+        };
+        if let Some(target) = pending {
+            return Ok((active.id(), target));
+        }
+        let id = next.ok_or(Error::Corrupt {
+            what: "key ids are exhausted",
+        })?;
+        let key = Arc::new(Key::generate(id)?);
+        let check = key.check()?;
+        keyfile::write(&self.key_path, &[&active, &key])?;
+        self.crash_here(CrashPoint::KeyFileWritten)?;
+        let batch = vec![
+            Mutation::PutKeyCheck(id, check),
+            Mutation::SetRotationTarget(Some(id)),
+        ];
+        self.backend.commit(&batch)?;
+        {
+            // The key goes in with the target, so no reader ever sees a record whose key
+            // is not loaded.
+            let mut state = self.state_mut();
+            state.keys.insert(key);
+            state.apply(batch);
+        }
+        self.crash_here(CrashPoint::TargetCommitted)?;
+        Ok((active.id(), id))
+    }
+
+    /// Step 3: one pass in name order, re-encrypting what is not yet under `target`.
+    /// Records `set` behind the cursor meanwhile are already under `target`.
+    fn reencrypt(&self, target: u32, progress: &dyn Fn(RotationProgress)) -> Result<u64> {
+        let total = {
+            let state = self.state();
+            state
+                .secrets
+                .values()
+                .filter(|r| r.key_id != target)
+                .count() as u64
+        };
+        let mut now = RotationProgress { done: 0, total };
+        self.state_mut().rotation = Some(now);
+        progress(now);
+        let max = self.backend.max_batch().max(1);
+        let mut cursor: Option<String> = None;
+        let mut reencrypted = 0u64;
+        for batch_no in 0.. {
+            let writer = self.writer()?;
+            let batch = self.reseal_batch(target, cursor.as_deref(), max)?;
+            let Some(Mutation::PutSecret(last, _)) = batch.last() else {
+                break;
+            };
+            cursor = Some(last.clone());
+            let n = batch.len() as u64;
+            self.commit(batch)?;
+            reencrypted += n;
+            // Secrets deleted meanwhile are never re-encrypted: cap rather than overshoot.
+            now.done = reencrypted.min(total);
+            self.state_mut().rotation = Some(now);
+            drop(writer);
+            progress(now);
+            debug!(done = now.done, total, "key rotation progress");
+            self.crash_here(CrashPoint::Batch(batch_no))?;
+        }
+        if now.done != total {
+            now.done = total;
+            progress(now);
+        }
+        Ok(reencrypted)
+    }
+
+    /// Up to `max` records after `cursor` not under `target`, re-encrypted.
+    fn reseal_batch(&self, target: u32, cursor: Option<&str>, max: usize) -> Result<Vec<Mutation>> {
+        let state = self.state();
+        let new_key = state.keys.get(target).ok_or(Error::Corrupt {
+            what: "the rotation's target key is not loaded",
+        })?;
+        let lower = cursor.map_or(Bound::Unbounded, Bound::Excluded);
+        let mut batch = Vec::with_capacity(max);
+        let todo = state
+            .secrets
+            .range::<str, _>((lower, Bound::Unbounded))
+            .filter(|(_, rec)| rec.key_id != target)
+            .take(max);
+        for (name, rec) in todo {
+            let old_key = state.keys.get(rec.key_id).ok_or(Error::Corrupt {
+                what: "a secret's key is not loaded",
+            })?;
+            let (nonce, ciphertext) = old_key
+                .reseal(
+                    new_key,
+                    &rec.nonce,
+                    rec.aad(name).as_bytes(),
+                    &rec.ciphertext,
+                )
+                .inspect_err(|_| {
+                    error!(secret = %name, "cannot re-encrypt: the record does not authenticate");
+                })?;
+            batch.push(Mutation::PutSecret(
+                name.clone(),
+                SecretRecord {
+                    key_id: target,
+                    nonce,
+                    ciphertext: ciphertext.into(),
+                    ..rec.clone()
+                },
+            ));
+        }
+        Ok(batch)
+    }
+
+    /// Steps 4 and 5.
+    fn finish_rotation(&self, target: u32) -> Result<()> {
+        let _writer = self.writer()?;
+        let (batch, key) = {
+            let state = self.state();
+            if state.secrets.values().any(|r| r.key_id != target) {
+                return Err(Error::Corrupt {
+                    what: "a secret is still under the old key after re-encryption",
+                });
+            }
+            let mut batch = vec![
+                Mutation::SetActiveKey(target),
+                Mutation::SetRotationTarget(None),
+            ];
+            for &id in state.meta.key_checks.keys().filter(|&&id| id != target) {
+                batch.push(Mutation::DeleteKeyCheck(id));
+            }
+            let key = Arc::clone(state.keys.get(target).ok_or(Error::Corrupt {
+                what: "the rotation's target key is not loaded",
+            })?);
+            (batch, key)
+        };
+        self.commit(batch)?;
+        self.state_mut().rotation = None;
+        self.crash_here(CrashPoint::Switched)?;
+        // If this fails, the old key stays in the file (and in memory) until the next open
+        // retires it; nothing uses it any more.
+        keyfile::write(&self.key_path, &[&key])?;
+        self.state_mut().keys.retain(|id| id == target);
+        Ok(())
+    }
+
+    #[cfg(test)]
+    fn crash_here(&self, point: CrashPoint) -> Result<()> {
+        let crash_at = *self.crash_at.lock().unwrap_or_else(PoisonError::into_inner);
+        if crash_at == Some(point) {
+            return Err(Error::Corrupt {
+                what: "simulated crash",
+            });
+        }
+        Ok(())
+    }
+
+    #[cfg(not(test))]
+    #[inline]
+    fn crash_here(&self, _point: CrashPoint) -> Result<()> {
+        Ok(())
+    }
+
+    /// Makes the next rotation stop at `point` as if killed.
+    #[cfg(test)]
+    pub(super) fn crash_at(&self, point: Option<CrashPoint>) {
+        *self.crash_at.lock().unwrap_or_else(PoisonError::into_inner) = point;
+    }
+}
+
+/// At open: matches the key file against the store. Every key the meta table uses (active,
+/// and the rotation target if any) must be in the file and pass its key check. Returns
+/// those keys, and the ids of any other keys in the file (left by an interrupted rotation).
+pub(super) fn reconcile_keys(
+    key_path: &Path,
+    file_keys: Vec<Key>,
+    meta: &Meta,
+) -> Result<(Keyring, Vec<u32>)> {
+    let needed: Vec<u32> = std::iter::once(meta.active_key)
+        .chain(meta.rotation_target)
+        .collect();
+    let (keep, extra): (Vec<Key>, Vec<Key>) = file_keys
+        .into_iter()
+        .partition(|k| needed.contains(&k.id()));
+    for &id in &needed {
+        let key = keep
+            .iter()
+            .find(|k| k.id() == id)
+            .ok_or_else(|| Error::KeyMissing {
+                path: key_path.to_path_buf(),
+                id,
+            })?;
+        let check = meta.key_checks.get(&id).ok_or(Error::Corrupt {
+            what: "no key check for a key in use",
+        })?;
+        if !key.verify(check) {
+            return Err(Error::KeyMismatch {
+                path: key_path.to_path_buf(),
+                id,
+            });
+        }
+    }
+    Ok((Keyring::new(keep), extra.iter().map(Key::id).collect()))
+}
+
+/// At open: rewrites the key file without the keys nothing uses (the state was validated,
+/// so every record is under a key in `state.keys`).
+pub(super) fn drop_extra_keys(key_path: &Path, state: &State, extra: &[u32]) -> Result<()> {
+    let keep: Vec<&Key> = state
+        .keys
+        .ids()
+        .filter_map(|id| state.keys.get(id))
+        .map(|k| &**k)
+        .collect();
+    keyfile::write(key_path, &keep)?;
+    for &id in extra {
+        if id > state.meta.active_key {
+            warn!(
+                key = id,
+                "rolled back an interrupted key rotation: discarded its unused new key"
+            );
+        } else {
+            warn!(
+                key = id,
+                "finished an interrupted key rotation: retired the old key"
+            );
+        }
+    }
+    Ok(())
+}

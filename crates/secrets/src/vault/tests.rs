@@ -1,0 +1,501 @@
+//! Vault tests that need the crate's insides: simulated crashes at each rotation step,
+//! backend failures, and tampering with the raw store.
+
+use std::cell::RefCell;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use super::rotation::CrashPoint;
+use super::*;
+use crate::backend::Stored;
+use crate::redb_store::raw;
+use crate::{MAX_VALUE_LEN, RotationProgress};
+
+const ADMIN: u32 = 1000;
+
+fn fresh() -> (tempfile::TempDir, PathBuf) {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("data");
+    Vault::init(&dir, None, ADMIN).unwrap();
+    (tmp, dir)
+}
+
+fn open(dir: &Path) -> Vault {
+    Vault::open(dir, None).unwrap()
+}
+
+fn value_of(i: usize) -> Vec<u8> {
+    format!("value-{i}").into_bytes()
+}
+
+/// A backend that forwards to the real one, with small rotation batches and a commit that
+/// can be made to fail.
+struct TestBackend {
+    inner: Box<dyn Backend>,
+    batch: usize,
+    /// Commits left before one fails (usize::MAX: never).
+    fail_in: AtomicUsize,
+}
+
+impl Backend for TestBackend {
+    fn load(&self) -> Result<Stored> {
+        self.inner.load()
+    }
+
+    fn commit(&self, batch: &[Mutation]) -> Result<()> {
+        let left = self.fail_in.load(Ordering::SeqCst);
+        if left == 0 {
+            self.fail_in.store(usize::MAX, Ordering::SeqCst);
+            return Err(Error::Corrupt {
+                what: "injected commit failure",
+            });
+        }
+        if left != usize::MAX {
+            self.fail_in.store(left - 1, Ordering::SeqCst);
+        }
+        self.inner.commit(batch)
+    }
+
+    fn max_batch(&self) -> usize {
+        self.batch
+    }
+}
+
+/// Opens `dir` with rotation batches of `batch` and a commit failure after `fail_in`
+/// successful commits (None: never).
+fn open_with(dir: &Path, batch: usize, fail_in: Option<usize>) -> Vault {
+    let mut vault = open(dir);
+    let inner = std::mem::replace(&mut vault.backend, Box::new(Nothing));
+    vault.backend = Box::new(TestBackend {
+        inner,
+        batch,
+        fail_in: AtomicUsize::new(fail_in.unwrap_or(usize::MAX)),
+    });
+    vault
+}
+
+/// Placeholder while swapping backends.
+struct Nothing;
+
+impl Backend for Nothing {
+    fn load(&self) -> Result<Stored> {
+        Err(Error::NotFound)
+    }
+    fn commit(&self, _: &[Mutation]) -> Result<()> {
+        Err(Error::NotFound)
+    }
+}
+
+fn key_file_ids(dir: &Path) -> Vec<u32> {
+    keyfile::read(&dir.join(KEY_FILE))
+        .unwrap()
+        .iter()
+        .map(Key::id)
+        .collect()
+}
+
+fn assert_all_values(vault: &Vault, n: usize) {
+    for i in 0..n {
+        let name = format!("s{i:03}");
+        assert_eq!(vault.reveal(&name).unwrap().expose(), value_of(i), "{name}");
+    }
+}
+
+fn populate(vault: &Vault, n: usize) {
+    let entries: Vec<(String, Vec<u8>)> =
+        (0..n).map(|i| (format!("s{i:03}"), value_of(i))).collect();
+    vault.set_many(entries).unwrap();
+}
+
+// ---- Crash recovery of rotation: every step. ----
+
+/// Stops a rotation of `n` secrets at `point` (batches of 3), reopens as after a kill,
+/// and returns the reopened vault and the key ids the file held at the crash.
+fn crash_and_reopen(point: CrashPoint, n: usize) -> (tempfile::TempDir, PathBuf, Vault, Vec<u32>) {
+    let (tmp, dir) = fresh();
+    let vault = open_with(&dir, 3, None);
+    populate(&vault, n);
+    vault.crash_at(Some(point));
+    let err = vault.rotate_key(&|_| {}).unwrap_err();
+    assert!(err.to_string().contains("simulated crash"), "{err}");
+    let at_crash = key_file_ids(&dir);
+    drop(vault);
+    let vault = open(&dir);
+    (tmp, dir, vault, at_crash)
+}
+
+#[test]
+fn crash_after_key_file_written_rolls_back() {
+    let (_tmp, dir, vault, at_crash) = crash_and_reopen(CrashPoint::KeyFileWritten, 10);
+    assert_eq!(at_crash, [1, 2]);
+    assert_eq!(key_file_ids(&dir), [1]);
+    assert_eq!(vault.status().active_key, 1);
+    assert_eq!(vault.status().rotation, None);
+    assert_all_values(&vault, 10);
+    // A later rotation is unaffected by the discarded key.
+    let report = vault.rotate_key(&|_| {}).unwrap();
+    assert_eq!(
+        (report.old_key, report.new_key, report.reencrypted),
+        (1, 2, 10)
+    );
+    assert_all_values(&vault, 10);
+}
+
+#[test]
+fn crash_after_target_committed_resumes() {
+    let (_tmp, dir, vault, at_crash) = crash_and_reopen(CrashPoint::TargetCommitted, 10);
+    assert_eq!(at_crash, [1, 2]);
+    assert_eq!(key_file_ids(&dir), [2]);
+    assert_eq!(vault.status().active_key, 2);
+    assert_eq!(vault.status().rotation, None);
+    assert_all_values(&vault, 10);
+}
+
+#[test]
+fn crash_between_batches_resumes() {
+    for batch in [0, 1, 3] {
+        let (_tmp, dir, vault, at_crash) = crash_and_reopen(CrashPoint::Batch(batch), 10);
+        assert_eq!(at_crash, [1, 2], "batch {batch}");
+        assert_eq!(key_file_ids(&dir), [2], "batch {batch}");
+        assert_eq!(vault.status().active_key, 2);
+        assert!(vault.state().secrets.values().all(|r| r.key_id == 2));
+        assert_all_values(&vault, 10);
+    }
+}
+
+#[test]
+fn crash_after_switch_retires_old_key() {
+    let (_tmp, dir, vault, at_crash) = crash_and_reopen(CrashPoint::Switched, 10);
+    assert_eq!(at_crash, [1, 2]);
+    assert_eq!(key_file_ids(&dir), [2]);
+    assert_eq!(vault.status().active_key, 2);
+    assert_all_values(&vault, 10);
+    let report = vault.rotate_key(&|_| {}).unwrap();
+    assert_eq!((report.old_key, report.new_key), (2, 3));
+    assert_eq!(key_file_ids(&dir), [3]);
+    assert_all_values(&vault, 10);
+}
+
+#[test]
+fn crash_with_an_empty_store() {
+    let (_tmp, dir, vault, _) = crash_and_reopen(CrashPoint::TargetCommitted, 0);
+    assert_eq!(key_file_ids(&dir), [2]);
+    assert_eq!(vault.status().active_key, 2);
+}
+
+#[test]
+fn interrupted_rotation_resumes_in_process() {
+    let (_tmp, dir) = fresh();
+    let vault = open_with(&dir, 3, None);
+    populate(&vault, 10);
+    vault.crash_at(Some(CrashPoint::Batch(1)));
+    vault.rotate_key(&|_| {}).unwrap_err();
+    vault.crash_at(None);
+    // Mid-rotation: records under both keys, all readable; a set uses the new key.
+    let under: Vec<u32> = vault.state().secrets.values().map(|r| r.key_id).collect();
+    assert!(under.contains(&1) && under.contains(&2), "{under:?}");
+    assert_eq!(
+        vault.status().rotation,
+        Some(RotationProgress { done: 6, total: 10 })
+    );
+    assert_all_values(&vault, 10);
+    vault.set("s000", b"changed").unwrap();
+    assert_eq!(vault.state().secrets["s000"].key_id, 2);
+    vault.set("zz-new", b"new").unwrap();
+    assert_eq!(vault.state().secrets["zz-new"].key_id, 2);
+
+    let report = vault.rotate_key(&|_| {}).unwrap();
+    assert_eq!((report.old_key, report.new_key), (1, 2));
+    assert_eq!(report.reencrypted, 4);
+    assert_eq!(key_file_ids(&dir), [2]);
+    assert_eq!(vault.reveal("s000").unwrap().expose(), b"changed");
+    assert_eq!(vault.reveal("zz-new").unwrap().expose(), b"new");
+    assert_eq!(vault.reveal("s009").unwrap().expose(), value_of(9));
+}
+
+#[test]
+fn commit_failure_mid_rotation_leaves_it_pending() {
+    let (_tmp, dir) = fresh();
+    // populate is commit 1; the target is commit 2; batches are 3, 4, ...
+    let vault = open_with(&dir, 4, Some(3));
+    populate(&vault, 10);
+    let err = vault.rotate_key(&|_| {}).unwrap_err();
+    assert!(err.to_string().contains("injected"), "{err}");
+    assert_eq!(vault.state().meta.rotation_target, Some(2));
+    assert_all_values(&vault, 10);
+    drop(vault);
+    let vault = open(&dir);
+    assert_eq!(vault.status().active_key, 2);
+    assert_eq!(key_file_ids(&dir), [2]);
+    assert_all_values(&vault, 10);
+}
+
+#[test]
+fn a_damaged_record_does_not_stop_open_during_recovery() {
+    let (_tmp, dir) = fresh();
+    let vault = open_with(&dir, 2, None);
+    populate(&vault, 6);
+    vault.crash_at(Some(CrashPoint::TargetCommitted));
+    vault.rotate_key(&|_| {}).unwrap_err();
+    drop(vault);
+    // Damage a record still under the old key.
+    let store = dir.join(STORE_FILE);
+    let mut bytes = raw::secret(&store, "s004");
+    let last = bytes.len() - 1;
+    bytes[last] ^= 1;
+    raw::put_secret(&store, "s004", &bytes);
+
+    let vault = open(&dir);
+    assert_eq!(vault.state().meta.rotation_target, Some(2));
+    assert!(matches!(vault.reveal("s004"), Err(Error::Decrypt)));
+    assert_eq!(vault.reveal("s005").unwrap().expose(), value_of(5));
+    assert!(matches!(vault.rotate_key(&|_| {}), Err(Error::Decrypt)));
+    // The way out: delete (or re-set) the damaged secret, rotate again.
+    vault.delete("s004").unwrap();
+    vault.rotate_key(&|_| {}).unwrap();
+    assert_eq!(key_file_ids(&dir), [2]);
+}
+
+// ---- Rotation, in full. ----
+
+#[test]
+fn rotation_keeps_values_and_reports_monotonic_progress() {
+    let (_tmp, dir) = fresh();
+    let vault = open_with(&dir, 7, None);
+    populate(&vault, 50);
+    let seen = RefCell::new(Vec::new());
+    let report = vault.rotate_key(&|p| seen.borrow_mut().push(p)).unwrap();
+    let seen = seen.into_inner();
+    assert_eq!(
+        (report.old_key, report.new_key, report.reencrypted),
+        (1, 2, 50)
+    );
+    assert_eq!(seen.first(), Some(&RotationProgress { done: 0, total: 50 }));
+    assert_eq!(
+        seen.last(),
+        Some(&RotationProgress {
+            done: 50,
+            total: 50
+        })
+    );
+    assert!(
+        seen.windows(2)
+            .all(|w| w[0].done <= w[1].done && w[0].total == w[1].total)
+    );
+    assert_eq!(seen.len(), 1 + 50_usize.div_ceil(7));
+    assert_eq!(vault.status().rotation, None);
+    assert_eq!(vault.status().active_key, 2);
+    assert_eq!(key_file_ids(&dir), [2]);
+    assert_eq!(
+        vault
+            .state()
+            .meta
+            .key_checks
+            .keys()
+            .copied()
+            .collect::<Vec<_>>(),
+        [2]
+    );
+    // Versions are unchanged by rotation.
+    assert!(vault.list_secrets().iter().all(|s| s.version == 1));
+    assert_all_values(&vault, 50);
+    drop(vault);
+    let vault = open(&dir);
+    assert_all_values(&vault, 50);
+}
+
+#[test]
+fn opened_file_reads_across_rotations() {
+    let (_tmp, dir) = fresh();
+    let vault = open(&dir);
+    vault.set("db", b"v1").unwrap();
+    vault.service_set_uid("web", 2000).unwrap();
+    vault.grant("web", "db").unwrap();
+    let fid = vault.open_secret("web", "db").unwrap();
+
+    vault.rotate_key(&|_| {}).unwrap();
+    // Key 1 is retired; the unchanged version is re-fetched under key 2.
+    assert!(vault.state().keys.get(1).is_none());
+    assert_eq!(vault.read_opened("web", &fid).unwrap().expose(), b"v1");
+
+    // Changed and then rotated again: the opened version's key is gone for good.
+    let fid2 = vault.open_secret("web", "db").unwrap();
+    vault.set("db", b"v2").unwrap();
+    assert_eq!(vault.read_opened("web", &fid2).unwrap().expose(), b"v1");
+    vault.rotate_key(&|_| {}).unwrap();
+    assert!(matches!(vault.read_opened("web", &fid2), Err(Error::Stale)));
+    assert_eq!(
+        vault
+            .read_opened("web", &vault.open_secret("web", "db").unwrap())
+            .unwrap()
+            .expose(),
+        b"v2"
+    );
+}
+
+#[test]
+fn deleted_and_recreated_secret_is_a_new_incarnation() {
+    let (_tmp, dir) = fresh();
+    let vault = open(&dir);
+    vault.set("db", b"old").unwrap();
+    vault.service_set_uid("web", 2000).unwrap();
+    vault.grant("web", "db").unwrap();
+    let fid = vault.open_secret("web", "db").unwrap();
+    vault.delete("db").unwrap();
+    vault.set("db", b"new").unwrap();
+    vault.grant("web", "db").unwrap();
+    assert_eq!(vault.secret_info("db").unwrap().version, 1);
+    vault.rotate_key(&|_| {}).unwrap();
+    // Same name and version 1, but not the value that was opened.
+    assert!(matches!(vault.read_opened("web", &fid), Err(Error::Stale)));
+}
+
+// ---- Atomicity. ----
+
+#[test]
+fn failed_commit_changes_nothing() {
+    let (_tmp, dir) = fresh();
+    let vault = open_with(&dir, 1000, Some(2));
+    vault.set("a", b"1").unwrap();
+    vault.service_set_uid("web", 2000).unwrap();
+    assert!(vault.grant("web", "a").is_err());
+    assert!(!vault.is_granted("web", "a"));
+    vault.grant("web", "a").unwrap();
+    assert!(vault.is_granted("web", "a"));
+    drop(vault);
+    assert!(open(&dir).is_granted("web", "a"));
+}
+
+#[test]
+fn set_many_is_all_or_nothing() {
+    let (_tmp, dir) = fresh();
+    let vault = open(&dir);
+    let big = vec![0u8; MAX_VALUE_LEN + 1];
+    let err = vault
+        .set_many([("a", b"x".as_slice()), ("b", big.as_slice())])
+        .unwrap_err();
+    assert!(matches!(err, Error::TooLarge { .. }));
+    assert!(vault.secret_info("a").is_none());
+    let versions = vault
+        .set_many([
+            ("a", b"1".as_slice()),
+            ("a", b"2".as_slice()),
+            ("b", b"3".as_slice()),
+        ])
+        .unwrap();
+    assert_eq!(versions, [1, 2, 1]);
+    assert_eq!(vault.reveal("a").unwrap().expose(), b"2");
+}
+
+// ---- Tampering with the raw store. ----
+
+#[test]
+fn blob_moved_to_another_name_fails_to_decrypt() {
+    let (_tmp, dir) = fresh();
+    let vault = open(&dir);
+    vault.set("alpha", b"alpha-value").unwrap();
+    vault.set("bravo", b"bravo-value").unwrap();
+    drop(vault);
+    let store = dir.join(STORE_FILE);
+    let alpha = raw::secret(&store, "alpha");
+    raw::put_secret(&store, "bravo", &alpha);
+    let vault = open(&dir);
+    assert!(matches!(vault.reveal("bravo"), Err(Error::Decrypt)));
+    assert_eq!(vault.reveal("alpha").unwrap().expose(), b"alpha-value");
+}
+
+#[test]
+fn blob_relabelled_with_another_version_fails_to_decrypt() {
+    let (_tmp, dir) = fresh();
+    let vault = open(&dir);
+    vault.set("a", b"one").unwrap();
+    vault.set("a", b"two").unwrap();
+    drop(vault);
+    let store = dir.join(STORE_FILE);
+    let mut rec = SecretRecord::decode(&raw::secret(&store, "a")).unwrap();
+    assert_eq!(rec.version, 2);
+    rec.version = 1;
+    raw::put_secret(&store, "a", &rec.encode());
+    let vault = open(&dir);
+    assert!(matches!(vault.reveal("a"), Err(Error::Decrypt)));
+}
+
+#[test]
+fn stale_temp_key_file_is_removed_at_open() {
+    let (_tmp, dir) = fresh();
+    let tmp_key = fsutil::temp_path(&dir.join(KEY_FILE));
+    std::fs::write(&tmp_key, b"partial").unwrap();
+    let vault = open(&dir);
+    assert!(!tmp_key.exists());
+    drop(vault);
+}
+
+#[test]
+fn poisoned_writer_reloads() {
+    let (_tmp, dir) = fresh();
+    let vault = std::sync::Arc::new(open(&dir));
+    vault.set("a", b"1").unwrap();
+    let v = std::sync::Arc::clone(&vault);
+    let joined = std::thread::spawn(move || {
+        let _w = v.writer.lock().unwrap();
+        // Committed but never applied, as if the mutation panicked in between.
+        v.backend
+            .commit(&[Mutation::DeleteSecret("a".into())])
+            .unwrap();
+        panic!("injected panic while holding the writer");
+    })
+    .join();
+    assert!(joined.is_err());
+    assert!(vault.secret_info("a").is_some(), "memory lags the store");
+    vault.set("b", b"2").unwrap();
+    assert!(vault.secret_info("a").is_none(), "reloaded from the store");
+    assert_eq!(vault.reveal("b").unwrap().expose(), b"2");
+}
+
+#[test]
+fn sets_and_reads_run_during_a_rotation() {
+    let (_tmp, dir) = fresh();
+    let vault = std::sync::Arc::new(open_with(&dir, 2, None));
+    populate(&vault, 200);
+    vault.service_set_uid("web", 2000).unwrap();
+    vault.grant("web", "s100").unwrap();
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let writer = {
+        let (vault, stop) = (std::sync::Arc::clone(&vault), std::sync::Arc::clone(&stop));
+        std::thread::spawn(move || {
+            let mut i = 0u32;
+            while !stop.load(Ordering::SeqCst) {
+                // Names on both sides of the rotation's cursor.
+                let name = ["s000", "s150", "s199"][i as usize % 3];
+                vault.set(name, format!("w{i}").as_bytes()).unwrap();
+                let fid = vault.open_secret("web", "s100").unwrap();
+                assert_eq!(
+                    vault.read_opened("web", &fid).unwrap().expose(),
+                    value_of(100)
+                );
+                i += 1;
+            }
+            i
+        })
+    };
+    let report = vault.rotate_key(&|_| {}).unwrap();
+    stop.store(true, Ordering::SeqCst);
+    let sets = writer.join().unwrap();
+    assert_eq!(report.new_key, 2);
+    assert!(vault.state().secrets.values().all(|r| r.key_id == 2));
+    assert_eq!(key_file_ids(&dir), [2]);
+    for i in 1..200 {
+        if ![150, 199].contains(&i) {
+            let name = format!("s{i:03}");
+            assert_eq!(vault.reveal(&name).unwrap().expose(), value_of(i));
+        }
+    }
+    if sets > 0 {
+        let last = sets - 1;
+        let name = ["s000", "s150", "s199"][last as usize % 3];
+        assert_eq!(
+            vault.reveal(name).unwrap().expose(),
+            format!("w{last}").as_bytes()
+        );
+    }
+}

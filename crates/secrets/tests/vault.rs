@@ -1,0 +1,659 @@
+//! The vault through its public API only: what the server and the CLI rely on.
+
+#![allow(clippy::unwrap_used, reason = "a test fails by panicking")]
+
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use secrets::{Error, KEY_FILE, LOCK_FILE, MAX_VALUE_LEN, STORE_FILE, Vault};
+
+const ADMIN: u32 = 1000;
+
+fn fresh() -> (tempfile::TempDir, PathBuf) {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("data");
+    Vault::init(&dir, None, ADMIN).unwrap();
+    (tmp, dir)
+}
+
+fn mode(path: &Path) -> u32 {
+    std::fs::metadata(path).unwrap().mode() & 0o777
+}
+
+fn now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+}
+
+// ---- init ----
+
+#[test]
+fn init_creates_private_dir_key_and_store() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("a/b/data");
+    let report = Vault::init(&dir, None, ADMIN).unwrap();
+    assert_eq!(report.key_path, dir.join(KEY_FILE));
+    assert_eq!(report.store_path, dir.join(STORE_FILE));
+    assert_eq!((report.key_id, report.admin_uid), (1, ADMIN));
+    assert_eq!(mode(&dir), 0o700);
+    assert_eq!(mode(&report.key_path), 0o600);
+    assert_eq!(mode(&report.store_path), 0o600);
+    let key = std::fs::read_to_string(&report.key_path).unwrap();
+    let lines: Vec<&str> = key.lines().collect();
+    assert_eq!(lines[0], "srv-secrets key file v1");
+    assert_eq!(lines.len(), 2);
+    assert!(lines[1].starts_with("key 1 ") && lines[1].len() == 6 + 64);
+    let vault = Vault::open(&dir, None).unwrap();
+    assert_eq!(vault.admin_uid(), ADMIN);
+    let status = vault.status();
+    assert_eq!(
+        (status.active_key, status.secrets, status.rotation),
+        (1, 0, None)
+    );
+}
+
+#[test]
+fn init_refuses_an_initialized_dir() {
+    let (_tmp, dir) = fresh();
+    let err = Vault::init(&dir, None, ADMIN).unwrap_err();
+    assert!(matches!(err, Error::AlreadyInitialized { .. }), "{err:?}");
+    let msg = err.to_string();
+    assert!(
+        msg.contains("already initialized") && msg.contains("serve"),
+        "{msg}"
+    );
+}
+
+#[test]
+fn init_accepts_an_empty_dir_and_chmods_it() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("data");
+    std::fs::create_dir(&dir).unwrap();
+    std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o755)).unwrap();
+    Vault::init(&dir, None, ADMIN).unwrap();
+    assert_eq!(mode(&dir), 0o700);
+}
+
+#[test]
+fn init_refuses_unknown_files_and_existing_keys() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("data");
+    std::fs::create_dir(&dir).unwrap();
+    std::fs::write(dir.join("notes.txt"), b"x").unwrap();
+    assert!(matches!(
+        Vault::init(&dir, None, ADMIN),
+        Err(Error::DirNotEmpty { .. })
+    ));
+
+    let key = tmp.path().join("elsewhere.key");
+    std::fs::write(&key, b"precious").unwrap();
+    let err = Vault::init(&tmp.path().join("other"), Some(&key), ADMIN).unwrap_err();
+    assert!(matches!(err, Error::KeyFileExists { .. }), "{err:?}");
+    assert_eq!(std::fs::read(&key).unwrap(), b"precious");
+}
+
+#[test]
+fn key_may_live_outside_the_data_dir() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("data");
+    let key = tmp.path().join("keys/cluster.key");
+    std::fs::create_dir(tmp.path().join("keys")).unwrap();
+    Vault::init(&dir, Some(&key), ADMIN).unwrap();
+    assert!(!dir.join(KEY_FILE).exists());
+    assert_eq!(mode(&key), 0o600);
+    let vault = Vault::open(&dir, Some(&key)).unwrap();
+    vault.set("a", b"b").unwrap();
+    assert_eq!(vault.key_path(), key);
+    drop(vault);
+    // Without the key the directory is useless (a backup of DIR does not carry it).
+    assert!(matches!(Vault::open(&dir, None), Err(Error::Io { .. })));
+}
+
+// ---- open ----
+
+#[test]
+fn open_requires_init() {
+    let tmp = tempfile::tempdir().unwrap();
+    let err = Vault::open(tmp.path(), None).unwrap_err();
+    assert!(matches!(err, Error::NotInitialized { .. }), "{err:?}");
+    assert!(err.to_string().contains("init"));
+}
+
+#[test]
+fn one_vault_per_directory() {
+    let (_tmp, dir) = fresh();
+    let vault = Vault::open(&dir, None).unwrap();
+    let err = Vault::open(&dir, None).unwrap_err();
+    assert!(matches!(err, Error::Locked { .. }), "{err:?}");
+    assert!(
+        err.to_string().contains("another srv-secrets serves"),
+        "{err}"
+    );
+    assert!(dir.join(LOCK_FILE).exists());
+    drop(vault);
+    Vault::open(&dir, None).unwrap();
+}
+
+#[test]
+fn open_refuses_a_key_file_open_to_others() {
+    let (_tmp, dir) = fresh();
+    let key = dir.join(KEY_FILE);
+    std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let err = Vault::open(&dir, None).unwrap_err();
+    assert!(
+        matches!(err, Error::KeyPermissions { mode: 0o644, .. }),
+        "{err:?}"
+    );
+    assert!(err.to_string().contains("chmod 600"), "{err}");
+    std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o600)).unwrap();
+    Vault::open(&dir, None).unwrap();
+}
+
+#[test]
+fn open_detects_the_wrong_key_file() {
+    let (_tmp, dir) = fresh();
+    let (_tmp2, other) = fresh();
+    let wrong = other.join(KEY_FILE);
+    let err = Vault::open(&dir, Some(&wrong)).unwrap_err();
+    assert!(matches!(err, Error::KeyMismatch { id: 1, .. }), "{err:?}");
+    // The message names the file, never its bytes.
+    let hex = std::fs::read_to_string(&wrong).unwrap();
+    let hex = hex.lines().nth(1).unwrap().rsplit(' ').next().unwrap();
+    assert!(!err.to_string().contains(&hex[..16]), "{err}");
+    // The wrong key file is left exactly as it was.
+    assert!(std::fs::read_to_string(&wrong).unwrap().contains(hex));
+}
+
+#[test]
+fn open_detects_a_key_file_without_the_needed_id() {
+    let (_tmp, dir) = fresh();
+    let key = dir.join(KEY_FILE);
+    let text = std::fs::read_to_string(&key)
+        .unwrap()
+        .replace("key 1 ", "key 7 ");
+    std::fs::write(&key, text).unwrap();
+    let err = Vault::open(&dir, None).unwrap_err();
+    assert!(matches!(err, Error::KeyMissing { id: 1, .. }), "{err:?}");
+}
+
+#[test]
+fn open_refuses_a_malformed_key_file_by_line() {
+    let (_tmp, dir) = fresh();
+    let key = dir.join(KEY_FILE);
+    let text = std::fs::read_to_string(&key).unwrap();
+    std::fs::write(&key, format!("{text}garbage\n")).unwrap();
+    let err = Vault::open(&dir, None).unwrap_err();
+    assert!(matches!(err, Error::KeyFile { line: 3, .. }), "{err:?}");
+}
+
+// ---- secrets ----
+
+#[test]
+fn set_versions_mtime_and_reveal() {
+    let (_tmp, dir) = fresh();
+    let vault = Vault::open(&dir, None).unwrap();
+    let before = now();
+    assert_eq!(vault.set("db_password", b"hunter2").unwrap(), 1);
+    assert_eq!(vault.set("db_password", b"correct horse").unwrap(), 2);
+    assert_eq!(vault.set("api_key", b"").unwrap(), 1);
+    let after = now();
+    let info = vault.secret_info("db_password").unwrap();
+    assert_eq!((info.version, info.length), (2, 13));
+    assert!((before..=after).contains(&info.mtime));
+    assert_eq!(
+        vault.reveal("db_password").unwrap().expose(),
+        b"correct horse"
+    );
+    assert!(vault.reveal("api_key").unwrap().is_empty());
+    let names: Vec<String> = vault.list_secrets().into_iter().map(|s| s.name).collect();
+    assert_eq!(names, ["api_key", "db_password"]);
+    assert!(matches!(vault.reveal("nope"), Err(Error::NoSuchSecret)));
+    drop(vault);
+    let vault = Vault::open(&dir, None).unwrap();
+    assert_eq!(vault.secret_info("db_password").unwrap().version, 2);
+    assert_eq!(
+        vault.reveal("db_password").unwrap().expose(),
+        b"correct horse"
+    );
+}
+
+#[test]
+fn binary_and_maximal_values() {
+    let (_tmp, dir) = fresh();
+    let vault = Vault::open(&dir, None).unwrap();
+    let binary: Vec<u8> = (0..=255).cycle().take(MAX_VALUE_LEN).collect();
+    vault.set("blob", &binary).unwrap();
+    assert_eq!(vault.reveal("blob").unwrap().expose(), binary.as_slice());
+    let err = vault.set("blob", &vec![0; MAX_VALUE_LEN + 1]).unwrap_err();
+    assert!(
+        matches!(
+            err,
+            Error::TooLarge {
+                limit: MAX_VALUE_LEN,
+                ..
+            }
+        ),
+        "{err:?}"
+    );
+    assert_eq!(vault.secret_info("blob").unwrap().version, 1);
+}
+
+#[test]
+fn bad_names_are_refused_without_echo() {
+    let (_tmp, dir) = fresh();
+    let vault = Vault::open(&dir, None).unwrap();
+    for name in ["", ".", "..", "a/b", "with space", &"x".repeat(129)] {
+        let err = vault.set(name, b"v").unwrap_err();
+        assert!(matches!(err, Error::InvalidName { .. }), "{err:?}");
+        assert!(name.len() < 3 || !err.to_string().contains(name));
+    }
+    assert!(matches!(
+        vault.service_set_uid("admin", 5),
+        Err(Error::ReservedName)
+    ));
+    assert!(matches!(
+        vault.service_set_uid("secrets", 5),
+        Err(Error::ReservedName)
+    ));
+}
+
+#[test]
+fn delete_drops_grants() {
+    let (_tmp, dir) = fresh();
+    let vault = Vault::open(&dir, None).unwrap();
+    vault.set("db", b"x").unwrap();
+    vault.set("other", b"y").unwrap();
+    vault.service_set_uid("web", 2000).unwrap();
+    vault.service_set_uid("worker", 2001).unwrap();
+    vault.grant("web", "db").unwrap();
+    vault.grant("worker", "db").unwrap();
+    vault.grant("web", "other").unwrap();
+    vault.delete("db").unwrap();
+    assert_eq!(vault.grants("web"), ["other"]);
+    assert!(vault.grants("worker").is_empty());
+    assert!(matches!(vault.delete("db"), Err(Error::NoSuchSecret)));
+    // A new secret of the same name is not granted by the old grant.
+    vault.set("db", b"z").unwrap();
+    assert!(!vault.is_granted("web", "db"));
+    drop(vault);
+    let vault = Vault::open(&dir, None).unwrap();
+    assert!(!vault.is_granted("web", "db"));
+    assert_eq!(vault.grants("web"), ["other"]);
+}
+
+// ---- services ----
+
+#[test]
+fn service_uid_rules() {
+    let (_tmp, dir) = fresh();
+    let vault = Vault::open(&dir, None).unwrap();
+    assert!(matches!(
+        vault.service_set_uid("web", 0),
+        Err(Error::UidIsAdmin { uid: 0 })
+    ));
+    assert!(matches!(
+        vault.service_set_uid("web", ADMIN),
+        Err(Error::UidIsAdmin { .. })
+    ));
+    assert!(vault.service("web").is_none());
+    vault.service_set_uid("web", 2000).unwrap();
+    vault.service_set_uid("web", 2000).unwrap();
+    assert!(matches!(
+        vault.service_set_uid("api", 2000),
+        Err(Error::UidInUse { uid: 2000 })
+    ));
+    assert_eq!(vault.service_for_uid(2000).as_deref(), Some("web"));
+    // Moving web to another uid frees the old one.
+    vault.service_set_uid("web", 2001).unwrap();
+    assert_eq!(vault.service_for_uid(2000), None);
+    vault.service_set_uid("api", 2000).unwrap();
+    assert_eq!(vault.service_for_uid(2001).as_deref(), Some("web"));
+    vault.service_remove("web").unwrap();
+    assert_eq!(vault.service_for_uid(2001), None);
+    assert!(matches!(
+        vault.service_remove("web"),
+        Err(Error::NoSuchService)
+    ));
+    drop(vault);
+    let vault = Vault::open(&dir, None).unwrap();
+    assert_eq!(vault.service_for_uid(2000).as_deref(), Some("api"));
+    assert_eq!(vault.service("api").unwrap().uid, Some(2000));
+}
+
+#[test]
+fn manifests() {
+    let (_tmp, dir) = fresh();
+    let vault = Vault::open(&dir, None).unwrap();
+    let text = b"secret db_password\nconfig log_level=debug\n";
+    vault.service_set_manifest("web", text).unwrap();
+    let web = vault.service("web").unwrap();
+    assert_eq!(web.uid, None);
+    assert_eq!(web.manifest.secrets(), ["db_password"]);
+    assert_eq!(web.manifest.config_value("log_level"), Some("debug"));
+    assert_eq!(web.manifest.text().as_bytes(), text);
+    // A bad manifest changes nothing and names the line only.
+    let err = vault
+        .service_set_manifest("web", b"secret a\nbogus hunter2\n")
+        .unwrap_err();
+    assert!(matches!(err, Error::Manifest { line: 2, .. }), "{err:?}");
+    assert!(!err.to_string().contains("hunter2"));
+    assert_eq!(
+        vault.service("web").unwrap().manifest.text().as_bytes(),
+        text
+    );
+    // The uid survives a manifest change and vice versa.
+    vault.service_set_uid("web", 2000).unwrap();
+    vault.service_set_manifest("web", b"config a=b\n").unwrap();
+    assert_eq!(vault.service("web").unwrap().uid, Some(2000));
+    vault.service_set_uid("web", 2002).unwrap();
+    assert_eq!(
+        vault.service("web").unwrap().manifest.config_value("a"),
+        Some("b")
+    );
+    drop(vault);
+    let vault = Vault::open(&dir, None).unwrap();
+    let services = vault.services();
+    assert_eq!(services.len(), 1);
+    assert_eq!(services[0].manifest.text(), "config a=b\n");
+}
+
+// ---- grants ----
+
+#[test]
+fn grant_and_revoke() {
+    let (_tmp, dir) = fresh();
+    let vault = Vault::open(&dir, None).unwrap();
+    vault.set("db", b"x").unwrap();
+    assert!(matches!(
+        vault.grant("web", "db"),
+        Err(Error::NoSuchService)
+    ));
+    vault.service_set_uid("web", 2000).unwrap();
+    assert!(matches!(
+        vault.grant("web", "nope"),
+        Err(Error::NoSuchSecret)
+    ));
+    vault.grant("web", "db").unwrap();
+    vault.grant("web", "db").unwrap();
+    assert!(vault.is_granted("web", "db"));
+    assert!(!vault.is_granted("worker", "db"));
+    assert_eq!(vault.grants("web"), ["db"]);
+    vault.revoke("web", "db").unwrap();
+    vault.revoke("web", "db").unwrap();
+    assert!(!vault.is_granted("web", "db"));
+    assert!(matches!(
+        vault.revoke("web", "nope"),
+        Err(Error::NoSuchSecret)
+    ));
+    assert!(matches!(
+        vault.revoke("nobody", "db"),
+        Err(Error::NoSuchService)
+    ));
+}
+
+#[test]
+fn service_remove_drops_its_grants() {
+    let (_tmp, dir) = fresh();
+    let vault = Vault::open(&dir, None).unwrap();
+    vault.set("db", b"x").unwrap();
+    vault.service_set_uid("web", 2000).unwrap();
+    vault.grant("web", "db").unwrap();
+    vault.service_remove("web").unwrap();
+    vault.service_set_uid("web", 2000).unwrap();
+    assert!(!vault.is_granted("web", "db"));
+    assert!(vault.grants("web").is_empty());
+}
+
+// ---- reads on behalf of a service ----
+
+#[test]
+fn not_granted_and_nonexistent_look_the_same() {
+    let (_tmp, dir) = fresh();
+    let vault = Vault::open(&dir, None).unwrap();
+    vault.set("db", b"x").unwrap();
+    vault.service_set_uid("web", 2000).unwrap();
+    let ungranted = vault.open_secret("web", "db").unwrap_err();
+    let missing = vault.open_secret("web", "nope").unwrap_err();
+    let no_service = vault.open_secret("ghost", "db").unwrap_err();
+    assert!(matches!(ungranted, Error::NotFound));
+    assert!(matches!(missing, Error::NotFound));
+    assert!(matches!(no_service, Error::NotFound));
+    assert_eq!(ungranted.to_string(), missing.to_string());
+}
+
+#[test]
+fn revoke_stops_reads_on_an_open_file() {
+    let (_tmp, dir) = fresh();
+    let vault = Vault::open(&dir, None).unwrap();
+    vault.set("db", b"secret").unwrap();
+    vault.service_set_uid("web", 2000).unwrap();
+    vault.grant("web", "db").unwrap();
+    let fid = vault.open_secret("web", "db").unwrap();
+    assert_eq!((fid.name(), fid.version(), fid.length()), ("db", 1, 6));
+    assert_eq!(vault.read_opened("web", &fid).unwrap().expose(), b"secret");
+    vault.revoke("web", "db").unwrap();
+    assert!(matches!(
+        vault.read_opened("web", &fid),
+        Err(Error::NotFound)
+    ));
+    // Another service cannot use web's open file either.
+    vault.grant("web", "db").unwrap();
+    vault.service_set_uid("worker", 2001).unwrap();
+    assert!(matches!(
+        vault.read_opened("worker", &fid),
+        Err(Error::NotFound)
+    ));
+    assert_eq!(vault.read_opened("web", &fid).unwrap().expose(), b"secret");
+}
+
+#[test]
+fn an_open_file_reads_the_version_it_opened() {
+    let (_tmp, dir) = fresh();
+    let vault = Vault::open(&dir, None).unwrap();
+    vault.set("db", b"old").unwrap();
+    vault.service_set_uid("web", 2000).unwrap();
+    vault.grant("web", "db").unwrap();
+    let fid = vault.open_secret("web", "db").unwrap();
+    vault.set("db", b"new").unwrap();
+    assert_eq!(vault.read_opened("web", &fid).unwrap().expose(), b"old");
+    let fid = vault.open_secret("web", "db").unwrap();
+    assert_eq!(vault.read_opened("web", &fid).unwrap().expose(), b"new");
+}
+
+#[test]
+fn open_file_survives_a_rotation() {
+    let (_tmp, dir) = fresh();
+    let vault = Vault::open(&dir, None).unwrap();
+    vault.set("db", b"value").unwrap();
+    vault.service_set_uid("web", 2000).unwrap();
+    vault.grant("web", "db").unwrap();
+    let fid = vault.open_secret("web", "db").unwrap();
+    let report = vault.rotate_key(&|_| {}).unwrap();
+    assert_eq!((report.old_key, report.new_key), (1, 2));
+    assert_eq!(vault.read_opened("web", &fid).unwrap().expose(), b"value");
+}
+
+// ---- rotation ----
+
+#[test]
+fn rotation_re_encrypts_everything() {
+    let (_tmp, dir) = fresh();
+    let vault = Vault::open(&dir, None).unwrap();
+    let n = 2500;
+    let entries: Vec<(String, Vec<u8>)> = (0..n)
+        .map(|i| (format!("s{i}"), format!("v{i}").into_bytes()))
+        .collect();
+    vault.set_many(entries.iter().map(|(n, v)| (n, v))).unwrap();
+    let before = std::fs::read_to_string(dir.join(KEY_FILE)).unwrap();
+    let calls = std::cell::RefCell::new(Vec::new());
+    let report = vault.rotate_key(&|p| calls.borrow_mut().push(p)).unwrap();
+    assert_eq!(report.reencrypted, n as u64);
+    let calls = calls.into_inner();
+    assert!(calls.windows(2).all(|w| w[0].done <= w[1].done));
+    assert_eq!(
+        calls.last().map(|p| (p.done, p.total)),
+        Some((n as u64, n as u64))
+    );
+    let after = std::fs::read_to_string(dir.join(KEY_FILE)).unwrap();
+    assert_ne!(before, after);
+    assert_eq!(after.lines().count(), 2);
+    assert!(after.contains("\nkey 2 "));
+    assert_eq!(mode(&dir.join(KEY_FILE)), 0o600);
+    drop(vault);
+    let vault = Vault::open(&dir, None).unwrap();
+    assert_eq!(vault.status().active_key, 2);
+    for (name, value) in &entries {
+        assert_eq!(vault.reveal(name).unwrap().expose(), value.as_slice());
+    }
+}
+
+// ---- at rest ----
+
+#[test]
+fn no_plaintext_in_the_data_dir() {
+    let (_tmp, dir) = fresh();
+    let marker = b"PLAINTEXT-MARKER-c0ffee-4242";
+    let vault = Vault::open(&dir, None).unwrap();
+    vault.set("a", marker).unwrap();
+    vault
+        .set("b", &[marker.as_slice(), b" with a suffix"].concat())
+        .unwrap();
+    vault
+        .set("a", &[b"prefix ".as_slice(), marker].concat())
+        .unwrap();
+    vault.set_many([("c", marker)]).unwrap();
+    vault.rotate_key(&|_| {}).unwrap();
+    vault.set("d", marker).unwrap();
+    vault.delete("d").unwrap();
+    drop(vault);
+    let mut scanned = 0;
+    for entry in std::fs::read_dir(&dir).unwrap() {
+        let path = entry.unwrap().path();
+        let bytes = std::fs::read(&path).unwrap();
+        assert!(
+            !bytes.windows(marker.len()).any(|w| w == marker),
+            "plaintext found in {}",
+            path.display()
+        );
+        scanned += 1;
+    }
+    assert_eq!(scanned, 3, "key, lock, store");
+}
+
+#[test]
+fn debug_output_carries_no_values() {
+    let (_tmp, dir) = fresh();
+    let vault = Vault::open(&dir, None).unwrap();
+    vault.set("db", b"hunter2").unwrap();
+    vault.service_set_uid("web", 2000).unwrap();
+    vault.grant("web", "db").unwrap();
+    let fid = vault.open_secret("web", "db").unwrap();
+    let bytes = vault.read_opened("web", &fid).unwrap();
+    let dbg = format!("{vault:?} {fid:?} {bytes:?} {:?}", vault.list_secrets());
+    assert!(!dbg.contains("hunter2"), "{dbg}");
+    assert!(dbg.contains("7 bytes"), "{dbg}");
+}
+
+#[test]
+fn readers_run_while_writing() {
+    let (_tmp, dir) = fresh();
+    let vault = std::sync::Arc::new(Vault::open(&dir, None).unwrap());
+    vault.set("db", b"v0").unwrap();
+    vault.service_set_uid("web", 2000).unwrap();
+    vault.grant("web", "db").unwrap();
+    let reader = {
+        let vault = std::sync::Arc::clone(&vault);
+        std::thread::spawn(move || {
+            let mut reads = 0;
+            while reads < 2000 {
+                let fid = vault.open_secret("web", "db").unwrap();
+                match vault.read_opened("web", &fid) {
+                    Ok(value) => assert!(value.expose().starts_with(b"v")),
+                    // Opened, then set and rotated away before the read: open again.
+                    Err(Error::Stale) => {}
+                    Err(e) => panic!("{e}"),
+                }
+                reads += 1;
+            }
+        })
+    };
+    for i in 1..20 {
+        vault.set("db", format!("v{i}").as_bytes()).unwrap();
+    }
+    vault.rotate_key(&|_| {}).unwrap();
+    reader.join().unwrap();
+}
+
+#[test]
+fn a_store_damaged_on_disk_is_refused_not_served() {
+    let (_tmp, dir) = fresh();
+    let vault = Vault::open(&dir, None).unwrap();
+    vault.set("MARKER-NAME-1234", b"value").unwrap();
+    drop(vault);
+    let store = dir.join(STORE_FILE);
+    let mut bytes = std::fs::read(&store).unwrap();
+    let at: Vec<usize> = bytes
+        .windows(16)
+        .enumerate()
+        .filter(|(_, w)| *w == b"MARKER-NAME-1234")
+        .map(|(i, _)| i)
+        .collect();
+    assert!(!at.is_empty());
+    for i in at {
+        bytes[i] ^= 0x20;
+    }
+    std::fs::write(&store, &bytes).unwrap();
+    let err = Vault::open(&dir, None).unwrap_err();
+    assert!(matches!(err, Error::Store { .. }), "{err:?}");
+}
+
+/// Set by [`lock_is_per_process_and_dies_with_it`] for its child process.
+const CHILD_DIR_ENV: &str = "SECRETS_TEST_CHILD_DIR";
+
+#[test]
+fn lock_is_per_process_and_dies_with_it() {
+    use std::io::BufRead;
+    let (_tmp, dir) = fresh();
+    let mut child = std::process::Command::new(std::env::current_exe().unwrap())
+        .args([
+            "--exact",
+            "child_holds_the_vault",
+            "--ignored",
+            "--nocapture",
+        ])
+        .env(CHILD_DIR_ENV, &dir)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let stdout = std::io::BufReader::new(child.stdout.take().unwrap());
+    let ready = stdout
+        .lines()
+        .map_while(Result::ok)
+        .any(|line| line.contains("VAULT-READY"));
+    assert!(ready, "child did not open the vault");
+    let err = Vault::open(&dir, None).unwrap_err();
+    assert!(matches!(err, Error::Locked { .. }), "{err:?}");
+    // SIGKILL: no destructor runs, the kernel drops the lock, the commit is on disk.
+    child.kill().unwrap();
+    child.wait().unwrap();
+    let vault = Vault::open(&dir, None).unwrap();
+    assert_eq!(vault.reveal("from-child").unwrap().expose(), b"committed");
+}
+
+/// The child half of [`lock_is_per_process_and_dies_with_it`]; does nothing on its own.
+#[test]
+#[ignore = "run as a child process by lock_is_per_process_and_dies_with_it"]
+fn child_holds_the_vault() {
+    let Some(dir) = std::env::var_os(CHILD_DIR_ENV) else {
+        return;
+    };
+    let vault = Vault::open(Path::new(&dir), None).unwrap();
+    vault.set("from-child", b"committed").unwrap();
+    println!("VAULT-READY");
+    std::thread::sleep(std::time::Duration::from_secs(120));
+    drop(vault);
+}
