@@ -1,1 +1,203 @@
-fn main() {}
+//! `srv-secrets`: serve secrets and configuration as files over 9P2000.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use clap::{Parser, Subcommand};
+use secrets::{Error as VaultError, Vault};
+use srv_secrets::{paths, serve};
+
+/// Serve secrets and configuration as files over 9P2000.
+///
+/// A service reads /secret/NAME from its view; an operator manages secrets with
+/// `deploy`, or by writing commands to /secrets/ctl.
+#[derive(Parser)]
+#[command(version, propagate_version = true)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Create a data directory: an empty store and a new cluster key.
+    ///
+    /// The uid that runs init becomes the admin (with root).
+    Init {
+        /// The data directory to create (mode 0700).
+        #[arg(long)]
+        data: PathBuf,
+        /// Where to write the cluster key (mode 0600); default DATA/key. Keep it
+        /// outside DATA so that backups of DATA do not carry the key.
+        #[arg(long)]
+        key: Option<PathBuf>,
+    },
+    /// Serve a data directory over 9P2000.
+    ///
+    /// With no flags: the embedded default data directory (made on first run) and
+    /// the default socket.
+    Serve {
+        /// The data directory (default: /var/lib/srv-secrets for root, else
+        /// $XDG_DATA_HOME/srv-secrets or ~/.local/share/srv-secrets).
+        #[arg(long)]
+        data: Option<PathBuf>,
+        /// The cluster key file, if it is not DATA/key.
+        #[arg(long)]
+        key: Option<PathBuf>,
+        /// Where to listen: unix:PATH (repeatable). Default:
+        /// $XDG_RUNTIME_DIR/srv-secrets/9p.sock, /run/srv-secrets/9p.sock for root,
+        /// else /tmp/srv-secrets-$UID/9p.sock.
+        #[arg(long = "listen", value_name = "unix:PATH")]
+        listen: Vec<String>,
+        /// Add a demo service `demo` (uid 65534) that may read a secret `greeting`,
+        /// unless the store already has a service called demo.
+        #[arg(long)]
+        demo: bool,
+    },
+}
+
+fn open_or_init(
+    data: &std::path::Path,
+    key: Option<&std::path::Path>,
+    embedded: bool,
+) -> Result<Vault, String> {
+    match Vault::open(data, key) {
+        Ok(v) => Ok(v),
+        Err(VaultError::NotInitialized { .. }) if embedded => {
+            let report = Vault::init(data, key, paths::euid()).map_err(|e| e.to_string())?;
+            eprintln!(
+                "srv-secrets: first run: initialized {} (key {})",
+                report.data_dir.display(),
+                report.key_path.display()
+            );
+            Vault::open(data, key).map_err(|e| e.to_string())
+        }
+        Err(VaultError::NotInitialized { dir }) => Err(format!(
+            "{} holds no store; create it with: srv-secrets init --data {}",
+            dir.display(),
+            dir.display()
+        )),
+        Err(e) => Err(e.to_string()),
+    }
+}
+
+const DEMO_UID: u32 = 65534;
+
+fn seed_demo(vault: &Vault) -> Result<(), String> {
+    if vault.service("demo").is_some() {
+        return Ok(());
+    }
+    let e = |e: VaultError| format!("demo: {e}");
+    vault
+        .set("greeting", b"hello from srv-secrets\n")
+        .map_err(e)?;
+    vault.service_set_uid("demo", DEMO_UID).map_err(e)?;
+    vault
+        .service_set_manifest(
+            "demo",
+            b"secret greeting\nconfig log_level=debug\nconfig listen=127.0.0.1:8080\n",
+        )
+        .map_err(e)?;
+    vault.grant("demo", "greeting").map_err(e)?;
+    Ok(())
+}
+
+async fn run_serve(
+    data: Option<PathBuf>,
+    key: Option<PathBuf>,
+    listen: Vec<String>,
+    demo: bool,
+) -> Result<(), String> {
+    serve::harden_process();
+    let embedded = data.is_none();
+    let data = data.unwrap_or_else(paths::default_data_dir);
+    let vault = open_or_init(&data, key.as_deref(), embedded)?;
+    if demo {
+        seed_demo(&vault)?;
+    }
+    let mut sockets = Vec::new();
+    let listen = if listen.is_empty() {
+        vec![format!("unix:{}", paths::default_socket().display())]
+    } else {
+        listen
+    };
+    for l in &listen {
+        let Some(path) = l.strip_prefix("unix:") else {
+            return Err(format!("--listen {l}: only unix:PATH is supported"));
+        };
+        let path = PathBuf::from(path);
+        let listener = serve::bind_socket(&path)
+            .await
+            .map_err(|e| format!("cannot listen on unix:{}: {e}", path.display()))?;
+        sockets.push((path, listener));
+    }
+    let vault = Arc::new(vault);
+    eprintln!(
+        "srv-secrets: serving {} ({} secrets, {} services; admin uid {})",
+        data.display(),
+        vault.list_secrets().len(),
+        vault.services().len(),
+        vault.admin_uid()
+    );
+    for (path, _) in &sockets {
+        let p = path.display();
+        eprintln!("srv-secrets: listening on unix:{p}");
+        eprintln!("  manage:  deploy --addr unix:{p} secret list");
+        eprintln!(
+            "  mount a service's view (as root): mount -t 9p -o trans=unix,version=9p2000,aname=SERVICE,dfltuid=UID,dfltgid=GID,cache=none {p} /mnt/SERVICE"
+        );
+    }
+    if demo {
+        eprintln!(
+            "srv-secrets: demo: service 'demo' (uid {DEMO_UID}) may read 'greeting'; try: deploy secret get greeting --as demo"
+        );
+    }
+    serve::serve(vault, sockets)
+        .await
+        .map_err(|e| e.to_string())
+}
+
+fn main() -> ExitCode {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Init { data, key } => Vault::init(&data, key.as_deref(), paths::euid())
+            .map(|r| {
+                println!(
+                    "initialized {} (store {}, key {}, key id {}); admin uid {}",
+                    r.data_dir.display(),
+                    r.store_path.display(),
+                    r.key_path.display(),
+                    r.key_id,
+                    r.admin_uid
+                );
+            })
+            .map_err(|e| e.to_string()),
+        Command::Serve {
+            data,
+            key,
+            listen,
+            demo,
+        } => match tokio::runtime::Builder::new_multi_thread()
+            .enable_all()
+            .build()
+        {
+            Ok(rt) => rt.block_on(run_serve(data, key, listen, demo)),
+            Err(e) => Err(format!("cannot start the runtime: {e}")),
+        },
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("srv-secrets: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}

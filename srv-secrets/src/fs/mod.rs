@@ -1,0 +1,229 @@
+//! The secrets filesystem: the handlers the ninep server core calls.
+//!
+//! The core has already checked fids, open modes against each file's permission bits,
+//! offsets and sizes; these handlers decide who sees what. A service's view is checked
+//! against the vault on every walk, stat, open and read ([`node`]), so a revoke takes
+//! effect on the next read of a file the service holds open.
+
+mod ctl;
+mod node;
+
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use ninep::server::{ClunkKind, Filesystem, Peer};
+use ninep::{Data, Error, Qid, Result, Stat, ename};
+use secrets::{Error as VaultError, OpenedSecret, Vault};
+use zeroize::Zeroizing;
+
+use self::ctl::CtlFid;
+pub use self::node::Node;
+use crate::principal::{View, principal_of, view_for};
+
+/// Serves a [`Vault`] over 9P.
+pub struct SecretsFs {
+    vault: Arc<Vault>,
+    /// When the server started: the mtime of directories and generated files.
+    started: u32,
+}
+
+/// What an open fid holds.
+enum Opened {
+    /// A secret's ciphertext as of the open: reads decrypt it after checking the grant.
+    Secret(OpenedSecret),
+    /// The ctl command buffer.
+    Ctl(CtlFid),
+    /// A generated text file, fixed at open so that reads at offsets agree.
+    Text(Zeroizing<Vec<u8>>),
+}
+
+/// The state of one fid: its view, its node, and what it opened.
+pub struct SecretsFid {
+    view: View,
+    node: Node,
+    opened: Mutex<Option<Arc<Opened>>>,
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    // The guarded Option is valid after any single assignment.
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// Maps a vault error on a service's read path to 9P. Not granted and missing are both
+/// "file does not exist": names are not an oracle.
+fn read_error(e: VaultError) -> Error {
+    match e {
+        VaultError::NotFound | VaultError::NoSuchSecret => Error::not_found(),
+        VaultError::Stale => Error::new(VaultError::Stale.to_string()),
+        other => {
+            tracing::error!(error = %other, "reading a secret failed");
+            Error::new(ename::IO)
+        }
+    }
+}
+
+impl SecretsFs {
+    /// A filesystem serving `vault`.
+    pub fn new(vault: Arc<Vault>) -> SecretsFs {
+        let started = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs().min(u32::MAX as u64) as u32);
+        SecretsFs { vault, started }
+    }
+
+    /// The vault served.
+    pub fn vault(&self) -> &Arc<Vault> {
+        &self.vault
+    }
+
+    fn fid(&self, view: View, node: Node) -> SecretsFid {
+        SecretsFid {
+            view,
+            node,
+            opened: Mutex::new(None),
+        }
+    }
+
+    fn opened(fid: &SecretsFid) -> Result<Arc<Opened>> {
+        lock(&fid.opened)
+            .clone()
+            .ok_or_else(|| Error::new(ename::BOTCH))
+    }
+
+    /// Bytes of a generated file, as they are now.
+    fn text(&self, fid: &SecretsFid) -> Result<String> {
+        let v = &self.vault;
+        match (&fid.node, &fid.view) {
+            (Node::Status, _) => Ok(node::status_text(v)),
+            (Node::Grants(s), _) => Ok(node::grants_text(v, s)),
+            (Node::Service(s), _) => node::service_text(v, s).ok_or_else(Error::not_found),
+            (Node::Config(k), View::Service { service, .. }) => {
+                node::config_value(v, service, k).ok_or_else(Error::not_found)
+            }
+            _ => Err(Error::permission_denied()),
+        }
+    }
+}
+
+impl Filesystem for SecretsFs {
+    type Fid = SecretsFid;
+
+    async fn attach(&self, peer: &Peer, _uname: &str, aname: &str) -> Result<(Qid, SecretsFid)> {
+        let principal = principal_of(&self.vault, peer)?;
+        let view = view_for(&self.vault, &principal, aname)?;
+        tracing::debug!(peer = %peer.addr, ?principal, aname, "attach");
+        let root = Node::root(&view);
+        let qid = root.attr(&self.vault, &view, self.started)?.qid;
+        Ok((qid, self.fid(view, root)))
+    }
+
+    fn clone_fid(&self, fid: &SecretsFid) -> SecretsFid {
+        self.fid(fid.view.clone(), fid.node.clone())
+    }
+
+    async fn walk(&self, dir: &SecretsFid, name: &str) -> Result<(Qid, SecretsFid)> {
+        dir.view.still_valid(&self.vault)?;
+        let node = match name {
+            "." => dir.node.clone(),
+            ".." => dir.node.parent(),
+            _ => dir
+                .node
+                .child(&self.vault, &dir.view, name)
+                .ok_or_else(Error::not_found)?,
+        };
+        let qid = node.attr(&self.vault, &dir.view, self.started)?.qid;
+        Ok((qid, self.fid(dir.view.clone(), node)))
+    }
+
+    async fn stat(&self, fid: &SecretsFid) -> Result<Stat> {
+        fid.view.still_valid(&self.vault)?;
+        fid.node.stat(&self.vault, &fid.view, self.started)
+    }
+
+    async fn open(&self, fid: &SecretsFid, _mode: u8) -> Result<()> {
+        fid.view.still_valid(&self.vault)?;
+        let opened = match (&fid.node, &fid.view) {
+            (Node::Secret(name), View::Service { service, .. }) => {
+                Opened::Secret(self.vault.open_secret(service, name).map_err(read_error)?)
+            }
+            (Node::Ctl, View::Admin) => Opened::Ctl(CtlFid::default()),
+            (Node::Status | Node::Grants(_) | Node::Service(_) | Node::Config(_), _) => {
+                Opened::Text(Zeroizing::new(self.text(fid)?.into_bytes()))
+            }
+            // Directories: the core reads them through readdir.
+            (n, _) if n.is_dir() => return Ok(()),
+            // store entries and the key have mode 0; the core refused them already.
+            _ => return Err(Error::permission_denied()),
+        };
+        *lock(&fid.opened) = Some(Arc::new(opened));
+        Ok(())
+    }
+
+    async fn read(&self, fid: &SecretsFid, offset: u64, count: u32) -> Result<Data> {
+        fid.view.still_valid(&self.vault)?;
+        let opened = Self::opened(fid)?;
+        let slice = |bytes: &[u8]| {
+            let start = offset.min(bytes.len() as u64) as usize;
+            let end = start.saturating_add(count as usize).min(bytes.len());
+            Data::from(&bytes[start..end])
+        };
+        match (&*opened, &fid.view) {
+            (Opened::Secret(s), View::Service { service, .. }) => {
+                // The grant is checked again on every read, at any offset.
+                let plain = self.vault.read_opened(service, s).map_err(read_error)?;
+                Ok(slice(plain.expose()))
+            }
+            (Opened::Text(t), _) => Ok(slice(t)),
+            _ => Err(Error::permission_denied()),
+        }
+    }
+
+    async fn readdir(&self, dir: &SecretsFid) -> Result<Vec<Stat>> {
+        dir.view.still_valid(&self.vault)?;
+        Ok(dir
+            .node
+            .list(&self.vault, &dir.view)
+            .into_iter()
+            // An entry that vanished between the listing and its stat is left out.
+            .filter_map(|n| n.stat(&self.vault, &dir.view, self.started).ok())
+            .collect())
+    }
+
+    async fn write(&self, fid: &SecretsFid, _offset: u64, data: &[u8]) -> Result<u32> {
+        fid.view.still_valid(&self.vault)?;
+        match &*Self::opened(fid)? {
+            // Offsets are ignored: ctl is a stream of commands.
+            Opened::Ctl(ctl) => {
+                ctl.write(&self.vault, data).await.map_err(Error::new)?;
+                Ok(data.len() as u32)
+            }
+            _ => Err(Error::permission_denied()),
+        }
+    }
+
+    /// Shells truncate what they redirect into: a wstat that only sets the length (and
+    /// times) of ctl is accepted and changes nothing.
+    async fn wstat(&self, fid: &SecretsFid, stat: &Stat) -> Result<()> {
+        let only_length_or_times = stat.name.is_empty()
+            && stat.mode == u32::MAX
+            && stat.uid.is_empty()
+            && stat.gid.is_empty();
+        if fid.node == Node::Ctl && only_length_or_times {
+            Ok(())
+        } else {
+            Err(Error::new(ename::WSTAT_PROHIBITED))
+        }
+    }
+
+    async fn clunk(&self, fid: &SecretsFid, kind: ClunkKind) -> Result<()> {
+        let opened = lock(&fid.opened).take();
+        if let Some(opened) = opened
+            && let Opened::Ctl(ctl) = &*opened
+        {
+            match kind {
+                ClunkKind::Requested => ctl.finish(&self.vault).await.map_err(Error::new)?,
+                ClunkKind::Dropped => ctl.abandon().await,
+            }
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,376 @@
+//! The files of both trees: what each node is called, its qid, its stat, and what a
+//! directory lists. Every question about a service's secret goes through the vault's
+//! grant check here, so an ungranted name and a missing one look the same.
+
+use ninep::{Error, Qid, Stat, dm, qt};
+use secrets::Vault;
+
+use crate::principal::View;
+
+/// One file or directory of a tree.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Node {
+    /// The admin root: holds `secrets/`.
+    AdminRoot,
+    /// `/secrets`.
+    SecretsDir,
+    /// `/secrets/ctl`: write-only commands.
+    Ctl,
+    /// `/secrets/store`: one entry per secret.
+    StoreDir,
+    /// `/secrets/store/NAME`: metadata only, never readable.
+    StoreEntry(String),
+    /// `/secrets/grants`.
+    GrantsDir,
+    /// `/secrets/grants/SERVICE`: the names granted, one per line.
+    Grants(String),
+    /// `/secrets/services`.
+    ServicesDir,
+    /// `/secrets/services/SERVICE`: uid and manifest.
+    Service(String),
+    /// `/secrets/key`: exists, never readable.
+    Key,
+    /// `/secrets/status`: key id, counts, rotation progress.
+    Status,
+    /// A service view's root: holds `secret/` and `config/`.
+    ServiceRoot,
+    /// `/secret`.
+    SecretDir,
+    /// `/secret/NAME`: the plaintext of a granted secret.
+    Secret(String),
+    /// `/config`.
+    ConfigDir,
+    /// `/config/KEY`: a plain config value from the manifest.
+    Config(String),
+}
+
+/// FNV-1a: a stable 64-bit hash of a name, for qid paths that survive restarts.
+fn name_hash(name: &str) -> u64 {
+    name.bytes().fold(0xcbf2_9ce4_8422_2325, |h, b| {
+        (h ^ b as u64).wrapping_mul(0x0100_0000_01b3)
+    })
+}
+
+/// The top byte of a qid path says which kind of node it is; the rest, for named
+/// nodes, is the name's hash.
+fn path(kind: u8, name: Option<&str>) -> u64 {
+    let low = name.map_or(0, |n| name_hash(n) & 0x00ff_ffff_ffff_ffff);
+    ((kind as u64) << 56) | low
+}
+
+/// What a node looks like to `stat`: everything but the name and owner.
+pub struct Attr {
+    /// The qid; its version is the secret's version.
+    pub qid: Qid,
+    /// Permission bits and DMDIR.
+    pub mode: u32,
+    /// Last change, seconds since the epoch.
+    pub mtime: u32,
+    /// Bytes (plaintext bytes, for a secret).
+    pub length: u64,
+}
+
+fn secs(t: u64) -> u32 {
+    t.min(u32::MAX as u64) as u32
+}
+
+impl Node {
+    /// The node's name as a directory entry.
+    pub fn name(&self) -> &str {
+        match self {
+            Node::AdminRoot | Node::ServiceRoot => "/",
+            Node::SecretsDir => "secrets",
+            Node::Ctl => "ctl",
+            Node::StoreDir => "store",
+            Node::GrantsDir => "grants",
+            Node::ServicesDir => "services",
+            Node::Key => "key",
+            Node::Status => "status",
+            Node::SecretDir => "secret",
+            Node::ConfigDir => "config",
+            Node::StoreEntry(n)
+            | Node::Grants(n)
+            | Node::Service(n)
+            | Node::Secret(n)
+            | Node::Config(n) => n,
+        }
+    }
+
+    /// The root of a view.
+    pub fn root(view: &View) -> Node {
+        match view {
+            View::Admin => Node::AdminRoot,
+            View::Service { .. } => Node::ServiceRoot,
+        }
+    }
+
+    /// Whether the node is a directory.
+    pub fn is_dir(&self) -> bool {
+        matches!(
+            self,
+            Node::AdminRoot
+                | Node::SecretsDir
+                | Node::StoreDir
+                | Node::GrantsDir
+                | Node::ServicesDir
+                | Node::ServiceRoot
+                | Node::SecretDir
+                | Node::ConfigDir
+        )
+    }
+
+    fn kind(&self) -> u8 {
+        match self {
+            Node::AdminRoot => 1,
+            Node::SecretsDir => 2,
+            Node::Ctl => 3,
+            Node::StoreDir => 4,
+            Node::StoreEntry(_) => 5,
+            Node::GrantsDir => 6,
+            Node::Grants(_) => 7,
+            Node::ServicesDir => 8,
+            Node::Service(_) => 9,
+            Node::Key => 10,
+            Node::Status => 11,
+            Node::ServiceRoot => 12,
+            Node::SecretDir => 13,
+            Node::Secret(_) => 14,
+            Node::ConfigDir => 15,
+            Node::Config(_) => 16,
+        }
+    }
+
+    fn named(&self) -> Option<&str> {
+        match self {
+            Node::StoreEntry(n)
+            | Node::Grants(n)
+            | Node::Service(n)
+            | Node::Secret(n)
+            | Node::Config(n) => Some(n),
+            _ => None,
+        }
+    }
+
+    /// The child `name` of this directory in `view`, if it exists for that view.
+    pub fn child(&self, vault: &Vault, view: &View, name: &str) -> Option<Node> {
+        let service = match view {
+            View::Service { service, .. } => Some(service.as_str()),
+            View::Admin => None,
+        };
+        let node = match (self, name) {
+            (Node::AdminRoot, "secrets") => Node::SecretsDir,
+            (Node::SecretsDir, "ctl") => Node::Ctl,
+            (Node::SecretsDir, "store") => Node::StoreDir,
+            (Node::SecretsDir, "grants") => Node::GrantsDir,
+            (Node::SecretsDir, "services") => Node::ServicesDir,
+            (Node::SecretsDir, "key") => Node::Key,
+            (Node::SecretsDir, "status") => Node::Status,
+            (Node::StoreDir, n) if vault.secret_info(n).is_some() => Node::StoreEntry(n.into()),
+            (Node::GrantsDir, n) if vault.service(n).is_some() => Node::Grants(n.into()),
+            (Node::ServicesDir, n) if vault.service(n).is_some() => Node::Service(n.into()),
+            (Node::ServiceRoot, "secret") => Node::SecretDir,
+            (Node::ServiceRoot, "config") => Node::ConfigDir,
+            // The grant check of a walk. A granted secret exists (delete drops grants).
+            (Node::SecretDir, n) if service.is_some_and(|s| vault.is_granted(s, n)) => {
+                Node::Secret(n.into())
+            }
+            (Node::ConfigDir, n) if has_config(vault, service?, n) => Node::Config(n.into()),
+            _ => return None,
+        };
+        Some(node)
+    }
+
+    /// The parent directory, for "..".
+    pub fn parent(&self) -> Node {
+        match self {
+            Node::AdminRoot | Node::SecretsDir => Node::AdminRoot,
+            Node::Ctl
+            | Node::StoreDir
+            | Node::GrantsDir
+            | Node::ServicesDir
+            | Node::Key
+            | Node::Status => Node::SecretsDir,
+            Node::StoreEntry(_) => Node::StoreDir,
+            Node::Grants(_) => Node::GrantsDir,
+            Node::Service(_) => Node::ServicesDir,
+            Node::ServiceRoot | Node::SecretDir | Node::ConfigDir => Node::ServiceRoot,
+            Node::Secret(_) => Node::SecretDir,
+            Node::Config(_) => Node::ConfigDir,
+        }
+    }
+
+    /// The node's attributes now, or "file does not exist" if it no longer exists for
+    /// this view (a secret revoked or deleted since the walk).
+    pub fn attr(&self, vault: &Vault, view: &View, started: u32) -> Result<Attr, Error> {
+        let file = |mode: u32, version: u32, mtime: u32, length: u64| Attr {
+            qid: Qid {
+                ty: qt::FILE,
+                version,
+                path: path(self.kind(), self.named()),
+            },
+            mode,
+            mtime,
+            length,
+        };
+        if self.is_dir() {
+            return Ok(Attr {
+                qid: Qid {
+                    ty: qt::DIR,
+                    version: 0,
+                    path: path(self.kind(), None),
+                },
+                mode: dm::DIR | 0o500,
+                mtime: started,
+                length: 0,
+            });
+        }
+        let service = match view {
+            View::Service { service, .. } => Some(service.as_str()),
+            View::Admin => None,
+        };
+        match self {
+            Node::Ctl => Ok(file(0o200, 0, started, 0)),
+            Node::Key => Ok(file(0, 0, started, 0)),
+            Node::Status => Ok(file(0o400, 0, started, status_text(vault).len() as u64)),
+            Node::StoreEntry(n) => {
+                let info = vault.secret_info(n).ok_or_else(Error::not_found)?;
+                Ok(file(0, info.version as u32, secs(info.mtime), info.length))
+            }
+            Node::Grants(s) => {
+                vault.service(s).ok_or_else(Error::not_found)?;
+                Ok(file(0o400, 0, started, grants_text(vault, s).len() as u64))
+            }
+            Node::Service(s) => {
+                let text = service_text(vault, s).ok_or_else(Error::not_found)?;
+                Ok(file(0o400, 0, started, text.len() as u64))
+            }
+            Node::Secret(n) => {
+                let s = service.ok_or_else(Error::not_found)?;
+                if !vault.is_granted(s, n) {
+                    return Err(Error::not_found());
+                }
+                let info = vault.secret_info(n).ok_or_else(Error::not_found)?;
+                Ok(file(
+                    0o400,
+                    info.version as u32,
+                    secs(info.mtime),
+                    info.length,
+                ))
+            }
+            Node::Config(k) => {
+                let value = config_value(vault, service.ok_or_else(Error::not_found)?, k)
+                    .ok_or_else(Error::not_found)?;
+                Ok(file(0o400, 0, started, value.len() as u64))
+            }
+            // Directories were answered above.
+            _ => Err(Error::not_found()),
+        }
+    }
+
+    /// The stat of this node as `view` sees it.
+    pub fn stat(&self, vault: &Vault, view: &View, started: u32) -> Result<Stat, Error> {
+        let a = self.attr(vault, view, started)?;
+        Ok(Stat {
+            qid: a.qid,
+            mode: a.mode,
+            atime: a.mtime,
+            mtime: a.mtime,
+            length: a.length,
+            name: self.name().to_string(),
+            uid: view.owner().to_string(),
+            gid: view.owner().to_string(),
+            muid: String::new(),
+            ..Stat::default()
+        })
+    }
+
+    /// The entries of a directory: for a service's `secret/`, only granted secrets.
+    pub fn list(&self, vault: &Vault, view: &View) -> Vec<Node> {
+        match (self, view) {
+            (Node::AdminRoot, _) => vec![Node::SecretsDir],
+            (Node::SecretsDir, _) => vec![
+                Node::Ctl,
+                Node::GrantsDir,
+                Node::Key,
+                Node::ServicesDir,
+                Node::Status,
+                Node::StoreDir,
+            ],
+            (Node::StoreDir, _) => vault
+                .list_secrets()
+                .into_iter()
+                .map(|s| Node::StoreEntry(s.name))
+                .collect(),
+            (Node::GrantsDir, _) => vault
+                .services()
+                .into_iter()
+                .map(|s| Node::Grants(s.name))
+                .collect(),
+            (Node::ServicesDir, _) => vault
+                .services()
+                .into_iter()
+                .map(|s| Node::Service(s.name))
+                .collect(),
+            (Node::ServiceRoot, _) => vec![Node::ConfigDir, Node::SecretDir],
+            (Node::SecretDir, View::Service { service, .. }) => vault
+                .grants(service)
+                .into_iter()
+                .map(Node::Secret)
+                .collect(),
+            (Node::ConfigDir, View::Service { service, .. }) => vault
+                .service(service)
+                .map(|s| {
+                    s.manifest
+                        .config()
+                        .keys()
+                        .cloned()
+                        .map(Node::Config)
+                        .collect()
+                })
+                .unwrap_or_default(),
+            _ => Vec::new(),
+        }
+    }
+}
+
+fn has_config(vault: &Vault, service: &str, key: &str) -> bool {
+    config_value(vault, service, key).is_some()
+}
+
+/// A service's config value for `key`, from its manifest.
+pub fn config_value(vault: &Vault, service: &str, key: &str) -> Option<String> {
+    vault
+        .service(service)?
+        .manifest
+        .config_value(key)
+        .map(str::to_string)
+}
+
+/// `/secrets/status`.
+pub fn status_text(vault: &Vault) -> String {
+    let st = vault.status();
+    let rotation = match st.rotation {
+        Some(p) => format!("{}/{}", p.done, p.total),
+        None => "idle".to_string(),
+    };
+    format!(
+        "key {}\nsecrets {}\nservices {}\nrotation {rotation}\n",
+        st.active_key, st.secrets, st.services
+    )
+}
+
+/// `/secrets/grants/SERVICE`: the granted names, sorted, one per line.
+pub fn grants_text(vault: &Vault, service: &str) -> String {
+    vault
+        .grants(service)
+        .into_iter()
+        .map(|n| n + "\n")
+        .collect()
+}
+
+/// `/secrets/services/SERVICE`: `uid N` (or `uid none`), then the manifest verbatim.
+pub fn service_text(vault: &Vault, service: &str) -> Option<String> {
+    let s = vault.service(service)?;
+    let uid = s.uid.map_or_else(|| "none".to_string(), |u| u.to_string());
+    Some(format!("uid {uid}\n{}", s.manifest.text()))
+}

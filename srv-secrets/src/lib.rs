@@ -1,0 +1,22 @@
+//! srv-secrets: a 9P2000 file server that serves secrets and configuration as files.
+//!
+//! This crate glues the ninep server core to the secrets domain: it decides who a
+//! connection is, which tree it sees, and what each file of that tree is. It holds no
+//! protocol rules (ninep checks those before a handler runs) and no storage or
+//! cryptography (the `secrets` crate owns the vault).
+//!
+//! # Layout
+//! - [`principal`]: who is asking (SO_PEERCRED uid → admin or service) and which view
+//!   an aname selects.
+//! - [`fs`]: the filesystem handlers; `fs/node.rs` holds both trees and the grant check on
+//!   every walk, stat and listing; `fs/ctl.rs` applies ctl commands to the vault.
+//! - [`serve`]: process hardening, the socket, and the clean stop on SIGTERM.
+//! - [`paths`]: the embedded default data directory and socket.
+//! - `main.rs`: the `srv-secrets` command line (`init`, `serve`).
+#![forbid(unsafe_code)]
+#![deny(missing_docs)]
+
+pub mod fs;
+pub mod paths;
+pub mod principal;
+pub mod serve;
