@@ -6,6 +6,8 @@
 //!
 //! # Layout
 //!
+//! - [`harness`]: the real binaries (`srv-secrets`, `deploy`, the `9p` test client),
+//!   started on temporary data directories and sockets, and run as other uids.
 //! - [`vm`]: the kernel-mount runner. Boots a tiny qemu VM in which the Linux
 //!   kernel's 9P client (v9fs) mounts a 9P server running on this host, runs
 //!   a busybox shell script against the mount and reports its output and
@@ -13,4 +15,5 @@
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
 
+pub mod harness;
 pub mod vm;

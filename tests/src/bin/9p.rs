@@ -1,0 +1,122 @@
+//! `9p`: a plain 9P2000 client for the end-to-end tests, run as any uid (setpriv) to
+//! show what a service sees without our `deploy` in the way.
+//!
+//! ```text
+//! 9p --addr unix:PATH [--aname NAME] read PATH    contents to stdout
+//! 9p --addr unix:PATH [--aname NAME] ls PATH      one name per line
+//! 9p --addr unix:PATH [--aname NAME] stat PATH    "name length mode version"
+//! 9p --addr unix:PATH [--aname NAME] hold PATH    open, read; then for each line on
+//!                                                 stdin, read the open fid again
+//! 9p --addr unix:PATH [--aname NAME] write PATH   stdin, in one Twrite per 4096 bytes
+//! ```
+//! Errors print `9p: ERROR` (the server's Rerror text) on stderr and exit 1.
+
+use std::io::{BufRead, Write};
+use std::process::ExitCode;
+
+use ninep::client::{Client, ClientError, Fid};
+
+fn split(path: &str) -> Vec<&str> {
+    path.split('/').filter(|s| !s.is_empty()).collect()
+}
+
+async fn walk_open(root: &Fid, path: &str) -> Result<Fid, ClientError> {
+    let mut f = root.walk(&split(path)).await?;
+    f.open(ninep::om::READ).await?;
+    Ok(f)
+}
+
+async fn run(args: &[String]) -> Result<(), ClientError> {
+    let mut addr = None;
+    let mut aname = String::new();
+    let mut rest = Vec::new();
+    let mut it = args.iter();
+    while let Some(a) = it.next() {
+        match a.as_str() {
+            "--addr" => addr = it.next().cloned(),
+            "--aname" => aname = it.next().cloned().unwrap_or_default(),
+            _ => rest.push(a.clone()),
+        }
+    }
+    let addr = addr.unwrap_or_default();
+    let path = addr.strip_prefix("unix:").unwrap_or(&addr);
+    let client = Client::connect_unix(path).await?;
+    let root = client.attach("9p-test", &aname).await?;
+    let out = std::io::stdout();
+    match rest
+        .iter()
+        .map(String::as_str)
+        .collect::<Vec<_>>()
+        .as_slice()
+    {
+        ["read", p] => {
+            let f = walk_open(&root, p).await?;
+            out.lock().write_all(&f.read_all().await?)?;
+        }
+        ["ls", p] => {
+            let f = walk_open(&root, p).await?;
+            for st in f.read_dir().await? {
+                writeln!(out.lock(), "{}", st.name)?;
+            }
+        }
+        ["stat", p] => {
+            let st = root.walk(&split(p)).await?.stat().await?;
+            writeln!(
+                out.lock(),
+                "{} {} {:o} {}",
+                st.name,
+                st.length,
+                st.mode,
+                st.qid.version
+            )?;
+        }
+        ["hold", p] => {
+            let f = walk_open(&root, p).await?;
+            let first = f.read_all().await?;
+            writeln!(out.lock(), "read {}", String::from_utf8_lossy(&first))?;
+            out.lock().flush()?;
+            for _ in std::io::stdin().lock().lines() {
+                match f.read_all().await {
+                    Ok(b) => writeln!(out.lock(), "read {}", String::from_utf8_lossy(&b))?,
+                    Err(e) => writeln!(out.lock(), "error {e}")?,
+                }
+                out.lock().flush()?;
+            }
+        }
+        ["write", p] => {
+            let mut f = root.walk(&split(p)).await?;
+            f.open(ninep::om::WRITE).await?;
+            let mut data = Vec::new();
+            std::io::Read::read_to_end(&mut std::io::stdin(), &mut data)?;
+            f.write_all_chunked(0, &data, 4096).await?;
+            f.clunk().await?;
+        }
+        _ => {
+            return Err(ClientError::Protocol(
+                "usage: 9p --addr unix:PATH [--aname NAME] read|ls|stat|hold|write PATH".into(),
+            ));
+        }
+    }
+    Ok(())
+}
+
+fn main() -> ExitCode {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let rt = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("9p: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match rt.block_on(run(&args)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("9p: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}

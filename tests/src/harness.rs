@@ -1,0 +1,299 @@
+//! The real binaries, started the way an operator starts them: `srv-secrets init` and
+//! `serve` on a socket in a temporary directory, `deploy` against it, and the `9p` test
+//! client run as any uid with `setpriv`.
+//!
+//! The binaries are built once per test process with the cargo that runs the tests
+//! (`cargo test` does not build other packages' binaries by itself).
+
+use std::io::Write;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Output, Stdio};
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+/// Paths of the binaries under test.
+#[derive(Debug)]
+pub struct Bins {
+    /// The server.
+    pub srv_secrets: PathBuf,
+    /// The operator's CLI.
+    pub deploy: PathBuf,
+    /// The plain 9P test client.
+    pub ninep: PathBuf,
+}
+
+/// The binaries, built on first use.
+///
+/// # Panics
+/// If cargo cannot build them: nothing in the suite can run then.
+pub fn bins() -> &'static Bins {
+    static BINS: OnceLock<Bins> = OnceLock::new();
+    BINS.get_or_init(|| {
+        let exe = std::env::current_exe().expect("the test binary knows its path");
+        // target/<profile>/deps/<test> -> target/<profile>
+        let profile_dir = exe
+            .parent()
+            .and_then(Path::parent)
+            .expect("test binaries live in target/<profile>/deps")
+            .to_path_buf();
+        let release = profile_dir.file_name().is_some_and(|n| n == "release");
+        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+        let mut cmd = Command::new(cargo);
+        cmd.args([
+            "build",
+            "--quiet",
+            "-p",
+            "srv-secrets",
+            "-p",
+            "cmd-deploy",
+            "-p",
+            "srv-secrets-tests",
+            "--bins",
+        ]);
+        if release {
+            cmd.arg("--release");
+        }
+        let target_dir = profile_dir
+            .parent()
+            .expect("target/<profile> has a parent")
+            .to_path_buf();
+        cmd.env("CARGO_TARGET_DIR", &target_dir)
+            .current_dir(env!("CARGO_MANIFEST_DIR"));
+        let status = cmd.status().expect("cargo runs");
+        assert!(status.success(), "building the binaries failed");
+        Bins {
+            srv_secrets: profile_dir.join("srv-secrets"),
+            deploy: profile_dir.join("deploy"),
+            ninep: profile_dir.join("9p"),
+        }
+    })
+}
+
+/// A directory under /tmp that other uids can traverse (a service connecting as its own
+/// uid must reach the socket inside it).
+pub fn shared_tempdir() -> tempfile::TempDir {
+    let dir = tempfile::Builder::new()
+        .prefix("srv-secrets-test.")
+        .tempdir_in("/tmp")
+        .expect("a temp dir");
+    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755))
+        .expect("chmod the temp dir");
+    dir
+}
+
+/// A running (or stopped) `srv-secrets serve` on its own data directory and socket.
+pub struct SecretsServer {
+    /// Holds the data directory, the socket and the log.
+    pub root: tempfile::TempDir,
+    /// The data directory.
+    pub data: PathBuf,
+    /// The socket.
+    pub socket: PathBuf,
+    /// The server's stderr (its log), appended across restarts.
+    pub log: PathBuf,
+    /// Extra environment for the server (e.g. RUST_LOG).
+    pub env: Vec<(String, String)>,
+    child: Option<Child>,
+}
+
+impl SecretsServer {
+    /// `srv-secrets init` on a fresh data directory; not started yet.
+    pub fn init() -> SecretsServer {
+        let root = shared_tempdir();
+        let data = root.path().join("data");
+        let out = Command::new(&bins().srv_secrets)
+            .arg("init")
+            .arg("--data")
+            .arg(&data)
+            .output()
+            .expect("srv-secrets init runs");
+        assert!(
+            out.status.success(),
+            "init: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        SecretsServer {
+            socket: root.path().join("run/9p.sock"),
+            log: root.path().join("server.log"),
+            data,
+            root,
+            env: vec![("RUST_LOG".into(), "info".into())],
+            child: None,
+        }
+    }
+
+    /// Initialized and started.
+    pub fn start() -> SecretsServer {
+        let mut s = SecretsServer::init();
+        s.serve();
+        s
+    }
+
+    /// The `--addr` of this server.
+    pub fn addr(&self) -> String {
+        format!("unix:{}", self.socket.display())
+    }
+
+    /// Starts `srv-secrets serve` and waits until the socket accepts connections.
+    pub fn serve(&mut self) {
+        assert!(self.child.is_none(), "already running");
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&self.log)
+            .expect("open the log");
+        let mut cmd = Command::new(&bins().srv_secrets);
+        cmd.arg("serve")
+            .arg("--data")
+            .arg(&self.data)
+            .arg("--listen")
+            .arg(self.addr())
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(log);
+        for (k, v) in &self.env {
+            cmd.env(k, v);
+        }
+        self.child = Some(cmd.spawn().expect("srv-secrets serve starts"));
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            if std::os::unix::net::UnixStream::connect(&self.socket).is_ok() {
+                return;
+            }
+            if let Some(Ok(Some(status))) = self.child.as_mut().map(Child::try_wait) {
+                panic!("server exited with {status}: {}", self.log_text());
+            }
+            assert!(
+                Instant::now() < deadline,
+                "server did not listen: {}",
+                self.log_text()
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// The server's process id, while it runs.
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
+    }
+
+    /// SIGTERM, and the exit status.
+    pub fn stop(&mut self) -> ExitStatus {
+        let mut child = self.child.take().expect("running");
+        let pid = rustix::process::Pid::from_raw(child.id() as i32).expect("a pid");
+        let _ = rustix::process::kill_process(pid, rustix::process::Signal::TERM);
+        child.wait().expect("wait for the server")
+    }
+
+    /// SIGKILL: a crash.
+    pub fn kill9(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// Everything the server has logged.
+    pub fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// Runs `deploy --addr ADDR args...` with empty stdin.
+    pub fn deploy(&self, args: &[&str]) -> Output {
+        self.deploy_with_stdin(args, b"")
+    }
+
+    /// Runs `deploy --addr ADDR args...` with `stdin` piped in.
+    pub fn deploy_with_stdin(&self, args: &[&str], stdin: &[u8]) -> Output {
+        let mut cmd = Command::new(&bins().deploy);
+        cmd.arg("--addr").arg(self.addr()).args(args);
+        run_with_stdin(cmd, stdin)
+    }
+
+    /// Runs `deploy`, asserting success; returns stdout.
+    pub fn deploy_ok(&self, args: &[&str]) -> String {
+        let out = self.deploy(args);
+        assert!(
+            out.status.success(),
+            "deploy {args:?} failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    /// Runs the `9p` test client as `uid` (gid the same), with `--aname aname`.
+    pub fn ninep_as(&self, uid: u32, aname: &str, args: &[&str]) -> Output {
+        let mut cmd = as_uid(uid, &bins().ninep);
+        cmd.arg("--addr")
+            .arg(self.addr())
+            .arg("--aname")
+            .arg(aname)
+            .args(args);
+        run_with_stdin(cmd, b"")
+    }
+
+    /// Starts the `9p` test client as `uid`, with piped stdin and stdout (for `hold`).
+    pub fn spawn_ninep_as(&self, uid: u32, aname: &str, args: &[&str]) -> Child {
+        let mut cmd = as_uid(uid, &bins().ninep);
+        cmd.arg("--addr")
+            .arg(self.addr())
+            .arg("--aname")
+            .arg(aname)
+            .args(args)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        cmd.spawn().expect("9p starts")
+    }
+}
+
+impl Drop for SecretsServer {
+    fn drop(&mut self) {
+        self.kill9();
+    }
+}
+
+/// A command that runs `program` as `uid`:`uid` with no supplementary groups.
+pub fn as_uid(uid: u32, program: &Path) -> Command {
+    let mut cmd = Command::new("setpriv");
+    cmd.arg(format!("--reuid={uid}"))
+        .arg(format!("--regid={uid}"))
+        .arg("--clear-groups")
+        .arg("--")
+        .arg(program);
+    cmd
+}
+
+/// Runs `cmd` to completion with `stdin` piped in.
+pub fn run_with_stdin(mut cmd: Command, stdin: &[u8]) -> Output {
+    cmd.stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let mut child = cmd.spawn().expect("the command starts");
+    if let Some(mut i) = child.stdin.take() {
+        // A command that exits without reading its input is not an error here.
+        let _ = i.write_all(stdin);
+    }
+    child.wait_with_output().expect("the command finishes")
+}
+
+/// Whether tests may switch uids (setpriv needs root).
+pub fn can_switch_uid() -> bool {
+    rustix::process::geteuid().is_root()
+        && Command::new("setpriv")
+            .arg("--version")
+            .stdout(Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success())
+}
+
+/// The text of a process's stdout.
+pub fn stdout(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+/// The text of a process's stderr.
+pub fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}

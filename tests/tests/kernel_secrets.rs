@@ -1,0 +1,154 @@
+//! Acceptance steps 3-6 with the Linux kernel's own 9P client (v9fs), not ours.
+//!
+//! The deployer (root on the host, so the admin) mounts web's view with `aname=web` and
+//! `dfltuid`/`dfltgid` set to web's ids, as it would for a service instance. Inside the
+//! VM, web reads its secret and config; another uid is refused by the kernel's own
+//! check of the 0400 mode; a file web holds open stops reading on revoke; after
+//! rotate-key the same values come back.
+
+use std::time::Duration;
+
+use srv_secrets_tests::harness::SecretsServer;
+use srv_secrets_tests::vm::{KernelMount, require_or_skip};
+
+const VALUE: &str = "correct horse battery staple";
+
+fn server() -> SecretsServer {
+    let s = SecretsServer::start();
+    let manifest = s.root.path().join("web.manifest");
+    std::fs::write(&manifest, "secret db_password\nconfig log_level=debug\n").unwrap();
+    s.deploy_ok(&[
+        "service",
+        "add",
+        "web",
+        "--uid",
+        "1001",
+        "--manifest",
+        manifest.to_str().unwrap(),
+    ]);
+    s.deploy_ok(&["service", "add", "api", "--uid", "1002"]);
+    let out = s.deploy_with_stdin(&["secret", "set", "db_password"], VALUE.as_bytes());
+    assert!(out.status.success());
+    s.deploy_ok(&["secret", "grant", "web", "db_password"]);
+    s
+}
+
+/// The guest's half: prints `CHECK` lines for the host to assert, and waits on the
+/// host between the steps by polling the mount.
+const SCRIPT: &str = r#"
+cd /mnt
+echo "CHECK ls_root=$(ls | tr '\n' ' ')"
+echo "CHECK ls_secret=$(ls secret | tr '\n' ' ')"
+echo "CHECK ls_config=$(ls config | tr '\n' ' ')"
+echo "CHECK mode=$(stat -c '%a %u %g %s' secret/db_password)"
+echo "CHECK web_reads=$(su web -c 'cat /mnt/secret/db_password')"
+echo "CHECK config=$(su web -c 'cat /mnt/config/log_level')"
+su api -c 'cat /mnt/secret/db_password' >/dev/null 2>/tmp/err; echo "CHECK api_rc=$? $(cat /tmp/err)"
+cat secret/no_such_secret >/dev/null 2>/tmp/err; echo "CHECK missing=$(cat /tmp/err)"
+# Step 5: hold the file open, then wait for the host to revoke.
+exec 3< secret/db_password
+echo "CHECK held=$(cat <&3)"
+echo READY-REVOKE
+i=0
+while cat <&3 >/dev/null 2>/tmp/err; do
+  i=$((i+1)); [ $i -gt 300 ] && { echo "CHECK revoked=never"; break; }
+  usleep 100000
+done
+echo "CHECK revoked=$(cat /tmp/err)"
+exec 3<&-
+cat secret/db_password >/dev/null 2>/tmp/err; echo "CHECK reopen=$(cat /tmp/err)"
+echo READY-ROTATE
+# Step 6: the host grants again and rotates the key, then grants a marker.
+i=0
+while [ ! -e secret/after_rotation ]; do
+  i=$((i+1)); [ $i -gt 600 ] && break
+  usleep 100000
+done
+echo "CHECK after_rotation=$(su web -c 'cat /mnt/secret/db_password')"
+echo "CHECK marker=$(cat secret/after_rotation)"
+"#;
+
+fn checks(output: &str) -> Vec<(String, String)> {
+    output
+        .lines()
+        .filter_map(|l| l.strip_prefix("CHECK "))
+        .filter_map(|l| l.split_once('='))
+        .map(|(k, v)| (k.to_string(), v.trim_end().to_string()))
+        .collect()
+}
+
+fn check<'a>(all: &'a [(String, String)], key: &str) -> &'a str {
+    all.iter()
+        .find(|(k, _)| k == key)
+        .map(|(_, v)| v.as_str())
+        .unwrap_or_else(|| panic!("no CHECK {key} in {all:?}"))
+}
+
+fn run(version: Option<&str>) {
+    let s = server();
+    let mut mount = KernelMount::unix(&s.socket)
+        .aname("web")
+        .mount_opts("dfltuid=1001,dfltgid=1001,cache=none")
+        .timeout(Duration::from_secs(180));
+    if let Some(v) = version {
+        mount = mount.version(v);
+    }
+    let mut vm = mount.spawn(SCRIPT).expect("the VM starts");
+    vm.wait_for_line("READY-REVOKE", Duration::from_secs(120))
+        .unwrap_or_else(|e| panic!("{e}\n{}", vm.output()));
+    s.deploy_ok(&["secret", "revoke", "web", "db_password"]);
+    vm.wait_for_line("READY-ROTATE", Duration::from_secs(60))
+        .unwrap_or_else(|e| panic!("{e}\n{}", vm.output()));
+    s.deploy_ok(&["secret", "grant", "web", "db_password"]);
+    s.deploy_ok(&["secret", "rotate-key"]);
+    let out = s.deploy_with_stdin(&["secret", "set", "after_rotation"], b"rotated");
+    assert!(out.status.success());
+    s.deploy_ok(&["secret", "grant", "web", "after_rotation"]);
+    let run = vm.wait().expect("the guest finishes");
+    let all = checks(&run.output);
+    let ctx = &run.output;
+    assert_eq!(run.exit_code, 0, "{ctx}");
+    assert_eq!(check(&all, "ls_root"), "config secret", "{ctx}");
+    assert_eq!(check(&all, "ls_secret"), "db_password", "{ctx}");
+    assert_eq!(check(&all, "ls_config"), "log_level", "{ctx}");
+    assert_eq!(
+        check(&all, "mode"),
+        format!("400 1001 1001 {}", VALUE.len()),
+        "{ctx}"
+    );
+    assert_eq!(check(&all, "web_reads"), VALUE, "{ctx}");
+    assert_eq!(check(&all, "config"), "debug", "{ctx}");
+    assert!(check(&all, "api_rc").starts_with("1 "), "{ctx}");
+    assert!(check(&all, "api_rc").contains("Permission denied"), "{ctx}");
+    assert!(
+        check(&all, "missing").contains("No such file or directory"),
+        "{ctx}"
+    );
+    assert_eq!(check(&all, "held"), VALUE, "{ctx}");
+    assert!(
+        check(&all, "revoked").contains("No such file or directory"),
+        "{ctx}"
+    );
+    assert!(
+        check(&all, "reopen").contains("No such file or directory"),
+        "{ctx}"
+    );
+    assert_eq!(check(&all, "after_rotation"), VALUE, "{ctx}");
+    assert_eq!(check(&all, "marker"), "rotated", "{ctx}");
+}
+
+#[test]
+fn kernel_v9fs_9p2000_reads_revokes_and_rotates() {
+    if !require_or_skip("kernel_v9fs_9p2000_reads_revokes_and_rotates") {
+        return;
+    }
+    run(Some("9p2000"));
+}
+
+#[test]
+fn kernel_v9fs_default_dialect_is_answered_with_9p2000() {
+    if !require_or_skip("kernel_v9fs_default_dialect_is_answered_with_9p2000") {
+        return;
+    }
+    run(None);
+}
