@@ -70,7 +70,7 @@ pub mod ename {
     /// A directory read at an offset other than 0 or the end of the previous read.
     /// Linux: ESPIPE.
     pub const BAD_OFFSET: &str = "bad offset in directory read";
-    /// A directory read whose count is too small for the next entry.
+    /// A directory read at offset 0 whose count cannot hold even the first entry.
     pub const COUNT_TOO_SMALL: &str = "read count too small for a directory entry";
     /// Tcreate in a file that is not a directory (lib9p).
     pub const CREATE_NON_DIR: &str = "create in non-directory";

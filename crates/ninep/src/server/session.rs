@@ -626,7 +626,11 @@ impl<F: Filesystem> Session<F> {
             entry.encode(&mut out);
             cursor.next += 1;
         }
-        if out.is_empty() && cursor.next < cursor.entries.len() {
+        // A read that cannot hold the next entry: at offset 0 the count can never be
+        // enough, which is an error; later, it is the tail of a read the client split
+        // to fill its buffer (Linux's p9_client_read does), and an empty Rread lets it
+        // come back with a full count for the same offset (lib9p's dirread9p too).
+        if out.is_empty() && cursor.next < cursor.entries.len() && m.offset == 0 {
             return Err(Error::new(ename::COUNT_TOO_SMALL));
         }
         cursor.offset += out.len() as u64;
