@@ -1,1 +1,72 @@
-fn main() {}
+//! `deploy`: the operator's CLI for srv-secrets.
+//!
+//! deploy speaks 9P2000 to the server (through `ninep::client`) and changes it only by
+//! writing ctl commands (encoded by the `ctl` crate) to `/secrets/ctl`; it reads state from
+//! the admin tree (`secrets/store/`, `grants/`, `services/`, `status`) and, for
+//! `secret get --as`, from a service's view. There is no side channel to the store.
+//!
+//! It does not hold secrets longer than a command: a value comes from a prompt without
+//! echo, stdin or `--file` (never argv), lives in zeroized buffers, and appears in no
+//! output except `deploy secret get`'s stdout.
+//!
+//! # Layout
+//! - `main.rs`: parse, run, and map the result to an exit status, once: 0 success, 1 a
+//!   failure or a finding (missing grants), 2 a usage error, 130 Ctrl-C; a closed stdout
+//!   (`deploy secret list | head -1`) ends the output quietly.
+//! - `cli`: the clap derive types; their doc comments are the help.
+//! - `connect`: the server's address, connecting and attaching, writing `secrets/ctl`.
+//! - `commands`: dispatch and shared helpers; `commands::secret` and `commands::service`
+//!   implement the subcommands, `deploy status` lives in `commands` itself.
+//! - `files`: parsers for the server's `status`, `grants/*` and `services/*` files, and
+//!   the `service check` rule.
+//! - `output`: tables, times, the progress bar, JSON.
+//! - `error`: [`CliError`](error::CliError), every failure with what to do about it.
+#![forbid(unsafe_code)]
+#![deny(missing_docs)]
+
+mod cli;
+mod commands;
+mod connect;
+mod error;
+mod files;
+mod output;
+
+use std::io::{self, Write};
+use std::process::ExitCode;
+
+use clap::Parser;
+
+use crate::commands::Outcome;
+use crate::error::CliError;
+
+fn main() -> ExitCode {
+    // Usage errors exit 2 inside clap; --help and --version exit 0.
+    let cli = cli::Cli::parse();
+    let env = connect::Env::current();
+    let result = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| CliError::Unexpected(format!("cannot start the async runtime: {e}")))
+        .and_then(|runtime| runtime.block_on(run(cli, &env)));
+    match result {
+        Ok(Outcome::Done) => ExitCode::SUCCESS,
+        Ok(Outcome::Findings) => ExitCode::from(1),
+        Err(e) if e.is_broken_pipe() => ExitCode::SUCCESS,
+        Err(e) => {
+            let _ = writeln!(io::stderr(), "deploy: {e}");
+            ExitCode::from(e.exit_code())
+        }
+    }
+}
+
+/// Runs the command; Ctrl-C ends it with [`CliError::Interrupted`].
+async fn run(cli: cli::Cli, env: &connect::Env) -> Result<Outcome, CliError> {
+    let mut stdout = io::stdout().lock();
+    tokio::select! {
+        // Biased, so that the SIGINT handler is installed (on this branch's first poll)
+        // before the command runs: the value prompt relies on it (see commands::secret).
+        biased;
+        _ = tokio::signal::ctrl_c() => Err(CliError::Interrupted),
+        result = commands::run(cli, env, &mut stdout) => result,
+    }
+}

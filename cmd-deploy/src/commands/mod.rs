@@ -1,0 +1,232 @@
+//! The commands: [`run`] dispatches a parsed command line, and what several commands
+//! share (checking arguments, bounded reads of values and manifests).
+
+use std::io::{self, Read, Write};
+
+use zeroize::Zeroizing;
+
+use crate::cli::{Cli, Command};
+use crate::connect::{self, Env, Session};
+use crate::error::CliError;
+use crate::files;
+use crate::output::{self, write_json, write_text};
+
+pub mod secret;
+pub mod service;
+
+/// How a command that did not fail ended.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Outcome {
+    /// Done (exit status 0).
+    Done,
+    /// Done, and it found something wrong, such as missing grants (exit status 1).
+    Findings,
+}
+
+/// Runs one command line, writing its output to `out`.
+///
+/// # Errors
+/// Whatever the command met, as a [`CliError`] with a hint.
+pub async fn run(cli: Cli, env: &Env, out: &mut dyn Write) -> Result<Outcome, CliError> {
+    let addr = connect::resolve(cli.addr.as_deref(), env)?;
+    match cli.command {
+        Command::Secret(cmd) => secret::run(cmd, &addr, env, out).await,
+        Command::Service(cmd) => service::run(cmd, &addr, env, out).await,
+        Command::Status(flag) => {
+            let session = Session::admin(&addr, env).await?;
+            status(&session, flag.json, out).await
+        }
+    }
+}
+
+/// `deploy status`.
+async fn status(session: &Session, json: bool, out: &mut dyn Write) -> Result<Outcome, CliError> {
+    let status = read_status(session).await?;
+    if json {
+        #[derive(serde::Serialize)]
+        struct Json<'a> {
+            addr: String,
+            #[serde(flatten)]
+            status: &'a files::Status,
+        }
+        let addr = session.addr().to_string();
+        write_json(
+            out,
+            &Json {
+                addr,
+                status: &status,
+            },
+        )?;
+    } else {
+        write_text(out, &render_status(&session.addr().to_string(), &status))?;
+    }
+    Ok(Outcome::Done)
+}
+
+/// The human form of `deploy status`.
+fn render_status(addr: &str, status: &files::Status) -> String {
+    let num = |n: Option<u64>| n.map_or_else(|| "?".to_string(), |n| n.to_string());
+    let rotation = match status.rotation {
+        files::Rotation::Idle => "idle".to_string(),
+        files::Rotation::Running { done, total } => {
+            format!("running, {done} of {total} secrets re-encrypted")
+        }
+    };
+    let mut table = output::Table::new(&[("", output::Align::Left), ("", output::Align::Left)]);
+    for (k, v) in [
+        ("server", addr.to_string()),
+        ("key", num(status.key)),
+        ("secrets", num(status.secrets)),
+        ("services", num(status.services)),
+        ("rotation", rotation),
+    ] {
+        table.row(vec![format!("{k}:"), v]);
+    }
+    table.render_rows()
+}
+
+/// Reads and parses `secrets/status`.
+pub(crate) async fn read_status(session: &Session) -> Result<files::Status, CliError> {
+    let text = session
+        .read(&["secrets", "status"])
+        .await
+        .map_err(|e| CliError::request("reading secrets/status", e))?;
+    files::parse_status(&text)
+}
+
+/// Checks a command as the server would, before anything is sent; a bad name or uid
+/// is a usage error (exit status 2). The message never holds the argument itself.
+pub(crate) fn validate(command: &ctl::Command) -> Result<(), CliError> {
+    command
+        .validate()
+        .map_err(|kind| CliError::Usage(kind.to_string()))
+}
+
+/// Reads everything from `reader` into a zeroized buffer, failing with
+/// [`CliError::TooLarge`] beyond [`ctl::MAX_VALUE_LEN`] bytes.
+///
+/// The buffer is allocated once at the full limit, so it never reallocates and leaves no
+/// copy of a value behind in freed memory.
+pub(crate) fn read_limited(
+    mut reader: impl Read,
+    what: &str,
+    too_large: &'static str,
+) -> Result<Zeroizing<Vec<u8>>, CliError> {
+    let limit = ctl::MAX_VALUE_LEN;
+    let mut buf = Zeroizing::new(Vec::with_capacity(limit + 1));
+    let read = reader.by_ref().take(limit as u64 + 1).read_to_end(&mut buf);
+    read.map_err(|source| CliError::Read {
+        what: what.to_string(),
+        source,
+    })?;
+    if buf.len() > limit {
+        return Err(CliError::TooLarge { what: too_large });
+    }
+    Ok(buf)
+}
+
+/// Reads a file with [`read_limited`], refusing one that is too large before reading it.
+pub(crate) fn read_file_limited(
+    path: &std::path::Path,
+    too_large: &'static str,
+) -> Result<Zeroizing<Vec<u8>>, CliError> {
+    let what = format!("{}", path.display());
+    let io_err = |source| CliError::Read {
+        what: what.clone(),
+        source,
+    };
+    let file = std::fs::File::open(path).map_err(io_err)?;
+    let meta = file.metadata().map_err(io_err)?;
+    if meta.is_file() && meta.len() > ctl::MAX_VALUE_LEN as u64 {
+        return Err(CliError::TooLarge { what: too_large });
+    }
+    read_limited(file, &what, too_large)
+}
+
+/// A note for the operator on stderr, beside the output. Failing to write it is not
+/// worth failing the command for.
+pub(crate) fn note(text: &str) {
+    let _ = writeln!(io::stderr(), "deploy: {text}");
+}
+
+#[cfg(test)]
+mod tests {
+    use std::io::Cursor;
+
+    use super::*;
+
+    #[test]
+    fn reads_binary_values_byte_for_byte() {
+        let value: Vec<u8> = (0..=255u8).chain([b'\n', 0, b'\r', b'\n']).collect();
+        let got = read_limited(Cursor::new(value.clone()), "stdin", "the value").unwrap();
+        assert_eq!(*got, value);
+        let empty = read_limited(Cursor::new(Vec::new()), "stdin", "the value").unwrap();
+        assert!(empty.is_empty());
+    }
+
+    #[test]
+    fn the_limit_is_exactly_one_mib() {
+        let max = vec![7u8; ctl::MAX_VALUE_LEN];
+        let got = read_limited(Cursor::new(max), "stdin", "the value").unwrap();
+        assert_eq!(got.len(), ctl::MAX_VALUE_LEN);
+        // Over the limit by one: refused, and the buffer never grew past its allocation.
+        let over = vec![7u8; ctl::MAX_VALUE_LEN + 1];
+        let e = read_limited(Cursor::new(over), "stdin", "the value").unwrap_err();
+        assert!(matches!(e, CliError::TooLarge { what: "the value" }));
+        // A reader that never ends is cut off at the limit, not read to the end.
+        let e = read_limited(io::repeat(1), "stdin", "the value").unwrap_err();
+        assert!(matches!(e, CliError::TooLarge { .. }));
+    }
+
+    #[test]
+    fn reads_files_and_refuses_large_ones_up_front() {
+        let dir = tempfile::tempdir().unwrap();
+        let small = dir.path().join("key.bin");
+        std::fs::write(&small, b"\x00\x01\xff\n").unwrap();
+        assert_eq!(
+            *read_file_limited(&small, "the value").unwrap(),
+            b"\x00\x01\xff\n"
+        );
+        let big = dir.path().join("big");
+        std::fs::write(&big, vec![0u8; ctl::MAX_VALUE_LEN + 1]).unwrap();
+        assert!(matches!(
+            read_file_limited(&big, "the manifest"),
+            Err(CliError::TooLarge {
+                what: "the manifest"
+            })
+        ));
+        let missing = dir.path().join("missing");
+        let e = read_file_limited(&missing, "the value").unwrap_err();
+        assert!(e.to_string().starts_with("cannot read "), "{e}");
+        assert!(e.to_string().contains("missing"), "{e}");
+    }
+
+    #[test]
+    fn usage_errors_do_not_echo_the_argument() {
+        let e = validate(&ctl::Command::Delete {
+            name: "hunter2 oops".into(),
+        })
+        .unwrap_err();
+        assert_eq!(e.exit_code(), 2);
+        assert!(!e.to_string().contains("hunter2"));
+        assert!(e.to_string().starts_with("invalid secret name"), "{e}");
+    }
+
+    #[test]
+    fn status_text() {
+        let s = files::Status {
+            key: Some(2),
+            secrets: Some(10),
+            services: Some(3),
+            rotation: files::Rotation::Running { done: 4, total: 10 },
+        };
+        assert_eq!(
+            render_status("unix:/s", &s),
+            "server:    unix:/s\n\
+             key:       2\n\
+             secrets:   10\n\
+             services:  3\n\
+             rotation:  running, 4 of 10 secrets re-encrypted\n"
+        );
+    }
+}

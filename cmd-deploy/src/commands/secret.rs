@@ -1,0 +1,446 @@
+//! `deploy secret …`: set, list, delete, grant, revoke, rotate-key, get.
+
+use std::collections::BTreeMap;
+use std::io::{self, IsTerminal, Write};
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use ctl::{Command, Value};
+use serde::Serialize;
+use zeroize::Zeroizing;
+
+use super::{Outcome, read_file_limited, read_limited, read_status, validate};
+use crate::cli::SecretCommand;
+use crate::connect::{Addr, Env, Session, is_not_found, is_permission_denied};
+use crate::error::CliError;
+use crate::files::{self, Rotation};
+use crate::output::{self, Align, Table, write_json, write_text};
+
+/// How often `rotate-key` polls `secrets/status`.
+const POLL_INTERVAL: Duration = Duration::from_millis(100);
+
+/// How often `rotate-key` prints a progress line when stderr is not a terminal.
+const PLAIN_PROGRESS_INTERVAL: Duration = Duration::from_secs(2);
+
+/// The refusal of a value given as an argument.
+const VALUE_ON_ARGV: &str = "secret set takes no value on the command line (other users \
+    can see arguments, and shells keep them in history); type it at the prompt, pipe it \
+    to stdin, or pass --file PATH";
+
+/// Runs one `deploy secret` command.
+///
+/// # Errors
+/// Whatever the command met.
+pub async fn run(
+    cmd: SecretCommand,
+    addr: &Addr,
+    env: &Env,
+    out: &mut dyn Write,
+) -> Result<Outcome, CliError> {
+    match cmd {
+        SecretCommand::Set {
+            name,
+            file,
+            argv_value,
+        } => {
+            if !argv_value.is_empty() {
+                return Err(CliError::Usage(VALUE_ON_ARGV.into()));
+            }
+            set(addr, env, name, file.as_deref(), out).await
+        }
+        SecretCommand::List(flag) => {
+            let session = Session::admin(addr, env).await?;
+            list(&session, flag.json, out).await
+        }
+        SecretCommand::Delete { name } => {
+            let line = format!("deleted secret {name}\n");
+            apply(addr, env, &Command::Delete { name }, &line, out).await
+        }
+        SecretCommand::Grant { service, name } => {
+            let line = format!("granted {name} to {service}\n");
+            apply(addr, env, &Command::Grant { service, name }, &line, out).await
+        }
+        SecretCommand::Revoke { service, name } => {
+            let line = format!("revoked {name} from {service}\n");
+            apply(addr, env, &Command::Revoke { service, name }, &line, out).await
+        }
+        SecretCommand::RotateKey => {
+            let session = Session::admin(addr, env).await?;
+            rotate_key(&session, out).await
+        }
+        SecretCommand::Get { name, service } => get(addr, env, &name, &service, out).await,
+    }
+}
+
+/// Validates, connects, sends one command and prints `done` on success.
+async fn apply(
+    addr: &Addr,
+    env: &Env,
+    command: &Command,
+    done: &str,
+    out: &mut dyn Write,
+) -> Result<Outcome, CliError> {
+    validate(command)?;
+    let session = Session::admin(addr, env).await?;
+    let mut ctl = session.ctl().await?;
+    ctl.send(command).await?;
+    ctl.close().await?;
+    write_text(out, done)?;
+    Ok(Outcome::Done)
+}
+
+/// `deploy secret set NAME [--file PATH]`.
+async fn set(
+    addr: &Addr,
+    env: &Env,
+    name: String,
+    file: Option<&Path>,
+    out: &mut dyn Write,
+) -> Result<Outcome, CliError> {
+    // Check the name before anyone types a value for it.
+    validate(&Command::Set {
+        name: name.clone(),
+        value: Value::default(),
+    })?;
+    // Connect before prompting too: a server that is down should not cost a typed value.
+    let session = Session::admin(addr, env).await?;
+    let value = match file {
+        Some(path) => read_file_limited(path, "the value")?,
+        None if io::stdin().is_terminal() => prompt_value(&name)?,
+        None => read_limited(io::stdin().lock(), "stdin", "the value")?,
+    };
+    let size = value.len();
+    let command = Command::Set {
+        name: name.clone(),
+        value: Value::from(value),
+    };
+    validate(&command)?;
+    let mut ctl = session.ctl().await?;
+    ctl.send(&command).await?;
+    ctl.close().await?;
+    drop(command);
+    // The version is a nicety: the secret is stored whether or not this stat works.
+    let line = match session.stat(&["secrets", "store", &name]).await {
+        Ok(stat) => format!("set {name} (version {}, {size} bytes)\n", stat.qid.version),
+        Err(_) => format!("set {name} ({size} bytes)\n"),
+    };
+    write_text(out, &line)?;
+    Ok(Outcome::Done)
+}
+
+/// Reads a value typed at the terminal, without echo; the newline that ends it is dropped.
+///
+/// This blocks the (single-threaded) runtime on purpose: nothing else is in flight, and
+/// main.rs has installed a SIGINT handler, so Ctrl-C (which rpassword, with the terminal
+/// in raw mode, turns into a raised SIGINT) makes rpassword return, restoring echo, instead
+/// of killing the process with the terminal still silent.
+fn prompt_value(name: &str) -> Result<Zeroizing<Vec<u8>>, CliError> {
+    let config = rpassword::ConfigBuilder::new()
+        .output_writer(io::stderr())
+        .build();
+    let typed = rpassword::prompt_password_with_config(format!("Value for {name}: "), config);
+    match typed {
+        Ok(text) => Ok(Zeroizing::new(text.into_bytes())),
+        Err(e) if e.kind() == io::ErrorKind::Interrupted => Err(CliError::Interrupted),
+        Err(source) => Err(CliError::Read {
+            what: "the value from the terminal".into(),
+            source,
+        }),
+    }
+}
+
+/// One row of `deploy secret list`.
+#[derive(Debug, PartialEq, Eq, Serialize)]
+pub struct SecretRow {
+    /// The secret's name.
+    pub name: String,
+    /// Its version (the qid version of its store entry).
+    pub version: u32,
+    /// Its size in bytes.
+    pub size: u64,
+    /// When it last changed, UTC ISO-8601.
+    pub mtime: String,
+    /// The services granted it, sorted.
+    pub granted_to: Vec<String>,
+}
+
+/// `deploy secret list [--json]`.
+async fn list(session: &Session, json: bool, out: &mut dyn Write) -> Result<Outcome, CliError> {
+    let store = session
+        .list(&["secrets", "store"])
+        .await
+        .map_err(|e| CliError::request("listing secrets/store", e))?;
+    let grants = all_grants(session).await?;
+    let mut holders: BTreeMap<&str, Vec<String>> = BTreeMap::new();
+    for (service, names) in &grants {
+        for name in names {
+            holders.entry(name).or_default().push(service.clone());
+        }
+    }
+    let mut rows: Vec<SecretRow> = store
+        .into_iter()
+        .map(|st| SecretRow {
+            granted_to: holders.remove(st.name.as_str()).unwrap_or_default(),
+            version: st.qid.version,
+            size: st.length,
+            mtime: output::iso8601(st.mtime),
+            name: st.name,
+        })
+        .collect();
+    rows.sort_by(|a, b| a.name.cmp(&b.name));
+    if json {
+        write_json(out, &rows)?;
+    } else {
+        write_text(out, &render_list(&rows))?;
+    }
+    Ok(Outcome::Done)
+}
+
+/// The table of `deploy secret list`.
+fn render_list(rows: &[SecretRow]) -> String {
+    let mut table = Table::new(&[
+        ("NAME", Align::Left),
+        ("VERSION", Align::Right),
+        ("SIZE", Align::Right),
+        ("MODIFIED", Align::Left),
+        ("GRANTED TO", Align::Left),
+    ]);
+    for r in rows {
+        let granted = if r.granted_to.is_empty() {
+            "-".to_string()
+        } else {
+            r.granted_to.join(", ")
+        };
+        table.row(vec![
+            r.name.clone(),
+            r.version.to_string(),
+            r.size.to_string(),
+            r.mtime.clone(),
+            granted,
+        ]);
+    }
+    table.render()
+}
+
+/// Every service's grants, from `secrets/grants/*`, by service name.
+pub(crate) async fn all_grants(
+    session: &Session,
+) -> Result<BTreeMap<String, Vec<String>>, CliError> {
+    let entries = session
+        .list(&["secrets", "grants"])
+        .await
+        .map_err(|e| CliError::request("listing secrets/grants", e))?;
+    let mut grants = BTreeMap::new();
+    for entry in entries {
+        match session.read(&["secrets", "grants", &entry.name]).await {
+            Ok(text) => {
+                grants.insert(entry.name, files::parse_grants(&text)?);
+            }
+            // Removed since the listing: it has no grants any more.
+            Err(e) if is_not_found(&e) => {}
+            Err(e) => {
+                let context = format!("reading secrets/grants/{}", entry.name);
+                return Err(CliError::request(context, e));
+            }
+        }
+    }
+    Ok(grants)
+}
+
+/// `deploy secret rotate-key`: sends `rotate-key` and, while its Twrite is outstanding,
+/// polls `secrets/status` on the same connection to show progress.
+async fn rotate_key(session: &Session, out: &mut dyn Write) -> Result<Outcome, CliError> {
+    let before = read_status(session).await?;
+    let started = Instant::now();
+    let mut progress = Progress::new(io::stderr().is_terminal());
+    let mut ctl = session.ctl().await?;
+    let mut last_total = None;
+    {
+        let send = ctl.send(&Command::RotateKey);
+        tokio::pin!(send);
+        // The first poll waits one interval: a quick rotation shows no progress at all.
+        let first = tokio::time::Instant::now() + POLL_INTERVAL;
+        let mut tick = tokio::time::interval_at(first, POLL_INTERVAL);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                sent = &mut send => {
+                    progress.finish();
+                    sent?;
+                    break;
+                }
+                _ = tick.tick() => {
+                    // A failed poll only costs a frame of progress; the write decides.
+                    if let Ok(Rotation::Running { done, total }) =
+                        read_status(session).await.map(|s| s.rotation)
+                    {
+                        last_total = Some(total);
+                        progress.show(done, total);
+                    }
+                }
+            }
+        }
+    }
+    ctl.close().await?;
+    let elapsed = started.elapsed();
+    let after = read_status(session).await?;
+    let count = last_total.or(after.secrets).or(before.secrets);
+    write_text(
+        out,
+        &rotation_summary(before.key, after.key, count, elapsed),
+    )?;
+    Ok(Outcome::Done)
+}
+
+/// The line `rotate-key` ends with.
+fn rotation_summary(
+    old: Option<u64>,
+    new: Option<u64>,
+    secrets: Option<u64>,
+    elapsed: Duration,
+) -> String {
+    let id = |k: Option<u64>| k.map_or_else(|| "?".to_string(), |k| k.to_string());
+    let count = match secrets {
+        Some(1) => "1 secret".to_string(),
+        Some(n) => format!("{n} secrets"),
+        None => "all secrets".to_string(),
+    };
+    format!(
+        "rotated key {} → {}: {count} re-encrypted in {}\n",
+        id(old),
+        id(new),
+        output::human_duration(elapsed)
+    )
+}
+
+/// Rotation progress on stderr: a bar redrawn in place on a terminal, else a plain line
+/// now and then (logs and CI do not want a line per poll).
+struct Progress {
+    terminal: bool,
+    drawn: bool,
+    last_plain: Option<Instant>,
+}
+
+impl Progress {
+    fn new(terminal: bool) -> Progress {
+        Progress {
+            terminal,
+            drawn: false,
+            last_plain: None,
+        }
+    }
+
+    fn show(&mut self, done: u64, total: u64) {
+        let mut err = io::stderr().lock();
+        if self.terminal {
+            let bar = output::progress_bar(done, total, 30);
+            let _ = write!(err, "\rre-encrypting {bar}");
+            let _ = err.flush();
+            self.drawn = true;
+        } else if self
+            .last_plain
+            .is_none_or(|t| t.elapsed() >= PLAIN_PROGRESS_INTERVAL)
+        {
+            let _ = writeln!(err, "deploy: re-encrypting: {done}/{total} secrets");
+            self.last_plain = Some(Instant::now());
+        }
+    }
+
+    /// Clears the bar so that the summary starts on a clean line.
+    fn finish(&mut self) {
+        if self.drawn {
+            // Carriage return, then erase the line (ECMA-48 EL).
+            let _ = write!(io::stderr(), "\r\x1b[2K");
+            self.drawn = false;
+        }
+    }
+}
+
+/// `deploy secret get NAME --as SERVICE`: the value as the service reads it.
+async fn get(
+    addr: &Addr,
+    env: &Env,
+    name: &str,
+    service: &str,
+    out: &mut dyn Write,
+) -> Result<Outcome, CliError> {
+    validate(&Command::Grant {
+        service: service.to_string(),
+        name: name.to_string(),
+    })?;
+    let session = Session::service_view(addr, env, service).await?;
+    let value = match session.read(&["secret", name]).await {
+        Ok(v) => v,
+        Err(e) if is_not_found(&e) || is_permission_denied(&e) => {
+            return Err(CliError::SecretNotVisible {
+                service: service.to_string(),
+                name: name.to_string(),
+            });
+        }
+        Err(e) => return Err(CliError::request(format!("reading secret/{name}"), e)),
+    };
+    out.write_all(&value)
+        .and_then(|()| out.flush())
+        .map_err(CliError::Stdout)?;
+    if io::stdout().is_terminal() && !value.ends_with(b"\n") {
+        // Keep the shell's prompt off the value's line; only on a terminal, so that a
+        // pipe or file gets the exact bytes.
+        let _ = writeln!(io::stderr());
+    }
+    Ok(Outcome::Done)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn list_table() {
+        let rows = vec![
+            SecretRow {
+                name: "api_key".into(),
+                version: 12,
+                size: 40,
+                mtime: output::iso8601(1_714_564_800),
+                granted_to: vec![],
+            },
+            SecretRow {
+                name: "db_password".into(),
+                version: 3,
+                size: 1048576,
+                mtime: output::iso8601(0),
+                granted_to: vec!["web".into(), "worker".into()],
+            },
+        ];
+        assert_eq!(
+            render_list(&rows),
+            "NAME         VERSION     SIZE  MODIFIED              GRANTED TO\n\
+             api_key           12       40  2024-05-01T12:00:00Z  -\n\
+             db_password        3  1048576  1970-01-01T00:00:00Z  web, worker\n"
+        );
+        let json = serde_json::to_value(&rows[1]).unwrap();
+        assert_eq!(
+            json,
+            serde_json::json!({
+                "name": "db_password", "version": 3, "size": 1048576,
+                "mtime": "1970-01-01T00:00:00Z", "granted_to": ["web", "worker"]
+            })
+        );
+    }
+
+    #[test]
+    fn rotation_summaries() {
+        assert_eq!(
+            rotation_summary(Some(3), Some(4), Some(120), Duration::from_millis(1234)),
+            "rotated key 3 → 4: 120 secrets re-encrypted in 1.2s\n"
+        );
+        assert_eq!(
+            rotation_summary(Some(1), Some(2), Some(1), Duration::from_millis(5)),
+            "rotated key 1 → 2: 1 secret re-encrypted in 5ms\n"
+        );
+        assert_eq!(
+            rotation_summary(None, None, None, Duration::ZERO),
+            "rotated key ? → ?: all secrets re-encrypted in 0ms\n"
+        );
+    }
+}

@@ -1,0 +1,255 @@
+//! [`CliError`]: what went wrong, worded for the operator, each with what to do next.
+//!
+//! Library errors ([`ClientError`], I/O) are wrapped here with the context deploy knows
+//! (which address, which file, which request). Nothing here ever holds a secret value:
+//! names are the operator's own arguments, and a ctl error is the server's text, which by
+//! the ctl crate's design never echoes input.
+
+use std::io;
+
+use ninep::client::ClientError;
+use thiserror::Error;
+
+/// The exit status for a usage error (clap uses the same).
+pub const EXIT_USAGE: u8 = 2;
+
+/// The exit status after Ctrl-C at the prompt (128 + SIGINT, as shells report it).
+pub const EXIT_INTERRUPTED: u8 = 130;
+
+/// A failure of one deploy invocation.
+#[derive(Debug, Error)]
+pub enum CliError {
+    /// The server would not attach the admin tree for this user.
+    #[error(
+        "the server refused this user (uid {uid}): only root and the uid that ran \
+         `srv-secrets init` are admin"
+    )]
+    AttachRefused {
+        /// Our effective uid, which the server sees through SO_PEERCRED.
+        uid: u32,
+    },
+    /// Connecting or negotiating the protocol failed.
+    #[error("cannot connect to srv-secrets at {addr}: {}", connect_hint(.source))]
+    Connect {
+        /// The address, as `unix:PATH`.
+        addr: String,
+        /// What the client reported.
+        source: ClientError,
+    },
+    /// The server refused a ctl command; this is its text, verbatim.
+    #[error("{0}")]
+    Ctl(String),
+    /// Ctrl-C (SIGINT).
+    #[error("interrupted")]
+    Interrupted,
+    /// A service that does not exist.
+    #[error(
+        "no such service {0}; see `deploy service list`, or add it with \
+         `deploy service add {0} --uid UID`"
+    )]
+    NoSuchService(String),
+    /// Reading the value or a manifest failed.
+    #[error("cannot read {what}: {source}")]
+    Read {
+        /// What was being read ("stdin", "the file /x").
+        what: String,
+        /// The I/O error.
+        source: io::Error,
+    },
+    /// A 9P request failed for a reason other than those above.
+    #[error("{context}: {}", request_hint(.source))]
+    Request {
+        /// What deploy was doing ("reading secrets/status").
+        context: String,
+        /// What the client reported.
+        source: ClientError,
+    },
+    /// A secret that a service's view does not show.
+    #[error(
+        "{service} cannot read a secret {name}: it is not granted to {service}, or it does \
+         not exist; grant it with `deploy secret grant {service} {name}`"
+    )]
+    SecretNotVisible {
+        /// The service whose view was used.
+        service: String,
+        /// The secret's name.
+        name: String,
+    },
+    /// Writing our output failed (a closed pipe is not reported: see [`CliError::is_broken_pipe`]).
+    #[error("cannot write to stdout: {0}")]
+    Stdout(io::Error),
+    /// A value or manifest over the server's limit, caught before sending.
+    #[error(
+        "{what} is larger than 1 MiB ({limit} bytes), the most the server accepts; \
+         nothing was sent",
+        limit = ctl::MAX_VALUE_LEN
+    )]
+    TooLarge {
+        /// "the value" or "the manifest".
+        what: &'static str,
+    },
+    /// The server sent something this deploy does not understand.
+    #[error("unexpected answer from the server: {0}; are deploy and srv-secrets the same version?")]
+    Unexpected(String),
+    /// An argument that is wrong before anything is sent (exit status 2).
+    #[error("{0}")]
+    Usage(String),
+}
+
+impl CliError {
+    /// The process exit status for this error.
+    pub fn exit_code(&self) -> u8 {
+        match self {
+            CliError::Usage(_) => EXIT_USAGE,
+            CliError::Interrupted => EXIT_INTERRUPTED,
+            _ => 1,
+        }
+    }
+
+    /// Whether this is stdout closed by its reader (`deploy secret list | head -1`), which
+    /// is how a pipeline says "enough", not a failure.
+    pub fn is_broken_pipe(&self) -> bool {
+        matches!(self, CliError::Stdout(e) if e.kind() == io::ErrorKind::BrokenPipe)
+    }
+
+    /// Wraps a failed request with what deploy was doing.
+    pub fn request(context: impl Into<String>, source: ClientError) -> CliError {
+        CliError::Request {
+            context: context.into(),
+            source,
+        }
+    }
+
+    /// A ctl write or clunk that failed: the server's own text when it answered Rerror.
+    pub fn ctl(source: ClientError) -> CliError {
+        match source {
+            ClientError::Remote(text) => CliError::Ctl(text),
+            other => CliError::request("writing secrets/ctl", other),
+        }
+    }
+}
+
+/// Says what a failed connect means and what to do about it.
+fn connect_hint(e: &ClientError) -> String {
+    const START: &str = "is the server running? start it with `srv-secrets serve` or pass --addr";
+    match e {
+        ClientError::Io(io) => match io.kind() {
+            io::ErrorKind::ConnectionRefused => format!("connection refused; {START}"),
+            io::ErrorKind::NotFound => format!("no such socket; {START}"),
+            io::ErrorKind::PermissionDenied => "permission denied on the socket; run deploy as \
+                 root or as the user that ran `srv-secrets init`"
+                .to_string(),
+            _ => format!("{io}; check the address (--addr unix:PATH)"),
+        },
+        ClientError::Disconnected => {
+            "the server closed the connection; is this a srv-secrets socket? see the server's log"
+                .to_string()
+        }
+        ClientError::Remote(text) => format!("the server refused the session: {text}"),
+        other => format!("{other}; is this a srv-secrets socket?"),
+    }
+}
+
+/// A request's failure, with a hint where the cause is known.
+fn request_hint(e: &ClientError) -> String {
+    match e {
+        ClientError::Disconnected => {
+            "the server closed the connection; see the server's log".to_string()
+        }
+        other => other.to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn connect(kind: io::ErrorKind) -> String {
+        CliError::Connect {
+            addr: "unix:/run/srv-secrets/9p.sock".into(),
+            source: ClientError::Io(io::Error::from(kind)),
+        }
+        .to_string()
+    }
+
+    #[test]
+    fn connect_errors_say_what_to_do() {
+        assert_eq!(
+            connect(io::ErrorKind::ConnectionRefused),
+            "cannot connect to srv-secrets at unix:/run/srv-secrets/9p.sock: connection \
+             refused; is the server running? start it with `srv-secrets serve` or pass --addr"
+        );
+        assert_eq!(
+            connect(io::ErrorKind::NotFound),
+            "cannot connect to srv-secrets at unix:/run/srv-secrets/9p.sock: no such socket; \
+             is the server running? start it with `srv-secrets serve` or pass --addr"
+        );
+        assert!(connect(io::ErrorKind::PermissionDenied).ends_with(
+            "permission denied on the socket; run deploy as root or as the user that ran \
+             `srv-secrets init`"
+        ));
+        let closed = CliError::Connect {
+            addr: "unix:/s".into(),
+            source: ClientError::Disconnected,
+        };
+        assert!(closed.to_string().contains("is this a srv-secrets socket?"));
+    }
+
+    #[test]
+    fn attach_refused_names_the_uid_and_who_is_admin() {
+        assert_eq!(
+            CliError::AttachRefused { uid: 1000 }.to_string(),
+            "the server refused this user (uid 1000): only root and the uid that ran \
+             `srv-secrets init` are admin"
+        );
+    }
+
+    #[test]
+    fn ctl_errors_are_the_servers_text() {
+        let text = "ctl: line 1: grant: no such service; add it first with: service NAME uid UID";
+        let e = CliError::ctl(ClientError::Remote(text.into()));
+        assert_eq!(e.to_string(), text);
+        assert_eq!(e.exit_code(), 1);
+        let e = CliError::ctl(ClientError::Disconnected);
+        assert_eq!(
+            e.to_string(),
+            "writing secrets/ctl: the server closed the connection; see the server's log"
+        );
+    }
+
+    #[test]
+    fn hints_for_names() {
+        assert_eq!(
+            CliError::NoSuchService("web".into()).to_string(),
+            "no such service web; see `deploy service list`, or add it with \
+             `deploy service add web --uid UID`"
+        );
+        let e = CliError::SecretNotVisible {
+            service: "web".into(),
+            name: "db".into(),
+        };
+        assert!(
+            e.to_string()
+                .ends_with("grant it with `deploy secret grant web db`")
+        );
+        assert_eq!(
+            CliError::TooLarge { what: "the value" }.to_string(),
+            "the value is larger than 1 MiB (1048576 bytes), the most the server accepts; \
+             nothing was sent"
+        );
+    }
+
+    #[test]
+    fn exit_codes_and_broken_pipe() {
+        assert_eq!(CliError::Usage("x".into()).exit_code(), 2);
+        assert_eq!(CliError::Interrupted.exit_code(), 130);
+        assert_eq!(CliError::Ctl("x".into()).exit_code(), 1);
+        assert!(CliError::Stdout(io::ErrorKind::BrokenPipe.into()).is_broken_pipe());
+        assert!(!CliError::Stdout(io::ErrorKind::Other.into()).is_broken_pipe());
+        let read = CliError::Read {
+            what: "stdin".into(),
+            source: io::ErrorKind::BrokenPipe.into(),
+        };
+        assert!(!read.is_broken_pipe());
+    }
+}

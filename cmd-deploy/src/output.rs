@@ -1,0 +1,253 @@
+//! Human output (aligned tables, UTC times, a progress bar) and JSON.
+//!
+//! Everything here renders to a `String` or writes to a caller's writer, so that it can
+//! be tested, and so that stdout errors reach main.rs (which treats a closed pipe as
+//! the end of the output, not a failure).
+
+use std::io::Write;
+
+use serde::Serialize;
+
+use crate::error::CliError;
+
+/// How a column's cells line up.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Align {
+    /// Text.
+    Left,
+    /// Numbers.
+    Right,
+}
+
+/// A table with a header row, columns two spaces apart, no trailing blanks.
+#[derive(Debug)]
+pub struct Table {
+    columns: Vec<(&'static str, Align)>,
+    rows: Vec<Vec<String>>,
+}
+
+impl Table {
+    /// A table with these column headers and alignments.
+    pub fn new(columns: &[(&'static str, Align)]) -> Table {
+        Table {
+            columns: columns.to_vec(),
+            rows: Vec::new(),
+        }
+    }
+
+    /// Adds a row; missing cells are blank and extra cells are dropped.
+    pub fn row(&mut self, cells: Vec<String>) {
+        self.rows.push(cells);
+    }
+
+    /// The table as text, one line per row after the header, each ending in a newline.
+    pub fn render(&self) -> String {
+        self.render_lines(true)
+    }
+
+    /// The rows alone, without the header (for key/value lists).
+    pub fn render_rows(&self) -> String {
+        self.render_lines(false)
+    }
+
+    fn render_lines(&self, with_header: bool) -> String {
+        let cell = |row: &[String], i: usize| row.get(i).map_or("", String::as_str).to_string();
+        let header: Vec<String> = self.columns.iter().map(|(h, _)| h.to_string()).collect();
+        let lines: Vec<Vec<String>> = with_header
+            .then_some(header)
+            .into_iter()
+            .chain(
+                self.rows
+                    .iter()
+                    .map(|r| (0..self.columns.len()).map(|i| cell(r, i)).collect()),
+            )
+            .collect();
+        let widths: Vec<usize> = (0..self.columns.len())
+            .map(|i| lines.iter().map(|l| width(&l[i])).max().unwrap_or(0))
+            .collect();
+        let mut out = String::new();
+        for line in &lines {
+            let mut text = String::new();
+            for (i, cell) in line.iter().enumerate() {
+                if i > 0 {
+                    text.push_str("  ");
+                }
+                let pad = " ".repeat(widths[i] - width(cell));
+                match self.columns[i].1 {
+                    Align::Left => {
+                        text.push_str(cell);
+                        text.push_str(&pad);
+                    }
+                    Align::Right => {
+                        text.push_str(&pad);
+                        text.push_str(cell);
+                    }
+                }
+            }
+            out.push_str(text.trim_end());
+            out.push('\n');
+        }
+        out
+    }
+}
+
+/// Display width in columns. Everything deploy tabulates is ASCII (names follow the name
+/// rule), so counting characters is exact where it matters.
+fn width(s: &str) -> usize {
+    s.chars().count()
+}
+
+/// Writes text to stdout (or a test's buffer), mapping failures to [`CliError::Stdout`].
+pub fn write_text(out: &mut dyn Write, text: &str) -> Result<(), CliError> {
+    out.write_all(text.as_bytes())
+        .and_then(|()| out.flush())
+        .map_err(CliError::Stdout)
+}
+
+/// Writes a value as pretty JSON and a newline.
+pub fn write_json<T: Serialize>(out: &mut dyn Write, value: &T) -> Result<(), CliError> {
+    let mut text = serde_json::to_string_pretty(value)
+        .map_err(|e| CliError::Unexpected(format!("cannot encode JSON: {e}")))?;
+    text.push('\n');
+    write_text(out, &text)
+}
+
+/// A time as UTC ISO-8601, `2024-05-01T12:00:00Z`, from seconds since the epoch (9P's
+/// mtime is a u32, so years 1970 to 2106).
+pub fn iso8601(secs: u32) -> String {
+    let secs = u64::from(secs);
+    let (days, rem) = (secs / 86_400, secs % 86_400);
+    let (y, m, d) = civil_from_days(days);
+    format!(
+        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}Z",
+        rem / 3600,
+        rem % 3600 / 60,
+        rem % 60
+    )
+}
+
+/// The proleptic Gregorian date of a day count since 1970-01-01: Howard Hinnant's
+/// `civil_from_days` (chrono-compatible algorithms, public domain), for days ≥ 0.
+fn civil_from_days(days: u64) -> (u64, u64, u64) {
+    let z = days + 719_468;
+    let era = z / 146_097;
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = yoe + era * 400 + u64::from(m <= 2);
+    (y, m, d)
+}
+
+/// A one-line progress bar: `[#######.............]  35/100`.
+pub fn progress_bar(done: u64, total: u64, cells: usize) -> String {
+    let filled = if total == 0 {
+        cells
+    } else {
+        // u128 so that done * cells cannot overflow.
+        (u128::from(done.min(total)) * cells as u128 / u128::from(total)) as usize
+    };
+    let count_width = total.to_string().len();
+    format!(
+        "[{}{}] {done:>count_width$}/{total}",
+        "#".repeat(filled),
+        ".".repeat(cells - filled)
+    )
+}
+
+/// A duration for people: `850ms`, `1.2s`, `3m04s`.
+pub fn human_duration(d: std::time::Duration) -> String {
+    let ms = d.as_millis();
+    if ms < 1000 {
+        format!("{ms}ms")
+    } else if ms < 60_000 {
+        format!("{:.1}s", d.as_secs_f64())
+    } else {
+        format!("{}m{:02}s", d.as_secs() / 60, d.as_secs() % 60)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+
+    #[test]
+    fn tables_align_and_have_no_trailing_blanks() {
+        let mut t = Table::new(&[
+            ("NAME", Align::Left),
+            ("VERSION", Align::Right),
+            ("GRANTED TO", Align::Left),
+        ]);
+        t.row(vec!["db_password".into(), "3".into(), "web, worker".into()]);
+        t.row(vec!["k".into(), "12".into(), "".into()]);
+        assert_eq!(
+            t.render(),
+            "NAME         VERSION  GRANTED TO\n\
+             db_password        3  web, worker\n\
+             k                 12\n"
+        );
+    }
+
+    #[test]
+    fn tables_tolerate_ragged_rows_and_no_rows() {
+        let mut t = Table::new(&[("A", Align::Left), ("B", Align::Left)]);
+        assert_eq!(t.render(), "A  B\n");
+        t.row(vec!["only".into()]);
+        t.row(vec!["x".into(), "y".into(), "dropped".into()]);
+        assert_eq!(t.render(), "A     B\nonly\nx     y\n");
+        assert_eq!(t.render_rows(), "only\nx     y\n");
+    }
+
+    #[test]
+    fn iso8601_in_utc() {
+        assert_eq!(iso8601(0), "1970-01-01T00:00:00Z");
+        assert_eq!(iso8601(951_782_400), "2000-02-29T00:00:00Z");
+        assert_eq!(iso8601(1_709_251_199), "2024-02-29T23:59:59Z");
+        assert_eq!(iso8601(1_714_564_800), "2024-05-01T12:00:00Z");
+        assert_eq!(iso8601(u32::MAX), "2106-02-07T06:28:15Z");
+    }
+
+    #[test]
+    fn progress_bars() {
+        assert_eq!(progress_bar(0, 10, 10), "[..........]  0/10");
+        assert_eq!(progress_bar(5, 10, 10), "[#####.....]  5/10");
+        assert_eq!(progress_bar(10, 10, 4), "[####] 10/10");
+        assert_eq!(progress_bar(0, 0, 4), "[####] 0/0");
+        assert_eq!(progress_bar(7, 3, 3), "[###] 7/3");
+        assert_eq!(
+            progress_bar(u64::MAX - 1, u64::MAX, 2),
+            format!("[#.] {}/{}", u64::MAX - 1, u64::MAX)
+        );
+    }
+
+    #[test]
+    fn durations() {
+        assert_eq!(human_duration(Duration::from_millis(850)), "850ms");
+        assert_eq!(human_duration(Duration::from_millis(1234)), "1.2s");
+        assert_eq!(human_duration(Duration::from_secs(184)), "3m04s");
+    }
+
+    #[test]
+    fn write_errors_are_stdout_errors() {
+        struct Closed;
+        impl Write for Closed {
+            fn write(&mut self, _: &[u8]) -> std::io::Result<usize> {
+                Err(std::io::ErrorKind::BrokenPipe.into())
+            }
+            fn flush(&mut self) -> std::io::Result<()> {
+                Ok(())
+            }
+        }
+        assert!(write_text(&mut Closed, "x").unwrap_err().is_broken_pipe());
+        let mut buf = Vec::new();
+        write_json(&mut buf, &serde_json::json!({"a": [1]})).unwrap();
+        assert_eq!(
+            String::from_utf8(buf).unwrap(),
+            "{\n  \"a\": [\n    1\n  ]\n}\n"
+        );
+    }
+}

@@ -1,0 +1,184 @@
+//! CLI transcripts: runs the `deploy` binary for every `tests/cmd/*.txt` and compares its
+//! exit status, stdout and stderr with the file's (the idea of rage's `tests/cmd/*.toml`,
+//! in a format that needs no parser crate).
+//!
+//! These cover what deploy does without a server: finding the address, connection
+//! errors and their hints, usage errors and exit codes. The end-to-end tests (package
+//! srv-secrets-tests) run the same binary against the real server.
+//!
+//! A transcript:
+//!
+//! ```text
+//! # comments
+//! args: secret list --addr unix:$TMP/dead.sock   (split on blanks)
+//! env: NAME=VALUE                                (repeatable)
+//! stdin: one line of input                       (else stdin is empty)
+//! status: 1
+//! --- stdout                                     (absent: not checked)
+//! --- stderr                                     (each section: exact text)
+//! deploy: cannot connect ...
+//! ```
+//!
+//! `$TMP` is a fresh directory per transcript, holding `dead.sock`: a socket that was
+//! bound and closed, so connecting to it is refused. The environment is cleared of
+//! SRV_SECRETS_ADDR and XDG_RUNTIME_DIR unless the transcript sets them.
+
+use std::fs;
+use std::io::Write;
+use std::os::unix::net::UnixListener;
+use std::path::Path;
+use std::process::{Command, Stdio};
+
+struct Transcript {
+    args: Vec<String>,
+    env: Vec<(String, String)>,
+    stdin: String,
+    status: i32,
+    stdout: Option<String>,
+    stderr: Option<String>,
+}
+
+fn parse(text: &str, tmp: &str) -> Transcript {
+    let text = text.replace("$TMP", tmp);
+    let mut t = Transcript {
+        args: Vec::new(),
+        env: Vec::new(),
+        stdin: String::new(),
+        status: 0,
+        stdout: None,
+        stderr: None,
+    };
+    let mut section: Option<&mut Option<String>> = None;
+    for line in text.lines() {
+        if let Some(name) = line.strip_prefix("--- ") {
+            let slot = match name {
+                "stdout" => &mut t.stdout,
+                "stderr" => &mut t.stderr,
+                other => panic!("unknown section {other}"),
+            };
+            *slot = Some(String::new());
+            section = Some(slot);
+            continue;
+        }
+        if let Some(out) = section.as_mut() {
+            let out = out.as_mut().expect("set when the section began");
+            out.push_str(line);
+            out.push('\n');
+            continue;
+        }
+        if line.starts_with('#') || line.trim().is_empty() {
+            continue;
+        }
+        let (key, value) = line.split_once(": ").expect("header lines are KEY: VALUE");
+        match key {
+            "args" => t.args = value.split_whitespace().map(String::from).collect(),
+            "env" => {
+                let (k, v) = value.split_once('=').expect("env: NAME=VALUE");
+                t.env.push((k.into(), v.into()));
+            }
+            "stdin" => t.stdin = format!("{value}\n"),
+            "status" => t.status = value.parse().expect("status: N"),
+            other => panic!("unknown header {other}"),
+        }
+    }
+    t
+}
+
+fn run(path: &Path) -> Result<(), String> {
+    let tmp = tempfile::tempdir().map_err(|e| e.to_string())?;
+    drop(UnixListener::bind(tmp.path().join("dead.sock")).map_err(|e| e.to_string())?);
+    let text = fs::read_to_string(path).map_err(|e| e.to_string())?;
+    let t = parse(&text, &tmp.path().display().to_string());
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_deploy"));
+    cmd.args(&t.args)
+        .env_remove("SRV_SECRETS_ADDR")
+        .env_remove("XDG_RUNTIME_DIR")
+        .envs(t.env.iter().map(|(k, v)| (k, v)))
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let mut child = cmd.spawn().map_err(|e| e.to_string())?;
+    if let Some(mut stdin) = child.stdin.take() {
+        // deploy may exit before reading stdin: a closed pipe is fine here.
+        let _ = stdin.write_all(t.stdin.as_bytes());
+    }
+    let out = child.wait_with_output().map_err(|e| e.to_string())?;
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let mut problems = Vec::new();
+    if out.status.code() != Some(t.status) {
+        problems.push(format!(
+            "status {:?}, expected {}",
+            out.status.code(),
+            t.status
+        ));
+    }
+    for (name, got, want) in [
+        ("stdout", &stdout, &t.stdout),
+        ("stderr", &stderr, &t.stderr),
+    ] {
+        if let Some(want) = want
+            && got.as_ref() != want
+        {
+            problems.push(format!("{name}:\n  got:  {got:?}\n  want: {want:?}"));
+        }
+    }
+    if problems.is_empty() {
+        Ok(())
+    } else {
+        Err(format!(
+            "{} (args {:?}):\n{}",
+            path.display(),
+            t.args,
+            problems.join("\n")
+        ))
+    }
+}
+
+#[test]
+fn transcripts() {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/cmd");
+    let mut paths: Vec<_> = fs::read_dir(&dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|e| e == "txt"))
+        .collect();
+    paths.sort();
+    assert!(
+        paths.len() >= 10,
+        "transcripts missing from {}",
+        dir.display()
+    );
+    let failures: Vec<String> = paths.iter().filter_map(|p| run(p).err()).collect();
+    assert!(
+        failures.is_empty(),
+        "{} of {} transcripts failed:\n\n{}",
+        failures.len(),
+        paths.len(),
+        failures.join("\n\n")
+    );
+}
+
+#[test]
+fn help_lists_every_command() {
+    let out = Command::new(env!("CARGO_BIN_EXE_deploy"))
+        .args(["secret", "--help"])
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let help = String::from_utf8(out.stdout).unwrap();
+    for cmd in [
+        "set",
+        "list",
+        "delete",
+        "grant",
+        "revoke",
+        "rotate-key",
+        "get",
+    ] {
+        assert!(
+            help.lines().any(|l| l.trim_start().starts_with(cmd)),
+            "{cmd} missing from:\n{help}"
+        );
+    }
+}
