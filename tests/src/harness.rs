@@ -118,7 +118,9 @@ impl SecretsServer {
             log: root.path().join("server.log"),
             data,
             root,
-            env: vec![("RUST_LOG".into(), "info".into())],
+            // The whole suite runs the server at trace level, so that the tests that
+            // look for leaked values in its log see everything it could print.
+            env: vec![("RUST_LOG".into(), "trace".into())],
             child: None,
         }
     }

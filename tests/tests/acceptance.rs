@@ -1,6 +1,7 @@
 //! PRODUCT.md's acceptance steps 1-6, end to end: the real `srv-secrets`, the real
 //! `deploy`, and a plain 9P client (`9p`) running as each service's own uid, so that
 //! identity comes from SO_PEERCRED as in production.
+#![allow(clippy::unwrap_used, reason = "a test fails by panicking")]
 
 use std::io::{BufRead, BufReader, Write};
 use std::process::{Command, Stdio};

@@ -5,6 +5,7 @@
 //! VM, web reads its secret and config; another uid is refused by the kernel's own
 //! check of the 0400 mode; a file web holds open stops reading on revoke; after
 //! rotate-key the same values come back.
+#![allow(clippy::unwrap_used, reason = "a test fails by panicking")]
 
 use std::time::Duration;
 
