@@ -2,7 +2,10 @@
 //! a server on a real unix socket, and a raw frame-level connection.
 
 #![allow(dead_code)] // each test file uses a different part of this
-#![allow(clippy::unwrap_used, reason = "test helpers fail the test by panicking")]
+#![allow(
+    clippy::unwrap_used,
+    reason = "test helpers fail the test by panicking"
+)]
 
 #[path = "../../examples/ramfs/fs.rs"]
 pub mod ramfs;
