@@ -38,8 +38,8 @@ enum Command {
     /// With no flags: the embedded default data directory (made on first run) and
     /// the default socket.
     Serve {
-        /// The data directory (default: /var/lib/srv-secrets for root, else
-        /// $XDG_DATA_HOME/srv-secrets or ~/.local/share/srv-secrets).
+        /// The data directory (default: $XDG_DATA_HOME/srv-secrets, else
+        /// /var/lib/srv-secrets for root, else ~/.local/share/srv-secrets).
         #[arg(long)]
         data: Option<PathBuf>,
         /// The cluster key file, if it is not DATA/key.

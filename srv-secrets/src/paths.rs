@@ -7,14 +7,14 @@ pub fn euid() -> u32 {
     rustix::process::geteuid().as_raw()
 }
 
-/// The default data directory: `/var/lib/srv-secrets` for root, else
-/// `$XDG_DATA_HOME/srv-secrets`, else `~/.local/share/srv-secrets`.
+/// The default data directory: `$XDG_DATA_HOME/srv-secrets`, else
+/// `/var/lib/srv-secrets` for root, else `~/.local/share/srv-secrets`.
 pub fn default_data_dir() -> PathBuf {
-    if euid() == 0 {
-        return PathBuf::from("/var/lib/srv-secrets");
-    }
     if let Some(d) = std::env::var_os("XDG_DATA_HOME").filter(|d| !d.is_empty()) {
         return PathBuf::from(d).join("srv-secrets");
+    }
+    if euid() == 0 {
+        return PathBuf::from("/var/lib/srv-secrets");
     }
     match std::env::var_os("HOME").filter(|h| !h.is_empty()) {
         Some(home) => PathBuf::from(home).join(".local/share/srv-secrets"),

@@ -210,8 +210,26 @@ impl Filesystem for SecretsFs {
         if fid.node == Node::Ctl && only_length_or_times {
             Ok(())
         } else {
-            Err(Error::new(ename::WSTAT_PROHIBITED))
+            Err(Error::permission_denied())
         }
+    }
+
+    /// Both trees are read-only but for ctl: files come and go by ctl commands. Refused
+    /// with "permission denied", which both Linux and 9pfuse map to EACCES (lib9p's
+    /// "create prohibited" reaches a 9pfuse user as ERANGE).
+    async fn create(
+        &self,
+        _dir: &SecretsFid,
+        _name: &str,
+        _perm: u32,
+        _mode: u8,
+    ) -> Result<(Qid, SecretsFid)> {
+        Err(Error::permission_denied())
+    }
+
+    /// See [`create`](Filesystem::create).
+    async fn remove(&self, _fid: &SecretsFid) -> Result<()> {
+        Err(Error::permission_denied())
     }
 
     async fn clunk(&self, fid: &SecretsFid, kind: ClunkKind) -> Result<()> {

@@ -1,0 +1,138 @@
+//! The server's command line and lifecycle: init, the embedded default, the data
+//! directory lock, a stale socket, and the clean stop on SIGTERM.
+#![allow(clippy::unwrap_used, reason = "a test fails by panicking")]
+
+use std::os::unix::fs::PermissionsExt;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use srv_secrets_tests::harness::{SecretsServer, bins, shared_tempdir, stderr, stdout};
+
+fn mode(p: &std::path::Path) -> u32 {
+    std::fs::metadata(p).unwrap().permissions().mode() & 0o777
+}
+
+#[test]
+fn init_makes_an_owner_only_directory_and_key_and_refuses_to_run_twice() {
+    let dir = shared_tempdir();
+    let data = dir.path().join("data");
+    let key = dir.path().join("elsewhere/cluster.key");
+    std::fs::create_dir(dir.path().join("elsewhere")).unwrap();
+    let out = Command::new(&bins().srv_secrets)
+        .args(["init", "--data"])
+        .arg(&data)
+        .arg("--key")
+        .arg(&key)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(mode(&data), 0o700);
+    assert_eq!(mode(&key), 0o600);
+    assert_eq!(std::fs::metadata(&key).unwrap().len() > 0, true);
+    assert!(!data.join("key").exists(), "the key lives where --key says");
+    let again = Command::new(&bins().srv_secrets)
+        .args(["init", "--data"])
+        .arg(&data)
+        .arg("--key")
+        .arg(dir.path().join("other.key"))
+        .output()
+        .unwrap();
+    assert_eq!(again.status.code(), Some(1));
+    assert!(
+        stderr(&again).contains("already initialized"),
+        "{}",
+        stderr(&again)
+    );
+    // Serving it needs the key it was made with.
+    let wrong = Command::new(&bins().srv_secrets)
+        .args(["serve", "--data"])
+        .arg(&data)
+        .args([
+            "--listen",
+            &format!("unix:{}", dir.path().join("s.sock").display()),
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(wrong.status.code(), Some(1));
+    assert!(stderr(&wrong).contains("key"), "{}", stderr(&wrong));
+}
+
+#[test]
+fn a_second_server_on_the_same_directory_refuses_to_start() {
+    let s = SecretsServer::start();
+    let other = Command::new(&bins().srv_secrets)
+        .args(["serve", "--data"])
+        .arg(&s.data)
+        .args([
+            "--listen",
+            &format!("unix:{}", s.root.path().join("other.sock").display()),
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(other.status.code(), Some(1));
+    assert!(
+        stderr(&other).contains("another srv-secrets serves"),
+        "{}",
+        stderr(&other)
+    );
+}
+
+#[test]
+fn sigterm_finishes_and_exits_0_and_a_stale_socket_is_replaced() {
+    let mut s = SecretsServer::start();
+    let status = s.stop();
+    assert_eq!(status.code(), Some(0), "{}", s.log_text());
+    assert!(!s.socket.exists(), "a clean stop removes its socket");
+    // A crash leaves the socket file behind; the next start replaces it.
+    s.serve();
+    s.kill9();
+    assert!(s.socket.exists());
+    s.serve();
+    assert!(s.deploy_ok(&["status"]).contains("secrets"));
+    assert_eq!(mode(&s.socket), 0o666);
+    assert_eq!(mode(s.socket.parent().unwrap()), 0o755);
+}
+
+#[test]
+fn with_no_flags_serve_uses_the_embedded_default() {
+    let home = shared_tempdir();
+    let runtime = home.path().join("run");
+    let child = Command::new(&bins().srv_secrets)
+        .args(["serve", "--demo"])
+        .env("XDG_DATA_HOME", home.path().join("share"))
+        .env("XDG_RUNTIME_DIR", &runtime)
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let socket = runtime.join("srv-secrets/9p.sock");
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while std::os::unix::net::UnixStream::connect(&socket).is_err() {
+        assert!(
+            Instant::now() < deadline,
+            "no socket at {}",
+            socket.display()
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    // deploy finds the same default socket.
+    let get = Command::new(&bins().deploy)
+        .args(["secret", "get", "greeting", "--as", "demo"])
+        .env("XDG_RUNTIME_DIR", &runtime)
+        .output()
+        .unwrap();
+    assert_eq!(stdout(&get), "hello from srv-secrets\n", "{}", stderr(&get));
+    let pid = rustix::process::Pid::from_raw(child.id() as i32).unwrap();
+    rustix::process::kill_process(pid, rustix::process::Signal::TERM).unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(out.status.success());
+    let said = stderr(&out);
+    assert!(said.contains("first run: initialized"), "{said}");
+    assert!(
+        said.contains(&format!("listening on unix:{}", socket.display())),
+        "{said}"
+    );
+    assert!(said.contains("mount -t 9p"), "{said}");
+    assert!(home.path().join("share/srv-secrets/store.redb").exists());
+}
