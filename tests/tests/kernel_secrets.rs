@@ -153,3 +153,56 @@ fn kernel_v9fs_default_dialect_is_answered_with_9p2000() {
     }
     run(None);
 }
+
+/// The admin tree through v9fs: a shell writes ctl commands the way shells do (open
+/// with O_TRUNC, maybe a truncating wstat, one write per line), reads status and
+/// grants, and cannot read the key or a store entry.
+#[test]
+fn kernel_v9fs_admin_tree_takes_ctl_commands_from_a_shell() {
+    if !require_or_skip("kernel_v9fs_admin_tree_takes_ctl_commands_from_a_shell") {
+        return;
+    }
+    let s = SecretsServer::start();
+    s.deploy_ok(&["service", "add", "web", "--uid", "1001"]);
+    let script = r#"
+cd /mnt/secrets
+echo "CHECK ls=$(ls | tr '\n' ' ')"
+echo 'set from_shell hello-from-the-shell' > ctl; echo "CHECK set_rc=$?"
+printf 'grant web from_shell\n' > ctl; echo "CHECK grant_rc=$?"
+echo "CHECK grants=$(cat grants/web)"
+echo "CHECK store=$(ls store | tr '\n' ' ')"
+echo "CHECK store_stat=$(stat -c '%s %a' store/from_shell)"
+cat store/from_shell >/dev/null 2>/tmp/err; echo "CHECK store_read=$?"
+cat key >/dev/null 2>/tmp/err; echo "CHECK key_read=$?"
+echo "CHECK key_stat=$(stat -c '%a' key)"
+echo 'bogus command' > ctl 2>/tmp/err; echo "CHECK bad_rc=$?"
+echo "CHECK status=$(grep secrets status)"
+echo "CHECK service=$(head -1 services/web)"
+"#;
+    let run = KernelMount::unix(&s.socket)
+        .version("9p2000")
+        .mount_opts("cache=none")
+        .timeout(Duration::from_secs(120))
+        .run(script)
+        .expect("the guest finishes");
+    let all = checks(&run.output);
+    let ctx = &run.output;
+    assert_eq!(
+        check(&all, "ls"),
+        "ctl grants key services status store",
+        "{ctx}"
+    );
+    assert_eq!(check(&all, "set_rc"), "0", "{ctx}");
+    assert_eq!(check(&all, "grant_rc"), "0", "{ctx}");
+    assert_eq!(check(&all, "grants"), "from_shell", "{ctx}");
+    assert_eq!(check(&all, "store"), "from_shell", "{ctx}");
+    assert_eq!(check(&all, "store_stat"), "20 0", "{ctx}");
+    assert_eq!(check(&all, "store_read"), "1", "{ctx}");
+    assert_eq!(check(&all, "key_read"), "1", "{ctx}");
+    assert_eq!(check(&all, "key_stat"), "0", "{ctx}");
+    assert_ne!(check(&all, "bad_rc"), "0", "{ctx}");
+    assert_eq!(check(&all, "status"), "secrets 1", "{ctx}");
+    assert_eq!(check(&all, "service"), "uid 1001", "{ctx}");
+    let got = s.deploy(&["secret", "get", "from_shell", "--as", "web"]);
+    assert_eq!(got.stdout, b"hello-from-the-shell");
+}
