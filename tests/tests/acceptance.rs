@@ -266,3 +266,54 @@ fn ctl_errors_say_what_is_wrong_and_never_echo_input() {
     assert!(!s.log_text().contains("ZQXJ"));
     assert!(!s.log_text().contains("first-half"));
 }
+
+#[test]
+fn a_pem_chain_of_more_than_64_kib_split_over_many_writes_reads_back_exactly() {
+    let s = SecretsServer::start();
+    s.deploy_ok(&["service", "add", "web", "--uid", "1001"]);
+    // A PEM-like chain of ~100 KiB: newlines, '=' padding, quotes.
+    let mut pem = Vec::new();
+    for i in 0..1400 {
+        pem.extend_from_slice(b"-----BEGIN CERTIFICATE-----\n");
+        pem.extend_from_slice(format!("MIIB{i:08}'quoted'==\n").as_bytes());
+        pem.extend_from_slice(b"-----END CERTIFICATE-----\n");
+    }
+    assert!(pem.len() > 100 * 1024);
+    // Through deploy --file, and as a {N} literal written 4096 bytes per Twrite as
+    // 9pfuse would, straight to ctl.
+    let file = s.root.path().join("chain.pem");
+    std::fs::write(&file, &pem).unwrap();
+    s.deploy_ok(&[
+        "secret",
+        "set",
+        "tls_chain",
+        "--file",
+        file.to_str().unwrap(),
+    ]);
+    let mut literal = format!("set tls_chain2 {{{}}}\n", pem.len()).into_bytes();
+    literal.extend_from_slice(&pem);
+    literal.push(b'\n');
+    let mut cmd = Command::new(&srv_secrets_tests::harness::bins().ninep);
+    cmd.args(["--addr", &s.addr(), "write", "/secrets/ctl"]);
+    let out = run_with_stdin(cmd, &literal);
+    assert!(out.status.success(), "{}", stderr(&out));
+    for name in ["tls_chain", "tls_chain2"] {
+        s.deploy_ok(&["secret", "grant", "web", name]);
+        let got = s.deploy(&["secret", "get", name, "--as", "web"]);
+        assert!(
+            got.stdout == pem,
+            "{name} differs ({} bytes back)",
+            got.stdout.len()
+        );
+    }
+    // A value over 1 MiB is refused, and says the limit.
+    let big = s.root.path().join("big.bin");
+    std::fs::write(&big, vec![b'x'; (1 << 20) + 1]).unwrap();
+    let out = s.deploy(&["secret", "set", "too_big", "--file", big.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("1 MiB") || stderr(&out).contains("1048576"),
+        "{}",
+        stderr(&out)
+    );
+}
