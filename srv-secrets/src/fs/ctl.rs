@@ -86,6 +86,26 @@ fn apply(vault: &Vault, cmd: &Command) -> Result<(), VaultError> {
     Ok(())
 }
 
+/// Applies the commands `next` takes from the buffer until it has none, or one fails;
+/// then the rest of the pending bytes are dropped and the failure returned.
+async fn apply_all(
+    buffer: &mut CtlBuffer,
+    vault: &Arc<Vault>,
+    next: fn(&mut CtlBuffer) -> Option<Result<Parsed, ctl::CtlError>>,
+) -> Result<(), String> {
+    while let Some(command) = next(buffer) {
+        let result = match command {
+            Ok(parsed) => apply_parsed(vault, parsed).await,
+            Err(e) => Err(e.to_string()),
+        };
+        if let Err(e) = result {
+            buffer.discard_pending();
+            return Err(e);
+        }
+    }
+    Ok(())
+}
+
 async fn apply_parsed(vault: &Arc<Vault>, parsed: Parsed) -> Result<(), String> {
     let vault = vault.clone();
     let outcome = tokio::task::spawn_blocking(move || {
@@ -109,33 +129,13 @@ impl CtlFid {
     pub async fn write(&self, vault: &Arc<Vault>, data: &[u8]) -> Result<(), String> {
         let mut buffer = self.buffer.lock().await;
         buffer.push(data);
-        while let Some(next) = buffer.next_command() {
-            let result = match next {
-                Ok(parsed) => apply_parsed(vault, parsed).await,
-                Err(e) => Err(e.to_string()),
-            };
-            if let Err(e) = result {
-                buffer.discard_pending();
-                return Err(e);
-            }
-        }
-        Ok(())
+        apply_all(&mut buffer, vault, CtlBuffer::next_command).await
     }
 
     /// A Tclunk: what is left is the last command, which the clunk completes.
     pub async fn finish(&self, vault: &Arc<Vault>) -> Result<(), String> {
         let mut buffer = self.buffer.lock().await;
-        while let Some(next) = buffer.finish() {
-            let result = match next {
-                Ok(parsed) => apply_parsed(vault, parsed).await,
-                Err(e) => Err(e.to_string()),
-            };
-            if let Err(e) = result {
-                buffer.discard_pending();
-                return Err(e);
-            }
-        }
-        Ok(())
+        apply_all(&mut buffer, vault, CtlBuffer::finish).await
     }
 
     /// The connection ended without a clunk: a half-written command must not apply.
