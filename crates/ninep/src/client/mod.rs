@@ -27,6 +27,7 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::sync::{mpsc, oneshot};
 use zeroize::{Zeroize, Zeroizing};
 
+use crate::batch::Batch;
 use crate::message::*;
 use crate::wire::{Reader, Wire};
 
@@ -310,20 +311,15 @@ async fn write_loop<W: AsyncWrite + Unpin>(
     mut wr: W,
     mut rx: mpsc::UnboundedReceiver<Zeroizing<Vec<u8>>>,
 ) {
-    let mut batch = Vec::new();
+    // Twrite payloads may be secrets: Batch zeroes what it wrote.
+    let mut batch = Batch::new();
     while let Some(first) = rx.recv().await {
-        batch.extend_from_slice(&first);
-        while batch.len() < 256 * 1024 {
-            match rx.try_recv() {
-                Ok(next) => batch.extend_from_slice(&next),
-                Err(_) => break,
-            }
-        }
-        let written = wr.write_all(&batch).await;
-        // Twrite payloads may be secrets.
-        batch.zeroize();
-        batch.clear();
-        if written.is_err() {
+        let mut queued = || rx.try_recv().ok();
+        if batch
+            .write_queued(&mut wr, first, &mut queued)
+            .await
+            .is_err()
+        {
             break;
         }
     }
