@@ -230,7 +230,7 @@ impl<F: Filesystem> Clone for Server<F> {
 
 /// A signal that tells connections to stop taking requests; see [`Server::serve_unix`].
 #[derive(Clone, Debug)]
-pub struct Shutdown(watch::Receiver<bool>);
+pub struct Shutdown(Option<watch::Receiver<bool>>);
 
 /// Triggers a [`Shutdown`].
 #[derive(Debug)]
@@ -240,21 +240,21 @@ impl Shutdown {
     /// A shutdown signal and its trigger.
     pub fn new() -> (ShutdownTrigger, Shutdown) {
         let (tx, rx) = watch::channel(false);
-        (ShutdownTrigger(tx), Shutdown(rx))
+        (ShutdownTrigger(tx), Shutdown(Some(rx)))
     }
 
     /// A signal that never fires.
     pub fn never() -> Shutdown {
-        let (tx, rx) = watch::channel(false);
-        // Keep the sender alive forever so that `wait` never returns.
-        std::mem::forget(tx);
-        Shutdown(rx)
+        Shutdown(None)
     }
 
-    /// Resolves once the trigger fired (or was dropped).
+    /// Resolves once the trigger fired (or was dropped); never, for [`Shutdown::never`].
     pub async fn wait(&mut self) {
-        while !*self.0.borrow_and_update() {
-            if self.0.changed().await.is_err() {
+        let Some(rx) = self.0.as_mut() else {
+            return std::future::pending().await;
+        };
+        while !*rx.borrow_and_update() {
+            if rx.changed().await.is_err() {
                 return;
             }
         }
