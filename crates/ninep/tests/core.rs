@@ -272,3 +272,27 @@ async fn version_reply_never_exceeds_the_asked_msize() {
         }
     }
 }
+
+#[tokio::test]
+async fn the_core_serves_tcp_too() {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap().to_string();
+    let (fs, _gate) = common::seeded();
+    let server = ninep::server::Server::new(fs, Limits::default());
+    let (trigger, shutdown) = ninep::server::Shutdown::new();
+    let task = tokio::spawn(async move { server.serve_tcp(listener, shutdown).await });
+    let client = ninep::client::Client::connect_tcp(&addr).await.unwrap();
+    let root = client.attach("t", "").await.unwrap();
+    let mut f = root.walk(&["8k"]).await.unwrap();
+    f.open(ninep::om::READ).await.unwrap();
+    assert_eq!(*f.read_all().await.unwrap(), pattern(8 << 10));
+    trigger.trigger();
+    drop(f);
+    drop(root);
+    drop(client);
+    tokio::time::timeout(Duration::from_secs(5), task)
+        .await
+        .expect("the server stops")
+        .unwrap()
+        .unwrap();
+}
