@@ -24,16 +24,21 @@
 //! - `proto`: the request sequences of each workload in 9P2000 and 9P2000.L, and the
 //!   reply checks.
 //! - `client`: the closed-loop load generator and the percentiles.
+//! - `schedule`: the interleaved schedule, medians over rounds, the tables.
 //! - `servers`: starting the three servers; the `--serve` modes for ours and echo.
-//! - this file: arguments, the interleaved schedule, the report.
+//! - this file: arguments, the goals.
+//!
+//! `srv-secrets/benches/load.rs` includes `client`, `proto`, `schedule` and `servers`
+//! with `#[path]` to measure srv-secrets against the ramfs example (`--serve ours`) with
+//! the same client: change them with both benches in mind.
 
 mod client;
 #[path = "../../examples/ramfs/fs.rs"]
 mod fs;
 mod proto;
+mod schedule;
 mod servers;
 
-use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -41,8 +46,11 @@ use std::time::Duration;
 
 use clap::Parser;
 
-use client::{Addr, Sample, measure};
-use proto::{Workload, plan};
+use proto::Workload;
+use schedule::{
+    Cell, Endpoint, Results, Schedule, Transport, json, median_at, paired_summary, pin_self,
+    report, run_checks, smoke_check,
+};
 use servers::{Kind, Running, Workdir};
 
 /// Load benchmark of the ninep server core against diod and an echo server.
@@ -106,46 +114,6 @@ struct Args {
     tcp: Option<String>,
 }
 
-/// How the client reaches a server.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, clap::ValueEnum)]
-enum Transport {
-    /// A unix domain socket.
-    Unix,
-    /// TCP on 127.0.0.1.
-    Tcp,
-}
-
-impl Transport {
-    fn name(self) -> &'static str {
-        match self {
-            Transport::Unix => "unix",
-            Transport::Tcp => "tcp",
-        }
-    }
-}
-
-/// What one run measures and how long.
-struct Schedule {
-    servers: Vec<Kind>,
-    transports: Vec<Transport>,
-    workloads: Vec<Workload>,
-    conns: Vec<usize>,
-    rounds: usize,
-    warmup: Duration,
-    window: Duration,
-}
-
-/// One (transport, workload, connections) cell of the table.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
-struct Cell {
-    transport: Transport,
-    workload: usize,
-    conns: usize,
-}
-
-/// Every round's sample of one server in one cell.
-type Results = BTreeMap<(Cell, usize), Vec<Result<Sample, String>>>;
-
 fn main() -> ExitCode {
     let raw: Vec<String> = std::env::args().collect();
     let ours = ["--bench", "--serve", "--help", "-h"];
@@ -165,7 +133,6 @@ fn main() -> ExitCode {
     }
     let quick = args.quick;
     let schedule = Schedule {
-        servers: args.servers.clone(),
         transports: args.transport.clone(),
         workloads: args.workloads.clone(),
         conns: args.conns.clone(),
@@ -183,310 +150,55 @@ fn main() -> ExitCode {
         return ExitCode::FAILURE;
     }
     let server_cpu = (!args.no_pin).then_some(args.server_cpu);
-    let results = match run(&schedule, server_cpu, &args.diod, true) {
+    let results = match start_and_run(&schedule, &args.servers, server_cpu, &args.diod, true) {
         Ok(r) => r,
         Err(e) => {
             eprintln!("load: {e}");
             return ExitCode::FAILURE;
         }
     };
+    let names: Vec<&str> = args.servers.iter().map(|k| k.name()).collect();
     if args.json {
-        print!("{}", json(&schedule, &results));
+        print!("{}", json(&schedule, &names, &results));
     } else {
-        print!(
-            "{}",
-            report(&schedule, &results, server_cpu, args.client_cpu)
-        );
+        let pinning = match server_cpu {
+            Some(s) => format!("client on CPU {}, servers on CPU {s}", args.client_cpu),
+            None => "not pinned".to_string(),
+        };
+        let at = |k: Kind| args.servers.iter().position(|&s| s == k);
+        let ratios: Vec<(usize, usize)> = [(Kind::Ours, Kind::Diod), (Kind::Ours, Kind::Echo)]
+            .into_iter()
+            .filter_map(|(a, b)| Some((at(a)?, at(b)?)))
+            .collect();
+        print!("{}", report(&schedule, &names, &results, &pinning, &ratios));
+        print!("{}", goals(&schedule, &args.servers, &results));
     }
     ExitCode::SUCCESS
 }
 
-/// Pins the calling thread, before any other exists, so that the runtime and every
-/// thread it starts inherit the mask.
-fn pin_self(cpu: usize) -> std::io::Result<()> {
-    let mut set = rustix::thread::CpuSet::new();
-    set.set(cpu);
-    rustix::thread::sched_setaffinity(None, &set)?;
-    Ok(())
-}
-
-/// Starts the servers and measures every cell, servers interleaved.
-fn run(
+/// Starts `servers` and measures every cell, servers interleaved; stops them after.
+fn start_and_run(
     schedule: &Schedule,
+    servers: &[Kind],
     server_cpu: Option<usize>,
     diod: &std::path::Path,
     progress: bool,
 ) -> Result<Results, String> {
     let work = Workdir::new().map_err(|e| format!("work directory: {e}"))?;
     let mut running: Vec<Running> = Vec::new();
-    for &kind in &schedule.servers {
+    for &kind in servers {
         let r = servers::start(kind, &work, server_cpu, diod)
             .map_err(|e| format!("starting {}: {e}", kind.name()))?;
         running.push(r);
     }
-    // The client is one thread: it is pinned to one CPU, and one thread there does not
-    // pay for handing work between threads.
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .map_err(|e| format!("runtime: {e}"))?;
-    if progress {
-        let cells = schedule.transports.len() * schedule.workloads.len() * schedule.conns.len();
-        let secs = (cells * running.len() * schedule.rounds) as f64
-            * (schedule.warmup + schedule.window).as_secs_f64();
-        eprintln!(
-            "load: {cells} cells x {} servers x {} rounds of {:.1}+{:.1} s: about {:.0} s",
-            running.len(),
-            schedule.rounds,
-            schedule.warmup.as_secs_f64(),
-            schedule.window.as_secs_f64(),
-            secs
-        );
-    }
-    let mut results = Results::new();
-    for &transport in &schedule.transports {
-        for (wi, &workload) in schedule.workloads.iter().enumerate() {
-            for &conns in &schedule.conns {
-                let cell = Cell {
-                    transport,
-                    workload: wi,
-                    conns,
-                };
-                for round in 0..schedule.rounds {
-                    // Rotate who goes first, so that no server always follows the same one.
-                    for i in 0..running.len() {
-                        let si = (i + round) % running.len();
-                        let server = &running[si];
-                        let addr = match transport {
-                            Transport::Unix => Addr::Unix(server.unix.clone()),
-                            Transport::Tcp => Addr::Tcp(server.tcp),
-                        };
-                        let plan = plan(server.kind.dialect(), workload, &server.who);
-                        let sample = runtime
-                            .block_on(measure(
-                                &addr,
-                                server.pid(),
-                                &plan,
-                                conns,
-                                schedule.warmup,
-                                schedule.window,
-                            ))
-                            .map_err(|e| e.to_string());
-                        results.entry((cell, si)).or_default().push(sample);
-                        runtime.block_on(client::settle(server.pid(), Duration::from_secs(2)));
-                    }
-                }
-                if progress {
-                    let mut line = format!("{} {} c={conns}:", transport.name(), workload.name());
-                    for (si, server) in running.iter().enumerate() {
-                        match median(&results[&(cell, si)]) {
-                            Some(m) => {
-                                let _ =
-                                    write!(line, " {} {:.0}/s", server.kind.name(), m.ops_per_sec);
-                            }
-                            None => {
-                                let _ = write!(line, " {} failed", server.kind.name());
-                            }
-                        }
-                    }
-                    eprintln!("{line}");
-                }
-            }
-        }
-    }
-    drop(running);
-    Ok(results)
+    let endpoints: Vec<Endpoint> = running.iter().map(Running::endpoint).collect();
+    schedule::run(schedule, &endpoints, progress)
 }
 
-/// The median (the upper one of an even count); `v` is never empty here.
-fn median_of(mut v: Vec<f64>) -> f64 {
-    v.sort_by(f64::total_cmp);
-    v[v.len() / 2]
-}
-
-/// The median of each figure over the rounds that succeeded; none if none did.
-fn median(samples: &[Result<Sample, String>]) -> Option<Sample> {
-    let ok: Vec<&Sample> = samples.iter().filter_map(|s| s.as_ref().ok()).collect();
-    if ok.is_empty() {
-        return None;
-    }
-    Some(Sample {
-        ops_per_sec: median_of(ok.iter().map(|s| s.ops_per_sec).collect()),
-        p50_us: median_of(ok.iter().map(|s| s.p50_us).collect()),
-        p99_us: median_of(ok.iter().map(|s| s.p99_us).collect()),
-        ops: ok.iter().map(|s| s.ops).sum(),
-        server_cpu_us: median_of(ok.iter().map(|s| s.server_cpu_us).collect()),
-        client_cpu_us: median_of(ok.iter().map(|s| s.client_cpu_us).collect()),
-        server_busy: median_of(ok.iter().map(|s| s.server_busy).collect()),
-    })
-}
-
-fn first_error(samples: &[Result<Sample, String>]) -> Option<&str> {
-    samples
-        .iter()
-        .find_map(|s| s.as_ref().err().map(String::as_str))
-}
-
-/// The median ops/s of `kind` in `cell`, if it was measured.
-fn ops_of(schedule: &Schedule, results: &Results, cell: Cell, kind: Kind) -> Option<f64> {
-    let si = schedule.servers.iter().position(|&k| k == kind)?;
-    median(results.get(&(cell, si))?).map(|m| m.ops_per_sec)
-}
-
-/// `a`'s ops/s over `b`'s in each round of `cell` in which both were measured (seconds
-/// apart, so under much the same load from the rest of the machine), sorted.
-fn paired_ratios(schedule: &Schedule, results: &Results, cell: Cell, a: Kind, b: Kind) -> Vec<f64> {
-    let at = |k: Kind| {
-        let si = schedule.servers.iter().position(|&s| s == k)?;
-        results.get(&(cell, si))
-    };
-    let (Some(ra), Some(rb)) = (at(a), at(b)) else {
-        return Vec::new();
-    };
-    let mut v: Vec<f64> = ra
-        .iter()
-        .zip(rb)
-        .filter_map(|(x, y)| match (x, y) {
-            (Ok(x), Ok(y)) if y.ops_per_sec > 0.0 => Some(x.ops_per_sec / y.ops_per_sec),
-            _ => None,
-        })
-        .collect();
-    v.sort_by(f64::total_cmp);
-    v
-}
-
-/// The readable report: one row per server and cell, then the servers side by side as
-/// a markdown table, then the goals.
-fn report(
-    schedule: &Schedule,
-    results: &Results,
-    server_cpu: Option<usize>,
-    client_cpu: usize,
-) -> String {
+/// The goals: read on a held fid at 64 connections (or the most measured), ours at
+/// least 2x diod and half of echo.
+fn goals(schedule: &Schedule, servers: &[Kind], results: &Results) -> String {
     let mut out = String::new();
-    let pinning = match server_cpu {
-        Some(s) => format!("client on CPU {client_cpu}, servers on CPU {s}"),
-        None => "not pinned".to_string(),
-    };
-    let _ = writeln!(
-        out,
-        "\nmedian of {} round(s) of {:.1} s after {:.1} s warm-up; {pinning}; one request \
-         outstanding per connection\n",
-        schedule.rounds,
-        schedule.window.as_secs_f64(),
-        schedule.warmup.as_secs_f64()
-    );
-    let _ = writeln!(
-        out,
-        "{:<6} {:<9} {:<16} {:>5} {:>10} {:>9} {:>9} {:>10} {:>10} {:>8}  rounds (ops/s)",
-        "server",
-        "transport",
-        "workload",
-        "conns",
-        "ops/s",
-        "p50 us",
-        "p99 us",
-        "srv us/op",
-        "cli us/op",
-        "srv busy"
-    );
-    for (&(cell, si), samples) in results {
-        let name = schedule.servers[si].name();
-        let workload = schedule.workloads[cell.workload].name();
-        let rounds: Vec<String> = samples
-            .iter()
-            .map(|s| {
-                s.as_ref()
-                    .map_or("err".into(), |s| format!("{:.0}", s.ops_per_sec))
-            })
-            .collect();
-        match median(samples) {
-            Some(m) => {
-                let _ = writeln!(
-                    out,
-                    "{:<6} {:<9} {:<16} {:>5} {:>10.0} {:>9.1} {:>9.1} {:>10.1} {:>10.1} {:>7.0}%  {}",
-                    name,
-                    cell.transport.name(),
-                    workload,
-                    cell.conns,
-                    m.ops_per_sec,
-                    m.p50_us,
-                    m.p99_us,
-                    m.server_cpu_us,
-                    m.client_cpu_us,
-                    m.server_busy * 100.0,
-                    rounds.join(" ")
-                );
-            }
-            None => {
-                let _ = writeln!(
-                    out,
-                    "{:<6} {:<9} {:<16} {:>5} failed: {}",
-                    name,
-                    cell.transport.name(),
-                    workload,
-                    cell.conns,
-                    first_error(samples).unwrap_or("?")
-                );
-            }
-        }
-    }
-
-    // Side by side.
-    let _ = writeln!(out);
-    let mut head = String::from("| transport | workload | conns |");
-    let mut rule = String::from("|---|---|---:|");
-    for k in &schedule.servers {
-        let n = k.name();
-        let _ = write!(head, " {n} ops/s | {n} p50/p99 µs | {n} CPU µs/op |");
-        rule.push_str("---:|---:|---:|");
-    }
-    let ratios = [(Kind::Ours, Kind::Diod), (Kind::Ours, Kind::Echo)];
-    let ratios: Vec<_> = ratios
-        .into_iter()
-        .filter(|(a, b)| schedule.servers.contains(a) && schedule.servers.contains(b))
-        .collect();
-    for (a, b) in &ratios {
-        let _ = write!(head, " {}/{} |", a.name(), b.name());
-        rule.push_str("---:|");
-    }
-    let _ = writeln!(out, "{head}\n{rule}");
-    let mut cells: Vec<Cell> = results.keys().map(|(c, _)| *c).collect();
-    cells.dedup();
-    for cell in &cells {
-        let mut row = format!(
-            "| {} | {} | {} |",
-            cell.transport.name(),
-            schedule.workloads[cell.workload].name(),
-            cell.conns
-        );
-        for si in 0..schedule.servers.len() {
-            match results.get(&(*cell, si)).and_then(|s| median(s)) {
-                Some(m) => {
-                    let _ = write!(
-                        row,
-                        " {:.0} | {:.0} / {:.0} | {:.1} |",
-                        m.ops_per_sec, m.p50_us, m.p99_us, m.server_cpu_us
-                    );
-                }
-                None => row.push_str(" failed | | |"),
-            }
-        }
-        for (a, b) in &ratios {
-            match (
-                ops_of(schedule, results, *cell, *a),
-                ops_of(schedule, results, *cell, *b),
-            ) {
-                (Some(x), Some(y)) if y > 0.0 => {
-                    let _ = write!(row, " {:.2} |", x / y);
-                }
-                _ => row.push_str(" |"),
-            }
-        }
-        let _ = writeln!(out, "{row}");
-    }
-
-    // The goals: read on a held fid at 64 connections (or the most measured).
     let Some(&most) = schedule.conns.iter().max() else {
         return out;
     };
@@ -497,6 +209,9 @@ fn report(
     else {
         return out;
     };
+    let Some(ours) = servers.iter().position(|&k| k == Kind::Ours) else {
+        return out;
+    };
     let _ = writeln!(out, "\ngoals (read-held, {most} connections):");
     for &transport in &schedule.transports {
         let cell = Cell {
@@ -505,102 +220,28 @@ fn report(
             conns: most,
         };
         for (other, goal) in [(Kind::Diod, 2.0), (Kind::Echo, 0.5)] {
-            let (Some(x), Some(y)) = (
-                ops_of(schedule, results, cell, Kind::Ours),
-                ops_of(schedule, results, cell, other),
-            ) else {
+            let Some(oi) = servers.iter().position(|&k| k == other) else {
                 continue;
             };
-            if y <= 0.0 {
+            let (Some(x), Some(y)) = (median_at(results, cell, ours), median_at(results, cell, oi))
+            else {
+                continue;
+            };
+            if y.ops_per_sec <= 0.0 {
                 continue;
             }
-            let ratio = x / y;
-            let paired = paired_ratios(schedule, results, cell, Kind::Ours, other);
-            let paired = match paired.as_slice() {
-                [] => String::new(),
-                p => format!(
-                    "; per round {:.2} (median), {:.2}..{:.2}",
-                    median_of(p.to_vec()),
-                    p[0],
-                    p[p.len() - 1]
-                ),
-            };
+            let ratio = x.ops_per_sec / y.ops_per_sec;
             let _ = writeln!(
                 out,
-                "  {:<4} ours/{} = {:.2} (goal >= {goal}): {}{paired}",
+                "  {:<4} ours/{} = {:.2} (goal >= {goal}): {}{}",
                 transport.name(),
                 other.name(),
                 ratio,
-                if ratio >= goal { "met" } else { "MISSED" }
+                if ratio >= goal { "met" } else { "MISSED" },
+                paired_summary(results, cell, ours, oi)
             );
         }
     }
-    out
-}
-
-/// The results as one JSON document.
-fn json(schedule: &Schedule, results: &Results) -> String {
-    let mut out = String::new();
-    let _ = write!(
-        out,
-        "{{\"rounds\":{},\"window_s\":{},\"warmup_s\":{},\"results\":[",
-        schedule.rounds,
-        schedule.window.as_secs_f64(),
-        schedule.warmup.as_secs_f64()
-    );
-    for (i, (&(cell, si), samples)) in results.iter().enumerate() {
-        if i > 0 {
-            out.push(',');
-        }
-        let _ = write!(
-            out,
-            "{{\"server\":\"{}\",\"transport\":\"{}\",\"workload\":\"{}\",\"conns\":{},",
-            schedule.servers[si].name(),
-            cell.transport.name(),
-            schedule.workloads[cell.workload].name(),
-            cell.conns
-        );
-        let rounds: Vec<String> = samples
-            .iter()
-            .map(|s| match s {
-                Ok(s) => format!(
-                    "{{\"ops_per_sec\":{:.1},\"p50_us\":{:.2},\"p99_us\":{:.2},\
-                     \"server_cpu_us_per_op\":{:.3},\"client_cpu_us_per_op\":{:.3},\
-                     \"server_busy\":{:.3}}}",
-                    s.ops_per_sec,
-                    s.p50_us,
-                    s.p99_us,
-                    s.server_cpu_us,
-                    s.client_cpu_us,
-                    s.server_busy
-                ),
-                Err(_) => "null".to_string(),
-            })
-            .collect();
-        match median(samples) {
-            Some(m) => {
-                let _ = write!(
-                    out,
-                    "\"ops_per_sec\":{:.1},\"p50_us\":{:.2},\"p99_us\":{:.2},\
-                     \"server_cpu_us_per_op\":{:.3},\"client_cpu_us_per_op\":{:.3},\
-                     \"server_busy\":{:.3},",
-                    m.ops_per_sec,
-                    m.p50_us,
-                    m.p99_us,
-                    m.server_cpu_us,
-                    m.client_cpu_us,
-                    m.server_busy
-                );
-            }
-            None => out.push_str(
-                "\"ops_per_sec\":null,\"p50_us\":null,\"p99_us\":null,\
-                 \"server_cpu_us_per_op\":null,\"client_cpu_us_per_op\":null,\
-                 \"server_busy\":null,",
-            ),
-        }
-        let _ = write!(out, "\"rounds\":[{}]}}", rounds.join(","));
-    }
-    out.push_str("]}\n");
     out
 }
 
@@ -608,17 +249,7 @@ fn json(schedule: &Schedule, results: &Results) -> String {
 /// transport for a moment at 1 and 4 connections, unpinned. diod is left out if it is
 /// not installed.
 fn test_mode(args: &Args) -> ExitCode {
-    let mut passed = 0;
-    let mut failed = 0;
-    for (name, test) in unit_tests() {
-        match std::panic::catch_unwind(test) {
-            Ok(()) => passed += 1,
-            Err(_) => {
-                eprintln!("FAILED: {name}");
-                failed += 1;
-            }
-        }
-    }
+    let (mut passed, mut failed) = run_checks(&unit_tests());
     let have_diod = std::process::Command::new(&args.diod)
         .arg("--help")
         .stdout(std::process::Stdio::null())
@@ -635,7 +266,6 @@ fn test_mode(args: &Args) -> ExitCode {
         );
     }
     let schedule = Schedule {
-        servers,
         transports: vec![Transport::Unix, Transport::Tcp],
         workloads: Workload::ALL.to_vec(),
         conns: vec![1, 4],
@@ -643,27 +273,12 @@ fn test_mode(args: &Args) -> ExitCode {
         warmup: Duration::from_millis(10),
         window: Duration::from_millis(50),
     };
-    match run(&schedule, None, &args.diod, false) {
+    match start_and_run(&schedule, &servers, None, &args.diod, false) {
         Ok(results) => {
-            for (&(cell, si), samples) in &results {
-                let what = format!(
-                    "smoke {} {} {} c={}",
-                    schedule.servers[si].name(),
-                    cell.transport.name(),
-                    schedule.workloads[cell.workload].name(),
-                    cell.conns
-                );
-                match median(samples) {
-                    Some(m) if m.ops > 0 && m.p50_us > 0.0 && m.p99_us >= m.p50_us => passed += 1,
-                    _ => {
-                        eprintln!(
-                            "FAILED: {what}: {}",
-                            first_error(samples).unwrap_or("no operations counted")
-                        );
-                        failed += 1;
-                    }
-                }
-            }
+            let names: Vec<&str> = servers.iter().map(|k| k.name()).collect();
+            let (p, f) = smoke_check(&schedule, &names, &results);
+            passed += p;
+            failed += f;
         }
         Err(e) => {
             eprintln!("FAILED: smoke run: {e}");
@@ -684,6 +299,7 @@ fn unit_tests() -> Vec<(&'static str, fn())> {
         proto::tests::TESTS,
         client::tests::TESTS,
         servers::tests::TESTS,
+        schedule::tests::TESTS,
     ]
     .concat()
 }

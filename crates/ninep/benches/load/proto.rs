@@ -1,6 +1,11 @@
 //! What the load client says: the request sequences of each workload, in each dialect,
 //! encoded once before the load starts, and the check of each reply.
 //!
+//! A [`Target`] says, per server, whom to attach as, with which aname, and where the
+//! file is under the attach root, so that the same workload runs against servers that
+//! lay out their trees differently (the ramfs example's `file` and srv-secrets'
+//! `secret/x`; `srv-secrets/benches/load.rs` shares this module).
+//!
 //! Messages that 9P2000 and 9P2000.L share byte for byte (Tversion, Twalk, Tread,
 //! Tclunk) are encoded with ninep's codec for both dialects. The two 9P2000.L messages
 //! whose layout differs, Tattach (one more field) and Tlopen (its own type), and the
@@ -14,7 +19,7 @@ use ninep::{
     Topen, Tread, Tversion, Twalk, om,
 };
 
-/// The file every workload reads, in the root of every server.
+/// The file every workload reads in the ninep bench, in the root of every server.
 pub const FILE_NAME: &str = "file";
 /// Its size: small, so that the benchmark measures the server core, not copying.
 pub const FILE_SIZE: u32 = 64;
@@ -101,6 +106,8 @@ pub enum Check {
     Version(&'static str),
     /// An Rread of exactly this many bytes.
     ReadCount(u32),
+    /// An Rwalk of exactly this many qids: every name walked, so the new fid exists.
+    WalkQids(u16),
 }
 
 /// One request, encoded, and what its reply must be.
@@ -125,15 +132,18 @@ pub struct Plan {
     pub op: Vec<Step>,
 }
 
-/// Who the client attaches as, and to what.
+/// Who the client attaches as, to what, and which file it reads there.
 #[derive(Clone, Debug)]
-pub struct Identity {
+pub struct Target {
     /// The uname of Tattach.
     pub uname: String,
-    /// The aname of Tattach: diod wants the export path.
+    /// The aname of Tattach: diod wants the export path; srv-secrets a service's name.
     pub aname: String,
     /// 9P2000.L's n_uname: the numeric user, or none.
     pub n_uname: Option<u32>,
+    /// The file's path from the attach root, one name per element: one Twalk walks it.
+    /// The file holds [`FILE_SIZE`] bytes.
+    pub path: Vec<String>,
 }
 
 fn framed(tag: u16, msg: impl Into<Tmessage>) -> Vec<u8> {
@@ -169,7 +179,7 @@ fn step(request: Vec<u8>, reply_type: u8) -> Step {
     }
 }
 
-fn attach(dialect: Dialect, fid: u32, who: &Identity) -> Step {
+fn attach(dialect: Dialect, fid: u32, who: &Target) -> Step {
     let request = match dialect {
         Dialect::P9 => framed(
             TAG,
@@ -192,18 +202,21 @@ fn attach(dialect: Dialect, fid: u32, who: &Identity) -> Step {
     step(request, RATTACH)
 }
 
-fn walk_to_file() -> Step {
-    step(
-        framed(
-            TAG,
-            Twalk {
-                fid: ROOT_FID,
-                newfid: FID,
-                wnames: vec![FILE_NAME.to_string()],
-            },
-        ),
-        RWALK,
-    )
+fn walk_to_file(who: &Target) -> Step {
+    Step {
+        check: Check::WalkQids(who.path.len() as u16),
+        ..step(
+            framed(
+                TAG,
+                Twalk {
+                    fid: ROOT_FID,
+                    newfid: FID,
+                    wnames: who.path.clone(),
+                },
+            ),
+            RWALK,
+        )
+    }
 }
 
 fn open(dialect: Dialect) -> Step {
@@ -251,7 +264,7 @@ fn clunk() -> Step {
 }
 
 /// The requests of `workload` in `dialect`, encoded.
-pub fn plan(dialect: Dialect, workload: Workload, who: &Identity) -> Plan {
+pub fn plan(dialect: Dialect, workload: Workload, who: &Target) -> Plan {
     let version = Step {
         request: framed(
             NOTAG,
@@ -266,9 +279,9 @@ pub fn plan(dialect: Dialect, workload: Workload, who: &Identity) -> Plan {
     };
     let mut setup = vec![version, attach(dialect, ROOT_FID, who)];
     let op = match workload {
-        Workload::OpenReadClunk => vec![walk_to_file(), open(dialect), read(), clunk()],
+        Workload::OpenReadClunk => vec![walk_to_file(who), open(dialect), read(), clunk()],
         Workload::ReadHeld => {
-            setup.extend([walk_to_file(), open(dialect)]);
+            setup.extend([walk_to_file(who), open(dialect)]);
             vec![read()]
         }
         Workload::Attach => vec![attach(dialect, FID, who), clunk()],
@@ -334,6 +347,18 @@ pub fn check_reply(step: &Step, reply: &[u8]) -> Result<(), String> {
                 None => Err("malformed Rread".to_string()),
             }
         }
+        Check::WalkQids(n) => {
+            // Rwalk: nwqid[2] right after the header, then 13 bytes per qid. Fewer qids
+            // than names is a failed walk that 9P answers with Rwalk, not Rerror.
+            let count = reply
+                .get(HEADER_SIZE..HEADER_SIZE + 2)
+                .map(|b| u16::from_le_bytes([b[0], b[1]]));
+            match count {
+                Some(c) if c == *n && reply.len() == HEADER_SIZE + 2 + 13 * c as usize => Ok(()),
+                Some(c) => Err(format!("Rwalk of {c} qids where {n} were expected")),
+                None => Err("malformed Rwalk".to_string()),
+            }
+        }
     }
 }
 
@@ -342,7 +367,7 @@ pub fn check_reply(step: &Step, reply: &[u8]) -> Result<(), String> {
 #[cfg(test)]
 pub mod tests {
     use super::*;
-    use ninep::{Rattach, Rread, Rversion, Tframe};
+    use ninep::{Qid, Rattach, Rread, Rversion, Rwalk, Tframe};
 
     /// The checks of this module.
     pub const TESTS: &[(&str, fn())] = &[
@@ -359,13 +384,18 @@ pub mod tests {
             linux_open_is_tlopen_read_only,
         ),
         ("replies_are_checked", replies_are_checked),
+        (
+            "the_walk_takes_the_whole_path_and_must_reach_its_end",
+            the_walk_takes_the_whole_path_and_must_reach_its_end,
+        ),
     ];
 
-    fn who() -> Identity {
-        Identity {
+    fn who() -> Target {
+        Target {
             uname: "u".into(),
             aname: "/x".into(),
             n_uname: Some(7),
+            path: vec![FILE_NAME.into()],
         }
     }
 
@@ -463,5 +493,42 @@ pub mod tests {
         };
         assert_eq!(check_reply(version, &rversion("9P2000")), Ok(()));
         assert!(check_reply(version, &rversion("unknown")).is_err());
+    }
+
+    fn the_walk_takes_the_whole_path_and_must_reach_its_end() {
+        let deep = Target {
+            path: vec!["secret".into(), "x".into()],
+            ..who()
+        };
+        let p = plan(Dialect::P9, Workload::ReadHeld, &deep);
+        let walk = &p.setup[2];
+        match Tframe::decode(&walk.request).unwrap().msg {
+            Tmessage::Walk(w) => {
+                assert_eq!((w.fid, w.newfid), (ROOT_FID, FID));
+                assert_eq!(w.wnames, ["secret", "x"]);
+            }
+            other => panic!("not a walk: {other:?}"),
+        }
+        let qid = |path| Qid {
+            ty: 0,
+            version: 0,
+            path,
+        };
+        let rwalk = |n: u64| {
+            Rframe {
+                tag: TAG,
+                msg: Rwalk {
+                    wqids: (0..n).map(qid).collect(),
+                }
+                .into(),
+            }
+            .to_bytes()
+        };
+        assert_eq!(check_reply(walk, &rwalk(2)), Ok(()));
+        // A walk that stops at `secret` (no `x` there) is an Rwalk of one qid.
+        assert!(check_reply(walk, &rwalk(1)).unwrap_err().contains("1 qids"));
+        assert!(check_reply(walk, &rwalk(0)).is_err());
+        let p = plan(Dialect::P9, Workload::OpenReadClunk, &who());
+        assert_eq!(check_reply(&p.op[0], &rwalk(1)), Ok(()));
     }
 }

@@ -27,7 +27,8 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpListener, UnixListener};
 
 use crate::fs::RamFs;
-use crate::proto::{Dialect, FILE_NAME, FILE_SIZE, Identity, MSIZE};
+use crate::proto::{Dialect, FILE_NAME, FILE_SIZE, MSIZE, Target};
+use crate::schedule::Endpoint;
 
 /// A server under test.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
@@ -72,8 +73,8 @@ pub struct Running {
     pub unix: PathBuf,
     /// Its TCP address.
     pub tcp: SocketAddr,
-    /// Whom to attach as.
-    pub who: Identity,
+    /// Whom to attach as, and the file to read.
+    pub who: Target,
     child: Child,
     /// Held so that the child sees EOF on stdin if the bench dies.
     _stdin: Option<ChildStdin>,
@@ -83,6 +84,18 @@ impl Running {
     /// The server's process id (taskset execs the server, so the child is the server).
     pub fn pid(&self) -> u32 {
         self.child.id()
+    }
+
+    /// What the schedule needs to measure it.
+    pub fn endpoint(&self) -> Endpoint {
+        Endpoint {
+            name: self.kind.name().to_string(),
+            pid: self.pid(),
+            dialect: self.kind.dialect(),
+            target: self.who.clone(),
+            unix: self.unix.clone(),
+            tcp: Some(self.tcp),
+        }
     }
 }
 
@@ -173,10 +186,11 @@ pub fn start(kind: Kind, work: &Workdir, cpu: Option<usize>, diod: &Path) -> io:
                 kind,
                 unix,
                 tcp,
-                who: Identity {
+                who: Target {
                     uname: "bench".into(),
                     aname: String::new(),
                     n_uname: None,
+                    path: vec![FILE_NAME.into()],
                 },
                 child,
                 _stdin: stdin,
@@ -230,10 +244,11 @@ pub fn start(kind: Kind, work: &Workdir, cpu: Option<usize>, diod: &Path) -> io:
                 kind,
                 unix,
                 tcp,
-                who: Identity {
+                who: Target {
                     uname: String::new(),
                     aname: work.export.to_string_lossy().into_owned(),
                     n_uname: Some(uid),
+                    path: vec![FILE_NAME.into()],
                 },
                 child,
                 _stdin: None,
@@ -439,10 +454,11 @@ pub mod tests {
 
     fn echo_answers_every_step_of_every_workload() {
         let echo = EchoReplies::new();
-        let who = Identity {
+        let who = Target {
             uname: "u".into(),
             aname: String::new(),
             n_uname: None,
+            path: vec![FILE_NAME.into()],
         };
         for w in Workload::ALL {
             let p = plan(Dialect::P9, w, &who);
