@@ -61,7 +61,7 @@ pub fn principal_of(vault: &Vault, peer: &Peer) -> Result<Principal, Error> {
 pub fn view_for(vault: &Vault, principal: &Principal, aname: &str) -> Result<View, Error> {
     match principal {
         Principal::Admin if ADMIN_ANAMES.contains(&aname) => Ok(View::Admin),
-        Principal::Admin if vault.service(aname).is_some() => Ok(View::Service {
+        Principal::Admin if vault.has_service(aname) => Ok(View::Service {
             service: aname.to_string(),
             by: Principal::Admin,
         }),
@@ -82,10 +82,8 @@ impl View {
             View::Admin => Ok(()),
             View::Service { service, by } => {
                 let valid = match by {
-                    Principal::Admin => vault.service(service).is_some(),
-                    Principal::Service { uid, .. } => {
-                        vault.service_for_uid(*uid).as_deref() == Some(service.as_str())
-                    }
+                    Principal::Admin => vault.has_service(service),
+                    Principal::Service { uid, .. } => vault.uid_maps_to(*uid, service),
                 };
                 if valid {
                     Ok(())

@@ -55,6 +55,11 @@ impl SecretBytes {
     pub fn is_empty(&self) -> bool {
         self.0.is_empty()
     }
+
+    /// The plaintext's zeroizing buffer, handed on without a copy (to become a 9P reply).
+    pub fn into_zeroizing(self) -> Zeroizing<Vec<u8>> {
+        self.0
+    }
 }
 
 impl fmt::Debug for SecretBytes {

@@ -228,6 +228,17 @@ impl Vault {
             .map(|rec| service_of(name, rec))
     }
 
+    /// Whether a service exists: one lookup, no allocation (the server asks on every
+    /// request made through a service's view).
+    pub fn has_service(&self, name: &str) -> bool {
+        self.state().services.contains_key(name)
+    }
+
+    /// Whether `uid` authenticates as `service`: one lookup, no allocation.
+    pub fn uid_maps_to(&self, uid: u32, service: &str) -> bool {
+        self.state().uids.get(&uid).is_some_and(|s| s == service)
+    }
+
     /// The service a unix uid authenticates as.
     pub fn service_for_uid(&self, uid: u32) -> Option<String> {
         self.state().uids.get(&uid).cloned()
