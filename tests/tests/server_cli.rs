@@ -28,7 +28,7 @@ fn init_makes_an_owner_only_directory_and_key_and_refuses_to_run_twice() {
     assert!(out.status.success(), "{}", stderr(&out));
     assert_eq!(mode(&data), 0o700);
     assert_eq!(mode(&key), 0o600);
-    assert_eq!(std::fs::metadata(&key).unwrap().len() > 0, true);
+    assert!(std::fs::metadata(&key).unwrap().len() > 0);
     assert!(!data.join("key").exists(), "the key lives where --key says");
     let again = Command::new(&bins().srv_secrets)
         .args(["init", "--data"])
