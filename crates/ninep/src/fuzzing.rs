@@ -34,6 +34,7 @@ pub fn fuzz_limits() -> Limits {
     Limits {
         max_msize: 8192,
         max_connections: 4,
+        max_connections_per_uid: 4,
         max_fids: 32,
         max_outstanding: 8,
         max_outstanding_total: 16,

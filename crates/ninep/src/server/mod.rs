@@ -34,11 +34,13 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
+use std::collections::HashMap;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::{TcpListener, UnixListener};
 use tokio::sync::{Semaphore, watch};
 use tokio::task::JoinSet;
-use tracing::{info, warn};
+
+use tracing::{debug, info, warn};
 
 use crate::error::Result;
 use crate::message::{Data, Qid, Stat};
@@ -80,6 +82,14 @@ pub enum ClunkKind {
 pub trait Filesystem: Send + Sync + 'static {
     /// Per-fid state.
     type Fid: Send + Sync + 'static;
+
+    /// Whether to serve a new connection at all, before any message is read: a server
+    /// that knows its principals closes strangers at once instead of letting them hold a
+    /// connection slot. The default serves everyone.
+    fn accept(&self, peer: &Peer) -> bool {
+        let _ = peer;
+        true
+    }
 
     /// Tattach: the root of the tree named by `aname`, for the connection's `peer`.
     /// The core has checked that the fid is new and that no authentication was offered.
@@ -182,6 +192,9 @@ pub struct Limits {
     pub max_msize: u32,
     /// Connections served at once; more are closed on accept.
     pub max_connections: usize,
+    /// Connections served at once for one uid (uid 0 excepted: the kernel mounts a view
+    /// per service as root), so that one local user cannot take every slot.
+    pub max_connections_per_uid: usize,
     /// Fids one connection may hold.
     pub max_fids: usize,
     /// Requests one connection may have outstanding.
@@ -200,6 +213,7 @@ impl Default for Limits {
         Limits {
             max_msize: 128 * 1024,
             max_connections: 1024,
+            max_connections_per_uid: 64,
             max_fids: 4096,
             max_outstanding: 256,
             max_outstanding_total: 4096,
@@ -215,6 +229,51 @@ pub struct Server<F: Filesystem> {
     limits: Arc<Limits>,
     connections: Arc<Semaphore>,
     outstanding: Arc<Semaphore>,
+    per_uid: Arc<std::sync::Mutex<HashMap<u32, usize>>>,
+}
+
+/// One connection counted against its uid's cap; released when dropped.
+struct UidSlot {
+    counts: Arc<std::sync::Mutex<HashMap<u32, usize>>>,
+    uid: Option<u32>,
+}
+
+impl UidSlot {
+    /// Counts a connection from `peer`, or None if its uid is at `cap`. Peers without a
+    /// uid, and uid 0, are not counted.
+    fn take(
+        counts: &Arc<std::sync::Mutex<HashMap<u32, usize>>>,
+        peer: &Peer,
+        cap: usize,
+    ) -> Option<UidSlot> {
+        let uid = peer.uid.filter(|&u| u != 0);
+        if let Some(u) = uid {
+            let mut c = counts.lock().unwrap_or_else(|p| p.into_inner());
+            let n = c.entry(u).or_insert(0);
+            if *n >= cap {
+                return None;
+            }
+            *n += 1;
+        }
+        Some(UidSlot {
+            counts: counts.clone(),
+            uid,
+        })
+    }
+}
+
+impl Drop for UidSlot {
+    fn drop(&mut self) {
+        if let Some(u) = self.uid {
+            let mut c = self.counts.lock().unwrap_or_else(|p| p.into_inner());
+            if let Some(n) = c.get_mut(&u) {
+                *n -= 1;
+                if *n == 0 {
+                    c.remove(&u);
+                }
+            }
+        }
+    }
 }
 
 impl<F: Filesystem> Clone for Server<F> {
@@ -224,6 +283,7 @@ impl<F: Filesystem> Clone for Server<F> {
             limits: self.limits.clone(),
             connections: self.connections.clone(),
             outstanding: self.outstanding.clone(),
+            per_uid: self.per_uid.clone(),
         }
     }
 }
@@ -284,6 +344,7 @@ impl<F: Filesystem> Server<F> {
             fs,
             connections: Arc::new(Semaphore::new(limits.max_connections)),
             outstanding: Arc::new(Semaphore::new(limits.max_outstanding_total)),
+            per_uid: Arc::new(std::sync::Mutex::new(HashMap::new())),
             limits: Arc::new(limits),
         }
     }
@@ -373,6 +434,18 @@ impl<F: Filesystem> Server<F> {
                     continue;
                 }
             };
+            if !self.fs.accept(&peer) {
+                debug!(peer = %peer.addr, "connection refused by the filesystem");
+                drop(stream);
+                continue;
+            }
+            let Some(uid_slot) =
+                UidSlot::take(&self.per_uid, &peer, self.limits.max_connections_per_uid)
+            else {
+                warn!(peer = %peer.addr, limit = self.limits.max_connections_per_uid, "too many connections from this uid; closing the new one");
+                drop(stream);
+                continue;
+            };
             let Ok(permit) = self.connections.clone().try_acquire_owned() else {
                 warn!(peer = %peer.addr, limit = self.limits.max_connections, "too many connections; closing the new one");
                 drop(stream);
@@ -383,6 +456,7 @@ impl<F: Filesystem> Server<F> {
             connections.spawn(async move {
                 server.serve_connection(stream, peer, shutdown).await;
                 drop(permit);
+                drop(uid_slot);
             });
         }
         info!(
