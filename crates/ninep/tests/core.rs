@@ -296,3 +296,280 @@ async fn the_core_serves_tcp_too() {
         .unwrap()
         .unwrap();
 }
+
+/// A fid's requests keep their order even when pipelined: appends to an append-only
+/// file come out in the order sent (a review found them reordered before).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pipelined_requests_on_one_fid_keep_their_order() {
+    let srv = TestServer::start(Limits::default()).await;
+    let mut c = srv.raw().await;
+    c.version(8192).await;
+    c.attach(0).await;
+    c.send(
+        2,
+        ninep::Twalk {
+            fid: 0,
+            newfid: 1,
+            wnames: vec![],
+        },
+    )
+    .await;
+    assert!(c.recv_text().await.starts_with("Rwalk"));
+    // Create, then without waiting: 200 appends and a read of the whole file.
+    c.send(
+        3,
+        ninep::Tcreate {
+            fid: 1,
+            name: "log".into(),
+            perm: ninep::dm::APPEND | 0o644,
+            mode: ninep::om::RDWR,
+        },
+    )
+    .await;
+    let mut expected = Vec::new();
+    for i in 0..200u16 {
+        let line = format!("{i},");
+        expected.extend_from_slice(line.as_bytes());
+        c.send(
+            10 + i,
+            Twrite {
+                fid: 1,
+                offset: 0,
+                data: line.into_bytes().into(),
+            },
+        )
+        .await;
+    }
+    for _ in 0..201 {
+        let r = c.recv_text().await;
+        assert!(r.starts_with("Rcreate") || r.starts_with("Rwrite"), "{r}");
+    }
+    c.send(
+        5,
+        Tread {
+            fid: 1,
+            offset: 0,
+            count: 8000,
+        },
+    )
+    .await;
+    match c.recv().await.unwrap().msg {
+        ninep::Rmessage::Read(r) => assert_eq!(
+            String::from_utf8_lossy(r.data.expose()),
+            String::from_utf8_lossy(&expected)
+        ),
+        other => panic!("{other:?}"),
+    }
+}
+
+/// Topen and Tread sent together: the read waits for the open.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pipelined_open_and_read_succeed() {
+    let srv = TestServer::start(Limits::default()).await;
+    let mut c = srv.raw().await;
+    c.version(8192).await;
+    c.attach(0).await;
+    for round in 0..50u32 {
+        let fid = 100 + round;
+        c.send(
+            1,
+            ninep::Twalk {
+                fid: 0,
+                newfid: fid,
+                wnames: vec!["8k".into()],
+            },
+        )
+        .await;
+        c.send(
+            2,
+            ninep::Topen {
+                fid,
+                mode: ninep::om::READ,
+            },
+        )
+        .await;
+        c.send(3, read(fid)).await;
+        c.send(4, ninep::Tclunk { fid }).await;
+        let mut got: Vec<String> = Vec::new();
+        for _ in 0..4 {
+            got.push(c.recv_text().await);
+        }
+        got.sort();
+        assert!(got[0].starts_with("Rclunk tag 4"), "{got:?}");
+        assert!(got[1].starts_with("Ropen tag 2"), "{got:?}");
+        assert_eq!(got[2], "Rread tag 3 data <100 bytes>", "{got:?}");
+        assert!(got[3].starts_with("Rwalk tag 1"), "{got:?}");
+    }
+}
+
+/// A client that sends without reading its replies stops being read, instead of
+/// growing the server's memory; once it reads, every reply is there.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_that_does_not_read_is_not_read_either() {
+    let limits = Limits {
+        max_outstanding: 8,
+        ..Limits::default()
+    };
+    let srv = TestServer::start(limits).await;
+    let mut c = srv.raw().await;
+    c.version(8192).await;
+    c.attach(0).await;
+    let n = 200_000u32;
+    let mut all = Vec::new();
+    for i in 0..n {
+        all.extend_from_slice(
+            &ninep::Tframe {
+                tag: (i % 60_000) as u16,
+                msg: Tstat { fid: 0 }.into(),
+            }
+            .to_bytes(),
+        );
+    }
+    let (mut rd, mut wr) = c.0.into_split();
+    let writer = tokio::spawn(async move {
+        use tokio::io::AsyncWriteExt;
+        wr.write_all(&all).await.unwrap();
+        wr
+    });
+    // 2.2 MB of requests cannot all be taken while nobody reads the replies.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert!(
+        !writer.is_finished(),
+        "the server kept reading without bound"
+    );
+    let mut replies = 0u32;
+    while replies < n {
+        use tokio::io::AsyncReadExt;
+        let mut h = [0u8; 4];
+        rd.read_exact(&mut h).await.unwrap();
+        let mut rest = vec![0u8; u32::from_le_bytes(h) as usize - 4];
+        rd.read_exact(&mut rest).await.unwrap();
+        replies += 1;
+    }
+    writer.await.unwrap();
+    srv.still_serves().await;
+}
+
+/// Tversion abandons outstanding requests completely: none of them answers after the
+/// Rversion, and their tags serve new requests at once. Writes cannot be cancelled, so
+/// the old session's writes are still running when the new session begins unless the
+/// reset waits for them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tversion_leaves_nothing_of_the_old_session() {
+    let srv = TestServer::start(Limits::default()).await;
+    let mut c = srv.raw().await;
+    c.version(8192).await;
+    c.attach(0).await;
+    c.send(
+        2,
+        ninep::Twalk {
+            fid: 0,
+            newfid: 1,
+            wnames: vec!["slow".into()],
+        },
+    )
+    .await;
+    assert!(c.recv_text().await.starts_with("Rwalk"));
+    c.send(
+        3,
+        ninep::Topen {
+            fid: 1,
+            mode: ninep::om::RDWR,
+        },
+    )
+    .await;
+    assert!(c.recv_text().await.starts_with("Ropen"));
+    for tag in 0..100u16 {
+        c.send(
+            tag,
+            Twrite {
+                fid: 1,
+                offset: 0,
+                data: vec![b'x'].into(),
+            },
+        )
+        .await;
+    }
+    c.send(
+        ninep::NOTAG,
+        Tversion {
+            msize: 8192,
+            version: "9P2000".into(),
+        },
+    )
+    .await;
+    // The new session, on the same tags, with reads that wait at the gate too.
+    c.send(
+        500,
+        Tattach {
+            fid: 0,
+            afid: NOFID,
+            uname: "t".into(),
+            aname: String::new(),
+        },
+    )
+    .await;
+    c.send(
+        501,
+        ninep::Twalk {
+            fid: 0,
+            newfid: 1,
+            wnames: vec!["slow".into()],
+        },
+    )
+    .await;
+    c.send(
+        502,
+        ninep::Topen {
+            fid: 1,
+            mode: ninep::om::READ,
+        },
+    )
+    .await;
+    for tag in 0..100u16 {
+        c.send(tag, read(1)).await;
+    }
+    // Let the old writes finish only now, while the new session's reads are waiting.
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    srv.gate.add_permits(1000);
+    loop {
+        let r = c.recv_text().await;
+        if r.starts_with("Rversion") {
+            break;
+        }
+        assert!(r.starts_with("Rwrite"), "{r}");
+    }
+    let mut new_session = Vec::new();
+    for _ in 0..103 {
+        new_session.push(c.recv_text().await);
+    }
+    assert!(
+        new_session.iter().all(|r| !r.starts_with("Rwrite")),
+        "a reply of the old session: {new_session:?}"
+    );
+    assert_eq!(
+        new_session
+            .iter()
+            .filter(|r| r.starts_with("Rread"))
+            .count(),
+        100,
+        "{new_session:?}"
+    );
+}
+
+#[tokio::test]
+async fn bind_unix_replaces_only_a_stale_socket() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("precious");
+    std::fs::write(&file, b"key material").unwrap();
+    let e = ninep::server::bind_unix(&file).await.err().unwrap();
+    assert!(e.to_string().contains("not a socket"), "{e}");
+    assert_eq!(std::fs::read(&file).unwrap(), b"key material");
+    // A stale socket (its listener gone) is replaced; a live one is not.
+    let sock = dir.path().join("s.sock");
+    drop(std::os::unix::net::UnixListener::bind(&sock).unwrap());
+    let live = ninep::server::bind_unix(&sock).await.unwrap();
+    let e = ninep::server::bind_unix(&sock).await.err().unwrap();
+    assert!(e.to_string().contains("already listening"), "{e}");
+    drop(live);
+}

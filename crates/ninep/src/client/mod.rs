@@ -86,7 +86,9 @@ struct State {
 struct Inner {
     tx: mpsc::UnboundedSender<Zeroizing<Vec<u8>>>,
     state: Mutex<State>,
-    msize: AtomicU32,
+    /// The negotiated msize (before Tversion: what we will ask). The reader refuses
+    /// larger frames, so a hostile server cannot make the client allocate at will.
+    msize: Arc<AtomicU32>,
 }
 
 /// A connection to a 9P2000 server. Cheap to clone; clones share the connection.
@@ -161,10 +163,10 @@ impl Client {
                 next_fid: 0,
                 closed: false,
             }),
-            msize: AtomicU32::new(DEFAULT_MSIZE),
+            msize: Arc::new(AtomicU32::new(DEFAULT_MSIZE)),
         });
         tokio::spawn(write_loop(wr, rx));
-        tokio::spawn(read_loop(rd, Arc::downgrade(&inner)));
+        tokio::spawn(read_loop(rd, Arc::downgrade(&inner), inner.msize.clone()));
         Client { inner }
     }
 
@@ -184,6 +186,10 @@ impl Client {
             msize,
             version: VERSION_9P2000.into(),
         };
+        // Room for the Rversion whatever we ask; the answer then sets the limit.
+        self.inner
+            .msize
+            .fetch_max(msize.max(IOHDRSZ + 1), Ordering::AcqRel);
         let r = self
             .send_frame(version.into(), Some(NOTAG), Release::Nothing)?
             .reply()
@@ -326,17 +332,23 @@ async fn write_loop<W: AsyncWrite + Unpin>(
     let _ = wr.shutdown().await;
 }
 
-async fn read_loop<R: AsyncRead + Unpin>(mut rd: R, inner: std::sync::Weak<Inner>) {
-    let mut buf = BytesMut::with_capacity(16 * 1024);
+async fn read_loop<R: AsyncRead + Unpin>(
+    mut rd: R,
+    inner: std::sync::Weak<Inner>,
+    msize: Arc<AtomicU32>,
+) {
+    // Replies carry secrets: size the buffer for the largest frame up front so that it
+    // is not reallocated (which would free reply bytes without zeroing them).
+    let mut buf = BytesMut::with_capacity(DEFAULT_MSIZE as usize + HEADER_SIZE);
     loop {
         let frame = loop {
             if buf.len() >= 4 {
                 let size = u32::from_le_bytes([buf[0], buf[1], buf[2], buf[3]]) as usize;
-                if buf.len() >= size && size >= HEADER_SIZE {
-                    break Some(buf.split_to(size));
-                }
-                if size < HEADER_SIZE {
+                if size < HEADER_SIZE || size > msize.load(Ordering::Acquire) as usize {
                     break None;
+                }
+                if buf.len() >= size {
+                    break Some(buf.split_to(size));
                 }
                 buf.reserve(size - buf.len());
             }
@@ -371,6 +383,18 @@ async fn read_loop<R: AsyncRead + Unpin>(mut rd: R, inner: std::sync::Weak<Inner
             }
         }
     }
+}
+
+/// Appends to a buffer of secret bytes without leaving a copy behind: a Vec that grows
+/// frees its old buffer unzeroed, so grow by hand into a new zeroizing buffer.
+fn append_zeroizing(out: &mut Zeroizing<Vec<u8>>, more: &[u8]) {
+    let needed = out.len() + more.len();
+    if needed > out.capacity() {
+        let mut bigger = Zeroizing::new(Vec::with_capacity(needed.max(2 * out.capacity())));
+        bigger.extend_from_slice(out);
+        *out = bigger;
+    }
+    out.extend_from_slice(more);
 }
 
 /// A fid on the server. Clunked when dropped, if not explicitly.
@@ -503,7 +527,7 @@ impl Fid {
             if d.is_empty() {
                 return Ok(out);
             }
-            out.extend_from_slice(d.expose());
+            append_zeroizing(&mut out, d.expose());
         }
     }
 

@@ -8,11 +8,11 @@ use bytes::BytesMut;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::sync::{Semaphore, mpsc};
 use tracing::debug;
-use zeroize::{Zeroize, Zeroizing};
+use zeroize::Zeroize;
 
 use crate::batch::Batch;
 
-use super::session::Session;
+use super::session::{Outgoing, Permits, Session};
 use super::{Filesystem, Limits, Peer, Shutdown};
 use crate::message::{FrameHeader, HEADER_SIZE};
 
@@ -79,18 +79,30 @@ async fn read_frame<R: AsyncRead + Unpin>(
 }
 
 /// Writes replies as they complete, batching those that are ready together (see
-/// [`Batch`] for why the buffer never grows and what is zeroed).
+/// [`Batch`] for why the buffer never grows and what is zeroed). The permits that came
+/// with each reply are given back once it is written.
 async fn write_loop<W: AsyncWrite + Unpin>(
     mut wr: W,
-    mut rx: mpsc::UnboundedReceiver<Zeroizing<Vec<u8>>>,
+    mut rx: mpsc::UnboundedReceiver<Outgoing>,
     timeout: Duration,
     closed: Arc<tokio::sync::Notify>,
 ) {
     let mut batch = Batch::new();
+    let mut held: Vec<Permits> = Vec::new();
     while let Some(first) = rx.recv().await {
-        let mut queued = || rx.try_recv().ok();
-        let written =
-            tokio::time::timeout(timeout, batch.write_queued(&mut wr, first, &mut queued)).await;
+        let written = tokio::time::timeout(timeout, async {
+            let mut next = Some(first);
+            while let Some(out) = next.take() {
+                batch.push(&mut wr, &out.bytes).await?;
+                held.extend(out.permits);
+                if !batch.is_full() {
+                    next = rx.try_recv().ok();
+                }
+            }
+            batch.flush(&mut wr).await
+        })
+        .await;
+        held.clear();
         match written {
             Ok(Ok(())) => {}
             Ok(Err(e)) => {
@@ -124,7 +136,12 @@ pub(super) async fn run<F, S>(
     let writer = tokio::spawn(write_loop(wr, rx, limits.write_timeout, closed.clone()));
     debug!(peer = %peer.addr, "connection opened");
     let session = Arc::new(Session::new(fs, limits.clone(), peer, tx));
-    let mut buf = BytesMut::with_capacity(8 * 1024);
+    // Replies not yet written, on this connection: the outstanding requests, their
+    // flushes, and as many again of errors and replies queued for the writer.
+    let mine = Arc::new(Semaphore::new(2 * limits.max_outstanding.max(1)));
+    // The largest frame fits from the start, so the buffer is not reallocated (which
+    // would free bytes of Twrites, secrets among them, without zeroing them).
+    let mut buf = BytesMut::with_capacity(limits.max_msize as usize + HEADER_SIZE);
 
     // Made once, not per message: setting up these futures on every frame showed in
     // the profile.
@@ -160,14 +177,21 @@ pub(super) async fn run<F, S>(
                 break false;
             }
         };
-        let permit = tokio::select! {
+        // Both permits come back when the reply is written: a client that does not read
+        // its replies is not read either, once it has this many outstanding.
+        let permits = tokio::select! {
             _ = &mut stop => break true,
-            p = outstanding.clone().acquire_owned() => match p {
+            _ = &mut writer_gone => break false,
+            p = async {
+                let connection = mine.clone().acquire_owned().await?;
+                let server = outstanding.clone().acquire_owned().await?;
+                Ok::<_, tokio::sync::AcquireError>(Permits { _connection: connection, _server: server })
+            } => match p {
                 Ok(p) => p,
                 Err(_) => break false,
             },
         };
-        session.handle_frame(frame, permit).await;
+        session.handle_frame(frame, permits).await;
     };
     buf.zeroize();
     session.close(graceful).await;

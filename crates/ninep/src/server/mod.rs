@@ -16,7 +16,9 @@
 //! - A wstat with every field "don't touch" succeeds without calling the handler.
 //! - Tflush is answered with Rflush, after the flushed request's reply if it was sent.
 //!
-//! Requests on one connection run concurrently and replies go out in completion order.
+//! Requests on one connection run concurrently and replies go out in completion order,
+//! except that requests on the same fid keep their order (a pipelined Topen and Tread,
+//! or a command split over Twrites).
 //! [`Limits`] bounds connections, fids, outstanding requests, msize and stalls, so one
 //! client can neither exhaust the process nor harm other connections.
 //!
@@ -24,8 +26,10 @@
 //! - this file: the [`Filesystem`] trait, [`Limits`], [`Server`] and its listeners.
 //! - `conn`: framing on a byte stream, the reader loop, the reply writer.
 //! - `session`: one connection's fids and tags, and the protocol checks per message.
+//! - `order`: requests on one fid run in the order they arrived.
 
 mod conn;
+mod order;
 mod session;
 
 use std::future::Future;
@@ -199,8 +203,10 @@ pub struct Limits {
     pub max_fids: usize,
     /// Requests one connection may have outstanding.
     pub max_outstanding: usize,
-    /// Requests outstanding over all connections; past it, connections wait before
-    /// reading more. Bounds the memory held by requests to about this times 2 × msize.
+    /// Requests whose replies are not yet written, over all connections; past it,
+    /// connections wait before reading more. With the per-connection bound (twice
+    /// `max_outstanding`), this bounds the memory that requests and replies hold to about
+    /// this times 2 × msize, whether or not clients read their replies.
     pub max_outstanding_total: usize,
     /// How long a connection may take to send the rest of a message it has begun.
     pub stall_timeout: Duration,
@@ -468,12 +474,24 @@ impl<F: Filesystem> Server<F> {
     }
 }
 
-/// Binds a unix socket at `path`, replacing a stale socket file left by a server that
-/// is no longer running. A live server's socket is not replaced.
+/// Binds a unix socket at `path`, replacing a stale socket left by a server that is no
+/// longer running. A live server's socket is not replaced, and neither is anything that
+/// is not a socket (a mistyped path must not delete, say, a key file).
 pub async fn bind_unix(path: &Path) -> io::Result<UnixListener> {
+    use std::os::unix::fs::FileTypeExt;
     match UnixListener::bind(path) {
         Ok(l) => Ok(l),
         Err(e) if e.kind() == io::ErrorKind::AddrInUse => {
+            let is_socket = std::fs::symlink_metadata(path)?.file_type().is_socket();
+            if !is_socket {
+                return Err(io::Error::new(
+                    io::ErrorKind::AlreadyExists,
+                    format!(
+                        "{}: exists and is not a socket; not replacing it",
+                        path.display()
+                    ),
+                ));
+            }
             if tokio::net::UnixStream::connect(path).await.is_ok() {
                 return Err(io::Error::new(
                     io::ErrorKind::AddrInUse,

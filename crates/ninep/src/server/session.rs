@@ -2,7 +2,7 @@
 //! for every message before the filesystem sees it.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use bytes::BytesMut;
@@ -11,6 +11,7 @@ use tokio::task::AbortHandle;
 use tracing::{debug, trace};
 use zeroize::{Zeroize, Zeroizing};
 
+use super::order::{Done, FidOrder, named_fids};
 use super::{ClunkKind, Filesystem, Limits, MIN_MSIZE, Peer};
 use crate::error::{Error, Result, ename};
 use crate::message::*;
@@ -36,13 +37,33 @@ struct DirCursor {
 
 type Fid<F> = Arc<Mutex<FidState<F>>>;
 
+/// The right to have one more request's reply in memory, on this connection and in the
+/// whole server. Taken by the reader before it decodes a frame, and given back only
+/// when the reply has been written: so a client that sends without reading stops being
+/// read, instead of growing the server's memory.
+pub(super) struct Permits {
+    pub(super) _connection: OwnedSemaphorePermit,
+    pub(super) _server: OwnedSemaphorePermit,
+}
+
+/// A reply on its way to the writer, with the permits of the request it answers.
+pub(super) struct Outgoing {
+    pub(super) bytes: Zeroizing<Vec<u8>>,
+    pub(super) permits: Option<Permits>,
+}
+
 /// An outstanding request.
 struct InFlight {
     /// Set for requests that change nothing (walk, read, stat), which a flush may
     /// cancel; others run to completion and reply before the Rflush.
     abort: Option<AbortHandle>,
-    /// Tags of Tflush requests waiting for this request to finish.
-    flushers: Vec<u16>,
+    /// Tags of Tflush requests waiting for this request to finish, with their permits.
+    flushers: Vec<(u16, Option<Permits>)>,
+    /// The session generation it belongs to: a Tversion starts a new one, and a late
+    /// request of an old one must not answer, or retire, a new request with its tag.
+    generation: u64,
+    /// Resolved when the request's task has ended.
+    done: Arc<Done>,
 }
 
 pub(super) struct Session<F: Filesystem> {
@@ -53,8 +74,11 @@ pub(super) struct Session<F: Filesystem> {
     msize: AtomicU32,
     fids: Mutex<HashMap<u32, Fid<F>>>,
     inflight: Mutex<HashMap<u16, InFlight>>,
+    /// Bumped by every Tversion.
+    generation: AtomicU64,
+    order: Mutex<FidOrder>,
     idle: Notify,
-    tx: mpsc::UnboundedSender<Zeroizing<Vec<u8>>>,
+    tx: mpsc::UnboundedSender<Outgoing>,
 }
 
 /// Locks a mutex, recovering it if a panicking thread poisoned it: the data it guards
@@ -64,12 +88,16 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 }
 
 /// Sends the reply of a request when the request's task ends, whether it finished or
-/// was cancelled by a flush, and then the Rflush of whoever flushed it.
+/// was cancelled by a flush, and then the Rflush of whoever flushed it; then lets the
+/// next request on the same fids run.
 struct ReplyGuard<F: Filesystem> {
     session: Arc<Session<F>>,
     tag: u16,
+    generation: u64,
     reply: Option<Rmessage>,
-    _permit: OwnedSemaphorePermit,
+    permits: Option<Permits>,
+    done: Arc<Done>,
+    named: [Option<u32>; 2],
 }
 
 impl<F: Filesystem> ReplyGuard<F> {
@@ -85,7 +113,18 @@ impl<F: Filesystem> Drop for ReplyGuard<F> {
             // A handler bug must not leave the client waiting forever on this tag.
             reply = Some(Rmessage::error(ename::IO));
         }
-        self.session.complete(self.tag, reply);
+        self.session
+            .complete(self.tag, self.generation, reply, self.permits.take());
+        // After the reply is queued, so that replies on one fid keep their order too.
+        self.done.finish();
+        // Lock order: fids, then order (nowhere else holds both).
+        let fids = lock(&self.session.fids);
+        let live = self
+            .named
+            .into_iter()
+            .flatten()
+            .map(|f| (f, fids.contains_key(&f)));
+        lock(&self.session.order).leave(live, &self.done);
     }
 }
 
@@ -134,7 +173,7 @@ impl<F: Filesystem> Session<F> {
         fs: Arc<F>,
         limits: Arc<Limits>,
         peer: Peer,
-        tx: mpsc::UnboundedSender<Zeroizing<Vec<u8>>>,
+        tx: mpsc::UnboundedSender<Outgoing>,
     ) -> Self {
         Session {
             fs,
@@ -143,6 +182,8 @@ impl<F: Filesystem> Session<F> {
             msize: AtomicU32::new(0),
             fids: Mutex::new(HashMap::new()),
             inflight: Mutex::new(HashMap::new()),
+            generation: AtomicU64::new(0),
+            order: Mutex::new(FidOrder::default()),
             idle: Notify::new(),
             tx,
         }
@@ -161,9 +202,10 @@ impl<F: Filesystem> Session<F> {
         self.max_frame_size() - IOHDRSZ
     }
 
-    /// Encodes and queues a reply. A reply that would not fit the msize (a handler's
-    /// overlong stat or error) is replaced by an error that does.
-    fn send(&self, tag: u16, msg: Rmessage) {
+    /// Encodes and queues a reply, with the permits it holds until written. A reply that
+    /// would not fit the msize (a handler's overlong stat or error) is replaced by an
+    /// error that does.
+    fn send(&self, tag: u16, msg: Rmessage, permits: Option<Permits>) {
         let mut frame = Rframe { tag, msg };
         let max = self.max_frame_size() as usize;
         if frame.byte_size() > max {
@@ -185,28 +227,39 @@ impl<F: Filesystem> Session<F> {
         frame.encode(&mut *bytes);
         // The writer is gone only when the connection is closing; the reply has nowhere
         // to go then.
-        let _ = self.tx.send(bytes);
+        let _ = self.tx.send(Outgoing { bytes, permits });
     }
 
     /// Replies with an error at once, outside the request machinery (the reader uses it
     /// before closing a connection).
     pub(super) fn reply_error_now(&self, tag: u16, ename: &str) {
-        self.send(tag, Rmessage::error(ename));
+        self.send(tag, Rmessage::error(ename), None);
     }
 
     /// A request's task ended: send its reply (if it has one and the session was not
     /// reset meanwhile), then the Rflush of each flush waiting on it.
-    fn complete(&self, tag: u16, reply: Option<Rmessage>) {
+    fn complete(
+        &self,
+        tag: u16,
+        generation: u64,
+        reply: Option<Rmessage>,
+        permits: Option<Permits>,
+    ) {
         let mut inflight = lock(&self.inflight);
+        match inflight.get(&tag) {
+            Some(entry) if entry.generation == generation => {}
+            // Abandoned by a Tversion; the tag may already belong to a new request.
+            _ => return,
+        }
         let Some(entry) = inflight.remove(&tag) else {
             return;
         };
         // Sending under the lock keeps a flush from overtaking the reply it waits for.
         if let Some(reply) = reply {
-            self.send(tag, reply);
+            self.send(tag, reply, permits);
         }
-        for flusher in entry.flushers {
-            self.send(flusher, Rflush {}.into());
+        for (flusher, permits) in entry.flushers {
+            self.send(flusher, Rflush {}.into(), permits);
         }
         if inflight.is_empty() {
             self.idle.notify_waiters();
@@ -215,11 +268,7 @@ impl<F: Filesystem> Session<F> {
 
     /// Decodes one frame and starts its request. Version and flush are handled here, in
     /// order; every other request runs as its own task.
-    pub(super) async fn handle_frame(
-        self: &Arc<Self>,
-        mut bytes: BytesMut,
-        permit: OwnedSemaphorePermit,
-    ) {
+    pub(super) async fn handle_frame(self: &Arc<Self>, mut bytes: BytesMut, permits: Permits) {
         let header = FrameHeader::parse(&bytes).ok();
         let decoded = Tframe::decode(&bytes);
         // Twrite payloads may be secrets: wipe the frame once decoded.
@@ -232,6 +281,7 @@ impl<F: Filesystem> Session<F> {
                     self.send(
                         h.tag,
                         Rmessage::error(format!("{}: {e}", ename::BAD_MESSAGE)),
+                        Some(permits),
                     );
                 }
                 return;
@@ -242,31 +292,37 @@ impl<F: Filesystem> Session<F> {
         match msg {
             Tmessage::Version(m) => {
                 let reply = self.version(m).await;
-                self.send(tag, reply);
+                self.send(tag, reply, Some(permits));
             }
-            Tmessage::Flush(m) => self.flush(tag, m.oldtag),
+            Tmessage::Flush(m) => self.flush(tag, m.oldtag, permits),
             _ if self.msize.load(Ordering::Acquire) == 0 => {
-                self.send(tag, Rmessage::error(ename::NO_VERSION));
+                self.send(tag, Rmessage::error(ename::NO_VERSION), Some(permits));
             }
-            msg => self.start(tag, msg, permit),
+            msg => self.start(tag, msg, permits),
         }
     }
 
-    fn start(self: &Arc<Self>, tag: u16, msg: Tmessage, permit: OwnedSemaphorePermit) {
+    fn start(self: &Arc<Self>, tag: u16, msg: Tmessage, permits: Permits) {
         let cancellable = matches!(
             msg,
             Tmessage::Walk(_) | Tmessage::Read(_) | Tmessage::Stat(_)
         );
+        let generation = self.generation.load(Ordering::Acquire);
+        let done = Done::new();
         {
             let mut inflight = lock(&self.inflight);
             if inflight.contains_key(&tag) {
                 drop(inflight);
-                self.send(tag, Rmessage::error(ename::DUPLICATE_TAG));
+                self.send(tag, Rmessage::error(ename::DUPLICATE_TAG), Some(permits));
                 return;
             }
             if inflight.len() >= self.limits.max_outstanding {
                 drop(inflight);
-                self.send(tag, Rmessage::error(ename::TOO_MANY_REQUESTS));
+                self.send(
+                    tag,
+                    Rmessage::error(ename::TOO_MANY_REQUESTS),
+                    Some(permits),
+                );
                 return;
             }
             inflight.insert(
@@ -274,16 +330,26 @@ impl<F: Filesystem> Session<F> {
                 InFlight {
                     abort: None,
                     flushers: Vec::new(),
+                    generation,
+                    done: done.clone(),
                 },
             );
         }
+        // In arrival order: this is what keeps requests on one fid in order.
+        let before = lock(&self.order).enter(&msg, &done);
         let mut guard = ReplyGuard {
             session: self.clone(),
             tag,
+            generation,
             reply: None,
-            _permit: permit,
+            permits: Some(permits),
+            named: named_fids(&msg),
+            done,
         };
         let handle = tokio::spawn(async move {
+            for earlier in before {
+                earlier.wait().await;
+            }
             let session = guard.session.clone();
             let reply = match session.dispatch(msg).await {
                 Ok(r) => r,
@@ -299,16 +365,16 @@ impl<F: Filesystem> Session<F> {
     /// Tflush (flush(5)): always answered with Rflush, never Rerror. If the old request
     /// is still outstanding, a request that changes nothing is cancelled; the Rflush is
     /// sent when it is gone, after its reply if it got that far.
-    fn flush(&self, tag: u16, oldtag: u16) {
+    fn flush(&self, tag: u16, oldtag: u16, permits: Permits) {
         let mut inflight = lock(&self.inflight);
         match inflight.get_mut(&oldtag) {
             Some(entry) if oldtag != tag => {
-                entry.flushers.push(tag);
+                entry.flushers.push((tag, Some(permits)));
                 if let Some(abort) = &entry.abort {
                     abort.abort();
                 }
             }
-            _ => self.send(tag, Rflush {}.into()),
+            _ => self.send(tag, Rflush {}.into(), Some(permits)),
         }
     }
 
@@ -343,13 +409,21 @@ impl<F: Filesystem> Session<F> {
         }
     }
 
+    /// Abandons every outstanding request of this generation and waits until their
+    /// tasks have ended (the cancellable ones are cancelled; the others finish, and their
+    /// replies are dropped), so that nothing of the old session touches the new one.
     async fn reset(&self) {
+        self.generation.fetch_add(1, Ordering::AcqRel);
         let abandoned: Vec<InFlight> = lock(&self.inflight).drain().map(|(_, e)| e).collect();
         for entry in &abandoned {
             if let Some(abort) = &entry.abort {
                 abort.abort();
             }
         }
+        for entry in &abandoned {
+            entry.done.wait().await;
+        }
+        lock(&self.order).clear();
         self.drop_fids().await;
     }
 

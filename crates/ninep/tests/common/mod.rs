@@ -42,7 +42,7 @@ pub fn seeded() -> (SlowFs, Arc<Semaphore>) {
     )
 }
 
-/// RamFs whose reads of the file `slow` wait for the gate.
+/// RamFs whose reads and writes of the file `slow` wait for the gate.
 pub struct SlowFs {
     pub inner: ramfs::RamFs,
     gate: Arc<Semaphore>,
@@ -93,6 +93,10 @@ impl Filesystem for SlowFs {
         self.inner.readdir(&dir.inner).await
     }
     async fn write(&self, fid: &SlowFid, offset: u64, data: &[u8]) -> ninep::Result<u32> {
+        if fid.slow {
+            let permit = self.gate.acquire().await;
+            drop(permit);
+        }
         self.inner.write(&fid.inner, offset, data).await
     }
     async fn create(
