@@ -18,8 +18,12 @@
 //!   the backend on the hot path.
 //! - [`Backend::commit`] applies a batch fully or not at all, and returns only once it is
 //!   durable. A crash at any moment leaves either the old or the new state.
+//! - [`Backend::needs_reopen`] and [`Backend::reopen`]: a failed write may leave a store
+//!   refusing every later one until it is closed and opened again (redb latches an I/O
+//!   error, such as a full disk, that way). The vault then reopens it under its writer lock
+//!   and reloads, so that writing resumes once the cause is gone, without a restart.
 //!
-//! Both are blocking calls.
+//! All are blocking calls.
 
 use std::collections::BTreeMap;
 
@@ -101,6 +105,19 @@ pub(crate) trait Backend: Send + Sync {
     /// Applies `batch` atomically and durably: when this returns `Ok`, every mutation is
     /// on stable storage; when it returns `Err`, none is.
     fn commit(&self, batch: &[Mutation]) -> Result<()>;
+
+    /// Whether a failed commit left the store unusable until [`Backend::reopen`].
+    fn needs_reopen(&self) -> bool {
+        false
+    }
+
+    /// Closes and reopens the store. Called with the vault's writer lock held, while
+    /// [`Backend::needs_reopen`]; on `Err` the store stays closed and the call is repeated
+    /// at the next write. The vault reloads everything afterwards: a commit that reported a
+    /// failure may yet be in the store.
+    fn reopen(&self) -> Result<()> {
+        Ok(())
+    }
 
     /// The most mutations a rotation should put in one batch.
     fn max_batch(&self) -> usize {

@@ -19,6 +19,16 @@ pub enum Error {
         /// The data directory.
         dir: PathBuf,
     },
+    /// A commit reported a failure, yet the store held its change once reopened: the change
+    /// took effect (and memory now shows it).
+    #[error(
+        "the store reported an error ({source}), yet after reopening it holds the change: \
+         the change took effect"
+    )]
+    CommitUncertain {
+        /// The error the commit reported.
+        source: Box<Error>,
+    },
     /// The store holds something this version cannot make sense of.
     #[error("store is corrupt: {what}")]
     Corrupt {
@@ -157,6 +167,31 @@ pub enum Error {
     /// A service name is reserved for the server's own trees.
     #[error("service names admin and secrets are reserved")]
     ReservedName,
+    /// A key rotation switched to its new key, but rewriting the key file without the old
+    /// key failed; the next start (or the next rotation) finishes that.
+    #[error(
+        "key rotation to key {key} is committed and every secret is under the new key, but \
+         removing the old key from the key file failed ({source}); the unused old key stays in \
+         the file until the next start removes it"
+    )]
+    RotationCleanup {
+        /// The new (now active) key id.
+        key: u32,
+        /// Why the key file could not be rewritten.
+        source: Box<Error>,
+    },
+    /// A key rotation stopped after committing its new key and before switching to it; it
+    /// stays pending (records stay under the key they are in, new ones use the new key).
+    #[error(
+        "key rotation to key {key} stopped part-way ({source}); it stays pending and resumes \
+         at the next rotate-key or the next start"
+    )]
+    RotationPending {
+        /// The key id the rotation moves to.
+        key: u32,
+        /// Why it stopped.
+        source: Box<Error>,
+    },
     /// An opened file's version was re-encrypted by a key rotation and then replaced, so its
     /// old value can no longer be decrypted.
     #[error("the opened version was replaced during a key rotation; open the file again")]

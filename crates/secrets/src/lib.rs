@@ -38,7 +38,8 @@
 //!   recovery `open` runs.
 //! - `state`: the in-memory copy of the store that reads are served from.
 //! - `backend`: the narrow, documented interface to the durable store (`load`, `commit`
-//!   a batch atomically), so a distributed backend can be added beside redb.
+//!   a batch atomically, `reopen` after a failed write), so a distributed backend can be
+//!   added beside redb.
 //! - `redb_store`: that interface over one redb file.
 //! - `record`: stored records and their byte layout.
 //! - `crypto`: keys, keyring, AES-256-GCM sealing with identity-bound associated data,

@@ -11,11 +11,19 @@
 //!
 //! Every commit is [`redb::Durability::Immediate`] with two-phase commit: `commit` returns
 //! after fsync, and a torn write can never be mistaken for a committed one.
+//!
+//! redb latches an I/O error (a full disk, say): every later transaction fails with
+//! "Previous I/O error occurred. Please close and re-open the database". So any failed
+//! write closes the database here, [`Backend::needs_reopen`] says so, and the vault calls
+//! [`Backend::reopen`] under its writer lock, now and again at each write until it works.
 
 use std::collections::BTreeMap;
 use std::fs::OpenOptions;
 use std::os::unix::fs::OpenOptionsExt;
-use std::path::Path;
+use std::path::{Path, PathBuf};
+use std::sync::{Mutex, MutexGuard, PoisonError};
+
+use tracing::warn;
 
 use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
 
@@ -42,8 +50,16 @@ const CACHE_BYTES: usize = 32 << 20;
 
 /// A redb store.
 pub(crate) struct RedbBackend {
-    db: Database,
+    path: PathBuf,
+    /// `None` from a failed write until a reopen succeeds. Every use is a writer's (or
+    /// `open`'s), so a mutex costs readers nothing: they are served from memory.
+    db: Mutex<Option<Database>>,
 }
+
+/// The store is closed after a failed write and not yet reopened.
+#[derive(Debug, thiserror::Error)]
+#[error("the database was closed after a failed write and is reopened at the next write")]
+struct Closed;
 
 impl RedbBackend {
     /// Creates a new store at `path` (which must not exist), holding `meta` and empty
@@ -61,7 +77,10 @@ impl RedbBackend {
             .set_cache_size(CACHE_BYTES)
             .create(path)
             .map_err(Error::store("creating database"))?;
-        let backend = RedbBackend { db };
+        let backend = RedbBackend {
+            path: path.to_path_buf(),
+            db: Mutex::new(Some(db)),
+        };
         let mut batch = vec![
             Mutation::SetActiveKey(meta.active_key),
             Mutation::SetRotationTarget(meta.rotation_target),
@@ -75,81 +94,118 @@ impl RedbBackend {
 
     /// Opens an existing store.
     pub(crate) fn open(path: &Path) -> Result<RedbBackend> {
-        let db = redb::Builder::new()
-            .set_cache_size(CACHE_BYTES)
-            .set_check_integrity_on_open(true)
-            .open(path)
-            .map_err(Error::store("opening database"))?;
-        Ok(RedbBackend { db })
+        Ok(RedbBackend {
+            path: path.to_path_buf(),
+            db: Mutex::new(Some(open_database(path, "opening database")?)),
+        })
     }
 
-    /// One write transaction: the batch, plus the fixed meta fields at creation.
-    fn write(&self, batch: &[Mutation], create: Option<&Meta>) -> Result<()> {
-        let mut txn = self.db.begin_write().map_err(Error::store("begin write"))?;
-        txn.set_two_phase_commit(true);
-        {
-            let mut meta = txn.open_table(META).map_err(Error::store("open meta"))?;
-            let mut secrets = txn
-                .open_table(SECRETS)
-                .map_err(Error::store("open secrets"))?;
-            let mut services = txn
-                .open_table(SERVICES)
-                .map_err(Error::store("open services"))?;
-            let mut grants = txn
-                .open_table(GRANTS)
-                .map_err(Error::store("open grants"))?;
-            let put_u32 = |t: &mut redb::Table<&str, &[u8]>, field: &str, v: u32| {
-                t.insert(field, v.to_be_bytes().as_slice()).map(drop)
-            };
-            if let Some(m) = create {
-                put_u32(&mut meta, FORMAT_VERSION_FIELD, m.format_version)
-                    .map_err(Error::store("write"))?;
-                put_u32(&mut meta, ADMIN_UID_FIELD, m.admin_uid).map_err(Error::store("write"))?;
-            }
-            for m in batch {
-                let done = match m {
-                    Mutation::PutSecret(name, rec) => secrets
-                        .insert(name.as_str(), rec.encode().as_slice())
-                        .map(drop),
-                    Mutation::DeleteSecret(name) => secrets.remove(name.as_str()).map(drop),
-                    Mutation::PutService(name, rec) => services
-                        .insert(name.as_str(), rec.encode().as_slice())
-                        .map(drop),
-                    Mutation::DeleteService(name) => services.remove(name.as_str()).map(drop),
-                    Mutation::PutGrant(svc, sec) => {
-                        grants.insert((svc.as_str(), sec.as_str()), ()).map(drop)
-                    }
-                    Mutation::DeleteGrant(svc, sec) => {
-                        grants.remove((svc.as_str(), sec.as_str())).map(drop)
-                    }
-                    Mutation::SetActiveKey(id) => put_u32(&mut meta, ACTIVE_KEY_FIELD, *id),
-                    Mutation::SetRotationTarget(Some(id)) => {
-                        put_u32(&mut meta, ROTATION_TARGET_FIELD, *id)
-                    }
-                    Mutation::SetRotationTarget(None) => {
-                        meta.remove(ROTATION_TARGET_FIELD).map(drop)
-                    }
-                    Mutation::PutKeyCheck(id, check) => meta
-                        .insert(
-                            format!("{KEY_CHECK_PREFIX}{id}").as_str(),
-                            check.encode().as_slice(),
-                        )
-                        .map(drop),
-                    Mutation::DeleteKeyCheck(id) => meta
-                        .remove(format!("{KEY_CHECK_PREFIX}{id}").as_str())
-                        .map(drop),
-                };
-                // On error the transaction is dropped uncommitted: redb aborts it.
-                done.map_err(Error::store("write"))?;
-            }
-        }
-        txn.commit().map_err(Error::store("commit"))
+    fn db(&self) -> MutexGuard<'_, Option<Database>> {
+        // The guarded value is only ever replaced whole: a panic cannot leave it torn.
+        self.db.lock().unwrap_or_else(PoisonError::into_inner)
     }
+
+    /// One write transaction: the batch, plus the fixed meta fields at creation. Any
+    /// failure closes the database (see the module documentation).
+    fn write(&self, batch: &[Mutation], create: Option<&Meta>) -> Result<()> {
+        let mut slot = self.db();
+        let db = slot
+            .as_ref()
+            .ok_or_else(|| Error::store("begin write")(Closed))?;
+        let result = write_txn(db, batch, create);
+        if result.is_err()
+            && let Some(db) = slot.take()
+        {
+            close(db);
+        }
+        result
+    }
+}
+
+fn open_database(path: &Path, op: &'static str) -> Result<Database> {
+    redb::Builder::new()
+        .set_cache_size(CACHE_BYTES)
+        .set_check_integrity_on_open(true)
+        .open(path)
+        .map_err(Error::store(op))
+}
+
+/// Closes a database whose write failed. An error here changes nothing (the reopen will
+/// tell whether the file is usable), so it is only logged.
+fn close(db: Database) {
+    if let Err(e) = db.close() {
+        warn!(error = %e, "closing the store after a failed write");
+    }
+}
+
+/// The body of [`RedbBackend::write`], on an open database.
+fn write_txn(db: &Database, batch: &[Mutation], create: Option<&Meta>) -> Result<()> {
+    let mut txn = db.begin_write().map_err(Error::store("begin write"))?;
+    txn.set_two_phase_commit(true);
+    {
+        let mut meta = txn.open_table(META).map_err(Error::store("open meta"))?;
+        let mut secrets = txn
+            .open_table(SECRETS)
+            .map_err(Error::store("open secrets"))?;
+        let mut services = txn
+            .open_table(SERVICES)
+            .map_err(Error::store("open services"))?;
+        let mut grants = txn
+            .open_table(GRANTS)
+            .map_err(Error::store("open grants"))?;
+        let put_u32 = |t: &mut redb::Table<&str, &[u8]>, field: &str, v: u32| {
+            t.insert(field, v.to_be_bytes().as_slice()).map(drop)
+        };
+        if let Some(m) = create {
+            put_u32(&mut meta, FORMAT_VERSION_FIELD, m.format_version)
+                .map_err(Error::store("write"))?;
+            put_u32(&mut meta, ADMIN_UID_FIELD, m.admin_uid).map_err(Error::store("write"))?;
+        }
+        for m in batch {
+            let done = match m {
+                Mutation::PutSecret(name, rec) => secrets
+                    .insert(name.as_str(), rec.encode().as_slice())
+                    .map(drop),
+                Mutation::DeleteSecret(name) => secrets.remove(name.as_str()).map(drop),
+                Mutation::PutService(name, rec) => services
+                    .insert(name.as_str(), rec.encode().as_slice())
+                    .map(drop),
+                Mutation::DeleteService(name) => services.remove(name.as_str()).map(drop),
+                Mutation::PutGrant(svc, sec) => {
+                    grants.insert((svc.as_str(), sec.as_str()), ()).map(drop)
+                }
+                Mutation::DeleteGrant(svc, sec) => {
+                    grants.remove((svc.as_str(), sec.as_str())).map(drop)
+                }
+                Mutation::SetActiveKey(id) => put_u32(&mut meta, ACTIVE_KEY_FIELD, *id),
+                Mutation::SetRotationTarget(Some(id)) => {
+                    put_u32(&mut meta, ROTATION_TARGET_FIELD, *id)
+                }
+                Mutation::SetRotationTarget(None) => meta.remove(ROTATION_TARGET_FIELD).map(drop),
+                Mutation::PutKeyCheck(id, check) => meta
+                    .insert(
+                        format!("{KEY_CHECK_PREFIX}{id}").as_str(),
+                        check.encode().as_slice(),
+                    )
+                    .map(drop),
+                Mutation::DeleteKeyCheck(id) => meta
+                    .remove(format!("{KEY_CHECK_PREFIX}{id}").as_str())
+                    .map(drop),
+            };
+            // On error the transaction is dropped uncommitted: redb aborts it.
+            done.map_err(Error::store("write"))?;
+        }
+    }
+    txn.commit().map_err(Error::store("commit"))
 }
 
 impl Backend for RedbBackend {
     fn load(&self) -> Result<Stored> {
-        let txn = self.db.begin_read().map_err(Error::store("begin read"))?;
+        let slot = self.db();
+        let db = slot
+            .as_ref()
+            .ok_or_else(|| Error::store("begin read")(Closed))?;
+        let txn = db.begin_read().map_err(Error::store("begin read"))?;
         let meta_table = txn.open_table(META).map_err(Error::store("open meta"))?;
         let mut fields = BTreeMap::new();
         for entry in meta_table.iter().map_err(Error::store("read meta"))? {
@@ -193,6 +249,22 @@ impl Backend for RedbBackend {
 
     fn commit(&self, batch: &[Mutation]) -> Result<()> {
         self.write(batch, None)
+    }
+
+    fn needs_reopen(&self) -> bool {
+        self.db().is_none()
+    }
+
+    fn reopen(&self) -> Result<()> {
+        let mut slot = self.db();
+        if let Some(db) = slot.take() {
+            close(db);
+        }
+        *slot = Some(open_database(
+            &self.path,
+            "reopening the database after a failed write (retried at the next write)",
+        )?);
+        Ok(())
     }
 }
 

@@ -132,6 +132,15 @@ impl State {
         }
     }
 
+    /// Whether both hold the same records: meta, secrets, services and grants (the uid
+    /// index follows from the services; keys and rotation progress are not records).
+    pub(crate) fn same_records(&self, other: &State) -> bool {
+        self.meta == other.meta
+            && self.secrets == other.secrets
+            && self.services == other.services
+            && self.grants == other.grants
+    }
+
     /// Whether `service` may read `secret`.
     pub(crate) fn is_granted(&self, service: &str, secret: &str) -> bool {
         self.grants.get(service).is_some_and(|s| s.contains(secret))

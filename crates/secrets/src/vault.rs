@@ -10,6 +10,13 @@
 //! applying in place under a short write guard does not.)
 //!
 //! Lock order: `rotating`, then `writer`, then `state`.
+//!
+//! # Failed writes
+//!
+//! A failed commit changes nothing in memory. If the backend must be reopened after it
+//! (redb after an I/O error such as a full disk), the vault does so at once, under the
+//! writer, and reloads memory from the store; if the reopen fails, writes are refused
+//! with that error and each later write tries again first. Reads carry on throughout.
 
 use std::fs::{File, OpenOptions, TryLockError};
 use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
@@ -17,10 +24,10 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard};
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use tracing::{info, warn};
+use tracing::{error, info, warn};
 
 use crate::backend::{Backend, FORMAT_VERSION, Meta, Mutation};
-use crate::crypto::{Key, SecretBytes, random_u64};
+use crate::crypto::{Key, Keyring, SecretBytes, random_u64};
 use crate::error::{Error, Result};
 use crate::fsutil::{self, FILE_MODE};
 use crate::keyfile;
@@ -287,19 +294,36 @@ impl Vault {
     }
 
     /// Reads an opened secret on behalf of `service`: checks the grant again (a revoke
-    /// stops reads on files already open), then decrypts the version snapshotted at open.
+    /// stops reads on files already open) and that the secret still exists as the same
+    /// incarnation (a delete stops them too, even once the name is set and granted again),
+    /// then decrypts the version snapshotted at open, even if newer versions were set since.
     /// If a key rotation retired that snapshot's key, the current record is used instead,
     /// provided it is still the same version (rotation never changes versions).
     ///
+    /// # Cost
+    /// One AES-256-GCM decryption of the whole value, on the calling thread: linear in the
+    /// value's length, about 1 ms per MiB. The state's read lock is held only for the
+    /// checks and to clone an `Arc` to the ciphertext, never while decrypting, so a large
+    /// read delays no writer; but an async caller serving large values may prefer to run
+    /// it on a blocking thread.
+    ///
     /// # Errors
-    /// [`Error::NotFound`] if the grant is gone; [`Error::Stale`] if the snapshot's key was
-    /// retired and the secret has changed since; [`Error::Decrypt`] for a damaged record.
+    /// [`Error::NotFound`] if the grant is gone or the secret was deleted since the open;
+    /// [`Error::Stale`] if the snapshot's key was retired and the secret has changed since;
+    /// [`Error::Decrypt`] for a damaged record.
     pub fn read_opened(&self, service: &str, opened: &OpenedSecret) -> Result<SecretBytes> {
         let (key, nonce, ciphertext, version) = {
             let state = self.state();
             if !state.is_granted(service, &opened.name) {
                 return Err(Error::NotFound);
             }
+            // Incarnations are random per (re)creation: a deleted and re-created secret is
+            // another one, which this open never saw.
+            let rec = state
+                .secrets
+                .get(&opened.name)
+                .filter(|rec| rec.incarnation == opened.incarnation)
+                .ok_or(Error::NotFound)?;
             if let Some(key) = state.keys.get(opened.key_id) {
                 (
                     Arc::clone(key),
@@ -308,8 +332,7 @@ impl Vault {
                     opened.version,
                 )
             } else {
-                let rec = state.secrets.get(&opened.name).ok_or(Error::NotFound)?;
-                if rec.version != opened.version || rec.incarnation != opened.incarnation {
+                if rec.version != opened.version {
                     return Err(Error::Stale);
                 }
                 let key = state.keys.get(rec.key_id).ok_or(Error::Corrupt {
@@ -576,29 +599,123 @@ impl Vault {
         self.state.write().unwrap_or_else(PoisonError::into_inner)
     }
 
-    /// Takes the writer mutex. If a mutation panicked while holding it, memory may lag the
-    /// store (committed, not applied): reload from the store before going on.
+    /// Takes the writer mutex, and makes memory match the store before any mutation builds
+    /// on it: if a mutation panicked while holding the mutex, memory may lag the store
+    /// (committed, not applied); if a write failed and the store could not be reopened
+    /// then, it is reopened now.
+    ///
+    /// # Errors
+    /// The reopen's or the reload's; the next call tries again.
     fn writer(&self) -> Result<MutexGuard<'_, ()>> {
-        match self.writer.lock() {
-            Ok(guard) => Ok(guard),
-            Err(poisoned) => {
-                let guard = poisoned.into_inner();
-                warn!("a mutation panicked earlier; reloading the store into memory");
-                let stored = self.backend.load()?;
-                let keys = self.state().keys.clone();
-                let fresh = State::from_stored(stored, keys)?;
-                *self.state_mut() = fresh;
-                self.writer.clear_poison();
-                Ok(guard)
+        let (guard, poisoned) = match self.writer.lock() {
+            Ok(guard) => (guard, false),
+            Err(poisoned) => (poisoned.into_inner(), true),
+        };
+        if self.backend.needs_reopen() {
+            // Reloads too, which also covers a poisoned writer.
+            if self.reopen_store()? {
+                // That commit's caller was told it failed, not that it landed.
+                warn!(
+                    "the reopened store holds a change whose commit reported a failure; memory now shows it"
+                );
             }
+        } else if poisoned {
+            warn!("a mutation panicked earlier; reloading the store into memory");
+            self.reload()?;
         }
+        if poisoned {
+            self.writer.clear_poison();
+        }
+        Ok(guard)
     }
 
     /// Commits a batch durably, then applies it in memory. The caller holds the writer.
     fn commit(&self, batch: Vec<Mutation>) -> Result<()> {
-        self.backend.commit(&batch)?;
-        self.state_mut().apply(batch);
+        self.commit_then(batch, |_| {})
+    }
+
+    /// [`Vault::commit`], running `before_apply` on the state under the same write guard
+    /// as the apply.
+    ///
+    /// # Errors
+    /// The backend's; memory then matches the store as far as it can be read back (see
+    /// [`Vault::after_failed_commit`]).
+    fn commit_then(
+        &self,
+        batch: Vec<Mutation>,
+        before_apply: impl FnOnce(&mut State),
+    ) -> Result<()> {
+        if let Err(e) = self.backend.commit(&batch) {
+            return Err(self.after_failed_commit(e));
+        }
+        let mut state = self.state_mut();
+        before_apply(&mut state);
+        state.apply(batch);
         Ok(())
+    }
+
+    /// After a failed commit, with the writer held: if the backend must be reopened, does
+    /// it now and reloads, so that the next write works once the cause (a full disk, say)
+    /// is gone and memory holds exactly what the store does. Returns the error to report.
+    fn after_failed_commit(&self, err: Error) -> Error {
+        if !self.backend.needs_reopen() {
+            return err;
+        }
+        warn!(error = %err, "a write to the store failed; reopening it");
+        match self.reopen_store() {
+            Ok(false) => err,
+            Ok(true) => {
+                error!(error = %err, "a commit reported a failure, yet the reopened store holds its change");
+                Error::CommitUncertain {
+                    source: Box::new(err),
+                }
+            }
+            Err(reopen) => {
+                warn!(error = %reopen, "could not reopen the store; writes are refused until a reopen works, tried again at each write");
+                err
+            }
+        }
+    }
+
+    /// Reopens the store and reloads memory from it. Returns whether memory had to change.
+    fn reopen_store(&self) -> Result<bool> {
+        self.backend.reopen()?;
+        let changed = self.reload()?;
+        info!(dir = %self.dir.display(), "reopened the store after a failed write");
+        Ok(changed)
+    }
+
+    /// Replaces memory with what the store holds. Returns whether that changed anything
+    /// (keys and rotation progress aside).
+    fn reload(&self) -> Result<bool> {
+        let stored = self.backend.load()?;
+        let keys = self.keys_for(&stored.meta)?;
+        let mut fresh = State::from_stored(stored, keys)?;
+        let mut state = self.state_mut();
+        if fresh.meta.rotation_target.is_some() {
+            fresh.rotation = state.rotation;
+        }
+        let changed = !fresh.same_records(&state);
+        *state = fresh;
+        Ok(changed)
+    }
+
+    /// The keys in memory, plus any that `meta` uses but memory lacks (a rotation's new key
+    /// whose commit reported a failure yet landed), from the key file, checked as at open.
+    fn keys_for(&self, meta: &Meta) -> Result<Keyring> {
+        let mut keys = self.state().keys.clone();
+        let needed = std::iter::once(meta.active_key).chain(meta.rotation_target);
+        if needed.clone().all(|id| keys.get(id).is_some()) {
+            return Ok(keys);
+        }
+        let file_keys = keyfile::read(&self.key_path)?;
+        let (found, _) = rotation::reconcile_keys(&self.key_path, file_keys, meta)?;
+        for id in needed {
+            if let Some(key) = found.get(id) {
+                keys.insert(Arc::clone(key));
+            }
+        }
+        Ok(keys)
     }
 }
 

@@ -109,7 +109,8 @@ fn key_may_live_outside_the_data_dir() {
     assert_eq!(vault.key_path(), key);
     drop(vault);
     // Without the key the directory is useless (a backup of DIR does not carry it).
-    assert!(matches!(Vault::open(&dir, None), Err(Error::Io { .. })));
+    let err = Vault::open(&dir, None).unwrap_err();
+    assert!(matches!(err, Error::Io { .. }), "{err:?}");
 }
 
 // ---- open ----
@@ -655,5 +656,153 @@ fn child_holds_the_vault() {
     vault.set("from-child", b"committed").unwrap();
     println!("VAULT-READY");
     std::thread::sleep(std::time::Duration::from_secs(120));
+    drop(vault);
+}
+
+#[test]
+fn an_open_file_does_not_read_a_deleted_secret_after_it_is_recreated() {
+    let (_tmp, dir) = fresh();
+    let vault = Vault::open(&dir, None).unwrap();
+    vault.set("db", b"old").unwrap();
+    vault.service_set_uid("web", 2000).unwrap();
+    vault.grant("web", "db").unwrap();
+    let fid = vault.open_secret("web", "db").unwrap();
+    vault.delete("db").unwrap();
+    assert!(matches!(
+        vault.read_opened("web", &fid),
+        Err(Error::NotFound)
+    ));
+    // Same name, same version number, granted again: still not the opened value.
+    vault.set("db", b"new").unwrap();
+    vault.grant("web", "db").unwrap();
+    assert_eq!(vault.secret_info("db").unwrap().version, fid.version());
+    assert!(matches!(
+        vault.read_opened("web", &fid),
+        Err(Error::NotFound)
+    ));
+    // A newer version of the same incarnation is fine: the fid reads what it opened.
+    let fid = vault.open_secret("web", "db").unwrap();
+    vault.set("db", b"newer").unwrap();
+    assert_eq!(vault.read_opened("web", &fid).unwrap().expose(), b"new");
+}
+
+// ---- A full disk. ----
+
+/// A tmpfs mounted on a temporary directory for one test, unmounted on drop (declare it
+/// before anything that holds files in it, so that it is dropped last).
+struct Tmpfs {
+    dir: tempfile::TempDir,
+}
+
+impl Tmpfs {
+    /// Mounts a tmpfs of `size` (e.g. "3m"). None, with a message, if this process may not
+    /// mount (not root); under CI=true that is a failure instead, since CI runs as root.
+    fn mount(size: &str) -> Option<Tmpfs> {
+        use rustix::mount::{MountFlags, mount};
+        let dir = tempfile::tempdir().unwrap();
+        let data = std::ffi::CString::new(format!("size={size},mode=0700")).unwrap();
+        let failure = if rustix::process::geteuid().is_root() {
+            match mount(
+                "tmpfs",
+                dir.path(),
+                "tmpfs",
+                MountFlags::NOSUID | MountFlags::NODEV,
+                data.as_c_str(),
+            ) {
+                Ok(()) => return Some(Tmpfs { dir }),
+                Err(e) => format!("mount(2) failed: {e}"),
+            }
+        } else {
+            "not running as root".to_owned()
+        };
+        let msg = format!("cannot mount a tmpfs to fill: {failure}");
+        assert!(
+            std::env::var("CI").as_deref() != Ok("true"),
+            "{msg}; CI runs the tests as root"
+        );
+        eprintln!("SKIPPED: {msg}");
+        None
+    }
+
+    fn path(&self) -> &Path {
+        self.dir.path()
+    }
+}
+
+impl Drop for Tmpfs {
+    fn drop(&mut self) {
+        let path = self.dir.path();
+        if let Err(e) = rustix::mount::unmount(path, rustix::mount::UnmountFlags::DETACH) {
+            eprintln!("could not unmount {}: {e}", path.display());
+        }
+    }
+}
+
+/// Fills the file system holding `path` with one file; returns its size.
+fn fill(path: &Path) -> u64 {
+    use std::io::Write;
+    let mut file = std::fs::File::create(path).unwrap();
+    let chunk = vec![0xa5u8; 4096];
+    let mut written = 0u64;
+    loop {
+        match file.write(&chunk) {
+            Ok(0) => break,
+            Ok(n) => written += n as u64,
+            Err(e) if e.raw_os_error() == Some(28) => break,
+            Err(e) => panic!("filling {}: {e}", path.display()),
+        }
+    }
+    written
+}
+
+/// The reviewer's repro: once redb hit ENOSPC, every later write failed with "Previous I/O
+/// error occurred. Please close and re-open the database" until a restart.
+#[test]
+fn a_full_disk_refuses_writes_only_until_space_is_freed() {
+    let Some(fs) = Tmpfs::mount("3m") else {
+        return;
+    };
+    let dir = fs.path().join("data");
+    Vault::init(&dir, None, ADMIN).unwrap();
+    let vault = Vault::open(&dir, None).unwrap();
+    vault.set("before", b"kept").unwrap();
+    let filler = fs.path().join("filler");
+    assert!(fill(&filler) > 0);
+
+    // redb may have free pages left in its file: write until the disk-full error shows.
+    let big = vec![7u8; MAX_VALUE_LEN];
+    let (failed_name, err) = (0..16)
+        .map(|i| format!("big{i:02}"))
+        .find_map(|name| vault.set(&name, &big).err().map(|e| (name, e)))
+        .expect("no write failed on a full file system");
+    assert!(err.to_string().contains("No space left on device"), "{err}");
+    assert!(
+        vault.secret_info(&failed_name).is_none(),
+        "failed set is visible"
+    );
+    // Still full: refused again (the store was reopened, so not as a latched error), and
+    // still nothing half-done.
+    let err = vault.set(&failed_name, &big).unwrap_err();
+    assert!(err.to_string().contains("No space left on device"), "{err}");
+    assert!(
+        vault.secret_info(&failed_name).is_none(),
+        "failed set is visible"
+    );
+
+    std::fs::remove_file(&filler).unwrap();
+    // Space is back: the same Vault writes again, no restart.
+    assert_eq!(vault.set("after", b"works").unwrap(), 1);
+    vault.set("before", b"changed").unwrap();
+    assert!(
+        vault.secret_info(&failed_name).is_none(),
+        "failed set is visible"
+    );
+    assert_eq!(vault.reveal("after").unwrap().expose(), b"works");
+    drop(vault);
+
+    let vault = Vault::open(&dir, None).unwrap();
+    assert_eq!(vault.reveal("before").unwrap().expose(), b"changed");
+    assert_eq!(vault.reveal("after").unwrap().expose(), b"works");
+    assert!(vault.secret_info(&failed_name).is_none());
     drop(vault);
 }

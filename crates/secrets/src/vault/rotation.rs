@@ -60,11 +60,39 @@ impl Vault {
     /// call failed part-way), this finishes it instead of starting another.
     ///
     /// # Errors
-    /// I/O and store errors, [`Error::Decrypt`] if a damaged record cannot be re-encrypted
-    /// (its name is logged; delete or re-set it, then rotate again). On error the rotation
-    /// stays pending and is finished by the next call or the next open.
+    /// Each says how far the rotation got:
+    /// - before the new key is committed (steps 1–2): the cause (I/O, store, ...) as is;
+    ///   nothing changed, except that the key file may hold an unused new key, which the
+    ///   next rotation replaces and the next start drops;
+    /// - after it, before the switch (steps 2–4): [`Error::RotationPending`], wrapping the
+    ///   cause, e.g. [`Error::Decrypt`] if a damaged record cannot be re-encrypted (its name
+    ///   is logged; delete or re-set it, then rotate again). The rotation stays pending and
+    ///   is finished by the next call or the next start;
+    /// - after the switch (step 5): [`Error::RotationCleanup`]: the rotation is done, but
+    ///   the key file still holds the old key, which the next start removes.
     pub fn rotate_key(&self, progress: &dyn Fn(RotationProgress)) -> Result<RotationReport> {
         let _one = self.rotating.lock().unwrap_or_else(PoisonError::into_inner);
+        let active_before = self.state().meta.active_key;
+        self.rotate_steps(progress).map_err(|e| {
+            // Memory mirrors the store (a failed commit reloads it), so it tells how far
+            // the rotation got.
+            let meta = &self.state().meta;
+            match meta.rotation_target {
+                Some(key) => Error::RotationPending {
+                    key,
+                    source: Box::new(e),
+                },
+                None if meta.active_key != active_before => Error::RotationCleanup {
+                    key: meta.active_key,
+                    source: Box::new(e),
+                },
+                None => e,
+            }
+        })
+    }
+
+    /// The body of [`Vault::rotate_key`]; errors unclassified.
+    fn rotate_steps(&self, progress: &dyn Fn(RotationProgress)) -> Result<RotationReport> {
         let started = Instant::now();
         let (old_key, new_key) = self.begin_rotation()?;
         info!(old_key, new_key, "key rotation started");
@@ -88,7 +116,8 @@ impl Vault {
 
     /// At open: finishes a rotation the store says is pending. A record that cannot be
     /// re-encrypted does not stop the server from starting: it serves with both keys and
-    /// the next `rotate_key` resumes.
+    /// the next `rotate_key` resumes. Nor does a failure to drop the old key from the key
+    /// file once the rotation is done: the next start drops it.
     pub(super) fn resume_rotation(&self) -> Result<()> {
         let Some(target) = self.state().meta.rotation_target else {
             return Ok(());
@@ -96,8 +125,13 @@ impl Vault {
         info!(target, "resuming a key rotation interrupted by a crash");
         match self.rotate_key(&|p| debug!(done = p.done, total = p.total, "resumed rotation")) {
             Ok(_) => Ok(()),
-            Err(e @ Error::Decrypt) => {
-                warn!(error = %e, "could not finish the interrupted key rotation; serving with both keys");
+            Err(Error::RotationPending { key, source }) if matches!(*source, Error::Decrypt) => {
+                warn!(key, error = %source, "could not finish the interrupted key rotation; serving with both keys");
+                Ok(())
+            }
+            // Done but for the key file: serving needs nothing more, the next start retries.
+            Err(e @ Error::RotationCleanup { .. }) => {
+                warn!(error = %e, "finished the interrupted key rotation but not its cleanup");
                 Ok(())
             }
             Err(e) => Err(e),
@@ -134,14 +168,9 @@ impl Vault {
             Mutation::PutKeyCheck(id, check),
             Mutation::SetRotationTarget(Some(id)),
         ];
-        self.backend.commit(&batch)?;
-        {
-            // The key goes in with the target, so no reader ever sees a record whose key
-            // is not loaded.
-            let mut state = self.state_mut();
-            state.keys.insert(key);
-            state.apply(batch);
-        }
+        // The key goes in with the target, so no reader ever sees a record whose key is not
+        // loaded.
+        self.commit_then(batch, |state| state.keys.insert(key))?;
         self.crash_here(CrashPoint::TargetCommitted)?;
         Ok((active.id(), id))
     }

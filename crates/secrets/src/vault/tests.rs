@@ -3,7 +3,7 @@
 
 use std::cell::RefCell;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
 use super::rotation::CrashPoint;
 use super::*;
@@ -35,14 +35,63 @@ struct TestBackend {
     batch: usize,
     /// Commits left before one fails (usize::MAX: never).
     fail_in: AtomicUsize,
+    faults: Arc<Faults>,
+}
+
+/// Failures of the kind redb has on a full disk, injected from a test.
+#[derive(Default)]
+struct Faults {
+    /// What the next commit does.
+    next: Mutex<Option<Inject>>,
+    /// Closed by an injected failure, until a reopen.
+    closed: AtomicBool,
+    /// Reopens left to fail.
+    failing_reopens: AtomicUsize,
+    /// Reopens that worked.
+    reopens: AtomicUsize,
+}
+
+#[derive(Clone, Copy)]
+enum Inject {
+    /// Fail without writing, leaving the store closed (as redb on ENOSPC).
+    FailClosing,
+    /// Write, then fail, leaving the store closed (as an fsync error after the commit
+    /// record reached the file).
+    LandThenFailClosing,
+}
+
+impl Faults {
+    fn inject(&self, what: Inject) {
+        *self.next.lock().unwrap() = Some(what);
+    }
 }
 
 impl Backend for TestBackend {
     fn load(&self) -> Result<Stored> {
+        if self.faults.closed.load(Ordering::SeqCst) {
+            return Err(Error::Corrupt {
+                what: "load on a closed store",
+            });
+        }
         self.inner.load()
     }
 
     fn commit(&self, batch: &[Mutation]) -> Result<()> {
+        if self.faults.closed.load(Ordering::SeqCst) {
+            return Err(Error::Corrupt {
+                what: "commit on a closed store",
+            });
+        }
+        let injected = self.faults.next.lock().unwrap().take();
+        if let Some(what) = injected {
+            if let Inject::LandThenFailClosing = what {
+                self.inner.commit(batch)?;
+            }
+            self.faults.closed.store(true, Ordering::SeqCst);
+            return Err(Error::Corrupt {
+                what: "injected commit failure",
+            });
+        }
         let left = self.fail_in.load(Ordering::SeqCst);
         if left == 0 {
             self.fail_in.store(usize::MAX, Ordering::SeqCst);
@@ -56,6 +105,24 @@ impl Backend for TestBackend {
         self.inner.commit(batch)
     }
 
+    fn needs_reopen(&self) -> bool {
+        self.faults.closed.load(Ordering::SeqCst) || self.inner.needs_reopen()
+    }
+
+    fn reopen(&self) -> Result<()> {
+        let failing = &self.faults.failing_reopens;
+        if failing.load(Ordering::SeqCst) > 0 {
+            failing.fetch_sub(1, Ordering::SeqCst);
+            return Err(Error::Corrupt {
+                what: "injected reopen failure",
+            });
+        }
+        self.inner.reopen()?;
+        self.faults.closed.store(false, Ordering::SeqCst);
+        self.faults.reopens.fetch_add(1, Ordering::SeqCst);
+        Ok(())
+    }
+
     fn max_batch(&self) -> usize {
         self.batch
     }
@@ -64,14 +131,21 @@ impl Backend for TestBackend {
 /// Opens `dir` with rotation batches of `batch` and a commit failure after `fail_in`
 /// successful commits (None: never).
 fn open_with(dir: &Path, batch: usize, fail_in: Option<usize>) -> Vault {
+    open_faulty(dir, batch, fail_in).0
+}
+
+/// [`open_with`], and the handle to inject store failures.
+fn open_faulty(dir: &Path, batch: usize, fail_in: Option<usize>) -> (Vault, Arc<Faults>) {
     let mut vault = open(dir);
     let inner = std::mem::replace(&mut vault.backend, Box::new(Nothing));
+    let faults = Arc::new(Faults::default());
     vault.backend = Box::new(TestBackend {
         inner,
         batch,
         fail_in: AtomicUsize::new(fail_in.unwrap_or(usize::MAX)),
+        faults: Arc::clone(&faults),
     });
-    vault
+    (vault, faults)
 }
 
 /// Placeholder while swapping backends.
@@ -221,6 +295,11 @@ fn commit_failure_mid_rotation_leaves_it_pending() {
     populate(&vault, 10);
     let err = vault.rotate_key(&|_| {}).unwrap_err();
     assert!(err.to_string().contains("injected"), "{err}");
+    assert!(
+        matches!(err, Error::RotationPending { key: 2, .. }),
+        "{err:?}"
+    );
+    assert!(err.to_string().contains("stays pending"), "{err}");
     assert_eq!(vault.state().meta.rotation_target, Some(2));
     assert_all_values(&vault, 10);
     drop(vault);
@@ -249,7 +328,11 @@ fn a_damaged_record_does_not_stop_open_during_recovery() {
     assert_eq!(vault.state().meta.rotation_target, Some(2));
     assert!(matches!(vault.reveal("s004"), Err(Error::Decrypt)));
     assert_eq!(vault.reveal("s005").unwrap().expose(), value_of(5));
-    assert!(matches!(vault.rotate_key(&|_| {}), Err(Error::Decrypt)));
+    let err = vault.rotate_key(&|_| {}).unwrap_err();
+    assert!(
+        matches!(&err, Error::RotationPending { key: 2, source } if matches!(**source, Error::Decrypt)),
+        "{err:?}"
+    );
     // The way out: delete (or re-set) the damaged secret, rotate again.
     vault.delete("s004").unwrap();
     vault.rotate_key(&|_| {}).unwrap();
@@ -345,9 +428,180 @@ fn deleted_and_recreated_secret_is_a_new_incarnation() {
     vault.set("db", b"new").unwrap();
     vault.grant("web", "db").unwrap();
     assert_eq!(vault.secret_info("db").unwrap().version, 1);
+    // Same name and version 1, but not the secret that was opened: gone, as after the
+    // delete, whether the snapshot's key is still loaded or not.
+    assert!(matches!(
+        vault.read_opened("web", &fid),
+        Err(Error::NotFound)
+    ));
     vault.rotate_key(&|_| {}).unwrap();
-    // Same name and version 1, but not the value that was opened.
-    assert!(matches!(vault.read_opened("web", &fid), Err(Error::Stale)));
+    assert!(matches!(
+        vault.read_opened("web", &fid),
+        Err(Error::NotFound)
+    ));
+}
+
+#[test]
+fn failed_key_file_cleanup_says_the_rotation_is_committed_and_open_finishes_it() {
+    let (_tmp, dir) = fresh();
+    let vault = open(&dir);
+    populate(&vault, 5);
+    // After step 1 has written the key file, make its next rewrite fail: a directory where
+    // the atomic write puts its temporary file (root may write anywhere, but not there).
+    let blocker = fsutil::temp_path(&dir.join(KEY_FILE));
+    let err = vault
+        .rotate_key(&|_| {
+            if !blocker.exists() {
+                std::fs::create_dir(&blocker).unwrap();
+            }
+        })
+        .unwrap_err();
+    assert!(
+        matches!(&err, Error::RotationCleanup { key: 2, source } if matches!(**source, Error::Io { .. })),
+        "{err:?}"
+    );
+    let text = err.to_string();
+    assert!(
+        text.contains("is committed") && text.contains("next start"),
+        "{text}"
+    );
+    // The rotation itself is done: active key 2, everything under it and readable.
+    assert_eq!(vault.status().active_key, 2);
+    assert_eq!(vault.status().rotation, None);
+    assert!(vault.state().secrets.values().all(|r| r.key_id == 2));
+    assert_eq!(key_file_ids(&dir), [1, 2]);
+    assert_all_values(&vault, 5);
+    vault.set("s000", b"after").unwrap();
+    assert_eq!(vault.state().secrets["s000"].key_id, 2);
+    drop(vault);
+
+    std::fs::remove_dir(&blocker).unwrap();
+    let vault = open(&dir);
+    assert_eq!(key_file_ids(&dir), [2]);
+    assert_eq!(vault.status().active_key, 2);
+    assert_eq!(vault.reveal("s000").unwrap().expose(), b"after");
+    assert_eq!(vault.reveal("s004").unwrap().expose(), value_of(4));
+}
+
+// ---- A store that must be reopened after a failed write (redb on a full disk). ----
+
+#[test]
+fn a_failed_write_reopens_the_store_and_the_next_write_works() {
+    let (_tmp, dir) = fresh();
+    let (vault, faults) = open_faulty(&dir, 1000, None);
+    vault.set("a", b"1").unwrap();
+    vault.service_set_uid("web", 2000).unwrap();
+
+    faults.inject(Inject::FailClosing);
+    let err = vault.set("b", b"lost").unwrap_err();
+    assert!(err.to_string().contains("injected commit failure"), "{err}");
+    assert_eq!(faults.reopens.load(Ordering::SeqCst), 1, "reopened at once");
+    assert!(vault.secret_info("b").is_none());
+    vault.set("b", b"2").unwrap();
+    vault.grant("web", "b").unwrap();
+    assert_eq!(vault.reveal("b").unwrap().expose(), b"2");
+    assert_eq!(vault.secret_info("b").unwrap().version, 1);
+    drop(vault);
+    let vault = open(&dir);
+    assert_eq!(vault.reveal("b").unwrap().expose(), b"2");
+    assert!(vault.is_granted("web", "b"));
+}
+
+#[test]
+fn a_store_that_will_not_reopen_refuses_writes_until_it_does() {
+    let (_tmp, dir) = fresh();
+    let (vault, faults) = open_faulty(&dir, 1000, None);
+    vault.set("a", b"1").unwrap();
+
+    faults.inject(Inject::FailClosing);
+    faults.failing_reopens.store(2, Ordering::SeqCst);
+    // The commit's own error is reported; the reopen right after it fails.
+    let err = vault.set("b", b"lost").unwrap_err();
+    assert!(err.to_string().contains("injected commit failure"), "{err}");
+    // The next write tries to reopen first and says that this is what failed.
+    let err = vault.set("c", b"lost").unwrap_err();
+    assert!(err.to_string().contains("injected reopen failure"), "{err}");
+    assert!(vault.secret_info("b").is_none() && vault.secret_info("c").is_none());
+    // Reads never needed the store.
+    assert_eq!(vault.reveal("a").unwrap().expose(), b"1");
+    // The third try reopens it.
+    vault.set("c", b"3").unwrap();
+    assert_eq!(faults.reopens.load(Ordering::SeqCst), 1);
+    assert!(vault.secret_info("b").is_none());
+    drop(vault);
+    let vault = open(&dir);
+    assert!(vault.secret_info("b").is_none());
+    assert_eq!(vault.reveal("c").unwrap().expose(), b"3");
+}
+
+#[test]
+fn a_commit_that_failed_but_landed_is_reported_and_shown() {
+    let (_tmp, dir) = fresh();
+    let (vault, faults) = open_faulty(&dir, 1000, None);
+    vault.set("a", b"1").unwrap();
+    faults.inject(Inject::LandThenFailClosing);
+    let err = vault.set("a", b"2").unwrap_err();
+    assert!(matches!(err, Error::CommitUncertain { .. }), "{err:?}");
+    assert!(err.to_string().contains("took effect"), "{err}");
+    // Memory follows the store, so the next version is 3, not a second 2.
+    assert_eq!(vault.secret_info("a").unwrap().version, 2);
+    assert_eq!(vault.reveal("a").unwrap().expose(), b"2");
+    assert_eq!(vault.set("a", b"3").unwrap(), 3);
+    drop(vault);
+    assert_eq!(open(&dir).reveal("a").unwrap().expose(), b"3");
+}
+
+#[test]
+fn a_rotation_target_that_failed_but_landed_loads_its_key() {
+    let (_tmp, dir) = fresh();
+    let (vault, faults) = open_faulty(&dir, 3, None);
+    populate(&vault, 10);
+    // The rotation's first commit is the target's.
+    faults.inject(Inject::LandThenFailClosing);
+    let err = vault.rotate_key(&|_| {}).unwrap_err();
+    assert!(
+        matches!(&err, Error::RotationPending { key: 2, source } if matches!(**source, Error::CommitUncertain { .. })),
+        "{err:?}"
+    );
+    // The new key came from the key file with the reload, so new values can use it.
+    assert_eq!(vault.state().meta.rotation_target, Some(2));
+    assert!(vault.state().keys.get(2).is_some());
+    vault.set("new", b"sealed under 2").unwrap();
+    assert_eq!(vault.state().secrets["new"].key_id, 2);
+    assert_all_values(&vault, 10);
+    let report = vault.rotate_key(&|_| {}).unwrap();
+    assert_eq!((report.old_key, report.new_key), (1, 2));
+    assert_eq!(key_file_ids(&dir), [2]);
+    assert_all_values(&vault, 10);
+    assert_eq!(vault.reveal("new").unwrap().expose(), b"sealed under 2");
+}
+
+#[test]
+fn a_failed_write_mid_rotation_reopens_and_the_rotation_resumes() {
+    let (_tmp, dir) = fresh();
+    let (vault, faults) = open_faulty(&dir, 3, None);
+    populate(&vault, 10);
+    let calls = AtomicUsize::new(0);
+    let err = vault
+        .rotate_key(&|_| {
+            // After the first batch: the second batch's commit fails.
+            if calls.fetch_add(1, Ordering::SeqCst) == 1 {
+                faults.inject(Inject::FailClosing);
+            }
+        })
+        .unwrap_err();
+    assert!(
+        matches!(err, Error::RotationPending { key: 2, .. }),
+        "{err:?}"
+    );
+    assert_eq!(
+        vault.status().rotation,
+        Some(RotationProgress { done: 3, total: 10 })
+    );
+    assert_all_values(&vault, 10);
+    vault.rotate_key(&|_| {}).unwrap();
+    assert_eq!(key_file_ids(&dir), [2]);
+    assert_all_values(&vault, 10);
 }
 
 // ---- Atomicity. ----
