@@ -39,6 +39,7 @@ pub fn fuzz_limits() -> Limits {
         max_outstanding: 8,
         max_outstanding_total: 16,
         stall_timeout: Duration::from_millis(50),
+        attach_timeout: Duration::from_secs(5),
         write_timeout: Duration::from_millis(200),
     }
 }

@@ -573,3 +573,21 @@ async fn bind_unix_replaces_only_a_stale_socket() {
     assert!(e.to_string().contains("already listening"), "{e}");
     drop(live);
 }
+
+#[tokio::test]
+async fn a_connection_that_does_not_attach_in_time_is_closed() {
+    let limits = Limits {
+        attach_timeout: Duration::from_millis(300),
+        ..Limits::default()
+    };
+    let srv = TestServer::start(limits).await;
+    let mut idle = srv.raw().await;
+    idle.version(8192).await;
+    let mut attached = srv.raw().await;
+    attached.version(8192).await;
+    attached.attach(0).await;
+    assert!(idle.closed().await, "no attach: closed");
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    attached.send(9, Tstat { fid: 0 }).await;
+    assert!(attached.recv_text().await.starts_with("Rstat tag 9"));
+}

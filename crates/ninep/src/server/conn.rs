@@ -149,11 +149,21 @@ pub(super) async fn run<F, S>(
     tokio::pin!(stop);
     let writer_gone = closed.notified();
     tokio::pin!(writer_gone);
+    let attach_deadline = tokio::time::sleep(limits.attach_timeout);
+    tokio::pin!(attach_deadline);
     let graceful = loop {
         let max = session.max_frame_size();
         let frame = tokio::select! {
             _ = &mut stop => break true,
             _ = &mut writer_gone => break false,
+            _ = &mut attach_deadline, if !session.has_attached() => {
+                // An attach may have succeeded while this select was waiting.
+                if session.has_attached() {
+                    continue;
+                }
+                debug!("no successful attach in time; closing");
+                break false;
+            }
             f = read_frame(&mut rd, &mut buf, max, limits.stall_timeout) => f,
         };
         let frame = match frame {

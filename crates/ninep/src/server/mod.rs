@@ -210,6 +210,9 @@ pub struct Limits {
     pub max_outstanding_total: usize,
     /// How long a connection may take to send the rest of a message it has begun.
     pub stall_timeout: Duration,
+    /// How long a new connection may go without a successful attach: one that cannot
+    /// attach (refused, or never trying) does not keep its connection slot.
+    pub attach_timeout: Duration,
     /// How long a connection may refuse to take our replies before it is closed.
     pub write_timeout: Duration,
 }
@@ -224,6 +227,7 @@ impl Default for Limits {
             max_outstanding: 256,
             max_outstanding_total: 4096,
             stall_timeout: Duration::from_secs(30),
+            attach_timeout: Duration::from_secs(10),
             write_timeout: Duration::from_secs(30),
         }
     }

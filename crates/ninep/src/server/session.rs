@@ -2,7 +2,7 @@
 //! for every message before the filesystem sees it.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use bytes::BytesMut;
@@ -76,6 +76,8 @@ pub(super) struct Session<F: Filesystem> {
     inflight: Mutex<HashMap<u16, InFlight>>,
     /// Bumped by every Tversion.
     generation: AtomicU64,
+    /// Whether an attach has succeeded (see `Limits::attach_timeout`).
+    attached: AtomicBool,
     order: Mutex<FidOrder>,
     idle: Notify,
     tx: mpsc::UnboundedSender<Outgoing>,
@@ -183,6 +185,7 @@ impl<F: Filesystem> Session<F> {
             fids: Mutex::new(HashMap::new()),
             inflight: Mutex::new(HashMap::new()),
             generation: AtomicU64::new(0),
+            attached: AtomicBool::new(false),
             order: Mutex::new(FidOrder::default()),
             idle: Notify::new(),
             tx,
@@ -196,6 +199,11 @@ impl<F: Filesystem> Session<F> {
             0 => self.limits.max_msize,
             m => m,
         }
+    }
+
+    /// Whether an attach has succeeded on this connection.
+    pub(super) fn has_attached(&self) -> bool {
+        self.attached.load(Ordering::Acquire)
     }
 
     fn iounit(&self) -> u32 {
@@ -532,6 +540,7 @@ impl<F: Filesystem> Session<F> {
         self.check_new_fid(m.fid)?;
         let (qid, handler) = self.fs.attach(&self.peer, &m.uname, &m.aname).await?;
         self.insert_fid(m.fid, handler, qid).await?;
+        self.attached.store(true, Ordering::Release);
         Ok(Rattach { qid }.into())
     }
 
