@@ -18,8 +18,7 @@ pub(crate) mod usage {
     pub(crate) const GRANT: &str = "grant SERVICE NAME";
     pub(crate) const REVOKE: &str = "revoke SERVICE NAME";
     pub(crate) const ROTATE_KEY: &str = "rotate-key";
-    pub(crate) const SERVICE: &str =
-        "service SERVICE uid UID | service SERVICE manifest VALUE | service SERVICE remove";
+    pub(crate) const SERVICE: &str = "service SERVICE (uid UID | manifest VALUE | remove)";
     pub(crate) const SERVICE_MANIFEST: &str = "service SERVICE manifest VALUE";
     pub(crate) const SERVICE_REMOVE: &str = "service SERVICE remove";
     pub(crate) const SERVICE_UID: &str = "service SERVICE uid UID";

@@ -32,7 +32,7 @@ pub enum ErrorKind {
     /// blank or the end of the line.
     #[error(
         "malformed literal; send {{N}}, a newline, then exactly N bytes \
-         (quote a word that starts with {{ and ends with }})"
+         (to send a word in braces, quote it)"
     )]
     MalformedLiteral,
     /// A command with too few arguments; `arg` names the first one missing.

@@ -74,6 +74,12 @@ pub const MAX_NAME_LEN: usize = 128;
 /// and binary keys, small enough to hold in memory.
 pub const MAX_VALUE_LEN: usize = 1 << 20;
 
+/// Longest error text, in bytes, for any line up to 99999: plan9port keeps at most 127
+/// bytes of an Rerror (its ERRMAX, 128, counts the NUL) and drops the rest, so an error
+/// longer than this would reach a 9pfuse user cut off. Applications formatting their own
+/// errors with [`command_error`] should keep to it too.
+pub const MAX_ERROR_LEN: usize = 127;
+
 /// Longest line, in bytes before its newline: the most a fid's pending bytes may hold.
 ///
 /// Twice [`MAX_VALUE_LEN`], because quoting can double a value (every `'` becomes `''`),

@@ -281,7 +281,7 @@ fn literal_past_the_limit_is_skipped_whole() {
 #[test]
 fn malformed_literals() {
     let malformed = "malformed literal; send {N}, a newline, then exactly N bytes \
-                     (quote a word that starts with { and ends with })";
+                     (to send a word in braces, quote it)";
     for input in [
         &b"set a {12x}\n"[..],
         b"set a {}\n",
@@ -526,11 +526,11 @@ fn every_error_text() {
         ),
         (
             b"service\n",
-            "ctl: line 1: service: missing service; usage: service SERVICE uid UID | service SERVICE manifest VALUE | service SERVICE remove",
+            "ctl: line 1: service: missing service; usage: service SERVICE (uid UID | manifest VALUE | remove)",
         ),
         (
             b"service web\n",
-            "ctl: line 1: service: missing action; usage: service SERVICE uid UID | service SERVICE manifest VALUE | service SERVICE remove",
+            "ctl: line 1: service: missing action; usage: service SERVICE (uid UID | manifest VALUE | remove)",
         ),
         (
             b"service web uid\n",
@@ -630,11 +630,11 @@ fn every_error_text() {
         ),
         (
             b"set a {12x}\n",
-            "ctl: line 1: set: malformed literal; send {N}, a newline, then exactly N bytes (quote a word that starts with { and ends with })",
+            "ctl: line 1: set: malformed literal; send {N}, a newline, then exactly N bytes (to send a word in braces, quote it)",
         ),
         (
             b"{12x} a\n",
-            "ctl: line 1: malformed literal; send {N}, a newline, then exactly N bytes (quote a word that starts with { and ends with })",
+            "ctl: line 1: malformed literal; send {N}, a newline, then exactly N bytes (to send a word in braces, quote it)",
         ),
         (
             b"set a 'b\n",
@@ -873,6 +873,98 @@ fn parsed_error_formats_application_errors() {
         "ctl: line 2: grant: no such service; add it first with: service NAME uid UID"
     );
     let _ = NameKind::Secret;
+}
+
+/// Every error text the parser can produce after its `ctl: line K: ` prefix: each kind with
+/// each verb it can come with. An unknown command has no verb; a usage comes with its own
+/// verb and the arguments `parse.rs` can find missing; any other kind may come with any
+/// verb, or with none (found before the verb was).
+fn possible_error_texts() -> Vec<String> {
+    use crate::command::usage;
+    use crate::error::{ACTIONS, VERBS};
+    // (usage, the arguments that can be missing, whether "too many arguments" can name it
+    // and then with the hint about values)
+    let commands: [(&str, &[&str], Option<bool>); 9] = [
+        (usage::DELETE, &["name"], Some(false)),
+        (usage::GRANT, &["service", "name"], Some(false)),
+        (usage::REVOKE, &["service", "name"], Some(false)),
+        (usage::ROTATE_KEY, &[], Some(false)),
+        (usage::SERVICE, &["service", "action"], None),
+        (usage::SERVICE_MANIFEST, &["value"], Some(true)),
+        (usage::SERVICE_REMOVE, &[], Some(false)),
+        (usage::SERVICE_UID, &["uid"], Some(false)),
+        (usage::SET, &["name", "value"], Some(true)),
+    ];
+    let with_any_verb = [
+        ErrorKind::BadUid,
+        ErrorKind::CommandTooLong,
+        ErrorKind::InvalidName(NameKind::Secret),
+        ErrorKind::InvalidName(NameKind::Service),
+        ErrorKind::LiteralCutShort,
+        ErrorKind::LiteralTooLong,
+        ErrorKind::MalformedLiteral,
+        ErrorKind::ReservedService,
+        ErrorKind::UnterminatedQuote,
+        ErrorKind::ValueTooLong,
+        ErrorKind::UnknownAction { suggestion: None },
+    ]
+    .into_iter()
+    .chain(ACTIONS.map(|a| ErrorKind::UnknownAction {
+        suggestion: Some(a),
+    }));
+    let mut out = Vec::new();
+    for kind in with_any_verb {
+        out.push(kind.to_string());
+        out.extend(VERBS.map(|v| format!("{v}: {kind}")));
+    }
+    for suggestion in VERBS.map(Some).into_iter().chain([None]) {
+        out.push(ErrorKind::UnknownCommand { suggestion }.to_string());
+    }
+    for (usage, missing, too_many) in commands {
+        let verb = usage.split(' ').next().unwrap_or_default();
+        for &arg in missing {
+            out.push(format!(
+                "{verb}: {}",
+                ErrorKind::MissingArgument { arg, usage }
+            ));
+        }
+        if let Some(value) = too_many {
+            out.push(format!(
+                "{verb}: {}",
+                ErrorKind::TooManyArguments { usage, value }
+            ));
+        }
+    }
+    out
+}
+
+/// plan9port keeps at most 127 bytes of an Rerror and drops the rest: every error text,
+/// with the prefix of a five-digit line number, must arrive whole.
+#[test]
+fn every_error_fits_what_plan9port_keeps() {
+    let texts = possible_error_texts();
+    let all = all_error_texts();
+    for t in &texts {
+        assert!(all.contains(t), "not a text the parser makes: {t}");
+    }
+    let too_long: Vec<String> = texts
+        .into_iter()
+        .map(|t| format!("ctl: line 99999: {t}"))
+        .filter(|t| t.len() > crate::MAX_ERROR_LEN)
+        .collect();
+    assert!(
+        too_long.is_empty(),
+        "over {} bytes:\n{}",
+        crate::MAX_ERROR_LEN,
+        too_long.join("\n")
+    );
+    // Through the buffer, on line 99999.
+    let mut b = CtlBuffer::new();
+    b.push(&[b'\n'; 99_998]);
+    b.push(b"set a {12x}\n");
+    let e = b.next_command().expect("a result").expect_err("an error");
+    assert_eq!(e.line, 99_999);
+    assert!(e.to_string().len() <= crate::MAX_ERROR_LEN, "{e}");
 }
 
 // ---------------------------------------------------------------- properties
