@@ -6,7 +6,7 @@ use std::fmt;
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 
-use ninep::client::{Client, ClientError, Fid};
+use ninep::client::{Client, ClientError, DEFAULT_MSIZE, Fid};
 use ninep::{Stat, ename, om};
 use zeroize::Zeroizing;
 
@@ -120,10 +120,11 @@ impl Session {
     /// Connects and attaches the admin tree (`/secrets/…`).
     ///
     /// # Errors
-    /// [`CliError::Connect`] with a hint; [`CliError::AttachRefused`] when the server does
-    /// not take us for the admin.
+    /// [`CliError::Connect`] with a hint; [`CliError::UntrustedServer`] when the socket is
+    /// served by a user we must not send secrets to; [`CliError::AttachRefused`] when the
+    /// server does not take us for the admin.
     pub async fn admin(addr: &Addr, env: &Env) -> Result<Session, CliError> {
-        let client = connect(addr).await?;
+        let client = connect(addr, env).await?;
         let root = client
             .attach(&env.user, "")
             .await
@@ -142,7 +143,7 @@ impl Session {
     /// the service does not exist (the server says "permission denied" to both, so that
     /// anames are no oracle; the admin may know the difference, so we ask).
     pub async fn service_view(addr: &Addr, env: &Env, service: &str) -> Result<Session, CliError> {
-        let client = connect(addr).await?;
+        let client = connect(addr, env).await?;
         match client.attach(&env.user, service).await {
             Ok(root) => Ok(Session {
                 addr: addr.clone(),
@@ -195,14 +196,69 @@ impl Session {
     }
 }
 
-/// Connects and negotiates 9P2000.
-async fn connect(addr: &Addr) -> Result<Client, CliError> {
-    Client::connect_unix(addr.path())
+/// Connects, makes sure the server is someone to trust with secrets, and negotiates
+/// 9P2000. Nothing is sent to an untrusted server, not even Tversion.
+async fn connect(addr: &Addr, env: &Env) -> Result<Client, CliError> {
+    let failed = |source| CliError::Connect {
+        addr: addr.to_string(),
+        source,
+    };
+    let stream = tokio::net::UnixStream::connect(addr.path())
         .await
-        .map_err(|source| CliError::Connect {
+        .map_err(|e| failed(ClientError::Io(e)))?;
+    // SO_PEERCRED: the uid of the process that listens, which it cannot choose.
+    let server_uid = stream
+        .peer_cred()
+        .map_err(|e| failed(ClientError::Io(e)))?
+        .uid();
+    if !trusted_server(server_uid, env.euid, addr.path()) {
+        return Err(CliError::UntrustedServer {
             addr: addr.to_string(),
-            source,
-        })
+            server_uid,
+            euid: env.euid,
+        });
+    }
+    let client = Client::over(stream);
+    client.version(DEFAULT_MSIZE).await.map_err(failed)?;
+    Ok(client)
+}
+
+/// Whether the server behind the socket at `path`, running as `server_uid`, may be sent
+/// secrets by a deploy running as `euid`: when it runs as root, as ourselves, or as the
+/// one user besides root who can change what `path` names (systemd runs srv-secrets as
+/// its own user, in a `/run/srv-secrets` it owns).
+///
+/// Anyone else got there by writing a directory on the way: the default socket of a user
+/// without XDG_RUNTIME_DIR is under /tmp, where another user can make the directory
+/// first, rename the real socket away, and listen in its place.
+fn trusted_server(server_uid: u32, euid: u32, path: &Path) -> bool {
+    server_uid == 0 || server_uid == euid || only_changed_by(path, server_uid)
+}
+
+/// Whether nobody but `uid` and root can change what `path` names: every directory on the
+/// way to it, as written and as resolved, belongs to one of them and is writable by no
+/// one else (OpenSSH's rule for the files it trusts, `safe_path`). A symbolic link on the
+/// way must belong to one of them too; its own mode means nothing.
+fn only_changed_by(path: &Path, uid: u32) -> bool {
+    use std::os::unix::fs::MetadataExt;
+    let Ok(path) = std::path::absolute(path) else {
+        return false;
+    };
+    let Some(dir) = path.parent() else {
+        return false;
+    };
+    let owned = |m: &std::fs::Metadata| m.uid() == 0 || m.uid() == uid;
+    let private = |m: &std::fs::Metadata| owned(m) && m.mode() & 0o022 == 0;
+    let as_written = dir.ancestors().all(|d| match std::fs::symlink_metadata(d) {
+        Ok(m) if m.file_type().is_symlink() => owned(&m),
+        Ok(m) => private(&m),
+        Err(_) => false,
+    });
+    let resolved = std::fs::canonicalize(dir).is_ok_and(|real| {
+        real.ancestors()
+            .all(|d| std::fs::metadata(d).is_ok_and(|m| private(&m)))
+    });
+    as_written && resolved
 }
 
 fn attach_error(e: ClientError, env: &Env) -> CliError {
@@ -335,6 +391,22 @@ mod tests {
             err,
             "SRV_SECRETS_ADDR must be unix:PATH (the server's socket), not '/run/x.sock'"
         );
+    }
+
+    #[test]
+    fn the_server_must_be_root_us_or_who_alone_controls_the_path() {
+        let squatted = Path::new("/tmp/srv-secrets-1002/9p.sock");
+        assert!(trusted_server(0, 1002, squatted));
+        assert!(trusted_server(1002, 1002, squatted));
+        // Everyone can write /tmp: anyone else there may be posing as the server.
+        assert!(!trusted_server(1005, 1002, squatted));
+        assert!(!trusted_server(1005, 0, squatted));
+        let tmp = tempfile::tempdir_in("/tmp").unwrap();
+        assert!(!only_changed_by(&tmp.path().join("9p.sock"), 1005));
+        // What only root can change belongs to the system's server, whoever it runs as
+        // (srv-secrets under systemd, serving root's deploy).
+        assert!(trusted_server(999, 0, Path::new("/9p.sock")));
+        assert!(!only_changed_by(Path::new("/no/such/dir/9p.sock"), 999));
     }
 
     #[test]

@@ -91,6 +91,23 @@ pub enum CliError {
     /// The server sent something this deploy does not understand.
     #[error("unexpected answer from the server: {0}; are deploy and srv-secrets the same version?")]
     Unexpected(String),
+    /// The socket is served by a user who is not root, not us, and not the one who
+    /// controls the path to it: maybe someone posing as srv-secrets.
+    #[error(
+        "refusing {addr}: it is served by uid {server_uid}, who is neither root nor you \
+         (uid {euid}), and others can change the path to it; another user may be posing as \
+         srv-secrets to collect what you send. Nothing was sent. Do not trust this socket: \
+         see who serves it with `ss -xlp`, and run srv-secrets in a directory that only \
+         you or root can write"
+    )]
+    UntrustedServer {
+        /// The address, as `unix:PATH`.
+        addr: String,
+        /// The uid of the process listening there (SO_PEERCRED).
+        server_uid: u32,
+        /// Our effective uid.
+        euid: u32,
+    },
     /// An argument that is wrong before anything is sent (exit status 2).
     #[error("{0}")]
     Usage(String),
@@ -237,6 +254,28 @@ mod tests {
             "the value is larger than 1 MiB (1048576 bytes), the most the server accepts; \
              nothing was sent"
         );
+    }
+
+    #[test]
+    fn an_untrusted_server_is_named_and_nothing_is_sent() {
+        let e = CliError::UntrustedServer {
+            addr: "unix:/tmp/srv-secrets-1002/9p.sock".into(),
+            server_uid: 1005,
+            euid: 1002,
+        };
+        let text = e.to_string();
+        assert!(
+            text.starts_with(
+                "refusing unix:/tmp/srv-secrets-1002/9p.sock: it is served by uid 1005, who is \
+                 neither root nor you (uid 1002)"
+            ),
+            "{text}"
+        );
+        assert!(
+            text.contains("Nothing was sent. Do not trust this socket"),
+            "{text}"
+        );
+        assert_eq!(e.exit_code(), 1);
     }
 
     #[test]
