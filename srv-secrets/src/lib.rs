@@ -10,7 +10,8 @@
 //!   an aname selects.
 //! - [`fs`]: the filesystem handlers; `fs/node.rs` holds both trees and the grant check on
 //!   every walk, stat and listing; `fs/ctl.rs` applies ctl commands to the vault.
-//! - [`serve`]: process hardening, the socket, and the clean stop on SIGTERM.
+//! - [`serve`]: process hardening, the socket (in a directory nobody else can change),
+//!   and the clean stop on SIGTERM.
 //! - [`paths`]: the embedded default data directory and socket.
 //! - `main.rs`: the `srv-secrets` command line (`init`, `serve`).
 #![forbid(unsafe_code)]

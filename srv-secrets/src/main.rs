@@ -39,7 +39,8 @@ enum Command {
     /// the default socket.
     Serve {
         /// The data directory (default: $XDG_DATA_HOME/srv-secrets, else
-        /// /var/lib/srv-secrets for root, else ~/.local/share/srv-secrets).
+        /// /var/lib/srv-secrets for root, else ~/.local/share/srv-secrets; with none of
+        /// these set, --data is required).
         #[arg(long)]
         data: Option<PathBuf>,
         /// The cluster key file, if it is not DATA/key.
@@ -47,7 +48,9 @@ enum Command {
         key: Option<PathBuf>,
         /// Where to listen: unix:PATH (repeatable). Default:
         /// $XDG_RUNTIME_DIR/srv-secrets/9p.sock, /run/srv-secrets/9p.sock for root,
-        /// else /tmp/srv-secrets-$UID/9p.sock.
+        /// else /tmp/srv-secrets-$UID/9p.sock. The socket's directory is made (0755) if
+        /// missing; an existing one must belong to this user or root and be writable by
+        /// nobody else.
         #[arg(long = "listen", value_name = "unix:PATH")]
         listen: Vec<String>,
         /// Add a demo service `demo` (uid 65534) that may read a secret `greeting`,
@@ -103,6 +106,21 @@ fn seed_demo(vault: &Vault) -> Result<(), String> {
     Ok(())
 }
 
+/// The paths of `--listen unix:PATH` addresses (the default socket if there are none),
+/// all checked before anything else is done.
+fn socket_paths(listen: Vec<String>) -> Result<Vec<PathBuf>, String> {
+    if listen.is_empty() {
+        return Ok(vec![paths::default_socket()]);
+    }
+    listen
+        .iter()
+        .map(|l| match l.strip_prefix("unix:") {
+            Some(path) if !path.is_empty() => Ok(PathBuf::from(path)),
+            _ => Err(format!("--listen {l}: only unix:PATH is supported")),
+        })
+        .collect()
+}
+
 async fn run_serve(
     data: Option<PathBuf>,
     key: Option<PathBuf>,
@@ -110,23 +128,27 @@ async fn run_serve(
     demo: bool,
 ) -> Result<(), String> {
     serve::harden_process();
+    // Everything that can be refused without the vault is, before the vault is opened
+    // (opening locks it, and may resume a key rotation).
+    let socket_paths = socket_paths(listen)?;
     let embedded = data.is_none();
-    let data = data.unwrap_or_else(paths::default_data_dir);
+    let data = match data {
+        Some(d) => d,
+        None => paths::default_data_dir().ok_or(
+            "no data directory: HOME and XDG_DATA_HOME are not set; pass --data DIR, or set HOME",
+        )?,
+    };
+    let euid = paths::euid();
+    for path in &socket_paths {
+        serve::prepare_socket_dir(path, euid)
+            .map_err(|e| format!("cannot listen on unix:{}: {e}", path.display()))?;
+    }
     let vault = open_or_init(&data, key.as_deref(), embedded)?;
     if demo {
         seed_demo(&vault)?;
     }
     let mut sockets = Vec::new();
-    let listen = if listen.is_empty() {
-        vec![format!("unix:{}", paths::default_socket().display())]
-    } else {
-        listen
-    };
-    for l in &listen {
-        let Some(path) = l.strip_prefix("unix:") else {
-            return Err(format!("--listen {l}: only unix:PATH is supported"));
-        };
-        let path = PathBuf::from(path);
+    for path in socket_paths {
         let listener = serve::bind_socket(&path)
             .await
             .map_err(|e| format!("cannot listen on unix:{}: {e}", path.display()))?;

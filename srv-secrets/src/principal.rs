@@ -102,3 +102,127 @@ impl View {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, reason = "a test fails by panicking")]
+
+    use super::*;
+
+    const ADMIN: u32 = 1000;
+    const WEB: u32 = 1001;
+    const API: u32 = 1002;
+    const STRANGER: u32 = 1003;
+
+    /// A vault made by uid 1000, with services web (1001) and api (1002).
+    fn vault() -> (tempfile::TempDir, Vault) {
+        let dir = tempfile::tempdir().unwrap();
+        let data = dir.path().join("data");
+        Vault::init(&data, None, ADMIN).unwrap();
+        let vault = Vault::open(&data, None).unwrap();
+        vault.service_set_uid("web", WEB).unwrap();
+        vault.service_set_uid("api", API).unwrap();
+        (dir, vault)
+    }
+
+    fn peer(uid: Option<u32>) -> Peer {
+        Peer {
+            uid,
+            addr: "test".into(),
+            ..Peer::default()
+        }
+    }
+
+    fn service(name: &str, uid: u32) -> Principal {
+        Principal::Service {
+            name: name.into(),
+            uid,
+        }
+    }
+
+    fn denied<T: std::fmt::Debug>(r: Result<T, Error>) {
+        assert_eq!(r.unwrap_err(), Error::permission_denied());
+    }
+
+    #[test]
+    fn the_uid_decides_the_principal() {
+        let (_dir, v) = vault();
+        assert_eq!(principal_of(&v, &peer(Some(0))).unwrap(), Principal::Admin);
+        assert_eq!(
+            principal_of(&v, &peer(Some(ADMIN))).unwrap(),
+            Principal::Admin
+        );
+        assert_eq!(
+            principal_of(&v, &peer(Some(WEB))).unwrap(),
+            service("web", WEB)
+        );
+        assert_eq!(
+            principal_of(&v, &peer(Some(API))).unwrap(),
+            service("api", API)
+        );
+        denied(principal_of(&v, &peer(Some(STRANGER))));
+        // No credentials (a TCP peer) is nobody.
+        denied(principal_of(&v, &peer(None)));
+        // A remapped service is known by its new uid only.
+        v.service_set_uid("web", STRANGER).unwrap();
+        denied(principal_of(&v, &peer(Some(WEB))));
+        assert_eq!(
+            principal_of(&v, &peer(Some(STRANGER))).unwrap(),
+            service("web", STRANGER)
+        );
+    }
+
+    #[test]
+    fn the_aname_picks_the_view() {
+        let (_dir, v) = vault();
+        let admin = Principal::Admin;
+        assert_eq!(view_for(&v, &admin, "").unwrap(), View::Admin);
+        assert_eq!(view_for(&v, &admin, "admin").unwrap(), View::Admin);
+        // The admin may mount a service's view, on its behalf.
+        assert_eq!(
+            view_for(&v, &admin, "web").unwrap(),
+            View::Service {
+                service: "web".into(),
+                by: Principal::Admin
+            }
+        );
+        denied(view_for(&v, &admin, "nosuch"));
+        let web = service("web", WEB);
+        let own = View::Service {
+            service: "web".into(),
+            by: web.clone(),
+        };
+        assert_eq!(view_for(&v, &web, "").unwrap(), own);
+        assert_eq!(view_for(&v, &web, "web").unwrap(), own);
+        // Another service's view, the admin tree and a missing name look the same.
+        for aname in ["api", "admin", "nosuch", "secrets"] {
+            denied(view_for(&v, &web, aname));
+        }
+    }
+
+    #[test]
+    fn a_view_lasts_while_its_service_and_mapping_do() {
+        let (_dir, v) = vault();
+        let by_admin = view_for(&v, &Principal::Admin, "web").unwrap();
+        let by_web = view_for(&v, &service("web", WEB), "").unwrap();
+        let by_api = view_for(&v, &service("api", API), "").unwrap();
+        for view in [&View::Admin, &by_admin, &by_web, &by_api] {
+            view.still_valid(&v).unwrap();
+        }
+        assert_eq!(View::Admin.owner(), "admin");
+        assert_eq!(by_admin.owner(), "web");
+        // Remapping web to another uid ends the view its old uid holds, not the admin's.
+        v.service_set_uid("web", STRANGER).unwrap();
+        denied(by_web.still_valid(&v));
+        by_admin.still_valid(&v).unwrap();
+        // Removing a service ends every view of it.
+        v.service_remove("web").unwrap();
+        denied(by_admin.still_valid(&v));
+        by_api.still_valid(&v).unwrap();
+        View::Admin.still_valid(&v).unwrap();
+        // Made again with the same name and uid, it is the same principal again.
+        v.service_set_uid("web", WEB).unwrap();
+        by_admin.still_valid(&v).unwrap();
+        by_web.still_valid(&v).unwrap();
+    }
+}

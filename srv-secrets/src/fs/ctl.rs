@@ -16,7 +16,8 @@ pub struct CtlFid {
 }
 
 /// What a client sees for a vault error. Never a name or value: the command's line and
-/// verb are added by the caller, and these texts are ours.
+/// verb are added by the caller, and these texts are ours. With that prefix each fits
+/// [`ctl::MAX_ERROR_LEN`], what a Plan 9 client keeps of an error.
 fn explain(e: &VaultError) -> String {
     match e {
         VaultError::NoSuchSecret => "no such secret; see the names with: deploy secret list".into(),
@@ -33,10 +34,31 @@ fn explain(e: &VaultError) -> String {
         | VaultError::InvalidName { .. }
         | VaultError::TooLarge { .. }
         | VaultError::Manifest { .. } => e.to_string(),
+        // The store failures that say how far they got: the client learns that much, the
+        // cause (paths, I/O errors) goes to the log.
+        VaultError::CommitUncertain { .. } => {
+            error!(error = %e, "ctl command failed in the store, yet took effect");
+            "the store reported an error, yet the change took effect; see the server log".into()
+        }
+        VaultError::RotationPending { key, .. } => {
+            error!(error = %e, "key rotation stopped part-way");
+            format!(
+                "rotation to key {key} stopped part-way and is pending; rerun rotate-key; see \
+                 the server log"
+            )
+        }
+        VaultError::RotationCleanup { key, .. } => {
+            error!(error = %e, "key rotation done, but the old key is still in the key file");
+            format!(
+                "rotated to key {key}; the old key leaves the key file at the next start; see \
+                 the server log"
+            )
+        }
         other => {
-            // Paths and causes are for the operator's log, not the client.
+            // Paths and causes are for the operator's log, not the client. Whether anything
+            // changed is not known here, so this does not say.
             error!(error = %other, "ctl command failed in the store");
-            "the store failed and nothing was changed; see the server log".into()
+            "the store failed; see the server log".into()
         }
     }
 }
@@ -141,5 +163,130 @@ impl CtlFid {
     /// The connection ended without a clunk: a half-written command must not apply.
     pub async fn abandon(&self) {
         self.buffer.lock().await.discard_pending();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The longest prefix a command's error gets (a line number of five digits).
+    const PREFIX: &str = "ctl: line 99999: rotate-key: ";
+
+    /// Each reason `Manifest::parse` can give, from a manifest that has it.
+    fn manifest_errors() -> Vec<VaultError> {
+        let bad: [&[u8]; 9] = [
+            b"\xff",
+            b"secret",
+            b"secret a b",
+            b"secret .",
+            b"secret a\nsecret a",
+            b"config x",
+            b"config .=1",
+            b"config a=1\nconfig a=2",
+            b"frob",
+        ];
+        bad.iter()
+            .map(|m| match secrets::Manifest::parse(m) {
+                // The most lines a manifest within the size limit can have.
+                Err(VaultError::Manifest { reason, .. }) => VaultError::Manifest {
+                    line: secrets::MAX_MANIFEST_LEN + 1,
+                    reason,
+                },
+                other => panic!("{m:?} gave {other:?}"),
+            })
+            .collect()
+    }
+
+    #[test]
+    fn every_explanation_fits_what_a_plan9_client_keeps() {
+        let mut errors = vec![
+            VaultError::NoSuchSecret,
+            VaultError::NoSuchService,
+            VaultError::UidInUse { uid: u32::MAX },
+            VaultError::UidIsAdmin { uid: u32::MAX },
+            VaultError::ReservedName,
+            VaultError::InvalidName { kind: "secret" },
+            VaultError::InvalidName { kind: "service" },
+            VaultError::InvalidName { kind: "config key" },
+            VaultError::TooLarge {
+                what: "secret value",
+                limit: secrets::MAX_VALUE_LEN,
+            },
+            VaultError::TooLarge {
+                what: "manifest",
+                limit: secrets::MAX_MANIFEST_LEN,
+            },
+            VaultError::Random,
+            VaultError::CommitUncertain {
+                source: Box::new(VaultError::Random),
+            },
+            VaultError::RotationPending {
+                key: u32::MAX,
+                source: Box::new(VaultError::Decrypt),
+            },
+            VaultError::RotationCleanup {
+                key: u32::MAX,
+                source: Box::new(VaultError::Random),
+            },
+        ];
+        errors.extend(manifest_errors());
+        for e in &errors {
+            let text = format!("{PREFIX}{}", explain(e));
+            assert!(
+                text.len() <= ctl::MAX_ERROR_LEN,
+                "{} bytes: {text}",
+                text.len()
+            );
+        }
+    }
+
+    #[test]
+    fn an_unexplained_failure_does_not_claim_that_nothing_changed() {
+        let e = VaultError::Corrupt {
+            what: "a rotation's target key is not loaded",
+        };
+        assert_eq!(explain(&e), "the store failed; see the server log");
+        // Its cause is for the log, not the client.
+        assert!(!explain(&e).contains("rotation"));
+    }
+
+    #[test]
+    fn a_failed_rotation_says_how_far_it_got() {
+        let cause = || Box::new(VaultError::Decrypt);
+        assert_eq!(
+            explain(&VaultError::RotationPending {
+                key: 3,
+                source: cause()
+            }),
+            "rotation to key 3 stopped part-way and is pending; rerun rotate-key; see the server \
+             log"
+        );
+        assert_eq!(
+            explain(&VaultError::RotationCleanup {
+                key: 3,
+                source: cause()
+            }),
+            "rotated to key 3; the old key leaves the key file at the next start; see the \
+             server log"
+        );
+        assert_eq!(
+            explain(&VaultError::CommitUncertain { source: cause() }),
+            "the store reported an error, yet the change took effect; see the server log"
+        );
+    }
+
+    #[test]
+    fn explanations_say_what_to_do() {
+        assert_eq!(
+            explain(&VaultError::NoSuchService),
+            "no such service; add it first with: service NAME uid UID"
+        );
+        assert!(explain(&VaultError::UidInUse { uid: 1001 }).contains("remap"));
+        assert_eq!(
+            explain(&manifest_errors()[8]),
+            "manifest line 1048577: unknown declaration; expected `secret NAME` or \
+             `config KEY=VALUE`"
+        );
     }
 }

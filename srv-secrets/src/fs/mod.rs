@@ -19,6 +19,11 @@ use self::ctl::CtlFid;
 pub use self::node::Node;
 use crate::principal::{View, principal_of, view_for};
 
+/// Values larger than this are decrypted on tokio's blocking pool rather than on the
+/// worker that serves the Tread: 64 KiB takes some tens of microseconds (the cost of a
+/// hop to the pool), a 1 MiB value a millisecond or more.
+const BLOCKING_READ_LEN: u64 = 64 * 1024;
+
 /// Serves a [`Vault`] over 9P.
 pub struct SecretsFs {
     vault: Arc<Vault>,
@@ -107,6 +112,15 @@ impl SecretsFs {
 impl Filesystem for SecretsFs {
     type Fid = SecretsFid;
 
+    /// Serves only connections whose transport names a uid: no credentials, no principal
+    /// (a TCP peer, until it can prove itself). A uid that is neither the admin nor a
+    /// service is served, to be told "permission denied" at attach, and closed by the
+    /// core's attach timeout if it lingers; the per-uid cap keeps it from holding many
+    /// connection slots.
+    fn accept(&self, peer: &Peer) -> bool {
+        peer.uid.is_some()
+    }
+
     async fn attach(&self, peer: &Peer, _uname: &str, aname: &str) -> Result<(Qid, SecretsFid)> {
         let principal = principal_of(&self.vault, peer)?;
         let view = view_for(&self.vault, &principal, aname)?;
@@ -169,7 +183,21 @@ impl Filesystem for SecretsFs {
         match (&*opened, &fid.view) {
             (Opened::Secret(s), View::Service { service, .. }) => {
                 // The grant is checked again on every read, at any offset.
-                let plain = self.vault.read_opened(service, s).map_err(read_error)?;
+                let plain = if s.length() > BLOCKING_READ_LEN {
+                    // Decrypting a large value takes long enough to hold up every other
+                    // request on this worker: let the blocking pool do it (the clone of
+                    // the opened secret shares its ciphertext).
+                    let (vault, service, s) = (self.vault.clone(), service.clone(), s.clone());
+                    tokio::task::spawn_blocking(move || vault.read_opened(&service, &s))
+                        .await
+                        .map_err(|e| {
+                            tracing::error!(error = %e, "reading a secret failed");
+                            Error::new(ename::IO)
+                        })?
+                } else {
+                    self.vault.read_opened(service, s)
+                }
+                .map_err(read_error)?;
                 // Cut the plaintext down to the range in place, rather than copy it.
                 let mut bytes = plain.into_zeroizing();
                 let start = offset.min(bytes.len() as u64) as usize;
@@ -248,5 +276,109 @@ impl Filesystem for SecretsFs {
             }
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, reason = "a test fails by panicking")]
+
+    use std::future::Future;
+    use std::pin::pin;
+    use std::task::{Context, Poll, Waker};
+
+    use super::*;
+
+    const WEB: u32 = 1001;
+
+    /// A filesystem over a vault made by uid 1000 with service web (1001), granted a
+    /// 1 MiB secret `big` and a small one `small`.
+    fn fs() -> (tempfile::TempDir, SecretsFs, Vec<u8>) {
+        let dir = tempfile::tempdir().unwrap();
+        let data = dir.path().join("data");
+        Vault::init(&data, None, 1000).unwrap();
+        let v = Vault::open(&data, None).unwrap();
+        let big: Vec<u8> = (0..secrets::MAX_VALUE_LEN)
+            .map(|i| (i % 251) as u8)
+            .collect();
+        v.set("big", &big).unwrap();
+        v.set("small", b"small value").unwrap();
+        v.service_set_uid("web", WEB).unwrap();
+        v.grant("web", "big").unwrap();
+        v.grant("web", "small").unwrap();
+        (dir, SecretsFs::new(Arc::new(v)), big)
+    }
+
+    fn peer(uid: Option<u32>) -> Peer {
+        Peer {
+            uid,
+            addr: "test".into(),
+            ..Peer::default()
+        }
+    }
+
+    async fn open(fs: &SecretsFs, name: &str) -> SecretsFid {
+        let (_, root) = fs.attach(&peer(Some(WEB)), "", "").await.unwrap();
+        let (_, dir) = fs.walk(&root, "secret").await.unwrap();
+        let (_, fid) = fs.walk(&dir, name).await.unwrap();
+        fs.open(&fid, ninep::om::READ).await.unwrap();
+        fid
+    }
+
+    #[tokio::test]
+    async fn peers_without_credentials_are_not_served_and_strangers_are_refused_at_attach() {
+        let (_dir, fs, _) = fs();
+        assert!(fs.accept(&peer(Some(0))));
+        assert!(fs.accept(&peer(Some(WEB))));
+        assert!(!fs.accept(&peer(None)), "no uid, no principal");
+        // A uid that is no one is let in, to be told why at attach.
+        assert!(fs.accept(&peer(Some(1005))));
+        let e = fs.attach(&peer(Some(1005)), "", "").await.err().unwrap();
+        assert_eq!(e.ename(), "permission denied");
+        // Mapped later, it attaches as that service.
+        fs.vault().service_set_uid("api", 1005).unwrap();
+        assert!(fs.attach(&peer(Some(1005)), "", "").await.is_ok());
+    }
+
+    #[test]
+    fn a_large_value_is_decrypted_off_the_async_worker() {
+        let (_dir, fs, big) = fs();
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .max_blocking_threads(1)
+            .build()
+            .unwrap();
+        let big_fid = rt.block_on(open(&fs, "big"));
+        let small_fid = rt.block_on(open(&fs, "small"));
+        // Hold the one blocking thread, so that work sent there waits until released.
+        let (started, wait_started) = std::sync::mpsc::channel();
+        let (release, wait_release) = std::sync::mpsc::channel::<()>();
+        let blocker = rt.spawn_blocking(move || {
+            started.send(()).unwrap();
+            let _ = wait_release.recv();
+        });
+        wait_started.recv().unwrap();
+        let mut cx = Context::from_waker(Waker::noop());
+        let guard = rt.enter();
+        // A small value is read at once, on the worker.
+        let mut small = pin!(fs.read(&small_fid, 0, 4096));
+        match small.as_mut().poll(&mut cx) {
+            Poll::Ready(d) => assert_eq!(d.unwrap().expose(), b"small value"),
+            Poll::Pending => panic!("a small read waited"),
+        }
+        // A large one waits for the blocking pool: the worker is free meanwhile.
+        let mut read = pin!(fs.read(&big_fid, 4096, 8192));
+        assert!(
+            read.as_mut().poll(&mut cx).is_pending(),
+            "a 1 MiB value was decrypted on the async worker"
+        );
+        drop(guard);
+        release.send(()).unwrap();
+        let data = rt.block_on(read).unwrap();
+        assert_eq!(data.expose(), &big[4096..4096 + 8192]);
+        rt.block_on(blocker).unwrap();
+        // Revoked: the next read of the open fid fails, large or not.
+        fs.vault().revoke("web", "big").unwrap();
+        let err = rt.block_on(fs.read(&big_fid, 0, 10)).unwrap_err();
+        assert_eq!(err, Error::not_found());
     }
 }

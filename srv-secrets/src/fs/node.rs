@@ -59,6 +59,7 @@ fn path(kind: u8, name: Option<&str>) -> u64 {
 }
 
 /// What a node looks like to `stat`: everything but the name and owner.
+#[derive(Debug)]
 pub struct Attr {
     /// The qid; its version is the secret's version.
     pub qid: Qid,
@@ -373,4 +374,185 @@ pub fn service_text(vault: &Vault, service: &str) -> Option<String> {
     let s = vault.service(service)?;
     let uid = s.uid.map_or_else(|| "none".to_string(), |u| u.to_string());
     Some(format!("uid {uid}\n{}", s.manifest.text()))
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, reason = "a test fails by panicking")]
+
+    use super::*;
+    use crate::principal::Principal;
+
+    /// A vault with secrets a (granted to web) and b, services web (with a manifest) and api.
+    fn vault() -> (tempfile::TempDir, Vault) {
+        let dir = tempfile::tempdir().unwrap();
+        let data = dir.path().join("data");
+        Vault::init(&data, None, 1000).unwrap();
+        let v = Vault::open(&data, None).unwrap();
+        v.set("a", b"alpha").unwrap();
+        v.set("b", b"bravo!").unwrap();
+        v.service_set_uid("web", 1001).unwrap();
+        v.service_set_manifest("web", b"secret a\nconfig level=debug\n")
+            .unwrap();
+        v.service_set_uid("api", 1002).unwrap();
+        v.grant("web", "a").unwrap();
+        (dir, v)
+    }
+
+    fn view(service: &str) -> View {
+        View::Service {
+            service: service.into(),
+            by: Principal::Admin,
+        }
+    }
+
+    #[test]
+    fn a_service_walks_only_to_what_it_was_granted() {
+        let (_dir, v) = vault();
+        let web = view("web");
+        let api = view("api");
+        assert_eq!(
+            Node::SecretDir.child(&v, &web, "a"),
+            Some(Node::Secret("a".into()))
+        );
+        // Not granted, and missing: the same answer.
+        assert_eq!(Node::SecretDir.child(&v, &web, "b"), None);
+        assert_eq!(Node::SecretDir.child(&v, &web, "nosuch"), None);
+        assert_eq!(Node::SecretDir.child(&v, &api, "a"), None);
+        // The admin tree has no secret/ of its own.
+        assert_eq!(Node::SecretDir.child(&v, &View::Admin, "a"), None);
+        assert_eq!(
+            Node::ConfigDir.child(&v, &web, "level"),
+            Some(Node::Config("level".into()))
+        );
+        assert_eq!(Node::ConfigDir.child(&v, &api, "level"), None);
+        v.revoke("web", "a").unwrap();
+        assert_eq!(Node::SecretDir.child(&v, &web, "a"), None);
+    }
+
+    #[test]
+    fn a_stat_checks_the_grant_again() {
+        let (_dir, v) = vault();
+        let web = view("web");
+        let secret = Node::Secret("a".into());
+        let a = secret.attr(&v, &web, 7).unwrap();
+        assert_eq!((a.mode, a.length, a.qid.version), (0o400, 5, 1));
+        assert_eq!(a.qid.ty, qt::FILE);
+        v.set("a", b"alpha, version 2").unwrap();
+        let a = secret.attr(&v, &web, 7).unwrap();
+        assert_eq!((a.length, a.qid.version), (16, 2));
+        // Revoked after the walk: gone, as if it never existed.
+        v.revoke("web", "a").unwrap();
+        assert_eq!(secret.attr(&v, &web, 7).unwrap_err(), Error::not_found());
+        assert_eq!(
+            Node::Secret("b".into()).attr(&v, &web, 7).unwrap_err(),
+            Error::not_found()
+        );
+        // In the admin tree a secret is an entry of store/, never readable.
+        let entry = Node::StoreEntry("b".into())
+            .attr(&v, &View::Admin, 7)
+            .unwrap();
+        assert_eq!((entry.mode, entry.length), (0, 6));
+        assert_eq!(Node::Key.attr(&v, &View::Admin, 7).unwrap().mode, 0);
+        assert_eq!(Node::Ctl.attr(&v, &View::Admin, 7).unwrap().mode, 0o200);
+        let dir = Node::StoreDir.attr(&v, &View::Admin, 7).unwrap();
+        assert_eq!(
+            (dir.mode, dir.mtime, dir.qid.ty),
+            (dm::DIR | 0o500, 7, qt::DIR)
+        );
+    }
+
+    #[test]
+    fn listings_show_only_what_a_walk_would_find() {
+        let (_dir, v) = vault();
+        let names = |nodes: Vec<Node>| {
+            nodes
+                .iter()
+                .map(|n| n.name().to_string())
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(names(Node::SecretDir.list(&v, &view("web"))), ["a"]);
+        assert!(Node::SecretDir.list(&v, &view("api")).is_empty());
+        assert_eq!(names(Node::ConfigDir.list(&v, &view("web"))), ["level"]);
+        assert_eq!(names(Node::StoreDir.list(&v, &View::Admin)), ["a", "b"]);
+        assert_eq!(
+            names(Node::GrantsDir.list(&v, &View::Admin)),
+            ["api", "web"]
+        );
+        assert_eq!(
+            names(Node::SecretsDir.list(&v, &View::Admin)),
+            ["ctl", "grants", "key", "services", "status", "store"]
+        );
+        // Every entry listed is one a walk finds, and its parent is the directory.
+        for (dir, view) in [
+            (Node::AdminRoot, View::Admin),
+            (Node::SecretsDir, View::Admin),
+            (Node::StoreDir, View::Admin),
+            (Node::GrantsDir, View::Admin),
+            (Node::ServicesDir, View::Admin),
+            (Node::ServiceRoot, view("web")),
+            (Node::SecretDir, view("web")),
+            (Node::ConfigDir, view("web")),
+        ] {
+            for entry in dir.list(&v, &view) {
+                assert_eq!(dir.child(&v, &view, entry.name()), Some(entry.clone()));
+                assert_eq!(entry.parent(), dir);
+                entry.stat(&v, &view, 0).unwrap();
+            }
+        }
+    }
+
+    #[test]
+    fn qid_paths_are_stable_and_distinct() {
+        let nodes = [
+            Node::AdminRoot,
+            Node::SecretsDir,
+            Node::Ctl,
+            Node::StoreDir,
+            Node::StoreEntry("a".into()),
+            Node::StoreEntry("b".into()),
+            Node::GrantsDir,
+            Node::Grants("a".into()),
+            Node::ServicesDir,
+            Node::Service("a".into()),
+            Node::Key,
+            Node::Status,
+            Node::ServiceRoot,
+            Node::SecretDir,
+            Node::Secret("a".into()),
+            Node::Secret("b".into()),
+            Node::ConfigDir,
+            Node::Config("a".into()),
+        ];
+        let paths: Vec<u64> = nodes.iter().map(|n| path(n.kind(), n.named())).collect();
+        let mut unique = paths.clone();
+        unique.sort_unstable();
+        unique.dedup();
+        assert_eq!(unique.len(), paths.len(), "{paths:x?}");
+        // FNV-1a of "a", masked: the same in every run and every build.
+        assert_eq!(
+            path(14, Some("a")),
+            (14 << 56) | (0xaf63_dc4c_8601_ec8c & 0x00ff_ffff_ffff_ffff)
+        );
+    }
+
+    #[test]
+    fn generated_files() {
+        let (_dir, v) = vault();
+        assert_eq!(grants_text(&v, "web"), "a\n");
+        assert_eq!(grants_text(&v, "api"), "");
+        assert_eq!(
+            service_text(&v, "web").unwrap(),
+            "uid 1001\nsecret a\nconfig level=debug\n"
+        );
+        assert_eq!(service_text(&v, "nosuch"), None);
+        assert_eq!(config_value(&v, "web", "level").as_deref(), Some("debug"));
+        assert_eq!(config_value(&v, "web", "other"), None);
+        let status = status_text(&v);
+        assert!(
+            status.ends_with("secrets 2\nservices 2\nrotation idle\n"),
+            "{status}"
+        );
+        assert!(status.starts_with("key "), "{status}");
+    }
 }
