@@ -211,7 +211,9 @@ pub struct Limits {
     /// How long a connection may take to send the rest of a message it has begun.
     pub stall_timeout: Duration,
     /// How long a new connection may go without a successful attach: one that cannot
-    /// attach (refused, or never trying) does not keep its connection slot.
+    /// attach (refused, or never trying) does not keep its connection slot. Generous,
+    /// because a client may connect long before it speaks (qemu connects a VM's 9P port
+    /// when the VM starts; the kernel mounts once it has booted).
     pub attach_timeout: Duration,
     /// How long a connection may refuse to take our replies before it is closed.
     pub write_timeout: Duration,
@@ -227,7 +229,7 @@ impl Default for Limits {
             max_outstanding: 256,
             max_outstanding_total: 4096,
             stall_timeout: Duration::from_secs(30),
-            attach_timeout: Duration::from_secs(10),
+            attach_timeout: Duration::from_secs(60),
             write_timeout: Duration::from_secs(30),
         }
     }
