@@ -94,6 +94,9 @@ pub struct SecretsServer {
     pub log: PathBuf,
     /// Extra environment for the server (e.g. RUST_LOG).
     pub env: Vec<(String, String)>,
+    /// The key file `init` and `serve` are given with `--key`; none: the default one,
+    /// inside the data directory.
+    pub key: Option<PathBuf>,
     child: Option<Child>,
 }
 
@@ -102,25 +105,57 @@ impl SecretsServer {
     pub fn init() -> SecretsServer {
         let root = shared_tempdir();
         let data = root.path().join("data");
-        let out = Command::new(&bins().srv_secrets)
-            .arg("init")
-            .arg("--data")
-            .arg(&data)
-            .output()
-            .expect("srv-secrets init runs");
+        let socket = root.path().join("run/9p.sock");
+        SecretsServer::init_in(root, data, None, socket)
+    }
+
+    /// `srv-secrets init --key KEY`, laid out as docs/operations.md lays out an
+    /// installation: the data directory at `var/lib/srv-secrets`, the key in a private
+    /// directory of its own at `etc/srv-secrets/key`, the socket under
+    /// `run/srv-secrets`; not started yet.
+    pub fn init_with_key_outside() -> SecretsServer {
+        let root = shared_tempdir();
+        let data = root.path().join("var/lib/srv-secrets");
+        let key_dir = root.path().join("etc/srv-secrets");
+        std::fs::create_dir_all(&key_dir).expect("make the key's directory");
+        std::fs::set_permissions(&key_dir, std::fs::Permissions::from_mode(0o700))
+            .expect("chmod the key's directory");
+        let socket = root.path().join("run/srv-secrets/9p.sock");
+        let s = SecretsServer::init_in(root, data, Some(key_dir.join("key")), socket);
+        assert!(
+            !s.data.join("key").exists(),
+            "with --key, the data directory holds no key"
+        );
+        s
+    }
+
+    /// `srv-secrets init --data DATA [--key KEY]`, asserting success.
+    fn init_in(
+        root: tempfile::TempDir,
+        data: PathBuf,
+        key: Option<PathBuf>,
+        socket: PathBuf,
+    ) -> SecretsServer {
+        let mut cmd = Command::new(&bins().srv_secrets);
+        cmd.arg("init").arg("--data").arg(&data);
+        if let Some(key) = &key {
+            cmd.arg("--key").arg(key);
+        }
+        let out = cmd.output().expect("srv-secrets init runs");
         assert!(
             out.status.success(),
             "init: {}",
             String::from_utf8_lossy(&out.stderr)
         );
         SecretsServer {
-            socket: root.path().join("run/9p.sock"),
+            socket,
             log: root.path().join("server.log"),
             data,
             root,
             // The whole suite runs the server at trace level, so that the tests that
             // look for leaked values in its log see everything it could print.
             env: vec![("RUST_LOG".into(), "trace".into())],
+            key,
             child: None,
         }
     }
@@ -137,6 +172,20 @@ impl SecretsServer {
         format!("unix:{}", self.socket.display())
     }
 
+    /// `srv-secrets serve --data DATA [--key KEY] --listen ADDR`, with [`Self::env`].
+    fn serve_command(&self, key: Option<&Path>) -> Command {
+        let mut cmd = Command::new(&bins().srv_secrets);
+        cmd.arg("serve").arg("--data").arg(&self.data);
+        if let Some(key) = key {
+            cmd.arg("--key").arg(key);
+        }
+        cmd.arg("--listen").arg(self.addr());
+        for (k, v) in &self.env {
+            cmd.env(k, v);
+        }
+        cmd
+    }
+
     /// Starts `srv-secrets serve` and waits until the socket accepts connections.
     pub fn serve(&mut self) {
         assert!(self.child.is_none(), "already running");
@@ -145,18 +194,8 @@ impl SecretsServer {
             .append(true)
             .open(&self.log)
             .expect("open the log");
-        let mut cmd = Command::new(&bins().srv_secrets);
-        cmd.arg("serve")
-            .arg("--data")
-            .arg(&self.data)
-            .arg("--listen")
-            .arg(self.addr())
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(log);
-        for (k, v) in &self.env {
-            cmd.env(k, v);
-        }
+        let mut cmd = self.serve_command(self.key.as_deref());
+        cmd.stdin(Stdio::null()).stdout(Stdio::null()).stderr(log);
         self.child = Some(cmd.spawn().expect("srv-secrets serve starts"));
         let deadline = Instant::now() + Duration::from_secs(20);
         loop {
@@ -175,6 +214,34 @@ impl SecretsServer {
         }
     }
 
+    /// `srv-secrets serve --key key`, expected to refuse to start: its output, once it
+    /// has exited.
+    ///
+    /// # Panics
+    /// If it is still running after 20 s (it started, with a key it should refuse).
+    pub fn serve_refused(&self, key: &Path) -> Output {
+        let mut child = self
+            .serve_command(Some(key))
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("srv-secrets serve starts");
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while child.try_wait().expect("poll the server").is_none() {
+            if Instant::now() > deadline {
+                let _ = child.kill();
+                let out = child.wait_with_output().expect("wait for the server");
+                panic!(
+                    "serve started with a wrong key: {}",
+                    String::from_utf8_lossy(&out.stderr)
+                );
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        child.wait_with_output().expect("wait for the server")
+    }
+
     /// The server's process id, while it runs.
     pub fn pid(&self) -> Option<u32> {
         self.child.as_ref().map(Child::id)
@@ -186,6 +253,12 @@ impl SecretsServer {
         let pid = rustix::process::Pid::from_raw(child.id() as i32).expect("a pid");
         let _ = rustix::process::kill_process(pid, rustix::process::Signal::TERM);
         child.wait().expect("wait for the server")
+    }
+
+    /// SIGTERM, as `systemctl stop` sends it, asserting that the server exits 0.
+    pub fn stop_ok(&mut self) {
+        let status = self.stop();
+        assert_eq!(status.code(), Some(0), "{}", self.log_text());
     }
 
     /// SIGKILL: a crash.
@@ -224,26 +297,51 @@ impl SecretsServer {
         String::from_utf8_lossy(&out.stdout).into_owned()
     }
 
-    /// Runs the `9p` test client as `uid` (gid the same), with `--aname aname`.
-    pub fn ninep_as(&self, uid: u32, aname: &str, args: &[&str]) -> Output {
+    /// `deploy service add NAME --uid UID`, with `--manifest` of a file holding
+    /// `manifest` if given; asserts success.
+    pub fn add_service(&self, name: &str, uid: u32, manifest: Option<&str>) {
+        let uid = uid.to_string();
+        let mut args = vec!["service", "add", name, "--uid", &uid];
+        let path = self.root.path().join(format!("{name}.manifest"));
+        if let Some(text) = manifest {
+            std::fs::write(&path, text).expect("write the manifest");
+            args.extend(["--manifest", path.to_str().expect("a UTF-8 temp path")]);
+        }
+        self.deploy_ok(&args);
+    }
+
+    /// `deploy secret get NAME --as SERVICE`, asserting success: the bytes the service
+    /// reads.
+    pub fn get_as(&self, name: &str, service: &str) -> Vec<u8> {
+        let out = self.deploy(&["secret", "get", name, "--as", service]);
+        assert!(
+            out.status.success(),
+            "get {name} as {service}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        out.stdout
+    }
+
+    /// The `9p` test client as `uid` (gid the same), with `--aname aname`.
+    fn ninep_command(&self, uid: u32, aname: &str, args: &[&str]) -> Command {
         let mut cmd = as_uid(uid, &bins().ninep);
         cmd.arg("--addr")
             .arg(self.addr())
             .arg("--aname")
             .arg(aname)
             .args(args);
-        run_with_stdin(cmd, b"")
+        cmd
+    }
+
+    /// Runs the `9p` test client as `uid` (gid the same), with `--aname aname`.
+    pub fn ninep_as(&self, uid: u32, aname: &str, args: &[&str]) -> Output {
+        run_with_stdin(self.ninep_command(uid, aname, args), b"")
     }
 
     /// Starts the `9p` test client as `uid`, with piped stdin and stdout (for `hold`).
     pub fn spawn_ninep_as(&self, uid: u32, aname: &str, args: &[&str]) -> Child {
-        let mut cmd = as_uid(uid, &bins().ninep);
-        cmd.arg("--addr")
-            .arg(self.addr())
-            .arg("--aname")
-            .arg(aname)
-            .args(args)
-            .stdin(Stdio::piped())
+        let mut cmd = self.ninep_command(uid, aname, args);
+        cmd.stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped());
         cmd.spawn().expect("9p starts")

@@ -18,18 +18,8 @@ const WEB_MANIFEST: &str = "secret db_password\nconfig log_level=debug\nconfig m
 /// db_password.
 fn server_with_services() -> SecretsServer {
     let s = SecretsServer::start();
-    let manifest = s.root.path().join("web.manifest");
-    std::fs::write(&manifest, WEB_MANIFEST).unwrap();
-    s.deploy_ok(&[
-        "service",
-        "add",
-        "web",
-        "--uid",
-        &WEB.to_string(),
-        "--manifest",
-        manifest.to_str().unwrap(),
-    ]);
-    s.deploy_ok(&["service", "add", "api", "--uid", &API.to_string()]);
+    s.add_service("web", WEB, Some(WEB_MANIFEST));
+    s.add_service("api", API, None);
     s
 }
 
@@ -222,7 +212,7 @@ fn set_prompts_without_echo_on_a_terminal() {
         "the value was echoed: {shown:?}"
     );
     // The trailing newline is dropped from a typed value.
-    s.deploy_ok(&["service", "add", "web", "--uid", "1001"]);
+    s.add_service("web", WEB, None);
     s.deploy_ok(&["secret", "grant", "web", "typed_secret"]);
     let got = s.deploy(&["secret", "get", "typed_secret", "--as", "web"]);
     assert_eq!(got.stdout, b"typed-hunter2");
@@ -270,7 +260,7 @@ fn ctl_errors_say_what_is_wrong_and_never_echo_input() {
 #[test]
 fn a_pem_chain_of_more_than_64_kib_split_over_many_writes_reads_back_exactly() {
     let s = SecretsServer::start();
-    s.deploy_ok(&["service", "add", "web", "--uid", "1001"]);
+    s.add_service("web", WEB, None);
     // A PEM-like chain of ~100 KiB: newlines, '=' padding, quotes.
     let mut pem = Vec::new();
     for i in 0..1400 {

@@ -7,12 +7,9 @@
 
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
-use std::time::{Duration, Instant};
+use std::process::Command;
 
-use srv_secrets_tests::harness::{
-    as_uid, bins, can_switch_uid, run_with_stdin, shared_tempdir, stderr, stdout,
-};
+use srv_secrets_tests::harness::{SecretsServer, can_switch_uid, stderr, stdout};
 
 const WEB: u32 = 1001;
 const API: u32 = 1002;
@@ -25,202 +22,29 @@ fn tls_key() -> Vec<u8> {
     (0..=255u8).chain((0..=255u8).rev()).collect()
 }
 
-/// An installation laid out as docs/operations.md says: the data directory and, in a
-/// directory of its own, the cluster key; the server listening on a socket under `run/`.
-struct Install {
-    root: tempfile::TempDir,
-    data: PathBuf,
-    key: PathBuf,
-    socket: PathBuf,
-    log: PathBuf,
-    child: Option<Child>,
-}
-
-impl Install {
-    /// `srv-secrets init --data DATA --key KEY`.
-    fn init() -> Install {
-        let root = shared_tempdir();
-        let data = root.path().join("var/lib/srv-secrets");
-        let key = root.path().join("etc/srv-secrets/key");
-        std::fs::create_dir_all(key.parent().unwrap()).unwrap();
-        std::fs::set_permissions(
-            key.parent().unwrap(),
-            std::fs::Permissions::from_mode(0o700),
-        )
-        .unwrap();
-        let out = Command::new(&bins().srv_secrets)
-            .arg("init")
-            .arg("--data")
-            .arg(&data)
-            .arg("--key")
-            .arg(&key)
-            .output()
-            .unwrap();
-        assert!(out.status.success(), "init: {}", stderr(&out));
-        assert!(
-            !data.join("key").exists(),
-            "with --key, the data directory holds no key"
-        );
-        Install {
-            socket: root.path().join("run/srv-secrets/9p.sock"),
-            log: root.path().join("server.log"),
-            data,
-            key,
-            root,
-            child: None,
-        }
+/// An installation laid out as docs/operations.md says (the key in a directory of its
+/// own), serving two services, three secrets (one binary, one set twice) and grants.
+fn populated() -> SecretsServer {
+    let mut s = SecretsServer::init_with_key_outside();
+    s.serve();
+    s.add_service("web", WEB, Some(WEB_MANIFEST));
+    s.add_service("api", API, None);
+    for (name, value) in [
+        ("db_password", &b"an older password"[..]),
+        ("db_password", DB_PASSWORD),
+        ("api_token", API_TOKEN),
+    ] {
+        let out = s.deploy_with_stdin(&["secret", "set", name], value);
+        assert!(out.status.success(), "{}", stderr(&out));
     }
-
-    fn addr(&self) -> String {
-        format!("unix:{}", self.socket.display())
-    }
-
-    /// The serve command, with the key given as in the systemd unit.
-    fn serve_command(&self, key: &Path) -> Command {
-        let mut cmd = Command::new(&bins().srv_secrets);
-        cmd.arg("serve")
-            .arg("--data")
-            .arg(&self.data)
-            .arg("--key")
-            .arg(key)
-            .arg("--listen")
-            .arg(self.addr())
-            .env("RUST_LOG", "info");
-        cmd
-    }
-
-    /// Starts the server and waits until it accepts connections.
-    fn serve(&mut self) {
-        assert!(self.child.is_none(), "already running");
-        let log = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(&self.log)
-            .unwrap();
-        let mut cmd = self.serve_command(&self.key);
-        cmd.stdin(Stdio::null()).stdout(Stdio::null()).stderr(log);
-        let mut child = cmd.spawn().unwrap();
-        let deadline = Instant::now() + Duration::from_secs(20);
-        while std::os::unix::net::UnixStream::connect(&self.socket).is_err() {
-            if let Ok(Some(status)) = child.try_wait() {
-                panic!("server exited with {status}: {}", self.log_text());
-            }
-            assert!(Instant::now() < deadline, "no socket: {}", self.log_text());
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        self.child = Some(child);
-    }
-
-    /// `serve` that is expected to refuse to start: its output, once it has exited.
-    fn serve_refused(&self, key: &Path) -> Output {
-        let mut child = self
-            .serve_command(key)
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
-        let deadline = Instant::now() + Duration::from_secs(20);
-        while child.try_wait().unwrap().is_none() {
-            if Instant::now() > deadline {
-                let _ = child.kill();
-                let out = child.wait_with_output().unwrap();
-                panic!("serve started with a wrong key: {}", stderr(&out));
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        child.wait_with_output().unwrap()
-    }
-
-    /// SIGTERM, as `systemctl stop` sends it; the server must exit 0.
-    fn stop(&mut self) {
-        let mut child = self.child.take().expect("running");
-        let pid = rustix::process::Pid::from_raw(child.id() as i32).unwrap();
-        rustix::process::kill_process(pid, rustix::process::Signal::TERM).unwrap();
-        let status = child.wait().unwrap();
-        assert_eq!(status.code(), Some(0), "{}", self.log_text());
-    }
-
-    fn log_text(&self) -> String {
-        std::fs::read_to_string(&self.log).unwrap_or_default()
-    }
-
-    fn deploy_with_stdin(&self, args: &[&str], input: &[u8]) -> Output {
-        let mut cmd = Command::new(&bins().deploy);
-        cmd.arg("--addr").arg(self.addr()).args(args);
-        run_with_stdin(cmd, input)
-    }
-
-    fn deploy(&self, args: &[&str]) -> Output {
-        self.deploy_with_stdin(args, b"")
-    }
-
-    fn deploy_ok(&self, args: &[&str]) -> String {
-        let out = self.deploy(args);
-        assert!(out.status.success(), "deploy {args:?}: {}", stderr(&out));
-        stdout(&out)
-    }
-
-    /// `deploy secret get NAME --as SERVICE`: the bytes the service reads.
-    fn get_as(&self, name: &str, service: &str) -> Vec<u8> {
-        let out = self.deploy(&["secret", "get", name, "--as", service]);
-        assert!(
-            out.status.success(),
-            "get {name} as {service}: {}",
-            stderr(&out)
-        );
-        out.stdout
-    }
-
-    /// The `9p` test client as `uid`: the service itself, known by SO_PEERCRED.
-    fn read_as_uid(&self, uid: u32, path: &str) -> Output {
-        let mut cmd = as_uid(uid, &bins().ninep);
-        cmd.arg("--addr").arg(self.addr()).arg("read").arg(path);
-        run_with_stdin(cmd, b"")
-    }
-
-    /// A server with two services, three secrets (one binary, one set twice) and grants.
-    fn populated() -> Install {
-        let mut s = Install::init();
-        s.serve();
-        let manifest = s.root.path().join("web.manifest");
-        std::fs::write(&manifest, WEB_MANIFEST).unwrap();
-        s.deploy_ok(&[
-            "service",
-            "add",
-            "web",
-            "--uid",
-            &WEB.to_string(),
-            "--manifest",
-            manifest.to_str().unwrap(),
-        ]);
-        s.deploy_ok(&["service", "add", "api", "--uid", &API.to_string()]);
-        for (name, value) in [
-            ("db_password", &b"an older password"[..]),
-            ("db_password", DB_PASSWORD),
-            ("api_token", API_TOKEN),
-        ] {
-            let out = s.deploy_with_stdin(&["secret", "set", name], value);
-            assert!(out.status.success(), "{}", stderr(&out));
-        }
-        let tls = s.root.path().join("tls.bin");
-        std::fs::write(&tls, tls_key()).unwrap();
-        s.deploy_ok(&["secret", "set", "tls_key", "--file", tls.to_str().unwrap()]);
-        std::fs::remove_file(&tls).unwrap();
-        s.deploy_ok(&["secret", "grant", "web", "db_password"]);
-        s.deploy_ok(&["secret", "grant", "web", "tls_key"]);
-        s.deploy_ok(&["secret", "grant", "api", "api_token"]);
-        s
-    }
-}
-
-impl Drop for Install {
-    fn drop(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
-    }
+    let tls = s.root.path().join("tls.bin");
+    std::fs::write(&tls, tls_key()).unwrap();
+    s.deploy_ok(&["secret", "set", "tls_key", "--file", tls.to_str().unwrap()]);
+    std::fs::remove_file(&tls).unwrap();
+    s.deploy_ok(&["secret", "grant", "web", "db_password"]);
+    s.deploy_ok(&["secret", "grant", "web", "tls_key"]);
+    s.deploy_ok(&["secret", "grant", "api", "api_token"]);
+    s
 }
 
 /// `cp -a FROM TO`, as the documented procedure runs it.
@@ -279,7 +103,8 @@ fn key_hex(key_file: &Path) -> Vec<String> {
 
 #[test]
 fn an_offline_backup_restores_every_value_grant_and_service_after_the_disk_is_lost() {
-    let mut s = Install::populated();
+    let mut s = populated();
+    let key = s.key.clone().unwrap();
     let secrets_before = s.deploy_ok(&["secret", "list", "--json"]);
     let services_before = s.deploy_ok(&["service", "list", "--json"]);
     let status_before = s.deploy_ok(&["status", "--json"]);
@@ -289,7 +114,7 @@ fn an_offline_backup_restores_every_value_grant_and_service_after_the_disk_is_lo
     );
 
     // 1. Stop the server: the copy is of a store nothing is writing.
-    s.stop();
+    s.stop_ok();
     assert!(!s.socket.exists(), "a clean stop removes the socket");
 
     // 2. Copy the data directory, and the key file on its own, elsewhere.
@@ -300,7 +125,7 @@ fn an_offline_backup_restores_every_value_grant_and_service_after_the_disk_is_lo
     let data_backup = backups.join("2026-11-23");
     let key_backup = keys.join("key.2026-11-23");
     cp_a(&s.data, &data_backup);
-    cp_a(&s.key, &key_backup);
+    cp_a(&key, &key_backup);
     assert_eq!(
         mode(&data_backup),
         0o700,
@@ -310,7 +135,7 @@ fn an_offline_backup_restores_every_value_grant_and_service_after_the_disk_is_lo
     assert_eq!(mode(&key_backup), 0o600);
 
     // The data backup alone gives nothing away: no key, no value in the clear.
-    let hex = key_hex(&s.key);
+    let hex = key_hex(&key);
     assert_eq!(hex.len(), 1, "one key outside a rotation");
     for file in files_under(&data_backup) {
         let bytes = std::fs::read(&file).unwrap();
@@ -323,14 +148,14 @@ fn an_offline_backup_restores_every_value_grant_and_service_after_the_disk_is_lo
 
     // 3. The disk is lost: the data directory and the key file are gone.
     std::fs::remove_dir_all(&s.data).unwrap();
-    std::fs::remove_file(&s.key).unwrap();
-    let out = s.serve_refused(&s.key);
+    std::fs::remove_file(&key).unwrap();
+    let out = s.serve_refused(&key);
     assert_eq!(out.status.code(), Some(1));
     assert!(stderr(&out).contains("holds no store"), "{}", stderr(&out));
 
     // 4. Restore both, start, and everything is back.
     cp_a(&data_backup, &s.data);
-    install_600(&key_backup, &s.key);
+    install_600(&key_backup, &key);
     s.serve();
     assert_eq!(s.deploy_ok(&["secret", "list", "--json"]), secrets_before);
     assert_eq!(s.deploy_ok(&["service", "list", "--json"]), services_before);
@@ -352,12 +177,12 @@ fn an_offline_backup_restores_every_value_grant_and_service_after_the_disk_is_lo
 
     // The services themselves, known by their uids, read their secrets again.
     if can_switch_uid() {
-        let r = s.read_as_uid(WEB, "/secret/db_password");
+        let r = s.ninep_as(WEB, "", &["read", "/secret/db_password"]);
         assert!(r.status.success(), "{}", stderr(&r));
         assert_eq!(r.stdout, DB_PASSWORD);
-        let r = s.read_as_uid(API, "/secret/api_token");
+        let r = s.ninep_as(API, "", &["read", "/secret/api_token"]);
         assert_eq!(r.stdout, API_TOKEN, "{}", stderr(&r));
-        let r = s.read_as_uid(API, "/secret/db_password");
+        let r = s.ninep_as(API, "", &["read", "/secret/db_password"]);
         assert_eq!(r.status.code(), Some(1));
         assert!(stderr(&r).contains("file does not exist"), "{}", stderr(&r));
     } else {
@@ -374,24 +199,25 @@ fn an_offline_backup_restores_every_value_grant_and_service_after_the_disk_is_lo
     s.deploy_ok(&["secret", "rotate-key"]);
     assert_eq!(s.get_as("db_password", "web"), DB_PASSWORD);
     assert_eq!(s.get_as("tls_key", "web"), tls_key());
-    s.stop();
+    s.stop_ok();
 }
 
 #[test]
 fn a_restored_data_directory_does_not_start_without_its_own_key() {
-    let mut s = Install::populated();
-    s.stop();
+    let mut s = populated();
+    let key = s.key.clone().unwrap();
+    s.stop_ok();
     let data_backup = s.root.path().join("backup-data");
     let key_before_rotation = s.root.path().join("key.before-rotation");
     cp_a(&s.data, &data_backup);
-    cp_a(&s.key, &key_before_rotation);
+    cp_a(&key, &key_before_rotation);
 
     // A rotation afterwards replaces the key file: key 1 is gone from it.
     s.serve();
     s.deploy_ok(&["secret", "rotate-key"]);
-    s.stop();
+    s.stop_ok();
     let key_after_rotation = s.root.path().join("key.after-rotation");
-    cp_a(&s.key, &key_after_rotation);
+    cp_a(&key, &key_after_rotation);
     assert!(
         std::fs::read_to_string(&key_after_rotation)
             .unwrap()
@@ -400,17 +226,8 @@ fn a_restored_data_directory_does_not_start_without_its_own_key() {
     );
 
     // Another installation's key has the same id 1, and different bytes.
-    let other_root = shared_tempdir();
-    let other_key = other_root.path().join("other.key");
-    let out = Command::new(&bins().srv_secrets)
-        .arg("init")
-        .arg("--data")
-        .arg(other_root.path().join("data"))
-        .arg("--key")
-        .arg(&other_key)
-        .output()
-        .unwrap();
-    assert!(out.status.success(), "{}", stderr(&out));
+    let other = SecretsServer::init_with_key_outside();
+    let other_key = other.key.clone().unwrap();
 
     // The backup taken before the rotation is restored: its store needs key 1.
     std::fs::remove_dir_all(&s.data).unwrap();
@@ -444,7 +261,7 @@ fn a_restored_data_directory_does_not_start_without_its_own_key() {
     }
 
     // The key file of the backup's own time opens it, whatever was tried before.
-    install_600(&key_before_rotation, &s.key);
+    install_600(&key_before_rotation, &key);
     s.serve();
     assert_eq!(s.get_as("db_password", "web"), DB_PASSWORD);
     assert_eq!(s.get_as("tls_key", "web"), tls_key());
@@ -453,5 +270,5 @@ fn a_restored_data_directory_does_not_start_without_its_own_key() {
         s.deploy_ok(&["status"]).contains("key:       1"),
         "the backup is from before the rotation"
     );
-    s.stop();
+    s.stop_ok();
 }

@@ -16,18 +16,12 @@ const VALUE: &str = "correct horse battery staple";
 
 fn server() -> SecretsServer {
     let s = SecretsServer::start();
-    let manifest = s.root.path().join("web.manifest");
-    std::fs::write(&manifest, "secret db_password\nconfig log_level=debug\n").unwrap();
-    s.deploy_ok(&[
-        "service",
-        "add",
+    s.add_service(
         "web",
-        "--uid",
-        "1001",
-        "--manifest",
-        manifest.to_str().unwrap(),
-    ]);
-    s.deploy_ok(&["service", "add", "api", "--uid", "1002"]);
+        1001,
+        Some("secret db_password\nconfig log_level=debug\n"),
+    );
+    s.add_service("api", 1002, None);
     let out = s.deploy_with_stdin(&["secret", "set", "db_password"], VALUE.as_bytes());
     assert!(out.status.success());
     s.deploy_ok(&["secret", "grant", "web", "db_password"]);
@@ -163,7 +157,7 @@ fn kernel_v9fs_admin_tree_takes_ctl_commands_from_a_shell() {
         return;
     }
     let s = SecretsServer::start();
-    s.deploy_ok(&["service", "add", "web", "--uid", "1001"]);
+    s.add_service("web", 1001, None);
     let script = r#"
 cd /mnt/secrets
 echo "CHECK ls=$(ls | tr '\n' ' ')"
