@@ -8,10 +8,11 @@
 //! cargo bench -p srv-secrets --bench load -- --srv-secrets OTHER/srv-secrets  # another build
 //! ```
 //!
-//! The client, the workloads, the CPU pinning and the interleaved schedule are those of
-//! the ninep load bench (`crates/ninep/benches/load`), whose modules this file includes
-//! with `#[path]`; its doc and docs/performance.md say what they measure. Here two
-//! servers run in their own processes, each pinned to the server CPU:
+//! The client, the workloads, the CPU pinning, the interleaved schedule and most of the
+//! arguments are those of the ninep load bench (`crates/ninep/benches/load`), whose
+//! modules this file includes with `#[path]`; its doc and docs/performance.md say what
+//! they measure. Here two servers run in their own processes, each pinned to the server
+//! CPU:
 //!
 //! - `srv-secrets`: the real binary (`srv-secrets serve --data DIR --listen unix:PATH`,
 //!   `RUST_LOG=warn`) on a data directory seeded through the vault: a 64-byte secret
@@ -48,8 +49,8 @@ use clap::Parser;
 
 use proto::{Dialect, FILE_SIZE, Target, Workload};
 use schedule::{
-    Cell, Endpoint, Results, Schedule, Transport, json, median_at, paired_summary, pin_self,
-    report, run_checks, smoke_check,
+    Endpoint, LoadArgs, Results, Schedule, Transport, bench_mode, median_at, paired_summary,
+    run_checks, smoke_check, unit_checks, verdict,
 };
 use servers::{Kind, Running, Workdir};
 
@@ -72,97 +73,38 @@ const RAMFS: usize = 1;
 
 /// Load benchmark of srv-secrets against the ramfs example (unix socket only).
 #[derive(Parser, Debug)]
+// --server-cpu's help, in the words of a bench with two servers.
+#[command(mut_arg("server_cpu", |a| a.help("The CPU both servers run on (with taskset)")))]
 struct Args {
     /// A short run: one round of 0.5 s per cell and server (about 15 s in all).
     #[arg(long)]
     quick: bool,
-    /// Seconds measured per cell, server and round [default: 1; 0.5 with --quick].
-    #[arg(long)]
-    seconds: Option<f64>,
-    /// Seconds of warm-up before each measurement [default: 0.2; 0.1 with --quick].
-    #[arg(long)]
-    warmup: Option<f64>,
-    /// Rounds per cell; figures are the median over rounds [default: 5; 1 with --quick].
-    #[arg(long)]
-    rounds: Option<usize>,
-    /// Numbers of connections.
-    #[arg(long, value_delimiter = ',', default_value = "1,16,64")]
-    conns: Vec<usize>,
-    /// Workloads.
-    #[arg(
-        long,
-        value_delimiter = ',',
-        default_value = "read-held,open-read-clunk,attach"
-    )]
-    workloads: Vec<Workload>,
-    /// Print the results as JSON instead of tables.
-    #[arg(long)]
-    json: bool,
-    /// The CPU the client runs on.
-    #[arg(long, default_value_t = 0)]
-    client_cpu: usize,
-    /// The CPU both servers run on (with taskset).
-    #[arg(long, default_value_t = 1)]
-    server_cpu: usize,
-    /// Do not pin the client and the servers to CPUs.
-    #[arg(long)]
-    no_pin: bool,
+    #[command(flatten)]
+    load: LoadArgs,
     /// The srv-secrets binary to measure, to compare builds [default: the one cargo
     /// built with this bench].
     #[arg(long)]
     srv_secrets: Option<PathBuf>,
-    /// Passed by `cargo bench`; without it the binary runs its checks (test mode).
-    #[allow(dead_code)] // only looked for in the raw arguments, before parsing
-    #[arg(long, hide = true)]
-    bench: bool,
-    /// Internal: serve the ramfs example (`ours`; the bench starts it this way).
-    #[arg(long, hide = true)]
-    serve: Option<Kind>,
-    /// Internal: the unix socket of --serve.
-    #[arg(long, hide = true)]
-    unix: Option<PathBuf>,
-    /// Internal: the TCP address of --serve.
-    #[arg(long, hide = true)]
-    tcp: Option<String>,
 }
 
 fn main() -> ExitCode {
-    let raw: Vec<String> = std::env::args().collect();
-    let ours = ["--bench", "--serve", "--help", "-h"];
-    if !raw.iter().any(|a| ours.contains(&a.as_str())) {
+    if !bench_mode() {
         return test_mode();
     }
     let args = Args::parse();
-    if let Some(kind) = args.serve {
-        let (Some(unix), Some(tcp)) = (&args.unix, &args.tcp) else {
-            eprintln!("--serve needs --unix and --tcp");
-            return ExitCode::from(2);
-        };
-        return servers::serve(kind, unix, tcp);
+    if let Some(code) = args.load.serve() {
+        return code;
     }
-    let quick = args.quick;
-    let schedule = Schedule {
-        transports: vec![Transport::Unix],
-        workloads: args.workloads.clone(),
-        conns: args.conns.clone(),
-        rounds: args.rounds.unwrap_or(if quick { 1 } else { 5 }).max(1),
-        warmup: Duration::from_secs_f64(args.warmup.unwrap_or(if quick { 0.1 } else { 0.2 })),
-        window: Duration::from_secs_f64(args.seconds.unwrap_or(if quick { 0.5 } else { 1.0 })),
-    };
-    if !args.no_pin
-        && let Err(e) = pin_self(args.client_cpu)
-    {
-        eprintln!(
-            "load: cannot pin the client to CPU {}: {e}",
-            args.client_cpu
-        );
+    let schedule = args.load.schedule(vec![Transport::Unix], args.quick);
+    if let Err(e) = args.load.pin_client() {
+        eprintln!("load: {e}");
         return ExitCode::FAILURE;
     }
-    let server_cpu = (!args.no_pin).then_some(args.server_cpu);
     let program = args
         .srv_secrets
         .clone()
         .unwrap_or_else(|| PathBuf::from(env!("CARGO_BIN_EXE_srv-secrets")));
+    let server_cpu = args.load.server_cpu();
     let results = match start_and_run(&schedule, &program, server_cpu, true, |_| Ok(())) {
         Ok(r) => r,
         Err(e) => {
@@ -170,19 +112,11 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    if args.json {
-        print!("{}", json(&schedule, &NAMES, &results));
-    } else {
-        let pinning = match server_cpu {
-            Some(s) => format!("client on CPU {}, servers on CPU {s}", args.client_cpu),
-            None => "not pinned".to_string(),
-        };
-        print!(
-            "{}",
-            report(&schedule, &NAMES, &results, &pinning, &[(SRV, RAMFS)])
-        );
-        print!("{}", goals(&schedule, &results));
-    }
+    let ratios = [(SRV, RAMFS)];
+    let out = args.load.output(&schedule, &NAMES, &results, &ratios, || {
+        goals(&schedule, &results)
+    });
+    print!("{out}");
     ExitCode::SUCCESS
 }
 
@@ -319,42 +253,35 @@ fn goals(schedule: &Schedule, results: &Results) -> String {
         out,
         "  by CPU: ramfs's server CPU per op over srv-secrets' (what ops/s would show if both were CPU-bound)"
     );
-    for &transport in &schedule.transports {
-        for (wi, &workload) in schedule.workloads.iter().enumerate() {
-            for &conns in &schedule.conns {
-                let cell = Cell {
-                    transport,
-                    workload: wi,
-                    conns,
-                };
-                let (Some(s), Some(r)) = (
-                    median_at(results, cell, SRV),
-                    median_at(results, cell, RAMFS),
-                ) else {
-                    let _ = writeln!(out, "  {:<16} {conns:>3} conns: failed", workload.name());
-                    continue;
-                };
-                if r.ops_per_sec <= 0.0 || s.server_cpu_us <= 0.0 {
-                    continue;
-                }
-                let ratio = s.ops_per_sec / r.ops_per_sec;
-                let verdict = match (workload, ratio >= GOAL) {
-                    (Workload::Attach, _) => "(no goal)",
-                    (_, true) => "met",
-                    (_, false) => "MISSED",
-                };
-                let _ = writeln!(
-                    out,
-                    "  {:<16} {conns:>3} conns: {ratio:.2} {verdict:<9} by CPU {:.2} ({:.1} vs {:.1} us/op, {:+.1}){}",
-                    workload.name(),
-                    r.server_cpu_us / s.server_cpu_us,
-                    s.server_cpu_us,
-                    r.server_cpu_us,
-                    s.server_cpu_us - r.server_cpu_us,
-                    paired_summary(results, cell, SRV, RAMFS)
-                );
-            }
+    for cell in schedule.cells() {
+        let workload = schedule.workloads[cell.workload];
+        let conns = cell.conns;
+        let (Some(s), Some(r)) = (
+            median_at(results, cell, SRV),
+            median_at(results, cell, RAMFS),
+        ) else {
+            let _ = writeln!(out, "  {:<16} {conns:>3} conns: failed", workload.name());
+            continue;
+        };
+        if r.ops_per_sec <= 0.0 || s.server_cpu_us <= 0.0 {
+            continue;
         }
+        let ratio = s.ops_per_sec / r.ops_per_sec;
+        let verdict = match (workload, ratio >= GOAL) {
+            (Workload::Attach, _) => "(no goal)",
+            (_, true) => "met",
+            (_, false) => "MISSED",
+        };
+        let _ = writeln!(
+            out,
+            "  {:<16} {conns:>3} conns: {ratio:.2} {verdict:<9} by CPU {:.2} ({:.1} vs {:.1} us/op, {:+.1}){}",
+            workload.name(),
+            r.server_cpu_us / s.server_cpu_us,
+            s.server_cpu_us,
+            r.server_cpu_us,
+            s.server_cpu_us - r.server_cpu_us,
+            paired_summary(results, cell, SRV, RAMFS)
+        );
     }
     out
 }
@@ -364,15 +291,8 @@ fn goals(schedule: &Schedule, results: &Results) -> String {
 /// grant check), then every workload on both servers for a moment at 1 and 4
 /// connections, unpinned.
 fn test_mode() -> ExitCode {
-    let (mut passed, mut failed) = run_checks(&unit_tests());
-    let schedule = Schedule {
-        transports: vec![Transport::Unix],
-        workloads: Workload::ALL.to_vec(),
-        conns: vec![1, 4],
-        rounds: 1,
-        warmup: Duration::from_millis(10),
-        window: Duration::from_millis(50),
-    };
+    let (mut passed, mut failed) = run_checks(&unit_checks());
+    let schedule = Schedule::smoke(vec![Transport::Unix]);
     let mut refused = false;
     let check_grants = |endpoints: &[Endpoint]| {
         refused = ungranted_is_refused(&endpoints[SRV])?;
@@ -396,12 +316,7 @@ fn test_mode() -> ExitCode {
             failed += 1;
         }
     }
-    println!("{passed} passed, {failed} failed");
-    if failed == 0 {
-        ExitCode::SUCCESS
-    } else {
-        ExitCode::FAILURE
-    }
+    verdict(passed, failed)
 }
 
 /// Whether a read-held setup on [`UNGRANTED`] through `srv`'s service view fails the
@@ -430,22 +345,4 @@ fn ungranted_is_refused(srv: &Endpoint) -> Result<bool, String> {
     }
     // The walk stops at `secret`: an Rwalk of one qid, as for a name that is not there.
     Ok(matches!(setup(UNGRANTED), Err(client::LoadError::Reply(m)) if m.contains("1 qids")))
-}
-
-#[cfg(test)]
-fn unit_tests() -> Vec<(&'static str, fn())> {
-    [
-        proto::tests::TESTS,
-        client::tests::TESTS,
-        servers::tests::TESTS,
-        schedule::tests::TESTS,
-    ]
-    .concat()
-}
-
-/// Built outside `cargo test` (`cargo bench` without `--bench`), there are no unit
-/// checks to run: only the smoke run.
-#[cfg(not(test))]
-fn unit_tests() -> Vec<(&'static str, fn())> {
-    Vec::new()
 }

@@ -24,9 +24,10 @@
 //! - `proto`: the request sequences of each workload in 9P2000 and 9P2000.L, and the
 //!   reply checks.
 //! - `client`: the closed-loop load generator and the percentiles.
-//! - `schedule`: the interleaved schedule, medians over rounds, the tables.
+//! - `schedule`: the interleaved schedule, medians over rounds, the tables; the
+//!   arguments both load benches take.
 //! - `servers`: starting the three servers; the `--serve` modes for ours and echo.
-//! - this file: arguments, the goals.
+//! - this file: this bench's own arguments, the goals.
 //!
 //! `srv-secrets/benches/load.rs` includes `client`, `proto`, `schedule` and `servers`
 //! with `#[path]` to measure srv-secrets against the ramfs example (`--serve ours`) with
@@ -42,14 +43,13 @@ mod servers;
 use std::fmt::Write as _;
 use std::path::PathBuf;
 use std::process::ExitCode;
-use std::time::Duration;
 
 use clap::Parser;
 
 use proto::Workload;
 use schedule::{
-    Cell, Endpoint, Results, Schedule, Transport, json, median_at, paired_summary, pin_self,
-    report, run_checks, smoke_check,
+    Cell, Endpoint, LoadArgs, Results, Schedule, Transport, bench_mode, median_at, paired_summary,
+    run_checks, smoke_check, unit_checks, verdict,
 };
 use servers::{Kind, Running, Workdir};
 
@@ -59,97 +59,35 @@ struct Args {
     /// A short run: one round of 0.5 s per cell and server (under a minute in all).
     #[arg(long)]
     quick: bool,
-    /// Seconds measured per cell, server and round [default: 1; 0.5 with --quick].
-    #[arg(long)]
-    seconds: Option<f64>,
-    /// Seconds of warm-up before each measurement [default: 0.2; 0.1 with --quick].
-    #[arg(long)]
-    warmup: Option<f64>,
-    /// Rounds per cell; figures are the median over rounds [default: 5; 1 with --quick].
-    #[arg(long)]
-    rounds: Option<usize>,
+    #[command(flatten)]
+    load: LoadArgs,
     /// Servers to measure.
     #[arg(long, value_delimiter = ',', default_value = "ours,diod,echo")]
     servers: Vec<Kind>,
-    /// Numbers of connections.
-    #[arg(long, value_delimiter = ',', default_value = "1,16,64")]
-    conns: Vec<usize>,
     /// Transports.
     #[arg(long, value_delimiter = ',', default_value = "unix,tcp")]
     transport: Vec<Transport>,
-    /// Workloads.
-    #[arg(
-        long,
-        value_delimiter = ',',
-        default_value = "read-held,open-read-clunk,attach"
-    )]
-    workloads: Vec<Workload>,
-    /// Print the results as JSON instead of tables.
-    #[arg(long)]
-    json: bool,
-    /// The CPU the client runs on.
-    #[arg(long, default_value_t = 0)]
-    client_cpu: usize,
-    /// The CPU every server runs on (with taskset).
-    #[arg(long, default_value_t = 1)]
-    server_cpu: usize,
-    /// Do not pin the client and the servers to CPUs.
-    #[arg(long)]
-    no_pin: bool,
     /// The diod binary.
     #[arg(long, default_value = "diod")]
     diod: PathBuf,
-    /// Passed by `cargo bench`; without it the binary runs its checks (test mode).
-    #[allow(dead_code)] // only looked for in the raw arguments, before parsing
-    #[arg(long, hide = true)]
-    bench: bool,
-    /// Internal: serve ours or echo (the bench starts its servers this way).
-    #[arg(long, hide = true)]
-    serve: Option<Kind>,
-    /// Internal: the unix socket of --serve.
-    #[arg(long, hide = true)]
-    unix: Option<PathBuf>,
-    /// Internal: the TCP address of --serve.
-    #[arg(long, hide = true)]
-    tcp: Option<String>,
 }
 
 fn main() -> ExitCode {
-    let raw: Vec<String> = std::env::args().collect();
-    let ours = ["--bench", "--serve", "--help", "-h"];
-    if !raw.iter().any(|a| ours.contains(&a.as_str())) {
-        // Test mode: `cargo test` may pass libtest's flags (--nocapture, a filter, ...),
-        // which are not ours; run the checks with the defaults then.
+    if !bench_mode() {
+        // The checks run with the defaults when the arguments are libtest's.
         let args = Args::try_parse().unwrap_or_else(|_| Args::parse_from(["load"]));
         return test_mode(&args);
     }
     let args = Args::parse();
-    if let Some(kind) = args.serve {
-        let (Some(unix), Some(tcp)) = (&args.unix, &args.tcp) else {
-            eprintln!("--serve needs --unix and --tcp");
-            return ExitCode::from(2);
-        };
-        return servers::serve(kind, unix, tcp);
+    if let Some(code) = args.load.serve() {
+        return code;
     }
-    let quick = args.quick;
-    let schedule = Schedule {
-        transports: args.transport.clone(),
-        workloads: args.workloads.clone(),
-        conns: args.conns.clone(),
-        rounds: args.rounds.unwrap_or(if quick { 1 } else { 5 }).max(1),
-        warmup: Duration::from_secs_f64(args.warmup.unwrap_or(if quick { 0.1 } else { 0.2 })),
-        window: Duration::from_secs_f64(args.seconds.unwrap_or(if quick { 0.5 } else { 1.0 })),
-    };
-    if !args.no_pin
-        && let Err(e) = pin_self(args.client_cpu)
-    {
-        eprintln!(
-            "load: cannot pin the client to CPU {}: {e}",
-            args.client_cpu
-        );
+    let schedule = args.load.schedule(args.transport.clone(), args.quick);
+    if let Err(e) = args.load.pin_client() {
+        eprintln!("load: {e}");
         return ExitCode::FAILURE;
     }
-    let server_cpu = (!args.no_pin).then_some(args.server_cpu);
+    let server_cpu = args.load.server_cpu();
     let results = match start_and_run(&schedule, &args.servers, server_cpu, &args.diod, true) {
         Ok(r) => r,
         Err(e) => {
@@ -158,21 +96,15 @@ fn main() -> ExitCode {
         }
     };
     let names: Vec<&str> = args.servers.iter().map(|k| k.name()).collect();
-    if args.json {
-        print!("{}", json(&schedule, &names, &results));
-    } else {
-        let pinning = match server_cpu {
-            Some(s) => format!("client on CPU {}, servers on CPU {s}", args.client_cpu),
-            None => "not pinned".to_string(),
-        };
-        let at = |k: Kind| args.servers.iter().position(|&s| s == k);
-        let ratios: Vec<(usize, usize)> = [(Kind::Ours, Kind::Diod), (Kind::Ours, Kind::Echo)]
-            .into_iter()
-            .filter_map(|(a, b)| Some((at(a)?, at(b)?)))
-            .collect();
-        print!("{}", report(&schedule, &names, &results, &pinning, &ratios));
-        print!("{}", goals(&schedule, &args.servers, &results));
-    }
+    let at = |k: Kind| args.servers.iter().position(|&s| s == k);
+    let ratios: Vec<(usize, usize)> = [(Kind::Ours, Kind::Diod), (Kind::Ours, Kind::Echo)]
+        .into_iter()
+        .filter_map(|(a, b)| Some((at(a)?, at(b)?)))
+        .collect();
+    let out = args.load.output(&schedule, &names, &results, &ratios, || {
+        goals(&schedule, &args.servers, &results)
+    });
+    print!("{out}");
     ExitCode::SUCCESS
 }
 
@@ -249,7 +181,7 @@ fn goals(schedule: &Schedule, servers: &[Kind], results: &Results) -> String {
 /// transport for a moment at 1 and 4 connections, unpinned. diod is left out if it is
 /// not installed.
 fn test_mode(args: &Args) -> ExitCode {
-    let (mut passed, mut failed) = run_checks(&unit_tests());
+    let (mut passed, mut failed) = run_checks(&unit_checks());
     let have_diod = std::process::Command::new(&args.diod)
         .arg("--help")
         .stdout(std::process::Stdio::null())
@@ -265,14 +197,7 @@ fn test_mode(args: &Args) -> ExitCode {
             args.diod.display()
         );
     }
-    let schedule = Schedule {
-        transports: vec![Transport::Unix, Transport::Tcp],
-        workloads: Workload::ALL.to_vec(),
-        conns: vec![1, 4],
-        rounds: 1,
-        warmup: Duration::from_millis(10),
-        window: Duration::from_millis(50),
-    };
+    let schedule = Schedule::smoke(vec![Transport::Unix, Transport::Tcp]);
     match start_and_run(&schedule, &servers, None, &args.diod, false) {
         Ok(results) => {
             let names: Vec<&str> = servers.iter().map(|k| k.name()).collect();
@@ -285,28 +210,5 @@ fn test_mode(args: &Args) -> ExitCode {
             failed += 1;
         }
     }
-    println!("{passed} passed, {failed} failed");
-    if failed == 0 {
-        ExitCode::SUCCESS
-    } else {
-        ExitCode::FAILURE
-    }
-}
-
-#[cfg(test)]
-fn unit_tests() -> Vec<(&'static str, fn())> {
-    [
-        proto::tests::TESTS,
-        client::tests::TESTS,
-        servers::tests::TESTS,
-        schedule::tests::TESTS,
-    ]
-    .concat()
-}
-
-/// Built outside `cargo test` (`cargo bench` without `--bench`), there are no unit
-/// checks to run: only the smoke run.
-#[cfg(not(test))]
-fn unit_tests() -> Vec<(&'static str, fn())> {
-    Vec::new()
+    verdict(passed, failed)
 }

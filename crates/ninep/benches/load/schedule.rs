@@ -4,16 +4,139 @@
 //! Shared by this bench (ours, diod, echo) and `srv-secrets/benches/load.rs`
 //! (srv-secrets and the ramfs example), which includes it with `#[path]`. A server is
 //! an [`Endpoint`]: where it listens, its process (for its CPU time), and the
-//! [`Target`] its workloads read.
+//! [`Target`] its workloads read. The arguments both benches take are [`LoadArgs`].
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::process::ExitCode;
 use std::time::Duration;
 
 use crate::client::{self, Addr, Sample, measure};
 use crate::proto::{Dialect, Target, Workload, plan};
+use crate::servers::{self, Kind};
+
+/// The arguments both load benches take: what to measure and for how long, where the
+/// client and the servers run, how to print the results; and the hidden ones of a
+/// server the bench starts as this binary. Each bench adds `--quick` (its help says how
+/// long the bench's short run takes) and the options of its own servers.
+#[derive(clap::Args, Debug)]
+pub struct LoadArgs {
+    /// Seconds measured per cell, server and round [default: 1; 0.5 with --quick].
+    #[arg(long)]
+    pub seconds: Option<f64>,
+    /// Seconds of warm-up before each measurement [default: 0.2; 0.1 with --quick].
+    #[arg(long)]
+    pub warmup: Option<f64>,
+    /// Rounds per cell; figures are the median over rounds [default: 5; 1 with --quick].
+    #[arg(long)]
+    pub rounds: Option<usize>,
+    /// Numbers of connections.
+    #[arg(long, value_delimiter = ',', default_value = "1,16,64")]
+    pub conns: Vec<usize>,
+    /// Workloads.
+    #[arg(
+        long,
+        value_delimiter = ',',
+        default_value = "read-held,open-read-clunk,attach"
+    )]
+    pub workloads: Vec<Workload>,
+    /// Print the results as JSON instead of tables.
+    #[arg(long)]
+    pub json: bool,
+    /// The CPU the client runs on.
+    #[arg(long, default_value_t = 0)]
+    pub client_cpu: usize,
+    /// The CPU every server runs on (with taskset).
+    #[arg(long, default_value_t = 1)]
+    pub server_cpu: usize,
+    /// Do not pin the client and the servers to CPUs.
+    #[arg(long)]
+    pub no_pin: bool,
+    /// Passed by `cargo bench`; without it the binary runs its checks (test mode).
+    #[allow(dead_code)] // only looked for in the raw arguments, by `bench_mode`
+    #[arg(long, hide = true)]
+    pub bench: bool,
+    /// Internal: serve ours or echo (the bench starts its servers this way).
+    #[arg(long, hide = true)]
+    pub serve: Option<Kind>,
+    /// Internal: the unix socket of --serve.
+    #[arg(long, hide = true)]
+    pub unix: Option<PathBuf>,
+    /// Internal: the TCP address of --serve.
+    #[arg(long, hide = true)]
+    pub tcp: Option<String>,
+}
+
+impl LoadArgs {
+    /// What to measure over `transports`, and how long: as the arguments say, else
+    /// the defaults of a full run or, with `quick`, of a short one.
+    pub fn schedule(&self, transports: Vec<Transport>, quick: bool) -> Schedule {
+        let (rounds, warmup, window) = if quick { (1, 0.1, 0.5) } else { (5, 0.2, 1.0) };
+        Schedule {
+            transports,
+            workloads: self.workloads.clone(),
+            conns: self.conns.clone(),
+            rounds: self.rounds.unwrap_or(rounds).max(1),
+            warmup: Duration::from_secs_f64(self.warmup.unwrap_or(warmup)),
+            window: Duration::from_secs_f64(self.seconds.unwrap_or(window)),
+        }
+    }
+
+    /// The CPU the servers are to be pinned to; none with --no-pin.
+    pub fn server_cpu(&self) -> Option<usize> {
+        (!self.no_pin).then_some(self.server_cpu)
+    }
+
+    /// Pins this thread to the client's CPU, unless --no-pin; see [`pin_self`].
+    pub fn pin_client(&self) -> Result<(), String> {
+        if self.no_pin {
+            return Ok(());
+        }
+        pin_self(self.client_cpu)
+            .map_err(|e| format!("cannot pin the client to CPU {}: {e}", self.client_cpu))
+    }
+
+    /// With --serve, serves until stdin closes (a bench started this binary as one of
+    /// its servers) and returns the exit code; without it, none.
+    pub fn serve(&self) -> Option<ExitCode> {
+        let kind = self.serve?;
+        let (Some(unix), Some(tcp)) = (&self.unix, &self.tcp) else {
+            eprintln!("--serve needs --unix and --tcp");
+            return Some(ExitCode::from(2));
+        };
+        Some(servers::serve(kind, unix, tcp))
+    }
+
+    /// The results as the arguments ask for them: JSON, or the [`report`] (with a
+    /// column for each pair of `ratios`) followed by the bench's `goals`.
+    pub fn output(
+        &self,
+        schedule: &Schedule,
+        names: &[&str],
+        results: &Results,
+        ratios: &[(usize, usize)],
+        goals: impl FnOnce() -> String,
+    ) -> String {
+        if self.json {
+            return json(schedule, names, results);
+        }
+        let pinning = match self.server_cpu() {
+            Some(s) => format!("client on CPU {}, servers on CPU {s}", self.client_cpu),
+            None => "not pinned".to_string(),
+        };
+        report(schedule, names, results, &pinning, ratios) + &goals()
+    }
+}
+
+/// Whether `cargo bench` ran this binary (or someone asking for its help, or a bench
+/// starting it as a server). Otherwise `cargo test` did, and may have passed libtest's
+/// flags (--nocapture, a filter, ...), which are not ours: the bench runs its checks.
+pub fn bench_mode() -> bool {
+    let ours = ["--bench", "--serve", "--help", "-h"];
+    std::env::args().any(|a| ours.contains(&a.as_str()))
+}
 
 /// How the client reaches a server.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, clap::ValueEnum)]
@@ -65,6 +188,39 @@ pub struct Schedule {
     pub warmup: Duration,
     /// The measured window.
     pub window: Duration,
+}
+
+impl Schedule {
+    /// Every cell, in the order they are measured: by transport, then workload, then
+    /// number of connections.
+    pub fn cells(&self) -> Vec<Cell> {
+        let mut cells = Vec::new();
+        for &transport in &self.transports {
+            for workload in 0..self.workloads.len() {
+                for &conns in &self.conns {
+                    cells.push(Cell {
+                        transport,
+                        workload,
+                        conns,
+                    });
+                }
+            }
+        }
+        cells
+    }
+
+    /// The smoke run of a test mode, over `transports`: every workload for a moment at
+    /// 1 and 4 connections, one round.
+    pub fn smoke(transports: Vec<Transport>) -> Schedule {
+        Schedule {
+            transports,
+            workloads: Workload::ALL.to_vec(),
+            conns: vec![1, 4],
+            rounds: 1,
+            warmup: Duration::from_millis(10),
+            window: Duration::from_millis(50),
+        }
+    }
 }
 
 /// One (transport, workload, connections) cell of the table.
@@ -120,54 +276,49 @@ pub fn run(schedule: &Schedule, servers: &[Endpoint], progress: bool) -> Result<
         );
     }
     let mut results = Results::new();
-    for &transport in &schedule.transports {
-        for (wi, &workload) in schedule.workloads.iter().enumerate() {
-            for &conns in &schedule.conns {
-                let cell = Cell {
-                    transport,
-                    workload: wi,
-                    conns,
+    for cell in schedule.cells() {
+        let Cell {
+            transport, conns, ..
+        } = cell;
+        let workload = schedule.workloads[cell.workload];
+        for round in 0..schedule.rounds {
+            // Rotate who goes first, so that no server always follows the same one.
+            for i in 0..servers.len() {
+                let si = (i + round) % servers.len();
+                let server = &servers[si];
+                let addr = match (transport, server.tcp) {
+                    (Transport::Unix, _) => Addr::Unix(server.unix.clone()),
+                    (Transport::Tcp, Some(tcp)) => Addr::Tcp(tcp),
+                    (Transport::Tcp, None) => unreachable!("checked above"),
                 };
-                for round in 0..schedule.rounds {
-                    // Rotate who goes first, so that no server always follows the same one.
-                    for i in 0..servers.len() {
-                        let si = (i + round) % servers.len();
-                        let server = &servers[si];
-                        let addr = match (transport, server.tcp) {
-                            (Transport::Unix, _) => Addr::Unix(server.unix.clone()),
-                            (Transport::Tcp, Some(tcp)) => Addr::Tcp(tcp),
-                            (Transport::Tcp, None) => unreachable!("checked above"),
-                        };
-                        let plan = plan(server.dialect, workload, &server.target);
-                        let sample = runtime
-                            .block_on(measure(
-                                &addr,
-                                server.pid,
-                                &plan,
-                                conns,
-                                schedule.warmup,
-                                schedule.window,
-                            ))
-                            .map_err(|e| e.to_string());
-                        results.entry((cell, si)).or_default().push(sample);
-                        runtime.block_on(client::settle(server.pid, Duration::from_secs(2)));
+                let plan = plan(server.dialect, workload, &server.target);
+                let sample = runtime
+                    .block_on(measure(
+                        &addr,
+                        server.pid,
+                        &plan,
+                        conns,
+                        schedule.warmup,
+                        schedule.window,
+                    ))
+                    .map_err(|e| e.to_string());
+                results.entry((cell, si)).or_default().push(sample);
+                runtime.block_on(client::settle(server.pid, Duration::from_secs(2)));
+            }
+        }
+        if progress {
+            let mut line = format!("{} {} c={conns}:", transport.name(), workload.name());
+            for (si, server) in servers.iter().enumerate() {
+                match median(&results[&(cell, si)]) {
+                    Some(m) => {
+                        let _ = write!(line, " {} {:.0}/s", server.name, m.ops_per_sec);
                     }
-                }
-                if progress {
-                    let mut line = format!("{} {} c={conns}:", transport.name(), workload.name());
-                    for (si, server) in servers.iter().enumerate() {
-                        match median(&results[&(cell, si)]) {
-                            Some(m) => {
-                                let _ = write!(line, " {} {:.0}/s", server.name, m.ops_per_sec);
-                            }
-                            None => {
-                                let _ = write!(line, " {} failed", server.name);
-                            }
-                        }
+                    None => {
+                        let _ = write!(line, " {} failed", server.name);
                     }
-                    eprintln!("{line}");
                 }
             }
+            eprintln!("{line}");
         }
     }
     Ok(results)
@@ -451,6 +602,35 @@ pub fn smoke_check(schedule: &Schedule, names: &[&str], results: &Results) -> (u
         }
     }
     (passed, failed)
+}
+
+/// The unit checks of the modules both benches share, for their test modes.
+#[cfg(test)]
+pub fn unit_checks() -> Vec<(&'static str, fn())> {
+    [
+        crate::proto::tests::TESTS,
+        crate::client::tests::TESTS,
+        crate::servers::tests::TESTS,
+        tests::TESTS,
+    ]
+    .concat()
+}
+
+/// Built outside `cargo test` (`cargo bench` without `--bench`), there are no unit
+/// checks to run: only the smoke run.
+#[cfg(not(test))]
+pub fn unit_checks() -> Vec<(&'static str, fn())> {
+    Vec::new()
+}
+
+/// A test mode's last word: the counts on stdout, and failure if any check failed.
+pub fn verdict(passed: usize, failed: usize) -> ExitCode {
+    println!("{passed} passed, {failed} failed");
+    if failed == 0 {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    }
 }
 
 /// Runs `(name, check)` pairs, each caught if it panics. Returns (passed, failed).
