@@ -777,11 +777,24 @@ fn lock_dir(dir: &Path) -> Result<File> {
         .mode(FILE_MODE)
         .open(&path)
         .map_err(Error::io("opening lock file", &path))?;
-    match file.try_lock() {
-        Ok(()) => Ok(file),
-        Err(TryLockError::WouldBlock) => Err(Error::Locked {
-            dir: dir.to_path_buf(),
-        }),
-        Err(TryLockError::Error(e)) => Err(Error::io("locking", &path)(e)),
+    // A lock can be held for an instant by a process that is not a server at all: a
+    // child forked by whoever last had this directory open holds the inherited lock
+    // descriptor until it execs. So a held lock is asked again for a moment before it is
+    // taken to mean that another srv-secrets serves the directory.
+    const PATIENCE: std::time::Duration = std::time::Duration::from_millis(250);
+    let deadline = std::time::Instant::now() + PATIENCE;
+    loop {
+        match file.try_lock() {
+            Ok(()) => return Ok(file),
+            Err(TryLockError::WouldBlock) if std::time::Instant::now() < deadline => {
+                std::thread::sleep(std::time::Duration::from_millis(10));
+            }
+            Err(TryLockError::WouldBlock) => {
+                return Err(Error::Locked {
+                    dir: dir.to_path_buf(),
+                });
+            }
+            Err(TryLockError::Error(e)) => return Err(Error::io("locking", &path)(e)),
+        }
     }
 }
