@@ -170,6 +170,13 @@ cat store/from_shell >/dev/null 2>/tmp/err; echo "CHECK store_read=$?"
 cat key >/dev/null 2>/tmp/err; echo "CHECK key_read=$?"
 echo "CHECK key_stat=$(stat -c '%a' key)"
 echo 'bogus command' > ctl 2>/tmp/err; echo "CHECK bad_rc=$?"
+echo "CHECK bad_result=$(cat ctl | tail -n 1)"
+echo "set z 'unterminated" > ctl; echo "CHECK dropped_rc=$?"
+echo "CHECK dropped_result=$(cat ctl | tail -n 1)"
+printf 'begin\nset t1 one\nset t2 two\ncommit\n' > ctl; echo "CHECK txn_rc=$?"
+echo "CHECK txn_result=$(cat ctl | tail -n 3 | tr '\n' '|')"
+printf 'begin\nset t3 three\nbogus\ncommit\n' > ctl; echo "CHECK bad_txn_rc=$?"
+echo "CHECK t3=$(ls store | grep -c t3)"
 echo "CHECK status=$(grep secrets status)"
 echo "CHECK service=$(head -1 services/web)"
 "#;
@@ -195,7 +202,32 @@ echo "CHECK service=$(head -1 services/web)"
     assert_eq!(check(&all, "key_read"), "1", "{ctx}");
     assert_eq!(check(&all, "key_stat"), "0", "{ctx}");
     assert_ne!(check(&all, "bad_rc"), "0", "{ctx}");
-    assert_eq!(check(&all, "status"), "secrets 1", "{ctx}");
+    // A shell learns what went wrong by reading ctl: every error, and a command dropped
+    // at close (which no client reports).
+    assert_eq!(
+        check(&all, "bad_result"),
+        "ctl: line 1: unknown command; write 'help' for the list",
+        "{ctx}"
+    );
+    assert_eq!(check(&all, "dropped_rc"), "0", "{ctx}");
+    assert_eq!(
+        check(&all, "dropped_result"),
+        "ctl: line 1: set: unterminated quote; close it with ' or send the value as a {N} literal",
+        "{ctx}"
+    );
+    assert_eq!(check(&all, "txn_rc"), "0", "{ctx}");
+    assert_eq!(
+        check(&all, "txn_result"),
+        "ok set t1 version=1|ok set t2 version=1|ok commit commands=2|",
+        "{ctx}"
+    );
+    assert_ne!(check(&all, "bad_txn_rc"), "0", "{ctx}");
+    assert_eq!(
+        check(&all, "t3"),
+        "0",
+        "a refused transaction applied in part: {ctx}"
+    );
+    assert_eq!(check(&all, "status"), "secrets 3", "{ctx}");
     assert_eq!(check(&all, "service"), "uid 1001", "{ctx}");
     let got = s.deploy(&["secret", "get", "from_shell", "--as", "web"]);
     assert_eq!(got.stdout, b"hello-from-the-shell");

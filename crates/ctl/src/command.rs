@@ -5,15 +5,23 @@ use zeroize::Zeroizing;
 use crate::error::{ErrorKind, NameKind};
 use crate::{MAX_NAME_LEN, MAX_VALUE_LEN, Value};
 
+pub(crate) const ABORT: &str = "abort";
+pub(crate) const BEGIN: &str = "begin";
+pub(crate) const COMMIT: &str = "commit";
 pub(crate) const DELETE: &str = "delete";
 pub(crate) const GRANT: &str = "grant";
+pub(crate) const HELP: &str = "help";
 pub(crate) const REVOKE: &str = "revoke";
 pub(crate) const ROTATE_KEY: &str = "rotate-key";
 pub(crate) const SERVICE: &str = "service";
 pub(crate) const SET: &str = "set";
 
-/// Usage lines, as errors show them.
+/// Usage lines, as errors and `help` show them.
 pub(crate) mod usage {
+    pub(crate) const ABORT: &str = "abort";
+    pub(crate) const BEGIN: &str = "begin";
+    pub(crate) const COMMIT: &str = "commit";
+    pub(crate) const HELP: &str = "help";
     pub(crate) const DELETE: &str = "delete NAME";
     pub(crate) const GRANT: &str = "grant SERVICE NAME";
     pub(crate) const REVOKE: &str = "revoke SERVICE NAME";
@@ -23,6 +31,80 @@ pub(crate) mod usage {
     pub(crate) const SERVICE_REMOVE: &str = "service SERVICE remove";
     pub(crate) const SERVICE_UID: &str = "service SERVICE uid UID";
     pub(crate) const SET: &str = "set NAME VALUE";
+}
+
+/// A command word: what `help` shows of it.
+pub(crate) struct Verb {
+    /// The word itself.
+    pub(crate) word: &'static str,
+    /// Its usage line.
+    pub(crate) usage: &'static str,
+    /// What it does, in a few words.
+    pub(crate) summary: &'static str,
+}
+
+/// Every command word, sorted: the one list that the parser, the "did you mean" of an
+/// unknown command and `help` are made from.
+pub(crate) const VERBS: &[Verb] = &[
+    Verb {
+        word: ABORT,
+        usage: usage::ABORT,
+        summary: "discard the open transaction",
+    },
+    Verb {
+        word: BEGIN,
+        usage: usage::BEGIN,
+        summary: "start a transaction: the commands up to commit apply all or none",
+    },
+    Verb {
+        word: COMMIT,
+        usage: usage::COMMIT,
+        summary: "apply the open transaction",
+    },
+    Verb {
+        word: DELETE,
+        usage: usage::DELETE,
+        summary: "delete a secret and its grants",
+    },
+    Verb {
+        word: GRANT,
+        usage: usage::GRANT,
+        summary: "let SERVICE read NAME",
+    },
+    Verb {
+        word: HELP,
+        usage: usage::HELP,
+        summary: "list the commands (read the answer from ctl)",
+    },
+    Verb {
+        word: REVOKE,
+        usage: usage::REVOKE,
+        summary: "stop SERVICE reading NAME, from its next read on",
+    },
+    Verb {
+        word: ROTATE_KEY,
+        usage: usage::ROTATE_KEY,
+        summary: "re-encrypt every secret under a new cluster key",
+    },
+    Verb {
+        word: SERVICE,
+        usage: usage::SERVICE,
+        summary: "add or remap a service, set its manifest, or remove it",
+    },
+    Verb {
+        word: SET,
+        usage: usage::SET,
+        summary: "store a secret (a new version)",
+    },
+];
+
+/// The text `help` answers with: one line per command, its usage and what it does.
+pub fn help_text() -> String {
+    let width = VERBS.iter().map(|v| v.usage.len()).max().unwrap_or(0);
+    VERBS
+        .iter()
+        .map(|v| format!("{:width$}  {}\n", v.usage, v.summary))
+        .collect()
 }
 
 /// The uid that Plan 9 and Linux use for "no uid"; `service … uid` refuses it.
@@ -61,6 +143,14 @@ pub enum Command {
     },
     /// `rotate-key`: re-encrypt every secret under a new cluster key.
     RotateKey,
+    /// `begin`: the commands that follow, up to `commit`, apply all or none.
+    Begin,
+    /// `commit`: apply the open transaction.
+    Commit,
+    /// `abort`: discard the open transaction.
+    Abort,
+    /// `help`: answer with the list of commands.
+    Help,
     /// `service SERVICE uid UID`: add a service, or change the uid that maps to it.
     ServiceUid {
         /// The service's name.
@@ -92,10 +182,46 @@ impl Command {
             Command::Grant { .. } => GRANT,
             Command::Revoke { .. } => REVOKE,
             Command::RotateKey => ROTATE_KEY,
+            Command::Begin => BEGIN,
+            Command::Commit => COMMIT,
+            Command::Abort => ABORT,
+            Command::Help => HELP,
             Command::ServiceUid { .. }
             | Command::ServiceManifest { .. }
             | Command::ServiceRemove { .. } => SERVICE,
         }
+    }
+
+    /// Whether the command changes the store (and so can be part of a transaction, or
+    /// must wait for one to end).
+    pub fn is_change(&self) -> bool {
+        !matches!(
+            self,
+            Command::Begin | Command::Commit | Command::Abort | Command::Help
+        )
+    }
+
+    /// About how many bytes the command holds, for the bound on a transaction: its value
+    /// and names, plus a little for the words around them.
+    pub fn weight(&self) -> usize {
+        const WORDS: usize = 32;
+        WORDS
+            + match self {
+                Command::Set { name, value } => name.len() + value.len(),
+                Command::Delete { name } => name.len(),
+                Command::Grant { service, name } | Command::Revoke { service, name } => {
+                    service.len() + name.len()
+                }
+                Command::ServiceUid { service, .. } | Command::ServiceRemove { service } => {
+                    service.len()
+                }
+                Command::ServiceManifest { service, manifest } => service.len() + manifest.len(),
+                Command::RotateKey
+                | Command::Begin
+                | Command::Commit
+                | Command::Abort
+                | Command::Help => 0,
+            }
     }
 
     /// Checks the command as the parser would: names, reserved services, the uid and value
@@ -115,7 +241,11 @@ impl Command {
                 check_service(service.as_bytes())?;
                 check_name(name.as_bytes()).map(drop)
             }
-            Command::RotateKey => Ok(()),
+            Command::RotateKey
+            | Command::Begin
+            | Command::Commit
+            | Command::Abort
+            | Command::Help => Ok(()),
             Command::ServiceUid { service, uid } => {
                 check_service(service.as_bytes())?;
                 if *uid == NO_UID {
@@ -146,7 +276,11 @@ impl Command {
             Command::Delete { name } => (vec![DELETE, name], None),
             Command::Grant { service, name } => (vec![GRANT, service, name], None),
             Command::Revoke { service, name } => (vec![REVOKE, service, name], None),
-            Command::RotateKey => (vec![ROTATE_KEY], None),
+            Command::RotateKey
+            | Command::Begin
+            | Command::Commit
+            | Command::Abort
+            | Command::Help => (vec![self.verb()], None),
             Command::ServiceUid { service, uid } => {
                 uid_text = uid.to_string();
                 (vec![SERVICE, service, "uid", &uid_text], None)

@@ -7,7 +7,7 @@
 
 use std::fmt;
 
-use crate::{MAX_VALUE_LEN, command};
+use crate::MAX_VALUE_LEN;
 
 /// What was wrong with a command. The text says what to do about it and never echoes input.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
@@ -43,6 +43,12 @@ pub enum ErrorKind {
         /// The command's usage line.
         usage: &'static str,
     },
+    /// `commit` or `abort` with no transaction open.
+    #[error("no transaction is open; start one with begin")]
+    NoTransaction,
+    /// `rotate-key` inside a transaction: it is a transaction of its own.
+    #[error("cannot run inside a transaction; commit or abort it first")]
+    NotInTransaction,
     /// `admin` or `secrets` used as a service name.
     #[error("'admin' and 'secrets' are reserved service names")]
     ReservedService,
@@ -57,17 +63,35 @@ pub enum ErrorKind {
         /// Whether the command takes a VALUE (then the likely cause is an unquoted space).
         value: bool,
     },
+    /// `commit` of a transaction that an error inside it aborted.
+    #[error("the transaction was aborted by the error at line {line}; nothing was applied")]
+    TransactionAborted {
+        /// The line of the error that aborted it.
+        line: usize,
+    },
+    /// The fid was closed with a transaction open.
+    #[error("transaction not committed before ctl was closed; nothing was applied")]
+    TransactionNotCommitted,
+    /// `begin` inside a transaction.
+    #[error("a transaction is already open; commit or abort it first")]
+    TransactionOpen,
+    /// A transaction past [`MAX_TXN_COMMANDS`](crate::MAX_TXN_COMMANDS) commands or
+    /// [`MAX_TXN_BYTES`](crate::MAX_TXN_BYTES) bytes.
+    #[error(
+        "transaction too large; at most {} commands and 4 MiB ({} bytes)",
+        crate::MAX_TXN_COMMANDS,
+        crate::MAX_TXN_BYTES
+    )]
+    TransactionTooLarge,
     /// `service SERVICE` followed by something other than uid, manifest or remove.
     #[error("unknown action; {}expected one of: manifest, remove, uid", Suggest(*.suggestion))]
     UnknownAction {
         /// The action the word most resembles, from our list (never the word itself).
         suggestion: Option<&'static str>,
     },
-    /// A line whose first word is no command.
-    #[error(
-        "unknown command; {}expected one of: delete, grant, revoke, rotate-key, service, set",
-        Suggest(*.suggestion)
-    )]
+    /// A line whose first word is no command. The commands are not listed: there are more
+    /// than fit in the 127 bytes a Plan 9 client keeps of an error; `help` lists them.
+    #[error("unknown command; {}write 'help' for the list", Suggest(*.suggestion))]
     UnknownCommand {
         /// The command the word most resembles, from our list (never the word itself).
         suggestion: Option<&'static str>,
@@ -154,14 +178,17 @@ impl fmt::Display for Suggest {
 /// transpositions) of a third of the choice's length, at least 1: `st` and `sett` suggest
 /// `set`, `grnat` suggests `grant`, `x` suggests nothing. Only the choice is ever shown;
 /// what a suggestion does reveal is that the word was short and close to one of ours.
-pub(crate) fn suggest(word: &[u8], choices: &[&'static str]) -> Option<&'static str> {
+pub(crate) fn suggest(
+    word: &[u8],
+    choices: impl IntoIterator<Item = &'static str>,
+) -> Option<&'static str> {
     // Longer words are not typos of ours (and this bounds the work on a huge token).
     const LONGEST: usize = 16;
     if word.len() > LONGEST {
         return None;
     }
     let mut best: Option<(usize, &'static str)> = None;
-    for &choice in choices {
+    for choice in choices {
         let distance = if word.eq_ignore_ascii_case(choice.as_bytes()) {
             0
         } else {
@@ -198,22 +225,16 @@ fn edit_distance(a: &[u8], b: &[u8]) -> usize {
     prev[b.len()]
 }
 
-/// The verbs, in the order the "expected one of" lists show them.
-pub(crate) const VERBS: [&str; 6] = [
-    command::DELETE,
-    command::GRANT,
-    command::REVOKE,
-    command::ROTATE_KEY,
-    command::SERVICE,
-    command::SET,
-];
-
 /// The actions of `service`, in the order "expected one of" shows them.
 pub(crate) const ACTIONS: [&str; 3] = ["manifest", "remove", "uid"];
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn verb_words() -> impl Iterator<Item = &'static str> {
+        crate::command::VERBS.iter().map(|v| v.word)
+    }
 
     #[test]
     fn display_with_and_without_verb() {
@@ -238,8 +259,7 @@ mod tests {
         };
         assert_eq!(
             e.to_string(),
-            "ctl: line 1: unknown command; did you mean 'set'? expected one of: \
-             delete, grant, revoke, rotate-key, service, set"
+            "ctl: line 1: unknown command; did you mean 'set'? write 'help' for the list"
         );
     }
 
@@ -268,19 +288,19 @@ mod tests {
 
     #[test]
     fn suggestions() {
-        assert_eq!(suggest(b"st", &VERBS), Some("set"));
-        assert_eq!(suggest(b"SET", &VERBS), Some("set"));
-        assert_eq!(suggest(b"grnat", &VERBS), Some("grant"));
-        assert_eq!(suggest(b"rotatekey", &VERBS), Some("rotate-key"));
-        assert_eq!(suggest(b"rotate_key", &VERBS), Some("rotate-key"));
-        assert_eq!(suggest(b"delet", &VERBS), Some("delete"));
-        assert_eq!(suggest(b"sevice", &VERBS), Some("service"));
-        assert_eq!(suggest(b"x", &VERBS), None);
-        assert_eq!(suggest(b"", &VERBS), None);
-        assert_eq!(suggest(b"hello", &VERBS), None);
-        assert_eq!(suggest(b"setsetsetsetsetsetset", &VERBS), None);
-        assert_eq!(suggest(b"remve", &ACTIONS), Some("remove"));
-        assert_eq!(suggest(b"UID", &ACTIONS), Some("uid"));
-        assert_eq!(suggest(b"manifests", &ACTIONS), Some("manifest"));
+        assert_eq!(suggest(b"st", verb_words()), Some("set"));
+        assert_eq!(suggest(b"SET", verb_words()), Some("set"));
+        assert_eq!(suggest(b"grnat", verb_words()), Some("grant"));
+        assert_eq!(suggest(b"rotatekey", verb_words()), Some("rotate-key"));
+        assert_eq!(suggest(b"rotate_key", verb_words()), Some("rotate-key"));
+        assert_eq!(suggest(b"delet", verb_words()), Some("delete"));
+        assert_eq!(suggest(b"sevice", verb_words()), Some("service"));
+        assert_eq!(suggest(b"x", verb_words()), None);
+        assert_eq!(suggest(b"", verb_words()), None);
+        assert_eq!(suggest(b"hello", verb_words()), None);
+        assert_eq!(suggest(b"setsetsetsetsetsetset", verb_words()), None);
+        assert_eq!(suggest(b"remve", ACTIONS), Some("remove"));
+        assert_eq!(suggest(b"UID", ACTIONS), Some("uid"));
+        assert_eq!(suggest(b"manifests", ACTIONS), Some("manifest"));
     }
 }

@@ -1,7 +1,10 @@
 //! The ctl language of srv-secrets: the commands an operator writes to `/secrets/ctl`.
 //!
-//! This crate turns the bytes of a ctl fid's writes into [`Command`]s ([`CtlBuffer`]), and
-//! commands back into bytes for a client ([`Command::encode`]). It knows nothing of 9P,
+//! This crate turns the bytes of a ctl fid's writes into [`Command`]s ([`CtlBuffer`]),
+//! groups them into transactions ([`CtlStream`]: `begin` ... `commit`), and turns commands
+//! back into bytes for a client ([`Command::encode`]). What reading a ctl fid returns, one
+//! [`Reply`] per command, is defined here too, for the server that writes it and the client
+//! that parses it ([`ReplyReader`]). It knows nothing of 9P,
 //! sockets or storage: it does not apply commands, check that a service exists, or know what
 //! a write offset is. Whoever applies a command formats its own errors with
 //! [`command_error`] (or [`Parsed::error`]) so that they read like ours.
@@ -17,6 +20,7 @@
 //! line     = [ blanks ] [ command [ blanks ] ] [ CR ] LF ;   the last line may end at the
 //!                                                            end of the stream instead
 //! command  = "set" NAME VALUE
+//!          | "begin" | "commit" | "abort" | "help"
 //!          | "delete" NAME
 //!          | "grant" SERVICE NAME
 //!          | "revoke" SERVICE NAME
@@ -49,6 +53,8 @@
 //! - `command`: [`Command`], the name rule ([`is_valid_name`]) and the encoder.
 //! - `value`: [`Value`], a secret-bearing byte string.
 //! - `buffer`: [`CtlBuffer`], one fid's stream of bytes, and [`Parsed`].
+//! - `stream`: [`CtlStream`], that stream's commands grouped into transactions.
+//! - `reply`: [`Reply`], one command's result as a reader of ctl sees it.
 //! - `scan`: the incremental scanner that finds where a line ends (quotes, literals).
 //! - `parse`: nom parsers for a complete line: tokens, then the command.
 //! - `error`: [`CtlError`], [`ErrorKind`] and the error format ([`command_error`]).
@@ -59,12 +65,16 @@ mod buffer;
 mod command;
 mod error;
 mod parse;
+mod reply;
 mod scan;
+mod stream;
 mod value;
 
 pub use buffer::{CtlBuffer, Parsed};
-pub use command::{Command, NO_UID, is_reserved_service, is_valid_name};
+pub use command::{Command, NO_UID, help_text, is_reserved_service, is_valid_name};
 pub use error::{CtlError, ErrorKind, NameKind, command_error};
+pub use reply::{Answer, BadReply, MAX_BODY_LEN, Reply, ReplyReader};
+pub use stream::{CtlStream, Step, Transaction};
 pub use value::Value;
 
 /// Longest secret or service name, in bytes.
@@ -87,3 +97,13 @@ pub const MAX_ERROR_LEN: usize = 127;
 /// about 300 bytes) and generous blanks. So any legal value fits in any form, and a value
 /// between 1 MiB and this gets the precise "value too long" rather than "command too long".
 pub const MAX_LINE_LEN: usize = 2 * MAX_VALUE_LEN + 4096;
+
+/// The most commands one transaction holds (`begin` ... `commit`). A transaction is one
+/// atomic commit in the store: bounded, so that a cluster store (etcd, whose transactions
+/// are far smaller than redb's) can keep the same all-or-none promise.
+pub const MAX_TXN_COMMANDS: usize = 10_000;
+
+/// The most bytes one transaction holds, values and names counted (see
+/// [`Command::weight`]), for the same reason as [`MAX_TXN_COMMANDS`], and to bound what a
+/// fid keeps in memory before its commit.
+pub const MAX_TXN_BYTES: usize = 4 << 20;

@@ -14,8 +14,9 @@ use nom::sequence::delimited;
 use nom::{IResult, Parser};
 use zeroize::Zeroizing;
 
+use crate::command::VERBS;
 use crate::command::{self, check_name, check_service, check_value, usage};
-use crate::error::{ACTIONS, ErrorKind, VERBS, suggest};
+use crate::error::{ACTIONS, ErrorKind, suggest};
 use crate::{Command, MAX_VALUE_LEN, NO_UID, Value};
 
 type Res<'a, O> = IResult<&'a [u8], O>;
@@ -165,10 +166,12 @@ pub(crate) fn verb_of(prefix: &[u8]) -> Option<&'static str> {
         return None;
     }
     let token = unquote(raw);
-    VERBS
-        .iter()
-        .copied()
-        .find(|v| v.as_bytes() == token.as_slice())
+    find_verb(&token)
+}
+
+/// The command word `token` is, if it is one.
+fn find_verb(token: &[u8]) -> Option<&'static str> {
+    VERBS.iter().map(|v| v.word).find(|w| w.as_bytes() == token)
 }
 
 /// The error of a line: the verb, once the first word was one, and what was wrong.
@@ -180,15 +183,11 @@ pub(crate) fn parse_line(line: &[u8]) -> Result<Option<Command>, LineError> {
     let Some(first) = tokens.next_token().map_err(|kind| (None, kind))? else {
         return Ok(None);
     };
-    let Some(verb) = VERBS
-        .iter()
-        .copied()
-        .find(|v| v.as_bytes() == first.as_slice())
-    else {
+    let Some(verb) = find_verb(&first) else {
         return Err((
             None,
             ErrorKind::UnknownCommand {
-                suggestion: suggest(&first, &VERBS),
+                suggestion: suggest(&first, VERBS.iter().map(|v| v.word)),
             },
         ));
     };
@@ -225,11 +224,21 @@ fn arguments(verb: &'static str, t: &mut Tokens<'_>) -> Result<Command, ErrorKin
                 Command::Revoke { service, name }
             }
         }
-        command::ROTATE_KEY => {
-            end(t, usage::ROTATE_KEY, false)?;
-            Command::RotateKey
+        command::SERVICE => service(t)?,
+        // The commands without arguments.
+        _ => {
+            let (usage, command) = match verb {
+                command::ROTATE_KEY => (usage::ROTATE_KEY, Command::RotateKey),
+                command::BEGIN => (usage::BEGIN, Command::Begin),
+                command::COMMIT => (usage::COMMIT, Command::Commit),
+                command::ABORT => (usage::ABORT, Command::Abort),
+                command::HELP => (usage::HELP, Command::Help),
+                // Every word of VERBS is handled above (a test parses each one).
+                _ => return Err(ErrorKind::UnknownCommand { suggestion: None }),
+            };
+            end(t, usage, false)?;
+            command
         }
-        _ => service(t)?,
     };
     Ok(command)
 }
@@ -254,7 +263,7 @@ fn service(t: &mut Tokens<'_>) -> Result<Command, ErrorKind> {
             Ok(Command::ServiceRemove { service })
         }
         other => Err(ErrorKind::UnknownAction {
-            suggestion: suggest(other, &ACTIONS),
+            suggestion: suggest(other, ACTIONS),
         }),
     }
 }
@@ -372,6 +381,33 @@ mod tests {
         assert_eq!(uid(b"-1"), Err(ErrorKind::BadUid));
         assert_eq!(uid(b""), Err(ErrorKind::BadUid));
         assert_eq!(uid(b"0x10"), Err(ErrorKind::BadUid));
+    }
+
+    #[test]
+    fn every_verb_parses_to_its_command() {
+        for verb in VERBS {
+            // The shortest line each verb takes.
+            let line = match verb.word {
+                command::SET => "set a b",
+                command::DELETE => "delete a",
+                command::GRANT => "grant s a",
+                command::REVOKE => "revoke s a",
+                command::SERVICE => "service s remove",
+                other => other,
+            };
+            let parsed = parse_line(line.as_bytes()).unwrap_or_else(|e| panic!("{line}: {e:?}"));
+            assert_eq!(parsed.map(|c| c.verb()), Some(verb.word), "{line}");
+        }
+        assert_eq!(
+            parse_line(b"begin now"),
+            Err((
+                Some("begin"),
+                ErrorKind::TooManyArguments {
+                    usage: "begin",
+                    value: false
+                }
+            ))
+        );
     }
 
     #[test]

@@ -213,16 +213,23 @@ pub enum Error {
         limit: usize,
     },
     /// The uid is already mapped to another service.
-    #[error("uid {uid} already maps to another service")]
+    #[error("uid {uid} already maps to service {service}")]
     UidInUse {
         /// The uid.
         uid: u32,
+        /// The service it maps to (a name from the store, not from the caller).
+        service: String,
     },
     /// uid 0 and the admin uid cannot be mapped to a service.
-    #[error("uid {uid} is root or the admin uid and cannot be mapped to a service")]
+    #[error(
+        "uid {uid} is the admin (root and uid {admin_uid}, which ran init, are) and cannot \
+         be mapped to a service"
+    )]
     UidIsAdmin {
         /// The uid.
         uid: u32,
+        /// The uid that ran init.
+        admin_uid: u32,
     },
 }
 

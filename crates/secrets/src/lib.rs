@@ -86,4 +86,4 @@ pub use names::{
 pub use types::{
     InitReport, OpenedSecret, RotationProgress, RotationReport, SecretInfo, ServiceInfo, Status,
 };
-pub use vault::{KEY_FILE, LOCK_FILE, STORE_FILE, Vault};
+pub use vault::{Applied, Change, ChangeError, KEY_FILE, LOCK_FILE, STORE_FILE, Vault};

@@ -27,18 +27,19 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use tracing::{error, info, warn};
 
 use crate::backend::{Backend, FORMAT_VERSION, Meta, Mutation};
-use crate::crypto::{Key, Keyring, SecretBytes, random_u64};
+use crate::crypto::{Key, Keyring, SecretBytes};
 use crate::error::{Error, Result};
 use crate::fsutil::{self, FILE_MODE};
 use crate::keyfile;
-use crate::manifest::Manifest;
-use crate::names;
 use crate::record::{SecretRecord, ServiceRecord};
 use crate::redb_store::RedbBackend;
 use crate::state::State;
 use crate::types::{InitReport, OpenedSecret, SecretInfo, ServiceInfo, Status};
 
+mod change;
 mod rotation;
+
+pub use change::{Applied, Change, ChangeError};
 
 #[cfg(test)]
 #[allow(clippy::unwrap_used, reason = "a test fails by panicking")]
@@ -406,53 +407,21 @@ impl Vault {
         V: AsRef<[u8]>,
     {
         let entries: Vec<(N, V)> = entries.into_iter().collect();
-        if entries.is_empty() {
-            return Ok(Vec::new());
-        }
-        for (name, value) in &entries {
-            names::check_secret_name(name.as_ref())?;
-            names::check_value(value.as_ref())?;
-        }
-        let _writer = self.writer()?;
-        let mtime = now();
-        let mut batch: Vec<Mutation> = Vec::with_capacity(entries.len());
-        let mut versions = Vec::with_capacity(entries.len());
-        {
-            let state = self.state();
-            let key = Arc::clone(sealing_key(&state)?);
-            // Earlier entries of this batch, for a name given twice.
-            let mut pending: std::collections::HashMap<&str, (u64, u64)> =
-                std::collections::HashMap::new();
-            for (name, value) in &entries {
-                let name = name.as_ref();
-                let prev = pending
-                    .get(name)
-                    .copied()
-                    .or_else(|| state.secrets.get(name).map(|r| (r.version, r.incarnation)));
-                let (version, incarnation) = match prev {
-                    // Versions count sets; u64 cannot run out.
-                    Some((v, inc)) => (v.saturating_add(1), inc),
-                    None => (1, random_u64()?),
-                };
-                let aad = crate::crypto::SecretAad::new(name, version);
-                let (nonce, ciphertext) = key.seal(aad.as_bytes(), value.as_ref())?;
-                pending.insert(name, (version, incarnation));
-                versions.push(version);
-                batch.push(Mutation::PutSecret(
-                    name.to_owned(),
-                    SecretRecord {
-                        version,
-                        incarnation,
-                        mtime,
-                        key_id: key.id(),
-                        nonce,
-                        ciphertext: ciphertext.into(),
-                    },
-                ));
-            }
-        }
-        self.commit(batch)?;
-        Ok(versions)
+        let changes: Vec<Change<'_>> = entries
+            .iter()
+            .map(|(name, value)| Change::Set {
+                name: name.as_ref(),
+                value: value.as_ref(),
+            })
+            .collect();
+        let applied = self.apply(&changes).map_err(|e| e.error)?;
+        Ok(applied
+            .into_iter()
+            .filter_map(|a| match a {
+                Applied::Set { version } => Some(version),
+                _ => None,
+            })
+            .collect())
     }
 
     /// Deletes a secret and every grant of it.
@@ -460,20 +429,7 @@ impl Vault {
     /// # Errors
     /// [`Error::InvalidName`], [`Error::NoSuchSecret`], store errors.
     pub fn delete(&self, name: &str) -> Result<()> {
-        names::check_secret_name(name)?;
-        let _writer = self.writer()?;
-        let batch = {
-            let state = self.state();
-            if !state.secrets.contains_key(name) {
-                return Err(Error::NoSuchSecret);
-            }
-            let mut batch = vec![Mutation::DeleteSecret(name.to_owned())];
-            for service in state.holders(name) {
-                batch.push(Mutation::DeleteGrant(service, name.to_owned()));
-            }
-            batch
-        };
-        self.commit(batch)
+        self.apply_one(Change::Delete { name }).map(drop)
     }
 
     /// Grants `service` the secret `name`. Granting twice is not an error.
@@ -482,20 +438,7 @@ impl Vault {
     /// [`Error::InvalidName`], [`Error::ReservedName`], [`Error::NoSuchService`],
     /// [`Error::NoSuchSecret`], store errors.
     pub fn grant(&self, service: &str, name: &str) -> Result<()> {
-        names::check_service_name(service)?;
-        names::check_secret_name(name)?;
-        let _writer = self.writer()?;
-        {
-            let state = self.state();
-            check_pair(&state, service, name)?;
-            if state.is_granted(service, name) {
-                return Ok(());
-            }
-        }
-        self.commit(vec![Mutation::PutGrant(
-            service.to_owned(),
-            name.to_owned(),
-        )])
+        self.apply_one(Change::Grant { service, name }).map(drop)
     }
 
     /// Revokes `service`'s grant of `name`; the next read of an open file fails. Revoking
@@ -506,20 +449,7 @@ impl Vault {
     /// [`Error::InvalidName`], [`Error::ReservedName`], [`Error::NoSuchService`],
     /// [`Error::NoSuchSecret`], store errors.
     pub fn revoke(&self, service: &str, name: &str) -> Result<()> {
-        names::check_service_name(service)?;
-        names::check_secret_name(name)?;
-        let _writer = self.writer()?;
-        {
-            let state = self.state();
-            check_pair(&state, service, name)?;
-            if !state.is_granted(service, name) {
-                return Ok(());
-            }
-        }
-        self.commit(vec![Mutation::DeleteGrant(
-            service.to_owned(),
-            name.to_owned(),
-        )])
+        self.apply_one(Change::Revoke { service, name }).map(drop)
     }
 
     /// Maps unix `uid` to `service`, creating the service (with an empty manifest) if
@@ -529,27 +459,8 @@ impl Vault {
     /// [`Error::UidIsAdmin`] for uid 0 and the admin uid, [`Error::UidInUse`] if another
     /// service has it, name errors, store errors.
     pub fn service_set_uid(&self, service: &str, uid: u32) -> Result<()> {
-        names::check_service_name(service)?;
-        let _writer = self.writer()?;
-        let record = {
-            let state = self.state();
-            if uid == 0 || uid == state.meta.admin_uid {
-                return Err(Error::UidIsAdmin { uid });
-            }
-            match state.uids.get(&uid) {
-                Some(owner) if owner == service => return Ok(()),
-                Some(_) => return Err(Error::UidInUse { uid }),
-                None => {}
-            }
-            ServiceRecord {
-                uid: Some(uid),
-                manifest: state
-                    .services
-                    .get(service)
-                    .map_or_else(Default::default, |s| Arc::clone(&s.manifest)),
-            }
-        };
-        self.commit(vec![Mutation::PutService(service.to_owned(), record)])
+        self.apply_one(Change::ServiceUid { service, uid })
+            .map(drop)
     }
 
     /// Replaces `service`'s manifest (parsed first; nothing changes if it does not parse),
@@ -558,12 +469,8 @@ impl Vault {
     /// # Errors
     /// [`Error::Manifest`], [`Error::TooLarge`], name errors, store errors.
     pub fn service_set_manifest(&self, service: &str, manifest: &[u8]) -> Result<()> {
-        names::check_service_name(service)?;
-        let manifest = Arc::new(Manifest::parse(manifest)?);
-        let _writer = self.writer()?;
-        let uid = self.state().services.get(service).and_then(|s| s.uid);
-        let record = ServiceRecord { uid, manifest };
-        self.commit(vec![Mutation::PutService(service.to_owned(), record)])
+        self.apply_one(Change::ServiceManifest { service, manifest })
+            .map(drop)
     }
 
     /// Removes a service, its uid mapping and its grants.
@@ -571,20 +478,7 @@ impl Vault {
     /// # Errors
     /// [`Error::NoSuchService`], name errors, store errors.
     pub fn service_remove(&self, service: &str) -> Result<()> {
-        names::check_service_name(service)?;
-        let _writer = self.writer()?;
-        let batch = {
-            let state = self.state();
-            if !state.services.contains_key(service) {
-                return Err(Error::NoSuchService);
-            }
-            let mut batch = vec![Mutation::DeleteService(service.to_owned())];
-            for secret in state.grants.get(service).into_iter().flatten() {
-                batch.push(Mutation::DeleteGrant(service.to_owned(), secret.clone()));
-            }
-            batch
-        };
-        self.commit(batch)
+        self.apply_one(Change::ServiceRemove { service }).map(drop)
     }
 
     // ---- Internals. ----
@@ -726,16 +620,6 @@ fn sealing_key(state: &State) -> Result<&Arc<Key>> {
         .ok_or(Error::Corrupt {
             what: "the sealing key is not loaded",
         })
-}
-
-fn check_pair(state: &State, service: &str, secret: &str) -> Result<()> {
-    if !state.services.contains_key(service) {
-        return Err(Error::NoSuchService);
-    }
-    if !state.secrets.contains_key(secret) {
-        return Err(Error::NoSuchSecret);
-    }
-    Ok(())
 }
 
 fn info_of(name: &str, rec: &SecretRecord) -> SecretInfo {

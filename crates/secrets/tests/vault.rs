@@ -293,7 +293,10 @@ fn service_uid_rules() {
     let vault = Vault::open(&dir, None).unwrap();
     assert!(matches!(
         vault.service_set_uid("web", 0),
-        Err(Error::UidIsAdmin { uid: 0 })
+        Err(Error::UidIsAdmin {
+            uid: 0,
+            admin_uid: ADMIN
+        })
     ));
     assert!(matches!(
         vault.service_set_uid("web", ADMIN),
@@ -304,7 +307,7 @@ fn service_uid_rules() {
     vault.service_set_uid("web", 2000).unwrap();
     assert!(matches!(
         vault.service_set_uid("api", 2000),
-        Err(Error::UidInUse { uid: 2000 })
+        Err(Error::UidInUse { uid: 2000, ref service }) if service == "web"
     ));
     assert_eq!(vault.service_for_uid(2000).as_deref(), Some("web"));
     // Moving web to another uid frees the old one.

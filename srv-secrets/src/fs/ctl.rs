@@ -1,34 +1,250 @@
-//! `/secrets/ctl`: commands parsed by the `ctl` crate, applied to the vault one at a time
-//! as each completes. Each command is one vault transaction: it applies fully or not at
-//! all, and it is durable before the Twrite (or Tclunk) that completed it is answered.
+//! `/secrets/ctl`: commands in, results out.
+//!
+//! Writes are parsed by the `ctl` crate ([`CtlStream`]: lines, `begin`/`commit`
+//! transactions) and applied to the vault as each completes. Each command, or each whole
+//! transaction, is one vault transaction: it applies fully or not at all, and it is durable
+//! before the Twrite (or Tclunk) that completed it is answered.
+//!
+//! Reads return results, the Plan 9 way (`/net/cs`): on a fid that wrote, one [`Reply`]
+//! per command it wrote, each read taking the next bytes; on a fid that wrote nothing, the
+//! last [`RECENT`] results of its attach, so that `echo ... > ctl; cat ctl` works from a
+//! shell whose every command opens the file anew.
 
-use std::sync::Arc;
+use std::collections::VecDeque;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex as SyncMutex, MutexGuard};
 
-use ctl::{Command, CtlBuffer, Parsed};
-use secrets::{Error as VaultError, Vault};
+use ctl::{Answer, Command, CtlStream, Parsed, Reply, Step, Transaction};
+use secrets::{Applied, Change, ChangeError, Error as VaultError, Vault};
 use tokio::sync::Mutex;
 use tracing::{error, info};
+use zeroize::Zeroizing;
 
-/// One ctl fid's pending bytes.
+/// How many results an attach remembers for fids that wrote nothing.
+pub const RECENT: usize = 32;
+
+/// How many bytes of results a fid keeps unread; past it the oldest are dropped (and the
+/// reader told how many). Far above any answer (a bundle, a plan), so that only a client
+/// that writes without ever reading loses any.
+const MAX_UNREAD: usize = 16 << 20;
+
+/// The results of one attach's ctl fids, newest last, as one-line summaries (an answer's
+/// body is for the fid that asked, nowhere else).
 #[derive(Default)]
-pub struct CtlFid {
-    buffer: Mutex<CtlBuffer>,
+pub struct Recent(SyncMutex<VecDeque<Reply>>);
+
+impl Recent {
+    fn push(&self, reply: &Reply) {
+        let mut ring = lock(&self.0);
+        if ring.len() == RECENT {
+            ring.pop_front();
+        }
+        ring.push_back(reply.summary());
+    }
+
+    fn snapshot(&self) -> Zeroizing<Vec<u8>> {
+        let mut out = Zeroizing::new(Vec::new());
+        for reply in lock(&self.0).iter() {
+            reply.encode(&mut out);
+        }
+        out
+    }
 }
 
-/// What a client sees for a vault error. Never a name or value: the command's line and
-/// verb are added by the caller, and these texts are ours. With that prefix each fits
-/// [`ctl::MAX_ERROR_LEN`], what a Plan 9 client keeps of an error.
+fn lock<T>(m: &SyncMutex<T>) -> MutexGuard<'_, T> {
+    // Each guarded value is whole after any single operation on it.
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// The results a fid has not read yet.
+#[derive(Default)]
+struct Unread {
+    /// Encoded replies; the first is read from `offset` on.
+    replies: VecDeque<Zeroizing<Vec<u8>>>,
+    offset: usize,
+    bytes: usize,
+    /// Replies dropped unread since the last read.
+    lost: usize,
+}
+
+impl Unread {
+    fn push(&mut self, reply: &Reply) {
+        let mut bytes = Zeroizing::new(Vec::new());
+        reply.encode(&mut bytes);
+        self.bytes += bytes.len();
+        self.replies.push_back(bytes);
+        while self.bytes > MAX_UNREAD && self.replies.len() > 1 {
+            if let Some(old) = self.replies.pop_front() {
+                self.bytes -= old.len() - self.offset;
+                self.offset = 0;
+                self.lost += 1;
+            }
+        }
+    }
+
+    /// Takes up to `count` bytes.
+    fn take(&mut self, count: usize) -> Zeroizing<Vec<u8>> {
+        let mut out = Zeroizing::new(Vec::new());
+        if self.lost > 0 && self.offset == 0 {
+            let lost = Reply::Err(format!(
+                "ctl: {} results were dropped, not read in time",
+                self.lost
+            ));
+            lost.encode(&mut out);
+            self.lost = 0;
+        }
+        while out.len() < count {
+            let Some(front) = self.replies.front() else {
+                break;
+            };
+            let n = (count - out.len()).min(front.len() - self.offset);
+            out.extend_from_slice(&front[self.offset..self.offset + n]);
+            self.offset += n;
+            self.bytes -= n;
+            if self.offset == front.len() {
+                self.replies.pop_front();
+                self.offset = 0;
+            }
+        }
+        out
+    }
+}
+
+/// What a read of the fid returns.
+enum Results {
+    /// Nothing read or written yet.
+    None,
+    /// The fid wrote: its own results, consumed as they are read.
+    Own(Unread),
+    /// The fid wrote nothing: the attach's recent results as they were at the first read,
+    /// read by offset like a file.
+    Recent(Zeroizing<Vec<u8>>),
+}
+
+/// One open ctl fid.
+pub struct CtlFid {
+    stream: Mutex<CtlStream>,
+    results: SyncMutex<Results>,
+    wrote: AtomicBool,
+    recent: Arc<Recent>,
+}
+
+impl CtlFid {
+    /// A fid whose results also go to `recent`.
+    pub fn new(recent: Arc<Recent>) -> CtlFid {
+        CtlFid {
+            stream: Mutex::new(CtlStream::new()),
+            results: SyncMutex::new(Results::None),
+            wrote: AtomicBool::new(false),
+            recent,
+        }
+    }
+
+    /// A Twrite: buffers the bytes and applies every command they complete, in order. At
+    /// the first refused command the rest of this write is dropped and its error returned.
+    pub async fn write(&self, vault: &Arc<Vault>, data: &[u8]) -> Result<(), String> {
+        self.wrote.store(true, Ordering::Release);
+        let mut stream = self.stream.lock().await;
+        stream.push(data);
+        self.run(&mut stream, vault, CtlStream::next_step).await
+    }
+
+    /// A Tclunk: what is left is the last command, which the clunk completes; a
+    /// transaction still open is dropped.
+    pub async fn finish(&self, vault: &Arc<Vault>) -> Result<(), String> {
+        let mut stream = self.stream.lock().await;
+        self.run(&mut stream, vault, CtlStream::finish).await
+    }
+
+    /// The connection ended without a clunk: a half-written command, or an open
+    /// transaction, must not apply.
+    pub async fn abandon(&self) {
+        self.stream.lock().await.abandon();
+    }
+
+    /// A Tread: the next results (see the module documentation).
+    pub fn read(&self, offset: u64, count: u32) -> Zeroizing<Vec<u8>> {
+        let mut results = lock(&self.results);
+        if matches!(*results, Results::None) {
+            *results = if self.wrote.load(Ordering::Acquire) {
+                Results::Own(Unread::default())
+            } else {
+                Results::Recent(self.recent.snapshot())
+            };
+        }
+        match &mut *results {
+            Results::Own(unread) => unread.take(count as usize),
+            Results::Recent(bytes) => {
+                let start = offset.min(bytes.len() as u64) as usize;
+                let end = start.saturating_add(count as usize).min(bytes.len());
+                Zeroizing::new(bytes[start..end].to_vec())
+            }
+            Results::None => Zeroizing::new(Vec::new()),
+        }
+    }
+
+    fn record(&self, reply: &Reply) {
+        self.recent.push(reply);
+        let mut results = lock(&self.results);
+        if !matches!(*results, Results::Own(_)) {
+            *results = Results::Own(Unread::default());
+        }
+        if let Results::Own(unread) = &mut *results {
+            unread.push(reply);
+        }
+    }
+
+    /// Carries out the steps `next` takes from the stream until it has none, or one is
+    /// refused; then the rest of the pending bytes are dropped and the refusal returned.
+    async fn run(
+        &self,
+        stream: &mut CtlStream,
+        vault: &Arc<Vault>,
+        next: fn(&mut CtlStream) -> Option<Step>,
+    ) -> Result<(), String> {
+        while let Some(step) = next(stream) {
+            let replies = match step {
+                Step::Apply(parsed) => vec![apply_parsed(vault, parsed).await],
+                Step::Commit(txn) => commit(vault, txn).await,
+                Step::Answer(reply) => vec![reply],
+                Step::Refuse(e) => vec![Reply::Err(e)],
+            };
+            for reply in &replies {
+                self.record(reply);
+            }
+            if let Some(Reply::Err(e)) = replies.last() {
+                stream.discard_pending();
+                return Err(e.clone());
+            }
+        }
+        Ok(())
+    }
+}
+
+/// What a client sees for a vault error: the command's line and verb are added by the
+/// caller, and these texts are ours; names come from the store, never a value. With that
+/// prefix each fits [`ctl::MAX_ERROR_LEN`], what a Plan 9 client keeps of an error.
 fn explain(e: &VaultError) -> String {
     match e {
         VaultError::NoSuchSecret => "no such secret; see the names with: deploy secret list".into(),
         VaultError::NoSuchService => {
-            "no such service; add it first with: service NAME uid UID".into()
+            "no such service; add it with: deploy service add NAME --uid UID".into()
         }
-        VaultError::UidInUse { .. } => {
-            "that uid already maps to another service; remove or remap that service first".into()
+        VaultError::UidInUse { uid, service } => {
+            let named =
+                format!("uid {uid} is already service {service}'s; remove or remap it first");
+            // A long service name would not fit: then it is left to `deploy service list`.
+            if named.len() + LONGEST_PREFIX <= ctl::MAX_ERROR_LEN {
+                named
+            } else {
+                format!("uid {uid} is already another service's; see: deploy service list")
+            }
         }
-        VaultError::UidIsAdmin { .. } => {
-            "uid 0 and the uid that ran init are the admin and cannot be a service".into()
+        VaultError::UidIsAdmin { uid, admin_uid } if uid == admin_uid => {
+            format!("uid {uid} ran init, so it is the admin (as root is); pick another uid")
+        }
+        VaultError::UidIsAdmin { uid, admin_uid } => {
+            format!("uid {uid} is root, the admin (as uid {admin_uid} is); pick another uid")
         }
         VaultError::ReservedName
         | VaultError::InvalidName { .. }
@@ -63,115 +279,207 @@ fn explain(e: &VaultError) -> String {
     }
 }
 
-/// Applies one command to the vault. Blocks: run it off the async workers.
-fn apply(vault: &Vault, cmd: &Command) -> Result<(), VaultError> {
-    match cmd {
-        Command::Set { name, value } => {
-            let version = vault.set(name, value.expose())?;
-            info!(secret = %name, version, "set");
-        }
-        Command::Delete { name } => {
-            vault.delete(name)?;
-            info!(secret = %name, "deleted");
-        }
-        Command::Grant { service, name } => {
-            vault.grant(service, name)?;
-            info!(%service, secret = %name, "granted");
-        }
-        Command::Revoke { service, name } => {
-            vault.revoke(service, name)?;
-            info!(%service, secret = %name, "revoked");
-        }
-        Command::RotateKey => {
-            let report = vault.rotate_key(&|_| {})?;
-            info!(
-                old_key = report.old_key,
-                new_key = report.new_key,
-                secrets = report.reencrypted,
-                elapsed_ms = report.elapsed.as_millis() as u64,
-                "key rotated"
-            );
-        }
-        Command::ServiceUid { service, uid } => {
-            vault.service_set_uid(service, *uid)?;
-            info!(%service, uid, "service uid set");
-        }
-        Command::ServiceManifest { service, manifest } => {
-            vault.service_set_manifest(service, manifest.expose())?;
-            info!(%service, "service manifest set");
-        }
-        Command::ServiceRemove { service } => {
-            vault.service_remove(service)?;
-            info!(%service, "service removed");
-        }
-    }
-    Ok(())
-}
+/// The longest `ctl: line K: VERB: ` an explanation is given (five-digit lines).
+const LONGEST_PREFIX: usize = "ctl: line 99999: rotate-key: ".len();
 
-/// Applies the commands `next` takes from the buffer until it has none, or one fails;
-/// then the rest of the pending bytes are dropped and the failure returned.
-async fn apply_all(
-    buffer: &mut CtlBuffer,
-    vault: &Arc<Vault>,
-    next: fn(&mut CtlBuffer) -> Option<Result<Parsed, ctl::CtlError>>,
-) -> Result<(), String> {
-    while let Some(command) = next(buffer) {
-        let result = match command {
-            Ok(parsed) => apply_parsed(vault, parsed).await,
-            Err(e) => Err(e.to_string()),
-        };
-        if let Err(e) = result {
-            buffer.discard_pending();
-            return Err(e);
+/// The vault change a ctl command asks for; `None` for those that are not one.
+fn change_of(command: &Command) -> Option<Change<'_>> {
+    Some(match command {
+        Command::Set { name, value } => Change::Set {
+            name,
+            value: value.expose(),
+        },
+        Command::Delete { name } => Change::Delete { name },
+        Command::Grant { service, name } => Change::Grant { service, name },
+        Command::Revoke { service, name } => Change::Revoke { service, name },
+        Command::ServiceUid { service, uid } => Change::ServiceUid { service, uid: *uid },
+        Command::ServiceManifest { service, manifest } => Change::ServiceManifest {
+            service,
+            manifest: manifest.expose(),
+        },
+        Command::ServiceRemove { service } => Change::ServiceRemove { service },
+        Command::RotateKey | Command::Begin | Command::Commit | Command::Abort | Command::Help => {
+            return None;
         }
-    }
-    Ok(())
-}
-
-async fn apply_parsed(vault: &Arc<Vault>, parsed: Parsed) -> Result<(), String> {
-    let vault = vault.clone();
-    let outcome = tokio::task::spawn_blocking(move || {
-        let r = apply(&vault, &parsed.command).map_err(|e| parsed.error(explain(&e)));
-        drop(parsed);
-        r
     })
-    .await;
-    match outcome {
+}
+
+fn yes(b: bool) -> &'static str {
+    if b { "yes" } else { "no" }
+}
+
+/// The result line of a command the vault applied (and the log line, without values).
+fn answer(command: &Command, applied: Applied) -> Reply {
+    let answer = Answer::new(command.verb());
+    let answer = match (command, applied) {
+        (Command::Set { name, .. }, Applied::Set { version }) => {
+            info!(secret = %name, version, "set");
+            answer.word(name).field("version", version)
+        }
+        (Command::Delete { name }, Applied::Deleted { grants }) => {
+            info!(secret = %name, grants, "deleted");
+            answer.word(name).field("grants", grants)
+        }
+        (Command::Grant { service, name }, Applied::Granted { already }) => {
+            info!(%service, secret = %name, already, "granted");
+            answer
+                .word(service)
+                .word(name)
+                .field("already", yes(already))
+        }
+        (Command::Revoke { service, name }, Applied::Revoked { was_granted }) => {
+            info!(%service, secret = %name, was_granted, "revoked");
+            answer
+                .word(service)
+                .word(name)
+                .field("was_granted", yes(was_granted))
+        }
+        (Command::ServiceUid { service, uid }, Applied::ServiceUid { created, previous }) => {
+            info!(%service, uid, created, "service uid set");
+            let previous = previous.map_or_else(|| "none".to_string(), |u| u.to_string());
+            answer
+                .word(service)
+                .field("uid", uid)
+                .field("created", yes(created))
+                .field("previous", previous)
+        }
+        (Command::ServiceManifest { service, .. }, Applied::ServiceManifest { created }) => {
+            info!(%service, created, "service manifest set");
+            answer
+                .word(service)
+                .word("manifest")
+                .field("created", yes(created))
+        }
+        (Command::ServiceRemove { service }, Applied::ServiceRemoved { grants }) => {
+            info!(%service, grants, "service removed");
+            answer.word(service).word("remove").field("grants", grants)
+        }
+        (command, applied) => {
+            // The vault answers each change with its own kind; anything else is a bug here.
+            error!(
+                verb = command.verb(),
+                ?applied,
+                "unexpected outcome of a ctl command"
+            );
+            answer
+        }
+    };
+    Reply::Ok(answer)
+}
+
+/// Applies one command on tokio's blocking pool (vault calls block on the store).
+async fn apply_parsed(vault: &Arc<Vault>, parsed: Parsed) -> Reply {
+    let vault = vault.clone();
+    blocking(move || {
+        let reply = match &parsed.command {
+            Command::RotateKey => rotate_key(&vault),
+            command => match change_of(command) {
+                Some(change) => vault
+                    .apply(&[change])
+                    .map(|mut applied| answer(command, applied.remove(0))),
+                None => Err(ChangeError {
+                    index: 0,
+                    error: VaultError::Corrupt {
+                        what: "a ctl command with no change was applied",
+                    },
+                }),
+            },
+        };
+        reply.unwrap_or_else(|e| Reply::Err(parsed.error(explain(&e.error))))
+    })
+    .await
+}
+
+fn rotate_key(vault: &Vault) -> Result<Reply, ChangeError> {
+    let report = vault
+        .rotate_key(&|_| {})
+        .map_err(|error| ChangeError { index: 0, error })?;
+    info!(
+        old_key = report.old_key,
+        new_key = report.new_key,
+        secrets = report.reencrypted,
+        elapsed_ms = report.elapsed.as_millis() as u64,
+        "key rotated"
+    );
+    Ok(Reply::Ok(
+        Answer::new(Command::RotateKey.verb())
+            .field("from", report.old_key)
+            .field("to", report.new_key)
+            .field("secrets", report.reencrypted),
+    ))
+}
+
+/// Applies a transaction's commands as one vault transaction: every command's result and
+/// then the commit's, or the error of the command that stopped it (nothing applied).
+async fn commit(vault: &Arc<Vault>, txn: Transaction) -> Vec<Reply> {
+    let vault = vault.clone();
+    blocking(move || {
+        let changes: Vec<Change<'_>> = txn
+            .commands
+            .iter()
+            .filter_map(|p| change_of(&p.command))
+            .collect();
+        match vault.apply(&changes) {
+            Ok(applied) => {
+                let mut replies: Vec<Reply> = txn
+                    .commands
+                    .iter()
+                    .zip(applied)
+                    .map(|(p, a)| answer(&p.command, a))
+                    .collect();
+                info!(commands = txn.commands.len(), "transaction committed");
+                replies.push(txn.committed());
+                replies
+            }
+            Err(e) => {
+                let failed = txn.commands.get(e.index).or(txn.commands.last());
+                let text = match failed {
+                    Some(p) => p.error(explain(&e.error)),
+                    None => ctl::command_error(txn.commit_line, "commit", explain(&e.error)),
+                };
+                vec![Reply::Err(text)]
+            }
+        }
+    })
+    .await
+}
+
+/// Runs `f` on tokio's blocking pool; a panic there becomes an error result.
+async fn blocking<T>(f: impl FnOnce() -> T + Send + 'static) -> T
+where
+    T: From<FailedInside> + Send + 'static,
+{
+    match tokio::task::spawn_blocking(f).await {
         Ok(r) => r,
         Err(e) => {
             error!(error = %e, "ctl command task failed");
-            Err("ctl: the command failed inside the server; see the server log".into())
+            T::from(FailedInside)
         }
     }
 }
 
-impl CtlFid {
-    /// A Twrite: buffers the bytes and applies every command they complete, in order. At
-    /// the first bad command, the rest of this write is dropped and its error returned.
-    pub async fn write(&self, vault: &Arc<Vault>, data: &[u8]) -> Result<(), String> {
-        let mut buffer = self.buffer.lock().await;
-        buffer.push(data);
-        apply_all(&mut buffer, vault, CtlBuffer::next_command).await
-    }
+/// A ctl command's task panicked.
+struct FailedInside;
 
-    /// A Tclunk: what is left is the last command, which the clunk completes.
-    pub async fn finish(&self, vault: &Arc<Vault>) -> Result<(), String> {
-        let mut buffer = self.buffer.lock().await;
-        apply_all(&mut buffer, vault, CtlBuffer::finish).await
-    }
+const FAILED_INSIDE: &str = "ctl: the command failed inside the server; see the server log";
 
-    /// The connection ended without a clunk: a half-written command must not apply.
-    pub async fn abandon(&self) {
-        self.buffer.lock().await.discard_pending();
+impl From<FailedInside> for Reply {
+    fn from(_: FailedInside) -> Reply {
+        Reply::Err(FAILED_INSIDE.into())
+    }
+}
+
+impl From<FailedInside> for Vec<Reply> {
+    fn from(_: FailedInside) -> Vec<Reply> {
+        vec![Reply::Err(FAILED_INSIDE.into())]
     }
 }
 
 #[cfg(test)]
 mod tests {
-    use super::*;
+    #![allow(clippy::unwrap_used, reason = "a test fails by panicking")]
 
-    /// The longest prefix a command's error gets (a line number of five digits).
-    const PREFIX: &str = "ctl: line 99999: rotate-key: ";
+    use super::*;
 
     /// Each reason `Manifest::parse` can give, from a manifest that has it.
     fn manifest_errors() -> Vec<VaultError> {
@@ -200,11 +508,26 @@ mod tests {
 
     #[test]
     fn every_explanation_fits_what_a_plan9_client_keeps() {
+        let long = "s".repeat(ctl::MAX_NAME_LEN);
         let mut errors = vec![
             VaultError::NoSuchSecret,
             VaultError::NoSuchService,
-            VaultError::UidInUse { uid: u32::MAX },
-            VaultError::UidIsAdmin { uid: u32::MAX },
+            VaultError::UidInUse {
+                uid: u32::MAX,
+                service: long.clone(),
+            },
+            VaultError::UidInUse {
+                uid: u32::MAX,
+                service: "web".into(),
+            },
+            VaultError::UidIsAdmin {
+                uid: u32::MAX - 1,
+                admin_uid: u32::MAX - 1,
+            },
+            VaultError::UidIsAdmin {
+                uid: 0,
+                admin_uid: u32::MAX - 1,
+            },
             VaultError::ReservedName,
             VaultError::InvalidName { kind: "secret" },
             VaultError::InvalidName { kind: "service" },
@@ -232,13 +555,14 @@ mod tests {
         ];
         errors.extend(manifest_errors());
         for e in &errors {
-            let text = format!("{PREFIX}{}", explain(e));
+            let text = format!("ctl: line 99999: rotate-key: {}", explain(e));
             assert!(
                 text.len() <= ctl::MAX_ERROR_LEN,
                 "{} bytes: {text}",
                 text.len()
             );
         }
+        assert!(FAILED_INSIDE.len() <= ctl::MAX_ERROR_LEN);
     }
 
     #[test]
@@ -277,16 +601,58 @@ mod tests {
     }
 
     #[test]
-    fn explanations_say_what_to_do() {
+    fn explanations_say_what_to_do_in_deploy_terms() {
         assert_eq!(
             explain(&VaultError::NoSuchService),
-            "no such service; add it first with: service NAME uid UID"
+            "no such service; add it with: deploy service add NAME --uid UID"
         );
-        assert!(explain(&VaultError::UidInUse { uid: 1001 }).contains("remap"));
+        assert_eq!(
+            explain(&VaultError::UidInUse {
+                uid: 1001,
+                service: "api".into()
+            }),
+            "uid 1001 is already service api's; remove or remap it first"
+        );
+        assert_eq!(
+            explain(&VaultError::UidIsAdmin {
+                uid: 1001,
+                admin_uid: 1001
+            }),
+            "uid 1001 ran init, so it is the admin (as root is); pick another uid"
+        );
+        assert_eq!(
+            explain(&VaultError::UidIsAdmin {
+                uid: 0,
+                admin_uid: 1001
+            }),
+            "uid 0 is root, the admin (as uid 1001 is); pick another uid"
+        );
         assert_eq!(
             explain(&manifest_errors()[8]),
             "manifest line 1048577: unknown declaration; expected `secret NAME` or \
              `config KEY=VALUE`"
+        );
+    }
+
+    #[test]
+    fn unread_results_are_bounded_and_read_in_pieces() {
+        let mut u = Unread::default();
+        u.push(&Reply::Ok(Answer::new("set").word("a").field("version", 1)));
+        u.push(&Reply::Err("ctl: line 2: bogus".into()));
+        assert_eq!(&*u.take(5), b"ok se");
+        assert_eq!(&*u.take(100), b"t a version=1\nctl: line 2: bogus\n");
+        assert!(u.take(100).is_empty());
+        // A writer that never reads loses the oldest results, and is told.
+        let big = Reply::Ok(Answer::new("help").body(Zeroizing::new(vec![b'x'; 6 << 20])));
+        for _ in 0..4 {
+            u.push(&big);
+        }
+        assert!(u.bytes <= MAX_UNREAD);
+        let first = u.take(64);
+        assert!(
+            first.starts_with(b"ctl: 2 results were dropped, not read in time\nok help {"),
+            "{:?}",
+            String::from_utf8_lossy(&first)
         );
     }
 }

@@ -15,7 +15,7 @@ use ninep::{Data, Error, Qid, Result, Stat, ename};
 use secrets::{Error as VaultError, OpenedSecret, Vault};
 use zeroize::Zeroizing;
 
-use self::ctl::CtlFid;
+use self::ctl::{CtlFid, Recent};
 pub use self::node::Node;
 use crate::principal::{View, principal_of, view_for};
 
@@ -46,6 +46,9 @@ pub struct SecretsFid {
     view: View,
     node: Node,
     opened: Mutex<Option<Arc<Opened>>>,
+    /// The ctl results of the attach this fid was walked from (what `cat ctl` shows on a
+    /// fid that wrote nothing).
+    recent: Arc<Recent>,
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -80,11 +83,12 @@ impl SecretsFs {
         &self.vault
     }
 
-    fn fid(&self, view: View, node: Node) -> SecretsFid {
+    fn fid(&self, view: View, node: Node, recent: &Arc<Recent>) -> SecretsFid {
         SecretsFid {
             view,
             node,
             opened: Mutex::new(None),
+            recent: recent.clone(),
         }
     }
 
@@ -127,11 +131,11 @@ impl Filesystem for SecretsFs {
         tracing::debug!(peer = %peer.addr, ?principal, aname, "attach");
         let root = Node::root(&view);
         let qid = root.attr(&self.vault, &view, self.started)?.qid;
-        Ok((qid, self.fid(view, root)))
+        Ok((qid, self.fid(view, root, &Arc::default())))
     }
 
     fn clone_fid(&self, fid: &SecretsFid) -> SecretsFid {
-        self.fid(fid.view.clone(), fid.node.clone())
+        self.fid(fid.view.clone(), fid.node.clone(), &fid.recent)
     }
 
     async fn walk(&self, dir: &SecretsFid, name: &str) -> Result<(Qid, SecretsFid)> {
@@ -145,7 +149,7 @@ impl Filesystem for SecretsFs {
                 .ok_or_else(Error::not_found)?,
         };
         let qid = node.attr(&self.vault, &dir.view, self.started)?.qid;
-        Ok((qid, self.fid(dir.view.clone(), node)))
+        Ok((qid, self.fid(dir.view.clone(), node, &dir.recent)))
     }
 
     async fn stat(&self, fid: &SecretsFid) -> Result<Stat> {
@@ -159,7 +163,7 @@ impl Filesystem for SecretsFs {
             (Node::Secret(name), View::Service { service, .. }) => {
                 Opened::Secret(self.vault.open_secret(service, name).map_err(read_error)?)
             }
-            (Node::Ctl, View::Admin) => Opened::Ctl(CtlFid::default()),
+            (Node::Ctl, View::Admin) => Opened::Ctl(CtlFid::new(fid.recent.clone())),
             (Node::Status | Node::Grants(_) | Node::Service(_) | Node::Config(_), _) => {
                 Opened::Text(Zeroizing::new(self.text(fid)?.into_bytes()))
             }
@@ -206,6 +210,7 @@ impl Filesystem for SecretsFs {
                 Ok(Data::from(bytes))
             }
             (Opened::Text(t), _) => Ok(slice(t)),
+            (Opened::Ctl(ctl), View::Admin) => Ok(Data::from(ctl.read(offset, count))),
             _ => Err(Error::permission_denied()),
         }
     }

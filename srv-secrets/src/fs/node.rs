@@ -14,7 +14,7 @@ pub enum Node {
     AdminRoot,
     /// `/secrets`.
     SecretsDir,
-    /// `/secrets/ctl`: write-only commands.
+    /// `/secrets/ctl`: commands in, results out.
     Ctl,
     /// `/secrets/store`: one entry per secret.
     StoreDir,
@@ -230,7 +230,8 @@ impl Node {
             View::Admin => None,
         };
         match self {
-            Node::Ctl => Ok(file(0o200, 0, started, 0)),
+            // Read-write: commands in, their results out (fs/ctl.rs).
+            Node::Ctl => Ok(file(0o600, 0, started, 0)),
             Node::Key => Ok(file(0, 0, started, 0)),
             Node::Status => Ok(file(0o400, 0, started, status_text(vault).len() as u64)),
             Node::StoreEntry(n) => {
@@ -454,7 +455,7 @@ mod tests {
             .unwrap();
         assert_eq!((entry.mode, entry.length), (0, 6));
         assert_eq!(Node::Key.attr(&v, &View::Admin, 7).unwrap().mode, 0);
-        assert_eq!(Node::Ctl.attr(&v, &View::Admin, 7).unwrap().mode, 0o200);
+        assert_eq!(Node::Ctl.attr(&v, &View::Admin, 7).unwrap().mode, 0o600);
         let dir = Node::StoreDir.attr(&v, &View::Admin, 7).unwrap();
         assert_eq!(
             (dir.mode, dir.mtime, dir.qid.ty),

@@ -356,11 +356,7 @@ fn bad_command_in_the_middle() {
         texts(b"set a 1\nbogus\nset b 2\n"),
         vec![
             Ok((1, set("a", b"1"))),
-            Err(
-                "ctl: line 2: unknown command; expected one of: delete, grant, revoke, \
-                 rotate-key, service, set"
-                    .into()
-            ),
+            Err("ctl: line 2: unknown command; write 'help' for the list".into()),
             Ok((3, set("b", b"2"))),
         ]
     );
@@ -482,27 +478,27 @@ fn every_error_text() {
     let cases: &[(&[u8], &str)] = &[
         (
             b"bogus\n",
-            "ctl: line 1: unknown command; expected one of: delete, grant, revoke, rotate-key, service, set",
+            "ctl: line 1: unknown command; write 'help' for the list",
         ),
         (
             b"sett a b\n",
-            "ctl: line 1: unknown command; did you mean 'set'? expected one of: delete, grant, revoke, rotate-key, service, set",
+            "ctl: line 1: unknown command; did you mean 'set'? write 'help' for the list",
         ),
         (
             b"Set a b\n",
-            "ctl: line 1: unknown command; did you mean 'set'? expected one of: delete, grant, revoke, rotate-key, service, set",
+            "ctl: line 1: unknown command; did you mean 'set'? write 'help' for the list",
         ),
         (
             b"grnat web a\n",
-            "ctl: line 1: unknown command; did you mean 'grant'? expected one of: delete, grant, revoke, rotate-key, service, set",
+            "ctl: line 1: unknown command; did you mean 'grant'? write 'help' for the list",
         ),
         (
             b"rotatekey\n",
-            "ctl: line 1: unknown command; did you mean 'rotate-key'? expected one of: delete, grant, revoke, rotate-key, service, set",
+            "ctl: line 1: unknown command; did you mean 'rotate-key'? write 'help' for the list",
         ),
         (
             b"'' a\n",
-            "ctl: line 1: unknown command; expected one of: delete, grant, revoke, rotate-key, service, set",
+            "ctl: line 1: unknown command; write 'help' for the list",
         ),
         (
             b"\nset a\n",
@@ -881,10 +877,15 @@ fn parsed_error_formats_application_errors() {
 /// verb, or with none (found before the verb was).
 fn possible_error_texts() -> Vec<String> {
     use crate::command::usage;
-    use crate::error::{ACTIONS, VERBS};
+    use crate::error::ACTIONS;
+    let verbs: Vec<&'static str> = crate::command::VERBS.iter().map(|v| v.word).collect();
     // (usage, the arguments that can be missing, whether "too many arguments" can name it
     // and then with the hint about values)
-    let commands: [(&str, &[&str], Option<bool>); 9] = [
+    let commands: [(&str, &[&str], Option<bool>); 13] = [
+        (usage::ABORT, &[], Some(false)),
+        (usage::BEGIN, &[], Some(false)),
+        (usage::COMMIT, &[], Some(false)),
+        (usage::HELP, &[], Some(false)),
         (usage::DELETE, &["name"], Some(false)),
         (usage::GRANT, &["service", "name"], Some(false)),
         (usage::REVOKE, &["service", "name"], Some(false)),
@@ -915,9 +916,24 @@ fn possible_error_texts() -> Vec<String> {
     let mut out = Vec::new();
     for kind in with_any_verb {
         out.push(kind.to_string());
-        out.extend(VERBS.map(|v| format!("{v}: {kind}")));
+        out.extend(verbs.iter().map(|v| format!("{v}: {kind}")));
     }
-    for suggestion in VERBS.map(Some).into_iter().chain([None]) {
+    // What CtlStream refuses, with the verbs it refuses them for.
+    let transactions = [
+        ("commit", ErrorKind::NoTransaction),
+        ("abort", ErrorKind::NoTransaction),
+        ("rotate-key", ErrorKind::NotInTransaction),
+        ("commit", ErrorKind::TransactionAborted { line: 99_999 }),
+        ("begin", ErrorKind::TransactionNotCommitted),
+        ("begin", ErrorKind::TransactionOpen),
+    ];
+    for (verb, kind) in transactions {
+        out.push(format!("{verb}: {kind}"));
+    }
+    for verb in ["set", "delete", "grant", "revoke", "service"] {
+        out.push(format!("{verb}: {}", ErrorKind::TransactionTooLarge));
+    }
+    for suggestion in verbs.iter().copied().map(Some).chain([None]) {
         out.push(ErrorKind::UnknownCommand { suggestion }.to_string());
     }
     for (usage, missing, too_many) in commands {
@@ -1031,8 +1047,13 @@ fn split<'a>(input: &'a [u8], cuts: &[usize]) -> Vec<&'a [u8]> {
 /// Every error string this crate can produce after its `ctl: line K: ` prefix.
 fn all_error_texts() -> Vec<String> {
     use crate::command::usage;
-    use crate::error::{ACTIONS, VERBS};
+    use crate::error::ACTIONS;
+    let verbs: Vec<&'static str> = crate::command::VERBS.iter().map(|v| v.word).collect();
     let usages = [
+        usage::ABORT,
+        usage::BEGIN,
+        usage::COMMIT,
+        usage::HELP,
         usage::DELETE,
         usage::GRANT,
         usage::REVOKE,
@@ -1056,6 +1077,12 @@ fn all_error_texts() -> Vec<String> {
         ErrorKind::ValueTooLong,
         ErrorKind::UnknownAction { suggestion: None },
         ErrorKind::UnknownCommand { suggestion: None },
+        ErrorKind::NoTransaction,
+        ErrorKind::NotInTransaction,
+        ErrorKind::TransactionAborted { line: 99_999 },
+        ErrorKind::TransactionNotCommitted,
+        ErrorKind::TransactionOpen,
+        ErrorKind::TransactionTooLarge,
     ];
     for usage in usages {
         for arg in ["name", "value", "service", "action", "uid"] {
@@ -1070,7 +1097,7 @@ fn all_error_texts() -> Vec<String> {
             suggestion: Some(a),
         });
     }
-    for v in VERBS {
+    for v in &verbs {
         kinds.push(ErrorKind::UnknownCommand {
             suggestion: Some(v),
         });
@@ -1078,7 +1105,7 @@ fn all_error_texts() -> Vec<String> {
     let mut out = Vec::new();
     for kind in kinds {
         out.push(kind.to_string());
-        for v in VERBS {
+        for v in &verbs {
             out.push(format!("{v}: {kind}"));
         }
     }
@@ -1095,6 +1122,10 @@ fn command() -> impl Strategy<Value = Command> {
         (service(), name()).prop_map(|(service, name)| Command::Grant { service, name }),
         (service(), name()).prop_map(|(service, name)| Command::Revoke { service, name }),
         Just(Command::RotateKey),
+        Just(Command::Begin),
+        Just(Command::Commit),
+        Just(Command::Abort),
+        Just(Command::Help),
         (service(), 0..NO_UID).prop_map(|(service, uid)| Command::ServiceUid { service, uid }),
         (service(), value())
             .prop_map(|(service, manifest)| Command::ServiceManifest { service, manifest }),
