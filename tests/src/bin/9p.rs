@@ -8,6 +8,14 @@
 //! 9p --addr unix:PATH [--aname NAME] hold PATH    open, read; then for each line on
 //!                                                 stdin, read the open fid again
 //! 9p --addr unix:PATH [--aname NAME] write PATH   stdin, in one Twrite per 4096 bytes
+//! 9p --addr unix:PATH [--aname NAME] rpc PATH     open for reading and writing; write
+//!                                                 stdin, one Twrite per line (an error
+//!                                                 is printed and the next line goes on),
+//!                                                 then read the fid to its end
+//! 9p --addr unix:PATH [--aname NAME] shell PATH   as a shell does `echo LINE > PATH` for
+//!                                                 each line of stdin (a fid each: open,
+//!                                                 write, clunk; errors printed), then
+//!                                                 `cat PATH` with one more fid
 //! ```
 //! Errors print `9p: ERROR` (the server's Rerror text) on stderr and exit 1.
 
@@ -91,9 +99,41 @@ async fn run(args: &[String]) -> Result<(), ClientError> {
             f.write_all_chunked(0, &data, 4096).await?;
             f.clunk().await?;
         }
+        ["rpc", p] => {
+            let mut f = root.walk(&split(p)).await?;
+            f.open(ninep::om::RDWR).await?;
+            let mut data = Vec::new();
+            std::io::Read::read_to_end(&mut std::io::stdin(), &mut data)?;
+            let mut offset = 0;
+            for line in data.split_inclusive(|&b| b == b'\n') {
+                if let Err(e) = f.write(offset, line).await {
+                    eprintln!("9p: write: {e}");
+                }
+                offset += line.len() as u64;
+            }
+            out.lock().write_all(&f.read_all().await?)?;
+            f.clunk().await?;
+        }
+        ["shell", p] => {
+            let mut data = Vec::new();
+            std::io::Read::read_to_end(&mut std::io::stdin(), &mut data)?;
+            for line in data.split_inclusive(|&b| b == b'\n') {
+                let mut f = root.walk(&split(p)).await?;
+                f.open(ninep::om::WRITE | ninep::om::TRUNC).await?;
+                if let Err(e) = f.write(0, line).await {
+                    eprintln!("9p: write: {e}");
+                }
+                if let Err(e) = f.clunk().await {
+                    eprintln!("9p: clunk: {e}");
+                }
+            }
+            let f = walk_open(&root, p).await?;
+            out.lock().write_all(&f.read_all().await?)?;
+        }
         _ => {
             return Err(ClientError::Protocol(
-                "usage: 9p --addr unix:PATH [--aname NAME] read|ls|stat|hold|write PATH".into(),
+                "usage: 9p --addr unix:PATH [--aname NAME] read|ls|stat|hold|write|rpc|shell PATH"
+                    .into(),
             ));
         }
     }
