@@ -33,14 +33,12 @@ pub(crate) mod usage {
     pub(crate) const SET: &str = "set NAME VALUE";
 }
 
-/// A command word: what `help` shows of it.
+/// A command word, and what `help` shows of it.
 pub(crate) struct Verb {
     /// The word itself.
     pub(crate) word: &'static str,
-    /// Its usage line.
-    pub(crate) usage: &'static str,
-    /// What it does, in a few words.
-    pub(crate) summary: &'static str,
+    /// Its forms, each with what it does, one line of `help` each.
+    pub(crate) forms: &'static [(&'static str, &'static str)],
 }
 
 /// Every command word, sorted: the one list that the parser, the "did you mean" of an
@@ -48,62 +46,62 @@ pub(crate) struct Verb {
 pub(crate) const VERBS: &[Verb] = &[
     Verb {
         word: ABORT,
-        usage: usage::ABORT,
-        summary: "discard the open transaction",
+        forms: &[(usage::ABORT, "discard the open transaction")],
     },
     Verb {
         word: BEGIN,
-        usage: usage::BEGIN,
-        summary: "start a transaction: the commands up to commit apply all or none",
+        forms: &[(
+            usage::BEGIN,
+            "start a transaction: what follows, up to commit, applies all or none",
+        )],
     },
     Verb {
         word: COMMIT,
-        usage: usage::COMMIT,
-        summary: "apply the open transaction",
+        forms: &[(usage::COMMIT, "apply the open transaction")],
     },
     Verb {
         word: DELETE,
-        usage: usage::DELETE,
-        summary: "delete a secret and its grants",
+        forms: &[(usage::DELETE, "delete a secret and its grants")],
     },
     Verb {
         word: GRANT,
-        usage: usage::GRANT,
-        summary: "let SERVICE read NAME",
+        forms: &[(usage::GRANT, "let SERVICE read NAME")],
     },
     Verb {
         word: HELP,
-        usage: usage::HELP,
-        summary: "list the commands (read the answer from ctl)",
+        forms: &[(usage::HELP, "this list (read it from ctl)")],
     },
     Verb {
         word: REVOKE,
-        usage: usage::REVOKE,
-        summary: "stop SERVICE reading NAME, from its next read on",
+        forms: &[(usage::REVOKE, "stop SERVICE reading NAME, from its next read on")],
     },
     Verb {
         word: ROTATE_KEY,
-        usage: usage::ROTATE_KEY,
-        summary: "re-encrypt every secret under a new cluster key",
+        forms: &[(
+            usage::ROTATE_KEY,
+            "re-encrypt every secret under a new cluster key",
+        )],
     },
     Verb {
         word: SERVICE,
-        usage: usage::SERVICE,
-        summary: "add or remap a service, set its manifest, or remove it",
+        forms: &[
+            (usage::SERVICE_UID, "add SERVICE, or map it to another uid"),
+            (usage::SERVICE_MANIFEST, "replace SERVICE's manifest"),
+            (usage::SERVICE_REMOVE, "remove SERVICE and its grants"),
+        ],
     },
     Verb {
         word: SET,
-        usage: usage::SET,
-        summary: "store a secret (a new version)",
+        forms: &[(usage::SET, "store a secret (a new version)")],
     },
 ];
 
-/// The text `help` answers with: one line per command, its usage and what it does.
+/// The text `help` answers with: one line per form of each command, and what it does.
 pub fn help_text() -> String {
-    let width = VERBS.iter().map(|v| v.usage.len()).max().unwrap_or(0);
-    VERBS
-        .iter()
-        .map(|v| format!("{:width$}  {}\n", v.usage, v.summary))
+    let forms = VERBS.iter().flat_map(|v| v.forms.iter());
+    let width = forms.clone().map(|(usage, _)| usage.len()).max().unwrap_or(0);
+    forms
+        .map(|(usage, what)| format!("{usage:width$}  {what}\n"))
         .collect()
 }
 
