@@ -4,9 +4,12 @@
 //! Over a unix socket the peer's uid (SO_PEERCRED) decides: uid 0 and the uid that ran
 //! `init` are the admin; a uid mapped to a service is that service; anyone else is refused.
 //! The client's uname is never consulted.
+//!
+//! The same decides, at accept, how the server core admits a connection
+//! ([`admission_of`]): those who are someone as principals, the rest as strangers.
 
 use ninep::Error;
-use ninep::server::Peer;
+use ninep::server::{Admission, Peer};
 use secrets::Vault;
 
 /// The authenticated party behind a connection.
@@ -52,6 +55,20 @@ pub fn principal_of(vault: &Vault, peer: &Peer) -> Result<Principal, Error> {
     match vault.service_for_uid(uid) {
         Some(name) => Ok(Principal::Service { name, uid }),
         None => Err(Error::permission_denied()),
+    }
+}
+
+/// How the core should admit a new connection from `peer`, before it says anything.
+/// Root, the admin's uid and each service's uid are principals, one per uid, so that one
+/// that floods and does not read its replies stalls only itself. Any other uid is a
+/// stranger: let in, to be told "permission denied" at attach, with its own few slots
+/// and next to nothing to spend. A peer without a uid can never be anyone, and is
+/// refused.
+pub fn admission_of(vault: &Vault, peer: &Peer) -> Admission {
+    match (peer.uid, principal_of(vault, peer)) {
+        (Some(uid), Ok(_)) => Admission::Principal(format!("uid {uid}")),
+        (Some(_), Err(_)) => Admission::Stranger,
+        (None, _) => Admission::Refuse,
     }
 }
 
@@ -170,6 +187,22 @@ mod tests {
             principal_of(&v, &peer(Some(STRANGER))).unwrap(),
             service("web", STRANGER)
         );
+    }
+
+    #[test]
+    fn known_uids_are_admitted_as_principals_one_per_uid_and_others_as_strangers() {
+        let (_dir, v) = vault();
+        let admitted = |uid| admission_of(&v, &peer(uid));
+        let uid_key = |uid: u32| Admission::Principal(format!("uid {uid}"));
+        assert_eq!(admitted(Some(0)), uid_key(0));
+        assert_eq!(admitted(Some(ADMIN)), uid_key(ADMIN));
+        assert_eq!(admitted(Some(WEB)), uid_key(WEB));
+        assert_eq!(admitted(Some(API)), uid_key(API));
+        assert_eq!(admitted(Some(STRANGER)), Admission::Stranger);
+        assert_eq!(admitted(None), Admission::Refuse, "no uid, no principal");
+        // Mapped, a stranger's next connection is a principal's.
+        v.service_set_uid("db", STRANGER).unwrap();
+        assert_eq!(admitted(Some(STRANGER)), uid_key(STRANGER));
     }
 
     #[test]

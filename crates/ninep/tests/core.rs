@@ -6,8 +6,8 @@ mod common;
 
 use std::time::Duration;
 
-use common::{TestServer, pattern};
-use ninep::server::Limits;
+use common::{Raw, SlowFs, TestServer, pattern, seeded};
+use ninep::server::{Limits, Peer, Server, Shutdown};
 use ninep::{NOFID, Tattach, Tflush, Tread, Tstat, Tversion, Twrite};
 
 fn read(fid: u32) -> Tread {
@@ -590,4 +590,108 @@ async fn a_connection_that_does_not_attach_in_time_is_closed() {
     tokio::time::sleep(Duration::from_millis(400)).await;
     attached.send(9, Tstat { fid: 0 }).await;
     assert!(attached.recv_text().await.starts_with("Rstat tag 9"));
+}
+
+/// A connection to `server` that it serves as coming from `uid`.
+fn connect_as(server: &Server<SlowFs>, uid: u32) -> Raw {
+    let (client, served) = tokio::net::UnixStream::pair().expect("a socket pair");
+    let server = server.clone();
+    let peer = Peer {
+        uid: Some(uid),
+        addr: format!("uid {uid}"),
+        ..Peer::default()
+    };
+    tokio::spawn(async move {
+        server
+            .serve_connection(served, peer, Shutdown::never())
+            .await
+    });
+    Raw(client)
+}
+
+#[tokio::test]
+async fn before_attach_a_connection_gets_a_handful_of_requests() {
+    let limits = Limits {
+        max_requests_before_attach: 6,
+        ..Limits::default()
+    };
+    let srv = TestServer::start(limits).await;
+    let mut c = srv.raw().await;
+    c.version(8192).await;
+    for tag in 0..5 {
+        c.send(tag, Tstat { fid: 0 }).await;
+        assert_eq!(
+            c.recv_text().await,
+            format!("Rerror tag {tag} ename 'unknown fid'")
+        );
+    }
+    c.send(9, Tstat { fid: 0 }).await;
+    assert_eq!(
+        c.recv_text().await,
+        "Rerror tag 9 ename 'more than 6 requests before a successful attach'"
+    );
+    assert!(c.closed().await);
+    // Once attached, a connection is not counted any more.
+    let mut c = srv.raw().await;
+    c.version(8192).await;
+    c.attach(0).await;
+    for tag in 0..20 {
+        c.send(tag, Tstat { fid: 0 }).await;
+        assert!(c.recv_text().await.starts_with(&format!("Rstat tag {tag}")));
+    }
+}
+
+#[tokio::test]
+async fn a_principal_that_does_not_read_its_replies_stalls_only_itself() {
+    let limits = Limits {
+        max_outstanding: 16,
+        max_outstanding_per_principal: 32,
+        ..Limits::default()
+    };
+    let (fs, _gate) = seeded();
+    let server = Server::new(fs, limits);
+    let mut flood = connect_as(&server, 1001);
+    flood.version(8192).await;
+    flood.attach(0).await;
+    flood.open(1, "8k").await;
+    let mut same = connect_as(&server, 1001);
+    same.version(8192).await;
+    same.attach(0).await;
+    // Far more 8 KiB replies than the socket buffer, the window and the pool hold, and
+    // none of them read.
+    let n = 200;
+    for tag in 0..n {
+        flood
+            .send(
+                tag,
+                Tread {
+                    fid: 1,
+                    offset: 0,
+                    count: 8000,
+                },
+            )
+            .await;
+    }
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    // The flooder's pool is spent: its other connection waits...
+    same.send(5, Tstat { fid: 0 }).await;
+    // (Nothing arrives, so nothing of a reply is lost when the wait is given up.)
+    assert!(
+        tokio::time::timeout(Duration::from_millis(300), same.recv())
+            .await
+            .is_err(),
+        "the flood did not spend its principal's pool"
+    );
+    // ...and another principal is served as if nothing happened.
+    let mut other = connect_as(&server, 1002);
+    other.version(8192).await;
+    other.attach(0).await;
+    other.open(1, "8k").await;
+    other.send(4, read(1)).await;
+    assert_eq!(other.recv_text().await, "Rread tag 4 data <100 bytes>");
+    // Once the flooder reads its replies, its other connection goes on.
+    for _ in 0..n {
+        flood.recv().await.expect("a reply to the flood");
+    }
+    assert!(same.recv_text().await.starts_with("Rstat tag 5"));
 }

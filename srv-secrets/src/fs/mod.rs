@@ -10,14 +10,14 @@ mod node;
 
 use std::sync::{Arc, Mutex, MutexGuard};
 
-use ninep::server::{ClunkKind, Filesystem, Peer};
+use ninep::server::{Admission, ClunkKind, Filesystem, Peer};
 use ninep::{Data, Error, Qid, Result, Stat, ename};
 use secrets::{Error as VaultError, OpenedSecret, Vault};
 use zeroize::Zeroizing;
 
 use self::ctl::{CtlFid, Recent};
 pub use self::node::Node;
-use crate::principal::{View, principal_of, view_for};
+use crate::principal::{View, admission_of, principal_of, view_for};
 
 /// Values larger than this are decrypted on tokio's blocking pool rather than on the
 /// worker that serves the Tread: 64 KiB takes some tens of microseconds (the cost of a
@@ -117,12 +117,12 @@ impl Filesystem for SecretsFs {
     type Fid = SecretsFid;
 
     /// Serves only connections whose transport names a uid: no credentials, no principal
-    /// (a TCP peer, until it can prove itself). A uid that is neither the admin nor a
-    /// service is served, to be told "permission denied" at attach, and closed by the
-    /// core's attach timeout if it lingers; the per-uid cap keeps it from holding many
-    /// connection slots.
-    fn accept(&self, peer: &Peer) -> bool {
-        peer.uid.is_some()
+    /// (a TCP peer, until it can prove itself). Root, the admin's uid and service uids
+    /// are principals, one per uid. Any other uid is a stranger: served, to be told
+    /// "permission denied" at attach, in the core's few stranger slots, with a handful
+    /// of requests before it is closed (see [`admission_of`]).
+    fn accept(&self, peer: &Peer) -> Admission {
+        admission_of(&self.vault, peer)
     }
 
     async fn attach(&self, peer: &Peer, _uname: &str, aname: &str) -> Result<(Qid, SecretsFid)> {
@@ -333,11 +333,21 @@ mod tests {
     #[tokio::test]
     async fn peers_without_credentials_are_not_served_and_strangers_are_refused_at_attach() {
         let (_dir, fs, _) = fs();
-        assert!(fs.accept(&peer(Some(0))));
-        assert!(fs.accept(&peer(Some(WEB))));
-        assert!(!fs.accept(&peer(None)), "no uid, no principal");
-        // A uid that is no one is let in, to be told why at attach.
-        assert!(fs.accept(&peer(Some(1005))));
+        assert_eq!(
+            fs.accept(&peer(Some(0))),
+            Admission::Principal("uid 0".into())
+        );
+        assert_eq!(
+            fs.accept(&peer(Some(WEB))),
+            Admission::Principal(format!("uid {WEB}"))
+        );
+        assert_eq!(
+            fs.accept(&peer(None)),
+            Admission::Refuse,
+            "no uid, no principal"
+        );
+        // A uid that is no one is let in as a stranger, to be told why at attach.
+        assert_eq!(fs.accept(&peer(Some(1005))), Admission::Stranger);
         let e = fs.attach(&peer(Some(1005)), "", "").await.err().unwrap();
         assert_eq!(e.ename(), "permission denied");
         // Mapped later, it attaches as that service.

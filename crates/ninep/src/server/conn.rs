@@ -12,6 +12,7 @@ use zeroize::Zeroize;
 
 use crate::batch::Batch;
 
+use super::admission::permits;
 use super::session::{Outgoing, Permits, Session};
 use super::{Filesystem, Limits, Peer, Shutdown};
 use crate::message::{FrameHeader, HEADER_SIZE};
@@ -119,10 +120,12 @@ async fn write_loop<W: AsyncWrite + Unpin>(
     closed.notify_one();
 }
 
+/// Serves one admitted connection. `pool` is its principal's pool of reply permits;
+/// none for a stranger, whose connection keeps its small first window.
 pub(super) async fn run<F, S>(
     fs: Arc<F>,
     limits: Arc<Limits>,
-    outstanding: Arc<Semaphore>,
+    pool: Option<Arc<Semaphore>>,
     stream: S,
     peer: Peer,
     mut shutdown: Shutdown,
@@ -135,10 +138,26 @@ pub(super) async fn run<F, S>(
     let closed = Arc::new(tokio::sync::Notify::new());
     let writer = tokio::spawn(write_loop(wr, rx, limits.write_timeout, closed.clone()));
     debug!(peer = %peer.addr, "connection opened");
-    let session = Arc::new(Session::new(fs, limits.clone(), peer, tx));
-    // Replies not yet written, on this connection: the outstanding requests, their
-    // flushes, and as many again of errors and replies queued for the writer.
-    let mine = Arc::new(Semaphore::new(2 * limits.max_outstanding.max(1)));
+    // Replies not yet written, on this connection: a few until it has attached (see
+    // `Limits::pre_attach_window`), then the outstanding requests, their flushes, and as
+    // many again of errors and replies queued for the writer. A stranger's stays small.
+    let full_window = permits(limits.max_outstanding.saturating_mul(2));
+    let first_window = permits(limits.pre_attach_window).min(full_window);
+    let window = Arc::new(Semaphore::new(first_window));
+    let growth = match pool {
+        Some(_) => full_window - first_window,
+        None => 0,
+    };
+    let session = Arc::new(Session::new(
+        fs,
+        limits.clone(),
+        peer,
+        tx,
+        window.clone(),
+        growth,
+    ));
+    // Requests read while no attach has succeeded.
+    let mut before_attach = 0usize;
     // The largest frame fits from the start, so the buffer is not reallocated (which
     // would free bytes of Twrites, secrets among them, without zeroing them).
     let mut buf = BytesMut::with_capacity(limits.max_msize as usize + HEADER_SIZE);
@@ -166,7 +185,7 @@ pub(super) async fn run<F, S>(
             }
             f = read_frame(&mut rd, &mut buf, max, limits.stall_timeout) => f,
         };
-        let frame = match frame {
+        let mut frame = match frame {
             Ok(f) => f,
             Err(end) => {
                 match end {
@@ -187,15 +206,38 @@ pub(super) async fn run<F, S>(
                 break false;
             }
         };
-        // Both permits come back when the reply is written: a client that does not read
-        // its replies is not read either, once it has this many outstanding.
+        if !session.has_attached() {
+            before_attach += 1;
+            if before_attach > limits.max_requests_before_attach {
+                let limit = limits.max_requests_before_attach;
+                debug!(
+                    limit,
+                    "too many requests before a successful attach; closing"
+                );
+                if let Ok(h) = FrameHeader::parse(&frame) {
+                    session.reply_error_now(
+                        h.tag,
+                        &format!("more than {limit} requests before a successful attach"),
+                    );
+                }
+                // It may be a Twrite of a secret.
+                frame.as_mut().zeroize();
+                break false;
+            }
+        }
+        // The permits come back when the reply is written: a client that does not read
+        // its replies is not read either, once its window or its principal's pool is
+        // spent.
         let permits = tokio::select! {
             _ = &mut stop => break true,
             _ = &mut writer_gone => break false,
             p = async {
-                let connection = mine.clone().acquire_owned().await?;
-                let server = outstanding.clone().acquire_owned().await?;
-                Ok::<_, tokio::sync::AcquireError>(Permits { _connection: connection, _server: server })
+                let connection = window.clone().acquire_owned().await?;
+                let principal = match &pool {
+                    Some(pool) => Some(pool.clone().acquire_owned().await?),
+                    None => None,
+                };
+                Ok::<_, tokio::sync::AcquireError>(Permits { _connection: connection, _principal: principal })
             } => match p {
                 Ok(p) => p,
                 Err(_) => break false,

@@ -22,12 +22,23 @@
 //! [`Limits`] bounds connections, fids, outstanding requests, msize and stalls, so one
 //! client can neither exhaust the process nor harm other connections.
 //!
+//! Who may spend what is decided at accept, before a message is read:
+//! [`Filesystem::accept`] names each connection a principal (by a key), a stranger, or
+//! refuses it. Principals and strangers have connection slots of their own, so no
+//! number of strangers takes a principal's slot. Each principal has its own pool of
+//! reply permits, so one that does not read its replies stalls only itself. A
+//! connection may send only a handful of requests, a few at a time, until it has
+//! attached; a stranger's connection keeps that small window and draws on no pool.
+//!
 //! # Layout
-//! - this file: the [`Filesystem`] trait, [`Limits`], [`Server`] and its listeners.
+//! - this file: the [`Filesystem`] trait, [`Admission`], [`Limits`], [`Server`] and its
+//!   listeners.
+//! - `admission`: connection slots and reply pools, per class.
 //! - `conn`: framing on a byte stream, the reader loop, the reply writer.
 //! - `session`: one connection's fids and tags, and the protocol checks per message.
 //! - `order`: requests on one fid run in the order they arrived.
 
+mod admission;
 mod conn;
 mod order;
 mod session;
@@ -38,14 +49,14 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
-use std::collections::HashMap;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::{TcpListener, UnixListener};
-use tokio::sync::{Semaphore, watch};
+use tokio::sync::watch;
 use tokio::task::JoinSet;
 
 use tracing::{debug, info, warn};
 
+use self::admission::{Admissions, Slot};
 use crate::error::Result;
 use crate::message::{Data, Qid, Stat};
 
@@ -65,6 +76,36 @@ pub struct Peer {
     pub pid: Option<i32>,
     /// A printable address for logs.
     pub addr: String,
+}
+
+/// How the core serves a new connection: the filesystem's answer to
+/// [`Filesystem::accept`], given before any message is read.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Admission {
+    /// Close the connection at once: this peer is never served (no credentials, say).
+    Refuse,
+    /// A principal the filesystem knows, named by a key (for a unix peer, its uid will
+    /// do). The connections of one key share a connection cap
+    /// ([`Limits::max_connections_per_principal`]) and a pool of reply permits
+    /// ([`Limits::max_outstanding_per_principal`]): a principal that sends without
+    /// reading stalls its own connections and no one else's.
+    Principal(String),
+    /// A peer the filesystem does not know but lets in, to be told why at attach. It
+    /// gets a slot among strangers only ([`Limits::max_stranger_connections`], and
+    /// [`Limits::max_stranger_connections_per_uid`]) and no pool: only the small window
+    /// of [`Limits::pre_attach_window`] replies, before and after an attach.
+    Stranger,
+}
+
+impl Admission {
+    /// Every peer is a principal, one per uid; peers without a uid (TCP) are one
+    /// principal together. The default of [`Filesystem::accept`].
+    pub fn by_uid(peer: &Peer) -> Admission {
+        Admission::Principal(match peer.uid {
+            Some(uid) => format!("uid {uid}"),
+            None => "no uid".to_string(),
+        })
+    }
 }
 
 /// Why a fid is being clunked.
@@ -87,12 +128,12 @@ pub trait Filesystem: Send + Sync + 'static {
     /// Per-fid state.
     type Fid: Send + Sync + 'static;
 
-    /// Whether to serve a new connection at all, before any message is read: a server
-    /// that knows its principals closes strangers at once instead of letting them hold a
-    /// connection slot. The default serves everyone.
-    fn accept(&self, peer: &Peer) -> bool {
-        let _ = peer;
-        true
+    /// Whether and how to serve a new connection, before any message is read: as a
+    /// principal (which one decides whose slots and reply pool it shares), as a
+    /// stranger (let in with next to nothing to spend), or not at all. The default,
+    /// [`Admission::by_uid`], serves every peer as a principal.
+    fn accept(&self, peer: &Peer) -> Admission {
+        Admission::by_uid(peer)
     }
 
     /// Tattach: the root of the tree named by `aname`, for the connection's `peer`.
@@ -189,25 +230,55 @@ pub trait Filesystem: Send + Sync + 'static {
     }
 }
 
-/// Caps that keep one client from exhausting the process.
+/// Caps that keep one client from exhausting the process, or starving another.
+///
+/// What bounds memory: every request read holds a reply permit until its reply is
+/// written, and a request and its reply each fit in msize. A connection draws a permit
+/// from its own window (`pre_attach_window` until its first successful attach, then
+/// twice `max_outstanding`) and, for a principal, one from the principal's pool
+/// (`max_outstanding_per_principal`); a stranger's connection keeps the small window and
+/// draws on no pool. So requests and replies hold at most about
+/// `max_outstanding_per_principal` × 2 × msize per principal with open connections
+/// (256 MiB at the defaults, if every request and reply were 128 KiB), plus
+/// `max_stranger_connections` × `pre_attach_window` × 2 × msize for all strangers
+/// (64 MiB), plus one read buffer of msize per connection. The principals are whoever
+/// the filesystem names: for srv-secrets root, the admin's uid and one uid per service.
 #[derive(Clone, Debug)]
 pub struct Limits {
     /// The largest msize the server agrees to.
     pub max_msize: u32,
-    /// Connections served at once; more are closed on accept.
+    /// Connections of principals served at once; more are closed on accept. Strangers
+    /// do not count here: they have their own, far fewer, slots.
     pub max_connections: usize,
-    /// Connections served at once for one uid (uid 0 excepted: the kernel mounts a view
-    /// per service as root), so that one local user cannot take every slot.
-    pub max_connections_per_uid: usize,
+    /// Connections one principal may hold at once, so that it cannot take every slot.
+    /// Connections from uid 0 are not counted (the kernel mounts one view per service
+    /// as root), nor those from peers without a uid (they cannot be told apart).
+    pub max_connections_per_principal: usize,
+    /// Connections of strangers served at once, over all of them; more are closed on
+    /// accept. Far below `max_connections`, and apart from it: strangers can fill only
+    /// their own slots.
+    pub max_stranger_connections: usize,
+    /// Connections of strangers one uid may hold at once, so that one local user does
+    /// not take every stranger's slot.
+    pub max_stranger_connections_per_uid: usize,
     /// Fids one connection may hold.
     pub max_fids: usize,
-    /// Requests one connection may have outstanding.
+    /// Requests one connection may have outstanding. Its window of unwritten replies,
+    /// once attached, is twice this: the requests, their flushes, and as many again of
+    /// errors and replies queued for the writer.
     pub max_outstanding: usize,
-    /// Requests whose replies are not yet written, over all connections; past it,
-    /// connections wait before reading more. With the per-connection bound (twice
-    /// `max_outstanding`), this bounds the memory that requests and replies hold to about
-    /// this times 2 × msize, whether or not clients read their replies.
-    pub max_outstanding_total: usize,
+    /// Requests whose replies are not yet written, over all the connections of one
+    /// principal; past it, that principal's connections wait before reading more, and
+    /// no one else's do.
+    pub max_outstanding_per_principal: usize,
+    /// Replies not yet written that a connection may have before its first successful
+    /// attach, and a stranger's always: enough for Tversion, Tauth and Tattach, too few
+    /// to flood with.
+    pub pre_attach_window: usize,
+    /// Requests a connection may send before its first successful attach; the one after
+    /// closes it. A client needs two or three (Tversion, Tauth, Tattach), a few more to
+    /// try another aname.
+    pub max_requests_before_attach: usize,
     /// How long a connection may take to send the rest of a message it has begun.
     pub stall_timeout: Duration,
     /// How long a new connection may go without a successful attach: one that cannot
@@ -224,10 +295,15 @@ impl Default for Limits {
         Limits {
             max_msize: 128 * 1024,
             max_connections: 1024,
-            max_connections_per_uid: 64,
+            max_connections_per_principal: 64,
+            max_stranger_connections: 64,
+            max_stranger_connections_per_uid: 4,
             max_fids: 4096,
             max_outstanding: 256,
-            max_outstanding_total: 4096,
+            // Two connections' full windows.
+            max_outstanding_per_principal: 1024,
+            pre_attach_window: 4,
+            max_requests_before_attach: 16,
             stall_timeout: Duration::from_secs(30),
             attach_timeout: Duration::from_secs(60),
             write_timeout: Duration::from_secs(30),
@@ -239,53 +315,7 @@ impl Default for Limits {
 pub struct Server<F: Filesystem> {
     fs: Arc<F>,
     limits: Arc<Limits>,
-    connections: Arc<Semaphore>,
-    outstanding: Arc<Semaphore>,
-    per_uid: Arc<std::sync::Mutex<HashMap<u32, usize>>>,
-}
-
-/// One connection counted against its uid's cap; released when dropped.
-struct UidSlot {
-    counts: Arc<std::sync::Mutex<HashMap<u32, usize>>>,
-    uid: Option<u32>,
-}
-
-impl UidSlot {
-    /// Counts a connection from `peer`, or None if its uid is at `cap`. Peers without a
-    /// uid, and uid 0, are not counted.
-    fn take(
-        counts: &Arc<std::sync::Mutex<HashMap<u32, usize>>>,
-        peer: &Peer,
-        cap: usize,
-    ) -> Option<UidSlot> {
-        let uid = peer.uid.filter(|&u| u != 0);
-        if let Some(u) = uid {
-            let mut c = counts.lock().unwrap_or_else(|p| p.into_inner());
-            let n = c.entry(u).or_insert(0);
-            if *n >= cap {
-                return None;
-            }
-            *n += 1;
-        }
-        Some(UidSlot {
-            counts: counts.clone(),
-            uid,
-        })
-    }
-}
-
-impl Drop for UidSlot {
-    fn drop(&mut self) {
-        if let Some(u) = self.uid {
-            let mut c = self.counts.lock().unwrap_or_else(|p| p.into_inner());
-            if let Some(n) = c.get_mut(&u) {
-                *n -= 1;
-                if *n == 0 {
-                    c.remove(&u);
-                }
-            }
-        }
-    }
+    admissions: Arc<Admissions>,
 }
 
 impl<F: Filesystem> Clone for Server<F> {
@@ -293,9 +323,7 @@ impl<F: Filesystem> Clone for Server<F> {
         Server {
             fs: self.fs.clone(),
             limits: self.limits.clone(),
-            connections: self.connections.clone(),
-            outstanding: self.outstanding.clone(),
-            per_uid: self.per_uid.clone(),
+            admissions: self.admissions.clone(),
         }
     }
 }
@@ -348,16 +376,14 @@ impl<F: Filesystem> Server<F> {
 
     /// A server for a filesystem that is shared with other code.
     pub fn from_arc(fs: Arc<F>, limits: Limits) -> Self {
-        let limits = Limits {
+        let limits = Arc::new(Limits {
             max_msize: limits.max_msize.max(MIN_MSIZE),
             ..limits
-        };
+        });
         Server {
             fs,
-            connections: Arc::new(Semaphore::new(limits.max_connections)),
-            outstanding: Arc::new(Semaphore::new(limits.max_outstanding_total)),
-            per_uid: Arc::new(std::sync::Mutex::new(HashMap::new())),
-            limits: Arc::new(limits),
+            admissions: Admissions::new(limits.clone()),
+            limits,
         }
     }
 
@@ -368,20 +394,48 @@ impl<F: Filesystem> Server<F> {
 
     /// Serves one connection until the client hangs up, a fatal protocol error, or
     /// `shutdown`. On shutdown the connection stops reading, finishes the requests it
-    /// has, sends their replies and closes.
+    /// has, sends their replies and closes. It is admitted as the listeners admit
+    /// theirs ([`Filesystem::accept`] and the connection caps), and closed at once if
+    /// refused.
     pub async fn serve_connection<S>(&self, stream: S, peer: Peer, shutdown: Shutdown)
+    where
+        S: AsyncRead + AsyncWrite + Send + 'static,
+    {
+        if let Some(slot) = self.admit(&peer) {
+            self.serve_admitted(stream, peer, slot, shutdown).await;
+        }
+    }
+
+    /// A slot for a new connection from `peer`, or None (logged) if it is to be closed.
+    fn admit(&self, peer: &Peer) -> Option<Slot> {
+        let admission = self.fs.accept(peer);
+        match self.admissions.admit(admission, peer) {
+            Ok(slot) => Some(slot),
+            Err(refused) if refused.of_a_principal() => {
+                warn!(peer = %peer.addr, %refused, "closing the new connection");
+                None
+            }
+            Err(refused) => {
+                debug!(peer = %peer.addr, %refused, "closing the new connection");
+                None
+            }
+        }
+    }
+
+    async fn serve_admitted<S>(&self, stream: S, peer: Peer, slot: Slot, shutdown: Shutdown)
     where
         S: AsyncRead + AsyncWrite + Send + 'static,
     {
         conn::run(
             self.fs.clone(),
             self.limits.clone(),
-            self.outstanding.clone(),
+            slot.pool(),
             stream,
             peer,
             shutdown,
         )
-        .await
+        .await;
+        drop(slot);
     }
 
     /// Accepts connections on a unix socket until `shutdown`, then waits for the open
@@ -446,29 +500,16 @@ impl<F: Filesystem> Server<F> {
                     continue;
                 }
             };
-            if !self.fs.accept(&peer) {
-                debug!(peer = %peer.addr, "connection refused by the filesystem");
-                drop(stream);
-                continue;
-            }
-            let Some(uid_slot) =
-                UidSlot::take(&self.per_uid, &peer, self.limits.max_connections_per_uid)
-            else {
-                warn!(peer = %peer.addr, limit = self.limits.max_connections_per_uid, "too many connections from this uid; closing the new one");
-                drop(stream);
-                continue;
-            };
-            let Ok(permit) = self.connections.clone().try_acquire_owned() else {
-                warn!(peer = %peer.addr, limit = self.limits.max_connections, "too many connections; closing the new one");
+            // Admitted here rather than in the task, so that a refused connection costs
+            // no task.
+            let Some(slot) = self.admit(&peer) else {
                 drop(stream);
                 continue;
             };
             let server = self.clone();
             let shutdown = shutdown.clone();
             connections.spawn(async move {
-                server.serve_connection(stream, peer, shutdown).await;
-                drop(permit);
-                drop(uid_slot);
+                server.serve_admitted(stream, peer, slot, shutdown).await;
             });
         }
         info!(

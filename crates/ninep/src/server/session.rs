@@ -6,7 +6,7 @@ use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use bytes::BytesMut;
-use tokio::sync::{Notify, OwnedSemaphorePermit, mpsc};
+use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore, mpsc};
 use tokio::task::AbortHandle;
 use tracing::{debug, trace};
 use zeroize::{Zeroize, Zeroizing};
@@ -37,13 +37,14 @@ struct DirCursor {
 
 type Fid<F> = Arc<Mutex<FidState<F>>>;
 
-/// The right to have one more request's reply in memory, on this connection and in the
-/// whole server. Taken by the reader before it decodes a frame, and given back only
-/// when the reply has been written: so a client that sends without reading stops being
-/// read, instead of growing the server's memory.
+/// The right to have one more request's reply in memory, on this connection and for its
+/// principal (a stranger has none). Taken by the reader before it decodes a frame, and
+/// given back only when the reply has been written: so a client that sends without
+/// reading stops being read, instead of growing the server's memory, and a principal
+/// that does so stalls only itself.
 pub(super) struct Permits {
     pub(super) _connection: OwnedSemaphorePermit,
-    pub(super) _server: OwnedSemaphorePermit,
+    pub(super) _principal: Option<OwnedSemaphorePermit>,
 }
 
 /// A reply on its way to the writer, with the permits of the request it answers.
@@ -78,6 +79,10 @@ pub(super) struct Session<F: Filesystem> {
     generation: AtomicU64,
     /// Whether an attach has succeeded (see `Limits::attach_timeout`).
     attached: AtomicBool,
+    /// The connection's window of unwritten replies, and how much it grows at the first
+    /// successful attach (see `Limits::pre_attach_window`).
+    window: Arc<Semaphore>,
+    window_growth: usize,
     order: Mutex<FidOrder>,
     idle: Notify,
     tx: mpsc::UnboundedSender<Outgoing>,
@@ -176,6 +181,8 @@ impl<F: Filesystem> Session<F> {
         limits: Arc<Limits>,
         peer: Peer,
         tx: mpsc::UnboundedSender<Outgoing>,
+        window: Arc<Semaphore>,
+        window_growth: usize,
     ) -> Self {
         Session {
             fs,
@@ -186,6 +193,8 @@ impl<F: Filesystem> Session<F> {
             inflight: Mutex::new(HashMap::new()),
             generation: AtomicU64::new(0),
             attached: AtomicBool::new(false),
+            window,
+            window_growth,
             order: Mutex::new(FidOrder::default()),
             idle: Notify::new(),
             tx,
@@ -540,7 +549,9 @@ impl<F: Filesystem> Session<F> {
         self.check_new_fid(m.fid)?;
         let (qid, handler) = self.fs.attach(&self.peer, &m.uname, &m.aname).await?;
         self.insert_fid(m.fid, handler, qid).await?;
-        self.attached.store(true, Ordering::Release);
+        if !self.attached.swap(true, Ordering::AcqRel) {
+            self.window.add_permits(self.window_growth);
+        }
         Ok(Rattach { qid }.into())
     }
 

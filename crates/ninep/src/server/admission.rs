@@ -1,0 +1,291 @@
+//! Connection slots and reply pools, by the class [`Filesystem::accept`] gives a
+//! connection.
+//!
+//! Principals and strangers are counted apart, so strangers cannot take the slots that
+//! principals need, however many of them come. Each principal has its own pool of
+//! reply permits, so a principal that does not read its replies stalls only its own
+//! connections. Strangers get no pool at all, only their connection's small window
+//! (see `conn`).
+//!
+//! [`Filesystem::accept`]: super::Filesystem::accept
+
+use std::collections::HashMap;
+use std::fmt;
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use tokio::sync::Semaphore;
+
+use super::{Admission, Limits, Peer};
+
+/// The counts behind every open connection's [`Slot`].
+pub(super) struct Admissions {
+    limits: Arc<Limits>,
+    counts: Mutex<Counts>,
+}
+
+#[derive(Default)]
+struct Counts {
+    /// Connections of principals, over all of them.
+    principal_connections: usize,
+    /// Principals with at least one open connection.
+    principals: HashMap<String, PrincipalCount>,
+    /// Connections of strangers, over all of them.
+    strangers: usize,
+    /// Connections of strangers, per uid.
+    strangers_per_uid: HashMap<u32, usize>,
+}
+
+struct PrincipalCount {
+    /// Reply permits shared by the principal's connections.
+    pool: Arc<Semaphore>,
+    /// Its open connections: the entry goes with the last.
+    connections: usize,
+    /// Those of them counted against `max_connections_per_principal`.
+    capped: usize,
+}
+
+/// Why a connection was closed on accept.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) enum Refused {
+    /// [`Filesystem::accept`](super::Filesystem::accept) said so.
+    ByFilesystem,
+    /// `max_connections`: principals hold every slot.
+    Connections,
+    /// `max_connections_per_principal`.
+    PrincipalConnections,
+    /// `max_stranger_connections`.
+    StrangerConnections,
+    /// `max_stranger_connections_per_uid`.
+    StrangerConnectionsOfUid,
+}
+
+impl Refused {
+    /// Whether the refusal is worth a warning: a principal was turned away. Strangers
+    /// may come back as often as they like, and each refusal would be a line in the log.
+    pub(super) fn of_a_principal(self) -> bool {
+        matches!(self, Refused::Connections | Refused::PrincipalConnections)
+    }
+}
+
+impl fmt::Display for Refused {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Refused::ByFilesystem => "refused by the filesystem",
+            Refused::Connections => "too many connections",
+            Refused::PrincipalConnections => "too many connections of this principal",
+            Refused::StrangerConnections => "too many connections of strangers",
+            Refused::StrangerConnectionsOfUid => "too many connections of this stranger uid",
+        })
+    }
+}
+
+/// One open connection's place in the counts; given back when dropped.
+pub(super) struct Slot {
+    admissions: Arc<Admissions>,
+    class: Class,
+    /// The principal's reply pool; none for a stranger.
+    pool: Option<Arc<Semaphore>>,
+}
+
+enum Class {
+    Principal { key: String, capped: bool },
+    Stranger { uid: Option<u32> },
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    // The counts are consistent after any single operation on them.
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+impl Admissions {
+    pub(super) fn new(limits: Arc<Limits>) -> Arc<Admissions> {
+        Arc::new(Admissions {
+            limits,
+            counts: Mutex::new(Counts::default()),
+        })
+    }
+
+    /// A slot for a connection from `peer` that the filesystem admitted as `admission`,
+    /// or why not.
+    pub(super) fn admit(
+        self: &Arc<Self>,
+        admission: Admission,
+        peer: &Peer,
+    ) -> Result<Slot, Refused> {
+        let limits = &self.limits;
+        let mut counts = lock(&self.counts);
+        let (class, pool) = match admission {
+            Admission::Refuse => return Err(Refused::ByFilesystem),
+            Admission::Principal(key) => {
+                if counts.principal_connections >= limits.max_connections {
+                    return Err(Refused::Connections);
+                }
+                // The kernel mounts one view per service as root; and peers without a
+                // uid cannot be told apart, so a cap on them would be a cap on everyone.
+                let capped = !matches!(peer.uid, Some(0) | None);
+                let held = counts.principals.get(&key).map_or(0, |p| p.capped);
+                if capped && held >= limits.max_connections_per_principal {
+                    return Err(Refused::PrincipalConnections);
+                }
+                let entry =
+                    counts
+                        .principals
+                        .entry(key.clone())
+                        .or_insert_with(|| PrincipalCount {
+                            pool: Arc::new(Semaphore::new(permits(
+                                limits.max_outstanding_per_principal,
+                            ))),
+                            connections: 0,
+                            capped: 0,
+                        });
+                entry.connections += 1;
+                entry.capped += usize::from(capped);
+                let pool = entry.pool.clone();
+                counts.principal_connections += 1;
+                (Class::Principal { key, capped }, Some(pool))
+            }
+            Admission::Stranger => {
+                if counts.strangers >= limits.max_stranger_connections {
+                    return Err(Refused::StrangerConnections);
+                }
+                if let Some(uid) = peer.uid {
+                    let n = counts.strangers_per_uid.entry(uid).or_insert(0);
+                    if *n >= limits.max_stranger_connections_per_uid {
+                        if *n == 0 {
+                            counts.strangers_per_uid.remove(&uid);
+                        }
+                        return Err(Refused::StrangerConnectionsOfUid);
+                    }
+                    *n += 1;
+                }
+                counts.strangers += 1;
+                (Class::Stranger { uid: peer.uid }, None)
+            }
+        };
+        Ok(Slot {
+            admissions: self.clone(),
+            class,
+            pool,
+        })
+    }
+
+    #[cfg(test)]
+    fn principals(&self) -> usize {
+        lock(&self.counts).principals.len()
+    }
+}
+
+/// A permit count a semaphore can hold, and at least one (a pool of none would never
+/// serve anything).
+pub(super) fn permits(n: usize) -> usize {
+    n.clamp(1, Semaphore::MAX_PERMITS)
+}
+
+impl Slot {
+    /// The pool of reply permits this connection draws from besides its own window:
+    /// its principal's, or none for a stranger.
+    pub(super) fn pool(&self) -> Option<Arc<Semaphore>> {
+        self.pool.clone()
+    }
+}
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        let mut counts = lock(&self.admissions.counts);
+        match &self.class {
+            Class::Principal { key, capped } => {
+                counts.principal_connections -= 1;
+                if let Some(p) = counts.principals.get_mut(key) {
+                    p.connections -= 1;
+                    p.capped -= usize::from(*capped);
+                    if p.connections == 0 {
+                        counts.principals.remove(key);
+                    }
+                }
+            }
+            Class::Stranger { uid } => {
+                counts.strangers -= 1;
+                if let Some(uid) = uid
+                    && let Some(n) = counts.strangers_per_uid.get_mut(uid)
+                {
+                    *n -= 1;
+                    if *n == 0 {
+                        counts.strangers_per_uid.remove(uid);
+                    }
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, reason = "a test fails by panicking")]
+
+    use super::*;
+
+    fn peer(uid: Option<u32>) -> Peer {
+        Peer {
+            uid,
+            addr: "test".into(),
+            ..Peer::default()
+        }
+    }
+
+    fn principal(key: &str) -> Admission {
+        Admission::Principal(key.into())
+    }
+
+    #[test]
+    fn strangers_have_slots_of_their_own_and_principals_theirs() {
+        let limits = Arc::new(Limits {
+            max_connections: 3,
+            max_connections_per_principal: 2,
+            max_stranger_connections: 3,
+            max_stranger_connections_per_uid: 2,
+            ..Limits::default()
+        });
+        let a = Admissions::new(limits);
+        // Strangers: two per uid, three in all, whatever the principals hold.
+        let s1 = a.admit(Admission::Stranger, &peer(Some(7))).unwrap();
+        let _s2 = a.admit(Admission::Stranger, &peer(Some(7))).unwrap();
+        assert_eq!(
+            a.admit(Admission::Stranger, &peer(Some(7))).err(),
+            Some(Refused::StrangerConnectionsOfUid)
+        );
+        let _s3 = a.admit(Admission::Stranger, &peer(Some(8))).unwrap();
+        assert_eq!(
+            a.admit(Admission::Stranger, &peer(Some(9))).err(),
+            Some(Refused::StrangerConnections)
+        );
+        assert!(s1.pool().is_none(), "strangers draw from no pool");
+        // Principals still find every one of their slots; uid 0 is not capped per
+        // principal, only in all.
+        let w1 = a.admit(principal("web"), &peer(Some(1001))).unwrap();
+        let w2 = a.admit(principal("web"), &peer(Some(1001))).unwrap();
+        assert_eq!(
+            a.admit(principal("web"), &peer(Some(1001))).err(),
+            Some(Refused::PrincipalConnections)
+        );
+        let root = a.admit(principal("root"), &peer(Some(0))).unwrap();
+        assert_eq!(
+            a.admit(principal("root"), &peer(Some(0))).err(),
+            Some(Refused::Connections)
+        );
+        // One principal's connections share one pool; another's is apart.
+        assert!(Arc::ptr_eq(&w1.pool().unwrap(), &w2.pool().unwrap()));
+        assert!(!Arc::ptr_eq(&w1.pool().unwrap(), &root.pool().unwrap()));
+        // Slots come back when connections end, and a principal's entry with its last.
+        drop(w1);
+        let _w3 = a.admit(principal("web"), &peer(Some(1001))).unwrap();
+        drop(s1);
+        let _s4 = a.admit(Admission::Stranger, &peer(Some(9))).unwrap();
+        assert_eq!(a.principals(), 2);
+        drop((w2, _w3));
+        assert_eq!(a.principals(), 1);
+        assert_eq!(
+            a.admit(Admission::Refuse, &peer(Some(1))).err(),
+            Some(Refused::ByFilesystem)
+        );
+    }
+}
