@@ -22,6 +22,7 @@
 //! `$TMP` is a fresh directory per transcript, holding `dead.sock`: a socket that was
 //! bound and closed, so connecting to it is refused. The environment is cleared of
 //! SRV_SECRETS_ADDR and XDG_RUNTIME_DIR unless the transcript sets them.
+#![allow(clippy::unwrap_used, reason = "a test fails by panicking")]
 
 use std::fs;
 use std::io::Write;

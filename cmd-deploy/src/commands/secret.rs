@@ -387,7 +387,10 @@ impl Progress {
         match self.due(self.started.elapsed()) {
             Show::Nothing => {}
             Show::Bar => {
-                let bar = self.bar.get_or_insert_with(|| new_bar(total));
+                let started = self.started;
+                let bar = self
+                    .bar
+                    .get_or_insert_with(|| new_bar(started, done, total));
                 bar.set_length(total);
                 bar.set_position(done);
             }
@@ -417,8 +420,9 @@ enum Show {
     Line,
 }
 
-/// The bar: `re-encrypting [#######>......] 35/100 secrets, 2s`.
-fn new_bar(total: u64) -> indicatif::ProgressBar {
+/// The bar: `re-encrypting [#######>......] 35/100 secrets, 2s`, its clock counting
+/// from `started`.
+fn new_bar(started: Instant, done: u64, total: u64) -> indicatif::ProgressBar {
     let style = indicatif::ProgressStyle::with_template(
         "re-encrypting [{bar:30}] {pos}/{len} secrets, {elapsed}",
     )
@@ -426,6 +430,8 @@ fn new_bar(total: u64) -> indicatif::ProgressBar {
     .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar());
     indicatif::ProgressBar::with_draw_target(Some(total), indicatif::ProgressDrawTarget::stderr())
         .with_style(style)
+        .with_position(done)
+        .with_elapsed(started.elapsed())
 }
 
 /// `deploy secret get NAME --as SERVICE`: the value as the service reads it.
