@@ -1,24 +1,59 @@
-//! The command line, as clap derive types. The doc comments here are the help text.
+//! The command line, as clap derive types. The doc comments here are the help text; the
+//! same definition makes the shell completions and man pages (`deploy completions`,
+//! `deploy manpage`).
 
 use std::ffi::OsString;
 use std::path::PathBuf;
+use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
+
+/// The top of `deploy --help`, after the options: where deploy looks for the server, once
+/// here rather than under every subcommand's --addr.
+const TOP_AFTER_HELP: &str = "\
+Server address:
+  --addr, else $SRV_SECRETS_ADDR, else the server's default socket:
+  $XDG_RUNTIME_DIR/srv-secrets/9p.sock if XDG_RUNTIME_DIR is set, else
+  /run/srv-secrets/9p.sock for root, else /tmp/srv-secrets-$EUID/9p.sock.
+  An address is unix:PATH or the socket's path.
+
+Exit status:
+  0 success, 1 a failure or a finding (missing grants), 2 a usage error,
+  130 interrupted (Ctrl-C).
+
+Examples:
+  deploy status
+  deploy secret set db_password              # type the value; it is not echoed
+  deploy secret grant web db_password
+  deploy service check web
+  deploy --addr /run/srv-secrets/9p.sock secret list";
 
 /// Manage the secrets and services of a srv-secrets server.
 ///
 /// deploy speaks 9P2000 to srv-secrets and changes it only by writing commands to
 /// /secrets/ctl. Run it as root or as the user that ran `srv-secrets init`.
 #[derive(Debug, Parser)]
-#[command(name = "deploy", version, max_term_width = 100)]
+#[command(
+    name = "deploy",
+    version,
+    max_term_width = 100,
+    after_help = TOP_AFTER_HELP
+)]
 pub struct Cli {
-    /// The server's address [default: $SRV_SECRETS_ADDR, else the server's default socket]
-    ///
-    /// The server's default socket is $XDG_RUNTIME_DIR/srv-secrets/9p.sock if
-    /// XDG_RUNTIME_DIR is set, else /run/srv-secrets/9p.sock for root, else
-    /// /tmp/srv-secrets-$EUID/9p.sock.
-    #[arg(long, global = true, value_name = "unix:PATH")]
+    /// The server's socket, unix:PATH or PATH (default: see "Server address" in `deploy
+    /// --help`)
+    #[arg(long, global = true, value_name = "ADDR")]
     pub addr: Option<String>,
+
+    /// How long to wait when the server sends nothing at all (e.g. 500ms, 10s, 2m)
+    #[arg(
+        long,
+        global = true,
+        value_name = "DURATION",
+        default_value = "10s",
+        value_parser = parse_timeout
+    )]
+    pub timeout: Duration,
 
     /// What to do.
     #[command(subcommand)]
@@ -35,7 +70,35 @@ pub enum Command {
     #[command(subcommand)]
     Service(ServiceCommand),
     /// Show the server's status: the active key, counts, a rotation in progress.
+    #[command(after_help = "\
+Examples:
+  deploy status
+  deploy status --json
+  deploy --addr unix:/run/srv-secrets/9p.sock status")]
     Status(JsonFlag),
+    /// Print a completion script for a shell to stdout.
+    #[command(after_help = "\
+Examples:
+  deploy completions bash > /usr/share/bash-completion/completions/deploy
+  deploy completions zsh > /usr/share/zsh/vendor-completions/_deploy
+  deploy completions fish > /usr/share/fish/vendor_completions.d/deploy.fish")]
+    Completions {
+        /// The shell.
+        shell: clap_complete::Shell,
+    },
+    /// Print deploy's man page to stdout, or write one per command to a directory.
+    ///
+    /// With --dir, writes deploy.1 and a page for every subcommand (deploy-secret.1,
+    /// deploy-secret-set.1, ...), replacing files of those names.
+    #[command(after_help = "\
+Examples:
+  deploy manpage | man -l -
+  deploy manpage --dir /usr/share/man/man1")]
+    Manpage {
+        /// Write deploy.1, deploy-secret.1, deploy-secret-set.1, ... here.
+        #[arg(long, value_name = "DIR")]
+        dir: Option<PathBuf>,
+    },
 }
 
 /// `--json`, for commands that print tables.
@@ -54,25 +117,56 @@ pub enum SecretCommand {
     /// The value is never taken from the command line: it is typed at a prompt without
     /// echo when stdin is a terminal (one line), read byte for byte from stdin otherwise
     /// (`deploy secret set tls_key < key.pem`), or read from --file. At most 1 MiB.
+    ///
+    /// An empty value (Enter at the prompt, an empty pipe or file) is refused with exit
+    /// status 1 and nothing changed, unless --allow-empty.
+    #[command(after_help = "\
+Examples:
+  deploy secret set db_password                      # type it; it is not echoed
+  deploy secret set tls_key < key.pem                # byte for byte from stdin
+  deploy secret set tls_key --file /etc/ssl/private/key.pem
+  openssl rand -hex 32 | deploy secret set api_key")]
     Set {
         /// The secret's name: 1 to 128 of A-Z a-z 0-9 . _ -
         name: String,
         /// Read the value from this file, byte for byte (binary safe).
         #[arg(long, value_name = "PATH")]
         file: Option<PathBuf>,
+        /// Store an empty value (replacing the secret's value with nothing).
+        #[arg(long)]
+        allow_empty: bool,
         /// A value given on the command line, which deploy refuses without echoing it
         /// (clap's own "unexpected argument" error would print it).
         #[arg(hide = true, num_args = 0.., allow_hyphen_values = true)]
         argv_value: Vec<OsString>,
     },
     /// List secrets: version, size, last change and the services granted each.
-    List(JsonFlag),
+    ///
+    /// PATTERN is a shell-style glob over names: * any run of characters, ? one
+    /// character, [abc] or [a-z] one of a set, [!abc] one not in it. Quote it, so that
+    /// the shell does not expand it first.
+    #[command(after_help = "\
+Examples:
+  deploy secret list
+  deploy secret list 'db_*'
+  deploy secret list '*_key' --json")]
+    List {
+        /// List only the secrets whose names match this glob.
+        pattern: Option<String>,
+        /// Print JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
     /// Delete a secret (and every grant of it).
     Delete {
         /// The secret's name.
         name: String,
     },
     /// Let a service read a secret.
+    #[command(after_help = "\
+Examples:
+  deploy secret grant web db_password
+  deploy service check web                   # are all its manifest's secrets granted?")]
     Grant {
         /// The service.
         service: String,
@@ -80,6 +174,9 @@ pub enum SecretCommand {
         name: String,
     },
     /// Stop a service reading a secret, from its very next read.
+    #[command(after_help = "\
+Examples:
+  deploy secret revoke web db_password")]
     Revoke {
         /// The service.
         service: String,
@@ -89,12 +186,24 @@ pub enum SecretCommand {
     /// Re-encrypt every secret under a new cluster key, showing progress.
     RotateKey,
     /// Print a secret's value as a service sees it, byte for byte (admin only).
+    ///
+    /// To a terminal, a value that is not text (not UTF-8, or with control characters
+    /// other than newline, tab and carriage return) is refused unless --raw; to a pipe or
+    /// a file the bytes are written exactly as stored.
+    #[command(after_help = "\
+Examples:
+  deploy secret get db_password --as web
+  deploy secret get tls_key --as web > key.pem
+  deploy secret get tls_key --as web | od -c | head")]
     Get {
         /// The secret's name.
         name: String,
         /// Read through this service's view: only its granted secrets exist there.
         #[arg(long = "as", value_name = "SERVICE")]
         service: String,
+        /// Print the bytes to a terminal even if they are not text.
+        #[arg(long)]
+        raw: bool,
     },
 }
 
@@ -102,6 +211,14 @@ pub enum SecretCommand {
 #[derive(Debug, Subcommand)]
 pub enum ServiceCommand {
     /// Add a service (or change its uid), optionally with its manifest.
+    #[command(after_help = "\
+Examples:
+  deploy service add web --uid 1001
+  deploy service add web --uid 1001 --manifest web.manifest
+
+A manifest has lines `secret NAME` and `config KEY=VALUE`, e.g.:
+  secret db_password
+  config log_level=info")]
     Add {
         /// The service's name.
         service: String,
@@ -120,6 +237,10 @@ pub enum ServiceCommand {
     /// List services: uid, secrets the manifest needs, grants, grants missing.
     List(JsonFlag),
     /// Check that every secret in a service's manifest is granted; exit 1 if not.
+    #[command(after_help = "\
+Examples:
+  deploy service check web
+  deploy service check web --json || echo 'web lacks grants'")]
     Check {
         /// The service's name.
         service: String,
@@ -127,6 +248,33 @@ pub enum ServiceCommand {
         #[arg(long)]
         json: bool,
     },
+}
+
+/// The longest --timeout: a day is already "never" for a command someone waits on.
+const MAX_TIMEOUT: Duration = Duration::from_secs(24 * 3600);
+
+/// Parses `--timeout`: a whole number and a unit, `500ms`, `10s`, `2m` or `1h`.
+fn parse_timeout(text: &str) -> Result<Duration, String> {
+    let bad = || format!("'{text}' is not a duration; write a number and a unit: 500ms, 10s, 2m");
+    let split = text.find(|c: char| !c.is_ascii_digit()).ok_or_else(bad)?;
+    let (number, unit) = text.split_at(split);
+    let number: u64 = number.parse().map_err(|_| bad())?;
+    let unit_ms: u64 = match unit {
+        "ms" => 1,
+        "s" => 1000,
+        "m" => 60_000,
+        "h" => 3_600_000,
+        _ => return Err(bad()),
+    };
+    let ms = number.checked_mul(unit_ms).ok_or_else(bad)?;
+    let d = Duration::from_millis(ms);
+    if d.is_zero() {
+        return Err("a timeout of 0 would give up at once; give at least 1ms".into());
+    }
+    if d > MAX_TIMEOUT {
+        return Err("a timeout longer than a day (24h) is not a timeout; give at most 24h".into());
+    }
+    Ok(d)
 }
 
 #[cfg(test)]
@@ -147,8 +295,8 @@ mod tests {
         .unwrap();
         assert_eq!(cli.addr.as_deref(), Some("unix:/s"));
         match cli.command {
-            Command::Secret(SecretCommand::Get { name, service }) => {
-                assert_eq!((name.as_str(), service.as_str()), ("db", "web"));
+            Command::Secret(SecretCommand::Get { name, service, raw }) => {
+                assert_eq!((name.as_str(), service.as_str(), raw), ("db", "web", false));
             }
             other => panic!("parsed as {other:?}"),
         }
@@ -164,6 +312,78 @@ mod tests {
             }
             other => panic!("parsed as {other:?}"),
         }
+    }
+
+    #[test]
+    fn flags_after_the_name_are_flags_not_values() {
+        let cli = Cli::try_parse_from(["deploy", "secret", "set", "db", "--allow-empty"]).unwrap();
+        match cli.command {
+            Command::Secret(SecretCommand::Set {
+                allow_empty,
+                argv_value,
+                ..
+            }) => {
+                assert!(allow_empty);
+                assert!(argv_value.is_empty());
+            }
+            other => panic!("parsed as {other:?}"),
+        }
+    }
+
+    #[test]
+    fn global_flags_after_any_subcommand() {
+        let cli = Cli::try_parse_from([
+            "deploy",
+            "secret",
+            "list",
+            "db_*",
+            "--addr",
+            "/s",
+            "--timeout",
+            "2m",
+        ])
+        .unwrap();
+        assert_eq!(cli.addr.as_deref(), Some("/s"));
+        assert_eq!(cli.timeout, Duration::from_secs(120));
+        match cli.command {
+            Command::Secret(SecretCommand::List { pattern, json }) => {
+                assert_eq!((pattern.as_deref(), json), (Some("db_*"), false));
+            }
+            other => panic!("parsed as {other:?}"),
+        }
+        let cli = Cli::try_parse_from(["deploy", "service", "list", "--timeout", "500ms"]).unwrap();
+        assert_eq!(cli.timeout, Duration::from_millis(500));
+    }
+
+    #[test]
+    fn the_timeout_defaults_to_ten_seconds() {
+        let cli = Cli::try_parse_from(["deploy", "status"]).unwrap();
+        assert_eq!(cli.timeout, Duration::from_secs(10));
+    }
+
+    #[test]
+    fn timeouts() {
+        assert_eq!(parse_timeout("10s"), Ok(Duration::from_secs(10)));
+        assert_eq!(parse_timeout("500ms"), Ok(Duration::from_millis(500)));
+        assert_eq!(parse_timeout("2m"), Ok(Duration::from_secs(120)));
+        assert_eq!(parse_timeout("1h"), Ok(Duration::from_secs(3600)));
+        for bad in [
+            "",
+            "10",
+            "s",
+            "1.5s",
+            "-1s",
+            "10 s",
+            "10sec",
+            "99999999999999999999h",
+        ] {
+            let e = parse_timeout(bad).unwrap_err();
+            assert!(e.contains("is not a duration"), "{bad}: {e}");
+        }
+        assert!(parse_timeout("0s").unwrap_err().contains("at least 1ms"));
+        assert!(parse_timeout("25h").unwrap_err().contains("at most 24h"));
+        let e = Cli::try_parse_from(["deploy", "status", "--timeout", "soon"]).unwrap_err();
+        assert_eq!(e.exit_code(), 2);
     }
 
     #[test]

@@ -1,19 +1,37 @@
 //! Finding the server ([`resolve`]), connecting and attaching ([`Session`]), and the one
 //! way deploy changes anything: writing commands to `secrets/ctl` ([`Ctl`]).
+//!
+//! Every request waits at most `--timeout` for a sign of life: it fails once nothing at
+//! all has been heard from the server, on its connection, for that long ([`Link`]). A
+//! request that is slow while the server keeps answering others (the `rotate-key` write,
+//! while the progress polls are answered) waits as long as that lasts.
 
 use std::ffi::{OsStr, OsString};
 use std::fmt;
+use std::future::Future;
+use std::io;
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
+use std::pin::Pin;
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
+use std::time::Duration;
 
 use ninep::client::{Client, ClientError, DEFAULT_MSIZE, Fid};
 use ninep::{Stat, ename, om};
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::time::Instant;
 use zeroize::Zeroizing;
 
-use crate::error::CliError;
+use crate::error::{CliError, NoAnswer};
 
 /// The environment variable that names the server when --addr is not given.
 pub const ADDR_VAR: &str = "SRV_SECRETS_ADDR";
+
+/// The aname of the admin tree. (srv-secrets also gives the admin that tree for "", but
+/// to a service "" is its own view: asking for "admin" lets the server tell a service's
+/// uid that it is not the admin, instead of serving it a tree without `secrets/`.)
+pub const ADMIN_ANAME: &str = "admin";
 
 /// Where the server listens. Only unix sockets for now: the server knows its peers by
 /// SO_PEERCRED, and TCP needs authentication it does not offer yet.
@@ -33,6 +51,15 @@ impl fmt::Display for Addr {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "unix:{}", self.path.display())
     }
+}
+
+/// The server deploy talks to, and how long it waits for a sign of life from it.
+#[derive(Clone, Debug)]
+pub struct Server {
+    /// Where it listens.
+    pub addr: Addr,
+    /// `--timeout`.
+    pub timeout: Duration,
 }
 
 /// What address resolution reads from the process's environment, gathered once so that
@@ -72,7 +99,7 @@ impl Env {
 /// srv-secrets' `paths::default_socket`.
 ///
 /// # Errors
-/// [`CliError::Usage`] for an address that is not `unix:PATH`.
+/// [`CliError::Usage`] for an address that is neither `unix:PATH` nor a path.
 pub fn resolve(flag: Option<&str>, env: &Env) -> Result<Addr, CliError> {
     if let Some(flag) = flag {
         return parse(OsStr::new(flag), "--addr");
@@ -88,16 +115,42 @@ pub fn resolve(flag: Option<&str>, env: &Env) -> Result<Addr, CliError> {
     Ok(Addr { path })
 }
 
+/// `unix:PATH`, or a bare `PATH`. Anything that starts like another scheme (`tcp:...`,
+/// `ssh:...`) is refused rather than taken for a file of that name; such a file can
+/// still be named `./tcp:...` or `unix:tcp:...`.
 fn parse(text: &OsStr, from: &str) -> Result<Addr, CliError> {
-    match text.as_bytes().strip_prefix(b"unix:") {
-        Some(path) if !path.is_empty() => Ok(Addr {
-            path: PathBuf::from(OsStr::from_bytes(path)),
-        }),
-        _ => Err(CliError::Usage(format!(
-            "{from} must be unix:PATH (the server's socket), not '{}'",
+    let bytes = text.as_bytes();
+    let refuse = || {
+        CliError::Usage(format!(
+            "{from} must be unix:PATH or the path of the server's socket, not '{}'; deploy \
+             speaks only over unix sockets",
             text.to_string_lossy()
-        ))),
+        ))
+    };
+    let path = match bytes.strip_prefix(b"unix:") {
+        Some(path) => path,
+        None if looks_like_a_scheme(bytes) => return Err(refuse()),
+        None => bytes,
+    };
+    if path.is_empty() {
+        return Err(refuse());
     }
+    Ok(Addr {
+        path: PathBuf::from(OsStr::from_bytes(path)),
+    })
+}
+
+/// Whether `text` starts with `SCHEME:` (RFC 3986: a letter, then letters, digits, `+`,
+/// `-` or `.`).
+fn looks_like_a_scheme(text: &[u8]) -> bool {
+    let Some(colon) = text.iter().position(|&b| b == b':') else {
+        return false;
+    };
+    let scheme = &text[..colon];
+    scheme.first().is_some_and(u8::is_ascii_alphabetic)
+        && scheme
+            .iter()
+            .all(|&b| b.is_ascii_alphanumeric() || matches!(b, b'+' | b'-' | b'.'))
 }
 
 /// Whether the server answered "file does not exist".
@@ -110,10 +163,94 @@ pub fn is_permission_denied(e: &ClientError) -> bool {
     e.remote() == Some(ename::PERMISSION_DENIED)
 }
 
+/// The time something last arrived from the server on one connection, shared by the
+/// connection's reader ([`Heard`]) and every request waiting on it ([`Link::answer`]).
+type LastHeard = Arc<Mutex<Instant>>;
+
+fn last_heard(heard: &LastHeard) -> Instant {
+    *heard.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// A stream that notes in [`LastHeard`] when bytes arrive.
+struct Heard<S> {
+    stream: S,
+    heard: LastHeard,
+}
+
+impl<S: AsyncRead + Unpin> AsyncRead for Heard<S> {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        let this = self.get_mut();
+        let before = buf.filled().len();
+        let polled = Pin::new(&mut this.stream).poll_read(cx, buf);
+        if matches!(polled, Poll::Ready(Ok(()))) && buf.filled().len() > before {
+            *this.heard.lock().unwrap_or_else(|p| p.into_inner()) = Instant::now();
+        }
+        polled
+    }
+}
+
+impl<S: AsyncWrite + Unpin> AsyncWrite for Heard<S> {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.get_mut().stream).poll_write(cx, buf)
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().stream).poll_flush(cx)
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().stream).poll_shutdown(cx)
+    }
+}
+
+/// One connection's timeout: how requests on it wait.
+#[derive(Clone)]
+struct Link {
+    addr: Addr,
+    timeout: Duration,
+    heard: LastHeard,
+}
+
+impl Link {
+    /// Waits for `request` while the server shows signs of life: it fails with
+    /// [`NoAnswer`] (as a [`ClientError`]) once neither it nor anything else on the
+    /// connection was answered for the whole timeout since it started.
+    async fn answer<T>(
+        &self,
+        request: impl Future<Output = Result<T, ClientError>>,
+    ) -> Result<T, ClientError> {
+        let started = Instant::now();
+        let deadline = || last_heard(&self.heard).max(started) + self.timeout;
+        tokio::pin!(request);
+        loop {
+            if let Ok(answered) = tokio::time::timeout_at(deadline(), &mut request).await {
+                return answered;
+            }
+            // Something else may have been answered meanwhile: then wait on from there.
+            if deadline() <= Instant::now() {
+                return Err(NoAnswer {
+                    addr: self.addr.to_string(),
+                    after: self.timeout,
+                }
+                .into_client_error());
+            }
+        }
+    }
+}
+
 /// A connection with one attached tree.
 pub struct Session {
     addr: Addr,
     root: Fid,
+    link: Link,
 }
 
 impl Session {
@@ -122,16 +259,18 @@ impl Session {
     /// # Errors
     /// [`CliError::Connect`] with a hint; [`CliError::UntrustedServer`] when the socket is
     /// served by a user we must not send secrets to; [`CliError::AttachRefused`] when the
-    /// server does not take us for the admin.
-    pub async fn admin(addr: &Addr, env: &Env) -> Result<Session, CliError> {
-        let client = connect(addr, env).await?;
-        let root = client
-            .attach(&env.user, "")
+    /// server does not take us for the admin, [`CliError::NotAdmin`] when it takes us for
+    /// a service; [`CliError::NoAnswer`] when it does not answer at all.
+    pub async fn admin(server: &Server, env: &Env) -> Result<Session, CliError> {
+        let (client, link) = connect(server, env).await?;
+        let root = link
+            .answer(client.attach(&env.user, ADMIN_ANAME))
             .await
             .map_err(|e| attach_error(e, env))?;
         Ok(Session {
-            addr: addr.clone(),
+            addr: server.addr.clone(),
             root,
+            link,
         })
     }
 
@@ -142,17 +281,24 @@ impl Session {
     /// As [`Session::admin`], and [`CliError::NoSuchService`] when we are the admin but
     /// the service does not exist (the server says "permission denied" to both, so that
     /// anames are no oracle; the admin may know the difference, so we ask).
-    pub async fn service_view(addr: &Addr, env: &Env, service: &str) -> Result<Session, CliError> {
-        let client = connect(addr, env).await?;
-        match client.attach(&env.user, service).await {
+    pub async fn service_view(
+        server: &Server,
+        env: &Env,
+        service: &str,
+    ) -> Result<Session, CliError> {
+        let (client, link) = connect(server, env).await?;
+        match link.answer(client.attach(&env.user, service)).await {
             Ok(root) => Ok(Session {
-                addr: addr.clone(),
+                addr: server.addr.clone(),
                 root,
+                link,
             }),
-            Err(e) if is_permission_denied(&e) => match client.attach(&env.user, "").await {
-                Ok(_) => Err(CliError::NoSuchService(service.to_string())),
-                Err(e) => Err(attach_error(e, env)),
-            },
+            Err(e) if is_permission_denied(&e) => {
+                match link.answer(client.attach(&env.user, ADMIN_ANAME)).await {
+                    Ok(_) => Err(CliError::NoSuchService(service.to_string())),
+                    Err(e) => Err(attach_error(e, env)),
+                }
+            }
             Err(e) => Err(attach_error(e, env)),
         }
     }
@@ -162,24 +308,39 @@ impl Session {
         &self.addr
     }
 
-    /// Reads a whole file.
-    pub async fn read(&self, path: &[&str]) -> Result<Zeroizing<Vec<u8>>, ClientError> {
-        let mut fid = self.root.walk(path).await?;
-        fid.open(om::READ).await?;
-        // Dropping the fid clunks it in the background; nothing waits on that answer.
-        fid.read_all().await
+    /// Reads a whole file of at most `limit` bytes (the `files::MAX_*` bounds); a longer
+    /// one is [`ClientError::TooLong`].
+    pub async fn read(
+        &self,
+        path: &[&str],
+        limit: usize,
+    ) -> Result<Zeroizing<Vec<u8>>, ClientError> {
+        self.link
+            .answer(async {
+                let mut fid = self.root.walk(path).await?;
+                fid.open(om::READ).await?;
+                // Dropping the fid clunks it in the background; nothing waits on that.
+                fid.read_all_limited(limit).await
+            })
+            .await
     }
 
-    /// Reads a whole directory.
-    pub async fn list(&self, path: &[&str]) -> Result<Vec<Stat>, ClientError> {
-        let mut fid = self.root.walk(path).await?;
-        fid.open(om::READ).await?;
-        fid.read_dir().await
+    /// Reads a whole directory of at most `limit` bytes of entries.
+    pub async fn list(&self, path: &[&str], limit: usize) -> Result<Vec<Stat>, ClientError> {
+        self.link
+            .answer(async {
+                let mut fid = self.root.walk(path).await?;
+                fid.open(om::READ).await?;
+                fid.read_dir_limited(limit).await
+            })
+            .await
     }
 
     /// Stats a file.
     pub async fn stat(&self, path: &[&str]) -> Result<Stat, ClientError> {
-        self.root.walk(path).await?.stat().await
+        self.link
+            .answer(async { self.root.walk(path).await?.stat().await })
+            .await
     }
 
     /// Opens `secrets/ctl` for writing.
@@ -187,24 +348,39 @@ impl Session {
     /// # Errors
     /// [`CliError::Request`].
     pub async fn ctl(&self) -> Result<Ctl, CliError> {
-        let walk = self.root.walk(&["secrets", "ctl"]).await;
-        let mut fid = walk.map_err(|e| CliError::request("opening secrets/ctl", e))?;
-        fid.open(om::WRITE)
+        let fid = self
+            .link
+            .answer(async {
+                let mut fid = self.root.walk(&["secrets", "ctl"]).await?;
+                fid.open(om::WRITE).await?;
+                Ok(fid)
+            })
             .await
             .map_err(|e| CliError::request("opening secrets/ctl", e))?;
-        Ok(Ctl { fid, offset: 0 })
+        Ok(Ctl {
+            fid,
+            offset: 0,
+            link: self.link.clone(),
+        })
     }
 }
 
 /// Connects, makes sure the server is someone to trust with secrets, and negotiates
 /// 9P2000. Nothing is sent to an untrusted server, not even Tversion.
-async fn connect(addr: &Addr, env: &Env) -> Result<Client, CliError> {
+async fn connect(server: &Server, env: &Env) -> Result<(Client, Link), CliError> {
+    let addr = &server.addr;
     let failed = |source| CliError::Connect {
         addr: addr.to_string(),
         source,
     };
-    let stream = tokio::net::UnixStream::connect(addr.path())
+    let no_answer = || CliError::NoAnswer {
+        addr: addr.to_string(),
+        after: server.timeout,
+        during: "connecting".into(),
+    };
+    let stream = tokio::time::timeout(server.timeout, tokio::net::UnixStream::connect(addr.path()))
         .await
+        .map_err(|_| no_answer())?
         .map_err(|e| failed(ClientError::Io(e)))?;
     // SO_PEERCRED: the uid of the process that listens, which it cannot choose.
     let server_uid = stream
@@ -218,9 +394,23 @@ async fn connect(addr: &Addr, env: &Env) -> Result<Client, CliError> {
             euid: env.euid,
         });
     }
-    let client = Client::over(stream);
-    client.version(DEFAULT_MSIZE).await.map_err(failed)?;
-    Ok(client)
+    let heard = Arc::new(Mutex::new(Instant::now()));
+    let client = Client::over(Heard {
+        stream,
+        heard: heard.clone(),
+    });
+    let link = Link {
+        addr: addr.clone(),
+        timeout: server.timeout,
+        heard,
+    };
+    match link.answer(client.version(DEFAULT_MSIZE)).await {
+        Ok(_) => Ok((client, link)),
+        Err(e) if NoAnswer::of(&e).is_some() => {
+            Err(CliError::request("starting the 9P session (Tversion)", e))
+        }
+        Err(e) => Err(failed(e)),
+    }
 }
 
 /// Whether the server behind the socket at `path`, running as `server_uid`, may be sent
@@ -263,16 +453,43 @@ fn only_changed_by(path: &Path, uid: u32) -> bool {
 
 fn attach_error(e: ClientError, env: &Env) -> CliError {
     if is_permission_denied(&e) {
-        CliError::AttachRefused { uid: env.euid }
-    } else {
-        CliError::request("attaching", e)
+        return CliError::AttachRefused { uid: env.euid };
     }
+    if let Some(text) = e
+        .remote()
+        .and_then(|t| t.strip_prefix("permission denied: "))
+    {
+        return match parse_not_admin(text) {
+            Some((uid, service, admin_uid)) => CliError::NotAdmin {
+                uid,
+                service,
+                admin_uid,
+            },
+            None => CliError::AttachRefused { uid: env.euid },
+        };
+    }
+    CliError::request("attaching", e)
+}
+
+/// Reads what srv-secrets tells a service's uid that asks for the admin tree (see its
+/// principal.rs, `view_for`), after "permission denied: ": `uid 1001 is service web; the
+/// admin is root or uid 1000`, or `...; the admin is root`. Gives (uid, service, the
+/// admin uid if not root).
+fn parse_not_admin(text: &str) -> Option<(u32, String, Option<u32>)> {
+    let (uid, rest) = text.strip_prefix("uid ")?.split_once(" is service ")?;
+    let (service, admin) = rest.split_once("; the admin is root")?;
+    let admin_uid = match admin {
+        "" => None,
+        other => Some(other.strip_prefix(" or uid ")?.parse().ok()?),
+    };
+    Some((uid.parse().ok()?, service.to_string(), admin_uid))
 }
 
 /// `secrets/ctl`, open for writing: one command per write, checked at clunk too.
 pub struct Ctl {
     fid: Fid,
     offset: u64,
+    link: Link,
 }
 
 impl Ctl {
@@ -283,8 +500,8 @@ impl Ctl {
     /// [`CliError::Ctl`] with the server's text.
     pub async fn send(&mut self, command: &ctl::Command) -> Result<(), CliError> {
         let line = command.encode();
-        self.fid
-            .write_all(self.offset, &line)
+        self.link
+            .answer(self.fid.write_all(self.offset, &line))
             .await
             .map_err(CliError::ctl)?;
         self.offset += line.len() as u64;
@@ -296,7 +513,8 @@ impl Ctl {
     /// # Errors
     /// [`CliError::Ctl`] with the server's text.
     pub async fn close(self) -> Result<(), CliError> {
-        self.fid.clunk().await.map_err(CliError::ctl)
+        let Ctl { fid, link, .. } = self;
+        link.answer(fid.clunk()).await.map_err(CliError::ctl)
     }
 }
 
@@ -376,21 +594,165 @@ mod tests {
     }
 
     #[test]
-    fn bad_addresses_are_usage_errors() {
-        for bad in ["/run/x.sock", "unix:", "tcp:127.0.0.1:564", ""] {
-            let e = resolve(Some(bad), &env()).unwrap_err();
+    fn a_bare_path_is_a_unix_socket() {
+        for (given, want) in [
+            ("/run/srv-secrets/9p.sock", "/run/srv-secrets/9p.sock"),
+            ("rel/9p.sock", "rel/9p.sock"),
+            ("9p.sock", "9p.sock"),
+            ("./tcp:1", "./tcp:1"),
+            ("unix:tcp:1", "tcp:1"),
+            ("/odd:name.sock", "/odd:name.sock"),
+        ] {
+            assert_eq!(path(resolve(Some(given), &env())), want, "{given}");
+        }
+        assert_eq!(
+            resolve(Some("/s"), &env()).unwrap().to_string(),
+            "unix:/s",
+            "shown as unix:PATH"
+        );
+        let e = Env {
+            addr: Some("/from/env.sock".into()),
+            ..env()
+        };
+        assert_eq!(path(resolve(None, &e)), "/from/env.sock");
+    }
+
+    #[test]
+    fn other_schemes_and_empty_addresses_are_usage_errors() {
+        for bad in [
+            "unix:",
+            "tcp:127.0.0.1:564",
+            "tcp!host!564",
+            "ssh:host",
+            "",
+            "TCP:x",
+        ] {
+            let Err(e) = resolve(Some(bad), &env()) else {
+                if bad == "tcp!host!564" {
+                    continue; // no colon: a file name like any other
+                }
+                panic!("{bad} was taken");
+            };
             assert_eq!(e.exit_code(), 2, "{bad}");
-            assert!(e.to_string().starts_with("--addr must be unix:PATH"), "{e}");
+            assert!(
+                e.to_string()
+                    .starts_with("--addr must be unix:PATH or the path"),
+                "{e}"
+            );
         }
         let e = Env {
-            addr: Some("/run/x.sock".into()),
+            addr: Some("tcp:127.0.0.1:564".into()),
             ..env()
         };
         let err = resolve(None, &e).unwrap_err().to_string();
         assert_eq!(
             err,
-            "SRV_SECRETS_ADDR must be unix:PATH (the server's socket), not '/run/x.sock'"
+            "SRV_SECRETS_ADDR must be unix:PATH or the path of the server's socket, not \
+             'tcp:127.0.0.1:564'; deploy speaks only over unix sockets"
         );
+    }
+
+    #[test]
+    fn what_the_server_tells_a_service_uid() {
+        assert_eq!(
+            parse_not_admin("uid 1001 is service web; the admin is root or uid 1000"),
+            Some((1001, "web".to_string(), Some(1000)))
+        );
+        assert_eq!(
+            parse_not_admin("uid 1001 is service web; the admin is root"),
+            Some((1001, "web".to_string(), None))
+        );
+        for bad in [
+            "",
+            "uid x is service web; the admin is root",
+            "uid 1 is service web",
+            "uid 1 is service web; the admin is root or uid",
+            "uid 1 is service web; the admin is root and more",
+        ] {
+            assert_eq!(parse_not_admin(bad), None, "{bad}");
+        }
+        let env = env();
+        let e = attach_error(
+            ClientError::Remote(
+                "permission denied: uid 1001 is service web; the admin is root or uid 1000".into(),
+            ),
+            &env,
+        );
+        assert_eq!(
+            e.to_string(),
+            "this uid (1001) is service web: admin commands need root or uid 1000"
+        );
+        let e = attach_error(ClientError::Remote("permission denied".into()), &env);
+        assert!(matches!(e, CliError::AttachRefused { uid: 1000 }));
+        let e = attach_error(ClientError::Remote("permission denied: other".into()), &env);
+        assert!(matches!(e, CliError::AttachRefused { uid: 1000 }));
+    }
+
+    /// A Link over one end of a socket pair whose other end `peer` drives.
+    fn link(timeout: Duration) -> (Link, tokio::net::UnixStream, Heard<tokio::net::UnixStream>) {
+        let (ours, peer) = tokio::net::UnixStream::pair().unwrap();
+        let heard = Arc::new(Mutex::new(Instant::now()));
+        let link = Link {
+            addr: resolve(Some("/s"), &env()).unwrap(),
+            timeout,
+            heard: heard.clone(),
+        };
+        (
+            link,
+            peer,
+            Heard {
+                stream: ours,
+                heard,
+            },
+        )
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_request_fails_after_the_timeout_of_silence() {
+        let (link, _peer, _ours) = link(Duration::from_secs(10));
+        let started = Instant::now();
+        let never = std::future::pending::<Result<(), ClientError>>();
+        let e = link.answer(never).await.unwrap_err();
+        assert_eq!(started.elapsed(), Duration::from_secs(10));
+        let e = CliError::request("reading secrets/status", e);
+        assert_eq!(
+            e.to_string(),
+            "no answer from srv-secrets at unix:/s within 10s while reading secrets/status; \
+             is the server stuck? see its log, or raise --timeout"
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_slow_request_lives_while_the_server_answers_others() {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let (link, mut peer, mut ours) = link(Duration::from_secs(1));
+        // The server says something every 500 ms for 5 s (as the rotate-key polls are
+        // answered), then falls silent.
+        let chatter = tokio::spawn(async move {
+            for _ in 0..10 {
+                tokio::time::sleep(Duration::from_millis(500)).await;
+                peer.write_all(b"x").await.unwrap();
+            }
+            peer
+        });
+        let reader = tokio::spawn(async move {
+            let mut buf = [0u8; 16];
+            while ours.read(&mut buf).await.is_ok_and(|n| n > 0) {}
+        });
+        let started = Instant::now();
+        let slow = async {
+            tokio::time::sleep(Duration::from_secs(4)).await;
+            Ok::<_, ClientError>("done")
+        };
+        assert_eq!(link.answer(slow).await.unwrap(), "done");
+        assert_eq!(started.elapsed(), Duration::from_secs(4));
+        // Once it is silent, the next request fails a timeout after the last word.
+        let _peer = chatter.await.unwrap();
+        let never = std::future::pending::<Result<(), ClientError>>();
+        let e = link.answer(never).await.unwrap_err();
+        assert!(NoAnswer::of(&e).is_some());
+        assert_eq!(started.elapsed(), Duration::from_secs(6));
+        reader.abort();
     }
 
     #[test]

@@ -6,9 +6,12 @@
 //! the ctl crate's design never echoes input.
 
 use std::io;
+use std::time::Duration;
 
 use ninep::client::ClientError;
 use thiserror::Error;
+
+use crate::output::{flag_duration, human_size};
 
 /// The exit status for a usage error (clap uses the same).
 pub const EXIT_USAGE: u8 = 2;
@@ -39,9 +42,60 @@ pub enum CliError {
     /// The server refused a ctl command; this is its text, verbatim.
     #[error("{0}")]
     Ctl(String),
+    /// `secret set` read an empty value and was not given --allow-empty.
+    #[error(
+        "the value {from} is empty: refusing to store an empty secret, nothing was changed; \
+         pass --allow-empty to store it anyway"
+    )]
+    EmptyValue {
+        /// Where it came from: "typed at the prompt", "from stdin", "in the file X".
+        from: String,
+    },
     /// Ctrl-C (SIGINT).
     #[error("interrupted")]
     Interrupted,
+    /// Nothing at all was heard from the server for the whole --timeout while a request
+    /// waited.
+    #[error(
+        "no answer from srv-secrets at {addr} within {} while {during}; is the server \
+         stuck? see its log, or raise --timeout",
+        flag_duration(*.after)
+    )]
+    NoAnswer {
+        /// The address, as `unix:PATH`.
+        addr: String,
+        /// The timeout.
+        after: Duration,
+        /// What deploy was doing ("reading secrets/status").
+        during: String,
+    },
+    /// A service's uid ran an admin command; the server said who it is and who the
+    /// admin is.
+    #[error(
+        "this uid ({uid}) is service {service}: admin commands need root{}",
+        admin_uid.map_or_else(String::new, |u| format!(" or uid {u}"))
+    )]
+    NotAdmin {
+        /// Our uid, as the server saw it.
+        uid: u32,
+        /// The service the server maps it to.
+        service: String,
+        /// The admin uid besides root, if it is not root itself.
+        admin_uid: Option<u32>,
+    },
+    /// `secret get` to a terminal of a value that is not text, without --raw.
+    #[error(
+        "{name} is not text (it is not UTF-8, or it holds control characters), so it is \
+         not printed to the terminal, which could garble or obey it; see it with \
+         `deploy secret get {name} --as {service} --raw`, or redirect it to a file or \
+         through `od -c`"
+    )]
+    NotText {
+        /// The secret's name.
+        name: String,
+        /// The service whose view was read.
+        service: String,
+    },
     /// A service that does not exist.
     #[error(
         "no such service {0}; see `deploy service list`, or add it with \
@@ -111,6 +165,41 @@ pub enum CliError {
     /// An argument that is wrong before anything is sent (exit status 2).
     #[error("{0}")]
     Usage(String),
+    /// Writing a file of our own (a man page) failed.
+    #[error("cannot write {what}: {source}")]
+    Write {
+        /// What was being written.
+        what: String,
+        /// The I/O error.
+        source: io::Error,
+    },
+}
+
+/// What a request that timed out carries inside [`ClientError::Io`] (of kind TimedOut):
+/// it travels through the code that handles client errors unchanged, until
+/// [`CliError::request`] names it with what deploy was doing.
+#[derive(Debug, Error)]
+#[error("no answer from srv-secrets at {addr} within {}", flag_duration(*.after))]
+pub struct NoAnswer {
+    /// The address, as `unix:PATH`.
+    pub addr: String,
+    /// The timeout.
+    pub after: Duration,
+}
+
+impl NoAnswer {
+    /// As a client error.
+    pub fn into_client_error(self) -> ClientError {
+        ClientError::Io(io::Error::new(io::ErrorKind::TimedOut, self))
+    }
+
+    /// The timeout a client error is, if it is one.
+    pub fn of(e: &ClientError) -> Option<&NoAnswer> {
+        match e {
+            ClientError::Io(io) => io.get_ref()?.downcast_ref(),
+            _ => None,
+        }
+    }
 }
 
 impl CliError {
@@ -131,6 +220,13 @@ impl CliError {
 
     /// Wraps a failed request with what deploy was doing.
     pub fn request(context: impl Into<String>, source: ClientError) -> CliError {
+        if let Some(timeout) = NoAnswer::of(&source) {
+            return CliError::NoAnswer {
+                addr: timeout.addr.clone(),
+                after: timeout.after,
+                during: context.into(),
+            };
+        }
         CliError::Request {
             context: context.into(),
             source,
@@ -173,6 +269,11 @@ fn request_hint(e: &ClientError) -> String {
         ClientError::Disconnected => {
             "the server closed the connection; see the server's log".to_string()
         }
+        ClientError::TooLong { limit } => format!(
+            "the server sent more than {}, more than srv-secrets ever serves there; is this \
+             a srv-secrets socket, and as new as this deploy?",
+            human_size(*limit)
+        ),
         other => other.to_string(),
     }
 }
@@ -276,6 +377,68 @@ mod tests {
             "{text}"
         );
         assert_eq!(e.exit_code(), 1);
+    }
+
+    #[test]
+    fn timeouts_say_what_waited_and_what_to_do() {
+        let timeout = NoAnswer {
+            addr: "unix:/run/srv-secrets/9p.sock".into(),
+            after: Duration::from_secs(10),
+        };
+        let e = CliError::request("reading secrets/status", timeout.into_client_error());
+        assert_eq!(
+            e.to_string(),
+            "no answer from srv-secrets at unix:/run/srv-secrets/9p.sock within 10s while \
+             reading secrets/status; is the server stuck? see its log, or raise --timeout"
+        );
+        assert_eq!(e.exit_code(), 1);
+        // Through the ctl path too.
+        let timeout = NoAnswer {
+            addr: "unix:/s".into(),
+            after: Duration::from_millis(500),
+        };
+        let e = CliError::ctl(timeout.into_client_error());
+        assert!(
+            e.to_string().starts_with(
+                "no answer from srv-secrets at unix:/s within 500ms while writing secrets/ctl;"
+            ),
+            "{e}"
+        );
+        // An I/O error that is not ours stays one.
+        let other = ClientError::Io(io::ErrorKind::TimedOut.into());
+        assert!(NoAnswer::of(&other).is_none());
+    }
+
+    #[test]
+    fn a_file_longer_than_its_bound_is_named() {
+        let e = CliError::request("reading secret/db", ClientError::TooLong { limit: 1 << 20 });
+        assert_eq!(
+            e.to_string(),
+            "reading secret/db: the server sent more than 1 MiB, more than srv-secrets ever \
+             serves there; is this a srv-secrets socket, and as new as this deploy?"
+        );
+    }
+
+    #[test]
+    fn not_admin_names_the_service_and_the_admin() {
+        let e = CliError::NotAdmin {
+            uid: 1001,
+            service: "web".into(),
+            admin_uid: Some(1000),
+        };
+        assert_eq!(
+            e.to_string(),
+            "this uid (1001) is service web: admin commands need root or uid 1000"
+        );
+        let e = CliError::NotAdmin {
+            uid: 1001,
+            service: "web".into(),
+            admin_uid: None,
+        };
+        assert_eq!(
+            e.to_string(),
+            "this uid (1001) is service web: admin commands need root"
+        );
     }
 
     #[test]

@@ -12,6 +12,32 @@ use serde::Serialize;
 
 use crate::error::CliError;
 
+// How much deploy reads of each of the server's files at most (`Session::read` and
+// `Session::list` refuse more). A broken or hostile server could otherwise serve an
+// endless file, and deploy would read it until memory ran out. Each bound is far above
+// what srv-secrets serves there.
+
+/// `secret/NAME`: a value is at most [`ctl::MAX_VALUE_LEN`] (1 MiB), the server's limit.
+pub const MAX_VALUE_FILE: usize = ctl::MAX_VALUE_LEN;
+
+/// `secrets/status`: a handful of short `key value` lines; 64 KiB leaves room for many
+/// more that a newer server may add.
+pub const MAX_STATUS_FILE: usize = 64 << 10;
+
+/// `secrets/services/SERVICE`: a `uid N` line, then the manifest, which the server keeps
+/// to at most 1 MiB (the limit of a value in a ctl command).
+pub const MAX_SERVICE_FILE: usize = ctl::MAX_VALUE_LEN + 4096;
+
+/// `secrets/grants/SERVICE`: one name (at most 128 bytes) per line; 16 MiB is over
+/// 100,000 of the longest names, more than a million typical ones.
+pub const MAX_GRANTS_FILE: usize = 16 << 20;
+
+/// A directory (`secrets/store/`, `grants/`, `services/`): 9P stat entries of at most
+/// about 560 bytes (a name and three owner names of up to 128 bytes each), typically
+/// under 100. 64 MiB is over 100,000 of the largest entries, and more than half a million
+/// typical ones: above the 100,000-secret stores the benchmarks use.
+pub const MAX_DIRECTORY: usize = 64 << 20;
+
 /// `secrets/status`.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
 pub struct Status {

@@ -19,7 +19,9 @@
 //!   implement the subcommands, `deploy status` lives in `commands` itself.
 //! - `files`: parsers for the server's `status`, `grants/*` and `services/*` files, and
 //!   the `service check` rule.
-//! - `output`: tables, times, the progress bar, JSON.
+//! - `glob`: the patterns of `deploy secret list PATTERN`.
+//! - `output`: tables, times, JSON, and [`printable`](output::printable), through which
+//!   every text from the server passes before a person sees it.
 //! - `error`: [`CliError`](error::CliError), every failure with what to do about it.
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
@@ -29,6 +31,7 @@ mod commands;
 mod connect;
 mod error;
 mod files;
+mod glob;
 mod output;
 
 use std::io::{self, Write};
@@ -53,7 +56,12 @@ fn main() -> ExitCode {
         Ok(Outcome::Findings) => ExitCode::from(1),
         Err(e) if e.is_broken_pipe() => ExitCode::SUCCESS,
         Err(e) => {
-            let _ = writeln!(io::stderr(), "deploy: {e}");
+            // Errors quote the server (its Rerror texts, names): never raw to a terminal.
+            let _ = writeln!(
+                io::stderr(),
+                "deploy: {}",
+                output::printable(&e.to_string())
+            );
             ExitCode::from(e.exit_code())
         }
     }

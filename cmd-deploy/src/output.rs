@@ -1,9 +1,12 @@
-//! Human output (aligned tables, UTC times, a progress bar) and JSON.
+//! Human output (aligned tables, UTC times, durations, sizes), the escaping of untrusted
+//! text for people, and JSON.
 //!
 //! Everything here renders to a `String` or writes to a caller's writer, so that it can
 //! be tested, and so that stdout errors reach main.rs (which treats a closed pipe as
 //! the end of the output, not a failure).
 
+use std::borrow::Cow;
+use std::fmt::Write as _;
 use std::io::Write;
 
 use serde::Serialize;
@@ -35,9 +38,11 @@ impl Table {
         }
     }
 
-    /// Adds a row; missing cells are blank and extra cells are dropped.
+    /// Adds a row; missing cells are blank and extra cells are dropped. Cells are
+    /// [`printable`]: names come from the server.
     pub fn row(&mut self, cells: Vec<String>) {
-        self.rows.push(cells);
+        self.rows
+            .push(cells.iter().map(|c| printable(c).into_owned()).collect());
     }
 
     /// The table as text, one line per row after the header, each ending in a newline.
@@ -91,6 +96,53 @@ impl Table {
     }
 }
 
+/// `text` made safe to show a person on a terminal: every control character (C0, DEL,
+/// C1, so also newlines and tabs) and every invisible character that changes how text
+/// around it is shown (bidirectional overrides, zero-width characters, line separators)
+/// is written as an escape, `\x1b` or `\u{202e}`. What the server sends (names, error
+/// texts) could otherwise retitle the terminal, move the cursor, or forge lines of
+/// output. Everything else, including non-ASCII letters and backslashes, is kept.
+///
+/// Everything deploy prints for a person that holds text it did not write itself goes
+/// through here: table cells, notes, errors. (JSON escapes by itself; `secret get`
+/// prints the value, see commands::secret.)
+pub fn printable(text: &str) -> Cow<'_, str> {
+    if !text.chars().any(needs_escape) {
+        return Cow::Borrowed(text);
+    }
+    let mut out = String::with_capacity(text.len() + 8);
+    for c in text.chars() {
+        match c {
+            '\n' => out.push_str("\\n"),
+            '\t' => out.push_str("\\t"),
+            '\r' => out.push_str("\\r"),
+            c if needs_escape(c) && u32::from(c) < 0x80 => {
+                let _ = write!(out, "\\x{:02x}", u32::from(c));
+            }
+            c if needs_escape(c) => {
+                let _ = write!(out, "\\u{{{:x}}}", u32::from(c));
+            }
+            c => out.push(c),
+        }
+    }
+    Cow::Owned(out)
+}
+
+/// Whether [`printable`] escapes `c`.
+fn needs_escape(c: char) -> bool {
+    c.is_control()
+        || matches!(c,
+            '\u{00ad}'                     // soft hyphen
+            | '\u{061c}'                   // Arabic letter mark
+            | '\u{180e}'                   // Mongolian vowel separator
+            | '\u{200b}'..='\u{200f}'      // zero-width characters, LRM, RLM
+            | '\u{2028}'..='\u{202e}'      // line/paragraph separators, bidi embeddings
+            | '\u{2060}'..='\u{2069}'      // word joiner, invisible operators, bidi isolates
+            | '\u{feff}'                   // zero-width no-break space (BOM)
+            | '\u{fff9}'..='\u{fffb}'      // interlinear annotations
+        )
+}
+
 /// Display width in columns. Everything deploy tabulates is ASCII (names follow the name
 /// rule), so counting characters is exact where it matters.
 fn width(s: &str) -> usize {
@@ -141,22 +193,6 @@ fn civil_from_days(days: u64) -> (u64, u64, u64) {
     (y, m, d)
 }
 
-/// A one-line progress bar: `[#######.............]  35/100`.
-pub fn progress_bar(done: u64, total: u64, cells: usize) -> String {
-    let filled = if total == 0 {
-        cells
-    } else {
-        // u128 so that done * cells cannot overflow.
-        (u128::from(done.min(total)) * cells as u128 / u128::from(total)) as usize
-    };
-    let count_width = total.to_string().len();
-    format!(
-        "[{}{}] {done:>count_width$}/{total}",
-        "#".repeat(filled),
-        ".".repeat(cells - filled)
-    )
-}
-
 /// A duration for people: `850ms`, `1.2s`, `3m04s`.
 pub fn human_duration(d: std::time::Duration) -> String {
     let ms = d.as_millis();
@@ -166,6 +202,30 @@ pub fn human_duration(d: std::time::Duration) -> String {
         format!("{:.1}s", d.as_secs_f64())
     } else {
         format!("{}m{:02}s", d.as_secs() / 60, d.as_secs() % 60)
+    }
+}
+
+/// A duration as `--timeout` takes it: `10s`, `500ms`, `2m`, `1h`.
+pub fn flag_duration(d: std::time::Duration) -> String {
+    let ms = d.as_millis();
+    match ms {
+        0 => "0ms".to_string(),
+        ms if ms % 3_600_000 == 0 => format!("{}h", ms / 3_600_000),
+        ms if ms % 60_000 == 0 => format!("{}m", ms / 60_000),
+        ms if ms % 1000 == 0 => format!("{}s", ms / 1000),
+        ms => format!("{ms}ms"),
+    }
+}
+
+/// A size in bytes for people: `1 MiB`, `64 KiB`, `1000 bytes`.
+pub fn human_size(bytes: usize) -> String {
+    const KIB: usize = 1024;
+    const MIB: usize = 1024 * KIB;
+    match bytes {
+        0 => "0 bytes".to_string(),
+        b if b % MIB == 0 => format!("{} MiB", b / MIB),
+        b if b % KIB == 0 => format!("{} KiB", b / KIB),
+        b => format!("{b} bytes"),
     }
 }
 
@@ -212,23 +272,50 @@ mod tests {
     }
 
     #[test]
-    fn progress_bars() {
-        assert_eq!(progress_bar(0, 10, 10), "[..........]  0/10");
-        assert_eq!(progress_bar(5, 10, 10), "[#####.....]  5/10");
-        assert_eq!(progress_bar(10, 10, 4), "[####] 10/10");
-        assert_eq!(progress_bar(0, 0, 4), "[####] 0/0");
-        assert_eq!(progress_bar(7, 3, 3), "[###] 7/3");
-        assert_eq!(
-            progress_bar(u64::MAX - 1, u64::MAX, 2),
-            format!("[#.] {}/{}", u64::MAX - 1, u64::MAX)
-        );
-    }
-
-    #[test]
     fn durations() {
         assert_eq!(human_duration(Duration::from_millis(850)), "850ms");
         assert_eq!(human_duration(Duration::from_millis(1234)), "1.2s");
         assert_eq!(human_duration(Duration::from_secs(184)), "3m04s");
+        assert_eq!(flag_duration(Duration::from_secs(10)), "10s");
+        assert_eq!(flag_duration(Duration::from_millis(500)), "500ms");
+        assert_eq!(flag_duration(Duration::from_millis(1500)), "1500ms");
+        assert_eq!(flag_duration(Duration::from_secs(120)), "2m");
+        assert_eq!(flag_duration(Duration::from_secs(7200)), "2h");
+    }
+
+    #[test]
+    fn sizes() {
+        assert_eq!(human_size(1 << 20), "1 MiB");
+        assert_eq!(human_size(64 << 10), "64 KiB");
+        assert_eq!(human_size(1000), "1000 bytes");
+        assert_eq!(human_size((1 << 20) + 4096), "1028 KiB");
+    }
+
+    #[test]
+    fn untrusted_text_cannot_drive_the_terminal() {
+        // Plain text, non-ASCII letters and backslashes are kept as they are.
+        assert!(matches!(printable("db_password"), Cow::Borrowed(_)));
+        assert_eq!(printable("café \\ naïve"), "café \\ naïve");
+        // An OSC that retitles the terminal, a CSI that clears it, a forged line.
+        assert_eq!(
+            printable("\x1b]0;pwned\x07\x1b[2J\nforged: ok\r\t"),
+            "\\x1b]0;pwned\\x07\\x1b[2J\\nforged: ok\\r\\t"
+        );
+        // DEL, a C1 CSI, a bidi override, a zero-width space, a line separator, a BOM.
+        assert_eq!(
+            printable("a\x7fb\u{9b}c\u{202e}d\u{200b}e\u{2028}f\u{feff}"),
+            "a\\x7fb\\u{9b}c\\u{202e}d\\u{200b}e\\u{2028}f\\u{feff}"
+        );
+    }
+
+    #[test]
+    fn table_cells_are_escaped() {
+        let mut t = Table::new(&[("NAME", Align::Left), ("N", Align::Right)]);
+        t.row(vec!["evil\x1b[31m\nforged".into(), "1".into()]);
+        assert_eq!(
+            t.render(),
+            "NAME                  N\nevil\\x1b[31m\\nforged  1\n"
+        );
     }
 
     #[test]

@@ -22,6 +22,7 @@
 //! `$TMP` is a fresh directory per transcript, holding `dead.sock`: a socket that was
 //! bound and closed, so connecting to it is refused. The environment is cleared of
 //! SRV_SECRETS_ADDR and XDG_RUNTIME_DIR unless the transcript sets them.
+#![allow(clippy::unwrap_used, reason = "a test fails by panicking")]
 
 use std::fs;
 use std::io::Write;
@@ -181,4 +182,129 @@ fn help_lists_every_command() {
             "{cmd} missing from:\n{help}"
         );
     }
+}
+
+fn deploy(args: &[&str]) -> std::process::Output {
+    Command::new(env!("CARGO_BIN_EXE_deploy"))
+        .args(args)
+        .env_remove("SRV_SECRETS_ADDR")
+        .output()
+        .unwrap()
+}
+
+fn help(args: &[&str]) -> String {
+    let out = deploy(args);
+    assert!(out.status.success(), "{args:?}");
+    String::from_utf8(out.stdout).unwrap()
+}
+
+#[test]
+fn the_address_rules_are_explained_once_at_the_top() {
+    let top = help(&["--help"]);
+    assert_eq!(top.matches("/tmp/srv-secrets-$EUID").count(), 1, "{top}");
+    assert!(top.contains("Server address:"), "{top}");
+    for args in [
+        &["secret", "list", "--help"][..],
+        &["secret", "set", "--help"],
+        &["secret", "--help"],
+        &["service", "check", "-h"],
+        &["status", "--help"],
+    ] {
+        let text = help(args);
+        assert!(
+            !text.contains("/tmp/srv-secrets-$EUID"),
+            "{args:?}:\n{text}"
+        );
+        // Still there, in one line, and usable after the subcommand.
+        assert!(text.contains("--addr <ADDR>"), "{args:?}:\n{text}");
+    }
+}
+
+#[test]
+fn the_main_commands_show_examples() {
+    for (args, example) in [
+        (
+            &["secret", "set", "--help"][..],
+            "deploy secret set tls_key < key.pem",
+        ),
+        (
+            &["secret", "get", "--help"],
+            "deploy secret get db_password --as web",
+        ),
+        (&["secret", "list", "--help"], "deploy secret list 'db_*'"),
+        (
+            &["secret", "grant", "--help"],
+            "deploy secret grant web db_password",
+        ),
+        (
+            &["secret", "revoke", "--help"],
+            "deploy secret revoke web db_password",
+        ),
+        (
+            &["service", "add", "--help"],
+            "deploy service add web --uid 1001",
+        ),
+        (&["service", "check", "--help"], "deploy service check web"),
+        (&["status", "--help"], "deploy status --json"),
+        (&["status", "-h"], "deploy status --json"),
+    ] {
+        let text = help(args);
+        let examples = text
+            .split_once("Examples:\n")
+            .map(|(_, e)| e)
+            .unwrap_or_else(|| panic!("no Examples: in {args:?}:\n{text}"));
+        assert!(examples.contains(example), "{args:?}:\n{text}");
+    }
+}
+
+#[test]
+fn completions_for_each_shell_come_from_the_same_definition() {
+    for (shell, marker) in [
+        ("bash", "_deploy()"),
+        ("zsh", "#compdef deploy"),
+        ("fish", "complete -c deploy"),
+    ] {
+        let out = deploy(&["completions", shell]);
+        assert!(out.status.success(), "{shell}");
+        let script = String::from_utf8(out.stdout).unwrap();
+        assert!(script.contains(marker), "{shell}:\n{script}");
+        // Nested subcommands and flags added later are in it too.
+        for word in ["rotate-key", "allow-empty", "timeout"] {
+            assert!(script.contains(word), "{shell} lacks {word}");
+        }
+    }
+    let out = deploy(&["completions", "tcsh"]);
+    assert_eq!(out.status.code(), Some(2));
+}
+
+#[test]
+fn man_pages_to_stdout_and_one_per_command_to_a_directory() {
+    let page = help(&["manpage"]);
+    assert!(page.contains(".TH deploy 1"), "{page}");
+    assert!(page.contains("Server address:"), "{page}");
+    let dir = tempfile::tempdir().unwrap();
+    let out = deploy(&["manpage", "--dir", dir.path().to_str().unwrap()]);
+    assert!(out.status.success());
+    for name in [
+        "deploy.1",
+        "deploy-secret.1",
+        "deploy-secret-set.1",
+        "deploy-secret-list.1",
+        "deploy-service-check.1",
+        "deploy-status.1",
+    ] {
+        let text = fs::read_to_string(dir.path().join(name)).unwrap();
+        assert!(text.contains(".TH deploy"), "{name}");
+    }
+    let set = fs::read_to_string(dir.path().join("deploy-secret-set.1")).unwrap();
+    assert!(set.contains("allow\\-empty"), "{set}");
+    // A directory that is not there is an error that names it.
+    let missing = dir.path().join("no/such");
+    let out = deploy(&["manpage", "--dir", missing.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8(out.stderr).unwrap();
+    assert!(
+        err.starts_with("deploy: cannot write man pages to "),
+        "{err}"
+    );
 }

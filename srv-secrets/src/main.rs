@@ -4,7 +4,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
 
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory, Parser, Subcommand};
 use secrets::{Error as VaultError, Vault};
 use srv_secrets::{paths, serve};
 
@@ -46,17 +46,33 @@ enum Command {
         /// The cluster key file, if it is not DATA/key.
         #[arg(long)]
         key: Option<PathBuf>,
-        /// Where to listen: unix:PATH (repeatable). Default:
+        /// Where to listen: unix:PATH or a socket's path (repeatable). Default:
         /// $XDG_RUNTIME_DIR/srv-secrets/9p.sock, /run/srv-secrets/9p.sock for root,
         /// else /tmp/srv-secrets-$UID/9p.sock. The socket's directory is made (0755) if
         /// missing; an existing one must belong to this user or root and be writable by
         /// nobody else.
-        #[arg(long = "listen", value_name = "unix:PATH")]
+        #[arg(long = "listen", value_name = "ADDR")]
         listen: Vec<String>,
         /// Add a demo service `demo` (uid 65534) that may read a secret `greeting`,
         /// unless the store already has a service called demo.
         #[arg(long)]
         demo: bool,
+    },
+    /// Print a completion script for a shell to stdout.
+    ///
+    /// For example: srv-secrets completions bash > /usr/share/bash-completion/completions/srv-secrets
+    Completions {
+        /// The shell.
+        shell: clap_complete::Shell,
+    },
+    /// Print the man page to stdout, or write one per command to a directory.
+    ///
+    /// With --dir, writes srv-secrets.1, srv-secrets-init.1, srv-secrets-serve.1, ...,
+    /// replacing files of those names.
+    Manpage {
+        /// Write srv-secrets.1 and a page per subcommand here.
+        #[arg(long, value_name = "DIR")]
+        dir: Option<PathBuf>,
     },
 }
 
@@ -106,19 +122,77 @@ fn seed_demo(vault: &Vault) -> Result<(), String> {
     Ok(())
 }
 
-/// The paths of `--listen unix:PATH` addresses (the default socket if there are none),
-/// all checked before anything else is done.
+/// The paths of `--listen` addresses, `unix:PATH` or a bare path (the default socket if
+/// there are none), all checked before anything else is done. What starts like another
+/// scheme (`tcp:...`) is refused, not taken for a file name: only unix sockets carry the
+/// peer's uid (SO_PEERCRED) that decides who it is. (deploy's --addr reads addresses the
+/// same way: cmd-deploy's connect.rs.)
 fn socket_paths(listen: Vec<String>) -> Result<Vec<PathBuf>, String> {
     if listen.is_empty() {
         return Ok(vec![paths::default_socket()]);
     }
+    let refuse = |l: &str| {
+        format!("--listen {l}: only unix sockets are supported: give unix:PATH or a socket's path")
+    };
     listen
         .iter()
-        .map(|l| match l.strip_prefix("unix:") {
-            Some(path) if !path.is_empty() => Ok(PathBuf::from(path)),
-            _ => Err(format!("--listen {l}: only unix:PATH is supported")),
+        .map(|l| {
+            let path = match l.strip_prefix("unix:") {
+                Some(path) => path,
+                None if looks_like_a_scheme(l) => return Err(refuse(l)),
+                None => l,
+            };
+            if path.is_empty() {
+                return Err(refuse(l));
+            }
+            Ok(PathBuf::from(path))
         })
         .collect()
+}
+
+/// Whether `text` starts with `SCHEME:` (RFC 3986: a letter, then letters, digits, `+`,
+/// `-` or `.`).
+fn looks_like_a_scheme(text: &str) -> bool {
+    text.split_once(':').is_some_and(|(scheme, _)| {
+        scheme.starts_with(|c: char| c.is_ascii_alphabetic())
+            && scheme
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '+' | '-' | '.'))
+    })
+}
+
+/// `srv-secrets completions SHELL`.
+fn print_completions(shell: clap_complete::Shell) -> Result<(), String> {
+    let mut script = Vec::new();
+    clap_complete::generate(shell, &mut Cli::command(), "srv-secrets", &mut script);
+    write_stdout(&script)
+}
+
+/// `srv-secrets manpage [--dir DIR]`.
+fn write_manpages(dir: Option<PathBuf>) -> Result<(), String> {
+    match dir {
+        None => {
+            let mut page = Vec::new();
+            clap_mangen::Man::new(Cli::command())
+                .render(&mut page)
+                .map_err(|e| format!("cannot render the man page: {e}"))?;
+            write_stdout(&page)
+        }
+        Some(dir) => clap_mangen::generate_to(Cli::command(), &dir)
+            .map_err(|e| format!("cannot write man pages to {}: {e}", dir.display())),
+    }
+}
+
+/// Writes to stdout; a reader that closed it early (`| head`) is not an error.
+fn write_stdout(bytes: &[u8]) -> Result<(), String> {
+    use std::io::Write;
+    let mut out = std::io::stdout().lock();
+    match out.write_all(bytes).and_then(|()| out.flush()) {
+        Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => {
+            Err(format!("cannot write to stdout: {e}"))
+        }
+        _ => Ok(()),
+    }
 }
 
 async fn run_serve(
@@ -215,6 +289,8 @@ fn main() -> ExitCode {
             Ok(rt) => rt.block_on(run_serve(data, key, listen, demo)),
             Err(e) => Err(format!("cannot start the runtime: {e}")),
         },
+        Command::Completions { shell } => print_completions(shell),
+        Command::Manpage { dir } => write_manpages(dir),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -222,5 +298,56 @@ fn main() -> ExitCode {
             eprintln!("srv-secrets: {e}");
             ExitCode::FAILURE
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, reason = "a test fails by panicking")]
+
+    use super::*;
+
+    #[test]
+    fn listen_takes_unix_path_or_a_bare_path() {
+        let got = socket_paths(vec![
+            "unix:/run/a.sock".into(),
+            "/run/b.sock".into(),
+            "rel/c.sock".into(),
+            "./tcp:d".into(),
+            "unix:tcp:e".into(),
+        ])
+        .unwrap();
+        let want = [
+            "/run/a.sock",
+            "/run/b.sock",
+            "rel/c.sock",
+            "./tcp:d",
+            "tcp:e",
+        ];
+        assert_eq!(got, want.map(PathBuf::from));
+    }
+
+    #[test]
+    fn listen_refuses_other_schemes_and_nothing() {
+        for bad in [
+            "tcp:127.0.0.1:564",
+            "tcp:[::1]:564",
+            "vsock:3:564",
+            "unix:",
+            "",
+        ] {
+            assert_eq!(
+                socket_paths(vec!["/ok.sock".into(), bad.into()]).unwrap_err(),
+                format!(
+                    "--listen {bad}: only unix sockets are supported: give unix:PATH or a \
+                     socket's path"
+                )
+            );
+        }
+    }
+
+    #[test]
+    fn the_definition_is_consistent() {
+        Cli::command().debug_assert();
     }
 }

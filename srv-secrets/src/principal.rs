@@ -75,6 +75,11 @@ pub fn admission_of(vault: &Vault, peer: &Peer) -> Admission {
 /// The view an attach with `aname` gets. The admin may attach the admin tree or any
 /// existing service's view; a service only its own view. Every other aname, existing
 /// or not, is "permission denied", so anames reveal nothing.
+///
+/// One refusal says more: a service asking for the admin tree by its name, "admin" (as
+/// `deploy` does), is told who it is and who the admin is ([`not_admin`]), so that an
+/// operator who ran deploy as a service's uid learns what to do. That tells a service
+/// only its own name and the admin's uid; a uid that is nobody never gets this far.
 pub fn view_for(vault: &Vault, principal: &Principal, aname: &str) -> Result<View, Error> {
     match principal {
         Principal::Admin if ADMIN_ANAMES.contains(&aname) => Ok(View::Admin),
@@ -86,8 +91,26 @@ pub fn view_for(vault: &Vault, principal: &Principal, aname: &str) -> Result<Vie
             service: name.clone(),
             by: principal.clone(),
         }),
+        Principal::Service { name, uid } if aname == "admin" => {
+            Err(not_admin(*uid, name, vault.admin_uid()))
+        }
         _ => Err(Error::permission_denied()),
     }
+}
+
+/// What a service's uid asking for the admin tree is told: `permission denied: uid 1001
+/// is service web; the admin is root or uid 1000` (`...; the admin is root` when root
+/// made the store). It starts "permission denied" as every refusal does; deploy reads
+/// the rest (cmd-deploy's connect.rs, `parse_not_admin`), so keep the two in step.
+fn not_admin(uid: u32, service: &str, admin_uid: u32) -> Error {
+    let admin = match admin_uid {
+        0 => "root".to_string(),
+        n => format!("root or uid {n}"),
+    };
+    Error::new(format!(
+        "{}: uid {uid} is service {service}; the admin is {admin}",
+        ninep::ename::PERMISSION_DENIED
+    ))
 }
 
 impl View {
@@ -227,10 +250,20 @@ mod tests {
         };
         assert_eq!(view_for(&v, &web, "").unwrap(), own);
         assert_eq!(view_for(&v, &web, "web").unwrap(), own);
-        // Another service's view, the admin tree and a missing name look the same.
-        for aname in ["api", "admin", "nosuch", "secrets"] {
+        // Another service's view and a missing name look the same.
+        for aname in ["api", "nosuch", "secrets"] {
             denied(view_for(&v, &web, aname));
         }
+        // Asking for the admin tree by name, a service learns who it is and who the
+        // admin is (deploy run as a service's uid says so).
+        assert_eq!(
+            view_for(&v, &web, "admin").unwrap_err().0,
+            "permission denied: uid 1001 is service web; the admin is root or uid 1000"
+        );
+        assert_eq!(
+            not_admin(1002, "api", 0).0,
+            "permission denied: uid 1002 is service api; the admin is root"
+        );
     }
 
     #[test]

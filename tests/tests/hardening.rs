@@ -355,7 +355,8 @@ fn a_listen_address_that_is_not_unix_is_refused_before_the_vault_is_touched() {
     assert_eq!(out.status.code(), Some(1));
     assert_eq!(
         stderr(&out),
-        "srv-secrets: --listen tcp:127.0.0.1:5640: only unix:PATH is supported\n"
+        "srv-secrets: --listen tcp:127.0.0.1:5640: only unix sockets are supported: give unix:PATH \
+         or a socket's path\n"
     );
     // The embedded default is not even made, and neither is a good address's socket.
     let home = shared_tempdir();
@@ -371,7 +372,8 @@ fn a_listen_address_that_is_not_unix_is_refused_before_the_vault_is_touched() {
     assert_eq!(out.status.code(), Some(1));
     assert_eq!(
         stderr(&out),
-        "srv-secrets: --listen tcp:[::1]:564: only unix:PATH is supported\n"
+        "srv-secrets: --listen tcp:[::1]:564: only unix sockets are supported: give unix:PATH \
+         or a socket's path\n"
     );
     assert!(!home.path().join("share").exists());
     assert!(!home.path().join("run").exists());

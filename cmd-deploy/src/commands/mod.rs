@@ -2,14 +2,16 @@
 //! share (checking arguments, bounded reads of values and manifests).
 
 use std::io::{self, Read, Write};
+use std::path::Path;
 
+use clap::CommandFactory;
 use zeroize::Zeroizing;
 
 use crate::cli::{Cli, Command};
-use crate::connect::{self, Env, Session};
+use crate::connect::{self, Env, Server, Session};
 use crate::error::CliError;
 use crate::files;
-use crate::output::{self, write_json, write_text};
+use crate::output::{self, printable, write_json, write_text};
 
 pub mod secret;
 pub mod service;
@@ -28,15 +30,65 @@ pub enum Outcome {
 /// # Errors
 /// Whatever the command met, as a [`CliError`] with a hint.
 pub async fn run(cli: Cli, env: &Env, out: &mut dyn Write) -> Result<Outcome, CliError> {
-    let addr = connect::resolve(cli.addr.as_deref(), env)?;
+    // The commands that need no server come first: a bad address must not stop them.
+    let server = || -> Result<Server, CliError> {
+        Ok(Server {
+            addr: connect::resolve(cli.addr.as_deref(), env)?,
+            timeout: cli.timeout,
+        })
+    };
     match cli.command {
-        Command::Secret(cmd) => secret::run(cmd, &addr, env, out).await,
-        Command::Service(cmd) => service::run(cmd, &addr, env, out).await,
+        Command::Completions { shell } => completions(shell, out),
+        Command::Manpage { dir: None } => manpage(out),
+        Command::Manpage { dir: Some(dir) } => manpages_to(&dir, out),
+        Command::Secret(cmd) => secret::run(cmd, &server()?, env, out).await,
+        Command::Service(cmd) => service::run(cmd, &server()?, env, out).await,
         Command::Status(flag) => {
-            let session = Session::admin(&addr, env).await?;
+            let session = Session::admin(&server()?, env).await?;
             status(&session, flag.json, out).await
         }
     }
+}
+
+/// `deploy completions SHELL`.
+fn completions(shell: clap_complete::Shell, out: &mut dyn Write) -> Result<Outcome, CliError> {
+    // Rendered to memory first: clap_complete panics if its writer fails, and a closed
+    // stdout is an ordinary end here.
+    let mut script = Vec::new();
+    clap_complete::generate(shell, &mut Cli::command(), "deploy", &mut script);
+    out.write_all(&script)
+        .and_then(|()| out.flush())
+        .map_err(CliError::Stdout)?;
+    Ok(Outcome::Done)
+}
+
+/// `deploy manpage`: deploy.1 on stdout.
+fn manpage(out: &mut dyn Write) -> Result<Outcome, CliError> {
+    let mut page = Vec::new();
+    clap_mangen::Man::new(Cli::command())
+        .render(&mut page)
+        .map_err(|source| CliError::Write {
+            what: "the man page".into(),
+            source,
+        })?;
+    out.write_all(&page)
+        .and_then(|()| out.flush())
+        .map_err(CliError::Stdout)?;
+    Ok(Outcome::Done)
+}
+
+/// `deploy manpage --dir DIR`: deploy.1 and a page per subcommand, `deploy-secret-set.1`
+/// and so on, named as man(1) finds them (`man deploy-secret-set`).
+fn manpages_to(dir: &Path, out: &mut dyn Write) -> Result<Outcome, CliError> {
+    clap_mangen::generate_to(Cli::command(), dir).map_err(|source| CliError::Write {
+        what: format!("man pages to {}", dir.display()),
+        source,
+    })?;
+    write_text(
+        out,
+        &format!("wrote deploy's man pages to {}\n", dir.display()),
+    )?;
+    Ok(Outcome::Done)
 }
 
 /// `deploy status`.
@@ -88,7 +140,7 @@ fn render_status(addr: &str, status: &files::Status) -> String {
 /// Reads and parses `secrets/status`.
 pub(crate) async fn read_status(session: &Session) -> Result<files::Status, CliError> {
     let text = session
-        .read(&["secrets", "status"])
+        .read(&["secrets", "status"], files::MAX_STATUS_FILE)
         .await
         .map_err(|e| CliError::request("reading secrets/status", e))?;
     files::parse_status(&text)
@@ -146,7 +198,7 @@ pub(crate) fn read_file_limited(
 /// A note for the operator on stderr, beside the output. Failing to write it is not
 /// worth failing the command for.
 pub(crate) fn note(text: &str) {
-    let _ = writeln!(io::stderr(), "deploy: {text}");
+    let _ = writeln!(io::stderr(), "deploy: {}", printable(text));
 }
 
 #[cfg(test)]

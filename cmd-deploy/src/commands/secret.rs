@@ -9,15 +9,20 @@ use ctl::{Command, Value};
 use serde::Serialize;
 use zeroize::Zeroizing;
 
-use super::{Outcome, read_file_limited, read_limited, read_status, validate};
+use super::{Outcome, note, read_file_limited, read_limited, read_status, validate};
 use crate::cli::SecretCommand;
-use crate::connect::{Addr, Env, Session, is_not_found, is_permission_denied};
+use crate::connect::{Env, Server, Session, is_not_found, is_permission_denied};
 use crate::error::CliError;
 use crate::files::{self, Rotation};
+use crate::glob::Glob;
 use crate::output::{self, Align, Table, write_json, write_text};
 
 /// How often `rotate-key` polls `secrets/status`.
 const POLL_INTERVAL: Duration = Duration::from_millis(100);
+
+/// How long `rotate-key` works before it shows progress at all: a rotation that is over
+/// before anyone could read a bar shows none.
+const SHOW_PROGRESS_AFTER: Duration = Duration::from_secs(1);
 
 /// How often `rotate-key` prints a progress line when stderr is not a terminal.
 const PLAIN_PROGRESS_INTERVAL: Duration = Duration::from_secs(2);
@@ -33,7 +38,7 @@ const VALUE_ON_ARGV: &str = "secret set takes no value on the command line (othe
 /// Whatever the command met.
 pub async fn run(
     cmd: SecretCommand,
-    addr: &Addr,
+    server: &Server,
     env: &Env,
     out: &mut dyn Write,
 ) -> Result<Outcome, CliError> {
@@ -41,47 +46,52 @@ pub async fn run(
         SecretCommand::Set {
             name,
             file,
+            allow_empty,
             argv_value,
         } => {
             if !argv_value.is_empty() {
                 return Err(CliError::Usage(VALUE_ON_ARGV.into()));
             }
-            set(addr, env, name, file.as_deref(), out).await
+            set(server, env, name, file.as_deref(), allow_empty, out).await
         }
-        SecretCommand::List(flag) => {
-            let session = Session::admin(addr, env).await?;
-            list(&session, flag.json, out).await
+        SecretCommand::List { pattern, json } => {
+            let glob = pattern.as_deref().map(Glob::parse).transpose();
+            let glob = glob.map_err(CliError::Usage)?;
+            let session = Session::admin(server, env).await?;
+            list(&session, glob.as_ref(), json, out).await
         }
         SecretCommand::Delete { name } => {
             let line = format!("deleted secret {name}\n");
-            apply(addr, env, &Command::Delete { name }, &line, out).await
+            apply(server, env, &Command::Delete { name }, &line, out).await
         }
         SecretCommand::Grant { service, name } => {
             let line = format!("granted {name} to {service}\n");
-            apply(addr, env, &Command::Grant { service, name }, &line, out).await
+            apply(server, env, &Command::Grant { service, name }, &line, out).await
         }
         SecretCommand::Revoke { service, name } => {
             let line = format!("revoked {name} from {service}\n");
-            apply(addr, env, &Command::Revoke { service, name }, &line, out).await
+            apply(server, env, &Command::Revoke { service, name }, &line, out).await
         }
         SecretCommand::RotateKey => {
-            let session = Session::admin(addr, env).await?;
+            let session = Session::admin(server, env).await?;
             rotate_key(&session, out).await
         }
-        SecretCommand::Get { name, service } => get(addr, env, &name, &service, out).await,
+        SecretCommand::Get { name, service, raw } => {
+            get(server, env, &name, &service, raw, out).await
+        }
     }
 }
 
 /// Validates, connects, sends one command and prints `done` on success.
 async fn apply(
-    addr: &Addr,
+    server: &Server,
     env: &Env,
     command: &Command,
     done: &str,
     out: &mut dyn Write,
 ) -> Result<Outcome, CliError> {
     validate(command)?;
-    let session = Session::admin(addr, env).await?;
+    let session = Session::admin(server, env).await?;
     let mut ctl = session.ctl().await?;
     ctl.send(command).await?;
     ctl.close().await?;
@@ -89,12 +99,13 @@ async fn apply(
     Ok(Outcome::Done)
 }
 
-/// `deploy secret set NAME [--file PATH]`.
+/// `deploy secret set NAME [--file PATH] [--allow-empty]`.
 async fn set(
-    addr: &Addr,
+    server: &Server,
     env: &Env,
     name: String,
     file: Option<&Path>,
+    allow_empty: bool,
     out: &mut dyn Write,
 ) -> Result<Outcome, CliError> {
     // Check the name before anyone types a value for it.
@@ -103,12 +114,23 @@ async fn set(
         value: Value::default(),
     })?;
     // Connect before prompting too: a server that is down should not cost a typed value.
-    let session = Session::admin(addr, env).await?;
-    let value = match file {
-        Some(path) => read_file_limited(path, "the value")?,
-        None if io::stdin().is_terminal() => prompt_value(&name)?,
-        None => read_limited(io::stdin().lock(), "stdin", "the value")?,
+    let session = Session::admin(server, env).await?;
+    let (value, from) = match file {
+        Some(path) => (
+            read_file_limited(path, "the value")?,
+            format!("in the file {}", path.display()),
+        ),
+        None if io::stdin().is_terminal() => (prompt_value(&name)?, "typed at the prompt".into()),
+        None => (
+            read_limited(io::stdin().lock(), "stdin", "the value")?,
+            "from stdin".into(),
+        ),
     };
+    // Enter at the prompt, or an empty pipe, is far more often a mistake than a wish to
+    // replace the value with nothing; and a replaced value cannot be had back.
+    if value.is_empty() && !allow_empty {
+        return Err(CliError::EmptyValue { from });
+    }
     let size = value.len();
     let command = Command::Set {
         name: name.clone(),
@@ -164,12 +186,20 @@ pub struct SecretRow {
     pub granted_to: Vec<String>,
 }
 
-/// `deploy secret list [--json]`.
-async fn list(session: &Session, json: bool, out: &mut dyn Write) -> Result<Outcome, CliError> {
-    let store = session
-        .list(&["secrets", "store"])
+/// `deploy secret list [PATTERN] [--json]`.
+async fn list(
+    session: &Session,
+    glob: Option<&Glob>,
+    json: bool,
+    out: &mut dyn Write,
+) -> Result<Outcome, CliError> {
+    let mut store = session
+        .list(&["secrets", "store"], files::MAX_DIRECTORY)
         .await
         .map_err(|e| CliError::request("listing secrets/store", e))?;
+    if let Some(glob) = glob {
+        store.retain(|st| glob.matches(&st.name));
+    }
     let grants = all_grants(session).await?;
     let mut holders: BTreeMap<&str, Vec<String>> = BTreeMap::new();
     for (service, names) in &grants {
@@ -192,6 +222,9 @@ async fn list(session: &Session, json: bool, out: &mut dyn Write) -> Result<Outc
         write_json(out, &rows)?;
     } else {
         write_text(out, &render_list(&rows))?;
+        if rows.is_empty() && glob.is_some() {
+            note("no secret's name matches the pattern; see them all with `deploy secret list`");
+        }
     }
     Ok(Outcome::Done)
 }
@@ -227,12 +260,13 @@ pub(crate) async fn all_grants(
     session: &Session,
 ) -> Result<BTreeMap<String, Vec<String>>, CliError> {
     let entries = session
-        .list(&["secrets", "grants"])
+        .list(&["secrets", "grants"], files::MAX_DIRECTORY)
         .await
         .map_err(|e| CliError::request("listing secrets/grants", e))?;
     let mut grants = BTreeMap::new();
     for entry in entries {
-        match session.read(&["secrets", "grants", &entry.name]).await {
+        let path = ["secrets", "grants", &entry.name];
+        match session.read(&path, files::MAX_GRANTS_FILE).await {
             Ok(text) => {
                 grants.insert(entry.name, files::parse_grants(&text)?);
             }
@@ -252,7 +286,7 @@ pub(crate) async fn all_grants(
 async fn rotate_key(session: &Session, out: &mut dyn Write) -> Result<Outcome, CliError> {
     let before = read_status(session).await?;
     let started = Instant::now();
-    let mut progress = Progress::new(io::stderr().is_terminal());
+    let mut progress = Progress::new(started, io::stderr().is_terminal());
     let mut ctl = session.ctl().await?;
     let mut last_total = None;
     {
@@ -313,63 +347,108 @@ fn rotation_summary(
     )
 }
 
-/// Rotation progress on stderr: a bar redrawn in place on a terminal, else a plain line
-/// now and then (logs and CI do not want a line per poll).
+/// Rotation progress on stderr, once the rotation has lasted [`SHOW_PROGRESS_AFTER`]: a
+/// bar (indicatif) on a terminal, else a plain line now and then (logs and CI do not
+/// want a line per poll, nor the bar's control sequences).
 struct Progress {
+    started: Instant,
     terminal: bool,
-    drawn: bool,
+    bar: Option<indicatif::ProgressBar>,
     last_plain: Option<Instant>,
 }
 
 impl Progress {
-    fn new(terminal: bool) -> Progress {
+    fn new(started: Instant, terminal: bool) -> Progress {
         Progress {
+            started,
             terminal,
-            drawn: false,
+            bar: None,
             last_plain: None,
         }
     }
 
-    fn show(&mut self, done: u64, total: u64) {
-        let mut err = io::stderr().lock();
-        if self.terminal {
-            let bar = output::progress_bar(done, total, 30);
-            let _ = write!(err, "\rre-encrypting {bar}");
-            let _ = err.flush();
-            self.drawn = true;
+    /// What to show now, `now` being `elapsed` into the work.
+    fn due(&self, elapsed: Duration) -> Show {
+        if elapsed < SHOW_PROGRESS_AFTER {
+            Show::Nothing
+        } else if self.terminal {
+            Show::Bar
         } else if self
             .last_plain
             .is_none_or(|t| t.elapsed() >= PLAIN_PROGRESS_INTERVAL)
         {
-            let _ = writeln!(err, "deploy: re-encrypting: {done}/{total} secrets");
-            self.last_plain = Some(Instant::now());
+            Show::Line
+        } else {
+            Show::Nothing
+        }
+    }
+
+    fn show(&mut self, done: u64, total: u64) {
+        match self.due(self.started.elapsed()) {
+            Show::Nothing => {}
+            Show::Bar => {
+                let started = self.started;
+                let bar = self
+                    .bar
+                    .get_or_insert_with(|| new_bar(started, done, total));
+                bar.set_length(total);
+                bar.set_position(done);
+            }
+            Show::Line => {
+                let _ = writeln!(
+                    io::stderr(),
+                    "deploy: re-encrypting: {done}/{total} secrets"
+                );
+                self.last_plain = Some(Instant::now());
+            }
         }
     }
 
     /// Clears the bar so that the summary starts on a clean line.
     fn finish(&mut self) {
-        if self.drawn {
-            // Carriage return, then erase the line (ECMA-48 EL).
-            let _ = write!(io::stderr(), "\r\x1b[2K");
-            self.drawn = false;
+        if let Some(bar) = self.bar.take() {
+            bar.finish_and_clear();
         }
     }
 }
 
+/// What [`Progress`] shows at a poll.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Show {
+    Nothing,
+    Bar,
+    Line,
+}
+
+/// The bar: `re-encrypting [#######>......] 35/100 secrets, 2s`, its clock counting
+/// from `started`.
+fn new_bar(started: Instant, done: u64, total: u64) -> indicatif::ProgressBar {
+    let style = indicatif::ProgressStyle::with_template(
+        "re-encrypting [{bar:30}] {pos}/{len} secrets, {elapsed}",
+    )
+    .map(|style| style.progress_chars("#>."))
+    .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar());
+    indicatif::ProgressBar::with_draw_target(Some(total), indicatif::ProgressDrawTarget::stderr())
+        .with_style(style)
+        .with_position(done)
+        .with_elapsed(started.elapsed())
+}
+
 /// `deploy secret get NAME --as SERVICE`: the value as the service reads it.
 async fn get(
-    addr: &Addr,
+    server: &Server,
     env: &Env,
     name: &str,
     service: &str,
+    raw: bool,
     out: &mut dyn Write,
 ) -> Result<Outcome, CliError> {
     validate(&Command::Grant {
         service: service.to_string(),
         name: name.to_string(),
     })?;
-    let session = Session::service_view(addr, env, service).await?;
-    let value = match session.read(&["secret", name]).await {
+    let session = Session::service_view(server, env, service).await?;
+    let value = match session.read(&["secret", name], files::MAX_VALUE_FILE).await {
         Ok(v) => v,
         Err(e) if is_not_found(&e) || is_permission_denied(&e) => {
             return Err(CliError::SecretNotVisible {
@@ -379,10 +458,17 @@ async fn get(
         }
         Err(e) => return Err(CliError::request(format!("reading secret/{name}"), e)),
     };
+    let terminal = io::stdout().is_terminal();
+    if terminal && !raw && !is_text(&value) {
+        return Err(CliError::NotText {
+            name: name.to_string(),
+            service: service.to_string(),
+        });
+    }
     out.write_all(&value)
         .and_then(|()| out.flush())
         .map_err(CliError::Stdout)?;
-    if io::stdout().is_terminal() && !value.ends_with(b"\n") {
+    if terminal && !value.ends_with(b"\n") {
         // Keep the shell's prompt off the value's line; only on a terminal, so that a
         // pipe or file gets the exact bytes.
         let _ = writeln!(io::stderr());
@@ -390,9 +476,48 @@ async fn get(
     Ok(Outcome::Done)
 }
 
+/// Whether a value is text a terminal shows as it is: UTF-8 with no control characters
+/// but newline, tab and carriage return. Anything else (a key in DER, an escape sequence)
+/// could garble the terminal or drive it.
+fn is_text(value: &[u8]) -> bool {
+    std::str::from_utf8(value).is_ok_and(|text| {
+        text.chars()
+            .all(|c| !c.is_control() || matches!(c, '\n' | '\t' | '\r'))
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn what_counts_as_text_for_a_terminal() {
+        assert!(is_text(b""));
+        assert!(is_text(b"correct horse battery staple"));
+        assert!(is_text(b"-----BEGIN KEY-----\r\nMIIB\tx==\n"));
+        assert!(is_text("pässwörd ✓".as_bytes()));
+        assert!(!is_text(b"\x00\x01binary\xff"));
+        assert!(!is_text(b"\xff\xfe"));
+        assert!(!is_text(b"\x1b]0;pwned\x07"));
+        assert!(!is_text(b"nul\x00inside"));
+        assert!(!is_text("c1 \u{9b}2J".as_bytes()));
+        assert!(!is_text(b"del\x7f"));
+    }
+
+    #[test]
+    fn progress_waits_a_second_then_shows_a_bar_or_an_occasional_line() {
+        let now = Instant::now();
+        let terminal = Progress::new(now, true);
+        assert_eq!(terminal.due(Duration::from_millis(999)), Show::Nothing);
+        assert_eq!(terminal.due(SHOW_PROGRESS_AFTER), Show::Bar);
+        let mut plain = Progress::new(now, false);
+        assert_eq!(plain.due(Duration::from_millis(500)), Show::Nothing);
+        assert_eq!(plain.due(Duration::from_secs(1)), Show::Line);
+        plain.last_plain = Some(Instant::now());
+        assert_eq!(plain.due(Duration::from_secs(2)), Show::Nothing);
+        plain.last_plain = Some(Instant::now() - PLAIN_PROGRESS_INTERVAL);
+        assert_eq!(plain.due(Duration::from_secs(3)), Show::Line);
+    }
 
     #[test]
     fn list_table() {

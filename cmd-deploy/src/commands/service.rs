@@ -9,10 +9,10 @@ use serde::Serialize;
 use super::secret::all_grants;
 use super::{Outcome, note, read_file_limited, validate};
 use crate::cli::ServiceCommand;
-use crate::connect::{Addr, Env, Session, is_not_found};
+use crate::connect::{Env, Server, Session, is_not_found};
 use crate::error::CliError;
 use crate::files::{self, ServiceFile};
-use crate::output::{Align, Table, write_json, write_text};
+use crate::output::{Align, Table, printable, write_json, write_text};
 
 /// Runs one `deploy service` command.
 ///
@@ -20,7 +20,7 @@ use crate::output::{Align, Table, write_json, write_text};
 /// Whatever the command met.
 pub async fn run(
     cmd: ServiceCommand,
-    addr: &Addr,
+    server: &Server,
     env: &Env,
     out: &mut dyn Write,
 ) -> Result<Outcome, CliError> {
@@ -29,13 +29,13 @@ pub async fn run(
             service,
             uid,
             manifest,
-        } => add(addr, env, service, uid, manifest.as_deref(), out).await,
+        } => add(server, env, service, uid, manifest.as_deref(), out).await,
         ServiceCommand::Remove { service } => {
             let command = Command::ServiceRemove {
                 service: service.clone(),
             };
             validate(&command)?;
-            let session = Session::admin(addr, env).await?;
+            let session = Session::admin(server, env).await?;
             let mut ctl = session.ctl().await?;
             ctl.send(&command).await?;
             ctl.close().await?;
@@ -43,14 +43,14 @@ pub async fn run(
             Ok(Outcome::Done)
         }
         ServiceCommand::List(flag) => {
-            let session = Session::admin(addr, env).await?;
+            let session = Session::admin(server, env).await?;
             list(&session, flag.json, out).await
         }
         ServiceCommand::Check { service, json } => {
             validate(&Command::ServiceRemove {
                 service: service.clone(),
             })?;
-            let session = Session::admin(addr, env).await?;
+            let session = Session::admin(server, env).await?;
             check(&session, &service, json, out).await
         }
     }
@@ -58,7 +58,7 @@ pub async fn run(
 
 /// `deploy service add SERVICE --uid UID [--manifest FILE]`.
 async fn add(
-    addr: &Addr,
+    server: &Server,
     env: &Env,
     service: String,
     uid: u32,
@@ -77,7 +77,7 @@ async fn add(
         }),
         None => None,
     };
-    let session = Session::admin(addr, env).await?;
+    let session = Session::admin(server, env).await?;
     let mut ctl = session.ctl().await?;
     ctl.send(&uid_command).await?;
     if let Some(command) = &manifest_command {
@@ -135,7 +135,8 @@ impl ServiceReport {
 
 /// Reads `secrets/services/SERVICE` and `secrets/grants/SERVICE`.
 async fn service_report(session: &Session, service: &str) -> Result<ServiceReport, CliError> {
-    let file = match session.read(&["secrets", "services", service]).await {
+    let path = ["secrets", "services", service];
+    let file = match session.read(&path, files::MAX_SERVICE_FILE).await {
         Ok(text) => files::parse_service(&text)?,
         Err(e) if is_not_found(&e) => return Err(CliError::NoSuchService(service.to_string())),
         Err(e) => {
@@ -143,7 +144,8 @@ async fn service_report(session: &Session, service: &str) -> Result<ServiceRepor
             return Err(CliError::request(context, e));
         }
     };
-    let granted = match session.read(&["secrets", "grants", service]).await {
+    let path = ["secrets", "grants", service];
+    let granted = match session.read(&path, files::MAX_GRANTS_FILE).await {
         Ok(text) => files::parse_grants(&text)?,
         Err(e) if is_not_found(&e) => Vec::new(),
         Err(e) => {
@@ -157,13 +159,14 @@ async fn service_report(session: &Session, service: &str) -> Result<ServiceRepor
 /// `deploy service list [--json]`.
 async fn list(session: &Session, json: bool, out: &mut dyn Write) -> Result<Outcome, CliError> {
     let entries = session
-        .list(&["secrets", "services"])
+        .list(&["secrets", "services"], files::MAX_DIRECTORY)
         .await
         .map_err(|e| CliError::request("listing secrets/services", e))?;
     let mut grants = all_grants(session).await?;
     let mut reports = Vec::new();
     for entry in entries {
-        let file = match session.read(&["secrets", "services", &entry.name]).await {
+        let path = ["secrets", "services", &entry.name];
+        let file = match session.read(&path, files::MAX_SERVICE_FILE).await {
             Ok(text) => files::parse_service(&text)?,
             // Removed since the listing.
             Err(e) if is_not_found(&e) => continue,
@@ -259,7 +262,7 @@ fn render_check(report: &ServiceReport) -> String {
     report
         .missing
         .iter()
-        .map(|name| format!("missing {name}\n"))
+        .map(|name| format!("missing {}\n", printable(name)))
         .collect()
 }
 
@@ -285,6 +288,9 @@ mod tests {
         );
         assert_eq!(r.missing, strings(&["db_password", "tls"]));
         assert_eq!(render_check(&r), "missing db_password\nmissing tls\n");
+        // Names from the server's manifest cannot forge lines or drive the terminal.
+        let r = report("uid 1\nsecret a\x1b[2Jb\n", "");
+        assert_eq!(render_check(&r), "missing a\\x1b[2Jb\n");
     }
 
     #[test]

@@ -7,6 +7,7 @@ mod common;
 use std::time::Duration;
 
 use common::{Raw, SlowFs, TestServer, pattern, seeded};
+use ninep::client::ClientError;
 use ninep::server::{Limits, Peer, Server, Shutdown};
 use ninep::{NOFID, Tattach, Tflush, Tread, Tstat, Tversion, Twrite};
 
@@ -247,6 +248,41 @@ async fn the_client_pipelines_and_chunks() {
     // Errors come back as the server's text.
     let e = root.walk(&["nosuch"]).await.err().unwrap();
     assert_eq!(e.remote(), Some("file does not exist"));
+}
+
+#[tokio::test]
+async fn bounded_reads_stop_past_their_limit() {
+    let srv = TestServer::start(Limits::default()).await;
+    let client = ninep::client::Client::connect_unix(&srv.path)
+        .await
+        .unwrap();
+    let root = client.attach("t", "").await.unwrap();
+    let read = |name: &'static str, limit: usize| {
+        let root = &root;
+        async move {
+            let mut f = root.walk(&[name]).await.unwrap();
+            f.open(ninep::om::READ).await.unwrap();
+            f.read_all_limited(limit).await
+        }
+    };
+    // Exactly the limit is fine; one byte more is refused, whatever the read sizes.
+    assert_eq!(*read("1m", 1 << 20).await.unwrap(), pattern(1 << 20));
+    let e = read("1m", (1 << 20) - 1).await.unwrap_err();
+    assert!(matches!(e, ClientError::TooLong { limit } if limit == (1 << 20) - 1));
+    assert_eq!(e.to_string(), "the file is longer than 1048575 bytes");
+    assert!(matches!(
+        read("one", 0).await,
+        Err(ClientError::TooLong { limit: 0 })
+    ));
+    assert!(read("empty", 0).await.unwrap().is_empty());
+    assert_eq!(read("8k", usize::MAX).await.unwrap().len(), 8 << 10);
+    // Directories too: six entries do not fit in 10 bytes.
+    let mut d = root.walk(&[]).await.unwrap();
+    d.open(ninep::om::READ).await.unwrap();
+    assert!(matches!(
+        d.read_dir_limited(10).await,
+        Err(ClientError::TooLong { limit: 10 })
+    ));
 }
 
 #[tokio::test]

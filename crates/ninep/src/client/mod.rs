@@ -50,6 +50,12 @@ pub enum ClientError {
     /// The server answered with Rerror.
     #[error("{0}")]
     Remote(String),
+    /// A bounded read ([`Fid::read_all_limited`]) found more than its limit.
+    #[error("the file is longer than {limit} bytes")]
+    TooLong {
+        /// The limit that was passed.
+        limit: usize,
+    },
 }
 
 impl ClientError {
@@ -521,11 +527,23 @@ impl Fid {
 
     /// Reads from offset 0 until an empty read.
     pub async fn read_all(&self) -> Result<Zeroizing<Vec<u8>>> {
+        self.read_all_limited(usize::MAX).await
+    }
+
+    /// Reads from offset 0 until an empty read, failing with [`ClientError::TooLong`] as
+    /// soon as the file has shown more than `limit` bytes: a server that serves an endless
+    /// file cannot make the client read until memory runs out.
+    pub async fn read_all_limited(&self, limit: usize) -> Result<Zeroizing<Vec<u8>>> {
         let mut out = Zeroizing::new(Vec::new());
         loop {
+            // Whole iounits, even near the limit: a directory read must have room for an
+            // entry, and what comes back is checked before it is kept.
             let d = self.read(out.len() as u64, self.io_size()).await?;
             if d.is_empty() {
                 return Ok(out);
+            }
+            if d.len() > limit - out.len() {
+                return Err(ClientError::TooLong { limit });
             }
             append_zeroizing(&mut out, d.expose());
         }
@@ -533,7 +551,13 @@ impl Fid {
 
     /// Reads a whole directory and decodes its entries.
     pub async fn read_dir(&self) -> Result<Vec<Stat>> {
-        let bytes = self.read_all().await?;
+        self.read_dir_limited(usize::MAX).await
+    }
+
+    /// Reads a whole directory of at most `limit` bytes of entries (see
+    /// [`Fid::read_all_limited`]) and decodes its entries.
+    pub async fn read_dir_limited(&self, limit: usize) -> Result<Vec<Stat>> {
+        let bytes = self.read_all_limited(limit).await?;
         let mut r = Reader::new(&bytes);
         let mut out = Vec::new();
         while r.remaining() > 0 {
