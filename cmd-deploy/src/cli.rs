@@ -140,6 +140,36 @@ Examples:
         #[arg(hide = true, num_args = 0.., allow_hyphen_values = true)]
         argv_value: Vec<OsString>,
     },
+    /// Set many secrets at once, in one transaction: all of them or none.
+    ///
+    /// From a dotenv file (NAME=VALUE lines, `export`, `#` comments, values quoted
+    /// '...' byte for byte or "..." with \n \t \" escapes, over several lines if need
+    /// be: a filled-in .env.example), a JSON object of name to string value, or a
+    /// directory with one file per secret (named after it, read byte for byte). Values
+    /// are never printed, nor is any line of the input. At most 10,000 secrets and 4 MiB
+    /// in one import; an empty value is refused unless --allow-empty.
+    #[command(
+        group(clap::ArgGroup::new("source").required(true)),
+        after_help = "\
+Examples:
+  deploy secret import --dotenv .env
+  deploy secret import --json secrets.json
+  deploy secret import --dir /run/keys        # one file per secret: /run/keys/tls_key, ..."
+    )]
+    Import {
+        /// A dotenv file.
+        #[arg(long, value_name = "FILE", group = "source")]
+        dotenv: Option<PathBuf>,
+        /// A JSON object of secret name to string value.
+        #[arg(long, value_name = "FILE", group = "source")]
+        json: Option<PathBuf>,
+        /// A directory of files, one per secret.
+        #[arg(long, value_name = "DIR", group = "source")]
+        dir: Option<PathBuf>,
+        /// Store empty values too.
+        #[arg(long)]
+        allow_empty: bool,
+    },
     /// List secrets: version, size, last change and the services granted each.
     ///
     /// PATTERN is a shell-style glob over names: * any run of characters, ? one

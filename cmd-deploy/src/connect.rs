@@ -17,6 +17,7 @@ use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
+use ctl::{Answer, Reply, ReplyReader};
 use ninep::client::{Client, ClientError, DEFAULT_MSIZE, Fid};
 use ninep::{Stat, ename, om};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
@@ -336,13 +337,6 @@ impl Session {
             .await
     }
 
-    /// Stats a file.
-    pub async fn stat(&self, path: &[&str]) -> Result<Stat, ClientError> {
-        self.link
-            .answer(async { self.root.walk(path).await?.stat().await })
-            .await
-    }
-
     /// Opens `secrets/ctl` for writing.
     ///
     /// # Errors
@@ -352,7 +346,8 @@ impl Session {
             .link
             .answer(async {
                 let mut fid = self.root.walk(&["secrets", "ctl"]).await?;
-                fid.open(om::WRITE).await?;
+                // Read-write: each command written has a result to read back.
+                fid.open(om::RDWR).await?;
                 Ok(fid)
             })
             .await
@@ -361,6 +356,7 @@ impl Session {
             fid,
             offset: 0,
             link: self.link.clone(),
+            results: ReplyReader::new(),
         })
     }
 }
@@ -490,22 +486,106 @@ pub struct Ctl {
     fid: Fid,
     offset: u64,
     link: Link,
+    results: ReplyReader,
 }
 
+/// The most result bytes deploy takes from ctl for one request: the server keeps at most
+/// 16 MiB unread per fid, and a transaction's results are far smaller.
+const MAX_RESULTS: usize = 16 << 20;
+
 impl Ctl {
-    /// Sends one command. The server applies it when its line completes and answers
-    /// its error (if any) to this write.
+    /// Sends one command and returns its result. The server applies the command when its
+    /// line completes, answers its error (if any) to this write, and queues its result.
     ///
     /// # Errors
     /// [`CliError::Ctl`] with the server's text.
-    pub async fn send(&mut self, command: &ctl::Command) -> Result<(), CliError> {
-        let line = command.encode();
-        self.link
-            .answer(self.fid.write_all(self.offset, &line))
-            .await
-            .map_err(CliError::ctl)?;
-        self.offset += line.len() as u64;
-        Ok(())
+    pub async fn send(&mut self, command: &ctl::Command) -> Result<Answer, CliError> {
+        self.write(&command.encode()).await?;
+        let mut answers = self.answers(1).await?;
+        answers
+            .pop()
+            .ok_or_else(|| CliError::Unexpected("secrets/ctl gave no result for a command".into()))
+    }
+
+    /// Sends `commands` as one transaction (`begin`, the commands, `commit`), packed into
+    /// as few writes as the connection allows: all apply or none does. Returns each
+    /// command's result.
+    ///
+    /// # Errors
+    /// [`CliError::Ctl`] with the server's text (the command that stopped it, or the
+    /// transaction's own refusal); nothing was applied then.
+    pub async fn transaction(
+        &mut self,
+        commands: &[ctl::Command],
+    ) -> Result<Vec<Answer>, CliError> {
+        let size: usize = commands.iter().map(|c| c.weight()).sum::<usize>() + 32;
+        // One buffer for all of it, sized up front so that it never reallocates (values
+        // pass through it).
+        let mut text = Zeroizing::new(Vec::with_capacity(2 * size));
+        text.extend_from_slice(&ctl::Command::Begin.encode());
+        for c in commands {
+            text.extend_from_slice(&c.encode());
+        }
+        text.extend_from_slice(&ctl::Command::Commit.encode());
+        self.write(&text).await?;
+        drop(text);
+        // begin, each command, then commit.
+        let mut answers = self.answers(commands.len() + 2).await?;
+        if answers.len() != commands.len() + 2 {
+            return Err(CliError::Unexpected(format!(
+                "secrets/ctl gave {} results for a transaction of {} commands",
+                answers.len(),
+                commands.len()
+            )));
+        }
+        answers.pop();
+        answers.remove(0);
+        Ok(answers)
+    }
+
+    async fn write(&mut self, bytes: &[u8]) -> Result<(), CliError> {
+        let sent = self
+            .link
+            .answer(self.fid.write_all(self.offset, bytes))
+            .await;
+        self.offset += bytes.len() as u64;
+        sent.map_err(CliError::ctl)
+    }
+
+    /// Reads results until `want` of them came, or the fid has no more. A result that is
+    /// an error is returned as one.
+    async fn answers(&mut self, want: usize) -> Result<Vec<Answer>, CliError> {
+        let mut answers = Vec::with_capacity(want);
+        let mut taken = 0usize;
+        while answers.len() < want {
+            if let Some(next) = self.results.next_reply() {
+                match next {
+                    Ok(Reply::Ok(answer)) => answers.push(answer),
+                    Ok(Reply::Err(text)) => return Err(CliError::Ctl(text)),
+                    Err(e) => {
+                        return Err(CliError::Unexpected(format!("reading secrets/ctl: {e}")));
+                    }
+                }
+                continue;
+            }
+            let count = self.fid.io_size();
+            let data = self
+                .link
+                .answer(self.fid.read(0, count))
+                .await
+                .map_err(|e| CliError::request("reading the results from secrets/ctl", e))?;
+            if data.is_empty() {
+                break;
+            }
+            taken += data.len();
+            if taken > MAX_RESULTS {
+                return Err(CliError::Unexpected(
+                    "secrets/ctl gave more results than any command has".into(),
+                ));
+            }
+            self.results.push(data.expose());
+        }
+        Ok(answers)
     }
 
     /// Clunks the fid; the server may report an error for an unfinished command here.

@@ -31,6 +31,25 @@ pub enum CliError {
         /// Our effective uid, which the server sees through SO_PEERCRED.
         uid: u32,
     },
+    /// An import's input was refused before anything was sent.
+    #[error("{}: {reason}", path.display())]
+    BadImport {
+        /// The file or directory imported from.
+        path: std::path::PathBuf,
+        /// What is wrong, and where (a line, a key, a file): never a value.
+        reason: String,
+    },
+    /// The server refused a manifest.
+    #[error(
+        "{}: {reason}; the server refused the manifest, nothing was changed",
+        path.display()
+    )]
+    BadManifest {
+        /// The manifest file.
+        path: std::path::PathBuf,
+        /// The server's reason: the manifest's line and what is wrong with it.
+        reason: String,
+    },
     /// Connecting or negotiating the protocol failed.
     #[error("cannot connect to srv-secrets at {addr}: {}", connect_hint(.source))]
     Connect {

@@ -193,6 +193,15 @@ fn civil_from_days(days: u64) -> (u64, u64, u64) {
     (y, m, d)
 }
 
+/// `n` of a thing, singular or plural: `1 secret`, `3 secrets`, `0 secrets`.
+pub fn count(n: usize, one: &str, many: &str) -> String {
+    if n == 1 {
+        format!("1 {one}")
+    } else {
+        format!("{n} {many}")
+    }
+}
+
 /// A duration for people: `850ms`, `1.2s`, `3m04s`.
 pub fn human_duration(d: std::time::Duration) -> String {
     let ms = d.as_millis();
@@ -269,6 +278,13 @@ mod tests {
         assert_eq!(iso8601(1_709_251_199), "2024-02-29T23:59:59Z");
         assert_eq!(iso8601(1_714_564_800), "2024-05-01T12:00:00Z");
         assert_eq!(iso8601(u32::MAX), "2106-02-07T06:28:15Z");
+    }
+
+    #[test]
+    fn counts() {
+        assert_eq!(count(1, "secret", "secrets"), "1 secret");
+        assert_eq!(count(0, "secret", "secrets"), "0 secrets");
+        assert_eq!(count(12, "grant", "grants"), "12 grants");
     }
 
     #[test]

@@ -13,6 +13,7 @@ use crate::error::CliError;
 use crate::files;
 use crate::output::{self, printable, write_json, write_text};
 
+pub mod import;
 pub mod secret;
 pub mod service;
 
@@ -193,6 +194,56 @@ pub(crate) fn read_file_limited(
         return Err(CliError::TooLarge { what: too_large });
     }
     read_limited(file, &what, too_large)
+}
+
+/// Reads a whole file of at most `limit` bytes (an import file, larger than one value),
+/// into one zeroized buffer allocated once.
+pub(crate) fn read_file_bounded(
+    path: &std::path::Path,
+    limit: usize,
+    what: &str,
+) -> Result<Zeroizing<Vec<u8>>, CliError> {
+    let shown = format!("{}", path.display());
+    let io_err = |source| CliError::Read {
+        what: shown.clone(),
+        source,
+    };
+    let too_large = || {
+        CliError::Usage(format!(
+            "{what} {shown} is larger than {limit} bytes, more than one transaction holds; \
+             split it; nothing was sent"
+        ))
+    };
+    let file = std::fs::File::open(path).map_err(io_err)?;
+    let meta = file.metadata().map_err(io_err)?;
+    if meta.is_file() && meta.len() > limit as u64 {
+        return Err(too_large());
+    }
+    let mut buf = Zeroizing::new(Vec::with_capacity(
+        (meta.len() as usize).min(limit).saturating_add(1),
+    ));
+    // A file that grows while it is read, or is not a regular file, still stops at the
+    // limit. Read in pieces, growing by hand: Vec's own growth would leave a copy of the
+    // values behind in freed memory.
+    let mut capped = file.take(limit as u64 + 1);
+    let mut chunk = Zeroizing::new([0u8; 8192]);
+    loop {
+        let n = capped.read(&mut chunk[..]).map_err(io_err)?;
+        if n == 0 {
+            break;
+        }
+        if buf.len() + n > limit {
+            return Err(too_large());
+        }
+        if buf.len() + n > buf.capacity() {
+            let want = (2 * buf.capacity()).max(buf.len() + n).min(limit + 1);
+            let mut grown = Zeroizing::new(Vec::with_capacity(want));
+            grown.extend_from_slice(&buf);
+            buf = grown;
+        }
+        buf.extend_from_slice(&chunk[..n]);
+    }
+    Ok(buf)
 }
 
 /// A note for the operator on stderr, beside the output. Failing to write it is not

@@ -5,7 +5,7 @@ use std::io::{self, IsTerminal, Write};
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use ctl::{Command, Value};
+use ctl::{Answer, Command, Value};
 use serde::Serialize;
 use zeroize::Zeroizing;
 
@@ -54,6 +54,22 @@ pub async fn run(
             }
             set(server, env, name, file.as_deref(), allow_empty, out).await
         }
+        SecretCommand::Import {
+            dotenv,
+            json,
+            dir,
+            allow_empty,
+        } => {
+            use super::import::{Source, import};
+            let source = match (dotenv, json, dir) {
+                (Some(f), _, _) => Source::Dotenv(f),
+                (_, Some(f), _) => Source::Json(f),
+                (_, _, Some(d)) => Source::Dir(d),
+                // clap requires one of them.
+                _ => return Err(CliError::Usage("give --dotenv, --json or --dir".into())),
+            };
+            import(server, env, source, allow_empty, out).await
+        }
         SecretCommand::List { pattern, json } => {
             let glob = pattern.as_deref().map(Glob::parse).transpose();
             let glob = glob.map_err(CliError::Usage)?;
@@ -61,16 +77,44 @@ pub async fn run(
             list(&session, glob.as_ref(), json, out).await
         }
         SecretCommand::Delete { name } => {
-            let line = format!("deleted secret {name}\n");
-            apply(server, env, &Command::Delete { name }, &line, out).await
+            let answer = apply(server, env, &Command::Delete { name: name.clone() }).await?;
+            let line = match answer.number("grants").unwrap_or(0) as usize {
+                0 => format!("deleted secret {name}\n"),
+                n => format!(
+                    "deleted secret {name} and its {}\n",
+                    output::count(n, "grant", "grants")
+                ),
+            };
+            write_text(out, &line)?;
+            Ok(Outcome::Done)
         }
         SecretCommand::Grant { service, name } => {
-            let line = format!("granted {name} to {service}\n");
-            apply(server, env, &Command::Grant { service, name }, &line, out).await
+            let command = Command::Grant {
+                service: service.clone(),
+                name: name.clone(),
+            };
+            let answer = apply(server, env, &command).await?;
+            let line = if answer.flag("already") == Some(true) {
+                format!("{service} could already read {name}; nothing changed\n")
+            } else {
+                format!("granted {name} to {service}\n")
+            };
+            write_text(out, &line)?;
+            Ok(Outcome::Done)
         }
         SecretCommand::Revoke { service, name } => {
-            let line = format!("revoked {name} from {service}\n");
-            apply(server, env, &Command::Revoke { service, name }, &line, out).await
+            let command = Command::Revoke {
+                service: service.clone(),
+                name: name.clone(),
+            };
+            let answer = apply(server, env, &command).await?;
+            let line = if answer.flag("was_granted") == Some(false) {
+                format!("{service} was not granted {name}; nothing changed\n")
+            } else {
+                format!("revoked {name} from {service}\n")
+            };
+            write_text(out, &line)?;
+            Ok(Outcome::Done)
         }
         SecretCommand::RotateKey => {
             let session = Session::admin(server, env).await?;
@@ -82,21 +126,14 @@ pub async fn run(
     }
 }
 
-/// Validates, connects, sends one command and prints `done` on success.
-async fn apply(
-    server: &Server,
-    env: &Env,
-    command: &Command,
-    done: &str,
-    out: &mut dyn Write,
-) -> Result<Outcome, CliError> {
+/// Validates, connects, sends one command and returns its result.
+async fn apply(server: &Server, env: &Env, command: &Command) -> Result<Answer, CliError> {
     validate(command)?;
     let session = Session::admin(server, env).await?;
     let mut ctl = session.ctl().await?;
-    ctl.send(command).await?;
+    let answer = ctl.send(command).await?;
     ctl.close().await?;
-    write_text(out, done)?;
-    Ok(Outcome::Done)
+    Ok(answer)
 }
 
 /// `deploy secret set NAME [--file PATH] [--allow-empty]`.
@@ -138,13 +175,13 @@ async fn set(
     };
     validate(&command)?;
     let mut ctl = session.ctl().await?;
-    ctl.send(&command).await?;
+    let answer = ctl.send(&command).await?;
     ctl.close().await?;
     drop(command);
-    // The version is a nicety: the secret is stored whether or not this stat works.
-    let line = match session.stat(&["secrets", "store", &name]).await {
-        Ok(stat) => format!("set {name} (version {}, {size} bytes)\n", stat.qid.version),
-        Err(_) => format!("set {name} ({size} bytes)\n"),
+    let size = output::count(size, "byte", "bytes");
+    let line = match answer.number("version") {
+        Some(version) => format!("set {name} (version {version}, {size})\n"),
+        None => format!("set {name} ({size})\n"),
     };
     write_text(out, &line)?;
     Ok(Outcome::Done)

@@ -12,7 +12,7 @@ use crate::cli::ServiceCommand;
 use crate::connect::{Env, Server, Session, is_not_found};
 use crate::error::CliError;
 use crate::files::{self, ServiceFile};
-use crate::output::{Align, Table, printable, write_json, write_text};
+use crate::output::{self, Align, Table, printable, write_json, write_text};
 
 /// Runs one `deploy service` command.
 ///
@@ -37,9 +37,16 @@ pub async fn run(
             validate(&command)?;
             let session = Session::admin(server, env).await?;
             let mut ctl = session.ctl().await?;
-            ctl.send(&command).await?;
+            let answer = ctl.send(&command).await?;
             ctl.close().await?;
-            write_text(out, &format!("removed service {service}\n"))?;
+            let line = match answer.number("grants").unwrap_or(0) as usize {
+                0 => format!("removed service {service}\n"),
+                n => format!(
+                    "removed service {service} and its {}\n",
+                    output::count(n, "grant", "grants")
+                ),
+            };
+            write_text(out, &line)?;
             Ok(Outcome::Done)
         }
         ServiceCommand::List(flag) => {
@@ -79,14 +86,37 @@ async fn add(
     };
     let session = Session::admin(server, env).await?;
     let mut ctl = session.ctl().await?;
-    ctl.send(&uid_command).await?;
-    if let Some(command) = &manifest_command {
-        ctl.send(command).await?;
-    }
+    // The uid and the manifest together or not at all: a refused manifest must not
+    // leave a service half made.
+    let mut commands = vec![uid_command];
+    commands.extend(manifest_command.iter().cloned());
+    let answers = match ctl.transaction(&commands).await {
+        Ok(answers) => answers,
+        Err(CliError::Ctl(text)) if manifest.is_some() && text.contains("manifest line ") => {
+            return Err(CliError::BadManifest {
+                path: manifest.map(Path::to_path_buf).unwrap_or_default(),
+                reason: manifest_reason(&text).to_string(),
+            });
+        }
+        Err(e) => return Err(e),
+    };
     ctl.close().await?;
-    let line = match &manifest_command {
-        Some(_) => format!("added service {service} (uid {uid}) with its manifest\n"),
-        None => format!("added service {service} (uid {uid})\n"),
+    let with = if manifest_command.is_some() {
+        " with its manifest"
+    } else {
+        ""
+    };
+    let line = match answers.first() {
+        Some(a) if a.flag("created") == Some(false) => match a.get("previous") {
+            Some(previous) if previous == uid.to_string() => {
+                format!("updated service {service}{with} (uid {uid}, as before)\n")
+            }
+            Some(previous) => {
+                format!("updated service {service}{with}: uid {uid}, was {previous}\n")
+            }
+            None => format!("updated service {service}{with} (uid {uid})\n"),
+        },
+        _ => format!("added service {service} (uid {uid}){with}\n"),
     };
     write_text(out, &line)?;
     if manifest_command.is_some() {
@@ -95,14 +125,25 @@ async fn add(
             && !report.missing.is_empty()
         {
             note(&format!(
-                "{} of {} secrets in {service}'s manifest are not granted yet; \
+                "{} of the {} in {service}'s manifest {} not granted yet; \
                  see `deploy service check {service}`",
                 report.missing.len(),
-                report.secrets.len()
+                output::count(report.secrets.len(), "secret", "secrets"),
+                if report.missing.len() == 1 {
+                    "is"
+                } else {
+                    "are"
+                }
             ));
         }
     }
     Ok(Outcome::Done)
+}
+
+/// What a manifest refusal says, without the ctl prefix (`ctl: line 2: service: `): the
+/// manifest's own line and what is wrong with it.
+fn manifest_reason(text: &str) -> &str {
+    text.find("manifest line ").map_or(text, |i| &text[i..])
 }
 
 /// What deploy knows of one service: its uid, the secrets its manifest needs, its grants.
@@ -239,10 +280,10 @@ async fn check(
     } else {
         if !json {
             note(&format!(
-                "{service} lacks {} of the {} secrets its manifest needs; grant each with \
+                "{service} lacks {} of the {} its manifest needs; grant each with \
                  `deploy secret grant {service} NAME`",
                 report.missing.len(),
-                report.secrets.len()
+                output::count(report.secrets.len(), "secret", "secrets"),
             ));
         }
         Ok(Outcome::Findings)
@@ -253,11 +294,17 @@ async fn check(
 /// one `ok:` line.
 fn render_check(report: &ServiceReport) -> String {
     if report.missing.is_empty() {
-        return format!(
-            "ok: all {} secrets in {}'s manifest are granted\n",
-            report.secrets.len(),
-            report.name
-        );
+        return match report.secrets.len() {
+            0 => format!("ok: {}'s manifest needs no secrets\n", report.name),
+            1 => format!(
+                "ok: the 1 secret in {}'s manifest is granted\n",
+                report.name
+            ),
+            n => format!(
+                "ok: all {n} secrets in {}'s manifest are granted\n",
+                report.name
+            ),
+        };
     }
     report
         .missing
@@ -302,9 +349,11 @@ mod tests {
             "ok: all 2 secrets in web's manifest are granted\n"
         );
         let none = report("uid none\n", "");
+        assert_eq!(render_check(&none), "ok: web's manifest needs no secrets\n");
+        let one = report("uid 7\nsecret a\n", "a\n");
         assert_eq!(
-            render_check(&none),
-            "ok: all 0 secrets in web's manifest are granted\n"
+            render_check(&one),
+            "ok: the 1 secret in web's manifest is granted\n"
         );
     }
 

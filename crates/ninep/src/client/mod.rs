@@ -505,7 +505,9 @@ impl Fid {
         Ok(())
     }
 
-    fn io_size(&self) -> u32 {
+    /// The most bytes one Tread or Twrite on this fid carries: its iounit, or the
+    /// connection's when the server gave none.
+    pub fn io_size(&self) -> u32 {
         match self.iounit {
             0 => self.client.iounit(),
             n => n.min(self.client.iounit()),
