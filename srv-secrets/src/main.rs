@@ -76,8 +76,11 @@ fn open_or_init(
             );
             Vault::open(data, key).map_err(|e| e.to_string())
         }
+        // A directory that lost its store but kept its key is StoreLost, which is never
+        // initialized over, embedded default or not: its message says how to restore.
         Err(VaultError::NotInitialized { dir }) => Err(format!(
-            "{} holds no store; create it with: srv-secrets init --data {}",
+            "{} holds no store; if it had one, restore it from a backup (docs/operations.md, \
+             \"Backup and restore\"); to make a new one: srv-secrets init --data {}",
             dir.display(),
             dir.display()
         )),

@@ -237,7 +237,7 @@ fn a_restored_data_directory_does_not_start_without_its_own_key() {
     std::fs::copy(&key_before_rotation, &loose).unwrap();
     std::fs::set_permissions(&loose, std::fs::Permissions::from_mode(0o644)).unwrap();
     let refused: [(&Path, &str); 4] = [
-        (&missing, "opening key file"),
+        (&missing, "does not exist; pass --key"),
         (&key_after_rotation, "lacks key 1, which this store needs"),
         (
             &other_key,

@@ -136,3 +136,104 @@ fn with_no_flags_serve_uses_the_embedded_default() {
     assert!(said.contains("mount -t 9p"), "{said}");
     assert!(home.path().join("share/srv-secrets/store.redb").exists());
 }
+
+#[test]
+fn a_data_directory_that_lost_its_store_is_never_initialized_over() {
+    let home = shared_tempdir();
+    let runtime = home.path().join("run");
+    let data = home.path().join("share/srv-secrets");
+    let serve_default = || {
+        Command::new(&bins().srv_secrets)
+            .args(["serve", "--demo"])
+            .env("XDG_DATA_HOME", home.path().join("share"))
+            .env("XDG_RUNTIME_DIR", &runtime)
+            .env("RUST_LOG", "warn")
+            .output()
+            .unwrap()
+    };
+    // The embedded default's first run, made by hand: init, as the first run does.
+    let init = Command::new(&bins().srv_secrets)
+        .args(["init", "--data"])
+        .arg(&data)
+        .output()
+        .unwrap();
+    assert!(init.status.success(), "{}", stderr(&init));
+    let key_before = std::fs::read(data.join("key")).unwrap();
+    // The store is lost; the key and the lock are still there.
+    std::fs::remove_file(data.join("store.redb")).unwrap();
+    let out = serve_default();
+    assert_eq!(out.status.code(), Some(1));
+    let said = stderr(&out);
+    assert!(!said.contains("first run"), "{said}");
+    assert!(
+        said.starts_with(&format!(
+            "srv-secrets: data directory {} has a key file ({}/key) but no store",
+            data.display(),
+            data.display()
+        )),
+        "{said}"
+    );
+    assert!(
+        said.find("Restore it from a backup").unwrap() < said.find("srv-secrets init").unwrap(),
+        "{said}"
+    );
+    assert!(!data.join("store.redb").exists(), "nothing was initialized");
+    assert_eq!(std::fs::read(data.join("key")).unwrap(), key_before);
+
+    // --data of a directory with no store at all: a restore first, then init.
+    let missing = home.path().join("nowhere");
+    let out = Command::new(&bins().srv_secrets)
+        .args(["serve", "--data"])
+        .arg(&missing)
+        .arg("--listen")
+        .arg(format!("unix:{}", home.path().join("s.sock").display()))
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(
+        stderr(&out),
+        format!(
+            "srv-secrets: {} holds no store; if it had one, restore it from a backup \
+             (docs/operations.md, \"Backup and restore\"); to make a new one: srv-secrets init \
+             --data {}\n",
+            missing.display(),
+            missing.display()
+        )
+    );
+}
+
+#[test]
+fn a_missing_key_file_is_named_by_its_path() {
+    let dir = shared_tempdir();
+    let data = dir.path().join("data");
+    let key = dir.path().join("cluster.key");
+    let init = Command::new(&bins().srv_secrets)
+        .args(["init", "--data"])
+        .arg(&data)
+        .arg("--key")
+        .arg(&key)
+        .output()
+        .unwrap();
+    assert!(init.status.success(), "{}", stderr(&init));
+    std::fs::rename(&key, dir.path().join("moved.key")).unwrap();
+    // The store is there, the key is not: a missing key, not a lost store.
+    let out = Command::new(&bins().srv_secrets)
+        .args(["serve", "--data"])
+        .arg(&data)
+        .arg("--key")
+        .arg(&key)
+        .arg("--listen")
+        .arg(format!("unix:{}", dir.path().join("s.sock").display()))
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let said = stderr(&out);
+    assert!(
+        said.starts_with(&format!(
+            "srv-secrets: key file {} does not exist; pass --key",
+            key.display()
+        )),
+        "{said}"
+    );
+    assert!(!said.contains("os error"), "{said}");
+}

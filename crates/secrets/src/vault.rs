@@ -19,7 +19,7 @@
 //! with that error and each later write tries again first. Reads carry on throughout.
 
 use std::fs::{File, OpenOptions, TryLockError};
-use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard};
 use std::time::{SystemTime, UNIX_EPOCH};
@@ -139,34 +139,49 @@ impl Vault {
         })
     }
 
-    /// Opens a data directory: locks it for the vault's lifetime, reads the key file
-    /// (refusing one open to group or others), checks the store's format version and that
-    /// the key file is the right one, loads everything into memory, and finishes or rolls
-    /// back a key rotation that a crash interrupted.
+    /// Opens a data directory: checks that the directory, the lock file, the key file and
+    /// the store are private to this process's uid (owned by it or root, nothing for group
+    /// or others), locks it for the vault's lifetime, reads the key file, checks the store's
+    /// format version and that the key file is the right one, loads everything into
+    /// memory, and finishes or rolls back a key rotation that a crash interrupted.
     ///
     /// # Errors
-    /// [`Error::NotInitialized`], [`Error::Locked`], [`Error::KeyPermissions`],
-    /// [`Error::KeyFile`], [`Error::KeyMissing`], [`Error::KeyMismatch`],
-    /// [`Error::FormatVersion`], [`Error::Corrupt`], I/O and store errors.
+    /// [`Error::NotInitialized`], [`Error::StoreLost`] (a key file but no store),
+    /// [`Error::ForeignOwner`], [`Error::OpenToOthers`], [`Error::Locked`],
+    /// [`Error::KeyFileMissing`], [`Error::KeyPermissions`], [`Error::KeyFile`],
+    /// [`Error::KeyMissing`], [`Error::KeyMismatch`], [`Error::FormatVersion`],
+    /// [`Error::Corrupt`], I/O and store errors.
     pub fn open(data_dir: &Path, key_path: Option<&Path>) -> Result<Vault> {
         let store_path = data_dir.join(STORE_FILE);
+        let key_path = key_path.map_or_else(|| data_dir.join(KEY_FILE), Path::to_path_buf);
         if !exists(&store_path)? {
+            // A key without its store is a store lost (or an init cut short): say how to
+            // restore it, and never let a caller take it for a directory to initialize.
+            if std::fs::symlink_metadata(&key_path).is_ok() {
+                return Err(Error::StoreLost {
+                    dir: data_dir.to_path_buf(),
+                    key: key_path,
+                    store: store_path,
+                });
+            }
             return Err(Error::NotInitialized {
                 dir: data_dir.to_path_buf(),
             });
         }
+        check_data_dir(data_dir)?;
         let lock = lock_dir(data_dir)?;
-        if let Ok(meta) = std::fs::metadata(data_dir)
-            && meta.mode() & 0o077 != 0
-        {
-            warn!(dir = %data_dir.display(), mode = format_args!("{:o}", meta.mode() & 0o777),
-                "data directory is open to group or others; chmod 700 it");
-        }
-        let key_path = key_path.map_or_else(|| data_dir.join(KEY_FILE), Path::to_path_buf);
         if fsutil::remove_if_exists(&fsutil::temp_path(&key_path))? {
             info!(key = %key_path.display(), "removed a temporary key file left by an interrupted write");
         }
         let file_keys = keyfile::read(&key_path)?;
+        let store_meta =
+            std::fs::metadata(&store_path).map_err(Error::io("checking store", &store_path))?;
+        if !store_meta.is_file() {
+            return Err(Error::Corrupt {
+                what: "the store is not a regular file",
+            });
+        }
+        fsutil::check_private("store", &store_path, &store_meta, FILE_MODE)?;
         let backend = RedbBackend::open(&store_path)?;
         let stored = backend.load()?;
         let (keyring, extra) = rotation::reconcile_keys(&key_path, file_keys, &stored.meta)?;
@@ -765,6 +780,19 @@ fn exists(path: &Path) -> Result<bool> {
     path.try_exists().map_err(Error::io("checking", path))
 }
 
+/// Refuses a data directory that is not a directory private to this process's uid.
+fn check_data_dir(dir: &Path) -> Result<()> {
+    let meta = std::fs::metadata(dir).map_err(Error::io("checking data directory", dir))?;
+    if !meta.is_dir() {
+        return Err(Error::Io {
+            op: "checking data directory",
+            path: dir.to_path_buf(),
+            source: std::io::ErrorKind::NotADirectory.into(),
+        });
+    }
+    fsutil::check_private("data directory", dir, &meta, fsutil::DIR_MODE)
+}
+
 /// Takes the data directory's lock: an exclusive `flock` on `DIR/lock`, held as long as
 /// the returned file is open. The kernel drops it when the process dies, however it dies.
 fn lock_dir(dir: &Path) -> Result<File> {
@@ -777,6 +805,11 @@ fn lock_dir(dir: &Path) -> Result<File> {
         .mode(FILE_MODE)
         .open(&path)
         .map_err(Error::io("opening lock file", &path))?;
+    // Anyone who can open the lock file can hold its lock, and keep the server from starting.
+    let meta = file
+        .metadata()
+        .map_err(Error::io("checking lock file", &path))?;
+    fsutil::check_private("lock file", &path, &meta, FILE_MODE)?;
     // A lock can be held for an instant by a process that is not a server at all: a
     // child forked by whoever last had this directory open holds the inherited lock
     // descriptor until it execs. So a held lock is asked again for a moment before it is

@@ -110,7 +110,14 @@ fn key_may_live_outside_the_data_dir() {
     drop(vault);
     // Without the key the directory is useless (a backup of DIR does not carry it).
     let err = Vault::open(&dir, None).unwrap_err();
-    assert!(matches!(err, Error::Io { .. }), "{err:?}");
+    assert!(matches!(err, Error::KeyFileMissing { .. }), "{err:?}");
+    assert!(
+        err.to_string().starts_with(&format!(
+            "key file {} does not exist",
+            dir.join(KEY_FILE).display()
+        )),
+        "{err}"
+    );
 }
 
 // ---- open ----
@@ -121,6 +128,109 @@ fn open_requires_init() {
     let err = Vault::open(tmp.path(), None).unwrap_err();
     assert!(matches!(err, Error::NotInitialized { .. }), "{err:?}");
     assert!(err.to_string().contains("init"));
+}
+
+#[test]
+fn a_key_without_its_store_is_a_lost_store_not_a_fresh_directory() {
+    let (_tmp, dir) = fresh();
+    std::fs::remove_file(dir.join(STORE_FILE)).unwrap();
+    let err = Vault::open(&dir, None).unwrap_err();
+    assert!(matches!(err, Error::StoreLost { .. }), "{err:?}");
+    let msg = err.to_string();
+    assert!(msg.contains("Restore it from a backup"), "{msg}");
+    assert!(
+        msg.find("Restore").unwrap() < msg.find("srv-secrets init").unwrap(),
+        "a restore is suggested before init: {msg}"
+    );
+    // And init still refuses to make a new store beside the old key.
+    assert!(matches!(
+        Vault::init(&dir, None, ADMIN),
+        Err(Error::DirNotEmpty { .. })
+    ));
+    // With the key kept outside, the key file's presence says the same.
+    let tmp = tempfile::tempdir().unwrap();
+    let (data, key) = (tmp.path().join("data"), tmp.path().join("key"));
+    Vault::init(&data, Some(&key), ADMIN).unwrap();
+    std::fs::remove_file(data.join(STORE_FILE)).unwrap();
+    let err = Vault::open(&data, Some(&key)).unwrap_err();
+    assert!(matches!(err, Error::StoreLost { .. }), "{err:?}");
+}
+
+#[test]
+fn open_refuses_a_data_directory_store_or_lock_open_to_others() {
+    let (_tmp, dir) = fresh();
+    let chmod = |p: &Path, m: u32| {
+        std::fs::set_permissions(p, std::fs::Permissions::from_mode(m)).unwrap();
+    };
+    for m in [0o777, 0o775, 0o770, 0o750, 0o705] {
+        chmod(&dir, m);
+        let err = Vault::open(&dir, None).unwrap_err();
+        assert!(
+            matches!(
+                err,
+                Error::OpenToOthers {
+                    what: "data directory",
+                    ..
+                }
+            ),
+            "{m:o}: {err:?}"
+        );
+        assert!(
+            err.to_string()
+                .ends_with(&format!("run `chmod 700 {}`", dir.display())),
+            "{err}"
+        );
+    }
+    chmod(&dir, 0o700);
+    for (name, what) in [(STORE_FILE, "store"), (LOCK_FILE, "lock file")] {
+        let path = dir.join(name);
+        for m in [0o666, 0o644, 0o640, 0o606] {
+            chmod(&path, m);
+            let err = Vault::open(&dir, None).unwrap_err();
+            assert!(
+                matches!(&err, Error::OpenToOthers { what: w, mode, .. } if *w == what && *mode == m),
+                "{name} {m:o}: {err:?}"
+            );
+            assert!(
+                err.to_string()
+                    .ends_with(&format!("run `chmod 600 {}`", path.display())),
+                "{err}"
+            );
+        }
+        chmod(&path, 0o600);
+    }
+    Vault::open(&dir, None).unwrap();
+}
+
+#[test]
+fn open_refuses_files_of_another_uid() {
+    if rustix::process::geteuid().as_raw() != 0 {
+        eprintln!("skipping: giving files to another uid needs root");
+        return;
+    }
+    let (_tmp, dir) = fresh();
+    let chown = |p: &Path, uid: u32| std::os::unix::fs::chown(p, Some(uid), None).unwrap();
+    for (path, what) in [
+        (dir.clone(), "data directory"),
+        (dir.join(LOCK_FILE), "lock file"),
+        (dir.join(KEY_FILE), "key file"),
+        (dir.join(STORE_FILE), "store"),
+    ] {
+        chown(&path, 1705);
+        let err = Vault::open(&dir, None).unwrap_err();
+        assert!(
+            matches!(&err, Error::ForeignOwner { what: w, owner: 1705, euid: 0, .. } if *w == what),
+            "{what}: {err:?}"
+        );
+        let msg = err.to_string();
+        assert!(
+            msg.starts_with(&format!("{what} {} belongs to uid 1705", path.display())),
+            "{msg}"
+        );
+        assert!(msg.contains("run srv-secrets as uid 1705"), "{msg}");
+        chown(&path, 0);
+    }
+    Vault::open(&dir, None).unwrap();
 }
 
 #[test]
