@@ -49,6 +49,9 @@ pub(crate) struct Meta {
     pub(crate) rotation_target: Option<u32>,
     /// A check value per key id the store references (`key_check.<id>`).
     pub(crate) key_checks: BTreeMap<u32, KeyCheck>,
+    /// Unix seconds of the last commit (`last_change`, u64; written by every commit, 0 in
+    /// a store written before it was): the newest mtime known at open.
+    pub(crate) last_change: u64,
 }
 
 impl Meta {
@@ -94,6 +97,8 @@ pub(crate) enum Mutation {
     PutKeyCheck(u32, KeyCheck),
     /// Remove a key check value.
     DeleteKeyCheck(u32),
+    /// Set `last_change`: the vault puts one first in every batch, with the batch's time.
+    SetLastChange(u64),
 }
 
 /// A durable, transactional store. See the module documentation for the contract.

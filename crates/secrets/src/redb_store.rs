@@ -4,7 +4,8 @@
 //!
 //! - `meta`: `&str -> &[u8]`; `format_version`, `admin_uid`, `active_key`,
 //!   `rotation_target` as 4-byte big-endian u32s, `key_check.<id>` as
-//!   [`KeyCheck::encode`]. Unknown fields are ignored.
+//!   [`KeyCheck::encode`], `last_change` as an 8-byte big-endian u64 (absent from stores
+//!   written before it was: read as 0). Unknown fields are ignored.
 //! - `secrets`: `&str -> &[u8]`, [`SecretRecord::encode`].
 //! - `services`: `&str -> &[u8]`, [`ServiceRecord::encode`].
 //! - `grants`: `(&str, &str) -> ()`, keyed by (service, secret).
@@ -43,6 +44,7 @@ const ADMIN_UID_FIELD: &str = "admin_uid";
 const ACTIVE_KEY_FIELD: &str = "active_key";
 const ROTATION_TARGET_FIELD: &str = "rotation_target";
 const KEY_CHECK_PREFIX: &str = "key_check.";
+const LAST_CHANGE_FIELD: &str = "last_change";
 
 /// redb's page cache. The vault keeps every record in memory and reads the store only at
 /// open, so the cache serves commits (B-tree paths), not reads: a small one is enough.
@@ -84,6 +86,7 @@ impl RedbBackend {
         let mut batch = vec![
             Mutation::SetActiveKey(meta.active_key),
             Mutation::SetRotationTarget(meta.rotation_target),
+            Mutation::SetLastChange(meta.last_change),
         ];
         for (id, check) in &meta.key_checks {
             batch.push(Mutation::PutKeyCheck(*id, check.clone()));
@@ -191,6 +194,9 @@ fn write_txn(db: &Database, batch: &[Mutation], create: Option<&Meta>) -> Result
                 Mutation::DeleteKeyCheck(id) => meta
                     .remove(format!("{KEY_CHECK_PREFIX}{id}").as_str())
                     .map(drop),
+                Mutation::SetLastChange(t) => meta
+                    .insert(LAST_CHANGE_FIELD, t.to_be_bytes().as_slice())
+                    .map(drop),
             };
             // On error the transaction is dropped uncommitted: redb aborts it.
             done.map_err(Error::store("write"))?;
@@ -293,6 +299,17 @@ fn decode_meta(fields: &BTreeMap<String, Vec<u8>>) -> Result<Meta> {
             supported: FORMAT_VERSION,
         });
     }
+    let last_change = fields
+        .get(LAST_CHANGE_FIELD)
+        .map(|v| {
+            <[u8; 8]>::try_from(v.as_slice())
+                .map(u64::from_be_bytes)
+                .map_err(|_| Error::Corrupt {
+                    what: "malformed meta field",
+                })
+        })
+        .transpose()?
+        .unwrap_or(0);
     let mut key_checks = BTreeMap::new();
     for (name, value) in fields {
         if let Some(id) = name.strip_prefix(KEY_CHECK_PREFIX) {
@@ -308,6 +325,7 @@ fn decode_meta(fields: &BTreeMap<String, Vec<u8>>) -> Result<Meta> {
         active_key: required(ACTIVE_KEY_FIELD)?,
         rotation_target: u32_field(ROTATION_TARGET_FIELD)?,
         key_checks,
+        last_change,
     })
 }
 
@@ -337,6 +355,14 @@ pub(crate) mod raw {
         txn.commit().unwrap();
     }
 
+    /// Removes a meta field.
+    pub(crate) fn remove_meta(path: &Path, field: &str) {
+        let db = Database::open(path).unwrap();
+        let txn = db.begin_write().unwrap();
+        txn.open_table(META).unwrap().remove(field).unwrap();
+        txn.commit().unwrap();
+    }
+
     /// Overwrites a meta field.
     pub(crate) fn put_meta(path: &Path, field: &str, bytes: &[u8]) {
         let db = Database::open(path).unwrap();
@@ -362,6 +388,7 @@ mod tests {
             active_key: 1,
             rotation_target: None,
             key_checks: [(1, key.check().unwrap())].into(),
+            last_change: 1_700_000_000,
         }
     }
 
@@ -414,6 +441,8 @@ mod tests {
         assert_eq!(loaded.meta.rotation_target, Some(2));
         b.commit(&[Mutation::SetRotationTarget(None)]).unwrap();
         assert_eq!(b.load().unwrap().meta.rotation_target, None);
+        b.commit(&[Mutation::SetLastChange(1_800_000_000)]).unwrap();
+        assert_eq!(b.load().unwrap().meta.last_change, 1_800_000_000);
     }
 
     #[test]
@@ -434,6 +463,19 @@ mod tests {
             "{err:?}"
         );
         raw::put_meta(&path, FORMAT_VERSION_FIELD, b"x");
+        let err = RedbBackend::open(&path).unwrap().load().unwrap_err();
+        assert!(matches!(err, Error::Corrupt { .. }), "{err:?}");
+    }
+
+    #[test]
+    fn a_store_from_before_last_change_loads_as_0_and_a_bad_one_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("store.redb");
+        drop(RedbBackend::create(&path, &meta()).unwrap());
+        raw::remove_meta(&path, LAST_CHANGE_FIELD);
+        let loaded = RedbBackend::open(&path).unwrap().load().unwrap();
+        assert_eq!(loaded.meta.last_change, 0);
+        raw::put_meta(&path, LAST_CHANGE_FIELD, &[1, 2, 3]);
         let err = RedbBackend::open(&path).unwrap().load().unwrap_err();
         assert!(matches!(err, Error::Corrupt { .. }), "{err:?}");
     }

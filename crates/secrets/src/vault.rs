@@ -62,6 +62,9 @@ pub struct Vault {
     rotating: Mutex<()>,
     #[cfg(test)]
     crash_at: Mutex<Option<rotation::CrashPoint>>,
+    /// The time tests make it (unix seconds); `None`: the system clock.
+    #[cfg(test)]
+    clock: Mutex<Option<u64>>,
     // Declared last so it is dropped last: the store is closed before another process
     // can take the directory.
     _lock: File,
@@ -124,6 +127,7 @@ impl Vault {
             active_key: key.id(),
             rotation_target: None,
             key_checks: [(key.id(), key.check()?)].into(),
+            last_change: now(),
         };
         keyfile::write(&key_path, &[&key])?;
         drop(RedbBackend::create(&store_path, &meta)?);
@@ -198,6 +202,8 @@ impl Vault {
             rotating: Mutex::new(()),
             #[cfg(test)]
             crash_at: Mutex::new(None),
+            #[cfg(test)]
+            clock: Mutex::new(None),
             _lock: lock,
         };
         vault.resume_rotation()?;
@@ -235,19 +241,21 @@ impl Vault {
 
     /// Every service, sorted by name.
     pub fn services(&self) -> Vec<ServiceInfo> {
-        self.state()
+        let state = self.state();
+        state
             .services
             .iter()
-            .map(|(name, rec)| service_of(name, rec))
+            .map(|(name, rec)| service_of(&state, name, rec))
             .collect()
     }
 
     /// One service.
     pub fn service(&self, name: &str) -> Option<ServiceInfo> {
-        self.state()
+        let state = self.state();
+        state
             .services
             .get(name)
-            .map(|rec| service_of(name, rec))
+            .map(|rec| service_of(&state, name, rec))
     }
 
     /// Whether a service exists: one lookup, no allocation (the server asks on every
@@ -384,7 +392,7 @@ impl Vault {
         key.open(&rec.nonce, rec.aad(name).as_bytes(), &rec.ciphertext)
     }
 
-    /// The active key id, counts, and rotation progress.
+    /// The active key id, counts, rotation progress, and when any of them last changed.
     pub fn status(&self) -> Status {
         let state = self.state();
         Status {
@@ -392,6 +400,7 @@ impl Vault {
             secrets: state.secrets.len(),
             services: state.services.len(),
             rotation: state.rotation,
+            changed: state.status_changed,
         }
     }
 
@@ -429,8 +438,8 @@ impl Vault {
             names::check_value(value.as_ref())?;
         }
         let _writer = self.writer()?;
-        let mtime = now();
-        let mut batch: Vec<Mutation> = Vec::with_capacity(entries.len());
+        let mtime = self.clock();
+        let mut batch: Vec<Mutation> = Vec::with_capacity(entries.len() + 1);
         let mut versions = Vec::with_capacity(entries.len());
         {
             let state = self.state();
@@ -604,6 +613,21 @@ impl Vault {
 
     // ---- Internals. ----
 
+    /// Now, in unix seconds.
+    fn clock(&self) -> u64 {
+        #[cfg(test)]
+        if let Some(t) = *self.clock.lock().unwrap_or_else(PoisonError::into_inner) {
+            return t;
+        }
+        now()
+    }
+
+    /// Makes the vault's clock read `t` (`None`: the system clock again).
+    #[cfg(test)]
+    pub(crate) fn set_clock(&self, t: Option<u64>) {
+        *self.clock.lock().unwrap_or_else(PoisonError::into_inner) = t;
+    }
+
     fn state(&self) -> RwLockReadGuard<'_, State> {
         // Only `apply` writes under this lock and it cannot fail half-way except by
         // aborting on allocation failure; a poisoned lock still holds a consistent state.
@@ -657,9 +681,13 @@ impl Vault {
     /// [`Vault::after_failed_commit`]).
     fn commit_then(
         &self,
-        batch: Vec<Mutation>,
+        mut batch: Vec<Mutation>,
         before_apply: impl FnOnce(&mut State),
     ) -> Result<()> {
+        // Dated first, so that `apply` dates the rest by it; never before the last change,
+        // so that mtimes only move forward even if the clock steps back.
+        let at = self.clock().max(self.state().meta.last_change);
+        batch.insert(0, Mutation::SetLastChange(at));
         if let Err(e) = self.backend.commit(&batch) {
             return Err(self.after_failed_commit(e));
         }
@@ -711,6 +739,12 @@ impl Vault {
             fresh.rotation = state.rotation;
         }
         let changed = !fresh.same_records(&state);
+        // What did not change keeps its exact times; after a change, the store's last
+        // change dates everything (later than the truth, never earlier).
+        fresh.status_changed = fresh.status_changed.max(state.status_changed);
+        if !changed {
+            fresh.changed = std::mem::take(&mut state.changed);
+        }
         *state = fresh;
         Ok(changed)
     }
@@ -762,11 +796,15 @@ fn info_of(name: &str, rec: &SecretRecord) -> SecretInfo {
     }
 }
 
-fn service_of(name: &str, rec: &ServiceRecord) -> ServiceInfo {
+fn service_of(state: &State, name: &str, rec: &ServiceRecord) -> ServiceInfo {
+    let changed = state.changed.get(name).copied();
     ServiceInfo {
         name: name.to_owned(),
         uid: rec.uid,
         manifest: Arc::clone(&rec.manifest),
+        // Every service has an entry; the store's last change is never too early.
+        changed: changed.map_or(state.meta.last_change, |c| c.record),
+        grants_changed: changed.map_or(state.meta.last_change, |c| c.grants),
     }
 }
 

@@ -232,18 +232,26 @@ impl Node {
         match self {
             Node::Ctl => Ok(file(0o200, 0, started, 0)),
             Node::Key => Ok(file(0, 0, started, 0)),
-            Node::Status => Ok(file(0o400, 0, started, status_text(vault).len() as u64)),
+            // Generated files are dated by the vault's last change of what they show.
+            Node::Status => Ok(file(
+                0o400,
+                0,
+                secs(vault.status().changed),
+                status_text(vault).len() as u64,
+            )),
             Node::StoreEntry(n) => {
                 let info = vault.secret_info(n).ok_or_else(Error::not_found)?;
                 Ok(file(0, info.version as u32, secs(info.mtime), info.length))
             }
             Node::Grants(s) => {
-                vault.service(s).ok_or_else(Error::not_found)?;
-                Ok(file(0o400, 0, started, grants_text(vault, s).len() as u64))
+                let info = vault.service(s).ok_or_else(Error::not_found)?;
+                let length = grants_text(vault, s).len() as u64;
+                Ok(file(0o400, 0, secs(info.grants_changed), length))
             }
             Node::Service(s) => {
+                let info = vault.service(s).ok_or_else(Error::not_found)?;
                 let text = service_text(vault, s).ok_or_else(Error::not_found)?;
-                Ok(file(0o400, 0, started, text.len() as u64))
+                Ok(file(0o400, 0, secs(info.changed), text.len() as u64))
             }
             Node::Secret(n) => {
                 let s = service.ok_or_else(Error::not_found)?;
@@ -460,6 +468,22 @@ mod tests {
             (dir.mode, dir.mtime, dir.qid.ty),
             (dm::DIR | 0o500, 7, qt::DIR)
         );
+    }
+
+    #[test]
+    fn generated_files_are_dated_by_their_last_change_not_the_start() {
+        let (_dir, v) = vault();
+        let admin = View::Admin;
+        let mtime = |n: Node| n.attr(&v, &admin, 7).unwrap().mtime;
+        let web = v.service("web").unwrap();
+        let status = v.status().changed;
+        assert!(status > 7 && web.changed > 7 && web.grants_changed > 7);
+        assert_eq!(mtime(Node::Status), secs(status));
+        assert_eq!(mtime(Node::Grants("web".into())), secs(web.grants_changed));
+        assert_eq!(mtime(Node::Service("web".into())), secs(web.changed));
+        // Directories and the fixed files keep the server's start.
+        assert_eq!(mtime(Node::GrantsDir), 7);
+        assert_eq!(mtime(Node::Ctl), 7);
     }
 
     #[test]
