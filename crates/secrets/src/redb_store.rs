@@ -19,14 +19,14 @@
 //! [`Backend::reopen`] under its writer lock, now and again at each write until it works.
 
 use std::collections::BTreeMap;
-use std::fs::OpenOptions;
+use std::fs::{File, OpenOptions};
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::{Mutex, MutexGuard, PoisonError};
 
 use tracing::warn;
 
-use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
+use redb::{Database, ReadTransaction, ReadableDatabase, ReadableTable, TableDefinition};
 
 use crate::backend::{Backend, FORMAT_VERSION, Meta, Mutation, Stored};
 use crate::crypto::KeyCheck;
@@ -257,6 +257,19 @@ impl Backend for RedbBackend {
         self.write(batch, None)
     }
 
+    fn backup(&self, out: File) -> Result<()> {
+        // The read transaction is the snapshot; the lock is held only to begin it, so that
+        // writers wait for nothing but that.
+        let txn = {
+            let slot = self.db();
+            let db = slot
+                .as_ref()
+                .ok_or_else(|| Error::store("begin read")(Closed))?;
+            db.begin_read().map_err(Error::store("begin read"))?
+        };
+        copy_store(&txn, out)
+    }
+
     fn needs_reopen(&self) -> bool {
         self.db().is_none()
     }
@@ -271,6 +284,61 @@ impl Backend for RedbBackend {
             "reopening the database after a failed write (retried at the next write)",
         )?);
         Ok(())
+    }
+}
+
+/// Writes everything `txn` sees into a new store in `out`, table by table and byte for
+/// byte (unknown meta fields included), in one write transaction: a store file like the
+/// original, as of `txn`'s commit.
+fn copy_store(txn: &ReadTransaction, out: File) -> Result<()> {
+    let backend =
+        redb::backends::FileBackend::new(out).map_err(Error::store("creating the backup"))?;
+    let copy = redb::Builder::new()
+        .set_cache_size(CACHE_BYTES)
+        .create_with_backend(backend)
+        .map_err(Error::store("creating the backup"))?;
+    let w = copy
+        .begin_write()
+        .map_err(Error::store("writing the backup"))?;
+    {
+        const READ: &str = "reading the store for a backup";
+        const WRITE: &str = "writing the backup";
+        for def in [META, SECRETS, SERVICES] {
+            let from = txn.open_table(def).map_err(Error::store(READ))?;
+            let mut to = w.open_table(def).map_err(Error::store(WRITE))?;
+            for entry in from.iter().map_err(Error::store(READ))? {
+                let (k, v) = entry.map_err(Error::store(READ))?;
+                to.insert(k.value(), v.value())
+                    .map_err(Error::store(WRITE))?;
+            }
+        }
+        let from = txn.open_table(GRANTS).map_err(Error::store(READ))?;
+        let mut to = w.open_table(GRANTS).map_err(Error::store(WRITE))?;
+        for entry in from.iter().map_err(Error::store(READ))? {
+            let (k, _) = entry.map_err(Error::store(READ))?;
+            to.insert(k.value(), ()).map_err(Error::store(WRITE))?;
+        }
+    }
+    w.commit().map_err(Error::store("committing the backup"))?;
+    copy.close().map_err(Error::store("closing the backup"))
+}
+
+/// Opens the store of a data directory that no server holds, for a backup. redb refuses a
+/// store another process has open; that is [`Error::Locked`] here.
+pub(crate) fn open_for_backup(path: &Path, dir: &Path) -> Result<RedbBackend> {
+    match redb::Builder::new()
+        .set_cache_size(CACHE_BYTES)
+        .set_check_integrity_on_open(true)
+        .open(path)
+    {
+        Ok(db) => Ok(RedbBackend {
+            path: path.to_path_buf(),
+            db: Mutex::new(Some(db)),
+        }),
+        Err(redb::DatabaseError::DatabaseAlreadyOpen) => Err(Error::Locked {
+            dir: dir.to_path_buf(),
+        }),
+        Err(e) => Err(Error::store("opening database")(e)),
     }
 }
 

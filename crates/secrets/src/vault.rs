@@ -56,7 +56,7 @@ pub const LOCK_FILE: &str = "lock";
 pub struct Vault {
     dir: PathBuf,
     key_path: PathBuf,
-    backend: Box<dyn Backend>,
+    pub(crate) backend: Box<dyn Backend>,
     state: RwLock<State>,
     writer: Mutex<()>,
     rotating: Mutex<()>,
@@ -848,6 +848,15 @@ fn lock_dir(dir: &Path) -> Result<File> {
         .metadata()
         .map_err(Error::io("checking lock file", &path))?;
     fsutil::check_private("lock file", &path, &meta, FILE_MODE)?;
+    hold_lock(&file, dir, &path)?;
+    Ok(file)
+}
+
+/// Takes the lock of `file`, the lock file at `path` of data directory `dir`.
+///
+/// # Errors
+/// [`Error::Locked`] if another process holds it.
+pub(crate) fn hold_lock(file: &File, dir: &Path, path: &Path) -> Result<()> {
     // A lock can be held for an instant by a process that is not a server at all: a
     // child forked by whoever last had this directory open holds the inherited lock
     // descriptor until it execs. So a held lock is asked again for a moment before it is
@@ -856,7 +865,7 @@ fn lock_dir(dir: &Path) -> Result<File> {
     let deadline = std::time::Instant::now() + PATIENCE;
     loop {
         match file.try_lock() {
-            Ok(()) => return Ok(file),
+            Ok(()) => return Ok(()),
             Err(TryLockError::WouldBlock) if std::time::Instant::now() < deadline => {
                 std::thread::sleep(std::time::Duration::from_millis(10));
             }
@@ -865,7 +874,7 @@ fn lock_dir(dir: &Path) -> Result<File> {
                     dir: dir.to_path_buf(),
                 });
             }
-            Err(TryLockError::Error(e)) => return Err(Error::io("locking", &path)(e)),
+            Err(TryLockError::Error(e)) => return Err(Error::io("locking", path)(e)),
         }
     }
 }
