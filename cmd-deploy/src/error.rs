@@ -28,6 +28,9 @@ pub enum CliError {
         /// Our effective uid, which the server sees through SO_PEERCRED.
         uid: u32,
     },
+    /// `deploy backup` could not write its file; nothing was left at that path.
+    #[error("{0}")]
+    BackupFile(String),
     /// Connecting or negotiating the protocol failed.
     #[error("cannot connect to srv-secrets at {addr}: {}", connect_hint(.source))]
     Connect {

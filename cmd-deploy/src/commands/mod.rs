@@ -11,6 +11,7 @@ use crate::error::CliError;
 use crate::files;
 use crate::output::{self, write_json, write_text};
 
+pub mod backup;
 pub mod secret;
 pub mod service;
 
@@ -32,6 +33,7 @@ pub async fn run(cli: Cli, env: &Env, out: &mut dyn Write) -> Result<Outcome, Cl
     match cli.command {
         Command::Secret(cmd) => secret::run(cmd, &addr, env, out).await,
         Command::Service(cmd) => service::run(cmd, &addr, env, out).await,
+        Command::Backup { file, force } => backup::run(&file, force, &addr, env, out).await,
         Command::Status(flag) => {
             let session = Session::admin(&addr, env).await?;
             status(&session, flag.json, out).await

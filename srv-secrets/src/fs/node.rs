@@ -32,6 +32,8 @@ pub enum Node {
     Key,
     /// `/secrets/status`: key id, counts, rotation progress.
     Status,
+    /// `/secrets/backup`: a copy of the store, taken at open (admin only, mode 0400).
+    Backup,
     /// A service view's root: holds `secret/` and `config/`.
     ServiceRoot,
     /// `/secret`.
@@ -87,6 +89,7 @@ impl Node {
             Node::ServicesDir => "services",
             Node::Key => "key",
             Node::Status => "status",
+            Node::Backup => "backup",
             Node::SecretDir => "secret",
             Node::ConfigDir => "config",
             Node::StoreEntry(n)
@@ -138,6 +141,7 @@ impl Node {
             Node::Secret(_) => 14,
             Node::ConfigDir => 15,
             Node::Config(_) => 16,
+            Node::Backup => 17,
         }
     }
 
@@ -166,6 +170,7 @@ impl Node {
             (Node::SecretsDir, "services") => Node::ServicesDir,
             (Node::SecretsDir, "key") => Node::Key,
             (Node::SecretsDir, "status") => Node::Status,
+            (Node::SecretsDir, "backup") => Node::Backup,
             (Node::StoreDir, n) if vault.secret_info(n).is_some() => Node::StoreEntry(n.into()),
             (Node::GrantsDir, n) if vault.service(n).is_some() => Node::Grants(n.into()),
             (Node::ServicesDir, n) if vault.service(n).is_some() => Node::Service(n.into()),
@@ -190,7 +195,8 @@ impl Node {
             | Node::GrantsDir
             | Node::ServicesDir
             | Node::Key
-            | Node::Status => Node::SecretsDir,
+            | Node::Status
+            | Node::Backup => Node::SecretsDir,
             Node::StoreEntry(_) => Node::StoreDir,
             Node::Grants(_) => Node::GrantsDir,
             Node::Service(_) => Node::ServicesDir,
@@ -239,6 +245,8 @@ impl Node {
                 secs(vault.status().changed),
                 status_text(vault).len() as u64,
             )),
+            // Its length is known once a copy is taken, at open; it changes with the store.
+            Node::Backup => Ok(file(0o400, 0, secs(vault.status().changed), 0)),
             Node::StoreEntry(n) => {
                 let info = vault.secret_info(n).ok_or_else(Error::not_found)?;
                 Ok(file(0, info.version as u32, secs(info.mtime), info.length))
@@ -298,6 +306,7 @@ impl Node {
         match (self, view) {
             (Node::AdminRoot, _) => vec![Node::SecretsDir],
             (Node::SecretsDir, _) => vec![
+                Node::Backup,
                 Node::Ctl,
                 Node::GrantsDir,
                 Node::Key,
@@ -505,7 +514,9 @@ mod tests {
         );
         assert_eq!(
             names(Node::SecretsDir.list(&v, &View::Admin)),
-            ["ctl", "grants", "key", "services", "status", "store"]
+            [
+                "backup", "ctl", "grants", "key", "services", "status", "store"
+            ]
         );
         // Every entry listed is one a walk finds, and its parent is the directory.
         for (dir, view) in [
@@ -541,6 +552,7 @@ mod tests {
             Node::Service("a".into()),
             Node::Key,
             Node::Status,
+            Node::Backup,
             Node::ServiceRoot,
             Node::SecretDir,
             Node::Secret("a".into()),
