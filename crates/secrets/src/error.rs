@@ -53,7 +53,7 @@ pub enum Error {
     #[error(
         "{what} {} belongs to uid {owner}, not to this process's uid {euid} or root, and uid \
          {owner} could rewrite the store (add grants, make itself admin) or read the key; run \
-         srv-secrets as uid {owner}, or give the files to uid {euid}: `chown -R {euid} {}`",
+         srv-secrets as uid {owner}, or give it to uid {euid}: `chown {euid} {}`",
         path.display(),
         path.display()
     )]

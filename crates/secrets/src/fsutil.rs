@@ -216,7 +216,7 @@ mod tests {
             );
             assert!(
                 err.to_string()
-                    .ends_with(&format!("`chown -R 0 {}`", path.display())),
+                    .ends_with(&format!("give it to uid 0: `chown 0 {}`", path.display())),
                 "{err}"
             );
         } else {
