@@ -258,8 +258,8 @@ impl Node {
             }
             Node::Service(s) => {
                 let info = vault.service(s).ok_or_else(Error::not_found)?;
-                let text = service_text(vault, s).ok_or_else(Error::not_found)?;
-                Ok(file(0o400, 0, secs(info.changed), text.len() as u64))
+                let length = service_text_of(&info).len() as u64;
+                Ok(file(0o400, 0, secs(info.changed), length))
             }
             Node::Secret(n) => {
                 let s = service.ok_or_else(Error::not_found)?;
@@ -388,9 +388,12 @@ pub fn grants_text(vault: &Vault, service: &str) -> String {
 
 /// `/secrets/services/SERVICE`: `uid N` (or `uid none`), then the manifest verbatim.
 pub fn service_text(vault: &Vault, service: &str) -> Option<String> {
-    let s = vault.service(service)?;
+    vault.service(service).map(|s| service_text_of(&s))
+}
+
+fn service_text_of(s: &secrets::ServiceInfo) -> String {
     let uid = s.uid.map_or_else(|| "none".to_string(), |u| u.to_string());
-    Some(format!("uid {uid}\n{}", s.manifest.text()))
+    format!("uid {uid}\n{}", s.manifest.text())
 }
 
 #[cfg(test)]
