@@ -237,3 +237,109 @@ fn a_missing_key_file_is_named_by_its_path() {
     );
     assert!(!said.contains("os error"), "{said}");
 }
+
+/// Starts `srv-secrets serve ARGS` with the environment `env` and waits for `socket`.
+fn serve_until_listening(
+    args: &[&std::ffi::OsStr],
+    env: &[(&str, &std::path::Path)],
+    socket: &std::path::Path,
+) -> std::process::Child {
+    let mut cmd = Command::new(&bins().srv_secrets);
+    cmd.args(args)
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null());
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    let mut child = cmd.spawn().unwrap();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while std::os::unix::net::UnixStream::connect(socket).is_err() {
+        assert!(child.try_wait().unwrap().is_none(), "the server exited");
+        assert!(
+            Instant::now() < deadline,
+            "no socket at {}",
+            socket.display()
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    child
+}
+
+fn sigterm(mut child: std::process::Child) {
+    let pid = rustix::process::Pid::from_raw(child.id() as i32).unwrap();
+    rustix::process::kill_process(pid, rustix::process::Signal::TERM).unwrap();
+    assert!(child.wait().unwrap().success());
+}
+
+#[test]
+fn from_the_demo_to_production_as_docs_operations_says() {
+    let home = shared_tempdir();
+    let runtime = home.path().join("run");
+    let share = home.path().join("share");
+    let data = share.join("srv-secrets");
+    let socket = runtime.join("srv-secrets/9p.sock");
+    let env = [
+        ("XDG_DATA_HOME", share.as_path()),
+        ("XDG_RUNTIME_DIR", runtime.as_path()),
+    ];
+    let deploy = |args: &[&str]| {
+        let out = Command::new(&bins().deploy)
+            .args(args)
+            .env("XDG_RUNTIME_DIR", &runtime)
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "deploy {args:?}: {}", stderr(&out));
+        stdout(&out)
+    };
+    // The README's demo.
+    let demo = serve_until_listening(&["serve".as_ref(), "--demo".as_ref()], &env, &socket);
+    assert_eq!(
+        deploy(&["secret", "get", "greeting", "--as", "demo"]),
+        "hello from srv-secrets\n"
+    );
+    // Keep the data directory: the demo goes, then the key moves out with the server
+    // stopped.
+    deploy(&["service", "remove", "demo"]);
+    deploy(&["secret", "delete", "greeting"]);
+    let status = deploy(&["status"]);
+    assert!(status.contains("secrets:   0\nservices:  0\n"), "{status}");
+    sigterm(demo);
+    let keys = home.path().join("etc/srv-secrets");
+    std::fs::create_dir_all(&keys).unwrap();
+    std::fs::set_permissions(&keys, std::fs::Permissions::from_mode(0o700)).unwrap();
+    let key = keys.join("key");
+    std::fs::rename(data.join("key"), &key).unwrap();
+    // Without --key the server looks in DIR, and says what is missing.
+    let out = Command::new(&bins().srv_secrets)
+        .arg("serve")
+        .env("XDG_DATA_HOME", &share)
+        .env("XDG_RUNTIME_DIR", &runtime)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        stderr(&out).starts_with(&format!(
+            "srv-secrets: key file {} does not exist; pass --key",
+            data.join("key").display()
+        )),
+        "{}",
+        stderr(&out)
+    );
+    // With it, the same directory serves, the demo gone and the key outside.
+    let server = serve_until_listening(
+        &[
+            "serve".as_ref(),
+            "--data".as_ref(),
+            data.as_os_str(),
+            "--key".as_ref(),
+            key.as_os_str(),
+        ],
+        &env,
+        &socket,
+    );
+    let status = deploy(&["status"]);
+    assert!(status.contains("secrets:   0\nservices:  0\n"), "{status}");
+    assert!(!data.join("key").exists());
+    sigterm(server);
+}
