@@ -8,6 +8,12 @@ default:
 demo:
     cargo run --release -p srv-secrets -- serve --demo
 
+# Install srv-secrets and deploy (release builds) into ROOT/bin: /usr/local/bin by
+# default, where docs/srv-secrets.service runs them (as root, for /usr/local).
+install root="/usr/local":
+    cargo install --locked --path srv-secrets --root {{root}}
+    cargo install --locked --path cmd-deploy --root {{root}}
+
 # Every test, as CI runs them (root and qemu for the kernel-mount tests).
 test:
     cargo test --workspace

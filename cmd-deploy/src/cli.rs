@@ -99,6 +99,18 @@ Examples:
         #[arg(long, value_name = "DIR")]
         dir: Option<PathBuf>,
     },
+    /// Write a backup of the server's store to FILE while it serves.
+    ///
+    /// FILE is a copy of the store as of one moment (restore it as DATA/store.redb, see
+    /// docs/operations.md), created mode 0600. It never holds the key: back the key file
+    /// up apart.
+    Backup {
+        /// The backup file to write; an existing one is kept unless --force.
+        file: PathBuf,
+        /// Replace FILE if it exists.
+        #[arg(long)]
+        force: bool,
+    },
 }
 
 /// `--json`, for commands that print tables.

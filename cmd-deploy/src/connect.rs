@@ -326,6 +326,39 @@ impl Session {
             .await
     }
 
+    /// Reads a whole file into `sink`, a read at a time, at most `limit` bytes; returns
+    /// how many it wrote. For files too large to hold in memory (a backup of the store).
+    pub async fn read_into(
+        &self,
+        path: &[&str],
+        sink: &mut dyn std::io::Write,
+        limit: u64,
+    ) -> Result<u64, ClientError> {
+        let fid = self
+            .link
+            .answer(async {
+                let mut fid = self.root.walk(path).await?;
+                fid.open(om::READ).await?;
+                Ok(fid)
+            })
+            .await?;
+        let count = fid.io_size();
+        let mut offset = 0u64;
+        loop {
+            let data = self.link.answer(fid.read(offset, count)).await?;
+            if data.is_empty() {
+                return Ok(offset);
+            }
+            offset += data.len() as u64;
+            if offset > limit {
+                return Err(ClientError::TooLong {
+                    limit: usize::try_from(limit).unwrap_or(usize::MAX),
+                });
+            }
+            sink.write_all(data.expose())?;
+        }
+    }
+
     /// Reads a whole directory of at most `limit` bytes of entries.
     pub async fn list(&self, path: &[&str], limit: usize) -> Result<Vec<Stat>, ClientError> {
         self.link

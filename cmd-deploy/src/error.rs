@@ -50,6 +50,9 @@ pub enum CliError {
         /// The server's reason: the manifest's line and what is wrong with it.
         reason: String,
     },
+    /// `deploy backup` could not write its file; nothing was left at that path.
+    #[error("{0}")]
+    BackupFile(String),
     /// Connecting or negotiating the protocol failed.
     #[error("cannot connect to srv-secrets at {addr}: {}", connect_hint(.source))]
     Connect {

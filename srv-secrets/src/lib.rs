@@ -13,10 +13,12 @@
 //! - [`serve`]: process hardening, the socket (in a directory nobody else can change),
 //!   and the clean stop on SIGTERM.
 //! - [`paths`]: the embedded default data directory and socket.
-//! - `main.rs`: the `srv-secrets` command line (`init`, `serve`).
+//! - [`backup`]: writing a backup file (mode 0600, no clobbering, never half).
+//! - `main.rs`: the `srv-secrets` command line (`init`, `serve`, `backup`).
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
 
+pub mod backup;
 pub mod fs;
 pub mod paths;
 pub mod principal;

@@ -74,6 +74,45 @@ enum Command {
         #[arg(long, value_name = "DIR")]
         dir: Option<PathBuf>,
     },
+    /// Write a backup of a data directory that no server is serving.
+    ///
+    /// FILE is a copy of DATA/store.redb as of one commit (restore it as
+    /// DATA/store.redb), made mode 0600, never holding the key: back the key file up
+    /// apart. While a server serves DATA, take the backup through it with
+    /// `deploy backup FILE`.
+    Backup {
+        /// The data directory.
+        #[arg(long)]
+        data: PathBuf,
+        /// The backup file to write; an existing one is kept unless --force.
+        #[arg(long, value_name = "FILE")]
+        out: PathBuf,
+        /// Replace FILE if it exists.
+        #[arg(long)]
+        force: bool,
+    },
+}
+
+/// `srv-secrets backup`: the store copied straight from DATA, which no server may hold.
+fn backup(data: &std::path::Path, out: &std::path::Path, force: bool) -> Result<(), String> {
+    let len = srv_secrets::backup::write_new_file(out, force, |file| {
+        secrets::backup_unserved(data, file).map_err(|e| match e {
+            VaultError::Locked { dir } => format!(
+                "a server serves {} (its lock file is held), and only it can read the store \
+                 now: take the backup through it with `deploy backup {}` (as root or the \
+                 admin uid), or stop it first",
+                dir.display(),
+                out.display()
+            ),
+            e => e.to_string(),
+        })
+    })?;
+    println!(
+        "wrote a backup of {} to {} ({len} bytes); it holds no key: back up the key file apart",
+        data.display(),
+        out.display()
+    );
+    Ok(())
 }
 
 fn open_or_init(
@@ -92,8 +131,11 @@ fn open_or_init(
             );
             Vault::open(data, key).map_err(|e| e.to_string())
         }
+        // A directory that lost its store but kept its key is StoreLost, which is never
+        // initialized over, embedded default or not: its message says how to restore.
         Err(VaultError::NotInitialized { dir }) => Err(format!(
-            "{} holds no store; create it with: srv-secrets init --data {}",
+            "{} holds no store; if it had one, restore it from a backup (docs/operations.md, \
+             \"Backup and restore\"); to make a new one: srv-secrets init --data {}",
             dir.display(),
             dir.display()
         )),
@@ -277,6 +319,7 @@ fn main() -> ExitCode {
                 );
             })
             .map_err(|e| e.to_string()),
+        Command::Backup { data, out, force } => backup(&data, &out, force),
         Command::Serve {
             data,
             key,

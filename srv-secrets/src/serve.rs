@@ -31,7 +31,7 @@ pub fn harden_process() {
 }
 
 /// Makes sure that `path`'s directory is one that only this server's user (and root) can
-/// change, making it (0755) if it is missing.
+/// change, and that so is the way to it, making the directory (0755) if it is missing.
 ///
 /// Whoever can write the socket's directory can rename the socket away and listen in its
 /// place, and then `deploy` hands its values to them: `/tmp/srv-secrets-UID`, the default
@@ -40,10 +40,22 @@ pub fn harden_process() {
 /// `euid` or root (systemd's `RuntimeDirectory=` makes `/run/srv-secrets` owned by the
 /// service's user), and writable by neither group nor others.
 ///
+/// Whoever can write a directory above it can rename the whole socket directory away and
+/// put one of their own there, with a socket that kernel and 9pfuse clients, which cannot
+/// ask who serves it, would mount. So every directory on the way, as written and as
+/// resolved, must be owned by root or `euid` and writable by no one else, except that a
+/// sticky one (like `/tmp`, mode 1777) will do: others may add entries to it but not
+/// rename or remove ours, and every entry on the way is ours or root's.
+///
 /// # Errors
 /// An [`io::Error`] whose text says what is wrong with the directory and what to do.
 pub fn prepare_socket_dir(path: &Path, euid: u32) -> io::Result<()> {
     let dir = socket_dir(path);
+    // The way there first: a directory made under one that others can change could be
+    // swapped for theirs at once.
+    if let Some(parent) = dir.parent() {
+        check_ancestors(dir, parent, euid)?;
+    }
     match fs::DirBuilder::new()
         .recursive(true)
         .mode(0o755)
@@ -55,7 +67,12 @@ pub fn prepare_socket_dir(path: &Path, euid: u32) -> io::Result<()> {
         Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {}
         Err(e) => return Err(e),
     }
-    check_socket_dir(dir, euid)
+    check_socket_dir(dir, euid)?;
+    // Again, now that the directory exists and its path resolves in full.
+    if let Some(parent) = dir.parent() {
+        check_ancestors(dir, parent, euid)?;
+    }
+    Ok(())
 }
 
 /// The directory a socket path is in; `.` for a bare file name.
@@ -63,6 +80,15 @@ fn socket_dir(path: &Path) -> &Path {
     match path.parent() {
         Some(d) if !d.as_os_str().is_empty() => d,
         _ => Path::new("."),
+    }
+}
+
+/// A directory to suggest listening in instead of `dir`: the default one for `euid`.
+fn elsewhere(dir: &Path) -> String {
+    let default = crate::paths::default_socket();
+    match default.parent() {
+        Some(d) if d != dir => format!(", such as {}", d.display()),
+        _ => String::new(),
     }
 }
 
@@ -103,12 +129,89 @@ fn check_socket_dir(dir: &Path, euid: u32) -> io::Result<()> {
     }
     let mode = meta.mode() & 0o7777;
     if mode & 0o022 != 0 {
+        let private = format!(
+            "listen in a directory that only uid {euid} can write{}",
+            elsewhere(dir)
+        );
+        // A directory of our own that we opened by mistake may be closed again; a shared
+        // one (/tmp, or root's when we are not root) is shared on purpose.
+        let fix = if owner == euid && mode & 0o1000 == 0 {
+            format!("run `chmod go-w {}`, or {private}", dir.display())
+        } else {
+            private
+        };
         return refuse(
             format!("has mode {mode:o}, writable by group or others"),
-            format!("run `chmod go-w {}`, or listen elsewhere", dir.display()),
+            fix,
         );
     }
     Ok(())
+}
+
+/// Refuses a socket directory `dir` whose way there, `parent` and up, others could change:
+/// see [`prepare_socket_dir`]. Checks the path as written (where a symbolic link must be
+/// root's or `euid`'s, whatever its mode) and, once it resolves, as resolved. A part of
+/// the path not made yet is left to the caller, which makes it and checks again.
+fn check_ancestors(dir: &Path, parent: &Path, euid: u32) -> io::Result<()> {
+    let parent = if parent.as_os_str().is_empty() {
+        Path::new(".")
+    } else {
+        parent
+    };
+    let written = std::path::absolute(parent)?;
+    let mut walks = vec![written];
+    if let Ok(resolved) = fs::canonicalize(parent) {
+        walks.push(resolved);
+    }
+    for walk in walks {
+        for ancestor in walk.ancestors() {
+            let meta = match fs::symlink_metadata(ancestor) {
+                Ok(meta) => meta,
+                // Not made yet: `dir`'s creation makes it 0755 and ours.
+                Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
+                Err(e) => return Err(e),
+            };
+            if let Some(problem) = unsafe_ancestor(&meta, euid) {
+                return Err(io::Error::new(
+                    io::ErrorKind::PermissionDenied,
+                    format!(
+                        "the socket's directory {} is under {}, which {problem}, and whoever \
+                         can change it can put their own directory and socket in place of \
+                         {}: listen in a directory whose parents only root or uid {euid} can \
+                         change{}",
+                        dir.display(),
+                        ancestor.display(),
+                        dir.display(),
+                        elsewhere(dir)
+                    ),
+                ));
+            }
+        }
+    }
+    Ok(())
+}
+
+/// What makes a directory on the way to the socket unsafe, if anything.
+fn unsafe_ancestor(meta: &fs::Metadata, euid: u32) -> Option<String> {
+    let owner = meta.uid();
+    if owner != euid && owner != 0 {
+        return Some(format!(
+            "belongs to uid {owner}, neither root nor this server's uid {euid}"
+        ));
+    }
+    // A symbolic link's own mode means nothing; what it names is on the resolved walk.
+    if meta.file_type().is_symlink() {
+        return None;
+    }
+    let mode = meta.mode() & 0o7777;
+    // Sticky: others may add entries, but not rename or remove the entry below, which
+    // is itself checked to be root's or ours.
+    if mode & 0o022 != 0 && mode & 0o1000 == 0 {
+        return Some(format!(
+            "has mode {mode:o}, writable by group or others and not sticky"
+        ));
+    }
+    None
 }
 
 /// Binds the socket (mode 0666: who may do what is decided by identity, not by file
@@ -233,7 +336,7 @@ mod tests {
         let tmp = tempfile::tempdir().unwrap();
         let dir = tmp.path().join("run");
         fs::create_dir(&dir).unwrap();
-        for mode in [0o777, 0o775, 0o1777, 0o757] {
+        for mode in [0o777, 0o775, 0o757] {
             chmod(&dir, mode);
             refused(
                 prepare_socket_dir(&dir.join("9p.sock"), me()),
@@ -241,10 +344,156 @@ mod tests {
                  socket in its place: run `chmod go-w",
             );
         }
+        // A sticky one is shared on purpose, like /tmp: never advise opening it less.
+        chmod(&dir, 0o1777);
+        let e = prepare_socket_dir(&dir.join("9p.sock"), me()).unwrap_err();
+        let text = e.to_string();
+        assert!(
+            text.contains(&format!(
+                "has mode 1777, writable by group or others, and whoever can change it can put \
+                 their own socket in its place: listen in a directory that only uid {} can \
+                 write",
+                me()
+            )),
+            "{text}"
+        );
+        assert!(!text.contains("chmod"), "{text}");
         chmod(&dir, 0o755);
         prepare_socket_dir(&dir.join("9p.sock"), me()).unwrap();
         chmod(&dir, 0o700);
         prepare_socket_dir(&dir.join("9p.sock"), me()).unwrap();
+    }
+
+    #[test]
+    fn a_socket_right_in_tmp_is_refused_without_advising_a_chmod_of_tmp() {
+        let e = prepare_socket_dir(Path::new("/tmp/9p.sock"), me()).unwrap_err();
+        assert_eq!(e.kind(), io::ErrorKind::PermissionDenied, "{e}");
+        let text = e.to_string();
+        assert!(
+            text.starts_with("the socket's directory /tmp has mode 1777"),
+            "{text}"
+        );
+        assert!(
+            text.contains(&format!(
+                "listen in a directory that only uid {} can write",
+                me()
+            )),
+            "{text}"
+        );
+        assert!(!text.contains("chmod"), "{text}");
+    }
+
+    #[test]
+    fn a_parent_others_can_write_is_refused_unless_it_is_sticky() {
+        let tmp = tempfile::tempdir().unwrap();
+        let open = tmp.path().join("open");
+        fs::create_dir(&open).unwrap();
+        let sock = open.join("run/9p.sock");
+        for mode in [0o777, 0o775, 0o757] {
+            chmod(&open, mode);
+            refused(
+                prepare_socket_dir(&sock, me()),
+                &format!(
+                    "the socket's directory {} is under {}, which has mode {mode:o}, writable by \
+                     group or others and not sticky, and whoever can change it can put their \
+                     own directory and socket in place of {}: listen in a directory whose \
+                     parents only root or uid {} can change",
+                    open.join("run").display(),
+                    open.display(),
+                    open.join("run").display(),
+                    me()
+                ),
+            );
+            assert!(!open.join("run").exists(), "nothing was made under it");
+        }
+        // Sticky, as /tmp is: others cannot move our directory away.
+        chmod(&open, 0o1777);
+        prepare_socket_dir(&sock, me()).unwrap();
+        // Higher up counts as much as the parent.
+        let deep = tmp.path().join("a/b/c/9p.sock");
+        fs::create_dir(tmp.path().join("a")).unwrap();
+        chmod(&tmp.path().join("a"), 0o777);
+        refused(
+            prepare_socket_dir(&deep, me()),
+            &format!(
+                "is under {}, which has mode 777",
+                tmp.path().join("a").display()
+            ),
+        );
+        // Through a symbolic link, what it names counts too.
+        let link = tmp.path().join("link");
+        symlink(&open, &link).unwrap();
+        chmod(&open, 0o777);
+        refused(
+            prepare_socket_dir(&link.join("run/9p.sock"), me()),
+            &format!("is under {}, which has mode 777", open.display()),
+        );
+    }
+
+    #[test]
+    fn the_paths_the_suite_and_the_defaults_use_are_accepted() {
+        // tests/src/harness.rs shared_tempdir: /tmp/srv-secrets-test.XXXX, 0755, and run/.
+        let shared = tempfile::Builder::new()
+            .prefix("srv-secrets-test.")
+            .tempdir_in("/tmp")
+            .unwrap();
+        chmod(shared.path(), 0o755);
+        prepare_socket_dir(&shared.path().join("run/9p.sock"), me()).unwrap();
+        prepare_socket_dir(&shared.path().join("run/srv-secrets/9p.sock"), me()).unwrap();
+        // /tmp/srv-secrets-$UID, the default without XDG_RUNTIME_DIR, under sticky /tmp.
+        let default = shared.path().join("srv-secrets-1702");
+        prepare_socket_dir(&default.join("9p.sock"), me()).unwrap();
+        // /run/srv-secrets, root's default: /run is root's 0755.
+        check_ancestors(Path::new("/run/srv-secrets"), Path::new("/run"), me()).unwrap();
+        // $XDG_RUNTIME_DIR/srv-secrets: the user's 0700 /run/user/UID, here under /tmp.
+        let runtime = shared.path().join("user");
+        fs::create_dir(&runtime).unwrap();
+        chmod(&runtime, 0o700);
+        prepare_socket_dir(&runtime.join("srv-secrets/9p.sock"), me()).unwrap();
+    }
+
+    #[test]
+    fn a_parent_of_another_user_is_refused() {
+        if me() != 0 {
+            eprintln!("skipping: chown needs root");
+            return;
+        }
+        let tmp = tempfile::tempdir().unwrap();
+        let theirs = tmp.path().join("theirs");
+        fs::create_dir(&theirs).unwrap();
+        chmod(&theirs, 0o755);
+        std::os::unix::fs::chown(&theirs, Some(1705), Some(1705)).unwrap();
+        refused(
+            prepare_socket_dir(&theirs.join("run/9p.sock"), 0),
+            &format!(
+                "is under {}, which belongs to uid 1705, neither root nor this server's uid 0",
+                theirs.display()
+            ),
+        );
+        // Even sticky: its owner may move anything in it.
+        chmod(&theirs, 0o1777);
+        refused(
+            prepare_socket_dir(&theirs.join("run/9p.sock"), 0),
+            "which belongs to uid 1705",
+        );
+        // Its owner's own server may listen there.
+        chmod(&theirs, 0o755);
+        prepare_socket_dir(&theirs.join("run/9p.sock"), 1705).unwrap();
+        // A symbolic link of another user on the way is refused whatever it names.
+        let link = tmp.path().join("link");
+        symlink(tmp.path(), &link).unwrap();
+        rustix::fs::chownat(
+            rustix::fs::CWD,
+            &link,
+            Some(rustix::process::Uid::from_raw(1705)),
+            None,
+            rustix::fs::AtFlags::SYMLINK_NOFOLLOW,
+        )
+        .unwrap();
+        refused(
+            prepare_socket_dir(&link.join("mine/9p.sock"), 0),
+            &format!("is under {}, which belongs to uid 1705", link.display()),
+        );
     }
 
     #[test]

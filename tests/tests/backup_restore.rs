@@ -1,15 +1,19 @@
-//! The backup and restore procedure of docs/operations.md, run as written: the key kept
-//! outside the data directory (`init --key`), the server stopped with SIGTERM, the data
-//! directory copied with `cp -a` and the key file copied on its own, the disk "lost",
-//! both put back, and every value read back as its service. And the other half of the
-//! rule: a data directory restored without its own key file does not start, and says why.
+//! The backup and restore procedures of docs/operations.md, run as written: the key kept
+//! outside the data directory (`init --key`); an online backup with `deploy backup FILE`
+//! while a writer keeps setting secrets, and an offline one with `srv-secrets backup`
+//! or `cp -a` of the stopped server's data directory; the key file copied on its own;
+//! the disk "lost", both put back, and every value read back as its service. And the
+//! other half of the rule: a data directory restored without its own key file does not
+//! start, and says why.
 #![allow(clippy::unwrap_used, reason = "a test fails by panicking")]
 
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use srv_secrets_tests::harness::{SecretsServer, can_switch_uid, stderr, stdout};
+use srv_secrets_tests::harness::{
+    SecretsServer, as_uid, bins, can_switch_uid, run_with_stdin, stderr, stdout,
+};
 
 const WEB: u32 = 1001;
 const API: u32 = 1002;
@@ -237,7 +241,7 @@ fn a_restored_data_directory_does_not_start_without_its_own_key() {
     std::fs::copy(&key_before_rotation, &loose).unwrap();
     std::fs::set_permissions(&loose, std::fs::Permissions::from_mode(0o644)).unwrap();
     let refused: [(&Path, &str); 4] = [
-        (&missing, "opening key file"),
+        (&missing, "does not exist; pass --key"),
         (&key_after_rotation, "lacks key 1, which this store needs"),
         (
             &other_key,
@@ -270,5 +274,283 @@ fn a_restored_data_directory_does_not_start_without_its_own_key() {
         s.deploy_ok(&["status"]).contains("key:       1"),
         "the backup is from before the rotation"
     );
+    s.stop_ok();
+}
+
+/// `install -d -m 700 DIR`: how the documented restore makes a lost data directory again.
+fn install_dir_700(dir: &Path) {
+    let out = Command::new("install")
+        .args(["-d", "-m", "700"])
+        .arg(dir)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "install -d: {}", stderr(&out));
+}
+
+/// Files left beside `file` by a backup that did not finish.
+fn partials_beside(file: &Path) -> Vec<PathBuf> {
+    std::fs::read_dir(file.parent().unwrap())
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.to_string_lossy().ends_with(".partial"))
+        .collect()
+}
+
+/// Checks that `file` is a backup as the rules want it: mode 0600, holding neither the
+/// key nor a value in the clear.
+fn assert_a_safe_backup(file: &Path, key: &Path) {
+    assert_eq!(mode(file), 0o600);
+    let bytes = std::fs::read(file).unwrap();
+    for hex in key_hex(key) {
+        assert!(
+            !contains(&bytes, hex.as_bytes()),
+            "the key is in the backup"
+        );
+    }
+    for value in [DB_PASSWORD, API_TOKEN, &tls_key()[..]] {
+        assert!(
+            !contains(&bytes, value),
+            "a value is in the backup in the clear"
+        );
+    }
+    assert!(partials_beside(file).is_empty());
+}
+
+/// The documented restore of a backup FILE, after the disk is lost: the server stopped,
+/// DIR made again (0700), FILE put back as DIR/store.redb (0600), the key file of the
+/// backup's time put back (0600), the server started.
+fn restore_after_losing_the_disk(s: &mut SecretsServer, file: &Path, key_backup: &Path) {
+    let key = s.key.clone().unwrap();
+    s.stop_ok();
+    std::fs::remove_dir_all(&s.data).unwrap();
+    std::fs::remove_file(&key).unwrap();
+    install_dir_700(&s.data);
+    install_600(file, &s.data.join("store.redb"));
+    install_600(key_backup, &key);
+    s.serve();
+}
+
+#[test]
+fn an_online_backup_taken_while_a_writer_sets_secrets_restores_to_a_state_the_server_had() {
+    let mut s = populated();
+    let key = s.key.clone().unwrap();
+    let key_backup = s.root.path().join("key.backup");
+    cp_a(&key, &key_backup);
+    let web_before = s.deploy_ok(&["service", "check", "web"]);
+
+    // A writer sets item-i and then latest=i, one `deploy secret set` each, so every
+    // state the server passes through holds item-0..=item-k and latest k-1 or k.
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let started = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let writer = {
+        let (stop, started) = (stop.clone(), started.clone());
+        let addr = s.addr();
+        std::thread::spawn(move || {
+            let set = |name: &str, value: &str| {
+                let mut cmd = Command::new(&bins().deploy);
+                cmd.arg("--addr").arg(&addr).args(["secret", "set", name]);
+                let out = run_with_stdin(cmd, value.as_bytes());
+                assert!(out.status.success(), "{}", stderr(&out));
+            };
+            let mut i = 0u64;
+            while !stop.load(std::sync::atomic::Ordering::SeqCst) {
+                set(&format!("item-{i}"), &format!("value-{i}"));
+                set("latest", &i.to_string());
+                i += 1;
+                started.store(i, std::sync::atomic::Ordering::SeqCst);
+            }
+            i
+        })
+    };
+    while started.load(std::sync::atomic::Ordering::SeqCst) < 3 {
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+    let file = s.root.path().join("var/backups/store.backup");
+    std::fs::create_dir_all(file.parent().unwrap()).unwrap();
+    let before_backup = started.load(std::sync::atomic::Ordering::SeqCst);
+    let said = s.deploy_ok(&["backup", file.to_str().unwrap()]);
+    // A few more writes after the backup: they must not be in it.
+    let at_backup = started.load(std::sync::atomic::Ordering::SeqCst);
+    while started.load(std::sync::atomic::Ordering::SeqCst) < at_backup + 2 {
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+    stop.store(true, std::sync::atomic::Ordering::SeqCst);
+    let written = writer.join().unwrap();
+    assert!(
+        said.starts_with(&format!(
+            "wrote a backup of the store at {} to {} (",
+            s.addr(),
+            file.display()
+        )),
+        "{said}"
+    );
+    assert_a_safe_backup(&file, &key);
+
+    restore_after_losing_the_disk(&mut s, &file, &key_backup);
+    let list = s.deploy_ok(&["secret", "list"]);
+    let items = (0..written)
+        .filter(|i| list.contains(&format!("item-{i} ")))
+        .count() as u64;
+    // Between what was done when `deploy backup` started and what was done (and one
+    // item more) when it finished.
+    assert!(
+        (before_backup..=at_backup + 1).contains(&items),
+        "{items} items, {before_backup} to {at_backup} while the backup was taken, \
+         {written} in all: {list}"
+    );
+    assert!(items < written, "writes after the backup are not in it");
+    // Each item and `latest` decrypt under the key, and agree: a state the server had.
+    let grants: String = (0..items)
+        .map(|i| format!("grant web item-{i}\n"))
+        .chain(["grant web latest\n".to_string()])
+        .collect();
+    let mut ctl = Command::new(&bins().ninep);
+    ctl.arg("--addr")
+        .arg(s.addr())
+        .args(["write", "/secrets/ctl"]);
+    let out = run_with_stdin(ctl, grants.as_bytes());
+    assert!(out.status.success(), "{}", stderr(&out));
+    for i in 0..items {
+        assert_eq!(
+            s.get_as(&format!("item-{i}"), "web"),
+            format!("value-{i}").into_bytes(),
+            "item-{i}"
+        );
+    }
+    let latest: u64 = String::from_utf8(s.get_as("latest", "web"))
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!(
+        latest + 1 == items || latest + 2 == items,
+        "latest {latest} with {items} items: not a state the server had"
+    );
+    // Everything that was there before the writer started came back too.
+    assert_eq!(s.get_as("db_password", "web"), DB_PASSWORD);
+    assert_eq!(s.get_as("tls_key", "web"), tls_key());
+    assert_eq!(s.get_as("api_token", "api"), API_TOKEN);
+    assert_eq!(s.deploy_ok(&["service", "check", "web"]), web_before);
+    s.stop_ok();
+}
+
+#[test]
+fn deploy_backup_never_replaces_a_file_unasked_and_leaves_nothing_when_refused() {
+    let s = populated();
+    let key = s.key.clone().unwrap();
+    let file = s.root.path().join("store.backup");
+    std::fs::write(&file, b"yesterday's backup").unwrap();
+    let out = s.deploy(&["backup", file.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(
+        stderr(&out),
+        format!(
+            "deploy: {} already exists; not replacing it (choose another name, or pass \
+             --force to replace it)\n",
+            file.display()
+        )
+    );
+    assert_eq!(std::fs::read(&file).unwrap(), b"yesterday's backup");
+    s.deploy_ok(&["backup", "--force", file.to_str().unwrap()]);
+    assert_a_safe_backup(&file, &key);
+
+    // Only the admin may take one; a refused deploy leaves no file behind.
+    if can_switch_uid() {
+        let shared = s.root.path().join("shared");
+        std::fs::create_dir(&shared).unwrap();
+        std::fs::set_permissions(&shared, std::fs::Permissions::from_mode(0o777)).unwrap();
+        let theirs = shared.join("stolen.backup");
+        let mut cmd = as_uid(1005, &bins().deploy);
+        cmd.arg("--addr").arg(s.addr()).arg("backup").arg(&theirs);
+        let out = run_with_stdin(cmd, b"");
+        assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+        assert!(
+            stderr(&out).contains("the server refused this user (uid 1005)"),
+            "{}",
+            stderr(&out)
+        );
+        assert!(!theirs.exists());
+        assert!(partials_beside(&theirs).is_empty());
+        // Nor can a service read it through its view: there is no secrets/ there.
+        let r = s.ninep_as(WEB, "", &["read", "/secrets/backup"]);
+        assert_eq!(stderr(&r), "9p: file does not exist\n");
+    } else {
+        assert!(
+            std::env::var("CI").is_err(),
+            "deploy as another uid needs root and setpriv"
+        );
+    }
+}
+
+#[test]
+fn srv_secrets_backup_copies_a_stopped_servers_store_and_points_a_served_one_to_deploy() {
+    let mut s = populated();
+    let key = s.key.clone().unwrap();
+    let secrets_before = s.deploy_ok(&["secret", "list", "--json"]);
+    let services_before = s.deploy_ok(&["service", "list", "--json"]);
+    let file = s.root.path().join("offline.backup");
+    let data = s.data.clone();
+    let backup = |force: bool| {
+        let mut cmd = Command::new(&bins().srv_secrets);
+        cmd.arg("backup")
+            .arg("--data")
+            .arg(&data)
+            .arg("--out")
+            .arg(&file);
+        if force {
+            cmd.arg("--force");
+        }
+        cmd.output().unwrap()
+    };
+    // While it serves, the server holds the store: the backup is taken through it.
+    let out = backup(false);
+    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(
+        stderr(&out),
+        format!(
+            "srv-secrets: a server serves {} (its lock file is held), and only it can read \
+             the store now: take the backup through it with `deploy backup {}` (as root or \
+             the admin uid), or stop it first\n",
+            s.data.display(),
+            file.display()
+        )
+    );
+    assert!(!file.exists());
+    assert!(partials_beside(&file).is_empty());
+
+    // Stopped: straight from the data directory, without the key.
+    s.stop_ok();
+    let out = backup(false);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(
+        stdout(&out),
+        format!(
+            "wrote a backup of {} to {} ({} bytes); it holds no key: back up the key file \
+             apart\n",
+            s.data.display(),
+            file.display(),
+            std::fs::metadata(&file).unwrap().len()
+        )
+    );
+    assert_a_safe_backup(&file, &key);
+    // Not over the one just made, unless asked.
+    let again = backup(false);
+    assert_eq!(again.status.code(), Some(1));
+    assert!(
+        stderr(&again).contains("already exists; not replacing it"),
+        "{}",
+        stderr(&again)
+    );
+    let forced = backup(true);
+    assert!(forced.status.success(), "{}", stderr(&forced));
+
+    let key_backup = s.root.path().join("key.backup");
+    cp_a(&key, &key_backup);
+    s.serve();
+    restore_after_losing_the_disk(&mut s, &file, &key_backup);
+    assert_eq!(s.deploy_ok(&["secret", "list", "--json"]), secrets_before);
+    assert_eq!(s.deploy_ok(&["service", "list", "--json"]), services_before);
+    assert_eq!(s.get_as("db_password", "web"), DB_PASSWORD);
+    assert_eq!(s.get_as("tls_key", "web"), tls_key());
+    assert_eq!(s.get_as("api_token", "api"), API_TOKEN);
     s.stop_ok();
 }

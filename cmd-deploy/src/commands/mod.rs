@@ -13,6 +13,7 @@ use crate::error::CliError;
 use crate::files;
 use crate::output::{self, printable, write_json, write_text};
 
+pub mod backup;
 pub mod import;
 pub mod secret;
 pub mod service;
@@ -44,6 +45,7 @@ pub async fn run(cli: Cli, env: &Env, out: &mut dyn Write) -> Result<Outcome, Cl
         Command::Manpage { dir: Some(dir) } => manpages_to(&dir, out),
         Command::Secret(cmd) => secret::run(cmd, &server()?, env, out).await,
         Command::Service(cmd) => service::run(cmd, &server()?, env, out).await,
+        Command::Backup { file, force } => backup::run(&file, force, &server()?, env, out).await,
         Command::Status(flag) => {
             let session = Session::admin(&server()?, env).await?;
             status(&session, flag.json, out).await

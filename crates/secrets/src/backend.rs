@@ -18,6 +18,8 @@
 //!   the backend on the hot path.
 //! - [`Backend::commit`] applies a batch fully or not at all, and returns only once it is
 //!   durable. A crash at any moment leaves either the old or the new state.
+//! - [`Backend::backup`] writes a copy of the whole store as of one commit, while reads and
+//!   writes carry on: what an online backup is made of.
 //! - [`Backend::needs_reopen`] and [`Backend::reopen`]: a failed write may leave a store
 //!   refusing every later one until it is closed and opened again (redb latches an I/O
 //!   error, such as a full disk, that way). The vault then reopens it under its writer lock
@@ -26,6 +28,7 @@
 //! All are blocking calls.
 
 use std::collections::BTreeMap;
+use std::fs::File;
 
 use crate::crypto::KeyCheck;
 use crate::error::Result;
@@ -49,6 +52,9 @@ pub(crate) struct Meta {
     pub(crate) rotation_target: Option<u32>,
     /// A check value per key id the store references (`key_check.<id>`).
     pub(crate) key_checks: BTreeMap<u32, KeyCheck>,
+    /// Unix seconds of the last commit (`last_change`, u64; written by every commit, 0 in
+    /// a store written before it was): the newest mtime known at open.
+    pub(crate) last_change: u64,
 }
 
 impl Meta {
@@ -94,6 +100,8 @@ pub(crate) enum Mutation {
     PutKeyCheck(u32, KeyCheck),
     /// Remove a key check value.
     DeleteKeyCheck(u32),
+    /// Set `last_change`: the vault puts one first in every batch, with the batch's time.
+    SetLastChange(u64),
 }
 
 /// A durable, transactional store. See the module documentation for the contract.
@@ -105,6 +113,16 @@ pub(crate) trait Backend: Send + Sync {
     /// Applies `batch` atomically and durably: when this returns `Ok`, every mutation is
     /// on stable storage; when it returns `Err`, none is.
     fn commit(&self, batch: &[Mutation]) -> Result<()>;
+
+    /// Writes a consistent copy of the whole store, as it was at one commit, into `out`
+    /// (an empty file, open for reading and writing), in a form the backend opens as a store of its own. Commits made
+    /// meanwhile are not in it and are not held up by it, except for an instant at the
+    /// start.
+    fn backup(&self, _out: File) -> Result<()> {
+        Err(crate::error::Error::Corrupt {
+            what: "this store backend cannot make backups",
+        })
+    }
 
     /// Whether a failed commit left the store unusable until [`Backend::reopen`].
     fn needs_reopen(&self) -> bool {

@@ -49,6 +49,24 @@ pub enum Error {
         /// The data directory.
         dir: PathBuf,
     },
+    /// A data directory's file (or the key file) belongs to a uid neither ours nor root's.
+    #[error(
+        "{what} {} belongs to uid {owner}, not to this process's uid {euid} or root, and uid \
+         {owner} could rewrite the store (add grants, make itself admin) or read the key; run \
+         srv-secrets as uid {owner}, or give it to uid {euid}: `chown {euid} {}`",
+        path.display(),
+        path.display()
+    )]
+    ForeignOwner {
+        /// "data directory", "store", "lock file" or "key file".
+        what: &'static str,
+        /// The file or directory.
+        path: PathBuf,
+        /// Its owner.
+        owner: u32,
+        /// This process's effective uid.
+        euid: u32,
+    },
     /// The store was written in a format this version does not read.
     #[error(
         "store format version {found} is not supported (this srv-secrets reads version {supported})"
@@ -91,6 +109,16 @@ pub enum Error {
         path.display()
     )]
     KeyFileExists {
+        /// The key file.
+        path: PathBuf,
+    },
+    /// The key file does not exist.
+    #[error(
+        "key file {} does not exist; pass --key with the key file's path, or restore it from \
+         the key backup of the data backup's time (docs/operations.md, \"Backup and restore\")",
+        path.display()
+    )]
+    KeyFileMissing {
         /// The key file.
         path: PathBuf,
     },
@@ -161,6 +189,22 @@ pub enum Error {
         /// The data directory.
         dir: PathBuf,
     },
+    /// The data directory, the store or the lock file is open to group or others.
+    #[error(
+        "{what} {} has mode {mode:o}, open to group or others; run `chmod {fix:o} {}`",
+        path.display(),
+        path.display()
+    )]
+    OpenToOthers {
+        /// "data directory", "store" or "lock file".
+        what: &'static str,
+        /// The file or directory.
+        path: PathBuf,
+        /// Its permission bits.
+        mode: u32,
+        /// The mode to give it.
+        fix: u32,
+    },
     /// The OS random number generator failed.
     #[error("the operating system's random number generator failed")]
     Random,
@@ -203,6 +247,28 @@ pub enum Error {
         op: &'static str,
         /// The backend's error.
         source: Box<dyn std::error::Error + Send + Sync>,
+    },
+    /// The data directory has a key file but no store: never initialized over (restore it).
+    #[error(
+        "data directory {} has a key file ({}) but no store ({}): the store was lost or moved, \
+         or an init never finished. Restore it from a backup: put the backup at {} and the key \
+         file of the backup's time at {} (docs/operations.md, \"Backup and restore\"). To start \
+         over with no secrets instead, move {} and {} away, then run `srv-secrets init`",
+        dir.display(),
+        key.display(),
+        store.display(),
+        store.display(),
+        key.display(),
+        key.display(),
+        dir.display()
+    )]
+    StoreLost {
+        /// The data directory.
+        dir: PathBuf,
+        /// The key file that exists.
+        key: PathBuf,
+        /// Where the store should be.
+        store: PathBuf,
     },
     /// A value or manifest exceeds its size limit.
     #[error("{what} too large: the limit is {limit} bytes")]

@@ -11,8 +11,8 @@
 //! path, a line number and a fixed reason.
 //!
 //! The file is owner-only from creation (mode 0600 at `open`, never chmod-ed later), and
-//! replaced atomically with [`fsutil::write_atomic`]. A file open to group or others is
-//! refused on read.
+//! replaced atomically with [`fsutil::write_atomic`]. A file open to group or others, or
+//! owned by a uid that is neither this process's nor root, is refused on read.
 
 use std::collections::BTreeSet;
 use std::fs::File;
@@ -35,9 +35,15 @@ const MAX_LEN: usize = 4096;
 /// At most the active key and a rotation target.
 const MAX_KEYS: usize = 2;
 
-/// Reads and parses the key file, refusing one that group or others may access.
+/// Reads and parses the key file, refusing one that group or others may access, or that
+/// belongs to another uid than ours or root's.
 pub(crate) fn read(path: &Path) -> Result<Vec<Key>> {
-    let mut file = File::open(path).map_err(Error::io("opening key file", path))?;
+    let mut file = File::open(path).map_err(|e| match e.kind() {
+        std::io::ErrorKind::NotFound => Error::KeyFileMissing {
+            path: path.to_path_buf(),
+        },
+        _ => Error::io("opening key file", path)(e),
+    })?;
     // fstat on the open file: the mode checked is the mode of the file read.
     let meta = file
         .metadata()
@@ -49,6 +55,7 @@ pub(crate) fn read(path: &Path) -> Result<Vec<Key>> {
             reason: "not a regular file",
         });
     }
+    fsutil::check_owner("key file", path, &meta, fsutil::euid())?;
     let mode = meta.mode() & 0o7777;
     if mode & 0o077 != 0 {
         return Err(Error::KeyPermissions {
@@ -240,6 +247,46 @@ mod tests {
             assert!(err.to_string().contains("chmod 600"), "{err}");
         }
         std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o400)).unwrap();
+        assert!(read(&path).is_ok());
+    }
+
+    #[test]
+    fn a_missing_key_file_is_named() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("key");
+        let err = read(&path).unwrap_err();
+        assert!(matches!(err, Error::KeyFileMissing { .. }), "{err:?}");
+        let msg = err.to_string();
+        assert!(
+            msg.starts_with(&format!("key file {} does not exist; ", path.display())),
+            "{msg}"
+        );
+        assert!(!msg.contains("os error"), "{msg}");
+    }
+
+    #[test]
+    fn refuses_another_users_key_file() {
+        if fsutil::euid() != 0 {
+            eprintln!("skipping: chown needs root");
+            return;
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("key");
+        write(&path, &[&Key::generate(1).unwrap()]).unwrap();
+        std::os::unix::fs::chown(&path, Some(1705), None).unwrap();
+        let err = read(&path).unwrap_err();
+        assert!(
+            matches!(
+                err,
+                Error::ForeignOwner {
+                    what: "key file",
+                    owner: 1705,
+                    ..
+                }
+            ),
+            "{err:?}"
+        );
+        std::os::unix::fs::chown(&path, Some(0), None).unwrap();
         assert!(read(&path).is_ok());
     }
 

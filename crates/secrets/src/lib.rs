@@ -41,6 +41,8 @@
 //!   a batch atomically, `reopen` after a failed write), so a distributed backend can be
 //!   added beside redb.
 //! - `redb_store`: that interface over one redb file.
+//! - `backup`: a copy of the store as of one commit, from a serving vault
+//!   ([`Vault::backup`]) or from a data directory no server holds ([`backup_unserved`]).
 //! - `record`: stored records and their byte layout.
 //! - `crypto`: keys, keyring, AES-256-GCM sealing with identity-bound associated data,
 //!   key check values, [`SecretBytes`].
@@ -64,6 +66,7 @@
 #![deny(missing_docs)]
 
 mod backend;
+mod backup;
 mod crypto;
 mod error;
 mod fsutil;
@@ -76,6 +79,7 @@ mod state;
 mod types;
 mod vault;
 
+pub use backup::{Backup, backup_unserved};
 pub use crypto::SecretBytes;
 pub use error::{Error, Result};
 pub use manifest::Manifest;

@@ -4,7 +4,8 @@
 //!
 //! - `meta`: `&str -> &[u8]`; `format_version`, `admin_uid`, `active_key`,
 //!   `rotation_target` as 4-byte big-endian u32s, `key_check.<id>` as
-//!   [`KeyCheck::encode`]. Unknown fields are ignored.
+//!   [`KeyCheck::encode`], `last_change` as an 8-byte big-endian u64 (absent from stores
+//!   written before it was: read as 0). Unknown fields are ignored.
 //! - `secrets`: `&str -> &[u8]`, [`SecretRecord::encode`].
 //! - `services`: `&str -> &[u8]`, [`ServiceRecord::encode`].
 //! - `grants`: `(&str, &str) -> ()`, keyed by (service, secret).
@@ -18,14 +19,14 @@
 //! [`Backend::reopen`] under its writer lock, now and again at each write until it works.
 
 use std::collections::BTreeMap;
-use std::fs::OpenOptions;
+use std::fs::{File, OpenOptions};
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::{Mutex, MutexGuard, PoisonError};
 
 use tracing::warn;
 
-use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
+use redb::{Database, ReadTransaction, ReadableDatabase, ReadableTable, TableDefinition};
 
 use crate::backend::{Backend, FORMAT_VERSION, Meta, Mutation, Stored};
 use crate::crypto::KeyCheck;
@@ -43,6 +44,7 @@ const ADMIN_UID_FIELD: &str = "admin_uid";
 const ACTIVE_KEY_FIELD: &str = "active_key";
 const ROTATION_TARGET_FIELD: &str = "rotation_target";
 const KEY_CHECK_PREFIX: &str = "key_check.";
+const LAST_CHANGE_FIELD: &str = "last_change";
 
 /// redb's page cache. The vault keeps every record in memory and reads the store only at
 /// open, so the cache serves commits (B-tree paths), not reads: a small one is enough.
@@ -84,6 +86,7 @@ impl RedbBackend {
         let mut batch = vec![
             Mutation::SetActiveKey(meta.active_key),
             Mutation::SetRotationTarget(meta.rotation_target),
+            Mutation::SetLastChange(meta.last_change),
         ];
         for (id, check) in &meta.key_checks {
             batch.push(Mutation::PutKeyCheck(*id, check.clone()));
@@ -191,6 +194,9 @@ fn write_txn(db: &Database, batch: &[Mutation], create: Option<&Meta>) -> Result
                 Mutation::DeleteKeyCheck(id) => meta
                     .remove(format!("{KEY_CHECK_PREFIX}{id}").as_str())
                     .map(drop),
+                Mutation::SetLastChange(t) => meta
+                    .insert(LAST_CHANGE_FIELD, t.to_be_bytes().as_slice())
+                    .map(drop),
             };
             // On error the transaction is dropped uncommitted: redb aborts it.
             done.map_err(Error::store("write"))?;
@@ -251,6 +257,19 @@ impl Backend for RedbBackend {
         self.write(batch, None)
     }
 
+    fn backup(&self, out: File) -> Result<()> {
+        // The read transaction is the snapshot; the lock is held only to begin it, so that
+        // writers wait for nothing but that.
+        let txn = {
+            let slot = self.db();
+            let db = slot
+                .as_ref()
+                .ok_or_else(|| Error::store("begin read")(Closed))?;
+            db.begin_read().map_err(Error::store("begin read"))?
+        };
+        copy_store(&txn, out)
+    }
+
     fn needs_reopen(&self) -> bool {
         self.db().is_none()
     }
@@ -265,6 +284,61 @@ impl Backend for RedbBackend {
             "reopening the database after a failed write (retried at the next write)",
         )?);
         Ok(())
+    }
+}
+
+/// Writes everything `txn` sees into a new store in `out`, table by table and byte for
+/// byte (unknown meta fields included), in one write transaction: a store file like the
+/// original, as of `txn`'s commit.
+fn copy_store(txn: &ReadTransaction, out: File) -> Result<()> {
+    let backend =
+        redb::backends::FileBackend::new(out).map_err(Error::store("creating the backup"))?;
+    let copy = redb::Builder::new()
+        .set_cache_size(CACHE_BYTES)
+        .create_with_backend(backend)
+        .map_err(Error::store("creating the backup"))?;
+    let w = copy
+        .begin_write()
+        .map_err(Error::store("writing the backup"))?;
+    {
+        const READ: &str = "reading the store for a backup";
+        const WRITE: &str = "writing the backup";
+        for def in [META, SECRETS, SERVICES] {
+            let from = txn.open_table(def).map_err(Error::store(READ))?;
+            let mut to = w.open_table(def).map_err(Error::store(WRITE))?;
+            for entry in from.iter().map_err(Error::store(READ))? {
+                let (k, v) = entry.map_err(Error::store(READ))?;
+                to.insert(k.value(), v.value())
+                    .map_err(Error::store(WRITE))?;
+            }
+        }
+        let from = txn.open_table(GRANTS).map_err(Error::store(READ))?;
+        let mut to = w.open_table(GRANTS).map_err(Error::store(WRITE))?;
+        for entry in from.iter().map_err(Error::store(READ))? {
+            let (k, _) = entry.map_err(Error::store(READ))?;
+            to.insert(k.value(), ()).map_err(Error::store(WRITE))?;
+        }
+    }
+    w.commit().map_err(Error::store("committing the backup"))?;
+    copy.close().map_err(Error::store("closing the backup"))
+}
+
+/// Opens the store of a data directory that no server holds, for a backup. redb refuses a
+/// store another process has open; that is [`Error::Locked`] here.
+pub(crate) fn open_for_backup(path: &Path, dir: &Path) -> Result<RedbBackend> {
+    match redb::Builder::new()
+        .set_cache_size(CACHE_BYTES)
+        .set_check_integrity_on_open(true)
+        .open(path)
+    {
+        Ok(db) => Ok(RedbBackend {
+            path: path.to_path_buf(),
+            db: Mutex::new(Some(db)),
+        }),
+        Err(redb::DatabaseError::DatabaseAlreadyOpen) => Err(Error::Locked {
+            dir: dir.to_path_buf(),
+        }),
+        Err(e) => Err(Error::store("opening database")(e)),
     }
 }
 
@@ -293,6 +367,17 @@ fn decode_meta(fields: &BTreeMap<String, Vec<u8>>) -> Result<Meta> {
             supported: FORMAT_VERSION,
         });
     }
+    let last_change = fields
+        .get(LAST_CHANGE_FIELD)
+        .map(|v| {
+            <[u8; 8]>::try_from(v.as_slice())
+                .map(u64::from_be_bytes)
+                .map_err(|_| Error::Corrupt {
+                    what: "malformed meta field",
+                })
+        })
+        .transpose()?
+        .unwrap_or(0);
     let mut key_checks = BTreeMap::new();
     for (name, value) in fields {
         if let Some(id) = name.strip_prefix(KEY_CHECK_PREFIX) {
@@ -308,6 +393,7 @@ fn decode_meta(fields: &BTreeMap<String, Vec<u8>>) -> Result<Meta> {
         active_key: required(ACTIVE_KEY_FIELD)?,
         rotation_target: u32_field(ROTATION_TARGET_FIELD)?,
         key_checks,
+        last_change,
     })
 }
 
@@ -337,6 +423,14 @@ pub(crate) mod raw {
         txn.commit().unwrap();
     }
 
+    /// Removes a meta field.
+    pub(crate) fn remove_meta(path: &Path, field: &str) {
+        let db = Database::open(path).unwrap();
+        let txn = db.begin_write().unwrap();
+        txn.open_table(META).unwrap().remove(field).unwrap();
+        txn.commit().unwrap();
+    }
+
     /// Overwrites a meta field.
     pub(crate) fn put_meta(path: &Path, field: &str, bytes: &[u8]) {
         let db = Database::open(path).unwrap();
@@ -362,6 +456,7 @@ mod tests {
             active_key: 1,
             rotation_target: None,
             key_checks: [(1, key.check().unwrap())].into(),
+            last_change: 1_700_000_000,
         }
     }
 
@@ -414,6 +509,8 @@ mod tests {
         assert_eq!(loaded.meta.rotation_target, Some(2));
         b.commit(&[Mutation::SetRotationTarget(None)]).unwrap();
         assert_eq!(b.load().unwrap().meta.rotation_target, None);
+        b.commit(&[Mutation::SetLastChange(1_800_000_000)]).unwrap();
+        assert_eq!(b.load().unwrap().meta.last_change, 1_800_000_000);
     }
 
     #[test]
@@ -434,6 +531,19 @@ mod tests {
             "{err:?}"
         );
         raw::put_meta(&path, FORMAT_VERSION_FIELD, b"x");
+        let err = RedbBackend::open(&path).unwrap().load().unwrap_err();
+        assert!(matches!(err, Error::Corrupt { .. }), "{err:?}");
+    }
+
+    #[test]
+    fn a_store_from_before_last_change_loads_as_0_and_a_bad_one_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("store.redb");
+        drop(RedbBackend::create(&path, &meta()).unwrap());
+        raw::remove_meta(&path, LAST_CHANGE_FIELD);
+        let loaded = RedbBackend::open(&path).unwrap().load().unwrap();
+        assert_eq!(loaded.meta.last_change, 0);
+        raw::put_meta(&path, LAST_CHANGE_FIELD, &[1, 2, 3]);
         let err = RedbBackend::open(&path).unwrap().load().unwrap_err();
         assert!(matches!(err, Error::Corrupt { .. }), "{err:?}");
     }

@@ -1,9 +1,19 @@
 //! The in-memory copy of the store that every read is served from.
 //!
-//! It mirrors the backend exactly (plus the keyring and a uid index): the vault commits a
-//! batch to the backend first and then [`State::apply`]s the same batch here, so the two
-//! never disagree about anything committed.
+//! It mirrors the backend exactly (plus the keyring, a uid index, and when things last
+//! changed): the vault commits a batch to the backend first and then [`State::apply`]s the
+//! same batch here, so the two never disagree about anything committed.
+//!
+//! # When things changed
+//!
+//! Every batch starts with [`Mutation::SetLastChange`], its time, persisted as the store's
+//! `last_change`. A service's record and its grants have their own times, kept in memory
+//! only: at load, and after a reload, both are the store's `last_change` (or the newest
+//! secret mtime, for a store written before `last_change` existed), the latest they can
+//! have changed. So across a restart an mtime can move forward, never back: tools that
+//! compare mtimes (rsync, make) may copy or rebuild once more than needed, never less.
 
+use std::collections::hash_map::Entry;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use crate::backend::{Meta, Mutation, Stored};
@@ -30,6 +40,19 @@ pub(crate) struct State {
     pub(crate) grants: HashMap<String, BTreeSet<String>>,
     /// Progress of the rotation in flight, for `status`.
     pub(crate) rotation: Option<RotationProgress>,
+    /// service -> when its record and its grants last changed.
+    pub(crate) changed: HashMap<String, Changed>,
+    /// When anything `status` shows last changed: the last commit or rotation progress.
+    pub(crate) status_changed: u64,
+}
+
+/// When a service's files last changed, in unix seconds.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct Changed {
+    /// Its record: uid and manifest.
+    pub(crate) record: u64,
+    /// Its grants.
+    pub(crate) grants: u64,
 }
 
 impl State {
@@ -74,6 +97,16 @@ impl State {
             }
             grants.entry(svc).or_default().insert(sec);
         }
+        // The latest anything can have changed (see the module documentation).
+        let newest = secrets
+            .values()
+            .map(|r| r.mtime)
+            .fold(meta.last_change, u64::max);
+        let at_load = Changed {
+            record: newest,
+            grants: newest,
+        };
+        let changed = services.keys().map(|s| (s.clone(), at_load)).collect();
         Ok(State {
             meta,
             keys,
@@ -82,12 +115,16 @@ impl State {
             uids,
             grants,
             rotation: None,
+            changed,
+            status_changed: newest,
         })
     }
 
-    /// Applies a committed batch.
+    /// Applies a committed batch. Its changes are dated by its [`Mutation::SetLastChange`],
+    /// which comes first.
     pub(crate) fn apply(&mut self, batch: Vec<Mutation>) {
         for m in batch {
+            let now = self.meta.last_change;
             match m {
                 Mutation::PutSecret(name, rec) => {
                     self.secrets.insert(name, rec);
@@ -102,17 +139,30 @@ impl State {
                     if let Some(uid) = rec.uid {
                         self.uids.insert(uid, name.clone());
                     }
+                    match self.changed.entry(name.clone()) {
+                        Entry::Occupied(mut e) => e.get_mut().record = now,
+                        // A new service: its (empty) grants file appears now too.
+                        Entry::Vacant(e) => {
+                            e.insert(Changed {
+                                record: now,
+                                grants: now,
+                            });
+                        }
+                    }
                     self.services.insert(name, rec);
                 }
                 Mutation::DeleteService(name) => {
                     if let Some(uid) = self.services.remove(&name).and_then(|s| s.uid) {
                         self.uids.remove(&uid);
                     }
+                    self.changed.remove(&name);
                 }
                 Mutation::PutGrant(svc, sec) => {
+                    self.touch_grants(&svc, now);
                     self.grants.entry(svc).or_default().insert(sec);
                 }
                 Mutation::DeleteGrant(svc, sec) => {
+                    self.touch_grants(&svc, now);
                     if let Some(set) = self.grants.get_mut(&svc) {
                         set.remove(&sec);
                         if set.is_empty() {
@@ -128,7 +178,27 @@ impl State {
                 Mutation::DeleteKeyCheck(id) => {
                     self.meta.key_checks.remove(&id);
                 }
+                Mutation::SetLastChange(t) => {
+                    self.meta.last_change = t;
+                    self.status_changed = self.status_changed.max(t);
+                }
             }
+        }
+    }
+
+    /// Dates a change of `service`'s grants (a grant of a service being removed in the
+    /// same batch, say, leaves nothing to date).
+    fn touch_grants(&mut self, service: &str, now: u64) {
+        if let Some(c) = self.changed.get_mut(service) {
+            c.grants = now;
+        }
+    }
+
+    /// Records the progress of a rotation, which `status` shows, at time `now`.
+    pub(crate) fn set_rotation(&mut self, progress: Option<RotationProgress>, now: u64) {
+        if self.rotation != progress {
+            self.rotation = progress;
+            self.status_changed = self.status_changed.max(now);
         }
     }
 

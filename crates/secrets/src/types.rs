@@ -46,6 +46,11 @@ pub struct ServiceInfo {
     pub uid: Option<u32>,
     /// The manifest (empty if none was set), with its text.
     pub manifest: Arc<Manifest>,
+    /// When its uid or manifest last changed (unix seconds). Kept in memory: after a
+    /// restart, the store's last change, the latest it can have been.
+    pub changed: u64,
+    /// When its grants last changed (unix seconds), likewise.
+    pub grants_changed: u64,
 }
 
 /// Progress of a key rotation: `done` of `total` secrets re-encrypted.
@@ -81,6 +86,9 @@ pub struct Status {
     pub services: usize,
     /// Progress of the rotation in flight, if any.
     pub rotation: Option<RotationProgress>,
+    /// When any of the above last changed (unix seconds): the last commit, or the last
+    /// step of a rotation. After a restart, the store's last change.
+    pub changed: u64,
 }
 
 /// A secret as it was when a service opened it: "a fid reads the version current when it

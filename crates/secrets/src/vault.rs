@@ -19,7 +19,7 @@
 //! with that error and each later write tries again first. Reads carry on throughout.
 
 use std::fs::{File, OpenOptions, TryLockError};
-use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard};
 use std::time::{SystemTime, UNIX_EPOCH};
@@ -57,12 +57,15 @@ pub const LOCK_FILE: &str = "lock";
 pub struct Vault {
     dir: PathBuf,
     key_path: PathBuf,
-    backend: Box<dyn Backend>,
+    pub(crate) backend: Box<dyn Backend>,
     state: RwLock<State>,
     writer: Mutex<()>,
     rotating: Mutex<()>,
     #[cfg(test)]
     crash_at: Mutex<Option<rotation::CrashPoint>>,
+    /// The time tests make it (unix seconds); `None`: the system clock.
+    #[cfg(test)]
+    clock: Mutex<Option<u64>>,
     // Declared last so it is dropped last: the store is closed before another process
     // can take the directory.
     _lock: File,
@@ -125,6 +128,7 @@ impl Vault {
             active_key: key.id(),
             rotation_target: None,
             key_checks: [(key.id(), key.check()?)].into(),
+            last_change: now(),
         };
         keyfile::write(&key_path, &[&key])?;
         drop(RedbBackend::create(&store_path, &meta)?);
@@ -140,34 +144,49 @@ impl Vault {
         })
     }
 
-    /// Opens a data directory: locks it for the vault's lifetime, reads the key file
-    /// (refusing one open to group or others), checks the store's format version and that
-    /// the key file is the right one, loads everything into memory, and finishes or rolls
-    /// back a key rotation that a crash interrupted.
+    /// Opens a data directory: checks that the directory, the lock file, the key file and
+    /// the store are private to this process's uid (owned by it or root, nothing for group
+    /// or others), locks it for the vault's lifetime, reads the key file, checks the store's
+    /// format version and that the key file is the right one, loads everything into
+    /// memory, and finishes or rolls back a key rotation that a crash interrupted.
     ///
     /// # Errors
-    /// [`Error::NotInitialized`], [`Error::Locked`], [`Error::KeyPermissions`],
-    /// [`Error::KeyFile`], [`Error::KeyMissing`], [`Error::KeyMismatch`],
-    /// [`Error::FormatVersion`], [`Error::Corrupt`], I/O and store errors.
+    /// [`Error::NotInitialized`], [`Error::StoreLost`] (a key file but no store),
+    /// [`Error::ForeignOwner`], [`Error::OpenToOthers`], [`Error::Locked`],
+    /// [`Error::KeyFileMissing`], [`Error::KeyPermissions`], [`Error::KeyFile`],
+    /// [`Error::KeyMissing`], [`Error::KeyMismatch`], [`Error::FormatVersion`],
+    /// [`Error::Corrupt`], I/O and store errors.
     pub fn open(data_dir: &Path, key_path: Option<&Path>) -> Result<Vault> {
         let store_path = data_dir.join(STORE_FILE);
+        let key_path = key_path.map_or_else(|| data_dir.join(KEY_FILE), Path::to_path_buf);
         if !exists(&store_path)? {
+            // A key without its store is a store lost (or an init cut short): say how to
+            // restore it, and never let a caller take it for a directory to initialize.
+            if std::fs::symlink_metadata(&key_path).is_ok() {
+                return Err(Error::StoreLost {
+                    dir: data_dir.to_path_buf(),
+                    key: key_path,
+                    store: store_path,
+                });
+            }
             return Err(Error::NotInitialized {
                 dir: data_dir.to_path_buf(),
             });
         }
+        check_data_dir(data_dir)?;
         let lock = lock_dir(data_dir)?;
-        if let Ok(meta) = std::fs::metadata(data_dir)
-            && meta.mode() & 0o077 != 0
-        {
-            warn!(dir = %data_dir.display(), mode = format_args!("{:o}", meta.mode() & 0o777),
-                "data directory is open to group or others; chmod 700 it");
-        }
-        let key_path = key_path.map_or_else(|| data_dir.join(KEY_FILE), Path::to_path_buf);
         if fsutil::remove_if_exists(&fsutil::temp_path(&key_path))? {
             info!(key = %key_path.display(), "removed a temporary key file left by an interrupted write");
         }
         let file_keys = keyfile::read(&key_path)?;
+        let store_meta =
+            std::fs::metadata(&store_path).map_err(Error::io("checking store", &store_path))?;
+        if !store_meta.is_file() {
+            return Err(Error::Corrupt {
+                what: "the store is not a regular file",
+            });
+        }
+        fsutil::check_private("store", &store_path, &store_meta, FILE_MODE)?;
         let backend = RedbBackend::open(&store_path)?;
         let stored = backend.load()?;
         let (keyring, extra) = rotation::reconcile_keys(&key_path, file_keys, &stored.meta)?;
@@ -184,6 +203,8 @@ impl Vault {
             rotating: Mutex::new(()),
             #[cfg(test)]
             crash_at: Mutex::new(None),
+            #[cfg(test)]
+            clock: Mutex::new(None),
             _lock: lock,
         };
         vault.resume_rotation()?;
@@ -221,19 +242,21 @@ impl Vault {
 
     /// Every service, sorted by name.
     pub fn services(&self) -> Vec<ServiceInfo> {
-        self.state()
+        let state = self.state();
+        state
             .services
             .iter()
-            .map(|(name, rec)| service_of(name, rec))
+            .map(|(name, rec)| service_of(&state, name, rec))
             .collect()
     }
 
     /// One service.
     pub fn service(&self, name: &str) -> Option<ServiceInfo> {
-        self.state()
+        let state = self.state();
+        state
             .services
             .get(name)
-            .map(|rec| service_of(name, rec))
+            .map(|rec| service_of(&state, name, rec))
     }
 
     /// Whether a service exists: one lookup, no allocation (the server asks on every
@@ -370,7 +393,7 @@ impl Vault {
         key.open(&rec.nonce, rec.aad(name).as_bytes(), &rec.ciphertext)
     }
 
-    /// The active key id, counts, and rotation progress.
+    /// The active key id, counts, rotation progress, and when any of them last changed.
     pub fn status(&self) -> Status {
         let state = self.state();
         Status {
@@ -378,6 +401,7 @@ impl Vault {
             secrets: state.secrets.len(),
             services: state.services.len(),
             rotation: state.rotation,
+            changed: state.status_changed,
         }
     }
 
@@ -483,6 +507,21 @@ impl Vault {
 
     // ---- Internals. ----
 
+    /// Now, in unix seconds.
+    fn clock(&self) -> u64 {
+        #[cfg(test)]
+        if let Some(t) = *self.clock.lock().unwrap_or_else(PoisonError::into_inner) {
+            return t;
+        }
+        now()
+    }
+
+    /// Makes the vault's clock read `t` (`None`: the system clock again).
+    #[cfg(test)]
+    pub(crate) fn set_clock(&self, t: Option<u64>) {
+        *self.clock.lock().unwrap_or_else(PoisonError::into_inner) = t;
+    }
+
     fn state(&self) -> RwLockReadGuard<'_, State> {
         // Only `apply` writes under this lock and it cannot fail half-way except by
         // aborting on allocation failure; a poisoned lock still holds a consistent state.
@@ -536,9 +575,13 @@ impl Vault {
     /// [`Vault::after_failed_commit`]).
     fn commit_then(
         &self,
-        batch: Vec<Mutation>,
+        mut batch: Vec<Mutation>,
         before_apply: impl FnOnce(&mut State),
     ) -> Result<()> {
+        // Dated first, so that `apply` dates the rest by it; never before the last change,
+        // so that mtimes only move forward even if the clock steps back.
+        let at = self.clock().max(self.state().meta.last_change);
+        batch.insert(0, Mutation::SetLastChange(at));
         if let Err(e) = self.backend.commit(&batch) {
             return Err(self.after_failed_commit(e));
         }
@@ -590,6 +633,12 @@ impl Vault {
             fresh.rotation = state.rotation;
         }
         let changed = !fresh.same_records(&state);
+        // What did not change keeps its exact times; after a change, the store's last
+        // change dates everything (later than the truth, never earlier).
+        fresh.status_changed = fresh.status_changed.max(state.status_changed);
+        if !changed {
+            fresh.changed = std::mem::take(&mut state.changed);
+        }
         *state = fresh;
         Ok(changed)
     }
@@ -631,11 +680,15 @@ fn info_of(name: &str, rec: &SecretRecord) -> SecretInfo {
     }
 }
 
-fn service_of(name: &str, rec: &ServiceRecord) -> ServiceInfo {
+fn service_of(state: &State, name: &str, rec: &ServiceRecord) -> ServiceInfo {
+    let changed = state.changed.get(name).copied();
     ServiceInfo {
         name: name.to_owned(),
         uid: rec.uid,
         manifest: Arc::clone(&rec.manifest),
+        // Every service has an entry; the store's last change is never too early.
+        changed: changed.map_or(state.meta.last_change, |c| c.record),
+        grants_changed: changed.map_or(state.meta.last_change, |c| c.grants),
     }
 }
 
@@ -647,6 +700,19 @@ fn now() -> u64 {
 
 fn exists(path: &Path) -> Result<bool> {
     path.try_exists().map_err(Error::io("checking", path))
+}
+
+/// Refuses a data directory that is not a directory private to this process's uid.
+fn check_data_dir(dir: &Path) -> Result<()> {
+    let meta = std::fs::metadata(dir).map_err(Error::io("checking data directory", dir))?;
+    if !meta.is_dir() {
+        return Err(Error::Io {
+            op: "checking data directory",
+            path: dir.to_path_buf(),
+            source: std::io::ErrorKind::NotADirectory.into(),
+        });
+    }
+    fsutil::check_private("data directory", dir, &meta, fsutil::DIR_MODE)
 }
 
 /// Takes the data directory's lock: an exclusive `flock` on `DIR/lock`, held as long as
@@ -661,6 +727,20 @@ fn lock_dir(dir: &Path) -> Result<File> {
         .mode(FILE_MODE)
         .open(&path)
         .map_err(Error::io("opening lock file", &path))?;
+    // Anyone who can open the lock file can hold its lock, and keep the server from starting.
+    let meta = file
+        .metadata()
+        .map_err(Error::io("checking lock file", &path))?;
+    fsutil::check_private("lock file", &path, &meta, FILE_MODE)?;
+    hold_lock(&file, dir, &path)?;
+    Ok(file)
+}
+
+/// Takes the lock of `file`, the lock file at `path` of data directory `dir`.
+///
+/// # Errors
+/// [`Error::Locked`] if another process holds it.
+pub(crate) fn hold_lock(file: &File, dir: &Path, path: &Path) -> Result<()> {
     // A lock can be held for an instant by a process that is not a server at all: a
     // child forked by whoever last had this directory open holds the inherited lock
     // descriptor until it execs. So a held lock is asked again for a moment before it is
@@ -669,7 +749,7 @@ fn lock_dir(dir: &Path) -> Result<File> {
     let deadline = std::time::Instant::now() + PATIENCE;
     loop {
         match file.try_lock() {
-            Ok(()) => return Ok(file),
+            Ok(()) => return Ok(()),
             Err(TryLockError::WouldBlock) if std::time::Instant::now() < deadline => {
                 std::thread::sleep(std::time::Duration::from_millis(10));
             }
@@ -678,7 +758,7 @@ fn lock_dir(dir: &Path) -> Result<File> {
                     dir: dir.to_path_buf(),
                 });
             }
-            Err(TryLockError::Error(e)) => return Err(Error::io("locking", &path)(e)),
+            Err(TryLockError::Error(e)) => return Err(Error::io("locking", path)(e)),
         }
     }
 }

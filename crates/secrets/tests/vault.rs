@@ -110,7 +110,14 @@ fn key_may_live_outside_the_data_dir() {
     drop(vault);
     // Without the key the directory is useless (a backup of DIR does not carry it).
     let err = Vault::open(&dir, None).unwrap_err();
-    assert!(matches!(err, Error::Io { .. }), "{err:?}");
+    assert!(matches!(err, Error::KeyFileMissing { .. }), "{err:?}");
+    assert!(
+        err.to_string().starts_with(&format!(
+            "key file {} does not exist",
+            dir.join(KEY_FILE).display()
+        )),
+        "{err}"
+    );
 }
 
 // ---- open ----
@@ -121,6 +128,109 @@ fn open_requires_init() {
     let err = Vault::open(tmp.path(), None).unwrap_err();
     assert!(matches!(err, Error::NotInitialized { .. }), "{err:?}");
     assert!(err.to_string().contains("init"));
+}
+
+#[test]
+fn a_key_without_its_store_is_a_lost_store_not_a_fresh_directory() {
+    let (_tmp, dir) = fresh();
+    std::fs::remove_file(dir.join(STORE_FILE)).unwrap();
+    let err = Vault::open(&dir, None).unwrap_err();
+    assert!(matches!(err, Error::StoreLost { .. }), "{err:?}");
+    let msg = err.to_string();
+    assert!(msg.contains("Restore it from a backup"), "{msg}");
+    assert!(
+        msg.find("Restore").unwrap() < msg.find("srv-secrets init").unwrap(),
+        "a restore is suggested before init: {msg}"
+    );
+    // And init still refuses to make a new store beside the old key.
+    assert!(matches!(
+        Vault::init(&dir, None, ADMIN),
+        Err(Error::DirNotEmpty { .. })
+    ));
+    // With the key kept outside, the key file's presence says the same.
+    let tmp = tempfile::tempdir().unwrap();
+    let (data, key) = (tmp.path().join("data"), tmp.path().join("key"));
+    Vault::init(&data, Some(&key), ADMIN).unwrap();
+    std::fs::remove_file(data.join(STORE_FILE)).unwrap();
+    let err = Vault::open(&data, Some(&key)).unwrap_err();
+    assert!(matches!(err, Error::StoreLost { .. }), "{err:?}");
+}
+
+#[test]
+fn open_refuses_a_data_directory_store_or_lock_open_to_others() {
+    let (_tmp, dir) = fresh();
+    let chmod = |p: &Path, m: u32| {
+        std::fs::set_permissions(p, std::fs::Permissions::from_mode(m)).unwrap();
+    };
+    for m in [0o777, 0o775, 0o770, 0o750, 0o705] {
+        chmod(&dir, m);
+        let err = Vault::open(&dir, None).unwrap_err();
+        assert!(
+            matches!(
+                err,
+                Error::OpenToOthers {
+                    what: "data directory",
+                    ..
+                }
+            ),
+            "{m:o}: {err:?}"
+        );
+        assert!(
+            err.to_string()
+                .ends_with(&format!("run `chmod 700 {}`", dir.display())),
+            "{err}"
+        );
+    }
+    chmod(&dir, 0o700);
+    for (name, what) in [(STORE_FILE, "store"), (LOCK_FILE, "lock file")] {
+        let path = dir.join(name);
+        for m in [0o666, 0o644, 0o640, 0o606] {
+            chmod(&path, m);
+            let err = Vault::open(&dir, None).unwrap_err();
+            assert!(
+                matches!(&err, Error::OpenToOthers { what: w, mode, .. } if *w == what && *mode == m),
+                "{name} {m:o}: {err:?}"
+            );
+            assert!(
+                err.to_string()
+                    .ends_with(&format!("run `chmod 600 {}`", path.display())),
+                "{err}"
+            );
+        }
+        chmod(&path, 0o600);
+    }
+    Vault::open(&dir, None).unwrap();
+}
+
+#[test]
+fn open_refuses_files_of_another_uid() {
+    if rustix::process::geteuid().as_raw() != 0 {
+        eprintln!("skipping: giving files to another uid needs root");
+        return;
+    }
+    let (_tmp, dir) = fresh();
+    let chown = |p: &Path, uid: u32| std::os::unix::fs::chown(p, Some(uid), None).unwrap();
+    for (path, what) in [
+        (dir.clone(), "data directory"),
+        (dir.join(LOCK_FILE), "lock file"),
+        (dir.join(KEY_FILE), "key file"),
+        (dir.join(STORE_FILE), "store"),
+    ] {
+        chown(&path, 1705);
+        let err = Vault::open(&dir, None).unwrap_err();
+        assert!(
+            matches!(&err, Error::ForeignOwner { what: w, owner: 1705, euid: 0, .. } if *w == what),
+            "{what}: {err:?}"
+        );
+        let msg = err.to_string();
+        assert!(
+            msg.starts_with(&format!("{what} {} belongs to uid 1705", path.display())),
+            "{msg}"
+        );
+        assert!(msg.contains("run srv-secrets as uid 1705"), "{msg}");
+        chown(&path, 0);
+    }
+    Vault::open(&dir, None).unwrap();
 }
 
 #[test]
@@ -808,4 +918,142 @@ fn a_full_disk_refuses_writes_only_until_space_is_freed() {
     assert_eq!(vault.reveal("after").unwrap().expose(), b"works");
     assert!(vault.secret_info(&failed_name).is_none());
     drop(vault);
+}
+
+// ---- backups ----
+
+/// The bytes of a backup, read out as the server does, in pieces.
+fn read_backup(backup: &secrets::Backup) -> Vec<u8> {
+    let mut out = Vec::new();
+    let mut buf = vec![0u8; 8192];
+    loop {
+        let n = backup.read_at(out.len() as u64, &mut buf).unwrap();
+        if n == 0 {
+            return out;
+        }
+        out.extend_from_slice(&buf[..n]);
+    }
+}
+
+/// A data directory restored from `store` (a backup's bytes) with a copy of `key`.
+fn restore(store: &[u8], key: &Path) -> (tempfile::TempDir, PathBuf, PathBuf) {
+    use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("restored");
+    std::fs::DirBuilder::new().mode(0o700).create(&dir).unwrap();
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(dir.join(STORE_FILE))
+        .unwrap();
+    std::io::Write::write_all(&mut f, store).unwrap();
+    let restored_key = tmp.path().join("key");
+    std::fs::copy(key, &restored_key).unwrap();
+    (tmp, dir, restored_key)
+}
+
+#[test]
+fn a_backup_taken_while_writing_restores_to_a_state_the_vault_had() {
+    let (_tmp, dir) = fresh();
+    let vault = std::sync::Arc::new(Vault::open(&dir, None).unwrap());
+    vault.service_set_uid("web", 1001).unwrap();
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    // item-i is set, then `latest` says i: every state the vault passes through has
+    // items 0..=k, with latest k-1 or k.
+    let writer = {
+        let (vault, stop) = (vault.clone(), stop.clone());
+        std::thread::spawn(move || {
+            let mut i = 0u64;
+            while !stop.load(std::sync::atomic::Ordering::SeqCst) || i < 20 {
+                vault
+                    .set(&format!("item-{i}"), format!("value-{i}").as_bytes())
+                    .unwrap();
+                vault.set("latest", i.to_string().as_bytes()).unwrap();
+                i += 1;
+            }
+            i
+        })
+    };
+    while vault.list_secrets().len() < 11 {
+        std::thread::yield_now();
+    }
+    let backup = vault.backup().unwrap();
+    stop.store(true, std::sync::atomic::Ordering::SeqCst);
+    let written = writer.join().unwrap();
+    let bytes = read_backup(&backup);
+    assert_eq!(bytes.len() as u64, backup.len());
+    let key_hex = std::fs::read_to_string(dir.join(KEY_FILE)).unwrap();
+    let key_hex = key_hex.lines().nth(1).unwrap().rsplit(' ').next().unwrap();
+    assert!(
+        !bytes
+            .windows(key_hex.len())
+            .any(|w| w == key_hex.as_bytes()),
+        "a backup never holds the key"
+    );
+    drop(backup);
+
+    let (_r, restored, key) = restore(&bytes, &dir.join(KEY_FILE));
+    let copy = Vault::open(&restored, Some(&key)).unwrap();
+    let names: Vec<String> = copy.list_secrets().into_iter().map(|s| s.name).collect();
+    let items = names.iter().filter(|n| n.starts_with("item-")).count() as u64;
+    assert!(items >= 10 && items < written, "{items} of {written}");
+    for i in 0..items {
+        let name = format!("item-{i}");
+        assert!(
+            names.contains(&name),
+            "{name} is missing: not a state the vault had"
+        );
+        assert_eq!(
+            copy.reveal(&name).unwrap().expose(),
+            format!("value-{i}").as_bytes()
+        );
+    }
+    let latest: u64 = std::str::from_utf8(copy.reveal("latest").unwrap().expose())
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!(
+        latest + 1 == items || latest + 2 == items,
+        "latest {latest}, {items} items"
+    );
+    assert_eq!(copy.service("web").unwrap().uid, Some(1001));
+    assert_eq!(copy.admin_uid(), ADMIN);
+    // It is a working store: it takes writes.
+    copy.set("after", b"restore").unwrap();
+}
+
+#[test]
+fn a_backup_without_a_server_needs_no_key_and_leaves_the_directory_as_it_was() {
+    let (tmp, dir) = fresh();
+    {
+        let vault = Vault::open(&dir, None).unwrap();
+        vault.set("a", b"alpha").unwrap();
+    }
+    let out = tmp.path().join("backup");
+    let file = || {
+        std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .open(&out)
+            .unwrap()
+    };
+    // While a vault holds the directory, it is the one to ask.
+    let vault = Vault::open(&dir, None).unwrap();
+    let err = secrets::backup_unserved(&dir, file()).unwrap_err();
+    assert!(matches!(err, Error::Locked { .. }), "{err:?}");
+    drop(vault);
+    // Without one: no key needed, no lock file made where there was none.
+    std::fs::rename(dir.join(KEY_FILE), tmp.path().join("key")).unwrap();
+    std::fs::remove_file(dir.join(LOCK_FILE)).unwrap();
+    secrets::backup_unserved(&dir, file()).unwrap();
+    assert!(!dir.join(LOCK_FILE).exists());
+    let (_r, restored, key) = restore(&std::fs::read(&out).unwrap(), &tmp.path().join("key"));
+    let copy = Vault::open(&restored, Some(&key)).unwrap();
+    assert_eq!(copy.reveal("a").unwrap().expose(), b"alpha");
+    // Nothing to back up.
+    let err = secrets::backup_unserved(&tmp.path().join("nowhere"), file()).unwrap_err();
+    assert!(matches!(err, Error::NotInitialized { .. }), "{err:?}");
 }

@@ -12,7 +12,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 
 use ninep::server::{Admission, ClunkKind, Filesystem, Peer};
 use ninep::{Data, Error, Qid, Result, Stat, ename};
-use secrets::{Error as VaultError, OpenedSecret, Vault};
+use secrets::{Backup, Error as VaultError, OpenedSecret, Vault};
 use zeroize::Zeroizing;
 
 use self::ctl::{CtlFid, Recent};
@@ -39,6 +39,8 @@ enum Opened {
     Ctl(CtlFid),
     /// A generated text file, fixed at open so that reads at offsets agree.
     Text(Zeroizing<Vec<u8>>),
+    /// A copy of the store, taken at open: reads at any offset read the same copy.
+    Backup(Backup),
 }
 
 /// The state of one fid: its view, its node, and what it opened.
@@ -164,6 +166,19 @@ impl Filesystem for SecretsFs {
                 Opened::Secret(self.vault.open_secret(service, name).map_err(read_error)?)
             }
             (Node::Ctl, View::Admin) => Opened::Ctl(CtlFid::new(fid.recent.clone())),
+            // Copying the whole store is blocking I/O: off the async workers.
+            (Node::Backup, View::Admin) => {
+                let vault = self.vault.clone();
+                let backup = tokio::task::spawn_blocking(move || vault.backup())
+                    .await
+                    .map_err(|e| e.to_string())
+                    .and_then(|r| r.map_err(|e| e.to_string()))
+                    .map_err(|e| {
+                        tracing::error!(error = %e, "taking a backup failed");
+                        Error::new(ename::IO)
+                    })?;
+                Opened::Backup(backup)
+            }
             (Node::Status | Node::Grants(_) | Node::Service(_) | Node::Config(_), _) => {
                 Opened::Text(Zeroizing::new(self.text(fid)?.into_bytes()))
             }
@@ -211,6 +226,18 @@ impl Filesystem for SecretsFs {
             }
             (Opened::Text(t), _) => Ok(slice(t)),
             (Opened::Ctl(ctl), View::Admin) => Ok(Data::from(ctl.read(offset, count))),
+            // A pread of at most one message from a file just written, in the page cache:
+            // quick enough for the worker.
+            (Opened::Backup(b), View::Admin) => {
+                let left = b.len().saturating_sub(offset);
+                let mut buf = vec![0u8; left.min(u64::from(count)) as usize];
+                let n = b.read_at(offset, &mut buf).map_err(|e| {
+                    tracing::error!(error = %e, "reading a backup failed");
+                    Error::new(ename::IO)
+                })?;
+                buf.truncate(n);
+                Ok(Data::from(buf))
+            }
             _ => Err(Error::permission_denied()),
         }
     }
@@ -353,6 +380,48 @@ mod tests {
         // Mapped later, it attaches as that service.
         fs.vault().service_set_uid("api", 1005).unwrap();
         assert!(fs.attach(&peer(Some(1005)), "", "").await.is_ok());
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn the_admin_reads_a_backup_that_restores_and_a_service_cannot_reach_it() {
+        let (dir, fs, big) = fs();
+        let (_, root) = fs.attach(&peer(Some(1000)), "", "").await.unwrap();
+        let (_, secrets_dir) = fs.walk(&root, "secrets").await.unwrap();
+        let (_, fid) = fs.walk(&secrets_dir, "backup").await.unwrap();
+        let stat = fs.stat(&fid).await.unwrap();
+        assert_eq!(stat.mode, 0o400);
+        fs.open(&fid, ninep::om::READ).await.unwrap();
+        // Changes after the open are not in this copy.
+        fs.vault().set("later", b"not in the backup").unwrap();
+        let mut bytes = Vec::new();
+        loop {
+            let d = fs.read(&fid, bytes.len() as u64, 8192).await.unwrap();
+            if d.is_empty() {
+                break;
+            }
+            bytes.extend_from_slice(d.expose());
+        }
+        assert!(bytes.len() > big.len(), "{} bytes", bytes.len());
+        fs.clunk(&fid, ClunkKind::Requested).await.unwrap();
+        // Put back as a store, with the key, it opens and holds what was there at the open.
+        let restored = dir.path().join("restored");
+        std::fs::create_dir(&restored).unwrap();
+        std::fs::set_permissions(
+            &restored,
+            std::os::unix::fs::PermissionsExt::from_mode(0o700),
+        )
+        .unwrap();
+        let store = restored.join(secrets::STORE_FILE);
+        std::fs::write(&store, &bytes).unwrap();
+        std::fs::set_permissions(&store, std::os::unix::fs::PermissionsExt::from_mode(0o600))
+            .unwrap();
+        let key = dir.path().join("data").join(secrets::KEY_FILE);
+        let copy = Vault::open(&restored, Some(&key)).unwrap();
+        assert_eq!(copy.reveal("big").unwrap().expose(), &big[..]);
+        assert!(copy.secret_info("later").is_none());
+        // A service's view has no secrets/ at all.
+        let (_, web_root) = fs.attach(&peer(Some(WEB)), "", "").await.unwrap();
+        assert!(fs.walk(&web_root, "secrets").await.is_err());
     }
 
     #[test]

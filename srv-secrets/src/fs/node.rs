@@ -32,6 +32,8 @@ pub enum Node {
     Key,
     /// `/secrets/status`: key id, counts, rotation progress.
     Status,
+    /// `/secrets/backup`: a copy of the store, taken at open (admin only, mode 0400).
+    Backup,
     /// A service view's root: holds `secret/` and `config/`.
     ServiceRoot,
     /// `/secret`.
@@ -87,6 +89,7 @@ impl Node {
             Node::ServicesDir => "services",
             Node::Key => "key",
             Node::Status => "status",
+            Node::Backup => "backup",
             Node::SecretDir => "secret",
             Node::ConfigDir => "config",
             Node::StoreEntry(n)
@@ -138,6 +141,7 @@ impl Node {
             Node::Secret(_) => 14,
             Node::ConfigDir => 15,
             Node::Config(_) => 16,
+            Node::Backup => 17,
         }
     }
 
@@ -166,6 +170,7 @@ impl Node {
             (Node::SecretsDir, "services") => Node::ServicesDir,
             (Node::SecretsDir, "key") => Node::Key,
             (Node::SecretsDir, "status") => Node::Status,
+            (Node::SecretsDir, "backup") => Node::Backup,
             (Node::StoreDir, n) if vault.secret_info(n).is_some() => Node::StoreEntry(n.into()),
             (Node::GrantsDir, n) if vault.service(n).is_some() => Node::Grants(n.into()),
             (Node::ServicesDir, n) if vault.service(n).is_some() => Node::Service(n.into()),
@@ -190,7 +195,8 @@ impl Node {
             | Node::GrantsDir
             | Node::ServicesDir
             | Node::Key
-            | Node::Status => Node::SecretsDir,
+            | Node::Status
+            | Node::Backup => Node::SecretsDir,
             Node::StoreEntry(_) => Node::StoreDir,
             Node::Grants(_) => Node::GrantsDir,
             Node::Service(_) => Node::ServicesDir,
@@ -233,18 +239,28 @@ impl Node {
             // Read-write: commands in, their results out (fs/ctl.rs).
             Node::Ctl => Ok(file(0o600, 0, started, 0)),
             Node::Key => Ok(file(0, 0, started, 0)),
-            Node::Status => Ok(file(0o400, 0, started, status_text(vault).len() as u64)),
+            // Generated files are dated by the vault's last change of what they show.
+            Node::Status => Ok(file(
+                0o400,
+                0,
+                secs(vault.status().changed),
+                status_text(vault).len() as u64,
+            )),
+            // Its length is known once a copy is taken, at open; it changes with the store.
+            Node::Backup => Ok(file(0o400, 0, secs(vault.status().changed), 0)),
             Node::StoreEntry(n) => {
                 let info = vault.secret_info(n).ok_or_else(Error::not_found)?;
                 Ok(file(0, info.version as u32, secs(info.mtime), info.length))
             }
             Node::Grants(s) => {
-                vault.service(s).ok_or_else(Error::not_found)?;
-                Ok(file(0o400, 0, started, grants_text(vault, s).len() as u64))
+                let info = vault.service(s).ok_or_else(Error::not_found)?;
+                let length = grants_text(vault, s).len() as u64;
+                Ok(file(0o400, 0, secs(info.grants_changed), length))
             }
             Node::Service(s) => {
-                let text = service_text(vault, s).ok_or_else(Error::not_found)?;
-                Ok(file(0o400, 0, started, text.len() as u64))
+                let info = vault.service(s).ok_or_else(Error::not_found)?;
+                let length = service_text_of(&info).len() as u64;
+                Ok(file(0o400, 0, secs(info.changed), length))
             }
             Node::Secret(n) => {
                 let s = service.ok_or_else(Error::not_found)?;
@@ -291,6 +307,7 @@ impl Node {
         match (self, view) {
             (Node::AdminRoot, _) => vec![Node::SecretsDir],
             (Node::SecretsDir, _) => vec![
+                Node::Backup,
                 Node::Ctl,
                 Node::GrantsDir,
                 Node::Key,
@@ -372,9 +389,12 @@ pub fn grants_text(vault: &Vault, service: &str) -> String {
 
 /// `/secrets/services/SERVICE`: `uid N` (or `uid none`), then the manifest verbatim.
 pub fn service_text(vault: &Vault, service: &str) -> Option<String> {
-    let s = vault.service(service)?;
+    vault.service(service).map(|s| service_text_of(&s))
+}
+
+fn service_text_of(s: &secrets::ServiceInfo) -> String {
     let uid = s.uid.map_or_else(|| "none".to_string(), |u| u.to_string());
-    Some(format!("uid {uid}\n{}", s.manifest.text()))
+    format!("uid {uid}\n{}", s.manifest.text())
 }
 
 #[cfg(test)]
@@ -464,6 +484,22 @@ mod tests {
     }
 
     #[test]
+    fn generated_files_are_dated_by_their_last_change_not_the_start() {
+        let (_dir, v) = vault();
+        let admin = View::Admin;
+        let mtime = |n: Node| n.attr(&v, &admin, 7).unwrap().mtime;
+        let web = v.service("web").unwrap();
+        let status = v.status().changed;
+        assert!(status > 7 && web.changed > 7 && web.grants_changed > 7);
+        assert_eq!(mtime(Node::Status), secs(status));
+        assert_eq!(mtime(Node::Grants("web".into())), secs(web.grants_changed));
+        assert_eq!(mtime(Node::Service("web".into())), secs(web.changed));
+        // Directories and the fixed files keep the server's start.
+        assert_eq!(mtime(Node::GrantsDir), 7);
+        assert_eq!(mtime(Node::Ctl), 7);
+    }
+
+    #[test]
     fn listings_show_only_what_a_walk_would_find() {
         let (_dir, v) = vault();
         let names = |nodes: Vec<Node>| {
@@ -482,7 +518,9 @@ mod tests {
         );
         assert_eq!(
             names(Node::SecretsDir.list(&v, &View::Admin)),
-            ["ctl", "grants", "key", "services", "status", "store"]
+            [
+                "backup", "ctl", "grants", "key", "services", "status", "store"
+            ]
         );
         // Every entry listed is one a walk finds, and its parent is the directory.
         for (dir, view) in [
@@ -518,6 +556,7 @@ mod tests {
             Node::Service("a".into()),
             Node::Key,
             Node::Status,
+            Node::Backup,
             Node::ServiceRoot,
             Node::SecretDir,
             Node::Secret("a".into()),

@@ -17,7 +17,7 @@ use crate::names;
 use crate::record::{SecretRecord, ServiceRecord};
 use crate::state::State;
 
-use super::{Vault, now, sealing_key};
+use super::{Vault, sealing_key};
 
 /// One change to the vault. Values are borrowed: nothing copies a secret to describe it.
 #[derive(Clone, Copy)]
@@ -253,8 +253,9 @@ impl<'s> Overlay<'s> {
             Mutation::DeleteGrant(svc, sec) => {
                 self.grants.insert((svc.clone(), sec.clone()), false);
             }
-            // Not made by changes (rotation writes these itself).
-            Mutation::SetActiveKey(_)
+            // Not made by changes (rotation and commit write these themselves).
+            Mutation::SetLastChange(_)
+            | Mutation::SetActiveKey(_)
             | Mutation::SetRotationTarget(_)
             | Mutation::PutKeyCheck(..)
             | Mutation::DeleteKeyCheck(_) => {}
@@ -409,7 +410,7 @@ impl Vault {
             return Ok(Vec::new());
         }
         let _writer = self.writer().map_err(whole)?;
-        let mtime = now();
+        let mtime = self.clock();
         let (batch, applied) = {
             let state = self.state();
             let key = Arc::clone(sealing_key(&state).map_err(whole)?);

@@ -187,7 +187,7 @@ impl Vault {
                 .count() as u64
         };
         let mut now = RotationProgress { done: 0, total };
-        self.state_mut().rotation = Some(now);
+        self.state_mut().set_rotation(Some(now), self.clock());
         progress(now);
         let max = self.backend.max_batch().max(1);
         let mut cursor: Option<String> = None;
@@ -204,7 +204,7 @@ impl Vault {
             reencrypted += n;
             // Secrets deleted meanwhile are never re-encrypted: cap rather than overshoot.
             now.done = reencrypted.min(total);
-            self.state_mut().rotation = Some(now);
+            self.state_mut().set_rotation(Some(now), self.clock());
             drop(writer);
             progress(now);
             debug!(done = now.done, total, "key rotation progress");
@@ -280,7 +280,7 @@ impl Vault {
             (batch, key)
         };
         self.commit(batch)?;
-        self.state_mut().rotation = None;
+        self.state_mut().set_rotation(None, self.clock());
         self.crash_here(CrashPoint::Switched)?;
         // If this fails, the old key stays in the file (and in memory) until the next open
         // retires it; nothing uses it any more.

@@ -753,3 +753,95 @@ fn sets_and_reads_run_during_a_rotation() {
         );
     }
 }
+
+/// A time after init's (which used the system clock): the store's last change never
+/// moves back, so a test clock must start after it.
+const T: u64 = 4_000_000_000;
+
+#[test]
+fn grants_services_and_status_are_dated_by_their_last_change() {
+    let (_tmp, dir) = fresh();
+    let vault = open(&dir);
+    let times = |v: &Vault, s: &str| {
+        let info = v.service(s).unwrap();
+        (info.changed, info.grants_changed)
+    };
+    vault.set_clock(Some(T + 1000));
+    vault.service_set_uid("web", 1001).unwrap();
+    vault.service_set_uid("api", 1002).unwrap();
+    assert_eq!(times(&vault, "web"), (T + 1000, T + 1000));
+    assert_eq!(vault.status().changed, T + 1000);
+
+    vault.set_clock(Some(T + 2000));
+    vault.set("a", b"alpha").unwrap();
+    assert_eq!(vault.secret_info("a").unwrap().mtime, T + 2000);
+    assert_eq!(vault.status().changed, T + 2000);
+    assert_eq!(
+        times(&vault, "web"),
+        (T + 1000, T + 1000),
+        "a set is not web's change"
+    );
+
+    vault.set_clock(Some(T + 3000));
+    vault.grant("web", "a").unwrap();
+    assert_eq!(times(&vault, "web"), (T + 1000, T + 3000));
+    assert_eq!(times(&vault, "api"), (T + 1000, T + 1000));
+    // Granting again changes nothing, so dates nothing.
+    vault.set_clock(Some(T + 3500));
+    vault.grant("web", "a").unwrap();
+    assert_eq!(times(&vault, "web"), (T + 1000, T + 3000));
+
+    vault.set_clock(Some(T + 4000));
+    vault.service_set_manifest("web", b"secret a\n").unwrap();
+    assert_eq!(times(&vault, "web"), (T + 4000, T + 3000));
+
+    // Deleting a secret drops its grants: its holders' grants changed.
+    vault.set_clock(Some(T + 5000));
+    vault.delete("a").unwrap();
+    assert_eq!(times(&vault, "web"), (T + 4000, T + 5000));
+    assert_eq!(times(&vault, "api"), (T + 1000, T + 1000));
+
+    // A clock stepping back does not take the store's last change back with it.
+    vault.set_clock(Some(100));
+    vault.set("b", b"bravo").unwrap();
+    assert_eq!(vault.secret_info("b").unwrap().mtime, 100);
+    assert_eq!(vault.status().changed, T + 5000);
+
+    // A rotation's steps date status.
+    vault.set_clock(Some(T + 6000));
+    vault.rotate_key(&|_| {}).unwrap();
+    assert_eq!(vault.status().changed, T + 6000);
+    drop(vault);
+
+    // After a restart, only the store's last change is known: every time is that, the
+    // latest anything can have changed, never earlier than before.
+    let vault = open(&dir);
+    assert_eq!(vault.status().changed, T + 6000);
+    assert_eq!(times(&vault, "web"), (T + 6000, T + 6000));
+    assert_eq!(times(&vault, "api"), (T + 6000, T + 6000));
+    drop(vault);
+
+    // A store written before last_change existed: the newest secret mtime.
+    raw::remove_meta(&dir.join(STORE_FILE), "last_change");
+    let vault = open(&dir);
+    assert_eq!(vault.status().changed, 100);
+    assert_eq!(times(&vault, "web"), (100, 100));
+}
+
+#[test]
+fn a_new_service_and_its_grants_file_are_dated_when_it_is_made() {
+    let (_tmp, dir) = fresh();
+    let vault = open(&dir);
+    vault.set_clock(Some(T + 1000));
+    vault.set("a", b"alpha").unwrap();
+    vault.set_clock(Some(T + 2000));
+    vault.service_set_manifest("web", b"").unwrap();
+    let web = vault.service("web").unwrap();
+    assert_eq!((web.changed, web.grants_changed), (T + 2000, T + 2000));
+    // Removed and made again: dated anew.
+    vault.service_remove("web").unwrap();
+    vault.set_clock(Some(T + 3000));
+    vault.service_set_uid("web", 1001).unwrap();
+    let web = vault.service("web").unwrap();
+    assert_eq!((web.changed, web.grants_changed), (T + 3000, T + 3000));
+}
