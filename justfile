@@ -9,10 +9,13 @@ demo:
     cargo run --release -p srv-secrets -- serve --demo
 
 # Install srv-secrets and deploy (release builds) into ROOT/bin: /usr/local/bin by
-# default, where docs/srv-secrets.service runs them (as root, for /usr/local).
+# default, where docs/srv-secrets.service runs them (as root, for /usr/local); then their
+# shell completions and man pages under ROOT/share, where bash, zsh, fish and man look.
 install root="/usr/local":
     cargo install --locked --path srv-secrets --root {{root}}
     cargo install --locked --path cmd-deploy --root {{root}}
+    install -d {{root}}/share/bash-completion/completions {{root}}/share/zsh/site-functions {{root}}/share/fish/vendor_completions.d {{root}}/share/man/man1
+    for b in deploy srv-secrets; do {{root}}/bin/$b completions bash > {{root}}/share/bash-completion/completions/$b; {{root}}/bin/$b completions zsh > {{root}}/share/zsh/site-functions/_$b; {{root}}/bin/$b completions fish > {{root}}/share/fish/vendor_completions.d/$b.fish; {{root}}/bin/$b manpage --dir {{root}}/share/man/man1; done
 
 # Every test, as CI runs them (root and qemu for the kernel-mount tests).
 test:
