@@ -25,7 +25,8 @@ const PYTHON: &str = "/usr/bin/python3";
 /// - hostile: answers Tattach with an Rerror full of terminal escape sequences.
 /// - endless: every Tread returns as many bytes as asked, forever.
 /// - slow-rotate: a Twrite (the rotate-key command) is answered after the delay, while
-///   `secrets/status` reports progress meanwhile, and key 2 after.
+///   `secrets/status` reports progress meanwhile, and key 2 after; then a read of the
+///   ctl fid gives its result.
 /// - stuck-rotate: a Twrite is never answered, nor is anything read after it.
 const FAKE_9P: &str = r#"
 import select, socket, struct, sys, time
@@ -35,7 +36,7 @@ srv = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
 srv.bind(path)
 srv.listen(16)
 print("listening", flush=True)
-conns, later, fids = {}, [], {}
+conns, later, fids, results = {}, [], {}, {}
 rotation = None
 DIRS = {(), ("secrets",), ("secret",)}
 
@@ -94,12 +95,16 @@ def reply(sock, kind, tag, body):
             return None
         elif fids.get((sock, fid)) == ("secrets", "status"):
             data = status().encode()[offset : offset + count]
+        elif fids.get((sock, fid)) == ("secrets", "ctl"):
+            # The command's result, read once (ctl reads are a stream).
+            data = results.pop((sock, fid), b"")[:count]
         else:
             data = b""
         return frame(117, tag, struct.pack("<I", len(data)) + data)
     if kind == 118:
         fid, offset, count = struct.unpack_from("<IQI", body)
         rotation = time.time()
+        results[(sock, fid)] = b"ok rotate-key from=1 to=2 secrets=10\n"
         if mode != "stuck-rotate":
             later.append((rotation + delay, sock, frame(119, tag, struct.pack("<I", count))))
         return None
