@@ -98,6 +98,131 @@ pub fn write_new_file(
     Ok(len)
 }
 
+/// How long a request to the serving server may go unanswered.
+const SERVER_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
+
+/// The first bytes of every redb file: a backup that does not start so is refused.
+const STORE_MAGIC: [u8; 9] = [b'r', b'e', b'd', b'b', 0x1A, 0x0A, 0xA9, 0x0D, 0x0A];
+
+/// Copies the store of the server that serves `data_dir` into `out`, through its socket:
+/// the admin-only `secrets/backup`, made by the server from one read transaction. Called
+/// when the directory's lock is held: redb lets no second process open the store.
+///
+/// The socket must be served by the very process that holds the data directory's lock
+/// (its pid, by SO_PEERCRED, against the lock's holder in /proc/locks), so that a backup
+/// of `data_dir` never silently copies another server's store.
+///
+/// # Errors
+/// What went wrong, worded for the operator.
+pub fn through_server(data_dir: &Path, socket: &Path, out: &mut File) -> Result<(), String> {
+    let lock = data_dir.join(secrets::LOCK_FILE);
+    let holder = lock_holder(&lock)?;
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| format!("cannot start the runtime: {e}"))?;
+    rt.block_on(async {
+        let failed = |e: &dyn std::fmt::Display| {
+            format!(
+                "cannot take the backup through unix:{}: {e}",
+                socket.display()
+            )
+        };
+        let timed = |what: &'static str| {
+            format!(
+                "no answer from the server at unix:{} within {}s while {what}",
+                socket.display(),
+                SERVER_TIMEOUT.as_secs()
+            )
+        };
+        let stream = tokio::net::UnixStream::connect(socket).await.map_err(|e| {
+            format!(
+                "a server (pid {holder}) serves {}, but none answers at unix:{} ({e}); pass \
+                 --addr with the socket that server listens on",
+                data_dir.display(),
+                socket.display()
+            )
+        })?;
+        let pid = stream.peer_cred().map_err(|e| failed(&e))?.pid();
+        if pid != Some(holder) {
+            return Err(format!(
+                "the server at unix:{} (pid {}) is not the one that serves {} (pid {holder}); \
+                 pass --addr with the socket that server listens on",
+                socket.display(),
+                pid.map_or_else(|| "?".to_string(), |p| p.to_string()),
+                data_dir.display()
+            ));
+        }
+        let client = ninep::client::Client::over(stream);
+        tokio::time::timeout(SERVER_TIMEOUT, client.version(ninep::client::DEFAULT_MSIZE))
+            .await
+            .map_err(|_| timed("starting the 9P session"))?
+            .map_err(|e| failed(&e))?;
+        let root =
+            tokio::time::timeout(SERVER_TIMEOUT, client.attach("srv-secrets-backup", "admin"))
+                .await
+                .map_err(|_| timed("attaching"))?
+                .map_err(|e| failed(&e))?;
+        let mut fid = tokio::time::timeout(SERVER_TIMEOUT, root.walk(&["secrets", "backup"]))
+            .await
+            .map_err(|_| timed("walking to secrets/backup"))?
+            .map_err(|e| failed(&e))?;
+        tokio::time::timeout(SERVER_TIMEOUT, fid.open(ninep::om::READ))
+            .await
+            .map_err(|_| timed("opening secrets/backup (the server copies its store then)"))?
+            .map_err(|e| failed(&e))?;
+        let count = fid.io_size();
+        let mut offset = 0u64;
+        loop {
+            let data = tokio::time::timeout(SERVER_TIMEOUT, fid.read(offset, count))
+                .await
+                .map_err(|_| timed("reading secrets/backup"))?
+                .map_err(|e| failed(&e))?;
+            if data.is_empty() {
+                break;
+            }
+            if offset == 0 && !data.expose().starts_with(&STORE_MAGIC) {
+                return Err(failed(&"secrets/backup is not a store file"));
+            }
+            offset += data.len() as u64;
+            std::io::Write::write_all(out, data.expose()).map_err(|e| failed(&e))?;
+        }
+        Ok(())
+    })
+}
+
+/// The pid of the process holding the flock on `lock` (from /proc/locks).
+fn lock_holder(lock: &Path) -> Result<i32, String> {
+    use std::os::unix::fs::MetadataExt;
+    let meta = std::fs::metadata(lock).map_err(|e| format!("{}: {e}", lock.display()))?;
+    let dev = meta.dev();
+    let id = format!(
+        "{:02x}:{:02x}:{}",
+        rustix::fs::major(dev),
+        rustix::fs::minor(dev),
+        meta.ino()
+    );
+    let locks = std::fs::read_to_string("/proc/locks")
+        .map_err(|e| format!("cannot tell which process serves the directory: /proc/locks: {e}"))?;
+    locks
+        .lines()
+        .filter_map(|line| {
+            let fields: Vec<&str> = line.split_whitespace().collect();
+            // "1: FLOCK ADVISORY WRITE PID MAJ:MIN:INODE START END"
+            (fields.get(1) == Some(&"FLOCK") && fields.get(5) == Some(&id.as_str()))
+                .then(|| fields.get(4)?.parse().ok())
+                .flatten()
+        })
+        .next()
+        .ok_or_else(|| {
+            format!(
+                "cannot tell which process holds {}; stop the server, or take the backup with \
+                 `deploy backup FILE`",
+                lock.display()
+            )
+        })
+}
+
 #[cfg(test)]
 mod tests {
     #![allow(clippy::unwrap_used, reason = "a test fails by panicking")]

@@ -74,16 +74,21 @@ enum Command {
         #[arg(long, value_name = "DIR")]
         dir: Option<PathBuf>,
     },
-    /// Write a backup of a data directory that no server is serving.
+    /// Write a backup of a data directory, served or not.
     ///
     /// FILE is a copy of DATA/store.redb as of one commit (restore it as
     /// DATA/store.redb), made mode 0600, never holding the key: back the key file up
-    /// apart. While a server serves DATA, take the backup through it with
-    /// `deploy backup FILE`.
+    /// apart. While a server serves DATA, the copy is the server's (read through its
+    /// socket, from one read transaction; run as root or the admin uid); otherwise the
+    /// store is read directly.
     Backup {
         /// The data directory.
         #[arg(long)]
         data: PathBuf,
+        /// The socket of the server serving DATA, if not the default one (unix:PATH or
+        /// a path).
+        #[arg(long, value_name = "ADDR")]
+        addr: Option<String>,
         /// The backup file to write; an existing one is kept unless --force.
         #[arg(long, value_name = "FILE")]
         out: PathBuf,
@@ -94,21 +99,43 @@ enum Command {
 }
 
 /// `srv-secrets backup`: the store copied straight from DATA, which no server may hold.
-fn backup(data: &std::path::Path, out: &std::path::Path, force: bool) -> Result<(), String> {
-    let len = srv_secrets::backup::write_new_file(out, force, |file| {
-        secrets::backup_unserved(data, file).map_err(|e| match e {
-            VaultError::Locked { dir } => format!(
-                "a server serves {} (its lock file is held), and only it can read the store \
-                 now: take the backup through it with `deploy backup {}` (as root or the \
-                 admin uid), or stop it first",
-                dir.display(),
-                out.display()
-            ),
-            e => e.to_string(),
-        })
-    })?;
+fn backup(
+    data: &std::path::Path,
+    addr: Option<&str>,
+    out: &std::path::Path,
+    force: bool,
+) -> Result<(), String> {
+    let socket = match addr {
+        Some(a) => socket_paths(vec![a.to_string()])?
+            .pop()
+            .ok_or("--addr names no socket")?,
+        None => paths::default_socket(),
+    };
+    let mut served = false;
+    let len =
+        srv_secrets::backup::write_new_file(
+            out,
+            force,
+            |mut file| match secrets::backup_unserved(
+                data,
+                file.try_clone().map_err(|e| e.to_string())?,
+            ) {
+                Ok(()) => Ok(()),
+                Err(VaultError::Locked { .. }) => {
+                    served = true;
+                    srv_secrets::backup::through_server(data, &socket, &mut file)
+                }
+                Err(e) => Err(e.to_string()),
+            },
+        )?;
+    let from = if served {
+        format!(" (from the server at unix:{})", socket.display())
+    } else {
+        String::new()
+    };
     println!(
-        "wrote a backup of {} to {} ({len} bytes); it holds no key: back up the key file apart",
+        "wrote a backup of {}{from} to {} ({len} bytes); it holds no key: back up the key \
+         file apart",
         data.display(),
         out.display()
     );
@@ -319,7 +346,12 @@ fn main() -> ExitCode {
                 );
             })
             .map_err(|e| e.to_string()),
-        Command::Backup { data, out, force } => backup(&data, &out, force),
+        Command::Backup {
+            data,
+            addr,
+            out,
+            force,
+        } => backup(&data, addr.as_deref(), &out, force),
         Command::Serve {
             data,
             key,

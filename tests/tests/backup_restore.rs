@@ -482,38 +482,56 @@ fn deploy_backup_never_replaces_a_file_unasked_and_leaves_nothing_when_refused()
 }
 
 #[test]
-fn srv_secrets_backup_copies_a_stopped_servers_store_and_points_a_served_one_to_deploy() {
+fn srv_secrets_backup_copies_a_served_store_through_its_server_and_a_stopped_one_directly() {
     let mut s = populated();
     let key = s.key.clone().unwrap();
     let secrets_before = s.deploy_ok(&["secret", "list", "--json"]);
     let services_before = s.deploy_ok(&["service", "list", "--json"]);
     let file = s.root.path().join("offline.backup");
     let data = s.data.clone();
-    let backup = |force: bool| {
+    let addr = s.addr();
+    let backup_to = |file: &std::path::Path, addr: Option<&str>, force: bool| {
         let mut cmd = Command::new(&bins().srv_secrets);
         cmd.arg("backup")
             .arg("--data")
             .arg(&data)
             .arg("--out")
-            .arg(&file);
+            .arg(file);
+        if let Some(a) = addr {
+            cmd.arg("--addr").arg(a);
+        }
         if force {
             cmd.arg("--force");
         }
         cmd.output().unwrap()
     };
-    // While it serves, the server holds the store: the backup is taken through it.
-    let out = backup(false);
-    assert_eq!(out.status.code(), Some(1));
+    let backup = |force: bool| backup_to(&file, None, force);
+    // While it serves, the server holds the store: the backup is taken through it, on
+    // the socket it listens on.
+    let served = s.root.path().join("served.backup");
+    let out = backup_to(&served, Some(&addr), false);
+    assert!(out.status.success(), "{}", stderr(&out));
     assert_eq!(
-        stderr(&out),
+        stdout(&out),
         format!(
-            "srv-secrets: a server serves {} (its lock file is held), and only it can read \
-             the store now: take the backup through it with `deploy backup {}` (as root or \
-             the admin uid), or stop it first\n",
+            "wrote a backup of {} (from the server at {addr}) to {} ({} bytes); it holds no \
+             key: back up the key file apart\n",
             s.data.display(),
-            file.display()
+            served.display(),
+            std::fs::metadata(&served).unwrap().len()
         )
     );
+    assert_a_safe_backup(&served, &key);
+    // A socket served by another server is not taken for this directory's.
+    let mut other = SecretsServer::start();
+    let out = backup_to(&file, Some(&other.addr()), false);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        stderr(&out).contains("is not the one that serves") && stderr(&out).contains("--addr"),
+        "{}",
+        stderr(&out)
+    );
+    other.stop_ok();
     assert!(!file.exists());
     assert!(partials_beside(&file).is_empty());
 

@@ -177,6 +177,7 @@ printf 'begin\nset t1 one\nset t2 two\ncommit\n' > ctl; echo "CHECK txn_rc=$?"
 echo "CHECK txn_result=$(cat ctl | tail -n 3 | tr '\n' '|')"
 printf 'begin\nset t3 three\nbogus\ncommit\n' > ctl; echo "CHECK bad_txn_rc=$?"
 echo "CHECK t3=$(ls store | grep -c t3)"
+echo "CHECK backup=$(head -c 4 backup)"
 echo "CHECK status=$(grep secrets status)"
 echo "CHECK service=$(head -1 services/web)"
 "#;
@@ -190,7 +191,7 @@ echo "CHECK service=$(head -1 services/web)"
     let ctx = &run.output;
     assert_eq!(
         check(&all, "ls"),
-        "ctl grants key services status store",
+        "backup ctl grants key services status store",
         "{ctx}"
     );
     assert_eq!(check(&all, "set_rc"), "0", "{ctx}");
@@ -227,6 +228,8 @@ echo "CHECK service=$(head -1 services/web)"
         "0",
         "a refused transaction applied in part: {ctx}"
     );
+    // The admin's online backup reads through the kernel too (a store file: "redb...").
+    assert_eq!(check(&all, "backup"), "redb", "{ctx}");
     assert_eq!(check(&all, "status"), "secrets 3", "{ctx}");
     assert_eq!(check(&all, "service"), "uid 1001", "{ctx}");
     let got = s.deploy(&["secret", "get", "from_shell", "--as", "web"]);
