@@ -190,37 +190,36 @@ impl<'s> Overlay<'s> {
 
     /// The services granted `secret`, sorted.
     fn holders(&self, secret: &str) -> Vec<String> {
-        let mut holders: BTreeSet<String> = self.base.holders(secret).into_iter().collect();
-        for ((svc, sec), &granted) in &self.grants {
-            if sec == secret {
-                if granted {
-                    holders.insert(svc.clone());
-                } else {
-                    holders.remove(svc);
-                }
-            }
-        }
-        holders.into_iter().collect()
+        self.adjusted(self.base.holders(secret), |svc, sec| {
+            (sec == secret).then_some(svc)
+        })
     }
 
     /// The secrets granted to `service`, sorted.
     fn grants_of(&self, service: &str) -> Vec<String> {
-        let mut granted: BTreeSet<String> = self
-            .base
-            .grants
-            .get(service)
-            .map(|set| set.iter().cloned().collect())
-            .unwrap_or_default();
-        for ((svc, sec), &is) in &self.grants {
-            if svc == service {
-                if is {
-                    granted.insert(sec.clone());
+        let base = self.base.grants.get(service).into_iter().flatten().cloned();
+        self.adjusted(base, |svc, sec| (svc == service).then_some(sec))
+    }
+
+    /// `base`, a set of names from the committed grants, with this transaction's grant
+    /// changes applied: `pick` says which name of a changed (service, secret) pair the set
+    /// holds, if the pair concerns the set at all.
+    fn adjusted<'a>(
+        &'a self,
+        base: impl IntoIterator<Item = String>,
+        pick: impl Fn(&'a str, &'a str) -> Option<&'a str>,
+    ) -> Vec<String> {
+        let mut names: BTreeSet<String> = base.into_iter().collect();
+        for ((svc, sec), &granted) in &self.grants {
+            if let Some(name) = pick(svc, sec) {
+                if granted {
+                    names.insert(name.to_owned());
                 } else {
-                    granted.remove(sec);
+                    names.remove(name);
                 }
             }
         }
-        granted.into_iter().collect()
+        names.into_iter().collect()
     }
 
     /// Plans a mutation: it joins the batch, and later changes see it.
