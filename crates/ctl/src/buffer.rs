@@ -51,6 +51,11 @@ pub struct CtlBuffer {
     /// The current line is being dropped, not parsed: it was too long, or an error
     /// discarded its start.
     skipping: bool,
+    /// The verb of the line being skipped, for the error of a write it swallows.
+    skip_verb: Option<&'static str>,
+    /// Bytes were pushed since the last time the buffer ran dry while skipping: a write
+    /// that the skip swallows whole gets an error, rather than succeed having done nothing.
+    pushed: bool,
     /// Lines ended so far (commands, blank lines, bad and skipped lines).
     lines: usize,
     /// Bytes the scanner has looked at, to test that nothing is scanned twice.
@@ -83,6 +88,8 @@ impl CtlBuffer {
             scan: 0,
             scanner: Scanner::new(),
             skipping: false,
+            skip_verb: None,
+            pushed: false,
             lines: 0,
             #[cfg(test)]
             scanned: 0,
@@ -106,6 +113,7 @@ impl CtlBuffer {
             self.buf = grown;
         }
         self.buf.extend_from_slice(bytes);
+        self.pushed = !bytes.is_empty();
     }
 
     /// The next complete command, or the error of the next complete line; `None` when the
@@ -124,9 +132,19 @@ impl CtlBuffer {
                     Some(Event::LineEnd { .. }) => {
                         self.lines += 1;
                         self.skipping = false;
+                        self.skip_verb = None;
                     }
                     // Already skipping: this line has had its error.
                     Some(Event::LiteralTooLong) => {}
+                    // The skip goes on past what was pushed: the write that brought these
+                    // bytes did nothing, and says so.
+                    None if std::mem::take(&mut self.pushed) => {
+                        return Some(Err(CtlError {
+                            line: self.lines + 1,
+                            verb: self.skip_verb,
+                            kind: ErrorKind::StillSkipping,
+                        }));
+                    }
                     None => return None,
                 }
                 continue;
@@ -173,6 +191,8 @@ impl CtlBuffer {
             }
         }
         self.skipping = !self.scanner.blank();
+        // The write being discarded has had its error.
+        self.pushed = false;
         self.consume(self.scan);
     }
 
@@ -223,6 +243,7 @@ impl CtlBuffer {
         self.consume(self.scan);
         self.scanner = Scanner::new();
         self.skipping = false;
+        self.skip_verb = None;
         result
     }
 
@@ -252,6 +273,9 @@ impl CtlBuffer {
         };
         self.consume(self.scan);
         self.skipping = true;
+        self.skip_verb = error.verb;
+        // This write has its error already.
+        self.pushed = false;
         error
     }
 

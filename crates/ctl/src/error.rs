@@ -63,6 +63,10 @@ pub enum ErrorKind {
         /// Whether the command takes a VALUE (then the likely cause is an unquoted space).
         value: bool,
     },
+    /// A write whose bytes all belong to the rest of a command refused earlier (a literal
+    /// too long, a line too long): they are skipped, never read as commands.
+    #[error("skipping the rest of the command refused earlier; nothing in this write was applied")]
+    StillSkipping,
     /// `commit` of a transaction that an error inside it aborted.
     #[error("the transaction was aborted by the error at line {line}; nothing was applied")]
     TransactionAborted {

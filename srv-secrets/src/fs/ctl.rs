@@ -86,11 +86,16 @@ impl Unread {
     fn take(&mut self, count: usize) -> Zeroizing<Vec<u8>> {
         let mut out = Zeroizing::new(Vec::new());
         if self.lost > 0 && self.offset == 0 {
-            let lost = Reply::Err(format!(
+            // Queued as a reply of its own, ahead of the rest, so that a read smaller than
+            // it takes it in pieces like any other.
+            let mut notice = Zeroizing::new(Vec::new());
+            Reply::Err(format!(
                 "ctl: {} results were dropped, not read in time",
                 self.lost
-            ));
-            lost.encode(&mut out);
+            ))
+            .encode(&mut notice);
+            self.bytes += notice.len();
+            self.replies.push_front(notice);
             self.lost = 0;
         }
         while out.len() < count {
@@ -648,7 +653,14 @@ mod tests {
             u.push(&big);
         }
         assert!(u.bytes <= MAX_UNREAD);
-        let first = u.take(64);
+        // Read in pieces smaller than the notice, it arrives whole all the same.
+        let mut first = Vec::new();
+        while first.len() < 64 {
+            let piece = u.take(10);
+            // Never more than asked: the core would cut the rest off.
+            assert!(piece.len() <= 10, "{} bytes", piece.len());
+            first.extend_from_slice(&piece);
+        }
         assert!(
             first.starts_with(b"ctl: 2 results were dropped, not read in time\nok help {"),
             "{:?}",
