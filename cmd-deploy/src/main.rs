@@ -42,7 +42,20 @@ use clap::Parser;
 use crate::commands::Outcome;
 use crate::error::CliError;
 
+/// deploy holds values (typed, piped, imported, read back): it writes no core file, and
+/// other processes of its user cannot read its memory. Best effort: a failure here only
+/// loses that protection.
+fn keep_values_out_of_core_dumps() {
+    let _ = rustix::process::set_dumpable_behavior(rustix::process::DumpableBehavior::NotDumpable);
+    let none = rustix::process::Rlimit {
+        current: Some(0),
+        maximum: Some(0),
+    };
+    let _ = rustix::process::setrlimit(rustix::process::Resource::Core, none);
+}
+
 fn main() -> ExitCode {
+    keep_values_out_of_core_dumps();
     // Usage errors exit 2 inside clap; --help and --version exit 0.
     let cli = cli::Cli::parse();
     let env = connect::Env::current();
@@ -76,5 +89,19 @@ async fn run(cli: cli::Cli, env: &connect::Env) -> Result<Outcome, CliError> {
         biased;
         _ = tokio::signal::ctrl_c() => Err(CliError::Interrupted),
         result = commands::run(cli, env, &mut stdout) => result,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn deploy_writes_no_core_file() {
+        super::keep_values_out_of_core_dumps();
+        let core = rustix::process::getrlimit(rustix::process::Resource::Core);
+        assert_eq!((core.current, core.maximum), (Some(0), Some(0)));
+        assert_eq!(
+            rustix::process::dumpable_behavior().ok(),
+            Some(rustix::process::DumpableBehavior::NotDumpable)
+        );
     }
 }

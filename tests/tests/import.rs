@@ -73,8 +73,8 @@ fn a_bad_input_sends_nothing_and_shows_no_value() {
         (
             "name.env",
             b"bad name=hunter2\n",
-            "line 1: not a valid secret name (1 to 128 of A-Z a-z 0-9 . _ -); nothing was \
-             sent",
+            "line 1: not a variable name ([A-Za-z_][A-Za-z0-9_]*; a value that spans lines \
+             must be quoted); nothing was sent",
         ),
     ];
     for (file, text, says) in cases {

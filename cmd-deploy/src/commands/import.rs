@@ -171,8 +171,26 @@ fn dotenv(text: &[u8]) -> Result<Vec<Entry>, String> {
         if p.peek() != Some(b'=') {
             return Err(p.error(at, "expected NAME=VALUE"));
         }
-        let name = String::from_utf8_lossy(trim(&text[name_start..p.pos])).into_owned();
+        let name = trim(&text[name_start..p.pos]);
+        // An environment variable's name, as a .env file holds: anything else is more
+        // likely a piece of a value that wrapped onto its own line, and a name is stored
+        // and shown in the clear.
+        if !is_env_name(name) {
+            return Err(p.error(
+                at,
+                "not a variable name ([A-Za-z_][A-Za-z0-9_]*; a value that spans lines must \
+                 be quoted)",
+            ));
+        }
+        let name = String::from_utf8_lossy(name).into_owned();
         p.pos += 1;
+        if p.peek() == Some(b'=') {
+            // `NAME==...`: the tail of a wrapped base64 value, most likely.
+            return Err(p.error(
+                at,
+                "the value starts with '=' (a value that spans lines must be quoted)",
+            ));
+        }
         p.skip_blanks();
         let value = match p.peek() {
             Some(q @ (b'\'' | b'"')) => {
@@ -201,6 +219,12 @@ fn dotenv(text: &[u8]) -> Result<Vec<Entry>, String> {
             at: format!("line {at}"),
         });
     }
+}
+
+/// `[A-Za-z_][A-Za-z0-9_]*`.
+fn is_env_name(name: &[u8]) -> bool {
+    matches!(name.first(), Some(b'A'..=b'Z' | b'a'..=b'z' | b'_'))
+        && name.iter().all(|b| b.is_ascii_alphanumeric() || *b == b'_')
 }
 
 /// A position in a dotenv file.
@@ -244,9 +268,19 @@ impl Dotenv<'_> {
     /// The value of a quoted string whose opening quote `q` was just passed; `None` if it
     /// never closes.
     fn quoted(&mut self, q: u8) -> Option<Zeroizing<Vec<u8>>> {
-        let mut out = Zeroizing::new(Vec::with_capacity(
-            self.rest().len().min(ctl::MAX_VALUE_LEN + 1),
-        ));
+        // Where it closes first, so that the buffer is sized to the value: never more (a
+        // file of many short values must not reserve the rest of the file for each), never
+        // less (growing would leave copies of the value behind).
+        let rest = self.rest();
+        let mut span = 0;
+        loop {
+            match *rest.get(span)? {
+                b if b == q => break,
+                b'\\' if q == b'"' => span += 2,
+                _ => span += 1,
+            }
+        }
+        let mut out = Zeroizing::new(Vec::with_capacity(span));
         loop {
             let b = self.peek()?;
             self.pos += 1;
@@ -340,33 +374,86 @@ fn json(text: &[u8]) -> Result<Vec<Entry>, String> {
 
 /// Reads a directory of files, one per secret, byte for byte. Only regular files; names
 /// must be secret names. The outer error is reading's, the inner one the content's.
+///
+/// Whoever else can change the directory could swap a file for a link to one only we can
+/// read (deploy runs as root) between the listing and the read, and so import it as a
+/// secret: the directory must be changeable by nobody but us and root, and each file is
+/// opened through the directory's descriptor without following links, then checked on
+/// the descriptor (a FIFO swapped in must not block us either).
 fn directory(dir: &Path) -> Result<Result<Vec<Entry>, String>, CliError> {
-    let read = |source| CliError::Read {
+    use rustix::fs::{Mode, OFlags};
+    let read = |source: std::io::Error| CliError::Read {
         what: format!("the directory {}", dir.display()),
         source,
     };
+    let fd = rustix::fs::open(
+        dir,
+        OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC,
+        Mode::empty(),
+    )
+    .map_err(|e| read(e.into()))?;
+    let meta = rustix::fs::fstat(&fd).map_err(|e| read(e.into()))?;
+    let me = rustix::process::geteuid().as_raw();
+    if (meta.st_uid != me && meta.st_uid != 0) || meta.st_mode & 0o022 != 0 {
+        return Ok(Err(format!(
+            "others can change this directory (owner uid {}, mode {:o}), so a file in it could \
+             be swapped for another between listing and reading; import from a directory only \
+             you (uid {me}) or root can write; nothing was sent",
+            meta.st_uid,
+            meta.st_mode & 0o7777
+        )));
+    }
     let mut names = Vec::new();
-    for entry in std::fs::read_dir(dir).map_err(read)? {
-        let entry = entry.map_err(read)?;
-        let name = entry.file_name();
-        let Some(name) = name.to_str().filter(|n| ctl::is_valid_name(n)) else {
+    let listing = rustix::fs::Dir::read_from(&fd).map_err(|e| read(e.into()))?;
+    for entry in listing {
+        let entry = entry.map_err(|e| read(e.into()))?;
+        let raw = entry.file_name().to_bytes();
+        if raw == b"." || raw == b".." {
+            continue;
+        }
+        let Some(name) = std::str::from_utf8(raw)
+            .ok()
+            .filter(|n| ctl::is_valid_name(n))
+        else {
             return Ok(Err(format!(
                 "{}: a file whose name is not a secret name (1 to 128 of A-Z a-z 0-9 . _ -); \
                  nothing was sent",
-                output::printable(&entry.file_name().to_string_lossy())
+                output::printable(&String::from_utf8_lossy(raw))
             )));
         };
-        let kind = entry.file_type().map_err(read)?;
-        if !kind.is_file() {
-            return Ok(Err(format!("{name}: not a regular file; nothing was sent")));
-        }
         names.push(name.to_string());
     }
     names.sort();
     let mut entries = Vec::with_capacity(names.len());
     for name in names {
-        let path = dir.join(&name);
-        let value = super::read_file_limited(&path, "a secret's file")?;
+        let file = match rustix::fs::openat(
+            &fd,
+            name.as_str(),
+            OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::NONBLOCK | OFlags::CLOEXEC,
+            Mode::empty(),
+        ) {
+            Ok(file) => file,
+            Err(rustix::io::Errno::LOOP) => {
+                return Ok(Err(format!(
+                    "{name}: a symbolic link, not a regular file; nothing was sent"
+                )));
+            }
+            Err(e) => return Err(read(e.into())),
+        };
+        let stat = rustix::fs::fstat(&file).map_err(|e| read(e.into()))?;
+        if rustix::fs::FileType::from_raw_mode(stat.st_mode) != rustix::fs::FileType::RegularFile {
+            return Ok(Err(format!("{name}: not a regular file; nothing was sent")));
+        }
+        if stat.st_size > ctl::MAX_VALUE_LEN as i64 {
+            return Ok(Err(format!(
+                "{name}: larger than 1 MiB, the most a value holds; nothing was sent"
+            )));
+        }
+        let value = super::read_limited(
+            std::fs::File::from(file),
+            &format!("{}", dir.join(&name).display()),
+            "a secret's file",
+        )?;
         entries.push(Entry {
             at: format!("file {name}"),
             name,
@@ -440,6 +527,21 @@ mod tests {
         assert_eq!(e, "line 1: the quote is never closed; nothing was sent");
         let e = dotenv(b"A='x'y\n").err().unwrap();
         assert_eq!(e, "line 1: text after the closing quote; nothing was sent");
+        // A wrapped value is refused, not taken for a name.
+        let e = dotenv(b"API_KEY=aGVsbG8gd29ybGQgdGhp\ncyBpcyBhIHNlY3JldA==\n")
+            .err()
+            .unwrap();
+        assert_eq!(
+            e,
+            "line 2: the value starts with '=' (a value that spans lines must be quoted); \
+             nothing was sent"
+        );
+        let e = dotenv(b"db.password=x\n").err().unwrap();
+        assert!(e.starts_with("line 1: not a variable name"), "{e}");
+        // Many short quoted values reserve no more than they hold.
+        let many = "A=''\n".repeat(20_000);
+        let err = dotenv(many.as_bytes()).err();
+        assert!(err.is_none());
         // No value ever in an error.
         for bad in [
             &b"secretvalue\n"[..],
@@ -485,5 +587,19 @@ mod tests {
         std::fs::write(dir.path().join("bad name"), b"x").unwrap();
         let e = directory(dir.path()).unwrap().err().unwrap();
         assert!(e.contains("not a secret name"), "{e}");
+        std::fs::remove_file(dir.path().join("bad name")).unwrap();
+        // A link is never followed, even to a regular file.
+        std::os::unix::fs::symlink(dir.path().join("b"), dir.path().join("link")).unwrap();
+        let e = directory(dir.path()).unwrap().err().unwrap();
+        assert_eq!(
+            e,
+            "link: a symbolic link, not a regular file; nothing was sent"
+        );
+        std::fs::remove_file(dir.path().join("link")).unwrap();
+        // A directory others can change is refused.
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o777)).unwrap();
+        let e = directory(dir.path()).unwrap().err().unwrap();
+        assert!(e.starts_with("others can change this directory"), "{e}");
     }
 }
