@@ -30,6 +30,46 @@ pub fn harden_process() {
     }
 }
 
+/// Descriptors the server needs beyond its connections: the store, key and lock files,
+/// listeners, backups being read, the runtime's own.
+const SPARE_DESCRIPTORS: u64 = 64;
+
+/// Raises the soft limit on open files to the hard one, and, if even that cannot hold
+/// every connection the limits allow, lowers the principals' cap so that it can: past the
+/// descriptor limit, accept(2) fails for everyone, root included, and the promise that the
+/// admin and services always find a slot would not hold. Says so in the log.
+pub fn fit_to_descriptors(mut limits: Limits) -> Limits {
+    use rustix::process::{Resource, getrlimit, setrlimit};
+    let mut nofile = getrlimit(Resource::Nofile);
+    if nofile.current != nofile.maximum {
+        let raised = rustix::process::Rlimit {
+            current: nofile.maximum,
+            maximum: nofile.maximum,
+        };
+        match setrlimit(Resource::Nofile, raised) {
+            Ok(()) => nofile = getrlimit(Resource::Nofile),
+            Err(e) => warn!(error = %e, "could not raise the open-files limit to its hard limit"),
+        }
+    }
+    let Some(have) = nofile.current else {
+        return limits;
+    };
+    let strangers = limits.max_stranger_connections as u64;
+    let wanted = limits.max_connections as u64 + strangers + SPARE_DESCRIPTORS;
+    if have < wanted {
+        let fits = have.saturating_sub(strangers + SPARE_DESCRIPTORS).max(1) as usize;
+        warn!(
+            open_files = have,
+            wanted,
+            max_connections = fits,
+            "the open-files limit cannot hold every connection allowed; serving fewer \
+             (raise LimitNOFILE, or ulimit -n, to at least the wanted number)"
+        );
+        limits.max_connections = fits;
+    }
+    limits
+}
+
 /// Makes sure that `path`'s directory is one that only this server's user (and root) can
 /// change, and that so is the way to it, making the directory (0755) if it is missing.
 ///
@@ -257,7 +297,7 @@ pub async fn serve(
     vault: Arc<Vault>,
     sockets: Vec<(PathBuf, tokio::net::UnixListener)>,
 ) -> io::Result<()> {
-    let server = Server::new(SecretsFs::new(vault), Limits::default());
+    let server = Server::new(SecretsFs::new(vault), fit_to_descriptors(Limits::default()));
     let (trigger, shutdown) = Shutdown::new();
     let mut tasks = tokio::task::JoinSet::new();
     for (path, listener) in sockets {
@@ -314,6 +354,42 @@ mod tests {
         let e = r.unwrap_err();
         assert_eq!(e.kind(), io::ErrorKind::PermissionDenied, "{e}");
         assert!(e.to_string().contains(says), "{e}");
+    }
+
+    #[test]
+    fn connections_fit_in_the_open_files_limit() {
+        // Under a soft limit below what the connections need, with a hard limit above:
+        // the soft one is raised. Run in a child, so that this process keeps its limits.
+        let wanted = Limits::default().max_connections as u64
+            + Limits::default().max_stranger_connections as u64
+            + SPARE_DESCRIPTORS;
+        let limit = rustix::process::getrlimit(rustix::process::Resource::Nofile);
+        if limit.maximum.is_some_and(|m| m >= wanted) {
+            let low = rustix::process::Rlimit {
+                current: Some(256),
+                maximum: limit.maximum,
+            };
+            rustix::process::setrlimit(rustix::process::Resource::Nofile, low).unwrap();
+            let fitted = fit_to_descriptors(Limits::default());
+            assert_eq!(fitted.max_connections, Limits::default().max_connections);
+            let now = rustix::process::getrlimit(rustix::process::Resource::Nofile);
+            assert_eq!(now.current, limit.maximum);
+        }
+        // With the hard limit itself too low, the principals' cap comes down to fit.
+        let tight = rustix::process::Rlimit {
+            current: Some(512),
+            maximum: Some(512),
+        };
+        if rustix::process::setrlimit(rustix::process::Resource::Nofile, tight).is_ok() {
+            let fitted = fit_to_descriptors(Limits::default());
+            let strangers = fitted.max_stranger_connections as u64;
+            assert_eq!(
+                fitted.max_connections as u64,
+                512 - strangers - SPARE_DESCRIPTORS
+            );
+            // Root may raise it back (tests run as root); others keep the lower limit.
+            let _ = rustix::process::setrlimit(rustix::process::Resource::Nofile, limit);
+        }
     }
 
     #[test]

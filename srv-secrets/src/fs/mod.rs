@@ -24,11 +24,20 @@ use crate::principal::{View, admission_of, principal_of, view_for};
 /// hop to the pool), a 1 MiB value a millisecond or more.
 const BLOCKING_READ_LEN: u64 = 64 * 1024;
 
+/// How many large decryptions one service's view may have running at once. The blocking
+/// pool and the CPU are shared by everyone: without a bound, one service (or a kernel
+/// mount of its view) sending many reads of a large secret, or a read and a Tflush over
+/// and over (a flushed read's decryption runs on), would slow every other service and the
+/// admin's ctl commands. Waiting for the slot is cancellable by a flush; holding it is not.
+const DECRYPTS_PER_SERVICE: usize = 1;
+
 /// Serves a [`Vault`] over 9P.
 pub struct SecretsFs {
     vault: Arc<Vault>,
     /// When the server started: the mtime of directories and generated files.
     started: u32,
+    /// Each service's slots for large decryptions ([`DECRYPTS_PER_SERVICE`]).
+    decrypts: Mutex<std::collections::HashMap<String, Arc<tokio::sync::Semaphore>>>,
 }
 
 /// What an open fid holds.
@@ -77,7 +86,19 @@ impl SecretsFs {
         let started = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map_or(0, |d| d.as_secs().min(u32::MAX as u64) as u32);
-        SecretsFs { vault, started }
+        SecretsFs {
+            vault,
+            started,
+            decrypts: Mutex::new(std::collections::HashMap::new()),
+        }
+    }
+
+    /// `service`'s slots for large decryptions.
+    fn decrypt_slots(&self, service: &str) -> Arc<tokio::sync::Semaphore> {
+        lock(&self.decrypts)
+            .entry(service.to_owned())
+            .or_insert_with(|| Arc::new(tokio::sync::Semaphore::new(DECRYPTS_PER_SERVICE)))
+            .clone()
     }
 
     /// The vault served.
@@ -207,12 +228,21 @@ impl Filesystem for SecretsFs {
                     // request on this worker: let the blocking pool do it (the clone of
                     // the opened secret shares its ciphertext).
                     let (vault, service, s) = (self.vault.clone(), service.clone(), s.clone());
-                    tokio::task::spawn_blocking(move || vault.read_opened(&service, &s))
+                    let slots = self.decrypt_slots(&service);
+                    let slot = slots
+                        .acquire_owned()
                         .await
-                        .map_err(|e| {
-                            tracing::error!(error = %e, "reading a secret failed");
-                            Error::new(ename::IO)
-                        })?
+                        .map_err(|_| Error::new(ename::IO))?;
+                    tokio::task::spawn_blocking(move || {
+                        let plain = vault.read_opened(&service, &s);
+                        drop(slot);
+                        plain
+                    })
+                    .await
+                    .map_err(|e| {
+                        tracing::error!(error = %e, "reading a secret failed");
+                        Error::new(ename::IO)
+                    })?
                 } else {
                     self.vault.read_opened(service, s)
                 }
@@ -318,6 +348,7 @@ mod tests {
     use std::future::Future;
     use std::pin::pin;
     use std::task::{Context, Poll, Waker};
+    use std::time::Duration;
 
     use super::*;
 
@@ -422,6 +453,44 @@ mod tests {
         // A service's view has no secrets/ at all.
         let (_, web_root) = fs.attach(&peer(Some(WEB)), "", "").await.unwrap();
         assert!(fs.walk(&web_root, "secrets").await.is_err());
+    }
+
+    #[test]
+    fn one_services_large_reads_wait_for_its_own_slot_only() {
+        let (_dir, fs, big) = fs();
+        fs.vault().service_set_uid("api", 1002).unwrap();
+        fs.vault().grant("api", "big").unwrap();
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .unwrap();
+        rt.block_on(async {
+            let web_fid = open(&fs, "big").await;
+            let (_, root) = fs.attach(&peer(Some(1002)), "", "").await.unwrap();
+            let (_, dir) = fs.walk(&root, "secret").await.unwrap();
+            let (_, api_fid) = fs.walk(&dir, "big").await.unwrap();
+            fs.open(&api_fid, ninep::om::READ).await.unwrap();
+            // web's one slot is taken (as by a decryption still running for it).
+            let taken = fs.decrypt_slots("web").acquire_owned().await.unwrap();
+            let web_read = fs.read(&web_fid, 0, 10);
+            tokio::pin!(web_read);
+            assert!(
+                tokio::time::timeout(Duration::from_millis(200), &mut web_read)
+                    .await
+                    .is_err(),
+                "a second large decryption of web's ran at once"
+            );
+            // api is not held up by web.
+            let api = tokio::time::timeout(Duration::from_secs(5), fs.read(&api_fid, 0, 10))
+                .await
+                .expect("api's read waited on web's slot")
+                .unwrap();
+            assert_eq!(api.expose(), &big[..10]);
+            drop(taken);
+            let web = web_read.await.unwrap();
+            assert_eq!(web.expose(), &big[..10]);
+        });
     }
 
     #[test]

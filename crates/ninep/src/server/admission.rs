@@ -45,7 +45,7 @@ struct PrincipalCount {
 }
 
 /// Why a connection was closed on accept.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub(super) enum Refused {
     /// [`Filesystem::accept`](super::Filesystem::accept) said so.
     ByFilesystem,
@@ -287,5 +287,62 @@ mod tests {
             a.admit(Admission::Refuse, &peer(Some(1))).err(),
             Some(Refused::ByFilesystem)
         );
+    }
+}
+
+/// How often at most a refusal of one kind is logged: a principal that reconnects as fast
+/// as it can (a refusal each time) must not flood the log, where it would push the
+/// server's real errors past journald's rate limit.
+pub(super) const REFUSAL_LOG_EVERY: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// The refusals worth a warning, each kind logged at most once per [`REFUSAL_LOG_EVERY`]
+/// with the count of those not logged since.
+#[derive(Default)]
+pub(super) struct RefusalLog {
+    last: std::sync::Mutex<std::collections::HashMap<Refused, (std::time::Instant, u64)>>,
+}
+
+impl RefusalLog {
+    /// Whether to log this refusal now, and how many of its kind went unlogged before it.
+    pub(super) fn should_log(&self, refused: Refused, now: std::time::Instant) -> Option<u64> {
+        let mut last = self.last.lock().unwrap_or_else(|p| p.into_inner());
+        match last.get_mut(&refused) {
+            Some((at, quiet)) if now.duration_since(*at) < REFUSAL_LOG_EVERY => {
+                *quiet += 1;
+                None
+            }
+            Some((at, quiet)) => {
+                *at = now;
+                Some(std::mem::take(quiet))
+            }
+            None => {
+                last.insert(refused, (now, 0));
+                Some(0)
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod refusal_log_tests {
+    use super::*;
+
+    #[test]
+    fn a_refusal_is_logged_once_per_interval_with_the_count_it_kept_quiet() {
+        let log = RefusalLog::default();
+        let t0 = std::time::Instant::now();
+        assert_eq!(log.should_log(Refused::PrincipalConnections, t0), Some(0));
+        for i in 1..=1000 {
+            let t = t0 + std::time::Duration::from_millis(i);
+            assert_eq!(log.should_log(Refused::PrincipalConnections, t), None);
+        }
+        // Another kind has its own interval.
+        assert_eq!(log.should_log(Refused::Connections, t0), Some(0));
+        let later = t0 + REFUSAL_LOG_EVERY;
+        assert_eq!(
+            log.should_log(Refused::PrincipalConnections, later),
+            Some(1000)
+        );
+        assert_eq!(log.should_log(Refused::PrincipalConnections, later), None);
     }
 }

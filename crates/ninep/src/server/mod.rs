@@ -316,6 +316,7 @@ pub struct Server<F: Filesystem> {
     fs: Arc<F>,
     limits: Arc<Limits>,
     admissions: Arc<Admissions>,
+    refusals: Arc<admission::RefusalLog>,
 }
 
 impl<F: Filesystem> Clone for Server<F> {
@@ -324,6 +325,7 @@ impl<F: Filesystem> Clone for Server<F> {
             fs: self.fs.clone(),
             limits: self.limits.clone(),
             admissions: self.admissions.clone(),
+            refusals: self.refusals.clone(),
         }
     }
 }
@@ -383,6 +385,7 @@ impl<F: Filesystem> Server<F> {
         Server {
             fs,
             admissions: Admissions::new(limits.clone()),
+            refusals: Arc::default(),
             limits,
         }
     }
@@ -412,7 +415,10 @@ impl<F: Filesystem> Server<F> {
         match self.admissions.admit(admission, peer) {
             Ok(slot) => Some(slot),
             Err(refused) if refused.of_a_principal() => {
-                warn!(peer = %peer.addr, %refused, "closing the new connection");
+                if let Some(quiet) = self.refusals.should_log(refused, std::time::Instant::now()) {
+                    warn!(peer = %peer.addr, %refused, refused_unlogged = quiet,
+                        "closing the new connection (at most one such line every 10 s)");
+                }
                 None
             }
             Err(refused) => {

@@ -409,7 +409,9 @@ impl Vault {
             return Ok(Vec::new());
         }
         let _writer = self.writer().map_err(whole)?;
-        let mtime = self.clock();
+        // Never before the store's last change, as the commit dates itself: a clock that
+        // steps back must not make a secret's mtime go back.
+        let mtime = self.clock().max(self.state().meta.last_change);
         let (batch, applied) = {
             let state = self.state();
             let key = Arc::clone(sealing_key(&state).map_err(whole)?);
@@ -606,6 +608,16 @@ mod tests {
             "uid 1000 is the admin (root and uid 1000, which ran init, are) and cannot be \
              mapped to a service"
         );
+    }
+
+    #[test]
+    fn mtimes_never_go_back_when_the_clock_does() {
+        let (_dir, v) = vault();
+        v.set_clock(Some(4_000_002_000));
+        v.set("a", b"1").unwrap();
+        v.set_clock(Some(4_000_001_000));
+        v.set("a", b"2").unwrap();
+        assert_eq!(v.secret_info("a").unwrap().mtime, 4_000_002_000);
     }
 
     #[test]
