@@ -101,7 +101,11 @@ impl Catalog {
             errors.extend(check_service(&self.tiers, name, service));
         }
         for (name, meta) in &self.secrets {
-            errors.extend(check_secret(&self.tiers, name, meta).into_iter().map(|(_, e)| e));
+            errors.extend(
+                check_secret(&self.tiers, name, meta)
+                    .into_iter()
+                    .map(|(_, e)| e),
+            );
         }
         if errors.is_empty() {
             Ok(())
@@ -211,7 +215,11 @@ impl Catalog {
             + self
                 .services
                 .values()
-                .filter(|s| s.tiers.as_ref().is_some_and(|t| t.iter().any(|t| t == name)))
+                .filter(|s| {
+                    s.tiers
+                        .as_ref()
+                        .is_some_and(|t| t.iter().any(|t| t == name))
+                })
                 .count();
         if uses > 0 {
             return Err(DeclError::TierInUse {
@@ -235,7 +243,10 @@ impl Catalog {
         if let Some(t) = &mut service.tiers {
             t.sort();
         }
-        if let Some(e) = check_service(&self.tiers, name, &service).into_iter().next() {
+        if let Some(e) = check_service(&self.tiers, name, &service)
+            .into_iter()
+            .next()
+        {
             return Err(e);
         }
         if !self.services.contains_key(name) && self.services.len() >= MAX_SERVICES {
@@ -505,8 +516,12 @@ mod tests {
             },
         )
         .unwrap();
-        c.set_strategy("db", "local_dev", TierPolicy::new(Strategy::Serve { template: None }))
-            .unwrap();
+        c.set_strategy(
+            "db",
+            "local_dev",
+            TierPolicy::new(Strategy::Serve { template: None }),
+        )
+        .unwrap();
         c.set_strategy("db", "desktop", TierPolicy::new(Strategy::Strip))
             .unwrap();
         c
@@ -517,7 +532,11 @@ mod tests {
         let mut c = sample();
         let before = c.clone();
         let e = c
-            .set_strategy("db", "desktop", TierPolicy::new(generate("{{random:hex:16}}")))
+            .set_strategy(
+                "db",
+                "desktop",
+                TierPolicy::new(generate("{{random:hex:16}}")),
+            )
             .unwrap_err();
         assert!(matches!(e, DeclError::InfrastructureLeaves { .. }), "{e}");
         assert_eq!(c, before, "a refused change changes nothing");
@@ -574,7 +593,10 @@ mod tests {
         .unwrap();
         let e = c.declare_tier("local_dev", Tier::default()).unwrap_err();
         assert!(matches!(e, DeclError::ServeOffCore { .. }), "{e}");
-        assert!(matches!(c.remove_tier("desktop"), Err(DeclError::TierInUse { uses: 1, .. })));
+        assert!(matches!(
+            c.remove_tier("desktop"),
+            Err(DeclError::TierInUse { uses: 1, .. })
+        ));
         c.declare_tier("cloud", Tier::default()).unwrap();
         assert_eq!(c.remove_tier("cloud").unwrap(), Some(Tier::default()));
     }
@@ -594,13 +616,17 @@ mod tests {
             c.set_strategy("a/b", "desktop", TierPolicy::new(Strategy::Strip)),
             Err(DeclError::SecretName)
         ));
-        assert!(matches!(c.declare_tier("a b", core()), Err(DeclError::TierName)));
+        assert!(matches!(
+            c.declare_tier("a b", core()),
+            Err(DeclError::TierName)
+        ));
         let bad_prompt = Strategy::Prompt(PromptSpec::new(""));
         let e = c
             .set_strategy("key", "desktop", TierPolicy::new(bad_prompt))
             .unwrap_err();
         assert!(
-            e.to_string().starts_with("secret `key`, tier `desktop`, label: empty"),
+            e.to_string()
+                .starts_with("secret `key`, tier `desktop`, label: empty"),
             "{e}"
         );
     }
@@ -615,7 +641,10 @@ mod tests {
             },
         )
         .unwrap();
-        assert_eq!(c.service("web").unwrap().tiers.as_deref().unwrap(), ["desktop", "local_dev"]);
+        assert_eq!(
+            c.service("web").unwrap().tiers.as_deref().unwrap(),
+            ["desktop", "local_dev"]
+        );
         assert_eq!(c.service_tiers("web"), ["desktop", "local_dev"]);
         assert_eq!(c.service_tiers("other"), ["desktop", "local_dev"]);
         for (tiers, expect) in [
@@ -645,15 +674,25 @@ mod tests {
             reference: Reference::parse("github:acme/web#TOKEN").unwrap(),
             present: false,
         };
-        c.set_strategy("token", "desktop", TierPolicy::new(delegate)).unwrap();
+        c.set_strategy("token", "desktop", TierPolicy::new(delegate))
+            .unwrap();
         c.set_present("token", "desktop", true).unwrap();
         assert!(matches!(
             c.secret("token").unwrap().tiers["desktop"].strategy,
             Strategy::Delegate { present: true, .. }
         ));
-        assert!(matches!(c.set_present("db", "desktop", true), Err(DeclError::NotDelegated { .. })));
-        assert!(matches!(c.set_present("db", "cloud", true), Err(DeclError::NoStrategy { .. })));
-        assert!(matches!(c.set_present("x", "desktop", true), Err(DeclError::NoSuchSecret { .. })));
+        assert!(matches!(
+            c.set_present("db", "desktop", true),
+            Err(DeclError::NotDelegated { .. })
+        ));
+        assert!(matches!(
+            c.set_present("db", "cloud", true),
+            Err(DeclError::NoStrategy { .. })
+        ));
+        assert!(matches!(
+            c.set_present("x", "desktop", true),
+            Err(DeclError::NoSuchSecret { .. })
+        ));
     }
 
     #[test]
@@ -679,7 +718,10 @@ mod tests {
             }),
         )
         .unwrap();
-        assert!(matches!(c.core_template("db"), Err(DeclError::AmbiguousTemplate { .. })));
+        assert!(matches!(
+            c.core_template("db"),
+            Err(DeclError::AmbiguousTemplate { .. })
+        ));
     }
 
     #[test]
@@ -689,8 +731,10 @@ mod tests {
             class: Some(Class::Infrastructure),
             ..SecretMeta::default()
         };
-        bad.tiers.insert("desktop".into(), TierPolicy::new(generate("{{uuid}}")));
-        bad.tiers.insert("nowhere".into(), TierPolicy::new(Strategy::Strip));
+        bad.tiers
+            .insert("desktop".into(), TierPolicy::new(generate("{{uuid}}")));
+        bad.tiers
+            .insert("nowhere".into(), TierPolicy::new(Strategy::Strip));
         secrets.insert("a".to_string(), bad);
         secrets.insert("..".to_string(), SecretMeta::default());
         let tiers = BTreeMap::from([("desktop".to_string(), Tier::default())]);
@@ -698,6 +742,9 @@ mod tests {
         assert_eq!(refusal.errors.len(), 3, "{refusal}");
         let text = refusal.to_string();
         assert!(text.starts_with("3 declarations refused:"), "{text}");
-        assert!(!text.contains("`..`"), "invalid names are not echoed: {text}");
+        assert!(
+            !text.contains("`..`"),
+            "invalid names are not echoed: {text}"
+        );
     }
 }

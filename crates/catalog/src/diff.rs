@@ -25,12 +25,14 @@
 //! 2 added, 2 changed, 0 removed
 //! ```
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashSet};
 use std::fmt;
 
 use serde::{Deserialize, Serialize};
 
-use crate::catalog::{Catalog, MAX_SECRETS};
+use crate::catalog::{
+    Catalog, MAX_SECRETS, MAX_SERVICES, MAX_TIERS, check_secret, check_service, check_tier,
+};
 use crate::error::{DeclError, DiffError, Located, Refusal};
 use crate::model::{SecretMeta, Service, Tier, TierPolicy, check_rule};
 use crate::period::Period;
@@ -244,15 +246,18 @@ impl Catalog {
     ///
     /// # Errors
     /// [`DiffError::Stale`] naming the first declaration whose `before` is not current;
-    /// [`DiffError::Refused`] if the result would break a rule (a diff not made by
-    /// [`diff`]).
+    /// [`DiffError::Refused`] if the result would break a rule (possible only for a diff
+    /// not made by [`diff`], or tampered with).
     pub fn apply(&mut self, diff: &Diff) -> Result<(), DiffError> {
         fn stale<T: PartialEq>(
             what: &'static str,
             map: &BTreeMap<String, T>,
             deltas: &[Delta<T>],
         ) -> Result<(), DiffError> {
-            match deltas.iter().find(|d| map.get(&d.name) != d.before.as_ref()) {
+            match deltas
+                .iter()
+                .find(|d| map.get(&d.name) != d.before.as_ref())
+            {
                 Some(d) => Err(DiffError::Stale {
                     what,
                     name: d.name.clone(),
@@ -263,15 +268,111 @@ impl Catalog {
         stale("tier", self.tiers(), &diff.tiers)?;
         stale("service", self.services(), &diff.services)?;
         stale("secret", self.secrets(), &diff.secrets)?;
-        let mut next = self.clone();
-        put(&mut next.tiers, &diff.tiers);
-        put(&mut next.services, &diff.services);
-        put(&mut next.secrets, &diff.secrets);
-        // A diff may come from elsewhere (it deserializes): the result is checked whole.
-        next.validate().map_err(DiffError::Refused)?;
-        *self = next;
+        // A diff may come from elsewhere (it deserializes), so what it makes is checked:
+        // what it declares, and what it leaves alone on a tier it changes. Only then is
+        // anything changed, in place (cloning 10,000 secrets would cost more than the rest).
+        let mut tiers = self.tiers.clone();
+        put(&mut tiers, &diff.tiers);
+        let mut errors: Vec<Located> = Vec::new();
+        for d in &diff.tiers {
+            if let Some(t) = &d.after
+                && let Some(e) = check_tier(&d.name, t)
+            {
+                errors.push(e.into());
+            }
+        }
+        // Tiers changed or removed: what names them is checked again.
+        let changed: HashSet<&str> = diff
+            .tiers
+            .iter()
+            .filter(|d| d.before.is_some())
+            .map(|d| d.name.as_str())
+            .collect();
+        let touched_services: HashSet<&str> =
+            diff.services.iter().map(|d| d.name.as_str()).collect();
+        for d in &diff.services {
+            if let Some(s) = &d.after {
+                errors.extend(
+                    check_service(&tiers, &d.name, s)
+                        .into_iter()
+                        .map(Located::from),
+                );
+            }
+        }
+        let touched_secrets: HashSet<&str> = diff.secrets.iter().map(|d| d.name.as_str()).collect();
+        for d in &diff.secrets {
+            if let Some(m) = &d.after {
+                errors.extend(
+                    check_secret(&tiers, &d.name, m)
+                        .into_iter()
+                        .map(|(_, e)| e.into()),
+                );
+            }
+        }
+        if !changed.is_empty() {
+            let names_changed =
+                |listed: &[String]| listed.iter().any(|t| changed.contains(t.as_str()));
+            for (name, s) in &self.services {
+                if !touched_services.contains(name.as_str())
+                    && s.tiers.as_deref().is_some_and(names_changed)
+                {
+                    errors.extend(
+                        check_service(&tiers, name, s)
+                            .into_iter()
+                            .map(Located::from),
+                    );
+                }
+            }
+            for (name, m) in &self.secrets {
+                if !touched_secrets.contains(name.as_str())
+                    && m.tiers.keys().any(|t| changed.contains(t.as_str()))
+                {
+                    errors.extend(
+                        check_secret(&tiers, name, m)
+                            .into_iter()
+                            .map(|(_, e)| e.into()),
+                    );
+                }
+            }
+        }
+        for (what, len, limit) in [
+            ("tiers", tiers.len(), MAX_TIERS),
+            (
+                "services",
+                after_len(self.services.len(), &diff.services),
+                MAX_SERVICES,
+            ),
+            (
+                "secrets",
+                after_len(self.secrets.len(), &diff.secrets),
+                MAX_SECRETS,
+            ),
+        ] {
+            if len > limit {
+                errors.push(DeclError::TooMany { what, limit }.into());
+            }
+        }
+        if !errors.is_empty() {
+            return Err(DiffError::Refused(Refusal { errors }));
+        }
+        self.tiers = tiers;
+        put(&mut self.services, &diff.services);
+        put(&mut self.secrets, &diff.secrets);
         Ok(())
     }
+}
+
+/// How many a map holds once `deltas` (made against it) are applied.
+fn after_len<T>(before: usize, deltas: &[Delta<T>]) -> usize {
+    let added = deltas
+        .iter()
+        .filter(|d| d.before.is_none() && d.after.is_some())
+        .count();
+    let removed = deltas
+        .iter()
+        .filter(|d| d.before.is_some() && d.after.is_none())
+        .count();
+    (before + added).saturating_sub(removed)
 }
 
 fn put<T: Clone>(map: &mut BTreeMap<String, T>, deltas: &[Delta<T>]) {
@@ -471,7 +572,11 @@ impl fmt::Display for Diff {
             writeln!(f, "{change}")?;
         }
         let s = self.summary();
-        writeln!(f, "{} added, {} changed, {} removed", s.added, s.changed, s.removed)
+        writeln!(
+            f,
+            "{} added, {} changed, {} removed",
+            s.added, s.changed, s.removed
+        )
     }
 }
 

@@ -139,9 +139,7 @@ pub enum DeclError {
         tier: String,
     },
     /// A tier cannot be removed while strategies or services use it.
-    #[error(
-        "tier `{tier}` is used by {uses} strategies and service lists; remove those first"
-    )]
+    #[error("tier `{tier}` is used by {uses} strategies and service lists; remove those first")]
     TierInUse {
         /// The tier.
         tier: String,

@@ -125,7 +125,12 @@ pub(crate) fn no_class(secret: &str) -> Finding {
     )
 }
 
-pub(crate) fn no_strategy(secret: &str, tier: &str, service: Option<&str>, used_by: &str) -> Finding {
+pub(crate) fn no_strategy(
+    secret: &str,
+    tier: &str,
+    service: Option<&str>,
+    used_by: &str,
+) -> Finding {
     Finding::new(
         FindingKind::NoStrategy,
         &[tier, secret],
@@ -140,7 +145,12 @@ pub(crate) fn no_strategy(secret: &str, tier: &str, service: Option<&str>, used_
     )
 }
 
-pub(crate) fn rule_broken(secret: &str, tier: &str, infrastructure: bool, strategy: &str) -> Finding {
+pub(crate) fn rule_broken(
+    secret: &str,
+    tier: &str,
+    infrastructure: bool,
+    strategy: &str,
+) -> Finding {
     if infrastructure {
         Finding::new(
             FindingKind::InfrastructureWouldLeave,

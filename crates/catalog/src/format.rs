@@ -219,11 +219,23 @@ where
 #[derive(Serialize, Deserialize, Default)]
 #[serde(deny_unknown_fields)]
 struct RawCatalog {
-    #[serde(default, deserialize_with = "unique", skip_serializing_if = "BTreeMap::is_empty")]
+    #[serde(
+        default,
+        deserialize_with = "unique",
+        skip_serializing_if = "BTreeMap::is_empty"
+    )]
     tiers: BTreeMap<String, Tier>,
-    #[serde(default, deserialize_with = "unique", skip_serializing_if = "BTreeMap::is_empty")]
+    #[serde(
+        default,
+        deserialize_with = "unique",
+        skip_serializing_if = "BTreeMap::is_empty"
+    )]
     services: BTreeMap<String, RawService>,
-    #[serde(default, deserialize_with = "unique", skip_serializing_if = "BTreeMap::is_empty")]
+    #[serde(
+        default,
+        deserialize_with = "unique",
+        skip_serializing_if = "BTreeMap::is_empty"
+    )]
     secrets: BTreeMap<String, RawSecret>,
 }
 
@@ -247,7 +259,11 @@ struct RawSecret {
     description: Option<String>,
     #[serde(default, skip_serializing)]
     value: Option<SecretValue>,
-    #[serde(default, deserialize_with = "unique", skip_serializing_if = "BTreeMap::is_empty")]
+    #[serde(
+        default,
+        deserialize_with = "unique",
+        skip_serializing_if = "BTreeMap::is_empty"
+    )]
     tiers: BTreeMap<String, RawPolicy>,
 }
 
@@ -345,10 +361,17 @@ impl RawPolicy {
             ("max", self.max.is_some()),
             ("optional", self.optional.is_some()),
         ];
-        let delegate_fields = [("ref", self.reference.is_some()), ("present", self.present.is_some())];
+        let delegate_fields = [
+            ("ref", self.reference.is_some()),
+            ("present", self.present.is_some()),
+        ];
         let misplaced = |allowed: &[&str]| -> Result<(), (&'static str, FieldError)> {
             let template = [("template", self.template.is_some())];
-            for (field, given) in template.iter().chain(&prompt_fields).chain(&delegate_fields) {
+            for (field, given) in template
+                .iter()
+                .chain(&prompt_fields)
+                .chain(&delegate_fields)
+            {
                 if *given && !allowed.contains(field) {
                     return Err((field, FieldError::Shape(misplaced_reason(field))));
                 }
@@ -413,7 +436,9 @@ fn misplaced_reason(field: &str) -> &'static str {
     match field {
         "template" => "`template` goes with strategy serve or generate",
         "ref" | "present" => "`ref` and `present` go with strategy delegate",
-        _ => "`label`, `help`, `kind`, `pattern`, `min`, `max` and `optional` go with strategy prompt",
+        _ => {
+            "`label`, `help`, `kind`, `pattern`, `min`, `max` and `optional` go with strategy prompt"
+        }
     }
 }
 
@@ -607,7 +632,9 @@ fn toml_lines(src: &str, errors: &[(Path, DeclError)]) -> Vec<Option<usize>> {
             // As deep as the path is found: a field left out (a prompt without `label`) is
             // placed at its table.
             for key in path {
-                let Some((k, v)) = table.iter().find(|(k, _)| k.get_ref().as_ref() == key.as_str())
+                let Some((k, v)) = table
+                    .iter()
+                    .find(|(k, _)| k.get_ref().as_ref() == key.as_str())
                 else {
                     break;
                 };
@@ -639,7 +666,10 @@ fn column_of(src: &str, offset: usize) -> usize {
 /// A TOML error without the snippet of the file toml would show (it could be a value).
 fn toml_error(src: &str, e: &toml::de::Error) -> LoadError {
     let (line, column) = match e.span() {
-        Some(span) => (Some(line_of(src, span.start)), Some(column_of(src, span.start))),
+        Some(span) => (
+            Some(line_of(src, span.start)),
+            Some(column_of(src, span.start)),
+        ),
         None => (None, None),
     };
     LoadError::Syntax {
@@ -672,7 +702,14 @@ impl Catalog {
             services: self
                 .services()
                 .iter()
-                .map(|(n, s)| (n.clone(), RawService { tiers: s.tiers.clone() }))
+                .map(|(n, s)| {
+                    (
+                        n.clone(),
+                        RawService {
+                            tiers: s.tiers.clone(),
+                        },
+                    )
+                })
                 .collect(),
             secrets: self
                 .secrets()

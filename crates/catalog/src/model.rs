@@ -118,9 +118,7 @@ impl Pattern {
         if let Err(e) = regex_syntax::Parser::new().parse(text) {
             let (at, kind) = match &e {
                 regex_syntax::Error::Parse(e) => (e.span().start.offset, e.kind().to_string()),
-                regex_syntax::Error::Translate(e) => {
-                    (e.span().start.offset, e.kind().to_string())
-                }
+                regex_syntax::Error::Translate(e) => (e.span().start.offset, e.kind().to_string()),
                 _ => (0, "not a regular expression".to_string()),
             };
             return Err(FieldError::Pattern {
@@ -361,10 +359,7 @@ pub struct SecretMeta {
 impl SecretMeta {
     /// The class on `tier`: the tier's override, else the secret's own.
     pub fn class_on(&self, tier: &str) -> Option<Class> {
-        self.tiers
-            .get(tier)
-            .and_then(|p| p.class)
-            .or(self.class)
+        self.tiers.get(tier).and_then(|p| p.class).or(self.class)
     }
 
     /// Checks the free text (owner, description) and the strategies' fields.
@@ -511,17 +506,24 @@ mod tests {
             ..SecretMeta::default()
         };
         let serve = Strategy::Serve { template: None };
-        let ok = |tier: &Tier, s: Strategy| check_rule("k", "t", Some(tier), &infra, &policy(None, s));
+        let ok =
+            |tier: &Tier, s: Strategy| check_rule("k", "t", Some(tier), &infra, &policy(None, s));
         assert!(ok(&core, serve.clone()).is_ok());
         assert!(ok(&core, Strategy::Strip).is_ok());
         assert!(ok(&edge, Strategy::Strip).is_ok());
         assert!(matches!(
             ok(&edge, serve.clone()),
-            Err(DeclError::InfrastructureLeaves { strategy: "serve", .. })
+            Err(DeclError::InfrastructureLeaves {
+                strategy: "serve",
+                ..
+            })
         ));
         assert!(matches!(
             ok(&core, generate()),
-            Err(DeclError::InfrastructureLeaves { strategy: "generate", .. })
+            Err(DeclError::InfrastructureLeaves {
+                strategy: "generate",
+                ..
+            })
         ));
         let delegate = Strategy::Delegate {
             reference: Reference::parse("env:X").unwrap(),
@@ -558,9 +560,19 @@ mod tests {
     fn patterns_are_checked_with_their_position() {
         assert!(Pattern::new("^sk-or-[A-Za-z0-9]{20,}$").is_ok());
         let e = Pattern::new("sk-(or").unwrap_err();
-        assert!(matches!(e, FieldError::Pattern { at: Some(3), .. }), "{e:?}");
-        assert!(e.to_string().starts_with("at byte 3: not a regular expression"), "{e}");
-        assert!(Pattern::new("a{1000}{1000}").is_err(), "too big once compiled");
+        assert!(
+            matches!(e, FieldError::Pattern { at: Some(3), .. }),
+            "{e:?}"
+        );
+        assert!(
+            e.to_string()
+                .starts_with("at byte 3: not a regular expression"),
+            "{e}"
+        );
+        assert!(
+            Pattern::new("a{1000}{1000}").is_err(),
+            "too big once compiled"
+        );
         assert!(Pattern::new(&"a".repeat(MAX_PATTERN_LEN + 1)).is_err());
     }
 
@@ -613,6 +625,9 @@ mod tests {
             class: Some(Class::Service),
             strategy: generate(),
         };
-        assert_eq!(p.to_string(), "generate {{random:hex:32}}; class service here");
+        assert_eq!(
+            p.to_string(),
+            "generate {{random:hex:32}}; class service here"
+        );
     }
 }

@@ -233,20 +233,34 @@ pub fn plan<M: AsRef<str>>(
                 Action::None
             }
             (_, _, None) => Action::None,
-            (Some(meta), Some(policy), Some(t)) => match check_rule(name, tier, Some(t), meta, policy)
-            {
-                Err(e) => {
-                    let infrastructure = matches!(e, DeclError::InfrastructureLeaves { .. });
-                    let f = finding::rule_broken(name, tier, infrastructure, policy.strategy.name());
-                    let reason = f.kind;
-                    problems.push(f);
-                    Action::Blocked {
-                        declared: policy.strategy.name().to_string(),
-                        reason,
+            (Some(meta), Some(policy), Some(t)) => {
+                match check_rule(name, tier, Some(t), meta, policy) {
+                    Err(e) => {
+                        let infrastructure = matches!(e, DeclError::InfrastructureLeaves { .. });
+                        let f = finding::rule_broken(
+                            name,
+                            tier,
+                            infrastructure,
+                            policy.strategy.name(),
+                        );
+                        let reason = f.kind;
+                        problems.push(f);
+                        Action::Blocked {
+                            declared: policy.strategy.name().to_string(),
+                            reason,
+                        }
                     }
+                    Ok(()) => action_of(
+                        &policy.strategy,
+                        service,
+                        name,
+                        tier,
+                        stored,
+                        store,
+                        &mut problems,
+                    ),
                 }
-                Ok(()) => action_of(&policy.strategy, service, name, tier, stored, store, &mut problems),
-            },
+            }
             _ => {
                 problems.push(finding::no_strategy(name, tier, Some(service), ""));
                 Action::None

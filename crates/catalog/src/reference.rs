@@ -61,8 +61,10 @@ impl Reference {
             return bad("a reference is at most 1024 bytes");
         }
         let Some((scheme, rest)) = text.split_once(':') else {
-            return bad("a reference starts with its scheme: github:OWNER/REPO#NAME, \
-                        gcp:projects/P/secrets/S, env:NAME or SCHEME:REST");
+            return bad(
+                "a reference starts with its scheme: github:OWNER/REPO#NAME, \
+                        gcp:projects/P/secrets/S, env:NAME or SCHEME:REST",
+            );
         };
         match scheme {
             "github" => github(rest),
@@ -123,7 +125,9 @@ fn github(rest: &str) -> Result<Reference, FieldError> {
         return bad(FORM);
     };
     let owner_ok = (1..=39).contains(&owner.len())
-        && owner.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
+        && owner
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-')
         && !owner.starts_with('-')
         && !owner.ends_with('-')
         && !owner.contains("--");
@@ -144,8 +148,10 @@ fn github(rest: &str) -> Result<Reference, FieldError> {
         && name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_')
         && !name.to_ascii_uppercase().starts_with("GITHUB_");
     if !name_ok {
-        return bad("a GitHub secret's name is A-Z a-z 0-9 and _, not starting with a digit \
-                    or GITHUB_");
+        return bad(
+            "a GitHub secret's name is A-Z a-z 0-9 and _, not starting with a digit \
+                    or GITHUB_",
+        );
     }
     Ok(Reference::GitHub {
         owner: owner.to_string(),
@@ -172,8 +178,10 @@ fn gcp(rest: &str) -> Result<Reference, FieldError> {
     let number_ok =
         (1..=20).contains(&project.len()) && project.bytes().all(|b| b.is_ascii_digit());
     if !id_ok && !number_ok {
-        return bad("a GCP project is an id (6 to 30 of a-z 0-9 -, starting with a letter) or \
-                    a project number");
+        return bad(
+            "a GCP project is an id (6 to 30 of a-z 0-9 -, starting with a letter) or \
+                    a project number",
+        );
     }
     let secret_ok = (1..=255).contains(&secret.len())
         && secret

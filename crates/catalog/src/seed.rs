@@ -36,7 +36,9 @@ use serde::Deserialize;
 use serde::de::IgnoredAny;
 
 use crate::error::{DeclError, LoadError};
-use crate::format::{Checked, LoadOptions, Path, SecretValue, check_parts, json_error, path, unique};
+use crate::format::{
+    Checked, LoadOptions, Path, SecretValue, check_parts, json_error, path, unique,
+};
 use crate::model::{
     Class, Pattern, PromptKind, PromptSpec, SecretMeta, Strategy, Tier, TierPolicy,
 };
@@ -225,13 +227,17 @@ fn strategy(t: SeedTier) -> Result<Strategy, &'static str> {
             return Err("give `source` (served) or `action` (what the tier does), not both");
         }
         (None, None) => {
-            return Err("say what happens here: `source: \"secrets_vault\"` or an `action` \
-                        (generate_..., environment_variable, strip, prompt, delegate)");
+            return Err(
+                "say what happens here: `source: \"secrets_vault\"` or an `action` \
+                        (generate_..., environment_variable, strip, prompt, delegate)",
+            );
         }
         (Some(SECRETS_VAULT), None) => "serve",
         (Some(_), None) => {
-            return Err("unknown `source`; the one known is \"secrets_vault\" (served by the \
-                        core server)");
+            return Err(
+                "unknown `source`; the one known is \"secrets_vault\" (served by the \
+                        core server)",
+            );
         }
         (None, Some(a)) if a == "generate" || a.starts_with("generate_") => "generate",
         (None, Some("environment_variable")) => "environment_variable",
@@ -239,13 +245,17 @@ fn strategy(t: SeedTier) -> Result<Strategy, &'static str> {
         (None, Some("prompt")) => "prompt",
         (None, Some("delegate")) => "delegate",
         (None, Some(_)) => {
-            return Err("unknown `action`; known: generate_..., environment_variable, strip, \
-                        prompt, delegate");
+            return Err(
+                "unknown `action`; known: generate_..., environment_variable, strip, \
+                        prompt, delegate",
+            );
         }
     };
     if prompt_fields && action != "prompt" {
-        return Err("`label`, `help`, `kind`, `pattern`, `min`, `max` and `optional` go with \
-                    action prompt");
+        return Err(
+            "`label`, `help`, `kind`, `pattern`, `min`, `max` and `optional` go with \
+                    action prompt",
+        );
     }
     if delegate_fields && action != "delegate" {
         return Err("`ref` and `present` go with action delegate");

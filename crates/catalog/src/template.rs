@@ -184,10 +184,19 @@ pub struct Template {
 #[derive(Clone, Debug)]
 enum Part {
     Literal(Range<usize>),
-    Random { encoding: Encoding, bytes: usize },
-    Password { len: usize, alphabet: Option<Range<usize>> },
+    Random {
+        encoding: Encoding,
+        bytes: usize,
+    },
+    Password {
+        len: usize,
+        alphabet: Option<Range<usize>>,
+    },
     Uuid,
-    Context { field: ContextField, at: usize },
+    Context {
+        field: ContextField,
+        at: usize,
+    },
     /// The whole `{{...}}`, copied verbatim.
     Target(Range<usize>),
 }
@@ -587,7 +596,12 @@ fn check_alphabet(b: &[u8], r: Range<usize>) -> Result<(), TemplateError> {
     Ok(())
 }
 
-fn count(b: &[u8], start: usize, end: usize, placeholder: &'static str) -> Result<usize, TemplateError> {
+fn count(
+    b: &[u8],
+    start: usize,
+    end: usize,
+    placeholder: &'static str,
+) -> Result<usize, TemplateError> {
     let form = if placeholder == "random" {
         RANDOM_FORM
     } else {
@@ -652,9 +666,10 @@ fn at_target(b: &[u8], open: usize, start: usize, end: usize) -> Result<Part, Te
                 expected: "a target placeholder's argument follows its `:` ({{NAME:ARG}})",
             });
         }
-        if let Some(j) = arg.clone().find(|&j| {
-            !(b[j].is_ascii_alphanumeric() || matches!(b[j], b'_' | b'.' | b'/' | b'-'))
-        }) {
+        if let Some(j) = arg
+            .clone()
+            .find(|&j| !(b[j].is_ascii_alphanumeric() || matches!(b[j], b'_' | b'.' | b'/' | b'-')))
+        {
             return Err(TemplateError::BadByte {
                 at: j,
                 expected: "a target placeholder's argument is A-Z a-z 0-9 _ . / and -",
@@ -731,9 +746,15 @@ fn push_uuid(out: &mut String, raw: &mut [u8; 16]) {
     // RFC 9562 version 4: the version nibble is 4, the variant bits are 10.
     raw[6] = (raw[6] & 0x0f) | 0x40;
     raw[8] = (raw[8] & 0x3f) | 0x80;
-    for (i, chunk) in [&raw[0..4], &raw[4..6], &raw[6..8], &raw[8..10], &raw[10..16]]
-        .into_iter()
-        .enumerate()
+    for (i, chunk) in [
+        &raw[0..4],
+        &raw[4..6],
+        &raw[6..8],
+        &raw[8..10],
+        &raw[10..16],
+    ]
+    .into_iter()
+    .enumerate()
     {
         if i > 0 {
             out.push('-');

@@ -2,8 +2,8 @@ use proptest::prelude::*;
 use proptest::strategy::Strategy as _;
 
 use super::*;
-use crate::model::Strategy;
 use crate::diff::diff;
+use crate::model::Strategy;
 use crate::model::check_rule;
 
 const FULL: &str = r#"
@@ -89,8 +89,14 @@ fn the_full_example_loads() {
         panic!("not a prompt");
     };
     assert_eq!(spec.kind, PromptKind::Password);
-    assert_eq!((spec.min, spec.max, spec.optional), (Some(20), Some(200), true));
-    assert_eq!(spec.pattern.as_ref().unwrap().as_str(), "sk-or-[A-Za-z0-9-]+");
+    assert_eq!(
+        (spec.min, spec.max, spec.optional),
+        (Some(20), Some(200), true)
+    );
+    assert_eq!(
+        spec.pattern.as_ref().unwrap().as_str(),
+        "sk-or-[A-Za-z0-9-]+"
+    );
     assert_eq!(
         c.secret("telegram_token").unwrap().tiers["cloud"].strategy,
         Strategy::Delegate {
@@ -163,13 +169,21 @@ fn exports_round_trip_in_both_formats() {
     let c = load_toml(FULL).unwrap().catalog;
     for format in [Format::Toml, Format::Json] {
         let first = c.export(format);
-        let again = load(&first, format, LoadOptions::default()).unwrap().catalog;
+        let again = load(&first, format, LoadOptions::default())
+            .unwrap()
+            .catalog;
         assert_eq!(again, c, "{format:?}");
-        assert_eq!(again.export(format), first, "{format:?}: a second export is identical");
+        assert_eq!(
+            again.export(format),
+            first,
+            "{format:?}: a second export is identical"
+        );
         assert!(diff(&c, &again, true).unwrap().is_empty());
     }
     // And across formats.
-    let from_json = load(&c.to_json(), Format::Json, LoadOptions::default()).unwrap().catalog;
+    let from_json = load(&c.to_json(), Format::Json, LoadOptions::default())
+        .unwrap()
+        .catalog;
     assert_eq!(from_json.to_toml(), c.to_toml());
 }
 
@@ -208,7 +222,10 @@ fn field_errors_carry_the_line_and_the_byte() {
         panic!("{e}");
     };
     assert_eq!(*line, Some(5));
-    assert!(message.contains("at byte 17: random takes 8 to 1024 bytes"), "{message}");
+    assert!(
+        message.contains("at byte 17: random takes 8 to 1024 bytes"),
+        "{message}"
+    );
 
     let e = load_toml("[tiers.desktop]\n[secrets.x.tiers.desktop]\nstrategy = \"delegate\"\nref = \"POSTGRES_URL\"\n")
         .unwrap_err();
@@ -247,30 +264,58 @@ owner = \"\"
     assert_eq!(lines, [Some(15), Some(12), Some(8), Some(19)], "{errors:?}");
     assert!(matches!(errors[0].error, DeclError::UnknownTier { .. }));
     assert!(matches!(errors[1].error, DeclError::ServeOffCore { .. }));
-    assert!(matches!(errors[2].error, DeclError::InfrastructureLeaves { .. }));
-    assert!(matches!(errors[3].error, DeclError::Field { field: "owner", .. }));
+    assert!(matches!(
+        errors[2].error,
+        DeclError::InfrastructureLeaves { .. }
+    ));
+    assert!(matches!(
+        errors[3].error,
+        DeclError::Field { field: "owner", .. }
+    ));
     let text = errors[2].to_string();
-    assert!(text.starts_with("line 8: secret `master_key` is infrastructure on tier `desktop`"), "{text}");
+    assert!(
+        text.starts_with("line 8: secret `master_key` is infrastructure on tier `desktop`"),
+        "{text}"
+    );
 }
 
 #[test]
 fn a_strategy_takes_only_its_fields() {
     for (fields, expect) in [
-        ("strategy = \"strip\"\ntemplate = \"{{uuid}}\"", "`template` goes with"),
+        (
+            "strategy = \"strip\"\ntemplate = \"{{uuid}}\"",
+            "`template` goes with",
+        ),
         ("strategy = \"generate\"", "needs a `template`"),
         ("strategy = \"prompt\"", "needs a `label`"),
-        ("strategy = \"prompt\"\nlabel = \"x\"\nref = \"env:X\"", "`ref` and `present` go with"),
-        ("strategy = \"delegate\"\nref = \"env:X\"\nlabel = \"x\"", "go with strategy prompt"),
+        (
+            "strategy = \"prompt\"\nlabel = \"x\"\nref = \"env:X\"",
+            "`ref` and `present` go with",
+        ),
+        (
+            "strategy = \"delegate\"\nref = \"env:X\"\nlabel = \"x\"",
+            "go with strategy prompt",
+        ),
         ("strategy = \"delegate\"", "needs a `ref`"),
     ] {
         let src = format!("[tiers.desktop]\n[secrets.s.tiers.desktop]\n{fields}\n");
         let errors = refused(load_toml(&src).unwrap_err());
         assert_eq!(errors[0].line, Some(2));
-        assert!(errors[0].to_string().contains(expect), "{fields}: {}", errors[0]);
+        assert!(
+            errors[0].to_string().contains(expect),
+            "{fields}: {}",
+            errors[0]
+        );
     }
     for typo in ["templat = \"x\"", "strategy = \"serv\""] {
         let src = format!("[tiers.desktop]\n[secrets.s.tiers.desktop]\n{typo}\n");
-        assert!(matches!(load_toml(&src), Err(LoadError::Syntax { line: Some(3), .. })), "{typo}");
+        assert!(
+            matches!(
+                load_toml(&src),
+                Err(LoadError::Syntax { line: Some(3), .. })
+            ),
+            "{typo}"
+        );
     }
 }
 
@@ -282,7 +327,10 @@ fn values_need_with_values() {
     assert_eq!(errors.len(), 1);
     assert_eq!(errors[0].line, Some(4));
     let text = errors[0].to_string();
-    assert!(text.contains("git") && text.contains("--with-values"), "{text}");
+    assert!(
+        text.contains("git") && text.contains("--with-values"),
+        "{text}"
+    );
     assert!(!text.contains("hunter2"), "{text}");
     assert!(errors[0].error.brief().contains("--with-values"));
 
@@ -300,8 +348,14 @@ fn invalid_names_are_refused_and_not_echoed() {
     let errors = refused(load_toml(src).unwrap_err());
     assert_eq!(errors.len(), 3);
     let text = LoadError::Refused(Refusal { errors }).to_string();
-    assert!(!text.contains("hunter2") && !text.contains("Desk"), "{text}");
-    assert!(text.contains("line 1: a tier name") && text.contains("line 3: a secret name"), "{text}");
+    assert!(
+        !text.contains("hunter2") && !text.contains("Desk"),
+        "{text}"
+    );
+    assert!(
+        text.contains("line 1: a tier name") && text.contains("line 3: a secret name"),
+        "{text}"
+    );
 }
 
 #[test]
@@ -318,7 +372,9 @@ fn too_large() {
     let big = " ".repeat(MAX_CATALOG_LEN + 1);
     assert_eq!(
         load_toml(&big).unwrap_err(),
-        LoadError::TooLarge { limit: MAX_CATALOG_LEN }
+        LoadError::TooLarge {
+            limit: MAX_CATALOG_LEN
+        }
     );
 }
 

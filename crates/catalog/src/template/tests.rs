@@ -30,10 +30,16 @@ fn counting() -> impl FnMut(&mut [u8]) -> Result<(), TemplateError> {
 fn the_issues_examples() {
     let key = render("{{random:hex:32}}");
     assert_eq!(key.len(), 64);
-    assert!(key.bytes().all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase()));
+    assert!(
+        key.bytes()
+            .all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase())
+    );
     assert_ne!(key, render("{{random:hex:32}}"));
 
-    assert_eq!(render("file://{{USER_DATA}}/app.db"), "file://{{USER_DATA}}/app.db");
+    assert_eq!(
+        render("file://{{USER_DATA}}/app.db"),
+        "file://{{USER_DATA}}/app.db"
+    );
 
     let url = render("postgres://app:{{password:24}}@db/app");
     let password = url
@@ -41,7 +47,11 @@ fn the_issues_examples() {
         .and_then(|r| r.strip_suffix("@db/app"))
         .unwrap();
     assert_eq!(password.len(), 24);
-    assert!(password.bytes().all(|b| DEFAULT_ALPHABET.as_bytes().contains(&b)));
+    assert!(
+        password
+            .bytes()
+            .all(|b| DEFAULT_ALPHABET.as_bytes().contains(&b))
+    );
 }
 
 #[test]
@@ -100,7 +110,10 @@ fn uuids_are_version_4() {
     assert_eq!(&random[14..15], "4");
     assert!("89ab".contains(&random[19..20]));
     assert_eq!(
-        random.match_indices('-').map(|(i, _)| i).collect::<Vec<_>>(),
+        random
+            .match_indices('-')
+            .map(|(i, _)| i)
+            .collect::<Vec<_>>(),
         [8, 13, 18, 23]
     );
 }
@@ -114,7 +127,11 @@ fn passwords_have_no_modulo_bias() {
         .render_with(&RenderContext::default(), &mut counting())
         .unwrap();
     for letter in ['a', 'b', 'c'] {
-        assert_eq!(value.chars().filter(|&c| c == letter).count(), 85, "{letter}");
+        assert_eq!(
+            value.chars().filter(|&c| c == letter).count(),
+            85,
+            "{letter}"
+        );
     }
     // With byte 255 taken modulo 3 instead, `a` would come up 86 times.
 }
@@ -126,7 +143,11 @@ fn passwords_use_their_alphabet() {
     assert!(value.bytes().all(|b| b"0123456789abcdef".contains(&b)));
     // `:` belongs to the alphabet: only the first two colons separate.
     let value = render("{{password:40:!:#$%&'()*+,-./;<=>?@[]^_`|~}}");
-    assert!(value.bytes().all(|b| b"!:#$%&'()*+,-./;<=>?@[]^_`|~".contains(&b)));
+    assert!(
+        value
+            .bytes()
+            .all(|b| b"!:#$%&'()*+,-./;<=>?@[]^_`|~".contains(&b))
+    );
 }
 
 #[test]
@@ -184,7 +205,10 @@ fn literals_and_lone_braces_pass_through() {
     assert_eq!(render(""), "");
     assert_eq!(render("plain"), "plain");
     assert_eq!(render("{a}}b}"), "{a}}b}");
-    assert_eq!(render("{\"k\": \"{{ENV:HOME}}\"}"), "{\"k\": \"{{ENV:HOME}}\"}");
+    assert_eq!(
+        render("{\"k\": \"{{ENV:HOME}}\"}"),
+        "{\"k\": \"{{ENV:HOME}}\"}"
+    );
     assert_eq!(render("é{{TARGET:a/b.c-d_e}}ü"), "é{{TARGET:a/b.c-d_e}}ü");
 }
 
@@ -202,27 +226,84 @@ fn faults_are_placed() {
     let cases: Vec<(&str, TemplateError)> = vec![
         ("ab{{uuid", Unclosed { at: 2 }),
         ("x{{}}", Empty { at: 1 }),
-        ("{{rand}}", Unknown { at: 2, name: "`rand`".into() }),
-        ("{{random:hex}}", Arguments { at: 2, placeholder: "random", form: RANDOM_FORM }),
-        ("{{random:hex:}}", Arguments { at: 13, placeholder: "random", form: RANDOM_FORM }),
+        (
+            "{{rand}}",
+            Unknown {
+                at: 2,
+                name: "`rand`".into(),
+            },
+        ),
+        (
+            "{{random:hex}}",
+            Arguments {
+                at: 2,
+                placeholder: "random",
+                form: RANDOM_FORM,
+            },
+        ),
+        (
+            "{{random:hex:}}",
+            Arguments {
+                at: 13,
+                placeholder: "random",
+                form: RANDOM_FORM,
+            },
+        ),
         ("{{random:b32:16}}", Encoding { at: 9 }),
-        ("{{uuid:4}}", Arguments { at: 2, placeholder: "uuid", form: "{{uuid}}" }),
-        ("{{password}}", Arguments { at: 2, placeholder: "password", form: PASSWORD_FORM }),
-        ("{{ENV}}", TemplateError::Arguments {
-            at: 2,
-            placeholder: "ENV",
-            form: "{{ENV:NAME}}, NAME a variable name ([A-Za-z_][A-Za-z0-9_]*)",
-        }),
-        ("{{password:10:a}}", Alphabet {
-            at: 14,
-            reason: "a password alphabet has at least 2 characters",
-        }),
-        ("{{password:64:abca}}", Alphabet {
-            at: 17,
-            reason: "this character is already in the alphabet (each is listed once)",
-        }),
-        ("{{password:8}}", Weak { at: 11, bits: 47, min: 64 }),
-        ("{{password:63:ab}}", Weak { at: 11, bits: 63, min: 64 }),
+        (
+            "{{uuid:4}}",
+            Arguments {
+                at: 2,
+                placeholder: "uuid",
+                form: "{{uuid}}",
+            },
+        ),
+        (
+            "{{password}}",
+            Arguments {
+                at: 2,
+                placeholder: "password",
+                form: PASSWORD_FORM,
+            },
+        ),
+        (
+            "{{ENV}}",
+            TemplateError::Arguments {
+                at: 2,
+                placeholder: "ENV",
+                form: "{{ENV:NAME}}, NAME a variable name ([A-Za-z_][A-Za-z0-9_]*)",
+            },
+        ),
+        (
+            "{{password:10:a}}",
+            Alphabet {
+                at: 14,
+                reason: "a password alphabet has at least 2 characters",
+            },
+        ),
+        (
+            "{{password:64:abca}}",
+            Alphabet {
+                at: 17,
+                reason: "this character is already in the alphabet (each is listed once)",
+            },
+        ),
+        (
+            "{{password:8}}",
+            Weak {
+                at: 11,
+                bits: 47,
+                min: 64,
+            },
+        ),
+        (
+            "{{password:63:ab}}",
+            Weak {
+                at: 11,
+                bits: 63,
+                min: 64,
+            },
+        ),
     ];
     for (template, expected) in cases {
         assert_eq!(err(template), expected, "{template}");
@@ -245,12 +326,21 @@ fn faults_are_placed() {
         };
         assert_eq!(found, at, "{template}: {e}");
     }
-    assert!(matches!(err("{{random:hex:7}}"), Count { at: 13, min: 8, .. }));
-    assert!(matches!(err("{{random:hex:1025}}"), Count { max: 1024, .. }));
+    assert!(matches!(
+        err("{{random:hex:7}}"),
+        Count { at: 13, min: 8, .. }
+    ));
+    assert!(matches!(
+        err("{{random:hex:1025}}"),
+        Count { max: 1024, .. }
+    ));
     assert!(matches!(err("{{random:hex:99999999999}}"), Count { .. }));
     assert!(matches!(err("{{password:1025}}"), Count { .. }));
     assert!(matches!(err("{{password:0}}"), Count { .. }));
-    assert!(Template::parse("{{password:16:0123456789abcdef}}").is_ok(), "64 bits exactly");
+    assert!(
+        Template::parse("{{password:16:0123456789abcdef}}").is_ok(),
+        "64 bits exactly"
+    );
     assert!(Template::parse("{{random:hex:8}}{{random:base64url:1024}}").is_ok());
 }
 
@@ -258,12 +348,16 @@ fn faults_are_placed() {
 fn limits() {
     assert_eq!(
         err(&"x".repeat(MAX_TEMPLATE_LEN + 1)),
-        TemplateError::TooLong { limit: MAX_TEMPLATE_LEN }
+        TemplateError::TooLong {
+            limit: MAX_TEMPLATE_LEN
+        }
     );
     assert!(Template::parse(&"{{uuid}}".repeat(MAX_PLACEHOLDERS)).is_ok());
     assert_eq!(
         err(&"{{uuid}}".repeat(MAX_PLACEHOLDERS + 1)),
-        TemplateError::TooManyPlaceholders { limit: MAX_PLACEHOLDERS }
+        TemplateError::TooManyPlaceholders {
+            limit: MAX_PLACEHOLDERS
+        }
     );
     // The largest value a template can make stays far below the store's 1 MiB.
     let biggest = "{{random:base64:1024}}".repeat(MAX_PLACEHOLDERS);
@@ -291,7 +385,11 @@ fn serde_checks_templates() {
     assert_eq!(t.source(), "{{uuid}}-x");
     assert_eq!(serde_json::to_string(&t).unwrap(), "\"{{uuid}}-x\"");
     let e = serde_json::from_str::<Template>("\"{{nope}}\"").unwrap_err();
-    assert!(e.to_string().starts_with("template at byte 2: unknown placeholder `nope`"), "{e}");
+    assert!(
+        e.to_string()
+            .starts_with("template at byte 2: unknown placeholder `nope`"),
+        "{e}"
+    );
 }
 
 proptest! {
