@@ -121,6 +121,24 @@ fn time<T>(runs: usize, mut f: impl FnMut() -> T) -> Stats {
     }
 }
 
+/// Like [`time`], with an untimed setup before each run.
+fn time_with<S, T>(runs: usize, mut setup: impl FnMut() -> S, mut f: impl FnMut(S) -> T) -> Stats {
+    let mut times: Vec<Duration> = (0..runs)
+        .map(|_| {
+            let input = setup();
+            let start = Instant::now();
+            black_box(f(input));
+            start.elapsed()
+        })
+        .collect();
+    times.sort();
+    Stats {
+        min: times[0],
+        median: times[times.len() / 2],
+        max: times[times.len() - 1],
+    }
+}
+
 fn report(what: &str, s: &Stats) {
     println!(
         "{what:<58} median {:>9.3} ms   min {:>9.3} ms   max {:>9.3} ms",
@@ -219,21 +237,29 @@ fn main() {
         &time(20, || diff(&current, &Catalog::new(), true).is_ok()),
     );
     report(
-        "apply (clone the catalog + apply + check every rule)",
-        &time(20, || {
-            let mut c = current.clone();
-            c.apply(&d).is_ok()
-        }),
+        "apply a diff of 1,000 secrets to 10,000 (checks included)",
+        &time_with(20, || current.clone(), |mut c| c.apply(&d).is_ok()),
     );
     report(
-        "load TOML + diff + apply: `catalog apply FILE`",
-        &time(10, || {
-            let Ok(loaded) = load(&toml, Format::Toml, LoadOptions::default()) else {
-                return false;
-            };
-            let mut c = new.clone();
-            diff(&c, &loaded.catalog, false).is_ok_and(|d| c.apply(&d).is_ok())
-        }),
+        "diff + apply, 1,000 of 10,000 changed",
+        &time_with(
+            20,
+            || current.clone(),
+            |mut c| diff(&c, &new, false).is_ok_and(|d| c.apply(&d).is_ok()),
+        ),
+    );
+    report(
+        "load TOML + diff + apply: `catalog apply FILE` of 10,000",
+        &time_with(
+            10,
+            || new.clone(),
+            |mut c| {
+                let Ok(loaded) = load(&toml, Format::Toml, LoadOptions::default()) else {
+                    return false;
+                };
+                diff(&c, &loaded.catalog, false).is_ok_and(|d| c.apply(&d).is_ok())
+            },
+        ),
     );
     report(
         "render of the diff for a person",

@@ -404,3 +404,117 @@ impl DiffError {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn every_decl_error() -> Vec<DeclError> {
+        let s = || "a".repeat(128);
+        let t = || "t".repeat(32);
+        vec![
+            DeclError::TierName,
+            DeclError::SecretName,
+            DeclError::ServiceName,
+            DeclError::Field {
+                secret: s(),
+                tier: Some(t()),
+                field: "template",
+                source: Box::new(FieldError::Text("x")),
+            },
+            DeclError::UnknownTier {
+                secret: Some(s()),
+                service: None,
+                tier: t(),
+            },
+            DeclError::InfrastructureLeaves {
+                secret: s(),
+                tier: t(),
+                strategy: "generate",
+                overridden: true,
+            },
+            DeclError::ServeOffCore {
+                secret: s(),
+                tier: t(),
+            },
+            DeclError::DuplicateServiceTier {
+                service: s(),
+                tier: t(),
+            },
+            DeclError::TierInUse { tier: t(), uses: 3 },
+            DeclError::NoSuchSecret { secret: s() },
+            DeclError::NoStrategy {
+                secret: s(),
+                tier: t(),
+            },
+            DeclError::NotDelegated {
+                secret: s(),
+                tier: t(),
+            },
+            DeclError::ValueNotAllowed { secret: s() },
+            DeclError::TwoValues { secret: s() },
+            DeclError::ValueTooLarge {
+                secret: s(),
+                limit: 1,
+            },
+            DeclError::Seed {
+                secret: s(),
+                tier: None,
+                reason: "x",
+            },
+            DeclError::AmbiguousTemplate { secret: s() },
+            DeclError::TooMany {
+                what: "tiers",
+                limit: 1,
+            },
+        ]
+    }
+
+    #[test]
+    fn briefs_fit_a_ctl_error_and_name_nothing() {
+        let mut briefs: Vec<&str> = every_decl_error().iter().map(DeclError::brief).collect();
+        briefs.push(Refusal { errors: vec![] }.brief());
+        briefs.push(LoadError::TooLarge { limit: 1 }.brief());
+        briefs.push(
+            LoadError::Syntax {
+                format: "TOML",
+                line: None,
+                column: None,
+                message: String::new(),
+            }
+            .brief(),
+        );
+        briefs.push(
+            DiffError::Stale {
+                what: "tier",
+                name: "t".into(),
+            }
+            .brief(),
+        );
+        for brief in briefs {
+            assert!(
+                brief.len() <= MAX_BRIEF_LEN,
+                "{} bytes: {brief}",
+                brief.len()
+            );
+            assert!(brief.len() + "ctl: line 99999: catalog: ".len() <= ctl::MAX_ERROR_LEN);
+            assert!(
+                !brief.contains("aaaa") && !brief.contains("tttt"),
+                "{brief}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_refusal_lists_at_most_its_limit() {
+        let errors = (0..MAX_LISTED + 5)
+            .map(|_| Located {
+                line: Some(1),
+                error: DeclError::TierName,
+            })
+            .collect();
+        let text = Refusal { errors }.to_string();
+        assert_eq!(text.lines().count(), 1 + MAX_LISTED + 1);
+        assert!(text.ends_with("and 5 more"), "{text}");
+    }
+}
