@@ -13,6 +13,9 @@ use crate::error::CliError;
 use crate::files;
 use crate::output::{self, printable, write_json, write_text};
 
+pub mod mount;
+pub mod owner;
+pub mod run;
 pub mod secret;
 pub mod service;
 
@@ -23,6 +26,8 @@ pub enum Outcome {
     Done,
     /// Done, and it found something wrong, such as missing grants (exit status 1).
     Findings,
+    /// What `deploy service run` ran ended with this exit status, passed on.
+    Exit(u8),
 }
 
 /// Runs one command line, writing its output to `out`.
@@ -41,6 +46,11 @@ pub async fn run(cli: Cli, env: &Env, out: &mut dyn Write) -> Result<Outcome, Cl
         Command::Completions { shell } => completions(shell, out),
         Command::Manpage { dir: None } => manpage(out),
         Command::Manpage { dir: Some(dir) } => manpages_to(&dir, out),
+        Command::Mount {
+            service,
+            dir,
+            foreground,
+        } => mount::mount(&server()?, env, &service, &dir, foreground, out).await,
         Command::Secret(cmd) => secret::run(cmd, &server()?, env, out).await,
         Command::Service(cmd) => service::run(cmd, &server()?, env, out).await,
         Command::Status(flag) => {
