@@ -7,7 +7,8 @@
 //!
 //! Without --foreground the same deploy is started again with --foreground, in a process
 //! group of its own (so that the terminal's Ctrl-C does not reach it), and this one returns
-//! once that one says it has mounted: its first line of stdout.
+//! once that one says it has mounted: its first line of stdout. What the serving deploy
+//! says after that goes nowhere (run --foreground under a supervisor to keep it).
 
 use std::ffi::OsString;
 use std::io::{self, Write};
@@ -15,7 +16,7 @@ use std::path::{Path, PathBuf};
 use std::process::Stdio;
 
 use fuse9p::Owner;
-use tokio::io::{AsyncBufReadExt, BufReader};
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, BufReader};
 use tokio::signal::unix::{SignalKind, signal};
 
 use super::owner::service_owner;
@@ -207,15 +208,18 @@ async fn in_background(
         .arg("--foreground")
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
         .process_group(0)
         .spawn()
         .map_err(|e| CliError::Deployer(format!("cannot start the serving deploy: {e}")))?;
     let mut line = String::new();
     if let Some(stdout) = child.stdout.take() {
-        // Its errors go to our stderr, which it shares; EOF means it gave up.
+        // EOF means it gave up; why is on its stderr.
         let _ = BufReader::new(stdout).read_line(&mut line).await;
     }
     if line.starts_with(MOUNTED) {
+        // Its stdout and stderr are pipes that end with us, so that whoever waits for our
+        // output to end (a shell's $(...), a test) is not held up by the serving deploy.
         let pid = child.id().unwrap_or(0);
         write_text(out, &line)?;
         note(&format!(
@@ -224,6 +228,11 @@ async fn in_background(
         ));
         return Ok(Outcome::Done);
     }
+    let mut why = Vec::new();
+    if let Some(mut stderr) = child.stderr.take() {
+        let _ = stderr.read_to_end(&mut why).await;
+    }
+    let _ = io::stderr().write_all(&why);
     let status = child
         .wait()
         .await

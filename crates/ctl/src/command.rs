@@ -73,7 +73,10 @@ pub(crate) const VERBS: &[Verb] = &[
     },
     Verb {
         word: REVOKE,
-        forms: &[(usage::REVOKE, "stop SERVICE reading NAME, from its next read on")],
+        forms: &[(
+            usage::REVOKE,
+            "stop SERVICE reading NAME, from its next read on",
+        )],
     },
     Verb {
         word: ROTATE_KEY,
@@ -99,7 +102,11 @@ pub(crate) const VERBS: &[Verb] = &[
 /// The text `help` answers with: one line per form of each command, and what it does.
 pub fn help_text() -> String {
     let forms = VERBS.iter().flat_map(|v| v.forms.iter());
-    let width = forms.clone().map(|(usage, _)| usage.len()).max().unwrap_or(0);
+    let width = forms
+        .clone()
+        .map(|(usage, _)| usage.len())
+        .max()
+        .unwrap_or(0);
     forms
         .map(|(usage, what)| format!("{usage:width$}  {what}\n"))
         .collect()
