@@ -49,7 +49,17 @@ fn main() -> ExitCode {
     // Usage errors exit 2 inside clap; --help and --version exit 0.
     let cli = cli::Cli::parse();
     let env = connect::Env::current();
-    let result = tokio::runtime::Builder::new_current_thread()
+    // The deployer serves FUSE requests while its own command runs: worker threads answer
+    // them, so that a request does not wait for the command's thread to wake. The command
+    // itself (mounts, the namespace, spawning) still runs on this thread, in block_on.
+    let mut builder = if cli.command.handles_signals() {
+        let mut b = tokio::runtime::Builder::new_multi_thread();
+        b.worker_threads(2);
+        b
+    } else {
+        tokio::runtime::Builder::new_current_thread()
+    };
+    let result = builder
         .enable_all()
         .build()
         .map_err(|e| CliError::Unexpected(format!("cannot start the async runtime: {e}")))

@@ -102,6 +102,8 @@ pub async fn run(
         return Ok(Outcome::Findings);
     }
     let owner = super::owner::service_owner(&admin, service).await?;
+    // The admin tree is not needed while the command runs.
+    drop(admin);
     if owner.uid == 0 {
         return Err(CliError::Deployer(format!(
             "service {service} has uid 0; refusing to run it as root"
@@ -184,11 +186,8 @@ fn exit_code(status: ExitStatus) -> u8 {
 
 /// The mounted view; unmounted (in the namespace) when dropped.
 enum View {
-    Fuse {
-        _secret: fuse9p::Mount,
-        _config: fuse9p::Mount,
-        _session: Session,
-    },
+    /// Held only to be dropped (unmounted) when the command ends.
+    Fuse(#[allow(dead_code, reason = "held for its Drop")] Box<FuseView>),
     Kernel,
 }
 
@@ -200,6 +199,13 @@ impl Drop for View {
             }
         }
     }
+}
+
+/// The two FUSE mounts, and the connection they share.
+struct FuseView {
+    _secret: fuse9p::Mount,
+    _config: fuse9p::Mount,
+    _session: Session,
 }
 
 /// Mounts `service`'s view at /secret and /config the way `kind` says, saying which.
@@ -276,11 +282,11 @@ async fn fuse_mount(
         true,
     )
     .await?;
-    Ok(View::Fuse {
+    Ok(View::Fuse(Box::new(FuseView {
         _secret: secret,
         _config: config,
         _session: session,
-    })
+    })))
 }
 
 fn kernel_failed(e: &io::Error) -> CliError {
