@@ -69,6 +69,36 @@ pub enum Command {
     /// Add, remove, list and check services.
     #[command(subcommand)]
     Service(ServiceCommand),
+    /// Mount a service's view (/secret/NAME, /config/KEY) at a directory, over FUSE.
+    ///
+    /// Run as root, it mounts SERVICE's view on its behalf: the files belong to the
+    /// service's uid and gid (from `deploy service add`; the gid is that uid's passwd
+    /// group, else the same number), mode 0400, and only that uid (and root) can read them.
+    /// Run as the service's own uid, it mounts that service's view for itself alone.
+    ///
+    /// Nothing is cached: a revoke fails the next read, even of a file held open, and a
+    /// new value is read by the next open. Shared mmap is refused (ENODEV), and a private
+    /// mapping cannot read (SIGBUS), so that no value stays in the page cache.
+    ///
+    /// Without --foreground, deploy returns once the view is mounted and a background
+    /// deploy serves it. Unmount with `fusermount3 -u DIR` (or umount, or SIGTERM to the
+    /// serving deploy). If the server goes away, reads fail at once with "Transport
+    /// endpoint is not connected" until DIR is unmounted.
+    #[command(after_help = "\
+Examples:
+  deploy mount web /run/web/secrets              # as root, for service web
+  runuser -u web -- cat /run/web/secrets/secret/db_password
+  fusermount3 -u /run/web/secrets
+  deploy mount web ~/secrets --foreground        # as web itself; Ctrl-C unmounts")]
+    Mount {
+        /// The service whose view to mount.
+        service: String,
+        /// An existing, empty directory to mount it at.
+        dir: PathBuf,
+        /// Stay in the foreground until unmounted (SIGTERM, SIGINT or SIGHUP unmounts).
+        #[arg(long)]
+        foreground: bool,
+    },
     /// Show the server's status: the active key, counts, a rotation in progress.
     #[command(after_help = "\
 Examples:
@@ -111,6 +141,28 @@ Examples:
         #[arg(long)]
         force: bool,
     },
+}
+
+impl Command {
+    /// Whether the command handles SIGINT itself (instead of deploy ending at Ctrl-C):
+    /// those that unmount first, or pass the signal on to what they run.
+    pub fn handles_signals(&self) -> bool {
+        matches!(
+            self,
+            Command::Mount { .. } | Command::Service(ServiceCommand::Run { .. })
+        )
+    }
+}
+
+/// How `deploy service run` mounts a view.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum MountKind {
+    /// deploy's built-in FUSE client (needs /dev/fuse).
+    Fuse,
+    /// The kernel's 9P client, v9fs, over the server's unix socket (needs the 9p module).
+    Kernel,
+    /// The kernel's if it has 9p, else FUSE; deploy says which.
+    Auto,
 }
 
 /// `--json`, for commands that print tables.
@@ -290,6 +342,33 @@ Examples:
         #[arg(long)]
         json: bool,
     },
+    /// Run a command with SERVICE's view at /secret and /config, as SERVICE's uid (root).
+    ///
+    /// First checks that every secret in SERVICE's manifest is granted; if one is not,
+    /// exits 1 before starting anything and says how to grant each. Then CMD runs in a
+    /// mount namespace of its own, where /secret/NAME and /config/KEY are SERVICE's live
+    /// view (the host's namespace does not change), as SERVICE's uid and gid with no
+    /// supplementary groups and no_new_privs. deploy passes SIGTERM, SIGINT, SIGHUP,
+    /// SIGQUIT, SIGUSR1 and SIGUSR2 on to CMD, exits with CMD's status (128+N if a signal
+    /// N ended it) and unmounts. Nothing is written to disk or to CMD's environment.
+    ///
+    /// /secret and /config must be empty directories (the install step makes them:
+    /// `install -d -m 0755 /secret /config`).
+    #[command(after_help = "\
+Examples:
+  deploy service run web -- /usr/bin/web --port 8080
+  deploy service run web --mount fuse -- sh -c 'cat /secret/db_password'
+  deploy service check web && deploy service run web -- web-server")]
+    Run {
+        /// The service.
+        service: String,
+        /// How to mount its view.
+        #[arg(long, value_enum, default_value = "auto")]
+        mount: MountKind,
+        /// The command and its arguments, after `--`.
+        #[arg(required = true, last = true, value_name = "CMD")]
+        command: Vec<OsString>,
+    },
 }
 
 /// The longest --timeout: a day is already "never" for a command someone waits on.
@@ -426,6 +505,58 @@ mod tests {
         assert!(parse_timeout("25h").unwrap_err().contains("at most 24h"));
         let e = Cli::try_parse_from(["deploy", "status", "--timeout", "soon"]).unwrap_err();
         assert_eq!(e.exit_code(), 2);
+    }
+
+    #[test]
+    fn run_takes_the_command_after_the_double_dash() {
+        let cli = Cli::try_parse_from([
+            "deploy", "service", "run", "web", "--mount", "fuse", "--", "sh", "-c", "x --y",
+        ])
+        .unwrap();
+        assert!(cli.command.handles_signals());
+        match cli.command {
+            Command::Service(ServiceCommand::Run {
+                service,
+                mount,
+                command,
+            }) => {
+                assert_eq!((service.as_str(), mount), ("web", MountKind::Fuse));
+                assert_eq!(command, ["sh", "-c", "x --y"]);
+            }
+            other => panic!("parsed as {other:?}"),
+        }
+        let cli = Cli::try_parse_from(["deploy", "service", "run", "web", "--", "true"]).unwrap();
+        assert!(matches!(
+            cli.command,
+            Command::Service(ServiceCommand::Run {
+                mount: MountKind::Auto,
+                ..
+            })
+        ));
+        // No command: a usage error.
+        let e = Cli::try_parse_from(["deploy", "service", "run", "web"]).unwrap_err();
+        assert_eq!(e.exit_code(), 2);
+    }
+
+    #[test]
+    fn mount_takes_a_service_and_a_directory() {
+        let cli =
+            Cli::try_parse_from(["deploy", "mount", "web", "/run/web", "--foreground"]).unwrap();
+        assert!(cli.command.handles_signals());
+        match cli.command {
+            Command::Mount {
+                service,
+                dir,
+                foreground,
+            } => {
+                assert_eq!(service, "web");
+                assert_eq!(dir, PathBuf::from("/run/web"));
+                assert!(foreground);
+            }
+            other => panic!("parsed as {other:?}"),
+        }
+        let status = Cli::try_parse_from(["deploy", "status"]).unwrap();
+        assert!(!status.command.handles_signals());
     }
 
     #[test]

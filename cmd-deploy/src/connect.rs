@@ -309,6 +309,13 @@ impl Session {
         &self.addr
     }
 
+    /// The attached tree's root, for requests that are not one whole file (deploy mount
+    /// walks its own fids from it). Requests on it wait as long as the server takes:
+    /// bound them yourself.
+    pub fn root(&self) -> &Fid {
+        &self.root
+    }
+
     /// Reads a whole file of at most `limit` bytes (the `files::MAX_*` bounds); a longer
     /// one is [`ClientError::TooLong`].
     pub async fn read(

@@ -64,6 +64,10 @@ pub enum CliError {
     /// The server refused a ctl command; this is its text, verbatim.
     #[error("{0}")]
     Ctl(String),
+    /// `deploy mount` or `deploy service run` could not do its part (mount, namespace,
+    /// uid, the command): the message says what and what to do.
+    #[error("{0}")]
+    Deployer(String),
     /// `secret set` read an empty value and was not given --allow-empty.
     #[error(
         "the value {from} is empty: refusing to store an empty secret, nothing was changed; \

@@ -16,7 +16,10 @@
 //! - `cli`: the clap derive types; their doc comments are the help.
 //! - `connect`: the server's address, connecting and attaching, writing `secrets/ctl`.
 //! - `commands`: dispatch and shared helpers; `commands::secret` and `commands::service`
-//!   implement the subcommands, `deploy status` lives in `commands` itself.
+//!   implement the subcommands, `deploy status` lives in `commands` itself;
+//!   `commands::mount` (`deploy mount`, over the `fuse9p` crate) and `commands::run`
+//!   (`deploy service run`: grants, a mount namespace, the service's uid) are the deployer,
+//!   and `commands::owner` finds whose files a view shows.
 //! - `files`: parsers for the server's `status`, `grants/*` and `services/*` files, and
 //!   the `service check` rule.
 //! - `glob`: the patterns of `deploy secret list PATTERN`.
@@ -59,7 +62,17 @@ fn main() -> ExitCode {
     // Usage errors exit 2 inside clap; --help and --version exit 0.
     let cli = cli::Cli::parse();
     let env = connect::Env::current();
-    let result = tokio::runtime::Builder::new_current_thread()
+    // The deployer serves FUSE requests while its own command runs: worker threads answer
+    // them, so that a request does not wait for the command's thread to wake. The command
+    // itself (mounts, the namespace, spawning) still runs on this thread, in block_on.
+    let mut builder = if cli.command.handles_signals() {
+        let mut b = tokio::runtime::Builder::new_multi_thread();
+        b.worker_threads(2);
+        b
+    } else {
+        tokio::runtime::Builder::new_current_thread()
+    };
+    let result = builder
         .enable_all()
         .build()
         .map_err(|e| CliError::Unexpected(format!("cannot start the async runtime: {e}")))
@@ -67,6 +80,7 @@ fn main() -> ExitCode {
     match result {
         Ok(Outcome::Done) => ExitCode::SUCCESS,
         Ok(Outcome::Findings) => ExitCode::from(1),
+        Ok(Outcome::Exit(status)) => ExitCode::from(status),
         Err(e) if e.is_broken_pipe() => ExitCode::SUCCESS,
         Err(e) => {
             // Errors quote the server (its Rerror texts, names): never raw to a terminal.
@@ -83,6 +97,9 @@ fn main() -> ExitCode {
 /// Runs the command; Ctrl-C ends it with [`CliError::Interrupted`].
 async fn run(cli: cli::Cli, env: &connect::Env) -> Result<Outcome, CliError> {
     let mut stdout = io::stdout().lock();
+    if cli.command.handles_signals() {
+        return commands::run(cli, env, &mut stdout).await;
+    }
     tokio::select! {
         // Biased, so that the SIGINT handler is installed (on this branch's first poll)
         // before the command runs: the value prompt relies on it (see commands::secret).

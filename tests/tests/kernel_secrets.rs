@@ -1,7 +1,8 @@
 //! Acceptance steps 3-6 with the Linux kernel's own 9P client (v9fs), not ours.
 //!
 //! The deployer (root on the host, so the admin) mounts web's view with `aname=web` and
-//! `dfltuid`/`dfltgid` set to web's ids, as it would for a service instance. Inside the
+//! `dfltuid`/`dfltgid` set to web's ids, `cache=none`, read-only, nosuid, nodev and noexec,
+//! as `deploy service run --mount kernel` does for a service instance. Inside the
 //! VM, web reads its secret and config; another uid is refused by the kernel's own
 //! check of the 0400 mode; a file web holds open stops reading on revoke; after
 //! rotate-key the same values come back.
@@ -36,6 +37,7 @@ echo "CHECK ls_root=$(ls | tr '\n' ' ')"
 echo "CHECK ls_secret=$(ls secret | tr '\n' ' ')"
 echo "CHECK ls_config=$(ls config | tr '\n' ' ')"
 echo "CHECK mode=$(stat -c '%a %u %g %s' secret/db_password)"
+echo "CHECK flags=$(grep ' /mnt ' /proc/mounts | cut -d' ' -f4)"
 echo "CHECK web_reads=$(su web -c 'cat /mnt/secret/db_password')"
 echo "CHECK config=$(su web -c 'cat /mnt/config/log_level')"
 su api -c 'cat /mnt/secret/db_password' >/dev/null 2>/tmp/err; echo "CHECK api_rc=$? $(cat /tmp/err)"
@@ -83,7 +85,9 @@ fn run(version: Option<&str>) {
     let s = server();
     let mut mount = KernelMount::unix(&s.socket)
         .aname("web")
-        .mount_opts("dfltuid=1001,dfltgid=1001,cache=none")
+        // Exactly what `deploy service run --mount kernel` mounts with (its
+        // `kernel_options`, and the flags ro, nosuid, nodev, noexec).
+        .mount_opts("dfltuid=1001,dfltgid=1001,cache=none,ro,nosuid,nodev,noexec")
         .timeout(Duration::from_secs(180));
     if let Some(v) = version {
         mount = mount.version(v);
@@ -109,6 +113,14 @@ fn run(version: Option<&str>) {
     assert_eq!(
         check(&all, "mode"),
         format!("400 1001 1001 {}", VALUE.len()),
+        "{ctx}"
+    );
+    let flags = check(&all, "flags");
+    for flag in ["ro", "nosuid", "nodev", "noexec"] {
+        assert!(flags.split(',').any(|f| f == flag), "{flag}: {ctx}");
+    }
+    assert!(
+        !flags.contains("cache=loose") && !flags.contains("fscache"),
         "{ctx}"
     );
     assert_eq!(check(&all, "web_reads"), VALUE, "{ctx}");

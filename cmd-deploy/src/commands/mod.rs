@@ -15,6 +15,9 @@ use crate::output::{self, printable, write_json, write_text};
 
 pub mod backup;
 pub mod import;
+pub mod mount;
+pub mod owner;
+pub mod run;
 pub mod secret;
 pub mod service;
 
@@ -25,6 +28,8 @@ pub enum Outcome {
     Done,
     /// Done, and it found something wrong, such as missing grants (exit status 1).
     Findings,
+    /// What `deploy service run` ran ended with this exit status, passed on.
+    Exit(u8),
 }
 
 /// Runs one command line, writing its output to `out`.
@@ -43,6 +48,11 @@ pub async fn run(cli: Cli, env: &Env, out: &mut dyn Write) -> Result<Outcome, Cl
         Command::Completions { shell } => completions(shell, out),
         Command::Manpage { dir: None } => manpage(out),
         Command::Manpage { dir: Some(dir) } => manpages_to(&dir, out),
+        Command::Mount {
+            service,
+            dir,
+            foreground,
+        } => mount::mount(&server()?, env, &service, &dir, foreground, out).await,
         Command::Secret(cmd) => secret::run(cmd, &server()?, env, out).await,
         Command::Service(cmd) => service::run(cmd, &server()?, env, out).await,
         Command::Backup { file, force } => backup::run(&file, force, &server()?, env, out).await,

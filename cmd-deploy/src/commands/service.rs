@@ -53,6 +53,11 @@ pub async fn run(
             let session = Session::admin(server, env).await?;
             list(&session, flag.json, out).await
         }
+        ServiceCommand::Run {
+            service,
+            mount,
+            command,
+        } => super::run::run(server, env, &service, mount, &command).await,
         ServiceCommand::Check { service, json } => {
             validate(&Command::ServiceRemove {
                 service: service.clone(),
@@ -175,7 +180,10 @@ impl ServiceReport {
 }
 
 /// Reads `secrets/services/SERVICE` and `secrets/grants/SERVICE`.
-async fn service_report(session: &Session, service: &str) -> Result<ServiceReport, CliError> {
+pub(crate) async fn service_report(
+    session: &Session,
+    service: &str,
+) -> Result<ServiceReport, CliError> {
     let path = ["secrets", "services", service];
     let file = match session.read(&path, files::MAX_SERVICE_FILE).await {
         Ok(text) => files::parse_service(&text)?,
