@@ -845,3 +845,63 @@ fn a_new_service_and_its_grants_file_are_dated_when_it_is_made() {
     let web = vault.service("web").unwrap();
     assert_eq!((web.changed, web.grants_changed), (T + 3000, T + 3000));
 }
+
+// ---- Fixtures: stores written by this build, for the migration tests of later ones. ----
+
+/// The secrets of the fixture stores, names and values: test values, nothing else.
+/// `updated` is set three times (version 3, this is its last value); `large` is 10,000
+/// bytes, more than one chunk of any layout.
+pub(super) fn fixture_secrets() -> Vec<(&'static str, Vec<u8>)> {
+    vec![
+        ("db_password", b"hunter2".to_vec()),
+        ("empty", Vec::new()),
+        ("binary", vec![0, 1, 2, 0xfe, 0xff, b'\n', 0]),
+        ("updated", b"third value".to_vec()),
+        ("large", (0..10_000u32).map(|i| (i % 251) as u8).collect()),
+    ]
+}
+
+/// Writes the fixture stores into `$SECRETS_WRITE_FIXTURES/{plain,rotating}/` (each a data
+/// directory with its key file), as this build writes them. Run by hand, never by CI:
+///
+/// ```text
+/// SECRETS_WRITE_FIXTURES=/tmp/fx cargo test -p secrets --lib write_fixtures -- --ignored
+/// ```
+///
+/// `plain`: admin uid 1000, rotated once (active key 2), the secrets of
+/// [`fixture_secrets`], services web (uid 1001, a manifest), api (uid 1002) and worker (a
+/// manifest, no uid), grants web: db_password, large; api: binary. `rotating`: the same,
+/// then a rotation to key 3 stopped after its first batch of 2 (records under keys 2 and 3,
+/// the target committed), as a crash would leave it.
+#[test]
+#[ignore = "writes fixtures on request"]
+fn write_fixtures() {
+    let out = PathBuf::from(std::env::var_os("SECRETS_WRITE_FIXTURES").unwrap());
+    for (which, stop) in [("plain", false), ("rotating", true)] {
+        let dir = out.join(which);
+        Vault::init(&dir, None, ADMIN).unwrap();
+        let vault = open_with(&dir, 2, None);
+        vault.set_clock(Some(T));
+        for (name, value) in fixture_secrets() {
+            if name == "updated" {
+                vault.set(name, b"first value").unwrap();
+                vault.set(name, b"second value").unwrap();
+            }
+            vault.set(name, &value).unwrap();
+        }
+        vault.service_set_uid("web", 1001).unwrap();
+        vault
+            .service_set_manifest("web", b"secret db_password\nsecret large\nconfig mode=prod\n")
+            .unwrap();
+        vault.service_set_uid("api", 1002).unwrap();
+        vault.service_set_manifest("worker", b"secret binary\n").unwrap();
+        vault.grant("web", "db_password").unwrap();
+        vault.grant("web", "large").unwrap();
+        vault.grant("api", "binary").unwrap();
+        vault.rotate_key(&|_| {}).unwrap();
+        if stop {
+            vault.crash_at(Some(CrashPoint::Batch(0)));
+            vault.rotate_key(&|_| {}).unwrap_err();
+        }
+    }
+}
