@@ -33,6 +33,7 @@
 //!
 //! # Layout
 //!
+//! - [`actor`](Actor): who makes a change; every mutation carries one.
 //! - [`vault`](Vault): `init`/`open` of the data directory and its lock; reads from the
 //!   in-memory state; durable mutations. `vault/rotation.rs`: key rotation and the crash
 //!   recovery `open` runs.
@@ -65,6 +66,7 @@
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
 
+mod actor;
 mod backend;
 mod backup;
 mod crypto;
@@ -79,6 +81,7 @@ mod state;
 mod types;
 mod vault;
 
+pub use actor::{Actor, MAX_REASON_LEN, Principal};
 pub use backup::{Backup, backup_unserved};
 pub use crypto::SecretBytes;
 pub use error::{Error, Result};

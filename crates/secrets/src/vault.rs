@@ -24,8 +24,9 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard};
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use tracing::{error, info, warn};
+use tracing::{debug, error, info, warn};
 
+use crate::actor::Actor;
 use crate::backend::{Backend, FORMAT_VERSION, Meta, Mutation};
 use crate::crypto::{Key, Keyring, SecretBytes};
 use crate::error::{Error, Result};
@@ -406,6 +407,9 @@ impl Vault {
     }
 
     // ---- Mutations: one durable transaction each, then memory. ----
+    //
+    // These are made by this process ([`Actor::local`]); a server applies its callers'
+    // changes with [`Vault::apply`], which says who made them.
 
     /// Sets a secret (creating it at version 1, or adding 1 to its version), encrypted
     /// under the active key (or the rotation target while a rotation runs). Returns the
@@ -438,7 +442,7 @@ impl Vault {
                 value: value.as_ref(),
             })
             .collect();
-        let applied = self.apply(&changes).map_err(|e| e.error)?;
+        let applied = self.apply(&Actor::local(), &changes).map_err(|e| e.error)?;
         Ok(applied
             .into_iter()
             .filter_map(|a| match a {
@@ -562,9 +566,10 @@ impl Vault {
         Ok(guard)
     }
 
-    /// Commits a batch durably, then applies it in memory. The caller holds the writer.
-    fn commit(&self, batch: Vec<Mutation>) -> Result<()> {
-        self.commit_then(batch, |_| {})
+    /// Commits a batch made by `actor` durably, then applies it in memory. The caller holds
+    /// the writer.
+    fn commit(&self, actor: &Actor, batch: Vec<Mutation>) -> Result<()> {
+        self.commit_then(actor, batch, |_| {})
     }
 
     /// [`Vault::commit`], running `before_apply` on the state under the same write guard
@@ -575,6 +580,7 @@ impl Vault {
     /// [`Vault::after_failed_commit`]).
     fn commit_then(
         &self,
+        actor: &Actor,
         mut batch: Vec<Mutation>,
         before_apply: impl FnOnce(&mut State),
     ) -> Result<()> {
@@ -585,6 +591,7 @@ impl Vault {
         if let Err(e) = self.backend.commit(&batch) {
             return Err(self.after_failed_commit(e));
         }
+        debug!(by = %actor, mutations = batch.len() - 1, "committed");
         let mut state = self.state_mut();
         before_apply(&mut state);
         state.apply(batch);

@@ -12,7 +12,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 
 use ninep::server::{Admission, ClunkKind, Filesystem, Peer};
 use ninep::{Data, Error, Qid, Result, Stat, ename};
-use secrets::{Backup, Error as VaultError, OpenedSecret, Vault};
+use secrets::{Actor, Backup, Error as VaultError, OpenedSecret, Vault};
 use zeroize::Zeroizing;
 
 use self::ctl::{CtlFid, Recent};
@@ -47,6 +47,8 @@ enum Opened {
 pub struct SecretsFid {
     view: View,
     node: Node,
+    /// The connection's unix uid (SO_PEERCRED): with the view, who makes a change.
+    uid: Option<u32>,
     opened: Mutex<Option<Arc<Opened>>>,
     /// The ctl results of the attach this fid was walked from (what `cat ctl` shows on a
     /// fid that wrote nothing).
@@ -85,10 +87,11 @@ impl SecretsFs {
         &self.vault
     }
 
-    fn fid(&self, view: View, node: Node, recent: &Arc<Recent>) -> SecretsFid {
+    fn fid(&self, view: View, node: Node, uid: Option<u32>, recent: &Arc<Recent>) -> SecretsFid {
         SecretsFid {
             view,
             node,
+            uid,
             opened: Mutex::new(None),
             recent: recent.clone(),
         }
@@ -133,11 +136,11 @@ impl Filesystem for SecretsFs {
         tracing::debug!(peer = %peer.addr, ?principal, aname, "attach");
         let root = Node::root(&view);
         let qid = root.attr(&self.vault, &view, self.started)?.qid;
-        Ok((qid, self.fid(view, root, &Arc::default())))
+        Ok((qid, self.fid(view, root, peer.uid, &Arc::default())))
     }
 
     fn clone_fid(&self, fid: &SecretsFid) -> SecretsFid {
-        self.fid(fid.view.clone(), fid.node.clone(), &fid.recent)
+        self.fid(fid.view.clone(), fid.node.clone(), fid.uid, &fid.recent)
     }
 
     async fn walk(&self, dir: &SecretsFid, name: &str) -> Result<(Qid, SecretsFid)> {
@@ -151,7 +154,7 @@ impl Filesystem for SecretsFs {
                 .ok_or_else(Error::not_found)?,
         };
         let qid = node.attr(&self.vault, &dir.view, self.started)?.qid;
-        Ok((qid, self.fid(dir.view.clone(), node, &dir.recent)))
+        Ok((qid, self.fid(dir.view.clone(), node, dir.uid, &dir.recent)))
     }
 
     async fn stat(&self, fid: &SecretsFid) -> Result<Stat> {
@@ -165,7 +168,9 @@ impl Filesystem for SecretsFs {
             (Node::Secret(name), View::Service { service, .. }) => {
                 Opened::Secret(self.vault.open_secret(service, name).map_err(read_error)?)
             }
-            (Node::Ctl, View::Admin) => Opened::Ctl(CtlFid::new(fid.recent.clone())),
+            (Node::Ctl, View::Admin) => {
+                Opened::Ctl(CtlFid::new(fid.recent.clone(), Actor::admin(fid.uid)))
+            }
             // Copying the whole store is blocking I/O: off the async workers.
             (Node::Backup, View::Admin) => {
                 let vault = self.vault.clone();

@@ -31,6 +31,7 @@ use std::time::Instant;
 use tracing::{debug, error, info, warn};
 
 use super::Vault;
+use crate::actor::Actor;
 use crate::backend::{Meta, Mutation};
 use crate::crypto::{Key, Keyring};
 use crate::error::{Error, Result};
@@ -71,9 +72,23 @@ impl Vault {
     /// - after the switch (step 5): [`Error::RotationCleanup`]: the rotation is done, but
     ///   the key file still holds the old key, which the next start removes.
     pub fn rotate_key(&self, progress: &dyn Fn(RotationProgress)) -> Result<RotationReport> {
+        self.rotate_key_by(&Actor::local(), progress)
+    }
+
+    /// [`Vault::rotate_key`], made by `actor`: every batch of the rotation carries it.
+    ///
+    /// # Errors
+    /// As [`Vault::rotate_key`]; a reason past [`MAX_REASON_LEN`](crate::MAX_REASON_LEN)
+    /// before anything changed.
+    pub fn rotate_key_by(
+        &self,
+        actor: &Actor,
+        progress: &dyn Fn(RotationProgress),
+    ) -> Result<RotationReport> {
+        actor.check()?;
         let _one = self.rotating.lock().unwrap_or_else(PoisonError::into_inner);
         let active_before = self.state().meta.active_key;
-        self.rotate_steps(progress).map_err(|e| {
+        self.rotate_steps(actor, progress).map_err(|e| {
             // Memory mirrors the store (a failed commit reloads it), so it tells how far
             // the rotation got.
             let meta = &self.state().meta;
@@ -92,12 +107,16 @@ impl Vault {
     }
 
     /// The body of [`Vault::rotate_key`]; errors unclassified.
-    fn rotate_steps(&self, progress: &dyn Fn(RotationProgress)) -> Result<RotationReport> {
+    fn rotate_steps(
+        &self,
+        actor: &Actor,
+        progress: &dyn Fn(RotationProgress),
+    ) -> Result<RotationReport> {
         let started = Instant::now();
-        let (old_key, new_key) = self.begin_rotation()?;
-        info!(old_key, new_key, "key rotation started");
-        let reencrypted = self.reencrypt(new_key, progress)?;
-        self.finish_rotation(new_key)?;
+        let (old_key, new_key) = self.begin_rotation(actor)?;
+        info!(old_key, new_key, by = %actor, "key rotation started");
+        let reencrypted = self.reencrypt(actor, new_key, progress)?;
+        self.finish_rotation(actor, new_key)?;
         let report = RotationReport {
             old_key,
             new_key,
@@ -139,7 +158,7 @@ impl Vault {
     }
 
     /// Steps 1 and 2, or the pending target if there is one. Returns (old, new) key ids.
-    fn begin_rotation(&self) -> Result<(u32, u32)> {
+    fn begin_rotation(&self, actor: &Actor) -> Result<(u32, u32)> {
         let _writer = self.writer()?;
         let (active, next, pending) = {
             let state = self.state();
@@ -170,14 +189,19 @@ impl Vault {
         ];
         // The key goes in with the target, so no reader ever sees a record whose key is not
         // loaded.
-        self.commit_then(batch, |state| state.keys.insert(key))?;
+        self.commit_then(actor, batch, |state| state.keys.insert(key))?;
         self.crash_here(CrashPoint::TargetCommitted)?;
         Ok((active.id(), id))
     }
 
     /// Step 3: one pass in name order, re-encrypting what is not yet under `target`.
     /// Records `set` behind the cursor meanwhile are already under `target`.
-    fn reencrypt(&self, target: u32, progress: &dyn Fn(RotationProgress)) -> Result<u64> {
+    fn reencrypt(
+        &self,
+        actor: &Actor,
+        target: u32,
+        progress: &dyn Fn(RotationProgress),
+    ) -> Result<u64> {
         let total = {
             let state = self.state();
             state
@@ -200,7 +224,7 @@ impl Vault {
             };
             cursor = Some(last.clone());
             let n = batch.len() as u64;
-            self.commit(batch)?;
+            self.commit(actor, batch)?;
             reencrypted += n;
             // Secrets deleted meanwhile are never re-encrypted: cap rather than overshoot.
             now.done = reencrypted.min(total);
@@ -258,7 +282,7 @@ impl Vault {
     }
 
     /// Steps 4 and 5.
-    fn finish_rotation(&self, target: u32) -> Result<()> {
+    fn finish_rotation(&self, actor: &Actor, target: u32) -> Result<()> {
         let _writer = self.writer()?;
         let (batch, key) = {
             let state = self.state();
@@ -279,7 +303,7 @@ impl Vault {
             })?);
             (batch, key)
         };
-        self.commit(batch)?;
+        self.commit(actor, batch)?;
         self.state_mut().set_rotation(None, self.clock());
         self.crash_here(CrashPoint::Switched)?;
         // If this fails, the old key stays in the file (and in memory) until the next open

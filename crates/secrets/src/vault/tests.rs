@@ -891,10 +891,15 @@ fn write_fixtures() {
         }
         vault.service_set_uid("web", 1001).unwrap();
         vault
-            .service_set_manifest("web", b"secret db_password\nsecret large\nconfig mode=prod\n")
+            .service_set_manifest(
+                "web",
+                b"secret db_password\nsecret large\nconfig mode=prod\n",
+            )
             .unwrap();
         vault.service_set_uid("api", 1002).unwrap();
-        vault.service_set_manifest("worker", b"secret binary\n").unwrap();
+        vault
+            .service_set_manifest("worker", b"secret binary\n")
+            .unwrap();
         vault.grant("web", "db_password").unwrap();
         vault.grant("web", "large").unwrap();
         vault.grant("api", "binary").unwrap();
