@@ -29,6 +29,18 @@ pub enum Error {
         /// The error the commit reported.
         source: Box<Error>,
     },
+    /// A conditional commit found the store at a later revision than the one its batch was
+    /// planned against: another writer committed first. Nothing was written.
+    #[error(
+        "the store changed meanwhile (revision {found}, not {expected}): another writer \
+         committed first; nothing was written, try again"
+    )]
+    Conflict {
+        /// The revision the batch was planned against.
+        expected: u64,
+        /// The store's revision.
+        found: u64,
+    },
     /// The store holds something this version cannot make sense of.
     #[error("store is corrupt: {what}")]
     Corrupt {

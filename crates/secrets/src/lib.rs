@@ -34,14 +34,17 @@
 //! # Layout
 //!
 //! - [`actor`](Actor): who makes a change; every mutation carries one.
-//! - [`vault`](Vault): `init`/`open` of the data directory and its lock; reads from the
-//!   in-memory state; durable mutations. `vault/rotation.rs`: key rotation and the crash
-//!   recovery `open` runs.
+//! - [`vault`](Vault): `init`/`open` of a data directory, [`Vault::with_backend`] for any
+//!   store; reads from the in-memory state; durable mutations through the change feed.
+//!   `vault/change.rs`: [`Vault::apply`]; `vault/rotation.rs`: key rotation and the
+//!   crash recovery `open` runs.
 //! - `state`: the in-memory copy of the store that reads are served from.
-//! - `backend`: the narrow, documented interface to the durable store (`load`, `commit`
-//!   a batch atomically, `reopen` after a failed write), so a distributed backend can be
-//!   added beside redb.
-//! - `redb_store`: that interface over one redb file.
+//! - [`backend`]: the seam a store implements ([`Backend`]: rows, revisions, conditional
+//!   commits, the change feed, bounds), public so that a server can plug in another.
+//! - `rows`: the vault's model of the store (meta, mutations) and its rows: what a batch
+//!   of mutations becomes, what a backend's rows mean.
+//! - `redb_store`: [`RedbBackend`], that interface over one redb file, and the data
+//!   directory's lock.
 //! - `backup`: a copy of the store as of one commit, from a serving vault
 //!   ([`Vault::backup`]) or from a data directory no server holds ([`backup_unserved`]).
 //! - `record`: stored records and their byte layout.
@@ -67,7 +70,7 @@
 #![deny(missing_docs)]
 
 mod actor;
-mod backend;
+pub mod backend;
 mod backup;
 mod crypto;
 mod error;
@@ -77,11 +80,13 @@ mod manifest;
 mod names;
 mod record;
 mod redb_store;
+mod rows;
 mod state;
 mod types;
 mod vault;
 
 pub use actor::{Actor, MAX_REASON_LEN, Principal};
+pub use backend::{Backend, Revision};
 pub use backup::{Backup, backup_unserved};
 pub use crypto::SecretBytes;
 pub use error::{Error, Result};
@@ -90,6 +95,7 @@ pub use names::{
     MAX_MANIFEST_LEN, MAX_NAME_LEN, MAX_VALUE_LEN, RESERVED_SERVICE_NAMES, check_secret_name,
     check_service_name, check_value, is_valid_name,
 };
+pub use redb_store::RedbBackend;
 pub use types::{
     InitReport, OpenedSecret, RotationProgress, RotationReport, SecretInfo, ServiceInfo, Status,
 };

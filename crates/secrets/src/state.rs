@@ -16,11 +16,12 @@
 use std::collections::hash_map::Entry;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
-use crate::backend::{Meta, Mutation, Stored};
+use crate::backend::Revision;
 use crate::crypto::Keyring;
 use crate::error::{Error, Result};
 use crate::names;
 use crate::record::{SecretRecord, ServiceRecord};
+use crate::rows::{Meta, Mutation, Stored};
 use crate::types::RotationProgress;
 
 /// Everything the vault knows.
@@ -38,6 +39,8 @@ pub(crate) struct State {
     pub(crate) uids: HashMap<u32, String>,
     /// service -> granted secret names: the check on every walk, open and read.
     pub(crate) grants: HashMap<String, BTreeSet<String>>,
+    /// The store revision this state is as of: the last commit applied.
+    pub(crate) revision: Revision,
     /// Progress of the rotation in flight, for `status`.
     pub(crate) rotation: Option<RotationProgress>,
     /// service -> when its record and its grants last changed.
@@ -59,7 +62,7 @@ impl State {
     /// Builds the state from a freshly loaded store, checking the invariants the vault
     /// keeps, so that a damaged store is refused rather than served wrongly (a grant left
     /// behind by a deleted secret must not grant a later secret of the same name).
-    pub(crate) fn from_stored(stored: Stored, keys: Keyring) -> Result<State> {
+    pub(crate) fn from_stored(stored: Stored, keys: Keyring, revision: Revision) -> Result<State> {
         let corrupt = |what| Error::Corrupt { what };
         let meta = stored.meta;
         let mut secrets = BTreeMap::new();
@@ -114,6 +117,7 @@ impl State {
             services,
             uids,
             grants,
+            revision,
             rotation: None,
             changed,
             status_changed: newest,

@@ -36,7 +36,7 @@ enum Opened {
     /// A secret's ciphertext as of the open: reads decrypt it after checking the grant.
     Secret(OpenedSecret),
     /// The ctl command buffer.
-    Ctl(CtlFid),
+    Ctl(Box<CtlFid>),
     /// A generated text file, fixed at open so that reads at offsets agree.
     Text(Zeroizing<Vec<u8>>),
     /// A copy of the store, taken at open: reads at any offset read the same copy.
@@ -168,9 +168,10 @@ impl Filesystem for SecretsFs {
             (Node::Secret(name), View::Service { service, .. }) => {
                 Opened::Secret(self.vault.open_secret(service, name).map_err(read_error)?)
             }
-            (Node::Ctl, View::Admin) => {
-                Opened::Ctl(CtlFid::new(fid.recent.clone(), Actor::admin(fid.uid)))
-            }
+            (Node::Ctl, View::Admin) => Opened::Ctl(Box::new(CtlFid::new(
+                fid.recent.clone(),
+                Actor::admin(fid.uid),
+            ))),
             // Copying the whole store is blocking I/O: off the async workers.
             (Node::Backup, View::Admin) => {
                 let vault = self.vault.clone();
@@ -469,5 +470,56 @@ mod tests {
         fs.vault().revoke("web", "big").unwrap();
         let err = rt.block_on(fs.read(&big_fid, 0, 10)).unwrap_err();
         assert_eq!(err, Error::not_found());
+    }
+
+    /// Passes everything to the store of a data directory, and records who made each batch.
+    struct Recording {
+        inner: secrets::RedbBackend,
+        actors: Arc<Mutex<Vec<Actor>>>,
+    }
+
+    impl secrets::Backend for Recording {
+        fn load(&self) -> secrets::Result<secrets::backend::Snapshot> {
+            self.inner.load()
+        }
+
+        fn commit(&self, batch: secrets::backend::Batch) -> secrets::Result<secrets::Revision> {
+            lock(&self.actors).push(batch.actor.clone());
+            self.inner.commit(batch)
+        }
+
+        fn changes(&self, after: secrets::Revision) -> secrets::Result<secrets::backend::Feed> {
+            self.inner.changes(after)
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_change_written_to_ctl_is_made_by_the_admin_over_its_connections_uid() {
+        let dir = tempfile::tempdir().unwrap();
+        let data = dir.path().join("data");
+        Vault::init(&data, None, 1000).unwrap();
+        let actors = Arc::new(Mutex::new(Vec::new()));
+        let backend = Recording {
+            inner: secrets::RedbBackend::open(&data).unwrap(),
+            actors: Arc::clone(&actors),
+        };
+        let vault = Vault::with_backend(Box::new(backend), &data.join(secrets::KEY_FILE)).unwrap();
+        let fs = SecretsFs::new(Arc::new(vault));
+        for uid in [1000, 0] {
+            let (_, root) = fs.attach(&peer(Some(uid)), "", "").await.unwrap();
+            let (_, dir) = fs.walk(&root, "secrets").await.unwrap();
+            let (_, ctl) = fs.walk(&dir, "ctl").await.unwrap();
+            fs.open(&ctl, ninep::om::RDWR).await.unwrap();
+            fs.write(&ctl, 0, b"set db {2}\nv1\n").await.unwrap();
+            fs.write(&ctl, 0, b"rotate-key\n").await.unwrap();
+            let made = std::mem::take(&mut *lock(&actors));
+            // The set, then the rotation's target, its batch and its switch.
+            assert_eq!(made.len(), 4, "{made:?}");
+            assert!(
+                made.iter().all(|a| *a == Actor::admin(Some(uid))),
+                "{made:?}"
+            );
+        }
+        assert_eq!(fs.vault().secret_info("db").unwrap().version, 2);
     }
 }

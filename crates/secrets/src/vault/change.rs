@@ -10,12 +10,12 @@ use std::collections::{BTreeSet, HashMap};
 use std::sync::Arc;
 
 use crate::actor::Actor;
-use crate::backend::Mutation;
 use crate::crypto::{Key, SecretAad, random_u64};
 use crate::error::{Error, Result};
 use crate::manifest::Manifest;
 use crate::names;
 use crate::record::{SecretRecord, ServiceRecord};
+use crate::rows::Mutation;
 use crate::state::State;
 
 use super::{Vault, sealing_key};
@@ -417,23 +417,22 @@ impl Vault {
         actor.check().map_err(whole)?;
         let _writer = self.writer().map_err(whole)?;
         let mtime = self.clock();
-        let (batch, applied) = {
-            let state = self.state();
-            let key = Arc::clone(sealing_key(&state).map_err(whole)?);
-            let mut overlay = Overlay::new(&state);
-            let mut applied = Vec::with_capacity(changes.len());
-            for (index, change) in changes.iter().enumerate() {
-                let done = overlay
-                    .plan(change, &key, mtime)
-                    .map_err(|error| ChangeError { index, error })?;
-                applied.push(done);
-            }
-            (overlay.batch, applied)
-        };
-        if !batch.is_empty() {
-            self.commit(actor, batch).map_err(whole)?;
-        }
-        Ok(applied)
+        self.commit_planned(
+            actor,
+            |state| {
+                let key = Arc::clone(sealing_key(state).map_err(whole)?);
+                let mut overlay = Overlay::new(state);
+                let mut applied = Vec::with_capacity(changes.len());
+                for (index, change) in changes.iter().enumerate() {
+                    let done = overlay
+                        .plan(change, &key, mtime)
+                        .map_err(|error| ChangeError { index, error })?;
+                    applied.push(done);
+                }
+                Ok((overlay.batch, applied))
+            },
+            whole,
+        )
     }
 
     /// [`Vault::apply`] of one change, made by this process ([`Actor::local`]).
@@ -501,7 +500,7 @@ mod tests {
         );
         assert_eq!(v.grants("web"), ["a"]);
         // The store holds it all after a reopen.
-        let data = v.data_dir().to_path_buf();
+        let data = v.data_dir().unwrap().to_path_buf();
         drop(v);
         let v = Vault::open(&data, None).unwrap();
         assert_eq!(v.grants("web"), ["a"]);

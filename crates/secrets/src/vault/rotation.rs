@@ -32,11 +32,11 @@ use tracing::{debug, error, info, warn};
 
 use super::Vault;
 use crate::actor::Actor;
-use crate::backend::{Meta, Mutation};
 use crate::crypto::{Key, Keyring};
 use crate::error::{Error, Result};
 use crate::keyfile;
 use crate::record::SecretRecord;
+use crate::rows::{Meta, Mutation};
 use crate::state::State;
 use crate::types::{RotationProgress, RotationReport};
 
@@ -183,13 +183,28 @@ impl Vault {
         let check = key.check()?;
         keyfile::write(&self.key_path, &[&active, &key])?;
         self.crash_here(CrashPoint::KeyFileWritten)?;
-        let batch = vec![
-            Mutation::PutKeyCheck(id, check),
-            Mutation::SetRotationTarget(Some(id)),
-        ];
-        // The key goes in with the target, so no reader ever sees a record whose key is not
-        // loaded.
-        self.commit_then(actor, batch, |state| state.keys.insert(key))?;
+        // The key is loaded before the target is committed, so no reader ever sees a record
+        // whose key is not loaded; unused until then.
+        self.state_mut().keys.insert(key);
+        let committed = self.commit(actor, |state| {
+            if state.meta.rotation_target.is_some() {
+                return Err(Error::Corrupt {
+                    what: "another key rotation started meanwhile",
+                });
+            }
+            Ok(vec![
+                Mutation::PutKeyCheck(id, check.clone()),
+                Mutation::SetRotationTarget(Some(id)),
+            ])
+        });
+        if let Err(e) = committed {
+            // Memory mirrors the store: the key stays only if its target landed after all.
+            let mut state = self.state_mut();
+            if state.meta.rotation_target != Some(id) {
+                state.keys.retain(|k| k != id);
+            }
+            return Err(e);
+        }
         self.crash_here(CrashPoint::TargetCommitted)?;
         Ok((active.id(), id))
     }
@@ -218,14 +233,20 @@ impl Vault {
         let mut reencrypted = 0u64;
         for batch_no in 0.. {
             let writer = self.writer()?;
-            let batch = self.reseal_batch(target, cursor.as_deref(), max)?;
-            let Some(Mutation::PutSecret(last, _)) = batch.last() else {
+            let mut resealed = None;
+            self.commit(actor, |state| {
+                let batch = reseal_batch(state, target, cursor.as_deref(), max)?;
+                resealed = match batch.last() {
+                    Some(Mutation::PutSecret(last, _)) => Some((last.clone(), batch.len())),
+                    _ => None,
+                };
+                Ok(batch)
+            })?;
+            let Some((last, n)) = resealed else {
                 break;
             };
-            cursor = Some(last.clone());
-            let n = batch.len() as u64;
-            self.commit(actor, batch)?;
-            reencrypted += n;
+            cursor = Some(last);
+            reencrypted += n as u64;
             // Secrets deleted meanwhile are never re-encrypted: cap rather than overshoot.
             now.done = reencrypted.min(total);
             self.state_mut().set_rotation(Some(now), self.clock());
@@ -241,51 +262,13 @@ impl Vault {
         Ok(reencrypted)
     }
 
-    /// Up to `max` records after `cursor` not under `target`, re-encrypted.
-    fn reseal_batch(&self, target: u32, cursor: Option<&str>, max: usize) -> Result<Vec<Mutation>> {
-        let state = self.state();
-        let new_key = state.keys.get(target).ok_or(Error::Corrupt {
-            what: "the rotation's target key is not loaded",
-        })?;
-        let lower = cursor.map_or(Bound::Unbounded, Bound::Excluded);
-        let mut batch = Vec::with_capacity(max);
-        let todo = state
-            .secrets
-            .range::<str, _>((lower, Bound::Unbounded))
-            .filter(|(_, rec)| rec.key_id != target)
-            .take(max);
-        for (name, rec) in todo {
-            let old_key = state.keys.get(rec.key_id).ok_or(Error::Corrupt {
-                what: "a secret's key is not loaded",
-            })?;
-            let (nonce, ciphertext) = old_key
-                .reseal(
-                    new_key,
-                    &rec.nonce,
-                    rec.aad(name).as_bytes(),
-                    &rec.ciphertext,
-                )
-                .inspect_err(|_| {
-                    error!(secret = %name, "cannot re-encrypt: the record does not authenticate");
-                })?;
-            batch.push(Mutation::PutSecret(
-                name.clone(),
-                SecretRecord {
-                    key_id: target,
-                    nonce,
-                    ciphertext: ciphertext.into(),
-                    ..rec.clone()
-                },
-            ));
-        }
-        Ok(batch)
-    }
-
     /// Steps 4 and 5.
     fn finish_rotation(&self, actor: &Actor, target: u32) -> Result<()> {
         let _writer = self.writer()?;
-        let (batch, key) = {
-            let state = self.state();
+        let key = Arc::clone(self.state().keys.get(target).ok_or(Error::Corrupt {
+            what: "the rotation's target key is not loaded",
+        })?);
+        self.commit(actor, |state| {
             if state.secrets.values().any(|r| r.key_id != target) {
                 return Err(Error::Corrupt {
                     what: "a secret is still under the old key after re-encryption",
@@ -298,12 +281,8 @@ impl Vault {
             for &id in state.meta.key_checks.keys().filter(|&&id| id != target) {
                 batch.push(Mutation::DeleteKeyCheck(id));
             }
-            let key = Arc::clone(state.keys.get(target).ok_or(Error::Corrupt {
-                what: "the rotation's target key is not loaded",
-            })?);
-            (batch, key)
-        };
-        self.commit(actor, batch)?;
+            Ok(batch)
+        })?;
         self.state_mut().set_rotation(None, self.clock());
         self.crash_here(CrashPoint::Switched)?;
         // If this fails, the old key stays in the file (and in memory) until the next open
@@ -396,4 +375,48 @@ pub(super) fn drop_extra_keys(key_path: &Path, state: &State, extra: &[u32]) -> 
         }
     }
     Ok(())
+}
+
+/// Up to `max` records after `cursor` not under `target`, re-encrypted.
+fn reseal_batch(
+    state: &State,
+    target: u32,
+    cursor: Option<&str>,
+    max: usize,
+) -> Result<Vec<Mutation>> {
+    let new_key = state.keys.get(target).ok_or(Error::Corrupt {
+        what: "the rotation's target key is not loaded",
+    })?;
+    let lower = cursor.map_or(Bound::Unbounded, Bound::Excluded);
+    let mut batch = Vec::with_capacity(max);
+    let todo = state
+        .secrets
+        .range::<str, _>((lower, Bound::Unbounded))
+        .filter(|(_, rec)| rec.key_id != target)
+        .take(max);
+    for (name, rec) in todo {
+        let old_key = state.keys.get(rec.key_id).ok_or(Error::Corrupt {
+            what: "a secret's key is not loaded",
+        })?;
+        let (nonce, ciphertext) = old_key
+            .reseal(
+                new_key,
+                &rec.nonce,
+                rec.aad(name).as_bytes(),
+                &rec.ciphertext,
+            )
+            .inspect_err(|_| {
+                error!(secret = %name, "cannot re-encrypt: the record does not authenticate");
+            })?;
+        batch.push(Mutation::PutSecret(
+            name.clone(),
+            SecretRecord {
+                key_id: target,
+                nonce,
+                ciphertext: ciphertext.into(),
+                ..rec.clone()
+            },
+        ));
+    }
+    Ok(batch)
 }

@@ -7,7 +7,7 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
 use super::rotation::CrashPoint;
 use super::*;
-use crate::backend::Stored;
+use crate::backend::{Row, Snapshot};
 use crate::redb_store::raw;
 use crate::{MAX_VALUE_LEN, RotationProgress};
 
@@ -67,7 +67,7 @@ impl Faults {
 }
 
 impl Backend for TestBackend {
-    fn load(&self) -> Result<Stored> {
+    fn load(&self) -> Result<Snapshot> {
         if self.faults.closed.load(Ordering::SeqCst) {
             return Err(Error::Corrupt {
                 what: "load on a closed store",
@@ -76,7 +76,7 @@ impl Backend for TestBackend {
         self.inner.load()
     }
 
-    fn commit(&self, batch: &[Mutation]) -> Result<()> {
+    fn commit(&self, batch: Batch) -> Result<Revision> {
         if self.faults.closed.load(Ordering::SeqCst) {
             return Err(Error::Corrupt {
                 what: "commit on a closed store",
@@ -103,6 +103,10 @@ impl Backend for TestBackend {
             self.fail_in.store(left - 1, Ordering::SeqCst);
         }
         self.inner.commit(batch)
+    }
+
+    fn changes(&self, after: Revision) -> Result<Feed> {
+        self.inner.changes(after)
     }
 
     fn needs_reopen(&self) -> bool {
@@ -152,10 +156,13 @@ fn open_faulty(dir: &Path, batch: usize, fail_in: Option<usize>) -> (Vault, Arc<
 struct Nothing;
 
 impl Backend for Nothing {
-    fn load(&self) -> Result<Stored> {
+    fn load(&self) -> Result<Snapshot> {
         Err(Error::NotFound)
     }
-    fn commit(&self, _: &[Mutation]) -> Result<()> {
+    fn commit(&self, _: Batch) -> Result<Revision> {
+        Err(Error::NotFound)
+    }
+    fn changes(&self, _: Revision) -> Result<Feed> {
         Err(Error::NotFound)
     }
 }
@@ -694,7 +701,11 @@ fn poisoned_writer_reloads() {
         let _w = v.writer.lock().unwrap();
         // Committed but never applied, as if the mutation panicked in between.
         v.backend
-            .commit(&[Mutation::DeleteSecret("a".into())])
+            .commit(Batch {
+                base: v.revision(),
+                actor: Actor::local(),
+                ops: rows::encode(&[Mutation::DeleteSecret("a".into())]),
+            })
             .unwrap();
         panic!("injected panic while holding the writer");
     })
@@ -909,4 +920,243 @@ fn write_fixtures() {
             vault.rotate_key(&|_| {}).unwrap_err();
         }
     }
+}
+
+// ---- The store seam: a store shared by several vaults, as nodes share etcd. ----
+
+/// One store in memory that several vaults share: rows, a revision, and the log of every
+/// commit, which each vault's feed reads from.
+#[derive(Default)]
+struct Shared {
+    inner: Mutex<SharedInner>,
+}
+
+#[derive(Default)]
+struct SharedInner {
+    revision: Revision,
+    rows: std::collections::BTreeMap<Row, Vec<u8>>,
+    log: Vec<(Revision, Revision, Vec<Op>)>,
+    /// Batches committed, with who made them.
+    actors: Vec<Actor>,
+}
+
+/// One vault's view of a [`Shared`] store.
+struct Node {
+    store: Arc<Shared>,
+    /// The feed leaves out the next commit it would deliver (a watch that missed one).
+    skip_next: AtomicBool,
+}
+
+impl Node {
+    fn on(store: &Arc<Shared>) -> Box<Node> {
+        Box::new(Node {
+            store: Arc::clone(store),
+            skip_next: AtomicBool::new(false),
+        })
+    }
+}
+
+impl Backend for Node {
+    fn load(&self) -> Result<Snapshot> {
+        let inner = self.store.inner.lock().unwrap();
+        Ok(Snapshot {
+            revision: inner.revision,
+            rows: inner
+                .rows
+                .iter()
+                .map(|(r, v)| (r.clone(), v.clone()))
+                .collect(),
+        })
+    }
+
+    fn commit(&self, batch: Batch) -> Result<Revision> {
+        let mut inner = self.store.inner.lock().unwrap();
+        if inner.revision != batch.base {
+            return Err(Error::Conflict {
+                expected: batch.base.0,
+                found: inner.revision.0,
+            });
+        }
+        for op in &batch.ops {
+            match op {
+                Op::Put(row, value) => {
+                    inner.rows.insert(row.clone(), value.clone());
+                }
+                Op::Delete(row) => {
+                    inner.rows.remove(row);
+                }
+            }
+        }
+        // Revisions that are not consecutive, as etcd's are not.
+        let revision = Revision(inner.revision.0 + 10);
+        inner.revision = revision;
+        inner.log.push((batch.base, revision, batch.ops));
+        inner.actors.push(batch.actor);
+        Ok(revision)
+    }
+
+    fn changes(&self, after: Revision) -> Result<Feed> {
+        let inner = self.store.inner.lock().unwrap();
+        let mut commits: Vec<crate::backend::Committed> = inner
+            .log
+            .iter()
+            .filter(|(_, rev, _)| *rev > after)
+            .map(|(base, revision, ops)| crate::backend::Committed {
+                base: *base,
+                revision: *revision,
+                ops: ops.clone(),
+            })
+            .collect();
+        if !commits.is_empty() && self.skip_next.swap(false, Ordering::SeqCst) {
+            commits.remove(0);
+        }
+        Ok(Feed::Commits(commits))
+    }
+}
+
+/// A shared store made by `init_store`, its key file, and two vaults on it.
+fn two_nodes() -> (tempfile::TempDir, Arc<Shared>, Vault, Vault) {
+    let tmp = tempfile::tempdir().unwrap();
+    let key_path = tmp.path().join("key");
+    let key = Key::generate(1).unwrap();
+    keyfile::write(&key_path, &[&key]).unwrap();
+    let store = Arc::new(Shared::default());
+    Vault::init_store(&*Node::on(&store), &key, ADMIN).unwrap();
+    let a = Vault::with_backend(Node::on(&store), &key_path).unwrap();
+    let b = Vault::with_backend(Node::on(&store), &key_path).unwrap();
+    (tmp, store, a, b)
+}
+
+#[test]
+fn the_change_feed_brings_other_writers_commits_in_order() {
+    let (_tmp, store, a, b) = two_nodes();
+    a.set("db", b"v1").unwrap();
+    a.service_set_uid("web", 2000).unwrap();
+    a.grant("web", "db").unwrap();
+    assert!(b.secret_info("db").is_none(), "b has not caught up");
+    assert_eq!(b.catch_up().unwrap(), a.revision());
+    assert!(b.is_granted("web", "db"));
+    let fid = b.open_secret("web", "db").unwrap();
+    assert_eq!(b.read_opened("web", &fid).unwrap().expose(), b"v1");
+
+    // A revoke on one node stops reads on the other once its feed has brought it.
+    a.revoke("web", "db").unwrap();
+    assert_eq!(b.read_opened("web", &fid).unwrap().expose(), b"v1");
+    b.catch_up().unwrap();
+    assert!(matches!(b.read_opened("web", &fid), Err(Error::NotFound)));
+
+    // b plans against what it has; a commits first; b's conditional commit is refused,
+    // b catches up and plans again, on top of a's change.
+    a.set("db", b"v2").unwrap();
+    assert_eq!(
+        b.set("db", b"v3").unwrap(),
+        3,
+        "planned again after a's version 2"
+    );
+    a.catch_up().unwrap();
+    assert_eq!(a.reveal("db").unwrap().expose(), b"v3");
+    assert_eq!(a.revision(), b.revision());
+    let inner = store.inner.lock().unwrap();
+    assert!(
+        inner.log.windows(2).all(|w| w[1].0 == w[0].1),
+        "every commit was made against the one before it"
+    );
+}
+
+#[test]
+fn a_feed_that_skips_a_commit_makes_the_vault_reload() {
+    let (_tmp, _store, a, b) = two_nodes();
+    a.set("one", b"1").unwrap();
+    a.set("two", b"2").unwrap();
+    // b's feed delivers "two" without "one": it does not follow what b has, so b reloads
+    // rather than apply it out of order.
+    let skipping = Node::on(&_store);
+    skipping.skip_next.store(true, Ordering::SeqCst);
+    let mut b = b;
+    b.backend = skipping;
+    b.catch_up().unwrap();
+    assert_eq!(b.reveal("one").unwrap().expose(), b"1");
+    assert_eq!(b.reveal("two").unwrap().expose(), b"2");
+    assert_eq!(b.revision(), a.revision());
+}
+
+#[test]
+fn every_batch_carries_its_actor() {
+    let (_tmp, store, a, _b) = two_nodes();
+    let admin = Actor::admin(Some(1000)).with_reason("ticket 7");
+    a.apply(
+        &admin,
+        &[Change::Set {
+            name: "db",
+            value: b"v",
+        }],
+    )
+    .unwrap();
+    a.set("other", b"v").unwrap();
+    a.rotate_key_by(&Actor::admin(Some(0)), &|_| {}).unwrap();
+    let inner = store.inner.lock().unwrap();
+    let who: Vec<String> = inner.actors.iter().map(ToString::to_string).collect();
+    // The store's creation, the two changes, then the rotation's target, one batch of
+    // both secrets and the switch.
+    assert_eq!(
+        who,
+        [
+            "local",
+            "admin (uid 1000)",
+            "local",
+            "admin (uid 0)",
+            "admin (uid 0)",
+            "admin (uid 0)"
+        ]
+    );
+    assert_eq!(inner.actors[1].reason(), Some("ticket 7"));
+}
+
+#[test]
+fn batches_past_the_bounds_are_refused_before_the_store() {
+    let (_tmp, dir) = fresh();
+    let vault = open(&dir);
+    // As many rows as a ctl transaction has commands: one commit.
+    let names: Vec<String> = (0..MAX_BATCH_MUTATIONS)
+        .map(|i| format!("s{i:05}"))
+        .collect();
+    vault
+        .set_many(names.iter().map(|n| (n.as_str(), b"v".as_slice())))
+        .unwrap();
+    let mut more = names.clone();
+    more.push("one-more".into());
+    let err = vault
+        .set_many(more.iter().map(|n| (n.as_str(), b"w".as_slice())))
+        .unwrap_err();
+    assert!(
+        matches!(
+            err,
+            Error::TooLarge {
+                limit: MAX_BATCH_MUTATIONS,
+                ..
+            }
+        ),
+        "{err:?}"
+    );
+    assert_eq!(vault.reveal("s00000").unwrap().expose(), b"v");
+    // Four values of 1 MiB, as much as a ctl transaction holds, are one commit; more are
+    // refused.
+    let big = vec![7u8; MAX_VALUE_LEN];
+    let four = ["a", "b", "c", "d"].map(|n| (n, big.as_slice()));
+    vault.set_many(four).unwrap();
+    let many: Vec<(String, &[u8])> = (0..9)
+        .map(|i| (format!("big{i}"), big.as_slice()))
+        .collect();
+    let err = vault.set_many(many).unwrap_err();
+    assert!(
+        matches!(
+            err,
+            Error::TooLarge {
+                limit: MAX_BATCH_BYTES,
+                ..
+            }
+        ),
+        "{err:?}"
+    );
+    assert!(vault.secret_info("big0").is_none());
 }
