@@ -226,6 +226,19 @@ pub trait Backend: Send + Sync {
     /// [`Error::Conflict`] if another commit came first; the store's.
     fn commit(&self, batch: Batch) -> Result<Revision>;
 
+    /// Replaces every row with `rows` in one commit, whatever its size, if the store is
+    /// still at `base`: a migration of a whole store to another format. Its revision is
+    /// returned but it is not in the change feed: the vault loads the store again after it.
+    ///
+    /// # Errors
+    /// [`Error::Conflict`]; the store's; a backend that holds no store of an older format
+    /// says so.
+    fn replace_all(&self, _base: Revision, _rows: Vec<(Row, Vec<u8>)>) -> Result<Revision> {
+        Err(Error::Corrupt {
+            what: "this store backend cannot migrate a store",
+        })
+    }
+
     /// The change feed: every commit after revision `after`, oldest first, each delivered
     /// once. The vault reads it after each of its commits and whenever it is told that the
     /// store changed.

@@ -28,14 +28,16 @@ pub(crate) const NONCE_LEN: usize = 12;
 /// Bytes in a GCM tag, appended to every ciphertext.
 pub(crate) const TAG_LEN: usize = 16;
 
-/// Domain separation for secret records; bump the suffix if the AAD layout ever changes.
-const SECRET_AAD_PREFIX: &[u8] = b"srv-secrets/secret/v1\0";
+/// Domain separation for secret values; bump the suffix if the AAD layout ever changes.
+const SECRET_AAD_PREFIX: &[u8] = b"srv-secrets/value/v2\0";
+/// The same, in store format 1 (read only, to migrate).
+const SECRET_AAD_PREFIX_V1: &[u8] = b"srv-secrets/secret/v1\0";
 /// Domain separation for key checks, so a check can never pass for a secret or vice versa.
 const CHECK_AAD_PREFIX: &[u8] = b"srv-secrets/keycheck/v1\0";
 /// The known plaintext of a key check.
 const CHECK_PLAINTEXT: &[u8] = b"srv-secrets key check v1";
-/// Longest secret AAD: prefix, name, NUL, version.
-const SECRET_AAD_MAX: usize = SECRET_AAD_PREFIX.len() + MAX_NAME_LEN + 1 + 8;
+/// Longest secret AAD: prefix, name, NUL, incarnation, version.
+const SECRET_AAD_MAX: usize = SECRET_AAD_PREFIX_V1.len() + MAX_NAME_LEN + 1 + 8 + 8;
 
 /// A secret value in memory: zeroized on drop, never printed.
 pub struct SecretBytes(Zeroizing<Vec<u8>>);
@@ -249,21 +251,42 @@ impl Keyring {
     }
 }
 
-/// Associated data for a secret record: its name and version.
+/// Associated data for a secret's value: its name, incarnation and version.
 pub(crate) struct SecretAad {
     buf: [u8; SECRET_AAD_MAX],
     len: usize,
 }
 
 impl SecretAad {
-    /// The AAD binding `name` at `version`. Names are at most [`MAX_NAME_LEN`] bytes (checked
-    /// before anything is stored); a longer one is truncated here, which can only make
-    /// authentication fail, never succeed wrongly for a valid name.
-    pub(crate) fn new(name: &str, version: u64) -> SecretAad {
-        let name = &name.as_bytes()[..name.len().min(MAX_NAME_LEN)];
+    /// The AAD binding `name` at `version` of its `incarnation`, so that a value sealed
+    /// for a deleted secret of the same name and version does not open for its successor.
+    /// Names are at most [`MAX_NAME_LEN`] bytes (checked before anything is stored); a
+    /// longer one is truncated here, which can only make authentication fail, never
+    /// succeed wrongly for a valid name.
+    pub(crate) fn new(name: &str, incarnation: u64, version: u64) -> SecretAad {
+        SecretAad::of(&[
+            SECRET_AAD_PREFIX,
+            truncated(name),
+            b"\0",
+            &incarnation.to_be_bytes(),
+            &version.to_be_bytes(),
+        ])
+    }
+
+    /// The AAD of store format 1: name and version only (read, to migrate).
+    pub(crate) fn v1(name: &str, version: u64) -> SecretAad {
+        SecretAad::of(&[
+            SECRET_AAD_PREFIX_V1,
+            truncated(name),
+            b"\0",
+            &version.to_be_bytes(),
+        ])
+    }
+
+    fn of(parts: &[&[u8]]) -> SecretAad {
         let mut buf = [0u8; SECRET_AAD_MAX];
         let mut len = 0;
-        for part in [SECRET_AAD_PREFIX, name, b"\0", &version.to_be_bytes()] {
+        for part in parts {
             buf[len..len + part.len()].copy_from_slice(part);
             len += part.len();
         }
@@ -274,6 +297,10 @@ impl SecretAad {
     pub(crate) fn as_bytes(&self) -> &[u8] {
         &self.buf[..self.len]
     }
+}
+
+fn truncated(name: &str) -> &[u8] {
+    &name.as_bytes()[..name.len().min(MAX_NAME_LEN)]
 }
 
 fn check_aad(id: u32) -> Vec<u8> {
@@ -308,7 +335,7 @@ mod tests {
     #[test]
     fn seal_open_round_trip() {
         let k = key(1);
-        let aad = SecretAad::new("db", 1);
+        let aad = SecretAad::new("db", 7, 1);
         let (nonce, ct) = k.seal(aad.as_bytes(), b"hunter2").unwrap();
         assert_eq!(ct.len(), 7 + TAG_LEN);
         assert!(!ct.windows(7).any(|w| w == b"hunter2"));
@@ -321,9 +348,15 @@ mod tests {
     #[test]
     fn aad_binds_name_and_version() {
         let k = key(1);
-        let (nonce, ct) = k.seal(SecretAad::new("db", 1).as_bytes(), b"v").unwrap();
-        for (name, version) in [("dc", 1), ("db", 2), ("db\0", 1), ("d", 1)] {
-            let aad = SecretAad::new(name, version);
+        let (nonce, ct) = k.seal(SecretAad::new("db", 7, 1).as_bytes(), b"v").unwrap();
+        for (name, incarnation, version) in [
+            ("dc", 7, 1),
+            ("db", 7, 2),
+            ("db\0", 7, 1),
+            ("d", 7, 1),
+            ("db", 8, 1),
+        ] {
+            let aad = SecretAad::new(name, incarnation, version);
             assert!(matches!(
                 k.open(&nonce, aad.as_bytes(), &ct),
                 Err(Error::Decrypt)
@@ -334,7 +367,7 @@ mod tests {
     #[test]
     fn nonces_are_fresh() {
         let k = key(1);
-        let aad = SecretAad::new("a", 1);
+        let aad = SecretAad::new("a", 7, 1);
         let (n1, c1) = k.seal(aad.as_bytes(), b"same").unwrap();
         let (n2, c2) = k.seal(aad.as_bytes(), b"same").unwrap();
         assert_ne!(n1, n2);
@@ -344,7 +377,7 @@ mod tests {
     #[test]
     fn wrong_key_fails() {
         let (a, b) = (key(1), key(1));
-        let aad = SecretAad::new("a", 1);
+        let aad = SecretAad::new("a", 7, 1);
         let (nonce, ct) = a.seal(aad.as_bytes(), b"x").unwrap();
         assert!(matches!(
             b.open(&nonce, aad.as_bytes(), &ct),
@@ -355,7 +388,7 @@ mod tests {
     #[test]
     fn reseal_moves_to_the_new_key() {
         let (old, new) = (key(1), key(2));
-        let aad = SecretAad::new("a", 3);
+        let aad = SecretAad::new("a", 7, 3);
         let (nonce, ct) = old.seal(aad.as_bytes(), b"value").unwrap();
         let (nonce2, ct2) = old.reseal(&new, &nonce, aad.as_bytes(), &ct).unwrap();
         assert_eq!(
@@ -392,12 +425,18 @@ mod tests {
 
     #[test]
     fn aad_layout() {
-        let aad = SecretAad::new("ab", 0x0102);
+        let aad = SecretAad::new("ab", 3, 0x0102);
         assert_eq!(
             aad.as_bytes(),
+            b"srv-secrets/value/v2\0ab\0\0\0\0\0\0\0\0\x03\0\0\0\0\0\0\x01\x02".as_slice()
+        );
+        let v1 = SecretAad::v1("ab", 0x0102);
+        assert_eq!(
+            v1.as_bytes(),
             b"srv-secrets/secret/v1\0ab\0\0\0\0\0\0\0\x01\x02".as_slice()
         );
-        let long = "x".repeat(MAX_NAME_LEN);
-        assert_eq!(SecretAad::new(&long, 1).as_bytes().len(), SECRET_AAD_MAX);
+        let long = "x".repeat(MAX_NAME_LEN + 1);
+        assert!(SecretAad::new(&long, 1, 1).as_bytes().len() <= SECRET_AAD_MAX);
+        assert!(SecretAad::v1(&long, 1).as_bytes().len() <= SECRET_AAD_MAX);
     }
 }

@@ -47,7 +47,9 @@
 //!   directory's lock.
 //! - `backup`: a copy of the store as of one commit, from a serving vault
 //!   ([`Vault::backup`]) or from a data directory no server holds ([`backup_unserved`]).
-//! - `record`: stored records and their byte layout.
+//! - `record`: stored records and their byte layout (format 2: an envelope, a CBOR
+//!   header, a payload).
+//! - `legacy`: store format 1, read only, for the migration at open.
 //! - `crypto`: keys, keyring, AES-256-GCM sealing with identity-bound associated data,
 //!   key check values, [`SecretBytes`].
 //! - `keyfile`: the key file format, strict parsing, owner-only atomic writes.
@@ -76,6 +78,7 @@ mod crypto;
 mod error;
 mod fsutil;
 mod keyfile;
+mod legacy;
 mod manifest;
 mod names;
 mod record;

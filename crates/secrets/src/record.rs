@@ -1,23 +1,113 @@
-//! Records as the store holds them, and their stored (byte) form.
+//! Records as the store holds them (store format 2), and their byte form.
 //!
-//! The byte forms are backend-neutral (redb today, etcd later) and start with a record
-//! format byte so that a later layout can be told apart. All integers are big-endian.
+//! Every record is an envelope around a header and a payload:
 //!
 //! ```text
-//! secret:  u8 1 | u64 version | u64 incarnation | u64 mtime | u32 key_id | [12] nonce | ciphertext+tag
-//! service: u8 1 | u8 has_uid | u32 uid | manifest text (UTF-8)
+//! u8 2 | u32 key_id | u32 header_len | header (CBOR) | payload
 //! ```
+//!
+//! (integers big-endian). `key_id` is the key the record is under: a secret's values are
+//! sealed with it. The header is a serde struct in CBOR: a map of named fields, so that a
+//! later build adds a field (with a default, for records written before it) rather than a
+//! new layout, and an unknown enum value (a version state a later build defines, say) is an
+//! error, never ignored. The payload is raw bytes the header describes: a secret's
+//! ciphertexts, one per version, in the order of its versions.
+//!
+//! | record  | header                                                       | payload      |
+//! |---------|--------------------------------------------------------------|--------------|
+//! | secret  | `incarnation`, `versions`: [`version`, `state`, `mtime`, `length`, `nonce`] | ciphertexts |
+//! | service | `uid` (absent: none), `manifest` (its text)                  | empty        |
+//! | grant   | nothing yet                                                  | empty        |
+//! | store   | `admin_uid`, `active_key`, `rotation_target`, `last_change`  | empty        |
+//!
+//! Room to grow: a secret's header holds a list of versions, each with a state (only
+//! `current` exists yet, exactly one); metadata (class, owner, tiers), a grant's expiry or
+//! a service's flags are fields added to these headers. A field an older build must not
+//! ignore (an expiry, a suspension) comes with a new store format, so that older builds
+//! refuse the store instead of serving it without the field.
 
 use std::sync::Arc;
+
+use serde::{Deserialize, Serialize};
 
 use crate::crypto::{NONCE_LEN, SecretAad, TAG_LEN};
 use crate::error::{Error, Result};
 use crate::manifest::Manifest;
 
-const SECRET_FORMAT: u8 = 1;
-const SERVICE_FORMAT: u8 = 1;
-const SECRET_HEADER_LEN: usize = 1 + 8 + 8 + 8 + 4 + NONCE_LEN;
-const SERVICE_HEADER_LEN: usize = 1 + 1 + 4;
+/// The first byte of every record of store format 2.
+const ENVELOPE_FORMAT: u8 = 2;
+const ENVELOPE_LEN: usize = 1 + 4 + 4;
+
+/// An envelope, parsed: borrowed from the stored bytes.
+struct Envelope<'a> {
+    key_id: u32,
+    header: &'a [u8],
+    payload: &'a [u8],
+}
+
+fn envelope(key_id: u32, header: &impl Serialize, payload: &[u8]) -> Vec<u8> {
+    let mut head = Vec::new();
+    // Serializing a plain struct into a Vec cannot fail but for allocation.
+    if ciborium::into_writer(header, &mut head).is_err() {
+        head.clear();
+    }
+    let mut out = Vec::with_capacity(ENVELOPE_LEN + head.len() + payload.len());
+    out.push(ENVELOPE_FORMAT);
+    out.extend_from_slice(&key_id.to_be_bytes());
+    out.extend_from_slice(&u32::try_from(head.len()).unwrap_or(u32::MAX).to_be_bytes());
+    out.extend_from_slice(&head);
+    out.extend_from_slice(payload);
+    out
+}
+
+fn open_envelope<'a>(bytes: &'a [u8], what: &'static str) -> Result<Envelope<'a>> {
+    let corrupt = || Error::Corrupt { what };
+    let (&format, rest) = bytes.split_first().ok_or_else(corrupt)?;
+    if format != ENVELOPE_FORMAT {
+        return Err(corrupt());
+    }
+    let (key_id, rest) = rest.split_first_chunk::<4>().ok_or_else(corrupt)?;
+    let (len, rest) = rest.split_first_chunk::<4>().ok_or_else(corrupt)?;
+    let len = usize::try_from(u32::from_be_bytes(*len)).map_err(|_| corrupt())?;
+    if rest.len() < len {
+        return Err(corrupt());
+    }
+    let (header, payload) = rest.split_at(len);
+    Ok(Envelope {
+        key_id: u32::from_be_bytes(*key_id),
+        header,
+        payload,
+    })
+}
+
+fn header<T: serde::de::DeserializeOwned>(bytes: &[u8], what: &'static str) -> Result<T> {
+    ciborium::from_reader(bytes).map_err(|_| Error::Corrupt { what })
+}
+
+/// The state of one version of a secret.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+enum VersionState {
+    /// The version services read.
+    Current,
+}
+
+#[derive(Serialize, Deserialize)]
+struct SecretHeader {
+    incarnation: u64,
+    versions: Vec<VersionHeader>,
+}
+
+#[derive(Serialize, Deserialize)]
+struct VersionHeader {
+    version: u64,
+    state: VersionState,
+    mtime: u64,
+    /// Plaintext bytes; the version's ciphertext is `length + 16` bytes of the payload.
+    length: u64,
+    #[serde(with = "serde_bytes")]
+    nonce: [u8; NONCE_LEN],
+}
 
 /// One stored secret: the current version, encrypted.
 #[derive(Clone, PartialEq, Eq)]
@@ -57,50 +147,57 @@ impl SecretRecord {
 
     /// The associated data this record was sealed with.
     pub(crate) fn aad(&self, name: &str) -> SecretAad {
-        SecretAad::new(name, self.version)
+        SecretAad::new(name, self.incarnation, self.version)
     }
 
     /// Stored form.
     pub(crate) fn encode(&self) -> Vec<u8> {
-        let mut out = Vec::with_capacity(SECRET_HEADER_LEN + self.ciphertext.len());
-        out.push(SECRET_FORMAT);
-        out.extend_from_slice(&self.version.to_be_bytes());
-        out.extend_from_slice(&self.incarnation.to_be_bytes());
-        out.extend_from_slice(&self.mtime.to_be_bytes());
-        out.extend_from_slice(&self.key_id.to_be_bytes());
-        out.extend_from_slice(&self.nonce);
-        out.extend_from_slice(&self.ciphertext);
-        out
+        let head = SecretHeader {
+            incarnation: self.incarnation,
+            versions: vec![VersionHeader {
+                version: self.version,
+                state: VersionState::Current,
+                mtime: self.mtime,
+                length: self.length(),
+                nonce: self.nonce,
+            }],
+        };
+        envelope(self.key_id, &head, &self.ciphertext)
     }
 
     /// Parses the stored form.
     pub(crate) fn decode(bytes: &[u8]) -> Result<SecretRecord> {
-        let corrupt = || Error::Corrupt {
-            what: "malformed secret record",
-        };
-        let mut r = Reader(bytes);
-        if r.array::<1>().ok_or_else(corrupt)? != [SECRET_FORMAT] {
+        const WHAT: &str = "malformed secret record";
+        let env = open_envelope(bytes, WHAT)?;
+        let head: SecretHeader = header(env.header, WHAT)?;
+        let [v] = &head.versions[..] else {
             return Err(Error::Corrupt {
-                what: "secret record in an unknown format",
+                what: "a secret record without exactly one version",
             });
-        }
-        let version = u64::from_be_bytes(r.array().ok_or_else(corrupt)?);
-        let incarnation = u64::from_be_bytes(r.array().ok_or_else(corrupt)?);
-        let mtime = u64::from_be_bytes(r.array().ok_or_else(corrupt)?);
-        let key_id = u32::from_be_bytes(r.array().ok_or_else(corrupt)?);
-        let nonce = r.array().ok_or_else(corrupt)?;
-        if r.0.len() < TAG_LEN || version == 0 {
-            return Err(corrupt());
+        };
+        let expected = usize::try_from(v.length)
+            .ok()
+            .and_then(|n| n.checked_add(TAG_LEN));
+        if v.state != VersionState::Current || v.version == 0 || expected != Some(env.payload.len())
+        {
+            return Err(Error::Corrupt { what: WHAT });
         }
         Ok(SecretRecord {
-            version,
-            incarnation,
-            mtime,
-            key_id,
-            nonce,
-            ciphertext: Arc::from(r.0),
+            version: v.version,
+            incarnation: head.incarnation,
+            mtime: v.mtime,
+            key_id: env.key_id,
+            nonce: v.nonce,
+            ciphertext: Arc::from(env.payload),
         })
     }
+}
+
+#[derive(Serialize, Deserialize)]
+struct ServiceHeader {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    uid: Option<u32>,
+    manifest: String,
 }
 
 /// One stored service.
@@ -113,53 +210,81 @@ pub(crate) struct ServiceRecord {
 }
 
 impl ServiceRecord {
-    /// Stored form.
-    pub(crate) fn encode(&self) -> Vec<u8> {
-        let text = self.manifest.text().as_bytes();
-        let mut out = Vec::with_capacity(SERVICE_HEADER_LEN + text.len());
-        out.push(SERVICE_FORMAT);
-        out.push(u8::from(self.uid.is_some()));
-        out.extend_from_slice(&self.uid.unwrap_or(0).to_be_bytes());
-        out.extend_from_slice(text);
-        out
+    /// Stored form, under key `key_id`.
+    pub(crate) fn encode(&self, key_id: u32) -> Vec<u8> {
+        let head = ServiceHeader {
+            uid: self.uid,
+            manifest: self.manifest.text().to_owned(),
+        };
+        envelope(key_id, &head, &[])
     }
 
     /// Parses the stored form (and the manifest in it).
     pub(crate) fn decode(bytes: &[u8]) -> Result<ServiceRecord> {
-        let corrupt = || Error::Corrupt {
-            what: "malformed service record",
-        };
-        let mut r = Reader(bytes);
-        if r.array::<1>().ok_or_else(corrupt)? != [SERVICE_FORMAT] {
-            return Err(Error::Corrupt {
-                what: "service record in an unknown format",
-            });
+        const WHAT: &str = "malformed service record";
+        let env = open_envelope(bytes, WHAT)?;
+        let head: ServiceHeader = header(env.header, WHAT)?;
+        if !env.payload.is_empty() {
+            return Err(Error::Corrupt { what: WHAT });
         }
-        let [has_uid] = r.array().ok_or_else(corrupt)?;
-        let uid = u32::from_be_bytes(r.array().ok_or_else(corrupt)?);
-        let uid = match has_uid {
-            0 => None,
-            1 => Some(uid),
-            _ => return Err(corrupt()),
-        };
-        let manifest = Manifest::parse(r.0).map_err(|_| Error::Corrupt {
+        let manifest = Manifest::parse(head.manifest.as_bytes()).map_err(|_| Error::Corrupt {
             what: "stored manifest does not parse",
         })?;
         Ok(ServiceRecord {
-            uid,
+            uid: head.uid,
             manifest: Arc::new(manifest),
         })
     }
 }
 
-/// A cursor over a byte slice.
-struct Reader<'a>(&'a [u8]);
+/// A grant's record: nothing but its presence yet (room for an expiry, who granted it).
+#[derive(Serialize, Deserialize)]
+struct GrantHeader {}
 
-impl Reader<'_> {
-    fn array<const N: usize>(&mut self) -> Option<[u8; N]> {
-        let (head, rest) = self.0.split_first_chunk::<N>()?;
-        self.0 = rest;
-        Some(*head)
+/// A grant's stored form, under key `key_id`.
+pub(crate) fn encode_grant(key_id: u32) -> Vec<u8> {
+    envelope(key_id, &GrantHeader {}, &[])
+}
+
+/// Checks a grant's stored form.
+pub(crate) fn decode_grant(bytes: &[u8]) -> Result<()> {
+    const WHAT: &str = "malformed grant record";
+    let env = open_envelope(bytes, WHAT)?;
+    let GrantHeader {} = header(env.header, WHAT)?;
+    if !env.payload.is_empty() {
+        return Err(Error::Corrupt { what: WHAT });
+    }
+    Ok(())
+}
+
+/// The store record: the store-wide facts that are not key checks.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) struct StoreRecord {
+    /// The unix uid of the admin principal.
+    pub(crate) admin_uid: u32,
+    /// The key new records are sealed under outside a rotation.
+    pub(crate) active_key: u32,
+    /// The key a rotation in flight moves records to.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(crate) rotation_target: Option<u32>,
+    /// Unix seconds of the last commit.
+    pub(crate) last_change: u64,
+}
+
+impl StoreRecord {
+    /// Stored form, under key `key_id`.
+    pub(crate) fn encode(&self, key_id: u32) -> Vec<u8> {
+        envelope(key_id, self, &[])
+    }
+
+    /// Parses the stored form.
+    pub(crate) fn decode(bytes: &[u8]) -> Result<StoreRecord> {
+        const WHAT: &str = "malformed store record";
+        let env = open_envelope(bytes, WHAT)?;
+        if !env.payload.is_empty() {
+            return Err(Error::Corrupt { what: WHAT });
+        }
+        header(env.header, WHAT)
     }
 }
 
@@ -182,26 +307,78 @@ mod tests {
         }
 
         #[test]
-        fn secret_decode_never_panics(bytes in proptest::collection::vec(any::<u8>(), 0..80)) {
-            if let Ok(rec) = SecretRecord::decode(&bytes) {
-                prop_assert_eq!(rec.encode(), bytes);
-            }
+        fn decoders_never_panic(bytes in proptest::collection::vec(any::<u8>(), 0..120)) {
+            let _ = SecretRecord::decode(&bytes);
+            let _ = ServiceRecord::decode(&bytes);
+            let _ = StoreRecord::decode(&bytes);
+            let _ = decode_grant(&bytes);
         }
 
         #[test]
-        fn service_round_trip(uid: Option<u32>, secrets in proptest::collection::vec("[a-z]{1,8}", 0..4)) {
+        fn service_round_trip(uid: Option<u32>, key_id: u32, secrets in proptest::collection::vec("[a-z]{1,8}", 0..4)) {
             let mut text = String::new();
             for s in &secrets {
                 text.push_str(&format!("# {s}\n"));
             }
             let manifest = Arc::new(Manifest::parse(text.as_bytes()).unwrap());
             let rec = ServiceRecord { uid, manifest };
-            prop_assert_eq!(ServiceRecord::decode(&rec.encode()).unwrap(), rec);
+            prop_assert_eq!(ServiceRecord::decode(&rec.encode(key_id)).unwrap(), rec);
         }
     }
 
     #[test]
-    fn refuses_unknown_formats_and_short_records() {
+    fn refuses_other_formats_short_records_and_mismatched_lengths() {
+        let rec = SecretRecord {
+            version: 1,
+            incarnation: 2,
+            mtime: 3,
+            key_id: 4,
+            nonce: [5; NONCE_LEN],
+            ciphertext: vec![6; TAG_LEN + 3].into(),
+        };
+        let mut bytes = rec.encode();
+        assert!(SecretRecord::decode(&bytes[..bytes.len() - 1]).is_err());
+        bytes.push(0);
+        assert!(SecretRecord::decode(&bytes).is_err());
+        bytes.pop();
+        bytes[0] = 1;
+        assert!(SecretRecord::decode(&bytes).is_err());
+        // A record of one kind is not another's.
+        assert!(ServiceRecord::decode(&rec.encode()).is_err());
+        assert!(decode_grant(&encode_grant(1)).is_ok());
+        assert!(decode_grant(&rec.encode()).is_err());
+        let debug = format!("{rec:?}");
+        assert!(debug.contains("length: 3"), "{debug}");
+        let store = StoreRecord {
+            admin_uid: 1000,
+            active_key: 2,
+            rotation_target: None,
+            last_change: 5,
+        };
+        assert_eq!(StoreRecord::decode(&store.encode(2)).unwrap(), store);
+    }
+
+    #[test]
+    fn a_header_is_a_map_of_named_fields() {
+        let store = StoreRecord {
+            admin_uid: 1000,
+            active_key: 2,
+            rotation_target: Some(3),
+            last_change: 5,
+        };
+        let bytes = store.encode(2);
+        let value: ciborium::Value = ciborium::from_reader(&bytes[ENVELOPE_LEN..]).unwrap();
+        let keys: Vec<String> = value
+            .as_map()
+            .unwrap()
+            .iter()
+            .map(|(k, _)| k.as_text().unwrap().to_owned())
+            .collect();
+        assert_eq!(
+            keys,
+            ["admin_uid", "active_key", "rotation_target", "last_change"]
+        );
+        // A version state a later build defines is refused, not taken for current.
         let rec = SecretRecord {
             version: 1,
             incarnation: 2,
@@ -211,12 +388,11 @@ mod tests {
             ciphertext: vec![6; TAG_LEN].into(),
         };
         let mut bytes = rec.encode();
-        assert!(SecretRecord::decode(&bytes[..bytes.len() - 1]).is_err());
-        bytes[0] = 2;
+        let at = bytes
+            .windows(b"current".len())
+            .position(|w| w == b"current")
+            .unwrap();
+        bytes[at..at + 7].copy_from_slice(b"pending");
         assert!(SecretRecord::decode(&bytes).is_err());
-        assert!(ServiceRecord::decode(&[1, 2, 0, 0, 0, 0]).is_err());
-        assert!(ServiceRecord::decode(&[1, 0, 0, 0, 0]).is_err());
-        let debug = format!("{rec:?}");
-        assert!(debug.contains("length: 0"), "{debug}");
     }
 }

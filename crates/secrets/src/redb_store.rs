@@ -1,11 +1,12 @@
 //! The embedded [`Backend`]: one redb file in a data directory, `DIR/store.redb`, and the
 //! directory's lock.
 //!
-//! Tables (names are part of the format): `meta`, `secrets` and `services`, `&str ->
-//! &[u8]`, a row per key; `grants`, `(&str, &str) -> ()`, keyed by (service, secret), its
-//! rows' values always empty; and `revision`, `&str -> u64`, the backend's own: the
+//! Tables (names are part of the format): `meta`, `secrets`, `services` and `grants`,
+//! `&str -> &[u8]`, a row per key; and `revision`, `&str -> u64`, the backend's own: the
 //! revision of the last commit under the key `revision` (absent from stores written before
-//! there were revisions: 0).
+//! there were revisions: 0). A store of format 1 has `grants` as `(&str, &str) -> ()`,
+//! keyed by (service, secret): it is read as rows with empty values, and rewritten by
+//! [`Backend::replace_all`] when the vault migrates it.
 //!
 //! Every commit is [`redb::Durability::Immediate`] with two-phase commit: `commit` returns
 //! after fsync, and a torn write can never be mistaken for a committed one. Its revision
@@ -27,7 +28,8 @@ use std::sync::{Mutex, MutexGuard, PoisonError};
 use tracing::{info, warn};
 
 use redb::{
-    Database, ReadTransaction, ReadableDatabase, ReadableTable, TableDefinition, WriteTransaction,
+    Database, ReadTransaction, ReadableDatabase, ReadableTable, TableDefinition, TableHandle,
+    WriteTransaction,
 };
 
 use crate::backend::{Backend, Batch, Committed, Feed, Op, Revision, Row, Snapshot, Table};
@@ -43,7 +45,9 @@ type Rows = TableDefinition<'static, &'static str, &'static [u8]>;
 const META: Rows = TableDefinition::new("meta");
 const SECRETS: Rows = TableDefinition::new("secrets");
 const SERVICES: Rows = TableDefinition::new("services");
-const GRANTS: TableDefinition<(&str, &str), ()> = TableDefinition::new("grants");
+const GRANTS: Rows = TableDefinition::new("grants");
+/// `grants` in a store of format 1.
+const GRANTS_V1: TableDefinition<(&str, &str), ()> = TableDefinition::new("grants");
 const REVISION: TableDefinition<&str, u64> = TableDefinition::new("revision");
 const REVISION_KEY: &str = "revision";
 
@@ -120,11 +124,9 @@ impl RedbBackend {
         let backend = RedbBackend::new(dir, db, Some(lock));
         // The tables exist from the start, so that a load never finds one missing.
         backend.write(|txn| {
-            for def in [META, SECRETS, SERVICES] {
+            for def in [META, SECRETS, SERVICES, GRANTS] {
                 txn.open_table(def).map_err(Error::store("create table"))?;
             }
-            txn.open_table(GRANTS)
-                .map_err(Error::store("create table"))?;
             txn.open_table(REVISION)
                 .map_err(Error::store("create table"))?;
             Ok(())
@@ -220,21 +222,9 @@ fn close(db: Database) {
     }
 }
 
-/// The redb table of a row table with `&str` keys.
+/// The redb table of a row table.
 fn rows_table(table: Table) -> Rows {
-    match table {
-        Table::Meta => META,
-        Table::Secrets => SECRETS,
-        Table::Services => SERVICES,
-        // Grants have a table of their own; anything new is a table of rows.
-        _ => TableDefinition::new(table.name()),
-    }
-}
-
-fn grant_key(row: &Row) -> Result<(&str, &str)> {
-    row.grant_names().ok_or(Error::Corrupt {
-        what: "malformed grant key",
-    })
+    TableDefinition::new(table.name())
 }
 
 /// The revision a transaction sees.
@@ -253,40 +243,48 @@ fn revision_in(txn: &WriteTransaction) -> Result<Revision> {
 fn write_ops(txn: &WriteTransaction, ops: &[Op]) -> Result<()> {
     for op in ops {
         let row = op.row();
+        let mut t = txn
+            .open_table(rows_table(row.table))
+            .map_err(Error::store("open table"))?;
         // On error the transaction is dropped uncommitted: redb aborts it.
-        match (row.table, op) {
-            (Table::Grants, Op::Put(_, value)) => {
-                if !value.is_empty() {
-                    return Err(Error::Corrupt {
-                        what: "a grant's value must be empty in this format",
-                    });
-                }
-                let mut t = txn
-                    .open_table(GRANTS)
-                    .map_err(Error::store("open grants"))?;
-                t.insert(grant_key(row)?, ())
-                    .map_err(Error::store("write"))?;
-            }
-            (Table::Grants, Op::Delete(_)) => {
-                let mut t = txn
-                    .open_table(GRANTS)
-                    .map_err(Error::store("open grants"))?;
-                t.remove(grant_key(row)?).map_err(Error::store("write"))?;
-            }
-            (table, Op::Put(_, value)) => {
-                let mut t = txn
-                    .open_table(rows_table(table))
-                    .map_err(Error::store("open table"))?;
-                t.insert(row.key.as_str(), value.as_slice())
-                    .map_err(Error::store("write"))?;
-            }
-            (table, Op::Delete(_)) => {
-                let mut t = txn
-                    .open_table(rows_table(table))
-                    .map_err(Error::store("open table"))?;
-                t.remove(row.key.as_str()).map_err(Error::store("write"))?;
+        match op {
+            Op::Put(_, value) => t.insert(row.key.as_str(), value.as_slice()).map(drop),
+            Op::Delete(_) => t.remove(row.key.as_str()).map(drop),
+        }
+        .map_err(Error::store("write"))?;
+    }
+    Ok(())
+}
+
+/// Writes `next` as the revision in `txn`.
+fn set_revision(txn: &WriteTransaction, next: Revision) -> Result<()> {
+    txn.open_table(REVISION)
+        .map_err(Error::store("open revision"))?
+        .insert(REVISION_KEY, next.0)
+        .map_err(Error::store("write revision"))?;
+    Ok(())
+}
+
+/// Reads every row of `grants`, in either format's table.
+fn read_grants(txn: &ReadTransaction, rows: &mut Vec<(Row, Vec<u8>)>) -> Result<()> {
+    match txn.open_table(GRANTS) {
+        Ok(t) => {
+            for entry in t.iter().map_err(Error::store("read grants"))? {
+                let (k, v) = entry.map_err(Error::store("read grants"))?;
+                rows.push((Row::new(Table::Grants, k.value()), v.value().to_vec()));
             }
         }
+        Err(redb::TableError::TableTypeMismatch { .. }) => {
+            let t = txn
+                .open_table(GRANTS_V1)
+                .map_err(Error::store("open grants"))?;
+            for entry in t.iter().map_err(Error::store("read grants"))? {
+                let (k, _) = entry.map_err(Error::store("read grants"))?;
+                let (svc, sec) = k.value();
+                rows.push((Row::grant(svc, sec), Vec::new()));
+            }
+        }
+        Err(e) => return Err(Error::store("open grants")(e)),
     }
     Ok(())
 }
@@ -308,14 +306,7 @@ impl Backend for RedbBackend {
                 rows.push((Row::new(table, k.value()), v.value().to_vec()));
             }
         }
-        let t = txn
-            .open_table(GRANTS)
-            .map_err(Error::store("open grants"))?;
-        for entry in t.iter().map_err(Error::store("read grants"))? {
-            let (k, _) = entry.map_err(Error::store("read grants"))?;
-            let (svc, sec) = k.value();
-            rows.push((Row::grant(svc, sec), Vec::new()));
-        }
+        read_grants(&txn, &mut rows)?;
         let revision = match txn.open_table(REVISION) {
             Ok(t) => t
                 .get(REVISION_KEY)
@@ -343,10 +334,7 @@ impl Backend for RedbBackend {
             }
             write_ops(txn, &ops)?;
             let next = Revision(found.0 + 1);
-            txn.open_table(REVISION)
-                .map_err(Error::store("open revision"))?
-                .insert(REVISION_KEY, next.0)
-                .map_err(Error::store("write revision"))?;
+            set_revision(txn, next)?;
             Ok(next)
         })?;
         self.feed
@@ -358,6 +346,33 @@ impl Backend for RedbBackend {
                 ops,
             });
         Ok(revision)
+    }
+
+    fn replace_all(&self, base: Revision, rows: Vec<(Row, Vec<u8>)>) -> Result<Revision> {
+        self.write(|txn| {
+            let found = revision_in(txn)?;
+            if found != base {
+                return Err(Error::Conflict {
+                    expected: base.0,
+                    found: found.0,
+                });
+            }
+            // By name, whatever a table's key and value types were.
+            for table in Table::ALL {
+                txn.delete_table(rows_table(table))
+                    .map_err(Error::store("delete table"))?;
+                txn.open_table(rows_table(table))
+                    .map_err(Error::store("create table"))?;
+            }
+            let ops: Vec<Op> = rows
+                .into_iter()
+                .map(|(row, value)| Op::Put(row, value))
+                .collect();
+            write_ops(txn, &ops)?;
+            let next = Revision(found.0 + 1);
+            set_revision(txn, next)?;
+            Ok(next)
+        })
     }
 
     fn changes(&self, after: Revision) -> Result<Feed> {
@@ -421,20 +436,27 @@ fn copy_store(txn: &ReadTransaction, out: File) -> Result<()> {
         .map_err(Error::store("creating the backup"))?;
     let w = copy.begin_write().map_err(Error::store(WRITE))?;
     {
-        for def in [META, SECRETS, SERVICES] {
-            let from = txn.open_table(def).map_err(Error::store(READ))?;
+        for def in [META, SECRETS, SERVICES, GRANTS] {
+            let from = match txn.open_table(def) {
+                Ok(from) => from,
+                // A store of format 1 (a backup before its migration): its grants as they are.
+                Err(redb::TableError::TableTypeMismatch { .. }) if def.name() == "grants" => {
+                    let from = txn.open_table(GRANTS_V1).map_err(Error::store(READ))?;
+                    let mut to = w.open_table(GRANTS_V1).map_err(Error::store(WRITE))?;
+                    for entry in from.iter().map_err(Error::store(READ))? {
+                        let (k, _) = entry.map_err(Error::store(READ))?;
+                        to.insert(k.value(), ()).map_err(Error::store(WRITE))?;
+                    }
+                    continue;
+                }
+                Err(e) => return Err(Error::store(READ)(e)),
+            };
             let mut to = w.open_table(def).map_err(Error::store(WRITE))?;
             for entry in from.iter().map_err(Error::store(READ))? {
                 let (k, v) = entry.map_err(Error::store(READ))?;
                 to.insert(k.value(), v.value())
                     .map_err(Error::store(WRITE))?;
             }
-        }
-        let from = txn.open_table(GRANTS).map_err(Error::store(READ))?;
-        let mut to = w.open_table(GRANTS).map_err(Error::store(WRITE))?;
-        for entry in from.iter().map_err(Error::store(READ))? {
-            let (k, _) = entry.map_err(Error::store(READ))?;
-            to.insert(k.value(), ()).map_err(Error::store(WRITE))?;
         }
         let mut to = w.open_table(REVISION).map_err(Error::store(WRITE))?;
         match txn.open_table(REVISION) {
@@ -540,6 +562,29 @@ pub(crate) mod raw {
         txn.commit().unwrap();
     }
 
+    /// Reads a meta field.
+    pub(crate) fn meta(path: &Path, field: &str) -> Option<Vec<u8>> {
+        let db = Database::open(path).unwrap();
+        let txn = db.begin_read().unwrap();
+        let table = txn.open_table(META).unwrap();
+        table.get(field).unwrap().map(|v| v.value().to_vec())
+    }
+
+    /// Every row of the grants table, in this format's layout (panics on format 1's).
+    pub(crate) fn grants(path: &Path) -> Vec<(String, Vec<u8>)> {
+        let db = Database::open(path).unwrap();
+        let txn = db.begin_read().unwrap();
+        let table = txn.open_table(GRANTS).unwrap();
+        table
+            .iter()
+            .unwrap()
+            .map(|e| {
+                let (k, v) = e.unwrap();
+                (k.value().to_owned(), v.value().to_vec())
+            })
+            .collect()
+    }
+
     /// Removes a meta field.
     pub(crate) fn remove_meta(path: &Path, field: &str) {
         let db = Database::open(path).unwrap();
@@ -587,7 +632,7 @@ mod tests {
             put(Table::Meta, "m", b"1"),
             put(Table::Secrets, "a", b"sa"),
             put(Table::Services, "web", b"sw"),
-            Op::Put(Row::grant("web", "a"), Vec::new()),
+            Op::Put(Row::grant("web", "a"), b"g".to_vec()),
         ];
         assert_eq!(b.commit(batch(0, first)).unwrap(), Revision(1));
         let second = vec![

@@ -32,6 +32,7 @@ use crate::crypto::{Key, Keyring, SecretBytes};
 use crate::error::{Error, Result};
 use crate::fsutil;
 use crate::keyfile;
+use crate::legacy::{self, Legacy};
 use crate::record::{SecretRecord, ServiceRecord};
 use crate::redb_store::{self, RedbBackend};
 use crate::rows::{self, FORMAT_VERSION, Meta, Mutation};
@@ -209,9 +210,14 @@ impl Vault {
         }
         let file_keys = keyfile::read(key_path)?;
         let snapshot = backend.load()?;
-        let revision = snapshot.revision;
-        let stored = rows::decode_snapshot(snapshot)?;
-        let (keyring, extra) = rotation::reconcile_keys(key_path, file_keys, &stored.meta)?;
+        let (stored, revision, keyring, extra) = if rows::format_of(&snapshot)? == legacy::FORMAT {
+            migrate(&*backend, key_path, file_keys, snapshot)?
+        } else {
+            let revision = snapshot.revision;
+            let stored = rows::decode_snapshot(snapshot)?;
+            let (keyring, extra) = rotation::reconcile_keys(key_path, file_keys, &stored.meta)?;
+            (stored, revision, keyring, extra)
+        };
         let state = State::from_stored(stored, keyring, revision)?;
         if !extra.is_empty() {
             rotation::drop_extra_keys(key_path, &state, &extra)?;
@@ -396,7 +402,7 @@ impl Vault {
             }
         };
         // Decrypt outside the lock: a 1 MiB value must not hold up a writer's apply.
-        let aad = crate::crypto::SecretAad::new(&opened.name, version);
+        let aad = crate::crypto::SecretAad::new(&opened.name, opened.incarnation, version);
         key.open(&nonce, aad.as_bytes(), &ciphertext)
     }
 
@@ -700,7 +706,7 @@ impl Vault {
         // so that mtimes only move forward even if the clock steps back.
         let at = self.clock().max(self.state().meta.last_change);
         batch.insert(0, Mutation::SetLastChange(at));
-        let ops = rows::encode(&batch);
+        let ops = rows::encode(&batch, &self.state().meta);
         check_bounds(&ops)?;
         let mutations = ops.len();
         let revision = match self.backend.commit(Batch {
@@ -815,6 +821,39 @@ fn check_bounds(ops: &[Op]) -> Result<()> {
         });
     }
     Ok(())
+}
+
+/// Migrates a store of format 1 (`snapshot`) to this build's format, in one commit: every
+/// value sealed again under its key, every record in this format's layout. Returns what
+/// [`Vault::with_backend`] needs, read back from the store as it now is.
+fn migrate(
+    backend: &dyn Backend,
+    key_path: &Path,
+    file_keys: Vec<Key>,
+    snapshot: crate::backend::Snapshot,
+) -> Result<(rows::Stored, Revision, Keyring, Vec<u32>)> {
+    let base = snapshot.revision;
+    let old = Legacy::decode(snapshot)?;
+    let (keyring, extra) = rotation::reconcile_keys(key_path, file_keys, &old.meta)?;
+    let upgraded = old.upgrade(&keyring, FORMAT_VERSION)?;
+    let (secrets, services, grants) = (
+        upgraded.secrets.len(),
+        upgraded.services.len(),
+        upgraded.grants.len(),
+    );
+    backend.replace_all(base, rows::encode_store(&upgraded))?;
+    warn!(
+        from = legacy::FORMAT,
+        to = FORMAT_VERSION,
+        secrets,
+        services,
+        grants,
+        "migrated the store to a new format: a srv-secrets older than this one can no longer open it"
+    );
+    // Memory holds what the store holds: what was written, read back.
+    let snapshot = backend.load()?;
+    let revision = snapshot.revision;
+    Ok((rows::decode_snapshot(snapshot)?, revision, keyring, extra))
 }
 
 fn sealing_key(state: &State) -> Result<&Arc<Key>> {

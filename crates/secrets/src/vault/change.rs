@@ -274,7 +274,7 @@ impl<'s> Overlay<'s> {
                     Some(r) => (r.version.saturating_add(1), r.incarnation),
                     None => (1, random_u64()?),
                 };
-                let aad = SecretAad::new(name, version);
+                let aad = SecretAad::new(name, incarnation, version);
                 let (nonce, ciphertext) = key.seal(aad.as_bytes(), value)?;
                 self.push(Mutation::PutSecret(
                     name.to_owned(),

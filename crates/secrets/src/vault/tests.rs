@@ -704,7 +704,7 @@ fn poisoned_writer_reloads() {
             .commit(Batch {
                 base: v.revision(),
                 actor: Actor::local(),
-                ops: rows::encode(&[Mutation::DeleteSecret("a".into())]),
+                ops: rows::encode(&[Mutation::DeleteSecret("a".into())], &v.state().meta),
             })
             .unwrap();
         panic!("injected panic while holding the writer");
@@ -830,13 +830,17 @@ fn grants_services_and_status_are_dated_by_their_last_change() {
     assert_eq!(vault.status().changed, T + 6000);
     assert_eq!(times(&vault, "web"), (T + 6000, T + 6000));
     assert_eq!(times(&vault, "api"), (T + 6000, T + 6000));
-    drop(vault);
+}
 
-    // A store written before last_change existed: the newest secret mtime.
+#[test]
+fn a_store_from_before_last_change_is_dated_by_its_newest_secret() {
+    // Format 1 without `last_change`, as the oldest builds wrote it: migrated with none.
+    let (_tmp, dir) = format1_fixture("plain");
     raw::remove_meta(&dir.join(STORE_FILE), "last_change");
     let vault = open(&dir);
-    assert_eq!(vault.status().changed, 100);
-    assert_eq!(times(&vault, "web"), (100, 100));
+    assert_eq!(vault.status().changed, T);
+    let web = vault.service("web").unwrap();
+    assert_eq!((web.changed, web.grants_changed), (T, T));
 }
 
 #[test]
@@ -1159,4 +1163,137 @@ fn batches_past_the_bounds_are_refused_before_the_store() {
         "{err:?}"
     );
     assert!(vault.secret_info("big0").is_none());
+}
+
+// ---- The migration from format 1, on stores written by the build that wrote format 1. ----
+
+/// A copy of fixture `format1/<which>` as a data directory of its own, with the modes the
+/// vault requires (git keeps none).
+fn format1_fixture(which: &str) -> (tempfile::TempDir, PathBuf) {
+    use std::os::unix::fs::PermissionsExt;
+    let from = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures/format1")
+        .join(which);
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("data");
+    std::fs::create_dir(&dir).unwrap();
+    std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o700)).unwrap();
+    for file in [KEY_FILE, STORE_FILE] {
+        std::fs::copy(from.join(file), dir.join(file)).unwrap();
+        std::fs::set_permissions(dir.join(file), std::fs::Permissions::from_mode(0o600)).unwrap();
+    }
+    (tmp, dir)
+}
+
+/// What the fixtures hold, read through the vault.
+fn assert_fixture_contents(vault: &Vault) {
+    for (name, value) in fixture_secrets() {
+        assert_eq!(vault.reveal(name).unwrap().expose(), &value[..], "{name}");
+        let info = vault.secret_info(name).unwrap();
+        assert_eq!(
+            info.version,
+            if name == "updated" { 3 } else { 1 },
+            "{name}"
+        );
+        assert_eq!(info.mtime, T, "{name}");
+        assert_eq!(info.length, value.len() as u64);
+    }
+    let names: Vec<String> = vault
+        .list_secrets()
+        .into_iter()
+        .map(|s| s.name)
+        .filter(|n| n != "after")
+        .collect();
+    assert_eq!(names.len(), fixture_secrets().len());
+    assert_eq!(vault.admin_uid(), ADMIN);
+    let web = vault.service("web").unwrap();
+    assert_eq!(web.uid, Some(1001));
+    assert_eq!(
+        web.manifest.text(),
+        "secret db_password\nsecret large\nconfig mode=prod\n"
+    );
+    assert_eq!(vault.service("api").unwrap().uid, Some(1002));
+    let worker = vault.service("worker").unwrap();
+    assert_eq!(
+        (worker.uid, worker.manifest.text()),
+        (None, "secret binary\n")
+    );
+    assert_eq!(vault.service_for_uid(1002).as_deref(), Some("api"));
+    assert_eq!(vault.grants("web"), ["db_password", "large"]);
+    assert_eq!(vault.grants("api"), ["binary"]);
+    assert!(vault.grants("worker").is_empty());
+    let fid = vault.open_secret("web", "large").unwrap();
+    assert_eq!(
+        vault.read_opened("web", &fid).unwrap().expose(),
+        &fixture_secrets()[4].1[..]
+    );
+    assert!(matches!(
+        vault.open_secret("api", "db_password"),
+        Err(Error::NotFound)
+    ));
+}
+
+#[test]
+fn a_format_1_store_opens_reads_the_same_values_and_is_rewritten() {
+    for (which, keys_before, active_after) in [("plain", vec![2], 2), ("rotating", vec![2, 3], 3)] {
+        let (_tmp, dir) = format1_fixture(which);
+        let store = dir.join(STORE_FILE);
+        assert_eq!(key_file_ids(&dir), keys_before, "{which}");
+        assert_eq!(
+            raw::meta(&store, "format_version").unwrap(),
+            1u32.to_be_bytes(),
+            "{which}"
+        );
+        let vault = open(&dir);
+        assert_fixture_contents(&vault);
+        // The interrupted rotation of `rotating` was finished after the migration.
+        assert_eq!(vault.status().active_key, active_after, "{which}");
+        assert_eq!(vault.status().rotation, None);
+        assert_eq!(key_file_ids(&dir), [active_after], "{which}");
+        vault.set("after", b"written in format 2").unwrap();
+        drop(vault);
+
+        // Rewritten: this format's number and records, the old layout gone.
+        assert_eq!(
+            raw::meta(&store, "format_version").unwrap(),
+            FORMAT_VERSION.to_be_bytes()
+        );
+        assert!(raw::meta(&store, "admin_uid").is_none(), "{which}");
+        for (name, _) in fixture_secrets() {
+            let rec = SecretRecord::decode(&raw::secret(&store, name)).unwrap();
+            assert_eq!(rec.key_id, active_after, "{which} {name}");
+        }
+        let grants: Vec<String> = raw::grants(&store).into_iter().map(|(k, _)| k).collect();
+        assert_eq!(grants, ["api/binary", "web/db_password", "web/large"]);
+        let vault = open(&dir);
+        assert_fixture_contents(&vault);
+        assert_eq!(
+            vault.reveal("after").unwrap().expose(),
+            b"written in format 2"
+        );
+    }
+}
+
+#[test]
+fn a_backup_of_a_format_1_store_is_a_format_1_store_that_migrates() {
+    let (tmp, dir) = format1_fixture("plain");
+    let out = tmp.path().join("backup.redb");
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create_new(true)
+        .open(&out)
+        .unwrap();
+    crate::backup_unserved(&dir, file).unwrap();
+    assert_eq!(
+        raw::meta(&out, "format_version").unwrap(),
+        1u32.to_be_bytes()
+    );
+    std::fs::rename(&out, dir.join(STORE_FILE)).unwrap();
+    std::fs::set_permissions(
+        dir.join(STORE_FILE),
+        std::os::unix::fs::PermissionsExt::from_mode(0o600),
+    )
+    .unwrap();
+    assert_fixture_contents(&open(&dir));
 }
