@@ -1,8 +1,26 @@
-//! AES-256-GCM at rest: keys, the keyring, sealing and opening records, key checks.
+//! Keys at rest: the keyring, AES-256-GCM sealing of values, HMAC-SHA256 tags on records,
+//! key checks.
 //!
 //! Every encryption takes a fresh 96-bit nonce from the OS RNG. The associated data binds a
-//! ciphertext to its identity (secret name and version), so a blob copied to another name
-//! or version fails to authenticate instead of decrypting to the wrong plaintext.
+//! ciphertext to its identity (secret name, incarnation and version), so a blob copied to
+//! another name or version fails to authenticate instead of decrypting to the wrong
+//! plaintext.
+//!
+//! The cluster key itself seals nothing in store format 2: each use has its own key,
+//! derived from it with HKDF-SHA256 (salt `srv-secrets`, info `srv-secrets/v2/USE\0` and
+//! the key id, big-endian), so that no two uses share a key and a key file with the same
+//! bytes under another id derives other keys:
+//!
+//! | use      | what it keys                                                        |
+//! |----------|---------------------------------------------------------------------|
+//! | `value`  | AES-256-GCM of secret values                                        |
+//! | `record` | HMAC-SHA256 tag of every stored record                              |
+//! | `digest` | HMAC-SHA256 of each record's tag, XOR-ed into the store's digest    |
+//! | `check`  | HMAC-SHA256 key check: the key file holds the right key             |
+//!
+//! Tags are compared in constant time (`hmac`'s `verify_slice`). Format 1 sealed values and
+//! key checks with the cluster key itself; [`Key::open_v1`] and [`Key::verify_v1`] read
+//! them, to migrate.
 //!
 //! Key bytes live in [`Zeroizing`] buffers and in ciphers built with aes-gcm's `zeroize`
 //! feature; nothing here is `Debug`-printable beyond a key id, and no function returns key
@@ -14,8 +32,11 @@ use std::sync::Arc;
 
 use aes_gcm::aead::{AeadInOut, KeyInit};
 use aes_gcm::{Aes256Gcm, Nonce};
+use hkdf::Hkdf;
+use hmac::{Hmac, Mac};
 use rand::TryRng;
 use rand::rngs::SysRng;
+use sha2::Sha256;
 use zeroize::Zeroizing;
 
 use crate::error::{Error, Result};
@@ -32,10 +53,14 @@ pub(crate) const TAG_LEN: usize = 16;
 const SECRET_AAD_PREFIX: &[u8] = b"srv-secrets/value/v2\0";
 /// The same, in store format 1 (read only, to migrate).
 const SECRET_AAD_PREFIX_V1: &[u8] = b"srv-secrets/secret/v1\0";
-/// Domain separation for key checks, so a check can never pass for a secret or vice versa.
+/// Domain separation of format 1's key checks (read only, to migrate).
 const CHECK_AAD_PREFIX: &[u8] = b"srv-secrets/keycheck/v1\0";
-/// The known plaintext of a key check.
+/// The known plaintext of a format-1 key check.
 const CHECK_PLAINTEXT: &[u8] = b"srv-secrets key check v1";
+/// What a key check of format 2 is the HMAC of (with the key id).
+const CHECK_DOMAIN: &[u8] = b"srv-secrets/keycheck/v2\0";
+/// Bytes in an HMAC-SHA256 tag (and in each derived key).
+pub(crate) const MAC_LEN: usize = 32;
 /// Longest secret AAD: prefix, name, NUL, incarnation, version.
 const SECRET_AAD_MAX: usize = SECRET_AAD_PREFIX_V1.len() + MAX_NAME_LEN + 1 + 8 + 8;
 
@@ -70,11 +95,51 @@ impl fmt::Debug for SecretBytes {
     }
 }
 
-/// One cluster key: its id, its bytes (kept to rewrite the key file) and the cipher.
+/// One cluster key: its id, its bytes (kept to rewrite the key file), and the keys derived
+/// from it.
 pub(crate) struct Key {
     id: u32,
     bytes: Zeroizing<[u8; KEY_LEN]>,
+    /// Format 1's cipher, keyed with the cluster key itself: read only, to migrate.
+    raw: Aes256Gcm,
+    /// Seals values.
     cipher: Aes256Gcm,
+    /// Tags records.
+    record: Zeroizing<[u8; MAC_LEN]>,
+    /// Makes the terms of the store's digest.
+    digest: Zeroizing<[u8; MAC_LEN]>,
+    /// Makes key checks.
+    check: Zeroizing<[u8; MAC_LEN]>,
+}
+
+type HmacSha256 = Hmac<Sha256>;
+
+/// The key for `use` derived from key `id`'s bytes.
+fn derive(bytes: &[u8; KEY_LEN], id: u32, purpose: &str) -> Result<Zeroizing<[u8; MAC_LEN]>> {
+    let mut out = Zeroizing::new([0u8; MAC_LEN]);
+    let info = [
+        b"srv-secrets/v2/".as_slice(),
+        purpose.as_bytes(),
+        b"\0",
+        &id.to_be_bytes(),
+    ]
+    .concat();
+    Hkdf::<Sha256>::new(Some(b"srv-secrets"), bytes)
+        .expand(&info, &mut out[..])
+        .map_err(|_| Error::Corrupt {
+            what: "a key could not be derived",
+        })?;
+    Ok(out)
+}
+
+fn hmac(key: &[u8; MAC_LEN], parts: &[&[u8]]) -> HmacSha256 {
+    // HMAC takes a key of any length: this cannot fail.
+    let mut mac = <HmacSha256 as KeyInit>::new_from_slice(key)
+        .unwrap_or_else(|_| unreachable!("HMAC-SHA256 accepts 32-byte keys"));
+    for part in parts {
+        mac.update(part);
+    }
+    mac
 }
 
 impl fmt::Debug for Key {
@@ -96,10 +161,21 @@ impl Key {
     /// A key from bytes read from the key file.
     pub(crate) fn from_bytes(id: u32, bytes: Zeroizing<[u8; KEY_LEN]>) -> Result<Key> {
         // new_from_slice borrows the bytes: no unzeroized copy of the key is made here.
-        let cipher = Aes256Gcm::new_from_slice(&bytes[..]).map_err(|_| Error::Corrupt {
+        let wrong = |_| Error::Corrupt {
             what: "key has the wrong length",
-        })?;
-        Ok(Key { id, bytes, cipher })
+        };
+        let raw = Aes256Gcm::new_from_slice(&bytes[..]).map_err(wrong)?;
+        let value = derive(&bytes, id, "value")?;
+        let cipher = Aes256Gcm::new_from_slice(&value[..]).map_err(wrong)?;
+        Ok(Key {
+            id,
+            raw,
+            cipher,
+            record: derive(&bytes, id, "record")?,
+            digest: derive(&bytes, id, "digest")?,
+            check: derive(&bytes, id, "check")?,
+            bytes,
+        })
     }
 
     /// The key id.
@@ -134,19 +210,41 @@ impl Key {
         Ok((nonce, std::mem::take(&mut *buf)))
     }
 
-    /// Decrypts and authenticates a record.
+    /// Decrypts and authenticates a value.
     pub(crate) fn open(
         &self,
         nonce: &[u8; NONCE_LEN],
         aad: &[u8],
         ciphertext: &[u8],
     ) -> Result<SecretBytes> {
-        let mut buf = Zeroizing::new(Vec::with_capacity(ciphertext.len()));
-        buf.extend_from_slice(ciphertext);
-        self.cipher
-            .decrypt_in_place(&Nonce::from(*nonce), aad, &mut *buf)
-            .map_err(|_| Error::Decrypt)?;
-        Ok(SecretBytes(buf))
+        open_with(&self.cipher, nonce, aad, ciphertext)
+    }
+
+    /// Decrypts a value of store format 1, sealed with the cluster key itself.
+    pub(crate) fn open_v1(
+        &self,
+        nonce: &[u8; NONCE_LEN],
+        aad: &[u8],
+        ciphertext: &[u8],
+    ) -> Result<SecretBytes> {
+        open_with(&self.raw, nonce, aad, ciphertext)
+    }
+
+    /// The tag of a record: HMAC-SHA256 under this key's record key of `parts`, which the
+    /// caller makes unambiguous (lengths before variable parts).
+    pub(crate) fn record_tag(&self, parts: &[&[u8]]) -> [u8; MAC_LEN] {
+        hmac(&self.record, parts).finalize().into_bytes().into()
+    }
+
+    /// Whether `tag` is the tag of `parts`, compared in constant time.
+    pub(crate) fn verify_record_tag(&self, parts: &[&[u8]], tag: &[u8; MAC_LEN]) -> bool {
+        hmac(&self.record, parts).verify_slice(tag).is_ok()
+    }
+
+    /// A record's term in the store's digest: the HMAC of its tag under this key's digest
+    /// key. Tags are stored; terms are not, and cannot be made without the key.
+    pub(crate) fn digest_term(&self, tag: &[u8; MAC_LEN]) -> [u8; MAC_LEN] {
+        hmac(&self.digest, &[tag]).finalize().into_bytes().into()
     }
 
     /// Decrypts under `self` and encrypts under `to`, in one buffer, for key rotation.
@@ -167,52 +265,76 @@ impl Key {
         Ok((new_nonce, std::mem::take(&mut *buf)))
     }
 
-    /// A key check value: the known plaintext sealed under this key, stored in the meta
-    /// table so that `open` recognizes the wrong key file before touching any secret.
+    /// A key check value, stored in the meta table so that `open` recognizes the wrong key
+    /// file before touching any record: the HMAC of a fixed text and the key id under this
+    /// key's check key.
     pub(crate) fn check(&self) -> Result<KeyCheck> {
-        let aad = check_aad(self.id);
-        let (nonce, ciphertext) = self.seal(&aad, CHECK_PLAINTEXT)?;
-        Ok(KeyCheck { nonce, ciphertext })
+        let tag = hmac(&self.check, &[CHECK_DOMAIN, &self.id.to_be_bytes()]).finalize();
+        Ok(KeyCheck(tag.into_bytes().to_vec()))
     }
 
-    /// Whether `check` was made by this key (and for this key id).
+    /// Whether `check` was made by this key (and for this key id), compared in constant
+    /// time.
     pub(crate) fn verify(&self, check: &KeyCheck) -> bool {
-        let aad = check_aad(self.id);
-        self.open(&check.nonce, &aad, &check.ciphertext)
+        hmac(&self.check, &[CHECK_DOMAIN, &self.id.to_be_bytes()])
+            .verify_slice(&check.0)
+            .is_ok()
+    }
+
+    /// Whether `check` is a format-1 key check made by this key: the known plaintext
+    /// sealed with the cluster key itself.
+    pub(crate) fn verify_v1(&self, check: &KeyCheck) -> bool {
+        let Some((nonce, ciphertext)) = check.0.split_first_chunk::<NONCE_LEN>() else {
+            return false;
+        };
+        self.open_v1(nonce, &check_aad(self.id), ciphertext)
             .is_ok_and(|p| p.expose() == CHECK_PLAINTEXT)
     }
+
+    /// A format-1 key check, for the tests of the migration.
+    #[cfg(test)]
+    pub(crate) fn check_v1(&self) -> KeyCheck {
+        let nonce = random_nonce().unwrap_or_default();
+        let mut buf = CHECK_PLAINTEXT.to_vec();
+        let _ = self
+            .raw
+            .encrypt_in_place(&Nonce::from(nonce), &check_aad(self.id), &mut buf);
+        KeyCheck([nonce.as_slice(), &buf].concat())
+    }
 }
 
-/// A key check value as stored in the meta table.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub(crate) struct KeyCheck {
-    /// The nonce it was sealed with.
-    pub(crate) nonce: [u8; NONCE_LEN],
-    /// The sealed known plaintext.
-    pub(crate) ciphertext: Vec<u8>,
+fn open_with(
+    cipher: &Aes256Gcm,
+    nonce: &[u8; NONCE_LEN],
+    aad: &[u8],
+    ciphertext: &[u8],
+) -> Result<SecretBytes> {
+    let mut buf = Zeroizing::new(Vec::with_capacity(ciphertext.len()));
+    buf.extend_from_slice(ciphertext);
+    cipher
+        .decrypt_in_place(&Nonce::from(*nonce), aad, &mut *buf)
+        .map_err(|_| Error::Decrypt)?;
+    Ok(SecretBytes(buf))
 }
+
+/// A key check value as stored in the meta table: opaque bytes, 1 to 256 of them.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) struct KeyCheck(Vec<u8>);
 
 impl KeyCheck {
-    /// Stored form: nonce then ciphertext.
+    /// Stored form.
     pub(crate) fn encode(&self) -> Vec<u8> {
-        let mut out = Vec::with_capacity(NONCE_LEN + self.ciphertext.len());
-        out.extend_from_slice(&self.nonce);
-        out.extend_from_slice(&self.ciphertext);
-        out
+        self.0.clone()
     }
 
     /// Parses the stored form.
     pub(crate) fn decode(bytes: &[u8]) -> Result<KeyCheck> {
-        let (nonce, ciphertext) = bytes
-            .split_first_chunk::<NONCE_LEN>()
-            .filter(|(_, ct)| ct.len() >= TAG_LEN)
-            .ok_or(Error::Corrupt {
+        if bytes.is_empty() || bytes.len() > 256 {
+            return Err(Error::Corrupt {
                 what: "malformed key check",
-            })?;
-        Ok(KeyCheck {
-            nonce: *nonce,
-            ciphertext: ciphertext.to_vec(),
-        })
+            });
+        }
+        Ok(KeyCheck(bytes.to_vec()))
     }
 }
 
@@ -408,7 +530,27 @@ mod tests {
         let a2 = Key::from_bytes(2, a.bytes.clone()).unwrap();
         assert!(!a2.verify(&check));
         assert_eq!(KeyCheck::decode(&check.encode()).unwrap(), check);
-        assert!(KeyCheck::decode(&[0; NONCE_LEN + TAG_LEN - 1]).is_err());
+        assert!(KeyCheck::decode(&[]).is_err());
+        // Format 1's checks are another kind: neither passes for the other.
+        let v1 = a.check_v1();
+        assert!(a.verify_v1(&v1) && !b.verify_v1(&v1) && !a2.verify_v1(&v1));
+        assert!(!a.verify(&v1) && !a.verify_v1(&check));
+    }
+
+    #[test]
+    fn derived_keys_are_apart_from_the_cluster_key_and_from_each_other() {
+        let k = key(1);
+        let aad = SecretAad::new("a", 7, 1);
+        let (nonce, ct) = k.seal(aad.as_bytes(), b"value").unwrap();
+        // A value of format 2 is not sealed with the cluster key itself.
+        assert!(k.open_v1(&nonce, aad.as_bytes(), &ct).is_err());
+        let tag = k.record_tag(&[b"row"]);
+        assert!(k.verify_record_tag(&[b"row"], &tag));
+        assert!(!k.verify_record_tag(&[b"rox"], &tag));
+        assert!(!key(1).verify_record_tag(&[b"row"], &tag));
+        assert_ne!(k.digest_term(&tag), tag);
+        let same_bytes_other_id = Key::from_bytes(2, k.bytes.clone()).unwrap();
+        assert!(!same_bytes_other_id.verify_record_tag(&[b"row"], &tag));
     }
 
     #[test]

@@ -282,6 +282,17 @@ pub enum Error {
         /// Where the store should be.
         store: PathBuf,
     },
+    /// The store holds a record that does not authenticate, or its records are not the set
+    /// its last commit wrote (one removed, put back from an earlier copy, or added): it was
+    /// changed by something other than srv-secrets. Which record is logged.
+    #[error(
+        "the store was changed outside srv-secrets ({what}); refusing to serve it: restore it \
+         from a backup (docs/operations.md, \"Backup and restore\")"
+    )]
+    Tampered {
+        /// What does not hold, in general terms.
+        what: &'static str,
+    },
     /// A value or manifest exceeds its size limit.
     #[error("{what} too large: the limit is {limit} bytes")]
     TooLarge {

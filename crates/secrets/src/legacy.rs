@@ -99,7 +99,7 @@ impl Legacy {
             })?;
             let aad = SecretAad::v1(&name, old.version);
             let plain = key
-                .open(&old.nonce, aad.as_bytes(), &old.ciphertext)
+                .open_v1(&old.nonce, aad.as_bytes(), &old.ciphertext)
                 .inspect_err(|_| {
                     error!(secret = %name, "cannot migrate: the record does not authenticate under its key");
                 })
@@ -122,14 +122,23 @@ impl Legacy {
                 },
             ));
         }
+        // Format 2's key checks, of the same keys.
+        let mut key_checks = BTreeMap::new();
+        for &id in self.meta.key_checks.keys() {
+            if let Some(key) = keys.get(id) {
+                key_checks.insert(id, key.check()?);
+            }
+        }
         Ok(Stored {
             meta: Meta {
                 format_version: format,
+                key_checks,
                 ..self.meta
             },
             secrets,
             services: self.services,
             grants: self.grants,
+            ..Stored::default()
         })
     }
 }

@@ -585,6 +585,41 @@ pub(crate) mod raw {
             .collect()
     }
 
+    /// Reads a row.
+    pub(crate) fn get(path: &Path, table: Table, key: &str) -> Option<Vec<u8>> {
+        let db = Database::open(path).unwrap();
+        let txn = db.begin_read().unwrap();
+        let table = txn.open_table(rows_table(table)).unwrap();
+        table.get(key).unwrap().map(|v| v.value().to_vec())
+    }
+
+    /// Writes a row.
+    pub(crate) fn put(path: &Path, table: Table, key: &str, bytes: &[u8]) {
+        let db = Database::open(path).unwrap();
+        let txn = db.begin_write().unwrap();
+        txn.open_table(rows_table(table))
+            .unwrap()
+            .insert(key, bytes)
+            .unwrap();
+        txn.commit().unwrap();
+    }
+
+    /// Removes a row.
+    pub(crate) fn delete(path: &Path, table: Table, key: &str) {
+        let db = Database::open(path).unwrap();
+        let txn = db.begin_write().unwrap();
+        txn.open_table(rows_table(table))
+            .unwrap()
+            .remove(key)
+            .unwrap();
+        txn.commit().unwrap();
+    }
+
+    /// Overwrites a meta field.
+    pub(crate) fn put_meta(path: &Path, field: &str, bytes: &[u8]) {
+        put(path, Table::Meta, field, bytes);
+    }
+
     /// Removes a meta field.
     pub(crate) fn remove_meta(path: &Path, field: &str) {
         let db = Database::open(path).unwrap();

@@ -156,7 +156,7 @@ impl Vault {
         backend.commit(Batch {
             base: Revision(0),
             actor: Actor::local(),
-            ops: rows::initial(&meta),
+            ops: rows::initial(&meta, key),
         })?;
         Ok(())
     }
@@ -214,8 +214,11 @@ impl Vault {
             migrate(&*backend, key_path, file_keys, snapshot)?
         } else {
             let revision = snapshot.revision;
-            let stored = rows::decode_snapshot(snapshot)?;
-            let (keyring, extra) = rotation::reconcile_keys(key_path, file_keys, &stored.meta)?;
+            // The keys the store says it uses, checked against the key file; then every
+            // record checked under them.
+            let meta = rows::peek_meta(&snapshot)?;
+            let (keyring, extra) = rotation::reconcile_keys(key_path, file_keys, &meta)?;
+            let stored = rows::decode_snapshot(snapshot, &keyring)?;
             (stored, revision, keyring, extra)
         };
         let state = State::from_stored(stored, keyring, revision)?;
@@ -631,17 +634,28 @@ impl Vault {
                 self.reload()?;
                 return Ok(());
             }
-            // Decoded before the write lock: readers wait only for the apply.
-            let batch = match rows::decode_ops(commit.ops) {
-                Ok(batch) => batch,
+            // Decoded and checked before the write lock: readers wait only for the apply.
+            let keys = self.state().keys.clone();
+            let checked = rows::decode_ops(commit.ops, &keys).and_then(|fed| {
+                let digest = self.state().digest_after(&fed.auths);
+                match fed.digest {
+                    Some(stored) if stored == digest => Ok((fed, digest)),
+                    _ => Err(Error::Tampered {
+                        what: "a commit's records are not the ones its store record counts",
+                    }),
+                }
+            });
+            let (fed, digest) = match checked {
+                Ok(checked) => checked,
                 Err(e) => {
-                    error!(error = %e, revision = %commit.revision, "a commit in the change feed does not decode; reloading the store");
+                    error!(error = %e, revision = %commit.revision, "a commit in the change feed does not check; reloading the store");
                     self.reload()?;
                     return Ok(());
                 }
             };
             let mut state = self.state_mut();
-            state.apply(batch);
+            state.apply(fed.batch);
+            state.apply_auths(fed.auths, digest);
             state.revision = commit.revision;
             at = commit.revision;
         }
@@ -706,7 +720,7 @@ impl Vault {
         // so that mtimes only move forward even if the clock steps back.
         let at = self.clock().max(self.state().meta.last_change);
         batch.insert(0, Mutation::SetLastChange(at));
-        let ops = rows::encode(&batch, &self.state().meta);
+        let ops = rows::encode(&batch, &self.state())?;
         check_bounds(&ops)?;
         let mutations = ops.len();
         let revision = match self.backend.commit(Batch {
@@ -765,8 +779,8 @@ impl Vault {
     fn reload(&self) -> Result<bool> {
         let snapshot = self.backend.load()?;
         let revision = snapshot.revision;
-        let stored = rows::decode_snapshot(snapshot)?;
-        let keys = self.keys_for(&stored.meta)?;
+        let keys = self.keys_for(&rows::peek_meta(&snapshot)?)?;
+        let stored = rows::decode_snapshot(snapshot, &keys)?;
         let mut fresh = State::from_stored(stored, keys, revision)?;
         let mut state = self.state_mut();
         if fresh.meta.rotation_target.is_some() {
@@ -841,7 +855,7 @@ fn migrate(
         upgraded.services.len(),
         upgraded.grants.len(),
     );
-    backend.replace_all(base, rows::encode_store(&upgraded))?;
+    backend.replace_all(base, rows::encode_store(&upgraded, &keyring)?)?;
     warn!(
         from = legacy::FORMAT,
         to = FORMAT_VERSION,
@@ -853,7 +867,12 @@ fn migrate(
     // Memory holds what the store holds: what was written, read back.
     let snapshot = backend.load()?;
     let revision = snapshot.revision;
-    Ok((rows::decode_snapshot(snapshot)?, revision, keyring, extra))
+    Ok((
+        rows::decode_snapshot(snapshot, &keyring)?,
+        revision,
+        keyring,
+        extra,
+    ))
 }
 
 fn sealing_key(state: &State) -> Result<&Arc<Key>> {

@@ -6,7 +6,9 @@
 //! 2. commit `rotation_target = N+1` and N+1's key check (from here on, `set` seals under
 //!    N+1, and reads use each record's own key id, both of which are loaded);
 //! 3. re-encrypt the secrets still under N in batches, one transaction per batch, applying
-//!    each to memory as soon as it commits;
+//!    each to memory as soon as it commits; then, likewise, tag again under N+1 the
+//!    records still tagged under N (services and grants; the store record is tagged anew
+//!    by every commit);
 //! 4. commit `active_key = N+1`, clear `rotation_target`, drop N's key check;
 //! 5. rewrite the key file with N+1 only.
 //!
@@ -16,7 +18,7 @@
 //! | state found at open                                   | crashed during | action              |
 //! |-------------------------------------------------------|----------------|---------------------|
 //! | file {N, N+1}, meta active N, no target               | 1–2            | drop N+1 (rollback) |
-//! | meta target N+1 (records under N and N+1)             | 2–4            | resume from 3       |
+//! | meta target N+1 (records under N and N+1)             | 2–4            | resume from 3: every record not yet under N+1 |
 //! | file {N, N+1}, meta active N+1, no target             | 4–5            | drop N (step 5)     |
 //!
 //! A key is dropped from the file only when the meta table references neither it nor any
@@ -32,6 +34,7 @@ use tracing::{debug, error, info, warn};
 
 use super::Vault;
 use crate::actor::Actor;
+use crate::backend::Table;
 use crate::crypto::{Key, Keyring};
 use crate::error::{Error, Result};
 use crate::keyfile;
@@ -231,7 +234,9 @@ impl Vault {
         let max = self.backend.max_batch().max(1);
         let mut cursor: Option<String> = None;
         let mut reencrypted = 0u64;
-        for batch_no in 0.. {
+        // Counts committed batches, for the crash points of the tests.
+        let mut batch_no = 0;
+        loop {
             let writer = self.writer()?;
             let mut resealed = None;
             self.commit(actor, |state| {
@@ -254,10 +259,31 @@ impl Vault {
             progress(now);
             debug!(done = now.done, total, "key rotation progress");
             self.crash_here(CrashPoint::Batch(batch_no))?;
+            batch_no += 1;
         }
         if now.done != total {
             now.done = total;
             progress(now);
+        }
+        // Then the records that have no key of their own: tagged again under the target,
+        // in batches too (the count above is of secrets, as `status` shows).
+        loop {
+            let _writer = self.writer()?;
+            let mut n = 0;
+            self.commit(actor, |state| {
+                let batch = retag_batch(state, target, max);
+                n = batch.len();
+                Ok(batch)
+            })?;
+            if n == 0 {
+                break;
+            }
+            debug!(
+                records = n,
+                "key rotation: records tagged under the new key"
+            );
+            self.crash_here(CrashPoint::Batch(batch_no))?;
+            batch_no += 1;
         }
         Ok(reencrypted)
     }
@@ -269,9 +295,9 @@ impl Vault {
             what: "the rotation's target key is not loaded",
         })?);
         self.commit(actor, |state| {
-            if state.secrets.values().any(|r| r.key_id != target) {
+            if state.auths.values().any(|a| a.key_id != target) {
                 return Err(Error::Corrupt {
-                    what: "a secret is still under the old key after re-encryption",
+                    what: "a record is still under the old key after re-encryption",
                 });
             }
             let mut batch = vec![
@@ -341,7 +367,12 @@ pub(super) fn reconcile_keys(
         let check = meta.key_checks.get(&id).ok_or(Error::Corrupt {
             what: "no key check for a key in use",
         })?;
-        if !key.verify(check) {
+        let verified = if meta.format_version == crate::legacy::FORMAT {
+            key.verify_v1(check)
+        } else {
+            key.verify(check)
+        };
+        if !verified {
             return Err(Error::KeyMismatch {
                 path: key_path.to_path_buf(),
                 id,
@@ -419,4 +450,25 @@ fn reseal_batch(
         ));
     }
     Ok(batch)
+}
+
+/// Up to `max` services and grants still tagged under another key than `target`, written
+/// again as they are (so tagged under the target, the key the store seals with).
+fn retag_batch(state: &State, target: u32, max: usize) -> Vec<Mutation> {
+    state
+        .auths
+        .iter()
+        .filter(|(_, auth)| auth.key_id != target)
+        .filter_map(|(row, _)| match row.table {
+            Table::Services => state
+                .services
+                .get(&row.key)
+                .map(|rec| Mutation::PutService(row.key.clone(), rec.clone())),
+            Table::Grants => row
+                .grant_names()
+                .map(|(svc, sec)| Mutation::PutGrant(svc.to_owned(), sec.to_owned())),
+            _ => None,
+        })
+        .take(max)
+        .collect()
 }

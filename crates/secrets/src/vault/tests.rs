@@ -7,7 +7,7 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
 use super::rotation::CrashPoint;
 use super::*;
-use crate::backend::{Row, Snapshot};
+use crate::backend::{Row, Snapshot, Table};
 use crate::redb_store::raw;
 use crate::{MAX_VALUE_LEN, RotationProgress};
 
@@ -314,6 +314,45 @@ fn commit_failure_mid_rotation_leaves_it_pending() {
     assert_eq!(vault.status().active_key, 2);
     assert_eq!(key_file_ids(&dir), [2]);
     assert_all_values(&vault, 10);
+}
+
+#[test]
+fn a_rotation_tags_every_record_under_the_new_key_even_across_a_crash() {
+    // 10 secrets in 4 batches of 3 (0 to 3), then 4 services and 8 grants in 4 more.
+    for point in [
+        None,
+        Some(CrashPoint::Batch(3)),
+        Some(CrashPoint::Batch(5)),
+        Some(CrashPoint::Batch(7)),
+    ] {
+        let (_tmp, dir) = fresh();
+        let vault = open_with(&dir, 3, None);
+        populate(&vault, 10);
+        for i in 0..4u32 {
+            let service = format!("svc{i}");
+            vault.service_set_uid(&service, 3000 + i).unwrap();
+            vault.grant(&service, "s000").unwrap();
+            vault.grant(&service, "s001").unwrap();
+        }
+        vault.crash_at(point);
+        let done = vault.rotate_key(&|_| {});
+        assert_eq!(done.is_err(), point.is_some(), "{point:?}");
+        drop(vault);
+        // The next start finishes what the crash left; every record is then under key 2,
+        // and key 1 is gone: a record still under it would not load.
+        let vault = open(&dir);
+        assert_eq!(key_file_ids(&dir), [2], "{point:?}");
+        assert_eq!(vault.state().auths.len(), 10 + 4 + 8);
+        assert!(
+            vault.state().auths.values().all(|a| a.key_id == 2),
+            "{point:?}"
+        );
+        assert_all_values(&vault, 10);
+        assert_eq!(vault.grants("svc3"), ["s000", "s001"]);
+        assert_eq!(vault.service_for_uid(3002).as_deref(), Some("svc2"));
+        drop(vault);
+        open(&dir);
+    }
 }
 
 #[test]
@@ -650,8 +689,22 @@ fn set_many_is_all_or_nothing() {
 
 // ---- Tampering with the raw store. ----
 
+/// The store's keys, as whoever holds the key file has them.
+fn store_keys(dir: &Path) -> Keyring {
+    Keyring::new(keyfile::read(&dir.join(KEY_FILE)).unwrap())
+}
+
+fn assert_tampered(dir: &Path) {
+    let err = Vault::open(dir, None).unwrap_err();
+    assert!(matches!(err, Error::Tampered { .. }), "{err:?}");
+    assert!(
+        err.to_string().contains("changed outside srv-secrets"),
+        "{err}"
+    );
+}
+
 #[test]
-fn blob_moved_to_another_name_fails_to_decrypt() {
+fn a_record_moved_to_another_name_is_refused() {
     let (_tmp, dir) = fresh();
     let vault = open(&dir);
     vault.set("alpha", b"alpha-value").unwrap();
@@ -660,25 +713,106 @@ fn blob_moved_to_another_name_fails_to_decrypt() {
     let store = dir.join(STORE_FILE);
     let alpha = raw::secret(&store, "alpha");
     raw::put_secret(&store, "bravo", &alpha);
-    let vault = open(&dir);
-    assert!(matches!(vault.reveal("bravo"), Err(Error::Decrypt)));
-    assert_eq!(vault.reveal("alpha").unwrap().expose(), b"alpha-value");
+    assert_tampered(&dir);
 }
 
 #[test]
-fn blob_relabelled_with_another_version_fails_to_decrypt() {
+fn a_record_relabelled_with_another_version_is_refused() {
     let (_tmp, dir) = fresh();
     let vault = open(&dir);
     vault.set("a", b"one").unwrap();
     vault.set("a", b"two").unwrap();
     drop(vault);
     let store = dir.join(STORE_FILE);
-    let mut rec = SecretRecord::decode(&raw::secret(&store, "a")).unwrap();
+    let (mut rec, _) =
+        SecretRecord::decode("a", &raw::secret(&store, "a"), &store_keys(&dir)).unwrap();
     assert_eq!(rec.version, 2);
     rec.version = 1;
-    raw::put_secret(&store, "a", &rec.encode());
+    // Without the cluster key, a record can only be tagged under some other key.
+    let forger = Key::generate(1).unwrap();
+    raw::put_secret(&store, "a", &rec.encode("a", &forger).0);
+    assert_tampered(&dir);
+}
+
+#[test]
+fn a_forged_or_replayed_grant_is_refused() {
+    let (_tmp, dir) = fresh();
     let vault = open(&dir);
-    assert!(matches!(vault.reveal("a"), Err(Error::Decrypt)));
+    vault.set("db", b"v").unwrap();
+    vault.set("other", b"v").unwrap();
+    vault.service_set_uid("web", 2000).unwrap();
+    vault.grant("web", "db").unwrap();
+    drop(vault);
+    let store = dir.join(STORE_FILE);
+    let clean = std::fs::read(&store).unwrap();
+    let grant = raw::get(&store, Table::Grants, "web/db").unwrap();
+
+    // The record of one grant copied to another: it names its row, so it is refused.
+    raw::put(&store, Table::Grants, "web/other", &grant);
+    assert_tampered(&dir);
+    // A grant made with a key of the forger's own.
+    std::fs::write(&store, &clean).unwrap();
+    let row = Row::grant("web", "other");
+    let forged = crate::record::encode_grant(&row, &Key::generate(1).unwrap()).0;
+    raw::put(&store, Table::Grants, "web/other", &forged);
+    assert_tampered(&dir);
+
+    // Revoked, then the earlier record put back: authentic, but not in the set the last
+    // commit wrote.
+    std::fs::write(&store, &clean).unwrap();
+    let vault = open(&dir);
+    vault.revoke("web", "db").unwrap();
+    drop(vault);
+    raw::put(&store, Table::Grants, "web/db", &grant);
+    assert_tampered(&dir);
+    // As is a grant removed.
+    std::fs::write(&store, &clean).unwrap();
+    raw::delete(&store, Table::Grants, "web/db");
+    assert_tampered(&dir);
+    std::fs::write(&store, &clean).unwrap();
+    assert!(open(&dir).is_granted("web", "db"));
+}
+
+#[test]
+fn a_tampered_service_or_store_record_is_refused() {
+    let (_tmp, dir) = fresh();
+    let vault = open(&dir);
+    vault.service_set_uid("web", 2000).unwrap();
+    vault.service_set_uid("api", 2001).unwrap();
+    drop(vault);
+    let store = dir.join(STORE_FILE);
+    let clean = std::fs::read(&store).unwrap();
+    let keys = store_keys(&dir);
+    let forger = Key::generate(1).unwrap();
+    // web's record given api's uid's... bytes: api's record at web's row.
+    let api = raw::get(&store, Table::Services, "api").unwrap();
+    raw::put(&store, Table::Services, "web", &api);
+    assert_tampered(&dir);
+    // A service re-made with a uid of the forger's choosing.
+    std::fs::write(&store, &clean).unwrap();
+    let (mut web, _) = ServiceRecord::decode(
+        "web",
+        &raw::get(&store, Table::Services, "web").unwrap(),
+        &keys,
+    )
+    .unwrap();
+    web.uid = Some(0);
+    raw::put(
+        &store,
+        Table::Services,
+        "web",
+        &web.encode("web", &forger).0,
+    );
+    assert_tampered(&dir);
+    // The admin uid (in the store record) changed, as whoever wants to be admin would.
+    std::fs::write(&store, &clean).unwrap();
+    let bytes = raw::meta(&store, "store").unwrap();
+    let mut record = crate::record::StoreRecord::decode(&bytes, &keys).unwrap();
+    record.admin_uid = 4242;
+    raw::put_meta(&store, "store", &record.encode(&forger));
+    assert_tampered(&dir);
+    std::fs::write(&store, &clean).unwrap();
+    assert_eq!(open(&dir).admin_uid(), ADMIN);
 }
 
 #[test]
@@ -704,7 +838,7 @@ fn poisoned_writer_reloads() {
             .commit(Batch {
                 base: v.revision(),
                 actor: Actor::local(),
-                ops: rows::encode(&[Mutation::DeleteSecret("a".into())], &v.state().meta),
+                ops: rows::encode(&[Mutation::DeleteSecret("a".into())], &v.state()).unwrap(),
             })
             .unwrap();
         panic!("injected panic while holding the writer");
@@ -1259,12 +1393,31 @@ fn a_format_1_store_opens_reads_the_same_values_and_is_rewritten() {
             FORMAT_VERSION.to_be_bytes()
         );
         assert!(raw::meta(&store, "admin_uid").is_none(), "{which}");
+        // Every record authenticated, under the active key.
+        let keys = store_keys(&dir);
         for (name, _) in fixture_secrets() {
-            let rec = SecretRecord::decode(&raw::secret(&store, name)).unwrap();
-            assert_eq!(rec.key_id, active_after, "{which} {name}");
+            let (rec, auth) =
+                SecretRecord::decode(name, &raw::secret(&store, name), &keys).unwrap();
+            assert_eq!(
+                (rec.key_id, auth.key_id),
+                (active_after, active_after),
+                "{which} {name}"
+            );
         }
-        let grants: Vec<String> = raw::grants(&store).into_iter().map(|(k, _)| k).collect();
-        assert_eq!(grants, ["api/binary", "web/db_password", "web/large"]);
+        for name in ["web", "api", "worker"] {
+            let bytes = raw::get(&store, Table::Services, name).unwrap();
+            let (_, auth) = ServiceRecord::decode(name, &bytes, &keys).unwrap();
+            assert_eq!(auth.key_id, active_after, "{which} {name}");
+        }
+        let grants = raw::grants(&store);
+        let names: Vec<&str> = grants.iter().map(|(k, _)| k.as_str()).collect();
+        assert_eq!(names, ["api/binary", "web/db_password", "web/large"]);
+        for (key, bytes) in &grants {
+            let auth =
+                crate::record::decode_grant(&Row::new(Table::Grants, key.as_str()), bytes, &keys)
+                    .unwrap();
+            assert_eq!(auth.key_id, active_after, "{which} {key}");
+        }
         let vault = open(&dir);
         assert_fixture_contents(&vault);
         assert_eq!(
