@@ -108,19 +108,15 @@ impl Legacy {
                            migrated to this format; restore a backup, or delete that secret \
                            (named in the log) with the previous srv-secrets",
                 })?;
-            let aad = SecretAad::new(&name, old.incarnation, old.version);
-            let (nonce, ciphertext) = key.seal(aad.as_bytes(), plain.expose())?;
-            secrets.push((
-                name,
-                SecretRecord {
-                    version: old.version,
-                    incarnation: old.incarnation,
-                    mtime: old.mtime,
-                    key_id: old.key_id,
-                    nonce,
-                    ciphertext: ciphertext.into(),
-                },
-            ));
+            let rec = SecretRecord::seal(
+                &name,
+                old.version,
+                old.incarnation,
+                old.mtime,
+                key,
+                plain.expose(),
+            )?;
+            secrets.push((name, rec));
         }
         // Format 2's key checks, of the same keys.
         let mut key_checks = BTreeMap::new();

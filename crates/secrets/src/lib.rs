@@ -1,10 +1,11 @@
 //! The secrets domain of srv-secrets.
 //!
-//! A [`Vault`] owns a data directory: the cluster key file, AES-256-GCM encryption at rest,
-//! an embedded transactional store (redb), secrets with versions, services (name, uid,
-//! [`Manifest`]), grants, and key rotation with crash recovery. Reads are served from
-//! memory (they run on every 9P walk, open and read); every mutation is one durable
-//! transaction, applied fully or not at all.
+//! A [`Vault`] owns a store (the embedded one, redb, in a data directory; or any
+//! [`Backend`]): the cluster key file, AES-256-GCM encryption at rest and a tag on every
+//! record, secrets with versions, services (name, uid, [`Manifest`]), grants, and key
+//! rotation with crash recovery. Reads are served from memory (they run on every 9P walk,
+//! open and read); every mutation is one durable transaction, applied fully or not at
+//! all, and says who made it ([`Actor`]).
 //!
 //! It does **not** know 9P, principals' transports, or the ctl text language: the server
 //! crate maps principals to service names and ctl commands to the methods here. The one
@@ -50,8 +51,10 @@
 //! - `record`: stored records and their byte layout (format 2: an envelope, a CBOR
 //!   header, a payload).
 //! - `legacy`: store format 1, read only, for the migration at open.
-//! - `crypto`: keys, keyring, AES-256-GCM sealing with identity-bound associated data,
-//!   key check values, [`SecretBytes`].
+//! - `crypto`: keys and the keys derived from them (HKDF-SHA256), the keyring, AES-256-GCM
+//!   sealing of values in 4 KiB chunks with identity-bound associated data (a read
+//!   decrypts the chunks it touches: [`Vault::read_opened_range`]), HMAC-SHA256 record
+//!   tags, key check values, [`SecretBytes`].
 //! - `keyfile`: the key file format, strict parsing, owner-only atomic writes.
 //! - [`manifest`](Manifest): the service manifest format.
 //! - [`names`](is_valid_name): the name rule and size limits.

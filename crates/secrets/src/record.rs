@@ -26,7 +26,7 @@
 //!
 //! | record  | header                                                       | payload      |
 //! |---------|--------------------------------------------------------------|--------------|
-//! | secret  | `incarnation`, `versions`: [`version`, `state`, `mtime`, `length`, `nonce`] | ciphertexts |
+//! | secret  | `incarnation`, `versions`: [`version`, `state`, `mtime`, `length`, `chunk`, `nonce`] | each version's chunks |
 //! | service | `uid` (absent: none), `manifest` (its text)                  | empty        |
 //! | grant   | nothing yet                                                  | empty        |
 //! | store   | `admin_uid`, `active_key`, `rotation_target`, `last_change`  | empty        |
@@ -44,7 +44,7 @@ use serde::{Deserialize, Serialize};
 use tracing::error;
 
 use crate::backend::{Row, Table};
-use crate::crypto::{Key, Keyring, MAC_LEN, NONCE_LEN, SecretAad, TAG_LEN};
+use crate::crypto::{self, Key, Keyring, MAC_LEN, NONCE_LEN, Value, ValueId};
 use crate::error::{Error, Result};
 use crate::manifest::Manifest;
 
@@ -197,8 +197,12 @@ struct VersionHeader {
     version: u64,
     state: VersionState,
     mtime: u64,
-    /// Plaintext bytes; the version's ciphertext is `length + 16` bytes of the payload.
+    /// Plaintext bytes.
     length: u64,
+    /// Plaintext bytes per chunk: the version takes `length` plus 16 per chunk (at least
+    /// one) of the payload.
+    chunk: u32,
+    /// The base nonce of its chunks.
     #[serde(with = "serde_bytes")]
     nonce: [u8; NONCE_LEN],
 }
@@ -216,9 +220,13 @@ pub(crate) struct SecretRecord {
     pub(crate) mtime: u64,
     /// The key the ciphertext is under.
     pub(crate) key_id: u32,
-    /// The nonce it was sealed with.
+    /// The base nonce its chunks were sealed with.
     pub(crate) nonce: [u8; NONCE_LEN],
-    /// Ciphertext and tag; shared so that opening a file does not copy it.
+    /// Plaintext bytes per chunk.
+    pub(crate) chunk_len: u32,
+    /// Plaintext bytes.
+    pub(crate) length: u64,
+    /// The chunks' ciphertexts and tags; shared so that opening a file does not copy them.
     pub(crate) ciphertext: Arc<[u8]>,
 }
 
@@ -235,13 +243,62 @@ impl std::fmt::Debug for SecretRecord {
 impl SecretRecord {
     /// Length of the plaintext.
     pub(crate) fn length(&self) -> u64 {
-        // Decoding guarantees at least a tag; usize always fits in u64 on supported targets.
-        u64::try_from(self.ciphertext.len().saturating_sub(TAG_LEN)).unwrap_or(u64::MAX)
+        self.length
     }
 
-    /// The associated data this record was sealed with.
-    pub(crate) fn aad(&self, name: &str) -> SecretAad {
-        SecretAad::new(name, self.incarnation, self.version)
+    /// A record of `value` sealed under `key` as version `version` of secret `name`'s
+    /// incarnation `incarnation`, set at `mtime`.
+    pub(crate) fn seal(
+        name: &str,
+        version: u64,
+        incarnation: u64,
+        mtime: u64,
+        key: &Key,
+        value: &[u8],
+    ) -> Result<SecretRecord> {
+        let id = ValueId {
+            name,
+            incarnation,
+            version,
+        };
+        let (nonce, ciphertext) = key.seal_value(id, value)?;
+        Ok(SecretRecord {
+            version,
+            incarnation,
+            mtime,
+            key_id: key.id(),
+            nonce,
+            chunk_len: crypto::CHUNK_LEN,
+            length: value.len() as u64,
+            ciphertext: ciphertext.into(),
+        })
+    }
+
+    /// The same record with its value moved from key `from` (its own) to key `to`.
+    pub(crate) fn resealed(&self, name: &str, from: &Key, to: &Key) -> Result<SecretRecord> {
+        let (nonce, ciphertext) = from.reseal_value(to, &self.value(name))?;
+        Ok(SecretRecord {
+            key_id: to.id(),
+            nonce,
+            chunk_len: crypto::CHUNK_LEN,
+            ciphertext: ciphertext.into(),
+            ..self.clone()
+        })
+    }
+
+    /// The sealed value, as the value of secret `name`.
+    pub(crate) fn value<'a>(&'a self, name: &'a str) -> Value<'a> {
+        Value {
+            id: ValueId {
+                name,
+                incarnation: self.incarnation,
+                version: self.version,
+            },
+            nonce: self.nonce,
+            chunk: self.chunk_len,
+            length: self.length,
+            ciphertext: &self.ciphertext,
+        }
     }
 
     /// Stored form, as the record of secret `name`, tagged under `key` (whose id is
@@ -253,7 +310,8 @@ impl SecretRecord {
                 version: self.version,
                 state: VersionState::Current,
                 mtime: self.mtime,
-                length: self.length(),
+                length: self.length,
+                chunk: self.chunk_len,
                 nonce: self.nonce,
             }],
         };
@@ -275,10 +333,10 @@ impl SecretRecord {
                 what: "a secret record without exactly one version",
             });
         };
-        let expected = usize::try_from(v.length)
-            .ok()
-            .and_then(|n| n.checked_add(TAG_LEN));
-        if v.state != VersionState::Current || v.version == 0 || expected != Some(env.payload.len())
+        let expected = crypto::sealed_len(v.length, v.chunk);
+        if v.state != VersionState::Current
+            || v.version == 0
+            || expected != Some(env.payload.len() as u64)
         {
             return Err(Error::Corrupt { what: WHAT });
         }
@@ -288,6 +346,8 @@ impl SecretRecord {
             mtime: v.mtime,
             key_id: env.key_id,
             nonce: v.nonce,
+            chunk_len: v.chunk,
+            length: v.length,
             ciphertext: Arc::from(env.payload),
         };
         Ok((rec, auth))
@@ -414,6 +474,7 @@ impl StoreRecord {
 #[allow(clippy::unwrap_used, reason = "a test fails by panicking")]
 mod tests {
     use super::*;
+    use crate::crypto::TAG_LEN;
     use proptest::prelude::*;
 
     fn keys() -> (Keyring, Arc<Key>) {
@@ -422,14 +483,19 @@ mod tests {
         (keys, key)
     }
 
-    fn secret(ct_len: usize) -> SecretRecord {
+    /// A record of a value of `length` bytes (its ciphertext made up: records do not look
+    /// inside it).
+    fn secret(length: usize) -> SecretRecord {
+        let sealed = crypto::sealed_len(length as u64, 4096).unwrap() as usize;
         SecretRecord {
             version: 1,
             incarnation: 2,
             mtime: 3,
             key_id: 4,
             nonce: [5; NONCE_LEN],
-            ciphertext: vec![6; ct_len].into(),
+            chunk_len: 4096,
+            length: length as u64,
+            ciphertext: vec![6; sealed].into(),
         }
     }
 
@@ -437,10 +503,14 @@ mod tests {
         #[test]
         fn secret_round_trip(
             version in 1u64.., incarnation: u64, mtime: u64,
-            nonce: [u8; NONCE_LEN], ct in proptest::collection::vec(any::<u8>(), TAG_LEN..100)
+            nonce: [u8; NONCE_LEN], length in 0usize..10_000, chunk in 1u32..5000
         ) {
             let (keys, key) = keys();
-            let rec = SecretRecord { version, incarnation, mtime, key_id: 4, nonce, ciphertext: ct.into() };
+            let sealed = crypto::sealed_len(length as u64, chunk).unwrap() as usize;
+            let rec = SecretRecord {
+                version, incarnation, mtime, key_id: 4, nonce, chunk_len: chunk,
+                length: length as u64, ciphertext: vec![7; sealed].into(),
+            };
             let (bytes, auth) = rec.encode("db", &key);
             let (back, auth2) = SecretRecord::decode("db", &bytes, &keys).unwrap();
             prop_assert_eq!(back.length(), rec.length());
@@ -475,7 +545,7 @@ mod tests {
     #[test]
     fn refuses_other_formats_short_records_and_mismatched_lengths() {
         let (keys, key) = keys();
-        let rec = secret(TAG_LEN + 3);
+        let rec = secret(3);
         let (mut bytes, _) = rec.encode("db", &key);
         assert!(SecretRecord::decode("db", &bytes[..bytes.len() - 1], &keys).is_err());
         bytes.push(0);
@@ -500,7 +570,7 @@ mod tests {
     #[test]
     fn a_record_authenticates_only_where_it_was_written_and_as_written() {
         let (keys, key) = keys();
-        let (bytes, _) = secret(TAG_LEN).encode("db", &key);
+        let (bytes, _) = secret(0).encode("db", &key);
         assert!(SecretRecord::decode("db", &bytes, &keys).is_ok());
         // Moved to another row, or to another table.
         let moved = SecretRecord::decode("db2", &bytes, &keys).unwrap_err();
@@ -509,6 +579,7 @@ mod tests {
         // Any header byte changed; a key that is not the store's.
         let mut changed = bytes.clone();
         let last_header_byte = bytes.len() - TAG_LEN - 1;
+        assert_eq!(secret(0).ciphertext.len(), TAG_LEN);
         changed[last_header_byte] ^= 1;
         assert!(matches!(
             SecretRecord::decode("db", &changed, &keys),
@@ -572,6 +643,7 @@ mod tests {
                 state: VersionState::Current,
                 mtime: 3,
                 length: 0,
+                chunk: 4096,
                 nonce: [5; NONCE_LEN],
             }],
         };

@@ -519,6 +519,8 @@ mod tests {
             mtime: 10,
             key_id: 1,
             nonce: [1; 12],
+            chunk_len: 4096,
+            length: 4,
             ciphertext: vec![2; 20].into(),
         }
     }

@@ -341,13 +341,7 @@ impl Vault {
         let rec = state.secrets.get(name).ok_or(Error::NotFound)?;
         Ok(OpenedSecret {
             name: name.to_owned(),
-            version: rec.version,
-            incarnation: rec.incarnation,
-            mtime: rec.mtime,
-            length: rec.length(),
-            key_id: rec.key_id,
-            nonce: rec.nonce,
-            ciphertext: Arc::clone(&rec.ciphertext),
+            record: rec.clone(),
         })
     }
 
@@ -360,58 +354,69 @@ impl Vault {
     ///
     /// # Cost
     /// One AES-256-GCM decryption of the whole value, on the calling thread: linear in the
-    /// value's length, about 1 ms per MiB. The state's read lock is held only for the
-    /// checks and to clone an `Arc` to the ciphertext, never while decrypting, so a large
-    /// read delays no writer; but an async caller serving large values may prefer to run
-    /// it on a blocking thread.
+    /// value's length, about 1 ms per MiB. [`Vault::read_opened_range`] decrypts only the
+    /// chunks a read needs.
     ///
     /// # Errors
     /// [`Error::NotFound`] if the grant is gone or the secret was deleted since the open;
     /// [`Error::Stale`] if the snapshot's key was retired and the secret has changed since;
     /// [`Error::Decrypt`] for a damaged record.
     pub fn read_opened(&self, service: &str, opened: &OpenedSecret) -> Result<SecretBytes> {
-        let (key, nonce, ciphertext, version) = {
-            let state = self.state();
-            if !state.is_granted(service, &opened.name) {
-                return Err(Error::NotFound);
-            }
-            // Incarnations are random per (re)creation: a deleted and re-created secret is
-            // another one, which this open never saw.
-            let rec = state
-                .secrets
-                .get(&opened.name)
-                .filter(|rec| rec.incarnation == opened.incarnation)
-                .ok_or(Error::NotFound)?;
-            if let Some(key) = state.keys.get(opened.key_id) {
-                (
-                    Arc::clone(key),
-                    opened.nonce,
-                    Arc::clone(&opened.ciphertext),
-                    opened.version,
-                )
-            } else {
-                if rec.version != opened.version {
-                    return Err(Error::Stale);
-                }
-                let key = state.keys.get(rec.key_id).ok_or(Error::Corrupt {
-                    what: "a secret's key is not loaded",
-                })?;
-                (
-                    Arc::clone(key),
-                    rec.nonce,
-                    Arc::clone(&rec.ciphertext),
-                    rec.version,
-                )
-            }
-        };
-        // Decrypt outside the lock: a 1 MiB value must not hold up a writer's apply.
-        let aad = crate::crypto::SecretAad::new(&opened.name, opened.incarnation, version);
-        key.open(&nonce, aad.as_bytes(), &ciphertext)
+        let (key, rec) = self.readable(service, opened)?;
+        key.open_value(&rec.value(&opened.name))
+    }
+
+    /// [`Vault::read_opened`] of the bytes `[offset, offset + count)` of the value (fewer
+    /// at its end, none past it), with the same checks.
+    ///
+    /// # Cost
+    /// The value is sealed in chunks of 4 KiB; this decrypts only those the range lies in
+    /// ([`OpenedSecret::decrypted_len`] says how many bytes that is), on the calling
+    /// thread, and holds no more plaintext than the range, plus one chunk while it is
+    /// decrypted. The state's read lock is held only for the checks and to clone an `Arc`
+    /// to the ciphertext, never while decrypting, so no read delays a writer.
+    ///
+    /// # Errors
+    /// As [`Vault::read_opened`].
+    pub fn read_opened_range(
+        &self,
+        service: &str,
+        opened: &OpenedSecret,
+        offset: u64,
+        count: u64,
+    ) -> Result<SecretBytes> {
+        let (key, rec) = self.readable(service, opened)?;
+        key.open_value_range(&rec.value(&opened.name), offset, count)
+    }
+
+    /// The checks of [`Vault::read_opened`]: the key and the record to decrypt.
+    fn readable(&self, service: &str, opened: &OpenedSecret) -> Result<(Arc<Key>, SecretRecord)> {
+        let state = self.state();
+        if !state.is_granted(service, &opened.name) {
+            return Err(Error::NotFound);
+        }
+        // Incarnations are random per (re)creation: a deleted and re-created secret is
+        // another one, which this open never saw.
+        let rec = state
+            .secrets
+            .get(&opened.name)
+            .filter(|rec| rec.incarnation == opened.record.incarnation)
+            .ok_or(Error::NotFound)?;
+        if let Some(key) = state.keys.get(opened.record.key_id) {
+            return Ok((Arc::clone(key), opened.record.clone()));
+        }
+        if rec.version != opened.record.version {
+            return Err(Error::Stale);
+        }
+        let key = state.keys.get(rec.key_id).ok_or(Error::Corrupt {
+            what: "a secret's key is not loaded",
+        })?;
+        // Decrypted outside the lock: a 1 MiB value must not hold up a writer's apply.
+        Ok((Arc::clone(key), rec.clone()))
     }
 
     /// Decrypts the current version of a secret for the admin (for example
     /// `deploy secret get NAME --as SERVICE`, where the server checks the grant itself).
-    /// No grant is checked here: callers acting for a service use [`Vault::open_secret`].
     ///
     /// # Errors
     /// [`Error::NoSuchSecret`], [`Error::Decrypt`].
@@ -424,7 +429,7 @@ impl Vault {
             })?;
             (key, rec)
         };
-        key.open(&rec.nonce, rec.aad(name).as_bytes(), &rec.ciphertext)
+        key.open_value(&rec.value(name))
     }
 
     /// The active key id, counts, rotation progress, and when any of them last changed.

@@ -19,10 +19,12 @@ use self::ctl::{CtlFid, Recent};
 pub use self::node::Node;
 use crate::principal::{View, admission_of, principal_of, view_for};
 
-/// Values larger than this are decrypted on tokio's blocking pool rather than on the
-/// worker that serves the Tread: 64 KiB takes some tens of microseconds (the cost of a
-/// hop to the pool), a 1 MiB value a millisecond or more.
-const BLOCKING_READ_LEN: u64 = 64 * 1024;
+/// A Tread that decrypts more than this is decrypted on tokio's blocking pool rather than
+/// on the worker that serves it. A read decrypts only the 4 KiB chunks it touches: one
+/// chunk takes a few microseconds, less than the hop to the pool, so a page-sized read
+/// (9pfuse's, `cat`'s, `dd bs=1`'s) stays on the worker, while a read of many chunks (the
+/// kernel's, up to the iounit) does not hold up the worker's other requests.
+const BLOCKING_READ_LEN: u64 = 4 * 1024;
 
 /// Serves a [`Vault`] over 9P.
 pub struct SecretsFs {
@@ -207,28 +209,27 @@ impl Filesystem for SecretsFs {
         };
         match (&*opened, &fid.view) {
             (Opened::Secret(s), View::Service { service, .. }) => {
-                // The grant is checked again on every read, at any offset.
-                let plain = if s.length() > BLOCKING_READ_LEN {
-                    // Decrypting a large value takes long enough to hold up every other
+                // The grant is checked again on every read, at any offset; only the
+                // chunks the range lies in are decrypted.
+                let count = u64::from(count);
+                let plain = if s.decrypted_len(offset, count) > BLOCKING_READ_LEN {
+                    // Decrypting many chunks takes long enough to hold up every other
                     // request on this worker: let the blocking pool do it (the clone of
                     // the opened secret shares its ciphertext).
                     let (vault, service, s) = (self.vault.clone(), service.clone(), s.clone());
-                    tokio::task::spawn_blocking(move || vault.read_opened(&service, &s))
-                        .await
-                        .map_err(|e| {
-                            tracing::error!(error = %e, "reading a secret failed");
-                            Error::new(ename::IO)
-                        })?
+                    tokio::task::spawn_blocking(move || {
+                        vault.read_opened_range(&service, &s, offset, count)
+                    })
+                    .await
+                    .map_err(|e| {
+                        tracing::error!(error = %e, "reading a secret failed");
+                        Error::new(ename::IO)
+                    })?
                 } else {
-                    self.vault.read_opened(service, s)
+                    self.vault.read_opened_range(service, s, offset, count)
                 }
                 .map_err(read_error)?;
-                // Cut the plaintext down to the range in place, rather than copy it.
-                let mut bytes = plain.into_zeroizing();
-                let start = offset.min(bytes.len() as u64) as usize;
-                bytes.truncate(start.saturating_add(count as usize));
-                bytes.drain(..start);
-                Ok(Data::from(bytes))
+                Ok(Data::from(plain.into_zeroizing()))
             }
             (Opened::Text(t), _) => Ok(slice(t)),
             (Opened::Ctl(ctl), View::Admin) => Ok(Data::from(ctl.read(offset, count))),
@@ -470,6 +471,48 @@ mod tests {
         fs.vault().revoke("web", "big").unwrap();
         let err = rt.block_on(fs.read(&big_fid, 0, 10)).unwrap_err();
         assert_eq!(err, Error::not_found());
+    }
+
+    #[test]
+    fn a_page_sized_read_of_a_large_value_decrypts_on_the_worker_and_reads_right() {
+        let (_dir, fs, big) = fs();
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .max_blocking_threads(1)
+            .build()
+            .unwrap();
+        let fid = rt.block_on(open(&fs, "big"));
+        // The one blocking thread held: a read sent there would wait.
+        let (started, wait_started) = std::sync::mpsc::channel();
+        let (release, wait_release) = std::sync::mpsc::channel::<()>();
+        let blocker = rt.spawn_blocking(move || {
+            started.send(()).unwrap();
+            let _ = wait_release.recv();
+        });
+        wait_started.recv().unwrap();
+        let mut cx = Context::from_waker(Waker::noop());
+        let guard = rt.enter();
+        // One 4 KiB chunk, and single bytes at its edges: each decrypts one chunk, at once.
+        for (offset, count) in [
+            (8192, 4096),
+            (4095, 1),
+            (4096, 1),
+            (big.len() as u64 - 1, 1),
+        ] {
+            let mut read = pin!(fs.read(&fid, offset, count));
+            match read.as_mut().poll(&mut cx) {
+                Poll::Ready(d) => {
+                    let end = (offset as usize + count as usize).min(big.len());
+                    assert_eq!(d.unwrap().expose(), &big[offset as usize..end]);
+                }
+                Poll::Pending => panic!("a read of one chunk waited for the blocking pool"),
+            }
+        }
+        // Past the end: nothing, and nothing to decrypt.
+        let mut read = pin!(fs.read(&fid, big.len() as u64, 4096));
+        assert!(matches!(read.as_mut().poll(&mut cx), Poll::Ready(Ok(d)) if d.is_empty()));
+        drop(guard);
+        release.send(()).unwrap();
+        rt.block_on(blocker).unwrap();
     }
 
     /// Passes everything to the store of a data directory, and records who made each batch.

@@ -10,7 +10,7 @@ use std::collections::{BTreeSet, HashMap};
 use std::sync::Arc;
 
 use crate::actor::Actor;
-use crate::crypto::{Key, SecretAad, random_u64};
+use crate::crypto::{Key, random_u64};
 use crate::error::{Error, Result};
 use crate::manifest::Manifest;
 use crate::names;
@@ -274,19 +274,8 @@ impl<'s> Overlay<'s> {
                     Some(r) => (r.version.saturating_add(1), r.incarnation),
                     None => (1, random_u64()?),
                 };
-                let aad = SecretAad::new(name, incarnation, version);
-                let (nonce, ciphertext) = key.seal(aad.as_bytes(), value)?;
-                self.push(Mutation::PutSecret(
-                    name.to_owned(),
-                    SecretRecord {
-                        version,
-                        incarnation,
-                        mtime,
-                        key_id: key.id(),
-                        nonce,
-                        ciphertext: ciphertext.into(),
-                    },
-                ));
+                let rec = SecretRecord::seal(name, version, incarnation, mtime, key, value)?;
+                self.push(Mutation::PutSecret(name.to_owned(), rec));
                 Ok(Applied::Set { version })
             }
             Change::Delete { name } => {

@@ -38,7 +38,6 @@ use crate::backend::Table;
 use crate::crypto::{Key, Keyring};
 use crate::error::{Error, Result};
 use crate::keyfile;
-use crate::record::SecretRecord;
 use crate::rows::{Meta, Mutation};
 use crate::state::State;
 use crate::types::{RotationProgress, RotationReport};
@@ -429,25 +428,10 @@ fn reseal_batch(
         let old_key = state.keys.get(rec.key_id).ok_or(Error::Corrupt {
             what: "a secret's key is not loaded",
         })?;
-        let (nonce, ciphertext) = old_key
-            .reseal(
-                new_key,
-                &rec.nonce,
-                rec.aad(name).as_bytes(),
-                &rec.ciphertext,
-            )
-            .inspect_err(|_| {
-                error!(secret = %name, "cannot re-encrypt: the record does not authenticate");
-            })?;
-        batch.push(Mutation::PutSecret(
-            name.clone(),
-            SecretRecord {
-                key_id: target,
-                nonce,
-                ciphertext: ciphertext.into(),
-                ..rec.clone()
-            },
-        ));
+        let rec = rec.resealed(name, old_key, new_key).inspect_err(|_| {
+            error!(secret = %name, "cannot re-encrypt: the record does not authenticate");
+        })?;
+        batch.push(Mutation::PutSecret(name.clone(), rec));
     }
     Ok(batch)
 }

@@ -1450,3 +1450,90 @@ fn a_backup_of_a_format_1_store_is_a_format_1_store_that_migrates() {
     .unwrap();
     assert_fixture_contents(&open(&dir));
 }
+
+// ---- Values in chunks: range reads, and chunks tampered with in the store. ----
+
+fn chunked(n: usize) -> Vec<u8> {
+    (0..n).map(|i| (i % 251) as u8).collect()
+}
+
+#[test]
+fn a_range_read_returns_its_bytes_and_checks_the_grant_each_time() {
+    let (_tmp, dir) = fresh();
+    let vault = open(&dir);
+    let value = chunked(3 * crate::crypto::CHUNK_LEN as usize + 100);
+    vault.set("big", &value).unwrap();
+    vault.service_set_uid("web", 2000).unwrap();
+    vault.grant("web", "big").unwrap();
+    let fid = vault.open_secret("web", "big").unwrap();
+    for (offset, count) in [
+        (0, 4096),
+        (4095, 2),
+        (4096, 4096),
+        (12_000, 500),
+        (12_388, 10),
+        (99_999, 1),
+    ] {
+        let got = vault.read_opened_range("web", &fid, offset, count).unwrap();
+        let lo = (offset as usize).min(value.len());
+        let hi = ((offset + count) as usize).min(value.len());
+        assert_eq!(got.expose(), &value[lo..hi], "{offset} {count}");
+    }
+    assert_eq!(fid.decrypted_len(4095, 2), 8192);
+    assert_eq!(fid.decrypted_len(12_288, 4096), 100);
+    assert_eq!(fid.decrypted_len(99_999, 1), 0);
+    vault.revoke("web", "big").unwrap();
+    assert!(matches!(
+        vault.read_opened_range("web", &fid, 0, 1),
+        Err(Error::NotFound)
+    ));
+}
+
+#[test]
+fn chunks_swapped_in_the_store_fail_to_decrypt_and_a_cut_value_is_refused() {
+    let (_tmp, dir) = fresh();
+    let vault = open(&dir);
+    let c = crate::crypto::CHUNK_LEN as usize;
+    let value = chunked(3 * c);
+    vault.set("big", &value).unwrap();
+    vault.service_set_uid("web", 2000).unwrap();
+    vault.grant("web", "big").unwrap();
+    drop(vault);
+    let store = dir.join(STORE_FILE);
+    let clean = std::fs::read(&store).unwrap();
+    let bytes = raw::secret(&store, "big");
+    let stride = c + crate::crypto::TAG_LEN;
+    let payload = bytes.len() - 3 * stride;
+    // Chunks 0 and 1 swapped: the record's tag does not cover the ciphertext, the
+    // chunks' own tags and associated data do.
+    let mut swapped = bytes.clone();
+    swapped[payload..payload + stride]
+        .copy_from_slice(&bytes[payload + stride..payload + 2 * stride]);
+    swapped[payload + stride..payload + 2 * stride]
+        .copy_from_slice(&bytes[payload..payload + stride]);
+    raw::put_secret(&store, "big", &swapped);
+    let vault = open(&dir);
+    let fid = vault.open_secret("web", "big").unwrap();
+    assert!(matches!(
+        vault.read_opened_range("web", &fid, 0, 10),
+        Err(Error::Decrypt)
+    ));
+    assert!(matches!(
+        vault.read_opened_range("web", &fid, c as u64, 10),
+        Err(Error::Decrypt)
+    ));
+    assert!(matches!(vault.reveal("big"), Err(Error::Decrypt)));
+    // The chunk that was not moved still reads.
+    assert_eq!(
+        vault
+            .read_opened_range("web", &fid, 2 * c as u64, 10)
+            .unwrap()
+            .expose(),
+        &value[2 * c..2 * c + 10]
+    );
+    drop(vault);
+    // The last chunk cut off: the record no longer matches its header.
+    std::fs::write(&store, &clean).unwrap();
+    raw::put_secret(&store, "big", &bytes[..bytes.len() - stride]);
+    assert!(Vault::open(&dir, None).is_err());
+}
