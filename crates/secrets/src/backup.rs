@@ -17,8 +17,8 @@ use std::path::Path;
 use tracing::info;
 
 use crate::error::{Error, Result};
-use crate::redb_store;
-use crate::vault::{LOCK_FILE, STORE_FILE, Vault, hold_lock};
+use crate::redb_store::{LOCK_FILE, RedbBackend, STORE_FILE, hold_lock};
+use crate::vault::Vault;
 
 /// A backup made by a serving vault, to be read out: a store file as of one commit.
 #[derive(Debug)]
@@ -60,18 +60,15 @@ impl Vault {
     /// # Errors
     /// I/O errors creating the file (a full disk), store errors.
     pub fn backup(&self) -> Result<Backup> {
-        let dir = self.data_dir();
-        let file =
-            tempfile::tempfile_in(dir).map_err(Error::io("creating a backup file in", dir))?;
-        let copy = file
-            .try_clone()
-            .map_err(Error::io("creating a backup file in", dir))?;
-        self.backend.backup(copy)?;
+        let file = self.backend.backup()?;
         let len = file
             .metadata()
-            .map_err(Error::io("reading the backup file in", dir))?
+            .map_err(|e| Error::Store {
+                op: "measuring the backup",
+                source: Box::new(e),
+            })?
             .len();
-        info!(dir = %dir.display(), bytes = len, "took a backup of the store");
+        info!(store = ?self.data_dir(), bytes = len, "took a backup of the store");
         Ok(Backup { file, len })
     }
 }
@@ -100,6 +97,5 @@ pub fn backup_unserved(data_dir: &Path, out: File) -> Result<()> {
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
         Err(e) => return Err(Error::io("opening lock file", &lock_path)(e)),
     };
-    let backend = redb_store::open_for_backup(&store, data_dir)?;
-    crate::backend::Backend::backup(&backend, out)
+    RedbBackend::open_for_backup(data_dir)?.backup_into(out)
 }

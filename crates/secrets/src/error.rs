@@ -29,6 +29,18 @@ pub enum Error {
         /// The error the commit reported.
         source: Box<Error>,
     },
+    /// A conditional commit found the store at a later revision than the one its batch was
+    /// planned against: another writer committed first. Nothing was written.
+    #[error(
+        "the store changed meanwhile (revision {found}, not {expected}): another writer \
+         committed first; nothing was written, try again"
+    )]
+    Conflict {
+        /// The revision the batch was planned against.
+        expected: u64,
+        /// The store's revision.
+        found: u64,
+    },
     /// The store holds something this version cannot make sense of.
     #[error("store is corrupt: {what}")]
     Corrupt {
@@ -269,6 +281,17 @@ pub enum Error {
         key: PathBuf,
         /// Where the store should be.
         store: PathBuf,
+    },
+    /// The store holds a record that does not authenticate, or its records are not the set
+    /// its last commit wrote (one removed, put back from an earlier copy, or added): it was
+    /// changed by something other than srv-secrets. Which record is logged.
+    #[error(
+        "the store was changed outside srv-secrets ({what}); refusing to serve it: restore it \
+         from a backup (docs/operations.md, \"Backup and restore\")"
+    )]
+    Tampered {
+        /// What does not hold, in general terms.
+        what: &'static str,
     },
     /// A value or manifest exceeds its size limit.
     #[error("{what} too large: the limit is {limit} bytes")]

@@ -1,10 +1,11 @@
 //! The secrets domain of srv-secrets.
 //!
-//! A [`Vault`] owns a data directory: the cluster key file, AES-256-GCM encryption at rest,
-//! an embedded transactional store (redb), secrets with versions, services (name, uid,
-//! [`Manifest`]), grants, and key rotation with crash recovery. Reads are served from
-//! memory (they run on every 9P walk, open and read); every mutation is one durable
-//! transaction, applied fully or not at all.
+//! A [`Vault`] owns a store (the embedded one, redb, in a data directory; or any
+//! [`Backend`]): the cluster key file, AES-256-GCM encryption at rest and a tag on every
+//! record, secrets with versions, services (name, uid, [`Manifest`]), grants, and key
+//! rotation with crash recovery. Reads are served from memory (they run on every 9P walk,
+//! open and read); every mutation is one durable transaction, applied fully or not at
+//! all, and says who made it ([`Actor`]).
 //!
 //! It does **not** know 9P, principals' transports, or the ctl text language: the server
 //! crate maps principals to service names and ctl commands to the methods here. The one
@@ -33,19 +34,27 @@
 //!
 //! # Layout
 //!
-//! - [`vault`](Vault): `init`/`open` of the data directory and its lock; reads from the
-//!   in-memory state; durable mutations. `vault/rotation.rs`: key rotation and the crash
-//!   recovery `open` runs.
+//! - [`actor`](Actor): who makes a change; every mutation carries one.
+//! - [`vault`](Vault): `init`/`open` of a data directory, [`Vault::with_backend`] for any
+//!   store; reads from the in-memory state; durable mutations through the change feed.
+//!   `vault/change.rs`: [`Vault::apply`]; `vault/rotation.rs`: key rotation and the
+//!   crash recovery `open` runs.
 //! - `state`: the in-memory copy of the store that reads are served from.
-//! - `backend`: the narrow, documented interface to the durable store (`load`, `commit`
-//!   a batch atomically, `reopen` after a failed write), so a distributed backend can be
-//!   added beside redb.
-//! - `redb_store`: that interface over one redb file.
+//! - [`backend`]: the seam a store implements ([`Backend`]: rows, revisions, conditional
+//!   commits, the change feed, bounds), public so that a server can plug in another.
+//! - `rows`: the vault's model of the store (meta, mutations) and its rows: what a batch
+//!   of mutations becomes, what a backend's rows mean.
+//! - `redb_store`: [`RedbBackend`], that interface over one redb file, and the data
+//!   directory's lock.
 //! - `backup`: a copy of the store as of one commit, from a serving vault
 //!   ([`Vault::backup`]) or from a data directory no server holds ([`backup_unserved`]).
-//! - `record`: stored records and their byte layout.
-//! - `crypto`: keys, keyring, AES-256-GCM sealing with identity-bound associated data,
-//!   key check values, [`SecretBytes`].
+//! - `record`: stored records and their byte layout (format 2: an envelope, a CBOR
+//!   header, a payload).
+//! - `legacy`: store format 1, read only, for the migration at open.
+//! - `crypto`: keys and the keys derived from them (HKDF-SHA256), the keyring, AES-256-GCM
+//!   sealing of values in 4 KiB chunks with identity-bound associated data (a read
+//!   decrypts the chunks it touches: [`Vault::read_opened_range`]), HMAC-SHA256 record
+//!   tags, key check values, [`SecretBytes`].
 //! - `keyfile`: the key file format, strict parsing, owner-only atomic writes.
 //! - [`manifest`](Manifest): the service manifest format.
 //! - [`names`](is_valid_name): the name rule and size limits.
@@ -65,20 +74,25 @@
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
 
-mod backend;
+mod actor;
+pub mod backend;
 mod backup;
 mod crypto;
 mod error;
 mod fsutil;
 mod keyfile;
+mod legacy;
 mod manifest;
 mod names;
 mod record;
 mod redb_store;
+mod rows;
 mod state;
 mod types;
 mod vault;
 
+pub use actor::{Actor, MAX_REASON_LEN, Principal};
+pub use backend::{Backend, Revision};
 pub use backup::{Backup, backup_unserved};
 pub use crypto::SecretBytes;
 pub use error::{Error, Result};
@@ -87,6 +101,7 @@ pub use names::{
     MAX_MANIFEST_LEN, MAX_NAME_LEN, MAX_VALUE_LEN, RESERVED_SERVICE_NAMES, check_secret_name,
     check_service_name, check_value, is_valid_name,
 };
+pub use redb_store::RedbBackend;
 pub use types::{
     InitReport, OpenedSecret, RotationProgress, RotationReport, SecretInfo, ServiceInfo, Status,
 };

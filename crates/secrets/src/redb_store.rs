@@ -1,61 +1,80 @@
-//! The embedded [`Backend`]: one redb file, `DIR/store.redb`.
+//! The embedded [`Backend`]: one redb file in a data directory, `DIR/store.redb`, and the
+//! directory's lock.
 //!
-//! Tables (names are part of the format):
-//!
-//! - `meta`: `&str -> &[u8]`; `format_version`, `admin_uid`, `active_key`,
-//!   `rotation_target` as 4-byte big-endian u32s, `key_check.<id>` as
-//!   [`KeyCheck::encode`], `last_change` as an 8-byte big-endian u64 (absent from stores
-//!   written before it was: read as 0). Unknown fields are ignored.
-//! - `secrets`: `&str -> &[u8]`, [`SecretRecord::encode`].
-//! - `services`: `&str -> &[u8]`, [`ServiceRecord::encode`].
-//! - `grants`: `(&str, &str) -> ()`, keyed by (service, secret).
+//! Tables (names are part of the format): `meta`, `secrets`, `services` and `grants`,
+//! `&str -> &[u8]`, a row per key; and `revision`, `&str -> u64`, the backend's own: the
+//! revision of the last commit under the key `revision` (absent from stores written before
+//! there were revisions: 0). A store of format 1 has `grants` as `(&str, &str) -> ()`,
+//! keyed by (service, secret): it is read as rows with empty values, and rewritten by
+//! [`Backend::replace_all`] when the vault migrates it.
 //!
 //! Every commit is [`redb::Durability::Immediate`] with two-phase commit: `commit` returns
-//! after fsync, and a torn write can never be mistaken for a committed one.
+//! after fsync, and a torn write can never be mistaken for a committed one. Its revision
+//! is the last one plus 1, written in the same transaction. One process serves a data
+//! directory (it holds `DIR/lock`, see [`lock_dir`]), so the change feed is this process's
+//! own commits, kept from `commit` until the vault reads them.
 //!
 //! redb latches an I/O error (a full disk, say): every later transaction fails with
 //! "Previous I/O error occurred. Please close and re-open the database". So any failed
 //! write closes the database here, [`Backend::needs_reopen`] says so, and the vault calls
 //! [`Backend::reopen`] under its writer lock, now and again at each write until it works.
 
-use std::collections::BTreeMap;
-use std::fs::{File, OpenOptions};
+use std::collections::VecDeque;
+use std::fs::{File, OpenOptions, TryLockError};
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::{Mutex, MutexGuard, PoisonError};
 
-use tracing::warn;
+use tracing::{info, warn};
 
-use redb::{Database, ReadTransaction, ReadableDatabase, ReadableTable, TableDefinition};
+use redb::{
+    Database, ReadTransaction, ReadableDatabase, ReadableTable, TableDefinition, TableHandle,
+    WriteTransaction,
+};
 
-use crate::backend::{Backend, FORMAT_VERSION, Meta, Mutation, Stored};
-use crate::crypto::KeyCheck;
+use crate::backend::{Backend, Batch, Committed, Feed, Op, Revision, Row, Snapshot, Table};
 use crate::error::{Error, Result};
-use crate::fsutil::FILE_MODE;
-use crate::record::{SecretRecord, ServiceRecord};
+use crate::fsutil::{self, FILE_MODE};
 
-const META: TableDefinition<&str, &[u8]> = TableDefinition::new("meta");
-const SECRETS: TableDefinition<&str, &[u8]> = TableDefinition::new("secrets");
-const SERVICES: TableDefinition<&str, &[u8]> = TableDefinition::new("services");
-const GRANTS: TableDefinition<(&str, &str), ()> = TableDefinition::new("grants");
+/// The store's file name in a data directory.
+pub const STORE_FILE: &str = "store.redb";
+/// The lock file's name in a data directory.
+pub const LOCK_FILE: &str = "lock";
 
-const FORMAT_VERSION_FIELD: &str = "format_version";
-const ADMIN_UID_FIELD: &str = "admin_uid";
-const ACTIVE_KEY_FIELD: &str = "active_key";
-const ROTATION_TARGET_FIELD: &str = "rotation_target";
-const KEY_CHECK_PREFIX: &str = "key_check.";
-const LAST_CHANGE_FIELD: &str = "last_change";
+type Rows = TableDefinition<'static, &'static str, &'static [u8]>;
+const META: Rows = TableDefinition::new("meta");
+const SECRETS: Rows = TableDefinition::new("secrets");
+const SERVICES: Rows = TableDefinition::new("services");
+const GRANTS: Rows = TableDefinition::new("grants");
+/// `grants` in a store of format 1.
+const GRANTS_V1: TableDefinition<(&str, &str), ()> = TableDefinition::new("grants");
+const REVISION: TableDefinition<&str, u64> = TableDefinition::new("revision");
+const REVISION_KEY: &str = "revision";
 
 /// redb's page cache. The vault keeps every record in memory and reads the store only at
 /// open, so the cache serves commits (B-tree paths), not reads: a small one is enough.
 const CACHE_BYTES: usize = 32 << 20;
 
-/// A redb store.
-pub(crate) struct RedbBackend {
+/// The store of a data directory, holding the directory's lock for as long as it lives.
+pub struct RedbBackend {
+    dir: PathBuf,
     path: PathBuf,
     /// `None` from a failed write until a reopen succeeds. Every use is a writer's (or
-    /// `open`'s), so a mutex costs readers nothing: they are served from memory.
+    /// `load`'s), so a mutex costs readers nothing: they are served from memory.
     db: Mutex<Option<Database>>,
+    /// Commits not yet read from the change feed.
+    feed: Mutex<VecDeque<Committed>>,
+    // Declared last so it is dropped last: the store is closed before another process
+    // can take the directory. `None` for a store opened only to copy it.
+    _lock: Option<File>,
+}
+
+impl std::fmt::Debug for RedbBackend {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RedbBackend")
+            .field("path", &self.path)
+            .finish_non_exhaustive()
+    }
 }
 
 /// The store is closed after a failed write and not yet reopened.
@@ -64,43 +83,83 @@ pub(crate) struct RedbBackend {
 struct Closed;
 
 impl RedbBackend {
-    /// Creates a new store at `path` (which must not exist), holding `meta` and empty
-    /// tables.
-    pub(crate) fn create(path: &Path, meta: &Meta) -> Result<RedbBackend> {
+    /// Opens the store of data directory `dir`: checks that the directory, its lock file
+    /// and the store are private to this process's uid (owned by it or root, nothing for
+    /// group or others), and takes the directory's lock for the backend's lifetime.
+    ///
+    /// # Errors
+    /// [`Error::ForeignOwner`], [`Error::OpenToOthers`], [`Error::Locked`],
+    /// [`Error::Corrupt`] for a store that is not a regular file, I/O and store errors.
+    pub fn open(dir: &Path) -> Result<RedbBackend> {
+        check_data_dir(dir)?;
+        let lock = lock_dir(dir)?;
+        let path = dir.join(STORE_FILE);
+        let meta = std::fs::metadata(&path).map_err(Error::io("checking store", &path))?;
+        if !meta.is_file() {
+            return Err(Error::Corrupt {
+                what: "the store is not a regular file",
+            });
+        }
+        fsutil::check_private("store", &path, &meta, FILE_MODE)?;
+        let db = open_database(&path, "opening database")?;
+        Ok(RedbBackend::new(dir, db, Some(lock)))
+    }
+
+    /// Creates an empty store (no rows, revision 0) in data directory `dir`, whose lock
+    /// the caller holds and hands over.
+    pub(crate) fn create(dir: &Path, lock: File) -> Result<RedbBackend> {
+        let path = dir.join(STORE_FILE);
         // Created owner-only by us, so redb never creates it with the umask's mode.
         OpenOptions::new()
             .read(true)
             .write(true)
             .create_new(true)
             .mode(FILE_MODE)
-            .open(path)
-            .map_err(Error::io("creating store", path))?;
+            .open(&path)
+            .map_err(Error::io("creating store", &path))?;
         let db = redb::Builder::new()
             .set_cache_size(CACHE_BYTES)
-            .create(path)
+            .create(&path)
             .map_err(Error::store("creating database"))?;
-        let backend = RedbBackend {
-            path: path.to_path_buf(),
-            db: Mutex::new(Some(db)),
-        };
-        let mut batch = vec![
-            Mutation::SetActiveKey(meta.active_key),
-            Mutation::SetRotationTarget(meta.rotation_target),
-            Mutation::SetLastChange(meta.last_change),
-        ];
-        for (id, check) in &meta.key_checks {
-            batch.push(Mutation::PutKeyCheck(*id, check.clone()));
-        }
-        backend.write(&batch, Some(meta))?;
+        let backend = RedbBackend::new(dir, db, Some(lock));
+        // The tables exist from the start, so that a load never finds one missing.
+        backend.write(|txn| {
+            for def in [META, SECRETS, SERVICES, GRANTS] {
+                txn.open_table(def).map_err(Error::store("create table"))?;
+            }
+            txn.open_table(REVISION)
+                .map_err(Error::store("create table"))?;
+            Ok(())
+        })?;
         Ok(backend)
     }
 
-    /// Opens an existing store.
-    pub(crate) fn open(path: &Path) -> Result<RedbBackend> {
-        Ok(RedbBackend {
-            path: path.to_path_buf(),
-            db: Mutex::new(Some(open_database(path, "opening database")?)),
-        })
+    /// Opens the store of a data directory that no server holds, only to copy it: takes
+    /// no lock (the caller holds it, if there is one). redb refuses a store another
+    /// process has open; that is [`Error::Locked`] here.
+    pub(crate) fn open_for_backup(dir: &Path) -> Result<RedbBackend> {
+        let path = dir.join(STORE_FILE);
+        match redb::Builder::new()
+            .set_cache_size(CACHE_BYTES)
+            .set_check_integrity_on_open(true)
+            .open(&path)
+        {
+            Ok(db) => Ok(RedbBackend::new(dir, db, None)),
+            Err(redb::DatabaseError::DatabaseAlreadyOpen) => Err(Error::Locked {
+                dir: dir.to_path_buf(),
+            }),
+            Err(e) => Err(Error::store("opening database")(e)),
+        }
+    }
+
+    fn new(dir: &Path, db: Database, lock: Option<File>) -> RedbBackend {
+        RedbBackend {
+            dir: dir.to_path_buf(),
+            path: dir.join(STORE_FILE),
+            db: Mutex::new(Some(db)),
+            feed: Mutex::new(VecDeque::new()),
+            _lock: lock,
+        }
     }
 
     fn db(&self) -> MutexGuard<'_, Option<Database>> {
@@ -108,20 +167,42 @@ impl RedbBackend {
         self.db.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    /// One write transaction: the batch, plus the fixed meta fields at creation. Any
-    /// failure closes the database (see the module documentation).
-    fn write(&self, batch: &[Mutation], create: Option<&Meta>) -> Result<()> {
+    /// One write transaction running `body`, committed durably. Any failure closes the
+    /// database (see the module documentation); a [`Error::Conflict`] writes nothing and
+    /// leaves it open.
+    fn write<T>(&self, body: impl FnOnce(&WriteTransaction) -> Result<T>) -> Result<T> {
         let mut slot = self.db();
         let db = slot
             .as_ref()
             .ok_or_else(|| Error::store("begin write")(Closed))?;
-        let result = write_txn(db, batch, create);
-        if result.is_err()
+        let result = (|| {
+            let mut txn = db.begin_write().map_err(Error::store("begin write"))?;
+            txn.set_two_phase_commit(true);
+            let out = body(&txn)?;
+            txn.commit().map_err(Error::store("commit"))?;
+            Ok(out)
+        })();
+        if let Err(e) = &result
+            && !matches!(e, Error::Conflict { .. })
             && let Some(db) = slot.take()
         {
             close(db);
         }
         result
+    }
+
+    /// Writes a copy of the whole store into `out` (see [`Backend::backup`]).
+    pub(crate) fn backup_into(&self, out: File) -> Result<()> {
+        // The read transaction is the snapshot; the lock is held only to begin it, so that
+        // writers wait for nothing but that.
+        let txn = {
+            let slot = self.db();
+            let db = slot
+                .as_ref()
+                .ok_or_else(|| Error::store("begin read")(Closed))?;
+            db.begin_read().map_err(Error::store("begin read"))?
+        };
+        copy_store(&txn, out)
     }
 }
 
@@ -141,133 +222,178 @@ fn close(db: Database) {
     }
 }
 
-/// The body of [`RedbBackend::write`], on an open database.
-fn write_txn(db: &Database, batch: &[Mutation], create: Option<&Meta>) -> Result<()> {
-    let mut txn = db.begin_write().map_err(Error::store("begin write"))?;
-    txn.set_two_phase_commit(true);
-    {
-        let mut meta = txn.open_table(META).map_err(Error::store("open meta"))?;
-        let mut secrets = txn
-            .open_table(SECRETS)
-            .map_err(Error::store("open secrets"))?;
-        let mut services = txn
-            .open_table(SERVICES)
-            .map_err(Error::store("open services"))?;
-        let mut grants = txn
-            .open_table(GRANTS)
-            .map_err(Error::store("open grants"))?;
-        let put_u32 = |t: &mut redb::Table<&str, &[u8]>, field: &str, v: u32| {
-            t.insert(field, v.to_be_bytes().as_slice()).map(drop)
-        };
-        if let Some(m) = create {
-            put_u32(&mut meta, FORMAT_VERSION_FIELD, m.format_version)
-                .map_err(Error::store("write"))?;
-            put_u32(&mut meta, ADMIN_UID_FIELD, m.admin_uid).map_err(Error::store("write"))?;
+/// The redb table of a row table.
+fn rows_table(table: Table) -> Rows {
+    TableDefinition::new(table.name())
+}
+
+/// The revision a transaction sees.
+fn revision_in(txn: &WriteTransaction) -> Result<Revision> {
+    let table = txn
+        .open_table(REVISION)
+        .map_err(Error::store("open revision"))?;
+    let rev = table
+        .get(REVISION_KEY)
+        .map_err(Error::store("read revision"))?
+        .map_or(0, |v| v.value());
+    Ok(Revision(rev))
+}
+
+/// Applies `ops` in `txn`.
+fn write_ops(txn: &WriteTransaction, ops: &[Op]) -> Result<()> {
+    for op in ops {
+        let row = op.row();
+        let mut t = txn
+            .open_table(rows_table(row.table))
+            .map_err(Error::store("open table"))?;
+        // On error the transaction is dropped uncommitted: redb aborts it.
+        match op {
+            Op::Put(_, value) => t.insert(row.key.as_str(), value.as_slice()).map(drop),
+            Op::Delete(_) => t.remove(row.key.as_str()).map(drop),
         }
-        for m in batch {
-            let done = match m {
-                Mutation::PutSecret(name, rec) => secrets
-                    .insert(name.as_str(), rec.encode().as_slice())
-                    .map(drop),
-                Mutation::DeleteSecret(name) => secrets.remove(name.as_str()).map(drop),
-                Mutation::PutService(name, rec) => services
-                    .insert(name.as_str(), rec.encode().as_slice())
-                    .map(drop),
-                Mutation::DeleteService(name) => services.remove(name.as_str()).map(drop),
-                Mutation::PutGrant(svc, sec) => {
-                    grants.insert((svc.as_str(), sec.as_str()), ()).map(drop)
-                }
-                Mutation::DeleteGrant(svc, sec) => {
-                    grants.remove((svc.as_str(), sec.as_str())).map(drop)
-                }
-                Mutation::SetActiveKey(id) => put_u32(&mut meta, ACTIVE_KEY_FIELD, *id),
-                Mutation::SetRotationTarget(Some(id)) => {
-                    put_u32(&mut meta, ROTATION_TARGET_FIELD, *id)
-                }
-                Mutation::SetRotationTarget(None) => meta.remove(ROTATION_TARGET_FIELD).map(drop),
-                Mutation::PutKeyCheck(id, check) => meta
-                    .insert(
-                        format!("{KEY_CHECK_PREFIX}{id}").as_str(),
-                        check.encode().as_slice(),
-                    )
-                    .map(drop),
-                Mutation::DeleteKeyCheck(id) => meta
-                    .remove(format!("{KEY_CHECK_PREFIX}{id}").as_str())
-                    .map(drop),
-                Mutation::SetLastChange(t) => meta
-                    .insert(LAST_CHANGE_FIELD, t.to_be_bytes().as_slice())
-                    .map(drop),
-            };
-            // On error the transaction is dropped uncommitted: redb aborts it.
-            done.map_err(Error::store("write"))?;
-        }
+        .map_err(Error::store("write"))?;
     }
-    txn.commit().map_err(Error::store("commit"))
+    Ok(())
+}
+
+/// Writes `next` as the revision in `txn`.
+fn set_revision(txn: &WriteTransaction, next: Revision) -> Result<()> {
+    txn.open_table(REVISION)
+        .map_err(Error::store("open revision"))?
+        .insert(REVISION_KEY, next.0)
+        .map_err(Error::store("write revision"))?;
+    Ok(())
+}
+
+/// Reads every row of `grants`, in either format's table.
+fn read_grants(txn: &ReadTransaction, rows: &mut Vec<(Row, Vec<u8>)>) -> Result<()> {
+    match txn.open_table(GRANTS) {
+        Ok(t) => {
+            for entry in t.iter().map_err(Error::store("read grants"))? {
+                let (k, v) = entry.map_err(Error::store("read grants"))?;
+                rows.push((Row::new(Table::Grants, k.value()), v.value().to_vec()));
+            }
+        }
+        Err(redb::TableError::TableTypeMismatch { .. }) => {
+            let t = txn
+                .open_table(GRANTS_V1)
+                .map_err(Error::store("open grants"))?;
+            for entry in t.iter().map_err(Error::store("read grants"))? {
+                let (k, _) = entry.map_err(Error::store("read grants"))?;
+                let (svc, sec) = k.value();
+                rows.push((Row::grant(svc, sec), Vec::new()));
+            }
+        }
+        Err(e) => return Err(Error::store("open grants")(e)),
+    }
+    Ok(())
 }
 
 impl Backend for RedbBackend {
-    fn load(&self) -> Result<Stored> {
+    fn load(&self) -> Result<Snapshot> {
         let slot = self.db();
         let db = slot
             .as_ref()
             .ok_or_else(|| Error::store("begin read")(Closed))?;
         let txn = db.begin_read().map_err(Error::store("begin read"))?;
-        let meta_table = txn.open_table(META).map_err(Error::store("open meta"))?;
-        let mut fields = BTreeMap::new();
-        for entry in meta_table.iter().map_err(Error::store("read meta"))? {
-            let (k, v) = entry.map_err(Error::store("read meta"))?;
-            fields.insert(k.value().to_owned(), v.value().to_vec());
+        let mut rows = Vec::new();
+        for table in [Table::Meta, Table::Secrets, Table::Services] {
+            let t = txn
+                .open_table(rows_table(table))
+                .map_err(Error::store("open table"))?;
+            for entry in t.iter().map_err(Error::store("read table"))? {
+                let (k, v) = entry.map_err(Error::store("read table"))?;
+                rows.push((Row::new(table, k.value()), v.value().to_vec()));
+            }
         }
-        let meta = decode_meta(&fields)?;
-
-        let mut secrets = Vec::new();
-        let table = txn
-            .open_table(SECRETS)
-            .map_err(Error::store("open secrets"))?;
-        for entry in table.iter().map_err(Error::store("read secrets"))? {
-            let (k, v) = entry.map_err(Error::store("read secrets"))?;
-            secrets.push((k.value().to_owned(), SecretRecord::decode(v.value())?));
-        }
-        let mut services = Vec::new();
-        let table = txn
-            .open_table(SERVICES)
-            .map_err(Error::store("open services"))?;
-        for entry in table.iter().map_err(Error::store("read services"))? {
-            let (k, v) = entry.map_err(Error::store("read services"))?;
-            services.push((k.value().to_owned(), ServiceRecord::decode(v.value())?));
-        }
-        let mut grants = Vec::new();
-        let table = txn
-            .open_table(GRANTS)
-            .map_err(Error::store("open grants"))?;
-        for entry in table.iter().map_err(Error::store("read grants"))? {
-            let (k, _) = entry.map_err(Error::store("read grants"))?;
-            let (svc, sec) = k.value();
-            grants.push((svc.to_owned(), sec.to_owned()));
-        }
-        Ok(Stored {
-            meta,
-            secrets,
-            services,
-            grants,
+        read_grants(&txn, &mut rows)?;
+        let revision = match txn.open_table(REVISION) {
+            Ok(t) => t
+                .get(REVISION_KEY)
+                .map_err(Error::store("read revision"))?
+                .map_or(0, |v| v.value()),
+            // A store from before revisions: none was counted yet.
+            Err(redb::TableError::TableDoesNotExist(_)) => 0,
+            Err(e) => return Err(Error::store("open revision")(e)),
+        };
+        Ok(Snapshot {
+            revision: Revision(revision),
+            rows,
         })
     }
 
-    fn commit(&self, batch: &[Mutation]) -> Result<()> {
-        self.write(batch, None)
+    fn commit(&self, batch: Batch) -> Result<Revision> {
+        let Batch { base, ops, .. } = batch;
+        let revision = self.write(|txn| {
+            let found = revision_in(txn)?;
+            if found != base {
+                return Err(Error::Conflict {
+                    expected: base.0,
+                    found: found.0,
+                });
+            }
+            write_ops(txn, &ops)?;
+            let next = Revision(found.0 + 1);
+            set_revision(txn, next)?;
+            Ok(next)
+        })?;
+        self.feed
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .push_back(Committed {
+                base,
+                revision,
+                ops,
+            });
+        Ok(revision)
     }
 
-    fn backup(&self, out: File) -> Result<()> {
-        // The read transaction is the snapshot; the lock is held only to begin it, so that
-        // writers wait for nothing but that.
-        let txn = {
-            let slot = self.db();
-            let db = slot
-                .as_ref()
-                .ok_or_else(|| Error::store("begin read")(Closed))?;
-            db.begin_read().map_err(Error::store("begin read"))?
-        };
-        copy_store(&txn, out)
+    fn replace_all(&self, base: Revision, rows: Vec<(Row, Vec<u8>)>) -> Result<Revision> {
+        self.write(|txn| {
+            let found = revision_in(txn)?;
+            if found != base {
+                return Err(Error::Conflict {
+                    expected: base.0,
+                    found: found.0,
+                });
+            }
+            // By name, whatever a table's key and value types were.
+            for table in Table::ALL {
+                txn.delete_table(rows_table(table))
+                    .map_err(Error::store("delete table"))?;
+                txn.open_table(rows_table(table))
+                    .map_err(Error::store("create table"))?;
+            }
+            let ops: Vec<Op> = rows
+                .into_iter()
+                .map(|(row, value)| Op::Put(row, value))
+                .collect();
+            write_ops(txn, &ops)?;
+            let next = Revision(found.0 + 1);
+            set_revision(txn, next)?;
+            Ok(next)
+        })
+    }
+
+    fn changes(&self, after: Revision) -> Result<Feed> {
+        let queued = std::mem::take(&mut *self.feed.lock().unwrap_or_else(PoisonError::into_inner));
+        let fresh: Vec<Committed> = queued.into_iter().filter(|c| c.revision > after).collect();
+        match fresh.first() {
+            // The first one not yet applied was made after one this feed no longer has.
+            Some(first) if first.base > after => Ok(Feed::Lost),
+            _ => Ok(Feed::Commits(fresh)),
+        }
+    }
+
+    fn backup(&self) -> Result<File> {
+        let dir = &self.dir;
+        let file =
+            tempfile::tempfile_in(dir).map_err(Error::io("creating a backup file in", dir))?;
+        let copy = file
+            .try_clone()
+            .map_err(Error::io("creating a backup file in", dir))?;
+        self.backup_into(copy)?;
+        Ok(file)
     }
 
     fn needs_reopen(&self) -> bool {
@@ -283,28 +409,48 @@ impl Backend for RedbBackend {
             &self.path,
             "reopening the database after a failed write (retried at the next write)",
         )?);
+        // What was committed before is in the store the vault reloads next.
+        self.feed
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clear();
+        info!(path = %self.path.display(), "reopened the store");
         Ok(())
+    }
+
+    fn data_dir(&self) -> Option<&Path> {
+        Some(&self.dir)
     }
 }
 
 /// Writes everything `txn` sees into a new store in `out`, table by table and byte for
-/// byte (unknown meta fields included), in one write transaction: a store file like the
-/// original, as of `txn`'s commit.
+/// byte, in one write transaction: a store file like the original, as of `txn`'s commit.
 fn copy_store(txn: &ReadTransaction, out: File) -> Result<()> {
+    const READ: &str = "reading the store for a backup";
+    const WRITE: &str = "writing the backup";
     let backend =
         redb::backends::FileBackend::new(out).map_err(Error::store("creating the backup"))?;
     let copy = redb::Builder::new()
         .set_cache_size(CACHE_BYTES)
         .create_with_backend(backend)
         .map_err(Error::store("creating the backup"))?;
-    let w = copy
-        .begin_write()
-        .map_err(Error::store("writing the backup"))?;
+    let w = copy.begin_write().map_err(Error::store(WRITE))?;
     {
-        const READ: &str = "reading the store for a backup";
-        const WRITE: &str = "writing the backup";
-        for def in [META, SECRETS, SERVICES] {
-            let from = txn.open_table(def).map_err(Error::store(READ))?;
+        for def in [META, SECRETS, SERVICES, GRANTS] {
+            let from = match txn.open_table(def) {
+                Ok(from) => from,
+                // A store of format 1 (a backup before its migration): its grants as they are.
+                Err(redb::TableError::TableTypeMismatch { .. }) if def.name() == "grants" => {
+                    let from = txn.open_table(GRANTS_V1).map_err(Error::store(READ))?;
+                    let mut to = w.open_table(GRANTS_V1).map_err(Error::store(WRITE))?;
+                    for entry in from.iter().map_err(Error::store(READ))? {
+                        let (k, _) = entry.map_err(Error::store(READ))?;
+                        to.insert(k.value(), ()).map_err(Error::store(WRITE))?;
+                    }
+                    continue;
+                }
+                Err(e) => return Err(Error::store(READ)(e)),
+            };
             let mut to = w.open_table(def).map_err(Error::store(WRITE))?;
             for entry in from.iter().map_err(Error::store(READ))? {
                 let (k, v) = entry.map_err(Error::store(READ))?;
@@ -312,89 +458,82 @@ fn copy_store(txn: &ReadTransaction, out: File) -> Result<()> {
                     .map_err(Error::store(WRITE))?;
             }
         }
-        let from = txn.open_table(GRANTS).map_err(Error::store(READ))?;
-        let mut to = w.open_table(GRANTS).map_err(Error::store(WRITE))?;
-        for entry in from.iter().map_err(Error::store(READ))? {
-            let (k, _) = entry.map_err(Error::store(READ))?;
-            to.insert(k.value(), ()).map_err(Error::store(WRITE))?;
+        let mut to = w.open_table(REVISION).map_err(Error::store(WRITE))?;
+        match txn.open_table(REVISION) {
+            Ok(from) => {
+                for entry in from.iter().map_err(Error::store(READ))? {
+                    let (k, v) = entry.map_err(Error::store(READ))?;
+                    to.insert(k.value(), v.value())
+                        .map_err(Error::store(WRITE))?;
+                }
+            }
+            Err(redb::TableError::TableDoesNotExist(_)) => {}
+            Err(e) => return Err(Error::store(READ)(e)),
         }
     }
     w.commit().map_err(Error::store("committing the backup"))?;
     copy.close().map_err(Error::store("closing the backup"))
 }
 
-/// Opens the store of a data directory that no server holds, for a backup. redb refuses a
-/// store another process has open; that is [`Error::Locked`] here.
-pub(crate) fn open_for_backup(path: &Path, dir: &Path) -> Result<RedbBackend> {
-    match redb::Builder::new()
-        .set_cache_size(CACHE_BYTES)
-        .set_check_integrity_on_open(true)
-        .open(path)
-    {
-        Ok(db) => Ok(RedbBackend {
-            path: path.to_path_buf(),
-            db: Mutex::new(Some(db)),
-        }),
-        Err(redb::DatabaseError::DatabaseAlreadyOpen) => Err(Error::Locked {
-            dir: dir.to_path_buf(),
-        }),
-        Err(e) => Err(Error::store("opening database")(e)),
-    }
-}
-
-fn decode_meta(fields: &BTreeMap<String, Vec<u8>>) -> Result<Meta> {
-    let u32_field = |name: &str| -> Result<Option<u32>> {
-        fields
-            .get(name)
-            .map(|v| {
-                <[u8; 4]>::try_from(v.as_slice())
-                    .map(u32::from_be_bytes)
-                    .map_err(|_| Error::Corrupt {
-                        what: "malformed meta field",
-                    })
-            })
-            .transpose()
-    };
-    let required = |name: &str| {
-        u32_field(name)?.ok_or(Error::Corrupt {
-            what: "meta field missing",
-        })
-    };
-    let format_version = required(FORMAT_VERSION_FIELD)?;
-    if format_version != FORMAT_VERSION {
-        return Err(Error::FormatVersion {
-            found: format_version,
-            supported: FORMAT_VERSION,
+/// Refuses a data directory that is not a directory private to this process's uid.
+pub(crate) fn check_data_dir(dir: &Path) -> Result<()> {
+    let meta = std::fs::metadata(dir).map_err(Error::io("checking data directory", dir))?;
+    if !meta.is_dir() {
+        return Err(Error::Io {
+            op: "checking data directory",
+            path: dir.to_path_buf(),
+            source: std::io::ErrorKind::NotADirectory.into(),
         });
     }
-    let last_change = fields
-        .get(LAST_CHANGE_FIELD)
-        .map(|v| {
-            <[u8; 8]>::try_from(v.as_slice())
-                .map(u64::from_be_bytes)
-                .map_err(|_| Error::Corrupt {
-                    what: "malformed meta field",
-                })
-        })
-        .transpose()?
-        .unwrap_or(0);
-    let mut key_checks = BTreeMap::new();
-    for (name, value) in fields {
-        if let Some(id) = name.strip_prefix(KEY_CHECK_PREFIX) {
-            let id = id.parse().map_err(|_| Error::Corrupt {
-                what: "malformed key check id",
-            })?;
-            key_checks.insert(id, KeyCheck::decode(value)?);
+    fsutil::check_private("data directory", dir, &meta, fsutil::DIR_MODE)
+}
+
+/// Takes the data directory's lock: an exclusive `flock` on `DIR/lock`, held as long as
+/// the returned file is open. The kernel drops it when the process dies, however it dies.
+pub(crate) fn lock_dir(dir: &Path) -> Result<File> {
+    let path = dir.join(LOCK_FILE);
+    let file = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .mode(FILE_MODE)
+        .open(&path)
+        .map_err(Error::io("opening lock file", &path))?;
+    // Anyone who can open the lock file can hold its lock, and keep the server from starting.
+    let meta = file
+        .metadata()
+        .map_err(Error::io("checking lock file", &path))?;
+    fsutil::check_private("lock file", &path, &meta, FILE_MODE)?;
+    hold_lock(&file, dir, &path)?;
+    Ok(file)
+}
+
+/// Takes the lock of `file`, the lock file at `path` of data directory `dir`.
+///
+/// # Errors
+/// [`Error::Locked`] if another process holds it.
+pub(crate) fn hold_lock(file: &File, dir: &Path, path: &Path) -> Result<()> {
+    // A lock can be held for an instant by a process that is not a server at all: a
+    // child forked by whoever last had this directory open holds the inherited lock
+    // descriptor until it execs. So a held lock is asked again for a moment before it is
+    // taken to mean that another srv-secrets serves the directory.
+    const PATIENCE: std::time::Duration = std::time::Duration::from_millis(250);
+    let deadline = std::time::Instant::now() + PATIENCE;
+    loop {
+        match file.try_lock() {
+            Ok(()) => return Ok(()),
+            Err(TryLockError::WouldBlock) if std::time::Instant::now() < deadline => {
+                std::thread::sleep(std::time::Duration::from_millis(10));
+            }
+            Err(TryLockError::WouldBlock) => {
+                return Err(Error::Locked {
+                    dir: dir.to_path_buf(),
+                });
+            }
+            Err(TryLockError::Error(e)) => return Err(Error::io("locking", path)(e)),
         }
     }
-    Ok(Meta {
-        format_version,
-        admin_uid: required(ADMIN_UID_FIELD)?,
-        active_key: required(ACTIVE_KEY_FIELD)?,
-        rotation_target: u32_field(ROTATION_TARGET_FIELD)?,
-        key_checks,
-        last_change,
-    })
 }
 
 /// Test access to the raw tables, for tampering with a store the way an attacker with
@@ -423,19 +562,69 @@ pub(crate) mod raw {
         txn.commit().unwrap();
     }
 
-    /// Removes a meta field.
-    pub(crate) fn remove_meta(path: &Path, field: &str) {
+    /// Reads a meta field.
+    pub(crate) fn meta(path: &Path, field: &str) -> Option<Vec<u8>> {
+        let db = Database::open(path).unwrap();
+        let txn = db.begin_read().unwrap();
+        let table = txn.open_table(META).unwrap();
+        table.get(field).unwrap().map(|v| v.value().to_vec())
+    }
+
+    /// Every row of the grants table, in this format's layout (panics on format 1's).
+    pub(crate) fn grants(path: &Path) -> Vec<(String, Vec<u8>)> {
+        let db = Database::open(path).unwrap();
+        let txn = db.begin_read().unwrap();
+        let table = txn.open_table(GRANTS).unwrap();
+        table
+            .iter()
+            .unwrap()
+            .map(|e| {
+                let (k, v) = e.unwrap();
+                (k.value().to_owned(), v.value().to_vec())
+            })
+            .collect()
+    }
+
+    /// Reads a row.
+    pub(crate) fn get(path: &Path, table: Table, key: &str) -> Option<Vec<u8>> {
+        let db = Database::open(path).unwrap();
+        let txn = db.begin_read().unwrap();
+        let table = txn.open_table(rows_table(table)).unwrap();
+        table.get(key).unwrap().map(|v| v.value().to_vec())
+    }
+
+    /// Writes a row.
+    pub(crate) fn put(path: &Path, table: Table, key: &str, bytes: &[u8]) {
         let db = Database::open(path).unwrap();
         let txn = db.begin_write().unwrap();
-        txn.open_table(META).unwrap().remove(field).unwrap();
+        txn.open_table(rows_table(table))
+            .unwrap()
+            .insert(key, bytes)
+            .unwrap();
+        txn.commit().unwrap();
+    }
+
+    /// Removes a row.
+    pub(crate) fn delete(path: &Path, table: Table, key: &str) {
+        let db = Database::open(path).unwrap();
+        let txn = db.begin_write().unwrap();
+        txn.open_table(rows_table(table))
+            .unwrap()
+            .remove(key)
+            .unwrap();
         txn.commit().unwrap();
     }
 
     /// Overwrites a meta field.
     pub(crate) fn put_meta(path: &Path, field: &str, bytes: &[u8]) {
+        put(path, Table::Meta, field, bytes);
+    }
+
+    /// Removes a meta field.
+    pub(crate) fn remove_meta(path: &Path, field: &str) {
         let db = Database::open(path).unwrap();
         let txn = db.begin_write().unwrap();
-        txn.open_table(META).unwrap().insert(field, bytes).unwrap();
+        txn.open_table(META).unwrap().remove(field).unwrap();
         txn.commit().unwrap();
     }
 }
@@ -444,117 +633,119 @@ pub(crate) mod raw {
 #[allow(clippy::unwrap_used, reason = "a test fails by panicking")]
 mod tests {
     use super::*;
-    use crate::crypto::Key;
-    use crate::manifest::Manifest;
-    use std::sync::Arc;
+    use crate::actor::Actor;
 
-    fn meta() -> Meta {
-        let key = Key::generate(1).unwrap();
-        Meta {
-            format_version: FORMAT_VERSION,
-            admin_uid: 1000,
-            active_key: 1,
-            rotation_target: None,
-            key_checks: [(1, key.check().unwrap())].into(),
-            last_change: 1_700_000_000,
+    fn backend(dir: &Path) -> RedbBackend {
+        fsutil::create_private_dir(dir).unwrap();
+        RedbBackend::create(dir, lock_dir(dir).unwrap()).unwrap()
+    }
+
+    fn batch(base: u64, ops: Vec<Op>) -> Batch {
+        Batch {
+            base: Revision(base),
+            actor: Actor::local(),
+            ops,
         }
     }
 
-    fn secret(version: u64) -> SecretRecord {
-        SecretRecord {
-            version,
-            incarnation: 9,
-            mtime: 10,
-            key_id: 1,
-            nonce: [1; 12],
-            ciphertext: vec![2; 20].into(),
-        }
+    fn put(table: Table, key: &str, value: &[u8]) -> Op {
+        Op::Put(Row::new(table, key), value.to_vec())
+    }
+
+    fn sorted(mut rows: Vec<(Row, Vec<u8>)>) -> Vec<(Row, Vec<u8>)> {
+        rows.sort();
+        rows
     }
 
     #[test]
-    fn create_commit_load() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("store.redb");
-        let m = meta();
-        let b = RedbBackend::create(&path, &m).unwrap();
-        let loaded = b.load().unwrap();
-        assert_eq!(loaded.meta, m);
-        assert!(loaded.secrets.is_empty() && loaded.services.is_empty());
-
-        let svc = ServiceRecord {
-            uid: Some(42),
-            manifest: Arc::new(Manifest::parse(b"secret a\n").unwrap()),
-        };
-        b.commit(&[
-            Mutation::PutSecret("a".into(), secret(1)),
-            Mutation::PutSecret("b".into(), secret(2)),
-            Mutation::PutService("web".into(), svc.clone()),
-            Mutation::PutGrant("web".into(), "a".into()),
-            Mutation::PutGrant("web".into(), "b".into()),
-            Mutation::SetRotationTarget(Some(2)),
-        ])
-        .unwrap();
-        b.commit(&[
-            Mutation::DeleteSecret("b".into()),
-            Mutation::DeleteGrant("web".into(), "b".into()),
-        ])
-        .unwrap();
-        drop(b);
-
-        let b = RedbBackend::open(&path).unwrap();
-        let loaded = b.load().unwrap();
-        assert_eq!(loaded.secrets, vec![("a".to_owned(), secret(1))]);
-        assert_eq!(loaded.services, vec![("web".to_owned(), svc)]);
-        assert_eq!(loaded.grants, vec![("web".to_owned(), "a".to_owned())]);
-        assert_eq!(loaded.meta.rotation_target, Some(2));
-        b.commit(&[Mutation::SetRotationTarget(None)]).unwrap();
-        assert_eq!(b.load().unwrap().meta.rotation_target, None);
-        b.commit(&[Mutation::SetLastChange(1_800_000_000)]).unwrap();
-        assert_eq!(b.load().unwrap().meta.last_change, 1_800_000_000);
-    }
-
-    #[test]
-    fn refuses_other_format_versions() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("store.redb");
-        drop(RedbBackend::create(&path, &meta()).unwrap());
-        raw::put_meta(&path, FORMAT_VERSION_FIELD, &2u32.to_be_bytes());
-        let err = RedbBackend::open(&path).unwrap().load().unwrap_err();
+    fn commits_are_conditional_counted_and_fed_back_in_order() {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path().join("data");
+        let b = backend(&dir);
+        assert_eq!(b.load().unwrap().revision, Revision(0));
+        let first = vec![
+            put(Table::Meta, "m", b"1"),
+            put(Table::Secrets, "a", b"sa"),
+            put(Table::Services, "web", b"sw"),
+            Op::Put(Row::grant("web", "a"), b"g".to_vec()),
+        ];
+        assert_eq!(b.commit(batch(0, first)).unwrap(), Revision(1));
+        let second = vec![
+            Op::Delete(Row::new(Table::Secrets, "a")),
+            Op::Delete(Row::grant("web", "a")),
+            put(Table::Secrets, "b", b"sb"),
+        ];
+        assert_eq!(b.commit(batch(1, second)).unwrap(), Revision(2));
+        // Planned against revision 1, after 2 was made: refused, nothing written, and the
+        // store stays open.
+        let err = b
+            .commit(batch(1, vec![put(Table::Secrets, "c", b"sc")]))
+            .unwrap_err();
         assert!(
             matches!(
                 err,
-                Error::FormatVersion {
-                    found: 2,
-                    supported: 1
+                Error::Conflict {
+                    expected: 1,
+                    found: 2
                 }
             ),
             "{err:?}"
         );
-        raw::put_meta(&path, FORMAT_VERSION_FIELD, b"x");
-        let err = RedbBackend::open(&path).unwrap().load().unwrap_err();
-        assert!(matches!(err, Error::Corrupt { .. }), "{err:?}");
+        assert!(!b.needs_reopen());
+        // The feed: both commits, in order, each once.
+        let Feed::Commits(fed) = b.changes(Revision(0)).unwrap() else {
+            panic!("lost")
+        };
+        let revs: Vec<_> = fed.iter().map(|c| (c.base.0, c.revision.0)).collect();
+        assert_eq!(revs, [(0, 1), (1, 2)]);
+        assert_eq!(fed[1].ops.len(), 3);
+        assert!(matches!(b.changes(Revision(2)).unwrap(), Feed::Commits(c) if c.is_empty()));
+        b.commit(batch(2, vec![put(Table::Secrets, "d", b"sd")]))
+            .unwrap();
+        // A reader that missed commits the feed no longer holds is told to reload.
+        b.commit(batch(3, vec![put(Table::Secrets, "e", b"se")]))
+            .unwrap();
+        assert!(matches!(b.changes(Revision(3)).unwrap(), Feed::Commits(c) if c.len() == 1));
+        b.commit(batch(4, vec![put(Table::Secrets, "f", b"sf")]))
+            .unwrap();
+        assert!(matches!(b.changes(Revision(2)).unwrap(), Feed::Lost));
+        drop(b);
+
+        let b = RedbBackend::open(&dir).unwrap();
+        let loaded = b.load().unwrap();
+        assert_eq!(loaded.revision, Revision(5));
+        assert_eq!(
+            sorted(loaded.rows),
+            sorted(vec![
+                (Row::new(Table::Meta, "m"), b"1".to_vec()),
+                (Row::new(Table::Secrets, "b"), b"sb".to_vec()),
+                (Row::new(Table::Secrets, "d"), b"sd".to_vec()),
+                (Row::new(Table::Secrets, "e"), b"se".to_vec()),
+                (Row::new(Table::Secrets, "f"), b"sf".to_vec()),
+                (Row::new(Table::Services, "web"), b"sw".to_vec()),
+            ])
+        );
     }
 
     #[test]
-    fn a_store_from_before_last_change_loads_as_0_and_a_bad_one_is_refused() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("store.redb");
-        drop(RedbBackend::create(&path, &meta()).unwrap());
-        raw::remove_meta(&path, LAST_CHANGE_FIELD);
-        let loaded = RedbBackend::open(&path).unwrap().load().unwrap();
-        assert_eq!(loaded.meta.last_change, 0);
-        raw::put_meta(&path, LAST_CHANGE_FIELD, &[1, 2, 3]);
-        let err = RedbBackend::open(&path).unwrap().load().unwrap_err();
-        assert!(matches!(err, Error::Corrupt { .. }), "{err:?}");
+    fn the_lock_is_the_backends() {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path().join("data");
+        let b = backend(&dir);
+        let err = RedbBackend::open(&dir).unwrap_err();
+        assert!(matches!(err, Error::Locked { .. }), "{err:?}");
+        drop(b);
+        RedbBackend::open(&dir).unwrap();
     }
 
     #[test]
     fn create_refuses_an_existing_file() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("store.redb");
-        std::fs::write(&path, b"").unwrap();
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path().join("data");
+        fsutil::create_private_dir(&dir).unwrap();
+        std::fs::write(dir.join(STORE_FILE), b"").unwrap();
         assert!(matches!(
-            RedbBackend::create(&path, &meta()),
+            RedbBackend::create(&dir, lock_dir(&dir).unwrap()),
             Err(Error::Io { .. })
         ));
     }

@@ -16,11 +16,12 @@
 use std::collections::hash_map::Entry;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
-use crate::backend::{Meta, Mutation, Stored};
+use crate::backend::{Revision, Row};
 use crate::crypto::Keyring;
 use crate::error::{Error, Result};
 use crate::names;
-use crate::record::{SecretRecord, ServiceRecord};
+use crate::record::{Auth, SecretRecord, ServiceRecord};
+use crate::rows::{Digest, Meta, Mutation, Stored};
 use crate::types::RotationProgress;
 
 /// Everything the vault knows.
@@ -38,6 +39,12 @@ pub(crate) struct State {
     pub(crate) uids: HashMap<u32, String>,
     /// service -> granted secret names: the check on every walk, open and read.
     pub(crate) grants: HashMap<String, BTreeSet<String>>,
+    /// The store revision this state is as of: the last commit applied.
+    pub(crate) revision: Revision,
+    /// How each secret, service and grant is authenticated, by row (see `rows.rs`).
+    pub(crate) auths: HashMap<Row, Auth>,
+    /// The digest of their terms, as the store record holds it.
+    pub(crate) digest: Digest,
     /// Progress of the rotation in flight, for `status`.
     pub(crate) rotation: Option<RotationProgress>,
     /// service -> when its record and its grants last changed.
@@ -59,9 +66,10 @@ impl State {
     /// Builds the state from a freshly loaded store, checking the invariants the vault
     /// keeps, so that a damaged store is refused rather than served wrongly (a grant left
     /// behind by a deleted secret must not grant a later secret of the same name).
-    pub(crate) fn from_stored(stored: Stored, keys: Keyring) -> Result<State> {
+    pub(crate) fn from_stored(stored: Stored, keys: Keyring, revision: Revision) -> Result<State> {
         let corrupt = |what| Error::Corrupt { what };
         let meta = stored.meta;
+        let (auths, digest) = (stored.auths, stored.digest);
         let mut secrets = BTreeMap::new();
         for (name, rec) in stored.secrets {
             if !names::is_valid_name(&name) {
@@ -114,10 +122,65 @@ impl State {
             services,
             uids,
             grants,
+            revision,
+            auths,
+            digest,
             rotation: None,
             changed,
             status_changed: newest,
         })
+    }
+
+    /// The state of a store holding `meta` and nothing else.
+    pub(crate) fn empty(meta: Meta, keys: Keyring) -> State {
+        State {
+            meta,
+            keys,
+            secrets: BTreeMap::new(),
+            services: BTreeMap::new(),
+            uids: HashMap::new(),
+            grants: HashMap::new(),
+            revision: Revision(0),
+            auths: HashMap::new(),
+            digest: Digest::default(),
+            rotation: None,
+            changed: HashMap::new(),
+            status_changed: 0,
+        }
+    }
+
+    /// The digest once the rows of a commit are written (`None`: deleted), in order.
+    pub(crate) fn digest_after(&self, auths: &[(Row, Option<Auth>)]) -> Digest {
+        let mut digest = self.digest;
+        let mut now: HashMap<&Row, Option<Auth>> = HashMap::new();
+        for (row, auth) in auths {
+            let before = now
+                .get(row)
+                .copied()
+                .unwrap_or_else(|| self.auths.get(row).copied());
+            for term in before.iter().chain(auth).map(|a| a.term) {
+                for (d, t) in digest.iter_mut().zip(term) {
+                    *d ^= t;
+                }
+            }
+            now.insert(row, *auth);
+        }
+        digest
+    }
+
+    /// Records how the rows of a commit are authenticated now, and the digest they make.
+    pub(crate) fn apply_auths(&mut self, auths: Vec<(Row, Option<Auth>)>, digest: Digest) {
+        for (row, auth) in auths {
+            match auth {
+                Some(auth) => {
+                    self.auths.insert(row, auth);
+                }
+                None => {
+                    self.auths.remove(&row);
+                }
+            }
+        }
+        self.digest = digest;
     }
 
     /// Applies a committed batch. Its changes are dated by its [`Mutation::SetLastChange`],

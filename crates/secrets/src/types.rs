@@ -6,8 +6,8 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::crypto::NONCE_LEN;
 use crate::manifest::Manifest;
+use crate::record::SecretRecord;
 
 /// What `init` created.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -92,18 +92,13 @@ pub struct Status {
 }
 
 /// A secret as it was when a service opened it: "a fid reads the version current when it
-/// was opened". Holds ciphertext only; [`Vault::read_opened`](crate::Vault::read_opened)
-/// decrypts it after checking the grant again.
+/// was opened". Holds ciphertext only (shared, not copied);
+/// [`Vault::read_opened`](crate::Vault::read_opened) decrypts it after checking the grant
+/// again.
 #[derive(Clone)]
 pub struct OpenedSecret {
     pub(crate) name: String,
-    pub(crate) version: u64,
-    pub(crate) incarnation: u64,
-    pub(crate) mtime: u64,
-    pub(crate) length: u64,
-    pub(crate) key_id: u32,
-    pub(crate) nonce: [u8; NONCE_LEN],
-    pub(crate) ciphertext: Arc<[u8]>,
+    pub(crate) record: SecretRecord,
 }
 
 impl OpenedSecret {
@@ -114,17 +109,31 @@ impl OpenedSecret {
 
     /// The version that was current at open.
     pub fn version(&self) -> u64 {
-        self.version
+        self.record.version
     }
 
     /// The mtime of that version (unix seconds).
     pub fn mtime(&self) -> u64 {
-        self.mtime
+        self.record.mtime
     }
 
     /// The length of that version's value in bytes.
     pub fn length(&self) -> u64 {
-        self.length
+        self.record.length()
+    }
+
+    /// How many bytes of plaintext a read of `[offset, offset + count)` decrypts: the
+    /// chunks the range lies in (none for a range past the end). What a caller weighs to
+    /// decide where to run the read.
+    pub fn decrypted_len(&self, offset: u64, count: u64) -> u64 {
+        let length = self.record.length();
+        let end = offset.saturating_add(count).min(length);
+        if offset >= end {
+            return 0;
+        }
+        let chunk = u64::from(self.record.chunk_len.max(1));
+        let (first, last) = (offset / chunk, (end - 1) / chunk);
+        ((last + 1) * chunk).min(length) - first * chunk
     }
 }
 
@@ -132,8 +141,8 @@ impl fmt::Debug for OpenedSecret {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("OpenedSecret")
             .field("name", &self.name)
-            .field("version", &self.version)
-            .field("length", &self.length)
+            .field("version", &self.record.version)
+            .field("length", &self.record.length())
             .finish_non_exhaustive()
     }
 }

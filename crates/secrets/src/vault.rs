@@ -18,21 +18,24 @@
 //! writer, and reloads memory from the store; if the reopen fails, writes are refused
 //! with that error and each later write tries again first. Reads carry on throughout.
 
-use std::fs::{File, OpenOptions, TryLockError};
-use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard};
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use tracing::{error, info, warn};
+use tracing::{debug, error, info, warn};
 
-use crate::backend::{Backend, FORMAT_VERSION, Meta, Mutation};
+use crate::actor::Actor;
+use crate::backend::{
+    Backend, Batch, Feed, MAX_BATCH_BYTES, MAX_BATCH_MUTATIONS, Op, Revision, Table,
+};
 use crate::crypto::{Key, Keyring, SecretBytes};
 use crate::error::{Error, Result};
-use crate::fsutil::{self, FILE_MODE};
+use crate::fsutil;
 use crate::keyfile;
+use crate::legacy::{self, Legacy};
 use crate::record::{SecretRecord, ServiceRecord};
-use crate::redb_store::RedbBackend;
+use crate::redb_store::{self, RedbBackend};
+use crate::rows::{self, FORMAT_VERSION, Meta, Mutation};
 use crate::state::State;
 use crate::types::{InitReport, OpenedSecret, SecretInfo, ServiceInfo, Status};
 
@@ -45,17 +48,17 @@ pub use change::{Applied, Change, ChangeError};
 #[allow(clippy::unwrap_used, reason = "a test fails by panicking")]
 mod tests;
 
-/// The store's file name in the data directory.
-pub const STORE_FILE: &str = "store.redb";
+pub use crate::redb_store::{LOCK_FILE, STORE_FILE};
+
 /// The default key file name in the data directory.
 pub const KEY_FILE: &str = "key";
-/// The lock file's name in the data directory.
-pub const LOCK_FILE: &str = "lock";
 
-/// An open data directory: every secret, service and grant, in memory, backed by the
-/// store. Share it between threads behind an `Arc`.
+/// How many times a change is planned again when another writer committed first.
+const CONFLICT_RETRIES: usize = 3;
+
+/// A store, its keys, and every secret, service and grant in memory. Share it between
+/// threads behind an `Arc`.
 pub struct Vault {
-    dir: PathBuf,
     key_path: PathBuf,
     pub(crate) backend: Box<dyn Backend>,
     state: RwLock<State>,
@@ -66,15 +69,12 @@ pub struct Vault {
     /// The time tests make it (unix seconds); `None`: the system clock.
     #[cfg(test)]
     clock: Mutex<Option<u64>>,
-    // Declared last so it is dropped last: the store is closed before another process
-    // can take the directory.
-    _lock: File,
 }
 
 impl std::fmt::Debug for Vault {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Vault")
-            .field("dir", &self.dir)
+            .field("data_dir", &self.backend.data_dir())
             .field("key_path", &self.key_path)
             .finish_non_exhaustive()
     }
@@ -111,7 +111,7 @@ impl Vault {
             }
         }
         fsutil::create_private_dir(data_dir)?;
-        let _lock = lock_dir(data_dir)?;
+        let lock = redb_store::lock_dir(data_dir)?;
         if exists(&store_path)? {
             return Err(Error::AlreadyInitialized {
                 dir: data_dir.to_path_buf(),
@@ -122,16 +122,10 @@ impl Vault {
             return Err(Error::KeyFileExists { path: key_path });
         }
         let key = Key::generate(1)?;
-        let meta = Meta {
-            format_version: FORMAT_VERSION,
-            admin_uid,
-            active_key: key.id(),
-            rotation_target: None,
-            key_checks: [(key.id(), key.check()?)].into(),
-            last_change: now(),
-        };
         keyfile::write(&key_path, &[&key])?;
-        drop(RedbBackend::create(&store_path, &meta)?);
+        let backend = RedbBackend::create(data_dir, lock)?;
+        Vault::init_store(&backend, &key, admin_uid)?;
+        drop(backend);
         fsutil::sync_dir(data_dir)?;
         fsutil::sync_dir(&fsutil::parent_dir(data_dir))?;
         info!(dir = %data_dir.display(), key = %key_path.display(), admin_uid, "initialized data directory");
@@ -142,6 +136,29 @@ impl Vault {
             key_id: key.id(),
             admin_uid,
         })
+    }
+
+    /// Writes a new store into `backend`, which must hold none (revision 0): the admin's
+    /// uid, `key` as the active key, and nothing else. The key is the caller's to keep
+    /// (in the key file [`Vault::with_backend`] is given).
+    ///
+    /// # Errors
+    /// [`Error::Conflict`] if the store has had a commit; the store's.
+    pub(crate) fn init_store(backend: &dyn Backend, key: &Key, admin_uid: u32) -> Result<()> {
+        let meta = Meta {
+            format_version: FORMAT_VERSION,
+            admin_uid,
+            active_key: key.id(),
+            rotation_target: None,
+            key_checks: [(key.id(), key.check()?)].into(),
+            last_change: now(),
+        };
+        backend.commit(Batch {
+            base: Revision(0),
+            actor: Actor::local(),
+            ops: rows::initial(&meta, key),
+        })?;
+        Ok(())
     }
 
     /// Opens a data directory: checks that the directory, the lock file, the key file and
@@ -173,31 +190,44 @@ impl Vault {
                 dir: data_dir.to_path_buf(),
             });
         }
-        check_data_dir(data_dir)?;
-        let lock = lock_dir(data_dir)?;
-        if fsutil::remove_if_exists(&fsutil::temp_path(&key_path))? {
+        let backend = RedbBackend::open(data_dir)?;
+        Vault::with_backend(Box::new(backend), &key_path)
+    }
+
+    /// Serves the store `backend` holds, with the keys of the key file at `key_path`: reads
+    /// the key file, loads everything, checks the store's format version and that the key
+    /// file is the right one, and finishes or rolls back a key rotation that a crash
+    /// interrupted. The backend's own concerns (a data directory's lock and permissions)
+    /// are settled before: [`RedbBackend::open`].
+    ///
+    /// # Errors
+    /// [`Error::KeyFileMissing`], [`Error::KeyPermissions`], [`Error::KeyFile`],
+    /// [`Error::KeyMissing`], [`Error::KeyMismatch`], [`Error::FormatVersion`],
+    /// [`Error::Corrupt`], I/O and store errors.
+    pub fn with_backend(backend: Box<dyn Backend>, key_path: &Path) -> Result<Vault> {
+        if fsutil::remove_if_exists(&fsutil::temp_path(key_path))? {
             info!(key = %key_path.display(), "removed a temporary key file left by an interrupted write");
         }
-        let file_keys = keyfile::read(&key_path)?;
-        let store_meta =
-            std::fs::metadata(&store_path).map_err(Error::io("checking store", &store_path))?;
-        if !store_meta.is_file() {
-            return Err(Error::Corrupt {
-                what: "the store is not a regular file",
-            });
-        }
-        fsutil::check_private("store", &store_path, &store_meta, FILE_MODE)?;
-        let backend = RedbBackend::open(&store_path)?;
-        let stored = backend.load()?;
-        let (keyring, extra) = rotation::reconcile_keys(&key_path, file_keys, &stored.meta)?;
-        let state = State::from_stored(stored, keyring)?;
+        let file_keys = keyfile::read(key_path)?;
+        let snapshot = backend.load()?;
+        let (stored, revision, keyring, extra) = if rows::format_of(&snapshot)? == legacy::FORMAT {
+            migrate(&*backend, key_path, file_keys, snapshot)?
+        } else {
+            let revision = snapshot.revision;
+            // The keys the store says it uses, checked against the key file; then every
+            // record checked under them.
+            let meta = rows::peek_meta(&snapshot)?;
+            let (keyring, extra) = rotation::reconcile_keys(key_path, file_keys, &meta)?;
+            let stored = rows::decode_snapshot(snapshot, &keyring)?;
+            (stored, revision, keyring, extra)
+        };
+        let state = State::from_stored(stored, keyring, revision)?;
         if !extra.is_empty() {
-            rotation::drop_extra_keys(&key_path, &state, &extra)?;
+            rotation::drop_extra_keys(key_path, &state, &extra)?;
         }
         let vault = Vault {
-            dir: data_dir.to_path_buf(),
-            key_path,
-            backend: Box::new(backend),
+            key_path: key_path.to_path_buf(),
+            backend,
             state: RwLock::new(state),
             writer: Mutex::new(()),
             rotating: Mutex::new(()),
@@ -205,18 +235,22 @@ impl Vault {
             crash_at: Mutex::new(None),
             #[cfg(test)]
             clock: Mutex::new(None),
-            _lock: lock,
         };
         vault.resume_rotation()?;
         let status = vault.status();
-        info!(dir = %vault.dir.display(), secrets = status.secrets, services = status.services,
-            active_key = status.active_key, "opened data directory");
+        info!(store = ?vault.backend.data_dir(), revision = %revision, secrets = status.secrets,
+            services = status.services, active_key = status.active_key, "opened the store");
         Ok(vault)
     }
 
-    /// The data directory.
-    pub fn data_dir(&self) -> &Path {
-        &self.dir
+    /// The data directory, for a store that has one (the embedded store's).
+    pub fn data_dir(&self) -> Option<&Path> {
+        self.backend.data_dir()
+    }
+
+    /// The revision of the store that memory is at: the last commit applied.
+    pub fn revision(&self) -> Revision {
+        self.state().revision
     }
 
     /// The key file's path (not its contents: there is no way to get those).
@@ -307,13 +341,7 @@ impl Vault {
         let rec = state.secrets.get(name).ok_or(Error::NotFound)?;
         Ok(OpenedSecret {
             name: name.to_owned(),
-            version: rec.version,
-            incarnation: rec.incarnation,
-            mtime: rec.mtime,
-            length: rec.length(),
-            key_id: rec.key_id,
-            nonce: rec.nonce,
-            ciphertext: Arc::clone(&rec.ciphertext),
+            record: rec.clone(),
         })
     }
 
@@ -326,58 +354,69 @@ impl Vault {
     ///
     /// # Cost
     /// One AES-256-GCM decryption of the whole value, on the calling thread: linear in the
-    /// value's length, about 1 ms per MiB. The state's read lock is held only for the
-    /// checks and to clone an `Arc` to the ciphertext, never while decrypting, so a large
-    /// read delays no writer; but an async caller serving large values may prefer to run
-    /// it on a blocking thread.
+    /// value's length, about 1 ms per MiB. [`Vault::read_opened_range`] decrypts only the
+    /// chunks a read needs.
     ///
     /// # Errors
     /// [`Error::NotFound`] if the grant is gone or the secret was deleted since the open;
     /// [`Error::Stale`] if the snapshot's key was retired and the secret has changed since;
     /// [`Error::Decrypt`] for a damaged record.
     pub fn read_opened(&self, service: &str, opened: &OpenedSecret) -> Result<SecretBytes> {
-        let (key, nonce, ciphertext, version) = {
-            let state = self.state();
-            if !state.is_granted(service, &opened.name) {
-                return Err(Error::NotFound);
-            }
-            // Incarnations are random per (re)creation: a deleted and re-created secret is
-            // another one, which this open never saw.
-            let rec = state
-                .secrets
-                .get(&opened.name)
-                .filter(|rec| rec.incarnation == opened.incarnation)
-                .ok_or(Error::NotFound)?;
-            if let Some(key) = state.keys.get(opened.key_id) {
-                (
-                    Arc::clone(key),
-                    opened.nonce,
-                    Arc::clone(&opened.ciphertext),
-                    opened.version,
-                )
-            } else {
-                if rec.version != opened.version {
-                    return Err(Error::Stale);
-                }
-                let key = state.keys.get(rec.key_id).ok_or(Error::Corrupt {
-                    what: "a secret's key is not loaded",
-                })?;
-                (
-                    Arc::clone(key),
-                    rec.nonce,
-                    Arc::clone(&rec.ciphertext),
-                    rec.version,
-                )
-            }
-        };
-        // Decrypt outside the lock: a 1 MiB value must not hold up a writer's apply.
-        let aad = crate::crypto::SecretAad::new(&opened.name, version);
-        key.open(&nonce, aad.as_bytes(), &ciphertext)
+        let (key, rec) = self.readable(service, opened)?;
+        key.open_value(&rec.value(&opened.name))
+    }
+
+    /// [`Vault::read_opened`] of the bytes `[offset, offset + count)` of the value (fewer
+    /// at its end, none past it), with the same checks.
+    ///
+    /// # Cost
+    /// The value is sealed in chunks of 4 KiB; this decrypts only those the range lies in
+    /// ([`OpenedSecret::decrypted_len`] says how many bytes that is), on the calling
+    /// thread, and holds no more plaintext than the range, plus one chunk while it is
+    /// decrypted. The state's read lock is held only for the checks and to clone an `Arc`
+    /// to the ciphertext, never while decrypting, so no read delays a writer.
+    ///
+    /// # Errors
+    /// As [`Vault::read_opened`].
+    pub fn read_opened_range(
+        &self,
+        service: &str,
+        opened: &OpenedSecret,
+        offset: u64,
+        count: u64,
+    ) -> Result<SecretBytes> {
+        let (key, rec) = self.readable(service, opened)?;
+        key.open_value_range(&rec.value(&opened.name), offset, count)
+    }
+
+    /// The checks of [`Vault::read_opened`]: the key and the record to decrypt.
+    fn readable(&self, service: &str, opened: &OpenedSecret) -> Result<(Arc<Key>, SecretRecord)> {
+        let state = self.state();
+        if !state.is_granted(service, &opened.name) {
+            return Err(Error::NotFound);
+        }
+        // Incarnations are random per (re)creation: a deleted and re-created secret is
+        // another one, which this open never saw.
+        let rec = state
+            .secrets
+            .get(&opened.name)
+            .filter(|rec| rec.incarnation == opened.record.incarnation)
+            .ok_or(Error::NotFound)?;
+        if let Some(key) = state.keys.get(opened.record.key_id) {
+            return Ok((Arc::clone(key), opened.record.clone()));
+        }
+        if rec.version != opened.record.version {
+            return Err(Error::Stale);
+        }
+        let key = state.keys.get(rec.key_id).ok_or(Error::Corrupt {
+            what: "a secret's key is not loaded",
+        })?;
+        // Decrypted outside the lock: a 1 MiB value must not hold up a writer's apply.
+        Ok((Arc::clone(key), rec.clone()))
     }
 
     /// Decrypts the current version of a secret for the admin (for example
     /// `deploy secret get NAME --as SERVICE`, where the server checks the grant itself).
-    /// No grant is checked here: callers acting for a service use [`Vault::open_secret`].
     ///
     /// # Errors
     /// [`Error::NoSuchSecret`], [`Error::Decrypt`].
@@ -390,7 +429,7 @@ impl Vault {
             })?;
             (key, rec)
         };
-        key.open(&rec.nonce, rec.aad(name).as_bytes(), &rec.ciphertext)
+        key.open_value(&rec.value(name))
     }
 
     /// The active key id, counts, rotation progress, and when any of them last changed.
@@ -406,6 +445,9 @@ impl Vault {
     }
 
     // ---- Mutations: one durable transaction each, then memory. ----
+    //
+    // These are made by this process ([`Actor::local`]); a server applies its callers'
+    // changes with [`Vault::apply`], which says who made them.
 
     /// Sets a secret (creating it at version 1, or adding 1 to its version), encrypted
     /// under the active key (or the rotation target while a rotation runs). Returns the
@@ -438,7 +480,7 @@ impl Vault {
                 value: value.as_ref(),
             })
             .collect();
-        let applied = self.apply(&changes).map_err(|e| e.error)?;
+        let applied = self.apply(&Actor::local(), &changes).map_err(|e| e.error)?;
         Ok(applied
             .into_iter()
             .filter_map(|a| match a {
@@ -562,32 +604,147 @@ impl Vault {
         Ok(guard)
     }
 
-    /// Commits a batch durably, then applies it in memory. The caller holds the writer.
-    fn commit(&self, batch: Vec<Mutation>) -> Result<()> {
-        self.commit_then(batch, |_| {})
-    }
-
-    /// [`Vault::commit`], running `before_apply` on the state under the same write guard
-    /// as the apply.
+    /// Applies to memory every commit the store has and memory lacks: other writers'
+    /// (a store shared by several nodes), and this vault's own, which it applies only as
+    /// the change feed hands them back. A backend whose feed has news of its own (a watch)
+    /// has it called. Returns the revision memory is at.
     ///
     /// # Errors
-    /// The backend's; memory then matches the store as far as it can be read back (see
-    /// [`Vault::after_failed_commit`]).
-    fn commit_then(
+    /// The store's; memory is then as it was, or reloaded whole.
+    pub fn catch_up(&self) -> Result<Revision> {
+        let _writer = self.writer()?;
+        self.apply_feed()?;
+        Ok(self.revision())
+    }
+
+    /// [`Vault::catch_up`], with the writer held: the feed's commits in order, each after
+    /// the one it was made against. One that does not follow (the feed skipped some), or
+    /// a feed that lost track, makes memory reload the whole store.
+    fn apply_feed(&self) -> Result<()> {
+        let mut at = self.state().revision;
+        let commits = match self.backend.changes(at)? {
+            Feed::Commits(commits) => commits,
+            Feed::Lost => {
+                warn!(revision = %at, "the store's change feed lost track; reloading the store");
+                self.reload()?;
+                return Ok(());
+            }
+        };
+        for commit in commits {
+            if commit.revision <= at {
+                continue;
+            }
+            if commit.base != at {
+                warn!(revision = %at, next_base = %commit.base, "the change feed skipped commits; reloading the store");
+                self.reload()?;
+                return Ok(());
+            }
+            // Decoded and checked before the write lock: readers wait only for the apply.
+            let keys = self.state().keys.clone();
+            let checked = rows::decode_ops(commit.ops, &keys).and_then(|fed| {
+                let digest = self.state().digest_after(&fed.auths);
+                match fed.digest {
+                    Some(stored) if stored == digest => Ok((fed, digest)),
+                    _ => Err(Error::Tampered {
+                        what: "a commit's records are not the ones its store record counts",
+                    }),
+                }
+            });
+            let (fed, digest) = match checked {
+                Ok(checked) => checked,
+                Err(e) => {
+                    error!(error = %e, revision = %commit.revision, "a commit in the change feed does not check; reloading the store");
+                    self.reload()?;
+                    return Ok(());
+                }
+            };
+            let mut state = self.state_mut();
+            state.apply(fed.batch);
+            state.apply_auths(fed.auths, digest);
+            state.revision = commit.revision;
+            at = commit.revision;
+        }
+        Ok(())
+    }
+
+    /// Plans a batch with `plan` against the state in memory, commits it as made by
+    /// `actor`, and applies it in memory (through the change feed). If another writer
+    /// committed first, catches up and plans again, a few times. The caller holds the
+    /// writer. An empty plan commits nothing.
+    ///
+    /// # Errors
+    /// `plan`'s; [`Error::TooLarge`] for a batch past the bounds of `backend.rs`; the
+    /// store's, memory then matching the store as far as it can be read back (see
+    /// [`Vault::after_failed_commit`]); [`Error::Conflict`] if other writers kept coming
+    /// first.
+    fn commit_planned<T, E>(
         &self,
-        mut batch: Vec<Mutation>,
-        before_apply: impl FnOnce(&mut State),
+        actor: &Actor,
+        mut plan: impl FnMut(&State) -> std::result::Result<(Vec<Mutation>, T), E>,
+        whole: impl Fn(Error) -> E,
+    ) -> std::result::Result<T, E> {
+        let mut tries = 0;
+        loop {
+            let (batch, out, base) = {
+                let state = self.state();
+                let (batch, out) = plan(&state)?;
+                (batch, out, state.revision)
+            };
+            if batch.is_empty() {
+                return Ok(out);
+            }
+            match self.commit_batch(actor, base, batch) {
+                Ok(()) => return Ok(out),
+                Err(Error::Conflict { expected, found }) if tries < CONFLICT_RETRIES => {
+                    tries += 1;
+                    debug!(
+                        expected,
+                        found, tries, "another writer committed first; planning again"
+                    );
+                    self.apply_feed().map_err(&whole)?;
+                }
+                Err(e) => return Err(whole(e)),
+            }
+        }
+    }
+
+    /// [`Vault::commit_planned`] of a plan that cannot fail.
+    fn commit(
+        &self,
+        actor: &Actor,
+        plan: impl FnMut(&State) -> Result<Vec<Mutation>>,
     ) -> Result<()> {
+        let mut plan = plan;
+        self.commit_planned(actor, |state| plan(state).map(|batch| (batch, ())), |e| e)
+    }
+
+    /// The body of [`Vault::commit_planned`]: dates the batch, encodes it, checks its
+    /// bounds, commits it, and applies what the feed hands back.
+    fn commit_batch(&self, actor: &Actor, base: Revision, mut batch: Vec<Mutation>) -> Result<()> {
         // Dated first, so that `apply` dates the rest by it; never before the last change,
         // so that mtimes only move forward even if the clock steps back.
         let at = self.clock().max(self.state().meta.last_change);
         batch.insert(0, Mutation::SetLastChange(at));
-        if let Err(e) = self.backend.commit(&batch) {
-            return Err(self.after_failed_commit(e));
+        let ops = rows::encode(&batch, &self.state())?;
+        check_bounds(&ops)?;
+        let mutations = ops.len();
+        let revision = match self.backend.commit(Batch {
+            base,
+            actor: actor.clone(),
+            ops,
+        }) {
+            Ok(revision) => revision,
+            // Nothing was written, and the store is fine: the caller plans again.
+            Err(e @ Error::Conflict { .. }) => return Err(e),
+            Err(e) => return Err(self.after_failed_commit(e)),
+        };
+        debug!(by = %actor, mutations, revision = %revision, "committed");
+        self.apply_feed()?;
+        if self.state().revision < revision {
+            // The feed did not hand the commit back: memory must still show it.
+            warn!(revision = %revision, "the change feed lacks a commit just made; reloading the store");
+            self.reload()?;
         }
-        let mut state = self.state_mut();
-        before_apply(&mut state);
-        state.apply(batch);
         Ok(())
     }
 
@@ -618,16 +775,18 @@ impl Vault {
     fn reopen_store(&self) -> Result<bool> {
         self.backend.reopen()?;
         let changed = self.reload()?;
-        info!(dir = %self.dir.display(), "reopened the store after a failed write");
+        info!(store = ?self.backend.data_dir(), "reopened the store after a failed write");
         Ok(changed)
     }
 
     /// Replaces memory with what the store holds. Returns whether that changed anything
     /// (keys and rotation progress aside).
     fn reload(&self) -> Result<bool> {
-        let stored = self.backend.load()?;
-        let keys = self.keys_for(&stored.meta)?;
-        let mut fresh = State::from_stored(stored, keys)?;
+        let snapshot = self.backend.load()?;
+        let revision = snapshot.revision;
+        let keys = self.keys_for(&rows::peek_meta(&snapshot)?)?;
+        let stored = rows::decode_snapshot(snapshot, &keys)?;
+        let mut fresh = State::from_stored(stored, keys, revision)?;
         let mut state = self.state_mut();
         if fresh.meta.rotation_target.is_some() {
             fresh.rotation = state.rotation;
@@ -660,6 +819,65 @@ impl Vault {
         }
         Ok(keys)
     }
+}
+
+/// Refuses a batch past the bounds every backend takes (see `backend.rs`).
+fn check_bounds(ops: &[Op]) -> Result<()> {
+    let mutations = ops
+        .iter()
+        .filter(|op| op.row().table != Table::Meta)
+        .count();
+    if mutations > MAX_BATCH_MUTATIONS {
+        return Err(Error::TooLarge {
+            what: "transaction (rows written)",
+            limit: MAX_BATCH_MUTATIONS,
+        });
+    }
+    if ops.iter().map(Op::size).sum::<usize>() > MAX_BATCH_BYTES {
+        return Err(Error::TooLarge {
+            what: "transaction (bytes stored)",
+            limit: MAX_BATCH_BYTES,
+        });
+    }
+    Ok(())
+}
+
+/// Migrates a store of format 1 (`snapshot`) to this build's format, in one commit: every
+/// value sealed again under its key, every record in this format's layout. Returns what
+/// [`Vault::with_backend`] needs, read back from the store as it now is.
+fn migrate(
+    backend: &dyn Backend,
+    key_path: &Path,
+    file_keys: Vec<Key>,
+    snapshot: crate::backend::Snapshot,
+) -> Result<(rows::Stored, Revision, Keyring, Vec<u32>)> {
+    let base = snapshot.revision;
+    let old = Legacy::decode(snapshot)?;
+    let (keyring, extra) = rotation::reconcile_keys(key_path, file_keys, &old.meta)?;
+    let upgraded = old.upgrade(&keyring, FORMAT_VERSION)?;
+    let (secrets, services, grants) = (
+        upgraded.secrets.len(),
+        upgraded.services.len(),
+        upgraded.grants.len(),
+    );
+    backend.replace_all(base, rows::encode_store(&upgraded, &keyring)?)?;
+    warn!(
+        from = legacy::FORMAT,
+        to = FORMAT_VERSION,
+        secrets,
+        services,
+        grants,
+        "migrated the store to a new format: a srv-secrets older than this one can no longer open it"
+    );
+    // Memory holds what the store holds: what was written, read back.
+    let snapshot = backend.load()?;
+    let revision = snapshot.revision;
+    Ok((
+        rows::decode_snapshot(snapshot, &keyring)?,
+        revision,
+        keyring,
+        extra,
+    ))
 }
 
 fn sealing_key(state: &State) -> Result<&Arc<Key>> {
@@ -700,65 +918,4 @@ fn now() -> u64 {
 
 fn exists(path: &Path) -> Result<bool> {
     path.try_exists().map_err(Error::io("checking", path))
-}
-
-/// Refuses a data directory that is not a directory private to this process's uid.
-fn check_data_dir(dir: &Path) -> Result<()> {
-    let meta = std::fs::metadata(dir).map_err(Error::io("checking data directory", dir))?;
-    if !meta.is_dir() {
-        return Err(Error::Io {
-            op: "checking data directory",
-            path: dir.to_path_buf(),
-            source: std::io::ErrorKind::NotADirectory.into(),
-        });
-    }
-    fsutil::check_private("data directory", dir, &meta, fsutil::DIR_MODE)
-}
-
-/// Takes the data directory's lock: an exclusive `flock` on `DIR/lock`, held as long as
-/// the returned file is open. The kernel drops it when the process dies, however it dies.
-fn lock_dir(dir: &Path) -> Result<File> {
-    let path = dir.join(LOCK_FILE);
-    let file = OpenOptions::new()
-        .read(true)
-        .write(true)
-        .create(true)
-        .truncate(false)
-        .mode(FILE_MODE)
-        .open(&path)
-        .map_err(Error::io("opening lock file", &path))?;
-    // Anyone who can open the lock file can hold its lock, and keep the server from starting.
-    let meta = file
-        .metadata()
-        .map_err(Error::io("checking lock file", &path))?;
-    fsutil::check_private("lock file", &path, &meta, FILE_MODE)?;
-    hold_lock(&file, dir, &path)?;
-    Ok(file)
-}
-
-/// Takes the lock of `file`, the lock file at `path` of data directory `dir`.
-///
-/// # Errors
-/// [`Error::Locked`] if another process holds it.
-pub(crate) fn hold_lock(file: &File, dir: &Path, path: &Path) -> Result<()> {
-    // A lock can be held for an instant by a process that is not a server at all: a
-    // child forked by whoever last had this directory open holds the inherited lock
-    // descriptor until it execs. So a held lock is asked again for a moment before it is
-    // taken to mean that another srv-secrets serves the directory.
-    const PATIENCE: std::time::Duration = std::time::Duration::from_millis(250);
-    let deadline = std::time::Instant::now() + PATIENCE;
-    loop {
-        match file.try_lock() {
-            Ok(()) => return Ok(()),
-            Err(TryLockError::WouldBlock) if std::time::Instant::now() < deadline => {
-                std::thread::sleep(std::time::Duration::from_millis(10));
-            }
-            Err(TryLockError::WouldBlock) => {
-                return Err(Error::Locked {
-                    dir: dir.to_path_buf(),
-                });
-            }
-            Err(TryLockError::Error(e)) => return Err(Error::io("locking", path)(e)),
-        }
-    }
 }

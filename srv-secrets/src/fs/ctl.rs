@@ -15,7 +15,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex as SyncMutex, MutexGuard};
 
 use ctl::{Answer, Command, CtlStream, Parsed, Reply, Step, Transaction};
-use secrets::{Applied, Change, ChangeError, Error as VaultError, Vault};
+use secrets::{Actor, Applied, Change, ChangeError, Error as VaultError, Vault};
 use tokio::sync::Mutex;
 use tracing::{error, info};
 use zeroize::Zeroizing;
@@ -132,16 +132,19 @@ pub struct CtlFid {
     results: SyncMutex<Results>,
     wrote: AtomicBool,
     recent: Arc<Recent>,
+    /// Who opened it: the maker of every change written to it.
+    actor: Actor,
 }
 
 impl CtlFid {
-    /// A fid whose results also go to `recent`.
-    pub fn new(recent: Arc<Recent>) -> CtlFid {
+    /// A fid opened by `actor`, whose results also go to `recent`.
+    pub fn new(recent: Arc<Recent>, actor: Actor) -> CtlFid {
         CtlFid {
             stream: Mutex::new(CtlStream::new()),
             results: SyncMutex::new(Results::None),
             wrote: AtomicBool::new(false),
             recent,
+            actor,
         }
     }
 
@@ -209,8 +212,8 @@ impl CtlFid {
     ) -> Result<(), String> {
         while let Some(step) = next(stream) {
             let replies = match step {
-                Step::Apply(parsed) => vec![apply_parsed(vault, parsed).await],
-                Step::Commit(txn) => commit(vault, txn).await,
+                Step::Apply(parsed) => vec![apply_parsed(vault, &self.actor, parsed).await],
+                Step::Commit(txn) => commit(vault, &self.actor, txn).await,
                 Step::Answer(reply) => vec![reply],
                 Step::Refuse(e) => vec![Reply::Err(e)],
             };
@@ -373,14 +376,14 @@ fn answer(command: &Command, applied: Applied) -> Reply {
 }
 
 /// Applies one command on tokio's blocking pool (vault calls block on the store).
-async fn apply_parsed(vault: &Arc<Vault>, parsed: Parsed) -> Reply {
-    let vault = vault.clone();
+async fn apply_parsed(vault: &Arc<Vault>, actor: &Actor, parsed: Parsed) -> Reply {
+    let (vault, actor) = (vault.clone(), actor.clone());
     blocking(move || {
         let reply = match &parsed.command {
-            Command::RotateKey => rotate_key(&vault),
+            Command::RotateKey => rotate_key(&vault, &actor),
             command => match change_of(command) {
                 Some(change) => vault
-                    .apply(&[change])
+                    .apply(&actor, &[change])
                     .map(|mut applied| answer(command, applied.remove(0))),
                 None => Err(ChangeError {
                     index: 0,
@@ -395,9 +398,9 @@ async fn apply_parsed(vault: &Arc<Vault>, parsed: Parsed) -> Reply {
     .await
 }
 
-fn rotate_key(vault: &Vault) -> Result<Reply, ChangeError> {
+fn rotate_key(vault: &Vault, actor: &Actor) -> Result<Reply, ChangeError> {
     let report = vault
-        .rotate_key(&|_| {})
+        .rotate_key_by(actor, &|_| {})
         .map_err(|error| ChangeError { index: 0, error })?;
     info!(
         old_key = report.old_key,
@@ -416,15 +419,15 @@ fn rotate_key(vault: &Vault) -> Result<Reply, ChangeError> {
 
 /// Applies a transaction's commands as one vault transaction: every command's result and
 /// then the commit's, or the error of the command that stopped it (nothing applied).
-async fn commit(vault: &Arc<Vault>, txn: Transaction) -> Vec<Reply> {
-    let vault = vault.clone();
+async fn commit(vault: &Arc<Vault>, actor: &Actor, txn: Transaction) -> Vec<Reply> {
+    let (vault, actor) = (vault.clone(), actor.clone());
     blocking(move || {
         let changes: Vec<Change<'_>> = txn
             .commands
             .iter()
             .filter_map(|p| change_of(&p.command))
             .collect();
-        match vault.apply(&changes) {
+        match vault.apply(&actor, &changes) {
             Ok(applied) => {
                 let mut replies: Vec<Reply> = txn
                     .commands

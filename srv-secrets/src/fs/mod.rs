@@ -12,17 +12,19 @@ use std::sync::{Arc, Mutex, MutexGuard};
 
 use ninep::server::{Admission, ClunkKind, Filesystem, Peer};
 use ninep::{Data, Error, Qid, Result, Stat, ename};
-use secrets::{Backup, Error as VaultError, OpenedSecret, Vault};
+use secrets::{Actor, Backup, Error as VaultError, OpenedSecret, Vault};
 use zeroize::Zeroizing;
 
 use self::ctl::{CtlFid, Recent};
 pub use self::node::Node;
 use crate::principal::{View, admission_of, principal_of, view_for};
 
-/// Values larger than this are decrypted on tokio's blocking pool rather than on the
-/// worker that serves the Tread: 64 KiB takes some tens of microseconds (the cost of a
-/// hop to the pool), a 1 MiB value a millisecond or more.
-const BLOCKING_READ_LEN: u64 = 64 * 1024;
+/// A Tread that decrypts more than this is decrypted on tokio's blocking pool rather than
+/// on the worker that serves it. A read decrypts only the 4 KiB chunks it touches: one
+/// chunk takes a few microseconds, less than the hop to the pool, so a page-sized read
+/// (9pfuse's, `cat`'s, `dd bs=1`'s) stays on the worker, while a read of many chunks (the
+/// kernel's, up to the iounit) does not hold up the worker's other requests.
+const BLOCKING_READ_LEN: u64 = 4 * 1024;
 
 /// How many large decryptions one service's view may have running at once. The blocking
 /// pool and the CPU are shared by everyone: without a bound, one service (or a kernel
@@ -45,7 +47,7 @@ enum Opened {
     /// A secret's ciphertext as of the open: reads decrypt it after checking the grant.
     Secret(OpenedSecret),
     /// The ctl command buffer.
-    Ctl(CtlFid),
+    Ctl(Box<CtlFid>),
     /// A generated text file, fixed at open so that reads at offsets agree.
     Text(Zeroizing<Vec<u8>>),
     /// A copy of the store, taken at open: reads at any offset read the same copy.
@@ -56,6 +58,8 @@ enum Opened {
 pub struct SecretsFid {
     view: View,
     node: Node,
+    /// The connection's unix uid (SO_PEERCRED): with the view, who makes a change.
+    uid: Option<u32>,
     opened: Mutex<Option<Arc<Opened>>>,
     /// The ctl results of the attach this fid was walked from (what `cat ctl` shows on a
     /// fid that wrote nothing).
@@ -106,10 +110,11 @@ impl SecretsFs {
         &self.vault
     }
 
-    fn fid(&self, view: View, node: Node, recent: &Arc<Recent>) -> SecretsFid {
+    fn fid(&self, view: View, node: Node, uid: Option<u32>, recent: &Arc<Recent>) -> SecretsFid {
         SecretsFid {
             view,
             node,
+            uid,
             opened: Mutex::new(None),
             recent: recent.clone(),
         }
@@ -154,11 +159,11 @@ impl Filesystem for SecretsFs {
         tracing::debug!(peer = %peer.addr, ?principal, aname, "attach");
         let root = Node::root(&view);
         let qid = root.attr(&self.vault, &view, self.started)?.qid;
-        Ok((qid, self.fid(view, root, &Arc::default())))
+        Ok((qid, self.fid(view, root, peer.uid, &Arc::default())))
     }
 
     fn clone_fid(&self, fid: &SecretsFid) -> SecretsFid {
-        self.fid(fid.view.clone(), fid.node.clone(), &fid.recent)
+        self.fid(fid.view.clone(), fid.node.clone(), fid.uid, &fid.recent)
     }
 
     async fn walk(&self, dir: &SecretsFid, name: &str) -> Result<(Qid, SecretsFid)> {
@@ -172,7 +177,7 @@ impl Filesystem for SecretsFs {
                 .ok_or_else(Error::not_found)?,
         };
         let qid = node.attr(&self.vault, &dir.view, self.started)?.qid;
-        Ok((qid, self.fid(dir.view.clone(), node, &dir.recent)))
+        Ok((qid, self.fid(dir.view.clone(), node, dir.uid, &dir.recent)))
     }
 
     async fn stat(&self, fid: &SecretsFid) -> Result<Stat> {
@@ -186,7 +191,10 @@ impl Filesystem for SecretsFs {
             (Node::Secret(name), View::Service { service, .. }) => {
                 Opened::Secret(self.vault.open_secret(service, name).map_err(read_error)?)
             }
-            (Node::Ctl, View::Admin) => Opened::Ctl(CtlFid::new(fid.recent.clone())),
+            (Node::Ctl, View::Admin) => Opened::Ctl(Box::new(CtlFid::new(
+                fid.recent.clone(),
+                Actor::admin(fid.uid),
+            ))),
             // Copying the whole store is blocking I/O: off the async workers.
             (Node::Backup, View::Admin) => {
                 let vault = self.vault.clone();
@@ -222,9 +230,11 @@ impl Filesystem for SecretsFs {
         };
         match (&*opened, &fid.view) {
             (Opened::Secret(s), View::Service { service, .. }) => {
-                // The grant is checked again on every read, at any offset.
-                let plain = if s.length() > BLOCKING_READ_LEN {
-                    // Decrypting a large value takes long enough to hold up every other
+                // The grant is checked again on every read, at any offset; only the
+                // chunks the range lies in are decrypted.
+                let count = u64::from(count);
+                let plain = if s.decrypted_len(offset, count) > BLOCKING_READ_LEN {
+                    // Decrypting many chunks takes long enough to hold up every other
                     // request on this worker: let the blocking pool do it (the clone of
                     // the opened secret shares its ciphertext).
                     let (vault, service, s) = (self.vault.clone(), service.clone(), s.clone());
@@ -234,7 +244,7 @@ impl Filesystem for SecretsFs {
                         .await
                         .map_err(|_| Error::new(ename::IO))?;
                     tokio::task::spawn_blocking(move || {
-                        let plain = vault.read_opened(&service, &s);
+                        let plain = vault.read_opened_range(&service, &s, offset, count);
                         drop(slot);
                         plain
                     })
@@ -244,15 +254,10 @@ impl Filesystem for SecretsFs {
                         Error::new(ename::IO)
                     })?
                 } else {
-                    self.vault.read_opened(service, s)
+                    self.vault.read_opened_range(service, s, offset, count)
                 }
                 .map_err(read_error)?;
-                // Cut the plaintext down to the range in place, rather than copy it.
-                let mut bytes = plain.into_zeroizing();
-                let start = offset.min(bytes.len() as u64) as usize;
-                bytes.truncate(start.saturating_add(count as usize));
-                bytes.drain(..start);
-                Ok(Data::from(bytes))
+                Ok(Data::from(plain.into_zeroizing()))
             }
             (Opened::Text(t), _) => Ok(slice(t)),
             (Opened::Ctl(ctl), View::Admin) => Ok(Data::from(ctl.read(offset, count))),
@@ -471,9 +476,11 @@ mod tests {
             let (_, dir) = fs.walk(&root, "secret").await.unwrap();
             let (_, api_fid) = fs.walk(&dir, "big").await.unwrap();
             fs.open(&api_fid, ninep::om::READ).await.unwrap();
-            // web's one slot is taken (as by a decryption still running for it).
+            // web's one slot is taken (as by a decryption still running for it). Reads
+            // that decrypt more than BLOCKING_READ_LEN take a slot; smaller ones run at once.
             let taken = fs.decrypt_slots("web").acquire_owned().await.unwrap();
-            let web_read = fs.read(&web_fid, 0, 10);
+            let large = 100_000;
+            let web_read = fs.read(&web_fid, 0, large);
             tokio::pin!(web_read);
             assert!(
                 tokio::time::timeout(Duration::from_millis(200), &mut web_read)
@@ -482,14 +489,14 @@ mod tests {
                 "a second large decryption of web's ran at once"
             );
             // api is not held up by web.
-            let api = tokio::time::timeout(Duration::from_secs(5), fs.read(&api_fid, 0, 10))
+            let api = tokio::time::timeout(Duration::from_secs(5), fs.read(&api_fid, 0, large))
                 .await
                 .expect("api's read waited on web's slot")
                 .unwrap();
-            assert_eq!(api.expose(), &big[..10]);
+            assert_eq!(api.expose(), &big[..large as usize]);
             drop(taken);
             let web = web_read.await.unwrap();
-            assert_eq!(web.expose(), &big[..10]);
+            assert_eq!(web.expose(), &big[..large as usize]);
         });
     }
 
@@ -533,5 +540,98 @@ mod tests {
         fs.vault().revoke("web", "big").unwrap();
         let err = rt.block_on(fs.read(&big_fid, 0, 10)).unwrap_err();
         assert_eq!(err, Error::not_found());
+    }
+
+    #[test]
+    fn a_page_sized_read_of_a_large_value_decrypts_on_the_worker_and_reads_right() {
+        let (_dir, fs, big) = fs();
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .max_blocking_threads(1)
+            .build()
+            .unwrap();
+        let fid = rt.block_on(open(&fs, "big"));
+        // The one blocking thread held: a read sent there would wait.
+        let (started, wait_started) = std::sync::mpsc::channel();
+        let (release, wait_release) = std::sync::mpsc::channel::<()>();
+        let blocker = rt.spawn_blocking(move || {
+            started.send(()).unwrap();
+            let _ = wait_release.recv();
+        });
+        wait_started.recv().unwrap();
+        let mut cx = Context::from_waker(Waker::noop());
+        let guard = rt.enter();
+        // One 4 KiB chunk, and single bytes at its edges: each decrypts one chunk, at once.
+        for (offset, count) in [
+            (8192, 4096),
+            (4095, 1),
+            (4096, 1),
+            (big.len() as u64 - 1, 1),
+        ] {
+            let mut read = pin!(fs.read(&fid, offset, count));
+            match read.as_mut().poll(&mut cx) {
+                Poll::Ready(d) => {
+                    let end = (offset as usize + count as usize).min(big.len());
+                    assert_eq!(d.unwrap().expose(), &big[offset as usize..end]);
+                }
+                Poll::Pending => panic!("a read of one chunk waited for the blocking pool"),
+            }
+        }
+        // Past the end: nothing, and nothing to decrypt.
+        let mut read = pin!(fs.read(&fid, big.len() as u64, 4096));
+        assert!(matches!(read.as_mut().poll(&mut cx), Poll::Ready(Ok(d)) if d.is_empty()));
+        drop(guard);
+        release.send(()).unwrap();
+        rt.block_on(blocker).unwrap();
+    }
+
+    /// Passes everything to the store of a data directory, and records who made each batch.
+    struct Recording {
+        inner: secrets::RedbBackend,
+        actors: Arc<Mutex<Vec<Actor>>>,
+    }
+
+    impl secrets::Backend for Recording {
+        fn load(&self) -> secrets::Result<secrets::backend::Snapshot> {
+            self.inner.load()
+        }
+
+        fn commit(&self, batch: secrets::backend::Batch) -> secrets::Result<secrets::Revision> {
+            lock(&self.actors).push(batch.actor.clone());
+            self.inner.commit(batch)
+        }
+
+        fn changes(&self, after: secrets::Revision) -> secrets::Result<secrets::backend::Feed> {
+            self.inner.changes(after)
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_change_written_to_ctl_is_made_by_the_admin_over_its_connections_uid() {
+        let dir = tempfile::tempdir().unwrap();
+        let data = dir.path().join("data");
+        Vault::init(&data, None, 1000).unwrap();
+        let actors = Arc::new(Mutex::new(Vec::new()));
+        let backend = Recording {
+            inner: secrets::RedbBackend::open(&data).unwrap(),
+            actors: Arc::clone(&actors),
+        };
+        let vault = Vault::with_backend(Box::new(backend), &data.join(secrets::KEY_FILE)).unwrap();
+        let fs = SecretsFs::new(Arc::new(vault));
+        for uid in [1000, 0] {
+            let (_, root) = fs.attach(&peer(Some(uid)), "", "").await.unwrap();
+            let (_, dir) = fs.walk(&root, "secrets").await.unwrap();
+            let (_, ctl) = fs.walk(&dir, "ctl").await.unwrap();
+            fs.open(&ctl, ninep::om::RDWR).await.unwrap();
+            fs.write(&ctl, 0, b"set db {2}\nv1\n").await.unwrap();
+            fs.write(&ctl, 0, b"rotate-key\n").await.unwrap();
+            let made = std::mem::take(&mut *lock(&actors));
+            // The set, then the rotation's target, its batch and its switch.
+            assert_eq!(made.len(), 4, "{made:?}");
+            assert!(
+                made.iter().all(|a| *a == Actor::admin(Some(uid))),
+                "{made:?}"
+            );
+        }
+        assert_eq!(fs.vault().secret_info("db").unwrap().version, 2);
     }
 }

@@ -9,12 +9,13 @@
 use std::collections::{BTreeSet, HashMap};
 use std::sync::Arc;
 
-use crate::backend::Mutation;
-use crate::crypto::{Key, SecretAad, random_u64};
+use crate::actor::Actor;
+use crate::crypto::{Key, random_u64};
 use crate::error::{Error, Result};
 use crate::manifest::Manifest;
 use crate::names;
 use crate::record::{SecretRecord, ServiceRecord};
+use crate::rows::Mutation;
 use crate::state::State;
 
 use super::{Vault, sealing_key};
@@ -273,19 +274,8 @@ impl<'s> Overlay<'s> {
                     Some(r) => (r.version.saturating_add(1), r.incarnation),
                     None => (1, random_u64()?),
                 };
-                let aad = SecretAad::new(name, version);
-                let (nonce, ciphertext) = key.seal(aad.as_bytes(), value)?;
-                self.push(Mutation::PutSecret(
-                    name.to_owned(),
-                    SecretRecord {
-                        version,
-                        incarnation,
-                        mtime,
-                        key_id: key.id(),
-                        nonce,
-                        ciphertext: ciphertext.into(),
-                    },
-                ));
+                let rec = SecretRecord::seal(name, version, incarnation, mtime, key, value)?;
+                self.push(Mutation::PutSecret(name.to_owned(), rec));
                 Ok(Applied::Set { version })
             }
             Change::Delete { name } => {
@@ -392,15 +382,20 @@ impl<'s> Overlay<'s> {
 }
 
 impl Vault {
-    /// Applies `changes` in order as one transaction: each is checked against the state
-    /// the ones before it left, and then all are committed together, durably, or none is.
-    /// Returns what each did.
+    /// Applies `changes` in order as one transaction, made by `actor`: each is checked
+    /// against the state the ones before it left, and then all are committed together,
+    /// durably, or none is. Returns what each did.
     ///
     /// # Errors
     /// The first change that cannot be applied, with its position; nothing was changed.
-    /// A failure of the store itself is reported at index 0 for a single change and at the
-    /// list's end for several (no one change caused it).
-    pub fn apply(&self, changes: &[Change<'_>]) -> std::result::Result<Vec<Applied>, ChangeError> {
+    /// A failure of the store itself, or an actor's reason past
+    /// [`MAX_REASON_LEN`](crate::MAX_REASON_LEN), is reported at index 0 for a single
+    /// change and at the list's end for several (no one change caused it).
+    pub fn apply(
+        &self,
+        actor: &Actor,
+        changes: &[Change<'_>],
+    ) -> std::result::Result<Vec<Applied>, ChangeError> {
         let whole = |error| ChangeError {
             index: changes.len().saturating_sub(1),
             error,
@@ -408,32 +403,32 @@ impl Vault {
         if changes.is_empty() {
             return Ok(Vec::new());
         }
+        actor.check().map_err(whole)?;
         let _writer = self.writer().map_err(whole)?;
         // Never before the store's last change, as the commit dates itself: a clock that
         // steps back must not make a secret's mtime go back.
         let mtime = self.clock().max(self.state().meta.last_change);
-        let (batch, applied) = {
-            let state = self.state();
-            let key = Arc::clone(sealing_key(&state).map_err(whole)?);
-            let mut overlay = Overlay::new(&state);
-            let mut applied = Vec::with_capacity(changes.len());
-            for (index, change) in changes.iter().enumerate() {
-                let done = overlay
-                    .plan(change, &key, mtime)
-                    .map_err(|error| ChangeError { index, error })?;
-                applied.push(done);
-            }
-            (overlay.batch, applied)
-        };
-        if !batch.is_empty() {
-            self.commit(batch).map_err(whole)?;
-        }
-        Ok(applied)
+        self.commit_planned(
+            actor,
+            |state| {
+                let key = Arc::clone(sealing_key(state).map_err(whole)?);
+                let mut overlay = Overlay::new(state);
+                let mut applied = Vec::with_capacity(changes.len());
+                for (index, change) in changes.iter().enumerate() {
+                    let done = overlay
+                        .plan(change, &key, mtime)
+                        .map_err(|error| ChangeError { index, error })?;
+                    applied.push(done);
+                }
+                Ok((overlay.batch, applied))
+            },
+            whole,
+        )
     }
 
-    /// [`Vault::apply`] of one change.
+    /// [`Vault::apply`] of one change, made by this process ([`Actor::local`]).
     pub(crate) fn apply_one(&self, change: Change<'_>) -> Result<Applied> {
-        self.apply(&[change])
+        self.apply(&Actor::local(), &[change])
             .map_err(|e| e.error)?
             .pop()
             .ok_or(Error::Corrupt {
@@ -476,13 +471,13 @@ mod tests {
                 name: "nosuch",
             },
         ];
-        let e = v.apply(&changes).unwrap_err();
+        let e = v.apply(&Actor::local(), &changes).unwrap_err();
         assert_eq!(e.index, 3);
         assert!(matches!(e.error, Error::NoSuchSecret), "{:?}", e.error);
         assert!(v.secret_info("a").is_none());
         assert!(v.service("web").is_none());
         // Without the bad one, every change sees the ones before it.
-        let applied = v.apply(&changes[..3]).unwrap();
+        let applied = v.apply(&Actor::local(), &changes[..3]).unwrap();
         assert_eq!(
             applied,
             [
@@ -496,7 +491,7 @@ mod tests {
         );
         assert_eq!(v.grants("web"), ["a"]);
         // The store holds it all after a reopen.
-        let data = v.data_dir().to_path_buf();
+        let data = v.data_dir().unwrap().to_path_buf();
         drop(v);
         let v = Vault::open(&data, None).unwrap();
         assert_eq!(v.grants("web"), ["a"]);
@@ -507,51 +502,54 @@ mod tests {
     fn outcomes_say_what_changed() {
         let (_dir, v) = vault();
         let applied = v
-            .apply(&[
-                Change::Set {
-                    name: "a",
-                    value: b"1",
-                },
-                Change::Set {
-                    name: "a",
-                    value: b"2",
-                },
-                Change::ServiceUid {
-                    service: "web",
-                    uid: 1001,
-                },
-                Change::ServiceUid {
-                    service: "web",
-                    uid: 1002,
-                },
-                // The uid web gave up is free for another service in the same list.
-                Change::ServiceUid {
-                    service: "api",
-                    uid: 1001,
-                },
-                Change::Grant {
-                    service: "web",
-                    name: "a",
-                },
-                Change::Grant {
-                    service: "web",
-                    name: "a",
-                },
-                Change::Revoke {
-                    service: "api",
-                    name: "a",
-                },
-                Change::Grant {
-                    service: "api",
-                    name: "a",
-                },
-                Change::ServiceManifest {
-                    service: "worker",
-                    manifest: b"secret a\n",
-                },
-                Change::ServiceRemove { service: "api" },
-                Change::Delete { name: "a" },
-            ])
+            .apply(
+                &Actor::local(),
+                &[
+                    Change::Set {
+                        name: "a",
+                        value: b"1",
+                    },
+                    Change::Set {
+                        name: "a",
+                        value: b"2",
+                    },
+                    Change::ServiceUid {
+                        service: "web",
+                        uid: 1001,
+                    },
+                    Change::ServiceUid {
+                        service: "web",
+                        uid: 1002,
+                    },
+                    // The uid web gave up is free for another service in the same list.
+                    Change::ServiceUid {
+                        service: "api",
+                        uid: 1001,
+                    },
+                    Change::Grant {
+                        service: "web",
+                        name: "a",
+                    },
+                    Change::Grant {
+                        service: "web",
+                        name: "a",
+                    },
+                    Change::Revoke {
+                        service: "api",
+                        name: "a",
+                    },
+                    Change::Grant {
+                        service: "api",
+                        name: "a",
+                    },
+                    Change::ServiceManifest {
+                        service: "worker",
+                        manifest: b"secret a\n",
+                    },
+                    Change::ServiceRemove { service: "api" },
+                    Change::Delete { name: "a" },
+                ],
+            )
             .unwrap();
         assert_eq!(
             applied,
@@ -587,10 +585,13 @@ mod tests {
         assert!(v.service("worker").is_some());
         // Taking a uid another service holds names that service.
         let e = v
-            .apply(&[Change::ServiceUid {
-                service: "worker",
-                uid: 1002,
-            }])
+            .apply(
+                &Actor::local(),
+                &[Change::ServiceUid {
+                    service: "worker",
+                    uid: 1002,
+                }],
+            )
             .unwrap_err();
         assert!(
             matches!(&e.error, Error::UidInUse { uid: 1002, service } if service == "web"),
@@ -598,10 +599,13 @@ mod tests {
             e.error
         );
         let e = v
-            .apply(&[Change::ServiceUid {
-                service: "worker",
-                uid: 1000,
-            }])
+            .apply(
+                &Actor::local(),
+                &[Change::ServiceUid {
+                    service: "worker",
+                    uid: 1000,
+                }],
+            )
             .unwrap_err();
         assert_eq!(
             e.error.to_string(),
@@ -626,16 +630,19 @@ mod tests {
         v.set("a", b"1").unwrap();
         v.service_set_uid("web", 1001).unwrap();
         let applied = v
-            .apply(&[
-                Change::Revoke {
-                    service: "web",
-                    name: "a",
-                },
-                Change::ServiceUid {
-                    service: "web",
-                    uid: 1001,
-                },
-            ])
+            .apply(
+                &Actor::local(),
+                &[
+                    Change::Revoke {
+                        service: "web",
+                        name: "a",
+                    },
+                    Change::ServiceUid {
+                        service: "web",
+                        uid: 1001,
+                    },
+                ],
+            )
             .unwrap();
         assert_eq!(
             applied,
@@ -646,6 +653,30 @@ mod tests {
                     previous: Some(1001)
                 }
             ]
+        );
+    }
+
+    #[test]
+    fn a_reason_past_its_limit_is_refused_before_anything_changes() {
+        let (_dir, v) = vault();
+        let actor = Actor::admin(Some(1000)).with_reason("x".repeat(crate::MAX_REASON_LEN + 1));
+        let set = Change::Set {
+            name: "a",
+            value: b"1",
+        };
+        let e = v.apply(&actor, &[set]).unwrap_err();
+        assert!(
+            matches!(e.error, Error::TooLarge { what: "reason", .. }),
+            "{:?}",
+            e.error
+        );
+        assert!(v.secret_info("a").is_none());
+        assert!(v.rotate_key_by(&actor, &|_| {}).is_err());
+        assert_eq!(v.status().active_key, 1);
+        let actor = Actor::admin(Some(1000)).with_reason("ticket 42");
+        assert_eq!(
+            v.apply(&actor, &[set]).unwrap(),
+            [Applied::Set { version: 1 }]
         );
     }
 }

@@ -6,7 +6,9 @@
 //! 2. commit `rotation_target = N+1` and N+1's key check (from here on, `set` seals under
 //!    N+1, and reads use each record's own key id, both of which are loaded);
 //! 3. re-encrypt the secrets still under N in batches, one transaction per batch, applying
-//!    each to memory as soon as it commits;
+//!    each to memory as soon as it commits; then, likewise, tag again under N+1 the
+//!    records still tagged under N (services and grants; the store record is tagged anew
+//!    by every commit);
 //! 4. commit `active_key = N+1`, clear `rotation_target`, drop N's key check;
 //! 5. rewrite the key file with N+1 only.
 //!
@@ -16,7 +18,7 @@
 //! | state found at open                                   | crashed during | action              |
 //! |-------------------------------------------------------|----------------|---------------------|
 //! | file {N, N+1}, meta active N, no target               | 1–2            | drop N+1 (rollback) |
-//! | meta target N+1 (records under N and N+1)             | 2–4            | resume from 3       |
+//! | meta target N+1 (records under N and N+1)             | 2–4            | resume from 3: every record not yet under N+1 |
 //! | file {N, N+1}, meta active N+1, no target             | 4–5            | drop N (step 5)     |
 //!
 //! A key is dropped from the file only when the meta table references neither it nor any
@@ -31,11 +33,12 @@ use std::time::Instant;
 use tracing::{debug, error, info, warn};
 
 use super::Vault;
-use crate::backend::{Meta, Mutation};
+use crate::actor::Actor;
+use crate::backend::Table;
 use crate::crypto::{Key, Keyring};
 use crate::error::{Error, Result};
 use crate::keyfile;
-use crate::record::SecretRecord;
+use crate::rows::{Meta, Mutation};
 use crate::state::State;
 use crate::types::{RotationProgress, RotationReport};
 
@@ -71,9 +74,23 @@ impl Vault {
     /// - after the switch (step 5): [`Error::RotationCleanup`]: the rotation is done, but
     ///   the key file still holds the old key, which the next start removes.
     pub fn rotate_key(&self, progress: &dyn Fn(RotationProgress)) -> Result<RotationReport> {
+        self.rotate_key_by(&Actor::local(), progress)
+    }
+
+    /// [`Vault::rotate_key`], made by `actor`: every batch of the rotation carries it.
+    ///
+    /// # Errors
+    /// As [`Vault::rotate_key`]; a reason past [`MAX_REASON_LEN`](crate::MAX_REASON_LEN)
+    /// before anything changed.
+    pub fn rotate_key_by(
+        &self,
+        actor: &Actor,
+        progress: &dyn Fn(RotationProgress),
+    ) -> Result<RotationReport> {
+        actor.check()?;
         let _one = self.rotating.lock().unwrap_or_else(PoisonError::into_inner);
         let active_before = self.state().meta.active_key;
-        self.rotate_steps(progress).map_err(|e| {
+        self.rotate_steps(actor, progress).map_err(|e| {
             // Memory mirrors the store (a failed commit reloads it), so it tells how far
             // the rotation got.
             let meta = &self.state().meta;
@@ -92,12 +109,16 @@ impl Vault {
     }
 
     /// The body of [`Vault::rotate_key`]; errors unclassified.
-    fn rotate_steps(&self, progress: &dyn Fn(RotationProgress)) -> Result<RotationReport> {
+    fn rotate_steps(
+        &self,
+        actor: &Actor,
+        progress: &dyn Fn(RotationProgress),
+    ) -> Result<RotationReport> {
         let started = Instant::now();
-        let (old_key, new_key) = self.begin_rotation()?;
-        info!(old_key, new_key, "key rotation started");
-        let reencrypted = self.reencrypt(new_key, progress)?;
-        self.finish_rotation(new_key)?;
+        let (old_key, new_key) = self.begin_rotation(actor)?;
+        info!(old_key, new_key, by = %actor, "key rotation started");
+        let reencrypted = self.reencrypt(actor, new_key, progress)?;
+        self.finish_rotation(actor, new_key)?;
         let report = RotationReport {
             old_key,
             new_key,
@@ -139,7 +160,7 @@ impl Vault {
     }
 
     /// Steps 1 and 2, or the pending target if there is one. Returns (old, new) key ids.
-    fn begin_rotation(&self) -> Result<(u32, u32)> {
+    fn begin_rotation(&self, actor: &Actor) -> Result<(u32, u32)> {
         let _writer = self.writer()?;
         let (active, next, pending) = {
             let state = self.state();
@@ -164,20 +185,40 @@ impl Vault {
         let check = key.check()?;
         keyfile::write(&self.key_path, &[&active, &key])?;
         self.crash_here(CrashPoint::KeyFileWritten)?;
-        let batch = vec![
-            Mutation::PutKeyCheck(id, check),
-            Mutation::SetRotationTarget(Some(id)),
-        ];
-        // The key goes in with the target, so no reader ever sees a record whose key is not
-        // loaded.
-        self.commit_then(batch, |state| state.keys.insert(key))?;
+        // The key is loaded before the target is committed, so no reader ever sees a record
+        // whose key is not loaded; unused until then.
+        self.state_mut().keys.insert(key);
+        let committed = self.commit(actor, |state| {
+            if state.meta.rotation_target.is_some() {
+                return Err(Error::Corrupt {
+                    what: "another key rotation started meanwhile",
+                });
+            }
+            Ok(vec![
+                Mutation::PutKeyCheck(id, check.clone()),
+                Mutation::SetRotationTarget(Some(id)),
+            ])
+        });
+        if let Err(e) = committed {
+            // Memory mirrors the store: the key stays only if its target landed after all.
+            let mut state = self.state_mut();
+            if state.meta.rotation_target != Some(id) {
+                state.keys.retain(|k| k != id);
+            }
+            return Err(e);
+        }
         self.crash_here(CrashPoint::TargetCommitted)?;
         Ok((active.id(), id))
     }
 
     /// Step 3: one pass in name order, re-encrypting what is not yet under `target`.
     /// Records `set` behind the cursor meanwhile are already under `target`.
-    fn reencrypt(&self, target: u32, progress: &dyn Fn(RotationProgress)) -> Result<u64> {
+    fn reencrypt(
+        &self,
+        actor: &Actor,
+        target: u32,
+        progress: &dyn Fn(RotationProgress),
+    ) -> Result<u64> {
         let total = {
             let state = self.state();
             state
@@ -192,16 +233,24 @@ impl Vault {
         let max = self.backend.max_batch().max(1);
         let mut cursor: Option<String> = None;
         let mut reencrypted = 0u64;
-        for batch_no in 0.. {
+        // Counts committed batches, for the crash points of the tests.
+        let mut batch_no = 0;
+        loop {
             let writer = self.writer()?;
-            let batch = self.reseal_batch(target, cursor.as_deref(), max)?;
-            let Some(Mutation::PutSecret(last, _)) = batch.last() else {
+            let mut resealed = None;
+            self.commit(actor, |state| {
+                let batch = reseal_batch(state, target, cursor.as_deref(), max)?;
+                resealed = match batch.last() {
+                    Some(Mutation::PutSecret(last, _)) => Some((last.clone(), batch.len())),
+                    _ => None,
+                };
+                Ok(batch)
+            })?;
+            let Some((last, n)) = resealed else {
                 break;
             };
-            cursor = Some(last.clone());
-            let n = batch.len() as u64;
-            self.commit(batch)?;
-            reencrypted += n;
+            cursor = Some(last);
+            reencrypted += n as u64;
             // Secrets deleted meanwhile are never re-encrypted: cap rather than overshoot.
             now.done = reencrypted.min(total);
             self.state_mut().set_rotation(Some(now), self.clock());
@@ -209,62 +258,45 @@ impl Vault {
             progress(now);
             debug!(done = now.done, total, "key rotation progress");
             self.crash_here(CrashPoint::Batch(batch_no))?;
+            batch_no += 1;
         }
         if now.done != total {
             now.done = total;
             progress(now);
         }
+        // Then the records that have no key of their own: tagged again under the target,
+        // in batches too (the count above is of secrets, as `status` shows).
+        loop {
+            let _writer = self.writer()?;
+            let mut n = 0;
+            self.commit(actor, |state| {
+                let batch = retag_batch(state, target, max);
+                n = batch.len();
+                Ok(batch)
+            })?;
+            if n == 0 {
+                break;
+            }
+            debug!(
+                records = n,
+                "key rotation: records tagged under the new key"
+            );
+            self.crash_here(CrashPoint::Batch(batch_no))?;
+            batch_no += 1;
+        }
         Ok(reencrypted)
     }
 
-    /// Up to `max` records after `cursor` not under `target`, re-encrypted.
-    fn reseal_batch(&self, target: u32, cursor: Option<&str>, max: usize) -> Result<Vec<Mutation>> {
-        let state = self.state();
-        let new_key = state.keys.get(target).ok_or(Error::Corrupt {
-            what: "the rotation's target key is not loaded",
-        })?;
-        let lower = cursor.map_or(Bound::Unbounded, Bound::Excluded);
-        let mut batch = Vec::with_capacity(max);
-        let todo = state
-            .secrets
-            .range::<str, _>((lower, Bound::Unbounded))
-            .filter(|(_, rec)| rec.key_id != target)
-            .take(max);
-        for (name, rec) in todo {
-            let old_key = state.keys.get(rec.key_id).ok_or(Error::Corrupt {
-                what: "a secret's key is not loaded",
-            })?;
-            let (nonce, ciphertext) = old_key
-                .reseal(
-                    new_key,
-                    &rec.nonce,
-                    rec.aad(name).as_bytes(),
-                    &rec.ciphertext,
-                )
-                .inspect_err(|_| {
-                    error!(secret = %name, "cannot re-encrypt: the record does not authenticate");
-                })?;
-            batch.push(Mutation::PutSecret(
-                name.clone(),
-                SecretRecord {
-                    key_id: target,
-                    nonce,
-                    ciphertext: ciphertext.into(),
-                    ..rec.clone()
-                },
-            ));
-        }
-        Ok(batch)
-    }
-
     /// Steps 4 and 5.
-    fn finish_rotation(&self, target: u32) -> Result<()> {
+    fn finish_rotation(&self, actor: &Actor, target: u32) -> Result<()> {
         let _writer = self.writer()?;
-        let (batch, key) = {
-            let state = self.state();
-            if state.secrets.values().any(|r| r.key_id != target) {
+        let key = Arc::clone(self.state().keys.get(target).ok_or(Error::Corrupt {
+            what: "the rotation's target key is not loaded",
+        })?);
+        self.commit(actor, |state| {
+            if state.auths.values().any(|a| a.key_id != target) {
                 return Err(Error::Corrupt {
-                    what: "a secret is still under the old key after re-encryption",
+                    what: "a record is still under the old key after re-encryption",
                 });
             }
             let mut batch = vec![
@@ -274,12 +306,8 @@ impl Vault {
             for &id in state.meta.key_checks.keys().filter(|&&id| id != target) {
                 batch.push(Mutation::DeleteKeyCheck(id));
             }
-            let key = Arc::clone(state.keys.get(target).ok_or(Error::Corrupt {
-                what: "the rotation's target key is not loaded",
-            })?);
-            (batch, key)
-        };
-        self.commit(batch)?;
+            Ok(batch)
+        })?;
         self.state_mut().set_rotation(None, self.clock());
         self.crash_here(CrashPoint::Switched)?;
         // If this fails, the old key stays in the file (and in memory) until the next open
@@ -338,7 +366,12 @@ pub(super) fn reconcile_keys(
         let check = meta.key_checks.get(&id).ok_or(Error::Corrupt {
             what: "no key check for a key in use",
         })?;
-        if !key.verify(check) {
+        let verified = if meta.format_version == crate::legacy::FORMAT {
+            key.verify_v1(check)
+        } else {
+            key.verify(check)
+        };
+        if !verified {
             return Err(Error::KeyMismatch {
                 path: key_path.to_path_buf(),
                 id,
@@ -372,4 +405,54 @@ pub(super) fn drop_extra_keys(key_path: &Path, state: &State, extra: &[u32]) -> 
         }
     }
     Ok(())
+}
+
+/// Up to `max` records after `cursor` not under `target`, re-encrypted.
+fn reseal_batch(
+    state: &State,
+    target: u32,
+    cursor: Option<&str>,
+    max: usize,
+) -> Result<Vec<Mutation>> {
+    let new_key = state.keys.get(target).ok_or(Error::Corrupt {
+        what: "the rotation's target key is not loaded",
+    })?;
+    let lower = cursor.map_or(Bound::Unbounded, Bound::Excluded);
+    let mut batch = Vec::with_capacity(max);
+    let todo = state
+        .secrets
+        .range::<str, _>((lower, Bound::Unbounded))
+        .filter(|(_, rec)| rec.key_id != target)
+        .take(max);
+    for (name, rec) in todo {
+        let old_key = state.keys.get(rec.key_id).ok_or(Error::Corrupt {
+            what: "a secret's key is not loaded",
+        })?;
+        let rec = rec.resealed(name, old_key, new_key).inspect_err(|_| {
+            error!(secret = %name, "cannot re-encrypt: the record does not authenticate");
+        })?;
+        batch.push(Mutation::PutSecret(name.clone(), rec));
+    }
+    Ok(batch)
+}
+
+/// Up to `max` services and grants still tagged under another key than `target`, written
+/// again as they are (so tagged under the target, the key the store seals with).
+fn retag_batch(state: &State, target: u32, max: usize) -> Vec<Mutation> {
+    state
+        .auths
+        .iter()
+        .filter(|(_, auth)| auth.key_id != target)
+        .filter_map(|(row, _)| match row.table {
+            Table::Services => state
+                .services
+                .get(&row.key)
+                .map(|rec| Mutation::PutService(row.key.clone(), rec.clone())),
+            Table::Grants => row
+                .grant_names()
+                .map(|(svc, sec)| Mutation::PutGrant(svc.to_owned(), sec.to_owned())),
+            _ => None,
+        })
+        .take(max)
+        .collect()
 }

@@ -1,0 +1,703 @@
+//! The vault's model of the store, and its rows: what [`Mutation`]s become when committed
+//! ([`encode`]), and what a backend's rows mean when loaded or fed back ([`decode_snapshot`],
+//! [`decode_ops`]).
+//!
+//! Store format 2 (records as `record.rs` lays them out):
+//!
+//! | row                     | value                                                     |
+//! |-------------------------|-----------------------------------------------------------|
+//! | `meta/format_version`   | u32, big-endian: 2 (plain, so that a build of format 1 refuses the store by its number) |
+//! | `meta/key_check.ID`     | [`KeyCheck::encode`], one per key the store uses          |
+//! | `meta/store`            | the store record: admin uid, active key, rotation target, last change |
+//! | `secrets/NAME`          | a secret record                                           |
+//! | `services/NAME`         | a service record                                          |
+//! | `grants/SERVICE/SECRET` | a grant record                                            |
+//!
+//! Format 1 is read by `legacy.rs`, for the migration at open.
+//!
+//! # Authentication
+//!
+//! Every record is tagged under a key derived from the cluster key (`record.rs`), so none
+//! can be forged or moved. That alone would let whoever can write the store put back a
+//! record it saw earlier (a revoked grant, a replaced service) or remove one. So the store
+//! record also holds a digest of the whole set: the XOR, over every secret, service and
+//! grant, of its term (the HMAC of its tag under a key derived for that, which nothing
+//! stored reveals). Each commit updates it from the terms of the records it replaces and
+//! writes; a load recomputes it from every record and refuses a store whose records do
+//! not add up to what its last commit recorded ([`Error::Tampered`]), as it refuses a
+//! record that does not authenticate. Replacing the whole store with an earlier copy of
+//! it, store record and all, is not detected: that is a backup restored.
+
+use std::collections::{BTreeMap, HashMap};
+
+use crate::backend::{Op, Row, Snapshot, Table};
+use crate::crypto::{Key, KeyCheck, Keyring, MAC_LEN};
+use crate::error::{Error, Result};
+use crate::record::{self, Auth, SecretRecord, ServiceRecord, StoreRecord};
+use crate::state::State;
+
+/// The store format this build reads and writes.
+pub(crate) const FORMAT_VERSION: u32 = 2;
+
+const FORMAT_VERSION_FIELD: &str = "format_version";
+const KEY_CHECK_PREFIX: &str = "key_check.";
+const STORE_FIELD: &str = "store";
+
+/// The meta table: store-wide facts.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub(crate) struct Meta {
+    /// Layout version of the store; refused at load unless [`FORMAT_VERSION`].
+    pub(crate) format_version: u32,
+    /// The unix uid of the admin principal.
+    pub(crate) admin_uid: u32,
+    /// The key new records are sealed under outside a rotation.
+    pub(crate) active_key: u32,
+    /// The key a rotation in flight moves records to (`None` when none). While set, new
+    /// records are sealed under it.
+    pub(crate) rotation_target: Option<u32>,
+    /// A check value per key id the store references.
+    pub(crate) key_checks: BTreeMap<u32, KeyCheck>,
+    /// Unix seconds of the last commit (written by every commit, 0 in a store written
+    /// before it was): the newest mtime known at open.
+    pub(crate) last_change: u64,
+}
+
+impl Meta {
+    /// The key new records are sealed under.
+    pub(crate) fn sealing_key(&self) -> u32 {
+        self.rotation_target.unwrap_or(self.active_key)
+    }
+}
+
+/// The store's digest: the XOR of every record's term.
+pub(crate) type Digest = [u8; MAC_LEN];
+
+fn xor(digest: &mut Digest, term: &[u8; MAC_LEN]) {
+    for (d, t) in digest.iter_mut().zip(term) {
+        *d ^= t;
+    }
+}
+
+/// Everything a store holds, decoded.
+#[derive(Debug, Default)]
+pub(crate) struct Stored {
+    /// The meta table.
+    pub(crate) meta: Meta,
+    /// All secrets.
+    pub(crate) secrets: Vec<(String, SecretRecord)>,
+    /// All services.
+    pub(crate) services: Vec<(String, ServiceRecord)>,
+    /// All grants, as (service, secret).
+    pub(crate) grants: Vec<(String, String)>,
+    /// How each secret, service and grant is authenticated, by row.
+    pub(crate) auths: HashMap<Row, Auth>,
+    /// The digest of their terms.
+    pub(crate) digest: Digest,
+}
+
+/// A commit of the change feed, decoded and checked.
+pub(crate) struct Fed {
+    /// Its mutations, the store record's first.
+    pub(crate) batch: Vec<Mutation>,
+    /// The rows it wrote, with how each is authenticated now (`None`: deleted).
+    pub(crate) auths: Vec<(Row, Option<Auth>)>,
+    /// The digest its store record holds, if it wrote one.
+    pub(crate) digest: Option<Digest>,
+}
+
+/// One change the vault plans, before it is encoded into rows.
+#[derive(Clone, Debug)]
+pub(crate) enum Mutation {
+    /// Insert or replace a secret.
+    PutSecret(String, SecretRecord),
+    /// Remove a secret (its grants are removed by separate mutations).
+    DeleteSecret(String),
+    /// Insert or replace a service.
+    PutService(String, ServiceRecord),
+    /// Remove a service (its grants are removed by separate mutations).
+    DeleteService(String),
+    /// Add a grant (service, secret).
+    PutGrant(String, String),
+    /// Remove a grant (service, secret).
+    DeleteGrant(String, String),
+    /// Set `active_key`.
+    SetActiveKey(u32),
+    /// Set or clear `rotation_target`.
+    SetRotationTarget(Option<u32>),
+    /// Store a key check value.
+    PutKeyCheck(u32, KeyCheck),
+    /// Remove a key check value.
+    DeleteKeyCheck(u32),
+    /// Set `last_change`: the vault puts one first in every batch, with the batch's time.
+    SetLastChange(u64),
+}
+
+fn meta_row(field: impl Into<String>) -> Row {
+    Row::new(Table::Meta, field)
+}
+
+fn key_check_row(id: u32) -> Row {
+    meta_row(format!("{KEY_CHECK_PREFIX}{id}"))
+}
+
+fn store_record(meta: &Meta, digest: Digest) -> StoreRecord {
+    StoreRecord {
+        admin_uid: meta.admin_uid,
+        active_key: meta.active_key,
+        rotation_target: meta.rotation_target,
+        last_change: meta.last_change,
+        digest,
+    }
+}
+
+fn key_of(keys: &Keyring, id: u32) -> Result<&Key> {
+    keys.get(id).map(|k| &**k).ok_or(Error::Corrupt {
+        what: "a record's key is not loaded",
+    })
+}
+
+/// The rows a batch of mutations writes, applied to the store `state` mirrors: the records
+/// in order, each tagged, then the store record (the meta the batch leaves, and the digest
+/// updated from the terms of the records replaced and written). Records without a key of
+/// their own (services, grants, the store record) are tagged under the key the store
+/// seals with once the batch is applied.
+pub(crate) fn encode(batch: &[Mutation], state: &State) -> Result<Vec<Op>> {
+    let mut after = state.meta.clone();
+    for m in batch {
+        match m {
+            Mutation::SetActiveKey(id) => after.active_key = *id,
+            Mutation::SetRotationTarget(id) => after.rotation_target = *id,
+            Mutation::SetLastChange(t) => after.last_change = *t,
+            _ => {}
+        }
+    }
+    let keys = &state.keys;
+    let key = key_of(keys, after.sealing_key())?;
+    let mut digest = state.digest;
+    // The rows this batch wrote so far, as they now are.
+    let mut written: HashMap<Row, Option<Auth>> = HashMap::new();
+    let mut ops = Vec::with_capacity(batch.len() + 1);
+    for m in batch {
+        let (row, put) = match m {
+            Mutation::PutSecret(name, rec) => {
+                let row = Row::new(Table::Secrets, name.as_str());
+                (row, Some(rec.encode(name, key_of(keys, rec.key_id)?)))
+            }
+            Mutation::DeleteSecret(name) => (Row::new(Table::Secrets, name.as_str()), None),
+            Mutation::PutService(name, rec) => (
+                Row::new(Table::Services, name.as_str()),
+                Some(rec.encode(name, key)),
+            ),
+            Mutation::DeleteService(name) => (Row::new(Table::Services, name.as_str()), None),
+            Mutation::PutGrant(svc, sec) => {
+                let row = Row::grant(svc, sec);
+                let put = record::encode_grant(&row, key);
+                (row, Some(put))
+            }
+            Mutation::DeleteGrant(svc, sec) => (Row::grant(svc, sec), None),
+            Mutation::PutKeyCheck(id, check) => {
+                ops.push(Op::Put(key_check_row(*id), check.encode()));
+                continue;
+            }
+            Mutation::DeleteKeyCheck(id) => {
+                ops.push(Op::Delete(key_check_row(*id)));
+                continue;
+            }
+            Mutation::SetActiveKey(_)
+            | Mutation::SetRotationTarget(_)
+            | Mutation::SetLastChange(_) => continue,
+        };
+        let before = match written.get(&row) {
+            Some(now) => *now,
+            None => state.auths.get(&row).copied(),
+        };
+        if let Some(old) = before {
+            xor(&mut digest, &old.term);
+        }
+        match put {
+            Some((bytes, auth)) => {
+                xor(&mut digest, &auth.term);
+                written.insert(row.clone(), Some(auth));
+                ops.push(Op::Put(row, bytes));
+            }
+            None => {
+                written.insert(row.clone(), None);
+                ops.push(Op::Delete(row));
+            }
+        }
+    }
+    ops.push(Op::Put(
+        meta_row(STORE_FIELD),
+        store_record(&after, digest).encode(key),
+    ));
+    Ok(ops)
+}
+
+/// The rows of a new store holding `meta` and nothing else, `key` its active key.
+pub(crate) fn initial(meta: &Meta, key: &Key) -> Vec<Op> {
+    let mut ops = vec![Op::Put(
+        meta_row(FORMAT_VERSION_FIELD),
+        FORMAT_VERSION.to_be_bytes().to_vec(),
+    )];
+    for (id, check) in &meta.key_checks {
+        ops.push(Op::Put(key_check_row(*id), check.encode()));
+    }
+    ops.push(Op::Put(
+        meta_row(STORE_FIELD),
+        store_record(meta, [0; MAC_LEN]).encode(key),
+    ));
+    ops
+}
+
+/// Every row of a store holding `stored`, as this build writes it (a migration's),
+/// tagged with `keys`.
+pub(crate) fn encode_store(stored: &Stored, keys: &Keyring) -> Result<Vec<(Row, Vec<u8>)>> {
+    let mut batch: Vec<Mutation> = Vec::new();
+    for (name, rec) in &stored.secrets {
+        batch.push(Mutation::PutSecret(name.clone(), rec.clone()));
+    }
+    for (name, rec) in &stored.services {
+        batch.push(Mutation::PutService(name.clone(), rec.clone()));
+    }
+    for (svc, sec) in &stored.grants {
+        batch.push(Mutation::PutGrant(svc.clone(), sec.clone()));
+    }
+    let empty = State::empty(stored.meta.clone(), keys.clone());
+    let key = key_of(keys, stored.meta.sealing_key())?;
+    Ok(initial(&stored.meta, key)
+        .into_iter()
+        .chain(encode(&batch, &empty)?)
+        .filter_map(|op| match op {
+            Op::Put(row, value) => Some((row, value)),
+            Op::Delete(_) => None,
+        })
+        .collect())
+}
+
+/// The format version of the store a snapshot is of.
+pub(crate) fn format_of(snapshot: &Snapshot) -> Result<u32> {
+    let field = snapshot
+        .rows
+        .iter()
+        .find(|(row, _)| row.table == Table::Meta && row.key == FORMAT_VERSION_FIELD)
+        .ok_or(Error::Corrupt {
+            what: "meta field missing",
+        })?;
+    be_u32(&field.1)
+}
+
+/// What a store says of itself before anything in it is checked: its meta, for the key
+/// file to be checked against ([`decode_snapshot`] then checks everything under those
+/// keys). Refuses a store whose format version is not [`FORMAT_VERSION`] with
+/// [`Error::FormatVersion`].
+pub(crate) fn peek_meta(snapshot: &Snapshot) -> Result<Meta> {
+    let format_version = format_of(snapshot)?;
+    if format_version != FORMAT_VERSION {
+        return Err(Error::FormatVersion {
+            found: format_version,
+            supported: FORMAT_VERSION,
+        });
+    }
+    let mut store = None;
+    let mut key_checks = BTreeMap::new();
+    for (row, value) in &snapshot.rows {
+        if row.table != Table::Meta {
+            continue;
+        }
+        if row.key == STORE_FIELD {
+            store = Some(StoreRecord::peek(value)?.0);
+        } else if let Some(id) = row.key.strip_prefix(KEY_CHECK_PREFIX) {
+            key_checks.insert(key_id(id)?, KeyCheck::decode(value)?);
+        }
+    }
+    let store = store.ok_or(Error::Corrupt {
+        what: "the store record is missing",
+    })?;
+    Ok(meta_of(format_version, store, key_checks))
+}
+
+fn meta_of(format_version: u32, store: StoreRecord, key_checks: BTreeMap<u32, KeyCheck>) -> Meta {
+    Meta {
+        format_version,
+        admin_uid: store.admin_uid,
+        active_key: store.active_key,
+        rotation_target: store.rotation_target,
+        key_checks,
+        last_change: store.last_change,
+    }
+}
+
+/// Decodes everything a backend holds, checking every record under `keys` (the store's
+/// active key and rotation target, checked against the key file) and the set of them
+/// against the store's digest.
+///
+/// # Errors
+/// [`Error::Tampered`] for a record that does not authenticate (logged by row) or a set
+/// of records that is not the one the last commit wrote; [`Error::FormatVersion`];
+/// [`Error::Corrupt`].
+pub(crate) fn decode_snapshot(snapshot: Snapshot, keys: &Keyring) -> Result<Stored> {
+    let format_version = format_of(&snapshot)?;
+    if format_version != FORMAT_VERSION {
+        return Err(Error::FormatVersion {
+            found: format_version,
+            supported: FORMAT_VERSION,
+        });
+    }
+    let mut store = None;
+    let mut key_checks = BTreeMap::new();
+    let mut out = Stored::default();
+    let mut digest = [0; MAC_LEN];
+    for (row, value) in snapshot.rows {
+        let auth = match row.table {
+            Table::Meta if row.key == STORE_FIELD => {
+                store = Some(StoreRecord::decode(&value, keys)?);
+                continue;
+            }
+            Table::Meta => {
+                if let Some(id) = row.key.strip_prefix(KEY_CHECK_PREFIX) {
+                    key_checks.insert(key_id(id)?, KeyCheck::decode(&value)?);
+                }
+                continue;
+            }
+            Table::Secrets => {
+                let (rec, auth) = SecretRecord::decode(&row.key, &value, keys)?;
+                out.secrets.push((row.key.clone(), rec));
+                auth
+            }
+            Table::Services => {
+                let (rec, auth) = ServiceRecord::decode(&row.key, &value, keys)?;
+                out.services.push((row.key.clone(), rec));
+                auth
+            }
+            Table::Grants => {
+                let auth = record::decode_grant(&row, &value, keys)?;
+                out.grants.push(grant_names(&row)?);
+                auth
+            }
+        };
+        xor(&mut digest, &auth.term);
+        out.auths.insert(row, auth);
+    }
+    let store = store.ok_or(Error::Corrupt {
+        what: "the store record is missing",
+    })?;
+    if digest != store.digest {
+        tracing::error!(
+            "the store's records are not the set its last commit wrote: one was removed, \
+             added, or put back from an earlier copy"
+        );
+        return Err(Error::Tampered {
+            what: "its records are not the set its last commit wrote",
+        });
+    }
+    out.digest = digest;
+    out.meta = meta_of(format_version, store, key_checks);
+    Ok(out)
+}
+
+/// Decodes the writes of a commit (the change feed's) back into mutations, the store
+/// record's first, so that they date the rest, checking every record under `keys`.
+///
+/// # Errors
+/// [`Error::Tampered`] for a record that does not authenticate; [`Error::Corrupt`].
+pub(crate) fn decode_ops(ops: Vec<Op>, keys: &Keyring) -> Result<Fed> {
+    let mut batch = Vec::with_capacity(ops.len() + 2);
+    let mut auths = Vec::with_capacity(ops.len());
+    let mut store = Vec::new();
+    let mut digest = None;
+    for op in ops {
+        let m = match op {
+            Op::Put(row, value) => match row.table {
+                Table::Secrets => {
+                    let (rec, auth) = SecretRecord::decode(&row.key, &value, keys)?;
+                    auths.push((row.clone(), Some(auth)));
+                    Mutation::PutSecret(row.key, rec)
+                }
+                Table::Services => {
+                    let (rec, auth) = ServiceRecord::decode(&row.key, &value, keys)?;
+                    auths.push((row.clone(), Some(auth)));
+                    Mutation::PutService(row.key, rec)
+                }
+                Table::Grants => {
+                    let auth = record::decode_grant(&row, &value, keys)?;
+                    let (svc, sec) = grant_names(&row)?;
+                    auths.push((row, Some(auth)));
+                    Mutation::PutGrant(svc, sec)
+                }
+                Table::Meta if row.key == STORE_FIELD => {
+                    let rec = StoreRecord::decode(&value, keys)?;
+                    digest = Some(rec.digest);
+                    store = vec![
+                        Mutation::SetLastChange(rec.last_change),
+                        Mutation::SetActiveKey(rec.active_key),
+                        Mutation::SetRotationTarget(rec.rotation_target),
+                    ];
+                    continue;
+                }
+                Table::Meta => match row.key.strip_prefix(KEY_CHECK_PREFIX) {
+                    Some(id) => Mutation::PutKeyCheck(key_id(id)?, KeyCheck::decode(&value)?),
+                    None => continue,
+                },
+            },
+            Op::Delete(row) => match row.table {
+                Table::Secrets => {
+                    auths.push((row.clone(), None));
+                    Mutation::DeleteSecret(row.key)
+                }
+                Table::Services => {
+                    auths.push((row.clone(), None));
+                    Mutation::DeleteService(row.key)
+                }
+                Table::Grants => {
+                    let (svc, sec) = grant_names(&row)?;
+                    auths.push((row, None));
+                    Mutation::DeleteGrant(svc, sec)
+                }
+                Table::Meta => match row.key.strip_prefix(KEY_CHECK_PREFIX) {
+                    Some(id) => Mutation::DeleteKeyCheck(key_id(id)?),
+                    None => continue,
+                },
+            },
+        };
+        batch.push(m);
+    }
+    store.extend(batch);
+    Ok(Fed {
+        batch: store,
+        auths,
+        digest,
+    })
+}
+
+fn grant_names(row: &Row) -> Result<(String, String)> {
+    row.grant_names()
+        .map(|(svc, sec)| (svc.to_owned(), sec.to_owned()))
+        .ok_or(Error::Corrupt {
+            what: "malformed grant key",
+        })
+}
+
+fn key_id(text: &str) -> Result<u32> {
+    text.parse().map_err(|_| Error::Corrupt {
+        what: "malformed key check id",
+    })
+}
+
+fn be_u32(v: &[u8]) -> Result<u32> {
+    <[u8; 4]>::try_from(v)
+        .map(u32::from_be_bytes)
+        .map_err(|_| Error::Corrupt {
+            what: "malformed meta field",
+        })
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, reason = "a test fails by panicking")]
+mod tests {
+    use std::sync::Arc;
+
+    use super::*;
+    use crate::manifest::Manifest;
+
+    fn store() -> (Keyring, Meta) {
+        let key = Key::generate(1).unwrap();
+        let meta = Meta {
+            format_version: FORMAT_VERSION,
+            admin_uid: 1000,
+            active_key: 1,
+            rotation_target: None,
+            key_checks: [(1, key.check().unwrap())].into(),
+            last_change: 1_700_000_000,
+        };
+        (Keyring::new([key]), meta)
+    }
+
+    fn secret(version: u64) -> SecretRecord {
+        SecretRecord {
+            version,
+            incarnation: 9,
+            mtime: 10,
+            key_id: 1,
+            nonce: [1; 12],
+            chunk_len: 4096,
+            length: 4,
+            ciphertext: vec![2; 20].into(),
+        }
+    }
+
+    fn snapshot(ops: Vec<Op>) -> Snapshot {
+        let mut rows = BTreeMap::new();
+        for op in ops {
+            match op {
+                Op::Put(row, value) => {
+                    rows.insert(row, value);
+                }
+                Op::Delete(row) => {
+                    rows.remove(&row);
+                }
+            }
+        }
+        Snapshot {
+            revision: crate::backend::Revision(1),
+            rows: rows.into_iter().collect(),
+        }
+    }
+
+    /// The rows of a store made with `meta` after `batch`, and the state they load as.
+    fn committed(keys: &Keyring, meta: &Meta, batch: &[Mutation]) -> (Vec<Op>, State) {
+        let mut ops = initial(meta, keys.get(1).unwrap());
+        let empty = State::empty(meta.clone(), keys.clone());
+        ops.extend(encode(batch, &empty).unwrap());
+        let stored = decode_snapshot(snapshot(ops.clone()), keys).unwrap();
+        let state = State::from_stored(stored, keys.clone(), crate::backend::Revision(1)).unwrap();
+        (ops, state)
+    }
+
+    fn web() -> ServiceRecord {
+        ServiceRecord {
+            uid: Some(42),
+            manifest: Arc::new(Manifest::parse(b"secret a\n").unwrap()),
+        }
+    }
+
+    #[test]
+    fn rows_round_trip() {
+        let (keys, m) = store();
+        let batch = vec![
+            Mutation::SetLastChange(1_800_000_000),
+            Mutation::PutSecret("a".into(), secret(1)),
+            Mutation::PutService("web".into(), web()),
+            Mutation::PutGrant("web".into(), "a".into()),
+            Mutation::SetRotationTarget(Some(1)),
+        ];
+        let (ops, state) = committed(&keys, &m, &batch);
+        assert_eq!(
+            peek_meta(&snapshot(ops.clone())).unwrap().rotation_target,
+            Some(1)
+        );
+        let stored = decode_snapshot(snapshot(ops), &keys).unwrap();
+        assert_eq!(stored.meta.rotation_target, Some(1));
+        assert_eq!(stored.meta.admin_uid, 1000);
+        assert_eq!(stored.meta.last_change, 1_800_000_000);
+        assert_eq!(stored.meta.key_checks, m.key_checks);
+        assert_eq!(stored.secrets, vec![("a".to_owned(), secret(1))]);
+        assert_eq!(stored.services, vec![("web".to_owned(), web())]);
+        assert_eq!(stored.grants, vec![("web".to_owned(), "a".to_owned())]);
+        assert_eq!(stored.auths.len(), 3);
+        // The feed's view of the same writes: the store record's first, dating the rest.
+        let empty = State::empty(m.clone(), keys.clone());
+        let fed = decode_ops(encode(&batch, &empty).unwrap(), &keys).unwrap();
+        assert!(matches!(
+            fed.batch[..],
+            [
+                Mutation::SetLastChange(1_800_000_000),
+                Mutation::SetActiveKey(1),
+                Mutation::SetRotationTarget(Some(1)),
+                Mutation::PutSecret(..),
+                Mutation::PutService(..),
+                Mutation::PutGrant(..),
+            ]
+        ));
+        assert_eq!(fed.digest, Some(state.digest));
+        let undo = encode(
+            &[
+                Mutation::DeleteGrant("web".into(), "a".into()),
+                Mutation::DeleteKeyCheck(1),
+            ],
+            &state,
+        )
+        .unwrap();
+        let fed = decode_ops(undo, &keys).unwrap();
+        assert!(matches!(
+            fed.batch[..],
+            [
+                Mutation::SetLastChange(_),
+                Mutation::SetActiveKey(_),
+                Mutation::SetRotationTarget(_),
+                Mutation::DeleteGrant(..),
+                Mutation::DeleteKeyCheck(1)
+            ]
+        ));
+    }
+
+    #[test]
+    fn the_digest_catches_a_record_removed_added_or_put_back() {
+        let (keys, m) = store();
+        let (first, state) = committed(
+            &keys,
+            &m,
+            &[
+                Mutation::PutSecret("a".into(), secret(1)),
+                Mutation::PutService("web".into(), web()),
+                Mutation::PutGrant("web".into(), "a".into()),
+            ],
+        );
+        let old_grant = first
+            .iter()
+            .find(|op| op.row().table == Table::Grants)
+            .cloned()
+            .unwrap();
+        // The grant is revoked: a later, genuine commit.
+        let mut ops = first.clone();
+        ops.extend(encode(&[Mutation::DeleteGrant("web".into(), "a".into())], &state).unwrap());
+        assert!(
+            decode_snapshot(snapshot(ops.clone()), &keys)
+                .unwrap()
+                .grants
+                .is_empty()
+        );
+        // Its record put back from the earlier copy: authentic on its own, refused.
+        let mut replayed = ops.clone();
+        replayed.push(old_grant);
+        let err = decode_snapshot(snapshot(replayed), &keys).unwrap_err();
+        assert!(matches!(err, Error::Tampered { .. }), "{err:?}");
+        // A record removed.
+        let mut removed = ops.clone();
+        removed.push(Op::Delete(Row::new(Table::Services, "web")));
+        assert!(matches!(
+            decode_snapshot(snapshot(removed), &keys),
+            Err(Error::Tampered { .. })
+        ));
+        // The whole store as it was before the revoke, store record and all: a backup.
+        assert_eq!(
+            decode_snapshot(snapshot(first), &keys)
+                .unwrap()
+                .grants
+                .len(),
+            1
+        );
+    }
+
+    #[test]
+    fn refuses_other_format_versions_and_bad_fields() {
+        let (keys, m) = store();
+        let key = keys.get(1).unwrap();
+        let mut ops = initial(&m, key);
+        ops.push(Op::Put(
+            meta_row(FORMAT_VERSION_FIELD),
+            3u32.to_be_bytes().to_vec(),
+        ));
+        let err = decode_snapshot(snapshot(ops.clone()), &keys).unwrap_err();
+        assert!(
+            matches!(
+                err,
+                Error::FormatVersion {
+                    found: 3,
+                    supported: 2
+                }
+            ),
+            "{err:?}"
+        );
+        assert!(matches!(
+            peek_meta(&snapshot(ops)),
+            Err(Error::FormatVersion { .. })
+        ));
+        let mut ops = initial(&m, key);
+        ops.push(Op::Put(meta_row(FORMAT_VERSION_FIELD), b"x".to_vec()));
+        let err = decode_snapshot(snapshot(ops), &keys).unwrap_err();
+        assert!(matches!(err, Error::Corrupt { .. }), "{err:?}");
+        let mut ops = initial(&m, key);
+        ops.push(Op::Delete(meta_row(STORE_FIELD)));
+        assert!(decode_snapshot(snapshot(ops), &keys).is_err());
+    }
+}
