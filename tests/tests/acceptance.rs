@@ -204,6 +204,9 @@ fn set_prompts_without_echo_on_a_terminal() {
         assert!(n > 0, "no prompt: {}", String::from_utf8_lossy(&shown));
         shown.extend_from_slice(&buf[..n]);
     }
+    // rpassword prints the prompt a moment before it turns echo off (rpassword 7.5,
+    // prompt_password_with_config): a person reads the prompt first, and so does this.
+    std::thread::sleep(std::time::Duration::from_millis(500));
     child
         .stdin
         .take()
