@@ -17,7 +17,7 @@ use std::path::Path;
 use tracing::info;
 
 use crate::error::{Error, Result};
-use crate::redb_store::{LOCK_FILE, RedbBackend, STORE_FILE, hold_lock};
+use crate::redb_store::{LOCK_FILE, RedbBackend, STORE_FILE, share_lock};
 use crate::vault::Vault;
 
 /// A backup made by a serving vault, to be read out: a store file as of one commit.
@@ -91,7 +91,9 @@ pub fn backup_unserved(data_dir: &Path, out: File) -> Result<()> {
     let lock_path = data_dir.join(LOCK_FILE);
     let _lock = match OpenOptions::new().read(true).open(&lock_path) {
         Ok(file) => {
-            hold_lock(&file, data_dir, &lock_path)?;
+            // Shared: a server starting meanwhile waits for the copy to end (and does not
+            // fail to start because a scheduled backup was running).
+            share_lock(&file, data_dir, &lock_path)?;
             Some(file)
         }
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,

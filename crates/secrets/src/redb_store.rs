@@ -509,30 +509,69 @@ pub(crate) fn lock_dir(dir: &Path) -> Result<File> {
     Ok(file)
 }
 
-/// Takes the lock of `file`, the lock file at `path` of data directory `dir`.
+/// How long a server waits for backups of its directory to end before it gives up: a
+/// backup holds the lock only for as long as it copies the store (seconds), and a server
+/// that a scheduled backup kept from starting would otherwise stay down (the systemd unit
+/// does not restart a server that exits 1).
+const BACKUP_PATIENCE: std::time::Duration = std::time::Duration::from_secs(120);
+
+/// Takes the lock of `file`, the lock file at `path` of data directory `dir`: exclusive
+/// for a server, waiting out backups (which hold it shared) for up to
+/// [`BACKUP_PATIENCE`].
 ///
 /// # Errors
-/// [`Error::Locked`] if another process holds it.
+/// [`Error::Locked`] if another server holds it (or backups outlast the patience).
 pub(crate) fn hold_lock(file: &File, dir: &Path, path: &Path) -> Result<()> {
     // A lock can be held for an instant by a process that is not a server at all: a
     // child forked by whoever last had this directory open holds the inherited lock
     // descriptor until it execs. So a held lock is asked again for a moment before it is
     // taken to mean that another srv-secrets serves the directory.
     const PATIENCE: std::time::Duration = std::time::Duration::from_millis(250);
-    let deadline = std::time::Instant::now() + PATIENCE;
+    let started = std::time::Instant::now();
+    let mut said = false;
     loop {
         match file.try_lock() {
             Ok(()) => return Ok(()),
-            Err(TryLockError::WouldBlock) if std::time::Instant::now() < deadline => {
-                std::thread::sleep(std::time::Duration::from_millis(10));
-            }
-            Err(TryLockError::WouldBlock) => {
+            Err(TryLockError::Error(e)) => return Err(Error::io("locking", path)(e)),
+            Err(TryLockError::WouldBlock) => {}
+        }
+        let waited = started.elapsed();
+        if waited >= PATIENCE {
+            // Held shared: by backups only (a server holds it exclusively).
+            let backups = match file.try_lock_shared() {
+                Ok(()) => {
+                    let _ = file.unlock();
+                    true
+                }
+                Err(TryLockError::WouldBlock) => false,
+                Err(TryLockError::Error(e)) => return Err(Error::io("locking", path)(e)),
+            };
+            if !backups || waited >= BACKUP_PATIENCE {
                 return Err(Error::Locked {
                     dir: dir.to_path_buf(),
                 });
             }
-            Err(TryLockError::Error(e)) => return Err(Error::io("locking", path)(e)),
+            if !said {
+                tracing::info!(dir = %dir.display(), "waiting for a backup of the data directory to end");
+                said = true;
+            }
         }
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+}
+
+/// Takes `file`'s lock shared, as a backup does: servers wait for it, other backups share
+/// it, and it is refused while a server holds it.
+///
+/// # Errors
+/// [`Error::Locked`] if a server holds it.
+pub(crate) fn share_lock(file: &File, dir: &Path, path: &Path) -> Result<()> {
+    match file.try_lock_shared() {
+        Ok(()) => Ok(()),
+        Err(TryLockError::WouldBlock) => Err(Error::Locked {
+            dir: dir.to_path_buf(),
+        }),
+        Err(TryLockError::Error(e)) => Err(Error::io("locking", path)(e)),
     }
 }
 
@@ -736,6 +775,36 @@ mod tests {
         assert!(matches!(err, Error::Locked { .. }), "{err:?}");
         drop(b);
         RedbBackend::open(&dir).unwrap();
+    }
+
+    #[test]
+    fn a_server_waits_for_a_backup_and_a_backup_is_refused_by_a_server() {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path().join("data");
+        drop(backend(&dir));
+        let path = dir.join(LOCK_FILE);
+        // A backup holds the lock shared; a second backup may too.
+        let backup = File::open(&path).unwrap();
+        share_lock(&backup, &dir, &path).unwrap();
+        let second = File::open(&path).unwrap();
+        share_lock(&second, &dir, &path).unwrap();
+        drop(second);
+        // A server starting meanwhile waits for the backup to end, instead of failing.
+        let release = std::thread::spawn(move || {
+            std::thread::sleep(std::time::Duration::from_millis(600));
+            drop(backup);
+        });
+        let started = std::time::Instant::now();
+        let server = RedbBackend::open(&dir).unwrap();
+        assert!(started.elapsed() >= std::time::Duration::from_millis(500));
+        release.join().unwrap();
+        // While a server holds it, a backup is refused at once.
+        let late = File::open(&path).unwrap();
+        assert!(matches!(
+            share_lock(&late, &dir, &path),
+            Err(Error::Locked { .. })
+        ));
+        drop(server);
     }
 
     #[test]
