@@ -731,3 +731,40 @@ async fn a_principal_that_does_not_read_its_replies_stalls_only_itself() {
     }
     assert!(same.recv_text().await.starts_with("Rstat tag 5"));
 }
+
+/// The counters a metrics endpoint reads: requests, errors, open fids and connections,
+/// as they happen.
+#[tokio::test]
+async fn the_server_counts_what_it_does() {
+    let s = TestServer::start(Limits::default()).await;
+    let before = s.server.stats();
+    assert_eq!(before.open_fids, 0);
+    let client = ninep::client::Client::connect_unix(&s.path).await.unwrap();
+    client.version(8192).await.unwrap();
+    let root = client.attach("u", "").await.unwrap();
+    let file = root.walk(&["one"]).await.unwrap();
+    assert!(root.walk(&["nosuch"]).await.is_err());
+    let during = s.server.stats();
+    assert_eq!(during.open_fids, 2, "{during:?}");
+    assert_eq!(during.principal_connections, 1, "{during:?}");
+    assert!(during.requests >= before.requests + 4, "{during:?}");
+    assert_eq!(during.errors, before.errors + 1, "{during:?}");
+    file.clunk().await.unwrap();
+    let after = s.server.stats();
+    assert_eq!(after.open_fids, 1, "{after:?}");
+    drop(root);
+    drop(client);
+    // The connection's end clunks the rest.
+    for _ in 0..100 {
+        if s.server.stats().open_fids == 0 && s.server.stats().principal_connections == 0 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let gone = s.server.stats();
+    assert_eq!(
+        (gone.open_fids, gone.principal_connections),
+        (0, 0),
+        "{gone:?}"
+    );
+}

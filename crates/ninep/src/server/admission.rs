@@ -105,6 +105,12 @@ impl Admissions {
         })
     }
 
+    /// Connections open now: of principals, of strangers.
+    pub(super) fn open(&self) -> (usize, usize) {
+        let counts = self.counts.lock().unwrap_or_else(|p| p.into_inner());
+        (counts.principal_connections, counts.strangers)
+    }
+
     /// A slot for a connection from `peer` that the filesystem admitted as `admission`,
     /// or why not.
     pub(super) fn admit(

@@ -125,6 +125,7 @@ async fn write_loop<W: AsyncWrite + Unpin>(
 pub(super) async fn run<F, S>(
     fs: Arc<F>,
     limits: Arc<Limits>,
+    stats: Arc<super::stats::Stats>,
     pool: Option<Arc<Semaphore>>,
     stream: S,
     peer: Peer,
@@ -151,6 +152,7 @@ pub(super) async fn run<F, S>(
     let session = Arc::new(Session::new(
         fs,
         limits.clone(),
+        stats,
         peer,
         tx,
         window.clone(),

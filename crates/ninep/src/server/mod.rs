@@ -42,6 +42,7 @@ mod admission;
 mod conn;
 mod order;
 mod session;
+mod stats;
 
 use std::future::Future;
 use std::io;
@@ -57,6 +58,7 @@ use tokio::task::JoinSet;
 use tracing::{debug, info, warn};
 
 use self::admission::{Admissions, Slot};
+pub use self::stats::ServerStats;
 use crate::error::Result;
 use crate::message::{Data, Qid, Stat};
 
@@ -317,6 +319,7 @@ pub struct Server<F: Filesystem> {
     limits: Arc<Limits>,
     admissions: Arc<Admissions>,
     refusals: Arc<admission::RefusalLog>,
+    stats: Arc<stats::Stats>,
 }
 
 impl<F: Filesystem> Clone for Server<F> {
@@ -326,6 +329,7 @@ impl<F: Filesystem> Clone for Server<F> {
             limits: self.limits.clone(),
             admissions: self.admissions.clone(),
             refusals: self.refusals.clone(),
+            stats: self.stats.clone(),
         }
     }
 }
@@ -386,6 +390,7 @@ impl<F: Filesystem> Server<F> {
             fs,
             admissions: Admissions::new(limits.clone()),
             refusals: Arc::default(),
+            stats: Arc::default(),
             limits,
         }
     }
@@ -393,6 +398,12 @@ impl<F: Filesystem> Server<F> {
     /// The filesystem served.
     pub fn filesystem(&self) -> &Arc<F> {
         &self.fs
+    }
+
+    /// The server's counters now: requests, errors, open fids and connections.
+    pub fn stats(&self) -> ServerStats {
+        let (principals, strangers) = self.admissions.open();
+        self.stats.snapshot(principals as u64, strangers as u64)
     }
 
     /// Serves one connection until the client hangs up, a fatal protocol error, or
@@ -412,7 +423,11 @@ impl<F: Filesystem> Server<F> {
     /// A slot for a new connection from `peer`, or None (logged) if it is to be closed.
     fn admit(&self, peer: &Peer) -> Option<Slot> {
         let admission = self.fs.accept(peer);
-        match self.admissions.admit(admission, peer) {
+        let admitted = self.admissions.admit(admission, peer);
+        if admitted.is_err() {
+            self.stats.refused();
+        }
+        match admitted {
             Ok(slot) => Some(slot),
             Err(refused) if refused.of_a_principal() => {
                 if let Some(quiet) = self.refusals.should_log(refused, std::time::Instant::now()) {
@@ -435,6 +450,7 @@ impl<F: Filesystem> Server<F> {
         conn::run(
             self.fs.clone(),
             self.limits.clone(),
+            self.stats.clone(),
             slot.pool(),
             stream,
             peer,

@@ -70,6 +70,8 @@ struct InFlight {
 pub(super) struct Session<F: Filesystem> {
     fs: Arc<F>,
     limits: Arc<Limits>,
+    /// The server's counters, shared by every connection.
+    stats: Arc<super::stats::Stats>,
     peer: Peer,
     /// The negotiated msize; 0 until Tversion succeeds.
     msize: AtomicU32,
@@ -179,6 +181,7 @@ impl<F: Filesystem> Session<F> {
     pub(super) fn new(
         fs: Arc<F>,
         limits: Arc<Limits>,
+        stats: Arc<super::stats::Stats>,
         peer: Peer,
         tx: mpsc::UnboundedSender<Outgoing>,
         window: Arc<Semaphore>,
@@ -187,6 +190,7 @@ impl<F: Filesystem> Session<F> {
         Session {
             fs,
             limits,
+            stats,
             peer,
             msize: AtomicU32::new(0),
             fids: Mutex::new(HashMap::new()),
@@ -223,6 +227,9 @@ impl<F: Filesystem> Session<F> {
     /// would not fit the msize (a handler's overlong stat or error) is replaced by an
     /// error that does.
     fn send(&self, tag: u16, msg: Rmessage, permits: Option<Permits>) {
+        if matches!(msg, Rmessage::Error(_)) {
+            self.stats.error();
+        }
         let mut frame = Rframe { tag, msg };
         let max = self.max_frame_size() as usize;
         if frame.byte_size() > max {
@@ -286,6 +293,7 @@ impl<F: Filesystem> Session<F> {
     /// Decodes one frame and starts its request. Version and flush are handled here, in
     /// order; every other request runs as its own task.
     pub(super) async fn handle_frame(self: &Arc<Self>, mut bytes: BytesMut, permits: Permits) {
+        self.stats.request();
         let header = FrameHeader::parse(&bytes).ok();
         let decoded = Tframe::decode(&bytes);
         // Twrite payloads may be secrets: wipe the frame once decoded.
@@ -446,6 +454,7 @@ impl<F: Filesystem> Session<F> {
 
     async fn drop_fids(&self) {
         let fids: Vec<Fid<F>> = lock(&self.fids).drain().map(|(_, f)| f).collect();
+        self.stats.fids_removed(fids.len() as u64);
         for fid in fids {
             let (handler, open) = {
                 let st = lock(&fid);
@@ -512,6 +521,7 @@ impl<F: Filesystem> Session<F> {
             std::collections::hash_map::Entry::Occupied(_) => Some(state),
             std::collections::hash_map::Entry::Vacant(v) => {
                 v.insert(Arc::new(Mutex::new(state)));
+                self.stats.fids_added(1);
                 None
             }
         };
@@ -757,6 +767,7 @@ impl<F: Filesystem> Session<F> {
         let slot = lock(&self.fids)
             .remove(&fid)
             .ok_or_else(|| Error::new(ename::UNKNOWN_FID))?;
+        self.stats.fids_removed(1);
         let st = lock(&slot);
         Ok((st.handler.clone(), st.open))
     }

@@ -124,6 +124,8 @@ impl Filesystem for SlowFs {
 pub struct TestServer {
     pub path: PathBuf,
     pub gate: Arc<Semaphore>,
+    /// A handle on the server, for its counters.
+    pub server: Server<SlowFs>,
     _dir: tempfile::TempDir,
     trigger: ShutdownTrigger,
     pub task: tokio::task::JoinHandle<()>,
@@ -137,12 +139,14 @@ impl TestServer {
         let (fs, gate) = seeded();
         let server = Server::new(fs, limits);
         let (trigger, shutdown) = Shutdown::new();
+        let serving = server.clone();
         let task = tokio::spawn(async move {
-            server.serve_unix(listener, shutdown).await.unwrap();
+            serving.serve_unix(listener, shutdown).await.unwrap();
         });
         TestServer {
             path,
             gate,
+            server,
             _dir: dir,
             trigger,
             task,
