@@ -105,4 +105,4 @@ pub use redb_store::RedbBackend;
 pub use types::{
     InitReport, OpenedSecret, RotationProgress, RotationReport, SecretInfo, ServiceInfo, Status,
 };
-pub use vault::{Applied, Change, ChangeError, KEY_FILE, LOCK_FILE, STORE_FILE, Vault};
+pub use vault::{Applied, Change, ChangeError, Health, KEY_FILE, LOCK_FILE, STORE_FILE, Vault};

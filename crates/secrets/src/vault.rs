@@ -40,8 +40,10 @@ use crate::state::State;
 use crate::types::{InitReport, OpenedSecret, SecretInfo, ServiceInfo, Status};
 
 mod change;
+mod health;
 mod rotation;
 
+pub use health::Health;
 pub use change::{Applied, Change, ChangeError};
 
 #[cfg(test)]
