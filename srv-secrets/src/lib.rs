@@ -20,6 +20,7 @@
 
 pub mod backup;
 pub mod fs;
+pub mod http;
 pub mod paths;
 pub mod principal;
 pub mod serve;

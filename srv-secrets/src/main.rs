@@ -53,6 +53,11 @@ enum Command {
         /// nobody else.
         #[arg(long = "listen", value_name = "ADDR")]
         listen: Vec<String>,
+        /// Also serve the plan API, JSON over HTTP, on this unix socket (unix:PATH or a
+        /// path; repeatable): the admin only, as for 9P; see docs/api.md. Its directory is
+        /// checked as --listen's is.
+        #[arg(long = "http", value_name = "ADDR")]
+        http: Vec<String>,
         /// Add a demo service `demo` (uid 65534) that may read a secret `greeting`,
         /// unless the store already has a service called demo.
         #[arg(long)]
@@ -268,11 +273,17 @@ async fn run_serve(
     data: Option<PathBuf>,
     key: Option<PathBuf>,
     listen: Vec<String>,
+    http: Vec<String>,
     demo: bool,
 ) -> Result<(), String> {
     serve::harden_process();
     // Everything that can be refused without the vault is, before the vault is opened
     // (opening locks it, and may resume a key rotation).
+    let http_paths = if http.is_empty() {
+        Vec::new()
+    } else {
+        socket_paths(http)?
+    };
     let socket_paths = socket_paths(listen)?;
     let embedded = data.is_none();
     let data = match data {
@@ -282,7 +293,7 @@ async fn run_serve(
         )?,
     };
     let euid = paths::euid();
-    for path in &socket_paths {
+    for path in socket_paths.iter().chain(&http_paths) {
         serve::prepare_socket_dir(path, euid)
             .map_err(|e| format!("cannot listen on unix:{}: {e}", path.display()))?;
     }
@@ -296,6 +307,13 @@ async fn run_serve(
             .await
             .map_err(|e| format!("cannot listen on unix:{}: {e}", path.display()))?;
         sockets.push((path, listener));
+    }
+    let mut http_sockets = Vec::new();
+    for path in http_paths {
+        let listener = serve::bind_socket(&path)
+            .await
+            .map_err(|e| format!("cannot listen on unix:{}: {e}", path.display()))?;
+        http_sockets.push((path, listener));
     }
     let vault = Arc::new(vault);
     eprintln!(
@@ -313,12 +331,17 @@ async fn run_serve(
             "  mount a service's view (as root): mount -t 9p -o trans=unix,version=9p2000,aname=SERVICE,dfltuid=UID,dfltgid=GID,cache=none {p} /mnt/SERVICE"
         );
     }
+    for (path, _) in &http_sockets {
+        let p = path.display();
+        eprintln!("srv-secrets: the plan API (HTTP) on unix:{p}");
+        eprintln!("  try:  curl --unix-socket {p} http://srv-secrets/health/ready");
+    }
     if demo {
         eprintln!(
             "srv-secrets: demo: service 'demo' (uid {DEMO_UID}) may read 'greeting'; try: deploy secret get greeting --as demo"
         );
     }
-    serve::serve(vault, sockets)
+    serve::serve(vault, sockets, http_sockets)
         .await
         .map_err(|e| e.to_string())
 }
@@ -356,12 +379,13 @@ fn main() -> ExitCode {
             data,
             key,
             listen,
+            http,
             demo,
         } => match tokio::runtime::Builder::new_multi_thread()
             .enable_all()
             .build()
         {
-            Ok(rt) => rt.block_on(run_serve(data, key, listen, demo)),
+            Ok(rt) => rt.block_on(run_serve(data, key, listen, http, demo)),
             Err(e) => Err(format!("cannot start the runtime: {e}")),
         },
         Command::Completions { shell } => print_completions(shell),

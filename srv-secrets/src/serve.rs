@@ -291,15 +291,32 @@ pub async fn bind_socket(path: &Path) -> io::Result<tokio::net::UnixListener> {
     Ok(listener)
 }
 
-/// Serves `vault` on the unix sockets `sockets` until SIGTERM or SIGINT, then finishes the
-/// requests in flight and returns.
+/// Serves `vault` over 9P on the unix sockets `sockets`, and the HTTP API on `http`, until
+/// SIGTERM or SIGINT, then finishes the requests in flight and returns.
 pub async fn serve(
     vault: Arc<Vault>,
     sockets: Vec<(PathBuf, tokio::net::UnixListener)>,
+    http: Vec<(PathBuf, tokio::net::UnixListener)>,
 ) -> io::Result<()> {
-    let server = Server::new(SecretsFs::new(vault), fit_to_descriptors(Limits::default()));
+    let server = Server::new(
+        SecretsFs::new(vault.clone()),
+        fit_to_descriptors(Limits::default()),
+    );
     let (trigger, shutdown) = Shutdown::new();
     let mut tasks = tokio::task::JoinSet::new();
+    let stats = {
+        let server = server.clone();
+        Arc::new(move || server.stats())
+    };
+    for (path, listener) in http {
+        let api = crate::http::Api::new(vault.clone(), stats.clone());
+        let shutdown: Shutdown = shutdown.clone();
+        tasks.spawn(async move {
+            let r = crate::http::serve(api, listener, shutdown).await;
+            let _ = fs::remove_file(&path);
+            r
+        });
+    }
     for (path, listener) in sockets {
         let server = server.clone();
         let shutdown: Shutdown = shutdown.clone();

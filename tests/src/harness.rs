@@ -94,6 +94,8 @@ pub struct SecretsServer {
     pub log: PathBuf,
     /// Extra environment for the server (e.g. RUST_LOG).
     pub env: Vec<(String, String)>,
+    /// Extra arguments for `serve` (e.g. `--http unix:PATH`).
+    pub args: Vec<String>,
     /// The key file `init` and `serve` are given with `--key`; none: the default one,
     /// inside the data directory.
     pub key: Option<PathBuf>,
@@ -155,6 +157,7 @@ impl SecretsServer {
             // The whole suite runs the server at trace level, so that the tests that
             // look for leaked values in its log see everything it could print.
             env: vec![("RUST_LOG".into(), "trace".into())],
+            args: Vec::new(),
             key,
             child: None,
         }
@@ -180,6 +183,7 @@ impl SecretsServer {
             cmd.arg("--key").arg(key);
         }
         cmd.arg("--listen").arg(self.addr());
+        cmd.args(&self.args);
         for (k, v) in &self.env {
             cmd.env(k, v);
         }

@@ -43,8 +43,8 @@ mod change;
 mod health;
 mod rotation;
 
-pub use health::Health;
 pub use change::{Applied, Change, ChangeError};
+pub use health::Health;
 
 #[cfg(test)]
 #[allow(clippy::unwrap_used, reason = "a test fails by panicking")]

@@ -1,0 +1,307 @@
+//! The plan API for deployment managers that do not speak 9P: JSON over HTTP on a unix
+//! socket (axum on hyper), `srv-secrets serve --http unix:PATH`.
+//!
+//! Who asks is decided as for 9P, from the connection: the peer's uid (SO_PEERCRED),
+//! never anything the client sends. The API is the admin's (root, or the uid that ran
+//! `init`): a service, or any other uid, gets 403 and learns nothing else. Errors are JSON,
+//! `{"error": "..."}`, with their status (400, 403, 404, 405, 503).
+//!
+//! | endpoint | what |
+//! |---|---|
+//! | `GET /health/ready` | 200 `{"ready": true, ...}` when the store answers and the key file matches it, else 503 with what is wrong |
+//! | `GET /metrics` | Prometheus text: requests, errors, open fids, connections, rotation progress; never a name or value |
+//!
+//! The plan, lint and catalog endpoints of the deployment-tiers issue join these as the
+//! catalog reaches the vault. TLS and tokens for remote callers come later: the identity
+//! of a request is one extractor ([`Caller`]), the one thing a new transport changes.
+
+use std::fmt::Write as _;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use axum::extract::connect_info::{ConnectInfo, Connected};
+use axum::extract::{FromRequestParts, State};
+use axum::http::request::Parts;
+use axum::http::{StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::{Json, Router};
+use ninep::server::{Peer, ServerStats, Shutdown};
+use secrets::Vault;
+use serde_json::json;
+use tokio::net::UnixListener;
+use tracing::{debug, info};
+
+use crate::principal::{Principal, principal_of};
+
+/// What the API serves from.
+#[derive(Clone)]
+pub struct Api {
+    vault: Arc<Vault>,
+    /// The 9P server's counters, read at each `/metrics`.
+    nine_p: Arc<dyn Fn() -> ServerStats + Send + Sync>,
+    counters: Arc<Counters>,
+}
+
+/// The API's own counters.
+#[derive(Default)]
+struct Counters {
+    requests: AtomicU64,
+    errors: AtomicU64,
+}
+
+impl Api {
+    /// An API over `vault`, reporting the 9P server's counters with `nine_p`.
+    pub fn new(vault: Arc<Vault>, nine_p: Arc<dyn Fn() -> ServerStats + Send + Sync>) -> Api {
+        Api {
+            vault,
+            nine_p,
+            counters: Arc::default(),
+        }
+    }
+
+    /// The routes.
+    pub fn router(self) -> Router {
+        Router::new()
+            .route("/health/ready", get(ready))
+            .route("/metrics", get(metrics))
+            .fallback(not_found)
+            .method_not_allowed_fallback(method_not_allowed)
+            .with_state(self)
+    }
+}
+
+/// The peer of an HTTP connection, as the socket tells it.
+#[derive(Clone, Debug)]
+pub struct PeerCred {
+    uid: Option<u32>,
+    pid: Option<i32>,
+}
+
+impl Connected<axum::serve::IncomingStream<'_, UnixListener>> for PeerCred {
+    fn connect_info(stream: axum::serve::IncomingStream<'_, UnixListener>) -> PeerCred {
+        match stream.io().peer_cred() {
+            Ok(cred) => PeerCred {
+                uid: Some(cred.uid()),
+                pid: cred.pid(),
+            },
+            // No credentials, no principal: refused at the first request.
+            Err(_) => PeerCred {
+                uid: None,
+                pid: None,
+            },
+        }
+    }
+}
+
+/// An error as the API answers it.
+struct ApiError(StatusCode, String);
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        (self.0, Json(json!({ "error": self.1 }))).into_response()
+    }
+}
+
+/// The admin, proven by the connection; any other caller is refused with 403.
+pub struct Caller;
+
+impl FromRequestParts<Api> for Caller {
+    type Rejection = Response;
+
+    async fn from_request_parts(parts: &mut Parts, api: &Api) -> Result<Self, Self::Rejection> {
+        api.counters.requests.fetch_add(1, Ordering::Relaxed);
+        let refuse = || {
+            api.counters.errors.fetch_add(1, Ordering::Relaxed);
+            ApiError(
+                StatusCode::FORBIDDEN,
+                "forbidden: this API is the admin's (root, or the uid that ran srv-secrets \
+                 init)"
+                    .into(),
+            )
+            .into_response()
+        };
+        let Some(ConnectInfo(cred)) = parts.extensions.get::<ConnectInfo<PeerCred>>().cloned()
+        else {
+            return Err(refuse());
+        };
+        let peer = Peer {
+            uid: cred.uid,
+            pid: cred.pid,
+            addr: format!("http:uid={}", cred.uid.map_or(-1, i64::from)),
+            ..Peer::default()
+        };
+        match principal_of(&api.vault, &peer) {
+            Ok(Principal::Admin) => Ok(Caller),
+            other => {
+                debug!(peer = %peer.addr, admitted = other.is_ok(), "HTTP request refused");
+                Err(refuse())
+            }
+        }
+    }
+}
+
+/// `GET /health/ready`.
+async fn ready(_: Caller, State(api): State<Api>) -> Response {
+    let vault = api.vault.clone();
+    let health = match tokio::task::spawn_blocking(move || vault.health()).await {
+        Ok(h) => h,
+        Err(_) => {
+            return ApiError(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "the readiness check failed inside the server; see its log".into(),
+            )
+            .into_response();
+        }
+    };
+    let body = json!({
+        "ready": health.ready(),
+        "store": health.store.as_deref().unwrap_or("ok"),
+        "key": health.key.as_deref().unwrap_or("ok"),
+        "revision": health.revision,
+    });
+    let status = if health.ready() {
+        StatusCode::OK
+    } else {
+        api.counters.errors.fetch_add(1, Ordering::Relaxed);
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    (status, Json(body)).into_response()
+}
+
+/// `GET /metrics`: Prometheus's text format. Counts and states only.
+async fn metrics(_: Caller, State(api): State<Api>) -> Response {
+    let p = (api.nine_p)();
+    let status = api.vault.status();
+    let (done, total, running) = match status.rotation {
+        Some(r) => (r.done, r.total, 1),
+        None => (0, 0, 0),
+    };
+    let mut out = String::new();
+    let mut metric = |name: &str, kind: &str, help: &str, samples: &[(&str, u64)]| {
+        let _ = writeln!(out, "# HELP srv_secrets_{name} {help}");
+        let _ = writeln!(out, "# TYPE srv_secrets_{name} {kind}");
+        for (labels, value) in samples {
+            let _ = writeln!(out, "srv_secrets_{name}{labels} {value}");
+        }
+    };
+    metric(
+        "requests_total",
+        "counter",
+        "9P requests read.",
+        &[("", p.requests)],
+    );
+    metric(
+        "errors_total",
+        "counter",
+        "9P replies that were errors.",
+        &[("", p.errors)],
+    );
+    metric("open_fids", "gauge", "9P fids open.", &[("", p.open_fids)]);
+    metric(
+        "connections",
+        "gauge",
+        "9P connections open, by class.",
+        &[
+            ("{class=\"principal\"}", p.principal_connections),
+            ("{class=\"stranger\"}", p.stranger_connections),
+        ],
+    );
+    metric(
+        "refused_connections_total",
+        "counter",
+        "9P connections closed on accept.",
+        &[("", p.refused_connections)],
+    );
+    metric(
+        "http_requests_total",
+        "counter",
+        "HTTP requests to this API.",
+        &[("", api.counters.requests.load(Ordering::Relaxed))],
+    );
+    metric(
+        "http_errors_total",
+        "counter",
+        "HTTP requests answered with an error.",
+        &[("", api.counters.errors.load(Ordering::Relaxed))],
+    );
+    metric(
+        "secrets",
+        "gauge",
+        "Secrets stored.",
+        &[("", status.secrets as u64)],
+    );
+    metric(
+        "services",
+        "gauge",
+        "Services.",
+        &[("", status.services as u64)],
+    );
+    metric(
+        "active_key",
+        "gauge",
+        "The id of the cluster key in use.",
+        &[("", u64::from(status.active_key))],
+    );
+    metric(
+        "rotation_running",
+        "gauge",
+        "1 while a key rotation runs.",
+        &[("", running)],
+    );
+    metric(
+        "rotation_secrets",
+        "gauge",
+        "A running rotation's progress: secrets re-encrypted, and to re-encrypt.",
+        &[("{of=\"done\"}", done), ("{of=\"total\"}", total)],
+    );
+    metric(
+        "revision",
+        "gauge",
+        "The store's revision.",
+        &[("", api.vault.revision().0)],
+    );
+    (
+        [(
+            header::CONTENT_TYPE,
+            "text/plain; version=0.0.4; charset=utf-8",
+        )],
+        out,
+    )
+        .into_response()
+}
+
+async fn not_found(_: Caller, State(api): State<Api>) -> ApiError {
+    api.counters.errors.fetch_add(1, Ordering::Relaxed);
+    ApiError(
+        StatusCode::NOT_FOUND,
+        "no such endpoint; see docs/api.md".into(),
+    )
+}
+
+async fn method_not_allowed(_: Caller, State(api): State<Api>) -> ApiError {
+    api.counters.errors.fetch_add(1, Ordering::Relaxed);
+    ApiError(
+        StatusCode::METHOD_NOT_ALLOWED,
+        "this endpoint takes GET only".into(),
+    )
+}
+
+/// Serves the API on `listener` until `shutdown`, then lets the requests in flight finish.
+///
+/// # Errors
+/// The listener's.
+pub async fn serve(
+    api: Api,
+    listener: UnixListener,
+    mut shutdown: Shutdown,
+) -> std::io::Result<()> {
+    info!("serving the HTTP API");
+    axum::serve(
+        listener,
+        api.router()
+            .into_make_service_with_connect_info::<PeerCred>(),
+    )
+    .with_graceful_shutdown(async move { shutdown.wait().await })
+    .await
+}

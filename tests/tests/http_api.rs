@@ -1,0 +1,143 @@
+//! The plan API over HTTP on a unix socket (`srv-secrets serve --http unix:PATH`), with a
+//! real HTTP client (curl) as root, as a service's uid and as a stranger's.
+#![allow(clippy::unwrap_used, reason = "a test fails by panicking")]
+
+use std::path::Path;
+use std::process::Command;
+
+use srv_secrets_tests::harness::{SecretsServer, as_uid, can_switch_uid, stdout};
+
+const WEB: u32 = 1001;
+const STRANGER: u32 = 1003;
+const CURL: &str = "/usr/bin/curl";
+
+fn require(test: &str) -> bool {
+    if Path::new(CURL).exists() && can_switch_uid() {
+        return true;
+    }
+    assert!(
+        std::env::var("CI").is_err(),
+        "{test} needs curl and root (setpriv)"
+    );
+    eprintln!("skipping {test}: needs curl and root");
+    false
+}
+
+/// A server with the API at `RUN/http.sock`.
+fn server() -> (SecretsServer, String) {
+    let mut s = SecretsServer::init();
+    let http = s.root.path().join("run/http.sock").display().to_string();
+    s.args = vec!["--http".into(), format!("unix:{http}")];
+    s.serve();
+    // The 9P socket answers first; the HTTP one comes up beside it.
+    for _ in 0..100 {
+        if Path::new(&http).exists() {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    (s, http)
+}
+
+/// `curl` as `uid` (None: root): the status code and the body.
+fn get(socket: &str, uid: Option<u32>, path: &str, method: &str) -> (u16, String) {
+    let mut cmd = match uid {
+        Some(u) => as_uid(u, Path::new(CURL)),
+        None => Command::new(CURL),
+    };
+    cmd.args([
+        "--silent",
+        "--unix-socket",
+        socket,
+        "--request",
+        method,
+        "--write-out",
+        "\n%{http_code}",
+        &format!("http://srv-secrets{path}"),
+    ]);
+    let out = cmd.output().unwrap();
+    let text = stdout(&out);
+    let (body, code) = text.rsplit_once('\n').unwrap();
+    (code.parse().unwrap(), body.to_string())
+}
+
+#[test]
+fn the_admin_reads_health_and_metrics_and_others_get_403() {
+    if !require("the_admin_reads_health_and_metrics_and_others_get_403") {
+        return;
+    }
+    let (s, http) = server();
+    s.add_service("web", WEB, None);
+    s.deploy_with_stdin(&["secret", "set", "db_password"], b"hunter2");
+    s.deploy_ok(&["secret", "grant", "web", "db_password"]);
+
+    let (code, body) = get(&http, None, "/health/ready", "GET");
+    assert_eq!(code, 200, "{body}");
+    let health: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(health["ready"], true, "{body}");
+    assert_eq!(health["store"], "ok");
+    assert_eq!(health["key"], "ok");
+
+    let (code, metrics) = get(&http, None, "/metrics", "GET");
+    assert_eq!(code, 200);
+    for line in [
+        "srv_secrets_secrets 1",
+        "srv_secrets_services 1",
+        "srv_secrets_rotation_running 0",
+        "# TYPE srv_secrets_requests_total counter",
+        "srv_secrets_connections{class=\"principal\"} ",
+    ] {
+        assert!(metrics.contains(line), "{line} not in:\n{metrics}");
+    }
+    // Counts and states only: no name, no value.
+    for word in ["db_password", "web", "hunter2"] {
+        assert!(!metrics.contains(word), "{word} in the metrics:\n{metrics}");
+    }
+
+    // A service, and a uid that is no one, learn nothing: 403, whatever they ask.
+    for uid in [WEB, STRANGER] {
+        for path in ["/health/ready", "/metrics", "/no/such/thing"] {
+            let (code, body) = get(&http, Some(uid), path, "GET");
+            assert_eq!(code, 403, "uid {uid} {path}: {body}");
+            assert!(body.contains("the admin's"), "{body}");
+        }
+    }
+    // The admin's mistakes get their status, as JSON.
+    let (code, body) = get(&http, None, "/no/such/thing", "GET");
+    assert_eq!(code, 404, "{body}");
+    let e: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert!(
+        e["error"].as_str().unwrap().contains("no such endpoint"),
+        "{body}"
+    );
+    let (code, _) = get(&http, None, "/metrics", "POST");
+    assert_eq!(code, 405);
+}
+
+#[test]
+fn readiness_fails_when_the_key_file_no_longer_matches() {
+    if !require("readiness_fails_when_the_key_file_no_longer_matches") {
+        return;
+    }
+    let (s, http) = server();
+    // Another store's key where this one's was.
+    let other = s.root.path().join("other");
+    let out = Command::new(&srv_secrets_tests::harness::bins().srv_secrets)
+        .args(["init", "--data"])
+        .arg(&other)
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    std::fs::copy(other.join("key"), s.data.join("key")).unwrap();
+    let (code, body) = get(&http, None, "/health/ready", "GET");
+    assert_eq!(code, 503, "{body}");
+    let health: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(health["ready"], false);
+    assert!(
+        health["key"]
+            .as_str()
+            .unwrap()
+            .contains("does not match this store"),
+        "{body}"
+    );
+}
