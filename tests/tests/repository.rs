@@ -37,8 +37,11 @@ fn ci_checks_format_and_lints_before_the_readmes_test_command_and_verifies_the_u
     assert!(at("\ncargo clippy --workspace --all-targets -- -D warnings\n") < test);
     assert!(at("systemd-analyze verify") > test);
     assert!(at("cargo install --quiet --locked --debug --path srv-secrets --root") > test);
+    // systemd-analyze comes with the systemd package, which a minimal image lacks.
+    let install = &ci[at("apt-get install")..];
+    let packages = &install[..install.find(">/dev/null").unwrap_or(install.len())];
     assert!(
-        ci.contains("\n  systemd \\\n"),
+        packages.split_whitespace().any(|word| word == "systemd"),
         "systemd is in the apt-get list"
     );
     // The README's test command is the same one.
