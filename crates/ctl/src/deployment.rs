@@ -220,6 +220,23 @@ pub enum CatalogCommand {
     },
 }
 
+impl CatalogCommand {
+    /// The command's first word (`service` for `service SERVICE tiers`).
+    pub fn verb(&self) -> &'static str {
+        match self {
+            CatalogCommand::TierAdd { .. } | CatalogCommand::TierRemove { .. } => TIER,
+            CatalogCommand::Meta { .. } | CatalogCommand::MetaRemove { .. } => META,
+            CatalogCommand::Strategy { .. } => STRATEGY,
+            CatalogCommand::Present { .. } => PRESENT,
+            CatalogCommand::ServiceTiers { .. } => crate::command::SERVICE,
+            CatalogCommand::Generate { .. } => GENERATE,
+            CatalogCommand::Plan { .. } => PLAN,
+            CatalogCommand::Lint { .. } => LINT,
+            CatalogCommand::Export { .. } | CatalogCommand::Apply { .. } => CATALOG,
+        }
+    }
+}
+
 pub(crate) const TIER: &str = "tier";
 pub(crate) const META: &str = "meta";
 pub(crate) const STRATEGY: &str = "strategy";
