@@ -430,10 +430,22 @@ impl fmt::Display for ApplyReport {
                 "{} added, {} changed, {} removed",
                 s.added, s.changed, s.removed
             )?;
-            writeln!(f, "{}", if self.dry_run { " (dry run: nothing changed)" } else { "" })?;
+            writeln!(
+                f,
+                "{}",
+                if self.dry_run {
+                    " (dry run: nothing changed)"
+                } else {
+                    ""
+                }
+            )?;
         }
         if self.values > 0 {
-            let verb = if self.dry_run { "would be stored" } else { "stored" };
+            let verb = if self.dry_run {
+                "would be stored"
+            } else {
+                "stored"
+            };
             let plural = if self.values == 1 { "" } else { "s" };
             writeln!(f, "{} value{plural} {verb}", self.values)?;
         }

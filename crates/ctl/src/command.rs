@@ -59,7 +59,7 @@ pub(crate) mod usage {
     pub(crate) const LINT: &str = "lint [TIER]";
     pub(crate) const CATALOG: &str = "catalog (export [toml|json] | apply [FLAG]... FILE)";
     pub(crate) const EXPORT: &str = "catalog export [toml|json]";
-    pub(crate) const APPLY: &str = "catalog apply [dry-run] [prune] [with-values] FILE";
+    pub(crate) const APPLY: &str = "catalog apply [toml|json] [FLAG]... FILE";
 
     /// Every usage, for the tests that check each error's length.
     #[cfg(test)]
@@ -150,8 +150,8 @@ pub(crate) const VERBS: &[Verb] = &[
                 "the catalog: tiers, services' tiers, secrets' metadata (no values)",
             ),
             (
-                "catalog apply [dry-run] [prune] [with-values] FILE",
-                "make the catalog FILE's ({N} literal, TOML or JSON) declarations; the diff",
+                "catalog apply [toml|json] [dry-run] [prune] [with-values] FILE",
+                "make the declarations of catalog FILE (a {N} literal); the diff",
             ),
         ],
         parse: parse::catalog,
@@ -554,12 +554,16 @@ impl Command {
                     ]
                 }
                 CatalogCommand::Apply {
+                    format,
                     file,
                     dry_run,
                     prune,
                     with_values,
                 } => {
                     let mut a = vec![Word(deployment::CATALOG), Word("apply")];
+                    if let Some(f) = format {
+                        a.push(Word(f.as_str()));
+                    }
                     for (flag, on) in
                         deployment::APPLY_FLAGS
                             .iter()

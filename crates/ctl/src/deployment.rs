@@ -18,7 +18,8 @@
 //! service SERVICE tiers LIST           LIST: TIER{,TIER}, '' for none, * for every tier
 //! generate NAME [TEMPLATE]
 //! plan SERVICE TIER                    lint [TIER]
-//! catalog export [toml | json]         catalog apply [dry-run] [prune] [with-values] FILE
+//! catalog export [toml | json]
+//! catalog apply [toml | json] [dry-run] [prune] [with-values] FILE
 //! ```
 
 use crate::Value;
@@ -206,8 +207,11 @@ pub enum CatalogCommand {
         /// The form.
         format: CatalogFormat,
     },
-    /// `catalog apply [dry-run] [prune] [with-values] FILE`: answered with the diff.
+    /// `catalog apply [toml|json] [dry-run] [prune] [with-values] FILE`: answered with
+    /// the diff.
     Apply {
+        /// The file's form; without it the server tells by its first bytes.
+        format: Option<CatalogFormat>,
         /// The catalog file's text (a `{N}` literal of up to
         /// [`MAX_CATALOG_LEN`](crate::MAX_CATALOG_LEN) bytes).
         file: Value,

@@ -493,8 +493,20 @@ pub(crate) fn catalog(t: &mut Tokens<'_>) -> Result<Command, ErrorKind> {
         }
         b"apply" => {
             let mut flags = [false; 3];
+            let mut format = None;
             let file = loop {
                 let token = arg(t, "file", usage::APPLY)?;
+                let named = match token.as_slice() {
+                    b"toml" => Some(CatalogFormat::Toml),
+                    b"json" => Some(CatalogFormat::Json),
+                    _ => None,
+                };
+                if let Some(f) = named {
+                    if format.replace(f).is_some() {
+                        return Err(ErrorKind::RepeatedOption);
+                    }
+                    continue;
+                }
                 match APPLY_FLAGS
                     .iter()
                     .position(|f| f.as_bytes() == token.as_slice())
@@ -507,6 +519,7 @@ pub(crate) fn catalog(t: &mut Tokens<'_>) -> Result<Command, ErrorKind> {
             end(t, usage::APPLY, false)?;
             let [dry_run, prune, with_values] = flags;
             CatalogCommand::Apply {
+                format,
                 file,
                 dry_run,
                 prune,

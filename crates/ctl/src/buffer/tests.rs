@@ -1327,6 +1327,7 @@ fn catalog_command() -> impl Strategy<Value = CatalogCommand> {
         )
             .prop_map(
                 |(file, dry_run, prune, with_values)| CatalogCommand::Apply {
+                    format: dry_run.then_some(CatalogFormat::Json),
                     file: Value::from(file),
                     dry_run,
                     prune,
@@ -1622,6 +1623,7 @@ fn catalog_commands_as_a_person_writes_them() {
     assert_eq!(
         catalog("catalog apply prune with-values {9}\n[tiers.a]"),
         CatalogCommand::Apply {
+            format: None,
             file: Value::from(b"[tiers.a]".to_vec()),
             dry_run: false,
             prune: true,
@@ -1688,8 +1690,7 @@ fn catalog_command_errors() {
         ),
         (
             b"catalog apply prune",
-            "ctl: line 1: catalog: missing file; usage: catalog apply [dry-run] [prune] \
-             [with-values] FILE",
+            "ctl: line 1: catalog: missing file; usage: catalog apply [toml|json] [FLAG]... FILE",
         ),
         (
             b"generate a '\xff'",
@@ -1743,6 +1744,7 @@ fn a_catalog_file_may_be_larger_than_a_value() {
     );
     assert_eq!(
         Command::Catalog(CatalogCommand::Apply {
+            format: None,
             file: Value::from(vec![0; crate::MAX_CATALOG_LEN + 1]),
             dry_run: false,
             prune: false,
@@ -1796,7 +1798,7 @@ fn help_lists_the_catalog_commands() {
         "plan SERVICE TIER",
         "lint [TIER]",
         "catalog export [toml|json]",
-        "catalog apply [dry-run] [prune] [with-values] FILE",
+        "catalog apply [toml|json] [dry-run] [prune] [with-values] FILE",
     ] {
         assert!(help.contains(form), "{form}\n{help}");
     }

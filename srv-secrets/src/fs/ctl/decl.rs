@@ -11,9 +11,9 @@
 use std::collections::BTreeMap;
 
 use catalog::{
-    ApplyReport, Catalog, Class, DeclError, FieldError, Format, LoadError, LoadOptions,
-    MetaUpdate, Pattern, Period, PromptKind, PromptSpec, Reference, SecretValue, Strategy,
-    Template, TemplateError, TierPolicy,
+    ApplyReport, Catalog, Class, DeclError, FieldError, Format, LoadError, LoadOptions, MetaUpdate,
+    Pattern, Period, PromptKind, PromptSpec, Reference, SecretValue, Strategy, Template,
+    TemplateError, TierPolicy,
 };
 use ctl::{Answer, CatalogCommand, CatalogFormat, MetaFields, PromptArgs, StrategyArg};
 use secrets::{Applied, Change, Error as VaultError, Vault};
@@ -24,10 +24,7 @@ pub(super) enum Prepared<'c> {
     /// A change made of the command's own fields.
     Direct(Change<'c>),
     /// `meta`.
-    Meta {
-        name: &'c str,
-        update: MetaUpdate,
-    },
+    Meta { name: &'c str, update: MetaUpdate },
     /// `strategy` (but `remove`).
     Strategy {
         name: &'c str,
@@ -77,10 +74,9 @@ impl Prepared<'_> {
 /// What is wrong with a field, in the ctl error's words (no input echoed).
 pub(super) fn prepare(command: &CatalogCommand) -> Result<Prepared<'_>, String> {
     Ok(match command {
-        CatalogCommand::TierAdd { tier, core } => Prepared::Direct(Change::TierDeclare {
-            tier,
-            core: *core,
-        }),
+        CatalogCommand::TierAdd { tier, core } => {
+            Prepared::Direct(Change::TierDeclare { tier, core: *core })
+        }
         CatalogCommand::TierRemove { tier } => Prepared::Direct(Change::TierRemove { tier }),
         CatalogCommand::Meta { name, fields } => Prepared::Meta {
             name,
@@ -115,30 +111,31 @@ pub(super) fn prepare(command: &CatalogCommand) -> Result<Prepared<'_>, String> 
             tier,
             present: *present,
         }),
-        CatalogCommand::ServiceTiers { service, tiers } => {
-            Prepared::Direct(Change::ServiceTiers {
-                service,
-                tiers: tiers.as_deref(),
-            })
-        }
+        CatalogCommand::ServiceTiers { service, tiers } => Prepared::Direct(Change::ServiceTiers {
+            service,
+            tiers: tiers.as_deref(),
+        }),
         CatalogCommand::Generate { name, template } => Prepared::Generate {
             name,
             template: template.as_deref().map(template_of).transpose()?,
         },
         CatalogCommand::Apply {
+            format,
             file,
             prune,
             with_values,
             ..
         } => {
-            let loaded = load(file.expose(), *with_values)?;
+            let loaded = load(file.expose(), *format, *with_values)?;
             Prepared::Apply {
                 catalog: loaded.catalog,
                 values: loaded.values,
                 prune: *prune,
             }
         }
-        CatalogCommand::Plan { .. } | CatalogCommand::Lint { .. } | CatalogCommand::Export { .. } => {
+        CatalogCommand::Plan { .. }
+        | CatalogCommand::Lint { .. }
+        | CatalogCommand::Export { .. } => {
             return Err("this command changes nothing: it is answered, not applied".into());
         }
     })
@@ -184,12 +181,13 @@ pub(super) fn query(vault: &Vault, command: &CatalogCommand) -> Result<Answer, S
                 .body(Zeroizing::new(text.into_bytes())))
         }
         CatalogCommand::Apply {
+            format,
             file,
             prune,
             with_values,
             ..
         } => {
-            let loaded = load(file.expose(), *with_values)?;
+            let loaded = load(file.expose(), *format, *with_values)?;
             let diff = vault
                 .catalog_diff(&loaded.catalog, *prune)
                 .map_err(|e| super::explain(&e))?;
@@ -293,7 +291,11 @@ pub(super) fn answer(command: &CatalogCommand, applied: Applied) -> Answer {
             report(&ApplyReport::new(&diff, false, values))
         }
         (command, applied) => {
-            tracing::error!(verb = command.verb(), ?applied, "unexpected outcome of a catalog command");
+            tracing::error!(
+                verb = command.verb(),
+                ?applied,
+                "unexpected outcome of a catalog command"
+            );
             answer
         }
     }
@@ -362,12 +364,21 @@ fn json<T: serde::Serialize>(value: &T) -> Zeroizing<Vec<u8>> {
     Zeroizing::new(out)
 }
 
-/// A catalog file, TOML or JSON (told by its first bytes: a JSON document starts with `{`,
-/// or with `[` and then `{`, `]` or `"`; a TOML file's `[` starts a table's name).
-fn load(file: &[u8], with_values: bool) -> Result<catalog::Loaded, String> {
-    let text = std::str::from_utf8(file)
-        .map_err(|_| "the catalog file is not UTF-8 text".to_string())?;
-    let format = format_of(text);
+/// A catalog file, TOML or JSON: as the command says, else told by its first bytes (a JSON
+/// document starts with `{`, or with `[` and then `{`, `]` or `"`; a TOML file's `[` starts
+/// a table's name).
+fn load(
+    file: &[u8],
+    format: Option<CatalogFormat>,
+    with_values: bool,
+) -> Result<catalog::Loaded, String> {
+    let text =
+        std::str::from_utf8(file).map_err(|_| "the catalog file is not UTF-8 text".to_string())?;
+    let format = match format {
+        Some(CatalogFormat::Toml) => Format::Toml,
+        Some(CatalogFormat::Json) => Format::Json,
+        None => format_of(text),
+    };
     catalog::load(
         text,
         format,
@@ -449,8 +460,7 @@ fn template_of(text: &str) -> Result<Template, String> {
 fn meta_update(fields: &MetaFields) -> Result<MetaUpdate, String> {
     // '' clears a field; anything else sets it.
     fn text(v: &Option<String>) -> Option<Option<String>> {
-        v.as_ref()
-            .map(|t| (!t.is_empty()).then(|| t.clone()))
+        v.as_ref().map(|t| (!t.is_empty()).then(|| t.clone()))
     }
     let class = match fields.class.as_deref() {
         None => None,
@@ -558,15 +568,21 @@ mod tests {
                 ..PromptArgs::default()
             })
             .unwrap_err(),
-            load(b"\xff", false).unwrap_err(),
-            load(b"[tiers.a\n", false).unwrap_err(),
-            load(b"{\"secret_id\": 1}", false).unwrap_err(),
+            load(b"\xff", None, false).unwrap_err(),
+            load(b"[tiers.a\n", None, false).unwrap_err(),
+            load(b"{\"secret_id\": 1}", None, false).unwrap_err(),
             load(
                 b"[secrets.a]\nvalue = \"hunter2\"\n[secrets.b]\nvalue = \"x\"\n",
+                None,
                 false,
             )
             .unwrap_err(),
-            load(b"[secrets.a]\nvalue = \"hunter2\"\n", false).unwrap_err(),
+            load(
+                b"[secrets.a]\nvalue = \"hunter2\"\n",
+                Some(CatalogFormat::Toml),
+                false,
+            )
+            .unwrap_err(),
             explain(&VaultError::NoSuchTier).unwrap(),
             explain(&VaultError::NoTemplate).unwrap(),
             explain(&VaultError::Template(TemplateError::Missing {
