@@ -6,7 +6,7 @@ use std::ffi::OsString;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use clap::{Args, Parser, Subcommand};
+use clap::{ArgAction, ArgGroup, Args, Parser, Subcommand, ValueEnum};
 
 /// The top of `deploy --help`, after the options: where deploy looks for the server, once
 /// here rather than under every subcommand's --addr.
@@ -18,8 +18,8 @@ Server address:
   An address is unix:PATH or the socket's path.
 
 Exit status:
-  0 success, 1 a failure or a finding (missing grants), 2 a usage error,
-  130 interrupted (Ctrl-C).
+  0 success, 1 a failure or a finding (missing grants, a plan's problem, a lint
+  finding), 2 a usage error, 130 interrupted (Ctrl-C).
 
 Examples:
   deploy status
@@ -66,9 +66,15 @@ pub enum Command {
     /// Set, list, grant, revoke and delete secrets; rotate the cluster key.
     #[command(subcommand)]
     Secret(SecretCommand),
-    /// Add, remove, list and check services.
+    /// Add, remove, list and check services; the tiers they are deployed to.
     #[command(subcommand)]
     Service(ServiceCommand),
+    /// Declare the deployment tiers (local_dev, desktop, mobile, cloud, ...).
+    #[command(subcommand)]
+    Tier(TierCommand),
+    /// Apply and export deployment catalogs: tiers, services' tiers, secrets' metadata.
+    #[command(subcommand)]
+    Catalog(CatalogCommand),
     /// Mount a service's view (/secret/NAME, /config/KEY) at a directory, over FUSE.
     ///
     /// Run as root, it mounts SERVICE's view on its behalf: the files belong to the
@@ -189,13 +195,21 @@ Examples:
   deploy secret set db_password                      # type it; it is not echoed
   deploy secret set tls_key < key.pem                # byte for byte from stdin
   deploy secret set tls_key --file /etc/ssl/private/key.pem
-  openssl rand -hex 32 | deploy secret set api_key")]
+  openssl rand -hex 32 | deploy secret set api_key
+  deploy secret set jwt_key --generate '{{random:base64url:32}}'
+  deploy secret set db_password --generate           # its core tier's template")]
     Set {
         /// The secret's name: 1 to 128 of A-Z a-z 0-9 . _ -
         name: String,
         /// Read the value from this file, byte for byte (binary safe).
-        #[arg(long, value_name = "PATH")]
+        #[arg(long, value_name = "PATH", conflicts_with = "generate")]
         file: Option<PathBuf>,
+        /// Make the value on the server from TEMPLATE ({{random:hex:32}},
+        /// {{password:24}}, ...), or, without TEMPLATE, from the secret's core-tier
+        /// template (`deploy secret strategy NAME --tier T --serve --template ...`). The
+        /// value is shown nowhere.
+        #[arg(long, value_name = "TEMPLATE", num_args = 0..=1, default_missing_value = "")]
+        generate: Option<String>,
         /// Store an empty value (replacing the secret's value with nothing).
         #[arg(long)]
         allow_empty: bool,
@@ -279,6 +293,102 @@ Examples:
     },
     /// Re-encrypt every secret under a new cluster key, showing progress.
     RotateKey,
+    /// Set a secret's metadata: class, owner, rotation period, description.
+    ///
+    /// The secret need not have a value (a prompted or delegated one never does). Only the
+    /// fields given change; an empty one (--owner '') clears it (--class none clears the
+    /// class). Deleting a secret keeps its metadata; --remove drops it.
+    #[command(after_help = "\
+Examples:
+  deploy secret meta db_root --class infrastructure --owner 'platform team'
+  deploy secret meta jwt_key --class service --rotate-every 30d --description 'signs API tokens'
+  deploy secret meta old_key --remove")]
+    Meta(MetaArgs),
+    /// Declare what happens to a secret on a tier: served, stripped, generated, prompted
+    /// or delegated.
+    ///
+    /// Give exactly one of --serve, --strip, --generate, --prompt, --delegate, --remove.
+    /// Where the secret's class on the tier is infrastructure, only --serve (on a core
+    /// tier) or --strip is accepted: infrastructure never leaves the core server. --class
+    /// gives the tier a class of its own (a connection string that is infrastructure on
+    /// the core tier and a generated service secret on desktop).
+    ///
+    /// --help TEXT, after --prompt, is the prompt's help text; --help alone (or -h) prints
+    /// this.
+    #[command(
+        disable_help_flag = true,
+        group(ArgGroup::new("how").args(["serve", "strip", "generate", "prompt", "delegate", "remove"])),
+        after_help = "\
+Templates: {{random:hex:N}} {{random:base64:N}} {{random:base64url:N}} (N random bytes),
+  {{password:N}} {{password:N:ALPHABET}} {{uuid}} {{deployment}} {{service}} {{tier}};
+  upper-case ones ({{USER_DATA}}, {{ENV:NAME}}) are left to the target. Quote them.
+
+Examples:
+  deploy secret strategy postgres_connection --tier local_dev --serve
+  deploy secret strategy postgres_connection --tier desktop --class service \\
+      --generate 'file://{{USER_DATA}}/app.db'
+  deploy secret strategy db_root --tier desktop --strip
+  deploy secret strategy openrouter_key --tier desktop --prompt --label 'OpenRouter API key' \\
+      --kind password --pattern '^sk-or-' --help 'From openrouter.ai/keys'
+  deploy secret strategy telegram_token --tier cloud --delegate github:acme/bot#TELEGRAM_TOKEN"
+    )]
+    Strategy(StrategyArgs),
+    /// Mark a delegated reference present (the provider holds the secret), or not.
+    #[command(after_help = "\
+Examples:
+  deploy secret present telegram_token --tier cloud
+  deploy secret present telegram_token --tier cloud --absent")]
+    Present {
+        /// The secret's name.
+        name: String,
+        /// The tier it is delegated on.
+        #[arg(long)]
+        tier: String,
+        /// Mark it not present.
+        #[arg(long)]
+        absent: bool,
+    },
+    /// What happens to each secret of a service's manifest on a tier; exit 1 on a problem.
+    ///
+    /// For each secret: its class on the tier, and whether it is served, stripped,
+    /// generated (with which template), prompted (with which label and rules) or
+    /// delegated (to which reference, and whether it is present). Then every problem: no
+    /// strategy for the tier, no such secret, not granted on a core tier, a delegated
+    /// reference not marked present. Never a value.
+    #[command(after_help = "\
+Examples:
+  deploy secret plan --service web --tier desktop
+  deploy secret plan --scenario picker-wheel --tier desktop --json")]
+    Plan {
+        /// The service (a scenario) whose manifest is planned.
+        #[arg(long, visible_alias = "scenario", value_name = "SERVICE")]
+        service: String,
+        /// The tier.
+        #[arg(long)]
+        tier: String,
+        /// Print JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+    /// What the catalog leaves undecided or broken; exit 1 on any finding.
+    ///
+    /// Secrets with no class; secrets a manifest uses that lack a strategy for one of the
+    /// service's tiers; infrastructure that could leave; manifest entries with no secret;
+    /// delegated references not present; and per tier the share of secrets with a strategy.
+    /// Each finding has a stable id (`no-strategy/desktop/jwt_key`), so that a tracker
+    /// files it once.
+    #[command(after_help = "\
+Examples:
+  deploy secret lint
+  deploy secret lint --tier desktop --json")]
+    Lint {
+        /// Only this tier's findings (and those of no tier).
+        #[arg(long)]
+        tier: Option<String>,
+        /// Print JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
     /// Print a secret's value as a service sees it, byte for byte (admin only).
     ///
     /// To a terminal, a value that is not text (not UTF-8, or with control characters
@@ -323,10 +433,25 @@ A manifest has lines `secret NAME` and `config KEY=VALUE`, e.g.:
         #[arg(long, value_name = "FILE")]
         manifest: Option<PathBuf>,
     },
-    /// Remove a service and its grants.
+    /// Remove a service and its grants (its tiers in the catalog stay).
     Remove {
         /// The service's name.
         service: String,
+    },
+    /// Declare the tiers a service is deployed to (plans and the lint use them).
+    #[command(after_help = "\
+Examples:
+  deploy service tiers web desktop,local_dev
+  deploy service tiers web --all                 # every declared tier (the default)")]
+    Tiers {
+        /// The service's name.
+        service: String,
+        /// The tiers, comma-separated.
+        #[arg(value_name = "TIER,TIER", required_unless_present = "all")]
+        tiers: Option<String>,
+        /// Every declared tier.
+        #[arg(long, conflicts_with = "tiers")]
+        all: bool,
     },
     /// List services: uid, secrets the manifest needs, grants, grants missing.
     List(JsonFlag),
@@ -369,6 +494,224 @@ Examples:
         #[arg(required = true, last = true, value_name = "CMD")]
         command: Vec<OsString>,
     },
+}
+
+/// `deploy secret meta …`'s arguments.
+#[derive(Debug, Args)]
+pub struct MetaArgs {
+    /// The secret's name.
+    pub name: String,
+    /// infrastructure (never leaves the core server), service (made per deployment)
+    /// or user (asked of the user); none clears it.
+    #[arg(long, value_enum)]
+    pub class: Option<ClassArg>,
+    /// Who answers for it (free text).
+    #[arg(long)]
+    pub owner: Option<String>,
+    /// How often to rotate it: 30m, 12h, 90d (the default), 2w.
+    #[arg(long, value_name = "DURATION")]
+    pub rotate_every: Option<String>,
+    /// What it is.
+    #[arg(long)]
+    pub description: Option<String>,
+    /// Remove its metadata (its value, if any, stays).
+    #[arg(long, conflicts_with_all = ["class", "owner", "rotate_every", "description"])]
+    pub remove: bool,
+}
+
+/// `deploy secret strategy …`'s arguments.
+#[derive(Debug, Args)]
+pub struct StrategyArgs {
+    /// Print help.
+    #[arg(short = 'h', action = ArgAction::Help)]
+    pub short_help: Option<bool>,
+    /// The secret's name.
+    #[arg(required_unless_present = "help")]
+    pub name: Option<String>,
+    /// The tier.
+    #[arg(long, required_unless_present = "help")]
+    pub tier: Option<String>,
+    /// The secret's class on this tier, if not its own.
+    #[arg(long, value_enum)]
+    pub class: Option<ClassArg>,
+    /// Served by the core server (core tiers only).
+    #[arg(long)]
+    pub serve: bool,
+    /// With --serve: the template `deploy secret set NAME --generate` makes the stored
+    /// value from.
+    #[arg(long, value_name = "TEMPLATE")]
+    pub template: Option<String>,
+    /// Never leaves the core server: deployments get nothing.
+    #[arg(long)]
+    pub strip: bool,
+    /// Made fresh for each deployment from TEMPLATE.
+    #[arg(long, value_name = "TEMPLATE")]
+    pub generate: Option<String>,
+    /// Asked of the user at first run (with --label).
+    #[arg(long)]
+    pub prompt: bool,
+    /// With --prompt: the question the UI shows.
+    #[arg(long, value_name = "TEXT")]
+    pub label: Option<String>,
+    /// With --prompt: longer help text for the UI. Alone: print this help.
+    #[arg(long = "help", value_name = "TEXT", num_args = 0..=1)]
+    pub help: Option<Option<String>>,
+    /// With --prompt: the kind of answer.
+    #[arg(long, value_enum)]
+    pub kind: Option<KindArg>,
+    /// With --prompt: a regular expression the whole answer must match.
+    #[arg(long, value_name = "REGEX")]
+    pub pattern: Option<String>,
+    /// With --prompt: the least value (number) or length (otherwise).
+    #[arg(long, allow_negative_numbers = true, value_name = "N")]
+    pub min: Option<i64>,
+    /// With --prompt: the greatest value (number) or length (otherwise).
+    #[arg(long, allow_negative_numbers = true, value_name = "N")]
+    pub max: Option<i64>,
+    /// With --prompt: the user may leave it empty.
+    #[arg(long)]
+    pub optional: bool,
+    /// Held by a provider: github:OWNER/REPO#NAME, gcp:projects/P/secrets/S, env:NAME, ...
+    #[arg(long, value_name = "REF")]
+    pub delegate: Option<String>,
+    /// Remove the secret's strategy on the tier.
+    #[arg(long)]
+    pub remove: bool,
+}
+
+/// A secret's class, as the command line takes it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum ClassArg {
+    /// Never leaves the core server.
+    Infrastructure,
+    /// Made per deployment.
+    Service,
+    /// Asked of the user.
+    User,
+    /// No class (clears it; with `strategy`, the secret's own).
+    None,
+}
+
+impl ClassArg {
+    /// The word the ctl language carries (`''` for none).
+    pub fn word(self) -> &'static str {
+        match self {
+            ClassArg::Infrastructure => "infrastructure",
+            ClassArg::Service => "service",
+            ClassArg::User => "user",
+            ClassArg::None => "",
+        }
+    }
+}
+
+/// A prompt's kind of answer.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum KindArg {
+    /// Any text.
+    Text,
+    /// Not shown as typed.
+    Password,
+    /// A URL.
+    Url,
+    /// An e-mail address.
+    Email,
+    /// An integer (--min and --max bound its value).
+    Number,
+}
+
+impl KindArg {
+    /// The word the ctl language carries.
+    pub fn word(self) -> &'static str {
+        match self {
+            KindArg::Text => "text",
+            KindArg::Password => "password",
+            KindArg::Url => "url",
+            KindArg::Email => "email",
+            KindArg::Number => "number",
+        }
+    }
+}
+
+/// `deploy tier …`
+#[derive(Debug, Subcommand)]
+pub enum TierCommand {
+    /// Declare a tier, or change whether it is core.
+    ///
+    /// A core tier is the core server itself, where services read their view from
+    /// srv-secrets; only core tiers serve stored values. A core tier that serves a secret
+    /// cannot stop being core.
+    #[command(after_help = "\
+Examples:
+  deploy tier add local_dev --core
+  deploy tier add desktop
+  deploy tier add cloud")]
+    Add {
+        /// The tier's name: 1 to 32 of a-z 0-9 _ -
+        tier: String,
+        /// The core server itself.
+        #[arg(long)]
+        core: bool,
+    },
+    /// Remove a tier that no strategy and no service's tier list names.
+    Remove {
+        /// The tier.
+        tier: String,
+    },
+    /// List the declared tiers.
+    List(JsonFlag),
+}
+
+/// `deploy catalog …`
+#[derive(Debug, Subcommand)]
+pub enum CatalogCommand {
+    /// Apply a catalog file (TOML, or JSON: its TOML shape or seed 000's), showing the diff.
+    ///
+    /// The tiers, services and secrets the file names get exactly its declarations; the
+    /// others are left alone unless --prune removes them. Grants are never touched. It is
+    /// one transaction: all of it applies, or nothing does. A catalog holds metadata, not
+    /// values: a `value` in it is refused, because catalogs end up in git, unless
+    /// --with-values stores each as the secret's value in the same transaction.
+    #[command(after_help = "\
+Examples:
+  deploy catalog apply catalog.toml --dry-run
+  deploy catalog apply catalog.toml
+  deploy catalog apply secrets.json --with-values     # seed 000's metadata, with its values
+  deploy catalog export > catalog.toml && deploy catalog apply catalog.toml --prune")]
+    Apply {
+        /// The catalog file (.toml or .json; up to 16 MiB).
+        file: PathBuf,
+        /// Show what would change, and change nothing.
+        #[arg(long)]
+        dry_run: bool,
+        /// Remove the declarations the file does not make.
+        #[arg(long)]
+        prune: bool,
+        /// Store the values the file carries as the secrets' values.
+        #[arg(long)]
+        with_values: bool,
+        /// Print the diff as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Write the catalog to stdout: no values. Applying it changes nothing.
+    #[command(after_help = "\
+Examples:
+  deploy catalog export > catalog.toml
+  deploy catalog export --format json")]
+    Export {
+        /// The form.
+        #[arg(long, value_enum, default_value = "toml")]
+        format: FormatArg,
+    },
+}
+
+/// A catalog file's form.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum FormatArg {
+    /// TOML, the native form.
+    Toml,
+    /// JSON.
+    Json,
 }
 
 /// The longest --timeout: a day is already "never" for a command someone waits on.
@@ -557,6 +900,98 @@ mod tests {
         }
         let status = Cli::try_parse_from(["deploy", "status"]).unwrap();
         assert!(!status.command.handles_signals());
+    }
+
+    #[test]
+    fn strategy_takes_help_text_and_still_has_help() {
+        let cli = Cli::try_parse_from([
+            "deploy",
+            "secret",
+            "strategy",
+            "key",
+            "--tier",
+            "desktop",
+            "--prompt",
+            "--label",
+            "Key",
+            "--help",
+            "From the console",
+            "--min",
+            "-1",
+        ])
+        .unwrap();
+        match cli.command {
+            Command::Secret(SecretCommand::Strategy(a)) => {
+                assert_eq!(a.help, Some(Some("From the console".into())));
+                assert_eq!(a.min, Some(-1));
+                assert!(a.prompt);
+            }
+            other => panic!("parsed as {other:?}"),
+        }
+        // --help alone needs no other argument: it asks for the help.
+        let cli = Cli::try_parse_from(["deploy", "secret", "strategy", "--help"]).unwrap();
+        match cli.command {
+            Command::Secret(SecretCommand::Strategy(a)) => assert_eq!(a.help, Some(None)),
+            other => panic!("parsed as {other:?}"),
+        }
+        let e = Cli::try_parse_from(["deploy", "secret", "strategy", "-h"]).unwrap_err();
+        assert_eq!(e.kind(), clap::error::ErrorKind::DisplayHelp);
+        // Two strategies: a usage error (a prompt's fields without --prompt are refused
+        // by `deploy`, see commands::catalog).
+        for args in [
+            &["--serve", "--strip"][..],
+            &["--generate", "x", "--delegate", "y"][..],
+        ] {
+            let mut argv = vec!["deploy", "secret", "strategy", "k", "--tier", "t"];
+            argv.extend(args);
+            let e = Cli::try_parse_from(argv).unwrap_err();
+            assert_eq!(e.exit_code(), 2, "{args:?}");
+        }
+    }
+
+    #[test]
+    fn set_generate_takes_an_optional_template() {
+        let cli = Cli::try_parse_from(["deploy", "secret", "set", "k", "--generate"]).unwrap();
+        match cli.command {
+            Command::Secret(SecretCommand::Set { generate, .. }) => {
+                assert_eq!(generate.as_deref(), Some(""))
+            }
+            other => panic!("parsed as {other:?}"),
+        }
+        let cli = Cli::try_parse_from([
+            "deploy",
+            "secret",
+            "set",
+            "k",
+            "--generate",
+            "{{random:hex:32}}",
+        ])
+        .unwrap();
+        match cli.command {
+            Command::Secret(SecretCommand::Set {
+                generate,
+                argv_value,
+                ..
+            }) => {
+                assert_eq!(generate.as_deref(), Some("{{random:hex:32}}"));
+                assert!(argv_value.is_empty());
+            }
+            other => panic!("parsed as {other:?}"),
+        }
+        let cli = Cli::try_parse_from([
+            "deploy",
+            "secret",
+            "plan",
+            "--scenario",
+            "web",
+            "--tier",
+            "desktop",
+        ])
+        .unwrap();
+        assert!(matches!(
+            cli.command,
+            Command::Secret(SecretCommand::Plan { service, .. }) if service == "web"
+        ));
     }
 
     #[test]

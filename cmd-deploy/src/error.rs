@@ -31,6 +31,15 @@ pub enum CliError {
         /// Our effective uid, which the server sees through SO_PEERCRED.
         uid: u32,
     },
+    /// A catalog file refused, here or by the server: every declaration at fault, each at
+    /// its line (never a value).
+    #[error("{}: {reason}", path.display())]
+    BadCatalog {
+        /// The catalog file.
+        path: std::path::PathBuf,
+        /// What is wrong.
+        reason: String,
+    },
     /// An import's input was refused before anything was sent.
     #[error("{}: {reason}", path.display())]
     BadImport {

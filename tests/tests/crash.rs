@@ -1,5 +1,6 @@
-//! kill -9 in the middle of set, grant, revoke and rotate-key, over and over: after every
-//! restart each acknowledged command is there, and every value decrypts.
+//! kill -9 in the middle of set, grant, revoke, rotate-key and a catalog declaration
+//! (`meta`), over and over: after every restart each acknowledged command is there, and
+//! every value decrypts.
 //!
 //! `CRASH_ITERATIONS` sets the number of kills (default 200, what CI runs); the soak
 //! script `tests/soak/crash.sh` runs thousands.
@@ -18,6 +19,8 @@ const SERVICE: &str = "crashsvc";
 struct Model {
     values: BTreeMap<String, Vec<u8>>,
     granted: BTreeSet<String>,
+    /// Each secret's owner in the catalog.
+    owners: BTreeMap<String, String>,
 }
 
 /// The one command that was in flight when the server died: it may or may not have
@@ -28,6 +31,8 @@ enum Op {
     Grant(String),
     Revoke(String),
     RotateKey,
+    /// `meta NAME owner OWNER`.
+    Owner(String, String),
 }
 
 fn value_of(i: u64, j: u64) -> Vec<u8> {
@@ -59,6 +64,13 @@ async fn send(ctl: &Fid, op: &Op) -> Result<(), ninep::client::ClientError> {
             name: n.clone(),
         },
         Op::RotateKey => ::ctl::Command::RotateKey,
+        Op::Owner(n, owner) => ::ctl::Command::Catalog(::ctl::CatalogCommand::Meta {
+            name: n.clone(),
+            fields: ::ctl::MetaFields {
+                owner: Some(owner.clone()),
+                ..::ctl::MetaFields::default()
+            },
+        }),
     };
     ctl.write(0, &cmd.encode()).await.map(|_| ())
 }
@@ -70,12 +82,49 @@ async fn read_as_service(view: &Fid, name: &str) -> Option<Vec<u8>> {
     f.read_all().await.ok().map(|v| v.to_vec())
 }
 
+/// Each secret's owner, from `catalog export json` on a fid of its own.
+async fn owners(admin: &Fid) -> BTreeMap<String, String> {
+    let mut f = admin.walk(&["secrets", "ctl"]).await.unwrap();
+    f.open(ninep::om::RDWR).await.unwrap();
+    f.write(0, b"catalog export json\n").await.unwrap();
+    let mut reader = ::ctl::ReplyReader::new();
+    reader.push(&f.read_all().await.unwrap());
+    let Some(Ok(::ctl::Reply::Ok(answer))) = reader.next_reply() else {
+        panic!("no export")
+    };
+    let export: serde_json::Value =
+        serde_json::from_slice(answer.body.as_deref().unwrap()).unwrap();
+    let mut out = BTreeMap::new();
+    if let Some(secrets) = export["secrets"].as_object() {
+        for (name, meta) in secrets {
+            if let Some(owner) = meta["owner"].as_str() {
+                out.insert(name.clone(), owner.to_string());
+            }
+        }
+    }
+    out
+}
+
 /// Checks the model against the restarted server, allowing `in_flight` either way.
 async fn verify(s: &SecretsServer, model: &Model, in_flight: Option<&Op>, names: &[String]) {
     let client = Client::connect_unix(&s.socket)
         .await
         .expect("server is back");
     let admin = client.attach("crash", "").await.unwrap();
+    let declared = owners(&admin).await;
+    for name in names {
+        let acked = model.owners.get(name);
+        let got = declared.get(name);
+        match in_flight {
+            Some(Op::Owner(n, owner)) if n == name => {
+                assert!(
+                    got == acked || got == Some(owner),
+                    "{name}'s owner is {got:?}: neither the acknowledged one nor the one in flight"
+                );
+            }
+            _ => assert_eq!(got, acked, "{name}'s acknowledged owner lost"),
+        }
+    }
     let view = client.attach("crash", SERVICE).await.unwrap();
     let mut store = admin.walk(&["secrets", "store"]).await.unwrap();
     store.open(ninep::om::READ).await.unwrap();
@@ -166,6 +215,10 @@ async fn kill_9_during_set_grant_revoke_and_rotate_key() {
         } else if let Some(old) = all_names.get((next() as usize) % all_names.len().max(1)) {
             ops.push(Op::Grant(old.clone()));
         }
+        if next() % 2 == 0 {
+            let name = all_names[(next() as usize) % all_names.len()].clone();
+            ops.push(Op::Owner(name, format!("owner-{i}")));
+        }
         if next() % 3 == 0 {
             ops.push(Op::RotateKey);
         }
@@ -199,6 +252,9 @@ async fn kill_9_during_set_grant_revoke_and_rotate_key() {
                     model.granted.remove(n);
                 }
                 Op::RotateKey => {}
+                Op::Owner(n, owner) => {
+                    model.owners.insert(n.clone(), owner.clone());
+                }
             }
         }
         killer.await.unwrap();
@@ -208,6 +264,7 @@ async fn kill_9_during_set_grant_revoke_and_rotate_key() {
             Some(Op::Grant(_)) => "grant",
             Some(Op::Revoke(_)) => "revoke",
             Some(Op::RotateKey) => "rotate-key",
+            Some(Op::Owner(..)) => "meta",
         };
         *interrupted.entry(kind).or_default() += 1;
         drop(c);
@@ -218,7 +275,7 @@ async fn kill_9_during_set_grant_revoke_and_rotate_key() {
         let touched: Vec<String> = ops
             .iter()
             .filter_map(|o| match o {
-                Op::Set(n, _) | Op::Grant(n) | Op::Revoke(n) => Some(n.clone()),
+                Op::Set(n, _) | Op::Grant(n) | Op::Revoke(n) | Op::Owner(n, _) => Some(n.clone()),
                 Op::RotateKey => None,
             })
             .collect();
@@ -241,6 +298,9 @@ async fn kill_9_during_set_grant_revoke_and_rotate_key() {
                     }
                     Op::Revoke(n) => {
                         model.granted.remove(n);
+                    }
+                    Op::Owner(n, owner) => {
+                        model.owners.insert(n.clone(), owner.clone());
                     }
                     _ => {}
                 }

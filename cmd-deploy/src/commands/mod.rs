@@ -14,6 +14,7 @@ use crate::files;
 use crate::output::{self, printable, write_json, write_text};
 
 pub mod backup;
+pub mod catalog;
 pub mod import;
 pub mod mount;
 pub mod owner;
@@ -55,6 +56,8 @@ pub async fn run(cli: Cli, env: &Env, out: &mut dyn Write) -> Result<Outcome, Cl
         } => mount::mount(&server()?, env, &service, &dir, foreground, out).await,
         Command::Secret(cmd) => secret::run(cmd, &server()?, env, out).await,
         Command::Service(cmd) => service::run(cmd, &server()?, env, out).await,
+        Command::Tier(cmd) => catalog::tier(cmd, &server()?, env, out).await,
+        Command::Catalog(cmd) => catalog::catalog_command(cmd, &server()?, env, out).await,
         Command::Backup { file, force } => backup::run(&file, force, &server()?, env, out).await,
         Command::Status(flag) => {
             let session = Session::admin(&server()?, env).await?;

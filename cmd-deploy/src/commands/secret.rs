@@ -46,13 +46,30 @@ pub async fn run(
         SecretCommand::Set {
             name,
             file,
+            generate,
             allow_empty,
             argv_value,
         } => {
             if !argv_value.is_empty() {
                 return Err(CliError::Usage(VALUE_ON_ARGV.into()));
             }
+            if let Some(template) = generate {
+                return super::catalog::generate(server, env, name, template, out).await;
+            }
             set(server, env, name, file.as_deref(), allow_empty, out).await
+        }
+        SecretCommand::Meta(args) => super::catalog::meta(server, env, args, out).await,
+        SecretCommand::Strategy(args) => super::catalog::strategy(server, env, args, out).await,
+        SecretCommand::Present { name, tier, absent } => {
+            super::catalog::present(server, env, name, tier, absent, out).await
+        }
+        SecretCommand::Plan {
+            service,
+            tier,
+            json,
+        } => super::catalog::plan(server, env, service, tier, json, out).await,
+        SecretCommand::Lint { tier, json } => {
+            super::catalog::lint(server, env, tier, json, out).await
         }
         SecretCommand::Import {
             dotenv,

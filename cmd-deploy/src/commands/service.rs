@@ -49,6 +49,18 @@ pub async fn run(
             write_text(out, &line)?;
             Ok(Outcome::Done)
         }
+        ServiceCommand::Tiers {
+            service,
+            tiers,
+            all,
+        } => {
+            let tiers = if all {
+                None
+            } else {
+                tiers.or(Some(String::new()))
+            };
+            super::catalog::service_tiers(server, env, service, tiers, out).await
+        }
         ServiceCommand::List(flag) => {
             let session = Session::admin(server, env).await?;
             list(&session, flag.json, out).await

@@ -271,18 +271,7 @@ impl Catalog {
     /// ([`DeclError::InfrastructureLeaves`]).
     pub fn set_meta(&mut self, name: &str, update: MetaUpdate) -> Result<&SecretMeta, DeclError> {
         let mut meta = self.secrets.get(name).cloned().unwrap_or_default();
-        if let Some(class) = update.class {
-            meta.class = class;
-        }
-        if let Some(owner) = update.owner {
-            meta.owner = owner;
-        }
-        if let Some(period) = update.rotate_every {
-            meta.rotate_every = period.unwrap_or_default();
-        }
-        if let Some(description) = update.description {
-            meta.description = description;
-        }
+        update.apply_to(&mut meta);
         self.put_checked(name, meta)
     }
 
@@ -318,29 +307,12 @@ impl Catalog {
     /// # Errors
     /// [`DeclError::NoSuchSecret`], [`DeclError::NoStrategy`], [`DeclError::NotDelegated`].
     pub fn set_present(&mut self, name: &str, tier: &str, present: bool) -> Result<(), DeclError> {
-        let meta = self
-            .secrets
+        self.secrets
             .get_mut(name)
             .ok_or_else(|| DeclError::NoSuchSecret {
                 secret: name.to_string(),
-            })?;
-        let policy = meta
-            .tiers
-            .get_mut(tier)
-            .ok_or_else(|| DeclError::NoStrategy {
-                secret: name.to_string(),
-                tier: tier.to_string(),
-            })?;
-        match &mut policy.strategy {
-            Strategy::Delegate { present: p, .. } => {
-                *p = present;
-                Ok(())
-            }
-            _ => Err(DeclError::NotDelegated {
-                secret: name.to_string(),
-                tier: tier.to_string(),
-            }),
-        }
+            })?
+            .set_present(name, tier, present)
     }
 
     /// Declares a secret whole, replacing what it had; returns the old declaration.
@@ -394,12 +366,121 @@ impl Catalog {
     /// # Errors
     /// [`DeclError::AmbiguousTemplate`] when two core tiers give different ones.
     pub fn core_template(&self, name: &str) -> Result<Option<&Template>, DeclError> {
-        let Some(meta) = self.secrets.get(name) else {
-            return Ok(None);
-        };
+        match self.secrets.get(name) {
+            Some(meta) => meta.core_template(name, &self.tiers),
+            None => Ok(None),
+        }
+    }
+
+    /// Writes one tier's declaration as a store recorded it (`None`: removed), unchecked:
+    /// the store checked it when it was made. For a store applying its own records one
+    /// at a time, where [`Catalog::from_parts_unchecked`] would rebuild everything.
+    pub fn restore_tier(&mut self, name: String, tier: Option<Tier>) {
+        match tier {
+            Some(t) => {
+                self.tiers.insert(name, t);
+            }
+            None => {
+                self.tiers.remove(&name);
+            }
+        }
+    }
+
+    /// [`Catalog::restore_tier`] for a service's declaration (its tier list is sorted).
+    pub fn restore_service(&mut self, name: String, service: Option<Service>) {
+        match service {
+            Some(mut s) => {
+                if let Some(t) = &mut s.tiers {
+                    t.sort();
+                }
+                self.services.insert(name, s);
+            }
+            None => {
+                self.services.remove(&name);
+            }
+        }
+    }
+
+    /// [`Catalog::restore_tier`] for a secret's metadata.
+    pub fn restore_secret(&mut self, name: String, meta: Option<SecretMeta>) {
+        match meta {
+            Some(m) => {
+                self.secrets.insert(name, m);
+            }
+            None => {
+                self.secrets.remove(&name);
+            }
+        }
+    }
+}
+
+impl MetaUpdate {
+    /// Makes the change to `meta`, unchecked (what [`Catalog::set_meta`] then checks).
+    pub fn apply_to(&self, meta: &mut SecretMeta) {
+        if let Some(class) = &self.class {
+            meta.class = *class;
+        }
+        if let Some(owner) = &self.owner {
+            meta.owner.clone_from(owner);
+        }
+        if let Some(period) = &self.rotate_every {
+            meta.rotate_every = period.unwrap_or_default();
+        }
+        if let Some(description) = &self.description {
+            meta.description.clone_from(description);
+        }
+    }
+
+    /// Whether it changes nothing.
+    pub fn is_empty(&self) -> bool {
+        self == &MetaUpdate::default()
+    }
+}
+
+impl SecretMeta {
+    /// Marks the delegated reference on `tier` present or not (`secret` is this secret's
+    /// name, for the error).
+    ///
+    /// # Errors
+    /// [`DeclError::NoStrategy`], [`DeclError::NotDelegated`].
+    pub fn set_present(
+        &mut self,
+        secret: &str,
+        tier: &str,
+        present: bool,
+    ) -> Result<(), DeclError> {
+        let policy = self
+            .tiers
+            .get_mut(tier)
+            .ok_or_else(|| DeclError::NoStrategy {
+                secret: secret.to_string(),
+                tier: tier.to_string(),
+            })?;
+        match &mut policy.strategy {
+            Strategy::Delegate { present: p, .. } => {
+                *p = present;
+                Ok(())
+            }
+            _ => Err(DeclError::NotDelegated {
+                secret: secret.to_string(),
+                tier: tier.to_string(),
+            }),
+        }
+    }
+
+    /// The template this secret's stored value is made from, given the declared `tiers`:
+    /// see [`Catalog::core_template`] (`name` is this secret's, for the error).
+    ///
+    /// # Errors
+    /// [`DeclError::AmbiguousTemplate`].
+    pub fn core_template<'a>(
+        &'a self,
+        name: &str,
+        tiers: &BTreeMap<String, Tier>,
+    ) -> Result<Option<&'a Template>, DeclError> {
         let mut found: Option<&Template> = None;
-        for (tier, policy) in &meta.tiers {
-            if !self.tiers.get(tier).is_some_and(|t| t.core) {
+        for (tier, policy) in &self.tiers {
+            if !tiers.get(tier).is_some_and(|t| t.core) {
                 continue;
             }
             let template = match &policy.strategy {
@@ -416,6 +497,42 @@ impl Catalog {
             }
         }
         Ok(found)
+    }
+}
+
+/// Checks one secret's declaration against the declared `tiers` as every way into a
+/// [`Catalog`] does (names, fields, the class rule), for a caller that keeps declarations
+/// apart (a store's transaction, seeing its own changes over the catalog). The catalog's
+/// size limit is the caller's to check.
+///
+/// # Errors
+/// The first rule it breaks.
+pub fn check_secret_declaration(
+    tiers: &BTreeMap<String, Tier>,
+    name: &str,
+    meta: &SecretMeta,
+) -> Result<(), DeclError> {
+    match check_secret(tiers, name, meta).into_iter().next() {
+        Some((_, e)) => Err(e),
+        None => Ok(()),
+    }
+}
+
+/// [`check_secret_declaration`] for a service's tier list (sorted first).
+///
+/// # Errors
+/// The first rule it breaks.
+pub fn check_service_declaration(
+    tiers: &BTreeMap<String, Tier>,
+    name: &str,
+    service: &mut Service,
+) -> Result<(), DeclError> {
+    if let Some(t) = &mut service.tiers {
+        t.sort();
+    }
+    match check_service(tiers, name, service).into_iter().next() {
+        Some(e) => Err(e),
+        None => Ok(()),
     }
 }
 

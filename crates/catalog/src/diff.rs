@@ -388,6 +388,71 @@ fn put<T: Clone>(map: &mut BTreeMap<String, T>, deltas: &[Delta<T>]) {
     }
 }
 
+/// What a catalog apply answers: what it changed (or, in a dry run, would change), field
+/// by field, and how many values it stored. Its JSON is what `deploy catalog apply --json`
+/// prints; its `Display` is the diff a person reads.
+#[derive(Clone, PartialEq, Eq, Debug, Serialize, Deserialize)]
+pub struct ApplyReport {
+    /// Nothing was changed: this is what would be.
+    pub dry_run: bool,
+    /// Declarations added, changed and removed.
+    pub summary: Summary,
+    /// Values stored (`--with-values`).
+    pub values: usize,
+    /// Every change, field by field, in [`Diff::changes`]'s order.
+    pub changes: Vec<Change>,
+}
+
+impl ApplyReport {
+    /// The report of `diff`, applied (or not, `dry_run`) with `values` values.
+    pub fn new(diff: &Diff, dry_run: bool, values: usize) -> ApplyReport {
+        ApplyReport {
+            dry_run,
+            summary: diff.summary(),
+            values,
+            changes: diff.changes(),
+        }
+    }
+}
+
+impl fmt::Display for ApplyReport {
+    /// One line per change, then the counts (and the values stored).
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.changes.is_empty() {
+            writeln!(f, "no changes")?;
+        } else {
+            for change in &self.changes {
+                writeln!(f, "{change}")?;
+            }
+            let s = self.summary;
+            write!(
+                f,
+                "{} added, {} changed, {} removed",
+                s.added, s.changed, s.removed
+            )?;
+            writeln!(
+                f,
+                "{}",
+                if self.dry_run {
+                    " (dry run: nothing changed)"
+                } else {
+                    ""
+                }
+            )?;
+        }
+        if self.values > 0 {
+            let verb = if self.dry_run {
+                "would be stored"
+            } else {
+                "stored"
+            };
+            let plural = if self.values == 1 { "" } else { "s" };
+            writeln!(f, "{} value{plural} {verb}", self.values)?;
+        }
+        Ok(())
+    }
+}
+
 impl Diff {
     /// Whether it changes nothing.
     pub fn is_empty(&self) -> bool {

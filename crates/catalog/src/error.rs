@@ -58,6 +58,42 @@ pub enum FieldError {
     Shape(&'static str),
 }
 
+impl FieldError {
+    /// The 0-based byte offset of the fault in the field's text, when known (templates
+    /// and patterns).
+    pub fn at(&self) -> Option<usize> {
+        match self {
+            FieldError::Template(e) => e.at(),
+            FieldError::Pattern { at, .. } => *at,
+            _ => None,
+        }
+    }
+
+    /// What is wrong in at most 96 bytes, without the position: the field's own fixed text
+    /// where it has one, else a summary.
+    pub fn brief(&self) -> &'static str {
+        match self {
+            FieldError::Period(text)
+            | FieldError::Reference(text)
+            | FieldError::Text(text)
+            | FieldError::Prompt(text)
+            | FieldError::Shape(text)
+                if text.len() <= MAX_BRIEF_LEN =>
+            {
+                text
+            }
+            FieldError::Template(e) => e.brief(),
+            FieldError::Pattern { at: Some(_), .. } => "not a regular expression",
+            FieldError::Pattern { .. } => "the pattern is too long or compiles too big",
+            FieldError::Period(_) => "not a rotation period (30m, 12h, 90d, 2w)",
+            FieldError::Reference(_) => "not a reference (github:OWNER/REPO#NAME, env:NAME, ...)",
+            FieldError::Text(_) | FieldError::Prompt(_) | FieldError::Shape(_) => {
+                "the field is not valid"
+            }
+        }
+    }
+}
+
 /// A declaration the catalog refuses.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]

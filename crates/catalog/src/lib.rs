@@ -78,8 +78,11 @@ pub mod seed;
 mod table;
 mod template;
 
-pub use crate::catalog::{Catalog, MAX_SECRETS, MAX_SERVICES, MAX_TIERS, MetaUpdate};
-pub use crate::diff::{Change, Delta, Diff, Op, Subject, Summary, diff};
+pub use crate::catalog::{
+    Catalog, MAX_SECRETS, MAX_SERVICES, MAX_TIERS, MetaUpdate, check_secret_declaration,
+    check_service_declaration,
+};
+pub use crate::diff::{ApplyReport, Change, Delta, Diff, Op, Subject, Summary, diff};
 pub use crate::error::{
     DeclError, DiffError, FieldError, LoadError, Located, MAX_BRIEF_LEN, MAX_LISTED, Refusal,
 };

@@ -85,6 +85,18 @@ pub enum PromptKind {
 }
 
 impl PromptKind {
+    /// Parses `text`, `password`, `url`, `email` or `number`.
+    pub fn parse(text: &str) -> Option<PromptKind> {
+        Some(match text {
+            "text" => PromptKind::Text,
+            "password" => PromptKind::Password,
+            "url" => PromptKind::Url,
+            "email" => PromptKind::Email,
+            "number" => PromptKind::Number,
+            _ => return None,
+        })
+    }
+
     /// `text`, `password`, `url`, `email` or `number`.
     pub fn as_str(self) -> &'static str {
         match self {

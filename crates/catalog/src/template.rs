@@ -171,6 +171,62 @@ pub enum TemplateError {
     Random,
 }
 
+impl TemplateError {
+    /// The 0-based byte offset of the fault in the template, when it has one.
+    pub fn at(&self) -> Option<usize> {
+        match self {
+            TemplateError::Unclosed { at }
+            | TemplateError::Empty { at }
+            | TemplateError::BadByte { at, .. }
+            | TemplateError::Unknown { at, .. }
+            | TemplateError::Arguments { at, .. }
+            | TemplateError::Encoding { at }
+            | TemplateError::Count { at, .. }
+            | TemplateError::Weak { at, .. }
+            | TemplateError::Alphabet { at, .. }
+            | TemplateError::Missing { at, .. } => Some(*at),
+            TemplateError::TooLong { .. }
+            | TemplateError::TooManyPlaceholders { .. }
+            | TemplateError::Random => None,
+        }
+    }
+
+    /// What is wrong in a fixed text of at most 64 bytes, without the position or any
+    /// part of the template: for channels with a small limit (a ctl error), beside
+    /// [`TemplateError::at`].
+    pub fn brief(&self) -> &'static str {
+        match self {
+            TemplateError::TooLong { .. } => "a template is at most 4096 bytes",
+            TemplateError::TooManyPlaceholders { .. } => "a template has at most 64 placeholders",
+            TemplateError::Unclosed { .. } => "`{{` is not closed by `}}`",
+            TemplateError::Empty { .. } => "empty placeholder `{{}}`",
+            TemplateError::BadByte { .. } => "a byte that has no place in a placeholder",
+            TemplateError::Unknown { .. } => {
+                "unknown placeholder (known: random, password, uuid, ...)"
+            }
+            TemplateError::Arguments { placeholder, .. } => match *placeholder {
+                "random" => "write {{random:hex|base64|base64url:N}}",
+                "password" => "write {{password:N}} or {{password:N:ALPHABET}}",
+                "ENV" => "write {{ENV:NAME}}",
+                _ => "this placeholder takes no arguments",
+            },
+            TemplateError::Encoding { .. } => "unknown encoding; use hex, base64 or base64url",
+            TemplateError::Count { placeholder, .. } => match *placeholder {
+                "random" => "random takes 8 to 1024 bytes",
+                _ => "password takes 1 to 1024 characters",
+            },
+            TemplateError::Weak { .. } => "a password of fewer than 64 bits of randomness",
+            TemplateError::Alphabet { .. } => "a bad password alphabet",
+            TemplateError::Missing { what, .. } => match *what {
+                "deployment" => "{{deployment}} needs a deployment id",
+                "service" => "{{service}} needs a service",
+                _ => "{{tier}} needs a tier",
+            },
+            TemplateError::Random => "the OS random number generator failed",
+        }
+    }
+}
+
 /// A checked template.
 ///
 /// Equal templates have equal text. `Debug` and `Display` print the text: a template is a

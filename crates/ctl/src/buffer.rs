@@ -5,9 +5,9 @@ use std::fmt;
 use zeroize::{Zeroize, Zeroizing};
 
 use crate::error::{CtlError, ErrorKind, command_error};
-use crate::parse::{parse_line, verb_of};
+use crate::parse::{max_literal, parse_line, verb_of};
 use crate::scan::{Event, Scanner};
-use crate::{Command, MAX_LINE_LEN};
+use crate::{Command, MAX_CATALOG_LINE_LEN, MAX_LINE_LEN};
 
 /// A complete command and the line it was on.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -36,7 +36,8 @@ impl Parsed {
 /// it in that write were not. At clunk it calls [`finish`](CtlBuffer::finish) until `None`.
 ///
 /// Memory is bounded: the bytes of an unfinished line are held up to
-/// [`MAX_LINE_LEN`], so one fid holds at most that plus one write. Every byte that
+/// [`MAX_LINE_LEN`] (a `catalog` line with a catalog file in it, up to
+/// [`MAX_CATALOG_LINE_LEN`]), so one fid holds at most that plus one write. Every byte that
 /// leaves the buffer (parsed, skipped or discarded) is zeroed first, as is the whole buffer
 /// when it is dropped: values pass through it.
 pub struct CtlBuffer {
@@ -58,6 +59,9 @@ pub struct CtlBuffer {
     pushed: bool,
     /// Lines ended so far (commands, blank lines, bad and skipped lines).
     lines: usize,
+    /// How long the current line may grow: [`MAX_LINE_LEN`], or more once a `catalog`
+    /// line's file literal was found.
+    line_limit: usize,
     /// Bytes the scanner has looked at, to test that nothing is scanned twice.
     #[cfg(test)]
     scanned: usize,
@@ -91,6 +95,7 @@ impl CtlBuffer {
             skip_verb: None,
             pushed: false,
             lines: 0,
+            line_limit: MAX_LINE_LEN,
             #[cfg(test)]
             scanned: 0,
         }
@@ -105,7 +110,7 @@ impl CtlBuffer {
         let needed = self.buf.len() + bytes.len();
         if needed > self.buf.capacity() {
             // Grow by hand: Vec's own growth would free the old allocation unzeroed.
-            let doubled = (2 * self.buf.capacity()).min(MAX_LINE_LEN + MIN_CAPACITY);
+            let doubled = (2 * self.buf.capacity()).min(self.line_limit + MIN_CAPACITY);
             let mut grown =
                 Zeroizing::new(Vec::with_capacity(needed.max(doubled).max(MIN_CAPACITY)));
             grown.extend_from_slice(&self.buf);
@@ -135,7 +140,7 @@ impl CtlBuffer {
                         self.skip_verb = None;
                     }
                     // Already skipping: this line has had its error.
-                    Some(Event::LiteralTooLong) => {}
+                    Some(Event::LongLiteral(_)) => {}
                     // The skip goes on past what was pushed: the write that brought these
                     // bytes did nothing, and says so.
                     None if std::mem::take(&mut self.pushed) => {
@@ -149,12 +154,13 @@ impl CtlBuffer {
                 }
                 continue;
             }
-            let window = self.buf.len().min(self.start + MAX_LINE_LEN + 1);
+            let window = self.buf.len().min(self.start + self.line_limit + 1);
             let (_, event) = self.scan_to(window);
             let line = self.lines + 1;
             match event {
                 Some(Event::LineEnd { cr }) => {
                     self.lines = line;
+                    self.line_limit = MAX_LINE_LEN;
                     // The line without its newline and the CR before it.
                     let end = self.scan - 1 - usize::from(cr);
                     let parsed = parse_line(&self.buf[self.start..end]);
@@ -165,10 +171,16 @@ impl CtlBuffer {
                         Err((verb, kind)) => return Some(Err(CtlError { line, verb, kind })),
                     }
                 }
-                Some(Event::LiteralTooLong) => {
+                Some(Event::LongLiteral(n)) => {
+                    // A catalog file may be longer than a value; its line, accordingly.
+                    let verb = verb_of(&self.buf[self.start..self.scan]);
+                    if n <= max_literal(verb) as u64 {
+                        self.line_limit = MAX_CATALOG_LINE_LEN;
+                        continue;
+                    }
                     return Some(Err(self.abandon(ErrorKind::LiteralTooLong)));
                 }
-                None if self.scan - self.start > MAX_LINE_LEN => {
+                None if self.scan - self.start > self.line_limit => {
                     return Some(Err(self.abandon(ErrorKind::CommandTooLong)));
                 }
                 None => return None,
@@ -186,11 +198,12 @@ impl CtlBuffer {
             let (_, event) = self.scan_to(self.buf.len());
             match event {
                 Some(Event::LineEnd { .. }) => self.lines += 1,
-                Some(Event::LiteralTooLong) => {}
+                Some(Event::LongLiteral(_)) => {}
                 None => break,
             }
         }
         self.skipping = !self.scanner.blank();
+        self.line_limit = MAX_LINE_LEN;
         // The write being discarded has had its error.
         self.pushed = false;
         self.consume(self.scan);
@@ -244,6 +257,7 @@ impl CtlBuffer {
         self.scanner = Scanner::new();
         self.skipping = false;
         self.skip_verb = None;
+        self.line_limit = MAX_LINE_LEN;
         result
     }
 
@@ -274,6 +288,7 @@ impl CtlBuffer {
         self.consume(self.scan);
         self.skipping = true;
         self.skip_verb = error.verb;
+        self.line_limit = MAX_LINE_LEN;
         // This write has its error already.
         self.pushed = false;
         error

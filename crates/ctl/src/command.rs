@@ -1,9 +1,16 @@
 //! [`Command`], the name rule, and the encoder (the client's side of the language).
+//!
+//! Each command is declared in two places that say everything about it: its verb's row of
+//! [`VERBS`] (the word, its `help` lines, its parser, whether it joins a transaction) and
+//! its arm of [`Command::args`] (the tokens it is written as). Encoding, the size it weighs
+//! in a transaction and the client-side checks are made from those tokens.
 
 use zeroize::Zeroizing;
 
+use crate::deployment::{self, CatalogCommand, StrategyArg};
 use crate::error::{ErrorKind, NameKind};
-use crate::{MAX_NAME_LEN, MAX_VALUE_LEN, Value};
+use crate::parse::{self, Tokens};
+use crate::{MAX_CATALOG_LEN, MAX_NAME_LEN, MAX_VALUE_LEN, Value};
 
 pub(crate) const ABORT: &str = "abort";
 pub(crate) const BEGIN: &str = "begin";
@@ -16,7 +23,9 @@ pub(crate) const ROTATE_KEY: &str = "rotate-key";
 pub(crate) const SERVICE: &str = "service";
 pub(crate) const SET: &str = "set";
 
-/// Usage lines, as errors and `help` show them.
+/// Usage lines, as errors show them: short enough that any error quoting one fits what a
+/// Plan 9 client keeps ([`MAX_ERROR_LEN`](crate::MAX_ERROR_LEN)). `help` shows the
+/// longer forms of [`VERBS`].
 pub(crate) mod usage {
     pub(crate) const ABORT: &str = "abort";
     pub(crate) const BEGIN: &str = "begin";
@@ -26,27 +35,103 @@ pub(crate) mod usage {
     pub(crate) const GRANT: &str = "grant SERVICE NAME";
     pub(crate) const REVOKE: &str = "revoke SERVICE NAME";
     pub(crate) const ROTATE_KEY: &str = "rotate-key";
-    pub(crate) const SERVICE: &str = "service SERVICE (uid UID | manifest VALUE | remove)";
+    pub(crate) const SERVICE: &str = "service SERVICE (uid UID|manifest VALUE|tiers LIST|remove)";
     pub(crate) const SERVICE_MANIFEST: &str = "service SERVICE manifest VALUE";
     pub(crate) const SERVICE_REMOVE: &str = "service SERVICE remove";
+    pub(crate) const SERVICE_TIERS: &str = "service SERVICE tiers TIER,TIER (or '' or *)";
     pub(crate) const SERVICE_UID: &str = "service SERVICE uid UID";
     pub(crate) const SET: &str = "set NAME VALUE";
+    pub(crate) const TIER: &str = "tier (add TIER [core] | remove TIER)";
+    pub(crate) const TIER_ADD: &str = "tier add TIER [core]";
+    pub(crate) const TIER_REMOVE: &str = "tier remove TIER";
+    pub(crate) const META: &str = "meta NAME [class|owner|rotate-every|description TEXT]...";
+    pub(crate) const META_REMOVE: &str = "meta NAME remove";
+    pub(crate) const STRATEGY: &str = "strategy NAME tier TIER [class CLASS] STRATEGY";
+    pub(crate) const SERVE: &str = "strategy NAME tier TIER serve [TEMPLATE]";
+    pub(crate) const STRIP: &str = "strategy NAME tier TIER strip";
+    pub(crate) const GENERATE_STRATEGY: &str = "strategy NAME tier TIER generate TEMPLATE";
+    pub(crate) const PROMPT: &str = "strategy NAME tier TIER prompt LABEL [OPTION VALUE]...";
+    pub(crate) const DELEGATE: &str = "strategy NAME tier TIER delegate REF";
+    pub(crate) const REMOVE_STRATEGY: &str = "strategy NAME tier TIER remove";
+    pub(crate) const PRESENT: &str = "present NAME tier TIER (yes|no)";
+    pub(crate) const GENERATE: &str = "generate NAME [TEMPLATE]";
+    pub(crate) const PLAN: &str = "plan SERVICE TIER";
+    pub(crate) const LINT: &str = "lint [TIER]";
+    pub(crate) const CATALOG: &str = "catalog (export [toml|json] | apply [FLAG]... FILE)";
+    pub(crate) const EXPORT: &str = "catalog export [toml|json]";
+    pub(crate) const APPLY: &str = "catalog apply [toml|json] [FLAG]... FILE";
+
+    /// Every usage, for the tests that check each error's length.
+    #[cfg(test)]
+    pub(crate) const ALL: [&str; 33] = [
+        ABORT,
+        BEGIN,
+        COMMIT,
+        HELP,
+        DELETE,
+        GRANT,
+        REVOKE,
+        ROTATE_KEY,
+        SERVICE,
+        SERVICE_MANIFEST,
+        SERVICE_REMOVE,
+        SERVICE_TIERS,
+        SERVICE_UID,
+        SET,
+        TIER,
+        TIER_ADD,
+        TIER_REMOVE,
+        META,
+        META_REMOVE,
+        STRATEGY,
+        SERVE,
+        STRIP,
+        GENERATE_STRATEGY,
+        PROMPT,
+        DELEGATE,
+        REMOVE_STRATEGY,
+        PRESENT,
+        GENERATE,
+        PLAN,
+        LINT,
+        CATALOG,
+        EXPORT,
+        APPLY,
+    ];
 }
 
-/// A command word, and what `help` shows of it.
+/// When a command runs, with respect to transactions.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Runs {
+    /// A change: alone outside a transaction, held until `commit` inside one.
+    Joins,
+    /// Alone, never inside a transaction: it is one of its own (`rotate-key`, a catalog
+    /// apply) or reads the store as committed (a plan, the lint, an export).
+    Alone,
+    /// Answered by the stream itself: `begin`, `commit`, `abort`, `help`.
+    Now,
+}
+
+/// A command word: what `help` shows of it, how its arguments are read, and when it runs.
 pub(crate) struct Verb {
     /// The word itself.
     pub(crate) word: &'static str,
     /// Its forms, each with what it does, one line of `help` each.
     pub(crate) forms: &'static [(&'static str, &'static str)],
+    /// Reads the arguments that follow the word.
+    pub(crate) parse: fn(&mut Tokens<'_>) -> Result<Command, ErrorKind>,
+    /// When it runs.
+    pub(crate) runs: Runs,
 }
 
 /// Every command word, sorted: the one list that the parser, the "did you mean" of an
-/// unknown command and `help` are made from.
+/// unknown command, `help` and the transaction rules are made from.
 pub(crate) const VERBS: &[Verb] = &[
     Verb {
         word: ABORT,
         forms: &[(usage::ABORT, "discard the open transaction")],
+        parse: |t| parse::no_args(t, Command::Abort, usage::ABORT),
+        runs: Runs::Now,
     },
     Verb {
         word: BEGIN,
@@ -54,22 +139,98 @@ pub(crate) const VERBS: &[Verb] = &[
             usage::BEGIN,
             "start a transaction: what follows, up to commit, applies all or none",
         )],
+        parse: |t| parse::no_args(t, Command::Begin, usage::BEGIN),
+        runs: Runs::Now,
+    },
+    Verb {
+        word: deployment::CATALOG,
+        forms: &[
+            (
+                "catalog export [toml|json]",
+                "the catalog: tiers, services' tiers, secrets' metadata (no values)",
+            ),
+            (
+                "catalog apply [toml|json] [dry-run] [prune] [with-values] FILE",
+                "make the declarations of catalog FILE (a {N} literal); the diff",
+            ),
+        ],
+        parse: parse::catalog,
+        runs: Runs::Alone,
     },
     Verb {
         word: COMMIT,
         forms: &[(usage::COMMIT, "apply the open transaction")],
+        parse: |t| parse::no_args(t, Command::Commit, usage::COMMIT),
+        runs: Runs::Now,
     },
     Verb {
         word: DELETE,
-        forms: &[(usage::DELETE, "delete a secret and its grants")],
+        forms: &[(
+            usage::DELETE,
+            "delete a secret and its grants (its metadata stays)",
+        )],
+        parse: parse::delete,
+        runs: Runs::Joins,
+    },
+    Verb {
+        word: deployment::GENERATE,
+        forms: &[(
+            usage::GENERATE,
+            "store a value made from TEMPLATE, or NAME's core-tier template; shown nowhere",
+        )],
+        parse: parse::generate,
+        runs: Runs::Joins,
     },
     Verb {
         word: GRANT,
         forms: &[(usage::GRANT, "let SERVICE read NAME")],
+        parse: |t| parse::grant_or_revoke(t, GRANT),
+        runs: Runs::Joins,
     },
     Verb {
         word: HELP,
         forms: &[(usage::HELP, "this list (read it from ctl)")],
+        parse: |t| parse::no_args(t, Command::Help, usage::HELP),
+        runs: Runs::Now,
+    },
+    Verb {
+        word: deployment::LINT,
+        forms: &[(
+            usage::LINT,
+            "what the catalog leaves undecided or broken, as JSON",
+        )],
+        parse: parse::lint,
+        runs: Runs::Alone,
+    },
+    Verb {
+        word: deployment::META,
+        forms: &[
+            (
+                "meta NAME [class CLASS] [owner TEXT] [rotate-every DURATION] [description TEXT]",
+                "set NAME's metadata ('' clears a field)",
+            ),
+            ("meta NAME remove", "remove NAME's metadata"),
+        ],
+        parse: parse::meta,
+        runs: Runs::Joins,
+    },
+    Verb {
+        word: deployment::PLAN,
+        forms: &[(
+            usage::PLAN,
+            "what happens to each secret of SERVICE's manifest on TIER, as JSON",
+        )],
+        parse: parse::plan,
+        runs: Runs::Alone,
+    },
+    Verb {
+        word: deployment::PRESENT,
+        forms: &[(
+            "present NAME tier TIER (yes|no)",
+            "whether the provider holds NAME, delegated on TIER",
+        )],
+        parse: parse::present,
+        runs: Runs::Joins,
     },
     Verb {
         word: REVOKE,
@@ -77,6 +238,8 @@ pub(crate) const VERBS: &[Verb] = &[
             usage::REVOKE,
             "stop SERVICE reading NAME, from its next read on",
         )],
+        parse: |t| parse::grant_or_revoke(t, REVOKE),
+        runs: Runs::Joins,
     },
     Verb {
         word: ROTATE_KEY,
@@ -84,20 +247,76 @@ pub(crate) const VERBS: &[Verb] = &[
             usage::ROTATE_KEY,
             "re-encrypt every secret under a new cluster key",
         )],
+        parse: |t| parse::no_args(t, Command::RotateKey, usage::ROTATE_KEY),
+        runs: Runs::Alone,
     },
     Verb {
         word: SERVICE,
         forms: &[
             (usage::SERVICE_UID, "add SERVICE, or map it to another uid"),
             (usage::SERVICE_MANIFEST, "replace SERVICE's manifest"),
+            (
+                "service SERVICE tiers TIER,TIER",
+                "the tiers SERVICE is deployed to ('' none, * every tier)",
+            ),
             (usage::SERVICE_REMOVE, "remove SERVICE and its grants"),
         ],
+        parse: parse::service,
+        runs: Runs::Joins,
     },
     Verb {
         word: SET,
         forms: &[(usage::SET, "store a secret (a new version)")],
+        parse: parse::set,
+        runs: Runs::Joins,
+    },
+    Verb {
+        word: deployment::STRATEGY,
+        forms: &[
+            (
+                "strategy NAME tier TIER [class CLASS] serve [TEMPLATE]",
+                "served by the core server (core tiers only)",
+            ),
+            (
+                "strategy NAME tier TIER [class CLASS] strip",
+                "never leaves the core server",
+            ),
+            (
+                "strategy NAME tier TIER [class CLASS] generate TEMPLATE",
+                "made fresh per deployment",
+            ),
+            (
+                "strategy NAME tier TIER [class CLASS] prompt LABEL [help TEXT] [kind KIND] \
+                 [pattern RE] [min N] [max N] [optional]",
+                "asked at first run",
+            ),
+            (
+                "strategy NAME tier TIER [class CLASS] delegate REF",
+                "held by a provider (github:O/R#NAME, env:NAME, ...)",
+            ),
+            ("strategy NAME tier TIER remove", "no strategy on TIER"),
+        ],
+        parse: parse::strategy,
+        runs: Runs::Joins,
+    },
+    Verb {
+        word: deployment::TIER,
+        forms: &[
+            (
+                "tier add TIER [core]",
+                "declare a deployment tier (core: the core server itself)",
+            ),
+            (usage::TIER_REMOVE, "remove a tier nothing names"),
+        ],
+        parse: parse::tier,
+        runs: Runs::Joins,
     },
 ];
+
+/// The row of `word` in [`VERBS`].
+pub(crate) fn verb(word: &str) -> Option<&'static Verb> {
+    VERBS.iter().find(|v| v.word == word)
+}
 
 /// The text `help` answers with: one line per form of each command, and what it does.
 pub fn help_text() -> String {
@@ -105,12 +324,23 @@ pub fn help_text() -> String {
     let width = forms
         .clone()
         .map(|(usage, _)| usage.len())
+        .filter(|&n| n <= HELP_COLUMN)
         .max()
         .unwrap_or(0);
     forms
-        .map(|(usage, what)| format!("{usage:width$}  {what}\n"))
+        .map(|(usage, what)| {
+            if usage.len() <= HELP_COLUMN {
+                format!("{usage:width$}  {what}\n")
+            } else {
+                // A form too long to line up with the others: its text on the next line.
+                format!("{usage}\n{:width$}  {what}\n", "")
+            }
+        })
         .collect()
 }
+
+/// The widest form `help` lines up the others with.
+const HELP_COLUMN: usize = 56;
 
 /// The uid that Plan 9 and Linux use for "no uid"; `service … uid` refuses it.
 pub const NO_UID: u32 = u32::MAX;
@@ -175,35 +405,215 @@ pub enum Command {
         /// The service's name.
         service: String,
     },
+    /// A command of the deployment catalog.
+    Catalog(CatalogCommand),
+}
+
+/// One token of a command as it is written.
+pub(crate) enum Arg<'a> {
+    /// A word of the grammar: the verb, an action, an option.
+    Word(&'static str),
+    /// A secret's name.
+    Name(&'a str),
+    /// A service's name.
+    Service(&'a str),
+    /// Other text (a tier, a class, a template, a label): bare if harmless, else quoted.
+    Text(&'a str),
+    /// Text made for the occasion (a number, a list of tiers).
+    Owned(String),
+    /// A uid.
+    Uid(u32),
+    /// A value: always a `{N}` literal.
+    Value(&'a Value),
+    /// A catalog file: a `{N}` literal of up to [`MAX_CATALOG_LEN`] bytes.
+    File(&'a Value),
+}
+
+impl Arg<'_> {
+    /// The bytes it stands for.
+    fn bytes(&self) -> &[u8] {
+        match self {
+            Arg::Word(w) => w.as_bytes(),
+            Arg::Name(s) | Arg::Service(s) | Arg::Text(s) => s.as_bytes(),
+            Arg::Owned(s) => s.as_bytes(),
+            Arg::Uid(_) => b"4294967295",
+            Arg::Value(v) | Arg::File(v) => v.expose(),
+        }
+    }
 }
 
 impl Command {
-    /// The command's first word (`service` for all three service actions), for errors
-    /// and logs.
-    pub fn verb(&self) -> &'static str {
+    /// The tokens the command is written as, verb first.
+    pub(crate) fn args(&self) -> Vec<Arg<'_>> {
+        use Arg::{File, Name, Owned, Service, Text, Uid, Word};
         match self {
-            Command::Set { .. } => SET,
-            Command::Delete { .. } => DELETE,
-            Command::Grant { .. } => GRANT,
-            Command::Revoke { .. } => REVOKE,
-            Command::RotateKey => ROTATE_KEY,
-            Command::Begin => BEGIN,
-            Command::Commit => COMMIT,
-            Command::Abort => ABORT,
-            Command::Help => HELP,
-            Command::ServiceUid { .. }
-            | Command::ServiceManifest { .. }
-            | Command::ServiceRemove { .. } => SERVICE,
+            Command::Set { name, value } => vec![Word(SET), Name(name), Arg::Value(value)],
+            Command::Delete { name } => vec![Word(DELETE), Name(name)],
+            Command::Grant { service, name } => vec![Word(GRANT), Service(service), Name(name)],
+            Command::Revoke { service, name } => vec![Word(REVOKE), Service(service), Name(name)],
+            Command::RotateKey => vec![Word(ROTATE_KEY)],
+            Command::Begin => vec![Word(BEGIN)],
+            Command::Commit => vec![Word(COMMIT)],
+            Command::Abort => vec![Word(ABORT)],
+            Command::Help => vec![Word(HELP)],
+            Command::ServiceUid { service, uid } => {
+                vec![Word(SERVICE), Service(service), Word("uid"), Uid(*uid)]
+            }
+            Command::ServiceManifest { service, manifest } => vec![
+                Word(SERVICE),
+                Service(service),
+                Word("manifest"),
+                Arg::Value(manifest),
+            ],
+            Command::ServiceRemove { service } => {
+                vec![Word(SERVICE), Service(service), Word("remove")]
+            }
+            Command::Catalog(c) => match c {
+                CatalogCommand::TierAdd { tier, core } => {
+                    let mut a = vec![Word(deployment::TIER), Word("add"), Text(tier)];
+                    if *core {
+                        a.push(Word("core"));
+                    }
+                    a
+                }
+                CatalogCommand::TierRemove { tier } => {
+                    vec![Word(deployment::TIER), Word("remove"), Text(tier)]
+                }
+                CatalogCommand::Meta { name, fields } => {
+                    let mut a = vec![Word(deployment::META), Name(name)];
+                    for (option, text) in fields.options() {
+                        if let Some(text) = text {
+                            a.extend([Word(option), Text(text)]);
+                        }
+                    }
+                    a
+                }
+                CatalogCommand::MetaRemove { name } => {
+                    vec![Word(deployment::META), Name(name), Word("remove")]
+                }
+                CatalogCommand::Strategy {
+                    name,
+                    tier,
+                    class,
+                    strategy,
+                } => {
+                    let mut a = vec![
+                        Word(deployment::STRATEGY),
+                        Name(name),
+                        Word("tier"),
+                        Text(tier),
+                    ];
+                    if let Some(class) = class {
+                        a.extend([Word(deployment::CLASS), Text(class)]);
+                    }
+                    strategy_args(strategy, &mut a);
+                    a
+                }
+                CatalogCommand::Present {
+                    name,
+                    tier,
+                    present,
+                } => vec![
+                    Word(deployment::PRESENT),
+                    Name(name),
+                    Word("tier"),
+                    Text(tier),
+                    Word(if *present { "yes" } else { "no" }),
+                ],
+                CatalogCommand::ServiceTiers { service, tiers } => vec![
+                    Word(SERVICE),
+                    Service(service),
+                    Word("tiers"),
+                    match tiers {
+                        Some(t) => Owned(t.join(",")),
+                        None => Word("*"),
+                    },
+                ],
+                CatalogCommand::Generate { name, template } => {
+                    let mut a = vec![Word(deployment::GENERATE), Name(name)];
+                    if let Some(t) = template {
+                        a.push(Text(t));
+                    }
+                    a
+                }
+                CatalogCommand::Plan { service, tier } => {
+                    vec![Word(deployment::PLAN), Service(service), Text(tier)]
+                }
+                CatalogCommand::Lint { tier } => {
+                    let mut a = vec![Word(deployment::LINT)];
+                    if let Some(t) = tier {
+                        a.push(Text(t));
+                    }
+                    a
+                }
+                CatalogCommand::Export { format } => {
+                    vec![
+                        Word(deployment::CATALOG),
+                        Word("export"),
+                        Word(format.as_str()),
+                    ]
+                }
+                CatalogCommand::Apply {
+                    format,
+                    file,
+                    dry_run,
+                    prune,
+                    with_values,
+                } => {
+                    let mut a = vec![Word(deployment::CATALOG), Word("apply")];
+                    if let Some(f) = format {
+                        a.push(Word(f.as_str()));
+                    }
+                    for (flag, on) in
+                        deployment::APPLY_FLAGS
+                            .iter()
+                            .zip([*dry_run, *prune, *with_values])
+                    {
+                        if on {
+                            a.push(Word(flag));
+                        }
+                    }
+                    a.push(File(file));
+                    a
+                }
+            },
+        }
+    }
+
+    /// The command's first word (`service` for every service action), for errors and
+    /// logs.
+    pub fn verb(&self) -> &'static str {
+        match self.args().first() {
+            Some(Arg::Word(w)) => w,
+            // Every command's tokens start with its verb.
+            _ => HELP,
         }
     }
 
     /// Whether the command changes the store (and so can be part of a transaction, or
-    /// must wait for one to end).
+    /// must wait for one to end). `catalog` is one, though `catalog apply dry-run` and
+    /// `catalog export` change nothing.
     pub fn is_change(&self) -> bool {
-        !matches!(
+        !matches!(self.runs(), Runs::Now) && !self.is_query()
+    }
+
+    /// Whether the command only reads the store and answers with a body: `plan`, `lint`,
+    /// `catalog export`, `catalog apply dry-run`.
+    pub fn is_query(&self) -> bool {
+        matches!(
             self,
-            Command::Begin | Command::Commit | Command::Abort | Command::Help
+            Command::Catalog(
+                CatalogCommand::Plan { .. }
+                    | CatalogCommand::Lint { .. }
+                    | CatalogCommand::Export { .. }
+                    | CatalogCommand::Apply { dry_run: true, .. }
+            )
         )
+    }
+
+    /// When the command runs, with respect to transactions.
+    pub(crate) fn runs(&self) -> Runs {
+        verb(self.verb()).map_or(Runs::Joins, |v| v.runs)
     }
 
     /// About how many bytes the command holds, for the bound on a transaction: its value
@@ -211,116 +621,125 @@ impl Command {
     pub fn weight(&self) -> usize {
         const WORDS: usize = 32;
         WORDS
-            + match self {
-                Command::Set { name, value } => name.len() + value.len(),
-                Command::Delete { name } => name.len(),
-                Command::Grant { service, name } | Command::Revoke { service, name } => {
-                    service.len() + name.len()
-                }
-                Command::ServiceUid { service, .. } | Command::ServiceRemove { service } => {
-                    service.len()
-                }
-                Command::ServiceManifest { service, manifest } => service.len() + manifest.len(),
-                Command::RotateKey
-                | Command::Begin
-                | Command::Commit
-                | Command::Abort
-                | Command::Help => 0,
-            }
+            + self
+                .args()
+                .iter()
+                .skip(1)
+                .filter(|a| !matches!(a, Arg::Word(_)))
+                .map(|a| a.bytes().len())
+                .sum::<usize>()
     }
 
     /// Checks the command as the parser would: names, reserved services, the uid and value
     /// sizes. A client calls this to report a bad argument before sending anything; format
-    /// the error as `"{verb}: {kind}"`.
+    /// the error as `"{verb}: {kind}"`. (What the catalog's words mean, a tier's name or a
+    /// template, is for the catalog to check.)
     ///
     /// # Errors
     /// The [`ErrorKind`] the server would answer with.
     pub fn validate(&self) -> Result<(), ErrorKind> {
-        match self {
-            Command::Set { name, value } => {
-                check_name(name.as_bytes())?;
-                check_value(value.expose())
-            }
-            Command::Delete { name } => check_name(name.as_bytes()).map(drop),
-            Command::Grant { service, name } | Command::Revoke { service, name } => {
-                check_service(service.as_bytes())?;
-                check_name(name.as_bytes()).map(drop)
-            }
-            Command::RotateKey
-            | Command::Begin
-            | Command::Commit
-            | Command::Abort
-            | Command::Help => Ok(()),
-            Command::ServiceUid { service, uid } => {
-                check_service(service.as_bytes())?;
-                if *uid == NO_UID {
-                    Err(ErrorKind::BadUid)
-                } else {
-                    Ok(())
+        for arg in self.args() {
+            match arg {
+                Arg::Name(name) => {
+                    check_name(name.as_bytes())?;
                 }
+                Arg::Service(service) => {
+                    check_service(service.as_bytes())?;
+                }
+                Arg::Uid(NO_UID) => return Err(ErrorKind::BadUid),
+                Arg::Value(v) => check_value(v.expose())?,
+                Arg::File(v) if v.len() > MAX_CATALOG_LEN => {
+                    return Err(ErrorKind::CatalogTooLarge);
+                }
+                _ => {}
             }
-            Command::ServiceManifest { service, manifest } => {
-                check_service(service.as_bytes())?;
-                check_value(manifest.expose())
-            }
-            Command::ServiceRemove { service } => check_service(service.as_bytes()).map(drop),
         }
+        Ok(())
     }
 
-    /// The command as one complete line, ending in `\n`: names as bare words, values as
-    /// `{N}` literals, so any bytes travel safely and `parse(encode(c)) == c` for every
-    /// command that passes [`validate`](Command::validate).
+    /// The command as one complete line, ending in `\n`: names and words bare (quoted
+    /// when they are not harmless words: a template, a label), values as `{N}` literals,
+    /// so any bytes travel safely and `parse(encode(c)) == c` for every command that
+    /// passes [`validate`](Command::validate).
     ///
     /// A name that breaks the name rule is sent quoted, so that the server rejects it with
     /// "invalid name" instead of reading it as more words or lines: encoding never lets a
     /// name inject a command.
     pub fn encode(&self) -> Zeroizing<Vec<u8>> {
-        let uid_text;
-        let (words, value): (Vec<&str>, Option<&Value>) = match self {
-            Command::Set { name, value } => (vec![SET, name], Some(value)),
-            Command::Delete { name } => (vec![DELETE, name], None),
-            Command::Grant { service, name } => (vec![GRANT, service, name], None),
-            Command::Revoke { service, name } => (vec![REVOKE, service, name], None),
-            Command::RotateKey
-            | Command::Begin
-            | Command::Commit
-            | Command::Abort
-            | Command::Help => (vec![self.verb()], None),
-            Command::ServiceUid { service, uid } => {
-                uid_text = uid.to_string();
-                (vec![SERVICE, service, "uid", &uid_text], None)
-            }
-            Command::ServiceManifest { service, manifest } => {
-                (vec![SERVICE, service, "manifest"], Some(manifest))
-            }
-            Command::ServiceRemove { service } => (vec![SERVICE, service, "remove"], None),
-        };
+        let args = self.args();
         // Sized up front so that the buffer never reallocates: a reallocation would leave
         // a copy of the value in freed memory.
-        let header = value.map_or(0, |v| format!(" {{{}}}\n", v.len()).len());
-        let capacity = words.iter().map(|w| 2 * w.len() + 3).sum::<usize>()
-            + header
-            + value.map_or(0, Value::len)
+        let capacity = args
+            .iter()
+            .map(|a| match a {
+                Arg::Value(v) | Arg::File(v) => format!("{{{}}}\n", v.len()).len() + v.len() + 1,
+                Arg::Uid(_) => 11,
+                other => 2 * other.bytes().len() + 3,
+            })
+            .sum::<usize>()
             + 1;
         let mut out = Zeroizing::new(Vec::with_capacity(capacity));
-        for (i, word) in words.iter().enumerate() {
+        for (i, arg) in args.iter().enumerate() {
             if i > 0 {
                 out.push(b' ');
             }
-            put_word(&mut out, word.as_bytes());
-        }
-        if let Some(v) = value {
-            out.extend_from_slice(format!(" {{{}}}\n", v.len()).as_bytes());
-            out.extend_from_slice(v.expose());
+            match arg {
+                Arg::Value(v) | Arg::File(v) => {
+                    out.extend_from_slice(format!("{{{}}}\n", v.len()).as_bytes());
+                    out.extend_from_slice(v.expose());
+                }
+                Arg::Uid(uid) => out.extend_from_slice(uid.to_string().as_bytes()),
+                other => put_word(&mut out, other.bytes()),
+            }
         }
         out.push(b'\n');
         out
     }
 }
 
+/// The tokens of a strategy, after `strategy NAME tier TIER [class CLASS]`.
+fn strategy_args<'a>(strategy: &'a StrategyArg, a: &mut Vec<Arg<'a>>) {
+    use Arg::{Owned, Text, Word};
+    match strategy {
+        StrategyArg::Serve { template } => {
+            a.push(Word("serve"));
+            if let Some(t) = template {
+                a.push(Text(t));
+            }
+        }
+        StrategyArg::Strip => a.push(Word("strip")),
+        StrategyArg::Generate { template } => a.extend([Word("generate"), Text(template)]),
+        StrategyArg::Prompt(p) => {
+            a.extend([Word("prompt"), Text(&p.label)]);
+            for (option, text) in [
+                ("help", p.help.as_deref()),
+                ("kind", p.kind.as_deref()),
+                ("pattern", p.pattern.as_deref()),
+            ] {
+                if let Some(text) = text {
+                    a.extend([Word(option), Text(text)]);
+                }
+            }
+            for (option, n) in [("min", p.min), ("max", p.max)] {
+                if let Some(n) = n {
+                    a.extend([Word(option), Owned(n.to_string())]);
+                }
+            }
+            if p.optional {
+                a.push(Word("optional"));
+            }
+        }
+        StrategyArg::Delegate { reference } => a.extend([Word("delegate"), Text(reference)]),
+        StrategyArg::Remove => a.push(Word("remove")),
+    }
+}
+
 /// Appends `word` bare if it is a harmless bare word, else quoted.
 fn put_word(out: &mut Vec<u8>, word: &[u8]) {
-    let bare = !word.is_empty() && word.iter().all(|&b| is_name_byte(b) || b == b'-');
+    let bare = !word.is_empty()
+        && word
+            .iter()
+            .all(|&b| is_name_byte(b) || matches!(b, b'-' | b',' | b'*'));
     if bare {
         out.extend_from_slice(word);
         return;

@@ -13,15 +13,30 @@ use crate::MAX_VALUE_LEN;
 #[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
 pub enum ErrorKind {
+    /// A prompt's `min` or `max` that is not a whole number.
+    #[error("min and max are whole numbers: digits, with - before a negative one")]
+    BadNumber,
     /// `service … uid` with something other than a decimal number from 0 to 4294967294.
     #[error("uid must be a decimal number from 0 to 4294967294")]
     BadUid,
+    /// A catalog file larger than [`MAX_CATALOG_LEN`](crate::MAX_CATALOG_LEN).
+    #[error("a catalog file is at most 16 MiB ({} bytes)", crate::MAX_CATALOG_LEN)]
+    CatalogTooLarge,
     /// The pending, unterminated command passed [`MAX_LINE_LEN`](crate::MAX_LINE_LEN).
     #[error("command too long; a value may be at most 1 MiB ({MAX_VALUE_LEN} bytes)")]
     CommandTooLong,
     /// A secret or service name that breaks the name rule.
     #[error("invalid {0} name; names are 1 to 128 of A-Z a-z 0-9 . _ - (but not . or ..)")]
     InvalidName(NameKind),
+    /// A word of the grammar that must come here and did not (`tier` in `strategy NAME
+    /// tier TIER ...`).
+    #[error("expected '{word}' here; usage: {usage}")]
+    ExpectedWord {
+        /// The word.
+        word: &'static str,
+        /// The command's usage line.
+        usage: &'static str,
+    },
     /// The stream ended inside the bytes of a `{N}` literal.
     #[error("literal cut short; the stream ended before all N bytes of a {{N}} literal arrived")]
     LiteralCutShort,
@@ -43,12 +58,18 @@ pub enum ErrorKind {
         /// The command's usage line.
         usage: &'static str,
     },
+    /// Text (a tier, a template, a label) that is not UTF-8.
+    #[error("not UTF-8 text; tiers, classes, templates and labels are text")]
+    NotText,
     /// `commit` or `abort` with no transaction open.
     #[error("no transaction is open; start one with begin")]
     NoTransaction,
     /// `rotate-key` inside a transaction: it is a transaction of its own.
     #[error("cannot run inside a transaction; commit or abort it first")]
     NotInTransaction,
+    /// An option given twice (`meta NAME owner a owner b`).
+    #[error("an option is given twice; give each once")]
+    RepeatedOption,
     /// `admin` or `secrets` used as a service name.
     #[error("'admin' and 'secrets' are reserved service names")]
     ReservedService,
@@ -87,11 +108,23 @@ pub enum ErrorKind {
         crate::MAX_TXN_BYTES
     )]
     TransactionTooLarge,
-    /// `service SERVICE` followed by something other than uid, manifest or remove.
-    #[error("unknown action; {}expected one of: manifest, remove, uid", Suggest(*.suggestion))]
+    /// `service SERVICE` followed by something other than uid, manifest, tiers or remove.
+    #[error(
+        "unknown action; {}expected one of: manifest, remove, tiers, uid",
+        Suggest(*.suggestion)
+    )]
     UnknownAction {
         /// The action the word most resembles, from our list (never the word itself).
         suggestion: Option<&'static str>,
+    },
+    /// An action, option or keyword a command does not have (`tier frob`, `meta a colour
+    /// x`, `strategy a tier t serv`).
+    #[error("unknown option; {}expected: {expected}", Suggest(*.suggestion))]
+    UnknownOption {
+        /// The word of `expected` it most resembles (never the word itself).
+        suggestion: Option<&'static str>,
+        /// What may come there.
+        expected: &'static str,
     },
     /// A line whose first word is no command. The commands are not listed: there are more
     /// than fit in the 127 bytes a Plan 9 client keeps of an error; `help` lists them.
@@ -111,7 +144,7 @@ pub enum ErrorKind {
 /// Which name rule an [`ErrorKind::InvalidName`] is about.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum NameKind {
-    /// A secret's name (`set`, `delete`, `grant`, `revoke`).
+    /// A secret's name (`set`, `delete`, `grant`, `revoke`, the catalog's commands).
     Secret,
     /// A service's name (`grant`, `revoke`, `service`).
     Service,
@@ -230,7 +263,7 @@ fn edit_distance(a: &[u8], b: &[u8]) -> usize {
 }
 
 /// The actions of `service`, in the order "expected one of" shows them.
-pub(crate) const ACTIONS: [&str; 3] = ["manifest", "remove", "uid"];
+pub(crate) const ACTIONS: [&str; 4] = ["manifest", "remove", "tiers", "uid"];
 
 #[cfg(test)]
 mod tests {

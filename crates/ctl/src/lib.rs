@@ -27,7 +27,10 @@
 //!          | "rotate-key"
 //!          | "service" SERVICE "uid" UID
 //!          | "service" SERVICE "manifest" VALUE
-//!          | "service" SERVICE "remove" ;                    tokens separated by blanks
+//!          | "service" SERVICE "remove"
+//!          | catalog-command ;                               tokens separated by blanks;
+//!                                                            the catalog's commands are
+//!                                                            in `deployment.rs`
 //! blanks   = ( SP | TAB ) { SP | TAB } ;
 //! token    = literal | word ;                                every word above is a token
 //! literal  = "{" digit { digit } "}" [ CR ] LF  N * byte ;   N = the digits, at most
@@ -42,15 +45,20 @@
 //! SERVICE  = NAME, not "admin" or "secrets" ;
 //! UID      = decimal digits, 0 to 4294967294 ;
 //! VALUE    = any token, at most 1048576 bytes once unquoted (empty is fine) ;
+//! TEXT     = any token that is UTF-8 ;                       tiers, classes, templates, ...
+//! FILE     = any token, at most 16777216 bytes (a catalog file) ;
 //! ```
 //!
 //! Command words and actions are case-sensitive. A line is at most [`MAX_LINE_LEN`]
-//! bytes before its newline; a blank line is ignored but counts in line numbers.
+//! bytes before its newline (a `catalog` line, [`MAX_CATALOG_LINE_LEN`]); a blank line is
+//! ignored but counts in line numbers.
 //! [`Command::encode`] writes names bare and values as literals:
 //! `set cert {5}\nab\ncd\n`.
 //!
 //! # Layout
-//! - `command`: [`Command`], the name rule ([`is_valid_name`]) and the encoder.
+//! - `command`: [`Command`], the table of verbs, the name rule ([`is_valid_name`]) and
+//!   the encoder.
+//! - `deployment`: [`CatalogCommand`], the deployment catalog's commands.
 //! - `value`: [`Value`], a secret-bearing byte string.
 //! - `buffer`: [`CtlBuffer`], one fid's stream of bytes, and [`Parsed`].
 //! - `stream`: [`CtlStream`], that stream's commands grouped into transactions.
@@ -63,6 +71,7 @@
 
 mod buffer;
 mod command;
+mod deployment;
 mod error;
 mod parse;
 mod reply;
@@ -72,6 +81,7 @@ mod value;
 
 pub use buffer::{CtlBuffer, Parsed};
 pub use command::{Command, NO_UID, help_text, is_reserved_service, is_valid_name};
+pub use deployment::{CatalogCommand, CatalogFormat, MetaFields, PromptArgs, StrategyArg};
 pub use error::{CtlError, ErrorKind, NameKind, command_error};
 pub use reply::{Answer, BadReply, MAX_BODY_LEN, Reply, ReplyReader};
 pub use stream::{CtlStream, Step, Transaction};
@@ -89,6 +99,13 @@ pub const MAX_VALUE_LEN: usize = 1 << 20;
 /// longer than this would reach a 9pfuse user cut off. Applications formatting their own
 /// errors with [`command_error`] should keep to it too.
 pub const MAX_ERROR_LEN: usize = 127;
+
+/// Largest catalog file `catalog apply` carries, as its FILE literal: a catalog of
+/// 10,000 secrets is a few MiB.
+pub const MAX_CATALOG_LEN: usize = 16 << 20;
+
+/// Longest `catalog` line, in bytes before its newline: its FILE and a few words.
+pub const MAX_CATALOG_LINE_LEN: usize = MAX_CATALOG_LEN + 4096;
 
 /// Longest line, in bytes before its newline: the most a fid's pending bytes may hold.
 ///

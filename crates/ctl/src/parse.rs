@@ -14,10 +14,13 @@ use nom::sequence::delimited;
 use nom::{IResult, Parser};
 use zeroize::Zeroizing;
 
-use crate::command::VERBS;
-use crate::command::{self, check_name, check_service, check_value, usage};
+use crate::command::{self, VERBS, Verb, check_name, check_service, check_value, usage};
+use crate::deployment::{
+    self, APPLY_FLAGS, CatalogCommand, CatalogFormat, META_OPTIONS, MetaFields, PROMPT_OPTIONS,
+    PromptArgs, STRATEGIES, StrategyArg,
+};
 use crate::error::{ACTIONS, ErrorKind, suggest};
-use crate::{Command, MAX_VALUE_LEN, NO_UID, Value};
+use crate::{Command, MAX_CATALOG_LEN, MAX_VALUE_LEN, NO_UID, Value};
 
 type Res<'a, O> = IResult<&'a [u8], O>;
 
@@ -93,15 +96,21 @@ pub(crate) fn decimal(digits: &[u8]) -> u64 {
     })
 }
 
-/// The tokens of a line, one at a time (a command needs at most four, and a line of a
+/// The tokens of a line, one at a time (a command needs a handful, and a line of a
 /// million words should not become a million buffers).
 pub(crate) struct Tokens<'a> {
     rest: &'a [u8],
+    /// The longest `{N}` literal taken: a value's, or (on a `catalog` line) a catalog
+    /// file's.
+    max_literal: usize,
 }
 
 impl<'a> Tokens<'a> {
     pub(crate) fn new(line: &'a [u8]) -> Self {
-        Tokens { rest: line }
+        Tokens {
+            rest: line,
+            max_literal: MAX_VALUE_LEN,
+        }
     }
 
     /// The next token, `None` at the end of the line.
@@ -113,10 +122,10 @@ impl<'a> Tokens<'a> {
         }
         if let Ok((after, digits)) = literal_header(i) {
             let n = decimal(digits);
-            if n > MAX_VALUE_LEN as u64 {
+            if n > self.max_literal as u64 {
                 return Err(ErrorKind::LiteralTooLong);
             }
-            let n = n as usize; // at most MAX_VALUE_LEN, checked above
+            let n = n as usize; // at most max_literal, checked above
             let (after, body) = take::<_, _, nom::error::Error<&[u8]>>(n)
                 .parse(after)
                 .map_err(|_| ErrorKind::LiteralCutShort)?;
@@ -166,12 +175,21 @@ pub(crate) fn verb_of(prefix: &[u8]) -> Option<&'static str> {
         return None;
     }
     let token = unquote(raw);
-    find_verb(&token)
+    find_verb(&token).map(|v| v.word)
+}
+
+/// The longest `{N}` literal a line of `verb` takes.
+pub(crate) fn max_literal(verb: Option<&str>) -> usize {
+    if verb == Some(deployment::CATALOG) {
+        MAX_CATALOG_LEN
+    } else {
+        MAX_VALUE_LEN
+    }
 }
 
 /// The command word `token` is, if it is one.
-fn find_verb(token: &[u8]) -> Option<&'static str> {
-    VERBS.iter().map(|v| v.word).find(|w| w.as_bytes() == token)
+fn find_verb(token: &[u8]) -> Option<&'static Verb> {
+    VERBS.iter().find(|v| v.word.as_bytes() == token)
 }
 
 /// The error of a line: the verb, once the first word was one, and what was wrong.
@@ -191,60 +209,57 @@ pub(crate) fn parse_line(line: &[u8]) -> Result<Option<Command>, LineError> {
             },
         ));
     };
-    let command = arguments(verb, &mut tokens).map_err(|kind| (Some(verb), kind))?;
+    tokens.max_literal = max_literal(Some(verb.word));
+    let command = (verb.parse)(&mut tokens).map_err(|kind| (Some(verb.word), kind))?;
     Ok(Some(command))
 }
 
-/// Reads `verb`'s arguments, left to right; the first problem found is the error.
-fn arguments(verb: &'static str, t: &mut Tokens<'_>) -> Result<Command, ErrorKind> {
-    let command = match verb {
-        command::SET => {
-            let name = check_name(&arg(t, "name", usage::SET)?)?;
-            let value = value(t, usage::SET)?;
-            end(t, usage::SET, true)?;
-            Command::Set { name, value }
-        }
-        command::DELETE => {
-            let name = check_name(&arg(t, "name", usage::DELETE)?)?;
-            end(t, usage::DELETE, false)?;
-            Command::Delete { name }
-        }
-        command::GRANT | command::REVOKE => {
-            let usage = if verb == command::GRANT {
-                usage::GRANT
-            } else {
-                usage::REVOKE
-            };
-            let service = check_service(&arg(t, "service", usage)?)?;
-            let name = check_name(&arg(t, "name", usage)?)?;
-            end(t, usage, false)?;
-            if verb == command::GRANT {
-                Command::Grant { service, name }
-            } else {
-                Command::Revoke { service, name }
-            }
-        }
-        command::SERVICE => service(t)?,
-        // The commands without arguments.
-        _ => {
-            let (usage, command) = match verb {
-                command::ROTATE_KEY => (usage::ROTATE_KEY, Command::RotateKey),
-                command::BEGIN => (usage::BEGIN, Command::Begin),
-                command::COMMIT => (usage::COMMIT, Command::Commit),
-                command::ABORT => (usage::ABORT, Command::Abort),
-                command::HELP => (usage::HELP, Command::Help),
-                // Every word of VERBS is handled above (a test parses each one).
-                _ => return Err(ErrorKind::UnknownCommand { suggestion: None }),
-            };
-            end(t, usage, false)?;
-            command
-        }
-    };
+// ---- Each verb's arguments, read left to right; the first problem found is the error.
+
+/// A command without arguments.
+pub(crate) fn no_args(
+    t: &mut Tokens<'_>,
+    command: Command,
+    usage: &'static str,
+) -> Result<Command, ErrorKind> {
+    end(t, usage, false)?;
     Ok(command)
 }
 
-/// `service SERVICE (uid UID | manifest VALUE | remove)`.
-fn service(t: &mut Tokens<'_>) -> Result<Command, ErrorKind> {
+/// `set NAME VALUE`.
+pub(crate) fn set(t: &mut Tokens<'_>) -> Result<Command, ErrorKind> {
+    let name = check_name(&arg(t, "name", usage::SET)?)?;
+    let value = value(t, usage::SET)?;
+    end(t, usage::SET, true)?;
+    Ok(Command::Set { name, value })
+}
+
+/// `delete NAME`.
+pub(crate) fn delete(t: &mut Tokens<'_>) -> Result<Command, ErrorKind> {
+    let name = check_name(&arg(t, "name", usage::DELETE)?)?;
+    end(t, usage::DELETE, false)?;
+    Ok(Command::Delete { name })
+}
+
+/// `grant SERVICE NAME`, `revoke SERVICE NAME`.
+pub(crate) fn grant_or_revoke(t: &mut Tokens<'_>, verb: &str) -> Result<Command, ErrorKind> {
+    let usage = if verb == command::GRANT {
+        usage::GRANT
+    } else {
+        usage::REVOKE
+    };
+    let service = check_service(&arg(t, "service", usage)?)?;
+    let name = check_name(&arg(t, "name", usage)?)?;
+    end(t, usage, false)?;
+    Ok(if verb == command::GRANT {
+        Command::Grant { service, name }
+    } else {
+        Command::Revoke { service, name }
+    })
+}
+
+/// `service SERVICE (uid UID | manifest VALUE | tiers LIST | remove)`.
+pub(crate) fn service(t: &mut Tokens<'_>) -> Result<Command, ErrorKind> {
     let service = check_service(&arg(t, "service", usage::SERVICE)?)?;
     let action = arg(t, "action", usage::SERVICE)?;
     match action.as_slice() {
@@ -258,6 +273,19 @@ fn service(t: &mut Tokens<'_>) -> Result<Command, ErrorKind> {
             end(t, usage::SERVICE_MANIFEST, true)?;
             Ok(Command::ServiceManifest { service, manifest })
         }
+        b"tiers" => {
+            let list = text(&arg(t, "tiers", usage::SERVICE_TIERS)?)?;
+            end(t, usage::SERVICE_TIERS, false)?;
+            let tiers = match list.as_str() {
+                "*" => None,
+                "" => Some(Vec::new()),
+                listed => Some(listed.split(',').map(str::to_string).collect()),
+            };
+            Ok(Command::Catalog(CatalogCommand::ServiceTiers {
+                service,
+                tiers,
+            }))
+        }
         b"remove" => {
             end(t, usage::SERVICE_REMOVE, false)?;
             Ok(Command::ServiceRemove { service })
@@ -266,6 +294,277 @@ fn service(t: &mut Tokens<'_>) -> Result<Command, ErrorKind> {
             suggestion: suggest(other, ACTIONS),
         }),
     }
+}
+
+/// `tier add TIER [core]`, `tier remove TIER`.
+pub(crate) fn tier(t: &mut Tokens<'_>) -> Result<Command, ErrorKind> {
+    let action = arg(t, "action", usage::TIER)?;
+    let command = match action.as_slice() {
+        b"add" => {
+            let tier = text(&arg(t, "tier", usage::TIER_ADD)?)?;
+            let core = match t.next_token()? {
+                None => false,
+                Some(w) if w.as_slice() == b"core" => true,
+                Some(other) => return Err(unknown(&other, &["core"], "core")),
+            };
+            end(t, usage::TIER_ADD, false)?;
+            CatalogCommand::TierAdd { tier, core }
+        }
+        b"remove" => {
+            let tier = text(&arg(t, "tier", usage::TIER_REMOVE)?)?;
+            end(t, usage::TIER_REMOVE, false)?;
+            CatalogCommand::TierRemove { tier }
+        }
+        other => return Err(unknown(other, &["add", "remove"], "add, remove")),
+    };
+    Ok(Command::Catalog(command))
+}
+
+/// `meta NAME [OPTION TEXT]...`, `meta NAME remove`.
+pub(crate) fn meta(t: &mut Tokens<'_>) -> Result<Command, ErrorKind> {
+    let name = check_name(&arg(t, "name", usage::META)?)?;
+    let mut fields = MetaFields::default();
+    let mut first = true;
+    while let Some(option) = t.next_token()? {
+        if first && option.as_slice() == b"remove" {
+            end(t, usage::META_REMOVE, false)?;
+            return Ok(Command::Catalog(CatalogCommand::MetaRemove { name }));
+        }
+        first = false;
+        let Some(slot) = fields.slot(&option) else {
+            return Err(unknown(
+                &option,
+                &META_OPTIONS,
+                "class, owner, rotate-every, description",
+            ));
+        };
+        if slot.is_some() {
+            return Err(ErrorKind::RepeatedOption);
+        }
+        *slot = Some(text(&arg(t, "value", usage::META)?)?);
+    }
+    Ok(Command::Catalog(CatalogCommand::Meta { name, fields }))
+}
+
+/// `strategy NAME tier TIER [class CLASS] STRATEGY`.
+pub(crate) fn strategy(t: &mut Tokens<'_>) -> Result<Command, ErrorKind> {
+    let name = check_name(&arg(t, "name", usage::STRATEGY)?)?;
+    let tier = on_tier(t, usage::STRATEGY)?;
+    let mut word = arg(t, "strategy", usage::STRATEGY)?;
+    let mut class = None;
+    if word.as_slice() == deployment::CLASS.as_bytes() {
+        class = Some(text(&arg(t, "class", usage::STRATEGY)?)?);
+        word = arg(t, "strategy", usage::STRATEGY)?;
+    }
+    let strategy = match word.as_slice() {
+        b"serve" => {
+            let template = t.next_token()?.map(|w| text(&w)).transpose()?;
+            end(t, usage::SERVE, false)?;
+            StrategyArg::Serve { template }
+        }
+        b"strip" => {
+            end(t, usage::STRIP, false)?;
+            StrategyArg::Strip
+        }
+        b"generate" => {
+            let template = text(&arg(t, "template", usage::GENERATE_STRATEGY)?)?;
+            end(t, usage::GENERATE_STRATEGY, false)?;
+            StrategyArg::Generate { template }
+        }
+        b"prompt" => StrategyArg::Prompt(prompt(t)?),
+        b"delegate" => {
+            let reference = text(&arg(t, "reference", usage::DELEGATE)?)?;
+            end(t, usage::DELEGATE, false)?;
+            StrategyArg::Delegate { reference }
+        }
+        // A class for no strategy means nothing: refused rather than dropped.
+        b"remove" if class.is_none() => {
+            end(t, usage::REMOVE_STRATEGY, false)?;
+            StrategyArg::Remove
+        }
+        b"remove" => {
+            return Err(ErrorKind::TooManyArguments {
+                usage: usage::REMOVE_STRATEGY,
+                value: false,
+            });
+        }
+        other => {
+            return Err(unknown(
+                other,
+                &STRATEGIES,
+                "serve, strip, generate, prompt, delegate, remove",
+            ));
+        }
+    };
+    Ok(Command::Catalog(CatalogCommand::Strategy {
+        name,
+        tier,
+        class,
+        strategy,
+    }))
+}
+
+/// `prompt LABEL [help TEXT] [kind KIND] [pattern TEXT] [min N] [max N] [optional]`.
+fn prompt(t: &mut Tokens<'_>) -> Result<PromptArgs, ErrorKind> {
+    let mut p = PromptArgs {
+        label: text(&arg(t, "label", usage::PROMPT)?)?,
+        ..PromptArgs::default()
+    };
+    let mut seen: Vec<Vec<u8>> = Vec::new();
+    while let Some(option) = t.next_token()? {
+        if seen.iter().any(|s| *s == option.as_slice()) {
+            return Err(ErrorKind::RepeatedOption);
+        }
+        seen.push(option.to_vec());
+        match option.as_slice() {
+            b"help" => p.help = Some(text(&arg(t, "value", usage::PROMPT)?)?),
+            b"kind" => p.kind = Some(text(&arg(t, "value", usage::PROMPT)?)?),
+            b"pattern" => p.pattern = Some(text(&arg(t, "value", usage::PROMPT)?)?),
+            b"min" => p.min = Some(number(&arg(t, "value", usage::PROMPT)?)?),
+            b"max" => p.max = Some(number(&arg(t, "value", usage::PROMPT)?)?),
+            b"optional" => p.optional = true,
+            other => {
+                return Err(unknown(
+                    other,
+                    &PROMPT_OPTIONS,
+                    "help, kind, pattern, min, max, optional",
+                ));
+            }
+        }
+    }
+    Ok(p)
+}
+
+/// `present NAME tier TIER (yes|no)`.
+pub(crate) fn present(t: &mut Tokens<'_>) -> Result<Command, ErrorKind> {
+    let name = check_name(&arg(t, "name", usage::PRESENT)?)?;
+    let tier = on_tier(t, usage::PRESENT)?;
+    let present = match arg(t, "yes or no", usage::PRESENT)?.as_slice() {
+        b"yes" => true,
+        b"no" => false,
+        other => return Err(unknown(other, &["yes", "no"], "yes, no")),
+    };
+    end(t, usage::PRESENT, false)?;
+    Ok(Command::Catalog(CatalogCommand::Present {
+        name,
+        tier,
+        present,
+    }))
+}
+
+/// `generate NAME [TEMPLATE]`.
+pub(crate) fn generate(t: &mut Tokens<'_>) -> Result<Command, ErrorKind> {
+    let name = check_name(&arg(t, "name", usage::GENERATE)?)?;
+    let template = t.next_token()?.map(|w| text(&w)).transpose()?;
+    end(t, usage::GENERATE, false)?;
+    Ok(Command::Catalog(CatalogCommand::Generate {
+        name,
+        template,
+    }))
+}
+
+/// `plan SERVICE TIER`.
+pub(crate) fn plan(t: &mut Tokens<'_>) -> Result<Command, ErrorKind> {
+    let service = check_service(&arg(t, "service", usage::PLAN)?)?;
+    let tier = text(&arg(t, "tier", usage::PLAN)?)?;
+    end(t, usage::PLAN, false)?;
+    Ok(Command::Catalog(CatalogCommand::Plan { service, tier }))
+}
+
+/// `lint [TIER]`.
+pub(crate) fn lint(t: &mut Tokens<'_>) -> Result<Command, ErrorKind> {
+    let tier = t.next_token()?.map(|w| text(&w)).transpose()?;
+    end(t, usage::LINT, false)?;
+    Ok(Command::Catalog(CatalogCommand::Lint { tier }))
+}
+
+/// `catalog export [toml|json]`, `catalog apply [dry-run] [prune] [with-values] FILE`.
+pub(crate) fn catalog(t: &mut Tokens<'_>) -> Result<Command, ErrorKind> {
+    let action = arg(t, "action", usage::CATALOG)?;
+    let command = match action.as_slice() {
+        b"export" => {
+            let format = match t.next_token()?.as_deref().map(Vec::as_slice) {
+                None | Some(b"toml") => CatalogFormat::Toml,
+                Some(b"json") => CatalogFormat::Json,
+                Some(other) => return Err(unknown(other, &["toml", "json"], "toml, json")),
+            };
+            end(t, usage::EXPORT, false)?;
+            CatalogCommand::Export { format }
+        }
+        b"apply" => {
+            let mut flags = [false; 3];
+            let mut format = None;
+            let file = loop {
+                let token = arg(t, "file", usage::APPLY)?;
+                let named = match token.as_slice() {
+                    b"toml" => Some(CatalogFormat::Toml),
+                    b"json" => Some(CatalogFormat::Json),
+                    _ => None,
+                };
+                if let Some(f) = named {
+                    if format.replace(f).is_some() {
+                        return Err(ErrorKind::RepeatedOption);
+                    }
+                    continue;
+                }
+                match APPLY_FLAGS
+                    .iter()
+                    .position(|f| f.as_bytes() == token.as_slice())
+                {
+                    Some(i) if flags[i] => return Err(ErrorKind::RepeatedOption),
+                    Some(i) => flags[i] = true,
+                    None => break Value::from(token),
+                }
+            };
+            end(t, usage::APPLY, false)?;
+            let [dry_run, prune, with_values] = flags;
+            CatalogCommand::Apply {
+                format,
+                file,
+                dry_run,
+                prune,
+                with_values,
+            }
+        }
+        other => return Err(unknown(other, &["apply", "export"], "apply, export")),
+    };
+    Ok(Command::Catalog(command))
+}
+
+/// `tier TIER`, the part of `strategy` and `present` that names the tier.
+fn on_tier(t: &mut Tokens<'_>, usage: &'static str) -> Result<String, ErrorKind> {
+    let word = arg(t, "tier", usage)?;
+    if word.as_slice() != b"tier" {
+        return Err(ErrorKind::ExpectedWord {
+            word: "tier",
+            usage,
+        });
+    }
+    text(&arg(t, "tier", usage)?)
+}
+
+/// An option or action word that is none of `choices`.
+fn unknown(word: &[u8], choices: &[&'static str], expected: &'static str) -> ErrorKind {
+    ErrorKind::UnknownOption {
+        suggestion: suggest(word, choices.iter().copied()),
+        expected,
+    }
+}
+
+/// A token as text: UTF-8, not secret (a tier, a template, a label).
+fn text(token: &[u8]) -> Result<String, ErrorKind> {
+    String::from_utf8(token.to_vec()).map_err(|_| ErrorKind::NotText)
+}
+
+/// A token as a whole number: digits, with a `-` before them for a negative one.
+fn number(token: &[u8]) -> Result<i64, ErrorKind> {
+    let digits = token.strip_prefix(b"-").unwrap_or(token);
+    if digits.is_empty() || digits.len() > 18 || !digits.iter().all(u8::is_ascii_digit) {
+        return Err(ErrorKind::BadNumber);
+    }
+    // At most 18 digits: fits in an i64.
+    let n = decimal(digits) as i64;
+    Ok(if token.len() > digits.len() { -n } else { n })
 }
 
 fn arg(t: &mut Tokens<'_>, what: &'static str, usage: &'static str) -> Result<Token, ErrorKind> {
@@ -393,6 +692,13 @@ mod tests {
                 command::GRANT => "grant s a",
                 command::REVOKE => "revoke s a",
                 command::SERVICE => "service s remove",
+                "tier" => "tier remove t",
+                "meta" => "meta a",
+                "strategy" => "strategy a tier t strip",
+                "present" => "present a tier t no",
+                "generate" => "generate a",
+                "plan" => "plan s t",
+                "catalog" => "catalog export",
                 other => other,
             };
             let parsed = parse_line(line.as_bytes()).unwrap_or_else(|e| panic!("{line}: {e:?}"));

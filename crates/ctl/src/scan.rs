@@ -44,10 +44,11 @@ pub(crate) enum Event {
         /// Whether an unquoted CR preceded the newline.
         cr: bool,
     },
-    /// A `{N}` header with N above [`MAX_VALUE_LEN`] ended at the last byte scanned. The
-    /// scanner goes on to expect N bytes, so that they can be skipped rather than read as
-    /// commands.
-    LiteralTooLong,
+    /// A `{N}` header with N above [`MAX_VALUE_LEN`] ended at the last byte scanned: too
+    /// long for a value, and the buffer decides whether its line may hold it (a catalog
+    /// file). The scanner goes on to expect N bytes, so that they can be skipped rather
+    /// than read as commands.
+    LongLiteral(u64),
 }
 
 /// The scanner's state between pieces of input.
@@ -231,7 +232,7 @@ impl Scanner {
         } else {
             State::LitBody(n)
         };
-        (n > MAX_VALUE_LEN as u64).then_some(Event::LiteralTooLong)
+        (n > MAX_VALUE_LEN as u64).then_some(Event::LongLiteral(n))
     }
 }
 
@@ -287,18 +288,18 @@ mod tests {
         // A header past the limit is reported, and its bytes are still expected.
         assert_eq!(
             events(b"set a {1048577}\n"),
-            vec![(16, Event::LiteralTooLong)]
+            vec![(16, Event::LongLiteral(1048577))]
         );
         let mut big = b"{1048577}\n".to_vec();
         big.extend(vec![b'\n'; 1048577]);
         big.extend(b"\n");
         assert_eq!(
             events(&big),
-            vec![(10, Event::LiteralTooLong), (big.len(), END)]
+            vec![(10, Event::LongLiteral(1048577)), (big.len(), END)]
         );
         assert_eq!(
             events(b"{99999999999999999999999}\n"),
-            vec![(26, Event::LiteralTooLong)]
+            vec![(26, Event::LongLiteral(u64::MAX))]
         );
     }
 

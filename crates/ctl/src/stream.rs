@@ -11,6 +11,8 @@
 //!   `abort` drops them.
 //! - A transaction holds at most [`MAX_TXN_COMMANDS`](crate::MAX_TXN_COMMANDS) commands
 //!   and [`MAX_TXN_BYTES`](crate::MAX_TXN_BYTES) bytes.
+//! - A command that is a transaction of its own (`rotate-key`, `catalog apply`) or reads
+//!   the store as committed (`plan`, `lint`, `catalog export`) is refused inside one.
 //! - An error inside a transaction (a bad command, one too many, a nested `begin`,
 //!   `rotate-key`) aborts it: it is refused, and every later command up to the `commit`
 //!   or `abort` that ends the transaction is skipped; the `commit` is refused too, saying
@@ -21,7 +23,7 @@
 use zeroize::Zeroizing;
 
 use crate::buffer::{CtlBuffer, Parsed};
-use crate::command::help_text;
+use crate::command::{Runs, help_text};
 use crate::error::{CtlError, ErrorKind};
 use crate::reply::{Answer, Reply};
 use crate::{Command, MAX_TXN_BYTES, MAX_TXN_COMMANDS};
@@ -198,7 +200,7 @@ impl CtlStream {
             // Skipped: part of a transaction that is dead already.
             (_, Some(_)) => None,
             (Command::Begin, None) => Some(self.refuse(error(&parsed, ErrorKind::TransactionOpen))),
-            (Command::RotateKey, None) => {
+            (command, None) if command.runs() == Runs::Alone => {
                 Some(self.refuse(error(&parsed, ErrorKind::NotInTransaction)))
             }
             (command, None) => {
@@ -360,6 +362,35 @@ mod tests {
                 "an aborted transaction ends with abort"
             );
         }
+    }
+
+    #[test]
+    fn catalog_changes_join_a_transaction_and_queries_stay_out() {
+        let mut s = CtlStream::new();
+        assert_eq!(
+            steps(
+                &mut s,
+                b"begin\ntier add t\nstrategy a tier t strip\ngenerate a\ncommit\n"
+            ),
+            ["ok begin", "commit 1..5 [tier@2 strategy@3 generate@4]"]
+        );
+        for query in [
+            "plan web t",
+            "lint",
+            "catalog export",
+            "catalog apply {0}\n",
+        ] {
+            let mut s = CtlStream::new();
+            let out = steps(&mut s, format!("begin\n{query}\n").as_bytes());
+            assert_eq!(out.len(), 2, "{out:?}");
+            assert!(
+                out[1].ends_with("cannot run inside a transaction; commit or abort it first"),
+                "{out:?}"
+            );
+        }
+        // Outside one, each is applied alone.
+        let mut s = CtlStream::new();
+        assert_eq!(steps(&mut s, b"lint t\n"), ["apply lint@1"]);
     }
 
     #[test]

@@ -26,8 +26,9 @@
 //!
 //! A batch holds at most [`MAX_BATCH_MUTATIONS`] rows put or deleted besides the store
 //! record every commit rewrites, and at most [`MAX_BATCH_BYTES`] of keys and values: ctl's
-//! bounds on a transaction (10,000 commands, 4 MiB), so that whatever a client may send as
-//! one transaction is one commit, and no more, since etcd takes far less in one
+//! bounds on a transaction (10,000 commands, 4 MiB) and on a catalog apply (10,000 secrets
+//! and their values), so that whatever a client may send as one transaction is one
+//! commit, and no more, since etcd takes far less in one
 //! transaction than redb (128 operations and 1.5 MiB by default; its operator raises
 //! `--max-txn-ops` and `--max-request-bytes` to these). The vault refuses a batch past
 //! either with [`Error::TooLarge`] before it reaches the backend, and makes its own
@@ -43,9 +44,11 @@ use crate::actor::Actor;
 use crate::error::{Error, Result};
 
 /// The most rows one batch puts or deletes, besides the store record every commit
-/// rewrites: as many as a ctl transaction has commands. What it is for: an etcd
-/// transaction takes one operation a row (`--max-txn-ops` must be above it).
-pub const MAX_BATCH_MUTATIONS: usize = 10_000;
+/// rewrites: a ctl transaction's 10,000 commands (a `delete` takes its grants along), or a
+/// `catalog apply` of 10,000 secrets with their values (a row for each declaration and
+/// each value) and its tiers and services. What it is for: an etcd transaction takes one
+/// operation a row (`--max-txn-ops` must be above it).
+pub const MAX_BATCH_MUTATIONS: usize = 25_000;
 
 /// The most bytes one batch carries, its rows' keys and values as stored. 4 MiB of values
 /// is what one ctl transaction may hold; sealing adds a tag to each chunk of a value and an
@@ -65,11 +68,20 @@ pub enum Table {
     Services,
     /// Grants, by `SERVICE/SECRET` (names never contain `/`).
     Grants,
+    /// The deployment catalog's declarations, by `tier/TIER`, `service/SERVICE` and
+    /// `secret/SECRET`: metadata, never a value (store format 3).
+    Catalog,
 }
 
 impl Table {
     /// Every table, in the order a backup or a migration copies them.
-    pub const ALL: [Table; 4] = [Table::Meta, Table::Secrets, Table::Services, Table::Grants];
+    pub const ALL: [Table; 5] = [
+        Table::Meta,
+        Table::Secrets,
+        Table::Services,
+        Table::Grants,
+        Table::Catalog,
+    ];
 
     /// The table's stable name.
     pub fn name(self) -> &'static str {
@@ -78,6 +90,7 @@ impl Table {
             Table::Secrets => "secrets",
             Table::Services => "services",
             Table::Grants => "grants",
+            Table::Catalog => "catalog",
         }
     }
 }

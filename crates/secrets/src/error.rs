@@ -41,12 +41,20 @@ pub enum Error {
         /// The store's revision.
         found: u64,
     },
+    /// A catalog apply that would break the catalog's rules: every declaration refused
+    /// (named, never a value); nothing was changed.
+    #[error("{0}")]
+    CatalogRefused(catalog::Refusal),
     /// The store holds something this version cannot make sense of.
     #[error("store is corrupt: {what}")]
     Corrupt {
         /// What is inconsistent, in general terms.
         what: &'static str,
     },
+    /// A declaration the deployment catalog refuses (a name, a field, the class rule),
+    /// naming the secret and tier, never a value; nothing was changed.
+    #[error("{0}")]
+    Declaration(catalog::DeclError),
     /// A record failed authentication: tampered with, moved to another name or version, or
     /// encrypted under a different key.
     #[error("decryption failed: the record does not authenticate under its key")]
@@ -188,6 +196,15 @@ pub enum Error {
     /// An admin operation named a service that does not exist.
     #[error("no such service")]
     NoSuchService,
+    /// An operation named a tier the catalog does not declare.
+    #[error("no such tier")]
+    NoSuchTier,
+    /// `generate` with no template, of a secret whose core tiers give none.
+    #[error(
+        "no template to generate the value from: give one, or declare the secret's strategy \
+         on a core tier with one (serve TEMPLATE or generate TEMPLATE)"
+    )]
+    NoTemplate,
     /// On behalf of a service: the secret does not exist or is not granted (deliberately
     /// indistinguishable).
     #[error("file does not exist")]
@@ -293,6 +310,11 @@ pub enum Error {
         /// What does not hold, in general terms.
         what: &'static str,
     },
+    /// A template that could not be rendered: a placeholder that needs what a stored
+    /// value has not (a service, a tier, a deployment), or the OS random number generator
+    /// failed.
+    #[error("template {0}")]
+    Template(catalog::TemplateError),
     /// A value or manifest exceeds its size limit.
     #[error("{what} too large: the limit is {limit} bytes")]
     TooLarge {

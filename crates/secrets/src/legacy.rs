@@ -74,6 +74,11 @@ impl Legacy {
                     }
                     grants.push((svc.to_owned(), sec.to_owned()));
                 }
+                Table::Catalog => {
+                    return Err(Error::Corrupt {
+                        what: "a store of format 1 with a catalog",
+                    });
+                }
             }
         }
         Ok(Legacy {

@@ -29,6 +29,7 @@
 //! | secret  | `incarnation`, `versions`: [`version`, `state`, `mtime`, `length`, `chunk`, `nonce`] | each version's chunks |
 //! | service | `uid` (absent: none), `manifest` (its text)                  | empty        |
 //! | grant   | nothing yet                                                  | empty        |
+//! | catalog | a tier's `core`; a service's `tiers`; a secret's metadata: `class`, `owner`, `rotate_every`, `description`, `tiers` (per tier `class`, `strategy` and its fields), as a catalog file has them | empty |
 //! | store   | `admin_uid`, `active_key`, `rotation_target`, `last_change`  | empty        |
 //!
 //! Room to grow: a secret's header holds a list of versions, each with a state (only
@@ -421,6 +422,100 @@ pub(crate) fn decode_grant(row: &Row, bytes: &[u8], keys: &Keyring) -> Result<Au
         return Err(Error::Corrupt { what: WHAT });
     }
     Ok(auth)
+}
+
+/// What a catalog row declares: its kind is the first part of its key (`tier/NAME`,
+/// `service/NAME`, `secret/NAME`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub(crate) enum DeclKind {
+    /// A tier.
+    Tier,
+    /// A service's tier list.
+    Service,
+    /// A secret's metadata.
+    Secret,
+}
+
+impl DeclKind {
+    fn prefix(self) -> &'static str {
+        match self {
+            DeclKind::Tier => "tier",
+            DeclKind::Service => "service",
+            DeclKind::Secret => "secret",
+        }
+    }
+
+    /// The row of this kind's declaration of `name`.
+    pub(crate) fn row(self, name: &str) -> Row {
+        Row::new(Table::Catalog, format!("{}/{name}", self.prefix()))
+    }
+
+    /// The kind and name a catalog row's key holds.
+    pub(crate) fn of_key(key: &str) -> Option<(DeclKind, &str)> {
+        let (prefix, name) = key.split_once('/')?;
+        let kind = match prefix {
+            "tier" => DeclKind::Tier,
+            "service" => DeclKind::Service,
+            "secret" => DeclKind::Secret,
+            _ => return None,
+        };
+        Some((kind, name))
+    }
+}
+
+/// One declaration of the catalog, as its record holds it: the catalog's own serde forms
+/// (a tier's `core`; a service's `tiers`; a secret's metadata as one `[secrets.NAME]`
+/// table of a catalog file has it, never a value), in CBOR, with no payload.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) enum Decl {
+    /// A tier.
+    Tier(catalog::Tier),
+    /// A service's tier list.
+    Service(catalog::Service),
+    /// A secret's metadata.
+    Secret(catalog::SecretMeta),
+}
+
+impl Decl {
+    /// Its kind.
+    pub(crate) fn kind(&self) -> DeclKind {
+        match self {
+            Decl::Tier(_) => DeclKind::Tier,
+            Decl::Service(_) => DeclKind::Service,
+            Decl::Secret(_) => DeclKind::Secret,
+        }
+    }
+
+    /// Stored form, as the declaration of `name`, tagged under `key`.
+    pub(crate) fn encode(&self, name: &str, key: &Key) -> (Vec<u8>, Auth) {
+        let row = self.kind().row(name);
+        match self {
+            Decl::Tier(t) => envelope(&row, key, t, &[]),
+            Decl::Service(s) => envelope(&row, key, s, &[]),
+            Decl::Secret(m) => envelope(&row, key, m, &[]),
+        }
+    }
+
+    /// Checks and parses the record at catalog row `key`: the kind and name it declares,
+    /// and the declaration.
+    pub(crate) fn decode(
+        key: &str,
+        bytes: &[u8],
+        keys: &Keyring,
+    ) -> Result<(DeclKind, String, Decl, Auth)> {
+        const WHAT: &str = "malformed catalog record";
+        let (kind, name) = DeclKind::of_key(key).ok_or(Error::Corrupt { what: WHAT })?;
+        let (env, auth) = open_envelope(&kind.row(name), bytes, keys, WHAT)?;
+        if !env.payload.is_empty() {
+            return Err(Error::Corrupt { what: WHAT });
+        }
+        let decl = match kind {
+            DeclKind::Tier => Decl::Tier(header(env.header, WHAT)?),
+            DeclKind::Service => Decl::Service(header(env.header, WHAT)?),
+            DeclKind::Secret => Decl::Secret(header(env.header, WHAT)?),
+        };
+        Ok((kind, name.to_owned(), decl, auth))
+    }
 }
 
 /// The store record: the store-wide facts that are not key checks.

@@ -2,7 +2,8 @@
 //! ([`encode`]), and what a backend's rows mean when loaded or fed back ([`decode_snapshot`],
 //! [`decode_ops`]).
 //!
-//! Store format 2 (records as `record.rs` lays them out):
+//! Store format 3 (records as `record.rs` lays them out; format 2 is the same without the
+//! catalog, and is upgraded at open by writing the number):
 //!
 //! | row                     | value                                                     |
 //! |-------------------------|-----------------------------------------------------------|
@@ -12,6 +13,7 @@
 //! | `secrets/NAME`          | a secret record                                           |
 //! | `services/NAME`         | a service record                                          |
 //! | `grants/SERVICE/SECRET` | a grant record                                            |
+//! | `catalog/tier/T`, `catalog/service/S`, `catalog/secret/NAME` | a declaration of the deployment catalog |
 //!
 //! Format 1 is read by `legacy.rs`, for the migration at open.
 //!
@@ -20,8 +22,8 @@
 //! Every record is tagged under a key derived from the cluster key (`record.rs`), so none
 //! can be forged or moved. That alone would let whoever can write the store put back a
 //! record it saw earlier (a revoked grant, a replaced service) or remove one. So the store
-//! record also holds a digest of the whole set: the XOR, over every secret, service and
-//! grant, of its term (the HMAC of its tag under a key derived for that, which nothing
+//! record also holds a digest of the whole set: the XOR, over every secret, service,
+//! grant and declaration, of its term (the HMAC of its tag under a key derived for that, which nothing
 //! stored reveals). Each commit updates it from the terms of the records it replaces and
 //! writes; a load recomputes it from every record and refuses a store whose records do
 //! not add up to what its last commit recorded ([`Error::Tampered`]), as it refuses a
@@ -33,11 +35,20 @@ use std::collections::{BTreeMap, HashMap};
 use crate::backend::{Op, Row, Snapshot, Table};
 use crate::crypto::{Key, KeyCheck, Keyring, MAC_LEN};
 use crate::error::{Error, Result};
-use crate::record::{self, Auth, SecretRecord, ServiceRecord, StoreRecord};
+use crate::record::{self, Auth, Decl, DeclKind, SecretRecord, ServiceRecord, StoreRecord};
 use crate::state::State;
 
 /// The store format this build reads and writes.
-pub(crate) const FORMAT_VERSION: u32 = 2;
+pub(crate) const FORMAT_VERSION: u32 = 3;
+
+/// The format before the catalog: read, and upgraded at open by writing the number (its
+/// stores have no catalog table; everything else is laid out alike).
+pub(crate) const FORMAT_WITHOUT_CATALOG: u32 = 2;
+
+/// Whether this build reads stores of `format` as they are.
+fn readable(format: u32) -> bool {
+    format == FORMAT_VERSION || format == FORMAT_WITHOUT_CATALOG
+}
 
 const FORMAT_VERSION_FIELD: &str = "format_version";
 const KEY_CHECK_PREFIX: &str = "key_check.";
@@ -89,7 +100,9 @@ pub(crate) struct Stored {
     pub(crate) services: Vec<(String, ServiceRecord)>,
     /// All grants, as (service, secret).
     pub(crate) grants: Vec<(String, String)>,
-    /// How each secret, service and grant is authenticated, by row.
+    /// Every declaration of the catalog, by name.
+    pub(crate) decls: Vec<(String, Decl)>,
+    /// How each secret, service, grant and declaration is authenticated, by row.
     pub(crate) auths: HashMap<Row, Auth>,
     /// The digest of their terms.
     pub(crate) digest: Digest,
@@ -120,6 +133,10 @@ pub(crate) enum Mutation {
     PutGrant(String, String),
     /// Remove a grant (service, secret).
     DeleteGrant(String, String),
+    /// Declare a tier, a service's tiers or a secret's metadata (replacing what was).
+    PutDecl(String, Decl),
+    /// Remove a declaration.
+    DeleteDecl(DeclKind, String),
     /// Set `active_key`.
     SetActiveKey(u32),
     /// Set or clear `rotation_target`.
@@ -130,6 +147,11 @@ pub(crate) enum Mutation {
     DeleteKeyCheck(u32),
     /// Set `last_change`: the vault puts one first in every batch, with the batch's time.
     SetLastChange(u64),
+}
+
+/// The row of the format version.
+pub(crate) fn format_row() -> Row {
+    meta_row(FORMAT_VERSION_FIELD)
 }
 
 fn meta_row(field: impl Into<String>) -> Row {
@@ -195,6 +217,8 @@ pub(crate) fn encode(batch: &[Mutation], state: &State) -> Result<Vec<Op>> {
                 (row, Some(put))
             }
             Mutation::DeleteGrant(svc, sec) => (Row::grant(svc, sec), None),
+            Mutation::PutDecl(name, decl) => (decl.kind().row(name), Some(decl.encode(name, key))),
+            Mutation::DeleteDecl(kind, name) => (kind.row(name), None),
             Mutation::PutKeyCheck(id, check) => {
                 ops.push(Op::Put(key_check_row(*id), check.encode()));
                 continue;
@@ -262,6 +286,9 @@ pub(crate) fn encode_store(stored: &Stored, keys: &Keyring) -> Result<Vec<(Row, 
     for (svc, sec) in &stored.grants {
         batch.push(Mutation::PutGrant(svc.clone(), sec.clone()));
     }
+    for (name, decl) in &stored.decls {
+        batch.push(Mutation::PutDecl(name.clone(), decl.clone()));
+    }
     let empty = State::empty(stored.meta.clone(), keys.clone());
     let key = key_of(keys, stored.meta.sealing_key())?;
     Ok(initial(&stored.meta, key)
@@ -292,7 +319,7 @@ pub(crate) fn format_of(snapshot: &Snapshot) -> Result<u32> {
 /// [`Error::FormatVersion`].
 pub(crate) fn peek_meta(snapshot: &Snapshot) -> Result<Meta> {
     let format_version = format_of(snapshot)?;
-    if format_version != FORMAT_VERSION {
+    if !readable(format_version) {
         return Err(Error::FormatVersion {
             found: format_version,
             supported: FORMAT_VERSION,
@@ -337,7 +364,7 @@ fn meta_of(format_version: u32, store: StoreRecord, key_checks: BTreeMap<u32, Ke
 /// [`Error::Corrupt`].
 pub(crate) fn decode_snapshot(snapshot: Snapshot, keys: &Keyring) -> Result<Stored> {
     let format_version = format_of(&snapshot)?;
-    if format_version != FORMAT_VERSION {
+    if !readable(format_version) {
         return Err(Error::FormatVersion {
             found: format_version,
             supported: FORMAT_VERSION,
@@ -372,6 +399,11 @@ pub(crate) fn decode_snapshot(snapshot: Snapshot, keys: &Keyring) -> Result<Stor
             Table::Grants => {
                 let auth = record::decode_grant(&row, &value, keys)?;
                 out.grants.push(grant_names(&row)?);
+                auth
+            }
+            Table::Catalog => {
+                let (_, name, decl, auth) = Decl::decode(&row.key, &value, keys)?;
+                out.decls.push((name, decl));
                 auth
             }
         };
@@ -424,6 +456,11 @@ pub(crate) fn decode_ops(ops: Vec<Op>, keys: &Keyring) -> Result<Fed> {
                     auths.push((row, Some(auth)));
                     Mutation::PutGrant(svc, sec)
                 }
+                Table::Catalog => {
+                    let (_, name, decl, auth) = Decl::decode(&row.key, &value, keys)?;
+                    auths.push((row, Some(auth)));
+                    Mutation::PutDecl(name, decl)
+                }
                 Table::Meta if row.key == STORE_FIELD => {
                     let rec = StoreRecord::decode(&value, keys)?;
                     digest = Some(rec.digest);
@@ -452,6 +489,14 @@ pub(crate) fn decode_ops(ops: Vec<Op>, keys: &Keyring) -> Result<Fed> {
                     let (svc, sec) = grant_names(&row)?;
                     auths.push((row, None));
                     Mutation::DeleteGrant(svc, sec)
+                }
+                Table::Catalog => {
+                    let (kind, name) = DeclKind::of_key(&row.key).ok_or(Error::Corrupt {
+                        what: "malformed catalog key",
+                    })?;
+                    let name = name.to_owned();
+                    auths.push((row, None));
+                    Mutation::DeleteDecl(kind, name)
                 }
                 Table::Meta => match row.key.strip_prefix(KEY_CHECK_PREFIX) {
                     Some(id) => Mutation::DeleteKeyCheck(key_id(id)?),
@@ -675,15 +720,15 @@ mod tests {
         let mut ops = initial(&m, key);
         ops.push(Op::Put(
             meta_row(FORMAT_VERSION_FIELD),
-            3u32.to_be_bytes().to_vec(),
+            4u32.to_be_bytes().to_vec(),
         ));
         let err = decode_snapshot(snapshot(ops.clone()), &keys).unwrap_err();
         assert!(
             matches!(
                 err,
                 Error::FormatVersion {
-                    found: 3,
-                    supported: 2
+                    found: 4,
+                    supported: 3
                 }
             ),
             "{err:?}"

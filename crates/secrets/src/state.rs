@@ -15,12 +15,15 @@
 
 use std::collections::hash_map::Entry;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::sync::Arc;
+
+use catalog::Catalog;
 
 use crate::backend::{Revision, Row};
 use crate::crypto::Keyring;
 use crate::error::{Error, Result};
 use crate::names;
-use crate::record::{Auth, SecretRecord, ServiceRecord};
+use crate::record::{Auth, Decl, DeclKind, SecretRecord, ServiceRecord};
 use crate::rows::{Digest, Meta, Mutation, Stored};
 use crate::types::RotationProgress;
 
@@ -39,6 +42,10 @@ pub(crate) struct State {
     pub(crate) uids: HashMap<u32, String>,
     /// service -> granted secret names: the check on every walk, open and read.
     pub(crate) grants: HashMap<String, BTreeSet<String>>,
+    /// The deployment catalog: tiers, services' tiers, secrets' metadata. Shared, so that
+    /// a reader (an export, a plan) takes it without holding the lock; a commit changes it
+    /// in place unless a reader still holds it, and then copies it once.
+    pub(crate) catalog: Arc<Catalog>,
     /// The store revision this state is as of: the last commit applied.
     pub(crate) revision: Revision,
     /// How each secret, service and grant is authenticated, by row (see `rows.rs`).
@@ -105,6 +112,7 @@ impl State {
             }
             grants.entry(svc).or_default().insert(sec);
         }
+        let catalog = catalog_of(stored.decls)?;
         // The latest anything can have changed (see the module documentation).
         let newest = secrets
             .values()
@@ -122,6 +130,7 @@ impl State {
             services,
             uids,
             grants,
+            catalog: Arc::new(catalog),
             revision,
             auths,
             digest,
@@ -140,6 +149,7 @@ impl State {
             services: BTreeMap::new(),
             uids: HashMap::new(),
             grants: HashMap::new(),
+            catalog: Arc::default(),
             revision: Revision(0),
             auths: HashMap::new(),
             digest: Digest::default(),
@@ -233,6 +243,22 @@ impl State {
                         }
                     }
                 }
+                Mutation::PutDecl(name, decl) => {
+                    let catalog = Arc::make_mut(&mut self.catalog);
+                    match decl {
+                        Decl::Tier(t) => catalog.restore_tier(name, Some(t)),
+                        Decl::Service(s) => catalog.restore_service(name, Some(s)),
+                        Decl::Secret(m) => catalog.restore_secret(name, Some(m)),
+                    }
+                }
+                Mutation::DeleteDecl(kind, name) => {
+                    let catalog = Arc::make_mut(&mut self.catalog);
+                    match kind {
+                        DeclKind::Tier => catalog.restore_tier(name, None),
+                        DeclKind::Service => catalog.restore_service(name, None),
+                        DeclKind::Secret => catalog.restore_secret(name, None),
+                    }
+                }
                 Mutation::SetActiveKey(id) => self.meta.active_key = id,
                 Mutation::SetRotationTarget(id) => self.meta.rotation_target = id,
                 Mutation::PutKeyCheck(id, check) => {
@@ -265,13 +291,15 @@ impl State {
         }
     }
 
-    /// Whether both hold the same records: meta, secrets, services and grants (the uid
-    /// index follows from the services; keys and rotation progress are not records).
+    /// Whether both hold the same records: meta, secrets, services, grants and the
+    /// catalog (the uid index follows from the services; keys and rotation progress are
+    /// not records).
     pub(crate) fn same_records(&self, other: &State) -> bool {
         self.meta == other.meta
             && self.secrets == other.secrets
             && self.services == other.services
             && self.grants == other.grants
+            && self.catalog == other.catalog
     }
 
     /// Whether `service` may read `secret`.
@@ -301,4 +329,49 @@ impl State {
             .max()
             .unwrap_or(0)
     }
+}
+
+/// What a plan and the lint learn of the store: which secrets have values, which are
+/// granted. Never a value.
+impl catalog::Store for State {
+    fn has_value(&self, secret: &str) -> bool {
+        self.secrets.contains_key(secret)
+    }
+
+    fn is_granted(&self, service: &str, secret: &str) -> bool {
+        State::is_granted(self, service, secret)
+    }
+}
+
+/// The catalog the stored declarations make, their names checked (the rest was checked
+/// when they were declared, under the rules of that build: a plan or the lint reports
+/// what breaks a rule now).
+fn catalog_of(decls: Vec<(String, Decl)>) -> Result<Catalog> {
+    let corrupt = |what| Error::Corrupt { what };
+    let mut tiers = BTreeMap::new();
+    let mut services = BTreeMap::new();
+    let mut secrets = BTreeMap::new();
+    for (name, decl) in decls {
+        match decl {
+            Decl::Tier(t) => {
+                if !catalog::is_valid_tier(&name) {
+                    return Err(corrupt("a declared tier has an invalid name"));
+                }
+                tiers.insert(name, t);
+            }
+            Decl::Service(s) => {
+                if !catalog::is_valid_service(&name) {
+                    return Err(corrupt("a declared service has an invalid name"));
+                }
+                services.insert(name, s);
+            }
+            Decl::Secret(m) => {
+                if !catalog::is_valid_secret(&name) {
+                    return Err(corrupt("a secret's metadata has an invalid name"));
+                }
+                secrets.insert(name, m);
+            }
+        }
+    }
+    Ok(Catalog::from_parts_unchecked(tiers, services, secrets))
 }

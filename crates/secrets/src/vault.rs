@@ -41,6 +41,7 @@ use crate::types::{InitReport, OpenedSecret, SecretInfo, ServiceInfo, Status};
 
 mod change;
 mod health;
+mod plans;
 mod rotation;
 
 pub use change::{Applied, Change, ChangeError};
@@ -212,7 +213,8 @@ impl Vault {
         }
         let file_keys = keyfile::read(key_path)?;
         let snapshot = backend.load()?;
-        let (stored, revision, keyring, extra) = if rows::format_of(&snapshot)? == legacy::FORMAT {
+        let format = rows::format_of(&snapshot)?;
+        let (stored, revision, keyring, extra) = if format == legacy::FORMAT {
             migrate(&*backend, key_path, file_keys, snapshot)?
         } else {
             let revision = snapshot.revision;
@@ -220,7 +222,13 @@ impl Vault {
             // record checked under them.
             let meta = rows::peek_meta(&snapshot)?;
             let (keyring, extra) = rotation::reconcile_keys(key_path, file_keys, &meta)?;
-            let stored = rows::decode_snapshot(snapshot, &keyring)?;
+            let mut stored = rows::decode_snapshot(snapshot, &keyring)?;
+            let revision = if format == rows::FORMAT_WITHOUT_CATALOG {
+                stored.meta.format_version = FORMAT_VERSION;
+                upgrade_format(&*backend, revision)?
+            } else {
+                revision
+            };
             (stored, revision, keyring, extra)
         };
         let state = State::from_stored(stored, keyring, revision)?;
@@ -842,6 +850,30 @@ fn check_bounds(ops: &[Op]) -> Result<()> {
         });
     }
     Ok(())
+}
+
+/// Upgrades a store of format 2, checked whole at `base`, to format 3: the same records,
+/// and room for a catalog table, so only the number changes. One commit, taken out of the
+/// change feed again (memory is built from the records already read); returns its
+/// revision.
+fn upgrade_format(backend: &dyn Backend, base: Revision) -> Result<Revision> {
+    let revision = backend.commit(Batch {
+        base,
+        actor: Actor::local(),
+        ops: vec![Op::Put(
+            rows::format_row(),
+            FORMAT_VERSION.to_be_bytes().to_vec(),
+        )],
+    })?;
+    // The commit carries no store record, so it must not reach `apply_feed`.
+    let _ = backend.changes(base)?;
+    warn!(
+        from = rows::FORMAT_WITHOUT_CATALOG,
+        to = FORMAT_VERSION,
+        "upgraded the store's format (room for the deployment catalog): a srv-secrets older \
+         than this one can no longer open it"
+    );
+    Ok(revision)
 }
 
 /// Migrates a store of format 1 (`snapshot`) to this build's format, in one commit: every

@@ -5,6 +5,10 @@
 //! transaction, is one vault transaction: it applies fully or not at all, and it is durable
 //! before the Twrite (or Tclunk) that completed it is answered.
 //!
+//! The deployment catalog's commands (`tier`, `meta`, `strategy`, `plan`, `catalog
+//! apply`, ...) are made into the catalog's types in `ctl/decl.rs`; queries among them (a
+//! plan, the lint, an export, a dry run) are answered from the vault with a body.
+//!
 //! Reads return results, the Plan 9 way (`/net/cs`): on a fid that wrote, one [`Reply`]
 //! per command it wrote, each read taking the next bytes; on a fid that wrote nothing, the
 //! last [`RECENT`] results of its attach, so that `echo ... > ctl; cat ctl` works from a
@@ -19,6 +23,10 @@ use secrets::{Actor, Applied, Change, ChangeError, Error as VaultError, Vault};
 use tokio::sync::Mutex;
 use tracing::{error, info};
 use zeroize::Zeroizing;
+
+mod decl;
+
+use decl::Prepared;
 
 /// How many results an attach remembers for fids that wrote nothing.
 pub const RECENT: usize = 32;
@@ -233,6 +241,9 @@ impl CtlFid {
 /// caller, and these texts are ours; names come from the store, never a value. With that
 /// prefix each fits [`ctl::MAX_ERROR_LEN`], what a Plan 9 client keeps of an error.
 fn explain(e: &VaultError) -> String {
+    if let Some(text) = decl::explain(e) {
+        return text;
+    }
     match e {
         VaultError::NoSuchSecret => "no such secret; see the names with: deploy secret list".into(),
         VaultError::NoSuchService => {
@@ -290,9 +301,14 @@ fn explain(e: &VaultError) -> String {
 /// The longest `ctl: line K: VERB: ` an explanation is given (five-digit lines).
 const LONGEST_PREFIX: usize = "ctl: line 99999: rotate-key: ".len();
 
-/// The vault change a ctl command asks for; `None` for those that are not one.
-fn change_of(command: &Command) -> Option<Change<'_>> {
-    Some(match command {
+/// The vault change a ctl command asks for, its fields in the vault's and the catalog's
+/// types.
+///
+/// # Errors
+/// What is wrong with a field (a template, a class), in the ctl error's words; or that
+/// the command is no change.
+fn prepare(command: &Command) -> Result<Prepared<'_>, String> {
+    Ok(Prepared::Direct(match command {
         Command::Set { name, value } => Change::Set {
             name,
             value: value.expose(),
@@ -306,10 +322,11 @@ fn change_of(command: &Command) -> Option<Change<'_>> {
             manifest: manifest.expose(),
         },
         Command::ServiceRemove { service } => Change::ServiceRemove { service },
+        Command::Catalog(c) => return decl::prepare(c),
         Command::RotateKey | Command::Begin | Command::Commit | Command::Abort | Command::Help => {
-            return None;
+            return Err("this command is no change to the store".into());
         }
-    })
+    }))
 }
 
 fn yes(b: bool) -> &'static str {
@@ -362,6 +379,7 @@ fn answer(command: &Command, applied: Applied) -> Reply {
             info!(%service, grants, "service removed");
             answer.word(service).word("remove").field("grants", grants)
         }
+        (Command::Catalog(c), applied) => decl::answer(c, applied),
         (command, applied) => {
             // The vault answers each change with its own kind; anything else is a bug here.
             error!(
@@ -380,20 +398,18 @@ async fn apply_parsed(vault: &Arc<Vault>, actor: &Actor, parsed: Parsed) -> Repl
     let (vault, actor) = (vault.clone(), actor.clone());
     blocking(move || {
         let reply = match &parsed.command {
-            Command::RotateKey => rotate_key(&vault, &actor),
-            command => match change_of(command) {
-                Some(change) => vault
-                    .apply(&actor, &[change])
-                    .map(|mut applied| answer(command, applied.remove(0))),
-                None => Err(ChangeError {
-                    index: 0,
-                    error: VaultError::Corrupt {
-                        what: "a ctl command with no change was applied",
-                    },
-                }),
-            },
+            Command::RotateKey => rotate_key(&vault, &actor).map_err(|e| explain(&e.error)),
+            Command::Catalog(c) if parsed.command.is_query() => {
+                decl::query(&vault, c).map(Reply::Ok)
+            }
+            command => prepare(command).and_then(|prepared| {
+                vault
+                    .apply(&actor, &[prepared.change()])
+                    .map(|mut applied| answer(command, applied.remove(0)))
+                    .map_err(|e| explain(&e.error))
+            }),
         };
-        reply.unwrap_or_else(|e| Reply::Err(parsed.error(explain(&e.error))))
+        reply.unwrap_or_else(|text| Reply::Err(parsed.error(text)))
     })
     .await
 }
@@ -422,11 +438,14 @@ fn rotate_key(vault: &Vault, actor: &Actor) -> Result<Reply, ChangeError> {
 async fn commit(vault: &Arc<Vault>, actor: &Actor, txn: Transaction) -> Vec<Reply> {
     let (vault, actor) = (vault.clone(), actor.clone());
     blocking(move || {
-        let changes: Vec<Change<'_>> = txn
-            .commands
-            .iter()
-            .filter_map(|p| change_of(&p.command))
-            .collect();
+        let mut prepared = Vec::with_capacity(txn.commands.len());
+        for p in &txn.commands {
+            match prepare(&p.command) {
+                Ok(one) => prepared.push(one),
+                Err(text) => return vec![Reply::Err(p.error(text))],
+            }
+        }
+        let changes: Vec<Change<'_>> = prepared.iter().map(Prepared::change).collect();
         match vault.apply(&actor, &changes) {
             Ok(applied) => {
                 let mut replies: Vec<Reply> = txn

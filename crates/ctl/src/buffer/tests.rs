@@ -1,7 +1,10 @@
 use proptest::prelude::*;
 
 use super::*;
-use crate::{MAX_NAME_LEN, MAX_VALUE_LEN, NO_UID, NameKind, Value, is_reserved_service};
+use crate::{
+    CatalogCommand, CatalogFormat, MAX_NAME_LEN, MAX_VALUE_LEN, MetaFields, NO_UID, NameKind,
+    PromptArgs, StrategyArg, Value, is_reserved_service,
+};
 
 /// Pushes `chunks` one by one, draining after each, then finishes. Never discards.
 /// Every command and error of the stream, pushed in these chunks. A write that the skip
@@ -564,11 +567,11 @@ fn every_error_text() {
         ),
         (
             b"service\n",
-            "ctl: line 1: service: missing service; usage: service SERVICE (uid UID | manifest VALUE | remove)",
+            "ctl: line 1: service: missing service; usage: service SERVICE (uid UID|manifest VALUE|tiers LIST|remove)",
         ),
         (
             b"service web\n",
-            "ctl: line 1: service: missing action; usage: service SERVICE (uid UID | manifest VALUE | remove)",
+            "ctl: line 1: service: missing action; usage: service SERVICE (uid UID|manifest VALUE|tiers LIST|remove)",
         ),
         (
             b"service web uid\n",
@@ -644,11 +647,11 @@ fn every_error_text() {
         ),
         (
             b"service web frob\n",
-            "ctl: line 1: service: unknown action; expected one of: manifest, remove, uid",
+            "ctl: line 1: service: unknown action; expected one of: manifest, remove, tiers, uid",
         ),
         (
             b"service web remve\n",
-            "ctl: line 1: service: unknown action; did you mean 'remove'? expected one of: manifest, remove, uid",
+            "ctl: line 1: service: unknown action; did you mean 'remove'? expected one of: manifest, remove, tiers, uid",
         ),
         (
             b"service web uid -1\n",
@@ -927,7 +930,7 @@ fn possible_error_texts() -> Vec<String> {
     let verbs: Vec<&'static str> = crate::command::VERBS.iter().map(|v| v.word).collect();
     // (usage, the arguments that can be missing, whether "too many arguments" can name it
     // and then with the hint about values)
-    let commands: [(&str, &[&str], Option<bool>); 13] = [
+    let commands: [(&str, &[&str], Option<bool>); 33] = [
         (usage::ABORT, &[], Some(false)),
         (usage::BEGIN, &[], Some(false)),
         (usage::COMMIT, &[], Some(false)),
@@ -939,8 +942,32 @@ fn possible_error_texts() -> Vec<String> {
         (usage::SERVICE, &["service", "action"], None),
         (usage::SERVICE_MANIFEST, &["value"], Some(true)),
         (usage::SERVICE_REMOVE, &[], Some(false)),
+        (usage::SERVICE_TIERS, &["tiers"], Some(false)),
         (usage::SERVICE_UID, &["uid"], Some(false)),
         (usage::SET, &["name", "value"], Some(true)),
+        (usage::TIER, &["action"], None),
+        (usage::TIER_ADD, &["tier"], Some(false)),
+        (usage::TIER_REMOVE, &["tier"], Some(false)),
+        (usage::META, &["name", "value"], None),
+        (usage::META_REMOVE, &[], Some(false)),
+        (
+            usage::STRATEGY,
+            &["name", "tier", "class", "strategy"],
+            None,
+        ),
+        (usage::SERVE, &[], Some(false)),
+        (usage::STRIP, &[], Some(false)),
+        (usage::GENERATE_STRATEGY, &["template"], Some(false)),
+        (usage::PROMPT, &["label", "value"], None),
+        (usage::DELEGATE, &["reference"], Some(false)),
+        (usage::REMOVE_STRATEGY, &[], Some(false)),
+        (usage::PRESENT, &["name", "tier", "yes or no"], Some(false)),
+        (usage::GENERATE, &["name"], Some(false)),
+        (usage::PLAN, &["service", "tier"], Some(false)),
+        (usage::LINT, &[], Some(false)),
+        (usage::CATALOG, &["action"], None),
+        (usage::EXPORT, &[], Some(false)),
+        (usage::APPLY, &["file"], Some(false)),
     ];
     let with_any_verb = [
         ErrorKind::BadUid,
@@ -954,6 +981,10 @@ fn possible_error_texts() -> Vec<String> {
         ErrorKind::UnterminatedQuote,
         ErrorKind::ValueTooLong,
         ErrorKind::UnknownAction { suggestion: None },
+        ErrorKind::BadNumber,
+        ErrorKind::CatalogTooLarge,
+        ErrorKind::NotText,
+        ErrorKind::RepeatedOption,
     ]
     .into_iter()
     .chain(ACTIONS.map(|a| ErrorKind::UnknownAction {
@@ -969,6 +1000,9 @@ fn possible_error_texts() -> Vec<String> {
         ("commit", ErrorKind::NoTransaction),
         ("abort", ErrorKind::NoTransaction),
         ("rotate-key", ErrorKind::NotInTransaction),
+        ("plan", ErrorKind::NotInTransaction),
+        ("lint", ErrorKind::NotInTransaction),
+        ("catalog", ErrorKind::NotInTransaction),
         ("commit", ErrorKind::TransactionAborted { line: 99_999 }),
         ("begin", ErrorKind::TransactionNotCommitted),
         ("begin", ErrorKind::TransactionOpen),
@@ -976,7 +1010,14 @@ fn possible_error_texts() -> Vec<String> {
     for (verb, kind) in transactions {
         out.push(format!("{verb}: {kind}"));
     }
-    for verb in ["set", "delete", "grant", "revoke", "service"] {
+    // The options and words that only some commands have, with those commands.
+    for (verb, kind) in unknown_options().into_iter().chain(expected_words()) {
+        out.push(format!("{verb}: {kind}"));
+    }
+    for verb in [
+        "set", "delete", "grant", "revoke", "service", "tier", "meta", "strategy", "present",
+        "generate",
+    ] {
         out.push(format!("{verb}: {}", ErrorKind::TransactionTooLarge));
     }
     // A skip is of a line whose verb was known, or not.
@@ -1100,21 +1141,7 @@ fn all_error_texts() -> Vec<String> {
     use crate::command::usage;
     use crate::error::ACTIONS;
     let verbs: Vec<&'static str> = crate::command::VERBS.iter().map(|v| v.word).collect();
-    let usages = [
-        usage::ABORT,
-        usage::BEGIN,
-        usage::COMMIT,
-        usage::HELP,
-        usage::DELETE,
-        usage::GRANT,
-        usage::REVOKE,
-        usage::ROTATE_KEY,
-        usage::SERVICE,
-        usage::SERVICE_MANIFEST,
-        usage::SERVICE_REMOVE,
-        usage::SERVICE_UID,
-        usage::SET,
-    ];
+    let usages = usage::ALL;
     let mut kinds = vec![
         ErrorKind::BadUid,
         ErrorKind::CommandTooLong,
@@ -1135,9 +1162,30 @@ fn all_error_texts() -> Vec<String> {
         ErrorKind::TransactionOpen,
         ErrorKind::TransactionTooLarge,
         ErrorKind::StillSkipping,
+        ErrorKind::BadNumber,
+        ErrorKind::CatalogTooLarge,
+        ErrorKind::NotText,
+        ErrorKind::RepeatedOption,
     ];
+    kinds.extend(unknown_options().into_iter().map(|(_, k)| k));
+    kinds.extend(expected_words().into_iter().map(|(_, k)| k));
     for usage in usages {
-        for arg in ["name", "value", "service", "action", "uid"] {
+        for arg in [
+            "name",
+            "value",
+            "service",
+            "action",
+            "uid",
+            "tier",
+            "tiers",
+            "class",
+            "strategy",
+            "template",
+            "label",
+            "reference",
+            "yes or no",
+            "file",
+        ] {
             kinds.push(ErrorKind::MissingArgument { arg, usage });
         }
         for value in [false, true] {
@@ -1182,6 +1230,110 @@ fn command() -> impl Strategy<Value = Command> {
         (service(), value())
             .prop_map(|(service, manifest)| Command::ServiceManifest { service, manifest }),
         service().prop_map(|service| Command::ServiceRemove { service }),
+        catalog_command().prop_map(Command::Catalog),
+    ]
+}
+
+/// The catalog's commands, with any text where the grammar takes text (templates, labels,
+/// even newlines and quotes).
+fn catalog_command() -> impl Strategy<Value = CatalogCommand> {
+    let name = || "[A-Za-z0-9._-]{1,64}".prop_filter("a path element", |s| s != "." && s != "..");
+    let service = move || name().prop_filter("reserved", |s| !is_reserved_service(s));
+    let text = || "(\\PC|[ '\n{}]){0,40}";
+    let word = || "[a-z_-]{1,12}";
+    let opt = move || proptest::option::of(text());
+    let strategy = prop_oneof![
+        proptest::option::of(text()).prop_map(|template| StrategyArg::Serve { template }),
+        Just(StrategyArg::Strip),
+        text().prop_map(|template| StrategyArg::Generate { template }),
+        (
+            text(),
+            opt(),
+            opt(),
+            opt(),
+            proptest::option::of(any::<i32>()),
+            proptest::option::of(any::<i32>()),
+            any::<bool>()
+        )
+            .prop_map(|(label, help, kind, pattern, min, max, optional)| {
+                StrategyArg::Prompt(PromptArgs {
+                    label,
+                    help,
+                    kind,
+                    pattern,
+                    min: min.map(i64::from),
+                    max: max.map(i64::from),
+                    optional,
+                })
+            }),
+        text().prop_map(|reference| StrategyArg::Delegate { reference }),
+    ];
+    prop_oneof![
+        (word(), any::<bool>()).prop_map(|(tier, core)| CatalogCommand::TierAdd { tier, core }),
+        word().prop_map(|tier| CatalogCommand::TierRemove { tier }),
+        (name(), opt(), opt(), opt(), opt()).prop_map(
+            |(name, class, owner, rotate_every, description)| CatalogCommand::Meta {
+                name,
+                fields: MetaFields {
+                    class,
+                    owner,
+                    rotate_every,
+                    description,
+                },
+            }
+        ),
+        name().prop_map(|name| CatalogCommand::MetaRemove { name }),
+        (name(), word(), proptest::option::of(word()), strategy).prop_map(
+            |(name, tier, class, strategy)| CatalogCommand::Strategy {
+                name,
+                tier,
+                class,
+                strategy,
+            }
+        ),
+        (name(), word()).prop_map(|(name, tier)| CatalogCommand::Strategy {
+            name,
+            tier,
+            class: None,
+            strategy: StrategyArg::Remove,
+        }),
+        (name(), word(), any::<bool>()).prop_map(|(name, tier, present)| {
+            CatalogCommand::Present {
+                name,
+                tier,
+                present,
+            }
+        }),
+        (
+            service(),
+            proptest::option::of(proptest::collection::vec(word(), 1..4))
+        )
+            .prop_map(|(service, tiers)| CatalogCommand::ServiceTiers { service, tiers }),
+        (name(), opt()).prop_map(|(name, template)| CatalogCommand::Generate { name, template }),
+        (service(), word()).prop_map(|(service, tier)| CatalogCommand::Plan { service, tier }),
+        proptest::option::of(word()).prop_map(|tier| CatalogCommand::Lint { tier }),
+        any::<bool>().prop_map(|json| CatalogCommand::Export {
+            format: if json {
+                CatalogFormat::Json
+            } else {
+                CatalogFormat::Toml
+            }
+        }),
+        (
+            proptest::collection::vec(any::<u8>(), 1..600),
+            any::<bool>(),
+            any::<bool>(),
+            any::<bool>()
+        )
+            .prop_map(
+                |(file, dry_run, prune, with_values)| CatalogCommand::Apply {
+                    format: dry_run.then_some(CatalogFormat::Json),
+                    file: Value::from(file),
+                    dry_run,
+                    prune,
+                    with_values,
+                }
+            ),
     ]
 }
 
@@ -1300,4 +1452,354 @@ fn a_large_value_does_not_keep_its_allocation() {
     }
     assert_eq!(b.pending(), 0);
     assert!(b.buf.capacity() <= KEEP_CAPACITY, "{}", b.buf.capacity());
+}
+
+/// Every "unknown option" the parser can give, with the verb it comes with: each list of
+/// choices, with each choice suggested or none.
+fn unknown_options() -> Vec<(&'static str, ErrorKind)> {
+    use crate::deployment::{META_OPTIONS, PROMPT_OPTIONS, STRATEGIES};
+    let lists: [(&str, &[&'static str], &'static str); 8] = [
+        ("tier", &["core"], "core"),
+        ("tier", &["add", "remove"], "add, remove"),
+        (
+            "meta",
+            &META_OPTIONS,
+            "class, owner, rotate-every, description",
+        ),
+        (
+            "strategy",
+            &STRATEGIES,
+            "serve, strip, generate, prompt, delegate, remove",
+        ),
+        (
+            "strategy",
+            &PROMPT_OPTIONS,
+            "help, kind, pattern, min, max, optional",
+        ),
+        ("present", &["yes", "no"], "yes, no"),
+        ("catalog", &["toml", "json"], "toml, json"),
+        ("catalog", &["apply", "export"], "apply, export"),
+    ];
+    let mut out = Vec::new();
+    for (verb, choices, expected) in lists {
+        out.push((
+            verb,
+            ErrorKind::UnknownOption {
+                suggestion: None,
+                expected,
+            },
+        ));
+        for &c in choices {
+            out.push((
+                verb,
+                ErrorKind::UnknownOption {
+                    suggestion: Some(c),
+                    expected,
+                },
+            ));
+        }
+    }
+    out
+}
+
+/// Every "expected WORD" the parser can give, with its verb.
+fn expected_words() -> Vec<(&'static str, ErrorKind)> {
+    use crate::command::usage;
+    [("strategy", usage::STRATEGY), ("present", usage::PRESENT)]
+        .into_iter()
+        .map(|(verb, usage)| {
+            (
+                verb,
+                ErrorKind::ExpectedWord {
+                    word: "tier",
+                    usage,
+                },
+            )
+        })
+        .collect()
+}
+
+// ---------------------------------------------------------------- the catalog's commands
+
+fn parse_one(line: &[u8]) -> Result<Command, String> {
+    match run(line).pop() {
+        Some(Ok(p)) => Ok(p.command),
+        Some(Err(e)) => Err(e.to_string()),
+        None => Err("nothing".into()),
+    }
+}
+
+fn catalog(line: &str) -> CatalogCommand {
+    match parse_one(line.as_bytes()) {
+        Ok(Command::Catalog(c)) => c,
+        other => panic!("{line}: {other:?}"),
+    }
+}
+
+#[test]
+fn catalog_commands_as_a_person_writes_them() {
+    assert_eq!(
+        catalog("tier add local_dev core"),
+        CatalogCommand::TierAdd {
+            tier: "local_dev".into(),
+            core: true
+        }
+    );
+    assert_eq!(
+        catalog("meta db class infrastructure owner 'platform team' rotate-every 30d"),
+        CatalogCommand::Meta {
+            name: "db".into(),
+            fields: MetaFields {
+                class: Some("infrastructure".into()),
+                owner: Some("platform team".into()),
+                rotate_every: Some("30d".into()),
+                description: None,
+            },
+        }
+    );
+    // '' clears a field.
+    assert_eq!(
+        catalog("meta db owner ''"),
+        CatalogCommand::Meta {
+            name: "db".into(),
+            fields: MetaFields {
+                owner: Some(String::new()),
+                ..MetaFields::default()
+            },
+        }
+    );
+    assert_eq!(
+        catalog("strategy db tier desktop class service generate 'file://{{USER_DATA}}/app.db'"),
+        CatalogCommand::Strategy {
+            name: "db".into(),
+            tier: "desktop".into(),
+            class: Some("service".into()),
+            strategy: StrategyArg::Generate {
+                template: "file://{{USER_DATA}}/app.db".into()
+            },
+        }
+    );
+    assert_eq!(
+        catalog(
+            "strategy key tier desktop prompt 'OpenRouter key' kind password min 20 \
+             pattern '^sk-or-' optional help 'From openrouter.ai'"
+        ),
+        CatalogCommand::Strategy {
+            name: "key".into(),
+            tier: "desktop".into(),
+            class: None,
+            strategy: StrategyArg::Prompt(PromptArgs {
+                label: "OpenRouter key".into(),
+                help: Some("From openrouter.ai".into()),
+                kind: Some("password".into()),
+                pattern: Some("^sk-or-".into()),
+                min: Some(20),
+                max: None,
+                optional: true,
+            }),
+        }
+    );
+    assert_eq!(
+        catalog("service web tiers desktop,local_dev"),
+        CatalogCommand::ServiceTiers {
+            service: "web".into(),
+            tiers: Some(vec!["desktop".into(), "local_dev".into()])
+        }
+    );
+    assert_eq!(
+        catalog("service web tiers *"),
+        CatalogCommand::ServiceTiers {
+            service: "web".into(),
+            tiers: None
+        }
+    );
+    assert_eq!(
+        catalog("service web tiers ''"),
+        CatalogCommand::ServiceTiers {
+            service: "web".into(),
+            tiers: Some(Vec::new())
+        }
+    );
+    assert_eq!(
+        catalog("catalog apply prune with-values {9}\n[tiers.a]"),
+        CatalogCommand::Apply {
+            format: None,
+            file: Value::from(b"[tiers.a]".to_vec()),
+            dry_run: false,
+            prune: true,
+            with_values: true,
+        }
+    );
+    assert_eq!(
+        catalog("catalog export json"),
+        CatalogCommand::Export {
+            format: CatalogFormat::Json
+        }
+    );
+    assert_eq!(catalog("lint"), CatalogCommand::Lint { tier: None });
+}
+
+#[test]
+fn catalog_command_errors() {
+    let cases: [(&[u8], &str); 12] = [
+        (
+            b"tier frob x",
+            "ctl: line 1: tier: unknown option; expected: add, remove",
+        ),
+        (
+            b"tier add x cor",
+            "ctl: line 1: tier: unknown option; did you mean 'core'? expected: core",
+        ),
+        (
+            b"meta a ownr b",
+            "ctl: line 1: meta: unknown option; did you mean 'owner'? expected: class, owner, \
+             rotate-every, description",
+        ),
+        (
+            b"meta a owner b owner c",
+            "ctl: line 1: meta: an option is given twice; give each once",
+        ),
+        (
+            b"meta a owner",
+            "ctl: line 1: meta: missing value; usage: meta NAME \
+             [class|owner|rotate-every|description TEXT]...",
+        ),
+        (
+            b"strategy a on desktop strip",
+            "ctl: line 1: strategy: expected 'tier' here; usage: strategy NAME tier TIER \
+             [class CLASS] STRATEGY",
+        ),
+        (
+            b"strategy a tier t serv",
+            "ctl: line 1: strategy: unknown option; did you mean 'serve'? expected: serve, \
+             strip, generate, prompt, delegate, remove",
+        ),
+        (
+            b"strategy a tier t generate {{random:hex:32}}",
+            "ctl: line 1: strategy: malformed literal; send {N}, a newline, then exactly N \
+             bytes (to send a word in braces, quote it)",
+        ),
+        (
+            b"strategy a tier t prompt L min x",
+            "ctl: line 1: strategy: min and max are whole numbers: digits, with - before a \
+             negative one",
+        ),
+        (
+            b"present a tier t maybe",
+            "ctl: line 1: present: unknown option; expected: yes, no",
+        ),
+        (
+            b"catalog apply prune",
+            "ctl: line 1: catalog: missing file; usage: catalog apply [toml|json] [FLAG]... FILE",
+        ),
+        (
+            b"generate a '\xff'",
+            "ctl: line 1: generate: not UTF-8 text; tiers, classes, templates and labels are text",
+        ),
+    ];
+    for (line, expected) in cases {
+        assert_eq!(parse_one(line).unwrap_err(), expected);
+    }
+}
+
+#[test]
+fn a_catalog_file_may_be_larger_than_a_value() {
+    // 3 MiB: more than a value or an ordinary line holds.
+    let file = vec![b'#'; 3 << 20];
+    let mut line = format!("catalog apply dry-run {{{}}}\n", file.len()).into_bytes();
+    line.extend_from_slice(&file);
+    line.push(b'\n');
+    let mut b = CtlBuffer::new();
+    // In 64 KiB writes, as a client sends it.
+    let mut got = Vec::new();
+    for chunk in line.chunks(64 << 10) {
+        b.push(chunk);
+        while let Some(r) = b.next_command() {
+            got.push(r);
+        }
+    }
+    assert_eq!(got.len(), 1);
+    let Ok(Parsed {
+        command: Command::Catalog(CatalogCommand::Apply { file: got, .. }),
+        ..
+    }) = &got[0]
+    else {
+        panic!("{got:?}")
+    };
+    assert_eq!(got.len(), file.len());
+    // The same literal on a `set` line is refused, and skipped whole.
+    let mut set = format!("set a {{{}}}\n", file.len()).into_bytes();
+    set.extend_from_slice(&file);
+    set.extend_from_slice(b"\nset b 1\n");
+    let out = run(&set);
+    assert_eq!(out.len(), 2, "{out:?}");
+    assert!(matches!(&out[0], Err(e) if e.kind == ErrorKind::LiteralTooLong));
+    assert!(matches!(&out[1], Ok(p) if p.command.verb() == "set"));
+    // A catalog file past its own limit is refused.
+    let over = format!("catalog apply {{{}}}\n", crate::MAX_CATALOG_LEN + 1);
+    let out = run(over.as_bytes());
+    assert!(
+        matches!(&out[0], Err(e) if e.kind == ErrorKind::LiteralTooLong),
+        "{out:?}"
+    );
+    assert_eq!(
+        Command::Catalog(CatalogCommand::Apply {
+            format: None,
+            file: Value::from(vec![0; crate::MAX_CATALOG_LEN + 1]),
+            dry_run: false,
+            prune: false,
+            with_values: false
+        })
+        .validate(),
+        Err(ErrorKind::CatalogTooLarge)
+    );
+}
+
+#[test]
+fn templates_and_labels_travel_quoted() {
+    let c = Command::Catalog(CatalogCommand::Strategy {
+        name: "db".into(),
+        tier: "desktop".into(),
+        class: None,
+        strategy: StrategyArg::Prompt(PromptArgs {
+            label: "It's {{x}}".into(),
+            min: Some(-3),
+            ..PromptArgs::default()
+        }),
+    });
+    assert_eq!(
+        &c.encode()[..],
+        b"strategy db tier desktop prompt 'It''s {{x}}' min -3\n"
+    );
+    let g = Command::Catalog(CatalogCommand::Generate {
+        name: "k".into(),
+        template: Some("{{random:hex:32}}".into()),
+    });
+    assert_eq!(&g.encode()[..], b"generate k '{{random:hex:32}}'\n");
+    assert_eq!(g.verb(), "generate");
+    assert!(g.is_change() && !g.is_query());
+    let plan = Command::Catalog(CatalogCommand::Plan {
+        service: "web".into(),
+        tier: "desktop".into(),
+    });
+    assert!(plan.is_query() && !plan.is_change());
+}
+
+#[test]
+fn help_lists_the_catalog_commands() {
+    let help = crate::help_text();
+    for form in [
+        "tier add TIER [core]",
+        "meta NAME remove",
+        "strategy NAME tier TIER [class CLASS] generate TEMPLATE",
+        "present NAME tier TIER (yes|no)",
+        "service SERVICE tiers TIER,TIER",
+        "generate NAME [TEMPLATE]",
+        "plan SERVICE TIER",
+        "lint [TIER]",
+        "catalog export [toml|json]",
+        "catalog apply [toml|json] [dry-run] [prune] [with-values] FILE",
+    ] {
+        assert!(help.contains(form), "{form}\n{help}");
+    }
 }

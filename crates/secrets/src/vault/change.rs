@@ -1,20 +1,42 @@
 //! Changes to the vault, applied as one transaction: [`Vault::apply`].
 //!
-//! Every mutation of secrets, services and grants goes through here, one change or many:
-//! each change is checked and planned against the state as the changes before it in the
-//! same call left it ([`Overlay`]), and the mutations of all of them are committed as one
-//! batch. So a list of changes applies fully or not at all, and a single change is just a
-//! list of one (`Vault::set`, `Vault::grant`, ... call [`Vault::apply`]).
+//! Every mutation of secrets, services, grants and the deployment catalog goes through
+//! here, one change or many: each change is checked and planned against the state as the
+//! changes before it in the same call left it ([`Overlay`]), and the mutations of all of
+//! them are committed as one batch. So a list of changes applies fully or not at all, and a
+//! single change is just a list of one (`Vault::set`, `Vault::grant`, ... call
+//! [`Vault::apply`]).
+//!
+//! The catalog's changes are checked by the catalog's own rules
+//! ([`catalog::check_secret_declaration`], [`catalog::check_rule`], ...) against the
+//! catalog as the transaction sees it: only the declarations it touched are held apart,
+//! so one change costs a lookup and the one secret's check, not a copy of a catalog of
+//! 10,000 secrets. A tier that stops being core is checked against every secret with a
+//! strategy there, and a `catalog apply` is a diff against the whole catalog: those cost
+//! what the catalog's size does.
+//!
+//! Deleting a secret deletes its value and its grants, and keeps its metadata: a catalog
+//! holds declarations (what the secret is and what happens to it on each tier), which stand
+//! whether or not a value is stored now, as they do for a delegated or prompted secret that
+//! never has one. Removing a service likewise keeps its tier list. The catalog's own
+//! commands remove declarations (`MetaRemove`, `StrategyRemove`, a `catalog apply` with
+//! `prune`).
 
-use std::collections::{BTreeSet, HashMap};
+use std::borrow::Cow;
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Arc;
+
+use catalog::{
+    Catalog, DeclError, DiffError, MetaUpdate, RenderContext, SecretMeta, SecretValue, Service,
+    Template, Tier, TierPolicy,
+};
 
 use crate::actor::Actor;
 use crate::crypto::{Key, random_u64};
 use crate::error::{Error, Result};
 use crate::manifest::Manifest;
 use crate::names;
-use crate::record::{SecretRecord, ServiceRecord};
+use crate::record::{Decl, DeclKind, SecretRecord, ServiceRecord};
 use crate::rows::Mutation;
 use crate::state::State;
 
@@ -63,10 +85,88 @@ pub enum Change<'a> {
         /// The manifest's text, parsed before anything changes.
         manifest: &'a [u8],
     },
-    /// Remove a service, its uid mapping and its grants.
+    /// Remove a service, its uid mapping and its grants (its tier list in the catalog
+    /// stays).
     ServiceRemove {
         /// The service.
         service: &'a str,
+    },
+    /// Declare a tier, or change whether it is core (a core tier that serves something
+    /// stays core).
+    TierDeclare {
+        /// The tier.
+        tier: &'a str,
+        /// Whether it is the core server itself.
+        core: bool,
+    },
+    /// Remove a tier that no strategy and no service's tier list names.
+    TierRemove {
+        /// The tier.
+        tier: &'a str,
+    },
+    /// Change a secret's metadata, declaring the secret in the catalog if it is not.
+    Meta {
+        /// The secret.
+        name: &'a str,
+        /// The fields to set or clear.
+        update: &'a MetaUpdate,
+    },
+    /// Remove a secret's metadata from the catalog (its value, if any, stays).
+    MetaRemove {
+        /// The secret.
+        name: &'a str,
+    },
+    /// Declare a secret's strategy on a tier, declaring the secret if it is not.
+    Strategy {
+        /// The secret.
+        name: &'a str,
+        /// The tier.
+        tier: &'a str,
+        /// The strategy, and the class there if it is not the secret's.
+        policy: &'a TierPolicy,
+    },
+    /// Remove a secret's strategy on a tier.
+    StrategyRemove {
+        /// The secret.
+        name: &'a str,
+        /// The tier.
+        tier: &'a str,
+    },
+    /// Mark a delegated reference present (the provider holds it) or not.
+    Present {
+        /// The secret.
+        name: &'a str,
+        /// The tier it is delegated on.
+        tier: &'a str,
+        /// Whether the provider holds it.
+        present: bool,
+    },
+    /// Declare the tiers a service is deployed to; `None`: every declared tier (its
+    /// declaration is removed).
+    ServiceTiers {
+        /// The service (a name in the catalog; it need not be added to the vault).
+        service: &'a str,
+        /// Its tiers.
+        tiers: Option<&'a [String]>,
+    },
+    /// Store a new version of a secret made from a template: this one, or (`None`) the
+    /// one its core tiers give. Rendered without a service, tier or deployment.
+    Generate {
+        /// The secret.
+        name: &'a str,
+        /// The template.
+        template: Option<&'a Template>,
+    },
+    /// Apply a catalog: the tiers, services and secrets it names get exactly its
+    /// declarations, others are left alone unless `prune` (which removes them); then
+    /// `values` are stored, as `Set`s. Grants are never touched.
+    CatalogApply {
+        /// The catalog, as loaded from a file (every rule checked).
+        catalog: &'a Catalog,
+        /// Remove what it does not declare.
+        prune: bool,
+        /// Values the file carried (`--with-values`).
+        values: &'a BTreeMap<String, SecretValue>,
     },
 }
 
@@ -82,12 +182,47 @@ impl std::fmt::Debug for Change<'_> {
                 write!(f, "ServiceManifest({service}, {} bytes)", manifest.len())
             }
             Change::ServiceRemove { service } => write!(f, "ServiceRemove({service})"),
+            Change::TierDeclare { tier, core } => write!(f, "TierDeclare({tier}, core={core})"),
+            Change::TierRemove { tier } => write!(f, "TierRemove({tier})"),
+            Change::Meta { name, update } => write!(f, "Meta({name}, {update:?})"),
+            Change::MetaRemove { name } => write!(f, "MetaRemove({name})"),
+            Change::Strategy { name, tier, policy } => {
+                write!(f, "Strategy({name}, {tier}, {})", policy.strategy.name())
+            }
+            Change::StrategyRemove { name, tier } => write!(f, "StrategyRemove({name}, {tier})"),
+            Change::Present {
+                name,
+                tier,
+                present,
+            } => write!(f, "Present({name}, {tier}, {present})"),
+            Change::ServiceTiers { service, tiers } => {
+                write!(f, "ServiceTiers({service}, {tiers:?})")
+            }
+            Change::Generate { name, template } => write!(
+                f,
+                "Generate({name}, {})",
+                if template.is_some() {
+                    "template"
+                } else {
+                    "core template"
+                }
+            ),
+            Change::CatalogApply {
+                catalog,
+                prune,
+                values,
+            } => write!(
+                f,
+                "CatalogApply({} secrets, prune={prune}, {} values)",
+                catalog.secrets().len(),
+                values.len()
+            ),
         }
     }
 }
 
 /// What one change did: enough for a client to say so ("already granted", "updated").
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Applied {
     /// A secret was stored as this version.
     Set {
@@ -126,6 +261,52 @@ pub enum Applied {
         /// Grants that went with it.
         grants: usize,
     },
+    /// A tier is declared.
+    TierDeclared {
+        /// It was not declared before.
+        created: bool,
+        /// Anything changed (not: it was declared so already).
+        changed: bool,
+    },
+    /// A tier was removed.
+    TierRemoved,
+    /// A secret's metadata holds the fields given.
+    MetaSet {
+        /// The secret was not in the catalog before.
+        created: bool,
+        /// Anything changed.
+        changed: bool,
+    },
+    /// A secret's metadata was removed.
+    MetaRemoved,
+    /// A secret's strategy on a tier is declared.
+    StrategySet {
+        /// The secret was not in the catalog before.
+        created: bool,
+        /// It replaced a strategy it had on the tier.
+        replaced: bool,
+        /// Anything changed.
+        changed: bool,
+    },
+    /// A secret's strategy on a tier was removed.
+    StrategyRemoved,
+    /// A delegated reference is marked present or not.
+    PresentSet {
+        /// Anything changed.
+        changed: bool,
+    },
+    /// A service's tier list is declared (or removed: every tier).
+    ServiceTiersSet {
+        /// Anything changed.
+        changed: bool,
+    },
+    /// A catalog was applied: what it changed, and how many values it stored.
+    CatalogApplied {
+        /// The declarations it changed.
+        diff: Box<catalog::Diff>,
+        /// The values it stored (`--with-values`).
+        values: usize,
+    },
 }
 
 /// A change of a list that could not be applied; none of the list was.
@@ -146,6 +327,13 @@ struct Overlay<'s> {
     services: HashMap<String, Option<ServiceRecord>>,
     grants: HashMap<(String, String), bool>,
     uids: HashMap<u32, Option<String>>,
+    /// The catalog's tiers, once a change in the transaction declared or removed one
+    /// (there are at most 256: copied whole).
+    decl_tiers: Option<BTreeMap<String, Tier>>,
+    /// Services' tier lists the transaction declared (`None`: removed).
+    decl_services: HashMap<String, Option<Service>>,
+    /// Secrets' metadata the transaction declared (`None`: removed).
+    decl_secrets: HashMap<String, Option<SecretMeta>>,
     batch: Vec<Mutation>,
 }
 
@@ -157,8 +345,146 @@ impl<'s> Overlay<'s> {
             services: HashMap::new(),
             grants: HashMap::new(),
             uids: HashMap::new(),
+            decl_tiers: None,
+            decl_services: HashMap::new(),
+            decl_secrets: HashMap::new(),
             batch: Vec::new(),
         }
+    }
+
+    /// The catalog's declared tiers, as the transaction sees them.
+    fn tiers(&self) -> &BTreeMap<String, Tier> {
+        self.decl_tiers
+            .as_ref()
+            .unwrap_or_else(|| self.base.catalog.tiers())
+    }
+
+    /// A secret's metadata, as the transaction sees it.
+    fn meta(&self, name: &str) -> Option<&SecretMeta> {
+        match self.decl_secrets.get(name) {
+            Some(planned) => planned.as_ref(),
+            None => self.base.catalog.secret(name),
+        }
+    }
+
+    /// A service's declaration in the catalog, as the transaction sees it.
+    fn declared_service(&self, name: &str) -> Option<&Service> {
+        match self.decl_services.get(name) {
+            Some(planned) => planned.as_ref(),
+            None => self.base.catalog.service(name),
+        }
+    }
+
+    /// Every secret's metadata, as the transaction sees it (in no particular order).
+    fn metas(&self) -> impl Iterator<Item = (&str, &SecretMeta)> {
+        let planned = &self.decl_secrets;
+        self.base
+            .catalog
+            .secrets()
+            .iter()
+            .filter(move |(name, _)| !planned.contains_key(name.as_str()))
+            .map(|(name, meta)| (name.as_str(), meta))
+            .chain(
+                planned
+                    .iter()
+                    .filter_map(|(name, meta)| meta.as_ref().map(|m| (name.as_str(), m))),
+            )
+    }
+
+    /// Every service's declaration, as the transaction sees it.
+    fn declared_services(&self) -> impl Iterator<Item = (&str, &Service)> {
+        let planned = &self.decl_services;
+        self.base
+            .catalog
+            .services()
+            .iter()
+            .filter(move |(name, _)| !planned.contains_key(name.as_str()))
+            .map(|(name, s)| (name.as_str(), s))
+            .chain(
+                planned
+                    .iter()
+                    .filter_map(|(name, s)| s.as_ref().map(|s| (name.as_str(), s))),
+            )
+    }
+
+    /// How many secrets the catalog holds, as the transaction sees it.
+    fn meta_count(&self) -> usize {
+        let base = &self.base.catalog;
+        let mut n = base.secrets().len();
+        for (name, planned) in &self.decl_secrets {
+            match (base.secret(name).is_some(), planned.is_some()) {
+                (false, true) => n += 1,
+                (true, false) => n -= 1,
+                _ => {}
+            }
+        }
+        n
+    }
+
+    /// How many services the catalog declares, as the transaction sees it.
+    fn declared_service_count(&self) -> usize {
+        let base = &self.base.catalog;
+        let mut n = base.services().len();
+        for (name, planned) in &self.decl_services {
+            match (base.service(name).is_some(), planned.is_some()) {
+                (false, true) => n += 1,
+                (true, false) => n -= 1,
+                _ => {}
+            }
+        }
+        n
+    }
+
+    /// The whole catalog as the transaction sees it: the committed one itself, or (after
+    /// a catalog change in the same transaction) a copy with the changes made.
+    fn catalog(&self) -> Cow<'s, Catalog> {
+        let base: &'s Catalog = &self.base.catalog;
+        if self.decl_tiers.is_none()
+            && self.decl_services.is_empty()
+            && self.decl_secrets.is_empty()
+        {
+            return Cow::Borrowed(base);
+        }
+        let mut c = base.clone();
+        if let Some(tiers) = &self.decl_tiers {
+            for name in base.tiers().keys() {
+                if !tiers.contains_key(name) {
+                    c.restore_tier(name.clone(), None);
+                }
+            }
+            for (name, t) in tiers {
+                c.restore_tier(name.clone(), Some(*t));
+            }
+        }
+        for (name, s) in &self.decl_services {
+            c.restore_service(name.clone(), s.clone());
+        }
+        for (name, m) in &self.decl_secrets {
+            c.restore_secret(name.clone(), m.clone());
+        }
+        Cow::Owned(c)
+    }
+
+    /// Checks a secret's new metadata and plans it (`created`: the catalog lacked it).
+    fn put_meta(&mut self, name: &str, meta: SecretMeta, created: bool) -> Result<()> {
+        catalog::check_secret_declaration(self.tiers(), name, &meta).map_err(Error::Declaration)?;
+        if created && self.meta_count() >= catalog::MAX_SECRETS {
+            return Err(Error::Declaration(DeclError::TooMany {
+                what: "secrets",
+                limit: catalog::MAX_SECRETS,
+            }));
+        }
+        self.push(Mutation::PutDecl(name.to_owned(), Decl::Secret(meta)));
+        Ok(())
+    }
+
+    /// A secret's metadata that must exist.
+    fn existing_meta(&self, name: &str) -> Result<&SecretMeta> {
+        self.meta(name).ok_or_else(|| {
+            Error::Declaration(DeclError::NoSuchSecret {
+                secret: name.to_owned(),
+            })
+        })
     }
 
     fn secret(&self, name: &str) -> Option<&SecretRecord> {
@@ -253,6 +579,34 @@ impl<'s> Overlay<'s> {
             Mutation::DeleteGrant(svc, sec) => {
                 self.grants.insert((svc.clone(), sec.clone()), false);
             }
+            Mutation::PutDecl(name, decl) => match decl {
+                Decl::Tier(t) => {
+                    let base = self.base;
+                    self.decl_tiers
+                        .get_or_insert_with(|| base.catalog.tiers().clone())
+                        .insert(name.clone(), *t);
+                }
+                Decl::Service(s) => {
+                    self.decl_services.insert(name.clone(), Some(s.clone()));
+                }
+                Decl::Secret(m) => {
+                    self.decl_secrets.insert(name.clone(), Some(m.clone()));
+                }
+            },
+            Mutation::DeleteDecl(kind, name) => match kind {
+                DeclKind::Tier => {
+                    let base = self.base;
+                    self.decl_tiers
+                        .get_or_insert_with(|| base.catalog.tiers().clone())
+                        .remove(name);
+                }
+                DeclKind::Service => {
+                    self.decl_services.insert(name.clone(), None);
+                }
+                DeclKind::Secret => {
+                    self.decl_secrets.insert(name.clone(), None);
+                }
+            },
             // Not made by changes (rotation and commit write these themselves).
             Mutation::SetLastChange(_)
             | Mutation::SetActiveKey(_)
@@ -263,21 +617,24 @@ impl<'s> Overlay<'s> {
         self.batch.push(m);
     }
 
+    /// Plans a new version of a secret.
+    fn plan_set(&mut self, name: &str, value: &[u8], key: &Key, mtime: u64) -> Result<Applied> {
+        names::check_secret_name(name)?;
+        names::check_value(value)?;
+        let (version, incarnation) = match self.secret(name) {
+            // Versions count sets; u64 cannot run out.
+            Some(r) => (r.version.saturating_add(1), r.incarnation),
+            None => (1, random_u64()?),
+        };
+        let rec = SecretRecord::seal(name, version, incarnation, mtime, key, value)?;
+        self.push(Mutation::PutSecret(name.to_owned(), rec));
+        Ok(Applied::Set { version })
+    }
+
     /// Checks one change against the state so far and plans its mutations.
     fn plan(&mut self, change: &Change<'_>, key: &Key, mtime: u64) -> Result<Applied> {
         match *change {
-            Change::Set { name, value } => {
-                names::check_secret_name(name)?;
-                names::check_value(value)?;
-                let (version, incarnation) = match self.secret(name) {
-                    // Versions count sets; u64 cannot run out.
-                    Some(r) => (r.version.saturating_add(1), r.incarnation),
-                    None => (1, random_u64()?),
-                };
-                let rec = SecretRecord::seal(name, version, incarnation, mtime, key, value)?;
-                self.push(Mutation::PutSecret(name.to_owned(), rec));
-                Ok(Applied::Set { version })
-            }
+            Change::Set { name, value } => self.plan_set(name, value, key, mtime),
             Change::Delete { name } => {
                 names::check_secret_name(name)?;
                 if self.secret(name).is_none() {
@@ -377,7 +734,236 @@ impl<'s> Overlay<'s> {
                     grants: granted.len(),
                 })
             }
+            Change::TierDeclare { tier, core } => self.plan_tier(tier, core),
+            Change::TierRemove { tier } => {
+                if !self.tiers().contains_key(tier) {
+                    return Err(Error::NoSuchTier);
+                }
+                let uses = self
+                    .metas()
+                    .filter(|(_, m)| m.tiers.contains_key(tier))
+                    .count()
+                    + self
+                        .declared_services()
+                        .filter(|(_, s)| {
+                            s.tiers
+                                .as_ref()
+                                .is_some_and(|listed| listed.iter().any(|t| t == tier))
+                        })
+                        .count();
+                if uses > 0 {
+                    return Err(Error::Declaration(DeclError::TierInUse {
+                        tier: tier.to_owned(),
+                        uses,
+                    }));
+                }
+                self.push(Mutation::DeleteDecl(DeclKind::Tier, tier.to_owned()));
+                Ok(Applied::TierRemoved)
+            }
+            Change::Meta { name, update } => {
+                let current = self.meta(name);
+                let created = current.is_none();
+                let mut meta = current.cloned().unwrap_or_default();
+                update.apply_to(&mut meta);
+                if !created && current == Some(&meta) {
+                    return Ok(Applied::MetaSet {
+                        created,
+                        changed: false,
+                    });
+                }
+                self.put_meta(name, meta, created)?;
+                Ok(Applied::MetaSet {
+                    created,
+                    changed: true,
+                })
+            }
+            Change::MetaRemove { name } => {
+                self.existing_meta(name)?;
+                self.push(Mutation::DeleteDecl(DeclKind::Secret, name.to_owned()));
+                Ok(Applied::MetaRemoved)
+            }
+            Change::Strategy { name, tier, policy } => {
+                if !catalog::is_valid_tier(tier) {
+                    return Err(Error::Declaration(DeclError::TierName));
+                }
+                let current = self.meta(name);
+                let created = current.is_none();
+                let mut meta = current.cloned().unwrap_or_default();
+                let old = meta.tiers.insert(tier.to_owned(), policy.clone());
+                let replaced = old.is_some();
+                if old.as_ref() == Some(policy) {
+                    return Ok(Applied::StrategySet {
+                        created,
+                        replaced,
+                        changed: false,
+                    });
+                }
+                self.put_meta(name, meta, created)?;
+                Ok(Applied::StrategySet {
+                    created,
+                    replaced,
+                    changed: true,
+                })
+            }
+            Change::StrategyRemove { name, tier } => {
+                let mut meta = self.existing_meta(name)?.clone();
+                if meta.tiers.remove(tier).is_none() {
+                    return Err(Error::Declaration(DeclError::NoStrategy {
+                        secret: name.to_owned(),
+                        tier: tier.to_owned(),
+                    }));
+                }
+                self.push(Mutation::PutDecl(name.to_owned(), Decl::Secret(meta)));
+                Ok(Applied::StrategyRemoved)
+            }
+            Change::Present {
+                name,
+                tier,
+                present,
+            } => {
+                let current = self.existing_meta(name)?;
+                let mut meta = current.clone();
+                meta.set_present(name, tier, present)
+                    .map_err(Error::Declaration)?;
+                if *current == meta {
+                    return Ok(Applied::PresentSet { changed: false });
+                }
+                self.push(Mutation::PutDecl(name.to_owned(), Decl::Secret(meta)));
+                Ok(Applied::PresentSet { changed: true })
+            }
+            Change::ServiceTiers { service, tiers } => self.plan_service_tiers(service, tiers),
+            Change::Generate { name, template } => {
+                names::check_secret_name(name)?;
+                let value = {
+                    let core;
+                    let template = match template {
+                        Some(t) => t,
+                        None => {
+                            core = match self.meta(name) {
+                                Some(m) => m
+                                    .core_template(name, self.tiers())
+                                    .map_err(Error::Declaration)?
+                                    .cloned(),
+                                None => None,
+                            };
+                            core.as_ref().ok_or(Error::NoTemplate)?
+                        }
+                    };
+                    template
+                        .render(&RenderContext::default())
+                        .map_err(Error::Template)?
+                };
+                self.plan_set(name, value.as_bytes(), key, mtime)
+            }
+            Change::CatalogApply {
+                catalog,
+                prune,
+                values,
+            } => {
+                let diff = {
+                    let current = self.catalog();
+                    catalog::diff(&current, catalog, prune).map_err(|e| match e {
+                        DiffError::Refused(r) => Error::CatalogRefused(r),
+                        // A diff made here is never stale.
+                        _ => Error::Corrupt {
+                            what: "a catalog diff went stale while it was made",
+                        },
+                    })?
+                };
+                for d in &diff.tiers {
+                    self.push(match d.after {
+                        Some(t) => Mutation::PutDecl(d.name.clone(), Decl::Tier(t)),
+                        None => Mutation::DeleteDecl(DeclKind::Tier, d.name.clone()),
+                    });
+                }
+                for d in &diff.services {
+                    self.push(match &d.after {
+                        Some(s) => Mutation::PutDecl(d.name.clone(), Decl::Service(s.clone())),
+                        None => Mutation::DeleteDecl(DeclKind::Service, d.name.clone()),
+                    });
+                }
+                for d in &diff.secrets {
+                    self.push(match &d.after {
+                        Some(m) => Mutation::PutDecl(d.name.clone(), Decl::Secret(m.clone())),
+                        None => Mutation::DeleteDecl(DeclKind::Secret, d.name.clone()),
+                    });
+                }
+                for (name, value) in values {
+                    self.plan_set(name, value.expose().as_bytes(), key, mtime)?;
+                }
+                Ok(Applied::CatalogApplied {
+                    diff: Box::new(diff),
+                    values: values.len(),
+                })
+            }
         }
+    }
+
+    /// `TierDeclare`: a tier that stops being core must not leave a secret served or
+    /// infrastructure there.
+    fn plan_tier(&mut self, tier: &str, core: bool) -> Result<Applied> {
+        if !catalog::is_valid_tier(tier) {
+            return Err(Error::Declaration(DeclError::TierName));
+        }
+        let new = Tier { core };
+        let old = self.tiers().get(tier).copied();
+        if old == Some(new) {
+            return Ok(Applied::TierDeclared {
+                created: false,
+                changed: false,
+            });
+        }
+        if old.is_none() && self.tiers().len() >= catalog::MAX_TIERS {
+            return Err(Error::Declaration(DeclError::TooMany {
+                what: "tiers",
+                limit: catalog::MAX_TIERS,
+            }));
+        }
+        // Only leaving core restricts what may be declared there.
+        if old.is_some_and(|t| t.core) {
+            for (name, meta) in self.metas() {
+                if let Some(policy) = meta.tiers.get(tier) {
+                    catalog::check_rule(name, tier, Some(&new), meta, policy)
+                        .map_err(Error::Declaration)?;
+                }
+            }
+        }
+        self.push(Mutation::PutDecl(tier.to_owned(), Decl::Tier(new)));
+        Ok(Applied::TierDeclared {
+            created: old.is_none(),
+            changed: true,
+        })
+    }
+
+    /// `ServiceTiers`.
+    fn plan_service_tiers(&mut self, service: &str, tiers: Option<&[String]>) -> Result<Applied> {
+        let current = self.declared_service(service);
+        let Some(listed) = tiers else {
+            if !catalog::is_valid_service(service) {
+                return Err(Error::Declaration(DeclError::ServiceName));
+            }
+            if current.is_none() {
+                return Ok(Applied::ServiceTiersSet { changed: false });
+            }
+            self.push(Mutation::DeleteDecl(DeclKind::Service, service.to_owned()));
+            return Ok(Applied::ServiceTiersSet { changed: true });
+        };
+        let mut new = Service {
+            tiers: Some(listed.to_vec()),
+        };
+        catalog::check_service_declaration(self.tiers(), service, &mut new)
+            .map_err(Error::Declaration)?;
+        if current == Some(&new) {
+            return Ok(Applied::ServiceTiersSet { changed: false });
+        }
+        if current.is_none() && self.declared_service_count() >= catalog::MAX_SERVICES {
+            return Err(Error::Declaration(DeclError::TooMany {
+                what: "services",
+                limit: catalog::MAX_SERVICES,
+            }));
+        }
+        self.push(Mutation::PutDecl(service.to_owned(), Decl::Service(new)));
+        Ok(Applied::ServiceTiersSet { changed: true })
     }
 }
 

@@ -7,8 +7,8 @@
 //!    N+1, and reads use each record's own key id, both of which are loaded);
 //! 3. re-encrypt the secrets still under N in batches, one transaction per batch, applying
 //!    each to memory as soon as it commits; then, likewise, tag again under N+1 the
-//!    records still tagged under N (services and grants; the store record is tagged anew
-//!    by every commit);
+//!    records still tagged under N (services, grants and the catalog's declarations; the
+//!    store record is tagged anew by every commit);
 //! 4. commit `active_key = N+1`, clear `rotation_target`, drop N's key check;
 //! 5. rewrite the key file with N+1 only.
 //!
@@ -38,6 +38,7 @@ use crate::backend::Table;
 use crate::crypto::{Key, Keyring};
 use crate::error::{Error, Result};
 use crate::keyfile;
+use crate::record::{Decl, DeclKind};
 use crate::rows::{Meta, Mutation};
 use crate::state::State;
 use crate::types::{RotationProgress, RotationReport};
@@ -436,8 +437,9 @@ fn reseal_batch(
     Ok(batch)
 }
 
-/// Up to `max` services and grants still tagged under another key than `target`, written
-/// again as they are (so tagged under the target, the key the store seals with).
+/// Up to `max` services, grants and declarations still tagged under another key than
+/// `target`, written again as they are (so tagged under the target, the key the store
+/// seals with).
 fn retag_batch(state: &State, target: u32, max: usize) -> Vec<Mutation> {
     state
         .auths
@@ -451,6 +453,16 @@ fn retag_batch(state: &State, target: u32, max: usize) -> Vec<Mutation> {
             Table::Grants => row
                 .grant_names()
                 .map(|(svc, sec)| Mutation::PutGrant(svc.to_owned(), sec.to_owned())),
+            Table::Catalog => {
+                let (kind, name) = DeclKind::of_key(&row.key)?;
+                let catalog = &state.catalog;
+                let decl = match kind {
+                    DeclKind::Tier => Decl::Tier(*catalog.tier(name)?),
+                    DeclKind::Service => Decl::Service(catalog.service(name)?.clone()),
+                    DeclKind::Secret => Decl::Secret(catalog.secret(name)?.clone()),
+                };
+                Some(Mutation::PutDecl(name.to_owned(), decl))
+            }
             _ => None,
         })
         .take(max)

@@ -1538,3 +1538,90 @@ fn chunks_swapped_in_the_store_fail_to_decrypt_and_a_cut_value_is_refused() {
     raw::put_secret(&store, "big", &bytes[..bytes.len() - stride]);
     assert!(Vault::open(&dir, None).is_err());
 }
+
+// ---- The catalog's records. ----
+
+fn declare(vault: &Vault) {
+    let meta = catalog::MetaUpdate {
+        class: Some(Some(catalog::Class::Service)),
+        ..catalog::MetaUpdate::default()
+    };
+    vault
+        .apply(
+            &Actor::local(),
+            &[
+                Change::TierDeclare {
+                    tier: "desktop",
+                    core: false,
+                },
+                Change::Meta {
+                    name: "jwt",
+                    update: &meta,
+                },
+            ],
+        )
+        .unwrap();
+}
+
+#[test]
+fn a_tampered_replayed_or_removed_declaration_is_refused() {
+    let (_tmp, dir) = fresh();
+    let vault = open(&dir);
+    declare(&vault);
+    drop(vault);
+    let store = dir.join(STORE_FILE);
+    let good = raw::get(&store, Table::Catalog, "secret/jwt").unwrap();
+    // A byte of its header changed.
+    let mut bad = good.clone();
+    let last = bad.len() - 1;
+    bad[last] ^= 1;
+    raw::put(&store, Table::Catalog, "secret/jwt", &bad);
+    assert_tampered(&dir);
+    // Moved to another name.
+    raw::put(&store, Table::Catalog, "secret/jwt", &good);
+    raw::put(&store, Table::Catalog, "secret/other", &good);
+    assert_tampered(&dir);
+    raw::delete(&store, Table::Catalog, "secret/other");
+    assert!(Vault::open(&dir, None).is_ok());
+    // Removed: the digest no longer adds up.
+    raw::delete(&store, Table::Catalog, "tier/desktop");
+    assert_tampered(&dir);
+}
+
+#[test]
+fn a_store_of_format_2_is_upgraded_in_place() {
+    let (_tmp, dir) = fresh();
+    let vault = open(&dir);
+    vault.set("a", b"1").unwrap();
+    vault.service_set_uid("web", 1001).unwrap();
+    vault.grant("web", "a").unwrap();
+    drop(vault);
+    let store = dir.join(STORE_FILE);
+    // What a build of format 2 wrote: everything alike but the number.
+    raw::put_meta(&store, "format_version", &2u32.to_be_bytes());
+    let vault = open(&dir);
+    assert_eq!(vault.reveal("a").unwrap().expose(), b"1");
+    assert!(vault.is_granted("web", "a"));
+    declare(&vault);
+    drop(vault);
+    assert_eq!(
+        raw::meta(&store, "format_version").unwrap(),
+        FORMAT_VERSION.to_be_bytes()
+    );
+    let vault = open(&dir);
+    assert!(vault.catalog().secret("jwt").is_some());
+    // A later format is refused by its number, as an older build refuses this one.
+    drop(vault);
+    raw::put_meta(&store, "format_version", &4u32.to_be_bytes());
+    let err = Vault::open(&dir, None).unwrap_err();
+    assert!(
+        matches!(
+            err,
+            Error::FormatVersion {
+                found: 4,
+                supported: 3
+            }
+        ),
+        "{err:?}"
+    );
+}
