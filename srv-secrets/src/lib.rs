@@ -8,8 +8,10 @@
 //! # Layout
 //! - [`principal`]: who is asking (SO_PEERCRED uid → admin or service) and which view
 //!   an aname selects.
-//! - [`fs`]: the filesystem handlers; `fs/node.rs` holds both trees and the grant check on
-//!   every walk, stat and listing; `fs/ctl.rs` applies ctl commands to the vault.
+//! - [`fs`]: the filesystem handlers; `fs/kinds.rs` declares every file of both trees
+//!   (name, directory, listing, mode, content) and holds the grant check of every walk,
+//!   stat and listing, which `fs/node.rs` runs; `fs/ctl.rs` applies ctl commands to the
+//!   vault.
 //! - [`serve`]: process hardening, the socket (in a directory nobody else can change),
 //!   and the clean stop on SIGTERM.
 //! - [`paths`]: the embedded default data directory and socket.

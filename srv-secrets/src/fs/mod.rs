@@ -1,11 +1,14 @@
 //! The secrets filesystem: the handlers the ninep server core calls.
 //!
 //! The core has already checked fids, open modes against each file's permission bits,
-//! offsets and sizes; these handlers decide who sees what. A service's view is checked
-//! against the vault on every walk, stat, open and read ([`node`]), so a revoke takes
-//! effect on the next read of a file the service holds open.
+//! offsets and sizes; these handlers decide who sees what. The files of both trees are
+//! declared once, in the table of `kinds.rs`; `node.rs` walks, lists and stats them from
+//! the declarations, and the handlers here open and read each kind of [`Content`].
+//! A service's view is checked against the vault on every walk, stat, open and read, so
+//! a revoke takes effect on the next read of a file the service holds open.
 
 mod ctl;
+mod kinds;
 mod node;
 
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -16,7 +19,7 @@ use secrets::{Actor, Backup, Error as VaultError, OpenedSecret, Vault};
 use zeroize::Zeroizing;
 
 use self::ctl::{CtlFid, Recent};
-pub use self::node::Node;
+use self::node::{Content, Node, Tree};
 use crate::principal::{View, admission_of, principal_of, view_for};
 
 /// A Tread that decrypts more than this is decrypted on tokio's blocking pool rather than
@@ -126,17 +129,12 @@ impl SecretsFs {
             .ok_or_else(|| Error::new(ename::BOTCH))
     }
 
-    /// Bytes of a generated file, as they are now.
-    fn text(&self, fid: &SecretsFid) -> Result<String> {
-        let v = &self.vault;
-        match (&fid.node, &fid.view) {
-            (Node::Status, _) => Ok(node::status_text(v)),
-            (Node::Grants(s), _) => Ok(node::grants_text(v, s)),
-            (Node::Service(s), _) => node::service_text(v, s).ok_or_else(Error::not_found),
-            (Node::Config(k), View::Service { service, .. }) => {
-                node::config_value(v, service, k).ok_or_else(Error::not_found)
-            }
-            _ => Err(Error::permission_denied()),
+    /// What `view` sees of the vault.
+    fn tree<'a>(&'a self, view: &'a View) -> Tree<'a> {
+        Tree {
+            vault: &self.vault,
+            view,
+            started: self.started,
         }
     }
 }
@@ -158,7 +156,7 @@ impl Filesystem for SecretsFs {
         let view = view_for(&self.vault, &principal, aname)?;
         tracing::debug!(peer = %peer.addr, ?principal, aname, "attach");
         let root = Node::root(&view);
-        let qid = root.attr(&self.vault, &view, self.started)?.qid;
+        let qid = root.attr(&self.tree(&view))?.qid;
         Ok((qid, self.fid(view, root, peer.uid, &Arc::default())))
     }
 
@@ -168,35 +166,43 @@ impl Filesystem for SecretsFs {
 
     async fn walk(&self, dir: &SecretsFid, name: &str) -> Result<(Qid, SecretsFid)> {
         dir.view.still_valid(&self.vault)?;
+        let tree = self.tree(&dir.view);
         let node = match name {
             "." => dir.node.clone(),
             ".." => dir.node.parent(),
-            _ => dir
-                .node
-                .child(&self.vault, &dir.view, name)
-                .ok_or_else(Error::not_found)?,
+            _ => dir.node.child(&tree, name).ok_or_else(Error::not_found)?,
         };
-        let qid = node.attr(&self.vault, &dir.view, self.started)?.qid;
+        let qid = node.attr(&tree)?.qid;
         Ok((qid, self.fid(dir.view.clone(), node, dir.uid, &dir.recent)))
     }
 
     async fn stat(&self, fid: &SecretsFid) -> Result<Stat> {
         fid.view.still_valid(&self.vault)?;
-        fid.node.stat(&self.vault, &fid.view, self.started)
+        fid.node.stat(&self.tree(&fid.view))
     }
 
     async fn open(&self, fid: &SecretsFid, _mode: u8) -> Result<()> {
         fid.view.still_valid(&self.vault)?;
-        let opened = match (&fid.node, &fid.view) {
-            (Node::Secret(name), View::Service { service, .. }) => {
-                Opened::Secret(self.vault.open_secret(service, name).map_err(read_error)?)
+        let tree = self.tree(&fid.view);
+        let admin = fid.view == View::Admin;
+        let opened = match fid.node.kind().content {
+            // Directories: the core reads them through readdir.
+            Content::Dir => return Ok(()),
+            Content::Plaintext => {
+                let service = tree.service().ok_or_else(Error::permission_denied)?;
+                let secret = self.vault.open_secret(service, fid.node.name());
+                Opened::Secret(secret.map_err(read_error)?)
             }
-            (Node::Ctl, View::Admin) => Opened::Ctl(Box::new(CtlFid::new(
+            Content::Text(render) => {
+                let generated = render(&tree, &fid.node).ok_or_else(Error::not_found)?;
+                Opened::Text(Zeroizing::new(generated.text.into_bytes()))
+            }
+            Content::Ctl if admin => Opened::Ctl(Box::new(CtlFid::new(
                 fid.recent.clone(),
                 Actor::admin(fid.uid),
             ))),
             // Copying the whole store is blocking I/O: off the async workers.
-            (Node::Backup, View::Admin) => {
+            Content::Backup if admin => {
                 let vault = self.vault.clone();
                 let backup = tokio::task::spawn_blocking(move || vault.backup())
                     .await
@@ -208,13 +214,10 @@ impl Filesystem for SecretsFs {
                     })?;
                 Opened::Backup(backup)
             }
-            (Node::Status | Node::Grants(_) | Node::Service(_) | Node::Config(_), _) => {
-                Opened::Text(Zeroizing::new(self.text(fid)?.into_bytes()))
+            // Store entries and the key have mode 0; the core refused them already.
+            Content::Nothing | Content::Record | Content::Ctl | Content::Backup => {
+                return Err(Error::permission_denied());
             }
-            // Directories: the core reads them through readdir.
-            (n, _) if n.is_dir() => return Ok(()),
-            // store entries and the key have mode 0; the core refused them already.
-            _ => return Err(Error::permission_denied()),
         };
         *lock(&fid.opened) = Some(Arc::new(opened));
         Ok(())
@@ -279,12 +282,13 @@ impl Filesystem for SecretsFs {
 
     async fn readdir(&self, dir: &SecretsFid) -> Result<Vec<Stat>> {
         dir.view.still_valid(&self.vault)?;
+        let tree = self.tree(&dir.view);
         Ok(dir
             .node
-            .list(&self.vault, &dir.view)
+            .list(&tree)
             .into_iter()
             // An entry that vanished between the listing and its stat is left out.
-            .filter_map(|n| n.stat(&self.vault, &dir.view, self.started).ok())
+            .filter_map(|n| n.stat(&tree).ok())
             .collect())
     }
 
@@ -307,7 +311,7 @@ impl Filesystem for SecretsFs {
             && stat.mode == u32::MAX
             && stat.uid.is_empty()
             && stat.gid.is_empty();
-        if fid.node == Node::Ctl && only_length_or_times {
+        if matches!(fid.node.kind().content, Content::Ctl) && only_length_or_times {
             Ok(())
         } else {
             Err(Error::permission_denied())
