@@ -32,7 +32,7 @@ pub const ADDR_VAR: &str = "SRV_SECRETS_ADDR";
 /// The aname of the admin tree. (srv-secrets also gives the admin that tree for "", but
 /// to a service "" is its own view: asking for "admin" lets the server tell a service's
 /// uid that it is not the admin, instead of serving it a tree without `secrets/`.)
-pub const ADMIN_ANAME: &str = "admin";
+pub use model::ADMIN_ANAME;
 
 /// Where the server listens. Only unix sockets for now: the server knows its peers by
 /// SO_PEERCRED, and TCP needs authentication it does not offer yet.

@@ -17,8 +17,8 @@ use crate::error::CliError;
 // endless file, and deploy would read it until memory ran out. Each bound is far above
 // what srv-secrets serves there.
 
-/// `secret/NAME`: a value is at most [`ctl::MAX_VALUE_LEN`] (1 MiB), the server's limit.
-pub const MAX_VALUE_FILE: usize = ctl::MAX_VALUE_LEN;
+/// `secret/NAME`: a value is at most [`model::MAX_VALUE_LEN`] (1 MiB), the server's limit.
+pub const MAX_VALUE_FILE: usize = model::MAX_VALUE_LEN;
 
 /// `secrets/status`: a handful of short `key value` lines; 64 KiB leaves room for many
 /// more that a newer server may add.
@@ -26,7 +26,7 @@ pub const MAX_STATUS_FILE: usize = 64 << 10;
 
 /// `secrets/services/SERVICE`: a `uid N` line, then the manifest, which the server keeps
 /// to at most 1 MiB (the limit of a value in a ctl command).
-pub const MAX_SERVICE_FILE: usize = ctl::MAX_VALUE_LEN + 4096;
+pub const MAX_SERVICE_FILE: usize = model::MAX_VALUE_LEN + 4096;
 
 /// `secrets/grants/SERVICE`: one name (at most 128 bytes) per line; 16 MiB is over
 /// 100,000 of the longest names, more than a million typical ones.

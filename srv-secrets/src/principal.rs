@@ -40,8 +40,9 @@ pub enum View {
     },
 }
 
-/// Names no service may take, because anames use them for the admin tree.
-const ADMIN_ANAMES: [&str; 2] = ["", "admin"];
+/// The anames of the admin tree (no service may be called by one:
+/// [`model::RESERVED_SERVICE_NAMES`]).
+const ADMIN_ANAMES: [&str; 2] = ["", model::ADMIN_ANAME];
 
 /// The principal of a connection's peer. Anonymous and unknown peers are refused.
 pub fn principal_of(vault: &Vault, peer: &Peer) -> Result<Principal, Error> {
@@ -91,7 +92,7 @@ pub fn view_for(vault: &Vault, principal: &Principal, aname: &str) -> Result<Vie
             service: name.clone(),
             by: principal.clone(),
         }),
-        Principal::Service { name, uid } if aname == "admin" => {
+        Principal::Service { name, uid } if aname == model::ADMIN_ANAME => {
             Err(not_admin(*uid, name, vault.admin_uid()))
         }
         _ => Err(Error::permission_denied()),
