@@ -24,6 +24,7 @@
 //! The vault's questions the kinds ask (below the table) are where a service's view is
 //! checked against its grants and its manifest.
 
+use model::Rotation;
 use secrets::Vault;
 
 use super::node::{Content, Generated, Kind, Name, Node, Tree};
@@ -281,42 +282,49 @@ fn config_value(vault: &Vault, service: &str, key: &str) -> Option<String> {
 
 // Generated files are dated by the vault's last change of what they show.
 
-/// `/secrets/status`.
+/// `/secrets/status` ([`model::Status`]).
 fn status_text(tree: &Tree<'_>, _: &Node) -> Option<Generated> {
     let st = tree.vault.status();
-    let rotation = match st.rotation {
-        Some(p) => format!("{}/{}", p.done, p.total),
-        None => "idle".to_string(),
+    let status = model::Status {
+        key: Some(u64::from(st.active_key)),
+        secrets: Some(st.secrets as u64),
+        services: Some(st.services as u64),
+        rotation: match st.rotation {
+            Some(p) => Rotation::Running {
+                done: p.done,
+                total: p.total,
+            },
+            None => Rotation::Idle,
+        },
     };
     Some(Generated {
-        text: format!(
-            "key {}\nsecrets {}\nservices {}\nrotation {rotation}\n",
-            st.active_key, st.secrets, st.services
-        ),
+        text: status.render().into_bytes(),
         changed: Some(st.changed),
     })
 }
 
-/// `/secrets/grants/SERVICE`: the granted names, sorted, one per line.
+/// `/secrets/grants/SERVICE` ([`model::Grants`]): the granted names, sorted.
 fn grants_text(tree: &Tree<'_>, node: &Node) -> Option<Generated> {
     let service = tree.vault.service(node.name())?;
+    let grants = model::Grants {
+        names: tree.vault.grants(node.name()),
+    };
     Some(Generated {
-        text: tree
-            .vault
-            .grants(node.name())
-            .into_iter()
-            .map(|n| n + "\n")
-            .collect(),
+        text: grants.render().into_bytes(),
         changed: Some(service.grants_changed),
     })
 }
 
-/// `/secrets/services/SERVICE`: `uid N` (or `uid none`), then the manifest verbatim.
+/// `/secrets/services/SERVICE` ([`model::ServiceFile`]): the uid, then the manifest
+/// verbatim.
 fn service_text(tree: &Tree<'_>, node: &Node) -> Option<Generated> {
     let s = tree.vault.service(node.name())?;
-    let uid = s.uid.map_or_else(|| "none".to_string(), |u| u.to_string());
+    let file = model::ServiceFile {
+        uid: s.uid,
+        manifest: s.manifest.text().as_bytes().to_vec(),
+    };
     Some(Generated {
-        text: format!("uid {uid}\n{}", s.manifest.text()),
+        text: file.render(),
         changed: Some(s.changed),
     })
 }
@@ -324,7 +332,7 @@ fn service_text(tree: &Tree<'_>, node: &Node) -> Option<Generated> {
 /// `/config/KEY`, dated by the server's start.
 fn config_text(tree: &Tree<'_>, node: &Node) -> Option<Generated> {
     Some(Generated {
-        text: config_value(tree.vault, tree.service()?, node.name())?,
+        text: config_value(tree.vault, tree.service()?, node.name())?.into_bytes(),
         changed: None,
     })
 }
@@ -581,7 +589,7 @@ mod tests {
             let Content::Text(render) = kind.content else {
                 panic!("{kind:?} is not generated");
             };
-            render(&tree(&v, view), &named(kind, name)).map(|g| g.text)
+            render(&tree(&v, view), &named(kind, name)).map(|g| String::from_utf8(g.text).unwrap())
         };
         assert_eq!(text(&GRANTS_FILE, "web", &admin).unwrap(), "a\n");
         assert_eq!(text(&GRANTS_FILE, "api", &admin).unwrap(), "");

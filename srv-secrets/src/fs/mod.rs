@@ -319,6 +319,68 @@ mod tests {
         assert!(fs.walk(&root, "secret").await.is_ok());
     }
 
+    /// The whole of the file at `path` in the tree `aname` gives `uid`.
+    async fn read_all(fs: &SecretsFs, uid: u32, aname: &str, path: &[&str]) -> Vec<u8> {
+        let (_, mut fid) = fs.attach(&peer(Some(uid)), "", aname).await.unwrap();
+        for name in path {
+            fid = fs.walk(&fid, name).await.unwrap().1;
+        }
+        fs.open(&fid, ninep::om::READ).await.unwrap();
+        let mut bytes = Vec::new();
+        loop {
+            let d = fs.read(&fid, bytes.len() as u64, 8192).await.unwrap();
+            if d.is_empty() {
+                return bytes;
+            }
+            bytes.extend_from_slice(d.expose());
+        }
+    }
+
+    #[tokio::test]
+    async fn what_the_admin_tree_serves_is_what_deploy_parses() {
+        let (_dir, fs, _) = fs();
+        let v = fs.vault();
+        v.service_set_manifest("web", b"# web\nsecret big\n  secret\tsmall \nconfig a=b\n")
+            .unwrap();
+        v.service_set_uid("api", 1002).unwrap();
+        // deploy's parsers are these (cmd-deploy/src/files.rs, connect.rs).
+        let text = read_all(&fs, 1000, "", &["secrets", "status"]).await;
+        let st = v.status();
+        assert_eq!(
+            model::Status::parse(&text).unwrap(),
+            model::Status {
+                key: Some(u64::from(st.active_key)),
+                secrets: Some(2),
+                services: Some(2),
+                rotation: model::Rotation::Idle,
+            }
+        );
+        let text = read_all(&fs, 1000, "", &["secrets", "grants", "web"]).await;
+        assert_eq!(model::Grants::parse(&text).unwrap().names, v.grants("web"));
+        let text = read_all(&fs, 1000, "", &["secrets", "grants", "api"]).await;
+        assert!(model::Grants::parse(&text).unwrap().names.is_empty());
+        for (service, uid) in [("web", WEB), ("api", 1002)] {
+            let text = read_all(&fs, 1000, "", &["secrets", "services", service]).await;
+            let file = model::ServiceFile::parse(&text).unwrap();
+            let info = v.service(service).unwrap();
+            assert_eq!(file.uid, Some(uid));
+            assert_eq!(file.manifest, info.manifest.text().as_bytes());
+            assert_eq!(file.secrets(), info.manifest.secrets());
+        }
+        // A service's uid asking for the admin tree is told who it is, as deploy reads it.
+        let refused = fs.attach(&peer(Some(WEB)), "", model::ADMIN_ANAME).await;
+        let e = refused.err().unwrap();
+        let detail = e.ename().strip_prefix("permission denied: ").unwrap();
+        assert_eq!(
+            model::NotAdmin::parse(detail),
+            Some(model::NotAdmin {
+                uid: WEB,
+                service: "web".into(),
+                admin_uid: Some(1000),
+            })
+        );
+    }
+
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn the_admin_reads_a_backup_that_restores_and_a_service_cannot_reach_it() {
         let (dir, fs, big) = fs();

@@ -92,7 +92,7 @@ pub enum Content {
 /// A generated file's text and when what it shows last changed.
 pub struct Generated {
     /// The file's bytes.
-    pub text: String,
+    pub text: Vec<u8>,
     /// Its mtime (unix seconds); `None` for the server's start.
     pub changed: Option<u64>,
 }

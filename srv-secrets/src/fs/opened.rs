@@ -61,7 +61,7 @@ impl SecretsFs {
             }
             Content::Text(render) => {
                 let generated = render(&fid.tree, node).ok_or_else(Error::not_found)?;
-                Opened::Text(Zeroizing::new(generated.text.into_bytes()))
+                Opened::Text(Zeroizing::new(generated.text))
             }
             Content::Ctl if admin => Opened::Ctl(Box::new(CtlFid::new(
                 fid.recent().clone(),
