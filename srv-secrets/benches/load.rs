@@ -30,8 +30,6 @@
 
 #[path = "../../crates/ninep/benches/load/client.rs"]
 mod client;
-#[path = "../../crates/ninep/examples/ramfs/fs.rs"]
-mod fs;
 #[path = "../../crates/ninep/benches/load/proto.rs"]
 mod proto;
 #[path = "../../crates/ninep/benches/load/schedule.rs"]

@@ -34,8 +34,6 @@
 //! the same client: change them with both benches in mind.
 
 mod client;
-#[path = "../../examples/ramfs/fs.rs"]
-mod fs;
 mod proto;
 mod schedule;
 mod servers;

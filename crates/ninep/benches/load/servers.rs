@@ -19,6 +19,7 @@ use std::process::{Child, ChildStdin, Command, ExitCode, Stdio};
 use std::time::{Duration, Instant};
 
 use bytes::{Buf, BytesMut};
+use ninep::ramfs::RamFs;
 use ninep::server::{Limits, Server, Shutdown, bind_unix};
 use ninep::{
     HEADER_SIZE, Qid, Rattach, Rclunk, Rframe, Rmessage, Ropen, Rread, Rversion, Rwalk, qt,
@@ -26,7 +27,6 @@ use ninep::{
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpListener, UnixListener};
 
-use crate::fs::RamFs;
 use crate::proto::{Dialect, FILE_NAME, FILE_SIZE, MSIZE, Target};
 use crate::schedule::Endpoint;
 
