@@ -10,8 +10,10 @@
 //!   an aname selects.
 //! - [`fs`]: the filesystem handlers; `fs/kinds.rs` declares every file of both trees
 //!   (name, directory, listing, mode, content) and holds the grant check of every walk,
-//!   stat and listing, which `fs/node.rs` runs; `fs/ctl.rs` applies ctl commands to the
-//!   vault.
+//!   stat and listing, which `fs/node.rs` runs; `fs/fid.rs` checks the view before every
+//!   request on a fid; `fs/opened.rs` opens and reads each kind of content; `fs/ctl.rs`
+//!   applies ctl commands to the vault. The text files it serves are the namespace's
+//!   (the `model` crate), which deploy parses.
 //! - [`serve`]: process hardening, the socket (in a directory nobody else can change),
 //!   and the clean stop on SIGTERM.
 //! - [`paths`]: the embedded default data directory and socket.
