@@ -32,7 +32,7 @@ pub const ADDR_VAR: &str = "SRV_SECRETS_ADDR";
 /// The aname of the admin tree. (srv-secrets also gives the admin that tree for "", but
 /// to a service "" is its own view: asking for "admin" lets the server tell a service's
 /// uid that it is not the admin, instead of serving it a tree without `secrets/`.)
-pub const ADMIN_ANAME: &str = "admin";
+pub use model::ADMIN_ANAME;
 
 /// Where the server listens. Only unix sockets for now: the server knows its peers by
 /// SO_PEERCRED, and TCP needs authentication it does not offer yet.
@@ -507,18 +507,12 @@ fn attach_error(e: ClientError, env: &Env) -> CliError {
     CliError::request("attaching", e)
 }
 
-/// Reads what srv-secrets tells a service's uid that asks for the admin tree (see its
-/// principal.rs, `view_for`), after "permission denied: ": `uid 1001 is service web; the
-/// admin is root or uid 1000`, or `...; the admin is root`. Gives (uid, service, the
-/// admin uid if not root).
+/// Reads what srv-secrets tells a service's uid that asks for the admin tree, after
+/// "permission denied: " ([`model::NotAdmin`]: `uid 1001 is service web; the admin is root
+/// or uid 1000`, or `...; the admin is root`). Gives (uid, service, the admin uid if not
+/// root).
 fn parse_not_admin(text: &str) -> Option<(u32, String, Option<u32>)> {
-    let (uid, rest) = text.strip_prefix("uid ")?.split_once(" is service ")?;
-    let (service, admin) = rest.split_once("; the admin is root")?;
-    let admin_uid = match admin {
-        "" => None,
-        other => Some(other.strip_prefix(" or uid ")?.parse().ok()?),
-    };
-    Some((uid.parse().ok()?, service.to_string(), admin_uid))
+    model::NotAdmin::parse(text).map(|n| (n.uid, n.service, n.admin_uid))
 }
 
 /// `secrets/ctl`, open for writing: one command per write, checked at clunk too.

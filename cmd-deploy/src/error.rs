@@ -171,7 +171,7 @@ pub enum CliError {
     #[error(
         "{what} is larger than 1 MiB ({limit} bytes), the most the server accepts; \
          nothing was sent",
-        limit = ctl::MAX_VALUE_LEN
+        limit = model::MAX_VALUE_LEN
     )]
     TooLarge {
         /// "the value" or "the manifest".

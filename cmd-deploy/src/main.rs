@@ -20,8 +20,9 @@
 //!   `commands::mount` (`deploy mount`, over the `fuse9p` crate) and `commands::run`
 //!   (`deploy service run`: grants, a mount namespace, the service's uid) are the deployer,
 //!   and `commands::owner` finds whose files a view shows.
-//! - `files`: parsers for the server's `status`, `grants/*` and `services/*` files, and
-//!   the `service check` rule.
+//! - `files`: the server's `status`, `grants/*` and `services/*` files as deploy reads
+//!   them (their formats are `model::files`, shared with the server), how much of each it
+//!   reads, and the `service check` rule.
 //! - `glob`: the patterns of `deploy secret list PATTERN`.
 //! - `output`: tables, times, JSON, and [`printable`](output::printable), through which
 //!   every text from the server passes before a person sees it.

@@ -14,9 +14,9 @@
 //!   measured (`--srv-secrets`, to compare with an older one). It holds `1m` (1 MiB) and
 //!   `small` (16 KiB), granted to service `bench`; the client is the admin attached to
 //!   that service's view (aname `bench`), so every read checks the grant and decrypts.
-//! - `ramfs`: the ninep server core serving the ramfs example (its `fs.rs`, included as
-//!   the load bench does) with files `1m` and `small` of the same bytes: this binary
-//!   re-executed with `--serve-ramfs`.
+//! - `ramfs`: the ninep server core serving the ramfs (`ninep::ramfs`, the example's
+//!   filesystem) with files `1m` and `small` of the same bytes: this binary re-executed
+//!   with `--serve-ramfs`.
 //!
 //! Each workload is one pass of reads on a fid opened once, as a client reading a file
 //! does: `1m` in 4 KiB reads (what 9pfuse and `cat` send; 256 reads), `small` in 1-byte
@@ -28,15 +28,14 @@
 //! Run without `--bench` (as `cargo test --benches` does), it checks that both servers
 //! return the right bytes for each workload and prints `N passed, N failed`.
 
-#[path = "../../crates/ninep/examples/ramfs/fs.rs"]
-mod fs;
-
 use std::io::{BufRead as _, BufReader, Read as _};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitCode, Stdio};
 use std::time::{Duration, Instant};
 
 use ninep::client::{Client, Fid};
+// Bytes i of every file: i mod 251, as the ramfs's seeded files.
+use ninep::ramfs::pattern;
 
 /// The service whose view the client reads.
 const SERVICE: &str = "bench";
@@ -81,11 +80,6 @@ const WORKLOADS: [Workload; 3] = [
         goal: false,
     },
 ];
-
-/// Bytes i of every file: i mod 251, as the ramfs example's.
-fn pattern(len: usize) -> Vec<u8> {
-    (0..len).map(|i| (i % 251) as u8).collect()
-}
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().collect();
@@ -420,7 +414,7 @@ fn serve_ramfs(path: &Path) -> ExitCode {
         return ExitCode::FAILURE;
     };
     rt.block_on(async {
-        let ramfs = fs::RamFs::new();
+        let ramfs = ninep::ramfs::RamFs::new();
         for (name, len) in [LARGE, SMALL] {
             ramfs.add_file(name, pattern(len));
         }

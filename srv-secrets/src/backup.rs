@@ -158,11 +158,13 @@ pub fn through_server(data_dir: &Path, socket: &Path, out: &mut File) -> Result<
             .await
             .map_err(|_| timed("starting the 9P session"))?
             .map_err(|e| failed(&e))?;
-        let root =
-            tokio::time::timeout(SERVER_TIMEOUT, client.attach("srv-secrets-backup", "admin"))
-                .await
-                .map_err(|_| timed("attaching"))?
-                .map_err(|e| failed(&e))?;
+        let root = tokio::time::timeout(
+            SERVER_TIMEOUT,
+            client.attach("srv-secrets-backup", model::ADMIN_ANAME),
+        )
+        .await
+        .map_err(|_| timed("attaching"))?
+        .map_err(|e| failed(&e))?;
         let mut fid = tokio::time::timeout(SERVER_TIMEOUT, root.walk(&["secrets", "backup"]))
             .await
             .map_err(|_| timed("walking to secrets/backup"))?

@@ -8,8 +8,12 @@
 //! # Layout
 //! - [`principal`]: who is asking (SO_PEERCRED uid → admin or service) and which view
 //!   an aname selects.
-//! - [`fs`]: the filesystem handlers; `fs/node.rs` holds both trees and the grant check on
-//!   every walk, stat and listing; `fs/ctl.rs` applies ctl commands to the vault.
+//! - [`fs`]: the filesystem handlers; `fs/kinds.rs` declares every file of both trees
+//!   (name, directory, listing, mode, content) and holds the grant check of every walk,
+//!   stat and listing, which `fs/node.rs` runs; `fs/fid.rs` checks the view before every
+//!   request on a fid; `fs/opened.rs` opens and reads each kind of content; `fs/ctl.rs`
+//!   applies ctl commands to the vault. The text files it serves are the namespace's
+//!   (the `model` crate), which deploy parses.
 //! - [`serve`]: process hardening, the socket (in a directory nobody else can change),
 //!   and the clean stop on SIGTERM.
 //! - [`paths`]: the embedded default data directory and socket.

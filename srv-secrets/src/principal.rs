@@ -40,8 +40,9 @@ pub enum View {
     },
 }
 
-/// Names no service may take, because anames use them for the admin tree.
-const ADMIN_ANAMES: [&str; 2] = ["", "admin"];
+/// The anames of the admin tree (no service may be called by one:
+/// [`model::RESERVED_SERVICE_NAMES`]).
+const ADMIN_ANAMES: [&str; 2] = ["", model::ADMIN_ANAME];
 
 /// The principal of a connection's peer. Anonymous and unknown peers are refused.
 pub fn principal_of(vault: &Vault, peer: &Peer) -> Result<Principal, Error> {
@@ -91,7 +92,7 @@ pub fn view_for(vault: &Vault, principal: &Principal, aname: &str) -> Result<Vie
             service: name.clone(),
             by: principal.clone(),
         }),
-        Principal::Service { name, uid } if aname == "admin" => {
+        Principal::Service { name, uid } if aname == model::ADMIN_ANAME => {
             Err(not_admin(*uid, name, vault.admin_uid()))
         }
         _ => Err(Error::permission_denied()),
@@ -100,16 +101,18 @@ pub fn view_for(vault: &Vault, principal: &Principal, aname: &str) -> Result<Vie
 
 /// What a service's uid asking for the admin tree is told: `permission denied: uid 1001
 /// is service web; the admin is root or uid 1000` (`...; the admin is root` when root
-/// made the store). It starts "permission denied" as every refusal does; deploy reads
-/// the rest (cmd-deploy's connect.rs, `parse_not_admin`), so keep the two in step.
+/// made the store). It starts "permission denied" as every refusal does; the rest is
+/// [`model::NotAdmin`], which deploy reads back with the same type.
 fn not_admin(uid: u32, service: &str, admin_uid: u32) -> Error {
-    let admin = match admin_uid {
-        0 => "root".to_string(),
-        n => format!("root or uid {n}"),
+    let refusal = model::NotAdmin {
+        uid,
+        service: service.to_string(),
+        admin_uid: (admin_uid != 0).then_some(admin_uid),
     };
     Error::new(format!(
-        "{}: uid {uid} is service {service}; the admin is {admin}",
-        ninep::ename::PERMISSION_DENIED
+        "{}: {}",
+        ninep::ename::PERMISSION_DENIED,
+        refusal.render()
     ))
 }
 

@@ -139,7 +139,18 @@ fn main() {
         let same = timed(&s, &["catalog", "apply", &files[0]]);
         let tenth = timed(&s, &["catalog", "apply", &files[1]]);
         timed(&s, &["catalog", "apply", &files[0]]);
-        let plan = timed(&s, &["secret", "plan", "--service", "web", "--tier", "desktop", "--json"]);
+        let plan = timed(
+            &s,
+            &[
+                "secret",
+                "plan",
+                "--service",
+                "web",
+                "--tier",
+                "desktop",
+                "--json",
+            ],
+        );
         let lint = timed(&s, &["secret", "lint", "--json"]);
         let export = timed(&s, &["catalog", "export"]);
         let status = timed(&s, &["status"]);
@@ -147,7 +158,9 @@ fn main() {
             .map(|i| format!("meta s{:05} owner 'round {round}'\n", i * 7))
             .collect();
         let meta = rpc(&s, &metas) / SINGLES as u32;
-        let sets: String = (0..SINGLES).map(|i| format!("set v{i} value-{round}\n")).collect();
+        let sets: String = (0..SINGLES)
+            .map(|i| format!("set v{i} value-{round}\n"))
+            .collect();
         let set = rpc(&s, &sets) / SINGLES as u32;
         println!(
             "round {round}: apply {:>7.1} ms (unchanged {:>6.1}, a tenth changed {:>6.1})  plan \

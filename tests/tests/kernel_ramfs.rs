@@ -1,5 +1,5 @@
 //! The kernel-mount proof of the ninep server core: the Linux v9fs client, in
-//! a qemu VM, mounts the example ramfs (`crates/ninep/examples/ramfs`) served
+//! a qemu VM, mounts the ramfs (`ninep::ramfs`, the example's filesystem) served
 //! by this test process on a unix socket, and a busybox script reads, writes,
 //! renames, truncates and provokes errors through the mount.
 //!
@@ -24,9 +24,6 @@
 //! instead under `CI=true`. `RUST_LOG=ninep=trace` logs the 9P exchange.
 #![allow(clippy::unwrap_used, reason = "a test fails by panicking")]
 
-#[path = "../../crates/ninep/examples/ramfs/fs.rs"]
-mod ramfs;
-
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::io::Write as _;
@@ -34,8 +31,8 @@ use std::path::PathBuf;
 use std::process::{Command, Stdio};
 use std::sync::Arc;
 
+use ninep::ramfs::{self, RamFs, pattern};
 use ninep::server::{Filesystem, Limits, Peer, Server, Shutdown, ShutdownTrigger, bind_unix};
-use ramfs::RamFs;
 use srv_secrets_tests::vm::{self, GuestRun, KernelMount};
 
 /// The seeded files: name and length; byte i of each is `i % 251`.
@@ -167,11 +164,6 @@ check names "$(ls | tr '\n' ' ')"
 check done 1
 "#;
 
-/// Byte i is `i % 251`: a prime, so no block size lines up with the pattern.
-fn pattern(len: usize) -> Vec<u8> {
-    (0..len).map(|i| (i % 251) as u8).collect()
-}
-
 /// The md5 of `data` in hex, from the host's `md5sum` (coreutils, which the
 /// runner needs anyway for `timeout`): the guest has only busybox's md5sum.
 fn md5(data: &[u8]) -> String {
@@ -194,7 +186,7 @@ fn hex(data: &[u8]) -> String {
     })
 }
 
-/// The example ramfs, seeded, served on a unix socket by a tokio runtime of
+/// The ramfs, seeded, served on a unix socket by a tokio runtime of
 /// its own. The test keeps the `Arc` to look at the files afterwards.
 struct Served {
     fs: Arc<RamFs>,

@@ -68,7 +68,7 @@ pub async fn import(
     }
     let mut first: BTreeMap<&str, &str> = BTreeMap::new();
     for e in &entries {
-        if !ctl::is_valid_name(&e.name) {
+        if !model::is_valid_name(&e.name) {
             return Err(bad(format!(
                 "{}: not a valid secret name (1 to 128 of A-Z a-z 0-9 . _ -); nothing was sent",
                 e.at
@@ -87,7 +87,7 @@ pub async fn import(
                 e.at
             )));
         }
-        if e.value.len() > ctl::MAX_VALUE_LEN {
+        if e.value.len() > model::MAX_VALUE_LEN {
             return Err(bad(format!(
                 "{}: the value is larger than 1 MiB; nothing was sent",
                 e.at
@@ -413,7 +413,7 @@ fn directory(dir: &Path) -> Result<Result<Vec<Entry>, String>, CliError> {
         }
         let Some(name) = std::str::from_utf8(raw)
             .ok()
-            .filter(|n| ctl::is_valid_name(n))
+            .filter(|n| model::is_valid_name(n))
         else {
             return Ok(Err(format!(
                 "{}: a file whose name is not a secret name (1 to 128 of A-Z a-z 0-9 . _ -); \
@@ -444,7 +444,7 @@ fn directory(dir: &Path) -> Result<Result<Vec<Entry>, String>, CliError> {
         if rustix::fs::FileType::from_raw_mode(stat.st_mode) != rustix::fs::FileType::RegularFile {
             return Ok(Err(format!("{name}: not a regular file; nothing was sent")));
         }
-        if stat.st_size > ctl::MAX_VALUE_LEN as i64 {
+        if stat.st_size > model::MAX_VALUE_LEN as i64 {
             return Ok(Err(format!(
                 "{name}: larger than 1 MiB, the most a value holds; nothing was sent"
             )));

@@ -171,7 +171,7 @@ pub(crate) fn validate(command: &ctl::Command) -> Result<(), CliError> {
 }
 
 /// Reads everything from `reader` into a zeroized buffer, failing with
-/// [`CliError::TooLarge`] beyond [`ctl::MAX_VALUE_LEN`] bytes.
+/// [`CliError::TooLarge`] beyond [`model::MAX_VALUE_LEN`] bytes.
 ///
 /// The buffer is allocated once at the full limit, so it never reallocates and leaves no
 /// copy of a value behind in freed memory.
@@ -180,7 +180,7 @@ pub(crate) fn read_limited(
     what: &str,
     too_large: &'static str,
 ) -> Result<Zeroizing<Vec<u8>>, CliError> {
-    let limit = ctl::MAX_VALUE_LEN;
+    let limit = model::MAX_VALUE_LEN;
     let mut buf = Zeroizing::new(Vec::with_capacity(limit + 1));
     let read = reader.by_ref().take(limit as u64 + 1).read_to_end(&mut buf);
     read.map_err(|source| CliError::Read {
@@ -205,7 +205,7 @@ pub(crate) fn read_file_limited(
     };
     let file = std::fs::File::open(path).map_err(io_err)?;
     let meta = file.metadata().map_err(io_err)?;
-    if meta.is_file() && meta.len() > ctl::MAX_VALUE_LEN as u64 {
+    if meta.is_file() && meta.len() > model::MAX_VALUE_LEN as u64 {
         return Err(CliError::TooLarge { what: too_large });
     }
     read_limited(file, &what, too_large)
@@ -284,11 +284,11 @@ mod tests {
 
     #[test]
     fn the_limit_is_exactly_one_mib() {
-        let max = vec![7u8; ctl::MAX_VALUE_LEN];
+        let max = vec![7u8; model::MAX_VALUE_LEN];
         let got = read_limited(Cursor::new(max), "stdin", "the value").unwrap();
-        assert_eq!(got.len(), ctl::MAX_VALUE_LEN);
+        assert_eq!(got.len(), model::MAX_VALUE_LEN);
         // Over the limit by one: refused, and the buffer never grew past its allocation.
-        let over = vec![7u8; ctl::MAX_VALUE_LEN + 1];
+        let over = vec![7u8; model::MAX_VALUE_LEN + 1];
         let e = read_limited(Cursor::new(over), "stdin", "the value").unwrap_err();
         assert!(matches!(e, CliError::TooLarge { what: "the value" }));
         // A reader that never ends is cut off at the limit, not read to the end.
@@ -306,7 +306,7 @@ mod tests {
             b"\x00\x01\xff\n"
         );
         let big = dir.path().join("big");
-        std::fs::write(&big, vec![0u8; ctl::MAX_VALUE_LEN + 1]).unwrap();
+        std::fs::write(&big, vec![0u8; model::MAX_VALUE_LEN + 1]).unwrap();
         assert!(matches!(
             read_file_limited(&big, "the manifest"),
             Err(CliError::TooLarge {

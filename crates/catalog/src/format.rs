@@ -511,12 +511,12 @@ pub(crate) fn check_parts(
                     secret: name.clone(),
                 },
             ));
-        } else if value.expose().len() > ctl::MAX_VALUE_LEN {
+        } else if value.expose().len() > model::MAX_VALUE_LEN {
             errors.push((
                 p,
                 DeclError::ValueTooLarge {
                     secret: name.clone(),
-                    limit: ctl::MAX_VALUE_LEN,
+                    limit: model::MAX_VALUE_LEN,
                 },
             ));
         }

@@ -1,29 +1,16 @@
-//! The name rules: tiers here, secrets and services as the ctl language has them.
+//! The name rules: tiers, secrets and services, as the namespace has them (the `model`
+//! crate), so that a name the catalog accepts is one a ctl command can carry and the
+//! vault stores.
 //!
-//! Secret and service names are [`ctl::is_valid_name`] (so a name the catalog accepts is one
-//! a ctl command can carry) and a service is not one of the server's own names
-//! ([`ctl::is_reserved_service`]). Tier names are narrower, because they end up in paths of
-//! other systems (`secrets/plans/<service>/<tier>`, bundle names, CI job names).
+//! Secret names follow the name rule; a service is not one of the server's own names
+//! either; tier names are narrower, because they end up in paths of other systems
+//! (`secrets/plans/<service>/<tier>`, bundle names, CI job names).
 
-/// Longest tier name, in bytes.
-pub const MAX_TIER_LEN: usize = 32;
+pub use model::{MAX_TIER_LEN, is_valid_service, is_valid_tier};
 
-/// Whether `name` is a tier name: `[a-z0-9_-]{1,32}`.
-pub fn is_valid_tier(name: &str) -> bool {
-    (1..=MAX_TIER_LEN).contains(&name.len())
-        && name
-            .bytes()
-            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || matches!(b, b'_' | b'-'))
-}
-
-/// Whether `name` is a secret name (the ctl name rule).
+/// Whether `name` is a secret name (the name rule).
 pub fn is_valid_secret(name: &str) -> bool {
-    ctl::is_valid_name(name)
-}
-
-/// Whether `name` is a service name: the ctl name rule, and not `admin` or `secrets`.
-pub fn is_valid_service(name: &str) -> bool {
-    ctl::is_valid_name(name) && !ctl::is_reserved_service(name)
+    model::is_valid_name(name)
 }
 
 #[cfg(test)]

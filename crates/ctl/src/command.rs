@@ -10,7 +10,7 @@ use zeroize::Zeroizing;
 use crate::deployment::{self, CatalogCommand, StrategyArg};
 use crate::error::{ErrorKind, NameKind};
 use crate::parse::{self, Tokens};
-use crate::{MAX_CATALOG_LEN, MAX_NAME_LEN, MAX_VALUE_LEN, Value};
+use crate::{MAX_CATALOG_LEN, MAX_VALUE_LEN, Value, is_reserved_service, is_valid_name};
 
 pub(crate) const ABORT: &str = "abort";
 pub(crate) const BEGIN: &str = "begin";
@@ -734,12 +734,13 @@ fn strategy_args<'a>(strategy: &'a StrategyArg, a: &mut Vec<Arg<'a>>) {
     }
 }
 
-/// Appends `word` bare if it is a harmless bare word, else quoted.
+/// Appends `word` bare if it is a harmless bare word (the bytes of names, and the `,` and
+/// `*` of lists and patterns), else quoted.
 fn put_word(out: &mut Vec<u8>, word: &[u8]) {
     let bare = !word.is_empty()
         && word
             .iter()
-            .all(|&b| is_name_byte(b) || matches!(b, b'-' | b',' | b'*'));
+            .all(|&b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-' | b',' | b'*'));
     if bare {
         out.extend_from_slice(word);
         return;
@@ -754,26 +755,10 @@ fn put_word(out: &mut Vec<u8>, word: &[u8]) {
     out.push(b'\'');
 }
 
-fn is_name_byte(b: u8) -> bool {
-    b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-')
-}
-
-/// Whether `name` follows the name rule for secrets and services:
-/// `[A-Za-z0-9._-]{1,128}`, and not `.` or `..` (names are path elements).
-pub fn is_valid_name(name: &str) -> bool {
-    valid_name(name.as_bytes())
-}
-
-/// Whether `service` is one of the names the server keeps for itself (`admin`, `secrets`).
-pub fn is_reserved_service(service: &str) -> bool {
-    matches!(service, "admin" | "secrets")
-}
-
+/// The name rule ([`is_valid_name`]) over a token's bytes: a name is ASCII, so bytes
+/// that are not UTF-8 are not one.
 fn valid_name(name: &[u8]) -> bool {
-    (1..=MAX_NAME_LEN).contains(&name.len())
-        && name != b"."
-        && name != b".."
-        && name.iter().all(|&b| is_name_byte(b))
+    std::str::from_utf8(name).is_ok_and(is_valid_name)
 }
 
 /// Checks a secret name, returning it as a `String` (it is ASCII once checked).

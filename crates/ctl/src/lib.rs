@@ -56,8 +56,8 @@
 //! `set cert {5}\nab\ncd\n`.
 //!
 //! # Layout
-//! - `command`: [`Command`], the table of verbs, the name rule ([`is_valid_name`]) and
-//!   the encoder.
+//! - `command`: [`Command`], the table of verbs, its checks (the name rule is
+//!   [`is_valid_name`], from the `model` crate) and the encoder.
 //! - `deployment`: [`CatalogCommand`], the deployment catalog's commands.
 //! - `value`: [`Value`], a secret-bearing byte string.
 //! - `buffer`: [`CtlBuffer`], one fid's stream of bytes, and [`Parsed`].
@@ -80,19 +80,15 @@ mod stream;
 mod value;
 
 pub use buffer::{CtlBuffer, Parsed};
-pub use command::{Command, NO_UID, help_text, is_reserved_service, is_valid_name};
+pub use command::{Command, NO_UID, help_text};
 pub use deployment::{CatalogCommand, CatalogFormat, MetaFields, PromptArgs, StrategyArg};
 pub use error::{CtlError, ErrorKind, NameKind, command_error};
+/// The namespace's rules, which the grammar's NAME, SERVICE and VALUE follow: defined
+/// once in the `model` crate, for the vault and deploy too.
+pub use model::{MAX_NAME_LEN, MAX_VALUE_LEN, is_reserved_service, is_valid_name};
 pub use reply::{Answer, BadReply, MAX_BODY_LEN, Reply, ReplyReader};
 pub use stream::{CtlStream, Step, Transaction};
 pub use value::Value;
-
-/// Longest secret or service name, in bytes.
-pub const MAX_NAME_LEN: usize = 128;
-
-/// Largest VALUE, once unquoted, and largest `{N}` literal: 1 MiB, enough for PEM chains
-/// and binary keys, small enough to hold in memory.
-pub const MAX_VALUE_LEN: usize = 1 << 20;
 
 /// Longest error text, in bytes, for any line up to 99999: plan9port keeps at most 127
 /// bytes of an Rerror (its ERRMAX, 128, counts the NUL) and drops the rest, so an error

@@ -4,7 +4,8 @@
 //! storage. A filesystem plugs into the server core by implementing
 //! [`server::Filesystem`]; the core owns every connection's fids and tags and enforces
 //! the protocol's rules before a handler runs, so handlers stay small (the idea of Plan 9's
-//! lib9p). `examples/ramfs` shows a whole filesystem in a few dozen lines.
+//! lib9p). [`ramfs`] is a whole filesystem in a few hundred lines; `examples/ramfs`
+//! serves it.
 //!
 //! # Layout
 //! - [`wire`]: the [`Wire`](wire::Wire) trait (size, encode, decode) and the bounded
@@ -17,6 +18,8 @@
 //! - [`client`]: an async, pipelining client.
 //! - [`transcript`]: plays golden transcripts (T-lines sent, R-lines expected).
 //! - [`fuzzing`]: entry points for fuzzers (and the stable random-input tests).
+//! - [`ramfs`]: an in-memory filesystem, which the example serves and the tests,
+//!   benchmarks and fuzz targets serve too.
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
 
@@ -25,6 +28,7 @@ pub mod client;
 pub mod error;
 pub mod fuzzing;
 pub mod message;
+pub mod ramfs;
 pub mod server;
 pub mod text;
 pub mod transcript;

@@ -1,15 +1,8 @@
 //! Golden transcripts: each file in tests/transcripts/ is played against the server
-//! core serving the example ramfs (seeded as `ramfs --populate`, clock stopped at 0).
+//! core serving the ramfs (`ninep::ramfs`, seeded as `ramfs --populate`, clock stopped at 0).
 
-#[path = "../examples/ramfs/fs.rs"]
-#[allow(dead_code)]
-mod ramfs;
-
+use ninep::ramfs::RamFs;
 use ninep::server::{Limits, Peer, Server, Shutdown};
-
-fn pattern(len: usize) -> Vec<u8> {
-    (0..len).map(|i| (i % 251) as u8).collect()
-}
 
 async fn play(name: &str) {
     let path = format!(
@@ -17,10 +10,8 @@ async fn play(name: &str) {
         env!("CARGO_MANIFEST_DIR")
     );
     let script = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{path}: {e}"));
-    let fs = ramfs::RamFs::with_clock(|| 0);
-    for (file, len) in [("empty", 0), ("one", 1), ("8k", 8 << 10), ("1m", 1 << 20)] {
-        fs.add_file(file, pattern(len));
-    }
+    let fs = RamFs::with_clock(|| 0);
+    fs.populate();
     let limits = Limits {
         max_msize: 65536,
         max_fids: 8,

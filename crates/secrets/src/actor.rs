@@ -6,10 +6,9 @@
 
 use std::fmt;
 
-use crate::error::{Error, Result};
+pub use model::MAX_REASON_LEN;
 
-/// The longest reason a change may carry, in bytes.
-pub const MAX_REASON_LEN: usize = 1024;
+use crate::error::{Error, Result};
 
 /// On whose authority a change is made.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]

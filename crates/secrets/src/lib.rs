@@ -57,7 +57,8 @@
 //!   tags, key check values, [`SecretBytes`].
 //! - `keyfile`: the key file format, strict parsing, owner-only atomic writes.
 //! - [`manifest`](Manifest): the service manifest format.
-//! - [`names`](is_valid_name): the name rule and size limits.
+//! - [`names`](is_valid_name): the vault's checks of the name rule and the size limits,
+//!   which are the namespace's (the `model` crate, shared with ctl and deploy).
 //! - `fsutil`: private directories, atomic file replacement, directory fsync.
 //! - `types`: the public value types ([`SecretInfo`], [`Status`], ...).
 //! - `error`: the crate's one [`Error`].

@@ -1,39 +1,30 @@
 //! The service manifest: which secrets a service needs and its plain config.
 //!
-//! ```text
-//! # web's manifest
-//! secret db_password
-//! secret api_key
-//! config log_level=debug
-//! config greeting=hello, world
-//! ```
-//!
-//! One declaration per line, lines separated by `\n`:
-//! - `secret NAME`: the service needs secret NAME (the deployer checks it is granted);
-//! - `config KEY=VALUE`: VALUE is everything after the first `=`, possibly empty, exactly as
-//!   written (spaces kept); KEY follows the name rule;
-//! - blank lines (only spaces/tabs) and lines whose first non-blank character is `#` are
-//!   ignored.
-//!
-//! The keyword and its argument are separated by spaces or tabs; a `secret` line may end in
-//! spaces or tabs. Anything else is an error naming the line number, never the line's text:
-//! a manifest may be written by hand and a pasted secret must not leak through an error.
+//! Its lines are the namespace's ([`model::manifest`], where the format is written down):
+//! `secret NAME`, `config KEY=VALUE`, blanks and `#` comments. What a line declares is
+//! read there, by the same code that reads a services file back in `deploy`; the vault
+//! adds the rules a stored manifest keeps: names and keys follow the name rule, none is
+//! declared twice, a `secret` line names one secret, and the whole is at most
+//! [`MAX_MANIFEST_LEN`]. A line that breaks one is an error naming the line number, never
+//! the line's text: a manifest may be written by hand and a pasted secret must not leak
+//! through an error.
 
 use std::collections::BTreeMap;
+
+#[cfg(test)]
+use model::manifest::{CONFIG_NEEDS_KV, UNKNOWN};
+use model::manifest::{Line, NOT_UTF8, is_blank};
 
 use crate::error::{Error, Result};
 use crate::names::{self, MAX_MANIFEST_LEN};
 
 // The reasons a line can be refused: fixed strings, so no input can reach a message.
-const NOT_UTF8: &str = "not valid UTF-8";
 const SECRET_NEEDS_NAME: &str = "`secret` needs a name";
 const SECRET_ONE_NAME: &str = "`secret` takes one name";
 const BAD_SECRET_NAME: &str = "invalid secret name (1 to 128 of A-Z a-z 0-9 . _ -, not . or ..)";
 const DUPLICATE_SECRET: &str = "secret declared twice";
-const CONFIG_NEEDS_KV: &str = "`config` needs KEY=VALUE";
 const BAD_CONFIG_KEY: &str = "invalid config key (1 to 128 of A-Z a-z 0-9 . _ -, not . or ..)";
 const DUPLICATE_CONFIG: &str = "config key declared twice";
-const UNKNOWN: &str = "unknown declaration; expected `secret NAME` or `config KEY=VALUE`";
 #[cfg(test)]
 const REASONS: [&str; 9] = [
     NOT_UTF8,
@@ -71,19 +62,11 @@ impl Manifest {
         }
         let mut secrets = Vec::new();
         let mut config = BTreeMap::new();
-        for (i, raw) in src.split(|&b| b == b'\n').enumerate() {
-            let line = i + 1;
+        for (line, read) in model::manifest::lines(src) {
             let bad = |reason| Error::Manifest { line, reason };
-            let text = std::str::from_utf8(raw).map_err(|_| bad(NOT_UTF8))?;
-            let trimmed = text.trim_start_matches(is_blank);
-            if trimmed.is_empty() || trimmed.starts_with('#') {
-                continue;
-            }
-            let (keyword, rest) = trimmed.split_once(is_blank).unwrap_or((trimmed, ""));
-            let arg = rest.trim_start_matches(is_blank);
-            match keyword {
-                "secret" => {
-                    let name = arg.trim_end_matches(is_blank);
+            match read.map_err(bad)? {
+                Line::Nothing => {}
+                Line::Secret(name) => {
                     if name.is_empty() {
                         return Err(bad(SECRET_NEEDS_NAME));
                     }
@@ -96,15 +79,11 @@ impl Manifest {
                     }
                     secrets.push(name.to_owned());
                 }
-                "config" => {
-                    let (key, value) = arg.split_once('=').ok_or_else(|| bad(CONFIG_NEEDS_KV))?;
+                Line::Config { key, value } => {
                     names::check_config_key(key).map_err(|_| bad(BAD_CONFIG_KEY))?;
                     if config.insert(key.to_owned(), value.to_owned()).is_some() {
                         return Err(bad(DUPLICATE_CONFIG));
                     }
-                }
-                _ => {
-                    return Err(bad(UNKNOWN));
                 }
             }
         }
@@ -139,10 +118,6 @@ impl Manifest {
     pub fn text(&self) -> &str {
         &self.text
     }
-}
-
-fn is_blank(c: char) -> bool {
-    c == ' ' || c == '\t'
 }
 
 #[cfg(test)]
@@ -235,6 +210,23 @@ mod tests {
                     e_string(line, reason),
                     format!("manifest line {line}: {reason}")
                 );
+            }
+        }
+
+        #[test]
+        fn a_client_reads_the_secrets_the_vault_keeps(
+            lines in proptest::collection::vec(prop_oneof![
+                "secret [a-z]{1,5}",
+                "[ \t]{0,2}secret[ \t]{1,2}[A-Za-z0-9._-]{1,8}[ \t]{0,2}",
+                "config [a-z]{1,5}=[^\n]{0,10}",
+                "[ \t]{0,2}#[^\n]{0,10}",
+                "[ \t]{0,3}",
+            ], 0..12)
+        ) {
+            // What deploy reads from a services file is what the vault stored.
+            let src = lines.join("\n");
+            if let Ok(m) = Manifest::parse(src.as_bytes()) {
+                prop_assert_eq!(model::manifest::declared_secrets(src.as_bytes()), m.secrets());
             }
         }
 

@@ -1,32 +1,13 @@
 //! The name rule and size limits, checked here even though the ctl parser checks them too
-//! (defence in depth: the server is not the only caller).
+//! (defence in depth: the server is not the only caller). The rule and the limits are the
+//! namespace's, from the `model` crate, so the two checks cannot drift apart; what is
+//! here is the vault's errors for them.
+
+pub use model::{
+    MAX_MANIFEST_LEN, MAX_NAME_LEN, MAX_VALUE_LEN, RESERVED_SERVICE_NAMES, is_valid_name,
+};
 
 use crate::error::{Error, Result};
-
-/// Longest secret name, service name or config key, in bytes.
-pub const MAX_NAME_LEN: usize = 128;
-
-/// Largest secret value, in bytes (1 MiB: enough for PEM chains and binary keys, small
-/// enough that every value can live in memory).
-pub const MAX_VALUE_LEN: usize = 1 << 20;
-
-/// Largest service manifest, in bytes (same bound as values, for the same reason).
-pub const MAX_MANIFEST_LEN: usize = 1 << 20;
-
-/// Service names the server uses for its own trees (`/secrets`, the admin principal).
-pub const RESERVED_SERVICE_NAMES: [&str; 2] = ["admin", "secrets"];
-
-/// Whether `name` follows the name rule: `[A-Za-z0-9._-]{1,128}`, not `.` or `..`.
-///
-/// The rule keeps every name a single, harmless path element in the 9P namespace.
-pub fn is_valid_name(name: &str) -> bool {
-    (1..=MAX_NAME_LEN).contains(&name.len())
-        && name != "."
-        && name != ".."
-        && name
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'))
-}
 
 /// Checks a secret name.
 ///
@@ -42,7 +23,7 @@ pub fn check_secret_name(name: &str) -> Result<()> {
 /// [`Error::InvalidName`] or [`Error::ReservedName`], neither of which echoes the name.
 pub fn check_service_name(name: &str) -> Result<()> {
     check(name, "service")?;
-    if RESERVED_SERVICE_NAMES.contains(&name) {
+    if model::is_reserved_service(name) {
         return Err(Error::ReservedName);
     }
     Ok(())

@@ -1,30 +1,38 @@
 //! The secrets filesystem: the handlers the ninep server core calls.
 //!
 //! The core has already checked fids, open modes against each file's permission bits,
-//! offsets and sizes; these handlers decide who sees what. A service's view is checked
-//! against the vault on every walk, stat, open and read ([`node`]), so a revoke takes
-//! effect on the next read of a file the service holds open.
+//! offsets and sizes; these handlers decide who sees what.
+//!
+//! # Layout
+//! - `kinds.rs`: every file and directory of both trees, declared once (name, directory,
+//!   listing, mode, content), and the vault's questions they ask: the grant check of
+//!   every walk, stat and listing of a service's `secret/`.
+//! - `node.rs`: what a kind declares, and walking, listing and stat from it.
+//! - `fid.rs`: a fid's state, reached only through [`SecretsFid`]'s `valid`, the view
+//!   check every request kind runs first, so that a removed or remapped service loses
+//!   access at once, through fids it holds too.
+//! - `opened.rs`: what opening each kind of content gives, and how it is read, written
+//!   and clunked; a read of a secret checks the grant again, so a revoke takes effect on
+//!   the next read of a file the service holds open.
+//! - `ctl.rs`: `/secrets/ctl`, commands applied to the vault.
+//! - this file: [`SecretsFs`], the [`Filesystem`] the core serves.
 
 mod ctl;
+mod fid;
+mod kinds;
 mod node;
+mod opened;
 
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use ninep::server::{Admission, ClunkKind, Filesystem, Peer};
-use ninep::{Data, Error, Qid, Result, Stat, ename};
-use secrets::{Actor, Backup, Error as VaultError, OpenedSecret, Vault};
-use zeroize::Zeroizing;
+use ninep::{Data, Error, Qid, Result, Stat};
+use secrets::Vault;
 
-use self::ctl::{CtlFid, Recent};
-pub use self::node::Node;
-use crate::principal::{View, admission_of, principal_of, view_for};
-
-/// A Tread that decrypts more than this is decrypted on tokio's blocking pool rather than
-/// on the worker that serves it. A read decrypts only the 4 KiB chunks it touches: one
-/// chunk takes a few microseconds, less than the hop to the pool, so a page-sized read
-/// (9pfuse's, `cat`'s, `dd bs=1`'s) stays on the worker, while a read of many chunks (the
-/// kernel's, up to the iounit) does not hold up the worker's other requests.
-const BLOCKING_READ_LEN: u64 = 4 * 1024;
+pub use self::fid::SecretsFid;
+use self::fid::Valid;
+use self::node::Content;
+use crate::principal::{admission_of, principal_of, view_for};
 
 /// How many large decryptions one service's view may have running at once. The blocking
 /// pool and the CPU are shared by everyone: without a bound, one service (or a kernel
@@ -42,46 +50,9 @@ pub struct SecretsFs {
     decrypts: Mutex<std::collections::HashMap<String, Arc<tokio::sync::Semaphore>>>,
 }
 
-/// What an open fid holds.
-enum Opened {
-    /// A secret's ciphertext as of the open: reads decrypt it after checking the grant.
-    Secret(OpenedSecret),
-    /// The ctl command buffer.
-    Ctl(Box<CtlFid>),
-    /// A generated text file, fixed at open so that reads at offsets agree.
-    Text(Zeroizing<Vec<u8>>),
-    /// A copy of the store, taken at open: reads at any offset read the same copy.
-    Backup(Backup),
-}
-
-/// The state of one fid: its view, its node, and what it opened.
-pub struct SecretsFid {
-    view: View,
-    node: Node,
-    /// The connection's unix uid (SO_PEERCRED): with the view, who makes a change.
-    uid: Option<u32>,
-    opened: Mutex<Option<Arc<Opened>>>,
-    /// The ctl results of the attach this fid was walked from (what `cat ctl` shows on a
-    /// fid that wrote nothing).
-    recent: Arc<Recent>,
-}
-
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    // The guarded Option is valid after any single assignment.
+    // The map is valid after any single insertion.
     m.lock().unwrap_or_else(|p| p.into_inner())
-}
-
-/// Maps a vault error on a service's read path to 9P. Not granted and missing are both
-/// "file does not exist": names are not an oracle.
-fn read_error(e: VaultError) -> Error {
-    match e {
-        VaultError::NotFound | VaultError::NoSuchSecret => Error::not_found(),
-        VaultError::Stale => Error::new(VaultError::Stale.to_string()),
-        other => {
-            tracing::error!(error = %other, "reading a secret failed");
-            Error::new(ename::IO)
-        }
-    }
 }
 
 impl SecretsFs {
@@ -110,34 +81,10 @@ impl SecretsFs {
         &self.vault
     }
 
-    fn fid(&self, view: View, node: Node, uid: Option<u32>, recent: &Arc<Recent>) -> SecretsFid {
-        SecretsFid {
-            view,
-            node,
-            uid,
-            opened: Mutex::new(None),
-            recent: recent.clone(),
-        }
-    }
-
-    fn opened(fid: &SecretsFid) -> Result<Arc<Opened>> {
-        lock(&fid.opened)
-            .clone()
-            .ok_or_else(|| Error::new(ename::BOTCH))
-    }
-
-    /// Bytes of a generated file, as they are now.
-    fn text(&self, fid: &SecretsFid) -> Result<String> {
-        let v = &self.vault;
-        match (&fid.node, &fid.view) {
-            (Node::Status, _) => Ok(node::status_text(v)),
-            (Node::Grants(s), _) => Ok(node::grants_text(v, s)),
-            (Node::Service(s), _) => node::service_text(v, s).ok_or_else(Error::not_found),
-            (Node::Config(k), View::Service { service, .. }) => {
-                node::config_value(v, service, k).ok_or_else(Error::not_found)
-            }
-            _ => Err(Error::permission_denied()),
-        }
+    /// The fid's state, once its view is checked (the first thing every request on a fid
+    /// but its clunk does).
+    fn valid<'a>(&'a self, fid: &'a SecretsFid) -> Result<Valid<'a>> {
+        fid.valid(&self.vault, self.started)
     }
 }
 
@@ -157,157 +104,75 @@ impl Filesystem for SecretsFs {
         let principal = principal_of(&self.vault, peer)?;
         let view = view_for(&self.vault, &principal, aname)?;
         tracing::debug!(peer = %peer.addr, ?principal, aname, "attach");
-        let root = Node::root(&view);
-        let qid = root.attr(&self.vault, &view, self.started)?.qid;
-        Ok((qid, self.fid(view, root, peer.uid, &Arc::default())))
+        let fid = SecretsFid::attached(view, peer.uid);
+        let qid = {
+            let root = self.valid(&fid)?;
+            root.node().attr(&root.tree)?.qid
+        };
+        Ok((qid, fid))
     }
 
     fn clone_fid(&self, fid: &SecretsFid) -> SecretsFid {
-        self.fid(fid.view.clone(), fid.node.clone(), fid.uid, &fid.recent)
+        fid.unopened_copy()
     }
 
     async fn walk(&self, dir: &SecretsFid, name: &str) -> Result<(Qid, SecretsFid)> {
-        dir.view.still_valid(&self.vault)?;
+        let dir = self.valid(dir)?;
         let node = match name {
-            "." => dir.node.clone(),
-            ".." => dir.node.parent(),
+            "." => dir.node().clone(),
+            ".." => dir.node().parent(),
             _ => dir
-                .node
-                .child(&self.vault, &dir.view, name)
+                .node()
+                .child(&dir.tree, name)
                 .ok_or_else(Error::not_found)?,
         };
-        let qid = node.attr(&self.vault, &dir.view, self.started)?.qid;
-        Ok((qid, self.fid(dir.view.clone(), node, dir.uid, &dir.recent)))
+        let qid = node.attr(&dir.tree)?.qid;
+        Ok((qid, dir.walked_to(node)))
     }
 
     async fn stat(&self, fid: &SecretsFid) -> Result<Stat> {
-        fid.view.still_valid(&self.vault)?;
-        fid.node.stat(&self.vault, &fid.view, self.started)
+        let fid = self.valid(fid)?;
+        fid.node().stat(&fid.tree)
     }
 
     async fn open(&self, fid: &SecretsFid, _mode: u8) -> Result<()> {
-        fid.view.still_valid(&self.vault)?;
-        let opened = match (&fid.node, &fid.view) {
-            (Node::Secret(name), View::Service { service, .. }) => {
-                Opened::Secret(self.vault.open_secret(service, name).map_err(read_error)?)
-            }
-            (Node::Ctl, View::Admin) => Opened::Ctl(Box::new(CtlFid::new(
-                fid.recent.clone(),
-                Actor::admin(fid.uid),
-            ))),
-            // Copying the whole store is blocking I/O: off the async workers.
-            (Node::Backup, View::Admin) => {
-                let vault = self.vault.clone();
-                let backup = tokio::task::spawn_blocking(move || vault.backup())
-                    .await
-                    .map_err(|e| e.to_string())
-                    .and_then(|r| r.map_err(|e| e.to_string()))
-                    .map_err(|e| {
-                        tracing::error!(error = %e, "taking a backup failed");
-                        Error::new(ename::IO)
-                    })?;
-                Opened::Backup(backup)
-            }
-            (Node::Status | Node::Grants(_) | Node::Service(_) | Node::Config(_), _) => {
-                Opened::Text(Zeroizing::new(self.text(fid)?.into_bytes()))
-            }
-            // Directories: the core reads them through readdir.
-            (n, _) if n.is_dir() => return Ok(()),
-            // store entries and the key have mode 0; the core refused them already.
-            _ => return Err(Error::permission_denied()),
-        };
-        *lock(&fid.opened) = Some(Arc::new(opened));
+        let fid = self.valid(fid)?;
+        if let Some(opened) = self.open_content(&fid).await? {
+            fid.set_opened(opened);
+        }
         Ok(())
     }
 
     async fn read(&self, fid: &SecretsFid, offset: u64, count: u32) -> Result<Data> {
-        fid.view.still_valid(&self.vault)?;
-        let opened = Self::opened(fid)?;
-        let slice = |bytes: &[u8]| {
-            let start = offset.min(bytes.len() as u64) as usize;
-            let end = start.saturating_add(count as usize).min(bytes.len());
-            Data::from(&bytes[start..end])
-        };
-        match (&*opened, &fid.view) {
-            (Opened::Secret(s), View::Service { service, .. }) => {
-                // The grant is checked again on every read, at any offset; only the
-                // chunks the range lies in are decrypted.
-                let count = u64::from(count);
-                let plain = if s.decrypted_len(offset, count) > BLOCKING_READ_LEN {
-                    // Decrypting many chunks takes long enough to hold up every other
-                    // request on this worker: let the blocking pool do it (the clone of
-                    // the opened secret shares its ciphertext).
-                    let (vault, service, s) = (self.vault.clone(), service.clone(), s.clone());
-                    let slots = self.decrypt_slots(&service);
-                    let slot = slots
-                        .acquire_owned()
-                        .await
-                        .map_err(|_| Error::new(ename::IO))?;
-                    tokio::task::spawn_blocking(move || {
-                        let plain = vault.read_opened_range(&service, &s, offset, count);
-                        drop(slot);
-                        plain
-                    })
-                    .await
-                    .map_err(|e| {
-                        tracing::error!(error = %e, "reading a secret failed");
-                        Error::new(ename::IO)
-                    })?
-                } else {
-                    self.vault.read_opened_range(service, s, offset, count)
-                }
-                .map_err(read_error)?;
-                Ok(Data::from(plain.into_zeroizing()))
-            }
-            (Opened::Text(t), _) => Ok(slice(t)),
-            (Opened::Ctl(ctl), View::Admin) => Ok(Data::from(ctl.read(offset, count))),
-            // A pread of at most one message from a file just written, in the page cache:
-            // quick enough for the worker.
-            (Opened::Backup(b), View::Admin) => {
-                let left = b.len().saturating_sub(offset);
-                let mut buf = vec![0u8; left.min(u64::from(count)) as usize];
-                let n = b.read_at(offset, &mut buf).map_err(|e| {
-                    tracing::error!(error = %e, "reading a backup failed");
-                    Error::new(ename::IO)
-                })?;
-                buf.truncate(n);
-                Ok(Data::from(buf))
-            }
-            _ => Err(Error::permission_denied()),
-        }
+        let fid = self.valid(fid)?;
+        self.read_opened(&fid, offset, count).await
     }
 
     async fn readdir(&self, dir: &SecretsFid) -> Result<Vec<Stat>> {
-        dir.view.still_valid(&self.vault)?;
+        let dir = self.valid(dir)?;
         Ok(dir
-            .node
-            .list(&self.vault, &dir.view)
+            .node()
+            .list(&dir.tree)
             .into_iter()
             // An entry that vanished between the listing and its stat is left out.
-            .filter_map(|n| n.stat(&self.vault, &dir.view, self.started).ok())
+            .filter_map(|n| n.stat(&dir.tree).ok())
             .collect())
     }
 
     async fn write(&self, fid: &SecretsFid, _offset: u64, data: &[u8]) -> Result<u32> {
-        fid.view.still_valid(&self.vault)?;
-        match &*Self::opened(fid)? {
-            // Offsets are ignored: ctl is a stream of commands.
-            Opened::Ctl(ctl) => {
-                ctl.write(&self.vault, data).await.map_err(Error::new)?;
-                Ok(data.len() as u32)
-            }
-            _ => Err(Error::permission_denied()),
-        }
+        let fid = self.valid(fid)?;
+        self.write_opened(&fid, data).await
     }
 
     /// Shells truncate what they redirect into: a wstat that only sets the length (and
     /// times) of ctl is accepted and changes nothing.
     async fn wstat(&self, fid: &SecretsFid, stat: &Stat) -> Result<()> {
+        let fid = self.valid(fid)?;
         let only_length_or_times = stat.name.is_empty()
             && stat.mode == u32::MAX
             && stat.uid.is_empty()
             && stat.gid.is_empty();
-        if fid.node == Node::Ctl && only_length_or_times {
+        if matches!(fid.node().kind().content, Content::Ctl) && only_length_or_times {
             Ok(())
         } else {
             Err(Error::permission_denied())
@@ -319,30 +184,27 @@ impl Filesystem for SecretsFs {
     /// "create prohibited" reaches a 9pfuse user as ERANGE).
     async fn create(
         &self,
-        _dir: &SecretsFid,
+        dir: &SecretsFid,
         _name: &str,
         _perm: u32,
         _mode: u8,
     ) -> Result<(Qid, SecretsFid)> {
+        self.valid(dir)?;
         Err(Error::permission_denied())
     }
 
     /// See [`create`](Filesystem::create).
-    async fn remove(&self, _fid: &SecretsFid) -> Result<()> {
+    async fn remove(&self, fid: &SecretsFid) -> Result<()> {
+        self.valid(fid)?;
         Err(Error::permission_denied())
     }
 
+    /// Always succeeds, view or no view: a clunk only ends what the fid opened.
     async fn clunk(&self, fid: &SecretsFid, kind: ClunkKind) -> Result<()> {
-        let opened = lock(&fid.opened).take();
-        if let Some(opened) = opened
-            && let Opened::Ctl(ctl) = &*opened
-        {
-            match kind {
-                ClunkKind::Requested => ctl.finish(&self.vault).await.map_err(Error::new)?,
-                ClunkKind::Dropped => ctl.abandon().await,
-            }
+        match fid.take_opened() {
+            Some(opened) => self.clunk_opened(opened, kind).await,
+            None => Ok(()),
         }
-        Ok(())
     }
 }
 
@@ -354,6 +216,8 @@ mod tests {
     use std::pin::pin;
     use std::task::{Context, Poll, Waker};
     use std::time::Duration;
+
+    use secrets::Actor;
 
     use super::*;
 
@@ -416,6 +280,105 @@ mod tests {
         // Mapped later, it attaches as that service.
         fs.vault().service_set_uid("api", 1005).unwrap();
         assert!(fs.attach(&peer(Some(1005)), "", "").await.is_ok());
+    }
+
+    #[tokio::test]
+    async fn every_request_on_a_fid_of_a_view_that_ended_is_refused_but_its_clunk() {
+        let (_dir, fs, _) = fs();
+        let (_, root) = fs.attach(&peer(Some(WEB)), "", "").await.unwrap();
+        let (_, dir) = fs.walk(&root, "secret").await.unwrap();
+        let (_, file) = fs.walk(&dir, "small").await.unwrap();
+        let (_, unopened) = fs.walk(&dir, "big").await.unwrap();
+        fs.open(&dir, ninep::om::READ).await.unwrap();
+        fs.open(&file, ninep::om::READ).await.unwrap();
+        let mut truncate = Stat::dont_touch();
+        truncate.length = 0;
+        // Remapped: the view web's old uid holds has ended, on every fid it holds.
+        fs.vault().service_set_uid("web", 1005).unwrap();
+        let denied = |r: Result<()>| assert_eq!(r.unwrap_err(), Error::permission_denied());
+        denied(fs.walk(&root, "secret").await.map(drop));
+        denied(fs.stat(&file).await.map(drop));
+        denied(fs.wstat(&file, &truncate).await);
+        denied(fs.open(&unopened, ninep::om::READ).await);
+        denied(fs.read(&file, 0, 100).await.map(drop));
+        denied(fs.readdir(&dir).await.map(drop));
+        denied(fs.write(&file, 0, b"x").await.map(drop));
+        denied(
+            fs.create(&dir, "new", 0o600, ninep::om::WRITE)
+                .await
+                .map(drop),
+        );
+        denied(fs.remove(&unopened).await);
+        // A clunk always succeeds.
+        for fid in [&file, &dir, &unopened, &root] {
+            fs.clunk(fid, ClunkKind::Requested).await.unwrap();
+        }
+        // Mapped back, the same fids would serve again; a new attach does.
+        fs.vault().service_set_uid("web", WEB).unwrap();
+        let (_, root) = fs.attach(&peer(Some(WEB)), "", "").await.unwrap();
+        assert!(fs.walk(&root, "secret").await.is_ok());
+    }
+
+    /// The whole of the file at `path` in the tree `aname` gives `uid`.
+    async fn read_all(fs: &SecretsFs, uid: u32, aname: &str, path: &[&str]) -> Vec<u8> {
+        let (_, mut fid) = fs.attach(&peer(Some(uid)), "", aname).await.unwrap();
+        for name in path {
+            fid = fs.walk(&fid, name).await.unwrap().1;
+        }
+        fs.open(&fid, ninep::om::READ).await.unwrap();
+        let mut bytes = Vec::new();
+        loop {
+            let d = fs.read(&fid, bytes.len() as u64, 8192).await.unwrap();
+            if d.is_empty() {
+                return bytes;
+            }
+            bytes.extend_from_slice(d.expose());
+        }
+    }
+
+    #[tokio::test]
+    async fn what_the_admin_tree_serves_is_what_deploy_parses() {
+        let (_dir, fs, _) = fs();
+        let v = fs.vault();
+        v.service_set_manifest("web", b"# web\nsecret big\n  secret\tsmall \nconfig a=b\n")
+            .unwrap();
+        v.service_set_uid("api", 1002).unwrap();
+        // deploy's parsers are these (cmd-deploy/src/files.rs, connect.rs).
+        let text = read_all(&fs, 1000, "", &["secrets", "status"]).await;
+        let st = v.status();
+        assert_eq!(
+            model::Status::parse(&text).unwrap(),
+            model::Status {
+                key: Some(u64::from(st.active_key)),
+                secrets: Some(2),
+                services: Some(2),
+                rotation: model::Rotation::Idle,
+            }
+        );
+        let text = read_all(&fs, 1000, "", &["secrets", "grants", "web"]).await;
+        assert_eq!(model::Grants::parse(&text).unwrap().names, v.grants("web"));
+        let text = read_all(&fs, 1000, "", &["secrets", "grants", "api"]).await;
+        assert!(model::Grants::parse(&text).unwrap().names.is_empty());
+        for (service, uid) in [("web", WEB), ("api", 1002)] {
+            let text = read_all(&fs, 1000, "", &["secrets", "services", service]).await;
+            let file = model::ServiceFile::parse(&text).unwrap();
+            let info = v.service(service).unwrap();
+            assert_eq!(file.uid, Some(uid));
+            assert_eq!(file.manifest, info.manifest.text().as_bytes());
+            assert_eq!(file.secrets(), info.manifest.secrets());
+        }
+        // A service's uid asking for the admin tree is told who it is, as deploy reads it.
+        let refused = fs.attach(&peer(Some(WEB)), "", model::ADMIN_ANAME).await;
+        let e = refused.err().unwrap();
+        let detail = e.ename().strip_prefix("permission denied: ").unwrap();
+        assert_eq!(
+            model::NotAdmin::parse(detail),
+            Some(model::NotAdmin {
+                uid: WEB,
+                service: "web".into(),
+                admin_uid: Some(1000),
+            })
+        );
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

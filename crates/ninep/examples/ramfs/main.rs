@@ -1,16 +1,15 @@
-//! `ramfs`: an in-memory filesystem served over 9P2000, to show how a filesystem plugs
-//! into the ninep server core, and to test the core with real clients.
+//! `ramfs`: the in-memory filesystem of `ninep::ramfs` served over 9P2000, to show how a
+//! filesystem plugs into the ninep server core, and to test the core with real clients.
 //!
 //! ```sh
 //! cargo run -p ninep --example ramfs -- --listen unix:/tmp/ramfs.sock
 //! cargo run -p ninep --example ramfs -- --listen tcp:127.0.0.1:5640 --populate
 //! ```
 
-mod fs;
-
 use std::process::ExitCode;
 
 use clap::Parser;
+use ninep::ramfs::RamFs;
 use ninep::server::{Limits, Server, Shutdown, bind_unix};
 
 /// Serve an in-memory file tree over 9P2000.
@@ -28,12 +27,6 @@ struct Args {
     max_msize: u32,
 }
 
-/// Contents of the seeded test files: byte i is i mod 251 (a prime, so no block size
-/// lines up with the pattern).
-pub fn pattern(len: usize) -> Vec<u8> {
-    (0..len).map(|i| (i % 251) as u8).collect()
-}
-
 #[tokio::main]
 async fn main() -> ExitCode {
     tracing_subscriber::fmt()
@@ -41,11 +34,9 @@ async fn main() -> ExitCode {
         .with_writer(std::io::stderr)
         .init();
     let args = Args::parse();
-    let fs = fs::RamFs::new();
+    let fs = RamFs::new();
     if args.populate {
-        for (name, len) in [("empty", 0), ("one", 1), ("8k", 8 << 10), ("1m", 1 << 20)] {
-            fs.add_file(name, pattern(len));
-        }
+        fs.populate();
     }
     let limits = Limits {
         max_msize: args.max_msize,

@@ -1,4 +1,4 @@
-//! What the ninep integration tests share: the example ramfs, a slow wrapper around it,
+//! What the ninep integration tests share: the ramfs ([`ninep::ramfs`]), a slow wrapper around it,
 //! a server on a real unix socket, and a raw frame-level connection.
 
 #![allow(dead_code)] // each test file uses a different part of this
@@ -7,8 +7,7 @@
     reason = "test helpers fail the test by panicking"
 )]
 
-#[path = "../../examples/ramfs/fs.rs"]
-pub mod ramfs;
+pub use ninep::ramfs;
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -20,17 +19,13 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::UnixStream;
 use tokio::sync::Semaphore;
 
-pub fn pattern(len: usize) -> Vec<u8> {
-    (0..len).map(|i| (i % 251) as u8).collect()
-}
+pub use ninep::ramfs::pattern;
 
 /// The ramfs seeded like `ramfs --populate`, plus a file `slow` whose reads wait for a
 /// permit from the returned semaphore.
 pub fn seeded() -> (SlowFs, Arc<Semaphore>) {
     let fs = ramfs::RamFs::with_clock(|| 0);
-    for (file, len) in [("empty", 0), ("one", 1), ("8k", 8 << 10), ("1m", 1 << 20)] {
-        fs.add_file(file, pattern(len));
-    }
+    fs.populate();
     fs.add_file("slow", b"slow".to_vec());
     let gate = Arc::new(Semaphore::new(0));
     (

@@ -19,6 +19,7 @@ use std::process::{Child, ChildStdin, Command, ExitCode, Stdio};
 use std::time::{Duration, Instant};
 
 use bytes::{Buf, BytesMut};
+use ninep::ramfs::RamFs;
 use ninep::server::{Limits, Server, Shutdown, bind_unix};
 use ninep::{
     HEADER_SIZE, Qid, Rattach, Rclunk, Rframe, Rmessage, Ropen, Rread, Rversion, Rwalk, qt,
@@ -26,7 +27,6 @@ use ninep::{
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpListener, UnixListener};
 
-use crate::fs::RamFs;
 use crate::proto::{Dialect, FILE_NAME, FILE_SIZE, MSIZE, Target};
 use crate::schedule::Endpoint;
 
@@ -335,6 +335,12 @@ pub struct EchoReplies {
     error: Vec<u8>,
 }
 
+impl Default for EchoReplies {
+    fn default() -> EchoReplies {
+        EchoReplies::new()
+    }
+}
+
 impl EchoReplies {
     /// The replies a ramfs holding the test file would give.
     pub fn new() -> EchoReplies {
@@ -440,18 +446,14 @@ async fn echo_conn<S: AsyncRead + AsyncWrite + Unpin>(
     }
 }
 
-/// Unit checks, run by the bench's test mode.
 #[cfg(test)]
-pub mod tests {
+mod tests {
+    #![allow(clippy::unwrap_used, reason = "a test fails by panicking")]
+
     use super::*;
     use crate::proto::{Workload, check_reply, plan};
 
-    /// The checks of this module.
-    pub const TESTS: &[(&str, fn())] = &[(
-        "echo_answers_every_step_of_every_workload",
-        echo_answers_every_step_of_every_workload,
-    )];
-
+    #[test]
     fn echo_answers_every_step_of_every_workload() {
         let echo = EchoReplies::new();
         let who = Target {

@@ -1,14 +1,28 @@
-//! An in-memory tree of files and directories served through the ninep core.
+//! An in-memory tree of files and directories served through the server core: how a
+//! filesystem plugs into the core, and what the core is tested with.
 //!
 //! This is the whole filesystem: the core has already checked fids, open modes,
 //! permissions and offsets before any method here runs, so each handler only does its
-//! file operation. Shared with the golden-transcript tests and the fuzz targets.
+//! file operation. `examples/ramfs` serves it on a socket; the golden transcripts, the
+//! core's integration tests, the fuzz targets, the kernel-mount test and the load and
+//! read-cost benchmarks (beside srv-secrets) serve it in their own processes.
 
 use std::collections::BTreeMap;
 use std::sync::Mutex;
 
-use ninep::server::{Filesystem, Peer};
-use ninep::{Data, Error, Qid, Result, Stat, dm, ename, om, qt};
+use crate::server::{Filesystem, Peer};
+use crate::{Data, Error, Qid, Result, Stat, dm, ename, om, qt};
+
+/// The files `ramfs --populate` starts with, and their lengths: empty (0 B), one (1 B),
+/// 8k (8 KiB) and 1m (1 MiB), each holding [`pattern`].
+pub const POPULATED: [(&str, usize); 4] =
+    [("empty", 0), ("one", 1), ("8k", 8 << 10), ("1m", 1 << 20)];
+
+/// Contents of the seeded test files: byte i is i mod 251 (a prime, so no block size
+/// lines up with the pattern).
+pub fn pattern(len: usize) -> Vec<u8> {
+    (0..len).map(|i| (i % 251) as u8).collect()
+}
 
 struct Node {
     name: String,
@@ -119,6 +133,13 @@ impl RamFs {
     fn tree(&self) -> std::sync::MutexGuard<'_, Tree> {
         // A poisoned lock means a handler panicked mid-update; the tree is still a tree.
         self.tree.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Adds the [`POPULATED`] files under the root.
+    pub fn populate(&self) {
+        for (name, len) in POPULATED {
+            self.add_file(name, pattern(len));
+        }
     }
 
     /// Adds a file with the given contents under the root (used to seed test files).

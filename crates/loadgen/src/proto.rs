@@ -362,33 +362,12 @@ pub fn check_reply(step: &Step, reply: &[u8]) -> Result<(), String> {
     }
 }
 
-/// Unit checks, run by the bench's test mode (see `main.rs`: a bench without libtest's
-/// harness cannot use `#[test]`).
 #[cfg(test)]
-pub mod tests {
+mod tests {
+    #![allow(clippy::unwrap_used, reason = "a test fails by panicking")]
+
     use super::*;
     use ninep::{Qid, Rattach, Rread, Rversion, Rwalk, Tframe};
-
-    /// The checks of this module.
-    pub const TESTS: &[(&str, fn())] = &[
-        (
-            "shared_messages_decode_with_ninep_in_both_dialects",
-            shared_messages_decode_with_ninep_in_both_dialects,
-        ),
-        (
-            "linux_attach_has_n_uname_after_aname",
-            linux_attach_has_n_uname_after_aname,
-        ),
-        (
-            "linux_open_is_tlopen_read_only",
-            linux_open_is_tlopen_read_only,
-        ),
-        ("replies_are_checked", replies_are_checked),
-        (
-            "the_walk_takes_the_whole_path_and_must_reach_its_end",
-            the_walk_takes_the_whole_path_and_must_reach_its_end,
-        ),
-    ];
 
     fn who() -> Target {
         Target {
@@ -399,6 +378,7 @@ pub mod tests {
         }
     }
 
+    #[test]
     fn shared_messages_decode_with_ninep_in_both_dialects() {
         for dialect in [Dialect::P9, Dialect::Linux] {
             let p = plan(dialect, Workload::OpenReadClunk, &who());
@@ -416,6 +396,7 @@ pub mod tests {
         }
     }
 
+    #[test]
     fn linux_attach_has_n_uname_after_aname() {
         let p = plan(Dialect::Linux, Workload::Attach, &who());
         let b = &p.op[0].request;
@@ -430,6 +411,7 @@ pub mod tests {
         assert_eq!(&b[22..26], &7u32.to_le_bytes());
     }
 
+    #[test]
     fn linux_open_is_tlopen_read_only() {
         let p = plan(Dialect::Linux, Workload::ReadHeld, &who());
         let lopen = &p.setup[3];
@@ -446,6 +428,7 @@ pub mod tests {
         ));
     }
 
+    #[test]
     fn replies_are_checked() {
         let p = plan(Dialect::P9, Workload::ReadHeld, &who());
         let rread = |n: usize| {
@@ -495,6 +478,7 @@ pub mod tests {
         assert!(check_reply(version, &rversion("unknown")).is_err());
     }
 
+    #[test]
     fn the_walk_takes_the_whole_path_and_must_reach_its_end() {
         let deep = Target {
             path: vec!["secret".into(), "x".into()],

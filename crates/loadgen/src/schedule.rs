@@ -1,8 +1,8 @@
 //! The interleaved schedule, the medians over rounds, and the tables: what a load
 //! benchmark does once its servers are running, whichever servers they are.
 //!
-//! Shared by this bench (ours, diod, echo) and `srv-secrets/benches/load.rs`
-//! (srv-secrets and the ramfs example), which includes it with `#[path]`. A server is
+//! Shared by ninep's load bench (ours, diod, echo) and `srv-secrets/benches/load.rs`
+//! (srv-secrets and the ramfs). A server is
 //! an [`Endpoint`]: where it listens, its process (for its CPU time), and the
 //! [`Target`] its workloads read. The arguments both benches take are [`LoadArgs`].
 
@@ -604,25 +604,6 @@ pub fn smoke_check(schedule: &Schedule, names: &[&str], results: &Results) -> (u
     (passed, failed)
 }
 
-/// The unit checks of the modules both benches share, for their test modes.
-#[cfg(test)]
-pub fn unit_checks() -> Vec<(&'static str, fn())> {
-    [
-        crate::proto::tests::TESTS,
-        crate::client::tests::TESTS,
-        crate::servers::tests::TESTS,
-        tests::TESTS,
-    ]
-    .concat()
-}
-
-/// Built outside `cargo test` (`cargo bench` without `--bench`), there are no unit
-/// checks to run: only the smoke run.
-#[cfg(not(test))]
-pub fn unit_checks() -> Vec<(&'static str, fn())> {
-    Vec::new()
-}
-
 /// A test mode's last word: the counts on stdout, and failure if any check failed.
 pub fn verdict(passed: usize, failed: usize) -> ExitCode {
     println!("{passed} passed, {failed} failed");
@@ -633,37 +614,11 @@ pub fn verdict(passed: usize, failed: usize) -> ExitCode {
     }
 }
 
-/// Runs `(name, check)` pairs, each caught if it panics. Returns (passed, failed).
-pub fn run_checks(checks: &[(&str, fn())]) -> (usize, usize) {
-    let (mut passed, mut failed) = (0, 0);
-    for (name, check) in checks {
-        match std::panic::catch_unwind(check) {
-            Ok(()) => passed += 1,
-            Err(_) => {
-                eprintln!("FAILED: {name}");
-                failed += 1;
-            }
-        }
-    }
-    (passed, failed)
-}
-
-/// Unit checks, run by the bench's test mode.
 #[cfg(test)]
-pub mod tests {
-    use super::*;
+mod tests {
+    #![allow(clippy::unwrap_used, reason = "a test fails by panicking")]
 
-    /// The checks of this module.
-    pub const TESTS: &[(&str, fn())] = &[
-        (
-            "medians_and_paired_ratios_skip_failed_rounds",
-            medians_and_paired_ratios_skip_failed_rounds,
-        ),
-        (
-            "report_names_every_server_and_ratio",
-            report_names_every_server_and_ratio,
-        ),
-    ];
+    use super::*;
 
     fn sample(ops_per_sec: f64) -> Sample {
         Sample {
@@ -696,6 +651,7 @@ pub mod tests {
         r
     }
 
+    #[test]
     fn medians_and_paired_ratios_skip_failed_rounds() {
         let r = results();
         let m = median_at(&r, CELL, 0).unwrap();
@@ -714,6 +670,7 @@ pub mod tests {
         assert_eq!(median(&[Err("x".into())]).map(|m| m.ops), None);
     }
 
+    #[test]
     fn report_names_every_server_and_ratio() {
         let schedule = Schedule {
             transports: vec![Transport::Unix],

@@ -1,0 +1,186 @@
+//! What opening each [`Content`] gives ([`Opened`]), and how what was opened is read,
+//! written and clunked: the one place where file kinds behave differently once walked.
+
+use std::sync::Arc;
+
+use ninep::server::ClunkKind;
+use ninep::{Data, Error, Result, ename};
+use secrets::{Actor, Backup, Error as VaultError, OpenedSecret};
+use zeroize::Zeroizing;
+
+use super::SecretsFs;
+use super::ctl::CtlFid;
+use super::fid::Valid;
+use super::node::Content;
+use crate::principal::View;
+
+/// A Tread that decrypts more than this is decrypted on tokio's blocking pool rather than
+/// on the worker that serves it. A read decrypts only the 4 KiB chunks it touches: one
+/// chunk takes a few microseconds, less than the hop to the pool, so a page-sized read
+/// (9pfuse's, `cat`'s, `dd bs=1`'s) stays on the worker, while a read of many chunks (the
+/// kernel's, up to the iounit) does not hold up the worker's other requests.
+const BLOCKING_READ_LEN: u64 = 4 * 1024;
+
+/// What an open fid holds.
+pub enum Opened {
+    /// A secret's ciphertext as of the open: reads decrypt it after checking the grant.
+    Secret(OpenedSecret),
+    /// The ctl command buffer.
+    Ctl(Box<CtlFid>),
+    /// A generated text file, fixed at open so that reads at offsets agree.
+    Text(Zeroizing<Vec<u8>>),
+    /// A copy of the store, taken at open: reads at any offset read the same copy.
+    Backup(Backup),
+}
+
+/// Maps a vault error on a service's read path to 9P. Not granted and missing are both
+/// "file does not exist": names are not an oracle.
+fn read_error(e: VaultError) -> Error {
+    match e {
+        VaultError::NotFound | VaultError::NoSuchSecret => Error::not_found(),
+        VaultError::Stale => Error::new(VaultError::Stale.to_string()),
+        other => {
+            tracing::error!(error = %other, "reading a secret failed");
+            Error::new(ename::IO)
+        }
+    }
+}
+
+impl SecretsFs {
+    /// Topen of a valid fid: what its kind's content gives, `None` for a directory (the
+    /// core reads directories through readdir).
+    pub(super) async fn open_content(&self, fid: &Valid<'_>) -> Result<Option<Opened>> {
+        let admin = *fid.view() == View::Admin;
+        let node = fid.node();
+        Ok(Some(match node.kind().content {
+            Content::Dir => return Ok(None),
+            Content::Plaintext => {
+                let service = fid.tree.service().ok_or_else(Error::permission_denied)?;
+                let secret = self.vault.open_secret(service, node.name());
+                Opened::Secret(secret.map_err(read_error)?)
+            }
+            Content::Text(render) => {
+                let generated = render(&fid.tree, node).ok_or_else(Error::not_found)?;
+                Opened::Text(Zeroizing::new(generated.text))
+            }
+            Content::Ctl if admin => Opened::Ctl(Box::new(CtlFid::new(
+                fid.recent().clone(),
+                Actor::admin(fid.uid()),
+            ))),
+            // Copying the whole store is blocking I/O: off the async workers.
+            Content::Backup if admin => {
+                let vault = self.vault.clone();
+                let backup = tokio::task::spawn_blocking(move || vault.backup())
+                    .await
+                    .map_err(|e| e.to_string())
+                    .and_then(|r| r.map_err(|e| e.to_string()))
+                    .map_err(|e| {
+                        tracing::error!(error = %e, "taking a backup failed");
+                        Error::new(ename::IO)
+                    })?;
+                Opened::Backup(backup)
+            }
+            // Store entries and the key have mode 0; the core refused them already. Ctl
+            // and the backup are in the admin tree only.
+            Content::Nothing | Content::Record | Content::Ctl | Content::Backup => {
+                return Err(Error::permission_denied());
+            }
+        }))
+    }
+
+    /// Tread of what a valid fid opened.
+    pub(super) async fn read_opened(
+        &self,
+        fid: &Valid<'_>,
+        offset: u64,
+        count: u32,
+    ) -> Result<Data> {
+        let opened = fid.opened()?;
+        let slice = |bytes: &[u8]| {
+            let start = offset.min(bytes.len() as u64) as usize;
+            let end = start.saturating_add(count as usize).min(bytes.len());
+            Data::from(&bytes[start..end])
+        };
+        match (&*opened, fid.view()) {
+            (Opened::Secret(s), View::Service { service, .. }) => {
+                self.read_secret(service, s, offset, count).await
+            }
+            (Opened::Text(t), _) => Ok(slice(t)),
+            (Opened::Ctl(ctl), View::Admin) => Ok(Data::from(ctl.read(offset, count))),
+            // A pread of at most one message from a file just written, in the page cache:
+            // quick enough for the worker.
+            (Opened::Backup(b), View::Admin) => {
+                let left = b.len().saturating_sub(offset);
+                let mut buf = vec![0u8; left.min(u64::from(count)) as usize];
+                let n = b.read_at(offset, &mut buf).map_err(|e| {
+                    tracing::error!(error = %e, "reading a backup failed");
+                    Error::new(ename::IO)
+                })?;
+                buf.truncate(n);
+                Ok(Data::from(buf))
+            }
+            _ => Err(Error::permission_denied()),
+        }
+    }
+
+    /// A read of an opened secret: the grant is checked again on every read, at any
+    /// offset; only the chunks the range lies in are decrypted.
+    async fn read_secret(
+        &self,
+        service: &str,
+        s: &OpenedSecret,
+        offset: u64,
+        count: u32,
+    ) -> Result<Data> {
+        let count = u64::from(count);
+        let plain = if s.decrypted_len(offset, count) > BLOCKING_READ_LEN {
+            // Decrypting many chunks takes long enough to hold up every other request on
+            // this worker: let the blocking pool do it (the clone of the opened secret
+            // shares its ciphertext).
+            let (vault, service, s) = (self.vault.clone(), service.to_owned(), s.clone());
+            let slots = self.decrypt_slots(&service);
+            let slot = slots
+                .acquire_owned()
+                .await
+                .map_err(|_| Error::new(ename::IO))?;
+            tokio::task::spawn_blocking(move || {
+                let plain = vault.read_opened_range(&service, &s, offset, count);
+                drop(slot);
+                plain
+            })
+            .await
+            .map_err(|e| {
+                tracing::error!(error = %e, "reading a secret failed");
+                Error::new(ename::IO)
+            })?
+        } else {
+            self.vault.read_opened_range(service, s, offset, count)
+        }
+        .map_err(read_error)?;
+        Ok(Data::from(plain.into_zeroizing()))
+    }
+
+    /// Twrite to what a valid fid opened: ctl only. Offsets are ignored: ctl is a stream
+    /// of commands.
+    pub(super) async fn write_opened(&self, fid: &Valid<'_>, data: &[u8]) -> Result<u32> {
+        match &*fid.opened()? {
+            Opened::Ctl(ctl) => {
+                ctl.write(&self.vault, data).await.map_err(Error::new)?;
+                Ok(data.len() as u32)
+            }
+            _ => Err(Error::permission_denied()),
+        }
+    }
+
+    /// Tclunk of what a fid opened: a ctl fid's last command is complete (or, dropped
+    /// with its connection, abandoned); nothing else holds anything to finish.
+    pub(super) async fn clunk_opened(&self, opened: Arc<Opened>, kind: ClunkKind) -> Result<()> {
+        if let Opened::Ctl(ctl) = &*opened {
+            match kind {
+                ClunkKind::Requested => ctl.finish(&self.vault).await.map_err(Error::new)?,
+                ClunkKind::Dropped => ctl.abandon().await,
+            }
+        }
+        Ok(())
+    }
+}
