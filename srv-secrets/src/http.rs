@@ -10,17 +10,21 @@
 //! |---|---|
 //! | `GET /health/ready` | 200 `{"ready": true, ...}` when the store answers and the key file matches it, else 503 with what is wrong |
 //! | `GET /metrics` | Prometheus text: requests, errors, open fids, connections, rotation progress; never a name or value |
+//! | `GET /deployment/secrets?service=S&tier=T` | the plan (`scenario=S` is an alias), as `deploy secret plan --json` prints it |
+//! | `GET /lint[?tier=T]` | the lint, as `deploy secret lint --json` prints it |
+//! | `GET /catalog[?format=json\|toml]` | the catalog, as `deploy catalog export` writes it; no values |
 //!
-//! The plan, lint and catalog endpoints of the deployment-tiers issue join these as the
-//! catalog reaches the vault. TLS and tokens for remote callers come later: the identity
-//! of a request is one extractor ([`Caller`]), the one thing a new transport changes.
+//! The reports are the same bytes the admin tree's files and the ctl answers carry
+//! ([`crate::reports`]). TLS and tokens for remote callers come later: the identity of a
+//! request is one extractor ([`Caller`]), the one thing a new transport changes.
 
 use std::fmt::Write as _;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use axum::extract::connect_info::{ConnectInfo, Connected};
-use axum::extract::{FromRequestParts, State};
+use axum::extract::rejection::QueryRejection;
+use axum::extract::{FromRequestParts, Query, State};
 use axum::http::request::Parts;
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
@@ -33,6 +37,7 @@ use tokio::net::UnixListener;
 use tracing::{debug, info};
 
 use crate::principal::{Principal, principal_of};
+use crate::reports::pretty_json;
 
 /// What the API serves from.
 #[derive(Clone)]
@@ -65,6 +70,9 @@ impl Api {
         Router::new()
             .route("/health/ready", get(ready))
             .route("/metrics", get(metrics))
+            .route("/deployment/secrets", get(deployment_secrets))
+            .route("/lint", get(lint))
+            .route("/catalog", get(catalog))
             .fallback(not_found)
             .method_not_allowed_fallback(method_not_allowed)
             .with_state(self)
@@ -269,6 +277,150 @@ async fn metrics(_: Caller, State(api): State<Api>) -> Response {
         out,
     )
         .into_response()
+}
+
+/// A query string's parameters, checked against those an endpoint takes: a parameter it
+/// does not take (a typo such as `teir`) or one given twice is a 400, not ignored.
+struct Params(Vec<(String, String)>);
+
+impl Params {
+    fn new(
+        query: Result<Query<Vec<(String, String)>>, QueryRejection>,
+        takes: &[&str],
+    ) -> Result<Params, ApiError> {
+        let Query(pairs) = query.map_err(|e| bad_request(format!("bad query string: {e}")))?;
+        for (i, (key, _)) in pairs.iter().enumerate() {
+            if !takes.contains(&key.as_str()) {
+                return Err(bad_request(format!(
+                    "this endpoint takes no parameter {key:?}; it takes {}",
+                    takes.join(", ")
+                )));
+            }
+            if pairs[..i].iter().any(|(k, _)| k == key) {
+                return Err(bad_request(format!("parameter {key:?} is given twice")));
+            }
+        }
+        Ok(Params(pairs))
+    }
+
+    fn get(&self, key: &str) -> Option<&str> {
+        self.0
+            .iter()
+            .find(|(k, _)| k == key)
+            .map(|(_, v)| v.as_str())
+    }
+}
+
+fn bad_request(message: String) -> ApiError {
+    ApiError(StatusCode::BAD_REQUEST, message)
+}
+
+/// Pretty JSON as `deploy ... --json` prints it ([`crate::reports::pretty_json`]).
+fn json_document(body: &[u8]) -> Response {
+    ([(header::CONTENT_TYPE, "application/json")], body.to_vec()).into_response()
+}
+
+/// Counts an error answer and makes it a response.
+fn failed(api: &Api, e: ApiError) -> Response {
+    api.counters.errors.fetch_add(1, Ordering::Relaxed);
+    e.into_response()
+}
+
+/// `GET /deployment/secrets?service=S&tier=T` (or `scenario=S`): the plan. 200 whenever
+/// the service exists, problems or not (the plan's `ok` says which); 404 for a service the
+/// server does not have.
+async fn deployment_secrets(
+    _: Caller,
+    State(api): State<Api>,
+    query: Result<Query<Vec<(String, String)>>, QueryRejection>,
+) -> Response {
+    let params = match Params::new(query, &["service", "scenario", "tier"]) {
+        Ok(p) => p,
+        Err(e) => return failed(&api, e),
+    };
+    let service = match (params.get("service"), params.get("scenario")) {
+        (Some(s), None) | (None, Some(s)) => s,
+        (Some(a), Some(b)) if a == b => a,
+        (Some(_), Some(_)) => {
+            return failed(
+                &api,
+                bad_request("service and scenario are one parameter; give one of them".into()),
+            );
+        }
+        (None, None) => {
+            return failed(
+                &api,
+                bad_request("which service? add service=S (or scenario=S) and tier=T".into()),
+            );
+        }
+    };
+    let Some(tier) = params.get("tier") else {
+        return failed(&api, bad_request("which tier? add tier=T".into()));
+    };
+    if !model::is_valid_service(service) {
+        return failed(
+            &api,
+            bad_request("a service name is [A-Za-z0-9._-]{1,128}, not . or .. or reserved".into()),
+        );
+    }
+    if !model::is_valid_tier(tier) {
+        return failed(&api, bad_request("a tier name is [a-z0-9_-]{1,32}".into()));
+    }
+    match api.vault.plan(service, tier) {
+        Ok(plan) => json_document(&pretty_json(&plan)),
+        Err(secrets::Error::NoSuchService) => failed(
+            &api,
+            ApiError(
+                StatusCode::NOT_FOUND,
+                format!("no such service {service:?}; deploy service list shows them"),
+            ),
+        ),
+        Err(e) => failed(
+            &api,
+            ApiError(StatusCode::INTERNAL_SERVER_ERROR, format!("no plan: {e}")),
+        ),
+    }
+}
+
+/// `GET /lint[?tier=T]`: the lint, 200 with findings or not (its `ok` says which).
+async fn lint(
+    _: Caller,
+    State(api): State<Api>,
+    query: Result<Query<Vec<(String, String)>>, QueryRejection>,
+) -> Response {
+    let params = match Params::new(query, &["tier"]) {
+        Ok(p) => p,
+        Err(e) => return failed(&api, e),
+    };
+    let tier = params.get("tier");
+    if tier.is_some_and(|t| !model::is_valid_tier(t)) {
+        return failed(&api, bad_request("a tier name is [a-z0-9_-]{1,32}".into()));
+    }
+    json_document(&pretty_json(&api.vault.lint(tier)))
+}
+
+/// `GET /catalog[?format=json|toml]`: the catalog's export, no values.
+async fn catalog(
+    _: Caller,
+    State(api): State<Api>,
+    query: Result<Query<Vec<(String, String)>>, QueryRejection>,
+) -> Response {
+    let params = match Params::new(query, &["format"]) {
+        Ok(p) => p,
+        Err(e) => return failed(&api, e),
+    };
+    let (format, content_type) = match params.get("format") {
+        None | Some("json") => (catalog::Format::Json, "application/json"),
+        Some("toml") => (catalog::Format::Toml, "application/toml"),
+        Some(other) => {
+            return failed(
+                &api,
+                bad_request(format!("format is json or toml, not {other:?}")),
+            );
+        }
+    };
+    let text = api.vault.catalog().export(format);
+    ([(header::CONTENT_TYPE, content_type)], text).into_response()
 }
 
 async fn not_found(_: Caller, State(api): State<Api>) -> ApiError {

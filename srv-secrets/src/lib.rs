@@ -27,4 +27,5 @@ pub mod fs;
 pub mod http;
 pub mod paths;
 pub mod principal;
+pub mod reports;
 pub mod serve;

@@ -1,5 +1,6 @@
 //! The plan API over HTTP on a unix socket (`srv-secrets serve --http unix:PATH`), with a
-//! real HTTP client (curl) as root, as a service's uid and as a stranger's.
+//! real HTTP client (curl) as root, as a service's uid and as a stranger's: health,
+//! metrics, and the plan, lint and catalog saying byte for byte what `deploy` prints.
 #![allow(clippy::unwrap_used, reason = "a test fails by panicking")]
 
 use std::path::Path;
@@ -140,4 +141,151 @@ fn readiness_fails_when_the_key_file_no_longer_matches() {
             .contains("does not match this store"),
         "{body}"
     );
+}
+
+#[test]
+fn plans_lint_and_the_catalog_are_what_deploy_prints_with_their_statuses() {
+    if !require("plans_lint_and_the_catalog_are_what_deploy_prints_with_their_statuses") {
+        return;
+    }
+    let (s, http) = server();
+    s.add_service("web", WEB, Some("secret db_password\nsecret api_key\n"));
+    s.deploy_with_stdin(&["secret", "set", "db_password"], b"hunter2");
+    s.deploy_ok(&["secret", "grant", "web", "db_password"]);
+    s.deploy_ok(&["tier", "add", "local", "--core"]);
+    s.deploy_ok(&["tier", "add", "cloud"]);
+    s.deploy_ok(&["secret", "meta", "db_password", "--class", "service"]);
+    s.deploy_ok(&[
+        "secret",
+        "strategy",
+        "db_password",
+        "--tier",
+        "local",
+        "--serve",
+    ]);
+    s.deploy_ok(&[
+        "secret",
+        "strategy",
+        "db_password",
+        "--tier",
+        "cloud",
+        "--delegate",
+        "env:DB_PASSWORD",
+    ]);
+    let printed = |args: &[&str]| stdout(&s.deploy(args));
+
+    // The plan: both spellings, 200 with its problems (api_key has no strategy), the same
+    // bytes as deploy secret plan --json.
+    for tier in ["local", "cloud"] {
+        let deploy = printed(&[
+            "secret",
+            "plan",
+            "--service",
+            "web",
+            "--tier",
+            tier,
+            "--json",
+        ]);
+        for key in ["service", "scenario"] {
+            let (code, body) = get(
+                &http,
+                None,
+                &format!("/deployment/secrets?{key}=web&tier={tier}"),
+                "GET",
+            );
+            assert_eq!(code, 200, "{body}");
+            assert_eq!(body, deploy, "{key} {tier}");
+        }
+    }
+    let (_, body) = get(
+        &http,
+        None,
+        "/deployment/secrets?service=web&tier=cloud",
+        "GET",
+    );
+    let plan: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(plan["ok"], false, "{body}");
+    assert_eq!(plan["entries"][0]["ref"], "env:DB_PASSWORD", "{body}");
+    // The lint, whole and for one tier; the catalog, JSON by default or TOML.
+    for (path, args) in [
+        ("/lint", &["secret", "lint", "--json"][..]),
+        (
+            "/lint?tier=cloud",
+            &["secret", "lint", "--tier", "cloud", "--json"][..],
+        ),
+        ("/catalog", &["catalog", "export", "--format", "json"][..]),
+        (
+            "/catalog?format=toml",
+            &["catalog", "export", "--format", "toml"][..],
+        ),
+    ] {
+        let (code, body) = get(&http, None, path, "GET");
+        assert_eq!(code, 200, "{path}: {body}");
+        assert_eq!(body, printed(args), "{path}");
+    }
+    // Never a value, anywhere.
+    for path in [
+        "/deployment/secrets?service=web&tier=local",
+        "/lint",
+        "/catalog",
+    ] {
+        let (_, body) = get(&http, None, path, "GET");
+        assert!(!body.contains("hunter2"), "{path}");
+    }
+
+    // Mistakes: 400 with what to do, 404 for a service the server does not have.
+    for (path, code, says) in [
+        ("/deployment/secrets?tier=cloud", 400, "which service?"),
+        ("/deployment/secrets?service=web", 400, "which tier?"),
+        (
+            "/deployment/secrets?service=web&teir=cloud",
+            400,
+            "no parameter \"teir\"",
+        ),
+        (
+            "/deployment/secrets?service=web&tier=Cloud",
+            400,
+            "a tier name is",
+        ),
+        (
+            "/deployment/secrets?service=a/b&tier=cloud",
+            400,
+            "a service name is",
+        ),
+        (
+            "/deployment/secrets?service=web&scenario=api&tier=cloud",
+            400,
+            "one of them",
+        ),
+        (
+            "/deployment/secrets?service=web&tier=cloud&tier=local",
+            400,
+            "given twice",
+        ),
+        (
+            "/deployment/secrets?service=nosuch&tier=cloud",
+            404,
+            "no such service",
+        ),
+        ("/lint?tier=NO", 400, "a tier name is"),
+        ("/catalog?format=yaml", 400, "json or toml"),
+    ] {
+        let (got, body) = get(&http, None, path, "GET");
+        assert_eq!(got, code, "{path}: {body}");
+        let e: serde_json::Value = serde_json::from_str(&body).unwrap();
+        assert!(
+            e["error"].as_str().unwrap().contains(says),
+            "{path}: {body}"
+        );
+    }
+    // A service learns nothing, not even whether it is planned.
+    for path in [
+        "/deployment/secrets?service=web&tier=local",
+        "/lint",
+        "/catalog",
+    ] {
+        let (code, body) = get(&http, Some(WEB), path, "GET");
+        assert_eq!(code, 403, "{path}: {body}");
+        assert!(!body.contains("db_password"), "{body}");
+    }
 }

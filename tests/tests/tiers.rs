@@ -649,6 +649,83 @@ fn a_plain_9p_client_has_every_answer_on_ctl() {
     }
 }
 
+/// `9p read PATH` (or `ls`) as `uid` on the admin aname: stdout, or the error.
+fn read_9p(s: &SecretsServer, uid: u32, verb: &str, path: &str) -> Result<String, String> {
+    let out = s.ninep_as(uid, "", &[verb, path]);
+    if out.status.success() {
+        Ok(stdout(&out))
+    } else {
+        Err(stderr(&out))
+    }
+}
+
+#[test]
+fn plans_and_the_lint_are_files_of_the_admin_tree_saying_what_deploy_prints() {
+    let s = SecretsServer::start();
+    let seed = write(&s, "postgres.json", SEED);
+    s.deploy_ok(&["catalog", "apply", &seed, "--with-values"]);
+    s.add_service(
+        "web",
+        WEB,
+        Some("secret postgres_connection\nsecret missing\n"),
+    );
+    assert_eq!(
+        read_9p(&s, 0, "ls", "/secrets/plans").unwrap(),
+        "web\n",
+        "a directory per service"
+    );
+    assert_eq!(
+        read_9p(&s, 0, "ls", "/secrets/plans/web").unwrap(),
+        "cloud\ndesktop\nlocal_dev\n"
+    );
+    for tier in ["cloud", "desktop", "local_dev"] {
+        let file = read_9p(&s, 0, "read", &format!("/secrets/plans/web/{tier}")).unwrap();
+        let printed = s.deploy(&[
+            "secret",
+            "plan",
+            "--service",
+            "web",
+            "--tier",
+            tier,
+            "--json",
+        ]);
+        assert_eq!(printed.status.code(), Some(1), "missing is a problem");
+        assert_eq!(file, stdout(&printed), "{tier}");
+    }
+    assert_eq!(
+        json(&read_9p(&s, 0, "read", "/secrets/plans/web/desktop").unwrap())["entries"][0]["action"],
+        "generate"
+    );
+    let lint = read_9p(&s, 0, "read", "/secrets/lint").unwrap();
+    assert_eq!(lint, stdout(&s.deploy(&["secret", "lint", "--json"])));
+    assert!(
+        json(&lint)["findings"].as_array().unwrap().len() >= 1,
+        "{lint}"
+    );
+    // A tier or a service that is not there is no file.
+    for path in ["/secrets/plans/web/mobile", "/secrets/plans/api/cloud"] {
+        let err = read_9p(&s, 0, "read", path).unwrap_err();
+        assert!(err.contains("file does not exist"), "{path}: {err}");
+    }
+    // A plan follows the catalog: the next read shows a new strategy.
+    s.deploy_ok(&[
+        "secret", "strategy", "missing", "--tier", "cloud", "--strip",
+    ]);
+    let cloud = json(&read_9p(&s, 0, "read", "/secrets/plans/web/cloud").unwrap());
+    let stripped = cloud["entries"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|e| e["secret"] == "missing")
+        .cloned()
+        .unwrap();
+    assert_eq!(stripped["action"], "strip", "{cloud}");
+    // The service cannot reach the admin tree at all, plans included.
+    let err = read_9p(&s, WEB, "read", "/secrets/plans/web/cloud").unwrap_err();
+    assert!(!err.is_empty());
+    assert!(!err.contains("postgres"), "{err}");
+}
+
 /// A catalog of `n` secrets, each owned by `owner`.
 fn big_catalog(n: usize, owner: &str) -> String {
     let mut out = String::from("[tiers.local_dev]\ncore = true\n[tiers.desktop]\ncore = false\n");

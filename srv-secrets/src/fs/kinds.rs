@@ -8,6 +8,8 @@
 //!     ├── ctl        commands, results    └── secret/
 //!     ├── grants/SERVICE   granted names      └── NAME    a granted secret's value
 //!     ├── key        never readable
+//!     ├── lint       the catalog's lint, JSON
+//!     ├── plans/SERVICE/TIER  a plan, JSON
 //!     ├── services/SERVICE uid, manifest
 //!     ├── status     key, counts, rotation
 //!     └── store/NAME a secret's record, never readable
@@ -28,9 +30,10 @@ use model::Rotation;
 use secrets::Vault;
 
 use super::node::{Content, Generated, Kind, Name, Node, Tree};
+use crate::reports::pretty_json;
 
 /// Every kind, in no particular order; a kind is found from its directory's.
-pub static KINDS: [&Kind; 17] = [
+pub static KINDS: [&Kind; 21] = [
     &ADMIN_ROOT,
     &SECRETS,
     &CTL,
@@ -43,6 +46,10 @@ pub static KINDS: [&Kind; 17] = [
     &KEY,
     &STATUS,
     &BACKUP,
+    &PLANS,
+    &PLAN_SERVICE,
+    &PLAN,
+    &LINT,
     &SERVICE_ROOT,
     &SECRET_DIR,
     &SECRET,
@@ -173,6 +180,51 @@ pub static BACKUP: Kind = Kind {
     content: Content::Backup,
 };
 
+/// `/secrets/plans`: a directory per service.
+pub static PLANS: Kind = Kind {
+    id: 18,
+    parent: Some(&SECRETS),
+    name: Name::Fixed("plans"),
+    mode: DIR,
+    content: Content::Dir,
+};
+
+/// `/secrets/plans/SERVICE`: a plan per tier. Every declared tier can be walked to; a
+/// listing shows the service's own tiers (all declared tiers if it lists none).
+pub static PLAN_SERVICE: Kind = Kind {
+    id: 19,
+    parent: Some(&PLANS),
+    name: Name::Each {
+        pattern: "SERVICE",
+        finds: is_service,
+        lists: Some(all_services),
+    },
+    mode: DIR,
+    content: Content::Dir,
+};
+
+/// `/secrets/plans/SERVICE/TIER`: the plan, as `deploy secret plan --json` prints it.
+pub static PLAN: Kind = Kind {
+    id: 20,
+    parent: Some(&PLAN_SERVICE),
+    name: Name::Each {
+        pattern: "TIER",
+        finds: is_tier,
+        lists: Some(service_tiers),
+    },
+    mode: 0o400,
+    content: Content::Text(plan_text),
+};
+
+/// `/secrets/lint`: the lint of every tier, as `deploy secret lint --json` prints it.
+pub static LINT: Kind = Kind {
+    id: 21,
+    parent: Some(&SECRETS),
+    name: Name::Fixed("lint"),
+    mode: 0o400,
+    content: Content::Text(lint_text),
+};
+
 /// A service view's root: holds `secret/` and `config/`.
 pub static SERVICE_ROOT: Kind = Kind {
     id: 12,
@@ -244,6 +296,20 @@ fn is_service(tree: &Tree<'_>, _: &Node, name: &str) -> bool {
 
 fn all_services(tree: &Tree<'_>, _: &Node) -> Vec<String> {
     tree.vault.services().into_iter().map(|s| s.name).collect()
+}
+
+fn is_tier(tree: &Tree<'_>, _: &Node, tier: &str) -> bool {
+    tree.vault.catalog().tier(tier).is_some()
+}
+
+/// The tiers a service is deployed to: those its declaration lists, else every tier.
+fn service_tiers(tree: &Tree<'_>, dir: &Node) -> Vec<String> {
+    let catalog = tree.vault.catalog();
+    catalog
+        .service_tiers(dir.name())
+        .into_iter()
+        .map(str::to_string)
+        .collect()
 }
 
 /// The grant check of a walk and of every stat. A granted secret exists (delete drops
@@ -326,6 +392,25 @@ fn service_text(tree: &Tree<'_>, node: &Node) -> Option<Generated> {
     Some(Generated {
         text: file.render(),
         changed: Some(s.changed),
+    })
+}
+
+/// `/secrets/plans/SERVICE/TIER` ([`catalog::Plan`]), dated by the store's last change
+/// (a plan reads the catalog, the manifest, grants and which values exist).
+fn plan_text(tree: &Tree<'_>, node: &Node) -> Option<Generated> {
+    let service = node.parent();
+    let plan = tree.vault.plan(service.name(), node.name()).ok()?;
+    Some(Generated {
+        text: pretty_json(&plan).to_vec(),
+        changed: Some(tree.vault.status().changed),
+    })
+}
+
+/// `/secrets/lint` ([`catalog::Lint`]), dated by the store's last change.
+fn lint_text(tree: &Tree<'_>, _: &Node) -> Option<Generated> {
+    Some(Generated {
+        text: pretty_json(&tree.vault.lint(None)).to_vec(),
+        changed: Some(tree.vault.status().changed),
     })
 }
 
@@ -479,7 +564,7 @@ mod tests {
         assert_eq!(
             list(&SECRETS, &admin),
             [
-                "backup", "ctl", "grants", "key", "services", "status", "store"
+                "backup", "ctl", "grants", "key", "lint", "plans", "services", "status", "store"
             ]
         );
         assert_eq!(list(&SERVICE_ROOT, &web), ["config", "secret"]);
@@ -579,6 +664,58 @@ mod tests {
         );
         let ctl = at(&CTL).attr(&tree(&v, &admin)).unwrap();
         assert_eq!(ctl.qid.path, 3 << 56);
+    }
+
+    #[test]
+    fn plans_are_walked_by_service_and_tier_and_say_what_deploy_secret_plan_says() {
+        let (_dir, v) = vault();
+        let actor = secrets::Actor::admin(Some(0));
+        v.apply(
+            &actor,
+            &[
+                secrets::Change::TierDeclare {
+                    tier: "cloud",
+                    core: false,
+                },
+                secrets::Change::TierDeclare {
+                    tier: "local",
+                    core: true,
+                },
+            ],
+        )
+        .unwrap();
+        let admin = View::Admin;
+        let admin = tree(&v, &admin);
+        let plans = at(&PLANS);
+        let names = |n: &Node| {
+            n.list(&admin)
+                .iter()
+                .map(|e| e.name().to_string())
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(names(&plans), ["api", "web"]);
+        let web = plans.child(&admin, "web").unwrap();
+        assert_eq!(names(&web), ["cloud", "local"]);
+        assert_eq!(plans.child(&admin, "nosuch"), None);
+        assert_eq!(web.child(&admin, "undeclared"), None);
+        let local = web.child(&admin, "local").unwrap();
+        assert_eq!(local.attr(&admin).unwrap().mode, 0o400);
+        let Content::Text(render) = local.kind().content else {
+            panic!("a plan is generated");
+        };
+        let text = render(&admin, &local).unwrap().text;
+        let plan: catalog::Plan = serde_json::from_slice(&text).unwrap();
+        assert_eq!(
+            (plan.service.as_str(), plan.tier.as_str()),
+            ("web", "local")
+        );
+        assert_eq!(text, pretty_json(&v.plan("web", "local").unwrap()).to_vec());
+        let lint = at(&LINT);
+        let Content::Text(render) = lint.kind().content else {
+            panic!("the lint is generated");
+        };
+        let text = render(&admin, &lint).unwrap().text;
+        assert_eq!(text, pretty_json(&v.lint(None)).to_vec());
     }
 
     #[test]

@@ -19,6 +19,8 @@ use ctl::{Answer, CatalogCommand, CatalogFormat, MetaFields, PromptArgs, Strateg
 use secrets::{Applied, Change, Error as VaultError, Vault};
 use zeroize::Zeroizing;
 
+use crate::reports::pretty_json;
+
 /// A catalog command in the catalog's types, owning what its vault change borrows.
 pub(super) enum Prepared<'c> {
     /// A change made of the command's own fields.
@@ -150,7 +152,7 @@ pub(super) fn query(vault: &Vault, command: &CatalogCommand) -> Result<Answer, S
     match command {
         CatalogCommand::Plan { service, tier } => {
             let plan = vault.plan(service, tier).map_err(|e| super::explain(&e))?;
-            let body = json(&plan);
+            let body = pretty_json(&plan);
             Ok(Answer::new(ctl_verb(command))
                 .word(service)
                 .word(tier)
@@ -160,7 +162,7 @@ pub(super) fn query(vault: &Vault, command: &CatalogCommand) -> Result<Answer, S
         }
         CatalogCommand::Lint { tier } => {
             let lint = vault.lint(tier.as_deref());
-            let body = json(&lint);
+            let body = pretty_json(&lint);
             let mut answer = Answer::new(ctl_verb(command));
             if let Some(t) = tier {
                 answer = answer.word(t);
@@ -350,18 +352,7 @@ fn report(r: &ApplyReport) -> Answer {
         .field("changed", r.summary.changed)
         .field("removed", r.summary.removed)
         .field("values", r.values)
-        .body(json(r))
-}
-
-/// Pretty JSON, ending in a newline. These types are maps with string keys, which JSON
-/// always represents.
-fn json<T: serde::Serialize>(value: &T) -> Zeroizing<Vec<u8>> {
-    let mut out = serde_json::to_vec_pretty(value).unwrap_or_else(|e| {
-        tracing::error!(error = %e, "an answer could not be made into JSON");
-        b"{}".to_vec()
-    });
-    out.push(b'\n');
-    Zeroizing::new(out)
+        .body(pretty_json(r))
 }
 
 /// A catalog file, TOML or JSON: as the command says, else told by its first bytes (a JSON
