@@ -11,25 +11,12 @@
 use std::process::Command;
 use std::time::{Duration, Instant};
 
+use srv_secrets_tests::bench::{arg, median};
 use srv_secrets_tests::harness::{SecretsServer, bins, run_with_stdin};
 
 const SECRETS: usize = 10_000;
 const MANIFEST: usize = 1_000;
 const SINGLES: usize = 200;
-
-fn arg(name: &str, default: usize) -> usize {
-    let args: Vec<String> = std::env::args().collect();
-    args.iter()
-        .position(|a| a == name)
-        .and_then(|i| args.get(i + 1))
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
-}
-
-fn median(mut v: Vec<Duration>) -> Duration {
-    v.sort();
-    v[v.len() / 2]
-}
 
 fn ms(d: Duration) -> f64 {
     d.as_secs_f64() * 1e3
@@ -183,7 +170,7 @@ fn main() {
             v.push(d);
         }
     }
-    let [first, same, tenth, plan, lint, export, status, meta, set] = m.map(median);
+    let [first, same, tenth, plan, lint, export, status, meta, set] = m.map(|v| median(v).unwrap());
     println!(
         "median: apply {:.1} ms (unchanged {:.1}, a tenth changed {:.1}), plan {:.1} ms, lint \
          {:.1} ms, export {:.1} ms, status {:.1} ms; one meta {:.2} ms, one set {:.2} ms",

@@ -26,6 +26,7 @@ use std::time::{Duration, Instant};
 
 use ninep::client::Client;
 use ninep::om;
+use srv_secrets_tests::bench::median;
 use srv_secrets_tests::harness::{SecretsServer, bins};
 
 const SIZES: [(&str, usize); 2] = [("small", 64), ("big", 300 * 1024)];
@@ -108,8 +109,8 @@ fn main() {
                         }
                     }
                 }
-                let fuse_rate = median(fuse.iter().map(Cell::rate).collect());
-                let direct_rate = median(direct.iter().map(Cell::rate).collect());
+                let fuse_rate = median(fuse.iter().map(Cell::rate).collect()).unwrap();
+                let direct_rate = median(direct.iter().map(Cell::rate).collect()).unwrap();
                 let mut lat: Vec<Duration> = fuse
                     .iter()
                     .flat_map(|c| c.latencies.iter().copied())
@@ -130,11 +131,6 @@ fn main() {
             }
         }
     }
-}
-
-fn median(mut v: Vec<f64>) -> f64 {
-    v.sort_by(f64::total_cmp);
-    v[v.len() / 2]
 }
 
 /// `readers` threads reading `path` through the mount for `round`.

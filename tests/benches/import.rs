@@ -5,23 +5,10 @@
 //! Prints one line per round and the median of each.
 #![allow(clippy::unwrap_used, reason = "a benchmark fails by panicking")]
 
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
+use srv_secrets_tests::bench::{arg, median};
 use srv_secrets_tests::harness::SecretsServer;
-
-fn arg(name: &str, default: usize) -> usize {
-    let args: Vec<String> = std::env::args().collect();
-    args.iter()
-        .position(|a| a == name)
-        .and_then(|i| args.get(i + 1))
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
-}
-
-fn median(mut v: Vec<Duration>) -> Duration {
-    v.sort();
-    v[v.len() / 2]
-}
 
 fn main() {
     const SECRETS: usize = 5000;
@@ -56,7 +43,7 @@ fn main() {
         imports.push(import);
         sets.push(set);
     }
-    let (i, s) = (median(imports), median(sets));
+    let (i, s) = (median(imports).unwrap(), median(sets).unwrap());
     println!(
         "median: import {:.1} ms, single sets {:.1} ms, ratio {:.1}x",
         i.as_secs_f64() * 1e3,

@@ -6,6 +6,7 @@
 //!
 //! # Layout
 //!
+//! - [`bench`]: the benchmarks' flags and medians.
 //! - [`harness`]: the real binaries (`srv-secrets`, `deploy`, the `9p` test client),
 //!   started on temporary data directories and sockets, and run as other uids.
 //! - [`vm`]: the kernel-mount runner. Boots a tiny qemu VM in which the Linux
@@ -15,5 +16,6 @@
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
 
+pub mod bench;
 pub mod harness;
 pub mod vm;

@@ -591,16 +591,7 @@ pub async fn plan(
     )
     .await?;
     let plan: catalog::Plan = from_json(&a)?;
-    if json {
-        crate::output::write_json(out, &plan)?;
-    } else {
-        write_lines(out, &plan.to_string())?;
-    }
-    Ok(if plan.ok {
-        Outcome::Done
-    } else {
-        Outcome::Findings
-    })
+    print_report(&plan, plan.ok, json, out)
 }
 
 /// `deploy secret lint [--tier T] [--json]`: exit 1 on any finding.
@@ -619,16 +610,22 @@ pub async fn lint(
     }
     let a = send(server, env, Command::Catalog(CatalogCommand::Lint { tier })).await?;
     let lint: catalog::Lint = from_json(&a)?;
+    print_report(&lint, lint.ok, json, out)
+}
+
+/// A plan or the lint, as JSON or for people; exit 1 when it is not `ok`.
+fn print_report<T: serde::Serialize + std::fmt::Display>(
+    report: &T,
+    ok: bool,
+    json: bool,
+    out: &mut dyn Write,
+) -> Result<Outcome, CliError> {
     if json {
-        crate::output::write_json(out, &lint)?;
+        crate::output::write_json(out, report)?;
     } else {
-        write_lines(out, &lint.to_string())?;
+        write_lines(out, &report.to_string())?;
     }
-    Ok(if lint.ok {
-        Outcome::Done
-    } else {
-        Outcome::Findings
-    })
+    Ok(if ok { Outcome::Done } else { Outcome::Findings })
 }
 
 /// `deploy secret set NAME --generate [TEMPLATE]`: the server makes the value; it is shown
