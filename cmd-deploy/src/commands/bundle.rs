@@ -305,10 +305,10 @@ impl Drop for Staging {
 }
 
 /// Writes `bundle` into the (empty, private) directory `dir` in `format`: files 0600,
-/// each synced, then the directory.
+/// then all of it synced at once (`syncfs`: one flush for a bundle of a hundred files,
+/// where a sync per file costs milliseconds each).
 fn write_bundle(dir: &Path, bundle: &Bundle, format: BundleFormat) -> Result<(), CliError> {
     match format {
-        BundleFormat::Json => write_private(&dir.join("bundle.json"), &bundle.to_json())?,
         BundleFormat::Dir | BundleFormat::Dotenv => {
             if format == BundleFormat::Dir {
                 let values = dir.join("values");
@@ -327,23 +327,41 @@ fn write_bundle(dir: &Path, bundle: &Bundle, format: BundleFormat) -> Result<(),
                             "the bundle names a secret that breaks the name rule".into(),
                         ));
                     }
-                    write_private(&values.join(name), value.expose())?;
+                    write_file(&values.join(name), value.expose())?;
                 }
-                sync_dir(&values)?;
             } else {
                 let env = bundle.dotenv().map_err(CliError::Usage)?;
-                write_private(&dir.join("values.env"), &env)?;
+                write_file(&dir.join("values.env"), &env)?;
             }
-            write_private(&dir.join("manifest.json"), &bundle.manifest_json())?;
-            write_private(&dir.join("prompts.json"), &bundle.prompts_json())?;
-            write_private(&dir.join("delegated.json"), &bundle.delegated_json())?;
+            write_file(&dir.join("manifest.json"), &bundle.manifest_json())?;
+            write_file(&dir.join("prompts.json"), &bundle.prompts_json())?;
+            write_file(&dir.join("delegated.json"), &bundle.delegated_json())?;
         }
+        BundleFormat::Json => write_file(&dir.join("bundle.json"), &bundle.to_json())?,
     }
-    sync_dir(dir)
+    let synced = File::open(dir).and_then(|d| rustix::fs::syncfs(&d).map_err(io::Error::from));
+    synced.map_err(|source| CliError::Write {
+        what: format!("{}", dir.display()),
+        source,
+    })
 }
 
 /// Creates `path` (it must not exist) mode 0600 and writes `bytes` to it, durably.
 pub(crate) fn write_private(path: &Path, bytes: &[u8]) -> Result<(), CliError> {
+    let file = create_file(path, bytes)?;
+    file.sync_all().map_err(|source| CliError::Write {
+        what: format!("{}", path.display()),
+        source,
+    })
+}
+
+/// Creates `path` (it must not exist) mode 0600 and writes `bytes` to it; the caller
+/// syncs.
+fn write_file(path: &Path, bytes: &[u8]) -> Result<(), CliError> {
+    create_file(path, bytes).map(drop)
+}
+
+fn create_file(path: &Path, bytes: &[u8]) -> Result<File, CliError> {
     let failed = |source| CliError::Write {
         what: format!("{}", path.display()),
         source,
@@ -354,18 +372,8 @@ pub(crate) fn write_private(path: &Path, bytes: &[u8]) -> Result<(), CliError> {
         .mode(0o600)
         .open(path)
         .map_err(failed)?;
-    file.write_all(bytes)
-        .and_then(|()| file.sync_all())
-        .map_err(failed)
-}
-
-fn sync_dir(dir: &Path) -> Result<(), CliError> {
-    File::open(dir)
-        .and_then(|d| d.sync_all())
-        .map_err(|source| CliError::Write {
-            what: format!("{}", dir.display()),
-            source,
-        })
+    file.write_all(bytes).map_err(failed)?;
+    Ok(file)
 }
 
 /// What `create` says it did.
