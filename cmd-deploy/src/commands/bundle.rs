@@ -142,7 +142,7 @@ async fn create(
     let bundle = Bundle::from_json(body(&answer)?)
         .map_err(|e| CliError::Unexpected(format!("the bundle the server issued: {e}")))?;
     let unwritten = |e: CliError| {
-        CliError::Usage(format!(
+        CliError::Deployer(format!(
             "bundle {} was issued to deployment {}, but {e}; nothing was left at {}: issue it \
              again with --replace",
             bundle.bundle,
