@@ -75,6 +75,36 @@ pub enum Command {
     /// Apply and export deployment catalogs: tiers, services' tiers, secrets' metadata.
     #[command(subcommand)]
     Catalog(CatalogCommand),
+    /// Issue bundles to deployments outside the core server; list them; trace a leaked
+    /// value to the deployment it was issued to.
+    #[command(subcommand)]
+    Bundle(BundleCommand),
+    /// Ask for a bundle's user secrets at first run and write each to DIR/values/NAME.
+    ///
+    /// For each prompt of the spec (a bundle's prompts.json), in order: shows its label
+    /// and help, asks at the terminal (without echo for kind password), checks the answer
+    /// as the spec says (kind, pattern, min, max) and asks again with the reason if it is
+    /// refused; an empty answer skips an optional prompt. Each answer is written to
+    /// DIR/values/NAME, mode 0600 (DIR/values is made 0700), replacing an earlier one.
+    /// Needs no server.
+    ///
+    /// With --from-env, reads each answer from the environment variable NAME instead,
+    /// checks them the same way, and writes nothing unless every one passes.
+    #[command(after_help = "\
+Examples:
+  deploy prompt --spec ./bundle/prompts.json --out ./bundle
+  OPENROUTER_KEY=sk-or-... deploy prompt --spec b/prompts.json --out b --from-env")]
+    Prompt {
+        /// The prompt spec: a bundle's prompts.json.
+        #[arg(long, value_name = "FILE")]
+        spec: PathBuf,
+        /// The directory whose values/ the answers go into (a bundle's directory).
+        #[arg(long, value_name = "DIR")]
+        out: PathBuf,
+        /// Read each answer from the environment variable named after its secret.
+        #[arg(long)]
+        from_env: bool,
+    },
     /// Mount a service's view (/secret/NAME, /config/KEY) at a directory, over FUSE.
     ///
     /// Run as root, it mounts SERVICE's view on its behalf: the files belong to the
@@ -370,6 +400,36 @@ Examples:
         #[arg(long)]
         json: bool,
     },
+    /// Declare a secret delegated to a provider on a tier, and hand the provider its value.
+    ///
+    /// Without --via, records the reference (not present; `deploy secret present` marks
+    /// it). With --via CMD, reads the value (typed at a prompt without echo on a terminal,
+    /// else stdin) and pipes it to `sh -c CMD`'s stdin, a provider's CLI that stores it;
+    /// when CMD exits 0, marks the reference present. The value is never sent to the
+    /// server, stored, logged or printed: it goes to CMD and nowhere else. CMD's output
+    /// goes to stderr.
+    #[command(after_help = "\
+Examples:
+  deploy secret delegate tg_token --tier cloud --ref github:acme/bot#TELEGRAM_TOKEN
+  deploy secret delegate tg_token --tier cloud --ref github:acme/bot#TELEGRAM_TOKEN \\
+      --via 'gh secret set TELEGRAM_TOKEN --repo acme/bot'")]
+    Delegate {
+        /// The secret's name.
+        name: String,
+        /// The tier it is delegated on.
+        #[arg(long)]
+        tier: String,
+        /// Where the provider holds it: github:OWNER/REPO#NAME, gcp:projects/P/secrets/S,
+        /// env:NAME, ...
+        #[arg(long = "ref", value_name = "REF")]
+        reference: String,
+        /// A command that stores the value it reads on stdin (run with sh -c).
+        #[arg(long, value_name = "CMD")]
+        via: Option<String>,
+        /// A value given on the command line, which deploy refuses without echoing it.
+        #[arg(hide = true, num_args = 0.., allow_hyphen_values = true)]
+        argv_value: Vec<OsString>,
+    },
     /// What the catalog leaves undecided or broken; exit 1 on any finding.
     ///
     /// Secrets with no class; secrets a manifest uses that lack a strategy for one of the
@@ -659,6 +719,94 @@ Examples:
     },
     /// List the declared tiers.
     List(JsonFlag),
+}
+
+/// `deploy bundle …`
+#[derive(Debug, Subcommand)]
+pub enum BundleCommand {
+    /// Issue a deployment a bundle of a service on a tier, and write it to DIR.
+    ///
+    /// The server generates a fresh value for each secret the tier generates, and keeps
+    /// (for `deploy bundle list` and `identify`) which deployment got which, by a keyed
+    /// fingerprint, never the value. A bundle never holds a stored value: infrastructure
+    /// is stripped, user secrets come as prompt specs, delegated ones as references.
+    /// Refused if the plan has a problem (see `deploy secret plan`), or if the deployment
+    /// already has a bundle of the service on the tier, unless --replace (which issues a
+    /// new one; the earlier values stay on record).
+    ///
+    /// DIR must not exist, or be empty; it is made 0700, its files 0600, and nothing is
+    /// written if anything fails. --format dir (the default): DIR/values/NAME, one file
+    /// per generated value (its exact bytes), prompts.json, delegated.json, manifest.json.
+    /// --format dotenv: the values as NAME=VALUE lines in DIR/values.env, beside the same
+    /// JSON files. --format json: everything in one document, DIR/bundle.json, values in
+    /// base64.
+    #[command(after_help = "\
+Examples:
+  deploy bundle create --service web --tier desktop --deployment acme-laptop-7 --out ./bundle
+  deploy bundle create --service web --tier cloud --deployment eu-1 --out ./eu-1 --format dotenv
+  deploy bundle create --service web --tier desktop --deployment acme-laptop-7 --out ./b2 --replace")]
+    Create {
+        /// The service whose manifest is bundled.
+        #[arg(long)]
+        service: String,
+        /// The tier (not a core one).
+        #[arg(long)]
+        tier: String,
+        /// The deployment's id: 1 to 128 of A-Z a-z 0-9 . _ -
+        #[arg(long, value_name = "ID")]
+        deployment: String,
+        /// Where to write it: a directory that does not exist yet, or an empty one.
+        #[arg(long, value_name = "DIR")]
+        out: PathBuf,
+        /// The layout.
+        #[arg(long, value_enum, default_value = "dir")]
+        format: BundleFormat,
+        /// Issue a new bundle to a deployment that has one.
+        #[arg(long)]
+        replace: bool,
+    },
+    /// List the values bundles were issued: deployment, service, tier, bundle, secret, when.
+    #[command(after_help = "\
+Examples:
+  deploy bundle list
+  deploy bundle list --deployment acme-laptop-7
+  deploy bundle list --secret jwt_key --json")]
+    List {
+        /// Only those issued to this deployment.
+        #[arg(long, value_name = "ID")]
+        deployment: Option<String>,
+        /// Only this secret's.
+        #[arg(long, value_name = "NAME")]
+        secret: Option<String>,
+        /// Print JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Name the deployment a leaked value was issued to; exit 1 if none was.
+    ///
+    /// The value is typed at a prompt without echo on a terminal, else read from stdin
+    /// byte for byte (a single newline at its end is tried both with and without), never
+    /// from the command line. The server compares fingerprints and keeps nothing of it.
+    #[command(after_help = "\
+Examples:
+  deploy bundle identify                       # paste the value; it is not echoed
+  deploy bundle identify < leaked.txt")]
+    Identify {
+        /// A value given on the command line, which deploy refuses without echoing it.
+        #[arg(hide = true, num_args = 0.., allow_hyphen_values = true)]
+        argv_value: Vec<OsString>,
+    },
+}
+
+/// How `deploy bundle create` lays a bundle out.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum BundleFormat {
+    /// values/NAME, prompts.json, delegated.json, manifest.json.
+    Dir,
+    /// bundle.json: one document, values in base64.
+    Json,
+    /// values.env (NAME=VALUE lines), prompts.json, delegated.json, manifest.json.
+    Dotenv,
 }
 
 /// `deploy catalog …`
@@ -991,6 +1139,71 @@ mod tests {
         assert!(matches!(
             cli.command,
             Command::Secret(SecretCommand::Plan { service, .. }) if service == "web"
+        ));
+    }
+
+    #[test]
+    fn bundle_and_prompt_take_their_flags() {
+        let cli = Cli::try_parse_from([
+            "deploy",
+            "bundle",
+            "create",
+            "--service",
+            "web",
+            "--tier",
+            "desktop",
+            "--deployment",
+            "acme-7",
+            "--out",
+            "/tmp/b",
+            "--format",
+            "dotenv",
+            "--replace",
+        ])
+        .unwrap();
+        assert!(matches!(
+            cli.command,
+            Command::Bundle(BundleCommand::Create {
+                format: BundleFormat::Dotenv,
+                replace: true,
+                ..
+            })
+        ));
+        let cli = Cli::try_parse_from(["deploy", "bundle", "identify", "hunter2"]).unwrap();
+        assert!(matches!(
+            cli.command,
+            Command::Bundle(BundleCommand::Identify { argv_value }) if argv_value.len() == 1
+        ));
+        let cli = Cli::try_parse_from([
+            "deploy",
+            "prompt",
+            "--spec",
+            "b/prompts.json",
+            "--out",
+            "b",
+            "--from-env",
+        ])
+        .unwrap();
+        assert!(matches!(
+            cli.command,
+            Command::Prompt { from_env: true, .. }
+        ));
+        let cli = Cli::try_parse_from([
+            "deploy",
+            "secret",
+            "delegate",
+            "tg",
+            "--tier",
+            "cloud",
+            "--ref",
+            "env:TG",
+            "--via",
+            "cat > /dev/null",
+        ])
+        .unwrap();
+        assert!(matches!(
+            cli.command,
+            Command::Secret(SecretCommand::Delegate { via: Some(_), .. })
         ));
     }
 

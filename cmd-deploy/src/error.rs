@@ -73,8 +73,9 @@ pub enum CliError {
     /// The server refused a ctl command; this is its text, verbatim.
     #[error("{0}")]
     Ctl(String),
-    /// `deploy mount` or `deploy service run` could not do its part (mount, namespace,
-    /// uid, the command): the message says what and what to do.
+    /// `deploy mount`, `deploy service run`, `deploy bundle create` or `deploy secret
+    /// delegate` could not do its part (mount, namespace, uid, the command, the bundle's
+    /// files): the message says what and what to do.
     #[error("{0}")]
     Deployer(String),
     /// `secret set` read an empty value and was not given --allow-empty.

@@ -17,6 +17,8 @@
 //! - `connect`: the server's address, connecting and attaching, writing `secrets/ctl`.
 //! - `commands`: dispatch and shared helpers; `commands::secret` and `commands::service`
 //!   implement the subcommands, `deploy status` lives in `commands` itself;
+//!   `commands::bundle` (`deploy bundle`), `commands::prompt` (`deploy prompt`, a
+//!   bundle's first run, no server) and `commands::delegate` (`deploy secret delegate`);
 //!   `commands::mount` (`deploy mount`, over the `fuse9p` crate) and `commands::run`
 //!   (`deploy service run`: grants, a mount namespace, the service's uid) are the deployer,
 //!   and `commands::owner` finds whose files a view shows.

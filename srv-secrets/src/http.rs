@@ -4,7 +4,7 @@
 //! Who asks is decided as for 9P, from the connection: the peer's uid (SO_PEERCRED),
 //! never anything the client sends. The API is the admin's (root, or the uid that ran
 //! `init`): a service, or any other uid, gets 403 and learns nothing else. Errors are JSON,
-//! `{"error": "..."}`, with their status (400, 403, 404, 405, 503).
+//! `{"error": "..."}`, with their status (400, 403, 404, 405, 409, 503).
 //!
 //! | endpoint | what |
 //! |---|---|
@@ -13,6 +13,7 @@
 //! | `GET /deployment/secrets?service=S&tier=T` | the plan (`scenario=S` is an alias), as `deploy secret plan --json` prints it |
 //! | `GET /lint[?tier=T]` | the lint, as `deploy secret lint --json` prints it |
 //! | `GET /catalog[?format=json\|toml]` | the catalog, as `deploy catalog export` writes it; no values |
+//! | `POST /deployment/bundle` | body `{"service": S, "tier": T, "deployment": ID}` (and `"replace": true`): issues a bundle, answered with its `json` form (values generated for it, in base64); 409 for a deployment id already used, or a plan with problems |
 //!
 //! The reports are the same bytes the admin tree's files and the ctl answers carry
 //! ([`crate::reports`]). TLS and tokens for remote callers come later: the identity of a
@@ -22,16 +23,17 @@ use std::fmt::Write as _;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
+use axum::body::{Body, Bytes};
 use axum::extract::connect_info::{ConnectInfo, Connected};
 use axum::extract::rejection::QueryRejection;
 use axum::extract::{FromRequestParts, Query, State};
 use axum::http::request::Parts;
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
+use axum::routing::{get, post};
 use axum::{Json, Router};
 use ninep::server::{Peer, ServerStats, Shutdown};
-use secrets::Vault;
+use secrets::{Actor, Applied, Change, Vault};
 use serde_json::json;
 use tokio::net::UnixListener;
 use tracing::{debug, info};
@@ -73,6 +75,7 @@ impl Api {
             .route("/deployment/secrets", get(deployment_secrets))
             .route("/lint", get(lint))
             .route("/catalog", get(catalog))
+            .route("/deployment/bundle", post(deployment_bundle))
             .fallback(not_found)
             .method_not_allowed_fallback(method_not_allowed)
             .with_state(self)
@@ -111,8 +114,11 @@ impl IntoResponse for ApiError {
     }
 }
 
-/// The admin, proven by the connection; any other caller is refused with 403.
-pub struct Caller;
+/// The admin, proven by the connection (with the connection's uid, for the changes it
+/// makes); any other caller is refused with 403.
+pub struct Caller {
+    uid: Option<u32>,
+}
 
 impl FromRequestParts<Api> for Caller {
     type Rejection = Response;
@@ -140,7 +146,7 @@ impl FromRequestParts<Api> for Caller {
             ..Peer::default()
         };
         match principal_of(&api.vault, &peer) {
-            Ok(Principal::Admin) => Ok(Caller),
+            Ok(Principal::Admin) => Ok(Caller { uid: cred.uid }),
             other => {
                 debug!(peer = %peer.addr, admitted = other.is_ok(), "HTTP request refused");
                 Err(refuse())
@@ -423,6 +429,137 @@ async fn catalog(
     ([(header::CONTENT_TYPE, content_type)], text).into_response()
 }
 
+/// The body of `POST /deployment/bundle`.
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct BundleRequest {
+    service: String,
+    tier: String,
+    deployment: String,
+    #[serde(default)]
+    replace: bool,
+}
+
+/// `POST /deployment/bundle`: issues a bundle, answered with its `json` form, exactly the
+/// body of ctl's `bundle create` (its values are generated for it; no stored value is in
+/// it). 400 for a body or name that is wrong, 404 for a service or tier that does not
+/// exist, 409 for a deployment that has a bundle already (without `"replace": true`) or a
+/// plan with problems (listed in `problems`).
+async fn deployment_bundle(caller: Caller, State(api): State<Api>, body: Bytes) -> Response {
+    let request: BundleRequest = match serde_json::from_slice(&body) {
+        Ok(r) => r,
+        Err(e) => {
+            return failed(
+                &api,
+                bad_request(format!(
+                    "the body is not a bundle request ({e}); send {{\"service\": S, \"tier\": \
+                     T, \"deployment\": ID}}, and \"replace\": true to issue a new one"
+                )),
+            );
+        }
+    };
+    if !model::is_valid_service(&request.service) {
+        return failed(
+            &api,
+            bad_request("a service name is [A-Za-z0-9._-]{1,128}, not . or .. or reserved".into()),
+        );
+    }
+    if !model::is_valid_tier(&request.tier) {
+        return failed(&api, bad_request("a tier name is [a-z0-9_-]{1,32}".into()));
+    }
+    if !catalog::is_valid_deployment(&request.deployment) {
+        return failed(
+            &api,
+            bad_request("a deployment id is [A-Za-z0-9._-]{1,128}, not . or ..".into()),
+        );
+    }
+    let vault = api.vault.clone();
+    let actor = Actor::admin(caller.uid);
+    let issued = tokio::task::spawn_blocking(move || {
+        vault
+            .apply(
+                &actor,
+                &[Change::Bundle {
+                    service: &request.service,
+                    tier: &request.tier,
+                    deployment: &request.deployment,
+                    replace: request.replace,
+                }],
+            )
+            .map(|mut applied| applied.pop())
+            .map_err(|e| e.error)
+    })
+    .await;
+    match issued {
+        Ok(Ok(Some(Applied::BundleIssued { bundle, replaced }))) => {
+            info!(service = %bundle.service, tier = %bundle.tier,
+                deployment = %bundle.deployment, bundle = bundle.bundle, replaced = ?replaced,
+                values = bundle.values.len(), "bundle issued over HTTP");
+            // Served from the zeroizing buffer itself, wiped when the response is sent.
+            (
+                [(header::CONTENT_TYPE, "application/json")],
+                Body::from(Bytes::from_owner(bundle.to_json())),
+            )
+                .into_response()
+        }
+        Ok(Ok(_)) | Err(_) => failed(
+            &api,
+            ApiError(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "the bundle failed inside the server; see its log".into(),
+            ),
+        ),
+        Ok(Err(e)) => {
+            api.counters.errors.fetch_add(1, Ordering::Relaxed);
+            bundle_refused(&e)
+        }
+    }
+}
+
+/// A refused bundle as the API answers it.
+fn bundle_refused(e: &secrets::Error) -> Response {
+    use catalog::BundleError;
+    use secrets::Error;
+    let status = match e {
+        Error::NoSuchService | Error::Bundle(BundleError::UnknownTier { .. }) => {
+            StatusCode::NOT_FOUND
+        }
+        Error::Bundle(BundleError::CoreTier { .. } | BundleError::DeploymentName) => {
+            StatusCode::BAD_REQUEST
+        }
+        Error::DeploymentUsed { .. } | Error::Bundle(_) | Error::BundleHoldsStoredValue { .. } => {
+            StatusCode::CONFLICT
+        }
+        other => {
+            tracing::error!(error = %other, "a bundle request failed in the store");
+            return ApiError(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "the store failed; see the server log".into(),
+            )
+            .into_response();
+        }
+    };
+    let message = match e {
+        Error::NoSuchService => "no such service; deploy service list shows them".to_string(),
+        Error::DeploymentUsed {
+            service,
+            tier,
+            deployment,
+            bundle,
+        } => format!(
+            "deployment `{deployment}` already has bundle {bundle} of service `{service}` on \
+             tier `{tier}`; send \"replace\": true to issue it a new one (its earlier values \
+             stay on record)"
+        ),
+        other => other.to_string(),
+    };
+    let mut body = json!({ "error": message });
+    if let Error::Bundle(BundleError::Incomplete { problems, .. }) = e {
+        body["problems"] = json!(problems);
+    }
+    (status, Json(body)).into_response()
+}
+
 async fn not_found(_: Caller, State(api): State<Api>) -> ApiError {
     api.counters.errors.fetch_add(1, Ordering::Relaxed);
     ApiError(
@@ -431,11 +568,16 @@ async fn not_found(_: Caller, State(api): State<Api>) -> ApiError {
     )
 }
 
-async fn method_not_allowed(_: Caller, State(api): State<Api>) -> ApiError {
+async fn method_not_allowed(_: Caller, State(api): State<Api>, uri: axum::http::Uri) -> ApiError {
     api.counters.errors.fetch_add(1, Ordering::Relaxed);
+    let only = if uri.path() == "/deployment/bundle" {
+        "POST"
+    } else {
+        "GET"
+    };
     ApiError(
         StatusCode::METHOD_NOT_ALLOWED,
-        "this endpoint takes GET only".into(),
+        format!("this endpoint takes {only} only"),
     )
 }
 

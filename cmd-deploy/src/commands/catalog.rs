@@ -24,7 +24,7 @@ use crate::error::CliError;
 use crate::output::{Align, Table, printable, write_text};
 
 /// Validates, connects, sends one command and returns its result.
-async fn send(server: &Server, env: &Env, command: Command) -> Result<Answer, CliError> {
+pub(crate) async fn send(server: &Server, env: &Env, command: Command) -> Result<Answer, CliError> {
     validate(&command)?;
     let session = Session::admin(server, env).await?;
     let mut ctl = session.ctl().await?;
@@ -34,13 +34,13 @@ async fn send(server: &Server, env: &Env, command: Command) -> Result<Answer, Cl
 }
 
 /// A usage error about one flag's text, with the catalog's whole explanation.
-fn bad(flag: &str, e: impl std::fmt::Display) -> CliError {
+pub(crate) fn bad(flag: &str, e: impl std::fmt::Display) -> CliError {
     CliError::Usage(format!("{flag}: {e}"))
 }
 
 /// Text the server sent, one escaped line at a time (names could hold nothing harmful,
 /// but labels and templates are the operator's free text).
-fn write_lines(out: &mut dyn Write, text: &str) -> Result<(), CliError> {
+pub(crate) fn write_lines(out: &mut dyn Write, text: &str) -> Result<(), CliError> {
     let mut shown = String::with_capacity(text.len() + 16);
     for line in text.lines() {
         shown.push_str(&printable(line));
@@ -49,7 +49,7 @@ fn write_lines(out: &mut dyn Write, text: &str) -> Result<(), CliError> {
     write_text(out, &shown)
 }
 
-fn body(answer: &Answer) -> Result<&[u8], CliError> {
+pub(crate) fn body(answer: &Answer) -> Result<&[u8], CliError> {
     answer
         .body
         .as_deref()
@@ -57,7 +57,7 @@ fn body(answer: &Answer) -> Result<&[u8], CliError> {
         .ok_or_else(|| CliError::Unexpected(format!("`{}` came back without a body", answer.verb)))
 }
 
-fn from_json<T: serde::de::DeserializeOwned>(answer: &Answer) -> Result<T, CliError> {
+pub(crate) fn from_json<T: serde::de::DeserializeOwned>(answer: &Answer) -> Result<T, CliError> {
     serde_json::from_slice(body(answer)?)
         .map_err(|e| CliError::Unexpected(format!("the server's `{}` answer: {e}", answer.verb)))
 }
@@ -150,7 +150,7 @@ pub async fn tier(
     Ok(Outcome::Done)
 }
 
-fn check_tier(tier: &str) -> Result<(), CliError> {
+pub(crate) fn check_tier(tier: &str) -> Result<(), CliError> {
     if catalog::is_valid_tier(tier) {
         Ok(())
     } else {

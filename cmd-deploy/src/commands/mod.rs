@@ -14,10 +14,13 @@ use crate::files;
 use crate::output::{self, printable, write_json, write_text};
 
 pub mod backup;
+pub mod bundle;
 pub mod catalog;
+pub mod delegate;
 pub mod import;
 pub mod mount;
 pub mod owner;
+pub mod prompt;
 pub mod run;
 pub mod secret;
 pub mod service;
@@ -49,6 +52,11 @@ pub async fn run(cli: Cli, env: &Env, out: &mut dyn Write) -> Result<Outcome, Cl
         Command::Completions { shell } => completions(shell, out),
         Command::Manpage { dir: None } => manpage(out),
         Command::Manpage { dir: Some(dir) } => manpages_to(&dir, out),
+        Command::Prompt {
+            spec,
+            out: dir,
+            from_env,
+        } => prompt::run(&spec, &dir, from_env, out),
         Command::Mount {
             service,
             dir,
@@ -58,6 +66,7 @@ pub async fn run(cli: Cli, env: &Env, out: &mut dyn Write) -> Result<Outcome, Cl
         Command::Service(cmd) => service::run(cmd, &server()?, env, out).await,
         Command::Tier(cmd) => catalog::tier(cmd, &server()?, env, out).await,
         Command::Catalog(cmd) => catalog::catalog_command(cmd, &server()?, env, out).await,
+        Command::Bundle(cmd) => bundle::run(cmd, &server()?, env, out).await,
         Command::Backup { file, force } => backup::run(&file, force, &server()?, env, out).await,
         Command::Status(flag) => {
             let session = Session::admin(&server()?, env).await?;

@@ -60,6 +60,21 @@ pub async fn run(
         }
         SecretCommand::Meta(args) => super::catalog::meta(server, env, args, out).await,
         SecretCommand::Strategy(args) => super::catalog::strategy(server, env, args, out).await,
+        SecretCommand::Delegate {
+            name,
+            tier,
+            reference,
+            via,
+            argv_value,
+        } => {
+            let d = super::delegate::Delegation {
+                name,
+                tier,
+                reference,
+                via,
+            };
+            super::delegate::run(d, &argv_value, server, env, out).await
+        }
         SecretCommand::Present { name, tier, absent } => {
             super::catalog::present(server, env, name, tier, absent, out).await
         }
@@ -211,10 +226,16 @@ async fn set(
 /// in raw mode, turns into a raised SIGINT) makes rpassword return, restoring echo, instead
 /// of killing the process with the terminal still silent.
 fn prompt_value(name: &str) -> Result<Zeroizing<Vec<u8>>, CliError> {
+    prompt_hidden(&format!("Value for {name}: "))
+}
+
+/// Shows `prompt` on stderr and reads a line typed at the terminal without echo (see
+/// [`prompt_value`]).
+pub(crate) fn prompt_hidden(prompt: &str) -> Result<Zeroizing<Vec<u8>>, CliError> {
     let config = rpassword::ConfigBuilder::new()
         .output_writer(io::stderr())
         .build();
-    let typed = rpassword::prompt_password_with_config(format!("Value for {name}: "), config);
+    let typed = rpassword::prompt_password_with_config(prompt, config);
     match typed {
         Ok(text) => Ok(Zeroizing::new(text.into_bytes())),
         Err(e) if e.kind() == io::ErrorKind::Interrupted => Err(CliError::Interrupted),

@@ -52,6 +52,9 @@
 //! - `diff`: [`diff`] and [`Catalog::apply`], as data ([`Diff`]) and for people.
 //! - `plan`: [`plan`] for a service on a tier; [`Store`].
 //! - `lint`: [`lint`] over every service.
+//! - `bundle`: [`issue`], a [`Bundle`] for one deployment of a service on a tier (values
+//!   generated for it, prompt specs, references, names), and its files.
+//! - `answer`: [`PromptSpec::check_answer`], how a first-run answer is checked.
 //! - `finding`: [`Finding`], a plan's or the lint's problem with a stable id.
 //! - `table`: plain text tables.
 //! - `error`: [`FieldError`], [`DeclError`], [`Refusal`], [`LoadError`], [`DiffError`]
@@ -63,6 +66,8 @@
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
 
+mod answer;
+mod bundle;
 mod catalog;
 mod diff;
 mod error;
@@ -78,6 +83,11 @@ pub mod seed;
 mod table;
 mod template;
 
+pub use crate::answer::AnswerError;
+pub use crate::bundle::{
+    BUNDLE_FORMAT, Bundle, BundleError, DelegateEntry, GeneratedValue, IssueRequest, ManifestEntry,
+    PromptEntry, PromptsFile, Shipped, is_env_name, is_valid_deployment, issue, sized_json,
+};
 pub use crate::catalog::{
     Catalog, MAX_SECRETS, MAX_SERVICES, MAX_TIERS, MetaUpdate, check_secret_declaration,
     check_service_declaration,

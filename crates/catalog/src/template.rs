@@ -736,7 +736,8 @@ fn at_target(b: &[u8], open: usize, start: usize, end: usize) -> Result<Part, Te
 }
 
 const HEX: &[u8; 16] = b"0123456789abcdef";
-const BASE64: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+pub(crate) const BASE64: &[u8; 64] =
+    b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
 const BASE64URL: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
 
 fn push_hex(out: &mut String, raw: &[u8]) {
@@ -748,7 +749,7 @@ fn push_hex(out: &mut String, raw: &[u8]) {
 
 /// Base64 written straight into `out` (a library would stage it in buffers of its own,
 /// which are not zeroized).
-fn push_base64(out: &mut String, raw: &[u8], alphabet: &[u8; 64], pad: bool) {
+pub(crate) fn push_base64(out: &mut String, raw: &[u8], alphabet: &[u8; 64], pad: bool) {
     let sym = |i: u32| char::from(alphabet[(i & 0x3f) as usize]);
     for chunk in raw.chunks(3) {
         let n = chunk

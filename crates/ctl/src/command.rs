@@ -60,10 +60,14 @@ pub(crate) mod usage {
     pub(crate) const CATALOG: &str = "catalog (export [toml|json] | apply [FLAG]... FILE)";
     pub(crate) const EXPORT: &str = "catalog export [toml|json]";
     pub(crate) const APPLY: &str = "catalog apply [toml|json] [FLAG]... FILE";
+    pub(crate) const BUNDLE: &str = "bundle (create SERVICE TIER ID [replace]|list|identify VALUE)";
+    pub(crate) const BUNDLE_CREATE: &str = "bundle create SERVICE TIER DEPLOYMENT [replace]";
+    pub(crate) const BUNDLE_LIST: &str = "bundle list [deployment DEPLOYMENT] [secret NAME]";
+    pub(crate) const BUNDLE_IDENTIFY: &str = "bundle identify VALUE";
 
     /// Every usage, for the tests that check each error's length.
     #[cfg(test)]
-    pub(crate) const ALL: [&str; 33] = [
+    pub(crate) const ALL: [&str; 37] = [
         ABORT,
         BEGIN,
         COMMIT,
@@ -97,6 +101,10 @@ pub(crate) mod usage {
         CATALOG,
         EXPORT,
         APPLY,
+        BUNDLE,
+        BUNDLE_CREATE,
+        BUNDLE_LIST,
+        BUNDLE_IDENTIFY,
     ];
 }
 
@@ -141,6 +149,25 @@ pub(crate) const VERBS: &[Verb] = &[
         )],
         parse: |t| parse::no_args(t, Command::Begin, usage::BEGIN),
         runs: Runs::Now,
+    },
+    Verb {
+        word: deployment::BUNDLE,
+        forms: &[
+            (
+                usage::BUNDLE_CREATE,
+                "issue DEPLOYMENT a bundle of SERVICE on TIER; answered with it, as JSON",
+            ),
+            (
+                usage::BUNDLE_LIST,
+                "the values bundles were issued (never a value), as JSON",
+            ),
+            (
+                usage::BUNDLE_IDENTIFY,
+                "the deployments VALUE (a {N} literal) was issued to, as JSON",
+            ),
+        ],
+        parse: parse::bundle,
+        runs: Runs::Alone,
     },
     Verb {
         word: deployment::CATALOG,
@@ -423,6 +450,8 @@ pub(crate) enum Arg<'a> {
     Owned(String),
     /// A uid.
     Uid(u32),
+    /// A deployment's id: the name rule.
+    Deployment(&'a str),
     /// A value: always a `{N}` literal.
     Value(&'a Value),
     /// A catalog file: a `{N}` literal of up to [`MAX_CATALOG_LEN`] bytes.
@@ -434,7 +463,7 @@ impl Arg<'_> {
     fn bytes(&self) -> &[u8] {
         match self {
             Arg::Word(w) => w.as_bytes(),
-            Arg::Name(s) | Arg::Service(s) | Arg::Text(s) => s.as_bytes(),
+            Arg::Name(s) | Arg::Service(s) | Arg::Text(s) | Arg::Deployment(s) => s.as_bytes(),
             Arg::Owned(s) => s.as_bytes(),
             Arg::Uid(_) => b"4294967295",
             Arg::Value(v) | Arg::File(v) => v.expose(),
@@ -553,6 +582,42 @@ impl Command {
                         Word(format.as_str()),
                     ]
                 }
+                CatalogCommand::BundleCreate {
+                    service,
+                    tier,
+                    deployment,
+                    replace,
+                } => {
+                    let mut a = vec![
+                        Word(deployment::BUNDLE),
+                        Word("create"),
+                        Service(service),
+                        Text(tier),
+                        Arg::Deployment(deployment),
+                    ];
+                    if *replace {
+                        a.push(Word("replace"));
+                    }
+                    a
+                }
+                CatalogCommand::BundleList {
+                    deployment: id,
+                    secret,
+                } => {
+                    let mut a = vec![Word(deployment::BUNDLE), Word("list")];
+                    if let Some(id) = id {
+                        a.extend([Word("deployment"), Arg::Deployment(id)]);
+                    }
+                    if let Some(secret) = secret {
+                        a.extend([Word("secret"), Name(secret)]);
+                    }
+                    a
+                }
+                CatalogCommand::BundleIdentify { value } => vec![
+                    Word(deployment::BUNDLE),
+                    Word("identify"),
+                    Arg::Value(value),
+                ],
                 CatalogCommand::Apply {
                     format,
                     file,
@@ -598,7 +663,8 @@ impl Command {
     }
 
     /// Whether the command only reads the store and answers with a body: `plan`, `lint`,
-    /// `catalog export`, `catalog apply dry-run`.
+    /// `catalog export`, `catalog apply dry-run`, `bundle list`, `bundle identify`.
+    /// (`bundle create` answers with a body too, and is a change: it records the bundle.)
     pub fn is_query(&self) -> bool {
         matches!(
             self,
@@ -607,6 +673,8 @@ impl Command {
                     | CatalogCommand::Lint { .. }
                     | CatalogCommand::Export { .. }
                     | CatalogCommand::Apply { dry_run: true, .. }
+                    | CatalogCommand::BundleList { .. }
+                    | CatalogCommand::BundleIdentify { .. }
             )
         )
     }
@@ -645,6 +713,9 @@ impl Command {
                 }
                 Arg::Service(service) => {
                     check_service(service.as_bytes())?;
+                }
+                Arg::Deployment(id) => {
+                    check_deployment(id.as_bytes())?;
                 }
                 Arg::Uid(NO_UID) => return Err(ErrorKind::BadUid),
                 Arg::Value(v) => check_value(v.expose())?,
@@ -764,6 +835,11 @@ fn valid_name(name: &[u8]) -> bool {
 /// Checks a secret name, returning it as a `String` (it is ASCII once checked).
 pub(crate) fn check_name(name: &[u8]) -> Result<String, ErrorKind> {
     checked(name, NameKind::Secret)
+}
+
+/// Checks a deployment's id (the name rule).
+pub(crate) fn check_deployment(id: &[u8]) -> Result<String, ErrorKind> {
+    checked(id, NameKind::Deployment)
 }
 
 /// Checks a service name, reserved names included.

@@ -20,7 +20,13 @@
 //! plan SERVICE TIER                    lint [TIER]
 //! catalog export [toml | json]
 //! catalog apply [toml | json] [dry-run] [prune] [with-values] FILE
+//! bundle create SERVICE TIER DEPLOYMENT [replace]      answered with the bundle (JSON)
+//! bundle list [deployment DEPLOYMENT] [secret NAME]    bundle identify VALUE
 //! ```
+//!
+//! DEPLOYMENT follows the name rule, as NAME does. `bundle identify`'s VALUE is a value:
+//! [`Command::encode`](crate::Command::encode) sends it as a `{N}` literal, and nothing
+//! echoes it.
 
 use crate::Value;
 
@@ -207,6 +213,31 @@ pub enum CatalogCommand {
         /// The form.
         format: CatalogFormat,
     },
+    /// `bundle create SERVICE TIER DEPLOYMENT [replace]`: issue a bundle, answered with it
+    /// (values generated for it, prompts, references, names: the `json` form).
+    BundleCreate {
+        /// The service.
+        service: String,
+        /// The tier.
+        tier: String,
+        /// The deployment's id.
+        deployment: String,
+        /// Issue a new one to a deployment that has one.
+        replace: bool,
+    },
+    /// `bundle list [deployment DEPLOYMENT] [secret NAME]`: answered with the values
+    /// issued, as JSON (never a value).
+    BundleList {
+        /// Only those issued to this deployment.
+        deployment: Option<String>,
+        /// Only this secret's.
+        secret: Option<String>,
+    },
+    /// `bundle identify VALUE`: answered with the deployments `VALUE` was issued to.
+    BundleIdentify {
+        /// The value, as leaked.
+        value: Value,
+    },
     /// `catalog apply [toml|json] [dry-run] [prune] [with-values] FILE`: answered with
     /// the diff.
     Apply {
@@ -237,6 +268,9 @@ impl CatalogCommand {
             CatalogCommand::Plan { .. } => PLAN,
             CatalogCommand::Lint { .. } => LINT,
             CatalogCommand::Export { .. } | CatalogCommand::Apply { .. } => CATALOG,
+            CatalogCommand::BundleCreate { .. }
+            | CatalogCommand::BundleList { .. }
+            | CatalogCommand::BundleIdentify { .. } => BUNDLE,
         }
     }
 }
@@ -249,6 +283,7 @@ pub(crate) const GENERATE: &str = "generate";
 pub(crate) const PLAN: &str = "plan";
 pub(crate) const LINT: &str = "lint";
 pub(crate) const CATALOG: &str = "catalog";
+pub(crate) const BUNDLE: &str = "bundle";
 
 pub(crate) const CLASS: &str = "class";
 pub(crate) const OWNER: &str = "owner";

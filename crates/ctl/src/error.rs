@@ -148,6 +148,8 @@ pub enum NameKind {
     Secret,
     /// A service's name (`grant`, `revoke`, `service`).
     Service,
+    /// A deployment's id (`bundle`).
+    Deployment,
 }
 
 impl fmt::Display for NameKind {
@@ -155,6 +157,7 @@ impl fmt::Display for NameKind {
         f.write_str(match self {
             NameKind::Secret => "secret",
             NameKind::Service => "service",
+            NameKind::Deployment => "deployment",
         })
     }
 }

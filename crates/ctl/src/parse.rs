@@ -14,7 +14,9 @@ use nom::sequence::delimited;
 use nom::{IResult, Parser};
 use zeroize::Zeroizing;
 
-use crate::command::{self, VERBS, Verb, check_name, check_service, check_value, usage};
+use crate::command::{
+    self, VERBS, Verb, check_deployment, check_name, check_service, check_value, usage,
+};
 use crate::deployment::{
     self, APPLY_FLAGS, CatalogCommand, CatalogFormat, META_OPTIONS, MetaFields, PROMPT_OPTIONS,
     PromptArgs, STRATEGIES, StrategyArg,
@@ -531,6 +533,74 @@ pub(crate) fn catalog(t: &mut Tokens<'_>) -> Result<Command, ErrorKind> {
     Ok(Command::Catalog(command))
 }
 
+/// `bundle create SERVICE TIER DEPLOYMENT [replace]`, `bundle list [deployment D]
+/// [secret NAME]`, `bundle identify VALUE`.
+pub(crate) fn bundle(t: &mut Tokens<'_>) -> Result<Command, ErrorKind> {
+    let action = arg(t, "action", usage::BUNDLE)?;
+    let command = match action.as_slice() {
+        b"create" => {
+            let u = usage::BUNDLE_CREATE;
+            let service = check_service(&arg(t, "service", u)?)?;
+            let tier = text(&arg(t, "tier", u)?)?;
+            let deployment = check_deployment(&arg(t, "deployment", u)?)?;
+            let replace = match t.next_token()? {
+                None => false,
+                Some(w) if w.as_slice() == b"replace" => true,
+                Some(other) => return Err(unknown(&other, &["replace"], "replace")),
+            };
+            end(t, u, false)?;
+            CatalogCommand::BundleCreate {
+                service,
+                tier,
+                deployment,
+                replace,
+            }
+        }
+        b"list" => {
+            let u = usage::BUNDLE_LIST;
+            let (mut deployment, mut secret) = (None, None);
+            while let Some(option) = t.next_token()? {
+                match option.as_slice() {
+                    b"deployment" => {
+                        let id = check_deployment(&arg(t, "deployment", u)?)?;
+                        if deployment.replace(id).is_some() {
+                            return Err(ErrorKind::RepeatedOption);
+                        }
+                    }
+                    b"secret" => {
+                        let name = check_name(&arg(t, "name", u)?)?;
+                        if secret.replace(name).is_some() {
+                            return Err(ErrorKind::RepeatedOption);
+                        }
+                    }
+                    other => {
+                        return Err(unknown(
+                            other,
+                            &["deployment", "secret"],
+                            "deployment, secret",
+                        ));
+                    }
+                }
+            }
+            CatalogCommand::BundleList { deployment, secret }
+        }
+        b"identify" => {
+            let u = usage::BUNDLE_IDENTIFY;
+            let value = value(t, u)?;
+            end(t, u, true)?;
+            CatalogCommand::BundleIdentify { value }
+        }
+        other => {
+            return Err(unknown(
+                other,
+                &["create", "list", "identify"],
+                "create, list, identify",
+            ));
+        }
+    };
+    Ok(Command::Catalog(command))
+}
+
 /// `tier TIER`, the part of `strategy` and `present` that names the tier.
 fn on_tier(t: &mut Tokens<'_>, usage: &'static str) -> Result<String, ErrorKind> {
     let word = arg(t, "tier", usage)?;
@@ -699,6 +769,7 @@ mod tests {
                 "generate" => "generate a",
                 "plan" => "plan s t",
                 "catalog" => "catalog export",
+                "bundle" => "bundle list",
                 other => other,
             };
             let parsed = parse_line(line.as_bytes()).unwrap_or_else(|e| panic!("{line}: {e:?}"));

@@ -71,16 +71,21 @@ pub enum Table {
     /// The deployment catalog's declarations, by `tier/TIER`, `service/SERVICE` and
     /// `secret/SECRET`: metadata, never a value (store format 3).
     Catalog,
+    /// The bundles issued, by `bundle/SERVICE/TIER/DEPLOYMENT/N`, and each value generated
+    /// for one, by `value/SERVICE/TIER/DEPLOYMENT/N/SECRET`: a fingerprint, never the value
+    /// (store format 4).
+    Bundles,
 }
 
 impl Table {
     /// Every table, in the order a backup or a migration copies them.
-    pub const ALL: [Table; 5] = [
+    pub const ALL: [Table; 6] = [
         Table::Meta,
         Table::Secrets,
         Table::Services,
         Table::Grants,
         Table::Catalog,
+        Table::Bundles,
     ];
 
     /// The table's stable name.
@@ -91,6 +96,7 @@ impl Table {
             Table::Services => "services",
             Table::Grants => "grants",
             Table::Catalog => "catalog",
+            Table::Bundles => "bundles",
         }
     }
 }

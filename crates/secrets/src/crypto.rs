@@ -20,6 +20,15 @@
 //! | `record` | HMAC-SHA256 tag of every stored record                              |
 //! | `digest` | HMAC-SHA256 of each record's tag, XOR-ed into the store's digest    |
 //! | `check`  | HMAC-SHA256 key check: the key file holds the right key             |
+//! | `wrap`   | AES-256-GCM of the fingerprint key (below), in the store record       |
+//!
+//! Bundles' values are remembered by a keyed fingerprint, never kept: HMAC-SHA256 of the
+//! value under a key derived (HKDF-SHA256, info `srv-secrets/fingerprint/v1\0`) from a
+//! random 32-byte fingerprint key ([`FingerprintKey`]). That key must outlive key
+//! rotation, or no fingerprint made before a rotation would match again, so it is not
+//! derived from the cluster key: it is made once, at the first bundle, and stored sealed
+//! under the cluster key's `wrap` key ([`SealedFingerprintKey`], bound to the key id), and
+//! a rotation seals the same key again under the new cluster key.
 //!
 //! Tags are compared in constant time (`hmac`'s `verify_slice`). Format 1 sealed values and
 //! key checks with the cluster key itself; [`Key::open_v1`] and [`Key::verify_v1`] read
@@ -118,6 +127,8 @@ pub(crate) struct Key {
     digest: Zeroizing<[u8; MAC_LEN]>,
     /// Makes key checks.
     check: Zeroizing<[u8; MAC_LEN]>,
+    /// Seals the fingerprint key.
+    wrap: Aes256Gcm,
 }
 
 type HmacSha256 = Hmac<Sha256>;
@@ -175,10 +186,13 @@ impl Key {
         let raw = Aes256Gcm::new_from_slice(&bytes[..]).map_err(wrong)?;
         let value = derive(&bytes, id, "value")?;
         let cipher = Aes256Gcm::new_from_slice(&value[..]).map_err(wrong)?;
+        let wrap = derive(&bytes, id, "wrap")?;
+        let wrap = Aes256Gcm::new_from_slice(&wrap[..]).map_err(wrong)?;
         Ok(Key {
             id,
             raw,
             cipher,
+            wrap,
             record: derive(&bytes, id, "record")?,
             digest: derive(&bytes, id, "digest")?,
             check: derive(&bytes, id, "check")?,
@@ -343,6 +357,56 @@ impl Key {
         hmac(&self.digest, &[tag]).finalize().into_bytes().into()
     }
 
+    /// Seals the fingerprint key under this key, for the store record.
+    pub(crate) fn seal_fingerprint_key(
+        &self,
+        fingerprint: &FingerprintKey,
+    ) -> Result<SealedFingerprintKey> {
+        let nonce = random_nonce()?;
+        let mut sealed = [0u8; KEY_LEN + TAG_LEN];
+        let buf = InOutBuf::new(&fingerprint.seed[..], &mut sealed[..KEY_LEN])
+            .map_err(|_| Error::Random)?;
+        let tag = self
+            .wrap
+            .encrypt_inout_detached(&Nonce::from(nonce), &fingerprint_aad(self.id), buf)
+            .map_err(|_| Error::Random)?;
+        sealed[KEY_LEN..].copy_from_slice(&tag);
+        Ok(SealedFingerprintKey {
+            key_id: self.id,
+            nonce,
+            sealed,
+        })
+    }
+
+    /// Opens the fingerprint key sealed under this key.
+    ///
+    /// # Errors
+    /// [`Error::Tampered`] if it was not sealed by this key, for this key id.
+    pub(crate) fn open_fingerprint_key(
+        &self,
+        sealed: &SealedFingerprintKey,
+    ) -> Result<FingerprintKey> {
+        let tampered = || Error::Tampered {
+            what: "the fingerprint key does not authenticate under its key",
+        };
+        if sealed.key_id != self.id {
+            return Err(tampered());
+        }
+        let mut seed = Zeroizing::new([0u8; KEY_LEN]);
+        let tag = Tag::try_from(&sealed.sealed[KEY_LEN..]).map_err(|_| tampered())?;
+        let buf =
+            InOutBuf::new(&sealed.sealed[..KEY_LEN], &mut seed[..]).map_err(|_| tampered())?;
+        self.wrap
+            .decrypt_inout_detached(
+                &Nonce::from(sealed.nonce),
+                &fingerprint_aad(self.id),
+                buf,
+                &tag,
+            )
+            .map_err(|_| tampered())?;
+        FingerprintKey::from_seed(seed)
+    }
+
     /// Decrypts a value under `self` and seals it again under `to`, for key rotation.
     pub(crate) fn reseal_value(
         &self,
@@ -403,6 +467,102 @@ fn open_with(
         .decrypt_in_place(&Nonce::from(*nonce), aad, &mut *buf)
         .map_err(|_| Error::Decrypt)?;
     Ok(SecretBytes(buf))
+}
+
+/// Domain separation of the sealed fingerprint key.
+const FINGERPRINT_KEY_AAD: &[u8] = b"srv-secrets/fingerprint-key/v1\0";
+/// What a fingerprint is the HMAC of, before the value.
+const FINGERPRINT_DOMAIN: &[u8] = b"srv-secrets/bundle-value/v1\0";
+
+fn fingerprint_aad(id: u32) -> [u8; FINGERPRINT_KEY_AAD.len() + 4] {
+    let mut aad = [0u8; FINGERPRINT_KEY_AAD.len() + 4];
+    aad[..FINGERPRINT_KEY_AAD.len()].copy_from_slice(FINGERPRINT_KEY_AAD);
+    aad[FINGERPRINT_KEY_AAD.len()..].copy_from_slice(&id.to_be_bytes());
+    aad
+}
+
+/// The key bundles' values are fingerprinted under: random, made once, kept across key
+/// rotations (see the module documentation). Never printed, never stored in the clear.
+pub(crate) struct FingerprintKey {
+    seed: Zeroizing<[u8; KEY_LEN]>,
+    mac: Zeroizing<[u8; MAC_LEN]>,
+}
+
+impl fmt::Debug for FingerprintKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("FingerprintKey")
+    }
+}
+
+/// A value's fingerprint: the HMAC-SHA256 of the value under the fingerprint key.
+pub(crate) type Fingerprint = [u8; MAC_LEN];
+
+impl FingerprintKey {
+    /// A fresh one from the OS RNG.
+    pub(crate) fn generate() -> Result<FingerprintKey> {
+        let mut seed = Zeroizing::new([0u8; KEY_LEN]);
+        fill_random(&mut seed[..])?;
+        FingerprintKey::from_seed(seed)
+    }
+
+    fn from_seed(seed: Zeroizing<[u8; KEY_LEN]>) -> Result<FingerprintKey> {
+        let mut mac = Zeroizing::new([0u8; MAC_LEN]);
+        Hkdf::<Sha256>::new(Some(b"srv-secrets"), &seed[..])
+            .expand(b"srv-secrets/fingerprint/v1\0", &mut mac[..])
+            .map_err(|_| Error::Corrupt {
+                what: "a key could not be derived",
+            })?;
+        Ok(FingerprintKey { seed, mac })
+    }
+
+    /// The fingerprint of `value`.
+    pub(crate) fn fingerprint(&self, value: &[u8]) -> Fingerprint {
+        hmac(&self.mac, &[FINGERPRINT_DOMAIN, value])
+            .finalize()
+            .into_bytes()
+            .into()
+    }
+}
+
+/// The fingerprint key sealed under cluster key `key_id`: `u32 key_id | nonce | sealed`
+/// (the key's 32 bytes and the GCM tag).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) struct SealedFingerprintKey {
+    /// The cluster key it is sealed under.
+    pub(crate) key_id: u32,
+    nonce: [u8; NONCE_LEN],
+    sealed: [u8; KEY_LEN + TAG_LEN],
+}
+
+impl SealedFingerprintKey {
+    /// Bytes in the stored form.
+    const LEN: usize = 4 + NONCE_LEN + KEY_LEN + TAG_LEN;
+
+    /// The stored form.
+    pub(crate) fn encode(&self) -> Vec<u8> {
+        let mut out = Vec::with_capacity(Self::LEN);
+        out.extend_from_slice(&self.key_id.to_be_bytes());
+        out.extend_from_slice(&self.nonce);
+        out.extend_from_slice(&self.sealed);
+        out
+    }
+
+    /// Parses the stored form (its seal is checked when it is opened).
+    pub(crate) fn decode(bytes: &[u8]) -> Result<SealedFingerprintKey> {
+        let corrupt = || Error::Corrupt {
+            what: "malformed sealed fingerprint key",
+        };
+        if bytes.len() != Self::LEN {
+            return Err(corrupt());
+        }
+        let (id, rest) = bytes.split_first_chunk::<4>().ok_or_else(corrupt)?;
+        let (nonce, sealed) = rest.split_first_chunk::<NONCE_LEN>().ok_or_else(corrupt)?;
+        Ok(SealedFingerprintKey {
+            key_id: u32::from_be_bytes(*id),
+            nonce: *nonce,
+            sealed: sealed.try_into().map_err(|_| corrupt())?,
+        })
+    }
 }
 
 /// What a value's chunks are bound to.
@@ -632,6 +792,42 @@ mod tests {
             length: length as u64,
             ciphertext: ct,
         }
+    }
+
+    #[test]
+    fn the_fingerprint_key_is_sealed_to_one_key_and_survives_a_reseal() {
+        let (a, b) = (key(1), key(2));
+        let fk = FingerprintKey::generate().unwrap();
+        let print = fk.fingerprint(b"value");
+        assert_ne!(print, fk.fingerprint(b"value\n"));
+        let sealed = a.seal_fingerprint_key(&fk).unwrap();
+        let back = SealedFingerprintKey::decode(&sealed.encode()).unwrap();
+        assert_eq!(back, sealed);
+        let opened = a.open_fingerprint_key(&back).unwrap();
+        assert_eq!(opened.fingerprint(b"value"), print);
+        // Under another key, or moved to another key id, it does not open.
+        assert!(matches!(
+            b.open_fingerprint_key(&sealed),
+            Err(Error::Tampered { .. })
+        ));
+        let mut moved = sealed.encode();
+        moved[..4].copy_from_slice(&2u32.to_be_bytes());
+        let moved = SealedFingerprintKey::decode(&moved).unwrap();
+        assert!(b.open_fingerprint_key(&moved).is_err());
+        // Sealed again under the next key, it makes the same fingerprints.
+        let resealed = b.seal_fingerprint_key(&opened).unwrap();
+        assert_eq!(
+            b.open_fingerprint_key(&resealed)
+                .unwrap()
+                .fingerprint(b"value"),
+            print
+        );
+        assert!(SealedFingerprintKey::decode(&[0; 10]).is_err());
+        // Another fingerprint key makes other fingerprints.
+        assert_ne!(
+            FingerprintKey::generate().unwrap().fingerprint(b"value"),
+            print
+        );
     }
 
     fn pattern(n: usize) -> Vec<u8> {

@@ -41,6 +41,22 @@ pub enum Error {
         /// The store's revision.
         found: u64,
     },
+    /// No bundle could be issued: the catalog's reason (the plan's problems, a core tier,
+    /// a template), naming secrets and tiers, never a value; nothing was recorded.
+    #[error("{0}")]
+    Bundle(catalog::BundleError),
+    /// A template makes a value that holds a stored value: a bundle never carries one, so
+    /// none was issued.
+    #[error(
+        "secret `{secret}`'s template makes a value that holds the stored value of `{stored}`, \
+         and a bundle never carries a stored value; no bundle was issued: change the template"
+    )]
+    BundleHoldsStoredValue {
+        /// The secret whose template it is.
+        secret: String,
+        /// The secret whose stored value it holds.
+        stored: String,
+    },
     /// A catalog apply that would break the catalog's rules: every declaration refused
     /// (named, never a value); nothing was changed.
     #[error("{0}")]
@@ -55,6 +71,22 @@ pub enum Error {
     /// naming the secret and tier, never a value; nothing was changed.
     #[error("{0}")]
     Declaration(catalog::DeclError),
+    /// A deployment id that already has a bundle of the service on the tier, and no
+    /// replace was asked for.
+    #[error(
+        "deployment `{deployment}` already has bundle {bundle} of service `{service}` on tier \
+         `{tier}`; issue it a new one with --replace (its earlier values stay on record)"
+    )]
+    DeploymentUsed {
+        /// The service.
+        service: String,
+        /// The tier.
+        tier: String,
+        /// The deployment.
+        deployment: String,
+        /// Its last bundle's number.
+        bundle: u64,
+    },
     /// A record failed authentication: tampered with, moved to another name or version, or
     /// encrypted under a different key.
     #[error("decryption failed: the record does not authenticate under its key")]

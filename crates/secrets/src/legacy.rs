@@ -74,9 +74,9 @@ impl Legacy {
                     }
                     grants.push((svc.to_owned(), sec.to_owned()));
                 }
-                Table::Catalog => {
+                Table::Catalog | Table::Bundles => {
                     return Err(Error::Corrupt {
-                        what: "a store of format 1 with a catalog",
+                        what: "a store of format 1 with a catalog or bundles",
                     });
                 }
             }
@@ -241,6 +241,7 @@ fn decode_meta(fields: &BTreeMap<String, Vec<u8>>) -> Result<Meta> {
         rotation_target: u32_field("rotation_target")?,
         key_checks,
         last_change,
+        fingerprint_key: None,
     })
 }
 

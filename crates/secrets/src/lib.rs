@@ -38,7 +38,8 @@
 //! - [`vault`](Vault): `init`/`open` of a data directory, [`Vault::with_backend`] for any
 //!   store; reads from the in-memory state; durable mutations through the change feed.
 //!   `vault/change.rs`: [`Vault::apply`]; `vault/rotation.rs`: key rotation and the
-//!   crash recovery `open` runs.
+//!   crash recovery `open` runs; `vault/bundles.rs`: the bundles issued
+//!   ([`Vault::issued`], [`Vault::identify`]).
 //! - `state`: the in-memory copy of the store that reads are served from.
 //! - [`backend`]: the seam a store implements ([`Backend`]: rows, revisions, conditional
 //!   commits, the change feed, bounds), public so that a server can plug in another.
@@ -48,8 +49,8 @@
 //!   directory's lock.
 //! - `backup`: a copy of the store as of one commit, from a serving vault
 //!   ([`Vault::backup`]) or from a data directory no server holds ([`backup_unserved`]).
-//! - `record`: stored records and their byte layout (format 2: an envelope, a CBOR
-//!   header, a payload).
+//! - `record`: stored records and their byte layout (an envelope, a CBOR header, a
+//!   payload; store format 4 adds the bundles' records).
 //! - `legacy`: store format 1, read only, for the migration at open.
 //! - `crypto`: keys and the keys derived from them (HKDF-SHA256), the keyring, AES-256-GCM
 //!   sealing of values in 4 KiB chunks with identity-bound associated data (a read
@@ -106,4 +107,6 @@ pub use redb_store::RedbBackend;
 pub use types::{
     InitReport, OpenedSecret, RotationProgress, RotationReport, SecretInfo, ServiceInfo, Status,
 };
-pub use vault::{Applied, Change, ChangeError, Health, KEY_FILE, LOCK_FILE, STORE_FILE, Vault};
+pub use vault::{
+    Applied, Change, ChangeError, Health, IssuedInfo, KEY_FILE, LOCK_FILE, STORE_FILE, Vault,
+};

@@ -30,7 +30,9 @@
 //! | service | `uid` (absent: none), `manifest` (its text)                  | empty        |
 //! | grant   | nothing yet                                                  | empty        |
 //! | catalog | a tier's `core`; a service's `tiers`; a secret's metadata: `class`, `owner`, `rotate_every`, `description`, `tiers` (per tier `class`, `strategy` and its fields), as a catalog file has them | empty |
-//! | store   | `admin_uid`, `active_key`, `rotation_target`, `last_change`  | empty        |
+//! | bundle  | `issued` (unix seconds)                                      | empty        |
+//! | issued value | `issued`, `fingerprint` (the keyed HMAC of the value, never the value) | empty |
+//! | store   | `admin_uid`, `active_key`, `rotation_target`, `last_change`, `digest`, `fingerprint_key` (sealed, from store format 4) | empty |
 //!
 //! Room to grow: a secret's header holds a list of versions, each with a state (only
 //! `current` exists yet, exactly one); metadata (class, owner, tiers), a grant's expiry or
@@ -518,6 +520,139 @@ impl Decl {
     }
 }
 
+/// A bundle issued: the service, tier and deployment it is for, and its number among the
+/// bundles of that deployment (1, then 2 after a replace, ...).
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub(crate) struct BundleId {
+    /// The service.
+    pub(crate) service: String,
+    /// The tier.
+    pub(crate) tier: String,
+    /// The deployment.
+    pub(crate) deployment: String,
+    /// Its number.
+    pub(crate) number: u64,
+}
+
+/// What a row of the bundles table is: `bundle/SERVICE/TIER/DEPLOYMENT/N` for a bundle,
+/// `value/SERVICE/TIER/DEPLOYMENT/N/SECRET` for a value generated for it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) enum IssuedRow {
+    /// A bundle.
+    Bundle(BundleId),
+    /// A value of a bundle, by secret.
+    Value(BundleId, String),
+}
+
+impl IssuedRow {
+    /// The row.
+    pub(crate) fn row(&self) -> Row {
+        let key = match self {
+            IssuedRow::Bundle(b) => format!(
+                "bundle/{}/{}/{}/{}",
+                b.service, b.tier, b.deployment, b.number
+            ),
+            IssuedRow::Value(b, secret) => format!(
+                "value/{}/{}/{}/{}/{secret}",
+                b.service, b.tier, b.deployment, b.number
+            ),
+        };
+        Row::new(Table::Bundles, key)
+    }
+
+    /// What a bundles row's key names, its names checked; `None` for a malformed key.
+    pub(crate) fn of_key(key: &str) -> Option<IssuedRow> {
+        let parts: Vec<&str> = key.split('/').collect();
+        let id = |p: &[&str]| -> Option<BundleId> {
+            let [service, tier, deployment, number] = p else {
+                return None;
+            };
+            let n: u64 = number.parse().ok()?;
+            // One spelling per number, so that one bundle has one row.
+            if n == 0 || n.to_string() != *number {
+                return None;
+            }
+            (model::is_valid_service(service)
+                && model::is_valid_tier(tier)
+                && model::is_valid_name(deployment))
+            .then(|| BundleId {
+                service: (*service).to_owned(),
+                tier: (*tier).to_owned(),
+                deployment: (*deployment).to_owned(),
+                number: n,
+            })
+        };
+        match parts.as_slice() {
+            ["bundle", rest @ ..] => id(rest).map(IssuedRow::Bundle),
+            ["value", rest @ .., secret] if model::is_valid_name(secret) => {
+                Some(IssuedRow::Value(id(rest)?, (*secret).to_owned()))
+            }
+            _ => None,
+        }
+    }
+}
+
+/// A bundle's record.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) struct BundleRecord {
+    /// When it was issued, unix seconds.
+    pub(crate) issued: u64,
+}
+
+/// The record of a value generated for a bundle: when, and its keyed fingerprint; never
+/// the value.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) struct IssuedValue {
+    /// When it was issued, unix seconds.
+    pub(crate) issued: u64,
+    /// The fingerprint of the value (`crypto.rs`).
+    #[serde(with = "serde_bytes")]
+    pub(crate) fingerprint: [u8; MAC_LEN],
+}
+
+/// A record of the bundles table, decoded.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) enum Issued {
+    /// A bundle.
+    Bundle(BundleId, BundleRecord),
+    /// A value of a bundle.
+    Value(BundleId, String, IssuedValue),
+}
+
+impl Issued {
+    /// Its row.
+    pub(crate) fn row(&self) -> Row {
+        match self {
+            Issued::Bundle(id, _) => IssuedRow::Bundle(id.clone()).row(),
+            Issued::Value(id, secret, _) => IssuedRow::Value(id.clone(), secret.clone()).row(),
+        }
+    }
+
+    /// Stored form, tagged under `key`.
+    pub(crate) fn encode(&self, key: &Key) -> (Vec<u8>, Auth) {
+        let row = self.row();
+        match self {
+            Issued::Bundle(_, rec) => envelope(&row, key, rec, &[]),
+            Issued::Value(_, _, rec) => envelope(&row, key, rec, &[]),
+        }
+    }
+
+    /// Checks and parses the record at bundles row `key`.
+    pub(crate) fn decode(key: &str, bytes: &[u8], keys: &Keyring) -> Result<(Issued, Auth)> {
+        const WHAT: &str = "malformed bundle record";
+        let what = IssuedRow::of_key(key).ok_or(Error::Corrupt { what: WHAT })?;
+        let (env, auth) = open_envelope(&what.row(), bytes, keys, WHAT)?;
+        if !env.payload.is_empty() {
+            return Err(Error::Corrupt { what: WHAT });
+        }
+        let issued = match what {
+            IssuedRow::Bundle(id) => Issued::Bundle(id, header(env.header, WHAT)?),
+            IssuedRow::Value(id, secret) => Issued::Value(id, secret, header(env.header, WHAT)?),
+        };
+        Ok((issued, auth))
+    }
+}
+
 /// The store record: the store-wide facts that are not key checks.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub(crate) struct StoreRecord {
@@ -533,6 +668,9 @@ pub(crate) struct StoreRecord {
     /// The XOR of every secret's, service's and grant's term (see `rows.rs`).
     #[serde(with = "serde_bytes")]
     pub(crate) digest: [u8; MAC_LEN],
+    /// The fingerprint key, sealed (`crypto.rs`): absent until the first bundle.
+    #[serde(default, skip_serializing_if = "Option::is_none", with = "serde_bytes")]
+    pub(crate) fingerprint_key: Option<Vec<u8>>,
 }
 
 impl StoreRecord {
@@ -656,6 +794,7 @@ mod tests {
             rotation_target: None,
             last_change: 5,
             digest: [7; MAC_LEN],
+            fingerprint_key: None,
         };
         let bytes = store.encode(&key);
         assert_eq!(StoreRecord::decode(&bytes, &keys).unwrap(), store);
@@ -702,6 +841,53 @@ mod tests {
     }
 
     #[test]
+    fn bundle_records_authenticate_at_their_row_only() {
+        let (keys, key) = keys();
+        let id = BundleId {
+            service: "web".into(),
+            tier: "desktop".into(),
+            deployment: "acme-7".into(),
+            number: 2,
+        };
+        let value = Issued::Value(
+            id.clone(),
+            "jwt_key".into(),
+            IssuedValue {
+                issued: 5,
+                fingerprint: [3; MAC_LEN],
+            },
+        );
+        assert_eq!(value.row().key, "value/web/desktop/acme-7/2/jwt_key");
+        let (bytes, _) = value.encode(&key);
+        let (back, _) = Issued::decode(&value.row().key, &bytes, &keys).unwrap();
+        assert_eq!(back, value);
+        assert!(matches!(
+            Issued::decode("value/web/desktop/acme-8/2/jwt_key", &bytes, &keys),
+            Err(Error::Tampered { .. })
+        ));
+        let bundle = Issued::Bundle(id, BundleRecord { issued: 5 });
+        let (bytes, _) = bundle.encode(&key);
+        assert_eq!(
+            Issued::decode("bundle/web/desktop/acme-7/2", &bytes, &keys)
+                .unwrap()
+                .0,
+            bundle
+        );
+        for bad in [
+            "bundle/web/desktop/acme-7/02",
+            "bundle/web/desktop/acme-7/0",
+            "bundle/web/Desktop/acme-7/1",
+            "bundle/web/desktop/acme-7",
+            "value/web/desktop/acme-7/1",
+            "value/web/desktop/acme-7/1/a/b",
+            "other/web/desktop/acme-7/1",
+            "bundle/admin/desktop/x/1",
+        ] {
+            assert!(IssuedRow::of_key(bad).is_none(), "{bad}");
+        }
+    }
+
+    #[test]
     fn a_header_is_a_map_of_named_fields() {
         let (keys, key) = keys();
         let store = StoreRecord {
@@ -710,6 +896,7 @@ mod tests {
             rotation_target: Some(3),
             last_change: 5,
             digest: [0; MAC_LEN],
+            fingerprint_key: Some(vec![9; 64]),
         };
         let bytes = store.encode(&key);
         let value: ciborium::Value = ciborium::from_reader(&bytes[ENVELOPE_LEN..]).unwrap();
@@ -726,7 +913,8 @@ mod tests {
                 "active_key",
                 "rotation_target",
                 "last_change",
-                "digest"
+                "digest",
+                "fingerprint_key"
             ]
         );
         // A version state a later build defines is refused, not taken for current (here

@@ -1,9 +1,9 @@
 //! The embedded [`Backend`]: one redb file in a data directory, `DIR/store.redb`, and the
 //! directory's lock.
 //!
-//! Tables (names are part of the format): `meta`, `secrets`, `services`, `grants` and
-//! `catalog` (from store format 3; created by the first declaration), `&str -> &[u8]`, a
-//! row per key; and `revision`, `&str -> u64`, the backend's own: the
+//! Tables (names are part of the format): `meta`, `secrets`, `services`, `grants`,
+//! `catalog` (from store format 3; created by the first declaration) and `bundles` (from
+//! format 4; created by the first bundle), `&str -> &[u8]`, a row per key; and `revision`, `&str -> u64`, the backend's own: the
 //! revision of the last commit under the key `revision` (absent from stores written before
 //! there were revisions: 0). A store of format 1 has `grants` as `(&str, &str) -> ()`,
 //! keyed by (service, secret): it is read as rows with empty values, and rewritten by
@@ -49,6 +49,8 @@ const SERVICES: Rows = TableDefinition::new("services");
 const GRANTS: Rows = TableDefinition::new("grants");
 /// Absent from stores of formats 1 and 2 (and from any store no catalog was declared in).
 const CATALOG: Rows = TableDefinition::new("catalog");
+/// Absent from stores before format 4 (and from any store no bundle was issued from).
+const BUNDLES: Rows = TableDefinition::new("bundles");
 /// `grants` in a store of format 1.
 const GRANTS_V1: TableDefinition<(&str, &str), ()> = TableDefinition::new("grants");
 const REVISION: TableDefinition<&str, u64> = TableDefinition::new("revision");
@@ -310,16 +312,18 @@ impl Backend for RedbBackend {
             }
         }
         read_grants(&txn, &mut rows)?;
-        match txn.open_table(CATALOG) {
-            Ok(t) => {
-                for entry in t.iter().map_err(Error::store("read table"))? {
-                    let (k, v) = entry.map_err(Error::store("read table"))?;
-                    rows.push((Row::new(Table::Catalog, k.value()), v.value().to_vec()));
+        // Created by the first commit that declares something, or issues a bundle.
+        for (table, def) in [(Table::Catalog, CATALOG), (Table::Bundles, BUNDLES)] {
+            match txn.open_table(def) {
+                Ok(t) => {
+                    for entry in t.iter().map_err(Error::store("read table"))? {
+                        let (k, v) = entry.map_err(Error::store("read table"))?;
+                        rows.push((Row::new(table, k.value()), v.value().to_vec()));
+                    }
                 }
+                Err(redb::TableError::TableDoesNotExist(_)) => {}
+                Err(e) => return Err(Error::store("open table")(e)),
             }
-            // Created by the first commit that declares something.
-            Err(redb::TableError::TableDoesNotExist(_)) => {}
-            Err(e) => return Err(Error::store("open table")(e)),
         }
         let revision = match txn.open_table(REVISION) {
             Ok(t) => t
@@ -450,11 +454,13 @@ fn copy_store(txn: &ReadTransaction, out: File) -> Result<()> {
         .map_err(Error::store("creating the backup"))?;
     let w = copy.begin_write().map_err(Error::store(WRITE))?;
     {
-        for def in [META, SECRETS, SERVICES, GRANTS, CATALOG] {
+        for def in [META, SECRETS, SERVICES, GRANTS, CATALOG, BUNDLES] {
             let from = match txn.open_table(def) {
                 Ok(from) => from,
-                // A store in which nothing was ever declared.
-                Err(redb::TableError::TableDoesNotExist(_)) if def.name() == "catalog" => {
+                // A store in which nothing was ever declared, or no bundle issued.
+                Err(redb::TableError::TableDoesNotExist(_))
+                    if matches!(def.name(), "catalog" | "bundles") =>
+                {
                     continue;
                 }
                 // A store of format 1 (a backup before its migration): its grants as they are.

@@ -2,8 +2,9 @@
 //! ([`encode`]), and what a backend's rows mean when loaded or fed back ([`decode_snapshot`],
 //! [`decode_ops`]).
 //!
-//! Store format 3 (records as `record.rs` lays them out; format 2 is the same without the
-//! catalog, and is upgraded at open by writing the number):
+//! Store format 4 (records as `record.rs` lays them out; format 3 is the same without the
+//! bundles, format 2 without the catalog either, and both are upgraded at open by writing
+//! the number):
 //!
 //! | row                     | value                                                     |
 //! |-------------------------|-----------------------------------------------------------|
@@ -14,6 +15,7 @@
 //! | `services/NAME`         | a service record                                          |
 //! | `grants/SERVICE/SECRET` | a grant record                                            |
 //! | `catalog/tier/T`, `catalog/service/S`, `catalog/secret/NAME` | a declaration of the deployment catalog |
+//! | `bundles/bundle/S/T/D/N`, `bundles/value/S/T/D/N/SECRET` | a bundle issued, a value generated for it (its fingerprint) |
 //!
 //! Format 1 is read by `legacy.rs`, for the migration at open.
 //!
@@ -23,7 +25,7 @@
 //! can be forged or moved. That alone would let whoever can write the store put back a
 //! record it saw earlier (a revoked grant, a replaced service) or remove one. So the store
 //! record also holds a digest of the whole set: the XOR, over every secret, service,
-//! grant and declaration, of its term (the HMAC of its tag under a key derived for that, which nothing
+//! grant, declaration and bundle record, of its term (the HMAC of its tag under a key derived for that, which nothing
 //! stored reveals). Each commit updates it from the terms of the records it replaces and
 //! writes; a load recomputes it from every record and refuses a store whose records do
 //! not add up to what its last commit recorded ([`Error::Tampered`]), as it refuses a
@@ -33,21 +35,30 @@
 use std::collections::{BTreeMap, HashMap};
 
 use crate::backend::{Op, Row, Snapshot, Table};
-use crate::crypto::{Key, KeyCheck, Keyring, MAC_LEN};
+use crate::crypto::{Key, KeyCheck, Keyring, MAC_LEN, SealedFingerprintKey};
 use crate::error::{Error, Result};
-use crate::record::{self, Auth, Decl, DeclKind, SecretRecord, ServiceRecord, StoreRecord};
+use crate::record::{
+    self, Auth, Decl, DeclKind, Issued, IssuedRow, SecretRecord, ServiceRecord, StoreRecord,
+};
 use crate::state::State;
 
 /// The store format this build reads and writes.
-pub(crate) const FORMAT_VERSION: u32 = 3;
+pub(crate) const FORMAT_VERSION: u32 = 4;
 
 /// The format before the catalog: read, and upgraded at open by writing the number (its
 /// stores have no catalog table; everything else is laid out alike).
 pub(crate) const FORMAT_WITHOUT_CATALOG: u32 = 2;
 
+/// The format before bundles: read, and upgraded at open by writing the number (its
+/// stores have no bundles table, and no fingerprint key in the store record).
+pub(crate) const FORMAT_WITHOUT_BUNDLES: u32 = 3;
+
 /// Whether this build reads stores of `format` as they are.
-fn readable(format: u32) -> bool {
-    format == FORMAT_VERSION || format == FORMAT_WITHOUT_CATALOG
+pub(crate) fn readable(format: u32) -> bool {
+    matches!(
+        format,
+        FORMAT_VERSION | FORMAT_WITHOUT_CATALOG | FORMAT_WITHOUT_BUNDLES
+    )
 }
 
 const FORMAT_VERSION_FIELD: &str = "format_version";
@@ -71,6 +82,8 @@ pub(crate) struct Meta {
     /// Unix seconds of the last commit (written by every commit, 0 in a store written
     /// before it was): the newest mtime known at open.
     pub(crate) last_change: u64,
+    /// The fingerprint key of bundles' values, sealed; absent until the first bundle.
+    pub(crate) fingerprint_key: Option<SealedFingerprintKey>,
 }
 
 impl Meta {
@@ -102,6 +115,8 @@ pub(crate) struct Stored {
     pub(crate) grants: Vec<(String, String)>,
     /// Every declaration of the catalog, by name.
     pub(crate) decls: Vec<(String, Decl)>,
+    /// Every bundle issued, and every value generated for one.
+    pub(crate) issued: Vec<Issued>,
     /// How each secret, service, grant and declaration is authenticated, by row.
     pub(crate) auths: HashMap<Row, Auth>,
     /// The digest of their terms.
@@ -137,6 +152,12 @@ pub(crate) enum Mutation {
     PutDecl(String, Decl),
     /// Remove a declaration.
     DeleteDecl(DeclKind, String),
+    /// Record a bundle issued, or a value generated for one (replacing what was).
+    PutIssued(Issued),
+    /// Remove such a record.
+    DeleteIssued(IssuedRow),
+    /// Set or clear the sealed fingerprint key.
+    SetFingerprintKey(Option<SealedFingerprintKey>),
     /// Set `active_key`.
     SetActiveKey(u32),
     /// Set or clear `rotation_target`.
@@ -169,6 +190,10 @@ fn store_record(meta: &Meta, digest: Digest) -> StoreRecord {
         rotation_target: meta.rotation_target,
         last_change: meta.last_change,
         digest,
+        fingerprint_key: meta
+            .fingerprint_key
+            .as_ref()
+            .map(SealedFingerprintKey::encode),
     }
 }
 
@@ -190,6 +215,7 @@ pub(crate) fn encode(batch: &[Mutation], state: &State) -> Result<Vec<Op>> {
             Mutation::SetActiveKey(id) => after.active_key = *id,
             Mutation::SetRotationTarget(id) => after.rotation_target = *id,
             Mutation::SetLastChange(t) => after.last_change = *t,
+            Mutation::SetFingerprintKey(sealed) => after.fingerprint_key = sealed.clone(),
             _ => {}
         }
     }
@@ -219,6 +245,8 @@ pub(crate) fn encode(batch: &[Mutation], state: &State) -> Result<Vec<Op>> {
             Mutation::DeleteGrant(svc, sec) => (Row::grant(svc, sec), None),
             Mutation::PutDecl(name, decl) => (decl.kind().row(name), Some(decl.encode(name, key))),
             Mutation::DeleteDecl(kind, name) => (kind.row(name), None),
+            Mutation::PutIssued(issued) => (issued.row(), Some(issued.encode(key))),
+            Mutation::DeleteIssued(what) => (what.row(), None),
             Mutation::PutKeyCheck(id, check) => {
                 ops.push(Op::Put(key_check_row(*id), check.encode()));
                 continue;
@@ -229,7 +257,8 @@ pub(crate) fn encode(batch: &[Mutation], state: &State) -> Result<Vec<Op>> {
             }
             Mutation::SetActiveKey(_)
             | Mutation::SetRotationTarget(_)
-            | Mutation::SetLastChange(_) => continue,
+            | Mutation::SetLastChange(_)
+            | Mutation::SetFingerprintKey(_) => continue,
         };
         let before = match written.get(&row) {
             Some(now) => *now,
@@ -289,6 +318,9 @@ pub(crate) fn encode_store(stored: &Stored, keys: &Keyring) -> Result<Vec<(Row, 
     for (name, decl) in &stored.decls {
         batch.push(Mutation::PutDecl(name.clone(), decl.clone()));
     }
+    for issued in &stored.issued {
+        batch.push(Mutation::PutIssued(issued.clone()));
+    }
     let empty = State::empty(stored.meta.clone(), keys.clone());
     let key = key_of(keys, stored.meta.sealing_key())?;
     Ok(initial(&stored.meta, key)
@@ -340,18 +372,27 @@ pub(crate) fn peek_meta(snapshot: &Snapshot) -> Result<Meta> {
     let store = store.ok_or(Error::Corrupt {
         what: "the store record is missing",
     })?;
-    Ok(meta_of(format_version, store, key_checks))
+    meta_of(format_version, store, key_checks)
 }
 
-fn meta_of(format_version: u32, store: StoreRecord, key_checks: BTreeMap<u32, KeyCheck>) -> Meta {
-    Meta {
+fn meta_of(
+    format_version: u32,
+    store: StoreRecord,
+    key_checks: BTreeMap<u32, KeyCheck>,
+) -> Result<Meta> {
+    Ok(Meta {
         format_version,
         admin_uid: store.admin_uid,
         active_key: store.active_key,
         rotation_target: store.rotation_target,
         key_checks,
         last_change: store.last_change,
-    }
+        fingerprint_key: sealed_of(store.fingerprint_key.as_deref())?,
+    })
+}
+
+fn sealed_of(bytes: Option<&[u8]>) -> Result<Option<SealedFingerprintKey>> {
+    bytes.map(SealedFingerprintKey::decode).transpose()
 }
 
 /// Decodes everything a backend holds, checking every record under `keys` (the store's
@@ -406,6 +447,11 @@ pub(crate) fn decode_snapshot(snapshot: Snapshot, keys: &Keyring) -> Result<Stor
                 out.decls.push((name, decl));
                 auth
             }
+            Table::Bundles => {
+                let (issued, auth) = Issued::decode(&row.key, &value, keys)?;
+                out.issued.push(issued);
+                auth
+            }
         };
         xor(&mut digest, &auth.term);
         out.auths.insert(row, auth);
@@ -423,7 +469,7 @@ pub(crate) fn decode_snapshot(snapshot: Snapshot, keys: &Keyring) -> Result<Stor
         });
     }
     out.digest = digest;
-    out.meta = meta_of(format_version, store, key_checks);
+    out.meta = meta_of(format_version, store, key_checks)?;
     Ok(out)
 }
 
@@ -461,6 +507,11 @@ pub(crate) fn decode_ops(ops: Vec<Op>, keys: &Keyring) -> Result<Fed> {
                     auths.push((row, Some(auth)));
                     Mutation::PutDecl(name, decl)
                 }
+                Table::Bundles => {
+                    let (issued, auth) = Issued::decode(&row.key, &value, keys)?;
+                    auths.push((row, Some(auth)));
+                    Mutation::PutIssued(issued)
+                }
                 Table::Meta if row.key == STORE_FIELD => {
                     let rec = StoreRecord::decode(&value, keys)?;
                     digest = Some(rec.digest);
@@ -468,6 +519,7 @@ pub(crate) fn decode_ops(ops: Vec<Op>, keys: &Keyring) -> Result<Fed> {
                         Mutation::SetLastChange(rec.last_change),
                         Mutation::SetActiveKey(rec.active_key),
                         Mutation::SetRotationTarget(rec.rotation_target),
+                        Mutation::SetFingerprintKey(sealed_of(rec.fingerprint_key.as_deref())?),
                     ];
                     continue;
                 }
@@ -497,6 +549,13 @@ pub(crate) fn decode_ops(ops: Vec<Op>, keys: &Keyring) -> Result<Fed> {
                     let name = name.to_owned();
                     auths.push((row, None));
                     Mutation::DeleteDecl(kind, name)
+                }
+                Table::Bundles => {
+                    let what = IssuedRow::of_key(&row.key).ok_or(Error::Corrupt {
+                        what: "malformed bundle key",
+                    })?;
+                    auths.push((row, None));
+                    Mutation::DeleteIssued(what)
                 }
                 Table::Meta => match row.key.strip_prefix(KEY_CHECK_PREFIX) {
                     Some(id) => Mutation::DeleteKeyCheck(key_id(id)?),
@@ -553,6 +612,7 @@ mod tests {
             rotation_target: None,
             key_checks: [(1, key.check().unwrap())].into(),
             last_change: 1_700_000_000,
+            fingerprint_key: None,
         };
         (Keyring::new([key]), meta)
     }
@@ -638,6 +698,7 @@ mod tests {
                 Mutation::SetLastChange(1_800_000_000),
                 Mutation::SetActiveKey(1),
                 Mutation::SetRotationTarget(Some(1)),
+                Mutation::SetFingerprintKey(None),
                 Mutation::PutSecret(..),
                 Mutation::PutService(..),
                 Mutation::PutGrant(..),
@@ -659,6 +720,7 @@ mod tests {
                 Mutation::SetLastChange(_),
                 Mutation::SetActiveKey(_),
                 Mutation::SetRotationTarget(_),
+                Mutation::SetFingerprintKey(_),
                 Mutation::DeleteGrant(..),
                 Mutation::DeleteKeyCheck(1)
             ]
@@ -720,15 +782,15 @@ mod tests {
         let mut ops = initial(&m, key);
         ops.push(Op::Put(
             meta_row(FORMAT_VERSION_FIELD),
-            4u32.to_be_bytes().to_vec(),
+            5u32.to_be_bytes().to_vec(),
         ));
         let err = decode_snapshot(snapshot(ops.clone()), &keys).unwrap_err();
         assert!(
             matches!(
                 err,
                 Error::FormatVersion {
-                    found: 4,
-                    supported: 3
+                    found: 5,
+                    supported: 4
                 }
             ),
             "{err:?}"

@@ -20,10 +20,14 @@ use std::sync::Arc;
 use catalog::Catalog;
 
 use crate::backend::{Revision, Row};
+use crate::crypto::Fingerprint;
 use crate::crypto::Keyring;
 use crate::error::{Error, Result};
 use crate::names;
-use crate::record::{Auth, Decl, DeclKind, SecretRecord, ServiceRecord};
+use crate::record::{
+    Auth, BundleId, BundleRecord, Decl, DeclKind, Issued, IssuedRow, IssuedValue, SecretRecord,
+    ServiceRecord,
+};
 use crate::rows::{Digest, Meta, Mutation, Stored};
 use crate::types::RotationProgress;
 
@@ -46,6 +50,8 @@ pub(crate) struct State {
     /// a reader (an export, a plan) takes it without holding the lock; a commit changes it
     /// in place unless a reader still holds it, and then copies it once.
     pub(crate) catalog: Arc<Catalog>,
+    /// The bundles issued, and the fingerprints of the values generated for them.
+    pub(crate) bundles: Bundles,
     /// The store revision this state is as of: the last commit applied.
     pub(crate) revision: Revision,
     /// How each secret, service and grant is authenticated, by row (see `rows.rs`).
@@ -58,6 +64,83 @@ pub(crate) struct State {
     pub(crate) changed: HashMap<String, Changed>,
     /// When anything `status` shows last changed: the last commit or rotation progress.
     pub(crate) status_changed: u64,
+}
+
+/// The bundles issued and the values generated for them (their fingerprints, never the
+/// values), indexed by fingerprint for `identify`.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub(crate) struct Bundles {
+    /// Every bundle, sorted by service, tier, deployment and number.
+    pub(crate) bundles: BTreeMap<BundleId, BundleRecord>,
+    /// Every value generated for one, by bundle and secret.
+    pub(crate) values: BTreeMap<(BundleId, String), IssuedValue>,
+    /// Which values have each fingerprint (one, unless a template draws no randomness).
+    pub(crate) by_fingerprint: HashMap<Fingerprint, BTreeSet<(BundleId, String)>>,
+}
+
+impl Bundles {
+    /// Records a bundle or a value (replacing the record of that row).
+    pub(crate) fn put(&mut self, issued: Issued) {
+        match issued {
+            Issued::Bundle(id, rec) => {
+                self.bundles.insert(id, rec);
+            }
+            Issued::Value(id, secret, rec) => {
+                let key = (id, secret);
+                if let Some(old) = self.values.insert(key.clone(), rec) {
+                    self.unindex(&old.fingerprint, &key);
+                }
+                self.by_fingerprint
+                    .entry(rec.fingerprint)
+                    .or_default()
+                    .insert(key);
+            }
+        }
+    }
+
+    /// Removes a bundle's or a value's record.
+    pub(crate) fn delete(&mut self, what: IssuedRow) {
+        match what {
+            IssuedRow::Bundle(id) => {
+                self.bundles.remove(&id);
+            }
+            IssuedRow::Value(id, secret) => {
+                let key = (id, secret);
+                if let Some(old) = self.values.remove(&key) {
+                    self.unindex(&old.fingerprint, &key);
+                }
+            }
+        }
+    }
+
+    fn unindex(&mut self, fingerprint: &Fingerprint, key: &(BundleId, String)) {
+        if let Some(set) = self.by_fingerprint.get_mut(fingerprint) {
+            set.remove(key);
+            if set.is_empty() {
+                self.by_fingerprint.remove(fingerprint);
+            }
+        }
+    }
+
+    /// The last bundle issued to `deployment` of `service` on `tier`.
+    pub(crate) fn latest(
+        &self,
+        service: &str,
+        tier: &str,
+        deployment: &str,
+    ) -> Option<(&BundleId, &BundleRecord)> {
+        let from = BundleId {
+            service: service.to_owned(),
+            tier: tier.to_owned(),
+            deployment: deployment.to_owned(),
+            number: 0,
+        };
+        let to = BundleId {
+            number: u64::MAX,
+            ..from.clone()
+        };
+        self.bundles.range(from..=to).next_back()
+    }
 }
 
 /// When a service's files last changed, in unix seconds.
@@ -113,6 +196,17 @@ impl State {
             grants.entry(svc).or_default().insert(sec);
         }
         let catalog = catalog_of(stored.decls)?;
+        let mut bundles = Bundles::default();
+        for issued in stored.issued {
+            bundles.put(issued);
+        }
+        if bundles
+            .values
+            .keys()
+            .any(|(id, _)| !bundles.bundles.contains_key(id))
+        {
+            return Err(corrupt("a bundle's value has no bundle"));
+        }
         // The latest anything can have changed (see the module documentation).
         let newest = secrets
             .values()
@@ -131,6 +225,7 @@ impl State {
             uids,
             grants,
             catalog: Arc::new(catalog),
+            bundles,
             revision,
             auths,
             digest,
@@ -150,6 +245,7 @@ impl State {
             uids: HashMap::new(),
             grants: HashMap::new(),
             catalog: Arc::default(),
+            bundles: Bundles::default(),
             revision: Revision(0),
             auths: HashMap::new(),
             digest: Digest::default(),
@@ -259,6 +355,9 @@ impl State {
                         DeclKind::Secret => catalog.restore_secret(name, None),
                     }
                 }
+                Mutation::PutIssued(issued) => self.bundles.put(issued),
+                Mutation::DeleteIssued(what) => self.bundles.delete(what),
+                Mutation::SetFingerprintKey(sealed) => self.meta.fingerprint_key = sealed,
                 Mutation::SetActiveKey(id) => self.meta.active_key = id,
                 Mutation::SetRotationTarget(id) => self.meta.rotation_target = id,
                 Mutation::PutKeyCheck(id, check) => {
@@ -300,6 +399,7 @@ impl State {
             && self.services == other.services
             && self.grants == other.grants
             && self.catalog == other.catalog
+            && self.bundles == other.bundles
     }
 
     /// Whether `service` may read `secret`.

@@ -39,11 +39,13 @@ use crate::rows::{self, FORMAT_VERSION, Meta, Mutation};
 use crate::state::State;
 use crate::types::{InitReport, OpenedSecret, SecretInfo, ServiceInfo, Status};
 
+mod bundles;
 mod change;
 mod health;
 mod plans;
 mod rotation;
 
+pub use bundles::IssuedInfo;
 pub use change::{Applied, Change, ChangeError};
 pub use health::Health;
 
@@ -155,6 +157,7 @@ impl Vault {
             rotation_target: None,
             key_checks: [(key.id(), key.check()?)].into(),
             last_change: now(),
+            fingerprint_key: None,
         };
         backend.commit(Batch {
             base: Revision(0),
@@ -223,11 +226,12 @@ impl Vault {
             let meta = rows::peek_meta(&snapshot)?;
             let (keyring, extra) = rotation::reconcile_keys(key_path, file_keys, &meta)?;
             let mut stored = rows::decode_snapshot(snapshot, &keyring)?;
-            let revision = if format == rows::FORMAT_WITHOUT_CATALOG {
-                stored.meta.format_version = FORMAT_VERSION;
-                upgrade_format(&*backend, revision)?
-            } else {
+            let revision = if format == FORMAT_VERSION {
                 revision
+            } else {
+                let from = stored.meta.format_version;
+                stored.meta.format_version = FORMAT_VERSION;
+                upgrade_format(&*backend, revision, from)?
             };
             (stored, revision, keyring, extra)
         };
@@ -852,11 +856,11 @@ fn check_bounds(ops: &[Op]) -> Result<()> {
     Ok(())
 }
 
-/// Upgrades a store of format 2, checked whole at `base`, to format 3: the same records,
-/// and room for a catalog table, so only the number changes. One commit, taken out of the
-/// change feed again (memory is built from the records already read); returns its
-/// revision.
-fn upgrade_format(backend: &dyn Backend, base: Revision) -> Result<Revision> {
+/// Upgrades a store of format 2 or 3 (`from`), checked whole at `base`, to this build's:
+/// the same records, and room for the tables the later formats add (the catalog in 3,
+/// bundles in 4), so only the number changes. One commit, taken out of the change feed
+/// again (memory is built from the records already read); returns its revision.
+fn upgrade_format(backend: &dyn Backend, base: Revision, from: u32) -> Result<Revision> {
     let revision = backend.commit(Batch {
         base,
         actor: Actor::local(),
@@ -868,10 +872,10 @@ fn upgrade_format(backend: &dyn Backend, base: Revision) -> Result<Revision> {
     // The commit carries no store record, so it must not reach `apply_feed`.
     let _ = backend.changes(base)?;
     warn!(
-        from = rows::FORMAT_WITHOUT_CATALOG,
+        from,
         to = FORMAT_VERSION,
-        "upgraded the store's format (room for the deployment catalog): a srv-secrets older \
-         than this one can no longer open it"
+        "upgraded the store's format (room for the deployment catalog and bundles): a \
+         srv-secrets older than this one can no longer open it"
     );
     Ok(revision)
 }

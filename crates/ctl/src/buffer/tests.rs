@@ -930,7 +930,7 @@ fn possible_error_texts() -> Vec<String> {
     let verbs: Vec<&'static str> = crate::command::VERBS.iter().map(|v| v.word).collect();
     // (usage, the arguments that can be missing, whether "too many arguments" can name it
     // and then with the hint about values)
-    let commands: [(&str, &[&str], Option<bool>); 33] = [
+    let commands: [(&str, &[&str], Option<bool>); 37] = [
         (usage::ABORT, &[], Some(false)),
         (usage::BEGIN, &[], Some(false)),
         (usage::COMMIT, &[], Some(false)),
@@ -968,12 +968,21 @@ fn possible_error_texts() -> Vec<String> {
         (usage::CATALOG, &["action"], None),
         (usage::EXPORT, &[], Some(false)),
         (usage::APPLY, &["file"], Some(false)),
+        (usage::BUNDLE, &["action"], None),
+        (
+            usage::BUNDLE_CREATE,
+            &["service", "tier", "deployment"],
+            Some(false),
+        ),
+        (usage::BUNDLE_LIST, &["deployment", "name"], None),
+        (usage::BUNDLE_IDENTIFY, &["value"], Some(true)),
     ];
     let with_any_verb = [
         ErrorKind::BadUid,
         ErrorKind::CommandTooLong,
         ErrorKind::InvalidName(NameKind::Secret),
         ErrorKind::InvalidName(NameKind::Service),
+        ErrorKind::InvalidName(NameKind::Deployment),
         ErrorKind::LiteralCutShort,
         ErrorKind::LiteralTooLong,
         ErrorKind::MalformedLiteral,
@@ -1003,6 +1012,7 @@ fn possible_error_texts() -> Vec<String> {
         ("plan", ErrorKind::NotInTransaction),
         ("lint", ErrorKind::NotInTransaction),
         ("catalog", ErrorKind::NotInTransaction),
+        ("bundle", ErrorKind::NotInTransaction),
         ("commit", ErrorKind::TransactionAborted { line: 99_999 }),
         ("begin", ErrorKind::TransactionNotCommitted),
         ("begin", ErrorKind::TransactionOpen),
@@ -1147,6 +1157,7 @@ fn all_error_texts() -> Vec<String> {
         ErrorKind::CommandTooLong,
         ErrorKind::InvalidName(NameKind::Secret),
         ErrorKind::InvalidName(NameKind::Service),
+        ErrorKind::InvalidName(NameKind::Deployment),
         ErrorKind::LiteralCutShort,
         ErrorKind::LiteralTooLong,
         ErrorKind::MalformedLiteral,
@@ -1185,6 +1196,7 @@ fn all_error_texts() -> Vec<String> {
             "reference",
             "yes or no",
             "file",
+            "deployment",
         ] {
             kinds.push(ErrorKind::MissingArgument { arg, usage });
         }
@@ -1334,6 +1346,21 @@ fn catalog_command() -> impl Strategy<Value = CatalogCommand> {
                     with_values,
                 }
             ),
+        (service(), word(), name(), any::<bool>()).prop_map(
+            |(service, tier, deployment, replace)| CatalogCommand::BundleCreate {
+                service,
+                tier,
+                deployment,
+                replace,
+            }
+        ),
+        (proptest::option::of(name()), proptest::option::of(name()))
+            .prop_map(|(deployment, secret)| CatalogCommand::BundleList { deployment, secret }),
+        proptest::collection::vec(any::<u8>(), 0..600).prop_map(|v| {
+            CatalogCommand::BundleIdentify {
+                value: Value::from(v),
+            }
+        }),
     ]
 }
 
@@ -1458,7 +1485,7 @@ fn a_large_value_does_not_keep_its_allocation() {
 /// choices, with each choice suggested or none.
 fn unknown_options() -> Vec<(&'static str, ErrorKind)> {
     use crate::deployment::{META_OPTIONS, PROMPT_OPTIONS, STRATEGIES};
-    let lists: [(&str, &[&'static str], &'static str); 8] = [
+    let lists: [(&str, &[&'static str], &'static str); 11] = [
         ("tier", &["core"], "core"),
         ("tier", &["add", "remove"], "add, remove"),
         (
@@ -1479,6 +1506,13 @@ fn unknown_options() -> Vec<(&'static str, ErrorKind)> {
         ("present", &["yes", "no"], "yes, no"),
         ("catalog", &["toml", "json"], "toml, json"),
         ("catalog", &["apply", "export"], "apply, export"),
+        ("bundle", &["replace"], "replace"),
+        ("bundle", &["deployment", "secret"], "deployment, secret"),
+        (
+            "bundle",
+            &["create", "list", "identify"],
+            "create, list, identify",
+        ),
     ];
     let mut out = Vec::new();
     for (verb, choices, expected) in lists {
@@ -1783,6 +1817,61 @@ fn templates_and_labels_travel_quoted() {
         tier: "desktop".into(),
     });
     assert!(plan.is_query() && !plan.is_change());
+}
+
+#[test]
+fn bundle_commands_round_trip_and_send_identify_s_value_as_a_literal() {
+    let create = Command::Catalog(CatalogCommand::BundleCreate {
+        service: "web".into(),
+        tier: "desktop".into(),
+        deployment: "acme-7".into(),
+        replace: true,
+    });
+    assert_eq!(
+        &create.encode()[..],
+        b"bundle create web desktop acme-7 replace\n"
+    );
+    assert!(create.is_change() && !create.is_query());
+    let list = Command::Catalog(CatalogCommand::BundleList {
+        deployment: Some("acme-7".into()),
+        secret: Some("jwt_key".into()),
+    });
+    assert_eq!(
+        &list.encode()[..],
+        b"bundle list deployment acme-7 secret jwt_key\n"
+    );
+    assert!(list.is_query());
+    let identify = Command::Catalog(CatalogCommand::BundleIdentify {
+        value: Value::from(b"hunter2".to_vec()),
+    });
+    assert_eq!(&identify.encode()[..], b"bundle identify {7}\nhunter2\n");
+    assert!(identify.is_query());
+    assert!(!format!("{identify:?}").contains("hunter2"));
+    for c in [&create, &list, &identify] {
+        let out = run(&c.encode());
+        assert_eq!(out.len(), 1);
+        assert_eq!(&out[0].as_ref().unwrap().command, c);
+    }
+    // A deployment id breaks no line, and a bad one is refused by its kind, not echoed.
+    let bad = run(b"bundle create web desktop 'acme 7'\n");
+    let e = bad[0].as_ref().unwrap_err();
+    assert_eq!(e.kind, ErrorKind::InvalidName(NameKind::Deployment));
+    assert!(!e.to_string().contains("acme"), "{e}");
+    assert_eq!(
+        Command::Catalog(CatalogCommand::BundleCreate {
+            service: "web".into(),
+            tier: "desktop".into(),
+            deployment: "..".into(),
+            replace: false
+        })
+        .validate(),
+        Err(ErrorKind::InvalidName(NameKind::Deployment))
+    );
+    // Never inside a transaction.
+    let mut stream = crate::CtlStream::new();
+    stream.push(b"begin\nbundle list\n");
+    assert!(matches!(stream.next_step(), Some(crate::Step::Answer(_))));
+    assert!(matches!(stream.next_step(), Some(crate::Step::Refuse(_))));
 }
 
 #[test]

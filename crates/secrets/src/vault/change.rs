@@ -15,6 +15,10 @@
 //! strategy there, and a `catalog apply` is a diff against the whole catalog: those cost
 //! what the catalog's size does.
 //!
+//! A bundle ([`Change::Bundle`]) is a change too: the values generated for it are not
+//! stored, but the bundle and each value's keyed fingerprint are, so that a leaked value
+//! can be traced to the deployment it was issued to (`vault/bundles.rs`).
+//!
 //! Deleting a secret deletes its value and its grants, and keeps its metadata: a catalog
 //! holds declarations (what the secret is and what happens to it on each tier), which stand
 //! whether or not a value is stored now, as they do for a delegated or prompted secret that
@@ -27,16 +31,18 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Arc;
 
 use catalog::{
-    Catalog, DeclError, DiffError, MetaUpdate, RenderContext, SecretMeta, SecretValue, Service,
-    Template, Tier, TierPolicy,
+    Bundle, Catalog, DeclError, DiffError, IssueRequest, MetaUpdate, RenderContext, SecretMeta,
+    SecretValue, Service, Template, Tier, TierPolicy,
 };
 
 use crate::actor::Actor;
-use crate::crypto::{Key, random_u64};
+use crate::crypto::{FingerprintKey, Key, SealedFingerprintKey, random_u64};
 use crate::error::{Error, Result};
 use crate::manifest::Manifest;
 use crate::names;
-use crate::record::{Decl, DeclKind, SecretRecord, ServiceRecord};
+use crate::record::{
+    BundleId, BundleRecord, Decl, DeclKind, Issued, IssuedValue, SecretRecord, ServiceRecord,
+};
 use crate::rows::Mutation;
 use crate::state::State;
 
@@ -157,6 +163,19 @@ pub enum Change<'a> {
         /// The template.
         template: Option<&'a Template>,
     },
+    /// Issue a bundle to a deployment of a service on a tier: values generated for it (not
+    /// stored; their fingerprints are), prompt specs, references, names. Refused for a
+    /// deployment that has a bundle of the service on the tier already, unless `replace`.
+    Bundle {
+        /// The service, whose manifest is bundled.
+        service: &'a str,
+        /// The tier (not a core one).
+        tier: &'a str,
+        /// The deployment's id.
+        deployment: &'a str,
+        /// Issue a new bundle to a deployment that has one.
+        replace: bool,
+    },
     /// Apply a catalog: the tiers, services and secrets it names get exactly its
     /// declarations, others are left alone unless `prune` (which removes them); then
     /// `values` are stored, as `Set`s. Grants are never touched.
@@ -206,6 +225,15 @@ impl std::fmt::Debug for Change<'_> {
                 } else {
                     "core template"
                 }
+            ),
+            Change::Bundle {
+                service,
+                tier,
+                deployment,
+                replace,
+            } => write!(
+                f,
+                "Bundle({service}, {tier}, {deployment}, replace={replace})"
             ),
             Change::CatalogApply {
                 catalog,
@@ -300,6 +328,13 @@ pub enum Applied {
         /// Anything changed.
         changed: bool,
     },
+    /// A bundle was issued (its values are in it, and nowhere in the store).
+    BundleIssued {
+        /// The bundle.
+        bundle: Box<Bundle>,
+        /// The number of the bundle it replaces, if the deployment had one.
+        replaced: Option<u64>,
+    },
     /// A catalog was applied: what it changed, and how many values it stored.
     CatalogApplied {
         /// The declarations it changed.
@@ -334,6 +369,10 @@ struct Overlay<'s> {
     decl_services: HashMap<String, Option<Service>>,
     /// Secrets' metadata the transaction declared (`None`: removed).
     decl_secrets: HashMap<String, Option<SecretMeta>>,
+    /// The last bundle the transaction issued to each (service, tier, deployment).
+    bundles: HashMap<(String, String, String), u64>,
+    /// The fingerprint key, once the transaction made one.
+    fingerprint_key: Option<SealedFingerprintKey>,
     batch: Vec<Mutation>,
 }
 
@@ -348,6 +387,8 @@ impl<'s> Overlay<'s> {
             decl_tiers: None,
             decl_services: HashMap::new(),
             decl_secrets: HashMap::new(),
+            bundles: HashMap::new(),
+            fingerprint_key: None,
             batch: Vec::new(),
         }
     }
@@ -607,8 +648,19 @@ impl<'s> Overlay<'s> {
                     self.decl_secrets.insert(name.clone(), None);
                 }
             },
-            // Not made by changes (rotation and commit write these themselves).
-            Mutation::SetLastChange(_)
+            Mutation::PutIssued(Issued::Bundle(id, _)) => {
+                let last = self
+                    .bundles
+                    .entry((id.service.clone(), id.tier.clone(), id.deployment.clone()))
+                    .or_insert(0);
+                *last = (*last).max(id.number);
+            }
+            Mutation::SetFingerprintKey(sealed) => self.fingerprint_key.clone_from(sealed),
+            // Not made by changes (rotation and commit write these themselves), or seen by
+            // no later change.
+            Mutation::PutIssued(Issued::Value(..))
+            | Mutation::DeleteIssued(_)
+            | Mutation::SetLastChange(_)
             | Mutation::SetActiveKey(_)
             | Mutation::SetRotationTarget(_)
             | Mutation::PutKeyCheck(..)
@@ -855,6 +907,12 @@ impl<'s> Overlay<'s> {
                 };
                 self.plan_set(name, value.as_bytes(), key, mtime)
             }
+            Change::Bundle {
+                service,
+                tier,
+                deployment,
+                replace,
+            } => self.plan_bundle(service, tier, deployment, replace, key, mtime),
             Change::CatalogApply {
                 catalog,
                 prune,
@@ -935,6 +993,148 @@ impl<'s> Overlay<'s> {
         })
     }
 
+    /// `Bundle`: the bundle, from the catalog as the transaction sees it; its record and
+    /// its values' fingerprints join the batch.
+    fn plan_bundle(
+        &mut self,
+        service: &str,
+        tier: &str,
+        deployment: &str,
+        replace: bool,
+        key: &Key,
+        now: u64,
+    ) -> Result<Applied> {
+        names::check_service_name(service)?;
+        let manifest = Arc::clone(&self.service(service).ok_or(Error::NoSuchService)?.manifest);
+        let last = self.last_bundle(service, tier, deployment);
+        if let Some(bundle) = last
+            && !replace
+        {
+            return Err(Error::DeploymentUsed {
+                service: service.to_owned(),
+                tier: tier.to_owned(),
+                deployment: deployment.to_owned(),
+                bundle,
+            });
+        }
+        let number = last.map_or(1, |n| n.saturating_add(1));
+        let bundle = catalog::issue(
+            &self.catalog(),
+            manifest.secrets(),
+            &*self,
+            &IssueRequest {
+                service,
+                tier,
+                deployment,
+                bundle: number,
+                issued: now,
+            },
+        )
+        .map_err(Error::Bundle)?;
+        self.refuse_stored_values(&bundle)?;
+        let fingerprints = self.fingerprint_key(key)?;
+        let id = BundleId {
+            service: service.to_owned(),
+            tier: tier.to_owned(),
+            deployment: deployment.to_owned(),
+            number,
+        };
+        self.push(Mutation::PutIssued(Issued::Bundle(
+            id.clone(),
+            BundleRecord { issued: now },
+        )));
+        for (secret, value) in &bundle.values {
+            let fingerprint = fingerprints.fingerprint(value.expose());
+            self.push(Mutation::PutIssued(Issued::Value(
+                id.clone(),
+                secret.clone(),
+                IssuedValue {
+                    issued: now,
+                    fingerprint,
+                },
+            )));
+        }
+        Ok(Applied::BundleIssued {
+            bundle: Box::new(bundle),
+            replaced: last,
+        })
+    }
+
+    /// The number of the last bundle issued to `deployment` of `service` on `tier`.
+    fn last_bundle(&self, service: &str, tier: &str, deployment: &str) -> Option<u64> {
+        let key = (service.to_owned(), tier.to_owned(), deployment.to_owned());
+        self.bundles.get(&key).copied().or_else(|| {
+            self.base
+                .bundles
+                .latest(service, tier, deployment)
+                .map(|(id, _)| id.number)
+        })
+    }
+
+    /// The fingerprint key: the store's, or (the first bundle) a new one, sealed under
+    /// `key` and planned into the batch.
+    fn fingerprint_key(&mut self, key: &Key) -> Result<FingerprintKey> {
+        let sealed = self
+            .fingerprint_key
+            .as_ref()
+            .or(self.base.meta.fingerprint_key.as_ref());
+        if let Some(sealed) = sealed {
+            let under = self.base.keys.get(sealed.key_id).ok_or(Error::Corrupt {
+                what: "the fingerprint key's key is not loaded",
+            })?;
+            return under.open_fingerprint_key(sealed);
+        }
+        let fresh = FingerprintKey::generate()?;
+        self.push(Mutation::SetFingerprintKey(Some(
+            key.seal_fingerprint_key(&fresh)?,
+        )));
+        Ok(fresh)
+    }
+
+    /// Refuses a bundle any of whose values holds a stored value, whatever the catalog
+    /// says (a template's literal text could spell one out): equal to one, or holding one
+    /// of [`MIN_STORED_CHECKED`] bytes or more. Only stored values no longer than the
+    /// longest generated one are decrypted, each into a zeroizing buffer.
+    fn refuse_stored_values(&self, bundle: &Bundle) -> Result<()> {
+        let Some(longest) = bundle.values.values().map(|v| v.len() as u64).max() else {
+            return Ok(());
+        };
+        let planned = &self.secrets;
+        let visible = self
+            .base
+            .secrets
+            .iter()
+            .filter(|(name, _)| !planned.contains_key(name.as_str()))
+            .chain(
+                planned
+                    .iter()
+                    .filter_map(|(name, rec)| rec.as_ref().map(|r| (name, r))),
+            );
+        for (name, rec) in visible {
+            if rec.length() == 0 || rec.length() > longest {
+                continue;
+            }
+            let under = self.base.keys.get(rec.key_id).ok_or(Error::Corrupt {
+                what: "a secret's key is not loaded",
+            })?;
+            let stored = under.open_value(&rec.value(name))?;
+            let stored = stored.expose();
+            for (secret, value) in &bundle.values {
+                let value = value.expose();
+                let holds = value == stored
+                    || (stored.len() >= MIN_STORED_CHECKED
+                        && value.windows(stored.len()).any(|w| w == stored));
+                if holds {
+                    return Err(Error::BundleHoldsStoredValue {
+                        secret: secret.clone(),
+                        stored: name.clone(),
+                    });
+                }
+            }
+        }
+        Ok(())
+    }
+
     /// `ServiceTiers`.
     fn plan_service_tiers(&mut self, service: &str, tiers: Option<&[String]>) -> Result<Applied> {
         let current = self.declared_service(service);
@@ -964,6 +1164,23 @@ impl<'s> Overlay<'s> {
         }
         self.push(Mutation::PutDecl(service.to_owned(), Decl::Service(new)));
         Ok(Applied::ServiceTiersSet { changed: true })
+    }
+}
+
+/// The shortest stored value a bundle's value is checked not to hold anywhere inside it
+/// (any stored value is checked not to be one of them whole): shorter ones (`1`, `yes`)
+/// turn up inside random text by chance.
+const MIN_STORED_CHECKED: usize = 8;
+
+/// What a plan made within the transaction knows of the store: which secrets have a value
+/// (never a value), which are granted.
+impl catalog::Store for Overlay<'_> {
+    fn has_value(&self, secret: &str) -> bool {
+        self.secret(secret).is_some()
+    }
+
+    fn is_granted(&self, service: &str, secret: &str) -> bool {
+        Overlay::is_granted(self, service, secret)
     }
 }
 

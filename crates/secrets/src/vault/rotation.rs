@@ -3,12 +3,13 @@
 //! A rotation moves every secret to a new key in five steps, each durable before the next:
 //!
 //! 1. generate key N+1 and rewrite the key file with both keys (atomic replace);
-//! 2. commit `rotation_target = N+1` and N+1's key check (from here on, `set` seals under
+//! 2. commit `rotation_target = N+1` and N+1's key check, and the fingerprint key of
+//!    bundles (if there is one) sealed again under N+1 (from here on, `set` seals under
 //!    N+1, and reads use each record's own key id, both of which are loaded);
 //! 3. re-encrypt the secrets still under N in batches, one transaction per batch, applying
 //!    each to memory as soon as it commits; then, likewise, tag again under N+1 the
-//!    records still tagged under N (services, grants and the catalog's declarations; the
-//!    store record is tagged anew by every commit);
+//!    records still tagged under N (services, grants, the catalog's declarations and the
+//!    bundles' records; the store record is tagged anew by every commit);
 //! 4. commit `active_key = N+1`, clear `rotation_target`, drop N's key check;
 //! 5. rewrite the key file with N+1 only.
 //!
@@ -38,7 +39,7 @@ use crate::backend::Table;
 use crate::crypto::{Key, Keyring};
 use crate::error::{Error, Result};
 use crate::keyfile;
-use crate::record::{Decl, DeclKind};
+use crate::record::{Decl, DeclKind, Issued, IssuedRow};
 use crate::rows::{Meta, Mutation};
 use crate::state::State;
 use crate::types::{RotationProgress, RotationReport};
@@ -188,17 +189,29 @@ impl Vault {
         self.crash_here(CrashPoint::KeyFileWritten)?;
         // The key is loaded before the target is committed, so no reader ever sees a record
         // whose key is not loaded; unused until then.
-        self.state_mut().keys.insert(key);
+        self.state_mut().keys.insert(Arc::clone(&key));
         let committed = self.commit(actor, |state| {
             if state.meta.rotation_target.is_some() {
                 return Err(Error::Corrupt {
                     what: "another key rotation started meanwhile",
                 });
             }
-            Ok(vec![
+            let mut batch = vec![
                 Mutation::PutKeyCheck(id, check.clone()),
                 Mutation::SetRotationTarget(Some(id)),
-            ])
+            ];
+            // The same fingerprint key, under the new key: fingerprints made before the
+            // rotation still match after it.
+            if let Some(sealed) = &state.meta.fingerprint_key {
+                let old = state.keys.get(sealed.key_id).ok_or(Error::Corrupt {
+                    what: "the fingerprint key's key is not loaded",
+                })?;
+                let fingerprint = old.open_fingerprint_key(sealed)?;
+                batch.push(Mutation::SetFingerprintKey(Some(
+                    key.seal_fingerprint_key(&fingerprint)?,
+                )));
+            }
+            Ok(batch)
         });
         if let Err(e) = committed {
             // Memory mirrors the store: the key stays only if its target landed after all.
@@ -437,7 +450,7 @@ fn reseal_batch(
     Ok(batch)
 }
 
-/// Up to `max` services, grants and declarations still tagged under another key than
+/// Up to `max` services, grants, declarations and bundle records still tagged under another key than
 /// `target`, written again as they are (so tagged under the target, the key the store
 /// seals with).
 fn retag_batch(state: &State, target: u32, max: usize) -> Vec<Mutation> {
@@ -462,6 +475,21 @@ fn retag_batch(state: &State, target: u32, max: usize) -> Vec<Mutation> {
                     DeclKind::Secret => Decl::Secret(catalog.secret(name)?.clone()),
                 };
                 Some(Mutation::PutDecl(name.to_owned(), decl))
+            }
+            Table::Bundles => {
+                let bundles = &state.bundles;
+                let issued = match IssuedRow::of_key(&row.key)? {
+                    IssuedRow::Bundle(id) => {
+                        let rec = *bundles.bundles.get(&id)?;
+                        Issued::Bundle(id, rec)
+                    }
+                    IssuedRow::Value(id, secret) => {
+                        let key = (id, secret);
+                        let rec = *bundles.values.get(&key)?;
+                        Issued::Value(key.0, key.1, rec)
+                    }
+                };
+                Some(Mutation::PutIssued(issued))
             }
             _ => None,
         })

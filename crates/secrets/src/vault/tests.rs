@@ -1589,39 +1589,169 @@ fn a_tampered_replayed_or_removed_declaration_is_refused() {
 }
 
 #[test]
-fn a_store_of_format_2_is_upgraded_in_place() {
+fn stores_of_formats_2_and_3_are_upgraded_in_place() {
+    for older in [rows::FORMAT_WITHOUT_CATALOG, rows::FORMAT_WITHOUT_BUNDLES] {
+        let (_tmp, dir) = fresh();
+        let vault = open(&dir);
+        vault.set("a", b"1").unwrap();
+        vault.service_set_uid("web", 1001).unwrap();
+        vault.grant("web", "a").unwrap();
+        if older == rows::FORMAT_WITHOUT_BUNDLES {
+            declare(&vault);
+        }
+        drop(vault);
+        let store = dir.join(STORE_FILE);
+        // What a build of that format wrote: everything alike but the number.
+        raw::put_meta(&store, "format_version", &older.to_be_bytes());
+        let vault = open(&dir);
+        assert_eq!(vault.reveal("a").unwrap().expose(), b"1");
+        assert!(vault.is_granted("web", "a"));
+        declare(&vault);
+        drop(vault);
+        assert_eq!(
+            raw::meta(&store, "format_version").unwrap(),
+            FORMAT_VERSION.to_be_bytes()
+        );
+        let vault = open(&dir);
+        assert!(vault.catalog().secret("jwt").is_some());
+        // A later format is refused by its number, as an older build refuses this one.
+        drop(vault);
+        raw::put_meta(&store, "format_version", &5u32.to_be_bytes());
+        let err = Vault::open(&dir, None).unwrap_err();
+        assert!(
+            matches!(
+                err,
+                Error::FormatVersion {
+                    found: 5,
+                    supported: 4
+                }
+            ),
+            "{err:?}"
+        );
+    }
+}
+
+/// A service `web` whose manifest holds `jwt` and `db_root`, generated and stripped on
+/// tier `desktop`.
+fn bundled(vault: &Vault) {
+    let file = r#"
+[tiers.desktop]
+[secrets.jwt]
+class = "service"
+[secrets.jwt.tiers.desktop]
+strategy = "generate"
+template = "{{random:hex:16}}"
+[secrets.db_root]
+class = "infrastructure"
+[secrets.db_root.tiers.desktop]
+strategy = "strip"
+"#;
+    let loaded =
+        catalog::load(file, catalog::Format::Toml, catalog::LoadOptions::default()).unwrap();
+    vault
+        .apply(
+            &Actor::local(),
+            &[
+                Change::CatalogApply {
+                    catalog: &loaded.catalog,
+                    prune: false,
+                    values: &loaded.values,
+                },
+                Change::ServiceManifest {
+                    service: "web",
+                    manifest: b"secret jwt\nsecret db_root\n",
+                },
+                Change::Set {
+                    name: "db_root",
+                    value: b"root password",
+                },
+            ],
+        )
+        .unwrap();
+}
+
+/// Issues a bundle to `deployment` of web on desktop: its `jwt` value.
+fn issue(vault: &Vault, deployment: &str, replace: bool) -> Result<Vec<u8>> {
+    let applied = vault
+        .apply(
+            &Actor::admin(Some(ADMIN)),
+            &[Change::Bundle {
+                service: "web",
+                tier: "desktop",
+                deployment,
+                replace,
+            }],
+        )
+        .map_err(|e| e.error)?;
+    match applied.into_iter().next() {
+        Some(Applied::BundleIssued { bundle, .. }) => Ok(bundle.values["jwt"].expose().to_vec()),
+        other => panic!("{other:?}"),
+    }
+}
+
+#[test]
+fn bundle_records_survive_rotations_crashes_in_them_and_reopens() {
     let (_tmp, dir) = fresh();
     let vault = open(&dir);
-    vault.set("a", b"1").unwrap();
-    vault.service_set_uid("web", 1001).unwrap();
-    vault.grant("web", "a").unwrap();
+    bundled(&vault);
+    let first = issue(&vault, "acme-1", false).unwrap();
+    // A rotation that crashes after its target is committed: the fingerprint key went
+    // along, sealed under the new key, in that same commit.
+    vault.crash_at(Some(CrashPoint::TargetCommitted));
+    assert!(vault.rotate_key(&|_| {}).is_err());
+    let during = issue(&vault, "acme-2", false).unwrap();
+    drop(vault);
+    let vault = open(&dir);
+    assert_eq!(
+        vault.status().active_key,
+        2,
+        "the rotation resumed and finished"
+    );
+    for (value, deployment) in [(&first, "acme-1"), (&during, "acme-2")] {
+        let found = vault.identify(value).unwrap();
+        assert_eq!(found.len(), 1, "{deployment}");
+        assert_eq!(found[0].deployment, deployment);
+    }
+    vault.rotate_key(&|_| {}).unwrap();
+    assert_eq!(vault.identify(&first).unwrap()[0].deployment, "acme-1");
+    assert!(vault.identify(b"root password").unwrap().is_empty());
+    // Every record is under the one key left: the rotation tagged the bundles' too.
+    let key = vault.status().active_key;
+    assert!(vault.state().auths.values().all(|a| a.key_id == key));
+    assert_eq!(
+        vault
+            .state()
+            .meta
+            .fingerprint_key
+            .as_ref()
+            .map(|s| s.key_id),
+        Some(key)
+    );
+}
+
+#[test]
+fn a_tampered_or_removed_bundle_record_is_refused() {
+    let (_tmp, dir) = fresh();
+    let vault = open(&dir);
+    bundled(&vault);
+    issue(&vault, "acme-1", false).unwrap();
     drop(vault);
     let store = dir.join(STORE_FILE);
-    // What a build of format 2 wrote: everything alike but the number.
-    raw::put_meta(&store, "format_version", &2u32.to_be_bytes());
-    let vault = open(&dir);
-    assert_eq!(vault.reveal("a").unwrap().expose(), b"1");
-    assert!(vault.is_granted("web", "a"));
-    declare(&vault);
-    drop(vault);
-    assert_eq!(
-        raw::meta(&store, "format_version").unwrap(),
-        FORMAT_VERSION.to_be_bytes()
-    );
-    let vault = open(&dir);
-    assert!(vault.catalog().secret("jwt").is_some());
-    // A later format is refused by its number, as an older build refuses this one.
-    drop(vault);
-    raw::put_meta(&store, "format_version", &4u32.to_be_bytes());
-    let err = Vault::open(&dir, None).unwrap_err();
-    assert!(
-        matches!(
-            err,
-            Error::FormatVersion {
-                found: 4,
-                supported: 3
-            }
-        ),
-        "{err:?}"
-    );
+    let row = "value/web/desktop/acme-1/1/jwt";
+    let good = raw::get(&store, Table::Bundles, row).unwrap();
+    let mut bad = good.clone();
+    let last = bad.len() - 1;
+    bad[last] ^= 1;
+    raw::put(&store, Table::Bundles, row, &bad);
+    assert!(matches!(
+        Vault::open(&dir, None),
+        Err(Error::Tampered { .. })
+    ));
+    raw::delete(&store, Table::Bundles, row);
+    assert!(matches!(
+        Vault::open(&dir, None),
+        Err(Error::Tampered { .. })
+    ));
+    raw::put(&store, Table::Bundles, row, &good);
+    assert!(Vault::open(&dir, None).is_ok());
 }

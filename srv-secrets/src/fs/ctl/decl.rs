@@ -1,7 +1,12 @@
 //! The deployment catalog's ctl commands: their text made into the catalog's types (checked
 //! as the catalog checks them), the vault change each asks for, the answers to the queries
-//! (a plan, the lint, an export, a dry run), and what each refusal says in the 127 bytes a
-//! ctl error has.
+//! (a plan, the lint, an export, a dry run, the bundles issued, a value identified), and
+//! what each refusal says in the 127 bytes a ctl error has.
+//!
+//! `bundle create` is a change answered with a body: the bundle in its `json` form, values
+//! and all, on the fid that asked (the attach's recent results keep its one-line summary).
+//! `bundle identify`'s value comes as a `{N}` literal and goes nowhere but into its
+//! fingerprint.
 //!
 //! Errors are the catalog's fixed briefs, with the field and the byte of a template or
 //! pattern where one is at fault; the longer texts that name secrets and tiers (and, for a
@@ -11,9 +16,9 @@
 use std::collections::BTreeMap;
 
 use catalog::{
-    ApplyReport, Catalog, Class, DeclError, FieldError, Format, LoadError, LoadOptions, MetaUpdate,
-    Pattern, Period, PromptKind, PromptSpec, Reference, SecretValue, Strategy, Template,
-    TemplateError, TierPolicy,
+    ApplyReport, BundleError, Catalog, Class, DeclError, FieldError, Format, LoadError,
+    LoadOptions, MetaUpdate, Pattern, Period, PromptKind, PromptSpec, Reference, SecretValue,
+    Strategy, Template, TemplateError, TierPolicy,
 };
 use ctl::{Answer, CatalogCommand, CatalogFormat, MetaFields, PromptArgs, StrategyArg};
 use secrets::{Applied, Change, Error as VaultError, Vault};
@@ -135,9 +140,22 @@ pub(super) fn prepare(command: &CatalogCommand) -> Result<Prepared<'_>, String> 
                 prune: *prune,
             }
         }
+        CatalogCommand::BundleCreate {
+            service,
+            tier,
+            deployment,
+            replace,
+        } => Prepared::Direct(Change::Bundle {
+            service,
+            tier,
+            deployment,
+            replace: *replace,
+        }),
         CatalogCommand::Plan { .. }
         | CatalogCommand::Lint { .. }
-        | CatalogCommand::Export { .. } => {
+        | CatalogCommand::Export { .. }
+        | CatalogCommand::BundleList { .. }
+        | CatalogCommand::BundleIdentify { .. } => {
             return Err("this command changes nothing: it is answered, not applied".into());
         }
     })
@@ -194,6 +212,28 @@ pub(super) fn query(vault: &Vault, command: &CatalogCommand) -> Result<Answer, S
                 .catalog_diff(&loaded.catalog, *prune)
                 .map_err(|e| super::explain(&e))?;
             Ok(report(&ApplyReport::new(&diff, true, loaded.values.len())))
+        }
+        CatalogCommand::BundleList { deployment, secret } => {
+            let rows = vault.issued(deployment.as_deref(), secret.as_deref());
+            Ok(Answer::new(ctl_verb(command))
+                .word("list")
+                .field("values", rows.len())
+                .body(pretty_json(&rows)))
+        }
+        CatalogCommand::BundleIdentify { value } => {
+            let found = vault
+                .identify(value.expose())
+                .map_err(|e| super::explain(&e))?;
+            // Who was asked about is the answer; the value is logged by its length only.
+            tracing::info!(
+                bytes = value.len(),
+                found = found.len(),
+                "a value was identified"
+            );
+            Ok(Answer::new(ctl_verb(command))
+                .word("identify")
+                .field("found", found.len())
+                .body(pretty_json(&found)))
         }
         _ => Err("this command is applied, not answered".into()),
     }
@@ -292,6 +332,33 @@ pub(super) fn answer(command: &CatalogCommand, applied: Applied) -> Answer {
             );
             report(&ApplyReport::new(&diff, false, values))
         }
+        (
+            CatalogCommand::BundleCreate {
+                service,
+                tier,
+                deployment,
+                ..
+            },
+            Applied::BundleIssued { bundle, replaced },
+        ) => {
+            // The values go to the fid that asked; the log has names and counts.
+            tracing::info!(%service, %tier, %deployment, bundle = bundle.bundle,
+                replaced = ?replaced, values = bundle.values.len(),
+                prompts = bundle.prompts.len(), delegated = bundle.delegated.len(),
+                "bundle issued");
+            let replaced = replaced.map_or_else(|| "none".to_string(), |n| n.to_string());
+            answer
+                .word("create")
+                .word(service)
+                .word(tier)
+                .word(deployment)
+                .field("bundle", bundle.bundle)
+                .field("replaced", replaced)
+                .field("values", bundle.values.len())
+                .field("prompts", bundle.prompts.len())
+                .field("delegated", bundle.delegated.len())
+                .body(bundle.to_json())
+        }
         (command, applied) => {
             tracing::error!(
                 verb = command.verb(),
@@ -320,8 +387,40 @@ pub(super) fn explain(e: &VaultError) -> Option<String> {
         VaultError::NoTemplate => {
             "no template given, and no core tier gives this secret one: give one".into()
         }
+        VaultError::Bundle(b) => bundle_brief(b),
+        VaultError::DeploymentUsed { bundle, .. } => format!(
+            "this deployment has bundle {bundle} of the service on the tier; a new one needs \
+             replace"
+        ),
+        VaultError::BundleHoldsStoredValue { .. } => {
+            "a template makes a stored value; bundles never carry one: fix the template".into()
+        }
         _ => return None,
     })
+}
+
+/// The longest `ctl: line K: bundle: ` a bundle's refusal is given.
+const BUNDLE_PREFIX: usize = "ctl: line 99999: bundle: ".len();
+
+/// Why no bundle was issued, within a ctl error: the first problem's id when it fits.
+fn bundle_brief(e: &BundleError) -> String {
+    match e {
+        BundleError::Incomplete { problems, .. } => {
+            let named = problems.first().map(|first| {
+                format!(
+                    "the plan has {} problem(s), first {}; see: deploy secret plan",
+                    problems.len(),
+                    first.id
+                )
+            });
+            match named {
+                Some(text) if BUNDLE_PREFIX + text.len() <= ctl::MAX_ERROR_LEN => text,
+                _ => e.brief().to_string(),
+            }
+        }
+        BundleError::Template { error, .. } => template_brief(error),
+        other => other.brief().to_string(),
+    }
 }
 
 fn ctl_verb(command: &CatalogCommand) -> &'static str {
@@ -587,6 +686,52 @@ mod tests {
             fits(t);
             assert!(!t.contains("hunter2"), "{t}");
         }
+        let long = "x".repeat(128);
+        let problem = |id: String| catalog::Finding {
+            id,
+            kind: catalog::FindingKind::NoStrategy,
+            secret: None,
+            service: None,
+            tier: None,
+            message: String::new(),
+        };
+        let bundles = [
+            VaultError::DeploymentUsed {
+                service: long.clone(),
+                tier: long.clone(),
+                deployment: long.clone(),
+                bundle: u64::MAX,
+            },
+            VaultError::BundleHoldsStoredValue {
+                secret: long.clone(),
+                stored: long.clone(),
+            },
+            VaultError::Bundle(BundleError::Incomplete {
+                service: long.clone(),
+                tier: long.clone(),
+                problems: vec![problem(format!("no-strategy/{long}/{long}"))],
+            }),
+            VaultError::Bundle(BundleError::Incomplete {
+                service: "web".into(),
+                tier: "desktop".into(),
+                problems: vec![problem("no-strategy/desktop/api_jwt".into())],
+            }),
+            VaultError::Bundle(BundleError::CoreTier { tier: long.clone() }),
+            VaultError::Bundle(BundleError::DeploymentName),
+            VaultError::Bundle(BundleError::UnknownTier { tier: long.clone() }),
+            VaultError::Bundle(BundleError::Template {
+                secret: long.clone(),
+                error: TemplateError::Random,
+            }),
+        ];
+        for e in &bundles {
+            let text = explain(e).unwrap();
+            assert!(BUNDLE_PREFIX + text.len() <= ctl::MAX_ERROR_LEN, "{text}");
+        }
+        assert_eq!(
+            explain(&bundles[3]).unwrap(),
+            "the plan has 1 problem(s), first no-strategy/desktop/api_jwt; see: deploy secret plan"
+        );
         assert_eq!(
             texts[1],
             "template: at byte 4002: unknown placeholder (known: random, password, uuid, ...)"
