@@ -391,8 +391,19 @@ async fn deployment_secrets(
     if !model::is_valid_tier(tier) {
         return failed(&api, bad_request("a tier name is [a-z0-9_-]{1,32}".into()));
     }
-    match api.vault.plan(service, tier) {
-        Ok(plan) => json_document(&pretty_json(&plan)),
+    let (vault, service_name, tier_name) = (api.vault.clone(), service.to_owned(), tier.to_owned());
+    let planned = match off_the_worker(&api, move || {
+        vault
+            .plan(&service_name, &tier_name)
+            .map(|plan| pretty_json(&plan))
+    })
+    .await
+    {
+        Ok(planned) => planned,
+        Err(response) => return response,
+    };
+    match planned {
+        Ok(body) => json_document(&body),
         Err(secrets::Error::NoSuchService) => failed(
             &api,
             ApiError(
@@ -421,7 +432,11 @@ async fn lint(
     if tier.is_some_and(|t| !model::is_valid_tier(t)) {
         return failed(&api, bad_request("a tier name is [a-z0-9_-]{1,32}".into()));
     }
-    json_document(&pretty_json(&api.vault.lint(tier)))
+    let (vault, tier) = (api.vault.clone(), tier.map(str::to_owned));
+    match off_the_worker(&api, move || pretty_json(&vault.lint(tier.as_deref()))).await {
+        Ok(body) => json_document(&body),
+        Err(response) => response,
+    }
 }
 
 /// `GET /catalog[?format=json|toml]`: the catalog's export, no values.
@@ -444,8 +459,30 @@ async fn catalog(
             );
         }
     };
-    let text = api.vault.catalog().export(format);
-    ([(header::CONTENT_TYPE, content_type)], text).into_response()
+    let vault = api.vault.clone();
+    match off_the_worker(&api, move || vault.catalog().export(format)).await {
+        Ok(text) => ([(header::CONTENT_TYPE, content_type)], text).into_response(),
+        Err(response) => response,
+    }
+}
+
+/// Makes a report on tokio's blocking pool: a plan, the lint or an export of a large
+/// catalog takes long enough to hold up every other connection served by this worker,
+/// 9P ones included.
+async fn off_the_worker<T: Send + 'static>(
+    api: &Api,
+    make: impl FnOnce() -> T + Send + 'static,
+) -> Result<T, Response> {
+    tokio::task::spawn_blocking(make).await.map_err(|e| {
+        tracing::error!(error = %e, "making a report failed");
+        failed(
+            api,
+            ApiError(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "the report failed inside the server; see its log".into(),
+            ),
+        )
+    })
 }
 
 async fn not_found(_: Caller, State(api): State<Api>) -> ApiError {
@@ -645,4 +682,49 @@ pub async fn serve(
     let _ = closing.send(());
     while connections.join_next().await.is_some() {}
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, reason = "a test fails by panicking")]
+
+    use std::sync::atomic::AtomicBool;
+
+    use super::*;
+
+    #[test]
+    fn reports_are_made_off_the_async_worker() {
+        let dir = tempfile::tempdir().unwrap();
+        let data = dir.path().join("data");
+        Vault::init(&data, None, 1000).unwrap();
+        let vault = Arc::new(Vault::open(&data, None).unwrap());
+        vault.service_set_manifest("web", b"secret a\n").unwrap();
+        let api = Api::new(vault, Arc::new(ServerStats::default));
+        // On a runtime of one worker, another task runs while a report is being made only
+        // if the handler gives the worker back meanwhile.
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        rt.block_on(async {
+            for path in ["lint", "plan", "catalog"] {
+                let ran = Arc::new(AtomicBool::new(false));
+                let other = Arc::clone(&ran);
+                tokio::spawn(async move { other.store(true, Ordering::SeqCst) });
+                let response = match path {
+                    "lint" => lint(Caller, State(api.clone()), Ok(Query(Vec::new()))).await,
+                    "plan" => {
+                        let query = vec![
+                            ("service".to_string(), "web".to_string()),
+                            ("tier".to_string(), "local".to_string()),
+                        ];
+                        deployment_secrets(Caller, State(api.clone()), Ok(Query(query))).await
+                    }
+                    _ => catalog(Caller, State(api.clone()), Ok(Query(Vec::new()))).await,
+                };
+                assert_eq!(response.status(), StatusCode::OK, "{path}");
+                assert!(ran.load(Ordering::SeqCst), "{path} held the worker");
+            }
+        });
+    }
 }
