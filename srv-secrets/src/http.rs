@@ -18,25 +18,37 @@
 //! The reports are the same bytes the admin tree's files and the ctl answers carry
 //! ([`crate::reports`]). TLS and tokens for remote callers come later: the identity of a
 //! request is one extractor ([`Caller`]), the one thing a new transport changes.
+//!
+//! The socket is mode 0666, so any local user can connect: connections are capped and
+//! timed as the 9P core's are, by who holds them ([`serve`]). The admin has
+//! [`MAX_ADMIN_CONNECTIONS`], each closed once it takes [`ADMIN_HEAD_TIMEOUT`] to send a
+//! request's head (or sits that long between requests); every other uid, which can only
+//! be told 403, has [`MAX_OTHER_CONNECTIONS`] in all and [`MAX_OTHER_CONNECTIONS_PER_UID`]
+//! each, one request per connection, and [`OTHER_HEAD_TIMEOUT`]. More are closed on
+//! accept. A request's head is at most [`MAX_HEAD_LEN`] bytes.
 
+use std::collections::HashMap;
 use std::fmt::Write as _;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use axum::body::{Body, Bytes};
-use axum::extract::connect_info::{ConnectInfo, Connected};
+use axum::extract::connect_info::ConnectInfo;
 use axum::extract::rejection::QueryRejection;
 use axum::extract::{FromRequestParts, Query, State};
 use axum::http::request::Parts;
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
-use axum::{Json, Router};
+use axum::{Extension, Json, Router};
+use hyper_util::rt::{TokioIo, TokioTimer};
+use hyper_util::service::TowerToHyperService;
 use ninep::server::{Peer, ServerStats, Shutdown};
 use secrets::{Actor, Applied, Change, Vault};
 use serde_json::json;
-use tokio::net::UnixListener;
-use tracing::{debug, info};
+use tokio::net::{UnixListener, UnixStream};
+use tracing::{debug, info, warn};
 
 use crate::principal::{Principal, principal_of};
 use crate::reports::pretty_json;
@@ -55,6 +67,8 @@ pub struct Api {
 struct Counters {
     requests: AtomicU64,
     errors: AtomicU64,
+    /// Connections closed on accept, their holder's slots all taken.
+    refused: AtomicU64,
 }
 
 impl Api {
@@ -89,18 +103,28 @@ pub struct PeerCred {
     pid: Option<i32>,
 }
 
-impl Connected<axum::serve::IncomingStream<'_, UnixListener>> for PeerCred {
-    fn connect_info(stream: axum::serve::IncomingStream<'_, UnixListener>) -> PeerCred {
-        match stream.io().peer_cred() {
+impl PeerCred {
+    /// The peer of `stream`, as the kernel tells it.
+    fn of(stream: &UnixStream) -> PeerCred {
+        match stream.peer_cred() {
             Ok(cred) => PeerCred {
                 uid: Some(cred.uid()),
                 pid: cred.pid(),
             },
-            // No credentials, no principal: refused at the first request.
+            // No credentials, no principal: never served.
             Err(_) => PeerCred {
                 uid: None,
                 pid: None,
             },
+        }
+    }
+
+    fn peer(&self) -> Peer {
+        Peer {
+            uid: self.uid,
+            pid: self.pid,
+            addr: format!("http:uid={}", self.uid.map_or(-1, i64::from)),
+            ..Peer::default()
         }
     }
 }
@@ -139,12 +163,7 @@ impl FromRequestParts<Api> for Caller {
         else {
             return Err(refuse());
         };
-        let peer = Peer {
-            uid: cred.uid,
-            pid: cred.pid,
-            addr: format!("http:uid={}", cred.uid.map_or(-1, i64::from)),
-            ..Peer::default()
-        };
+        let peer = cred.peer();
         match principal_of(&api.vault, &peer) {
             Ok(Principal::Admin) => Ok(Caller { uid: cred.uid }),
             other => {
@@ -238,6 +257,12 @@ async fn metrics(_: Caller, State(api): State<Api>) -> Response {
         "counter",
         "HTTP requests answered with an error.",
         &[("", api.counters.errors.load(Ordering::Relaxed))],
+    );
+    metric(
+        "http_refused_connections_total",
+        "counter",
+        "HTTP connections closed on accept.",
+        &[("", api.counters.refused.load(Ordering::Relaxed))],
     );
     metric(
         "secrets",
@@ -372,8 +397,19 @@ async fn deployment_secrets(
     if !model::is_valid_tier(tier) {
         return failed(&api, bad_request("a tier name is [a-z0-9_-]{1,32}".into()));
     }
-    match api.vault.plan(service, tier) {
-        Ok(plan) => json_document(&pretty_json(&plan)),
+    let (vault, service_name, tier_name) = (api.vault.clone(), service.to_owned(), tier.to_owned());
+    let planned = match off_the_worker(&api, move || {
+        vault
+            .plan(&service_name, &tier_name)
+            .map(|plan| pretty_json(&plan))
+    })
+    .await
+    {
+        Ok(planned) => planned,
+        Err(response) => return response,
+    };
+    match planned {
+        Ok(body) => json_document(&body),
         Err(secrets::Error::NoSuchService) => failed(
             &api,
             ApiError(
@@ -402,7 +438,11 @@ async fn lint(
     if tier.is_some_and(|t| !model::is_valid_tier(t)) {
         return failed(&api, bad_request("a tier name is [a-z0-9_-]{1,32}".into()));
     }
-    json_document(&pretty_json(&api.vault.lint(tier)))
+    let (vault, tier) = (api.vault.clone(), tier.map(str::to_owned));
+    match off_the_worker(&api, move || pretty_json(&vault.lint(tier.as_deref()))).await {
+        Ok(body) => json_document(&body),
+        Err(response) => response,
+    }
 }
 
 /// `GET /catalog[?format=json|toml]`: the catalog's export, no values.
@@ -425,8 +465,30 @@ async fn catalog(
             );
         }
     };
-    let text = api.vault.catalog().export(format);
-    ([(header::CONTENT_TYPE, content_type)], text).into_response()
+    let vault = api.vault.clone();
+    match off_the_worker(&api, move || vault.catalog().export(format)).await {
+        Ok(text) => ([(header::CONTENT_TYPE, content_type)], text).into_response(),
+        Err(response) => response,
+    }
+}
+
+/// Makes a report on tokio's blocking pool: a plan, the lint or an export of a large
+/// catalog takes long enough to hold up every other connection served by this worker,
+/// 9P ones included.
+async fn off_the_worker<T: Send + 'static>(
+    api: &Api,
+    make: impl FnOnce() -> T + Send + 'static,
+) -> Result<T, Response> {
+    tokio::task::spawn_blocking(make).await.map_err(|e| {
+        tracing::error!(error = %e, "making a report failed");
+        failed(
+            api,
+            ApiError(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "the report failed inside the server; see its log".into(),
+            ),
+        )
+    })
 }
 
 /// The body of `POST /deployment/bundle`.
@@ -581,21 +643,249 @@ async fn method_not_allowed(_: Caller, State(api): State<Api>, uri: axum::http::
     )
 }
 
+/// Connections of the admin (root, or the uid that ran `init`) served at once; more are
+/// closed on accept.
+pub const MAX_ADMIN_CONNECTIONS: usize = 64;
+
+/// Connections of every other uid served at once, over all of them: each only ever hears
+/// 403, so a few are plenty, and they never take the admin's slots.
+pub const MAX_OTHER_CONNECTIONS: usize = 16;
+
+/// Connections one such uid may hold at once, so that one local user does not take the
+/// others' slots.
+pub const MAX_OTHER_CONNECTIONS_PER_UID: usize = 4;
+
+/// How long the admin's connection may take to send a request's head, or wait between
+/// requests, before it is closed.
+pub const ADMIN_HEAD_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// The same for every other uid's, which is closed after its one answer anyway.
+pub const OTHER_HEAD_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// The most a request's head (its line and headers) may hold, in bytes: what hyper
+/// buffers of a connection (its default is 400 KiB each).
+pub const MAX_HEAD_LEN: usize = 64 * 1024;
+
+/// The most connections one listener serves at once: the descriptors it may take.
+pub const MAX_CONNECTIONS: usize = MAX_ADMIN_CONNECTIONS + MAX_OTHER_CONNECTIONS;
+
+/// Who holds a connection, for its cap.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Holder {
+    Admin,
+    /// Any other uid: a service's, or no one's.
+    Other(u32),
+}
+
+/// The connections a listener serves now, by holder.
+#[derive(Default)]
+struct Gate {
+    held: Mutex<Held>,
+}
+
+#[derive(Default)]
+struct Held {
+    admin: usize,
+    others: usize,
+    by_uid: HashMap<u32, usize>,
+}
+
+/// A connection's place at the [`Gate`], given back when it is dropped.
+struct Slot {
+    gate: Arc<Gate>,
+    holder: Holder,
+}
+
+impl Gate {
+    fn held(&self) -> std::sync::MutexGuard<'_, Held> {
+        // Counts are whole after each update.
+        self.held.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// A slot for `holder`, if its caps leave one.
+    fn enter(self: &Arc<Gate>, holder: Holder) -> Option<Slot> {
+        let mut held = self.held();
+        match holder {
+            Holder::Admin if held.admin < MAX_ADMIN_CONNECTIONS => held.admin += 1,
+            Holder::Other(uid)
+                if held.others < MAX_OTHER_CONNECTIONS
+                    && held.by_uid.get(&uid).copied().unwrap_or(0)
+                        < MAX_OTHER_CONNECTIONS_PER_UID =>
+            {
+                held.others += 1;
+                *held.by_uid.entry(uid).or_default() += 1;
+            }
+            _ => return None,
+        }
+        Some(Slot {
+            gate: Arc::clone(self),
+            holder,
+        })
+    }
+}
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        let mut held = self.gate.held();
+        match self.holder {
+            Holder::Admin => held.admin = held.admin.saturating_sub(1),
+            Holder::Other(uid) => {
+                held.others = held.others.saturating_sub(1);
+                if let Some(n) = held.by_uid.get_mut(&uid) {
+                    *n = n.saturating_sub(1);
+                    if *n == 0 {
+                        held.by_uid.remove(&uid);
+                    }
+                }
+            }
+        }
+    }
+}
+
 /// Serves the API on `listener` until `shutdown`, then lets the requests in flight finish.
 ///
+/// Each connection is admitted by its peer's uid before anything is read from it (see the
+/// module's documentation), and served by hyper with a timer, so that a connection that
+/// sends nothing, or its head a byte at a time, gives up its slot.
+///
 /// # Errors
-/// The listener's.
+/// None yet: a failed accept (out of descriptors, say) is logged and retried.
 pub async fn serve(
     api: Api,
     listener: UnixListener,
     mut shutdown: Shutdown,
 ) -> std::io::Result<()> {
     info!("serving the HTTP API");
-    axum::serve(
-        listener,
-        api.router()
-            .into_make_service_with_connect_info::<PeerCred>(),
-    )
-    .with_graceful_shutdown(async move { shutdown.wait().await })
-    .await
+    let router = api.clone().router();
+    let gate = Arc::new(Gate::default());
+    // Tells the connections to finish the request in flight and close.
+    let (closing, closed) = tokio::sync::watch::channel(());
+    let mut connections = tokio::task::JoinSet::new();
+    loop {
+        let stream = tokio::select! {
+            () = shutdown.wait() => break,
+            Some(_) = connections.join_next(), if !connections.is_empty() => continue,
+            accepted = listener.accept() => match accepted {
+                Ok((stream, _)) => stream,
+                Err(e) => {
+                    // Out of descriptors, most likely: wait for some to be given back
+                    // rather than spin.
+                    warn!(error = %e, "accepting an HTTP connection failed");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    continue;
+                }
+            },
+        };
+        let cred = PeerCred::of(&stream);
+        let holder = match (cred.uid, principal_of(&api.vault, &cred.peer())) {
+            (Some(_), Ok(crate::principal::Principal::Admin)) => Holder::Admin,
+            (Some(uid), _) => Holder::Other(uid),
+            // No credentials: never anyone. Dropping the stream closes it.
+            (None, _) => continue,
+        };
+        let Some(slot) = gate.enter(holder) else {
+            debug!(
+                ?holder,
+                "HTTP connection closed on accept: its holder has no slot left"
+            );
+            api.counters.refused.fetch_add(1, Ordering::Relaxed);
+            continue;
+        };
+        let service = router.clone().layer(Extension(ConnectInfo(cred)));
+        let mut closed = closed.clone();
+        connections.spawn(async move {
+            let _slot = slot;
+            let admin = holder == Holder::Admin;
+            let mut http = hyper::server::conn::http1::Builder::new();
+            http.timer(TokioTimer::new())
+                .header_read_timeout(if admin {
+                    ADMIN_HEAD_TIMEOUT
+                } else {
+                    OTHER_HEAD_TIMEOUT
+                })
+                .max_buf_size(MAX_HEAD_LEN)
+                .keep_alive(admin);
+            let conn =
+                http.serve_connection(TokioIo::new(stream), TowerToHyperService::new(service));
+            let mut conn = std::pin::pin!(conn);
+            let served = tokio::select! {
+                served = conn.as_mut() => served,
+                _ = closed.changed() => {
+                    conn.as_mut().graceful_shutdown();
+                    conn.await
+                }
+            };
+            if let Err(e) = served {
+                debug!(error = %e, "HTTP connection ended");
+            }
+        });
+    }
+    drop(listener);
+    let _ = closing.send(());
+    while connections.join_next().await.is_some() {}
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, reason = "a test fails by panicking")]
+
+    use std::sync::atomic::AtomicBool;
+
+    use super::*;
+
+    #[test]
+    fn reports_are_made_off_the_async_worker() {
+        let dir = tempfile::tempdir().unwrap();
+        let data = dir.path().join("data");
+        Vault::init(&data, None, 1000).unwrap();
+        let vault = Arc::new(Vault::open(&data, None).unwrap());
+        vault.service_set_manifest("web", b"secret a\n").unwrap();
+        let api = Api::new(vault, Arc::new(ServerStats::default));
+        // On a runtime of one worker, another task runs while a report is being made only
+        // if the handler gives the worker back meanwhile.
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        rt.block_on(async {
+            for path in ["lint", "plan", "catalog"] {
+                let ran = Arc::new(AtomicBool::new(false));
+                let other = Arc::clone(&ran);
+                tokio::spawn(async move { other.store(true, Ordering::SeqCst) });
+                let response = match path {
+                    "lint" => {
+                        lint(
+                            Caller { uid: Some(0) },
+                            State(api.clone()),
+                            Ok(Query(Vec::new())),
+                        )
+                        .await
+                    }
+                    "plan" => {
+                        let query = vec![
+                            ("service".to_string(), "web".to_string()),
+                            ("tier".to_string(), "local".to_string()),
+                        ];
+                        deployment_secrets(
+                            Caller { uid: Some(0) },
+                            State(api.clone()),
+                            Ok(Query(query)),
+                        )
+                        .await
+                    }
+                    _ => {
+                        catalog(
+                            Caller { uid: Some(0) },
+                            State(api.clone()),
+                            Ok(Query(Vec::new())),
+                        )
+                        .await
+                    }
+                };
+                assert_eq!(response.status(), StatusCode::OK, "{path}");
+                assert!(ran.load(Ordering::SeqCst), "{path} held the worker");
+            }
+        });
+    }
 }

@@ -37,8 +37,9 @@ const SPARE_DESCRIPTORS: u64 = 64;
 /// Raises the soft limit on open files to the hard one, and, if even that cannot hold
 /// every connection the limits allow, lowers the principals' cap so that it can: past the
 /// descriptor limit, accept(2) fails for everyone, root included, and the promise that the
-/// admin and services always find a slot would not hold. Says so in the log.
-pub fn fit_to_descriptors(mut limits: Limits) -> Limits {
+/// admin and services always find a slot would not hold. `others` are the descriptors the
+/// server's other connections may hold at once (the HTTP API's). Says so in the log.
+pub fn fit_to_descriptors(mut limits: Limits, others: u64) -> Limits {
     use rustix::process::{Resource, getrlimit, setrlimit};
     let mut nofile = getrlimit(Resource::Nofile);
     if nofile.current != nofile.maximum {
@@ -54,10 +55,11 @@ pub fn fit_to_descriptors(mut limits: Limits) -> Limits {
     let Some(have) = nofile.current else {
         return limits;
     };
-    let strangers = limits.max_stranger_connections as u64;
-    let wanted = limits.max_connections as u64 + strangers + SPARE_DESCRIPTORS;
+    // The connections not counted in the principals' cap.
+    let apart = limits.max_stranger_connections as u64 + others;
+    let wanted = limits.max_connections as u64 + apart + SPARE_DESCRIPTORS;
     if have < wanted {
-        let fits = have.saturating_sub(strangers + SPARE_DESCRIPTORS).max(1) as usize;
+        let fits = have.saturating_sub(apart + SPARE_DESCRIPTORS).max(1) as usize;
         warn!(
             open_files = have,
             wanted,
@@ -300,7 +302,10 @@ pub async fn serve(
 ) -> io::Result<()> {
     let server = Server::new(
         SecretsFs::new(vault.clone()),
-        fit_to_descriptors(Limits::default()),
+        fit_to_descriptors(
+            Limits::default(),
+            (http.len() * crate::http::MAX_CONNECTIONS) as u64,
+        ),
     );
     let (trigger, shutdown) = Shutdown::new();
     let mut tasks = tokio::task::JoinSet::new();
@@ -387,7 +392,7 @@ mod tests {
                 maximum: limit.maximum,
             };
             rustix::process::setrlimit(rustix::process::Resource::Nofile, low).unwrap();
-            let fitted = fit_to_descriptors(Limits::default());
+            let fitted = fit_to_descriptors(Limits::default(), 0);
             assert_eq!(fitted.max_connections, Limits::default().max_connections);
             let now = rustix::process::getrlimit(rustix::process::Resource::Nofile);
             assert_eq!(now.current, limit.maximum);
@@ -398,7 +403,7 @@ mod tests {
             maximum: Some(512),
         };
         if rustix::process::setrlimit(rustix::process::Resource::Nofile, tight).is_ok() {
-            let fitted = fit_to_descriptors(Limits::default());
+            let fitted = fit_to_descriptors(Limits::default(), 0);
             let strangers = fitted.max_stranger_connections as u64;
             assert_eq!(
                 fitted.max_connections as u64,

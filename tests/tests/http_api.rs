@@ -11,6 +11,9 @@ use srv_secrets_tests::harness::{SecretsServer, as_uid, can_switch_uid, stdout};
 const WEB: u32 = 1001;
 const STRANGER: u32 = 1003;
 const CURL: &str = "/usr/bin/curl";
+/// The most connections to the API one uid but the admin's may hold
+/// (`srv_secrets::http::MAX_OTHER_CONNECTIONS_PER_UID`).
+const OTHER_CONNECTIONS_PER_UID: usize = 4;
 
 fn require(test: &str) -> bool {
     if Path::new(CURL).exists() && can_switch_uid() {
@@ -288,4 +291,133 @@ fn plans_lint_and_the_catalog_are_what_deploy_prints_with_their_statuses() {
         assert_eq!(code, 403, "{path}: {body}");
         assert!(!body.contains("db_password"), "{body}");
     }
+}
+
+/// Holds as many connections to the API's socket as the server lets it, as the uid it runs
+/// as, each with a request head begun and never finished: prints how many it opened and
+/// how many the server left open a second later, then, once a line comes on stdin, how
+/// many seconds passed until the server had closed them all (or `still N`).
+const HOLD_HTTP_PY: &str = r#"
+import socket, sys, time, resource
+path, n = sys.argv[1], int(sys.argv[2])
+soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+socks = []
+for i in range(n):
+    s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    s.settimeout(0.5)
+    try:
+        s.connect(path)
+        s.send(b"GET /metrics HTTP/1.1\r\nHost: srv-secrets\r\n")
+    except OSError:
+        s.close()
+        break
+    s.setblocking(False)
+    socks.append(s)
+def still_open():
+    left = 0
+    for s in socks:
+        try:
+            if s.recv(4096) == b'':
+                continue
+            left += 1
+        except BlockingIOError:
+            left += 1
+        except OSError:
+            pass
+    return left
+time.sleep(1)
+print("opened %d open %d" % (len(socks), still_open()), flush=True)
+sys.stdin.readline()
+start = time.time()
+while still_open() > 0 and time.time() - start < 20:
+    time.sleep(0.2)
+left = still_open()
+print("closed after %.1f" % (time.time() - start) if left == 0 else "still %d" % left, flush=True)
+"#;
+
+/// Runs `cmd`, killed if it takes longer than `limit`: its output, or `None` if killed.
+fn within(mut cmd: Command, limit: std::time::Duration) -> Option<std::process::Output> {
+    let mut child = cmd
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = std::time::Instant::now() + limit;
+    while child.try_wait().unwrap().is_none() {
+        if std::time::Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            return None;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    Some(child.wait_with_output().unwrap())
+}
+
+#[test]
+fn a_local_user_holding_connections_to_the_api_takes_few_and_not_for_long() {
+    if !require("a_local_user_holding_connections_to_the_api_takes_few_and_not_for_long") {
+        return;
+    }
+    use std::io::{BufRead, BufReader, Write};
+    let (s, http) = server();
+    s.add_service("web", WEB, None);
+    s.deploy_with_stdin(&["secret", "set", "db_password"], b"hunter2");
+    s.deploy_ok(&["secret", "grant", "web", "db_password"]);
+    // The descriptors of a server whose LimitNOFILE is small: connections that are never
+    // given back would take them all, and then nobody is accepted, on 9P either.
+    let pid = s.pid().unwrap().to_string();
+    let limited = Command::new("prlimit")
+        .args(["--pid", &pid, "--nofile=256:256"])
+        .status()
+        .unwrap();
+    assert!(limited.success());
+
+    let mut holder = as_uid(STRANGER, Path::new("/usr/bin/python3"));
+    holder
+        .args(["-c", HOLD_HTTP_PY, &http, "400"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped());
+    let mut holder = holder.spawn().unwrap();
+    let mut lines = BufReader::new(holder.stdout.take().unwrap()).lines();
+    let first = lines.next().unwrap().unwrap();
+    let open: usize = first.rsplit(' ').next().unwrap().parse().unwrap();
+    assert!(
+        open <= OTHER_CONNECTIONS_PER_UID,
+        "a stranger holds {open} connections ({first})"
+    );
+
+    // Meanwhile the admin and the service are served, on both sockets.
+    let mut curl = Command::new(CURL);
+    curl.args([
+        "--silent",
+        "--max-time",
+        "5",
+        "--unix-socket",
+        &http,
+        "http://srv-secrets/health/ready",
+    ]);
+    let out = within(curl, std::time::Duration::from_secs(10)).expect("the admin is served");
+    assert!(stdout(&out).contains("\"ready\":true"), "{}", stdout(&out));
+    let mut read = as_uid(WEB, &srv_secrets_tests::harness::bins().ninep);
+    read.args(["--addr", &s.addr(), "read", "/secret/db_password"]);
+    let out = within(read, std::time::Duration::from_secs(10)).expect("the service is served");
+    assert_eq!(out.stdout, b"hunter2");
+    let (_, metrics) = get(&http, None, "/metrics", "GET");
+    assert!(
+        !metrics.contains("srv_secrets_http_refused_connections_total 0\n"),
+        "{metrics}"
+    );
+
+    // And the ones it kept are closed once their heads are overdue.
+    holder.stdin.take().unwrap().write_all(b"go\n").unwrap();
+    let last = lines.next().unwrap().unwrap();
+    let after: f64 = last
+        .strip_prefix("closed after ")
+        .unwrap_or_else(|| panic!("{last}"))
+        .parse()
+        .unwrap();
+    assert!(after < 10.0, "{last}");
+    holder.wait().unwrap();
 }

@@ -98,7 +98,7 @@ pub use crate::error::{
 };
 pub use crate::finding::{Finding, FindingKind};
 pub use crate::format::{Format, LoadOptions, Loaded, MAX_CATALOG_LEN, SecretValue, load};
-pub use crate::lint::{Coverage, Lint, lint};
+pub use crate::lint::{Coverage, Lint, MAX_USERS_NAMED, lint};
 pub use crate::model::{
     Class, MAX_DESCRIPTION_LEN, MAX_LABEL_LEN, MAX_OWNER_LEN, MAX_PATTERN_LEN, MAX_PATTERN_SIZE,
     Pattern, PromptKind, PromptSpec, SecretMeta, Service, Strategy, Tier, TierPolicy, check_rule,

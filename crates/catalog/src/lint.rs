@@ -9,7 +9,7 @@
 //!
 //! Findings are sorted by id, so two runs over the same state print the same thing.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, HashMap};
 use std::fmt;
 
 use serde::{Deserialize, Serialize};
@@ -95,8 +95,9 @@ pub fn lint<'a, M: AsRef<str> + 'a>(
         }
     }
 
-    // (tier, secret) used by which services; whether it has a strategy there.
-    let mut used: BTreeMap<(&str, &str), (BTreeSet<&str>, bool)> = BTreeMap::new();
+    // (tier, secret): the services using it, and whether it has a strategy there. Hashed:
+    // there is an entry per manifest line and tier, and their order is made below.
+    let mut used: HashMap<(&str, &str), (UsedBy<'_>, bool)> = HashMap::new();
     for (service, secrets) in manifests {
         let tiers: Vec<&str> = catalog
             .service_tiers(service)
@@ -112,9 +113,9 @@ pub fn lint<'a, M: AsRef<str> + 'a>(
             for &t in &tiers {
                 let has = meta.is_some_and(|m| m.tiers.contains_key(t));
                 used.entry((t, secret))
-                    .or_insert_with(|| (BTreeSet::new(), has))
+                    .or_insert_with(|| (UsedBy::default(), has))
                     .0
-                    .insert(service);
+                    .add(service);
             }
         }
     }
@@ -126,9 +127,8 @@ pub fn lint<'a, M: AsRef<str> + 'a>(
             counts.1 += 1;
         } else if catalog.secret(secret).is_some() || store.has_value(secret) {
             // (A secret neither declared nor stored is reported as no-such-secret.)
-            let names: Vec<&str> = services.iter().copied().collect();
-            let service = (names.len() == 1).then(|| names[0]);
-            let used_by = format!(" (used by {})", names.join(", "));
+            let service = (services.count == 1).then(|| services.first[0]);
+            let used_by = format!(" (used by {services})");
             findings.push(finding::no_strategy(secret, t, service, &used_by));
         }
     }
@@ -158,6 +158,47 @@ pub fn lint<'a, M: AsRef<str> + 'a>(
         ok: findings.is_empty(),
         findings,
         coverage,
+    }
+}
+
+/// Most services a finding names as using its secret; the rest are counted. A secret
+/// used by every one of thousands of services would otherwise make each of its findings
+/// as long as the list of services, and the lint as large as every manifest times every
+/// tier.
+pub const MAX_USERS_NAMED: usize = 5;
+
+/// The services using a secret on a tier: how many, and the first few by name.
+#[derive(Default)]
+struct UsedBy<'a> {
+    count: usize,
+    /// The first [`MAX_USERS_NAMED`] of them, sorted.
+    first: Vec<&'a str>,
+}
+
+impl<'a> UsedBy<'a> {
+    /// Counts `service`, which is not counted yet (a manifest names a secret once).
+    fn add(&mut self, service: &'a str) {
+        self.count += 1;
+        if self.first.len() < MAX_USERS_NAMED {
+            let at = self.first.partition_point(|s| *s < service);
+            self.first.insert(at, service);
+        } else if let Some(last) = self.first.last_mut()
+            && service < *last
+        {
+            *last = service;
+            self.first.sort_unstable();
+        }
+    }
+}
+
+impl fmt::Display for UsedBy<'_> {
+    /// `bot, web`, or `a, b, c, d, e and 95 more`.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.first.join(", "))?;
+        if self.count > self.first.len() {
+            write!(f, " and {} more", self.count - self.first.len())?;
+        }
+        Ok(())
     }
 }
 

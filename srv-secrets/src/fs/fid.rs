@@ -14,6 +14,7 @@ use secrets::Vault;
 use super::ctl::Recent;
 use super::node::{Node, Tree};
 use super::opened::Opened;
+use super::reports::Reports;
 use crate::principal::View;
 
 /// The state of one fid: its view, its node, and what it opened.
@@ -73,12 +74,18 @@ impl SecretsFid {
     /// ([`View::still_valid`]: the service still exists, and a service's uid still maps
     /// to it), so that a removed or remapped service loses access at once, through the
     /// fids it holds too. The fid's state is reached only through what this returns.
-    pub(super) fn valid<'a>(&'a self, vault: &'a Vault, started: u32) -> Result<Valid<'a>, Error> {
+    pub(super) fn valid<'a>(
+        &'a self,
+        vault: &'a Vault,
+        reports: &'a Reports,
+        started: u32,
+    ) -> Result<Valid<'a>, Error> {
         self.view.still_valid(vault)?;
         Ok(Valid {
             fid: self,
             tree: Tree {
                 vault,
+                reports,
                 view: &self.view,
                 started,
             },

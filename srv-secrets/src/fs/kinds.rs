@@ -397,19 +397,30 @@ fn service_text(tree: &Tree<'_>, node: &Node) -> Option<Generated> {
 
 /// `/secrets/plans/SERVICE/TIER` ([`catalog::Plan`]), dated by the store's last change
 /// (a plan reads the catalog, the manifest, grants and which values exist).
+/// Made once per revision of the store ([`super::reports`]).
 fn plan_text(tree: &Tree<'_>, node: &Node) -> Option<Generated> {
     let service = node.parent();
-    let plan = tree.vault.plan(service.name(), node.name()).ok()?;
+    let (service, tier) = (service.name(), node.name());
+    let text = tree
+        .reports
+        .get(tree.vault, &format!("plan/{service}/{tier}"), || {
+            let plan = tree.vault.plan(service, tier).ok()?;
+            Some(pretty_json(&plan).to_vec())
+        })?;
     Some(Generated {
-        text: pretty_json(&plan).to_vec(),
+        text: text.to_vec(),
         changed: Some(tree.vault.status().changed),
     })
 }
 
-/// `/secrets/lint` ([`catalog::Lint`]), dated by the store's last change.
+/// `/secrets/lint` ([`catalog::Lint`]), dated by the store's last change; made once per
+/// revision of the store.
 fn lint_text(tree: &Tree<'_>, _: &Node) -> Option<Generated> {
+    let text = tree.reports.get(tree.vault, "lint", || {
+        Some(pretty_json(&tree.vault.lint(None)).to_vec())
+    })?;
     Some(Generated {
-        text: pretty_json(&tree.vault.lint(None)).to_vec(),
+        text: text.to_vec(),
         changed: Some(tree.vault.status().changed),
     })
 }
@@ -429,6 +440,7 @@ mod tests {
     use ninep::{Error, dm, qt};
 
     use super::*;
+    use crate::fs::reports::Reports;
     use crate::principal::{Principal, View};
 
     /// A vault with secrets a (granted to web) and b, services web (with a manifest) and api.
@@ -454,9 +466,11 @@ mod tests {
         }
     }
 
+    /// A tree of its own reports (tests share no reports: each has a vault of its own).
     fn tree<'a>(vault: &'a Vault, view: &'a View) -> Tree<'a> {
         Tree {
             vault,
+            reports: Box::leak(Box::default()),
             view,
             started: 7,
         }
@@ -716,6 +730,68 @@ mod tests {
         };
         let text = render(&admin, &lint).unwrap().text;
         assert_eq!(text, pretty_json(&v.lint(None)).to_vec());
+    }
+
+    #[test]
+    fn reports_are_made_once_per_revision_however_often_they_are_walked_and_statted() {
+        let (_dir, v) = vault();
+        v.apply(
+            &secrets::Actor::admin(Some(0)),
+            &[secrets::Change::TierDeclare {
+                tier: "local",
+                core: true,
+            }],
+        )
+        .unwrap();
+        let reports = Reports::default();
+        let admin = View::Admin;
+        let admin = Tree {
+            vault: &v,
+            reports: &reports,
+            view: &admin,
+            started: 7,
+        };
+        let secrets_dir = at(&SECRETS);
+        let lint = secrets_dir.child(&admin, "lint").unwrap();
+        let plan = at(&PLANS)
+            .child(&admin, "web")
+            .unwrap()
+            .child(&admin, "local")
+            .unwrap();
+        let Content::Text(render) = lint.kind().content else {
+            panic!("the lint is generated");
+        };
+        // What `cat` through a kernel mount does (walk, stat, open), and `ls -l`, twice.
+        for _ in 0..2 {
+            lint.attr(&admin).unwrap();
+            lint.stat(&admin).unwrap();
+            render(&admin, &lint).unwrap();
+            secrets_dir
+                .list(&admin)
+                .iter()
+                .for_each(|n| drop(n.stat(&admin)));
+            plan.attr(&admin).unwrap();
+            plan.parent()
+                .list(&admin)
+                .iter()
+                .for_each(|n| drop(n.stat(&admin)));
+        }
+        assert_eq!(reports.made(), 2, "one lint, one plan");
+        assert_eq!(
+            render(&admin, &lint).unwrap().text,
+            pretty_json(&v.lint(None)).to_vec()
+        );
+        // A change makes them again, once.
+        v.set("c", b"charlie").unwrap();
+        for _ in 0..3 {
+            lint.attr(&admin).unwrap();
+            plan.attr(&admin).unwrap();
+        }
+        assert_eq!(reports.made(), 4);
+        assert_eq!(
+            render(&admin, &lint).unwrap().text,
+            pretty_json(&v.lint(None)).to_vec()
+        );
     }
 
     #[test]

@@ -15,6 +15,7 @@
 //!   and clunked; a read of a secret checks the grant again, so a revoke takes effect on
 //!   the next read of a file the service holds open.
 //! - `ctl.rs`: `/secrets/ctl`, commands applied to the vault.
+//! - `reports.rs`: the admin tree's plans and lint, made once per revision of the store.
 //! - this file: [`SecretsFs`], the [`Filesystem`] the core serves.
 
 mod ctl;
@@ -22,6 +23,7 @@ mod fid;
 mod kinds;
 mod node;
 mod opened;
+mod reports;
 
 use std::sync::{Arc, Mutex, MutexGuard};
 
@@ -48,6 +50,8 @@ pub struct SecretsFs {
     started: u32,
     /// Each service's slots for large decryptions ([`DECRYPTS_PER_SERVICE`]).
     decrypts: Mutex<std::collections::HashMap<String, Arc<tokio::sync::Semaphore>>>,
+    /// The admin tree's reports, made once per revision of the store.
+    reports: reports::Reports,
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -65,6 +69,7 @@ impl SecretsFs {
             vault,
             started,
             decrypts: Mutex::new(std::collections::HashMap::new()),
+            reports: reports::Reports::default(),
         }
     }
 
@@ -84,7 +89,7 @@ impl SecretsFs {
     /// The fid's state, once its view is checked (the first thing every request on a fid
     /// but its clunk does).
     fn valid<'a>(&'a self, fid: &'a SecretsFid) -> Result<Valid<'a>> {
-        fid.valid(&self.vault, self.started)
+        fid.valid(&self.vault, &self.reports, self.started)
     }
 }
 

@@ -19,6 +19,7 @@ use ninep::{Error, Qid, Stat, dm, qt};
 use secrets::Vault;
 
 use super::kinds::{ADMIN_ROOT, KINDS, SERVICE_ROOT};
+use super::reports::Reports;
 use crate::principal::View;
 
 /// One kind of file or directory of a tree: everything the server does with it, declared
@@ -102,6 +103,8 @@ pub struct Generated {
 pub struct Tree<'a> {
     /// The vault served.
     pub vault: &'a Vault,
+    /// The admin tree's reports as made at the store's revision.
+    pub reports: &'a Reports,
     /// The fid's view.
     pub view: &'a View,
     /// When the server started, seconds since the epoch.

@@ -103,6 +103,33 @@ fn every_kind_of_finding() {
 }
 
 #[test]
+fn a_finding_names_a_few_of_the_services_using_its_secret_and_counts_the_rest() {
+    // 2,000 services use jwt_key, which has no strategy on desktop and cloud: each finding
+    // names five of them, not all 2,000 (which made the lint of a large deployment as
+    // large as every manifest times every tier).
+    let services: Vec<String> = (0..2000).rev().map(|i| format!("svc{i:04}")).collect();
+    let manifest = vec!["jwt_key".to_string()];
+    let manifests = services.iter().map(|s| (s.as_str(), manifest.as_slice()));
+    let l = lint(&catalog(), manifests, &StoreFacts::default(), None);
+    let jwt: Vec<&Finding> = l
+        .findings
+        .iter()
+        .filter(|f| f.id.starts_with("no-strategy/"))
+        .collect();
+    assert_eq!(jwt.len(), 2, "{:?}", ids(&l));
+    for f in jwt {
+        assert!(
+            f.message
+                .contains("(used by svc0000, svc0001, svc0002, svc0003, svc0004 and 1995 more)"),
+            "{}",
+            f.message
+        );
+        assert!(f.message.len() < 400, "{} bytes", f.message.len());
+        assert_eq!(f.service, None);
+    }
+}
+
+#[test]
 fn coverage_per_tier() {
     let l = run(&catalog(), None);
     let by_tier: BTreeMap<&str, (usize, usize, f64)> = l

@@ -2,17 +2,19 @@
 //! lint, and what a catalog apply would change. Memory only, like every read.
 //!
 //! A plan and the lint need the catalog and what the store knows (which secrets have
-//! values, which are granted: [`catalog::Store`], never a value); both are computed under
-//! the state's read lock, which they hold for what the catalog crate's benchmark measures
-//! (a plan of a 1,000-secret manifest over 10,000 secrets in well under 10 ms). An export
+//! values, which are granted: [`catalog::Store`], never a value). A plan is computed under
+//! the state's read lock, which it holds for what the catalog crate's benchmark measures
+//! (a plan of a 1,000-secret manifest over 10,000 secrets in well under 10 ms); the lint,
+//! whose cost grows with every manifest and tier, from a copy of what it reads. An export
 //! takes the catalog's shared pointer and lets go of the lock before it serializes.
 
 use std::sync::Arc;
 
-use catalog::{Catalog, Diff, DiffError, Lint, Plan};
+use catalog::{Catalog, Diff, DiffError, Lint, Plan, StoreFacts};
 
 use super::Vault;
 use crate::error::{Error, Result};
+use crate::manifest::Manifest;
 
 impl Vault {
     /// The deployment catalog as of the last commit, shared (no copy is made; a commit
@@ -40,13 +42,33 @@ impl Vault {
     }
 
     /// The lint of the catalog against every service's manifest, optionally for one tier.
+    ///
+    /// Made from what it reads copied out from under the read lock (the catalog and the
+    /// manifests are shared, not copied): its cost is every manifest line times every
+    /// tier, seconds for a large deployment, and a writer waiting for the lock that long
+    /// would make every reader wait behind it, services reading their secrets included.
     pub fn lint(&self, tier: Option<&str>) -> Lint {
-        let state = self.state();
-        let manifests = state
-            .services
+        let (catalog, manifests, facts) = {
+            let state = self.state();
+            let manifests: Vec<(String, Arc<Manifest>)> = state
+                .services
+                .iter()
+                .map(|(name, rec)| (name.clone(), Arc::clone(&rec.manifest)))
+                .collect();
+            let facts = StoreFacts {
+                values: state.secrets.keys().cloned().collect(),
+                grants: state
+                    .grants
+                    .iter()
+                    .map(|(service, names)| (service.clone(), names.iter().cloned().collect()))
+                    .collect(),
+            };
+            (Arc::clone(&state.catalog), manifests, facts)
+        };
+        let manifests = manifests
             .iter()
-            .map(|(name, rec)| (name.as_str(), rec.manifest.secrets()));
-        catalog::lint(&state.catalog, manifests, &*state, tier)
+            .map(|(name, manifest)| (name.as_str(), manifest.secrets()));
+        catalog::lint(&catalog, manifests, &facts, tier)
     }
 
     /// What applying `new` would change now (with `prune`, removing what it does not

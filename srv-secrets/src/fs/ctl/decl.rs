@@ -376,10 +376,7 @@ pub(super) fn explain(e: &VaultError) -> Option<String> {
     Some(match e {
         VaultError::Declaration(d) => decl_brief(d),
         VaultError::CatalogRefused(r) => match r.errors.as_slice() {
-            [one] => match one.line {
-                Some(line) => format!("line {line}: {}", decl_brief(&one.error)),
-                None => decl_brief(&one.error),
-            },
+            [one] => located_brief(one.line, &one.error),
             _ => r.brief().to_string(),
         },
         VaultError::Template(t) => template_brief(t),
@@ -503,10 +500,7 @@ fn load_brief(e: &LoadError) -> String {
         } => format!("the file is not valid {format} at line {l}, column {c}"),
         LoadError::Syntax { format, .. } => format!("the file is not a valid {format} catalog"),
         LoadError::Refused(r) => match r.errors.as_slice() {
-            [one] => match one.line {
-                Some(line) => format!("line {line}: {}", decl_brief(&one.error)),
-                None => decl_brief(&one.error),
-            },
+            [one] => located_brief(one.line, &one.error),
             _ => format!(
                 "{} declarations refused; deploy catalog apply lists them",
                 r.errors.len()
@@ -516,20 +510,57 @@ fn load_brief(e: &LoadError) -> String {
     }
 }
 
-/// A declaration's refusal in at most 96 bytes: the field and the byte at fault where
-/// there is one.
+/// The most an explanation may hold: a ctl error is `ctl: line K: VERB: ` and it, in at
+/// most [`ctl::MAX_ERROR_LEN`] bytes for any line up to 99999 (`strategy` is the longest
+/// verb whose refusals are explained here).
+const MAX_EXPLANATION_LEN: usize = ctl::MAX_ERROR_LEN - "ctl: line 99999: strategy: ".len();
+
+/// The first of `texts` that fits [`MAX_EXPLANATION_LEN`]; the last is a fixed brief that
+/// always does.
+fn first_fitting<const N: usize>(texts: [String; N]) -> String {
+    let mut texts = texts.into_iter();
+    let mut last = String::new();
+    for text in texts.by_ref() {
+        if text.len() <= MAX_EXPLANATION_LEN {
+            return text;
+        }
+        last = text;
+    }
+    last
+}
+
+/// A refused declaration of a file at its line: its line and detail while they fit, else
+/// its line and its fixed brief, else the detail, else the brief (a file can be 16 MiB,
+/// and its lines many digits).
+fn located_brief(line: Option<usize>, d: &DeclError) -> String {
+    let Some(line) = line else {
+        return decl_brief(d);
+    };
+    first_fitting([
+        format!("line {line}: {}", decl_brief(d)),
+        format!("line {line}: {}", d.brief()),
+        decl_brief(d),
+        d.brief().to_string(),
+    ])
+}
+
+/// A declaration's refusal in at most [`MAX_EXPLANATION_LEN`] bytes: the field and the
+/// byte at fault where there is one.
 fn decl_brief(d: &DeclError) -> String {
     match d {
-        DeclError::Field { field, source, .. } => field_brief(field, source),
+        DeclError::Field { field, source, .. } => {
+            first_fitting([field_brief(field, source), d.brief().to_string()])
+        }
         other => other.brief().to_string(),
     }
 }
 
 fn field_brief(field: &str, e: &FieldError) -> String {
-    match e.at() {
+    let text = match e.at() {
         Some(at) => format!("{field}: at byte {at}: {}", e.brief()),
         None => format!("{field}: {}", e.brief()),
-    }
+    };
+    first_fitting([text, e.brief().to_string()])
 }
 
 fn template_brief(e: &TemplateError) -> String {
@@ -740,6 +771,44 @@ mod tests {
             texts[12],
             "line 2: a catalog holds no values (it ends up in git); --with-values stores them"
         );
+    }
+
+    #[test]
+    fn a_refusal_deep_in_a_long_file_fits_a_ctl_error_with_its_line() {
+        // A strategy's field where it does not belong has the longest detail there is;
+        // at line 123,458 it came to 137 bytes.
+        let mut file = "#\n".repeat(123_456);
+        file.push_str("[tiers.a]\n[secrets.x.tiers.a]\nstrategy = \"strip\"\noptional = true\n");
+        let text = load(file.as_bytes(), None, false).unwrap_err();
+        fits(&text);
+        assert_eq!(text, "line 123458: a field of a declaration is not valid");
+        // A detail that fits beside its line is given.
+        let text = load(
+            b"[tiers.a]\n[secrets.x.tiers.a]\nstrategy = \"strip\"\ntemplate = \"x\"\n",
+            None,
+            false,
+        )
+        .unwrap_err();
+        assert_eq!(
+            text,
+            "line 2: template: `template` goes with strategy serve or generate"
+        );
+        // The vault's refusal of a file's declaration reads the same.
+        let refusal = catalog::Refusal {
+            errors: vec![catalog::Located {
+                line: Some(123_458),
+                error: DeclError::Field {
+                    secret: "x".into(),
+                    tier: Some("a".into()),
+                    field: "optional",
+                    source: Box::new(FieldError::Shape(
+                        "`label`, `help`, `kind`, `pattern`, `min`, `max` and `optional` go \
+                         with strategy prompt",
+                    )),
+                },
+            }],
+        };
+        fits(&explain(&VaultError::CatalogRefused(refusal)).unwrap());
     }
 
     #[test]
