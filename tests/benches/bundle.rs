@@ -14,26 +14,13 @@
 use std::process::Command;
 use std::time::{Duration, Instant};
 
+use srv_secrets_tests::bench::{arg, median};
 use srv_secrets_tests::harness::{SecretsServer, bins, run_with_stdin};
 
 const MANIFEST: usize = 100;
 const OTHERS: usize = 1_000;
 /// Bundles issued per round over one ctl fid.
 const BATCH: usize = 50;
-
-fn arg(name: &str, default: usize) -> usize {
-    let args: Vec<String> = std::env::args().collect();
-    args.iter()
-        .position(|a| a == name)
-        .and_then(|i| args.get(i + 1))
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
-}
-
-fn median(mut v: Vec<Duration>) -> Duration {
-    v.sort();
-    v[v.len() / 2]
-}
 
 fn ms(d: Duration) -> f64 {
     d.as_secs_f64() * 1e3
@@ -179,7 +166,7 @@ fn main() {
             v.push(d);
         }
     }
-    let [create, json, server, identify] = m.map(median);
+    let [create, json, server, identify] = m.map(|v| median(v).unwrap());
     println!(
         "median: deploy bundle create {:.1} ms (--format json {:.1} ms), one bundle create on \
          a ctl fid {:.2} ms, one identify {:.3} ms",
