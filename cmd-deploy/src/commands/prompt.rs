@@ -11,7 +11,7 @@
 use std::io::{self, BufRead, IsTerminal, Read, Write};
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::DirBuilderExt;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use catalog::{AnswerError, PromptEntry, PromptKind, PromptsFile};
 use zeroize::Zeroizing;
@@ -42,6 +42,8 @@ pub fn run(
             dir.display()
         )));
     }
+    // Before anything is asked: an answer typed is never refused for where it would go.
+    values_dir(dir)?;
     let answers = if from_env {
         from_environment(&prompts)?
     } else {
@@ -214,11 +216,37 @@ fn read_answer(kind: PromptKind, prompt: &str) -> Result<Zeroizing<Vec<u8>>, Cli
     Ok(line)
 }
 
+/// `dir/values`, where the answers go, and whether it exists: a directory, not a link to
+/// one (answers written through a link would land wherever it points, a directory others
+/// may read).
+fn values_dir(dir: &Path) -> Result<(PathBuf, bool), CliError> {
+    let values = dir.join("values");
+    match std::fs::symlink_metadata(&values) {
+        Ok(m) if m.is_dir() => Ok((values, true)),
+        Ok(m) => Err(CliError::Usage(format!(
+            "{} is {}, not a directory of the bundle's; deploy prompt writes answers only \
+             into one: remove it (deploy prompt makes it 0700), then run again; nothing was \
+             written",
+            values.display(),
+            if m.file_type().is_symlink() {
+                "a symbolic link"
+            } else {
+                "not a directory"
+            }
+        ))),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok((values, false)),
+        Err(source) => Err(CliError::Read {
+            what: format!("{}", values.display()),
+            source,
+        }),
+    }
+}
+
 /// Writes each answer to `dir/values/NAME`, mode 0600 (`values` made 0700 if need be),
 /// each replacing an earlier file whole. Returns the names written.
 fn write_answers(dir: &Path, answers: &[Answer]) -> Result<Vec<String>, CliError> {
-    let values = dir.join("values");
-    if !values.is_dir() {
+    let (values, exists) = values_dir(dir)?;
+    if !exists {
         std::fs::DirBuilder::new()
             .mode(0o700)
             .create(&values)
@@ -272,6 +300,26 @@ mod tests {
         .unwrap();
         let p = read_spec(&path).unwrap();
         assert_eq!(p[0].spec.kind, PromptKind::Number);
+    }
+
+    #[test]
+    fn answers_are_never_written_through_a_link() {
+        let tmp = tempfile::tempdir().unwrap();
+        let elsewhere = tmp.path().join("elsewhere");
+        std::fs::create_dir(&elsewhere).unwrap();
+        let bundle = tmp.path().join("bundle");
+        std::fs::create_dir(&bundle).unwrap();
+        std::os::unix::fs::symlink(&elsewhere, bundle.join("values")).unwrap();
+        let one = vec![("k".to_string(), Zeroizing::new(b"answer".to_vec()))];
+        let e = write_answers(&bundle, &one).unwrap_err();
+        assert!(e.to_string().contains("a symbolic link"), "{e}");
+        assert_eq!(std::fs::read_dir(&elsewhere).unwrap().count(), 0);
+        // A file there is refused as well, and left alone.
+        std::fs::remove_file(bundle.join("values")).unwrap();
+        std::fs::write(bundle.join("values"), b"").unwrap();
+        let e = write_answers(&bundle, &one).unwrap_err();
+        assert!(e.to_string().contains("not a directory"), "{e}");
+        assert_eq!(std::fs::read(bundle.join("values")).unwrap(), b"");
     }
 
     #[test]
