@@ -92,6 +92,7 @@ fn read_spec(spec: &Path) -> Result<Vec<PromptEntry>, CliError> {
     let text = read_file_bounded(spec, MAX_SPEC_LEN, "the prompt spec")?;
     let file: PromptsFile = serde_json::from_slice(&text)
         .map_err(|e| bad(format!("not a prompt spec (a bundle's prompts.json): {e}")))?;
+    let mut seen = std::collections::HashSet::with_capacity(file.prompts.len());
     for p in &file.prompts {
         if !catalog::is_valid_secret(&p.secret) {
             return Err(bad(
@@ -101,7 +102,7 @@ fn read_spec(spec: &Path) -> Result<Vec<PromptEntry>, CliError> {
         if let Err((field, e)) = p.spec.check() {
             return Err(bad(format!("{}: {field}: {e}", p.secret)));
         }
-        if file.prompts.iter().filter(|q| q.secret == p.secret).count() > 1 {
+        if !seen.insert(p.secret.as_str()) {
             return Err(bad(format!("{} is asked twice", p.secret)));
         }
     }
@@ -300,6 +301,44 @@ mod tests {
         .unwrap();
         let p = read_spec(&path).unwrap();
         assert_eq!(p[0].spec.kind, PromptKind::Number);
+    }
+
+    #[test]
+    fn a_spec_of_many_prompts_is_read_in_linear_time() {
+        // The largest spec deploy reads, of the smallest prompts: checked for repeats
+        // pairwise, it took minutes.
+        let tmp = tempfile::tempdir().unwrap();
+        let path = tmp.path().join("prompts.json");
+        let mut text = String::from(r#"{"prompts": ["#);
+        let mut n = 0;
+        while text.len() < MAX_SPEC_LEN - 64 {
+            if n > 0 {
+                text.push(',');
+            }
+            text.push_str(&format!(r#"{{"secret":"s{n}","label":"L"}}"#));
+            n += 1;
+        }
+        text.push_str("]}");
+        std::fs::write(&path, &text).unwrap();
+        let started = std::time::Instant::now();
+        assert_eq!(read_spec(&path).unwrap().len(), n);
+        assert!(
+            started.elapsed() < std::time::Duration::from_secs(10),
+            "{n} prompts took {:?}",
+            started.elapsed()
+        );
+        // A repeat is still found.
+        std::fs::write(
+            &path,
+            br#"{"prompts": [{"secret": "k", "label": "A"}, {"secret": "k", "label": "B"}]}"#,
+        )
+        .unwrap();
+        assert!(
+            read_spec(&path)
+                .unwrap_err()
+                .to_string()
+                .contains("k is asked twice")
+        );
     }
 
     #[test]
