@@ -4,7 +4,7 @@
 //! Who asks is decided as for 9P, from the connection: the peer's uid (SO_PEERCRED),
 //! never anything the client sends. The API is the admin's (root, or the uid that ran
 //! `init`): a service, or any other uid, gets 403 and learns nothing else. Errors are JSON,
-//! `{"error": "..."}`, with their status (400, 403, 404, 405, 409, 503).
+//! `{"error": "..."}`, with their status (400, 403, 404, 405, 408, 409, 413, 503).
 //!
 //! | endpoint | what |
 //! |---|---|
@@ -502,12 +502,57 @@ struct BundleRequest {
     replace: bool,
 }
 
+/// The largest body of `POST /deployment/bundle`: a request is three names and a flag.
+const MAX_BUNDLE_REQUEST: usize = 16 << 10;
+
+/// How long the body of `POST /deployment/bundle` may take to arrive, once the headers
+/// have: a local client sends its few hundred bytes at once, and one that dribbles them
+/// must not hold its connection and task for as long as it likes.
+const BUNDLE_REQUEST_TIME: std::time::Duration = std::time::Duration::from_secs(5);
+
 /// `POST /deployment/bundle`: issues a bundle, answered with its `json` form, exactly the
 /// body of ctl's `bundle create` (its values are generated for it; no stored value is in
 /// it). 400 for a body or name that is wrong, 404 for a service or tier that does not
-/// exist, 409 for a deployment that has a bundle already (without `"replace": true`) or a
-/// plan with problems (listed in `problems`).
-async fn deployment_bundle(caller: Caller, State(api): State<Api>, body: Bytes) -> Response {
+/// exist, 408 for a body that does not arrive in time, 409 for a deployment that has a
+/// bundle already (without `"replace": true`) or a plan with problems (listed in
+/// `problems`), 413 for a body over [`MAX_BUNDLE_REQUEST`].
+async fn deployment_bundle(caller: Caller, State(api): State<Api>, body: Body) -> Response {
+    let read = axum::body::to_bytes(body, MAX_BUNDLE_REQUEST);
+    let body: Bytes = match tokio::time::timeout(BUNDLE_REQUEST_TIME, read).await {
+        Ok(Ok(body)) => body,
+        // Over the limit, or cut off: either way not a request to answer.
+        Ok(Err(_)) => {
+            return failed(
+                &api,
+                ApiError(
+                    StatusCode::PAYLOAD_TOO_LARGE,
+                    format!(
+                        "the body is over {} KiB, or did not arrive whole; a bundle request \
+                         is {{\"service\": S, \"tier\": T, \"deployment\": ID}}",
+                        MAX_BUNDLE_REQUEST >> 10
+                    ),
+                ),
+            );
+        }
+        Err(_) => {
+            let mut response = failed(
+                &api,
+                ApiError(
+                    StatusCode::REQUEST_TIMEOUT,
+                    format!(
+                        "the body did not arrive within {} seconds; send it whole",
+                        BUNDLE_REQUEST_TIME.as_secs()
+                    ),
+                ),
+            );
+            // The rest of the body is not waited for: the connection ends here.
+            response.headers_mut().insert(
+                header::CONNECTION,
+                axum::http::HeaderValue::from_static("close"),
+            );
+            return response;
+        }
+    };
     let request: BundleRequest = match serde_json::from_slice(&body) {
         Ok(r) => r,
         Err(e) => {

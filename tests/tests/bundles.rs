@@ -1232,3 +1232,59 @@ fn post_deployment_bundle_answers_with_the_json_form_to_the_admin_only() {
     assert!(text.contains("takes POST only"), "{text}");
     assert!(!contains(s.log_text().as_bytes(), &jwt));
 }
+
+#[test]
+fn a_bundle_request_body_is_bounded_in_size_and_in_time() {
+    if !require_http("bundle_request_body_bounds") {
+        return;
+    }
+    let mut s = SecretsServer::init();
+    let http = s.root.path().join("run/http.sock").display().to_string();
+    s.args = vec!["--http".into(), format!("unix:{http}")];
+    s.serve();
+    for _ in 0..100 {
+        if Path::new(&http).exists() {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    setup(&s);
+    // A body far larger than any bundle request: 413, as JSON like every other error.
+    let big = s.root.path().join("big.json");
+    std::fs::write(&big, vec![b' '; 100 << 10]).unwrap();
+    let (code, text) = post(
+        &http,
+        None,
+        "/deployment/bundle",
+        &format!("@{}", big.display()),
+    );
+    assert_eq!(code, 413, "{text}");
+    assert!(
+        json(&text)["error"].as_str().unwrap().contains("KiB"),
+        "{text}"
+    );
+    // A body that never arrives: answered (408, as JSON) and the connection let go, not
+    // held for as long as the client likes; meanwhile others are served.
+    let mut slow = std::os::unix::net::UnixStream::connect(&http).unwrap();
+    slow.write_all(
+        b"POST /deployment/bundle HTTP/1.1\r\nHost: srv-secrets\r\nContent-Type: \
+          application/json\r\nContent-Length: 64\r\n\r\n{\"service\": ",
+    )
+    .unwrap();
+    let request = r#"{"service": "web", "tier": "desktop", "deployment": "while-slow"}"#;
+    let (code, body) = post(&http, None, "/deployment/bundle", request);
+    assert_eq!(code, 200, "{body}");
+    slow.set_read_timeout(Some(Duration::from_secs(30)))
+        .unwrap();
+    let started = std::time::Instant::now();
+    let mut answer = Vec::new();
+    let _ = slow.read_to_end(&mut answer);
+    let answer = String::from_utf8_lossy(&answer);
+    assert!(
+        answer.starts_with("HTTP/1.1 408"),
+        "after {:?}: {answer}",
+        started.elapsed()
+    );
+    assert!(answer.contains("\"error\""), "{answer}");
+    assert!(started.elapsed() < Duration::from_secs(20));
+}

@@ -11,7 +11,7 @@
 use std::io::{self, BufRead, IsTerminal, Read, Write};
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::DirBuilderExt;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use catalog::{AnswerError, PromptEntry, PromptKind, PromptsFile};
 use zeroize::Zeroizing;
@@ -42,6 +42,8 @@ pub fn run(
             dir.display()
         )));
     }
+    // Before anything is asked: an answer typed is never refused for where it would go.
+    values_dir(dir)?;
     let answers = if from_env {
         from_environment(&prompts)?
     } else {
@@ -90,6 +92,7 @@ fn read_spec(spec: &Path) -> Result<Vec<PromptEntry>, CliError> {
     let text = read_file_bounded(spec, MAX_SPEC_LEN, "the prompt spec")?;
     let file: PromptsFile = serde_json::from_slice(&text)
         .map_err(|e| bad(format!("not a prompt spec (a bundle's prompts.json): {e}")))?;
+    let mut seen = std::collections::HashSet::with_capacity(file.prompts.len());
     for p in &file.prompts {
         if !catalog::is_valid_secret(&p.secret) {
             return Err(bad(
@@ -99,7 +102,7 @@ fn read_spec(spec: &Path) -> Result<Vec<PromptEntry>, CliError> {
         if let Err((field, e)) = p.spec.check() {
             return Err(bad(format!("{}: {field}: {e}", p.secret)));
         }
-        if file.prompts.iter().filter(|q| q.secret == p.secret).count() > 1 {
+        if !seen.insert(p.secret.as_str()) {
             return Err(bad(format!("{} is asked twice", p.secret)));
         }
     }
@@ -214,11 +217,37 @@ fn read_answer(kind: PromptKind, prompt: &str) -> Result<Zeroizing<Vec<u8>>, Cli
     Ok(line)
 }
 
+/// `dir/values`, where the answers go, and whether it exists: a directory, not a link to
+/// one (answers written through a link would land wherever it points, a directory others
+/// may read).
+fn values_dir(dir: &Path) -> Result<(PathBuf, bool), CliError> {
+    let values = dir.join("values");
+    match std::fs::symlink_metadata(&values) {
+        Ok(m) if m.is_dir() => Ok((values, true)),
+        Ok(m) => Err(CliError::Usage(format!(
+            "{} is {}, not a directory of the bundle's; deploy prompt writes answers only \
+             into one: remove it (deploy prompt makes it 0700), then run again; nothing was \
+             written",
+            values.display(),
+            if m.file_type().is_symlink() {
+                "a symbolic link"
+            } else {
+                "not a directory"
+            }
+        ))),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok((values, false)),
+        Err(source) => Err(CliError::Read {
+            what: format!("{}", values.display()),
+            source,
+        }),
+    }
+}
+
 /// Writes each answer to `dir/values/NAME`, mode 0600 (`values` made 0700 if need be),
 /// each replacing an earlier file whole. Returns the names written.
 fn write_answers(dir: &Path, answers: &[Answer]) -> Result<Vec<String>, CliError> {
-    let values = dir.join("values");
-    if !values.is_dir() {
+    let (values, exists) = values_dir(dir)?;
+    if !exists {
         std::fs::DirBuilder::new()
             .mode(0o700)
             .create(&values)
@@ -272,6 +301,64 @@ mod tests {
         .unwrap();
         let p = read_spec(&path).unwrap();
         assert_eq!(p[0].spec.kind, PromptKind::Number);
+    }
+
+    #[test]
+    fn a_spec_of_many_prompts_is_read_in_linear_time() {
+        // The largest spec deploy reads, of the smallest prompts: checked for repeats
+        // pairwise, it took minutes.
+        let tmp = tempfile::tempdir().unwrap();
+        let path = tmp.path().join("prompts.json");
+        let mut text = String::from(r#"{"prompts": ["#);
+        let mut n = 0;
+        while text.len() < MAX_SPEC_LEN - 64 {
+            if n > 0 {
+                text.push(',');
+            }
+            text.push_str(&format!(r#"{{"secret":"s{n}","label":"L"}}"#));
+            n += 1;
+        }
+        text.push_str("]}");
+        std::fs::write(&path, &text).unwrap();
+        let started = std::time::Instant::now();
+        assert_eq!(read_spec(&path).unwrap().len(), n);
+        assert!(
+            started.elapsed() < std::time::Duration::from_secs(10),
+            "{n} prompts took {:?}",
+            started.elapsed()
+        );
+        // A repeat is still found.
+        std::fs::write(
+            &path,
+            br#"{"prompts": [{"secret": "k", "label": "A"}, {"secret": "k", "label": "B"}]}"#,
+        )
+        .unwrap();
+        assert!(
+            read_spec(&path)
+                .unwrap_err()
+                .to_string()
+                .contains("k is asked twice")
+        );
+    }
+
+    #[test]
+    fn answers_are_never_written_through_a_link() {
+        let tmp = tempfile::tempdir().unwrap();
+        let elsewhere = tmp.path().join("elsewhere");
+        std::fs::create_dir(&elsewhere).unwrap();
+        let bundle = tmp.path().join("bundle");
+        std::fs::create_dir(&bundle).unwrap();
+        std::os::unix::fs::symlink(&elsewhere, bundle.join("values")).unwrap();
+        let one = vec![("k".to_string(), Zeroizing::new(b"answer".to_vec()))];
+        let e = write_answers(&bundle, &one).unwrap_err();
+        assert!(e.to_string().contains("a symbolic link"), "{e}");
+        assert_eq!(std::fs::read_dir(&elsewhere).unwrap().count(), 0);
+        // A file there is refused as well, and left alone.
+        std::fs::remove_file(bundle.join("values")).unwrap();
+        std::fs::write(bundle.join("values"), b"").unwrap();
+        let e = write_answers(&bundle, &one).unwrap_err();
+        assert!(e.to_string().contains("not a directory"), "{e}");
+        assert_eq!(std::fs::read(bundle.join("values")).unwrap(), b"");
     }
 
     #[test]

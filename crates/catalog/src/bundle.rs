@@ -373,7 +373,7 @@ impl Bundle {
 
     /// The values as `NAME=VALUE` lines (`values.env` of the `dotenv` form), sorted by
     /// name. A value is single-quoted, byte for byte, unless it holds a `'`; then it is
-    /// double-quoted with `\\`, `\"`, `\$`, `` \` ``, `\n` and `\r` escaped. Both read back
+    /// double-quoted with `\\`, `\"`, `\$` and `` \` `` escaped (line breaks as they are). Both read back
     /// exactly with `deploy secret import --dotenv` and with a POSIX shell's `set -a; . FILE`.
     ///
     /// # Errors
@@ -418,8 +418,8 @@ fn double_escape(b: u8) -> Option<&'static [u8]> {
         b'"' => b"\\\"",
         b'$' => b"\\$",
         b'`' => b"\\`",
-        b'\n' => b"\\n",
-        b'\r' => b"\\r",
+        // A newline or carriage return stays itself: a shell keeps `\n` inside double
+        // quotes as two characters, and dotenv readers take a quoted line break as is.
         _ => return None,
     })
 }

@@ -202,9 +202,51 @@ fn dotenv_lines_survive_any_bytes() {
     assert_eq!(text.capacity(), text.len());
     assert_eq!(
         String::from_utf8(text.to_vec()).unwrap(),
-        "PLAIN='a b\"$x\n'\nQUOTE=\"it's \\$HOME \\`x\\` \\\\ \\\"q\\\"\\r\\n\"\n"
+        "PLAIN='a b\"$x\n'\nQUOTE=\"it's \\$HOME \\`x\\` \\\\ \\\"q\\\"\r\n\"\n"
     );
     b.values.insert("app.db".into(), v("x"));
     let e = b.dotenv().unwrap_err();
     assert!(e.contains("app.db is not a variable name"), "{e}");
+}
+
+#[test]
+fn a_shell_reads_back_every_dotenv_value_exactly() {
+    // What `set -a; . values.env` gives is what the bundle holds, whichever quoting a value
+    // got: in a POSIX shell a backslash escapes only \\ " $ ` and a newline inside double
+    // quotes, so a newline or a carriage return there must be written as itself.
+    let mut b = issue(&catalog(), &MANIFEST, &store(), &request("acme-7")).unwrap();
+    b.values.clear();
+    let values: [(&str, &[u8]); 4] = [
+        ("PLAIN", b"a b\"$x\n\\n"),
+        ("QUOTE_NL", b"it's\nline two\r\n"),
+        ("QUOTE_ALL", b"it's $HOME `x` \\ \"q\" \\n\t\r\n"),
+        ("QUOTE_END", b"'\n"),
+    ];
+    for (name, value) in values {
+        b.values.insert(
+            name.into(),
+            GeneratedValue::new(Zeroizing::new(value.to_vec())),
+        );
+    }
+    let text = b.dotenv().unwrap();
+    for (name, value) in values {
+        // The file, then a line that prints the variable: what sourcing it does.
+        let mut script = text.to_vec();
+        script.extend_from_slice(format!("printf %s \"${name}\"\n").as_bytes());
+        let mut sh = std::process::Command::new("sh")
+            .arg("-s")
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        std::io::Write::write_all(&mut sh.stdin.take().unwrap(), &script).unwrap();
+        let out = sh.wait_with_output().unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert_eq!(out.stdout, value, "{name}");
+    }
 }
