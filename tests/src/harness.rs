@@ -218,6 +218,20 @@ impl SecretsServer {
         }
     }
 
+    /// Starts `srv-secrets serve` with the HTTP API (`--http unix:RUN/http.sock`) as well,
+    /// and waits until both sockets are there: the API's path.
+    pub fn serve_with_http(&mut self) -> String {
+        let http = self.root.path().join("run/http.sock").display().to_string();
+        self.args = vec!["--http".into(), format!("unix:{http}")];
+        self.serve();
+        // The 9P socket answers first; the HTTP one comes up beside it.
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while !Path::new(&http).exists() && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        http
+    }
+
     /// `srv-secrets serve --key key`, expected to refuse to start: its output, once it
     /// has exited.
     ///
@@ -380,6 +394,51 @@ pub fn run_with_stdin(mut cmd: Command, stdin: &[u8]) -> Output {
         let _ = i.write_all(stdin);
     }
     child.wait_with_output().expect("the command finishes")
+}
+
+/// curl, the HTTP API's client in the tests.
+pub const CURL: &str = "/usr/bin/curl";
+
+/// Whether a test of the HTTP API can run here (curl, and root to be other uids); under
+/// CI a missing piece fails the test instead of skipping it.
+pub fn can_curl(test: &str) -> bool {
+    if Path::new(CURL).exists() && can_switch_uid() {
+        return true;
+    }
+    assert!(
+        std::env::var("CI").is_err(),
+        "{test} needs curl and root (setpriv)"
+    );
+    eprintln!("skipping {test}: needs curl and root");
+    false
+}
+
+/// `curl` as `uid` (`None`: root) on the HTTP API at `socket`: `method path`, with `body`
+/// if any (curl's `--data-binary`, so `@FILE` sends a file). The status and the body.
+pub fn curl(
+    socket: &str,
+    uid: Option<u32>,
+    method: &str,
+    path: &str,
+    body: Option<&str>,
+) -> (u16, String) {
+    let mut cmd = match uid {
+        Some(u) => as_uid(u, Path::new(CURL)),
+        None => Command::new(CURL),
+    };
+    cmd.args(["--silent", "--unix-socket", socket, "--request", method]);
+    if let Some(body) = body {
+        cmd.args(["--data-binary", body]);
+    }
+    cmd.args([
+        "--write-out",
+        "\n%{http_code}",
+        &format!("http://srv-secrets{path}"),
+    ]);
+    let out = cmd.output().expect("curl runs");
+    let text = stdout(&out);
+    let (body, code) = text.rsplit_once('\n').expect("curl wrote the status");
+    (code.parse().expect("a status code"), body.to_string())
 }
 
 /// Whether tests may switch uids (setpriv needs root).

@@ -17,11 +17,10 @@ use std::process::{Command, Output, Stdio};
 use std::time::Duration;
 
 use srv_secrets_tests::harness::{
-    SecretsServer, as_uid, bins, can_switch_uid, run_with_stdin, stderr, stdout,
+    CURL, SecretsServer, bins, can_curl, curl, run_with_stdin, stderr, stdout,
 };
 
 const WEB: u32 = 1001;
-const CURL: &str = "/usr/bin/curl";
 /// The infrastructure secret's stored value: in no bundle, ever.
 const ROOT: &str = "ROOT-QQ7-the-master-db-password";
 
@@ -1078,39 +1077,12 @@ fn delegate_via_hands_the_value_to_the_provider_and_nowhere_else() {
 }
 
 fn require_http(test: &str) -> bool {
-    if Path::new(CURL).exists() && can_switch_uid() {
-        return true;
-    }
-    assert!(
-        std::env::var("CI").is_err(),
-        "{test} needs curl and root (setpriv)"
-    );
-    eprintln!("skipping {test}: needs curl and root");
-    false
+    can_curl(test)
 }
 
 /// `curl` as `uid` (None: root), POSTing `body`: the status and the body.
 fn post(socket: &str, uid: Option<u32>, path: &str, body: &str) -> (u16, String) {
-    let mut cmd = match uid {
-        Some(u) => as_uid(u, Path::new(CURL)),
-        None => Command::new(CURL),
-    };
-    cmd.args([
-        "--silent",
-        "--unix-socket",
-        socket,
-        "--request",
-        "POST",
-        "--data-binary",
-        body,
-        "--write-out",
-        "\n%{http_code}",
-        &format!("http://srv-secrets{path}"),
-    ]);
-    let out = cmd.output().unwrap();
-    let text = stdout(&out);
-    let (body, code) = text.rsplit_once('\n').unwrap();
-    (code.parse().unwrap(), body.to_string())
+    curl(socket, uid, "POST", path, Some(body))
 }
 
 #[test]
@@ -1119,15 +1091,7 @@ fn post_deployment_bundle_answers_with_the_json_form_to_the_admin_only() {
         return;
     }
     let mut s = SecretsServer::init();
-    let http = s.root.path().join("run/http.sock").display().to_string();
-    s.args = vec!["--http".into(), format!("unix:{http}")];
-    s.serve();
-    for _ in 0..100 {
-        if Path::new(&http).exists() {
-            break;
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    let http = s.serve_with_http();
     setup(&s);
     let request = r#"{"service": "web", "tier": "desktop", "deployment": "acme-http"}"#;
     let (code, body) = post(&http, None, "/deployment/bundle", request);
@@ -1239,15 +1203,7 @@ fn a_bundle_request_body_is_bounded_in_size_and_in_time() {
         return;
     }
     let mut s = SecretsServer::init();
-    let http = s.root.path().join("run/http.sock").display().to_string();
-    s.args = vec!["--http".into(), format!("unix:{http}")];
-    s.serve();
-    for _ in 0..100 {
-        if Path::new(&http).exists() {
-            break;
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    let http = s.serve_with_http();
     setup(&s);
     // A body far larger than any bundle request: 413, as JSON like every other error.
     let big = s.root.path().join("big.json");

@@ -6,63 +6,28 @@
 use std::path::Path;
 use std::process::Command;
 
-use srv_secrets_tests::harness::{SecretsServer, as_uid, can_switch_uid, stdout};
+use srv_secrets_tests::harness::{CURL, SecretsServer, as_uid, can_curl, curl, stdout};
 
 const WEB: u32 = 1001;
 const STRANGER: u32 = 1003;
-const CURL: &str = "/usr/bin/curl";
 /// The most connections to the API one uid but the admin's may hold
 /// (`srv_secrets::http::MAX_OTHER_CONNECTIONS_PER_UID`).
 const OTHER_CONNECTIONS_PER_UID: usize = 4;
 
 fn require(test: &str) -> bool {
-    if Path::new(CURL).exists() && can_switch_uid() {
-        return true;
-    }
-    assert!(
-        std::env::var("CI").is_err(),
-        "{test} needs curl and root (setpriv)"
-    );
-    eprintln!("skipping {test}: needs curl and root");
-    false
+    can_curl(test)
 }
 
 /// A server with the API at `RUN/http.sock`.
 fn server() -> (SecretsServer, String) {
     let mut s = SecretsServer::init();
-    let http = s.root.path().join("run/http.sock").display().to_string();
-    s.args = vec!["--http".into(), format!("unix:{http}")];
-    s.serve();
-    // The 9P socket answers first; the HTTP one comes up beside it.
-    for _ in 0..100 {
-        if Path::new(&http).exists() {
-            break;
-        }
-        std::thread::sleep(std::time::Duration::from_millis(20));
-    }
+    let http = s.serve_with_http();
     (s, http)
 }
 
 /// `curl` as `uid` (None: root): the status code and the body.
 fn get(socket: &str, uid: Option<u32>, path: &str, method: &str) -> (u16, String) {
-    let mut cmd = match uid {
-        Some(u) => as_uid(u, Path::new(CURL)),
-        None => Command::new(CURL),
-    };
-    cmd.args([
-        "--silent",
-        "--unix-socket",
-        socket,
-        "--request",
-        method,
-        "--write-out",
-        "\n%{http_code}",
-        &format!("http://srv-secrets{path}"),
-    ]);
-    let out = cmd.output().unwrap();
-    let text = stdout(&out);
-    let (body, code) = text.rsplit_once('\n').unwrap();
-    (code.parse().unwrap(), body.to_string())
+    curl(socket, uid, method, path, None)
 }
 
 #[test]
