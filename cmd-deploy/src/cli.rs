@@ -180,6 +180,14 @@ Examples:
 }
 
 impl Command {
+    /// Whether SIGTERM and SIGHUP should stop the command as Ctrl-C does (dropping it, so
+    /// that it cleans up) rather than end deploy at once: `bundle create`, whose partial
+    /// directory holds generated values. Other commands keep the default, since one that
+    /// waits in a blocking read (a value on stdin) would not see the signal until it ends.
+    pub fn stops_on_term(&self) -> bool {
+        matches!(self, Command::Bundle(BundleCommand::Create { .. }))
+    }
+
     /// Whether the command handles SIGINT itself (instead of deploy ending at Ctrl-C):
     /// those that unmount first, or pass the signal on to what they run.
     pub fn handles_signals(&self) -> bool {

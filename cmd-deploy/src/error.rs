@@ -90,6 +90,15 @@ pub enum CliError {
     /// Ctrl-C (SIGINT).
     #[error("interrupted")]
     Interrupted,
+    /// SIGTERM or SIGHUP: the command stopped and cleaned up, as after Ctrl-C (a bundle's
+    /// partial directory is removed).
+    #[error("stopped by {name}")]
+    Stopped {
+        /// The signal's name, `SIGTERM`.
+        name: &'static str,
+        /// Its number: the exit status is 128 plus it, as shells report a signal.
+        number: u8,
+    },
     /// Nothing at all was heard from the server for the whole --timeout while a request
     /// waited.
     #[error(
@@ -244,6 +253,7 @@ impl CliError {
         match self {
             CliError::Usage(_) => EXIT_USAGE,
             CliError::Interrupted => EXIT_INTERRUPTED,
+            CliError::Stopped { number, .. } => 128 + number,
             _ => 1,
         }
     }
@@ -481,6 +491,14 @@ mod tests {
     fn exit_codes_and_broken_pipe() {
         assert_eq!(CliError::Usage("x".into()).exit_code(), 2);
         assert_eq!(CliError::Interrupted.exit_code(), 130);
+        let term = CliError::Stopped {
+            name: "SIGTERM",
+            number: 15,
+        };
+        assert_eq!(
+            (term.exit_code(), term.to_string().as_str()),
+            (143, "stopped by SIGTERM")
+        );
         assert_eq!(CliError::Ctl("x".into()).exit_code(), 1);
         assert!(CliError::Stdout(io::ErrorKind::BrokenPipe.into()).is_broken_pipe());
         assert!(!CliError::Stdout(io::ErrorKind::Other.into()).is_broken_pipe());

@@ -97,7 +97,10 @@ fn main() -> ExitCode {
     }
 }
 
-/// Runs the command; Ctrl-C ends it with [`CliError::Interrupted`].
+/// Runs the command; Ctrl-C ends it with [`CliError::Interrupted`], and SIGTERM and SIGHUP
+/// a command that [`stops_on_term`](cli::Command::stops_on_term) with
+/// [`CliError::Stopped`]: the command's future is dropped, so that what it holds (a
+/// partial bundle directory) is undone before deploy exits.
 async fn run(cli: cli::Cli, env: &connect::Env) -> Result<Outcome, CliError> {
     let mut stdout = io::stdout().lock();
     if cli.command.handles_signals() {
@@ -107,8 +110,31 @@ async fn run(cli: cli::Cli, env: &connect::Env) -> Result<Outcome, CliError> {
         // Biased, so that the SIGINT handler is installed (on this branch's first poll)
         // before the command runs: the value prompt relies on it (see commands::secret).
         biased;
-        _ = tokio::signal::ctrl_c() => Err(CliError::Interrupted),
+        stop = stop_signal(cli.command.stops_on_term()) => Err(stop),
         result = commands::run(cli, env, &mut stdout) => result,
+    }
+}
+
+/// The first of SIGINT and (with `term`) SIGTERM and SIGHUP, as the error it ends the
+/// command with. The handlers are installed at the first poll, before the command runs.
+async fn stop_signal(term: bool) -> CliError {
+    use tokio::signal::unix::{SignalKind, signal};
+    if !term {
+        let _ = tokio::signal::ctrl_c().await;
+        return CliError::Interrupted;
+    }
+    let (Ok(mut term), Ok(mut hup)) = (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::hangup()),
+    ) else {
+        // Without those handlers SIGTERM and SIGHUP end deploy at once, as by default.
+        let _ = tokio::signal::ctrl_c().await;
+        return CliError::Interrupted;
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => CliError::Interrupted,
+        _ = term.recv() => CliError::Stopped { name: "SIGTERM", number: 15 },
+        _ = hup.recv() => CliError::Stopped { name: "SIGHUP", number: 1 },
     }
 }
 

@@ -280,6 +280,72 @@ fn a_server_that_never_answers_is_given_up_on_after_the_timeout() {
 }
 
 #[test]
+fn sigterm_and_sighup_stop_a_bundle_create_as_ctrl_c_does_and_leave_nothing() {
+    if !have_python("stopped by a signal") {
+        return;
+    }
+    let fake = Fake::start("silent", 0.0);
+    let parent = tempfile::tempdir().unwrap();
+    let out_dir = parent.path().join("bundle");
+    for (signal, name, status) in [("TERM", "SIGTERM", 143), ("HUP", "SIGHUP", 129)] {
+        let deploy = Command::new(&bins().deploy)
+            .args([
+                "--addr",
+                &fake.addr(),
+                "--timeout",
+                "20s",
+                "bundle",
+                "create",
+            ])
+            .args([
+                "--service",
+                "web",
+                "--tier",
+                "desktop",
+                "--deployment",
+                "d1",
+            ])
+            .arg("--out")
+            .arg(&out_dir)
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        // deploy waits for the silent server's Rversion; its handlers are in by then.
+        std::thread::sleep(Duration::from_millis(500));
+        let sent = Command::new("kill")
+            .args([&format!("-{signal}"), &deploy.id().to_string()])
+            .status()
+            .unwrap();
+        assert!(sent.success());
+        let started = Instant::now();
+        let out = deploy.wait_with_output().unwrap();
+        // Stopped, cleaning up, with 128 + the signal: not killed by it.
+        assert_eq!(out.status.code(), Some(status), "{name}: {}", stderr(&out));
+        assert_eq!(stderr(&out), format!("deploy: stopped by {name}\n"));
+        assert!(started.elapsed() < Duration::from_secs(5));
+        let left: Vec<_> = std::fs::read_dir(parent.path()).unwrap().collect();
+        assert!(left.is_empty(), "{left:?}");
+    }
+    // Other commands keep SIGTERM's default: one blocked reading a value from a pipe that
+    // never closes still ends at once.
+    let mut set = Command::new(&bins().deploy)
+        .args(["--addr", &fake.addr(), "secret", "set", "x"])
+        .stdin(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(300));
+    let _ = Command::new("kill")
+        .args(["-TERM", &set.id().to_string()])
+        .status()
+        .unwrap();
+    let status = set.wait().unwrap();
+    use std::os::unix::process::ExitStatusExt;
+    assert_eq!(status.signal(), Some(15), "{status:?}");
+}
+
+#[test]
 fn a_server_that_stops_after_tversion_is_given_up_on_at_attach() {
     if !have_python("stops after Tversion") {
         return;
