@@ -314,7 +314,11 @@ fn prepare(command: &Command) -> Result<Prepared<'_>, String> {
             value: value.expose(),
         },
         Command::Delete { name } => Change::Delete { name },
-        Command::Grant { service, name } => Change::Grant { service, name },
+        Command::Grant { service, name } => Change::Grant {
+            service,
+            name,
+            expires_in: None,
+        },
         Command::Revoke { service, name } => Change::Revoke { service, name },
         Command::ServiceUid { service, uid } => Change::ServiceUid { service, uid: *uid },
         Command::ServiceManifest { service, manifest } => Change::ServiceManifest {
@@ -345,7 +349,7 @@ fn answer(command: &Command, applied: Applied) -> Reply {
             info!(secret = %name, grants, "deleted");
             answer.word(name).field("grants", grants)
         }
-        (Command::Grant { service, name }, Applied::Granted { already }) => {
+        (Command::Grant { service, name }, Applied::Granted { already, .. }) => {
             info!(%service, secret = %name, already, "granted");
             answer
                 .word(service)

@@ -374,6 +374,7 @@ fn grants_text(tree: &Tree<'_>, node: &Node) -> Option<Generated> {
     let service = tree.vault.service(node.name())?;
     let grants = model::Grants {
         names: tree.vault.grants(node.name()),
+        expires: tree.vault.grants_ending(node.name()),
     };
     Some(Generated {
         text: grants.render().into_bytes(),
