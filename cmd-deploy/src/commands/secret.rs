@@ -124,6 +124,7 @@ pub async fn run(
             let command = Command::Grant {
                 service: service.clone(),
                 name: name.clone(),
+                expires: None,
             };
             let answer = apply(server, env, &command).await?;
             let line = if answer.flag("already") == Some(true) {
@@ -521,6 +522,7 @@ async fn get(
     validate(&Command::Grant {
         service: service.to_string(),
         name: name.to_string(),
+        expires: None,
     })?;
     let session = Session::service_view(server, env, service).await?;
     let value = match session.read(&["secret", name], files::MAX_VALUE_FILE).await {
