@@ -193,7 +193,9 @@ impl Command {
     pub fn handles_signals(&self) -> bool {
         matches!(
             self,
-            Command::Mount { .. } | Command::Service(ServiceCommand::Run { .. })
+            Command::Mount { .. }
+                | Command::Service(ServiceCommand::Run { .. })
+                | Command::Secret(SecretCommand::Rotate(RotateArgs { test: Some(_), .. }))
         )
     }
 }
@@ -290,15 +292,24 @@ Examples:
     ///
     /// PATTERN is a shell-style glob over names: * any run of characters, ? one
     /// character, [abc] or [a-z] one of a set, [!abc] one not in it. Quote it, so that
-    /// the shell does not expand it first.
+    /// the shell does not expand it first. A grant that ends by itself shows when.
+    ///
+    /// With --stale, the secrets whose current version is older than their rotation
+    /// period (the catalog's rotate-every, 90 days if none is declared), with owner and
+    /// age (also /secrets/stale).
     #[command(after_help = "\
 Examples:
   deploy secret list
   deploy secret list 'db_*'
-  deploy secret list '*_key' --json")]
+  deploy secret list '*_key' --json
+  deploy secret list --stale")]
     List {
         /// List only the secrets whose names match this glob.
+        #[arg(conflicts_with = "stale")]
         pattern: Option<String>,
+        /// Only the secrets older than their rotation period.
+        #[arg(long)]
+        stale: bool,
         /// Print JSON instead of a table.
         #[arg(long)]
         json: bool,
@@ -308,16 +319,90 @@ Examples:
         /// The secret's name.
         name: String,
     },
-    /// Let a service read a secret.
+    /// Let a service read a secret, for good or (--expires) for a while.
+    ///
+    /// A grant with --expires ends by itself: from then on the service's reads fail, as
+    /// after a revoke, even of a file it holds open. Granting again replaces when it ends
+    /// (without --expires: never).
     #[command(after_help = "\
 Examples:
   deploy secret grant web db_password
+  deploy secret grant oncall db_password --expires 12h
   deploy service check web                   # are all its manifest's secrets granted?")]
     Grant {
         /// The service.
         service: String,
         /// The secret's name.
         name: String,
+        /// End the grant after DURATION: 30s, 15m, 12h, 90d, 2w.
+        #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
+        expires: Option<u64>,
+    },
+    /// Replace a secret's value by a rotation: stage, test, promote.
+    ///
+    /// The new value (typed at a prompt without echo on a terminal, else stdin, or
+    /// --file, or made on the server with --generate) is staged as a pending version:
+    /// the services granted NAME can read it as secret/NAME@pending (by that name; a
+    /// listing never shows it), nobody else. With --test, CMD runs (sh -c) and may read
+    /// it through a service's view, e.g. `deploy secret get "$SRV_SECRETS_SECRET@pending"
+    /// --as web`; the value is never in its environment or arguments, which hold
+    /// SRV_SECRETS_ADDR, SRV_SECRETS_SECRET and SRV_SECRETS_PENDING_VERSION. If CMD
+    /// fails, the pending version is destroyed, nothing else changes, and deploy exits
+    /// with CMD's status. Then the pending version is promoted: it becomes current, and
+    /// the old one NAME@previous until the --overlap ends (default: none; `deploy secret
+    /// retire NAME` ends it sooner); a fid still reading the old value keeps reading it.
+    ///
+    /// --revoke-previous (an incident) destroys the old value at promotion instead, and
+    /// every fid still reading it fails on its next read. A pending version not promoted
+    /// within an hour is discarded.
+    #[command(after_help = "\
+Examples:
+  deploy secret rotate db_password                     # type the new value
+  deploy secret rotate jwt_key --generate --overlap 1d --reason 'quarterly rotation'
+  deploy secret rotate api_key --file new.key \\
+      --test 'deploy secret get \"$SRV_SECRETS_SECRET@pending\" --as web | ./check-key'
+  deploy secret rotate signing_key --generate --revoke-previous --reason 'INC-42: leaked'")]
+    Rotate(RotateArgs),
+    /// Make a secret's previous version current again (the current one becomes previous).
+    #[command(after_help = "\
+Examples:
+  deploy secret rollback db_password --reason 'the new password broke the worker'")]
+    Rollback {
+        /// The secret's name.
+        name: String,
+        /// Why (recorded with the change).
+        #[arg(long, value_name = "R")]
+        reason: Option<String>,
+    },
+    /// Destroy a secret's previous version: its overlap ends, and no rollback can bring
+    /// it back.
+    Retire {
+        /// The secret's name.
+        name: String,
+        /// Why (recorded with the change).
+        #[arg(long, value_name = "R")]
+        reason: Option<String>,
+    },
+    /// Destroy a secret's pending version (a rotation that will not be promoted).
+    Discard {
+        /// The secret's name.
+        name: String,
+        /// Why (recorded with the change).
+        #[arg(long, value_name = "R")]
+        reason: Option<String>,
+    },
+    /// A secret's versions: current, previous, pending and destroyed, with when each was
+    /// made, by whom and why; never a value.
+    #[command(after_help = "\
+Examples:
+  deploy secret history jwt_key
+  deploy secret history jwt_key --json")]
+    History {
+        /// The secret's name.
+        name: String,
+        /// Print JSON instead of a table.
+        #[arg(long)]
+        json: bool,
     },
     /// Stop a service reading a secret, from its very next read.
     #[command(after_help = "\
@@ -459,14 +544,16 @@ Examples:
     },
     /// Print a secret's value as a service sees it, byte for byte (admin only).
     ///
-    /// To a terminal, a value that is not text (not UTF-8, or with control characters
+    /// NAME@pending reads the version a rotation staged, NAME@previous the one it
+    /// replaced, during its overlap. To a terminal, a value that is not text (not UTF-8, or with control characters
     /// other than newline, tab and carriage return) is refused unless --raw; to a pipe or
     /// a file the bytes are written exactly as stored.
     #[command(after_help = "\
 Examples:
   deploy secret get db_password --as web
   deploy secret get tls_key --as web > key.pem
-  deploy secret get tls_key --as web | od -c | head")]
+  deploy secret get tls_key --as web | od -c | head
+  deploy secret get jwt_key@pending --as web")]
     Get {
         /// The secret's name.
         name: String,
@@ -477,6 +564,45 @@ Examples:
         #[arg(long)]
         raw: bool,
     },
+}
+
+/// `deploy secret rotate NAME ...`
+#[derive(Debug, Args)]
+pub struct RotateArgs {
+    /// The secret's name (it must exist).
+    pub name: String,
+    /// Read the new value from this file, byte for byte.
+    #[arg(long, value_name = "PATH", conflicts_with = "generate")]
+    pub file: Option<PathBuf>,
+    /// Make the new value on the server from TEMPLATE, or, without TEMPLATE, from the
+    /// secret's core-tier template. The value is shown nowhere.
+    #[arg(long, value_name = "TEMPLATE", num_args = 0..=1, default_missing_value = "")]
+    pub generate: Option<String>,
+    /// How long services may still read the old value as NAME@previous: 30s, 15m, 12h,
+    /// 90d, 2w (default: not at all).
+    #[arg(
+        long,
+        value_name = "DURATION",
+        value_parser = parse_duration,
+        conflicts_with = "revoke_previous"
+    )]
+    pub overlap: Option<u64>,
+    /// Run CMD (sh -c) before promoting; if it fails, discard the new value and exit with
+    /// its status.
+    #[arg(long, value_name = "CMD")]
+    pub test: Option<String>,
+    /// Destroy the old value at promotion, and cut off every reader of it (an incident).
+    #[arg(long)]
+    pub revoke_previous: bool,
+    /// Why (recorded with the new version).
+    #[arg(long, value_name = "R")]
+    pub reason: Option<String>,
+    /// Stage an empty value.
+    #[arg(long)]
+    pub allow_empty: bool,
+    /// A value given on the command line, which deploy refuses without echoing it.
+    #[arg(hide = true, num_args = 0.., allow_hyphen_values = true)]
+    pub argv_value: Vec<OsString>,
 }
 
 /// `deploy service …`
@@ -874,6 +1000,11 @@ pub enum FormatArg {
 const MAX_TIMEOUT: Duration = Duration::from_secs(24 * 3600);
 
 /// Parses `--timeout`: a whole number and a unit, `500ms`, `10s`, `2m` or `1h`.
+/// A duration as `--overlap` and `--expires` take it, in seconds.
+fn parse_duration(text: &str) -> Result<u64, String> {
+    model::parse_duration(text).map_err(|e| e.to_string())
+}
+
 fn parse_timeout(text: &str) -> Result<Duration, String> {
     let bad = || format!("'{text}' is not a duration; write a number and a unit: 500ms, 10s, 2m");
     let split = text.find(|c: char| !c.is_ascii_digit()).ok_or_else(bad)?;
@@ -966,7 +1097,7 @@ mod tests {
         assert_eq!(cli.addr.as_deref(), Some("/s"));
         assert_eq!(cli.timeout, Duration::from_secs(120));
         match cli.command {
-            Command::Secret(SecretCommand::List { pattern, json }) => {
+            Command::Secret(SecretCommand::List { pattern, json, .. }) => {
                 assert_eq!((pattern.as_deref(), json), (Some("db_*"), false));
             }
             other => panic!("parsed as {other:?}"),

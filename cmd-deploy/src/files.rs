@@ -57,6 +57,15 @@ pub fn parse_grants(text: &[u8]) -> Result<Vec<String>, CliError> {
         .map_err(unexpected)
 }
 
+/// Parses `secrets/grants/SERVICE` whole: the names, and when the grants that end by
+/// themselves end.
+///
+/// # Errors
+/// [`CliError::Unexpected`] if the file is not UTF-8.
+pub fn parse_grant_file(text: &[u8]) -> Result<model::Grants, CliError> {
+    model::Grants::parse(text).map_err(unexpected)
+}
+
 /// `secrets/services/SERVICE`, the parts deploy uses.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ServiceFile {

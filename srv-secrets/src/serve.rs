@@ -293,6 +293,30 @@ pub async fn bind_socket(path: &Path) -> io::Result<tokio::net::UnixListener> {
     Ok(listener)
 }
 
+/// How often the server makes durable what time has ended (`Vault::expire`): pending
+/// versions past their hour, grants past their end. Reads refuse them to the second
+/// regardless; this only cleans the store (and will date the audit's records of it).
+const HOUSEKEEPING_INTERVAL: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// Runs [`Vault::expire`] every [`HOUSEKEEPING_INTERVAL`] on the blocking pool, until
+/// shutdown. A failure is logged, and the next tick tries again.
+async fn housekeeping(vault: Arc<Vault>, mut shutdown: Shutdown) -> io::Result<()> {
+    let mut tick = tokio::time::interval(HOUSEKEEPING_INTERVAL);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            () = shutdown.wait() => return Ok(()),
+            _ = tick.tick() => {}
+        }
+        let vault = vault.clone();
+        match tokio::task::spawn_blocking(move || vault.expire()).await {
+            Ok(Ok(_)) => {}
+            Ok(Err(e)) => warn!(error = %e, "could not remove what ended by itself; trying again"),
+            Err(e) => warn!(error = %e, "the housekeeping task failed; trying again"),
+        }
+    }
+}
+
 /// Serves `vault` over 9P on the unix sockets `sockets`, and the HTTP API on `http`, until
 /// SIGTERM or SIGINT, then finishes the requests in flight and returns.
 pub async fn serve(
@@ -331,6 +355,7 @@ pub async fn serve(
             r
         });
     }
+    tasks.spawn(housekeeping(vault.clone(), shutdown.clone()));
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
     let mut int = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::interrupt())?;
     tokio::select! {

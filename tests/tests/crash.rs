@@ -58,6 +58,7 @@ async fn send(ctl: &Fid, op: &Op) -> Result<(), ninep::client::ClientError> {
         Op::Grant(n) => ::ctl::Command::Grant {
             service: SERVICE.into(),
             name: n.clone(),
+            expires: None,
         },
         Op::Revoke(n) => ::ctl::Command::Revoke {
             service: SERVICE.into(),

@@ -24,6 +24,7 @@ pub mod prompt;
 pub mod run;
 pub mod secret;
 pub mod service;
+pub mod versions;
 
 /// How a command that did not fail ended.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

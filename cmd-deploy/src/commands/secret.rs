@@ -102,7 +102,10 @@ pub async fn run(
             };
             import(server, env, source, allow_empty, out).await
         }
-        SecretCommand::List { pattern, json } => {
+        SecretCommand::List {
+            stale: true, json, ..
+        } => super::versions::stale(json, server, env, out).await,
+        SecretCommand::List { pattern, json, .. } => {
             let glob = pattern.as_deref().map(Glob::parse).transpose();
             let glob = glob.map_err(CliError::Usage)?;
             let session = Session::admin(server, env).await?;
@@ -120,16 +123,26 @@ pub async fn run(
             write_text(out, &line)?;
             Ok(Outcome::Done)
         }
-        SecretCommand::Grant { service, name } => {
+        SecretCommand::Grant {
+            service,
+            name,
+            expires,
+        } => {
             let command = Command::Grant {
                 service: service.clone(),
                 name: name.clone(),
+                expires,
             };
             let answer = apply(server, env, &command).await?;
-            let line = if answer.flag("already") == Some(true) {
-                format!("{service} could already read {name}; nothing changed\n")
-            } else {
-                format!("granted {name} to {service}\n")
+            let until = answer
+                .number("expires")
+                .map(|t| output::iso8601(u32::try_from(t).unwrap_or(u32::MAX)));
+            let line = match (answer.flag("already") == Some(true), until) {
+                (true, _) => format!("{service} could already read {name}; nothing changed\n"),
+                (false, Some(until)) => {
+                    format!("granted {name} to {service} until {until}\n")
+                }
+                (false, None) => format!("granted {name} to {service}\n"),
             };
             write_text(out, &line)?;
             Ok(Outcome::Done)
@@ -147,6 +160,31 @@ pub async fn run(
             };
             write_text(out, &line)?;
             Ok(Outcome::Done)
+        }
+        SecretCommand::Rotate(a) => {
+            let r = super::versions::Rotation {
+                name: a.name,
+                generate: a.generate,
+                file: a.file,
+                overlap: a.overlap,
+                test: a.test,
+                revoke_previous: a.revoke_previous,
+                reason: a.reason,
+                allow_empty: a.allow_empty,
+            };
+            super::versions::rotate(r, &a.argv_value, server, env, out).await
+        }
+        SecretCommand::Rollback { name, reason } => {
+            super::versions::step(Command::Rollback { name }, reason, server, env, out).await
+        }
+        SecretCommand::Retire { name, reason } => {
+            super::versions::step(Command::Retire { name }, reason, server, env, out).await
+        }
+        SecretCommand::Discard { name, reason } => {
+            super::versions::step(Command::Discard { name }, reason, server, env, out).await
+        }
+        SecretCommand::History { name, json } => {
+            super::versions::history(name, json, server, env, out).await
         }
         SecretCommand::RotateKey => {
             let session = Session::admin(server, env).await?;
@@ -259,6 +297,9 @@ pub struct SecretRow {
     pub mtime: String,
     /// The services granted it, sorted.
     pub granted_to: Vec<String>,
+    /// When the grants that end by themselves end (UTC ISO-8601), by service.
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub grants_end: BTreeMap<String, String>,
 }
 
 /// `deploy secret list [PATTERN] [--json]`.
@@ -275,17 +316,23 @@ async fn list(
     if let Some(glob) = glob {
         store.retain(|st| glob.matches(&st.name));
     }
-    let grants = all_grants(session).await?;
+    let grants = grant_files(session).await?;
     let mut holders: BTreeMap<&str, Vec<String>> = BTreeMap::new();
-    for (service, names) in &grants {
-        for name in names {
+    let mut ends: BTreeMap<&str, BTreeMap<String, String>> = BTreeMap::new();
+    for (service, file) in &grants {
+        for name in &file.names {
             holders.entry(name).or_default().push(service.clone());
+            if let Some(&t) = file.expires.get(name) {
+                let until = output::iso8601(u32::try_from(t).unwrap_or(u32::MAX));
+                ends.entry(name).or_default().insert(service.clone(), until);
+            }
         }
     }
     let mut rows: Vec<SecretRow> = store
         .into_iter()
         .map(|st| SecretRow {
             granted_to: holders.remove(st.name.as_str()).unwrap_or_default(),
+            grants_end: ends.remove(st.name.as_str()).unwrap_or_default(),
             version: st.qid.version,
             size: st.length,
             mtime: output::iso8601(st.mtime),
@@ -317,7 +364,14 @@ fn render_list(rows: &[SecretRow]) -> String {
         let granted = if r.granted_to.is_empty() {
             "-".to_string()
         } else {
-            r.granted_to.join(", ")
+            r.granted_to
+                .iter()
+                .map(|s| match r.grants_end.get(s) {
+                    Some(until) => format!("{s} (until {until})"),
+                    None => s.clone(),
+                })
+                .collect::<Vec<_>>()
+                .join(", ")
         };
         table.row(vec![
             r.name.clone(),
@@ -334,6 +388,15 @@ fn render_list(rows: &[SecretRow]) -> String {
 pub(crate) async fn all_grants(
     session: &Session,
 ) -> Result<BTreeMap<String, Vec<String>>, CliError> {
+    Ok(grant_files(session)
+        .await?
+        .into_iter()
+        .map(|(service, file)| (service, file.names))
+        .collect())
+}
+
+/// Every service's grants file, parsed, by service name.
+async fn grant_files(session: &Session) -> Result<BTreeMap<String, model::Grants>, CliError> {
     let entries = session
         .list(&["secrets", "grants"], files::MAX_DIRECTORY)
         .await
@@ -343,7 +406,7 @@ pub(crate) async fn all_grants(
         let path = ["secrets", "grants", &entry.name];
         match session.read(&path, files::MAX_GRANTS_FILE).await {
             Ok(text) => {
-                grants.insert(entry.name, files::parse_grants(&text)?);
+                grants.insert(entry.name, files::parse_grant_file(&text)?);
             }
             // Removed since the listing: it has no grants any more.
             Err(e) if is_not_found(&e) => {}
@@ -518,13 +581,26 @@ async fn get(
     raw: bool,
     out: &mut dyn Write,
 ) -> Result<Outcome, CliError> {
+    // NAME@pending and NAME@previous name a version of NAME.
+    let base = ["@pending", "@previous"]
+        .iter()
+        .find_map(|suffix| name.strip_suffix(suffix))
+        .unwrap_or(name);
     validate(&Command::Grant {
         service: service.to_string(),
-        name: name.to_string(),
+        name: base.to_string(),
+        expires: None,
     })?;
     let session = Session::service_view(server, env, service).await?;
     let value = match session.read(&["secret", name], files::MAX_VALUE_FILE).await {
         Ok(v) => v,
+        Err(e) if (is_not_found(&e) || is_permission_denied(&e)) && base != name => {
+            return Err(CliError::Deployer(format!(
+                "{service} cannot read {name}: {base} is not granted to {service}, or it \
+                 has no such version now (a pending one until it is promoted, discarded or an \
+                 hour old; a previous one during its overlap); see `deploy secret history {base}`"
+            )));
+        }
         Err(e) if is_not_found(&e) || is_permission_denied(&e) => {
             return Err(CliError::SecretNotVisible {
                 service: service.to_string(),
@@ -603,6 +679,7 @@ mod tests {
                 size: 40,
                 mtime: output::iso8601(1_714_564_800),
                 granted_to: vec![],
+                grants_end: BTreeMap::new(),
             },
             SecretRow {
                 name: "db_password".into(),
@@ -610,20 +687,23 @@ mod tests {
                 size: 1048576,
                 mtime: output::iso8601(0),
                 granted_to: vec!["web".into(), "worker".into()],
+                grants_end: [("worker".to_string(), output::iso8601(86_400))].into(),
             },
         ];
         assert_eq!(
             render_list(&rows),
             "NAME         VERSION     SIZE  MODIFIED              GRANTED TO\n\
              api_key           12       40  2024-05-01T12:00:00Z  -\n\
-             db_password        3  1048576  1970-01-01T00:00:00Z  web, worker\n"
+             db_password        3  1048576  1970-01-01T00:00:00Z  web, worker (until \
+             1970-01-02T00:00:00Z)\n"
         );
         let json = serde_json::to_value(&rows[1]).unwrap();
         assert_eq!(
             json,
             serde_json::json!({
                 "name": "db_password", "version": 3, "size": 1048576,
-                "mtime": "1970-01-01T00:00:00Z", "granted_to": ["web", "worker"]
+                "mtime": "1970-01-01T00:00:00Z", "granted_to": ["web", "worker"],
+                "grants_end": {"worker": "1970-01-02T00:00:00Z"}
             })
         );
     }

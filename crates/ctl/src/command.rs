@@ -16,12 +16,26 @@ pub(crate) const ABORT: &str = "abort";
 pub(crate) const BEGIN: &str = "begin";
 pub(crate) const COMMIT: &str = "commit";
 pub(crate) const DELETE: &str = "delete";
+pub(crate) const DISCARD: &str = "discard";
 pub(crate) const GRANT: &str = "grant";
 pub(crate) const HELP: &str = "help";
+pub(crate) const HISTORY: &str = "history";
+pub(crate) const PROMOTE: &str = "promote";
+pub(crate) const REASON: &str = "reason";
+pub(crate) const RETIRE: &str = "retire";
 pub(crate) const REVOKE: &str = "revoke";
+pub(crate) const ROLLBACK: &str = "rollback";
 pub(crate) const ROTATE_KEY: &str = "rotate-key";
 pub(crate) const SERVICE: &str = "service";
 pub(crate) const SET: &str = "set";
+pub(crate) const STAGE: &str = "stage";
+pub(crate) const STALE: &str = "stale";
+
+/// The words of `promote`'s and `grant`'s options, and of `stage NAME generate`.
+pub(crate) const OVERLAP: &str = "overlap";
+pub(crate) const REVOKE_PREVIOUS: &str = "revoke-previous";
+pub(crate) const EXPIRES: &str = "expires";
+pub(crate) const GENERATE_WORD: &str = "generate";
 
 /// Usage lines, as errors show them: short enough that any error quoting one fits what a
 /// Plan 9 client keeps ([`MAX_ERROR_LEN`](crate::MAX_ERROR_LEN)). `help` shows the
@@ -32,7 +46,17 @@ pub(crate) mod usage {
     pub(crate) const COMMIT: &str = "commit";
     pub(crate) const HELP: &str = "help";
     pub(crate) const DELETE: &str = "delete NAME";
-    pub(crate) const GRANT: &str = "grant SERVICE NAME";
+    pub(crate) const DISCARD: &str = "discard NAME";
+    pub(crate) const GRANT: &str = "grant SERVICE NAME [expires DURATION]";
+    pub(crate) const HISTORY: &str = "history NAME";
+    pub(crate) const PROMOTE: &str = "promote NAME [overlap DURATION | revoke-previous]";
+    pub(crate) const REASON: &str = "reason TEXT";
+    pub(crate) const RETIRE: &str = "retire NAME";
+    pub(crate) const ROLLBACK: &str = "rollback NAME";
+    pub(crate) const STAGE: &str = "stage NAME (VALUE | generate [TEMPLATE])";
+    pub(crate) const STAGE_VALUE: &str = "stage NAME VALUE";
+    pub(crate) const STAGE_GENERATE: &str = "stage NAME generate [TEMPLATE]";
+    pub(crate) const STALE: &str = "stale";
     pub(crate) const REVOKE: &str = "revoke SERVICE NAME";
     pub(crate) const ROTATE_KEY: &str = "rotate-key";
     pub(crate) const SERVICE: &str = "service SERVICE (uid UID|manifest VALUE|tiers LIST|remove)";
@@ -67,13 +91,23 @@ pub(crate) mod usage {
 
     /// Every usage, for the tests that check each error's length.
     #[cfg(test)]
-    pub(crate) const ALL: [&str; 37] = [
+    pub(crate) const ALL: [&str; 47] = [
         ABORT,
         BEGIN,
         COMMIT,
         HELP,
         DELETE,
+        DISCARD,
         GRANT,
+        HISTORY,
+        PROMOTE,
+        REASON,
+        RETIRE,
+        ROLLBACK,
+        STAGE,
+        STAGE_VALUE,
+        STAGE_GENERATE,
+        STALE,
         REVOKE,
         ROTATE_KEY,
         SERVICE,
@@ -200,6 +234,12 @@ pub(crate) const VERBS: &[Verb] = &[
         runs: Runs::Joins,
     },
     Verb {
+        word: DISCARD,
+        forms: &[(usage::DISCARD, "destroy NAME's pending version")],
+        parse: |t| parse::name_only(t, usage::DISCARD, |name| Command::Discard { name }),
+        runs: Runs::Joins,
+    },
+    Verb {
         word: deployment::GENERATE,
         forms: &[(
             usage::GENERATE,
@@ -210,7 +250,10 @@ pub(crate) const VERBS: &[Verb] = &[
     },
     Verb {
         word: GRANT,
-        forms: &[(usage::GRANT, "let SERVICE read NAME")],
+        forms: &[(
+            usage::GRANT,
+            "let SERVICE read NAME (for DURATION: 30m, 12h, 90d, ...)",
+        )],
         parse: |t| parse::grant_or_revoke(t, GRANT),
         runs: Runs::Joins,
     },
@@ -219,6 +262,15 @@ pub(crate) const VERBS: &[Verb] = &[
         forms: &[(usage::HELP, "this list (read it from ctl)")],
         parse: |t| parse::no_args(t, Command::Help, usage::HELP),
         runs: Runs::Now,
+    },
+    Verb {
+        word: HISTORY,
+        forms: &[(
+            usage::HISTORY,
+            "NAME's versions: state, when, by whom, why (never a value), as JSON",
+        )],
+        parse: |t| parse::name_only(t, usage::HISTORY, |name| Command::History { name }),
+        runs: Runs::Alone,
     },
     Verb {
         word: deployment::LINT,
@@ -260,12 +312,48 @@ pub(crate) const VERBS: &[Verb] = &[
         runs: Runs::Joins,
     },
     Verb {
+        word: PROMOTE,
+        forms: &[(
+            usage::PROMOTE,
+            "make NAME's pending version current; the old one is NAME@previous for DURATION",
+        )],
+        parse: parse::promote,
+        runs: Runs::Joins,
+    },
+    Verb {
+        word: REASON,
+        forms: &[(
+            usage::REASON,
+            "why: recorded with the next change (or transaction) on this fid",
+        )],
+        parse: parse::reason,
+        runs: Runs::Now,
+    },
+    Verb {
+        word: RETIRE,
+        forms: &[(
+            usage::RETIRE,
+            "destroy NAME's previous version (its overlap ends)",
+        )],
+        parse: |t| parse::name_only(t, usage::RETIRE, |name| Command::Retire { name }),
+        runs: Runs::Joins,
+    },
+    Verb {
         word: REVOKE,
         forms: &[(
             usage::REVOKE,
             "stop SERVICE reading NAME, from its next read on",
         )],
         parse: |t| parse::grant_or_revoke(t, REVOKE),
+        runs: Runs::Joins,
+    },
+    Verb {
+        word: ROLLBACK,
+        forms: &[(
+            usage::ROLLBACK,
+            "make NAME's previous version current again",
+        )],
+        parse: |t| parse::name_only(t, usage::ROLLBACK, |name| Command::Rollback { name }),
         runs: Runs::Joins,
     },
     Verb {
@@ -296,6 +384,30 @@ pub(crate) const VERBS: &[Verb] = &[
         forms: &[(usage::SET, "store a secret (a new version)")],
         parse: parse::set,
         runs: Runs::Joins,
+    },
+    Verb {
+        word: STAGE,
+        forms: &[
+            (
+                usage::STAGE_VALUE,
+                "a new version of NAME, pending: NAME@pending to its grantees, for an hour",
+            ),
+            (
+                usage::STAGE_GENERATE,
+                "the same, made from TEMPLATE or NAME's core-tier template",
+            ),
+        ],
+        parse: parse::stage,
+        runs: Runs::Joins,
+    },
+    Verb {
+        word: STALE,
+        forms: &[(
+            usage::STALE,
+            "secrets older than their rotation period, as JSON",
+        )],
+        parse: |t| parse::no_args(t, Command::Stale, usage::STALE),
+        runs: Runs::Alone,
     },
     Verb {
         word: deployment::STRATEGY,
@@ -389,12 +501,66 @@ pub enum Command {
         /// The secret's name.
         name: String,
     },
-    /// `grant SERVICE NAME`: let a service read a secret.
+    /// `grant SERVICE NAME [expires DURATION]`: let a service read a secret, for good or
+    /// for a while.
     Grant {
         /// The service's name.
         service: String,
         /// The secret's name.
         name: String,
+        /// How long the grant lasts, in seconds (`None`: until revoked).
+        expires: Option<u64>,
+    },
+    /// `stage NAME VALUE`: a new version of a secret, pending.
+    Stage {
+        /// The secret's name.
+        name: String,
+        /// The new version's value.
+        value: Value,
+    },
+    /// `stage NAME generate [TEMPLATE]`: a new version made on the server, pending.
+    StageGenerate {
+        /// The secret's name.
+        name: String,
+        /// The template (`None`: the secret's core-tier template).
+        template: Option<String>,
+    },
+    /// `promote NAME [overlap DURATION | revoke-previous]`: the pending version current.
+    Promote {
+        /// The secret's name.
+        name: String,
+        /// How long services may still read the version it replaces, in seconds.
+        overlap: Option<u64>,
+        /// Destroy the version it replaces and cut off its readers.
+        revoke_previous: bool,
+    },
+    /// `discard NAME`: destroy the pending version.
+    Discard {
+        /// The secret's name.
+        name: String,
+    },
+    /// `rollback NAME`: the previous version current again.
+    Rollback {
+        /// The secret's name.
+        name: String,
+    },
+    /// `retire NAME`: destroy the previous version.
+    Retire {
+        /// The secret's name.
+        name: String,
+    },
+    /// `history NAME`: the secret's versions, as JSON.
+    History {
+        /// The secret's name.
+        name: String,
+    },
+    /// `stale`: the secrets older than their rotation period, as JSON.
+    Stale,
+    /// `reason TEXT`: why the next change (or transaction) on this fid is made.
+    Reason {
+        /// The reason: UTF-8, at most [`MAX_REASON_LEN`](model::MAX_REASON_LEN) bytes,
+        /// no control characters.
+        text: String,
     },
     /// `revoke SERVICE NAME`: stop a service reading a secret.
     Revoke {
@@ -478,7 +644,45 @@ impl Command {
         match self {
             Command::Set { name, value } => vec![Word(SET), Name(name), Arg::Value(value)],
             Command::Delete { name } => vec![Word(DELETE), Name(name)],
-            Command::Grant { service, name } => vec![Word(GRANT), Service(service), Name(name)],
+            Command::Grant {
+                service,
+                name,
+                expires,
+            } => {
+                let mut a = vec![Word(GRANT), Service(service), Name(name)];
+                if let Some(secs) = expires {
+                    a.extend([Word(EXPIRES), Owned(model::format_duration(*secs))]);
+                }
+                a
+            }
+            Command::Stage { name, value } => vec![Word(STAGE), Name(name), Arg::Value(value)],
+            Command::StageGenerate { name, template } => {
+                let mut a = vec![Word(STAGE), Name(name), Word(GENERATE_WORD)];
+                if let Some(t) = template {
+                    a.push(Text(t));
+                }
+                a
+            }
+            Command::Promote {
+                name,
+                overlap,
+                revoke_previous,
+            } => {
+                let mut a = vec![Word(PROMOTE), Name(name)];
+                if let Some(secs) = overlap {
+                    a.extend([Word(OVERLAP), Owned(model::format_duration(*secs))]);
+                }
+                if *revoke_previous {
+                    a.push(Word(REVOKE_PREVIOUS));
+                }
+                a
+            }
+            Command::Discard { name } => vec![Word(DISCARD), Name(name)],
+            Command::Rollback { name } => vec![Word(ROLLBACK), Name(name)],
+            Command::Retire { name } => vec![Word(RETIRE), Name(name)],
+            Command::History { name } => vec![Word(HISTORY), Name(name)],
+            Command::Stale => vec![Word(STALE)],
+            Command::Reason { text } => vec![Word(REASON), Text(text)],
             Command::Revoke { service, name } => vec![Word(REVOKE), Service(service), Name(name)],
             Command::RotateKey => vec![Word(ROTATE_KEY)],
             Command::Begin => vec![Word(BEGIN)],
@@ -666,17 +870,18 @@ impl Command {
     /// `catalog export`, `catalog apply dry-run`, `bundle list`, `bundle identify`.
     /// (`bundle create` answers with a body too, and is a change: it records the bundle.)
     pub fn is_query(&self) -> bool {
-        matches!(
-            self,
-            Command::Catalog(
-                CatalogCommand::Plan { .. }
-                    | CatalogCommand::Lint { .. }
-                    | CatalogCommand::Export { .. }
-                    | CatalogCommand::Apply { dry_run: true, .. }
-                    | CatalogCommand::BundleList { .. }
-                    | CatalogCommand::BundleIdentify { .. }
+        matches!(self, Command::History { .. } | Command::Stale)
+            || matches!(
+                self,
+                Command::Catalog(
+                    CatalogCommand::Plan { .. }
+                        | CatalogCommand::Lint { .. }
+                        | CatalogCommand::Export { .. }
+                        | CatalogCommand::Apply { dry_run: true, .. }
+                        | CatalogCommand::BundleList { .. }
+                        | CatalogCommand::BundleIdentify { .. }
+                )
             )
-        )
     }
 
     /// When the command runs, with respect to transactions.
@@ -706,6 +911,19 @@ impl Command {
     /// # Errors
     /// The [`ErrorKind`] the server would answer with.
     pub fn validate(&self) -> Result<(), ErrorKind> {
+        if let Command::Reason { text } = self
+            && !parse::is_reason(text)
+        {
+            return Err(ErrorKind::BadReason);
+        }
+        if let Command::Promote {
+            overlap: Some(_),
+            revoke_previous: true,
+            ..
+        } = self
+        {
+            return Err(ErrorKind::OverlapAndRevoke);
+        }
         for arg in self.args() {
             match arg {
                 Arg::Name(name) => {
@@ -897,7 +1115,8 @@ mod tests {
         assert_eq!(
             enc(&Command::Grant {
                 service: "web".into(),
-                name: "db_password".into()
+                name: "db_password".into(),
+                expires: None,
             }),
             b"grant web db_password\n"
         );
@@ -957,6 +1176,7 @@ mod tests {
         let c = Command::Grant {
             service: "''''".into(),
             name: "x".repeat(300),
+            expires: None,
         };
         let e = c.encode();
         assert!(e.capacity() >= e.len());
@@ -1007,6 +1227,7 @@ mod tests {
         let bad_name = Command::Grant {
             service: "web".into(),
             name: "..".into(),
+            expires: None,
         };
         assert_eq!(
             bad_name.validate(),

@@ -13,9 +13,15 @@ use crate::MAX_VALUE_LEN;
 #[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
 pub enum ErrorKind {
+    /// A duration (`overlap`, `expires`) that does not read.
+    #[error("{0}")]
+    BadDuration(model::DurationError),
     /// A prompt's `min` or `max` that is not a whole number.
     #[error("min and max are whole numbers: digits, with - before a negative one")]
     BadNumber,
+    /// A `reason` that is not text, too long, or holds a control character.
+    #[error("a reason is UTF-8 text of at most 1024 bytes, without control characters")]
+    BadReason,
     /// `service … uid` with something other than a decimal number from 0 to 4294967294.
     #[error("uid must be a decimal number from 0 to 4294967294")]
     BadUid,
@@ -67,6 +73,10 @@ pub enum ErrorKind {
     /// `rotate-key` inside a transaction: it is a transaction of its own.
     #[error("cannot run inside a transaction; commit or abort it first")]
     NotInTransaction,
+    /// `promote NAME overlap DURATION revoke-previous`: the previous value cannot both stay
+    /// readable and be destroyed.
+    #[error("overlap and revoke-previous exclude each other: revoking destroys the old value")]
+    OverlapAndRevoke,
     /// An option given twice (`meta NAME owner a owner b`).
     #[error("an option is given twice; give each once")]
     RepeatedOption,

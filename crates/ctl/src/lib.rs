@@ -22,8 +22,15 @@
 //! command  = "set" NAME VALUE
 //!          | "begin" | "commit" | "abort" | "help"
 //!          | "delete" NAME
-//!          | "grant" SERVICE NAME
+//!          | "grant" SERVICE NAME [ "expires" DURATION ]
 //!          | "revoke" SERVICE NAME
+//!          | "stage" NAME ( VALUE | "generate" [ TEXT ] )     "generate" bare: a value
+//!                                                            spelled so is sent quoted
+//!                                                            or as a literal
+//!          | "promote" NAME [ "overlap" DURATION | "revoke-previous" ]
+//!          | "discard" NAME | "rollback" NAME | "retire" NAME
+//!          | "history" NAME | "stale"
+//!          | "reason" TEXT                                   for the next change
 //!          | "rotate-key"
 //!          | "service" SERVICE "uid" UID
 //!          | "service" SERVICE "manifest" VALUE
@@ -47,6 +54,7 @@
 //! VALUE    = any token, at most 1048576 bytes once unquoted (empty is fine) ;
 //! TEXT     = any token that is UTF-8 ;                       tiers, classes, templates, ...
 //! FILE     = any token, at most 16777216 bytes (a catalog file) ;
+//! DURATION = digits and one of s m h d w: 30s, 15m, 12h, 90d, 2w; 1s to 3650d ;
 //! ```
 //!
 //! Command words and actions are case-sensitive. A line is at most [`MAX_LINE_LEN`]

@@ -156,6 +156,21 @@ impl<'a> Tokens<'a> {
     fn has_more(&self) -> bool {
         !skip_blanks(self.rest).is_empty()
     }
+
+    /// Takes the next token if it is `word` written bare (neither quoted nor a literal),
+    /// so that a grammar word may stand where a value could: a value spelled like it is
+    /// sent quoted or as a `{N}` literal, as [`Command::encode`] sends every value.
+    fn take_bare(&mut self, word: &str) -> bool {
+        let i = skip_blanks(self.rest);
+        let Some(after) = i.strip_prefix(word.as_bytes()) else {
+            return false;
+        };
+        if after.first().is_some_and(|&b| !is_blank(b)) {
+            return false;
+        }
+        self.rest = after;
+        true
+    }
 }
 
 fn skip_blanks(i: &[u8]) -> &[u8] {
@@ -243,7 +258,7 @@ pub(crate) fn delete(t: &mut Tokens<'_>) -> Result<Command, ErrorKind> {
     Ok(Command::Delete { name })
 }
 
-/// `grant SERVICE NAME`, `revoke SERVICE NAME`.
+/// `grant SERVICE NAME [expires DURATION]`, `revoke SERVICE NAME`.
 pub(crate) fn grant_or_revoke(t: &mut Tokens<'_>, verb: &str) -> Result<Command, ErrorKind> {
     let usage = if verb == command::GRANT {
         usage::GRANT
@@ -252,12 +267,112 @@ pub(crate) fn grant_or_revoke(t: &mut Tokens<'_>, verb: &str) -> Result<Command,
     };
     let service = check_service(&arg(t, "service", usage)?)?;
     let name = check_name(&arg(t, "name", usage)?)?;
-    end(t, usage, false)?;
-    Ok(if verb == command::GRANT {
-        Command::Grant { service, name }
-    } else {
-        Command::Revoke { service, name }
+    if verb != command::GRANT {
+        end(t, usage, false)?;
+        return Ok(Command::Revoke { service, name });
+    }
+    let expires = match t.next_token()? {
+        None => None,
+        Some(w) if w.as_slice() == command::EXPIRES.as_bytes() => {
+            let secs = duration(&arg(t, "duration", usage)?)?;
+            end(t, usage, false)?;
+            Some(secs)
+        }
+        Some(other) => return Err(unknown(&other, &[command::EXPIRES], "expires")),
+    };
+    Ok(Command::Grant {
+        service,
+        name,
+        expires,
     })
+}
+
+/// A command that takes a secret's name and nothing else (`discard`, `rollback`,
+/// `retire`, `history`).
+pub(crate) fn name_only(
+    t: &mut Tokens<'_>,
+    usage: &'static str,
+    command: fn(String) -> Command,
+) -> Result<Command, ErrorKind> {
+    let name = check_name(&arg(t, "name", usage)?)?;
+    end(t, usage, false)?;
+    Ok(command(name))
+}
+
+/// `stage NAME VALUE`, `stage NAME generate [TEMPLATE]`.
+pub(crate) fn stage(t: &mut Tokens<'_>) -> Result<Command, ErrorKind> {
+    let name = check_name(&arg(t, "name", usage::STAGE)?)?;
+    if t.take_bare(command::GENERATE_WORD) {
+        let template = t.next_token()?.map(|w| text(&w)).transpose()?;
+        end(t, usage::STAGE_GENERATE, false)?;
+        return Ok(Command::StageGenerate { name, template });
+    }
+    let value = value(t, usage::STAGE)?;
+    end(t, usage::STAGE_VALUE, true)?;
+    Ok(Command::Stage { name, value })
+}
+
+/// `promote NAME [overlap DURATION | revoke-previous]`.
+pub(crate) fn promote(t: &mut Tokens<'_>) -> Result<Command, ErrorKind> {
+    let u = usage::PROMOTE;
+    let name = check_name(&arg(t, "name", u)?)?;
+    let (mut overlap, mut revoke_previous) = (None, false);
+    while let Some(option) = t.next_token()? {
+        match option.as_slice() {
+            w if w == command::OVERLAP.as_bytes() => {
+                if overlap
+                    .replace(duration(&arg(t, "duration", u)?)?)
+                    .is_some()
+                {
+                    return Err(ErrorKind::RepeatedOption);
+                }
+            }
+            w if w == command::REVOKE_PREVIOUS.as_bytes() => {
+                if std::mem::replace(&mut revoke_previous, true) {
+                    return Err(ErrorKind::RepeatedOption);
+                }
+            }
+            other => {
+                return Err(unknown(
+                    other,
+                    &[command::OVERLAP, command::REVOKE_PREVIOUS],
+                    "overlap, revoke-previous",
+                ));
+            }
+        }
+    }
+    if overlap.is_some() && revoke_previous {
+        return Err(ErrorKind::OverlapAndRevoke);
+    }
+    Ok(Command::Promote {
+        name,
+        overlap,
+        revoke_previous,
+    })
+}
+
+/// `reason TEXT`.
+pub(crate) fn reason(t: &mut Tokens<'_>) -> Result<Command, ErrorKind> {
+    let token = arg(t, "reason", usage::REASON)?;
+    end(t, usage::REASON, false)?;
+    let text = String::from_utf8(token.to_vec()).map_err(|_| ErrorKind::BadReason)?;
+    if !is_reason(&text) {
+        return Err(ErrorKind::BadReason);
+    }
+    Ok(Command::Reason { text })
+}
+
+/// Whether `text` may be a reason: at most [`model::MAX_REASON_LEN`] bytes, no control
+/// characters (it is shown in listings and logs, one line each).
+pub(crate) fn is_reason(text: &str) -> bool {
+    text.len() <= model::MAX_REASON_LEN && !text.chars().any(char::is_control)
+}
+
+/// A duration: `30s`, `15m`, `12h`, `90d`, `2w`, in seconds.
+fn duration(token: &[u8]) -> Result<u64, ErrorKind> {
+    let text = std::str::from_utf8(token)
+        .map_err(|_| ErrorKind::BadDuration(model::DurationError::Form))?;
+    model::parse_duration(text).map_err(ErrorKind::BadDuration)
 }
 
 /// `service SERVICE (uid UID | manifest VALUE | tiers LIST | remove)`.
@@ -770,6 +885,13 @@ mod tests {
                 "plan" => "plan s t",
                 "catalog" => "catalog export",
                 "bundle" => "bundle list",
+                "stage" => "stage a b",
+                "promote" => "promote a",
+                "discard" => "discard a",
+                "rollback" => "rollback a",
+                "retire" => "retire a",
+                "history" => "history a",
+                "reason" => "reason x",
                 other => other,
             };
             let parsed = parse_line(line.as_bytes()).unwrap_or_else(|e| panic!("{line}: {e:?}"));

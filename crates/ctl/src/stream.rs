@@ -19,6 +19,10 @@
 //!   where the error was. So a transaction that a client sends in many writes can never
 //!   apply in part, however its writes are split.
 //! - A fid closed with a transaction open applies nothing of it.
+//! - `reason TEXT` says why the next change is made: it goes with the next command
+//!   applied alone that is a change, or with the next transaction (given before `begin`
+//!   or inside it, the last one given counting), and then is used up. A query does not
+//!   use it; a refused command does (as does a transaction that fails or is aborted).
 
 use zeroize::Zeroizing;
 
@@ -31,8 +35,8 @@ use crate::{Command, MAX_TXN_BYTES, MAX_TXN_COMMANDS};
 /// What the server does next with a fid's stream.
 #[derive(Debug)]
 pub enum Step {
-    /// Apply this command now, on its own.
-    Apply(Parsed),
+    /// Apply this command now, on its own, with the reason given for it (`reason TEXT`).
+    Apply(Parsed, Option<String>),
     /// Apply these commands as one transaction: all or none.
     Commit(Transaction),
     /// Nothing to apply; this is the command's result (`begin`, `abort`, `help`).
@@ -51,6 +55,8 @@ pub struct Transaction {
     pub commit_line: usize,
     /// The commands between them.
     pub commands: Vec<Parsed>,
+    /// The reason given for it (`reason TEXT`, before `begin` or inside).
+    pub reason: Option<String>,
 }
 
 impl Transaction {
@@ -75,6 +81,8 @@ struct Open {
 pub struct CtlStream {
     buffer: CtlBuffer,
     open: Option<Open>,
+    /// The reason for the next change, if one was given.
+    reason: Option<String>,
 }
 
 impl CtlStream {
@@ -137,6 +145,7 @@ impl CtlStream {
     pub fn abandon(&mut self) {
         self.buffer.discard_pending();
         self.open = None;
+        self.reason = None;
     }
 
     /// Whether a transaction is open (aborted or not).
@@ -156,6 +165,13 @@ impl CtlStream {
             Err(e) => return Some(self.refuse(e)),
         };
         let line = parsed.line;
+        if let Command::Reason { text } = &parsed.command {
+            if self.open.as_ref().is_some_and(|o| o.aborted.is_some()) {
+                return None;
+            }
+            self.reason = Some(text.clone());
+            return Some(Step::Answer(Reply::Ok(Answer::new(crate::command::REASON))));
+        }
         let Some(open) = self.open.as_mut() else {
             return Some(match parsed.command {
                 Command::Begin => {
@@ -171,7 +187,14 @@ impl CtlStream {
                     self.refuse(error(&parsed, ErrorKind::NoTransaction))
                 }
                 Command::Help => Step::Answer(help()),
-                _ => Step::Apply(parsed),
+                _ => {
+                    let reason = if parsed.command.is_change() {
+                        self.reason.take()
+                    } else {
+                        None
+                    };
+                    Step::Apply(parsed, reason)
+                }
             });
         };
         match (&parsed.command, open.aborted) {
@@ -179,12 +202,14 @@ impl CtlStream {
             (Command::Abort, _) => {
                 let discarded = open.commands.len();
                 self.open = None;
+                self.reason = None;
                 Some(Step::Answer(Reply::Ok(
                     Answer::new(crate::command::ABORT).field("discarded", discarded),
                 )))
             }
             (Command::Commit, Some(at)) => {
                 self.open = None;
+                self.reason = None;
                 Some(Step::Refuse(
                     error(&parsed, ErrorKind::TransactionAborted { line: at }).to_string(),
                 ))
@@ -195,6 +220,7 @@ impl CtlStream {
                     begin_line: open.begin_line,
                     commit_line: line,
                     commands: open.commands,
+                    reason: self.reason.take(),
                 }))
             }
             // Skipped: part of a transaction that is dead already.
@@ -215,8 +241,10 @@ impl CtlStream {
         }
     }
 
-    /// Refuses a command, aborting the open transaction (if any) at its line.
+    /// Refuses a command, aborting the open transaction (if any) at its line. A reason
+    /// given for it is used up.
     fn refuse(&mut self, e: CtlError) -> Step {
+        self.reason = None;
         if let Some(open) = self.open.as_mut() {
             open.aborted.get_or_insert(e.line);
             // Nothing of it will apply: let its values go now.
@@ -261,16 +289,18 @@ mod tests {
 
     fn show(step: Step) -> String {
         match step {
-            Step::Apply(p) => format!("apply {}@{}", p.command.verb(), p.line),
+            Step::Apply(p, None) => format!("apply {}@{}", p.command.verb(), p.line),
+            Step::Apply(p, Some(r)) => format!("apply {}@{} ({r})", p.command.verb(), p.line),
             Step::Commit(t) => format!(
-                "commit {}..{} [{}]",
+                "commit {}..{} [{}]{}",
                 t.begin_line,
                 t.commit_line,
                 t.commands
                     .iter()
                     .map(|p| format!("{}@{}", p.command.verb(), p.line))
                     .collect::<Vec<_>>()
-                    .join(" ")
+                    .join(" "),
+                t.reason.map(|r| format!(" ({r})")).unwrap_or_default()
             ),
             Step::Answer(r) => {
                 let mut out = Vec::new();
@@ -279,6 +309,63 @@ mod tests {
             }
             Step::Refuse(e) => format!("refuse {e}"),
         }
+    }
+
+    #[test]
+    fn a_reason_goes_with_the_next_change_or_transaction_and_is_used_up() {
+        let mut s = CtlStream::new();
+        assert_eq!(
+            steps(
+                &mut s,
+                b"reason 'INC-7: key leaked'\nhistory db\nstale\npromote db revoke-previous\nretire db\n"
+            ),
+            [
+                "ok reason",
+                "apply history@2",
+                "apply stale@3",
+                "apply promote@4 (INC-7: key leaked)",
+                "apply retire@5"
+            ]
+        );
+        // For a transaction: before begin or inside it, the last one given.
+        assert_eq!(
+            steps(
+                &mut s,
+                b"reason a\nbegin\nstage db {1}\nx\nreason b\npromote db\ncommit\nset c 1\n"
+            ),
+            [
+                "ok reason",
+                "ok begin",
+                "ok reason",
+                "commit 7..11 [stage@8 promote@10] (b)",
+                "apply set@12"
+            ]
+        );
+        // A refused command uses it up; so does an aborted transaction.
+        assert_eq!(
+            steps(&mut s, b"reason c\nset '' 1\nset d 1\n"),
+            [
+                "ok reason",
+                "refuse ctl: line 14: set: invalid secret name; names are 1 to 128 of A-Z a-z 0-9 . _ - (but not . or ..)"
+            ]
+        );
+        assert_eq!(
+            steps(&mut s, b"set d 1\nreason e\nbegin\nabort\nset e 1\n"),
+            [
+                "apply set@16",
+                "ok reason",
+                "ok begin",
+                "ok abort discarded=0",
+                "apply set@20"
+            ]
+        );
+        assert_eq!(
+            steps(&mut s, b"reason '\t'\n"),
+            [format!(
+                "refuse ctl: line 21: reason: {}",
+                ErrorKind::BadReason
+            )]
+        );
     }
 
     #[test]

@@ -5,7 +5,8 @@
 //! - `secrets/status` ([`Status`]): lines `key N`, `secrets N`, `services N`,
 //!   `rotation idle` or `rotation DONE/TOTAL`. A reader skips lines it does not know, so
 //!   a newer server can add some.
-//! - `secrets/grants/SERVICE` ([`Grants`]): the granted secret names, sorted, one per line.
+//! - `secrets/grants/SERVICE` ([`Grants`]): the granted secret names, sorted, one per line,
+//!   each followed by ` expires UNIX_SECONDS` when the grant ends by itself.
 //! - `secrets/services/SERVICE` ([`ServiceFile`]): `uid N` or `uid none`, then the
 //!   manifest verbatim ([`crate::manifest`]).
 //! - the refusal a service's uid gets when it asks for the admin tree ([`NotAdmin`]),
@@ -13,6 +14,7 @@
 //!
 //! Nothing in these files is secret: names, numbers, manifests.
 
+use std::collections::BTreeMap;
 use std::fmt;
 
 use serde::Serialize;
@@ -137,33 +139,51 @@ impl Status {
     }
 }
 
-/// `secrets/grants/SERVICE`: the names of the secrets granted to the service.
+/// `secrets/grants/SERVICE`: the names of the secrets granted to the service, and when
+/// the grants that end by themselves end.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Grants {
     /// The names, in the order the file lists them (the server's is sorted).
     pub names: Vec<String>,
+    /// When each grant that ends by itself ends (unix seconds), by name.
+    pub expires: BTreeMap<String, u64>,
 }
 
+/// The word between a name and its grant's end.
+const EXPIRES: &str = "expires";
+
 impl Grants {
-    /// The file's text: one name per line.
+    /// The file's text: one name per line, `NAME expires UNIX_SECONDS` for a grant that
+    /// ends by itself.
     pub fn render(&self) -> String {
-        self.names.iter().map(|n| format!("{n}\n")).collect()
+        self.names
+            .iter()
+            .map(|n| match self.expires.get(n) {
+                Some(t) => format!("{n} {EXPIRES} {t}\n"),
+                None => format!("{n}\n"),
+            })
+            .collect()
     }
 
-    /// Reads the file; blank lines are skipped.
+    /// Reads the file; blank lines are skipped, and a line whose end does not read is
+    /// taken for a grant without one.
     ///
     /// # Errors
     /// [`FormatError::NotUtf8`].
     pub fn parse(text: &[u8]) -> Result<Grants, FormatError> {
         let text = utf8(text, "a grants file")?;
-        Ok(Grants {
-            names: text
-                .lines()
-                .map(str::trim)
-                .filter(|l| !l.is_empty())
-                .map(String::from)
-                .collect(),
-        })
+        let mut grants = Grants::default();
+        for line in text.lines().map(str::trim).filter(|l| !l.is_empty()) {
+            let mut words = line.split(' ');
+            let name = words.next().unwrap_or(line);
+            if let (Some(EXPIRES), Some(t), None) = (words.next(), words.next(), words.next())
+                && let Ok(t) = t.parse()
+            {
+                grants.expires.insert(name.to_string(), t);
+            }
+            grants.names.push(name.to_string());
+        }
+        Ok(grants)
     }
 }
 
@@ -312,6 +332,11 @@ mod tests {
         assert_eq!(g.names, ["api_key", "db_password"]);
         assert_eq!(g.render(), "api_key\ndb_password\n");
         assert_eq!(Grants::parse(b"a\n\nb").unwrap().names, ["a", "b"]);
+        let g = Grants::parse(b"a expires 1767225600\nb\n").unwrap();
+        assert_eq!(g.names, ["a", "b"]);
+        assert_eq!(g.expires.get("a"), Some(&1_767_225_600));
+        assert_eq!(g.expires.get("b"), None);
+        assert_eq!(g.render(), "a expires 1767225600\nb\n");
         assert_eq!(
             Grants::parse(b"\xff").unwrap_err().to_string(),
             "a grants file is not UTF-8"
@@ -389,8 +414,11 @@ mod tests {
         }
 
         #[test]
-        fn grants_round_trip(names in proptest::collection::vec("[A-Za-z0-9._-]{1,20}", 0..20)) {
-            let g = Grants { names };
+        fn grants_round_trip(
+            names in proptest::collection::btree_map("[A-Za-z0-9._-]{1,20}", any::<Option<u64>>(), 0..20)
+        ) {
+            let expires = names.iter().filter_map(|(n, t)| Some((n.clone(), (*t)?))).collect();
+            let g = Grants { names: names.into_keys().collect(), expires };
             prop_assert_eq!(Grants::parse(g.render().as_bytes()).unwrap(), g);
         }
 

@@ -20,13 +20,18 @@
 //! - [`manifest`]: the lines of a service manifest.
 //! - [`files`]: `secrets/status`, `secrets/grants/SERVICE`, `secrets/services/SERVICE`,
 //!   and the refusal a service gets when it asks for the admin tree.
+//! - `duration`: durations as written (`30s`, `12h`, `90d`): overlap windows and
+//!   grants' lifetimes ([`parse_duration`]).
 //! - this file: the size limits.
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
 
+mod duration;
 pub mod files;
 pub mod manifest;
 mod names;
+
+pub use duration::{DurationError, MAX_DURATION_SECS, format_duration, parse_duration};
 
 pub use files::{FormatError, Grants, NotAdmin, Rotation, ServiceFile, Status};
 

@@ -81,6 +81,16 @@ impl Actor {
         self.reason.as_deref()
     }
 
+    /// The principal as [`Actor`]'s `Display` shows it, without the uid: `admin`,
+    /// `service web`, `local` (what a version's record keeps of who made it).
+    pub fn principal_text(&self) -> String {
+        match &self.principal {
+            Principal::Admin => "admin".to_owned(),
+            Principal::Service(name) => format!("service {name}"),
+            Principal::Local => "local".to_owned(),
+        }
+    }
+
     /// Refuses a reason past [`MAX_REASON_LEN`].
     pub(crate) fn check(&self) -> Result<()> {
         match &self.reason {
@@ -96,11 +106,7 @@ impl Actor {
 /// `admin (uid 1000)`, `service web (uid 1001)`, `local`; the reason is not shown.
 impl fmt::Display for Actor {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match &self.principal {
-            Principal::Admin => f.write_str("admin")?,
-            Principal::Service(name) => write!(f, "service {name}")?,
-            Principal::Local => f.write_str("local")?,
-        }
+        f.write_str(&self.principal_text())?;
         match self.uid {
             Some(uid) => write!(f, " (uid {uid})"),
             None => Ok(()),

@@ -51,10 +51,12 @@ use crate::error::{Error, Result};
 pub const MAX_BATCH_MUTATIONS: usize = 25_000;
 
 /// The most bytes one batch carries, its rows' keys and values as stored. 4 MiB of values
-/// is what one ctl transaction may hold; sealing adds a tag to each chunk of a value and an
-/// envelope to each record, which this leaves room for. What it is for: an etcd
-/// transaction is one request (`--max-request-bytes` must be above it).
-pub const MAX_BATCH_BYTES: usize = 8 << 20;
+/// is what one ctl transaction may hold; a secret's record carries its previous and
+/// pending versions beside the current one, so staging 4 MiB of new values rewrites up to
+/// three times that; sealing adds a tag to each chunk of a value and an envelope to each
+/// record, which this leaves room for. What it is for: an etcd transaction is one request
+/// (`--max-request-bytes` must be above it).
+pub const MAX_BATCH_BYTES: usize = 16 << 20;
 
 /// A logical table. Backends name theirs by [`Table::name`], which is part of the format.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]

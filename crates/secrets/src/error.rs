@@ -228,6 +228,15 @@ pub enum Error {
     /// An admin operation named a service that does not exist.
     #[error("no such service")]
     NoSuchService,
+    /// `promote` or `discard` of a secret with no pending version (or one past its hour).
+    #[error(
+        "the secret has no pending version (stage one first; one not promoted within an \
+         hour is discarded)"
+    )]
+    NoPendingVersion,
+    /// `rollback` or `retire` of a secret with no previous version.
+    #[error("the secret has no previous version")]
+    NoPreviousVersion,
     /// An operation named a tier the catalog does not declare.
     #[error("no such tier")]
     NoSuchTier,
@@ -241,6 +250,19 @@ pub enum Error {
     /// indistinguishable).
     #[error("file does not exist")]
     NotFound,
+    /// `set` or `stage` of a secret that has a pending version: a rotation is under way.
+    #[error(
+        "the secret has pending version {version} (a rotation under way): promote or \
+         discard it first"
+    )]
+    PendingVersion {
+        /// The pending version's number.
+        version: u64,
+    },
+    /// On behalf of a service: the version a file was opened at was cut off by a rotation
+    /// that revoked the previous value.
+    #[error("the version this file was opened at was revoked; open it again")]
+    VersionRevoked,
     /// The data directory holds no store.
     #[error(
         "data directory {} holds no store; run `srv-secrets init` first",

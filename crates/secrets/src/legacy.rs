@@ -21,7 +21,7 @@ use crate::backend::{Snapshot, Table};
 use crate::crypto::{KeyCheck, Keyring, NONCE_LEN, SecretAad, TAG_LEN};
 use crate::error::{Error, Result};
 use crate::manifest::Manifest;
-use crate::record::{SecretRecord, ServiceRecord};
+use crate::record::{Made, SecretRecord, ServiceRecord};
 use crate::rows::{Meta, Stored};
 
 /// The format this module reads.
@@ -113,14 +113,14 @@ impl Legacy {
                            migrated to this format; restore a backup, or delete that secret \
                            (named in the log) with the previous srv-secrets",
                 })?;
-            let rec = SecretRecord::seal(
-                &name,
-                old.version,
-                old.incarnation,
-                old.mtime,
-                key,
-                plain.expose(),
-            )?;
+            let made = Made {
+                version: old.version,
+                at: old.mtime,
+                by: None,
+                uid: None,
+                reason: None,
+            };
+            let rec = SecretRecord::seal(&name, old.incarnation, made, key, plain.expose())?;
             secrets.push((name, rec));
         }
         // Format 2's key checks, of the same keys.
@@ -138,7 +138,11 @@ impl Legacy {
             },
             secrets,
             services: self.services,
-            grants: self.grants,
+            grants: self
+                .grants
+                .into_iter()
+                .map(|(svc, sec)| (svc, sec, None))
+                .collect(),
             ..Stored::default()
         })
     }

@@ -39,7 +39,9 @@
 //!   store; reads from the in-memory state; durable mutations through the change feed.
 //!   `vault/change.rs`: [`Vault::apply`]; `vault/rotation.rs`: key rotation and the
 //!   crash recovery `open` runs; `vault/bundles.rs`: the bundles issued
-//!   ([`Vault::issued`], [`Vault::identify`]).
+//!   ([`Vault::issued`], [`Vault::identify`]); `vault/versions.rs`: a secret's versions
+//!   as services and `history` see them, stale secrets, and the housekeeping that ends
+//!   what ends by itself ([`Vault::expire`]).
 //! - `state`: the in-memory copy of the store that reads are served from.
 //! - [`backend`]: the seam a store implements ([`Backend`]: rows, revisions, conditional
 //!   commits, the change feed, bounds), public so that a server can plug in another.
@@ -50,7 +52,8 @@
 //! - `backup`: a copy of the store as of one commit, from a serving vault
 //!   ([`Vault::backup`]) or from a data directory no server holds ([`backup_unserved`]).
 //! - `record`: stored records and their byte layout (an envelope, a CBOR header, a
-//!   payload; store format 4 adds the bundles' records).
+//!   payload; store format 4 adds the bundles' records, format 5 a secret's versions and
+//!   a grant's end).
 //! - `legacy`: store format 1, read only, for the migration at open.
 //! - `crypto`: keys and the keys derived from them (HKDF-SHA256), the keyring, AES-256-GCM
 //!   sealing of values in 4 KiB chunks with identity-bound associated data (a read
@@ -103,9 +106,11 @@ pub use names::{
     MAX_MANIFEST_LEN, MAX_NAME_LEN, MAX_VALUE_LEN, RESERVED_SERVICE_NAMES, check_secret_name,
     check_service_name, check_value, is_valid_name,
 };
+pub use record::{VersionSlot, VersionState};
 pub use redb_store::RedbBackend;
 pub use types::{
-    InitReport, OpenedSecret, RotationProgress, RotationReport, SecretInfo, ServiceInfo, Status,
+    Expired, InitReport, OpenedSecret, RotationProgress, RotationReport, SecretInfo, ServiceInfo,
+    StaleSecret, Status, VersionInfo,
 };
 pub use vault::{
     Applied, Change, ChangeError, Health, IssuedInfo, KEY_FILE, LOCK_FILE, STORE_FILE, Vault,

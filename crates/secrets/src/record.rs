@@ -1,4 +1,5 @@
-//! Records as the store holds them (store format 2), and their byte form.
+//! Records as the store holds them (the envelope of store format 2, the headers of
+//! format 5), and their byte form.
 //!
 //! Every record is an envelope around a header and a payload:
 //!
@@ -26,19 +27,25 @@
 //!
 //! | record  | header                                                       | payload      |
 //! |---------|--------------------------------------------------------------|--------------|
-//! | secret  | `incarnation`, `versions`: [`version`, `state`, `mtime`, `length`, `chunk`, `nonce`] | each version's chunks |
+//! | secret  | `incarnation`, `versions`: [`version`, `state`, `mtime`, `length`, `chunk`, `nonce`, `by`, `uid`, `reason`, `until`], `destroyed`: [`version`, `mtime`, `by`, `uid`, `reason`, `destroyed`], `latest`, `revoked_below` | each held version's chunks, in the order of `versions` |
 //! | service | `uid` (absent: none), `manifest` (its text)                  | empty        |
-//! | grant   | nothing yet                                                  | empty        |
+//! | grant   | `expires` (absent: never)                                    | empty        |
 //! | catalog | a tier's `core`; a service's `tiers`; a secret's metadata: `class`, `owner`, `rotate_every`, `description`, `tiers` (per tier `class`, `strategy` and its fields), as a catalog file has them | empty |
 //! | bundle  | `issued` (unix seconds)                                      | empty        |
 //! | issued value | `issued`, `fingerprint` (the keyed HMAC of the value, never the value) | empty |
 //! | store   | `admin_uid`, `active_key`, `rotation_target`, `last_change`, `digest`, `fingerprint_key` (sealed, from store format 4) | empty |
 //!
-//! Room to grow: a secret's header holds a list of versions, each with a state (only
-//! `current` exists yet, exactly one); metadata (class, owner, tiers), a grant's expiry or
-//! a service's flags are fields added to these headers. A field an older build must not
-//! ignore (an expiry, a suspension) comes with a new store format, so that older builds
-//! refuse the store instead of serving it without the field.
+//! A secret's versions (store format 5): `versions` are those with a value, the current
+//! one first, then the previous one (`until`: its overlap's end) and the pending one if
+//! there are; `destroyed` keeps the facts of at most [`MAX_DESTROYED`] versions whose
+//! value is gone; `latest` is the highest number made, so that numbers are never reused;
+//! fids that opened a version below `revoked_below` fail on their next read. Records of
+//! format 4 and before (one current version, none of the later fields) read as they are.
+//!
+//! Room to grow: metadata (class, owner, tiers) or a service's flags are fields added to
+//! these headers. A field an older build must not ignore (an expiry, a suspension) comes
+//! with a new store format, so that older builds refuse the store instead of serving it
+//! without the field.
 
 use std::sync::Arc;
 
@@ -46,6 +53,7 @@ use serde::{Deserialize, Serialize};
 
 use tracing::error;
 
+use crate::actor::Actor;
 use crate::backend::{Row, Table};
 use crate::crypto::{self, Key, Keyring, MAC_LEN, NONCE_LEN, Value, ValueId};
 use crate::error::{Error, Result};
@@ -181,24 +189,68 @@ fn header<T: serde::de::DeserializeOwned>(bytes: &[u8], what: &'static str) -> R
     ciborium::from_reader(bytes).map_err(|_| Error::Corrupt { what })
 }
 
-/// The state of one version of a secret.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+/// The state of one version of a secret, as its record and `history` say it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
-enum VersionState {
-    /// The version services read.
+pub enum VersionState {
+    /// The version services read as `secret/NAME`.
     Current,
+    /// The version before the current one, kept encrypted so that a rollback can make it
+    /// current again; services read it as `secret/NAME@previous` during an overlap only.
+    Previous,
+    /// A version staged by a rotation and not yet promoted: services granted the secret
+    /// read it as `secret/NAME@pending`; discarded unless promoted within an hour.
+    Pending,
+    /// A version whose value is gone (its facts are kept for `history`).
+    Destroyed,
 }
+
+impl VersionState {
+    /// `current`, `previous`, `pending`, `destroyed`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            VersionState::Current => "current",
+            VersionState::Previous => "previous",
+            VersionState::Pending => "pending",
+            VersionState::Destroyed => "destroyed",
+        }
+    }
+}
+
+/// How long a pending version waits to be promoted before it is discarded, in seconds.
+pub(crate) const PENDING_TTL: u64 = 3600;
+
+/// How many destroyed versions a record remembers (for `history`); older ones are
+/// forgotten, so that a secret set a million times has a record of bounded size.
+pub(crate) const MAX_DESTROYED: usize = 32;
 
 #[derive(Serialize, Deserialize)]
 struct SecretHeader {
     incarnation: u64,
+    /// The versions with a value, in payload order: the current one first, then the
+    /// previous and the pending one if there are.
     versions: Vec<VersionHeader>,
+    /// The versions destroyed, oldest first (store format 5).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    destroyed: Vec<DestroyedHeader>,
+    /// The highest version number made (format 5; absent: the highest of `versions`).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    latest: u64,
+    /// Fids that opened a version below this fail on their next read: every version
+    /// before the one a `promote ... revoke-previous` made current (format 5).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    revoked_below: u64,
+}
+
+fn is_zero(n: &u64) -> bool {
+    *n == 0
 }
 
 #[derive(Serialize, Deserialize)]
 struct VersionHeader {
     version: u64,
     state: VersionState,
+    /// When the version was made (unix seconds).
     mtime: u64,
     /// Plaintext bytes.
     length: u64,
@@ -208,21 +260,67 @@ struct VersionHeader {
     /// The base nonce of its chunks.
     #[serde(with = "serde_bytes")]
     nonce: [u8; NONCE_LEN],
+    /// Who made it (format 5; absent in records written before).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    by: Option<String>,
+    /// The uid of the connection it was made over.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    uid: Option<u32>,
+    /// Why, as its maker said.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    reason: Option<String>,
+    /// A previous version's overlap: services read it until then (unix seconds).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    until: Option<u64>,
 }
 
-/// One stored secret: the current version, encrypted.
-#[derive(Clone, PartialEq, Eq)]
-pub(crate) struct SecretRecord {
-    /// 1 on the first `set`, +1 on each later one; unchanged by key rotation.
+#[derive(Serialize, Deserialize)]
+struct DestroyedHeader {
+    version: u64,
+    /// When it was made.
+    mtime: u64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    by: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    uid: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    reason: Option<String>,
+    /// When its value was destroyed.
+    destroyed: u64,
+}
+
+/// Who made a version, when and why: what `history` shows of it, never its value.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) struct Made {
+    /// Its number: 1 on a secret's first `set`, one more for each version made after.
     pub(crate) version: u64,
-    /// Random, fixed when the name is first set (or set again after a delete). With the
-    /// version it identifies one value for ever, even if a deleted name is set again and
-    /// its version restarts at 1.
-    pub(crate) incarnation: u64,
-    /// Unix seconds of the last `set`.
-    pub(crate) mtime: u64,
-    /// The key the ciphertext is under.
-    pub(crate) key_id: u32,
+    /// When it was made (unix seconds).
+    pub(crate) at: u64,
+    /// The principal that made it, as an actor shows it without the uid (`admin`,
+    /// `service web`, `local`); `None` for a version made before store format 5.
+    pub(crate) by: Option<String>,
+    /// The uid of the connection it was made over.
+    pub(crate) uid: Option<u32>,
+    /// Why, as its maker said.
+    pub(crate) reason: Option<String>,
+}
+
+impl Made {
+    /// Version `version`, made at `at` by `actor`.
+    pub(crate) fn by(version: u64, at: u64, actor: &Actor) -> Made {
+        Made {
+            version,
+            at,
+            by: Some(actor.principal_text()),
+            uid: actor.uid(),
+            reason: actor.reason().map(str::to_owned),
+        }
+    }
+}
+
+/// One version's value, sealed under its record's key.
+#[derive(Clone, PartialEq, Eq)]
+pub(crate) struct Sealed {
     /// The base nonce its chunks were sealed with.
     pub(crate) nonce: [u8; NONCE_LEN],
     /// Plaintext bytes per chunk.
@@ -233,127 +331,521 @@ pub(crate) struct SecretRecord {
     pub(crate) ciphertext: Arc<[u8]>,
 }
 
+/// A version that has a value: who made it, and the value sealed.
+#[derive(Clone, PartialEq, Eq)]
+pub(crate) struct Held {
+    /// Its facts.
+    pub(crate) made: Made,
+    /// Its value.
+    pub(crate) sealed: Sealed,
+    /// A previous version's overlap: services read it as `NAME@previous` until then.
+    pub(crate) until: Option<u64>,
+}
+
+impl Held {
+    /// Its value, as version `made.version` of `name`'s incarnation `incarnation`.
+    pub(crate) fn value<'a>(&'a self, name: &'a str, incarnation: u64) -> Value<'a> {
+        Value {
+            id: ValueId {
+                name,
+                incarnation,
+                version: self.made.version,
+            },
+            nonce: self.sealed.nonce,
+            chunk: self.sealed.chunk_len,
+            length: self.sealed.length,
+            ciphertext: &self.sealed.ciphertext,
+        }
+    }
+
+    fn seal(name: &str, incarnation: u64, made: Made, key: &Key, value: &[u8]) -> Result<Held> {
+        let id = ValueId {
+            name,
+            incarnation,
+            version: made.version,
+        };
+        let (nonce, ciphertext) = key.seal_value(id, value)?;
+        Ok(Held {
+            made,
+            sealed: Sealed {
+                nonce,
+                chunk_len: crypto::CHUNK_LEN,
+                length: value.len() as u64,
+                ciphertext: ciphertext.into(),
+            },
+            until: None,
+        })
+    }
+
+    fn resealed(&self, name: &str, incarnation: u64, from: &Key, to: &Key) -> Result<Held> {
+        let (nonce, ciphertext) = from.reseal_value(to, &self.value(name, incarnation))?;
+        Ok(Held {
+            sealed: Sealed {
+                nonce,
+                chunk_len: crypto::CHUNK_LEN,
+                length: self.sealed.length,
+                ciphertext: ciphertext.into(),
+            },
+            ..self.clone()
+        })
+    }
+}
+
+/// A version whose value was destroyed.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) struct Destroyed {
+    /// Its facts.
+    pub(crate) made: Made,
+    /// When its value was destroyed.
+    pub(crate) at: u64,
+}
+
+/// One stored secret: its current version, and the previous and pending ones if it has
+/// them, encrypted under one key; the facts of the versions destroyed.
+#[derive(Clone, PartialEq, Eq)]
+pub(crate) struct SecretRecord {
+    /// Random, fixed when the name is first set (or set again after a delete). With the
+    /// version it identifies one value for ever, even if a deleted name is set again and
+    /// its versions restart at 1.
+    pub(crate) incarnation: u64,
+    /// The key every version's ciphertext is under.
+    pub(crate) key_id: u32,
+    /// The version services read.
+    pub(crate) current: Held,
+    /// The version before it.
+    pub(crate) previous: Option<Held>,
+    /// A version staged and not yet promoted.
+    pub(crate) pending: Option<Held>,
+    /// The versions destroyed, oldest first, at most [`MAX_DESTROYED`].
+    pub(crate) destroyed: Vec<Destroyed>,
+    /// The highest version number made so far: the next version is one more.
+    pub(crate) latest: u64,
+    /// Fids that opened a version below this fail on their next read.
+    pub(crate) revoked_below: u64,
+}
+
 impl std::fmt::Debug for SecretRecord {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("SecretRecord")
-            .field("version", &self.version)
+            .field("version", &self.version())
             .field("key_id", &self.key_id)
             .field("length", &self.length())
+            .field("previous", &self.previous.as_ref().map(|p| p.made.version))
+            .field("pending", &self.pending.as_ref().map(|p| p.made.version))
             .finish_non_exhaustive()
     }
 }
 
 impl SecretRecord {
-    /// Length of the plaintext.
-    pub(crate) fn length(&self) -> u64 {
-        self.length
-    }
-
-    /// A record of `value` sealed under `key` as version `version` of secret `name`'s
-    /// incarnation `incarnation`, set at `mtime`.
-    pub(crate) fn seal(
-        name: &str,
+    /// A record of one current version whose ciphertext is made up (`length` bytes of
+    /// plaintext in 4 KiB chunks): for tests of what does not decrypt.
+    #[cfg(test)]
+    pub(crate) fn made_up(
         version: u64,
         incarnation: u64,
         mtime: u64,
+        key_id: u32,
+        length: u64,
+    ) -> SecretRecord {
+        let sealed = crypto::sealed_len(length, crypto::CHUNK_LEN).unwrap_or(0) as usize;
+        SecretRecord {
+            incarnation,
+            key_id,
+            current: Held {
+                made: Made {
+                    version,
+                    at: mtime,
+                    by: None,
+                    uid: None,
+                    reason: None,
+                },
+                sealed: Sealed {
+                    nonce: [5; NONCE_LEN],
+                    chunk_len: crypto::CHUNK_LEN,
+                    length,
+                    ciphertext: vec![6; sealed].into(),
+                },
+                until: None,
+            },
+            previous: None,
+            pending: None,
+            destroyed: Vec::new(),
+            latest: version,
+            revoked_below: 0,
+        }
+    }
+
+    /// The current version's number.
+    pub(crate) fn version(&self) -> u64 {
+        self.current.made.version
+    }
+
+    /// When the current version was made.
+    pub(crate) fn mtime(&self) -> u64 {
+        self.current.made.at
+    }
+
+    /// Length of the current version's plaintext.
+    pub(crate) fn length(&self) -> u64 {
+        self.current.sealed.length
+    }
+
+    /// The versions with a value: current, previous, pending.
+    pub(crate) fn held(&self) -> impl Iterator<Item = (VersionState, &Held)> {
+        std::iter::once((VersionState::Current, &self.current))
+            .chain(self.previous.iter().map(|h| (VersionState::Previous, h)))
+            .chain(self.pending.iter().map(|h| (VersionState::Pending, h)))
+    }
+
+    /// The held version numbered `version`, if there is one.
+    pub(crate) fn held_version(&self, version: u64) -> Option<&Held> {
+        self.held()
+            .map(|(_, h)| h)
+            .find(|h| h.made.version == version)
+    }
+
+    /// The number the next version takes.
+    pub(crate) fn next_version(&self) -> u64 {
+        // Versions count what was made; u64 cannot run out.
+        self.latest.saturating_add(1)
+    }
+
+    /// A new secret: `value` sealed under `key` as version `made.version` of a new
+    /// incarnation `incarnation` of `name`.
+    pub(crate) fn seal(
+        name: &str,
+        incarnation: u64,
+        made: Made,
         key: &Key,
         value: &[u8],
     ) -> Result<SecretRecord> {
-        let id = ValueId {
-            name,
-            incarnation,
-            version,
-        };
-        let (nonce, ciphertext) = key.seal_value(id, value)?;
+        let latest = made.version;
         Ok(SecretRecord {
-            version,
             incarnation,
-            mtime,
             key_id: key.id(),
-            nonce,
-            chunk_len: crypto::CHUNK_LEN,
-            length: value.len() as u64,
-            ciphertext: ciphertext.into(),
+            current: Held::seal(name, incarnation, made, key, value)?,
+            previous: None,
+            pending: None,
+            destroyed: Vec::new(),
+            latest,
+            revoked_below: 0,
         })
     }
 
-    /// The same record with its value moved from key `from` (its own) to key `to`.
+    /// The same record with every version's value moved from key `from` (its own) to key
+    /// `to`.
     pub(crate) fn resealed(&self, name: &str, from: &Key, to: &Key) -> Result<SecretRecord> {
-        let (nonce, ciphertext) = from.reseal_value(to, &self.value(name))?;
+        let inc = self.incarnation;
+        let reseal = |h: &Held| h.resealed(name, inc, from, to);
         Ok(SecretRecord {
             key_id: to.id(),
-            nonce,
-            chunk_len: crypto::CHUNK_LEN,
-            ciphertext: ciphertext.into(),
+            current: reseal(&self.current)?,
+            previous: self.previous.as_ref().map(reseal).transpose()?,
+            pending: self.pending.as_ref().map(reseal).transpose()?,
             ..self.clone()
         })
     }
 
-    /// The sealed value, as the value of secret `name`.
+    /// The value of the current version, as the value of secret `name`.
     pub(crate) fn value<'a>(&'a self, name: &'a str) -> Value<'a> {
-        Value {
-            id: ValueId {
-                name,
-                incarnation: self.incarnation,
-                version: self.version,
-            },
-            nonce: self.nonce,
-            chunk: self.chunk_len,
-            length: self.length,
-            ciphertext: &self.ciphertext,
+        self.current.value(name, self.incarnation)
+    }
+
+    /// Forgets `held`'s value, at `now`: its facts join the destroyed.
+    fn destroy(&mut self, held: Held, now: u64) {
+        self.destroyed.push(Destroyed {
+            made: held.made,
+            at: now,
+        });
+        if self.destroyed.len() > MAX_DESTROYED {
+            let over = self.destroyed.len() - MAX_DESTROYED;
+            self.destroyed.drain(..over);
+        }
+    }
+
+    /// A new current version (`set`): the current one becomes the previous one (no
+    /// overlap: services do not read it), the previous one is destroyed. The record must
+    /// be under `key` and have no pending version.
+    pub(crate) fn with_current(
+        &self,
+        name: &str,
+        made: Made,
+        key: &Key,
+        value: &[u8],
+        now: u64,
+    ) -> Result<SecretRecord> {
+        let mut next = self.clone();
+        next.latest = next.latest.max(made.version);
+        let new = Held::seal(name, self.incarnation, made, key, value)?;
+        let mut old = std::mem::replace(&mut next.current, new);
+        old.until = None;
+        if let Some(gone) = next.previous.replace(old) {
+            next.destroy(gone, now);
+        }
+        Ok(next)
+    }
+
+    /// A new pending version (`stage`). The record must be under `key` and have no
+    /// pending version.
+    pub(crate) fn with_pending(
+        &self,
+        name: &str,
+        made: Made,
+        key: &Key,
+        value: &[u8],
+    ) -> Result<SecretRecord> {
+        let mut next = self.clone();
+        next.latest = next.latest.max(made.version);
+        next.pending = Some(Held::seal(name, self.incarnation, made, key, value)?);
+        Ok(next)
+    }
+
+    /// The pending version made current (`promote`), which it must have: the current one
+    /// becomes the previous one, read by services until `until` (none: not at all), and
+    /// the previous one is destroyed; with `revoke`, the current one is destroyed too and
+    /// every fid still reading an older version fails on its next read.
+    pub(crate) fn promoted(&self, until: Option<u64>, revoke: bool, now: u64) -> SecretRecord {
+        let mut next = self.clone();
+        let Some(pending) = next.pending.take() else {
+            return next;
+        };
+        let mut old = std::mem::replace(&mut next.current, pending);
+        if let Some(gone) = next.previous.take() {
+            next.destroy(gone, now);
+        }
+        if revoke {
+            next.destroy(old, now);
+            next.revoked_below = next.current.made.version;
+        } else {
+            old.until = until;
+            next.previous = Some(old);
+        }
+        next
+    }
+
+    /// The pending version destroyed (`discard`, or an hour gone by).
+    pub(crate) fn discarded(&self, now: u64) -> SecretRecord {
+        let mut next = self.clone();
+        if let Some(gone) = next.pending.take() {
+            next.destroy(gone, now);
+        }
+        next
+    }
+
+    /// The previous version made current again, and the current one previous, with no
+    /// overlap (`rollback`).
+    pub(crate) fn rolled_back(&self) -> SecretRecord {
+        let mut next = self.clone();
+        if let Some(mut previous) = next.previous.take() {
+            previous.until = None;
+            let mut old = std::mem::replace(&mut next.current, previous);
+            old.until = None;
+            next.previous = Some(old);
+        }
+        next
+    }
+
+    /// The previous version destroyed (`retire`).
+    pub(crate) fn retired(&self, now: u64) -> SecretRecord {
+        let mut next = self.clone();
+        if let Some(gone) = next.previous.take() {
+            next.destroy(gone, now);
+        }
+        next
+    }
+
+    /// Whether the pending version, if any, is past its hour at `now`.
+    pub(crate) fn pending_expired(&self, now: u64) -> bool {
+        self.pending
+            .as_ref()
+            .is_some_and(|p| now >= p.made.at.saturating_add(PENDING_TTL))
+    }
+
+    /// The version a service reads in `slot` at `now`: the current one; the pending one
+    /// within its hour; the previous one during its overlap.
+    pub(crate) fn readable_in(&self, slot: VersionSlot, now: u64) -> Option<&Held> {
+        match slot {
+            VersionSlot::Current => Some(&self.current),
+            VersionSlot::Pending => self.pending.as_ref().filter(|_| !self.pending_expired(now)),
+            VersionSlot::Previous => self
+                .previous
+                .as_ref()
+                .filter(|p| p.until.is_some_and(|t| now < t)),
         }
     }
 
     /// Stored form, as the record of secret `name`, tagged under `key` (whose id is
     /// [`SecretRecord::key_id`]).
     pub(crate) fn encode(&self, name: &str, key: &Key) -> (Vec<u8>, Auth) {
+        let versions = self
+            .held()
+            .map(|(state, h)| VersionHeader {
+                version: h.made.version,
+                state,
+                mtime: h.made.at,
+                length: h.sealed.length,
+                chunk: h.sealed.chunk_len,
+                nonce: h.sealed.nonce,
+                by: h.made.by.clone(),
+                uid: h.made.uid,
+                reason: h.made.reason.clone(),
+                until: h.until,
+            })
+            .collect();
+        let destroyed = self
+            .destroyed
+            .iter()
+            .map(|d| DestroyedHeader {
+                version: d.made.version,
+                mtime: d.made.at,
+                by: d.made.by.clone(),
+                uid: d.made.uid,
+                reason: d.made.reason.clone(),
+                destroyed: d.at,
+            })
+            .collect();
         let head = SecretHeader {
             incarnation: self.incarnation,
-            versions: vec![VersionHeader {
-                version: self.version,
-                state: VersionState::Current,
-                mtime: self.mtime,
-                length: self.length,
-                chunk: self.chunk_len,
-                nonce: self.nonce,
-            }],
+            versions,
+            destroyed,
+            latest: self.latest,
+            revoked_below: self.revoked_below,
         };
-        envelope(
-            &Row::new(Table::Secrets, name),
-            key,
-            &head,
-            &self.ciphertext,
-        )
+        let mut payload =
+            Vec::with_capacity(self.held().map(|(_, h)| h.sealed.ciphertext.len()).sum());
+        for (_, h) in self.held() {
+            payload.extend_from_slice(&h.sealed.ciphertext);
+        }
+        envelope(&Row::new(Table::Secrets, name), key, &head, &payload)
     }
 
-    /// Checks and parses the stored form of secret `name`.
+    /// Checks and parses the stored form of secret `name`: one current version, at most
+    /// one previous and one pending, in that order, numbered apart from each other and
+    /// from the destroyed ones, none above the latest.
     pub(crate) fn decode(name: &str, bytes: &[u8], keys: &Keyring) -> Result<(SecretRecord, Auth)> {
         const WHAT: &str = "malformed secret record";
+        let corrupt = || Error::Corrupt { what: WHAT };
         let (env, auth) = open_envelope(&Row::new(Table::Secrets, name), bytes, keys, WHAT)?;
         let head: SecretHeader = header(env.header, WHAT)?;
-        let [v] = &head.versions[..] else {
-            return Err(Error::Corrupt {
-                what: "a secret record without exactly one version",
-            });
-        };
-        let expected = crypto::sealed_len(v.length, v.chunk);
-        if v.state != VersionState::Current
-            || v.version == 0
-            || expected != Some(env.payload.len() as u64)
-        {
-            return Err(Error::Corrupt { what: WHAT });
+        let mut rest = env.payload;
+        let mut held = Vec::with_capacity(head.versions.len());
+        for v in head.versions {
+            let len = crypto::sealed_len(v.length, v.chunk)
+                .and_then(|n| usize::try_from(n).ok())
+                .filter(|&n| n <= rest.len())
+                .ok_or_else(corrupt)?;
+            let (ciphertext, after) = rest.split_at(len);
+            rest = after;
+            if v.version == 0 || (v.until.is_some() && v.state != VersionState::Previous) {
+                return Err(corrupt());
+            }
+            let h = Held {
+                made: Made {
+                    version: v.version,
+                    at: v.mtime,
+                    by: v.by,
+                    uid: v.uid,
+                    reason: v.reason,
+                },
+                sealed: Sealed {
+                    nonce: v.nonce,
+                    chunk_len: v.chunk,
+                    length: v.length,
+                    ciphertext: Arc::from(ciphertext),
+                },
+                until: v.until,
+            };
+            held.push((v.state, h));
         }
-        let rec = SecretRecord {
-            version: v.version,
-            incarnation: head.incarnation,
-            mtime: v.mtime,
-            key_id: env.key_id,
-            nonce: v.nonce,
-            chunk_len: v.chunk,
-            length: v.length,
-            ciphertext: Arc::from(env.payload),
+        if !rest.is_empty() {
+            return Err(corrupt());
+        }
+        let mut held = held.into_iter();
+        let current = match held.next() {
+            Some((VersionState::Current, h)) => h,
+            _ => {
+                return Err(Error::Corrupt {
+                    what: "a secret record without a current version first",
+                });
+            }
         };
+        let (mut previous, mut pending) = (None, None);
+        for (state, h) in held {
+            match state {
+                VersionState::Previous if previous.is_none() && pending.is_none() => {
+                    previous = Some(h);
+                }
+                VersionState::Pending if pending.is_none() => pending = Some(h),
+                _ => return Err(corrupt()),
+            }
+        }
+        let destroyed: Vec<Destroyed> = head
+            .destroyed
+            .into_iter()
+            .map(|d| Destroyed {
+                made: Made {
+                    version: d.version,
+                    at: d.mtime,
+                    by: d.by,
+                    uid: d.uid,
+                    reason: d.reason,
+                },
+                at: d.destroyed,
+            })
+            .collect();
+        let mut rec = SecretRecord {
+            incarnation: head.incarnation,
+            key_id: env.key_id,
+            current,
+            previous,
+            pending,
+            destroyed,
+            latest: head.latest,
+            revoked_below: head.revoked_below,
+        };
+        let numbers: Vec<u64> = rec
+            .held()
+            .map(|(_, h)| h.made.version)
+            .chain(rec.destroyed.iter().map(|d| d.made.version))
+            .collect();
+        let highest = numbers.iter().copied().max().unwrap_or(0);
+        let mut sorted = numbers.clone();
+        sorted.sort_unstable();
+        sorted.dedup();
+        if sorted.len() != numbers.len()
+            || sorted.first() == Some(&0)
+            || rec.destroyed.len() > MAX_DESTROYED
+            || (rec.latest != 0 && rec.latest < highest)
+            || rec.held().any(|(_, h)| h.made.version < rec.revoked_below)
+        {
+            return Err(corrupt());
+        }
+        // Records written before format 5 hold one version and no count.
+        rec.latest = rec.latest.max(highest);
         Ok((rec, auth))
+    }
+}
+
+/// Which of a secret's versions a service reads: `secret/NAME`, `NAME@pending`,
+/// `NAME@previous`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum VersionSlot {
+    /// `secret/NAME`.
+    Current,
+    /// `secret/NAME@pending`, within the pending version's hour.
+    Pending,
+    /// `secret/NAME@previous`, during an overlap.
+    Previous,
+}
+
+impl VersionSlot {
+    /// What follows the secret's name in its file's name: `""`, `@pending`, `@previous`.
+    pub fn suffix(self) -> &'static str {
+        match self {
+            VersionSlot::Current => "",
+            VersionSlot::Pending => "@pending",
+            VersionSlot::Previous => "@previous",
+        }
     }
 }
 
@@ -406,24 +898,29 @@ impl ServiceRecord {
     }
 }
 
-/// A grant's record: nothing but its presence yet (room for an expiry, who granted it).
+/// A grant's record: its presence, and when it ends if it ends by itself (store format
+/// 5; absent: never).
 #[derive(Serialize, Deserialize)]
-struct GrantHeader {}
-
-/// The stored form of the grant at `row`, tagged under `key`.
-pub(crate) fn encode_grant(row: &Row, key: &Key) -> (Vec<u8>, Auth) {
-    envelope(row, key, &GrantHeader {}, &[])
+struct GrantHeader {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    expires: Option<u64>,
 }
 
-/// Checks the stored form of the grant at `row`.
-pub(crate) fn decode_grant(row: &Row, bytes: &[u8], keys: &Keyring) -> Result<Auth> {
+/// The stored form of the grant at `row`, ending at `expires` (unix seconds) if given,
+/// tagged under `key`.
+pub(crate) fn encode_grant(row: &Row, expires: Option<u64>, key: &Key) -> (Vec<u8>, Auth) {
+    envelope(row, key, &GrantHeader { expires }, &[])
+}
+
+/// Checks the stored form of the grant at `row`: when it ends, if it does.
+pub(crate) fn decode_grant(row: &Row, bytes: &[u8], keys: &Keyring) -> Result<(Option<u64>, Auth)> {
     const WHAT: &str = "malformed grant record";
     let (env, auth) = open_envelope(row, bytes, keys, WHAT)?;
-    let GrantHeader {} = header(env.header, WHAT)?;
+    let GrantHeader { expires } = header(env.header, WHAT)?;
     if !env.payload.is_empty() {
         return Err(Error::Corrupt { what: WHAT });
     }
-    Ok(auth)
+    Ok((expires, auth))
 }
 
 /// What a catalog row declares: its kind is the first part of its key (`tier/NAME`,
@@ -719,16 +1216,27 @@ mod tests {
     /// A record of a value of `length` bytes (its ciphertext made up: records do not look
     /// inside it).
     fn secret(length: usize) -> SecretRecord {
-        let sealed = crypto::sealed_len(length as u64, 4096).unwrap() as usize;
-        SecretRecord {
-            version: 1,
-            incarnation: 2,
-            mtime: 3,
-            key_id: 4,
-            nonce: [5; NONCE_LEN],
-            chunk_len: 4096,
-            length: length as u64,
-            ciphertext: vec![6; sealed].into(),
+        SecretRecord::made_up(1, 2, 3, 4, length as u64)
+    }
+
+    /// A held version numbered `version`, of `length` bytes in chunks of `chunk`.
+    fn held(version: u64, length: u64, chunk: u32, fill: u8) -> Held {
+        let sealed = crypto::sealed_len(length, chunk).unwrap() as usize;
+        Held {
+            made: Made {
+                version,
+                at: 100 + version,
+                by: Some("admin".into()),
+                uid: Some(1000),
+                reason: Some(format!("ticket {version}")),
+            },
+            sealed: Sealed {
+                nonce: [fill; NONCE_LEN],
+                chunk_len: chunk,
+                length,
+                ciphertext: vec![fill; sealed].into(),
+            },
+            until: None,
         }
     }
 
@@ -739,11 +1247,11 @@ mod tests {
             nonce: [u8; NONCE_LEN], length in 0usize..10_000, chunk in 1u32..5000
         ) {
             let (keys, key) = keys();
-            let sealed = crypto::sealed_len(length as u64, chunk).unwrap() as usize;
-            let rec = SecretRecord {
-                version, incarnation, mtime, key_id: 4, nonce, chunk_len: chunk,
-                length: length as u64, ciphertext: vec![7; sealed].into(),
-            };
+            let mut rec = SecretRecord::made_up(version, incarnation, mtime, 4, length as u64);
+            rec.current.sealed.nonce = nonce;
+            rec.current.sealed.chunk_len = chunk;
+            rec.current.sealed.ciphertext =
+                vec![7; crypto::sealed_len(length as u64, chunk).unwrap() as usize].into();
             let (bytes, auth) = rec.encode("db", &key);
             let (back, auth2) = SecretRecord::decode("db", &bytes, &keys).unwrap();
             prop_assert_eq!(back.length(), rec.length());
@@ -773,6 +1281,200 @@ mod tests {
             let (bytes, _) = rec.encode("web", &key);
             prop_assert_eq!(ServiceRecord::decode("web", &bytes, &keys).unwrap().0, rec);
         }
+    }
+
+    /// A record holding versions 5 (current), 4 (previous, with an overlap) and 6
+    /// (pending), with 2 and 3 destroyed.
+    fn versioned() -> SecretRecord {
+        let mut previous = held(4, 5000, 4096, 2);
+        previous.until = Some(9_000);
+        SecretRecord {
+            incarnation: 7,
+            key_id: 4,
+            current: held(5, 10, 4096, 1),
+            previous: Some(previous),
+            pending: Some(held(6, 0, 4096, 3)),
+            destroyed: vec![
+                Destroyed {
+                    made: held(2, 0, 4096, 0).made,
+                    at: 200,
+                },
+                Destroyed {
+                    made: held(3, 0, 4096, 0).made,
+                    at: 300,
+                },
+            ],
+            latest: 6,
+            revoked_below: 2,
+        }
+    }
+
+    #[test]
+    fn every_version_and_its_facts_round_trip() {
+        let (keys, key) = keys();
+        let rec = versioned();
+        let (bytes, _) = rec.encode("db", &key);
+        let (back, _) = SecretRecord::decode("db", &bytes, &keys).unwrap();
+        assert!(back == rec, "{back:?}");
+        assert_eq!(back.previous.as_ref().unwrap().until, Some(9_000));
+        assert_eq!(
+            back.pending.as_ref().unwrap().made.reason.as_deref(),
+            Some("ticket 6")
+        );
+        // The payload is each held version's ciphertext, in order.
+        let total: usize = rec.held().map(|(_, h)| h.sealed.ciphertext.len()).sum();
+        assert!(bytes.ends_with(&rec.pending.as_ref().unwrap().sealed.ciphertext));
+        assert!(bytes.len() > total);
+    }
+
+    /// `rec`'s stored form, its header edited by `edit`, tagged again as a vault would.
+    fn edited(rec: &SecretRecord, key: &Key, edit: impl FnOnce(&mut SecretHeader)) -> Vec<u8> {
+        let (bytes, _) = rec.encode("db", key);
+        let env = parse_envelope(&bytes, "test").unwrap();
+        let mut head: SecretHeader = header(env.header, "test").unwrap();
+        let payload = env.payload.to_vec();
+        edit(&mut head);
+        envelope(&Row::new(Table::Secrets, "db"), key, &head, &payload).0
+    }
+
+    #[test]
+    fn a_record_of_unsound_versions_is_refused() {
+        let (keys, key) = keys();
+        let rec = versioned();
+        type Edit = Box<dyn FnOnce(&mut SecretHeader)>;
+        let cases: Vec<(&str, Edit)> = vec![
+            (
+                "two current",
+                Box::new(|h| h.versions[1].state = VersionState::Current),
+            ),
+            (
+                "pending before previous",
+                Box::new(|h| h.versions.swap(1, 2)),
+            ),
+            ("current not first", Box::new(|h| h.versions.swap(0, 1))),
+            (
+                "a destroyed state held",
+                Box::new(|h| h.versions[2].state = VersionState::Destroyed),
+            ),
+            ("a number twice", Box::new(|h| h.destroyed[0].version = 5)),
+            ("a number above the latest", Box::new(|h| h.latest = 5)),
+            ("version 0", Box::new(|h| h.destroyed[0].version = 0)),
+            ("a held version revoked", Box::new(|h| h.revoked_below = 5)),
+            (
+                "an overlap on the current one",
+                Box::new(|h| h.versions[0].until = Some(1)),
+            ),
+            (
+                "a length the payload lacks",
+                Box::new(|h| h.versions[1].length += 1),
+            ),
+            (
+                "a payload longer than its versions",
+                Box::new(|h| {
+                    h.versions.pop();
+                }),
+            ),
+        ];
+        for (what, edit) in cases {
+            let bytes = edited(&rec, &key, edit);
+            let err = SecretRecord::decode("db", &bytes, &keys).unwrap_err();
+            assert!(matches!(err, Error::Corrupt { .. }), "{what}: {err:?}");
+        }
+        // Too many destroyed versions remembered.
+        let mut many = versioned();
+        many.destroyed = (7..7 + MAX_DESTROYED as u64 + 1)
+            .map(|v| Destroyed {
+                made: held(v, 0, 4096, 0).made,
+                at: 1,
+            })
+            .collect();
+        many.latest = 100;
+        let (bytes, _) = many.encode("db", &key);
+        assert!(SecretRecord::decode("db", &bytes, &keys).is_err());
+    }
+
+    #[test]
+    fn a_format_4_record_reads_as_one_current_version() {
+        let (keys, key) = keys();
+        // What format 4 wrote: no latest, no destroyed, no maker.
+        let rec = SecretRecord::made_up(3, 2, 1, 4, 10);
+        let bytes = edited(&rec, &key, |h| h.latest = 0);
+        let (back, _) = SecretRecord::decode("db", &bytes, &keys).unwrap();
+        assert_eq!(
+            (back.version(), back.latest, back.next_version()),
+            (3, 3, 4)
+        );
+        assert_eq!(back.current.made.by, None);
+        assert!(back.previous.is_none() && back.pending.is_none());
+    }
+
+    #[test]
+    fn rotation_steps_move_versions_between_states() {
+        let mut rec = SecretRecord::made_up(1, 2, 10, 4, 0);
+        let pending = held(2, 3, 4096, 9);
+        rec.pending = Some(pending.clone());
+        rec.latest = 2;
+        // Promoted with an overlap: 2 current, 1 previous until 500.
+        let p = rec.promoted(Some(500), false, 20);
+        assert_eq!(p.version(), 2);
+        assert_eq!(
+            p.previous.as_ref().map(|h| (h.made.version, h.until)),
+            Some((1, Some(500)))
+        );
+        assert!(p.pending.is_none());
+        assert_eq!(
+            p.readable_in(VersionSlot::Previous, 499)
+                .map(|h| h.made.version),
+            Some(1)
+        );
+        assert!(p.readable_in(VersionSlot::Previous, 500).is_none());
+        // Rolled back: 1 current again, 2 previous and read by no service.
+        let r = p.rolled_back();
+        assert_eq!(
+            (r.version(), r.previous.as_ref().unwrap().made.version),
+            (1, 2)
+        );
+        assert_eq!(r.previous.as_ref().unwrap().until, None);
+        assert!(r.readable_in(VersionSlot::Previous, 0).is_none());
+        // Retired: the previous one destroyed, at the time given.
+        let t = r.retired(30);
+        assert!(t.previous.is_none());
+        assert_eq!(
+            t.destroyed.last().map(|d| (d.made.version, d.at)),
+            Some((2, 30))
+        );
+        assert_eq!(t.next_version(), 3);
+        // Promoted revoking: the old current destroyed, every older version cut off.
+        let mut rec2 = p.clone();
+        rec2.pending = Some(held(3, 3, 4096, 8));
+        rec2.latest = 3;
+        let v = rec2.promoted(Some(500), true, 40);
+        assert_eq!(v.version(), 3);
+        assert!(v.previous.is_none());
+        assert_eq!(v.revoked_below, 3);
+        let gone: Vec<u64> = v.destroyed.iter().map(|d| d.made.version).collect();
+        assert_eq!(gone, [1, 2]);
+        // A pending version past its hour: not readable, and discarded.
+        // (Version 2 was made at 102.)
+        assert!(
+            rec.readable_in(VersionSlot::Pending, 102 + PENDING_TTL - 1)
+                .is_some()
+        );
+        assert!(
+            rec.readable_in(VersionSlot::Pending, 102 + PENDING_TTL)
+                .is_none()
+        );
+        let d = rec.discarded(50);
+        assert!(d.pending.is_none());
+        assert_eq!(d.destroyed.last().map(|d| d.made.version), Some(2));
+        // Destroyed versions are remembered up to a bound, the oldest forgotten.
+        let mut many = SecretRecord::made_up(1, 2, 10, 4, 0);
+        for i in 0..(MAX_DESTROYED as u64 + 5) {
+            many.pending = Some(held(i + 2, 0, 4096, 1));
+            many = many.discarded(i);
+        }
+        assert_eq!(many.destroyed.len(), MAX_DESTROYED);
+        assert_eq!(many.destroyed[0].made.version, 7);
     }
 
     #[test]
@@ -813,7 +1515,7 @@ mod tests {
         // Any header byte changed; a key that is not the store's.
         let mut changed = bytes.clone();
         let last_header_byte = bytes.len() - TAG_LEN - 1;
-        assert_eq!(secret(0).ciphertext.len(), TAG_LEN);
+        assert_eq!(secret(0).current.sealed.ciphertext.len(), TAG_LEN);
         changed[last_header_byte] ^= 1;
         assert!(matches!(
             SecretRecord::decode("db", &changed, &keys),
@@ -830,7 +1532,8 @@ mod tests {
         ));
         // A grant's record is bound to its service and secret.
         let row = Row::grant("web", "db");
-        let (grant, _) = encode_grant(&row, &key);
+        let (grant, _) = encode_grant(&row, Some(7), &key);
+        assert_eq!(decode_grant(&row, &grant, &keys).unwrap().0, Some(7));
         assert!(decode_grant(&row, &grant, &keys).is_ok());
         assert!(decode_grant(&Row::grant("api", "db"), &grant, &keys).is_err());
         // The payload (ciphertext) is not in the tag: the AEAD of the value guards it.
@@ -928,12 +1631,19 @@ mod tests {
                 length: 0,
                 chunk: 4096,
                 nonce: [5; NONCE_LEN],
+                by: None,
+                uid: None,
+                reason: None,
+                until: None,
             }],
+            destroyed: Vec::new(),
+            latest: 0,
+            revoked_below: 0,
         };
         let mut cbor = Vec::new();
         ciborium::into_writer(&head, &mut cbor).unwrap();
         let at = cbor.windows(7).position(|w| w == b"current").unwrap();
-        cbor[at..at + 7].copy_from_slice(b"pending");
+        cbor[at..at + 7].copy_from_slice(b"archive");
         let pending: ciborium::Value = ciborium::from_reader(&cbor[..]).unwrap();
         let (bytes, _) = envelope(
             &Row::new(Table::Secrets, "db"),

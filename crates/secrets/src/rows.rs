@@ -2,9 +2,10 @@
 //! ([`encode`]), and what a backend's rows mean when loaded or fed back ([`decode_snapshot`],
 //! [`decode_ops`]).
 //!
-//! Store format 4 (records as `record.rs` lays them out; format 3 is the same without the
-//! bundles, format 2 without the catalog either, and both are upgraded at open by writing
-//! the number):
+//! Store format 5 (records as `record.rs` lays them out; format 4 is the same with one
+//! version per secret record and grants without an expiry, which format 5 reads as they
+//! are; format 3 is format 4 without the bundles, format 2 without the catalog either; all
+//! three are upgraded at open by writing the number):
 //!
 //! | row                     | value                                                     |
 //! |-------------------------|-----------------------------------------------------------|
@@ -43,7 +44,7 @@ use crate::record::{
 use crate::state::State;
 
 /// The store format this build reads and writes.
-pub(crate) const FORMAT_VERSION: u32 = 4;
+pub(crate) const FORMAT_VERSION: u32 = 5;
 
 /// The format before the catalog: read, and upgraded at open by writing the number (its
 /// stores have no catalog table; everything else is laid out alike).
@@ -53,11 +54,16 @@ pub(crate) const FORMAT_WITHOUT_CATALOG: u32 = 2;
 /// stores have no bundles table, and no fingerprint key in the store record).
 pub(crate) const FORMAT_WITHOUT_BUNDLES: u32 = 3;
 
+/// The format before versions: read, and upgraded at open by writing the number (its
+/// secret records hold one version and none of format 5's fields, its grants no expiry;
+/// both read as they are).
+pub(crate) const FORMAT_WITHOUT_VERSIONS: u32 = 4;
+
 /// Whether this build reads stores of `format` as they are.
 pub(crate) fn readable(format: u32) -> bool {
     matches!(
         format,
-        FORMAT_VERSION | FORMAT_WITHOUT_CATALOG | FORMAT_WITHOUT_BUNDLES
+        FORMAT_VERSION | FORMAT_WITHOUT_CATALOG | FORMAT_WITHOUT_BUNDLES | FORMAT_WITHOUT_VERSIONS
     )
 }
 
@@ -111,8 +117,8 @@ pub(crate) struct Stored {
     pub(crate) secrets: Vec<(String, SecretRecord)>,
     /// All services.
     pub(crate) services: Vec<(String, ServiceRecord)>,
-    /// All grants, as (service, secret).
-    pub(crate) grants: Vec<(String, String)>,
+    /// All grants, as (service, secret, when it ends if it does).
+    pub(crate) grants: Vec<(String, String, Option<u64>)>,
     /// Every declaration of the catalog, by name.
     pub(crate) decls: Vec<(String, Decl)>,
     /// Every bundle issued, and every value generated for one.
@@ -135,6 +141,10 @@ pub(crate) struct Fed {
 
 /// One change the vault plans, before it is encoded into rows.
 #[derive(Clone, Debug)]
+#[allow(
+    clippy::large_enum_variant,
+    reason = "a batch lives for one commit; boxing each record would cost every set an allocation"
+)]
 pub(crate) enum Mutation {
     /// Insert or replace a secret.
     PutSecret(String, SecretRecord),
@@ -144,8 +154,8 @@ pub(crate) enum Mutation {
     PutService(String, ServiceRecord),
     /// Remove a service (its grants are removed by separate mutations).
     DeleteService(String),
-    /// Add a grant (service, secret).
-    PutGrant(String, String),
+    /// Add or replace a grant (service, secret, when it ends if it does).
+    PutGrant(String, String, Option<u64>),
     /// Remove a grant (service, secret).
     DeleteGrant(String, String),
     /// Declare a tier, a service's tiers or a secret's metadata (replacing what was).
@@ -203,6 +213,18 @@ fn key_of(keys: &Keyring, id: u32) -> Result<&Key> {
     })
 }
 
+/// The bytes of value the records a batch puts carry (every held version of each
+/// secret), without encoding anything: what a batch's size mostly is.
+pub(crate) fn values_len(batch: &[Mutation]) -> usize {
+    batch
+        .iter()
+        .map(|m| match m {
+            Mutation::PutSecret(_, rec) => rec.held().map(|(_, h)| h.sealed.ciphertext.len()).sum(),
+            _ => 0,
+        })
+        .sum()
+}
+
 /// The rows a batch of mutations writes, applied to the store `state` mirrors: the records
 /// in order, each tagged, then the store record (the meta the batch leaves, and the digest
 /// updated from the terms of the records replaced and written). Records without a key of
@@ -237,9 +259,9 @@ pub(crate) fn encode(batch: &[Mutation], state: &State) -> Result<Vec<Op>> {
                 Some(rec.encode(name, key)),
             ),
             Mutation::DeleteService(name) => (Row::new(Table::Services, name.as_str()), None),
-            Mutation::PutGrant(svc, sec) => {
+            Mutation::PutGrant(svc, sec, expires) => {
                 let row = Row::grant(svc, sec);
-                let put = record::encode_grant(&row, key);
+                let put = record::encode_grant(&row, *expires, key);
                 (row, Some(put))
             }
             Mutation::DeleteGrant(svc, sec) => (Row::grant(svc, sec), None),
@@ -312,8 +334,8 @@ pub(crate) fn encode_store(stored: &Stored, keys: &Keyring) -> Result<Vec<(Row, 
     for (name, rec) in &stored.services {
         batch.push(Mutation::PutService(name.clone(), rec.clone()));
     }
-    for (svc, sec) in &stored.grants {
-        batch.push(Mutation::PutGrant(svc.clone(), sec.clone()));
+    for (svc, sec, expires) in &stored.grants {
+        batch.push(Mutation::PutGrant(svc.clone(), sec.clone(), *expires));
     }
     for (name, decl) in &stored.decls {
         batch.push(Mutation::PutDecl(name.clone(), decl.clone()));
@@ -438,8 +460,9 @@ pub(crate) fn decode_snapshot(snapshot: Snapshot, keys: &Keyring) -> Result<Stor
                 auth
             }
             Table::Grants => {
-                let auth = record::decode_grant(&row, &value, keys)?;
-                out.grants.push(grant_names(&row)?);
+                let (expires, auth) = record::decode_grant(&row, &value, keys)?;
+                let (svc, sec) = grant_names(&row)?;
+                out.grants.push((svc, sec, expires));
                 auth
             }
             Table::Catalog => {
@@ -497,10 +520,10 @@ pub(crate) fn decode_ops(ops: Vec<Op>, keys: &Keyring) -> Result<Fed> {
                     Mutation::PutService(row.key, rec)
                 }
                 Table::Grants => {
-                    let auth = record::decode_grant(&row, &value, keys)?;
+                    let (expires, auth) = record::decode_grant(&row, &value, keys)?;
                     let (svc, sec) = grant_names(&row)?;
                     auths.push((row, Some(auth)));
-                    Mutation::PutGrant(svc, sec)
+                    Mutation::PutGrant(svc, sec, expires)
                 }
                 Table::Catalog => {
                     let (_, name, decl, auth) = Decl::decode(&row.key, &value, keys)?;
@@ -618,16 +641,7 @@ mod tests {
     }
 
     fn secret(version: u64) -> SecretRecord {
-        SecretRecord {
-            version,
-            incarnation: 9,
-            mtime: 10,
-            key_id: 1,
-            nonce: [1; 12],
-            chunk_len: 4096,
-            length: 4,
-            ciphertext: vec![2; 20].into(),
-        }
+        SecretRecord::made_up(version, 9, 10, 1, 4)
     }
 
     fn snapshot(ops: Vec<Op>) -> Snapshot {
@@ -672,7 +686,7 @@ mod tests {
             Mutation::SetLastChange(1_800_000_000),
             Mutation::PutSecret("a".into(), secret(1)),
             Mutation::PutService("web".into(), web()),
-            Mutation::PutGrant("web".into(), "a".into()),
+            Mutation::PutGrant("web".into(), "a".into(), Some(77)),
             Mutation::SetRotationTarget(Some(1)),
         ];
         let (ops, state) = committed(&keys, &m, &batch);
@@ -687,7 +701,10 @@ mod tests {
         assert_eq!(stored.meta.key_checks, m.key_checks);
         assert_eq!(stored.secrets, vec![("a".to_owned(), secret(1))]);
         assert_eq!(stored.services, vec![("web".to_owned(), web())]);
-        assert_eq!(stored.grants, vec![("web".to_owned(), "a".to_owned())]);
+        assert_eq!(
+            stored.grants,
+            vec![("web".to_owned(), "a".to_owned(), Some(77))]
+        );
         assert_eq!(stored.auths.len(), 3);
         // The feed's view of the same writes: the store record's first, dating the rest.
         let empty = State::empty(m.clone(), keys.clone());
@@ -736,7 +753,7 @@ mod tests {
             &[
                 Mutation::PutSecret("a".into(), secret(1)),
                 Mutation::PutService("web".into(), web()),
-                Mutation::PutGrant("web".into(), "a".into()),
+                Mutation::PutGrant("web".into(), "a".into(), None),
             ],
         );
         let old_grant = first
@@ -782,15 +799,15 @@ mod tests {
         let mut ops = initial(&m, key);
         ops.push(Op::Put(
             meta_row(FORMAT_VERSION_FIELD),
-            5u32.to_be_bytes().to_vec(),
+            6u32.to_be_bytes().to_vec(),
         ));
         let err = decode_snapshot(snapshot(ops.clone()), &keys).unwrap_err();
         assert!(
             matches!(
                 err,
                 Error::FormatVersion {
-                    found: 5,
-                    supported: 4
+                    found: 6,
+                    supported: 5
                 }
             ),
             "{err:?}"

@@ -46,6 +46,10 @@ pub(crate) struct State {
     pub(crate) uids: HashMap<u32, String>,
     /// service -> granted secret names: the check on every walk, open and read.
     pub(crate) grants: HashMap<String, BTreeSet<String>>,
+    /// service -> secret -> when the grant ends (unix seconds), for the grants that end
+    /// by themselves: looked up only for a service that has one. Past its end a grant is
+    /// refused at once, and removed by the next [`Vault::expire`](crate::Vault::expire).
+    pub(crate) expiring: HashMap<String, BTreeMap<String, u64>>,
     /// The deployment catalog: tiers, services' tiers, secrets' metadata. Shared, so that
     /// a reader (an export, a plan) takes it without holding the lock; a commit changes it
     /// in place unless a reader still holds it, and then copies it once.
@@ -189,9 +193,16 @@ impl State {
             services.insert(name, rec);
         }
         let mut grants: HashMap<String, BTreeSet<String>> = HashMap::new();
-        for (svc, sec) in stored.grants {
+        let mut expiring: HashMap<String, BTreeMap<String, u64>> = HashMap::new();
+        for (svc, sec, expires) in stored.grants {
             if !services.contains_key(&svc) || !secrets.contains_key(&sec) {
                 return Err(corrupt("a grant names a missing service or secret"));
+            }
+            if let Some(t) = expires {
+                expiring
+                    .entry(svc.clone())
+                    .or_default()
+                    .insert(sec.clone(), t);
             }
             grants.entry(svc).or_default().insert(sec);
         }
@@ -210,7 +221,7 @@ impl State {
         // The latest anything can have changed (see the module documentation).
         let newest = secrets
             .values()
-            .map(|r| r.mtime)
+            .map(SecretRecord::mtime)
             .fold(meta.last_change, u64::max);
         let at_load = Changed {
             record: newest,
@@ -224,6 +235,7 @@ impl State {
             services,
             uids,
             grants,
+            expiring,
             catalog: Arc::new(catalog),
             bundles,
             revision,
@@ -244,6 +256,7 @@ impl State {
             services: BTreeMap::new(),
             uids: HashMap::new(),
             grants: HashMap::new(),
+            expiring: HashMap::new(),
             catalog: Arc::default(),
             bundles: Bundles::default(),
             revision: Revision(0),
@@ -326,12 +339,20 @@ impl State {
                     }
                     self.changed.remove(&name);
                 }
-                Mutation::PutGrant(svc, sec) => {
+                Mutation::PutGrant(svc, sec, expires) => {
                     self.touch_grants(&svc, now);
+                    self.unexpire(&svc, &sec);
+                    if let Some(t) = expires {
+                        self.expiring
+                            .entry(svc.clone())
+                            .or_default()
+                            .insert(sec.clone(), t);
+                    }
                     self.grants.entry(svc).or_default().insert(sec);
                 }
                 Mutation::DeleteGrant(svc, sec) => {
                     self.touch_grants(&svc, now);
+                    self.unexpire(&svc, &sec);
                     if let Some(set) = self.grants.get_mut(&svc) {
                         set.remove(&sec);
                         if set.is_empty() {
@@ -374,6 +395,16 @@ impl State {
         }
     }
 
+    /// Forgets when `service`'s grant of `secret` ends.
+    fn unexpire(&mut self, service: &str, secret: &str) {
+        if let Some(map) = self.expiring.get_mut(service) {
+            map.remove(secret);
+            if map.is_empty() {
+                self.expiring.remove(service);
+            }
+        }
+    }
+
     /// Dates a change of `service`'s grants (a grant of a service being removed in the
     /// same batch, say, leaves nothing to date).
     fn touch_grants(&mut self, service: &str, now: u64) {
@@ -398,13 +429,28 @@ impl State {
             && self.secrets == other.secrets
             && self.services == other.services
             && self.grants == other.grants
+            && self.expiring == other.expiring
             && self.catalog == other.catalog
             && self.bundles == other.bundles
     }
 
-    /// Whether `service` may read `secret`.
+    /// Whether the store holds a grant of `secret` to `service` (ended or not).
     pub(crate) fn is_granted(&self, service: &str, secret: &str) -> bool {
         self.grants.get(service).is_some_and(|s| s.contains(secret))
+    }
+
+    /// When `service`'s grant of `secret` ends, if it ends by itself.
+    pub(crate) fn grant_expires(&self, service: &str, secret: &str) -> Option<u64> {
+        self.expiring.get(service)?.get(secret).copied()
+    }
+
+    /// Whether `service` may read `secret` at the time `now` gives: a grant held and not
+    /// ended. `now` is asked only of a grant that ends by itself.
+    pub(crate) fn may_read(&self, service: &str, secret: &str, now: impl FnOnce() -> u64) -> bool {
+        self.is_granted(service, secret)
+            && self
+                .grant_expires(service, secret)
+                .is_none_or(|t| now() < t)
     }
 
     /// The services holding a grant on `secret`.

@@ -6,8 +6,10 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
+use serde::Serialize;
+
 use crate::manifest::Manifest;
-use crate::record::SecretRecord;
+use crate::record::{Held, VersionState};
 
 /// What `init` created.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -91,14 +93,16 @@ pub struct Status {
     pub changed: u64,
 }
 
-/// A secret as it was when a service opened it: "a fid reads the version current when it
-/// was opened". Holds ciphertext only (shared, not copied);
+/// A secret's version as it was when a service opened it: "a fid reads the version it
+/// opened". Holds ciphertext only (shared, not copied);
 /// [`Vault::read_opened`](crate::Vault::read_opened) decrypts it after checking the grant
 /// again.
 #[derive(Clone)]
 pub struct OpenedSecret {
     pub(crate) name: String,
-    pub(crate) record: SecretRecord,
+    pub(crate) incarnation: u64,
+    pub(crate) key_id: u32,
+    pub(crate) held: Held,
 }
 
 impl OpenedSecret {
@@ -107,31 +111,31 @@ impl OpenedSecret {
         &self.name
     }
 
-    /// The version that was current at open.
+    /// The version opened.
     pub fn version(&self) -> u64 {
-        self.record.version
+        self.held.made.version
     }
 
-    /// The mtime of that version (unix seconds).
+    /// When that version was made (unix seconds).
     pub fn mtime(&self) -> u64 {
-        self.record.mtime
+        self.held.made.at
     }
 
     /// The length of that version's value in bytes.
     pub fn length(&self) -> u64 {
-        self.record.length()
+        self.held.sealed.length
     }
 
     /// How many bytes of plaintext a read of `[offset, offset + count)` decrypts: the
     /// chunks the range lies in (none for a range past the end). What a caller weighs to
     /// decide where to run the read.
     pub fn decrypted_len(&self, offset: u64, count: u64) -> u64 {
-        let length = self.record.length();
+        let length = self.length();
         let end = offset.saturating_add(count).min(length);
         if offset >= end {
             return 0;
         }
-        let chunk = u64::from(self.record.chunk_len.max(1));
+        let chunk = u64::from(self.held.sealed.chunk_len.max(1));
         let (first, last) = (offset / chunk, (end - 1) / chunk);
         ((last + 1) * chunk).min(length) - first * chunk
     }
@@ -141,8 +145,75 @@ impl fmt::Debug for OpenedSecret {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("OpenedSecret")
             .field("name", &self.name)
-            .field("version", &self.record.version)
-            .field("length", &self.record.length())
+            .field("version", &self.version())
+            .field("length", &self.length())
             .finish_non_exhaustive()
+    }
+}
+
+/// One version of a secret as `history` shows it: never its value.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct VersionInfo {
+    /// Its number.
+    pub version: u64,
+    /// Current, previous, pending or destroyed.
+    pub state: VersionState,
+    /// When it was made (unix seconds).
+    pub created: u64,
+    /// Who made it: `admin`, `service NAME` or `local`; `None` for a version made before
+    /// versions were recorded (store format 4).
+    pub by: Option<String>,
+    /// The uid of the connection it was made over.
+    pub uid: Option<u32>,
+    /// Why, as its maker said.
+    pub reason: Option<String>,
+    /// Its value's length in bytes, while it has one.
+    pub length: Option<u64>,
+    /// A previous version: services read it as `NAME@previous` until then (unix seconds);
+    /// `None`: not at all.
+    pub overlap_until: Option<u64>,
+    /// A pending version: it is discarded then unless promoted (unix seconds).
+    pub expires: Option<u64>,
+    /// A destroyed version: when its value was destroyed.
+    pub destroyed: Option<u64>,
+    /// Fids that opened it fail on their next read (a rotation with revoke-previous cut
+    /// it off).
+    pub revoked: bool,
+}
+
+/// A secret older than its rotation period: what `deploy secret list --stale` and
+/// `secrets/stale` show.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct StaleSecret {
+    /// Its name.
+    pub name: String,
+    /// Its current version.
+    pub version: u64,
+    /// When the current version was made (unix seconds).
+    pub since: u64,
+    /// How long ago that was, in seconds.
+    pub age: u64,
+    /// Its rotation period, in seconds: the catalog's `rotate_every`, 90 days if it
+    /// declares none.
+    pub rotate_every: u64,
+    /// Its owner, from the catalog.
+    pub owner: Option<String>,
+    /// Its class, from the catalog.
+    pub class: Option<String>,
+}
+
+/// What a housekeeping pass ([`Vault::expire`](crate::Vault::expire)) removed.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Expired {
+    /// Pending versions discarded, as (secret, version).
+    pub pending: Vec<(String, u64)>,
+    /// Grants that ended, as (service, secret).
+    pub grants: Vec<(String, String)>,
+}
+
+impl Expired {
+    /// Whether it removed nothing.
+    pub fn is_empty(&self) -> bool {
+        self.pending.is_empty() && self.grants.is_empty()
     }
 }

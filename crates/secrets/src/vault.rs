@@ -33,7 +33,7 @@ use crate::error::{Error, Result};
 use crate::fsutil;
 use crate::keyfile;
 use crate::legacy::{self, Legacy};
-use crate::record::{SecretRecord, ServiceRecord};
+use crate::record::{Held, SecretRecord, ServiceRecord, VersionSlot};
 use crate::redb_store::{self, RedbBackend};
 use crate::rows::{self, FORMAT_VERSION, Meta, Mutation};
 use crate::state::State;
@@ -44,6 +44,7 @@ mod change;
 mod health;
 mod plans;
 mod rotation;
+mod versions;
 
 pub use bundles::IssuedInfo;
 pub use change::{Applied, Change, ChangeError};
@@ -251,6 +252,7 @@ impl Vault {
             clock: Mutex::new(None),
         };
         vault.resume_rotation()?;
+        vault.settle_versions_at_open();
         let status = vault.status();
         info!(store = ?vault.backend.data_dir(), revision = %revision, secrets = status.secrets,
             services = status.services, active_key = status.active_key, "opened the store");
@@ -328,18 +330,29 @@ impl Vault {
         self.state().meta.admin_uid
     }
 
-    /// The secrets granted to `service`, sorted (empty for an unknown service).
+    /// The secrets granted to `service` and not ended, sorted (empty for an unknown
+    /// service).
     pub fn grants(&self, service: &str) -> Vec<String> {
-        self.state()
-            .grants
-            .get(service)
-            .map(|set| set.iter().cloned().collect())
-            .unwrap_or_default()
+        let state = self.state();
+        let Some(set) = state.grants.get(service) else {
+            return Vec::new();
+        };
+        match state.expiring.get(service) {
+            None => set.iter().cloned().collect(),
+            Some(ends) => {
+                let now = self.clock();
+                set.iter()
+                    .filter(|s| ends.get(s.as_str()).is_none_or(|&t| now < t))
+                    .cloned()
+                    .collect()
+            }
+        }
     }
 
-    /// Whether `service` may read `secret`: two hash/tree lookups, no allocation.
+    /// Whether `service` may read `secret`: two hash/tree lookups, no allocation (and a
+    /// look at the clock for a grant that ends by itself).
     pub fn is_granted(&self, service: &str, secret: &str) -> bool {
-        self.state().is_granted(service, secret)
+        self.state().may_read(service, secret, || self.clock())
     }
 
     /// Opens a secret on behalf of `service`: checks the grant and snapshots the current
@@ -348,15 +361,7 @@ impl Vault {
     /// # Errors
     /// [`Error::NotFound`] alike for a secret that does not exist and one not granted.
     pub fn open_secret(&self, service: &str, name: &str) -> Result<OpenedSecret> {
-        let state = self.state();
-        if !state.is_granted(service, name) {
-            return Err(Error::NotFound);
-        }
-        let rec = state.secrets.get(name).ok_or(Error::NotFound)?;
-        Ok(OpenedSecret {
-            name: name.to_owned(),
-            record: rec.clone(),
-        })
+        self.open_version(service, name, VersionSlot::Current)
     }
 
     /// Reads an opened secret on behalf of `service`: checks the grant again (a revoke
@@ -376,8 +381,8 @@ impl Vault {
     /// [`Error::Stale`] if the snapshot's key was retired and the secret has changed since;
     /// [`Error::Decrypt`] for a damaged record.
     pub fn read_opened(&self, service: &str, opened: &OpenedSecret) -> Result<SecretBytes> {
-        let (key, rec) = self.readable(service, opened)?;
-        key.open_value(&rec.value(&opened.name))
+        let (key, held) = self.readable(service, opened)?;
+        key.open_value(&held.value(&opened.name, opened.incarnation))
     }
 
     /// [`Vault::read_opened`] of the bytes `[offset, offset + count)` of the value (fewer
@@ -399,14 +404,17 @@ impl Vault {
         offset: u64,
         count: u64,
     ) -> Result<SecretBytes> {
-        let (key, rec) = self.readable(service, opened)?;
-        key.open_value_range(&rec.value(&opened.name), offset, count)
+        let (key, held) = self.readable(service, opened)?;
+        key.open_value_range(&held.value(&opened.name, opened.incarnation), offset, count)
     }
 
-    /// The checks of [`Vault::read_opened`]: the key and the record to decrypt.
-    fn readable(&self, service: &str, opened: &OpenedSecret) -> Result<(Arc<Key>, SecretRecord)> {
+    /// The checks of [`Vault::read_opened`]: the key and the version to decrypt. A fid
+    /// reads the version it opened, even once another is current (or it was destroyed),
+    /// until the grant goes, the secret is deleted, or a rotation revoking the previous
+    /// value cut that version off.
+    fn readable(&self, service: &str, opened: &OpenedSecret) -> Result<(Arc<Key>, Held)> {
         let state = self.state();
-        if !state.is_granted(service, &opened.name) {
+        if !state.may_read(service, &opened.name, || self.clock()) {
             return Err(Error::NotFound);
         }
         // Incarnations are random per (re)creation: a deleted and re-created secret is
@@ -414,19 +422,22 @@ impl Vault {
         let rec = state
             .secrets
             .get(&opened.name)
-            .filter(|rec| rec.incarnation == opened.record.incarnation)
+            .filter(|rec| rec.incarnation == opened.incarnation)
             .ok_or(Error::NotFound)?;
-        if let Some(key) = state.keys.get(opened.record.key_id) {
-            return Ok((Arc::clone(key), opened.record.clone()));
+        if opened.version() < rec.revoked_below {
+            return Err(Error::VersionRevoked);
         }
-        if rec.version != opened.record.version {
-            return Err(Error::Stale);
+        if let Some(key) = state.keys.get(opened.key_id) {
+            return Ok((Arc::clone(key), opened.held.clone()));
         }
+        // A key rotation retired the key it was opened under: the same version, if the
+        // record still holds it, is under the record's key now.
+        let held = rec.held_version(opened.version()).ok_or(Error::Stale)?;
         let key = state.keys.get(rec.key_id).ok_or(Error::Corrupt {
             what: "a secret's key is not loaded",
         })?;
         // Decrypted outside the lock: a 1 MiB value must not hold up a writer's apply.
-        Ok((Arc::clone(key), rec.clone()))
+        Ok((Arc::clone(key), held.clone()))
     }
 
     /// Decrypts the current version of a secret for the admin (for example
@@ -518,7 +529,12 @@ impl Vault {
     /// [`Error::InvalidName`], [`Error::ReservedName`], [`Error::NoSuchService`],
     /// [`Error::NoSuchSecret`], store errors.
     pub fn grant(&self, service: &str, name: &str) -> Result<()> {
-        self.apply_one(Change::Grant { service, name }).map(drop)
+        self.apply_one(Change::Grant {
+            service,
+            name,
+            expires_in: None,
+        })
+        .map(drop)
     }
 
     /// Revokes `service`'s grant of `name`; the next read of an open file fails. Revoking
@@ -739,6 +755,15 @@ impl Vault {
         // so that mtimes only move forward even if the clock steps back.
         let at = self.clock().max(self.state().meta.last_change);
         batch.insert(0, Mutation::SetLastChange(at));
+        // Weighed before it is encoded: a secret's record carries every version's value,
+        // and a batch of many small changes to large secrets must be refused before it is
+        // copied into rows, not after.
+        if rows::values_len(&batch) > MAX_BATCH_BYTES {
+            return Err(Error::TooLarge {
+                what: "transaction (bytes stored)",
+                limit: MAX_BATCH_BYTES,
+            });
+        }
         let ops = rows::encode(&batch, &self.state())?;
         check_bounds(&ops)?;
         let mutations = ops.len();
@@ -856,9 +881,10 @@ fn check_bounds(ops: &[Op]) -> Result<()> {
     Ok(())
 }
 
-/// Upgrades a store of format 2 or 3 (`from`), checked whole at `base`, to this build's:
-/// the same records, and room for the tables the later formats add (the catalog in 3,
-/// bundles in 4), so only the number changes. One commit, taken out of the change feed
+/// Upgrades a store of format 2, 3 or 4 (`from`), checked whole at `base`, to this
+/// build's: the same records, and room for what the later formats add (the catalog in 3,
+/// bundles in 4, versions and grants' ends in 5, which records written before read
+/// without), so only the number changes. One commit, taken out of the change feed
 /// again (memory is built from the records already read); returns its revision.
 fn upgrade_format(backend: &dyn Backend, base: Revision, from: u32) -> Result<Revision> {
     let revision = backend.commit(Batch {
@@ -874,8 +900,8 @@ fn upgrade_format(backend: &dyn Backend, base: Revision, from: u32) -> Result<Re
     warn!(
         from,
         to = FORMAT_VERSION,
-        "upgraded the store's format (room for the deployment catalog and bundles): a \
-         srv-secrets older than this one can no longer open it"
+        "upgraded the store's format (room for the deployment catalog, bundles, a secret's \
+         versions and grants that end): a srv-secrets older than this one can no longer open it"
     );
     Ok(revision)
 }
@@ -930,8 +956,8 @@ fn sealing_key(state: &State) -> Result<&Arc<Key>> {
 fn info_of(name: &str, rec: &SecretRecord) -> SecretInfo {
     SecretInfo {
         name: name.to_owned(),
-        version: rec.version,
-        mtime: rec.mtime,
+        version: rec.version(),
+        mtime: rec.mtime(),
         length: rec.length(),
     }
 }

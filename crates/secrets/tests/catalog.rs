@@ -293,6 +293,7 @@ fn a_transaction_sees_its_own_declarations_and_applies_all_or_none() {
         Change::Grant {
             service: "web",
             name: "api_key",
+            expires_in: None,
         },
     ];
     let applied = apply(&v, &changes).unwrap();

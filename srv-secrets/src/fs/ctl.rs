@@ -7,7 +7,12 @@
 //!
 //! The deployment catalog's commands (`tier`, `meta`, `strategy`, `plan`, `catalog
 //! apply`, ...) are made into the catalog's types in `ctl/decl.rs`; queries among them (a
-//! plan, the lint, an export, a dry run) are answered from the vault with a body.
+//! plan, the lint, an export, a dry run) are answered from the vault with a body. The
+//! commands of a secret's versions (`stage`, `promote`, `discard`, `rollback`, `retire`,
+//! `history`, `stale`, `grant ... expires`) are in `ctl/versions.rs`.
+//!
+//! Every change is made by the fid's actor (the admin, over the connection's uid), with
+//! the reason a `reason TEXT` before it gave, if any.
 //!
 //! Reads return results, the Plan 9 way (`/net/cs`): on a fid that wrote, one [`Reply`]
 //! per command it wrote, each read taking the next bytes; on a fid that wrote nothing, the
@@ -25,6 +30,7 @@ use tracing::{error, info};
 use zeroize::Zeroizing;
 
 mod decl;
+mod versions;
 
 use decl::Prepared;
 
@@ -220,8 +226,14 @@ impl CtlFid {
     ) -> Result<(), String> {
         while let Some(step) = next(stream) {
             let replies = match step {
-                Step::Apply(parsed) => vec![apply_parsed(vault, &self.actor, parsed).await],
-                Step::Commit(txn) => commit(vault, &self.actor, txn).await,
+                Step::Apply(parsed, reason) => {
+                    let actor = with_reason(&self.actor, reason);
+                    vec![apply_parsed(vault, &actor, parsed).await]
+                }
+                Step::Commit(mut txn) => {
+                    let actor = with_reason(&self.actor, txn.reason.take());
+                    commit(vault, &actor, txn).await
+                }
                 Step::Answer(reply) => vec![reply],
                 Step::Refuse(e) => vec![Reply::Err(e)],
             };
@@ -237,11 +249,19 @@ impl CtlFid {
     }
 }
 
+/// `actor`, saying why if a reason was given.
+fn with_reason(actor: &Actor, reason: Option<String>) -> Actor {
+    match reason {
+        Some(r) => actor.clone().with_reason(r),
+        None => actor.clone(),
+    }
+}
+
 /// What a client sees for a vault error: the command's line and verb are added by the
 /// caller, and these texts are ours; names come from the store, never a value. With that
 /// prefix each fits [`ctl::MAX_ERROR_LEN`], what a Plan 9 client keeps of an error.
 fn explain(e: &VaultError) -> String {
-    if let Some(text) = decl::explain(e) {
+    if let Some(text) = decl::explain(e).or_else(|| versions::explain(e)) {
         return text;
     }
     match e {
@@ -308,13 +328,15 @@ const LONGEST_PREFIX: usize = "ctl: line 99999: rotate-key: ".len();
 /// What is wrong with a field (a template, a class), in the ctl error's words; or that
 /// the command is no change.
 fn prepare(command: &Command) -> Result<Prepared<'_>, String> {
+    if let Some(prepared) = versions::prepare(command) {
+        return prepared;
+    }
     Ok(Prepared::Direct(match command {
         Command::Set { name, value } => Change::Set {
             name,
             value: value.expose(),
         },
         Command::Delete { name } => Change::Delete { name },
-        Command::Grant { service, name } => Change::Grant { service, name },
         Command::Revoke { service, name } => Change::Revoke { service, name },
         Command::ServiceUid { service, uid } => Change::ServiceUid { service, uid: *uid },
         Command::ServiceManifest { service, manifest } => Change::ServiceManifest {
@@ -323,9 +345,7 @@ fn prepare(command: &Command) -> Result<Prepared<'_>, String> {
         },
         Command::ServiceRemove { service } => Change::ServiceRemove { service },
         Command::Catalog(c) => return decl::prepare(c),
-        Command::RotateKey | Command::Begin | Command::Commit | Command::Abort | Command::Help => {
-            return Err("this command is no change to the store".into());
-        }
+        _ => return Err("this command is no change to the store".into()),
     }))
 }
 
@@ -335,6 +355,9 @@ fn yes(b: bool) -> &'static str {
 
 /// The result line of a command the vault applied (and the log line, without values).
 fn answer(command: &Command, applied: Applied) -> Reply {
+    if let Some(answer) = versions::answer(command, &applied) {
+        return Reply::Ok(answer);
+    }
     let answer = Answer::new(command.verb());
     let answer = match (command, applied) {
         (Command::Set { name, .. }, Applied::Set { version }) => {
@@ -345,12 +368,16 @@ fn answer(command: &Command, applied: Applied) -> Reply {
             info!(secret = %name, grants, "deleted");
             answer.word(name).field("grants", grants)
         }
-        (Command::Grant { service, name }, Applied::Granted { already }) => {
-            info!(%service, secret = %name, already, "granted");
-            answer
+        (Command::Grant { service, name, .. }, Applied::Granted { already, expires }) => {
+            info!(%service, secret = %name, already, expires = ?expires, "granted");
+            let answer = answer
                 .word(service)
                 .word(name)
-                .field("already", yes(already))
+                .field("already", yes(already));
+            match expires {
+                Some(t) => answer.field("expires", t),
+                None => answer,
+            }
         }
         (Command::Revoke { service, name }, Applied::Revoked { was_granted }) => {
             info!(%service, secret = %name, was_granted, "revoked");
@@ -402,6 +429,10 @@ async fn apply_parsed(vault: &Arc<Vault>, actor: &Actor, parsed: Parsed) -> Repl
             Command::Catalog(c) if parsed.command.is_query() => {
                 decl::query(&vault, c).map(Reply::Ok)
             }
+            command if command.is_query() => match versions::query(&vault, command) {
+                Some(answered) => answered.map(Reply::Ok),
+                None => Err("this command is no query".into()),
+            },
             command => prepare(command).and_then(|prepared| {
                 vault
                     .apply(&actor, &[prepared.change()])
@@ -579,6 +610,9 @@ mod tests {
                 key: u32::MAX,
                 source: Box::new(VaultError::Random),
             },
+            VaultError::PendingVersion { version: u64::MAX },
+            VaultError::NoPendingVersion,
+            VaultError::NoPreviousVersion,
         ];
         errors.extend(manifest_errors());
         for e in &errors {

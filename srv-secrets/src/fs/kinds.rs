@@ -6,11 +6,12 @@
 //! └── secrets/                            ├── config/
 //!     ├── backup     copy of the store    │   └── KEY     a config value of its manifest
 //!     ├── ctl        commands, results    └── secret/
-//!     ├── grants/SERVICE   granted names      └── NAME    a granted secret's value
-//!     ├── key        never readable
-//!     ├── lint       the catalog's lint, JSON
-//!     ├── plans/SERVICE/TIER  a plan, JSON
-//!     ├── services/SERVICE uid, manifest
+//!     ├── grants/SERVICE   granted names      ├── NAME    a granted secret's value
+//!     ├── key        never readable           ├── NAME@pending   its pending version,
+//!     ├── lint       the catalog's lint, JSON │              by walk only
+//!     ├── plans/SERVICE/TIER  a plan, JSON    └── NAME@previous  its previous version
+//!     ├── services/SERVICE uid, manifest                 in an overlap, by walk only
+//!     ├── stale      secrets due a rotation, JSON
 //!     ├── status     key, counts, rotation
 //!     └── store/NAME a secret's record, never readable
 //! ```
@@ -27,13 +28,13 @@
 //! checked against its grants and its manifest.
 
 use model::Rotation;
-use secrets::Vault;
+use secrets::{Vault, VersionSlot};
 
 use super::node::{Content, Generated, Kind, Name, Node, Tree};
 use crate::reports::pretty_json;
 
 /// Every kind, in no particular order; a kind is found from its directory's.
-pub static KINDS: [&Kind; 21] = [
+pub static KINDS: [&Kind; 24] = [
     &ADMIN_ROOT,
     &SECRETS,
     &CTL,
@@ -50,9 +51,12 @@ pub static KINDS: [&Kind; 21] = [
     &PLAN_SERVICE,
     &PLAN,
     &LINT,
+    &STALE,
     &SERVICE_ROOT,
     &SECRET_DIR,
     &SECRET,
+    &SECRET_PENDING,
+    &SECRET_PREVIOUS,
     &CONFIG_DIR,
     &CONFIG,
 ];
@@ -225,6 +229,16 @@ pub static LINT: Kind = Kind {
     content: Content::Text(lint_text),
 };
 
+/// `/secrets/stale`: the secrets older than their rotation period, as `deploy secret list
+/// --stale --json` prints them.
+pub static STALE: Kind = Kind {
+    id: 24,
+    parent: Some(&SECRETS),
+    name: Name::Fixed("stale"),
+    mode: 0o400,
+    content: Content::Text(stale_text),
+};
+
 /// A service view's root: holds `secret/` and `config/`.
 pub static SERVICE_ROOT: Kind = Kind {
     id: 12,
@@ -253,7 +267,36 @@ pub static SECRET: Kind = Kind {
         lists: Some(granted),
     },
     mode: 0o400,
-    content: Content::Plaintext,
+    content: Content::Plaintext(VersionSlot::Current),
+};
+
+/// `/secret/NAME@pending`: a granted secret's pending version, while it has one (for an
+/// hour at most): reachable by walk, never listed, so that a glob of `/secret/*` reads
+/// current values only.
+pub static SECRET_PENDING: Kind = Kind {
+    id: 22,
+    parent: Some(&SECRET_DIR),
+    name: Name::Each {
+        pattern: "NAME@pending",
+        finds: has_pending,
+        lists: None,
+    },
+    mode: 0o400,
+    content: Content::Plaintext(VersionSlot::Pending),
+};
+
+/// `/secret/NAME@previous`: a granted secret's previous version during its overlap:
+/// reachable by walk, never listed.
+pub static SECRET_PREVIOUS: Kind = Kind {
+    id: 23,
+    parent: Some(&SECRET_DIR),
+    name: Name::Each {
+        pattern: "NAME@previous",
+        finds: has_previous,
+        lists: None,
+    },
+    mode: 0o400,
+    content: Content::Plaintext(VersionSlot::Previous),
 };
 
 /// `/config`.
@@ -319,6 +362,24 @@ fn is_granted(tree: &Tree<'_>, _: &Node, name: &str) -> bool {
         .is_some_and(|service| tree.vault.is_granted(service, name))
 }
 
+/// Whether the view's service may read `name`'s version in `slot` now, `name` being the
+/// secret's name and the slot's suffix.
+fn readable_in(tree: &Tree<'_>, name: &str, slot: VersionSlot) -> bool {
+    let Some(secret) = name.strip_suffix(slot.suffix()) else {
+        return false;
+    };
+    tree.service()
+        .is_some_and(|service| tree.vault.is_readable(service, secret, slot))
+}
+
+fn has_pending(tree: &Tree<'_>, _: &Node, name: &str) -> bool {
+    readable_in(tree, name, VersionSlot::Pending)
+}
+
+fn has_previous(tree: &Tree<'_>, _: &Node, name: &str) -> bool {
+    readable_in(tree, name, VersionSlot::Previous)
+}
+
 fn granted(tree: &Tree<'_>, _: &Node) -> Vec<String> {
     tree.service()
         .map(|service| tree.vault.grants(service))
@@ -374,6 +435,7 @@ fn grants_text(tree: &Tree<'_>, node: &Node) -> Option<Generated> {
     let service = tree.vault.service(node.name())?;
     let grants = model::Grants {
         names: tree.vault.grants(node.name()),
+        expires: tree.vault.grants_ending(node.name()),
     };
     Some(Generated {
         text: grants.render().into_bytes(),
@@ -421,6 +483,15 @@ fn lint_text(tree: &Tree<'_>, _: &Node) -> Option<Generated> {
     })?;
     Some(Generated {
         text: text.to_vec(),
+        changed: Some(tree.vault.status().changed),
+    })
+}
+
+/// `/secrets/stale` ([`secrets::StaleSecret`]s), dated by the store's last change. Made
+/// anew at each open (its answer moves with the clock, not only with the store).
+fn stale_text(tree: &Tree<'_>, _: &Node) -> Option<Generated> {
+    Some(Generated {
+        text: pretty_json(&tree.vault.stale()).to_vec(),
         changed: Some(tree.vault.status().changed),
     })
 }
@@ -509,6 +580,69 @@ mod tests {
     }
 
     #[test]
+    fn pending_and_previous_versions_are_walked_to_by_grantees_and_never_listed() {
+        let (_dir, v) = vault();
+        let (web, api) = (view("web"), view("api"));
+        let secret_dir = at(&SECRET_DIR);
+        let names = |view: &View| {
+            secret_dir
+                .list(&tree(&v, view))
+                .iter()
+                .map(|n| n.name().to_string())
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(secret_dir.child(&tree(&v, &web), "a@pending"), None);
+        let actor = secrets::Actor::admin(Some(0));
+        v.apply(
+            &actor,
+            &[secrets::Change::Stage {
+                name: "a",
+                value: b"alpha, version 2",
+            }],
+        )
+        .unwrap();
+        let pending = secret_dir.child(&tree(&v, &web), "a@pending").unwrap();
+        assert_eq!(pending, named(&SECRET_PENDING, "a@pending"));
+        let attr = pending.attr(&tree(&v, &web)).unwrap();
+        assert_eq!((attr.mode, attr.length, attr.qid.version), (0o400, 16, 2));
+        assert_ne!(
+            attr.qid.path,
+            named(&SECRET, "a").attr(&tree(&v, &web)).unwrap().qid.path
+        );
+        // Never listed; not there for a service not granted the secret, nor for names
+        // that only look like one.
+        assert_eq!(names(&web), ["a"]);
+        assert_eq!(secret_dir.child(&tree(&v, &api), "a@pending"), None);
+        assert_eq!(secret_dir.child(&tree(&v, &web), "b@pending"), None);
+        assert_eq!(secret_dir.child(&tree(&v, &web), "a@pending@pending"), None);
+        assert_eq!(secret_dir.child(&tree(&v, &web), "@pending"), None);
+        assert_eq!(secret_dir.child(&tree(&v, &web), "a@previous"), None);
+        // Promoted with an overlap: the old version is a@previous; a@pending is gone, and
+        // a stat of the node walked before says so.
+        v.apply(
+            &actor,
+            &[secrets::Change::Promote {
+                name: "a",
+                overlap: Some(3600),
+                revoke_previous: false,
+            }],
+        )
+        .unwrap();
+        assert_eq!(
+            pending.attr(&tree(&v, &web)).unwrap_err(),
+            Error::not_found()
+        );
+        let previous = secret_dir.child(&tree(&v, &web), "a@previous").unwrap();
+        let attr = previous.attr(&tree(&v, &web)).unwrap();
+        assert_eq!((attr.length, attr.qid.version), (5, 1));
+        assert_eq!(names(&web), ["a"]);
+        // Retired: gone.
+        v.apply(&actor, &[secrets::Change::Retire { name: "a" }])
+            .unwrap();
+        assert_eq!(secret_dir.child(&tree(&v, &web), "a@previous"), None);
+    }
+
+    #[test]
     fn a_stat_checks_the_grant_again() {
         let (_dir, v) = vault();
         let web = view("web");
@@ -578,7 +712,8 @@ mod tests {
         assert_eq!(
             list(&SECRETS, &admin),
             [
-                "backup", "ctl", "grants", "key", "lint", "plans", "services", "status", "store"
+                "backup", "ctl", "grants", "key", "lint", "plans", "services", "stale", "status",
+                "store"
             ]
         );
         assert_eq!(list(&SERVICE_ROOT, &web), ["config", "secret"]);
@@ -650,6 +785,7 @@ mod tests {
             at(&KEY),
             at(&STATUS),
             at(&BACKUP),
+            at(&STALE),
         ];
         let mut paths: Vec<u64> = nodes
             .iter()

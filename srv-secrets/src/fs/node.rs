@@ -16,7 +16,7 @@
 use std::fmt;
 
 use ninep::{Error, Qid, Stat, dm, qt};
-use secrets::Vault;
+use secrets::{Vault, VersionSlot};
 
 use super::kinds::{ADMIN_ROOT, KINDS, SERVICE_ROOT};
 use super::reports::Reports;
@@ -77,10 +77,12 @@ pub enum Content {
     /// A secret's record seen from the admin tree: its version, mtime and length, and
     /// nothing readable (mode 0).
     Record,
-    /// A granted secret's value: the record's version, mtime and length. An open takes
-    /// the current version ([`Vault::open_secret`]); each read checks the grant again and
-    /// decrypts the chunks it touches.
-    Plaintext,
+    /// A granted secret's value in a slot (current, pending, previous): that version's
+    /// number, mtime and length. The node's name is the secret's, followed by the slot's
+    /// suffix (`db@pending`). An open takes the version in the slot then
+    /// ([`Vault::open_version`]); each read checks the grant again and decrypts the
+    /// chunks it touches.
+    Plaintext(VersionSlot),
     /// A text generated from the vault: its length is the text's now; an open fixes the
     /// text, so that reads at any offset agree.
     Text(Renders),
@@ -236,6 +238,13 @@ impl Node {
         }
     }
 
+    /// The name of the secret a node of `slot`'s kind reads: its name without the slot's
+    /// suffix.
+    pub fn secret_name(&self, slot: VersionSlot) -> &str {
+        let name = self.name();
+        name.strip_suffix(slot.suffix()).unwrap_or(name)
+    }
+
     /// Whether the node is a directory.
     pub fn is_dir(&self) -> bool {
         self.kind.is_dir()
@@ -325,10 +334,17 @@ impl Node {
         }
         let (version, mtime, length) = match self.kind.content {
             Content::Dir | Content::Nothing | Content::Ctl => (0, tree.started, 0),
-            Content::Record | Content::Plaintext => {
+            Content::Record => {
                 let info = tree
                     .vault
                     .secret_info(self.name())
+                    .ok_or_else(Error::not_found)?;
+                (info.version as u32, secs(info.mtime), info.length)
+            }
+            Content::Plaintext(slot) => {
+                let info = tree
+                    .vault
+                    .version_info(self.secret_name(slot), slot)
                     .ok_or_else(Error::not_found)?;
                 (info.version as u32, secs(info.mtime), info.length)
             }

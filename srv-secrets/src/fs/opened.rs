@@ -39,6 +39,7 @@ fn read_error(e: VaultError) -> Error {
     match e {
         VaultError::NotFound | VaultError::NoSuchSecret => Error::not_found(),
         VaultError::Stale => Error::new(VaultError::Stale.to_string()),
+        VaultError::VersionRevoked => Error::new(VaultError::VersionRevoked.to_string()),
         other => {
             tracing::error!(error = %other, "reading a secret failed");
             Error::new(ename::IO)
@@ -54,9 +55,11 @@ impl SecretsFs {
         let node = fid.node();
         Ok(Some(match node.kind().content {
             Content::Dir => return Ok(None),
-            Content::Plaintext => {
+            Content::Plaintext(slot) => {
                 let service = fid.tree.service().ok_or_else(Error::permission_denied)?;
-                let secret = self.vault.open_secret(service, node.name());
+                let secret = self
+                    .vault
+                    .open_version(service, node.secret_name(slot), slot);
                 Opened::Secret(secret.map_err(read_error)?)
             }
             Content::Text(render) => {

@@ -153,7 +153,8 @@ fn every_command() {
         one(b"grant web db_password\n"),
         Ok(Command::Grant {
             service: "web".into(),
-            name: "db_password".into()
+            name: "db_password".into(),
+            expires: None,
         })
     );
     assert_eq!(
@@ -208,7 +209,8 @@ fn every_command() {
         one(b"grant a.b_c-D ...\n"),
         Ok(Command::Grant {
             service: "a.b_c-D".into(),
-            name: "...".into()
+            name: "...".into(),
+            expires: None,
         })
     );
     // Any token form works in any position.
@@ -378,7 +380,8 @@ fn several_commands_in_one_push() {
                 2,
                 Command::Grant {
                     service: "web".into(),
-                    name: "a".into()
+                    name: "a".into(),
+                    expires: None,
                 }
             )),
             Ok((
@@ -559,7 +562,7 @@ fn every_error_text() {
         ),
         (
             b"grant\n",
-            "ctl: line 1: grant: missing service; usage: grant SERVICE NAME",
+            "ctl: line 1: grant: missing service; usage: grant SERVICE NAME [expires DURATION]",
         ),
         (
             b"revoke web\n",
@@ -623,7 +626,55 @@ fn every_error_text() {
         ),
         (
             b"grant a b c\n",
-            "ctl: line 1: grant: too many arguments; usage: grant SERVICE NAME",
+            "ctl: line 1: grant: unknown option; expected: expires",
+        ),
+        (
+            b"grant a b expires 1d c\n",
+            "ctl: line 1: grant: too many arguments; usage: grant SERVICE NAME [expires DURATION]",
+        ),
+        (
+            b"grant a b expires 10\n",
+            "ctl: line 1: grant: a duration is a whole number and a unit: 30s, 15m, 12h, 90d or 2w (no spaces)",
+        ),
+        (
+            b"promote a overlap 0s\n",
+            "ctl: line 1: promote: a duration is at least 1s",
+        ),
+        (
+            b"promote a overlap 1d revoke-previous\n",
+            "ctl: line 1: promote: overlap and revoke-previous exclude each other: revoking destroys the old value",
+        ),
+        (
+            b"promote a revoke-previous revoke-previous\n",
+            "ctl: line 1: promote: an option is given twice; give each once",
+        ),
+        (
+            b"promote a overlp 1d\n",
+            "ctl: line 1: promote: unknown option; did you mean 'overlap'? expected: overlap, revoke-previous",
+        ),
+        (
+            b"stage a\n",
+            "ctl: line 1: stage: missing value; usage: stage NAME (VALUE | generate [TEMPLATE])",
+        ),
+        (
+            b"stage a b c\n",
+            "ctl: line 1: stage: too many arguments; usage: stage NAME VALUE (quote a value that holds spaces)",
+        ),
+        (
+            b"stage a generate t u\n",
+            "ctl: line 1: stage: too many arguments; usage: stage NAME generate [TEMPLATE]",
+        ),
+        (
+            b"reason\n",
+            "ctl: line 1: reason: missing reason; usage: reason TEXT",
+        ),
+        (
+            b"history\n",
+            "ctl: line 1: history: missing name; usage: history NAME",
+        ),
+        (
+            b"stale now\n",
+            "ctl: line 1: stale: too many arguments; usage: stale",
         ),
         (
             b"revoke a b {12x}\n",
@@ -930,13 +981,23 @@ fn possible_error_texts() -> Vec<String> {
     let verbs: Vec<&'static str> = crate::command::VERBS.iter().map(|v| v.word).collect();
     // (usage, the arguments that can be missing, whether "too many arguments" can name it
     // and then with the hint about values)
-    let commands: [(&str, &[&str], Option<bool>); 37] = [
+    let commands: [(&str, &[&str], Option<bool>); 47] = [
         (usage::ABORT, &[], Some(false)),
         (usage::BEGIN, &[], Some(false)),
         (usage::COMMIT, &[], Some(false)),
         (usage::HELP, &[], Some(false)),
         (usage::DELETE, &["name"], Some(false)),
-        (usage::GRANT, &["service", "name"], Some(false)),
+        (usage::DISCARD, &["name"], Some(false)),
+        (usage::GRANT, &["service", "name", "duration"], Some(false)),
+        (usage::HISTORY, &["name"], Some(false)),
+        (usage::PROMOTE, &["name", "duration"], None),
+        (usage::REASON, &["reason"], Some(false)),
+        (usage::RETIRE, &["name"], Some(false)),
+        (usage::ROLLBACK, &["name"], Some(false)),
+        (usage::STAGE, &["name", "value"], None),
+        (usage::STAGE_VALUE, &[], Some(true)),
+        (usage::STAGE_GENERATE, &[], Some(false)),
+        (usage::STALE, &[], Some(false)),
         (usage::REVOKE, &["service", "name"], Some(false)),
         (usage::ROTATE_KEY, &[], Some(false)),
         (usage::SERVICE, &["service", "action"], None),
@@ -994,6 +1055,9 @@ fn possible_error_texts() -> Vec<String> {
         ErrorKind::CatalogTooLarge,
         ErrorKind::NotText,
         ErrorKind::RepeatedOption,
+        ErrorKind::BadDuration(model::DurationError::Form),
+        ErrorKind::BadDuration(model::DurationError::Zero),
+        ErrorKind::BadDuration(model::DurationError::TooLong),
     ]
     .into_iter()
     .chain(ACTIONS.map(|a| ErrorKind::UnknownAction {
@@ -1013,6 +1077,10 @@ fn possible_error_texts() -> Vec<String> {
         ("lint", ErrorKind::NotInTransaction),
         ("catalog", ErrorKind::NotInTransaction),
         ("bundle", ErrorKind::NotInTransaction),
+        ("history", ErrorKind::NotInTransaction),
+        ("stale", ErrorKind::NotInTransaction),
+        ("reason", ErrorKind::BadReason),
+        ("promote", ErrorKind::OverlapAndRevoke),
         ("commit", ErrorKind::TransactionAborted { line: 99_999 }),
         ("begin", ErrorKind::TransactionNotCommitted),
         ("begin", ErrorKind::TransactionOpen),
@@ -1026,7 +1094,7 @@ fn possible_error_texts() -> Vec<String> {
     }
     for verb in [
         "set", "delete", "grant", "revoke", "service", "tier", "meta", "strategy", "present",
-        "generate",
+        "generate", "stage", "promote", "discard", "rollback", "retire",
     ] {
         out.push(format!("{verb}: {}", ErrorKind::TransactionTooLarge));
     }
@@ -1177,6 +1245,11 @@ fn all_error_texts() -> Vec<String> {
         ErrorKind::CatalogTooLarge,
         ErrorKind::NotText,
         ErrorKind::RepeatedOption,
+        ErrorKind::BadDuration(model::DurationError::Form),
+        ErrorKind::BadDuration(model::DurationError::Zero),
+        ErrorKind::BadDuration(model::DurationError::TooLong),
+        ErrorKind::BadReason,
+        ErrorKind::OverlapAndRevoke,
     ];
     kinds.extend(unknown_options().into_iter().map(|(_, k)| k));
     kinds.extend(expected_words().into_iter().map(|(_, k)| k));
@@ -1197,6 +1270,8 @@ fn all_error_texts() -> Vec<String> {
             "yes or no",
             "file",
             "deployment",
+            "duration",
+            "reason",
         ] {
             kinds.push(ErrorKind::MissingArgument { arg, usage });
         }
@@ -1231,7 +1306,35 @@ fn command() -> impl Strategy<Value = Command> {
     prop_oneof![
         (name(), value()).prop_map(|(name, value)| Command::Set { name, value }),
         name().prop_map(|name| Command::Delete { name }),
-        (service(), name()).prop_map(|(service, name)| Command::Grant { service, name }),
+        (
+            service(),
+            name(),
+            proptest::option::of(1..=model::MAX_DURATION_SECS)
+        )
+            .prop_map(|(service, name, expires)| Command::Grant {
+                service,
+                name,
+                expires
+            }),
+        (name(), value()).prop_map(|(name, value)| Command::Stage { name, value }),
+        (name(), proptest::option::of("(\\PC|[ '\n{}]){0,40}"))
+            .prop_map(|(name, template)| Command::StageGenerate { name, template }),
+        (
+            name(),
+            proptest::option::of(1..=model::MAX_DURATION_SECS),
+            any::<bool>()
+        )
+            .prop_map(|(name, overlap, revoke)| Command::Promote {
+                name,
+                overlap: if revoke { None } else { overlap },
+                revoke_previous: revoke,
+            }),
+        name().prop_map(|name| Command::Discard { name }),
+        name().prop_map(|name| Command::Rollback { name }),
+        name().prop_map(|name| Command::Retire { name }),
+        name().prop_map(|name| Command::History { name }),
+        Just(Command::Stale),
+        "[ -~]{1,60}".prop_map(|text| Command::Reason { text }),
         (service(), name()).prop_map(|(service, name)| Command::Revoke { service, name }),
         Just(Command::RotateKey),
         Just(Command::Begin),
@@ -1485,7 +1588,13 @@ fn a_large_value_does_not_keep_its_allocation() {
 /// choices, with each choice suggested or none.
 fn unknown_options() -> Vec<(&'static str, ErrorKind)> {
     use crate::deployment::{META_OPTIONS, PROMPT_OPTIONS, STRATEGIES};
-    let lists: [(&str, &[&'static str], &'static str); 11] = [
+    let lists: [(&str, &[&'static str], &'static str); 13] = [
+        ("grant", &["expires"], "expires"),
+        (
+            "promote",
+            &["overlap", "revoke-previous"],
+            "overlap, revoke-previous",
+        ),
         ("tier", &["core"], "core"),
         ("tier", &["add", "remove"], "add, remove"),
         (

@@ -41,7 +41,8 @@ use crate::error::{Error, Result};
 use crate::manifest::Manifest;
 use crate::names;
 use crate::record::{
-    BundleId, BundleRecord, Decl, DeclKind, Issued, IssuedValue, SecretRecord, ServiceRecord,
+    BundleId, BundleRecord, Decl, DeclKind, Issued, IssuedValue, Made, PENDING_TTL, SecretRecord,
+    ServiceRecord,
 };
 use crate::rows::Mutation;
 use crate::state::State;
@@ -58,17 +59,66 @@ pub enum Change<'a> {
         /// Its new value.
         value: &'a [u8],
     },
+    /// Stage a new version of an existing secret as pending: services granted it read it
+    /// as `secret/NAME@pending` until it is promoted or discarded (or an hour passes);
+    /// nothing else changes. Refused while it has a pending version already.
+    Stage {
+        /// The secret's name.
+        name: &'a str,
+        /// The new version's value.
+        value: &'a [u8],
+    },
+    /// [`Change::Stage`] of a value made from a template: this one, or (`None`) the one
+    /// its core tiers give.
+    StageGenerate {
+        /// The secret.
+        name: &'a str,
+        /// The template.
+        template: Option<&'a Template>,
+    },
+    /// Make the pending version current. The current one becomes the previous one,
+    /// which services read as `secret/NAME@previous` for `overlap` seconds (`None`: not
+    /// at all); the previous one is destroyed. With `revoke_previous`, the current one is
+    /// destroyed instead, and every fid still reading an older version fails on its next
+    /// read (an incident).
+    Promote {
+        /// The secret.
+        name: &'a str,
+        /// How long services may still read the version it replaces, in seconds.
+        overlap: Option<u64>,
+        /// Destroy the version it replaces, and cut off its readers.
+        revoke_previous: bool,
+    },
+    /// Destroy the pending version.
+    Discard {
+        /// The secret.
+        name: &'a str,
+    },
+    /// Make the previous version current again, and the current one previous (read by no
+    /// service).
+    Rollback {
+        /// The secret.
+        name: &'a str,
+    },
+    /// Destroy the previous version: its overlap ends, and no rollback can bring it back.
+    Retire {
+        /// The secret.
+        name: &'a str,
+    },
     /// Delete a secret and every grant of it.
     Delete {
         /// The secret's name.
         name: &'a str,
     },
-    /// Let a service read a secret.
+    /// Let a service read a secret: for good, or for `expires_in` seconds from now (a
+    /// grant that ends by itself). Granting again replaces when it ends.
     Grant {
         /// The service.
         service: &'a str,
         /// The secret.
         name: &'a str,
+        /// How long the grant lasts, in seconds; `None`: until revoked.
+        expires_in: Option<u64>,
     },
     /// Stop a service reading a secret.
     Revoke {
@@ -194,7 +244,32 @@ impl std::fmt::Debug for Change<'_> {
         match self {
             Change::Set { name, value } => write!(f, "Set({name}, {} bytes)", value.len()),
             Change::Delete { name } => write!(f, "Delete({name})"),
-            Change::Grant { service, name } => write!(f, "Grant({service}, {name})"),
+            Change::Stage { name, value } => write!(f, "Stage({name}, {} bytes)", value.len()),
+            Change::StageGenerate { name, template } => write!(
+                f,
+                "StageGenerate({name}, {})",
+                if template.is_some() {
+                    "template"
+                } else {
+                    "core template"
+                }
+            ),
+            Change::Promote {
+                name,
+                overlap,
+                revoke_previous,
+            } => write!(
+                f,
+                "Promote({name}, overlap={overlap:?}, revoke_previous={revoke_previous})"
+            ),
+            Change::Discard { name } => write!(f, "Discard({name})"),
+            Change::Rollback { name } => write!(f, "Rollback({name})"),
+            Change::Retire { name } => write!(f, "Retire({name})"),
+            Change::Grant {
+                service,
+                name,
+                expires_in,
+            } => write!(f, "Grant({service}, {name}, expires_in={expires_in:?})"),
             Change::Revoke { service, name } => write!(f, "Revoke({service}, {name})"),
             Change::ServiceUid { service, uid } => write!(f, "ServiceUid({service}, {uid})"),
             Change::ServiceManifest { service, manifest } => {
@@ -264,8 +339,43 @@ pub enum Applied {
     },
     /// A grant holds.
     Granted {
-        /// It held already: nothing changed.
+        /// It held already, ending when asked: nothing changed.
         already: bool,
+        /// When it ends (unix seconds), if it ends by itself.
+        expires: Option<u64>,
+    },
+    /// A version was staged as pending.
+    Staged {
+        /// Its number.
+        version: u64,
+        /// When it is discarded unless promoted (unix seconds).
+        expires: u64,
+    },
+    /// The pending version was made current.
+    Promoted {
+        /// The version now current.
+        version: u64,
+        /// The version now previous (`None`: it was revoked).
+        previous: Option<u64>,
+        /// Until when services read the previous one (`None`: not at all).
+        until: Option<u64>,
+    },
+    /// The pending version was destroyed.
+    Discarded {
+        /// Its number.
+        version: u64,
+    },
+    /// The previous version is current again.
+    RolledBack {
+        /// The version now current.
+        version: u64,
+        /// The version now previous.
+        previous: u64,
+    },
+    /// The previous version was destroyed.
+    Retired {
+        /// Its number.
+        version: u64,
     },
     /// A grant is gone.
     Revoked {
@@ -359,8 +469,13 @@ pub struct ChangeError {
 struct Overlay<'s> {
     base: &'s State,
     secrets: HashMap<String, Option<SecretRecord>>,
+    /// Where in the batch each secret's last put is, so that a later put of the same
+    /// secret replaces it there: a record carries every version's ciphertext, and a
+    /// transaction that stages and promotes must not write it twice.
+    secret_puts: HashMap<String, usize>,
     services: HashMap<String, Option<ServiceRecord>>,
-    grants: HashMap<(String, String), bool>,
+    /// Grants the transaction made (`Some`: held, ending when given) or removed (`None`).
+    grants: HashMap<(String, String), Option<Option<u64>>>,
     uids: HashMap<u32, Option<String>>,
     /// The catalog's tiers, once a change in the transaction declared or removed one
     /// (there are at most 256: copied whole).
@@ -381,6 +496,7 @@ impl<'s> Overlay<'s> {
         Overlay {
             base,
             secrets: HashMap::new(),
+            secret_puts: HashMap::new(),
             services: HashMap::new(),
             grants: HashMap::new(),
             uids: HashMap::new(),
@@ -543,9 +659,17 @@ impl<'s> Overlay<'s> {
     }
 
     fn is_granted(&self, service: &str, secret: &str) -> bool {
+        self.grant(service, secret).is_some()
+    }
+
+    /// A grant as the transaction sees it: `Some` (and when it ends, if it does) if held.
+    fn grant(&self, service: &str, secret: &str) -> Option<Option<u64>> {
         match self.grants.get(&(service.to_owned(), secret.to_owned())) {
             Some(&planned) => planned,
-            None => self.base.is_granted(service, secret),
+            None => self
+                .base
+                .is_granted(service, secret)
+                .then(|| self.base.grant_expires(service, secret)),
         }
     }
 
@@ -578,9 +702,9 @@ impl<'s> Overlay<'s> {
         pick: impl Fn(&'a str, &'a str) -> Option<&'a str>,
     ) -> Vec<String> {
         let mut names: BTreeSet<String> = base.into_iter().collect();
-        for ((svc, sec), &granted) in &self.grants {
+        for ((svc, sec), granted) in &self.grants {
             if let Some(name) = pick(svc, sec) {
-                if granted {
+                if granted.is_some() {
                     names.insert(name.to_owned());
                 } else {
                     names.remove(name);
@@ -595,9 +719,17 @@ impl<'s> Overlay<'s> {
         match &m {
             Mutation::PutSecret(name, rec) => {
                 self.secrets.insert(name.clone(), Some(rec.clone()));
+                if let Some(&at) = self.secret_puts.get(name) {
+                    // Nothing between the two concerns this secret's row but grants, which
+                    // name it either way: the later record takes the earlier one's place.
+                    self.batch[at] = m;
+                    return;
+                }
+                self.secret_puts.insert(name.clone(), self.batch.len());
             }
             Mutation::DeleteSecret(name) => {
                 self.secrets.insert(name.clone(), None);
+                self.secret_puts.remove(name);
             }
             Mutation::PutService(name, rec) => {
                 if let Some(old) = self.service(name).and_then(|s| s.uid) {
@@ -614,11 +746,12 @@ impl<'s> Overlay<'s> {
                 }
                 self.services.insert(name.clone(), None);
             }
-            Mutation::PutGrant(svc, sec) => {
-                self.grants.insert((svc.clone(), sec.clone()), true);
+            Mutation::PutGrant(svc, sec, expires) => {
+                self.grants
+                    .insert((svc.clone(), sec.clone()), Some(*expires));
             }
             Mutation::DeleteGrant(svc, sec) => {
-                self.grants.insert((svc.clone(), sec.clone()), false);
+                self.grants.insert((svc.clone(), sec.clone()), None);
             }
             Mutation::PutDecl(name, decl) => match decl {
                 Decl::Tier(t) => {
@@ -669,24 +802,180 @@ impl<'s> Overlay<'s> {
         self.batch.push(m);
     }
 
-    /// Plans a new version of a secret.
-    fn plan_set(&mut self, name: &str, value: &[u8], key: &Key, mtime: u64) -> Result<Applied> {
+    /// The secret `name` as the transaction sees it, under `key`: sealed again under it if
+    /// a key rotation left it under the other key (every version of a record is under one
+    /// key).
+    fn secret_under(&self, name: &str, key: &Key) -> Result<Option<SecretRecord>> {
+        let Some(rec) = self.secret(name) else {
+            return Ok(None);
+        };
+        if rec.key_id == key.id() {
+            return Ok(Some(rec.clone()));
+        }
+        let from = self.base.keys.get(rec.key_id).ok_or(Error::Corrupt {
+            what: "a secret's key is not loaded",
+        })?;
+        rec.resealed(name, from, key).map(Some)
+    }
+
+    /// Plans a new current version of a secret: the current one becomes the previous
+    /// one, the previous one is destroyed.
+    fn plan_set(&mut self, name: &str, value: &[u8], at: &Made, key: &Key) -> Result<Applied> {
         names::check_secret_name(name)?;
         names::check_value(value)?;
-        let (version, incarnation) = match self.secret(name) {
-            // Versions count sets; u64 cannot run out.
-            Some(r) => (r.version.saturating_add(1), r.incarnation),
-            None => (1, random_u64()?),
+        let rec = match self.secret_under(name, key)? {
+            Some(r) => {
+                if let Some(p) = r.pending.as_ref().filter(|_| !r.pending_expired(at.at)) {
+                    return Err(Error::PendingVersion {
+                        version: p.made.version,
+                    });
+                }
+                // One past its hour is as good as gone.
+                let r = r.discarded(at.at);
+                let made = Made {
+                    version: r.next_version(),
+                    ..at.clone()
+                };
+                r.with_current(name, made, key, value, at.at)?
+            }
+            None => {
+                let made = Made {
+                    version: 1,
+                    ..at.clone()
+                };
+                SecretRecord::seal(name, random_u64()?, made, key, value)?
+            }
         };
-        let rec = SecretRecord::seal(name, version, incarnation, mtime, key, value)?;
+        let version = rec.version();
         self.push(Mutation::PutSecret(name.to_owned(), rec));
         Ok(Applied::Set { version })
     }
 
-    /// Checks one change against the state so far and plans its mutations.
-    fn plan(&mut self, change: &Change<'_>, key: &Key, mtime: u64) -> Result<Applied> {
+    /// Plans a pending version of an existing secret that has none.
+    fn plan_stage(&mut self, name: &str, value: &[u8], at: &Made, key: &Key) -> Result<Applied> {
+        names::check_secret_name(name)?;
+        names::check_value(value)?;
+        let rec = self.secret_under(name, key)?.ok_or(Error::NoSuchSecret)?;
+        if let Some(p) = rec.pending.as_ref().filter(|_| !rec.pending_expired(at.at)) {
+            return Err(Error::PendingVersion {
+                version: p.made.version,
+            });
+        }
+        // One past its hour is as good as gone: staging replaces it.
+        let rec = rec.discarded(at.at);
+        let made = Made {
+            version: rec.next_version(),
+            ..at.clone()
+        };
+        let version = made.version;
+        let rec = rec.with_pending(name, made, key, value)?;
+        self.push(Mutation::PutSecret(name.to_owned(), rec));
+        Ok(Applied::Staged {
+            version,
+            expires: at.at.saturating_add(PENDING_TTL),
+        })
+    }
+
+    /// The secret `name`, which must exist, with a pending version within its hour at
+    /// `now`.
+    fn with_live_pending(&self, name: &str, now: u64) -> Result<&SecretRecord> {
+        names::check_secret_name(name)?;
+        let rec = self.secret(name).ok_or(Error::NoSuchSecret)?;
+        if rec.pending.is_none() || rec.pending_expired(now) {
+            return Err(Error::NoPendingVersion);
+        }
+        Ok(rec)
+    }
+
+    /// The secret `name`, which must exist, with a previous version.
+    fn with_previous(&self, name: &str) -> Result<&SecretRecord> {
+        names::check_secret_name(name)?;
+        let rec = self.secret(name).ok_or(Error::NoSuchSecret)?;
+        if rec.previous.is_none() {
+            return Err(Error::NoPreviousVersion);
+        }
+        Ok(rec)
+    }
+
+    /// A value made from `template`, or from the core template of `name`'s metadata.
+    fn generated(
+        &self,
+        name: &str,
+        template: Option<&Template>,
+    ) -> Result<zeroize::Zeroizing<String>> {
+        let core;
+        let template = match template {
+            Some(t) => t,
+            None => {
+                core = match self.meta(name) {
+                    Some(m) => m
+                        .core_template(name, self.tiers())
+                        .map_err(Error::Declaration)?
+                        .cloned(),
+                    None => None,
+                };
+                core.as_ref().ok_or(Error::NoTemplate)?
+            }
+        };
+        template
+            .render(&RenderContext::default())
+            .map_err(Error::Template)
+    }
+
+    /// Checks one change against the state so far and plans its mutations. `at` dates
+    /// any version it makes and says who made it (its number is the change's to give).
+    fn plan(&mut self, change: &Change<'_>, key: &Key, at: &Made) -> Result<Applied> {
+        let now = at.at;
         match *change {
-            Change::Set { name, value } => self.plan_set(name, value, key, mtime),
+            Change::Set { name, value } => self.plan_set(name, value, at, key),
+            Change::Stage { name, value } => self.plan_stage(name, value, at, key),
+            Change::StageGenerate { name, template } => {
+                names::check_secret_name(name)?;
+                let value = self.generated(name, template)?;
+                self.plan_stage(name, value.as_bytes(), at, key)
+            }
+            Change::Promote {
+                name,
+                overlap,
+                revoke_previous,
+            } => {
+                let rec = self.with_live_pending(name, now)?;
+                let until = match (revoke_previous, overlap) {
+                    (false, Some(secs)) if secs > 0 => Some(now.saturating_add(secs)),
+                    _ => None,
+                };
+                let next = rec.promoted(until, revoke_previous, now);
+                let applied = Applied::Promoted {
+                    version: next.version(),
+                    previous: next.previous.as_ref().map(|p| p.made.version),
+                    until,
+                };
+                self.push(Mutation::PutSecret(name.to_owned(), next));
+                Ok(applied)
+            }
+            Change::Discard { name } => {
+                let rec = self.with_live_pending(name, now)?;
+                let version = rec.pending.as_ref().map_or(0, |p| p.made.version);
+                let next = rec.discarded(now);
+                self.push(Mutation::PutSecret(name.to_owned(), next));
+                Ok(Applied::Discarded { version })
+            }
+            Change::Rollback { name } => {
+                let next = self.with_previous(name)?.rolled_back();
+                let applied = Applied::RolledBack {
+                    version: next.version(),
+                    previous: next.previous.as_ref().map_or(0, |p| p.made.version),
+                };
+                self.push(Mutation::PutSecret(name.to_owned(), next));
+                Ok(applied)
+            }
+            Change::Retire { name } => {
+                let rec = self.with_previous(name)?;
+                let version = rec.previous.as_ref().map_or(0, |p| p.made.version);
+                let next = rec.retired(now);
+                self.push(Mutation::PutSecret(name.to_owned(), next));
+                Ok(Applied::Retired { version })
+            }
             Change::Delete { name } => {
                 names::check_secret_name(name)?;
                 if self.secret(name).is_none() {
@@ -701,33 +990,30 @@ impl<'s> Overlay<'s> {
                     grants: holders.len(),
                 })
             }
-            Change::Grant { service, name } | Change::Revoke { service, name } => {
-                let grant = matches!(change, Change::Grant { .. });
-                names::check_service_name(service)?;
-                names::check_secret_name(name)?;
-                // Checked service first: "add the service" is the likelier fix.
-                if self.service(service).is_none() {
-                    return Err(Error::NoSuchService);
+            Change::Grant {
+                service,
+                name,
+                expires_in,
+            } => {
+                self.check_grant_names(service, name)?;
+                let expires = expires_in.map(|secs| now.saturating_add(secs));
+                let already = self.grant(service, name) == Some(expires);
+                if !already {
+                    self.push(Mutation::PutGrant(
+                        service.to_owned(),
+                        name.to_owned(),
+                        expires,
+                    ));
                 }
-                if self.secret(name).is_none() {
-                    return Err(Error::NoSuchSecret);
+                Ok(Applied::Granted { already, expires })
+            }
+            Change::Revoke { service, name } => {
+                self.check_grant_names(service, name)?;
+                let was_granted = self.is_granted(service, name);
+                if was_granted {
+                    self.push(Mutation::DeleteGrant(service.to_owned(), name.to_owned()));
                 }
-                let held = self.is_granted(service, name);
-                let (service, name) = (service.to_owned(), name.to_owned());
-                match (grant, held) {
-                    (true, already) => {
-                        if !already {
-                            self.push(Mutation::PutGrant(service, name));
-                        }
-                        Ok(Applied::Granted { already })
-                    }
-                    (false, was_granted) => {
-                        if was_granted {
-                            self.push(Mutation::DeleteGrant(service, name));
-                        }
-                        Ok(Applied::Revoked { was_granted })
-                    }
-                }
+                Ok(Applied::Revoked { was_granted })
             }
             Change::ServiceUid { service, uid } => {
                 names::check_service_name(service)?;
@@ -886,33 +1172,15 @@ impl<'s> Overlay<'s> {
             Change::ServiceTiers { service, tiers } => self.plan_service_tiers(service, tiers),
             Change::Generate { name, template } => {
                 names::check_secret_name(name)?;
-                let value = {
-                    let core;
-                    let template = match template {
-                        Some(t) => t,
-                        None => {
-                            core = match self.meta(name) {
-                                Some(m) => m
-                                    .core_template(name, self.tiers())
-                                    .map_err(Error::Declaration)?
-                                    .cloned(),
-                                None => None,
-                            };
-                            core.as_ref().ok_or(Error::NoTemplate)?
-                        }
-                    };
-                    template
-                        .render(&RenderContext::default())
-                        .map_err(Error::Template)?
-                };
-                self.plan_set(name, value.as_bytes(), key, mtime)
+                let value = self.generated(name, template)?;
+                self.plan_set(name, value.as_bytes(), at, key)
             }
             Change::Bundle {
                 service,
                 tier,
                 deployment,
                 replace,
-            } => self.plan_bundle(service, tier, deployment, replace, key, mtime),
+            } => self.plan_bundle(service, tier, deployment, replace, key, now),
             Change::CatalogApply {
                 catalog,
                 prune,
@@ -947,7 +1215,7 @@ impl<'s> Overlay<'s> {
                     });
                 }
                 for (name, value) in values {
-                    self.plan_set(name, value.expose().as_bytes(), key, mtime)?;
+                    self.plan_set(name, value.expose().as_bytes(), at, key)?;
                 }
                 Ok(Applied::CatalogApplied {
                     diff: Box::new(diff),
@@ -955,6 +1223,20 @@ impl<'s> Overlay<'s> {
                 })
             }
         }
+    }
+
+    /// The names of a grant or revoke: both valid, and both existing (the service first:
+    /// "add the service" is the likelier fix).
+    fn check_grant_names(&self, service: &str, name: &str) -> Result<()> {
+        names::check_service_name(service)?;
+        names::check_secret_name(name)?;
+        if self.service(service).is_none() {
+            return Err(Error::NoSuchService);
+        }
+        if self.secret(name).is_none() {
+            return Err(Error::NoSuchSecret);
+        }
+        Ok(())
     }
 
     /// `TierDeclare`: a tier that stops being core must not leave a secret served or
@@ -1211,6 +1493,7 @@ impl Vault {
         // Never before the store's last change, as the commit dates itself: a clock that
         // steps back must not make a secret's mtime go back.
         let mtime = self.clock().max(self.state().meta.last_change);
+        let at = Made::by(0, mtime, actor);
         self.commit_planned(
             actor,
             |state| {
@@ -1219,7 +1502,7 @@ impl Vault {
                 let mut applied = Vec::with_capacity(changes.len());
                 for (index, change) in changes.iter().enumerate() {
                     let done = overlay
-                        .plan(change, &key, mtime)
+                        .plan(change, &key, &at)
                         .map_err(|error| ChangeError { index, error })?;
                     applied.push(done);
                 }
@@ -1268,10 +1551,12 @@ mod tests {
             Change::Grant {
                 service: "web",
                 name: "a",
+                expires_in: None,
             },
             Change::Grant {
                 service: "web",
                 name: "nosuch",
+                expires_in: None,
             },
         ];
         let e = v.apply(&Actor::local(), &changes).unwrap_err();
@@ -1289,7 +1574,10 @@ mod tests {
                     created: true,
                     previous: None
                 },
-                Applied::Granted { already: false },
+                Applied::Granted {
+                    already: false,
+                    expires: None
+                },
             ]
         );
         assert_eq!(v.grants("web"), ["a"]);
@@ -1332,10 +1620,12 @@ mod tests {
                     Change::Grant {
                         service: "web",
                         name: "a",
+                        expires_in: None,
                     },
                     Change::Grant {
                         service: "web",
                         name: "a",
+                        expires_in: None,
                     },
                     Change::Revoke {
                         service: "api",
@@ -1344,6 +1634,7 @@ mod tests {
                     Change::Grant {
                         service: "api",
                         name: "a",
+                        expires_in: None,
                     },
                     Change::ServiceManifest {
                         service: "worker",
@@ -1371,10 +1662,19 @@ mod tests {
                     created: true,
                     previous: None
                 },
-                Applied::Granted { already: false },
-                Applied::Granted { already: true },
+                Applied::Granted {
+                    already: false,
+                    expires: None
+                },
+                Applied::Granted {
+                    already: true,
+                    expires: None
+                },
                 Applied::Revoked { was_granted: false },
-                Applied::Granted { already: false },
+                Applied::Granted {
+                    already: false,
+                    expires: None
+                },
                 Applied::ServiceManifest { created: true },
                 Applied::ServiceRemoved { grants: 1 },
                 // web's grant, made in this list; api's went with api.

@@ -35,7 +35,7 @@ use tracing::{debug, error, info, warn};
 
 use super::Vault;
 use crate::actor::Actor;
-use crate::backend::Table;
+use crate::backend::{MAX_BATCH_BYTES, Table};
 use crate::crypto::{Key, Keyring};
 use crate::error::{Error, Result};
 use crate::keyfile;
@@ -421,7 +421,9 @@ pub(super) fn drop_extra_keys(key_path: &Path, state: &State, extra: &[u32]) -> 
     Ok(())
 }
 
-/// Up to `max` records after `cursor` not under `target`, re-encrypted.
+/// Up to `max` records after `cursor` not under `target`, re-encrypted, and no more than
+/// half of [`MAX_BATCH_BYTES`] of values (at least one record): a record carries every
+/// version of its secret.
 fn reseal_batch(
     state: &State,
     target: u32,
@@ -432,13 +434,19 @@ fn reseal_batch(
         what: "the rotation's target key is not loaded",
     })?;
     let lower = cursor.map_or(Bound::Unbounded, Bound::Excluded);
-    let mut batch = Vec::with_capacity(max);
+    let mut batch = Vec::with_capacity(max.min(1024));
+    let mut bytes = 0usize;
     let todo = state
         .secrets
         .range::<str, _>((lower, Bound::Unbounded))
         .filter(|(_, rec)| rec.key_id != target)
         .take(max);
     for (name, rec) in todo {
+        let size: usize = rec.held().map(|(_, h)| h.sealed.ciphertext.len()).sum();
+        if !batch.is_empty() && bytes + size > MAX_BATCH_BYTES / 2 {
+            break;
+        }
+        bytes += size;
         let old_key = state.keys.get(rec.key_id).ok_or(Error::Corrupt {
             what: "a secret's key is not loaded",
         })?;
@@ -463,9 +471,10 @@ fn retag_batch(state: &State, target: u32, max: usize) -> Vec<Mutation> {
                 .services
                 .get(&row.key)
                 .map(|rec| Mutation::PutService(row.key.clone(), rec.clone())),
-            Table::Grants => row
-                .grant_names()
-                .map(|(svc, sec)| Mutation::PutGrant(svc.to_owned(), sec.to_owned())),
+            Table::Grants => row.grant_names().map(|(svc, sec)| {
+                let expires = state.grant_expires(svc, sec);
+                Mutation::PutGrant(svc.to_owned(), sec.to_owned(), expires)
+            }),
             Table::Catalog => {
                 let (kind, name) = DeclKind::of_key(&row.key)?;
                 let catalog = &state.catalog;

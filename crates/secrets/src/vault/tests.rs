@@ -447,10 +447,15 @@ fn opened_file_reads_across_rotations() {
     assert!(vault.state().keys.get(1).is_none());
     assert_eq!(vault.read_opened("web", &fid).unwrap().expose(), b"v1");
 
-    // Changed and then rotated again: the opened version's key is gone for good.
+    // Changed and then rotated again: the opened version is the previous one, re-fetched
+    // under the new key as well.
     let fid2 = vault.open_secret("web", "db").unwrap();
     vault.set("db", b"v2").unwrap();
     assert_eq!(vault.read_opened("web", &fid2).unwrap().expose(), b"v1");
+    vault.rotate_key(&|_| {}).unwrap();
+    assert_eq!(vault.read_opened("web", &fid2).unwrap().expose(), b"v1");
+    // Changed once more, version 1 destroyed, and rotated: its key is gone for good.
+    vault.set("db", b"v2").unwrap();
     vault.rotate_key(&|_| {}).unwrap();
     assert!(matches!(vault.read_opened("web", &fid2), Err(Error::Stale)));
     assert_eq!(
@@ -726,8 +731,8 @@ fn a_record_relabelled_with_another_version_is_refused() {
     let store = dir.join(STORE_FILE);
     let (mut rec, _) =
         SecretRecord::decode("a", &raw::secret(&store, "a"), &store_keys(&dir)).unwrap();
-    assert_eq!(rec.version, 2);
-    rec.version = 1;
+    assert_eq!(rec.version(), 2);
+    rec.current.made.version = 1;
     // Without the cluster key, a record can only be tagged under some other key.
     let forger = Key::generate(1).unwrap();
     raw::put_secret(&store, "a", &rec.encode("a", &forger).0);
@@ -753,7 +758,7 @@ fn a_forged_or_replayed_grant_is_refused() {
     // A grant made with a key of the forger's own.
     std::fs::write(&store, &clean).unwrap();
     let row = Row::grant("web", "other");
-    let forged = crate::record::encode_grant(&row, &Key::generate(1).unwrap()).0;
+    let forged = crate::record::encode_grant(&row, None, &Key::generate(1).unwrap()).0;
     raw::put(&store, Table::Grants, "web/other", &forged);
     assert_tampered(&dir);
 
@@ -1278,12 +1283,16 @@ fn batches_past_the_bounds_are_refused_before_the_store() {
         "{err:?}"
     );
     assert_eq!(vault.reveal("s00000").unwrap().expose(), b"v");
-    // Four values of 1 MiB, as much as a ctl transaction holds, are one commit; more are
-    // refused.
+    // Four values of 1 MiB, as much as a ctl transaction holds, are one commit; so are
+    // four more over them (each record then carries its previous version too), and four
+    // staged over those (three versions each); more are refused.
     let big = vec![7u8; MAX_VALUE_LEN];
     let four = ["a", "b", "c", "d"].map(|n| (n, big.as_slice()));
     vault.set_many(four).unwrap();
-    let many: Vec<(String, &[u8])> = (0..9)
+    vault.set_many(four).unwrap();
+    let stage = four.map(|(name, value)| Change::Stage { name, value });
+    vault.apply(&Actor::local(), &stage).unwrap();
+    let many: Vec<(String, &[u8])> = (0..17)
         .map(|i| (format!("big{i}"), big.as_slice()))
         .collect();
     let err = vault.set_many(many).unwrap_err();
@@ -1305,9 +1314,15 @@ fn batches_past_the_bounds_are_refused_before_the_store() {
 /// A copy of fixture `format1/<which>` as a data directory of its own, with the modes the
 /// vault requires (git keeps none).
 fn format1_fixture(which: &str) -> (tempfile::TempDir, PathBuf) {
+    fixture("format1", which)
+}
+
+/// A copy of fixture `<format>/<which>`, likewise.
+fn fixture(format: &str, which: &str) -> (tempfile::TempDir, PathBuf) {
     use std::os::unix::fs::PermissionsExt;
     let from = Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("tests/fixtures/format1")
+        .join("tests/fixtures")
+        .join(format)
         .join(which);
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path().join("data");
@@ -1369,6 +1384,78 @@ fn assert_fixture_contents(vault: &Vault) {
 }
 
 #[test]
+fn a_format_4_store_opens_as_it_is_and_its_versions_go_on_from_its_numbers() {
+    use crate::{VersionSlot, VersionState};
+    for (which, active_after) in [("plain", 2), ("rotating", 3)] {
+        let (_tmp, dir) = fixture("format4", which);
+        let store = dir.join(STORE_FILE);
+        assert_eq!(
+            raw::meta(&store, "format_version").unwrap(),
+            rows::FORMAT_WITHOUT_VERSIONS.to_be_bytes(),
+            "{which}"
+        );
+        let vault = open(&dir);
+        assert_fixture_contents(&vault);
+        assert_eq!(vault.status().active_key, active_after, "{which}");
+        let history = vault.history("updated").unwrap();
+        assert_eq!(history.len(), 1, "format 4 kept no earlier version");
+        assert_eq!(
+            (
+                history[0].version,
+                history[0].state,
+                history[0].by.as_deref()
+            ),
+            (3, VersionState::Current, None)
+        );
+        // Versions go on from the stored number; the old one is kept for a rollback.
+        vault.set("updated", b"fourth value").unwrap();
+        assert_eq!(vault.secret_info("updated").unwrap().version, 4);
+        vault
+            .apply(&Actor::local(), &[Change::Rollback { name: "updated" }])
+            .unwrap();
+        assert_eq!(vault.reveal("updated").unwrap().expose(), b"third value");
+        // A stage and a grant that ends, which format 4 had no room for, survive a restart.
+        vault
+            .apply(
+                &Actor::local(),
+                &[
+                    Change::Stage {
+                        name: "db_password",
+                        value: b"rotated",
+                    },
+                    Change::Promote {
+                        name: "db_password",
+                        overlap: Some(3600),
+                        revoke_previous: false,
+                    },
+                    Change::Grant {
+                        service: "api",
+                        name: "db_password",
+                        expires_in: Some(3600),
+                    },
+                ],
+            )
+            .unwrap();
+        drop(vault);
+        // Upgraded by its number; the records read as they were written.
+        assert_eq!(
+            raw::meta(&store, "format_version").unwrap(),
+            FORMAT_VERSION.to_be_bytes()
+        );
+        let vault = open(&dir);
+        let fid = vault
+            .open_version("web", "db_password", VersionSlot::Previous)
+            .unwrap();
+        assert_eq!(vault.read_opened("web", &fid).unwrap().expose(), b"hunter2");
+        assert!(vault.grant_expires("api", "db_password").is_some());
+        assert_eq!(
+            vault.reveal("large").unwrap().expose(),
+            &fixture_secrets()[4].1[..]
+        );
+    }
+}
+
+#[test]
 fn a_format_1_store_opens_reads_the_same_values_and_is_rewritten() {
     for (which, keys_before, active_after) in [("plain", vec![2], 2), ("rotating", vec![2, 3], 3)] {
         let (_tmp, dir) = format1_fixture(which);
@@ -1417,7 +1504,7 @@ fn a_format_1_store_opens_reads_the_same_values_and_is_rewritten() {
             let auth =
                 crate::record::decode_grant(&Row::new(Table::Grants, key.as_str()), bytes, &keys)
                     .unwrap();
-            assert_eq!(auth.key_id, active_after, "{which} {key}");
+            assert_eq!(auth.1.key_id, active_after, "{which} {key}");
         }
         let vault = open(&dir);
         assert_fixture_contents(&vault);
@@ -1589,14 +1676,18 @@ fn a_tampered_replayed_or_removed_declaration_is_refused() {
 }
 
 #[test]
-fn stores_of_formats_2_and_3_are_upgraded_in_place() {
-    for older in [rows::FORMAT_WITHOUT_CATALOG, rows::FORMAT_WITHOUT_BUNDLES] {
+fn stores_of_formats_2_3_and_4_are_upgraded_in_place() {
+    for older in [
+        rows::FORMAT_WITHOUT_CATALOG,
+        rows::FORMAT_WITHOUT_BUNDLES,
+        rows::FORMAT_WITHOUT_VERSIONS,
+    ] {
         let (_tmp, dir) = fresh();
         let vault = open(&dir);
         vault.set("a", b"1").unwrap();
         vault.service_set_uid("web", 1001).unwrap();
         vault.grant("web", "a").unwrap();
-        if older == rows::FORMAT_WITHOUT_BUNDLES {
+        if older != rows::FORMAT_WITHOUT_CATALOG {
             declare(&vault);
         }
         drop(vault);
@@ -1616,14 +1707,14 @@ fn stores_of_formats_2_and_3_are_upgraded_in_place() {
         assert!(vault.catalog().secret("jwt").is_some());
         // A later format is refused by its number, as an older build refuses this one.
         drop(vault);
-        raw::put_meta(&store, "format_version", &5u32.to_be_bytes());
+        raw::put_meta(&store, "format_version", &6u32.to_be_bytes());
         let err = Vault::open(&dir, None).unwrap_err();
         assert!(
             matches!(
                 err,
                 Error::FormatVersion {
-                    found: 5,
-                    supported: 4
+                    found: 6,
+                    supported: 5
                 }
             ),
             "{err:?}"

@@ -43,6 +43,11 @@ pub(super) enum Prepared<'c> {
         name: &'c str,
         template: Option<Template>,
     },
+    /// `stage NAME generate [TEMPLATE]`.
+    StageGenerate {
+        name: &'c str,
+        template: Option<Template>,
+    },
     /// `catalog apply`, not a dry run.
     Apply {
         catalog: Catalog,
@@ -59,6 +64,10 @@ impl Prepared<'_> {
             Prepared::Meta { name, update } => Change::Meta { name, update },
             Prepared::Strategy { name, tier, policy } => Change::Strategy { name, tier, policy },
             Prepared::Generate { name, template } => Change::Generate {
+                name,
+                template: template.as_ref(),
+            },
+            Prepared::StageGenerate { name, template } => Change::StageGenerate {
                 name,
                 template: template.as_ref(),
             },
@@ -574,7 +583,7 @@ fn class_of(text: &str) -> Result<Class, String> {
     Class::parse(text).ok_or_else(|| "class: infrastructure, service or user".to_string())
 }
 
-fn template_of(text: &str) -> Result<Template, String> {
+pub(super) fn template_of(text: &str) -> Result<Template, String> {
     Template::parse(text).map_err(|e| template_brief(&e))
 }
 
