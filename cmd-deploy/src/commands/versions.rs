@@ -13,6 +13,7 @@
 
 use std::io::{self, IsTerminal, Write};
 use std::os::fd::AsFd;
+use std::os::unix::process::CommandExt;
 use std::path::Path;
 use std::process::{Command as Process, ExitStatus, Stdio};
 
@@ -241,9 +242,13 @@ async fn run_test(
         .stdin(Stdio::null())
         .stdout(Stdio::from(stderr))
         .stderr(Stdio::inherit())
+        // A group of its own, so that stopping the test stops what it started too: a
+        // shell killed while it waits leaves its children running, holding deploy's
+        // stdout and stderr open.
+        .process_group(0)
         .spawn()
         .map_err(|e| failed("cannot run the test with sh -c", e))?;
-    let pid = rustix::process::Pid::from_raw(child.id() as i32);
+    let group = rustix::process::Pid::from_raw(child.id() as i32);
     let mut wait = tokio::task::spawn_blocking(move || child.wait());
     tokio::select! {
         waited = &mut wait => match waited {
@@ -251,11 +256,12 @@ async fn run_test(
             Err(e) => Err(CliError::Unexpected(format!("waiting for the test: {e}"))),
         },
         _ = interrupt.recv() => {
-            // The terminal sent it SIGINT too; one that ignores it is stopped here, and
-            // waited for, so that none outlives deploy.
+            // The test runs in a group of its own, which the terminal's SIGINT does not
+            // reach: its whole group is stopped here, and waited for, so that none of it
+            // outlives deploy.
             let kill = |signal| {
-                if let Some(pid) = pid {
-                    let _ = rustix::process::kill_process(pid, signal);
+                if let Some(group) = group {
+                    let _ = rustix::process::kill_process_group(group, signal);
                 }
             };
             kill(rustix::process::Signal::TERM);
