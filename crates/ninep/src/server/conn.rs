@@ -157,6 +157,7 @@ pub(super) async fn run<F, S>(
         tx,
         window.clone(),
         growth,
+        pool.clone(),
     ));
     // Requests read while no attach has succeeded.
     let mut before_attach = 0usize;
