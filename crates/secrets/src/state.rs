@@ -23,6 +23,7 @@ use crate::backend::{Revision, Row};
 use crate::crypto::Fingerprint;
 use crate::crypto::Keyring;
 use crate::error::{Error, Result};
+use crate::events::Event;
 use crate::names;
 use crate::record::{
     Auth, BundleId, BundleRecord, Decl, DeclKind, Issued, IssuedRow, IssuedValue, SecretRecord,
@@ -302,10 +303,14 @@ impl State {
         self.digest = digest;
     }
 
-    /// Applies a committed batch. Its changes are dated by its [`Mutation::SetLastChange`],
-    /// which comes first.
-    pub(crate) fn apply(&mut self, batch: Vec<Mutation>) {
+    /// Applies a committed batch, store revision `at`, and says what it changed for
+    /// readers ([`crate::events`]). Its changes are dated by its
+    /// [`Mutation::SetLastChange`], which comes first.
+    pub(crate) fn apply(&mut self, batch: Vec<Mutation>, at: Revision) -> Vec<Event> {
+        let mut events = Vec::new();
         for m in batch {
+            // Against the state just before it: what a reader would see change.
+            crate::events::of_mutation(self, &m, at, &mut events);
             let now = self.meta.last_change;
             match m {
                 Mutation::PutSecret(name, rec) => {
@@ -393,6 +398,7 @@ impl State {
                 }
             }
         }
+        events
     }
 
     /// Forgets when `service`'s grant of `secret` ends.
