@@ -328,6 +328,10 @@ pub(crate) fn of_mutation(state: &State, m: &Mutation, at: Revision, out: &mut V
         Mutation::PutService(name, rec) => {
             config_changed(name, state.services.get(name), Some(rec), at, out);
         }
+        // Its view ends: its readers are woken, to be refused.
+        Mutation::DeleteService(name) => {
+            config_changed(name, state.services.get(name), None, at, out);
+        }
         _ => {}
     }
 }
