@@ -298,3 +298,33 @@ async fn tversion_abandons_waiting_reads() {
     assert!(c.recv_text().await.starts_with("Rwalk tag 2"));
     assert_eq!(srv.feed.unread(), 1);
 }
+
+#[tokio::test]
+async fn the_client_flushes_a_waiting_read_and_its_tag_is_free_again() {
+    let srv = TestServer::start(Limits::default()).await;
+    let client = ninep::client::Client::connect_unix(&srv.path)
+        .await
+        .unwrap();
+    let root = client.attach("t", "").await.unwrap();
+    let mut fid = root.walk(&["wait"]).await.unwrap();
+    fid.open(ninep::om::READ).await.unwrap();
+    let pending = client.send(read(fid.number())).unwrap();
+    let tag = pending.tag;
+    until_waiting(&srv.server, 1).await;
+    client.flush(tag).await.unwrap();
+    let given_up = tokio::time::timeout(Duration::from_secs(5), pending.reply()).await;
+    assert!(
+        matches!(given_up, Ok(Err(ninep::client::ClientError::Disconnected))),
+        "the flushed read still waits for a reply that will not come"
+    );
+    // Its tag comes round again (the client takes tags in turn, skipping those in use).
+    let mut reused = false;
+    for _ in 0..u16::MAX {
+        let p = client.send(Tstat { fid: fid.number() }).unwrap();
+        reused |= p.tag == tag;
+        p.reply().await.unwrap();
+    }
+    assert!(reused, "the flushed read's tag stayed in use");
+    srv.feed.post(b"then");
+    assert_eq!(fid.read(0, 100).await.unwrap().expose(), b"then");
+}
