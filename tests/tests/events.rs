@@ -602,6 +602,7 @@ fn run_restarts_or_signals_the_command_when_its_secrets_or_config_change() {
     run.expect(&["start two info"]);
     run.signal(rustix::process::Signal::TERM);
     let (status, err) = run.wait(Duration::from_secs(20));
+    eprintln!("deploy service run --restart-on-change said:\n{err}");
     assert_eq!(status.code(), Some(143), "{err}");
     assert!(
         err.contains("deploy: set db 2: restarting the command\n"),
@@ -622,6 +623,7 @@ fn run_restarts_or_signals_the_command_when_its_secrets_or_config_change() {
     run.expect(&["hup"]);
     run.signal(rustix::process::Signal::TERM);
     let (status, err) = run.wait(Duration::from_secs(20));
+    eprintln!("deploy service run --signal-on-change HUP said:\n{err}");
     assert_eq!(status.code(), Some(143), "{err}");
     assert!(
         err.contains("deploy: set db 4: sending SIGHUP to the command\n"),

@@ -9,12 +9,16 @@
 //! reads `lost N` where the dropped lines were, and goes on.
 //!
 //! Linux's v9fs fills a read(2) with as many Treads as it takes (p9_client_read), each at
-//! the offset where the last one ended and for what is left of the buffer: a read that
-//! waited until the buffer was full would never return the lines it has. So a read that
-//! continues the one before it in that way (at its end, asking for less than it did but no
-//! less than it left unfilled) gets 0 bytes when nothing is waiting, which ends the
-//! kernel's loop and returns the lines to the reader; a read that asks afresh (the same
-//! count, as a 9P client, FUSE and the next read(2) do) waits.
+//! the offset where the last one ended and for what is left of the buffer, at most the
+//! iounit: a read that waited until the buffer was full would never return the lines it
+//! has. So a read that continues the one before it in that way gets 0 bytes when nothing
+//! is waiting, which ends the kernel's loop and returns the lines to the reader. It
+//! continues the one before when it is at that read's end, after lines, and asks for less
+//! than it did but no less than it left unfilled (a read(2) smaller than the iounit), or,
+//! after a read of the whole iounit that was not filled, for the whole iounit again (a
+//! larger read(2): GNU cat's 128 KiB). Any other read waits: one after 0 bytes (the next
+//! read(2)), and one of a client that reads at offset 0 (deploy, our FUSE client) or asks
+//! less than the iounit each time (Plan 9's cat).
 
 use std::sync::{Mutex, MutexGuard};
 
@@ -47,10 +51,13 @@ struct LastRead {
 }
 
 impl LastRead {
-    /// Whether a read at `offset` for `count` is v9fs filling the rest of the read(2)
-    /// this one began.
-    fn continued_by(self, offset: u64, count: u32) -> bool {
-        offset == self.end && count < self.count && count + self.returned >= self.count
+    /// Whether a read at `offset` for `count`, on a fid of `iounit`, is v9fs filling the
+    /// rest of the read(2) this one began (see the module's documentation).
+    fn continued_by(self, offset: u64, count: u32, iounit: u32) -> bool {
+        let after_lines = offset == self.end && self.returned > 0;
+        let the_rest = count < self.count && count + self.returned >= self.count;
+        let another_iounit = count == iounit && self.count == iounit && self.returned < self.count;
+        after_lines && (the_rest || another_iounit)
     }
 }
 
@@ -70,8 +77,9 @@ impl EventsFid {
         }
     }
 
-    /// A Tread at `offset` for `count` bytes: the lines waiting, or a wait for them.
-    pub fn read(&self, offset: u64, count: u32) -> Reading {
+    /// A Tread at `offset` for `count` bytes, on a fid of `iounit`: the lines waiting, or
+    /// a wait for them.
+    pub fn read(&self, offset: u64, count: u32, iounit: u32) -> Reading {
         let mut cursor = lock(&self.cursor);
         let want = count as usize;
         let mut out = Vec::with_capacity(want.min(4096));
@@ -96,7 +104,11 @@ impl EventsFid {
             });
             return Reading::Now(Data::from(out));
         }
-        if count == 0 || cursor.last.is_some_and(|l| l.continued_by(offset, count)) {
+        if count == 0
+            || cursor
+                .last
+                .is_some_and(|l| l.continued_by(offset, count, iounit))
+        {
             // Nothing for the rest of v9fs's read(2): it returns what it has.
             cursor.last = Some(LastRead {
                 end: offset,
@@ -140,6 +152,9 @@ mod tests {
         (dir, Arc::new(v))
     }
 
+    /// A fid's iounit at an msize of 8 KiB.
+    const IOUNIT: u32 = 8168;
+
     fn now(r: Reading) -> Vec<u8> {
         match r {
             Reading::Now(d) => d.expose().to_vec(),
@@ -151,13 +166,16 @@ mod tests {
     fn whole_lines_as_many_as_fit_and_a_short_read_gets_the_rest_next() {
         let (_dir, v) = vault();
         let fid = EventsFid::new(v.subscribe(Audience::Service("web".into())), false);
-        assert!(matches!(fid.read(0, 4096), Reading::Later(_)));
+        assert!(matches!(fid.read(0, 4096, IOUNIT), Reading::Later(_)));
         v.set("db", b"two").unwrap();
         v.set("db", b"three").unwrap();
-        assert_eq!(now(fid.read(0, 5)), b"set d");
-        assert_eq!(now(fid.read(5, 5)), b"b 2\ns");
-        assert_eq!(now(fid.read(10, 4096)), b"et db 3\nprevious-retired db 1\n");
-        assert!(matches!(fid.read(40, 4096), Reading::Later(_)));
+        assert_eq!(now(fid.read(0, 5, IOUNIT)), b"set d");
+        assert_eq!(now(fid.read(5, 5, IOUNIT)), b"b 2\ns");
+        assert_eq!(
+            now(fid.read(10, 4096, IOUNIT)),
+            b"et db 3\nprevious-retired db 1\n"
+        );
+        assert!(matches!(fid.read(40, 4096, IOUNIT), Reading::Later(_)));
     }
 
     #[test]
@@ -166,7 +184,7 @@ mod tests {
         v.set("db", b"before the open").unwrap();
         let fid = EventsFid::new(v.subscribe(Audience::All), true);
         v.revoke("web", "db").unwrap();
-        assert_eq!(now(fid.read(0, 4096)), b"revoked db 2 web\n");
+        assert_eq!(now(fid.read(0, 4096, IOUNIT)), b"revoked db 2 web\n");
     }
 
     #[test]
@@ -175,21 +193,45 @@ mod tests {
         let fid = EventsFid::new(v.subscribe(Audience::Service("web".into())), false);
         v.set("db", b"two").unwrap();
         // v9fs: a read(2) of 4096 bytes is a Tread of 4096, then one for the 4087 left.
-        assert_eq!(now(fid.read(0, 4096)), b"set db 2\n");
-        assert_eq!(now(fid.read(9, 4087)), b"");
+        assert_eq!(now(fid.read(0, 4096, IOUNIT)), b"set db 2\n");
+        assert_eq!(now(fid.read(9, 4087, IOUNIT)), b"");
         // The next read(2) asks afresh, and waits.
-        assert!(matches!(fid.read(9, 4096), Reading::Later(_)));
+        assert!(matches!(fid.read(9, 4096, IOUNIT), Reading::Later(_)));
         // Capped by the iounit, the rest is asked for in the same way.
         v.set("db", b"three").unwrap();
-        let got = now(fid.read(9, 8168));
+        let got = now(fid.read(9, 8168, IOUNIT));
         assert_eq!(got.len(), 31);
-        assert_eq!(now(fid.read(40, 8168 - 31)), b"");
+        assert_eq!(now(fid.read(40, 8168 - 31, IOUNIT)), b"");
         // A client that asks the same count each time always waits.
         v.set("db", b"four").unwrap();
-        let got = now(fid.read(40, 4096)).len() as u64;
-        assert!(matches!(fid.read(40 + got, 4096), Reading::Later(_)));
+        let got = now(fid.read(40, 4096, IOUNIT)).len() as u64;
+        assert!(matches!(
+            fid.read(40 + got, 4096, IOUNIT),
+            Reading::Later(_)
+        ));
         // Lines waiting are returned to a continuing read too.
         v.set("db", b"five").unwrap();
-        assert!(!now(fid.read(40 + got, 4095)).is_empty());
+        assert!(!now(fid.read(40 + got, 4095, IOUNIT)).is_empty());
+    }
+
+    #[test]
+    fn the_whole_iounit_again_after_lines_is_a_larger_read2_going_on() {
+        let (_dir, v) = vault();
+        let fid = EventsFid::new(v.subscribe(Audience::Service("web".into())), false);
+        v.set("db", b"two").unwrap();
+        // GNU cat's read(2) of 128 KiB, larger than the iounit: v9fs asks for the whole
+        // iounit again where the lines ended.
+        assert_eq!(now(fid.read(0, IOUNIT, IOUNIT)), b"set db 2\n");
+        assert_eq!(now(fid.read(9, IOUNIT, IOUNIT)), b"");
+        // Its next read(2) waits.
+        assert!(matches!(fid.read(9, IOUNIT, IOUNIT), Reading::Later(_)));
+        // Plan 9's cat asks 8 KiB each time, below the iounit, at the offsets it got to.
+        v.set("db", b"three").unwrap();
+        let got = now(fid.read(9, 4096, IOUNIT)).len() as u64;
+        assert!(matches!(fid.read(9 + got, 4096, IOUNIT), Reading::Later(_)));
+        // deploy and the FUSE client read the iounit at offset 0.
+        v.set("db", b"four").unwrap();
+        assert!(!now(fid.read(0, IOUNIT, IOUNIT)).is_empty());
+        assert!(matches!(fid.read(0, IOUNIT, IOUNIT), Reading::Later(_)));
     }
 }

@@ -158,9 +158,15 @@ impl Filesystem for SecretsFs {
 
     /// An events file's read waits for a change, rechecking the fid's view at each try;
     /// every other read answers at once.
-    async fn read_or_wait(&self, fid: &SecretsFid, offset: u64, count: u32) -> Result<Reading> {
+    async fn read_or_wait(
+        &self,
+        fid: &SecretsFid,
+        offset: u64,
+        count: u32,
+        iounit: u32,
+    ) -> Result<Reading> {
         let fid = self.valid(fid)?;
-        self.read_or_wait_opened(&fid, offset, count).await
+        self.read_or_wait_opened(&fid, offset, count, iounit).await
     }
 
     async fn readdir(&self, dir: &SecretsFid) -> Result<Vec<Stat>> {
@@ -572,17 +578,21 @@ mod tests {
         assert_eq!((stat.mode, stat.length), (ninep::dm::APPEND | 0o400, 0));
         fs.open(&events, ninep::om::READ).await.unwrap();
         assert!(matches!(
-            fs.read_or_wait(&events, 0, 4096).await.unwrap(),
+            fs.read_or_wait(&events, 0, 4096, 8168).await.unwrap(),
             Reading::Later(_)
         ));
         fs.vault().set("small", b"new").unwrap();
-        let Reading::Now(line) = fs.read_or_wait(&events, 0, 4096).await.unwrap() else {
+        let Reading::Now(line) = fs.read_or_wait(&events, 0, 4096, 8168).await.unwrap() else {
             panic!("a change waits");
         };
         assert_eq!(line.expose(), b"set small 2\n");
         // The service removed: its reader is told (the grants go) and then refused.
         fs.vault().service_remove("web").unwrap();
-        let e = fs.read_or_wait(&events, 12, 4096).await.err().unwrap();
+        let e = fs
+            .read_or_wait(&events, 12, 4096, 8168)
+            .await
+            .err()
+            .unwrap();
         assert_eq!(e, Error::permission_denied());
         // The admin tree has its own, of every change.
         let (_, admin) = fs.attach(&peer(Some(1000)), "", "").await.unwrap();
@@ -591,7 +601,7 @@ mod tests {
         fs.open(&all, ninep::om::READ).await.unwrap();
         fs.vault().service_set_uid("api", 1002).unwrap();
         fs.vault().grant("api", "small").unwrap();
-        let Reading::Now(line) = fs.read_or_wait(&all, 0, 4096).await.unwrap() else {
+        let Reading::Now(line) = fs.read_or_wait(&all, 0, 4096, 8168).await.unwrap() else {
             panic!("a change waits");
         };
         assert_eq!(line.expose(), b"granted small 2 api\n");

@@ -108,9 +108,10 @@ impl SecretsFs {
         fid: &Valid<'_>,
         offset: u64,
         count: u32,
+        iounit: u32,
     ) -> Result<Reading> {
         if let Opened::Events(events) = &*fid.opened()? {
-            return Ok(events.read(offset, count));
+            return Ok(events.read(offset, count, iounit));
         }
         self.read_opened(fid, offset, count).await.map(Reading::Now)
     }

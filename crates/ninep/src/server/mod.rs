@@ -232,14 +232,17 @@ pub trait Filesystem: Send + Sync + 'static {
     /// at no cost to the connection's limits, until its [`Ready`] resolves, and then call
     /// this again. The same checks as for `read` were made. A handler's state for the
     /// read should be taken only once it answers `Now` (a flush, a clunk or the
-    /// connection's end drops a waiting read, and nothing must be lost then). The
-    /// default reads at once.
+    /// connection's end drops a waiting read, and nothing must be lost then). `iounit`
+    /// is the fid's, the most a read can ask: a read of that much may be one piece of a
+    /// larger read(2) that Linux's v9fs splits. The default reads at once.
     fn read_or_wait(
         &self,
         fid: &Self::Fid,
         offset: u64,
         count: u32,
+        iounit: u32,
     ) -> impl Future<Output = Result<Reading>> + Send {
+        let _ = iounit;
         async move { self.read(fid, offset, count).await.map(Reading::Now) }
     }
 

@@ -762,17 +762,26 @@ impl<F: Filesystem> Session<F> {
 
     async fn read(&self, m: Tread, guard: &mut ReplyGuard<F>) -> Result<Rmessage> {
         let fid = self.fid(m.fid)?;
-        let (handler, qid, count) = {
+        let (handler, qid, count, iounit) = {
             let st = lock(&fid);
             match st.open {
                 Some(mode) if reads(mode) => {}
                 _ => return Err(Error::new(ename::NOT_OPEN)),
             }
-            (st.handler.clone(), st.qid, m.count.min(st.iounit))
+            (
+                st.handler.clone(),
+                st.qid,
+                m.count.min(st.iounit),
+                st.iounit,
+            )
         };
         if !qid.is_dir() {
             let mut data = loop {
-                match self.fs.read_or_wait(&handler, m.offset, count).await? {
+                match self
+                    .fs
+                    .read_or_wait(&handler, m.offset, count, iounit)
+                    .await?
+                {
                     Reading::Now(data) => break data,
                     Reading::Later(ready) => self.wait_for_data(&fid, ready, guard).await?,
                 }

@@ -122,7 +122,13 @@ impl Filesystem for SlowFs {
         }
         self.inner.read(&fid.inner, offset, count).await
     }
-    async fn read_or_wait(&self, fid: &SlowFid, offset: u64, count: u32) -> ninep::Result<Reading> {
+    async fn read_or_wait(
+        &self,
+        fid: &SlowFid,
+        offset: u64,
+        count: u32,
+        _iounit: u32,
+    ) -> ninep::Result<Reading> {
         if !fid.waits {
             return self.read(fid, offset, count).await.map(Reading::Now);
         }
