@@ -306,11 +306,9 @@ pub(crate) fn of_mutation(state: &State, m: &Mutation, at: Revision, out: &mut V
             grantees(state, name),
             out,
         ),
-        Mutation::PutGrant(service, secret, _) => {
-            if !state.is_granted(service, secret) {
-                let version = state.secrets.get(secret).map_or(0, SecretRecord::version);
-                out.push(Event::of_service(Verb::Granted, secret, version, service));
-            }
+        Mutation::PutGrant(service, secret, _) if !state.is_granted(service, secret) => {
+            let version = state.secrets.get(secret).map_or(0, SecretRecord::version);
+            out.push(Event::of_service(Verb::Granted, secret, version, service));
         }
         // A grant removed with its secret is told as the secret's deletion.
         Mutation::DeleteGrant(service, secret) => {

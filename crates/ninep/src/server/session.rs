@@ -85,6 +85,16 @@ pub(super) struct Permits {
     pub(super) _principal: Option<OwnedSemaphorePermit>,
 }
 
+/// Where a connection's reply permits come from.
+pub(super) struct ReplyBudget {
+    /// The connection's window of unwritten replies.
+    pub(super) window: Arc<Semaphore>,
+    /// How much the window grows at the first successful attach.
+    pub(super) growth: usize,
+    /// The principal's pool; none for a stranger.
+    pub(super) pool: Option<Arc<Semaphore>>,
+}
+
 /// A reply on its way to the writer, with the permits of the request it answers.
 pub(super) struct Outgoing {
     pub(super) bytes: Zeroizing<Vec<u8>>,
@@ -234,10 +244,13 @@ impl<F: Filesystem> Session<F> {
         stats: Arc<super::stats::Stats>,
         peer: Peer,
         tx: mpsc::UnboundedSender<Outgoing>,
-        window: Arc<Semaphore>,
-        window_growth: usize,
-        pool: Option<Arc<Semaphore>>,
+        budget: ReplyBudget,
     ) -> Self {
+        let ReplyBudget {
+            window,
+            growth: window_growth,
+            pool,
+        } = budget;
         Session {
             fs,
             limits,
