@@ -193,6 +193,12 @@ impl Hub {
         }
     }
 
+    /// Whether anyone is subscribed: if not, a commit need not say what it changed.
+    pub(crate) fn has_subscribers(&self) -> bool {
+        let subs = lock(&self.subscribers);
+        !subs.all.is_empty() || !subs.services.is_empty()
+    }
+
     /// Tells each subscriber the events it is to be told, in order, without waiting.
     pub(crate) fn publish(&self, events: Vec<Event>) {
         if events.is_empty() {

@@ -303,14 +303,17 @@ impl State {
         self.digest = digest;
     }
 
-    /// Applies a committed batch, store revision `at`, and says what it changed for
-    /// readers ([`crate::events`]). Its changes are dated by its
+    /// Applies a committed batch, and says what it changed for readers
+    /// ([`crate::events`]) if `tell` gives the batch's store revision (none: nobody
+    /// listens, and nothing is derived). Its changes are dated by its
     /// [`Mutation::SetLastChange`], which comes first.
-    pub(crate) fn apply(&mut self, batch: Vec<Mutation>, at: Revision) -> Vec<Event> {
+    pub(crate) fn apply(&mut self, batch: Vec<Mutation>, tell: Option<Revision>) -> Vec<Event> {
         let mut events = Vec::new();
         for m in batch {
             // Against the state just before it: what a reader would see change.
-            crate::events::of_mutation(self, &m, at, &mut events);
+            if let Some(at) = tell {
+                crate::events::of_mutation(self, &m, at, &mut events);
+            }
             let now = self.meta.last_change;
             match m {
                 Mutation::PutSecret(name, rec) => {

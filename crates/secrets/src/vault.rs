@@ -700,8 +700,9 @@ impl Vault {
                     return Ok(());
                 }
             };
+            let tell = self.events.has_subscribers().then_some(commit.revision);
             let mut state = self.state_mut();
-            let events = state.apply(fed.batch, commit.revision);
+            let events = state.apply(fed.batch, tell);
             state.apply_auths(fed.auths, digest);
             state.revision = commit.revision;
             drop(state);
@@ -847,7 +848,7 @@ impl Vault {
             fresh.rotation = state.rotation;
         }
         let changed = !fresh.same_records(&state);
-        let events = if changed {
+        let events = if changed && self.events.has_subscribers() {
             crate::events::between(&state, &fresh, revision)
         } else {
             Vec::new()
