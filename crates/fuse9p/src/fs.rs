@@ -481,8 +481,12 @@ impl Filesystem for NinepFs {
 
 /// Whether process (or thread) `pid` is dying or gone: a fatal signal is pending for it
 /// (the kernel makes every fatal signal a SIGKILL pending for each thread, which is what
-/// its killable waits look at), or it has no entry in /proc.
+/// its killable waits look at), or it has no entry in /proc. A reader FUSE could not name
+/// (pid 0: in a pid namespace this one cannot see) cannot be watched: it waits on.
 fn reader_is_dying(pid: u32) -> bool {
+    if pid == 0 {
+        return false;
+    }
     let Ok(status) = std::fs::read_to_string(format!("/proc/{pid}/status")) else {
         return true;
     };
@@ -594,6 +598,10 @@ mod tests {
         // This process lives; a pid that is no process is gone.
         assert!(!reader_is_dying(std::process::id()));
         assert!(reader_is_dying(u32::MAX));
+        assert!(
+            !reader_is_dying(0),
+            "a reader FUSE cannot name is not taken for dead"
+        );
     }
 
     #[test]
