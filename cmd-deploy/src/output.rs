@@ -158,10 +158,34 @@ pub fn write_text(out: &mut dyn Write, text: &str) -> Result<(), CliError> {
 
 /// Writes a value as pretty JSON and a newline.
 pub fn write_json<T: Serialize>(out: &mut dyn Write, value: &T) -> Result<(), CliError> {
-    let mut text = serde_json::to_string_pretty(value)
+    let text = serde_json::to_string_pretty(value)
         .map_err(|e| CliError::Unexpected(format!("cannot encode JSON: {e}")))?;
+    let mut text = json_escaped(&text).into_owned();
     text.push('\n');
     write_text(out, &text)
+}
+
+/// JSON text with every character [`printable`] escapes written as `\uXXXX`: serde_json
+/// escapes only C0 controls, and a C1 control or a bidi override in a name would reach
+/// the terminal of whoever pipes `--json` to `less` or `jq`. Outside strings JSON text is
+/// ASCII, so only characters inside strings change, and the value a parser reads is the
+/// same.
+fn json_escaped(json: &str) -> Cow<'_, str> {
+    if !json.chars().any(needs_escape) {
+        return Cow::Borrowed(json);
+    }
+    let mut out = String::with_capacity(json.len() + 16);
+    for c in json.chars() {
+        if needs_escape(c) && !c.is_ascii() {
+            let mut units = [0u16; 2];
+            for unit in c.encode_utf16(&mut units) {
+                let _ = write!(out, "\\u{unit:04x}");
+            }
+        } else {
+            out.push(c);
+        }
+    }
+    Cow::Owned(out)
 }
 
 /// A time as UTC ISO-8601, `2024-05-01T12:00:00Z`, from seconds since the epoch (9P's
@@ -240,6 +264,24 @@ pub fn human_size(bytes: usize) -> String {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn json_output_escapes_c1_controls_and_bidi_overrides_and_parses_to_the_same_value() {
+        let name = "a\u{85}b\u{202e}c\u{9b}d\u{feff}é\n";
+        let mut out = Vec::new();
+        super::write_json(&mut out, &serde_json::json!({ "name": name })).unwrap();
+        let text = String::from_utf8(out).unwrap();
+        assert!(
+            !text.chars().any(|c| super::needs_escape(c) && c != '\n'),
+            "{text:?}"
+        );
+        assert!(
+            text.contains("\\u0085") && text.contains("\\u202e"),
+            "{text}"
+        );
+        let back: serde_json::Value = serde_json::from_str(&text).unwrap();
+        assert_eq!(back["name"], name);
+    }
+
     use std::time::Duration;
 
     use super::*;
