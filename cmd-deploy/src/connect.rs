@@ -1,10 +1,12 @@
 //! Finding the server ([`resolve`]), connecting and attaching ([`Session`]), and the one
 //! way deploy changes anything: writing commands to `secrets/ctl` ([`Ctl`]).
 //!
-//! Every request waits at most `--timeout` for a sign of life: it fails once nothing at
-//! all has been heard from the server, on its connection, for that long ([`Link`]). A
+//! Every request waits at most `--timeout` for a sign of life: it fails once no whole
+//! message (nor 64 KiB of a long one) has been heard from the server, on its connection,
+//! for that long ([`Link`]). A
 //! request that is slow while the server keeps answering others (the `rotate-key` write,
-//! while the progress polls are answered) waits as long as that lasts.
+//! while the progress polls are answered) waits as long as that lasts; a server that
+//! trickles a byte now and then without finishing a message does not keep it waiting.
 
 use std::ffi::{OsStr, OsString};
 use std::fmt;
@@ -172,10 +174,72 @@ fn last_heard(heard: &LastHeard) -> Instant {
     *heard.lock().unwrap_or_else(|p| p.into_inner())
 }
 
-/// A stream that notes in [`LastHeard`] when bytes arrive.
+/// A stream that notes in [`LastHeard`] when a whole 9P message, or [`PROGRESS`] bytes
+/// of one, has arrived.
 struct Heard<S> {
     stream: S,
     heard: LastHeard,
+    frame: FrameProgress,
+}
+
+impl<S> Heard<S> {
+    fn new(stream: S, heard: LastHeard) -> Heard<S> {
+        Heard {
+            stream,
+            heard,
+            frame: FrameProgress::default(),
+        }
+    }
+}
+
+/// How much of a long message counts as a sign of life before it is whole: a large read
+/// over a slow link is progress, a byte now and then is not.
+const PROGRESS: u64 = 64 * 1024;
+
+/// How far the message being received has come: its size field (little-endian, counting
+/// itself), then the rest. Only counted, never parsed: the client decodes it.
+#[derive(Default)]
+struct FrameProgress {
+    size: [u8; 4],
+    size_have: usize,
+    remaining: u64,
+    since_progress: u64,
+}
+
+impl FrameProgress {
+    /// Takes bytes just received; whether a message was completed among them.
+    fn take(&mut self, mut bytes: &[u8]) -> bool {
+        let mut completed = false;
+        while !bytes.is_empty() {
+            if self.size_have < self.size.len() {
+                self.size[self.size_have] = bytes[0];
+                self.size_have += 1;
+                bytes = &bytes[1..];
+                if self.size_have == self.size.len() {
+                    // A size below the field's own is malformed: the client refuses it;
+                    // here it ends the message, so counting stays in step.
+                    self.remaining = u64::from(u32::from_le_bytes(self.size)).saturating_sub(4);
+                }
+            } else {
+                let n = usize::try_from(self.remaining)
+                    .unwrap_or(usize::MAX)
+                    .min(bytes.len());
+                self.remaining -= n as u64;
+                bytes = &bytes[n..];
+                self.since_progress += n as u64;
+                if self.since_progress >= PROGRESS {
+                    completed = true;
+                    self.since_progress = 0;
+                }
+            }
+            if self.size_have == self.size.len() && self.remaining == 0 {
+                completed = true;
+                self.size_have = 0;
+                self.since_progress = 0;
+            }
+        }
+        completed
+    }
 }
 
 impl<S: AsyncRead + Unpin> AsyncRead for Heard<S> {
@@ -187,7 +251,7 @@ impl<S: AsyncRead + Unpin> AsyncRead for Heard<S> {
         let this = self.get_mut();
         let before = buf.filled().len();
         let polled = Pin::new(&mut this.stream).poll_read(cx, buf);
-        if matches!(polled, Poll::Ready(Ok(()))) && buf.filled().len() > before {
+        if matches!(polled, Poll::Ready(Ok(()))) && this.frame.take(&buf.filled()[before..]) {
             *this.heard.lock().unwrap_or_else(|p| p.into_inner()) = Instant::now();
         }
         polled
@@ -431,10 +495,7 @@ async fn connect(server: &Server, env: &Env) -> Result<(Client, Link), CliError>
         });
     }
     let heard = Arc::new(Mutex::new(Instant::now()));
-    let client = Client::over(Heard {
-        stream,
-        heard: heard.clone(),
-    });
+    let client = Client::over(Heard::new(stream, heard.clone()));
     let link = Link {
         addr: addr.clone(),
         timeout: server.timeout,
@@ -811,14 +872,7 @@ mod tests {
             timeout,
             heard: heard.clone(),
         };
-        (
-            link,
-            peer,
-            Heard {
-                stream: ours,
-                heard,
-            },
-        )
+        (link, peer, Heard::new(ours, heard))
     }
 
     #[tokio::test(start_paused = true)]
@@ -840,12 +894,12 @@ mod tests {
     async fn a_slow_request_lives_while_the_server_answers_others() {
         use tokio::io::{AsyncReadExt, AsyncWriteExt};
         let (link, mut peer, mut ours) = link(Duration::from_secs(1));
-        // The server says something every 500 ms for 5 s (as the rotate-key polls are
-        // answered), then falls silent.
+        // The server answers something every 500 ms for 5 s (as the rotate-key polls
+        // are answered), then falls silent.
         let chatter = tokio::spawn(async move {
             for _ in 0..10 {
                 tokio::time::sleep(Duration::from_millis(500)).await;
-                peer.write_all(b"x").await.unwrap();
+                peer.write_all(&[7, 0, 0, 0, 1, 2, 3]).await.unwrap();
             }
             peer
         });
@@ -867,6 +921,51 @@ mod tests {
         assert!(NoAnswer::of(&e).is_some());
         assert_eq!(started.elapsed(), Duration::from_secs(6));
         reader.abort();
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn bytes_that_never_finish_a_message_are_no_sign_of_life() {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let (link, mut peer, mut ours) = link(Duration::from_secs(1));
+        // A message of 1 MiB announced, then a byte of it every 500 ms.
+        let trickle = tokio::spawn(async move {
+            peer.write_all(&[0, 0, 16, 0]).await.unwrap();
+            for _ in 0..20 {
+                tokio::time::sleep(Duration::from_millis(500)).await;
+                peer.write_all(b"x").await.unwrap();
+            }
+            peer
+        });
+        let reader = tokio::spawn(async move {
+            let mut buf = [0u8; 16];
+            while ours.read(&mut buf).await.is_ok_and(|n| n > 0) {}
+        });
+        let started = Instant::now();
+        let never = std::future::pending::<Result<(), ClientError>>();
+        let e = link.answer(never).await.unwrap_err();
+        assert!(NoAnswer::of(&e).is_some());
+        assert_eq!(started.elapsed(), Duration::from_secs(1));
+        trickle.abort();
+        reader.abort();
+    }
+
+    #[test]
+    fn message_boundaries_are_counted_across_and_within_reads() {
+        let mut frame = FrameProgress::default();
+        // Two whole messages in one read, then one split inside its size field.
+        assert!(frame.take(&[5, 0, 0, 0, 9, 6, 0, 0, 0, 1, 2]));
+        assert!(!frame.take(&[6, 0]));
+        assert!(!frame.take(&[0, 0, 1]));
+        assert!(frame.take(&[2]));
+        // A malformed size (below 4) ends its message at once, and counting goes on.
+        assert!(frame.take(&[1, 0, 0, 0]));
+        assert!(!frame.take(&[9, 0, 0, 0, 1]));
+        assert!(frame.take(&[1, 2, 3, 4]));
+        // A long message is progress every 64 KiB of it.
+        assert!(!frame.take(&[0, 0, 4, 0]));
+        assert!(!frame.take(&vec![0; 65_535]));
+        assert!(frame.take(&[0]));
+        assert!(!frame.take(&vec![0; 65_535]));
     }
 
     #[test]
