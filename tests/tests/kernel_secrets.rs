@@ -203,7 +203,7 @@ echo "CHECK service=$(head -1 services/web)"
     let ctx = &run.output;
     assert_eq!(
         check(&all, "ls"),
-        "backup ctl grants key lint plans services status store",
+        "backup ctl grants key lint plans services stale status store",
         "{ctx}"
     );
     assert_eq!(check(&all, "set_rc"), "0", "{ctx}");
