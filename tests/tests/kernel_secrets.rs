@@ -611,13 +611,12 @@ fn kernel_v9fs_sees_a_rotation_step_by_step() {
     c.expect("rollback.held5", &reads(V2));
     // 7. --revoke-previous: every older version's file fails; a new open reads the new.
     c.expect("revoked", "ok");
-    // The server's text ("the version this file was opened at was revoked; open it
-    // again") is in no table of net/9p/error.c, so the kernel makes it ESERVERFAULT, 526,
-    // which libc has no name for (as for ctl errors, docs/ctl.md).
+    // "file has been removed", which net/9p/error.c maps to EIDRM (not a text of our
+    // own, which the kernel would make ESERVERFAULT, "Unknown error 526").
     for fd in [3, 4, 5, 6] {
         c.expect(
             &format!("revoked.held{fd}"),
-            "rc=1 tail: read error: Unknown error 526|cat: read error: Unknown error 526",
+            "rc=1 tail: read error: Identifier removed|cat: read error: Identifier removed",
         );
     }
     c.expect("revoked.previous", &enoent(previous));

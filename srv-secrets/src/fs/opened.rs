@@ -38,8 +38,13 @@ pub enum Opened {
 fn read_error(e: VaultError) -> Error {
     match e {
         VaultError::NotFound | VaultError::NoSuchSecret => Error::not_found(),
-        VaultError::Stale => Error::new(VaultError::Stale.to_string()),
-        VaultError::VersionRevoked => Error::new(VaultError::VersionRevoked.to_string()),
+        // The vault's own words ("... open it again") are in no errno table: Linux would
+        // give its readers ESERVERFAULT, "Unknown error 526". "file has been removed" is
+        // EIDRM there, and true: the version the fid read is gone. The log keeps why.
+        e @ (VaultError::Stale | VaultError::VersionRevoked) => {
+            tracing::info!(reason = %e, "a read of an open file was cut off");
+            Error::new(ename::REMOVED)
+        }
         other => {
             tracing::error!(error = %other, "reading a secret failed");
             Error::new(ename::IO)
