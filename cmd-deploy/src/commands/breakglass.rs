@@ -212,6 +212,9 @@ pub async fn refuse_if_frozen(session: &Session, what: &'static str) -> Result<(
 pub struct Matrix {
     /// The services: the columns.
     pub services: Vec<String>,
+    /// The services suspended.
+    #[serde(default)]
+    pub suspended: Vec<String>,
     /// The secrets: the rows.
     pub secrets: Vec<MatrixRow>,
 }
@@ -283,6 +286,17 @@ fn or_dash(text: Option<&str>) -> &str {
     text.unwrap_or("-")
 }
 
+/// How long until a grant ends, for people, in its largest unit, rounded to the nearest:
+/// `12h` for 11 hours 59 minutes (`age` rounds down, which would say 11h).
+fn ends_in(secs: u64) -> String {
+    for (unit, scale) in [("d", 86_400), ("h", 3600), ("m", 60)] {
+        if secs >= scale {
+            return format!("{}{unit}", (secs + scale / 2) / scale);
+        }
+    }
+    format!("{secs}s")
+}
+
 /// A row's age, `-` for a secret with no value.
 fn age_text(r: &MatrixRow) -> String {
     r.age.map_or_else(|| "-".into(), age)
@@ -298,7 +312,8 @@ fn render_table(m: &Matrix, now: u64) -> String {
         ("AGE", Align::Right),
         ("ROTATE EVERY", Align::Right),
     ];
-    columns.extend(m.services.iter().map(|s| (s.as_str(), Align::Left)));
+    let headers = service_headers(m);
+    columns.extend(headers.iter().map(|s| (s.as_str(), Align::Left)));
     let mut table = Table::new(&columns);
     for r in &m.secrets {
         let shown_age = if r.stale {
@@ -316,7 +331,9 @@ fn render_table(m: &Matrix, now: u64) -> String {
         cells.extend(m.services.iter().map(|s| match r.grants.get(s) {
             None => "-".to_string(),
             Some(MatrixGrant { expires: None }) => "yes".to_string(),
-            Some(MatrixGrant { expires: Some(t) }) => format!("~{}", age(t.saturating_sub(now))),
+            Some(MatrixGrant { expires: Some(t) }) => {
+                format!("~{}", ends_in(t.saturating_sub(now)))
+            }
         }));
         table.row(cells);
     }
@@ -326,6 +343,20 @@ fn render_table(m: &Matrix, now: u64) -> String {
          current version's; ! marks one older than ROTATE EVERY.\n",
     );
     text
+}
+
+/// The services' column headers: a suspended one says so (its grants stay, and show).
+fn service_headers(m: &Matrix) -> Vec<String> {
+    m.services
+        .iter()
+        .map(|s| {
+            if m.suspended.contains(s) {
+                format!("{s} (suspended)")
+            } else {
+                s.clone()
+            }
+        })
+        .collect()
 }
 
 /// A CSV field (RFC 4180): quoted, with `"` doubled, when it holds a comma, a quote or
@@ -407,8 +438,8 @@ fn md_cell(text: &str) -> String {
 /// and when it ends, for a grant that ends by itself), ❌ where not.
 fn render_markdown(m: &Matrix) -> String {
     let mut out = String::from("| Secret | Class | Owner | Age | Rotate every |");
-    for s in &m.services {
-        let _ = write!(out, " {} |", md_cell(s));
+    for s in service_headers(m) {
+        let _ = write!(out, " {} |", md_cell(&s));
     }
     out.push_str("\n|---|---|---|---|---|");
     for _ in &m.services {
@@ -452,6 +483,7 @@ mod tests {
     fn matrix() -> Matrix {
         Matrix {
             services: vec!["web".into(), "worker".into()],
+            suspended: vec![],
             secrets: vec![
                 MatrixRow {
                     name: "db".into(),
@@ -531,5 +563,34 @@ mod tests {
         );
         // A line break cannot end the row.
         assert_eq!(md_cell("a\nb"), "a\\\\nb");
+    }
+
+    #[test]
+    fn a_suspended_service_says_so_in_its_column() {
+        let mut m = matrix();
+        m.suspended = vec!["worker".into()];
+        assert!(
+            render_table(&m, 0).starts_with(
+                "SECRET    CLASS           OWNER                   AGE  ROTATE EVERY  web  \
+                 worker (suspended)\n"
+            ),
+            "{}",
+            render_table(&m, 0)
+        );
+        assert!(render_markdown(&m).starts_with(
+            "| Secret | Class | Owner | Age | Rotate every | web | worker (suspended) |\n"
+        ));
+        // CSV keeps plain service names as its column names.
+        assert!(render_csv(&m).starts_with(
+            "secret,class,owner,version,updated,age,rotate_every,stale,web,worker\r\n"
+        ));
+    }
+
+    #[test]
+    fn a_grant_ends_in_its_nearest_unit() {
+        assert_eq!(ends_in(12 * 3600 - 2), "12h");
+        assert_eq!(ends_in(86_400 + 60), "1d");
+        assert_eq!(ends_in(90), "2m");
+        assert_eq!(ends_in(59), "59s");
     }
 }

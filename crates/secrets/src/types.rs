@@ -88,6 +88,8 @@ impl Mark {
 pub struct Matrix {
     /// The services, sorted: the columns.
     pub services: Vec<String>,
+    /// The services suspended, sorted (their grants stay, and show).
+    pub suspended: Vec<String>,
     /// The secrets, sorted by name: the rows.
     pub secrets: Vec<MatrixRow>,
 }

@@ -126,6 +126,12 @@ impl Vault {
             .collect();
         Matrix {
             services: state.services.keys().cloned().collect(),
+            suspended: state
+                .services
+                .iter()
+                .filter(|(_, rec)| rec.suspended.is_some())
+                .map(|(name, _)| name.clone())
+                .collect(),
             secrets,
         }
     }

@@ -412,9 +412,12 @@ fn the_matrix_has_every_secret_every_service_and_the_grants_that_hold() {
     )
     .unwrap();
     v.service_set_uid("idle", 1003).unwrap();
+    v.apply(&admin("x"), &[Change::Suspend { service: "worker" }])
+        .unwrap();
     v.set_clock(Some(T + 40 * 86_400));
     let m = v.matrix();
     assert_eq!(m.services, ["idle", "web", "worker"]);
+    assert_eq!(m.suspended, ["worker"]);
     let names: Vec<&str> = m.secrets.iter().map(|r| r.name.as_str()).collect();
     assert_eq!(names, ["api_key", "db", "prompted"]);
     let db = &m.secrets[1];
