@@ -16,7 +16,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use serde_json::Value as Json;
 use srv_secrets_tests::harness::{
-    SecretsServer, as_uid, bins, can_switch_uid, run_with_stdin, stderr, stdout,
+    SecretsServer, as_uid, bins, can_curl, can_switch_uid, curl, run_with_stdin, stderr, stdout,
 };
 
 const WEB: u32 = 1201;
@@ -451,6 +451,40 @@ fn a_freeze_survives_a_restart_until_unfrozen() {
         s.deploy_ok(&["status"])
             .contains(" by admin (uid 0) (no reason given)\n")
     );
+}
+
+#[test]
+fn a_freeze_refuses_bundles_over_http_too() {
+    if !can_curl("freeze over HTTP") {
+        return;
+    }
+    let mut s = SecretsServer::init();
+    let http = s.serve_with_http();
+    s.add_service("web", WEB, Some("secret jwt\n"));
+    s.deploy_ok(&["tier", "add", "desktop"]);
+    s.deploy_ok(&[
+        "secret",
+        "strategy",
+        "jwt",
+        "--tier",
+        "desktop",
+        "--generate",
+        "{{random:hex:16}}",
+    ]);
+    let request = r#"{"service": "web", "tier": "desktop", "deployment": "d1"}"#;
+    s.deploy_ok(&["freeze", "--reason", "INC-3"]);
+    let (code, body) = curl(&http, None, "POST", "/deployment/bundle", Some(request));
+    assert_eq!(code, 423, "{body}");
+    let body: Json = serde_json::from_str(&body).unwrap();
+    assert_eq!(body["error"], FROZEN);
+    let issued = s.deploy_ok(&["bundle", "list", "--json"]);
+    assert_eq!(
+        serde_json::from_str::<Json>(&issued).unwrap(),
+        serde_json::json!([])
+    );
+    s.deploy_ok(&["unfreeze"]);
+    let (code, body) = curl(&http, None, "POST", "/deployment/bundle", Some(request));
+    assert_eq!(code, 200, "{body}");
 }
 
 #[test]
