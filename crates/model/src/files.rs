@@ -443,12 +443,14 @@ mod tests {
         assert_eq!(s.suspended, ["api", "web"]);
         assert_eq!(Status::parse(b"frozen no\n").unwrap().frozen, None);
         // A reason with a line break in it stays on its line.
-        let mut s = Status::default();
-        s.frozen = Some(Mark {
-            since: 5,
-            by: "admin".into(),
-            reason: Some("a\nkey 9".into()),
-        });
+        let s = Status {
+            frozen: Some(Mark {
+                since: 5,
+                by: "admin".into(),
+                reason: Some("a\nkey 9".into()),
+            }),
+            ..Status::default()
+        };
         let text = s.render();
         assert!(text.contains("frozen-reason a key 9\n"), "{text}");
         assert_eq!(Status::parse(text.as_bytes()).unwrap().key, None);
