@@ -7,7 +7,8 @@
 //! and what `deploy status` says of it; revoke-all with two services holding fids;
 //! suspend (reads of secrets and config fail, on held fids too, grants kept) and resume;
 //! the ownership matrix as a table, JSON, CSV and Markdown, an owner with a comma, a pipe
-//! and quotes escaped in each.
+//! and quotes escaped in each; and through the kernel's v9fs, a view the deployer mounted
+//! before a freeze reading on through it, and a suspension's EACCES.
 #![allow(clippy::unwrap_used, reason = "a test fails by panicking")]
 
 use std::io::{BufRead, BufReader, Write};
@@ -781,4 +782,104 @@ fn the_matrix_in_four_forms_escapes_what_each_would_misread() {
     // Over ctl, as any 9P client asks.
     let (out, _) = ctl(&s, b"matrix\n");
     assert!(out.starts_with("ok matrix secrets=3 services=3 {"), "{out}");
+}
+
+/// The guest's half of the kernel-mount test: web's view, mounted by the deployer before
+/// the freeze, held open and read through it, and opened anew, at each of the host's
+/// steps (`READY-...`, then waiting for what the host's step makes visible).
+const KERNEL_SCRIPT: &str = r#"
+cd /mnt
+# The held file is read a few bytes at a time, so that each read goes on from where the
+# last stopped (cache=none: each is a Tread at that offset), on the version it opened.
+exec 3< secret/db
+echo "CHECK held0=$(dd bs=1 count=3 <&3 2>/dev/null)"
+echo READY-FREEZE
+i=0
+while [ "$(su web -c 'cat /mnt/secret/db')" != "second value" ] && [ $i -lt 600 ]; do
+  i=$((i+1)); usleep 100000
+done
+echo "CHECK held1=$(dd bs=1 count=3 <&3 2>/dev/null)"
+echo "CHECK open1=$(su web -c 'cat /mnt/secret/db')"
+echo "CHECK config1=$(su web -c 'cat /mnt/config/level')"
+echo READY-SUSPEND
+i=0
+while su web -c 'cat /mnt/secret/db' >/dev/null 2>&1; do
+  i=$((i+1)); [ $i -gt 300 ] && { echo "CHECK suspended=never"; break; }
+  usleep 100000
+done
+dd bs=1 count=1 <&3 >/dev/null 2>/tmp/err; echo "CHECK held2=$? $(grep -v records /tmp/err)"
+su web -c 'cat /mnt/secret/db' >/dev/null 2>/tmp/err; echo "CHECK open2=$(cat /tmp/err)"
+su web -c 'cat /mnt/config/level' >/dev/null 2>/tmp/err; echo "CHECK config2=$(cat /tmp/err)"
+echo READY-RESUME
+i=0
+while ! su web -c 'cat /mnt/secret/db' >/dev/null 2>&1; do
+  i=$((i+1)); [ $i -gt 300 ] && break
+  usleep 100000
+done
+echo "CHECK held3=$(dd bs=1 count=5 <&3 2>/dev/null)"
+echo "CHECK open3=$(su web -c 'cat /mnt/secret/db')"
+"#;
+
+/// The service side through the Linux kernel's v9fs: a view the deployer mounted before a
+/// freeze reads on through it (a held file its version, a new open a value set during the
+/// freeze); a suspension makes every read fail with EACCES, of the held file too; a resume
+/// brings them back.
+#[test]
+fn kernel_v9fs_a_mounted_view_reads_through_a_freeze_and_a_suspension_stops_it() {
+    use srv_secrets_tests::vm::{KernelMount, RunningVm, require_or_skip};
+    if !require_or_skip("kernel_v9fs_a_mounted_view_reads_through_a_freeze") {
+        return;
+    }
+    let s = server();
+    // The guest's web is uid 1001 (the VM's /etc/passwd); the host's is the server's
+    // business: the deployer (root) mounts web's view on its behalf.
+    let mut vm = KernelMount::unix(&s.socket)
+        .aname("web")
+        // What `deploy service run --mount kernel` mounts with.
+        .mount_opts("dfltuid=1001,dfltgid=1001,cache=none,ro,nosuid,nodev,noexec")
+        .timeout(std::time::Duration::from_secs(180))
+        .spawn(KERNEL_SCRIPT)
+        .expect("the VM starts");
+    let step = |vm: &mut RunningVm, line: &str| {
+        vm.wait_for_line(line, std::time::Duration::from_secs(120))
+            .unwrap_or_else(|e| panic!("{e}\n{}", vm.output()));
+    };
+    step(&mut vm, "READY-FREEZE");
+    s.deploy_ok(&["freeze", "--reason", "INC-1"]);
+    let out = s.deploy_with_stdin(&["secret", "set", "db"], b"second value");
+    assert!(out.status.success(), "{}", stderr(&out));
+    step(&mut vm, "READY-SUSPEND");
+    s.deploy_ok(&["service", "suspend", "web", "--reason", "INC-1"]);
+    step(&mut vm, "READY-RESUME");
+    s.deploy_ok(&["service", "resume", "web"]);
+    let run = vm.wait().expect("the guest finishes");
+    let ctx = &run.output;
+    let check = |key: &str| -> String {
+        run.output
+            .lines()
+            .filter_map(|l| l.strip_prefix("CHECK "))
+            .filter_map(|l| l.split_once('='))
+            .find(|(k, _)| *k == key)
+            .map(|(_, v)| v.trim_end().to_string())
+            .unwrap_or_else(|| panic!("no CHECK {key}: {ctx}"))
+    };
+    assert_eq!(run.exit_code, 0, "{ctx}");
+    // "first value" (the CHECK lines lose a trailing blank), read on through the freeze
+    // and after the resume: never a byte of "second value", set meanwhile, which new
+    // opens read.
+    assert_eq!(
+        [check("held0"), check("held1"), check("held3")],
+        ["fir", "st", "value"],
+        "{ctx}"
+    );
+    for key in ["open1", "open3"] {
+        assert_eq!(check(key), "second value", "{key}: {ctx}");
+    }
+    assert_eq!(check("config1"), "debug", "{ctx}");
+    assert!(check("held2").starts_with("1 "), "{ctx}");
+    for key in ["held2", "open2", "config2"] {
+        assert!(check(key).contains("Permission denied"), "{key}: {ctx}");
+    }
+    // Frozen throughout.
+    assert_eq!(status_json(&s)["frozen"]["reason"], "INC-1");
 }
