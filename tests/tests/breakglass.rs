@@ -784,11 +784,17 @@ fn the_matrix_in_four_forms_escapes_what_each_would_misread() {
     assert!(out.starts_with("ok matrix secrets=3 services=3 {"), "{out}");
 }
 
-/// The guest's half of the kernel-mount test: web's view, mounted by the deployer before
-/// the freeze, held open and read through it, and opened anew, at each of the host's
-/// steps (`READY-...`, then waiting for what the host's step makes visible).
+/// The guest's half of the kernel-mount test: web's view, refused to the deployer during
+/// a first freeze, then mounted before a second, held open and read through it, and
+/// opened anew, at each of the host's steps (`READY-...`, then waiting for what the
+/// host's step makes visible).
 const KERNEL_SCRIPT: &str = r#"
-cd /mnt
+# Frozen from the start: the deployer's new mount of the view is refused.
+v9mount 2>/tmp/err; echo "CHECK frozen_mount=$? $(cat /tmp/err)"
+echo READY-UNFREEZE
+i=0
+until v9mount 2>/dev/null; do i=$((i+1)); [ $i -gt 100 ] && exit 9; usleep 200000; done
+cd "$V9FS_MNT"
 # The held file is read a few bytes at a time, so that each read goes on from where the
 # last stopped (cache=none: each is a Tread at that offset), on the version it opened.
 exec 3< secret/db
@@ -820,10 +826,10 @@ echo "CHECK held3=$(dd bs=1 count=5 <&3 2>/dev/null)"
 echo "CHECK open3=$(su web -c 'cat /mnt/secret/db')"
 "#;
 
-/// The service side through the Linux kernel's v9fs: a view the deployer mounted before a
-/// freeze reads on through it (a held file its version, a new open a value set during the
-/// freeze); a suspension makes every read fail with EACCES, of the held file too; a resume
-/// brings them back.
+/// The service side through the Linux kernel's v9fs: the deployer's mount of a view is
+/// refused while frozen; one made before a freeze reads on through it (a held file its
+/// version, a new open a value set during the freeze); a suspension makes every read fail
+/// with EACCES, of the held file too; a resume brings them back.
 #[test]
 fn kernel_v9fs_a_mounted_view_reads_through_a_freeze_and_a_suspension_stops_it() {
     use srv_secrets_tests::vm::{KernelMount, RunningVm, require_or_skip};
@@ -831,9 +837,11 @@ fn kernel_v9fs_a_mounted_view_reads_through_a_freeze_and_a_suspension_stops_it()
         return;
     }
     let s = server();
+    s.deploy_ok(&["freeze", "--reason", "INC-0"]);
     // The guest's web is uid 1001 (the VM's /etc/passwd); the host's is the server's
     // business: the deployer (root) mounts web's view on its behalf.
     let mut vm = KernelMount::unix(&s.socket)
+        .no_mount()
         .aname("web")
         // What `deploy service run --mount kernel` mounts with.
         .mount_opts("dfltuid=1001,dfltgid=1001,cache=none,ro,nosuid,nodev,noexec")
@@ -844,6 +852,8 @@ fn kernel_v9fs_a_mounted_view_reads_through_a_freeze_and_a_suspension_stops_it()
         vm.wait_for_line(line, std::time::Duration::from_secs(120))
             .unwrap_or_else(|e| panic!("{e}\n{}", vm.output()));
     };
+    step(&mut vm, "READY-UNFREEZE");
+    s.deploy_ok(&["unfreeze"]);
     step(&mut vm, "READY-FREEZE");
     s.deploy_ok(&["freeze", "--reason", "INC-1"]);
     let out = s.deploy_with_stdin(&["secret", "set", "db"], b"second value");
@@ -864,6 +874,12 @@ fn kernel_v9fs_a_mounted_view_reads_through_a_freeze_and_a_suspension_stops_it()
             .unwrap_or_else(|| panic!("no CHECK {key}: {ctx}"))
     };
     assert_eq!(run.exit_code, 0, "{ctx}");
+    // The Rerror's text is in no errno table of the kernel's: ESERVERFAULT.
+    let refused = check("frozen_mount");
+    assert!(
+        refused.starts_with("255 ") && refused.contains("Unknown error 526"),
+        "{ctx}"
+    );
     // "first value" (the CHECK lines lose a trailing blank), read on through the freeze
     // and after the resume: never a byte of "second value", set meanwhile, which new
     // opens read.
