@@ -135,13 +135,36 @@ Examples:
         #[arg(long)]
         foreground: bool,
     },
-    /// Show the server's status: the active key, counts, a rotation in progress.
+    /// Show the server's status: the active key, counts, a rotation in progress, whether
+    /// deploys are frozen (since when, by whom, why) and which services are suspended.
     #[command(after_help = "\
 Examples:
   deploy status
   deploy status --json
   deploy --addr unix:/run/srv-secrets/9p.sock status")]
     Status(JsonFlag),
+    /// Freeze deploys (break-glass, for a confirmed leak or active abuse).
+    ///
+    /// Until `deploy unfreeze`, the server refuses what deploys something: grants,
+    /// service changes (add, remove, manifest, tiers), the catalog (apply, tiers,
+    /// metadata, strategies), bundles, and mounts of a service's view by the admin
+    /// (`deploy service run`, `deploy mount` as root, `deploy secret get --as`); `deploy
+    /// service check` refuses too. Running services keep reading, and may reconnect
+    /// themselves. What answers the incident goes on: set, rotate, rollback, retire,
+    /// revoke, revoke-all, suspend, resume. The freeze is stored: it survives a restart.
+    /// `deploy status` shows since when, by whom and why.
+    #[command(after_help = "\
+Examples:
+  deploy freeze --reason 'INC-42: signing key leaked'
+  deploy status
+  deploy unfreeze --reason 'INC-42: keys rotated, services restarted'")]
+    Freeze(ReasonFlag),
+    /// Unfreeze deploys: grants, service changes, the catalog, bundles and mounts work
+    /// again.
+    #[command(after_help = "\
+Examples:
+  deploy unfreeze --reason 'INC-42 resolved'")]
+    Unfreeze(ReasonFlag),
     /// Print a completion script for a shell to stdout.
     #[command(after_help = "\
 Examples:
@@ -217,6 +240,29 @@ pub struct JsonFlag {
     /// Print JSON instead of a table.
     #[arg(long)]
     pub json: bool,
+}
+
+/// `--reason R`, for the break-glass commands.
+#[derive(Debug, Args)]
+pub struct ReasonFlag {
+    /// Why (recorded with the change, and shown by `deploy status`).
+    #[arg(long, value_name = "R")]
+    pub reason: Option<String>,
+}
+
+/// How `deploy secret matrix` prints the matrix (default: a table for a terminal).
+#[derive(Debug, Args)]
+#[group(multiple = false)]
+pub struct MatrixFormat {
+    /// Print the server's JSON.
+    #[arg(long)]
+    pub json: bool,
+    /// Print CSV (RFC 4180), for a spreadsheet.
+    #[arg(long)]
+    pub csv: bool,
+    /// Print a Markdown table, for an incident record or a wiki.
+    #[arg(long)]
+    pub markdown: bool,
 }
 
 /// `deploy secret …`
@@ -407,13 +453,43 @@ Examples:
     /// Stop a service reading a secret, from its very next read.
     #[command(after_help = "\
 Examples:
-  deploy secret revoke web db_password")]
+  deploy secret revoke web db_password
+  deploy secret revoke-all db_password --reason 'INC-42'   # every service at once")]
     Revoke {
         /// The service.
         service: String,
         /// The secret's name.
         name: String,
     },
+    /// Stop every service reading a secret, at once (break-glass).
+    ///
+    /// One transaction: every grant of NAME goes, and each service's next read of it
+    /// fails, of files held open too. The secret and its value stay (rotate it with
+    /// `deploy secret rotate NAME --generate --revoke-previous`); grant it again once the
+    /// incident allows. Works while deploys are frozen.
+    #[command(after_help = "\
+Examples:
+  deploy secret revoke-all signing_key --reason 'INC-42: leaked in a log'")]
+    RevokeAll {
+        /// The secret's name.
+        name: String,
+        /// Why (recorded with the change).
+        #[arg(long, value_name = "R")]
+        reason: Option<String>,
+    },
+    /// Seed 004's ownership matrix: secrets by services, with class, owner and age.
+    ///
+    /// A row per secret (stored, or declared in the catalog), a column per service, a
+    /// mark where a grant holds (a grant that ends by itself shows when), with each
+    /// secret's class, owner, the age of its current version and its rotation period (the
+    /// catalog's rotate-every, 90 days if none). A table for a terminal, or --json, --csv
+    /// (RFC 4180) or --markdown. Never a value.
+    #[command(after_help = "\
+Examples:
+  deploy secret matrix
+  deploy secret matrix --markdown >> incident-42.md
+  deploy secret matrix --csv > matrix.csv")]
+    Matrix(MatrixFormat),
     /// Re-encrypt every secret under a new cluster key, showing progress.
     RotateKey,
     /// Set a secret's metadata: class, owner, rotation period, description.
@@ -647,9 +723,40 @@ Examples:
         #[arg(long, conflicts_with = "tiers")]
         all: bool,
     },
-    /// List services: uid, secrets the manifest needs, grants, grants missing.
+    /// List services: uid, secrets the manifest needs, grants, grants missing, and
+    /// whether each is suspended.
     List(JsonFlag),
+    /// Suspend a service (break-glass): its next read of anything fails.
+    ///
+    /// Every request through SERVICE's view (its own connections, and views the admin
+    /// mounted for it) fails from now on with "permission denied", of files held open
+    /// too: secrets and config alike. Its grants, uid and manifest stay, so that `deploy
+    /// service resume SERVICE` brings it back as it was. Stored: it survives a restart.
+    /// Works while deploys are frozen.
+    #[command(after_help = "\
+Examples:
+  deploy service suspend worker --reason 'INC-42: worker host compromised'
+  deploy service list
+  deploy service resume worker --reason 'INC-42: host rebuilt'")]
+    Suspend {
+        /// The service.
+        service: String,
+        /// Why (recorded with the change, shown by `deploy service list`).
+        #[arg(long, value_name = "R")]
+        reason: Option<String>,
+    },
+    /// Resume a suspended service: its reads work again.
+    Resume {
+        /// The service.
+        service: String,
+        /// Why (recorded with the change).
+        #[arg(long, value_name = "R")]
+        reason: Option<String>,
+    },
     /// Check that every secret in a service's manifest is granted; exit 1 if not.
+    ///
+    /// Refused while deploys are frozen (`deploy freeze`): it is the gate a deploy
+    /// passes.
     #[command(after_help = "\
 Examples:
   deploy service check web
@@ -663,8 +770,9 @@ Examples:
     },
     /// Run a command with SERVICE's view at /secret and /config, as SERVICE's uid (root).
     ///
-    /// First checks that every secret in SERVICE's manifest is granted; if one is not,
-    /// exits 1 before starting anything and says how to grant each. Then CMD runs in a
+    /// Refused while deploys are frozen. First checks that every secret in SERVICE's
+    /// manifest is granted; if one is not, exits 1 before starting anything and says how
+    /// to grant each. Then CMD runs in a
     /// mount namespace of its own, where /secret/NAME and /config/KEY are SERVICE's live
     /// view (the host's namespace does not change), as SERVICE's uid and gid with no
     /// supplementary groups and no_new_privs. deploy passes SIGTERM, SIGINT, SIGHUP,
@@ -1344,6 +1452,43 @@ mod tests {
             cli.command,
             Command::Secret(SecretCommand::Delegate { via: Some(_), .. })
         ));
+    }
+
+    #[test]
+    fn break_glass_commands_take_a_reason_and_the_matrix_one_format() {
+        let cli = Cli::try_parse_from(["deploy", "freeze", "--reason", "INC-42"]).unwrap();
+        assert!(matches!(
+            cli.command,
+            Command::Freeze(ReasonFlag { reason: Some(r) }) if r == "INC-42"
+        ));
+        let cli = Cli::try_parse_from(["deploy", "unfreeze"]).unwrap();
+        assert!(matches!(
+            cli.command,
+            Command::Unfreeze(ReasonFlag { reason: None })
+        ));
+        let cli =
+            Cli::try_parse_from(["deploy", "secret", "revoke-all", "db", "--reason", "x"]).unwrap();
+        assert!(matches!(
+            cli.command,
+            Command::Secret(SecretCommand::RevokeAll { name, reason: Some(_) }) if name == "db"
+        ));
+        for (verb, suspend) in [("suspend", true), ("resume", false)] {
+            let cli = Cli::try_parse_from(["deploy", "service", verb, "web"]).unwrap();
+            match (cli.command, suspend) {
+                (Command::Service(ServiceCommand::Suspend { service, .. }), true)
+                | (Command::Service(ServiceCommand::Resume { service, .. }), false) => {
+                    assert_eq!(service, "web");
+                }
+                (other, _) => panic!("parsed as {other:?}"),
+            }
+        }
+        let cli = Cli::try_parse_from(["deploy", "secret", "matrix", "--csv"]).unwrap();
+        assert!(matches!(
+            cli.command,
+            Command::Secret(SecretCommand::Matrix(MatrixFormat { csv: true, .. }))
+        ));
+        let e = Cli::try_parse_from(["deploy", "secret", "matrix", "--csv", "--json"]).unwrap_err();
+        assert_eq!(e.exit_code(), 2);
     }
 
     #[test]

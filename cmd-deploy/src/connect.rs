@@ -27,6 +27,7 @@ use tokio::time::Instant;
 use zeroize::Zeroizing;
 
 use crate::error::{CliError, NoAnswer};
+use crate::files;
 
 /// The environment variable that names the server when --addr is not given.
 pub const ADDR_VAR: &str = "SRV_SECRETS_ADDR";
@@ -340,16 +341,20 @@ impl Session {
     }
 
     /// Connects and attaches `service`'s view (`/secret/…`, `/config/…`) on its behalf,
-    /// which only the admin may do.
+    /// which only the admin may do; `what` is the command that asks (`service run`), for
+    /// its refusals.
     ///
     /// # Errors
-    /// As [`Session::admin`], and [`CliError::NoSuchService`] when we are the admin but
-    /// the service does not exist (the server says "permission denied" to both, so that
-    /// anames are no oracle; the admin may know the difference, so we ask).
+    /// As [`Session::admin`]; [`CliError::NoSuchService`] when we are the admin but the
+    /// service does not exist, and [`CliError::Suspended`] when it is suspended (the
+    /// server says "permission denied" to all three, so that anames are no oracle; the
+    /// admin may know the difference, so we ask); [`CliError::Frozen`] while deploys are
+    /// frozen.
     pub async fn service_view(
         server: &Server,
         env: &Env,
         service: &str,
+        what: &'static str,
     ) -> Result<Session, CliError> {
         let (client, link) = connect(server, env).await?;
         match link.answer(client.attach(&env.user, service)).await {
@@ -359,10 +364,46 @@ impl Session {
                 link,
             }),
             Err(e) if is_permission_denied(&e) => {
-                match link.answer(client.attach(&env.user, ADMIN_ANAME)).await {
-                    Ok(_) => Err(CliError::NoSuchService(service.to_string())),
-                    Err(e) => Err(attach_error(e, env)),
+                let root = match link.answer(client.attach(&env.user, ADMIN_ANAME)).await {
+                    Ok(root) => root,
+                    Err(e) => return Err(attach_error(e, env)),
+                };
+                let admin = Session {
+                    addr: server.addr.clone(),
+                    root,
+                    link,
+                };
+                let path = ["secrets", "services", service];
+                match admin.read(&path, files::MAX_SERVICE_FILE).await {
+                    Ok(text) => match model::ServiceFile::parse(&text) {
+                        Ok(model::ServiceFile {
+                            suspended: Some(mark),
+                            ..
+                        }) => Err(CliError::Suspended {
+                            service: service.to_string(),
+                            mark,
+                        }),
+                        _ => Err(attach_error(e, env)),
+                    },
+                    Err(_) => Err(CliError::NoSuchService(service.to_string())),
                 }
+            }
+            Err(e) if e.remote() == Some(model::FROZEN) => {
+                let mark = match link.answer(client.attach(&env.user, ADMIN_ANAME)).await {
+                    Ok(root) => {
+                        let admin = Session {
+                            addr: server.addr.clone(),
+                            root,
+                            link,
+                        };
+                        crate::commands::read_status(&admin)
+                            .await
+                            .ok()
+                            .and_then(|s| s.frozen)
+                    }
+                    Err(_) => None,
+                };
+                Err(CliError::Frozen { what, mark })
             }
             Err(e) => Err(attach_error(e, env)),
         }

@@ -25,15 +25,19 @@ pub enum Align {
 /// A table with a header row, columns two spaces apart, no trailing blanks.
 #[derive(Debug)]
 pub struct Table {
-    columns: Vec<(&'static str, Align)>,
+    columns: Vec<(String, Align)>,
     rows: Vec<Vec<String>>,
 }
 
 impl Table {
-    /// A table with these column headers and alignments.
-    pub fn new(columns: &[(&'static str, Align)]) -> Table {
+    /// A table with these column headers and alignments. Headers are [`printable`]:
+    /// some are names from the server (a column per service).
+    pub fn new(columns: &[(&str, Align)]) -> Table {
         Table {
-            columns: columns.to_vec(),
+            columns: columns
+                .iter()
+                .map(|(h, a)| (printable(h).into_owned(), *a))
+                .collect(),
             rows: Vec::new(),
         }
     }
@@ -57,7 +61,7 @@ impl Table {
 
     fn render_lines(&self, with_header: bool) -> String {
         let cell = |row: &[String], i: usize| row.get(i).map_or("", String::as_str).to_string();
-        let header: Vec<String> = self.columns.iter().map(|(h, _)| h.to_string()).collect();
+        let header: Vec<String> = self.columns.iter().map(|(h, _)| h.clone()).collect();
         let lines: Vec<Vec<String>> = with_header
             .then_some(header)
             .into_iter()

@@ -271,7 +271,7 @@ fn a_restored_data_directory_does_not_start_without_its_own_key() {
     assert_eq!(s.get_as("tls_key", "web"), tls_key());
     assert_eq!(s.get_as("api_token", "api"), API_TOKEN);
     assert!(
-        s.deploy_ok(&["status"]).contains("key:       1"),
+        s.deploy_ok(&["status"]).contains("key:        1"),
         "the backup is from before the rotation"
     );
     s.stop_ok();

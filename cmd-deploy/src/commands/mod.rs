@@ -14,6 +14,7 @@ use crate::files;
 use crate::output::{self, printable, write_json, write_text};
 
 pub mod backup;
+pub mod breakglass;
 pub mod bundle;
 pub mod catalog;
 pub mod delegate;
@@ -73,6 +74,8 @@ pub async fn run(cli: Cli, env: &Env, out: &mut dyn Write) -> Result<Outcome, Cl
             let session = Session::admin(&server()?, env).await?;
             status(&session, flag.json, out).await
         }
+        Command::Freeze(flag) => breakglass::freeze(flag.reason, &server()?, env, out).await,
+        Command::Unfreeze(flag) => breakglass::unfreeze(flag.reason, &server()?, env, out).await,
     }
 }
 
@@ -150,6 +153,15 @@ fn render_status(addr: &str, status: &files::Status) -> String {
             format!("running, {done} of {total} secrets re-encrypted")
         }
     };
+    let frozen = match &status.frozen {
+        Some(mark) => format!("yes,{}", crate::error::since_text(mark)),
+        None => "no".to_string(),
+    };
+    let suspended = if status.suspended.is_empty() {
+        "none".to_string()
+    } else {
+        status.suspended.join(", ")
+    };
     let mut table = output::Table::new(&[("", output::Align::Left), ("", output::Align::Left)]);
     for (k, v) in [
         ("server", addr.to_string()),
@@ -157,6 +169,8 @@ fn render_status(addr: &str, status: &files::Status) -> String {
         ("secrets", num(status.secrets)),
         ("services", num(status.services)),
         ("rotation", rotation),
+        ("frozen", frozen),
+        ("suspended", suspended),
     ] {
         table.row(vec![format!("{k}:"), v]);
     }
@@ -347,14 +361,36 @@ mod tests {
             secrets: Some(10),
             services: Some(3),
             rotation: files::Rotation::Running { done: 4, total: 10 },
+            frozen: None,
+            suspended: vec![],
         };
         assert_eq!(
             render_status("unix:/s", &s),
-            "server:    unix:/s\n\
-             key:       2\n\
-             secrets:   10\n\
-             services:  3\n\
-             rotation:  running, 4 of 10 secrets re-encrypted\n"
+            "server:     unix:/s\n\
+             key:        2\n\
+             secrets:    10\n\
+             services:   3\n\
+             rotation:   running, 4 of 10 secrets re-encrypted\n\
+             frozen:     no\n\
+             suspended:  none\n"
+        );
+        let s = files::Status {
+            frozen: Some(model::Mark {
+                since: 1_714_564_800,
+                by: "admin (uid 0)".into(),
+                reason: Some("INC-42: token leaked".into()),
+            }),
+            suspended: vec!["api".into(), "web".into()],
+            ..s
+        };
+        let text = render_status("unix:/s", &s);
+        assert!(
+            text.ends_with(
+                "frozen:     yes, since 2024-05-01T12:00:00Z by admin (uid 0): INC-42: token \
+                 leaked\n\
+                 suspended:  api, web\n"
+            ),
+            "{text}"
         );
     }
 }

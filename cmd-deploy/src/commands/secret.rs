@@ -1,4 +1,5 @@
-//! `deploy secret …`: set, list, delete, grant, revoke, rotate-key, get.
+//! `deploy secret …`: set, list, delete, grant, revoke, rotate-key, get (revoke-all and
+//! matrix are in `breakglass.rs`, the versions' commands in `versions.rs`).
 
 use std::collections::BTreeMap;
 use std::io::{self, IsTerminal, Write};
@@ -161,6 +162,10 @@ pub async fn run(
             write_text(out, &line)?;
             Ok(Outcome::Done)
         }
+        SecretCommand::RevokeAll { name, reason } => {
+            super::breakglass::revoke_all(name, reason, server, env, out).await
+        }
+        SecretCommand::Matrix(format) => super::breakglass::matrix(format, server, env, out).await,
         SecretCommand::Rotate(a) => {
             let r = super::versions::Rotation {
                 name: a.name,
@@ -591,7 +596,7 @@ async fn get(
         name: base.to_string(),
         expires: None,
     })?;
-    let session = Session::service_view(server, env, service).await?;
+    let session = Session::service_view(server, env, service, "secret get --as").await?;
     let value = match session.read(&["secret", name], files::MAX_VALUE_FILE).await {
         Ok(v) => v,
         Err(e) if (is_not_found(&e) || is_permission_denied(&e)) && base != name => {

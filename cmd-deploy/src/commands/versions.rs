@@ -536,7 +536,7 @@ fn render_stale(rows: &[StaleRow]) -> String {
 }
 
 /// An age for people, in its largest whole unit: `95d`, `3h`, `12m`, `40s`.
-fn age(secs: u64) -> String {
+pub(crate) fn age(secs: u64) -> String {
     for (unit, scale) in [("d", 86_400), ("h", 3600), ("m", 60)] {
         if secs >= scale {
             return format!("{}{unit}", secs / scale);

@@ -17,19 +17,27 @@ pub(crate) const BEGIN: &str = "begin";
 pub(crate) const COMMIT: &str = "commit";
 pub(crate) const DELETE: &str = "delete";
 pub(crate) const DISCARD: &str = "discard";
+pub(crate) const FREEZE: &str = "freeze";
 pub(crate) const GRANT: &str = "grant";
 pub(crate) const HELP: &str = "help";
 pub(crate) const HISTORY: &str = "history";
+pub(crate) const MATRIX: &str = "matrix";
 pub(crate) const PROMOTE: &str = "promote";
 pub(crate) const REASON: &str = "reason";
 pub(crate) const RETIRE: &str = "retire";
 pub(crate) const REVOKE: &str = "revoke";
+pub(crate) const REVOKE_ALL: &str = "revoke-all";
 pub(crate) const ROLLBACK: &str = "rollback";
 pub(crate) const ROTATE_KEY: &str = "rotate-key";
 pub(crate) const SERVICE: &str = "service";
 pub(crate) const SET: &str = "set";
 pub(crate) const STAGE: &str = "stage";
 pub(crate) const STALE: &str = "stale";
+pub(crate) const UNFREEZE: &str = "unfreeze";
+
+/// The words of `service SERVICE suspend` and `service SERVICE resume`.
+pub(crate) const SUSPEND: &str = "suspend";
+pub(crate) const RESUME: &str = "resume";
 
 /// The words of `promote`'s and `grant`'s options, and of `stage NAME generate`.
 pub(crate) const OVERLAP: &str = "overlap";
@@ -47,8 +55,10 @@ pub(crate) mod usage {
     pub(crate) const HELP: &str = "help";
     pub(crate) const DELETE: &str = "delete NAME";
     pub(crate) const DISCARD: &str = "discard NAME";
+    pub(crate) const FREEZE: &str = "freeze";
     pub(crate) const GRANT: &str = "grant SERVICE NAME [expires DURATION]";
     pub(crate) const HISTORY: &str = "history NAME";
+    pub(crate) const MATRIX: &str = "matrix";
     pub(crate) const PROMOTE: &str = "promote NAME [overlap DURATION | revoke-previous]";
     pub(crate) const REASON: &str = "reason TEXT";
     pub(crate) const RETIRE: &str = "retire NAME";
@@ -58,16 +68,21 @@ pub(crate) mod usage {
     pub(crate) const STAGE_GENERATE: &str = "stage NAME generate [TEMPLATE]";
     pub(crate) const STALE: &str = "stale";
     pub(crate) const REVOKE: &str = "revoke SERVICE NAME";
+    pub(crate) const REVOKE_ALL: &str = "revoke-all NAME";
     pub(crate) const ROTATE_KEY: &str = "rotate-key";
-    pub(crate) const SERVICE: &str = "service SERVICE (uid UID|manifest VALUE|tiers LIST|remove)";
+    pub(crate) const SERVICE: &str =
+        "service SERVICE (uid UID|manifest VALUE|tiers LIST|remove|suspend|resume)";
     pub(crate) const SERVICE_MANIFEST: &str = "service SERVICE manifest VALUE";
     pub(crate) const SERVICE_REMOVE: &str = "service SERVICE remove";
+    pub(crate) const SERVICE_RESUME: &str = "service SERVICE resume";
+    pub(crate) const SERVICE_SUSPEND: &str = "service SERVICE suspend";
     pub(crate) const SERVICE_TIERS: &str = "service SERVICE tiers TIER,TIER (or '' or *)";
     pub(crate) const SERVICE_UID: &str = "service SERVICE uid UID";
     pub(crate) const SET: &str = "set NAME VALUE";
     pub(crate) const TIER: &str = "tier (add TIER [core] | remove TIER)";
     pub(crate) const TIER_ADD: &str = "tier add TIER [core]";
     pub(crate) const TIER_REMOVE: &str = "tier remove TIER";
+    pub(crate) const UNFREEZE: &str = "unfreeze";
     pub(crate) const META: &str = "meta NAME [class|owner|rotate-every|description TEXT]...";
     pub(crate) const META_REMOVE: &str = "meta NAME remove";
     pub(crate) const STRATEGY: &str = "strategy NAME tier TIER [class CLASS] STRATEGY";
@@ -91,15 +106,17 @@ pub(crate) mod usage {
 
     /// Every usage, for the tests that check each error's length.
     #[cfg(test)]
-    pub(crate) const ALL: [&str; 47] = [
+    pub(crate) const ALL: [&str; 53] = [
         ABORT,
         BEGIN,
         COMMIT,
         HELP,
         DELETE,
         DISCARD,
+        FREEZE,
         GRANT,
         HISTORY,
+        MATRIX,
         PROMOTE,
         REASON,
         RETIRE,
@@ -109,16 +126,20 @@ pub(crate) mod usage {
         STAGE_GENERATE,
         STALE,
         REVOKE,
+        REVOKE_ALL,
         ROTATE_KEY,
         SERVICE,
         SERVICE_MANIFEST,
         SERVICE_REMOVE,
+        SERVICE_RESUME,
+        SERVICE_SUSPEND,
         SERVICE_TIERS,
         SERVICE_UID,
         SET,
         TIER,
         TIER_ADD,
         TIER_REMOVE,
+        UNFREEZE,
         META,
         META_REMOVE,
         STRATEGY,
@@ -240,6 +261,15 @@ pub(crate) const VERBS: &[Verb] = &[
         runs: Runs::Joins,
     },
     Verb {
+        word: FREEZE,
+        forms: &[(
+            usage::FREEZE,
+            "freeze deploys: grants, services, the catalog, bundles, mounts for services",
+        )],
+        parse: |t| parse::no_args(t, Command::Freeze, usage::FREEZE),
+        runs: Runs::Joins,
+    },
+    Verb {
         word: deployment::GENERATE,
         forms: &[(
             usage::GENERATE,
@@ -279,6 +309,15 @@ pub(crate) const VERBS: &[Verb] = &[
             "what the catalog leaves undecided or broken, as JSON",
         )],
         parse: parse::lint,
+        runs: Runs::Alone,
+    },
+    Verb {
+        word: MATRIX,
+        forms: &[(
+            usage::MATRIX,
+            "secrets by services: grants, class, owner, age, rotation period, as JSON",
+        )],
+        parse: |t| parse::no_args(t, Command::Matrix, usage::MATRIX),
         runs: Runs::Alone,
     },
     Verb {
@@ -348,6 +387,15 @@ pub(crate) const VERBS: &[Verb] = &[
         runs: Runs::Joins,
     },
     Verb {
+        word: REVOKE_ALL,
+        forms: &[(
+            usage::REVOKE_ALL,
+            "stop every service reading NAME, from its next read on",
+        )],
+        parse: |t| parse::name_only(t, usage::REVOKE_ALL, |name| Command::RevokeAll { name }),
+        runs: Runs::Joins,
+    },
+    Verb {
         word: ROLLBACK,
         forms: &[(
             usage::ROLLBACK,
@@ -375,6 +423,11 @@ pub(crate) const VERBS: &[Verb] = &[
                 "the tiers SERVICE is deployed to ('' none, * every tier)",
             ),
             (usage::SERVICE_REMOVE, "remove SERVICE and its grants"),
+            (
+                usage::SERVICE_SUSPEND,
+                "every read through SERVICE's view fails, open files too; grants stay",
+            ),
+            (usage::SERVICE_RESUME, "SERVICE's reads work again"),
         ],
         parse: parse::service,
         runs: Runs::Joins,
@@ -448,6 +501,12 @@ pub(crate) const VERBS: &[Verb] = &[
             (usage::TIER_REMOVE, "remove a tier nothing names"),
         ],
         parse: parse::tier,
+        runs: Runs::Joins,
+    },
+    Verb {
+        word: UNFREEZE,
+        forms: &[(usage::UNFREEZE, "unfreeze deploys")],
+        parse: |t| parse::no_args(t, Command::Unfreeze, usage::UNFREEZE),
         runs: Runs::Joins,
     },
 ];
@@ -598,6 +657,29 @@ pub enum Command {
         /// The service's name.
         service: String,
     },
+    /// `service SERVICE suspend`: every read through the service's view fails, of files
+    /// held open too; its grants stay.
+    ServiceSuspend {
+        /// The service's name.
+        service: String,
+    },
+    /// `service SERVICE resume`: the service's reads work again.
+    ServiceResume {
+        /// The service's name.
+        service: String,
+    },
+    /// `freeze`: freeze deploys (grants, service changes, the catalog, bundles, the
+    /// admin's mounts of a service's view) until `unfreeze`.
+    Freeze,
+    /// `unfreeze`: deploys go on.
+    Unfreeze,
+    /// `revoke-all NAME`: stop every service reading a secret.
+    RevokeAll {
+        /// The secret's name.
+        name: String,
+    },
+    /// `matrix`: every secret by every service, with the grants, as JSON.
+    Matrix,
     /// A command of the deployment catalog.
     Catalog(CatalogCommand),
 }
@@ -701,6 +783,16 @@ impl Command {
             Command::ServiceRemove { service } => {
                 vec![Word(SERVICE), Service(service), Word("remove")]
             }
+            Command::ServiceSuspend { service } => {
+                vec![Word(SERVICE), Service(service), Word(SUSPEND)]
+            }
+            Command::ServiceResume { service } => {
+                vec![Word(SERVICE), Service(service), Word(RESUME)]
+            }
+            Command::Freeze => vec![Word(FREEZE)],
+            Command::Unfreeze => vec![Word(UNFREEZE)],
+            Command::RevokeAll { name } => vec![Word(REVOKE_ALL), Name(name)],
+            Command::Matrix => vec![Word(MATRIX)],
             Command::Catalog(c) => match c {
                 CatalogCommand::TierAdd { tier, core } => {
                     let mut a = vec![Word(deployment::TIER), Word("add"), Text(tier)];
@@ -866,22 +958,25 @@ impl Command {
         !matches!(self.runs(), Runs::Now) && !self.is_query()
     }
 
-    /// Whether the command only reads the store and answers with a body: `plan`, `lint`,
-    /// `catalog export`, `catalog apply dry-run`, `bundle list`, `bundle identify`.
+    /// Whether the command only reads the store and answers with a body: `history`,
+    /// `stale`, `matrix`, `plan`, `lint`, `catalog export`, `catalog apply dry-run`,
+    /// `bundle list`, `bundle identify`.
     /// (`bundle create` answers with a body too, and is a change: it records the bundle.)
     pub fn is_query(&self) -> bool {
-        matches!(self, Command::History { .. } | Command::Stale)
-            || matches!(
-                self,
-                Command::Catalog(
-                    CatalogCommand::Plan { .. }
-                        | CatalogCommand::Lint { .. }
-                        | CatalogCommand::Export { .. }
-                        | CatalogCommand::Apply { dry_run: true, .. }
-                        | CatalogCommand::BundleList { .. }
-                        | CatalogCommand::BundleIdentify { .. }
-                )
+        matches!(
+            self,
+            Command::History { .. } | Command::Stale | Command::Matrix
+        ) || matches!(
+            self,
+            Command::Catalog(
+                CatalogCommand::Plan { .. }
+                    | CatalogCommand::Lint { .. }
+                    | CatalogCommand::Export { .. }
+                    | CatalogCommand::Apply { dry_run: true, .. }
+                    | CatalogCommand::BundleList { .. }
+                    | CatalogCommand::BundleIdentify { .. }
             )
+        )
     }
 
     /// When the command runs, with respect to transactions.
@@ -1148,6 +1243,36 @@ mod tests {
             }),
             b"service web remove\n"
         );
+        assert_eq!(
+            enc(&Command::ServiceSuspend {
+                service: "web".into()
+            }),
+            b"service web suspend\n"
+        );
+        assert_eq!(
+            enc(&Command::ServiceResume {
+                service: "web".into()
+            }),
+            b"service web resume\n"
+        );
+        assert_eq!(enc(&Command::Freeze), b"freeze\n");
+        assert_eq!(enc(&Command::Unfreeze), b"unfreeze\n");
+        assert_eq!(
+            enc(&Command::RevokeAll { name: "db".into() }),
+            b"revoke-all db\n"
+        );
+        assert_eq!(enc(&Command::Matrix), b"matrix\n");
+        assert!(Command::Matrix.is_query() && !Command::Matrix.is_change());
+        for change in [
+            Command::Freeze,
+            Command::Unfreeze,
+            Command::RevokeAll { name: "db".into() },
+            Command::ServiceSuspend {
+                service: "web".into(),
+            },
+        ] {
+            assert!(change.is_change() && !change.is_query(), "{change:?}");
+        }
     }
 
     #[test]

@@ -118,9 +118,10 @@ pub enum ErrorKind {
         crate::MAX_TXN_BYTES
     )]
     TransactionTooLarge,
-    /// `service SERVICE` followed by something other than uid, manifest, tiers or remove.
+    /// `service SERVICE` followed by something other than uid, manifest, tiers, remove,
+    /// suspend or resume.
     #[error(
-        "unknown action; {}expected one of: manifest, remove, tiers, uid",
+        "unknown action; {}expected: manifest, remove, resume, suspend, tiers, uid",
         Suggest(*.suggestion)
     )]
     UnknownAction {
@@ -276,7 +277,7 @@ fn edit_distance(a: &[u8], b: &[u8]) -> usize {
 }
 
 /// The actions of `service`, in the order "expected one of" shows them.
-pub(crate) const ACTIONS: [&str; 4] = ["manifest", "remove", "tiers", "uid"];
+pub(crate) const ACTIONS: [&str; 6] = ["manifest", "remove", "resume", "suspend", "tiers", "uid"];
 
 #[cfg(test)]
 mod tests {

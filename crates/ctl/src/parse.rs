@@ -407,6 +407,14 @@ pub(crate) fn service(t: &mut Tokens<'_>) -> Result<Command, ErrorKind> {
             end(t, usage::SERVICE_REMOVE, false)?;
             Ok(Command::ServiceRemove { service })
         }
+        b"suspend" => {
+            end(t, usage::SERVICE_SUSPEND, false)?;
+            Ok(Command::ServiceSuspend { service })
+        }
+        b"resume" => {
+            end(t, usage::SERVICE_RESUME, false)?;
+            Ok(Command::ServiceResume { service })
+        }
         other => Err(ErrorKind::UnknownAction {
             suggestion: suggest(other, ACTIONS),
         }),
@@ -876,6 +884,7 @@ mod tests {
                 command::DELETE => "delete a",
                 command::GRANT => "grant s a",
                 command::REVOKE => "revoke s a",
+                command::REVOKE_ALL => "revoke-all a",
                 command::SERVICE => "service s remove",
                 "tier" => "tier remove t",
                 "meta" => "meta a",

@@ -119,6 +119,13 @@ pub enum Error {
         /// This process's effective uid.
         euid: u32,
     },
+    /// Deploys are frozen, and the change is one a freeze stops (a grant, a service's
+    /// uid or manifest, the catalog, a bundle: [`Change::stops_when_frozen`]); nothing was
+    /// changed. Word for word [`model::FROZEN`].
+    ///
+    /// [`Change::stops_when_frozen`]: crate::Change::stops_when_frozen
+    #[error("{}", model::FROZEN)]
+    Frozen,
     /// The store was written in a format this version does not read.
     #[error(
         "store format version {found} is not supported (this srv-secrets reads version {supported})"

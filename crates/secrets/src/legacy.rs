@@ -200,6 +200,7 @@ fn decode_service(bytes: &[u8]) -> Result<ServiceRecord> {
     Ok(ServiceRecord {
         uid,
         manifest: Arc::new(manifest),
+        suspended: None,
     })
 }
 
@@ -246,6 +247,7 @@ fn decode_meta(fields: &BTreeMap<String, Vec<u8>>) -> Result<Meta> {
         key_checks,
         last_change,
         fingerprint_key: None,
+        frozen: None,
     })
 }
 

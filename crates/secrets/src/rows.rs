@@ -2,16 +2,17 @@
 //! ([`encode`]), and what a backend's rows mean when loaded or fed back ([`decode_snapshot`],
 //! [`decode_ops`]).
 //!
-//! Store format 5 (records as `record.rs` lays them out; format 4 is the same with one
-//! version per secret record and grants without an expiry, which format 5 reads as they
+//! Store format 6 (records as `record.rs` lays them out; format 5 is the same without a
+//! freeze in the store record or a suspension in a service's, format 4 that with one
+//! version per secret record and grants without an expiry, which format 6 reads as they
 //! are; format 3 is format 4 without the bundles, format 2 without the catalog either; all
-//! three are upgraded at open by writing the number):
+//! four are upgraded at open by writing the number):
 //!
 //! | row                     | value                                                     |
 //! |-------------------------|-----------------------------------------------------------|
 //! | `meta/format_version`   | u32, big-endian: 2 (plain, so that a build of format 1 refuses the store by its number) |
 //! | `meta/key_check.ID`     | [`KeyCheck::encode`], one per key the store uses          |
-//! | `meta/store`            | the store record: admin uid, active key, rotation target, last change |
+//! | `meta/store`            | the store record: admin uid, active key, rotation target, last change, fingerprint key, freeze |
 //! | `secrets/NAME`          | a secret record                                           |
 //! | `services/NAME`         | a service record                                          |
 //! | `grants/SERVICE/SECRET` | a grant record                                            |
@@ -39,12 +40,12 @@ use crate::backend::{Op, Row, Snapshot, Table};
 use crate::crypto::{Key, KeyCheck, Keyring, MAC_LEN, SealedFingerprintKey};
 use crate::error::{Error, Result};
 use crate::record::{
-    self, Auth, Decl, DeclKind, Issued, IssuedRow, SecretRecord, ServiceRecord, StoreRecord,
+    self, Auth, Decl, DeclKind, Issued, IssuedRow, Marked, SecretRecord, ServiceRecord, StoreRecord,
 };
 use crate::state::State;
 
 /// The store format this build reads and writes.
-pub(crate) const FORMAT_VERSION: u32 = 5;
+pub(crate) const FORMAT_VERSION: u32 = 6;
 
 /// The format before the catalog: read, and upgraded at open by writing the number (its
 /// stores have no catalog table; everything else is laid out alike).
@@ -59,11 +60,19 @@ pub(crate) const FORMAT_WITHOUT_BUNDLES: u32 = 3;
 /// both read as they are).
 pub(crate) const FORMAT_WITHOUT_VERSIONS: u32 = 4;
 
+/// The format before break-glass: read, and upgraded at open by writing the number (its
+/// store record holds no freeze, its service records no suspension: none read as absent).
+pub(crate) const FORMAT_WITHOUT_FREEZE: u32 = 5;
+
 /// Whether this build reads stores of `format` as they are.
 pub(crate) fn readable(format: u32) -> bool {
     matches!(
         format,
-        FORMAT_VERSION | FORMAT_WITHOUT_CATALOG | FORMAT_WITHOUT_BUNDLES | FORMAT_WITHOUT_VERSIONS
+        FORMAT_VERSION
+            | FORMAT_WITHOUT_CATALOG
+            | FORMAT_WITHOUT_BUNDLES
+            | FORMAT_WITHOUT_VERSIONS
+            | FORMAT_WITHOUT_FREEZE
     )
 }
 
@@ -90,6 +99,8 @@ pub(crate) struct Meta {
     pub(crate) last_change: u64,
     /// The fingerprint key of bundles' values, sealed; absent until the first bundle.
     pub(crate) fingerprint_key: Option<SealedFingerprintKey>,
+    /// Deploys are frozen: by whom, since when, why.
+    pub(crate) frozen: Option<Marked>,
 }
 
 impl Meta {
@@ -168,6 +179,8 @@ pub(crate) enum Mutation {
     DeleteIssued(IssuedRow),
     /// Set or clear the sealed fingerprint key.
     SetFingerprintKey(Option<SealedFingerprintKey>),
+    /// Freeze deploys (`Some`: by whom, when, why) or unfreeze them.
+    SetFrozen(Option<Marked>),
     /// Set `active_key`.
     SetActiveKey(u32),
     /// Set or clear `rotation_target`.
@@ -204,6 +217,7 @@ fn store_record(meta: &Meta, digest: Digest) -> StoreRecord {
             .fingerprint_key
             .as_ref()
             .map(SealedFingerprintKey::encode),
+        frozen: meta.frozen.clone(),
     }
 }
 
@@ -238,6 +252,7 @@ pub(crate) fn encode(batch: &[Mutation], state: &State) -> Result<Vec<Op>> {
             Mutation::SetRotationTarget(id) => after.rotation_target = *id,
             Mutation::SetLastChange(t) => after.last_change = *t,
             Mutation::SetFingerprintKey(sealed) => after.fingerprint_key = sealed.clone(),
+            Mutation::SetFrozen(frozen) => after.frozen = frozen.clone(),
             _ => {}
         }
     }
@@ -280,7 +295,8 @@ pub(crate) fn encode(batch: &[Mutation], state: &State) -> Result<Vec<Op>> {
             Mutation::SetActiveKey(_)
             | Mutation::SetRotationTarget(_)
             | Mutation::SetLastChange(_)
-            | Mutation::SetFingerprintKey(_) => continue,
+            | Mutation::SetFingerprintKey(_)
+            | Mutation::SetFrozen(_) => continue,
         };
         let before = match written.get(&row) {
             Some(now) => *now,
@@ -410,6 +426,7 @@ fn meta_of(
         key_checks,
         last_change: store.last_change,
         fingerprint_key: sealed_of(store.fingerprint_key.as_deref())?,
+        frozen: store.frozen,
     })
 }
 
@@ -543,6 +560,7 @@ pub(crate) fn decode_ops(ops: Vec<Op>, keys: &Keyring) -> Result<Fed> {
                         Mutation::SetActiveKey(rec.active_key),
                         Mutation::SetRotationTarget(rec.rotation_target),
                         Mutation::SetFingerprintKey(sealed_of(rec.fingerprint_key.as_deref())?),
+                        Mutation::SetFrozen(rec.frozen),
                     ];
                     continue;
                 }
@@ -636,6 +654,7 @@ mod tests {
             key_checks: [(1, key.check().unwrap())].into(),
             last_change: 1_700_000_000,
             fingerprint_key: None,
+            frozen: None,
         };
         (Keyring::new([key]), meta)
     }
@@ -676,6 +695,7 @@ mod tests {
         ServiceRecord {
             uid: Some(42),
             manifest: Arc::new(Manifest::parse(b"secret a\n").unwrap()),
+            suspended: None,
         }
     }
 
@@ -716,6 +736,7 @@ mod tests {
                 Mutation::SetActiveKey(1),
                 Mutation::SetRotationTarget(Some(1)),
                 Mutation::SetFingerprintKey(None),
+                Mutation::SetFrozen(None),
                 Mutation::PutSecret(..),
                 Mutation::PutService(..),
                 Mutation::PutGrant(..),
@@ -738,6 +759,7 @@ mod tests {
                 Mutation::SetActiveKey(_),
                 Mutation::SetRotationTarget(_),
                 Mutation::SetFingerprintKey(_),
+                Mutation::SetFrozen(_),
                 Mutation::DeleteGrant(..),
                 Mutation::DeleteKeyCheck(1)
             ]
@@ -799,15 +821,15 @@ mod tests {
         let mut ops = initial(&m, key);
         ops.push(Op::Put(
             meta_row(FORMAT_VERSION_FIELD),
-            6u32.to_be_bytes().to_vec(),
+            7u32.to_be_bytes().to_vec(),
         ));
         let err = decode_snapshot(snapshot(ops.clone()), &keys).unwrap_err();
         assert!(
             matches!(
                 err,
                 Error::FormatVersion {
-                    found: 6,
-                    supported: 5
+                    found: 7,
+                    supported: 6
                 }
             ),
             "{err:?}"

@@ -379,6 +379,7 @@ impl State {
                 Mutation::PutIssued(issued) => self.bundles.put(issued),
                 Mutation::DeleteIssued(what) => self.bundles.delete(what),
                 Mutation::SetFingerprintKey(sealed) => self.meta.fingerprint_key = sealed,
+                Mutation::SetFrozen(frozen) => self.meta.frozen = frozen,
                 Mutation::SetActiveKey(id) => self.meta.active_key = id,
                 Mutation::SetRotationTarget(id) => self.meta.rotation_target = id,
                 Mutation::PutKeyCheck(id, check) => {

@@ -39,6 +39,7 @@ use crate::rows::{self, FORMAT_VERSION, Meta, Mutation};
 use crate::state::State;
 use crate::types::{InitReport, OpenedSecret, SecretInfo, ServiceInfo, Status};
 
+mod breakglass;
 mod bundles;
 mod change;
 mod health;
@@ -159,6 +160,7 @@ impl Vault {
             key_checks: [(key.id(), key.check()?)].into(),
             last_change: now(),
             fingerprint_key: None,
+            frozen: None,
         };
         backend.commit(Batch {
             base: Revision(0),
@@ -881,10 +883,10 @@ fn check_bounds(ops: &[Op]) -> Result<()> {
     Ok(())
 }
 
-/// Upgrades a store of format 2, 3 or 4 (`from`), checked whole at `base`, to this
+/// Upgrades a store of format 2, 3, 4 or 5 (`from`), checked whole at `base`, to this
 /// build's: the same records, and room for what the later formats add (the catalog in 3,
-/// bundles in 4, versions and grants' ends in 5, which records written before read
-/// without), so only the number changes. One commit, taken out of the change feed
+/// bundles in 4, versions and grants' ends in 5, a freeze and suspensions in 6, which
+/// records written before read without), so only the number changes. One commit, taken out of the change feed
 /// again (memory is built from the records already read); returns its revision.
 fn upgrade_format(backend: &dyn Backend, base: Revision, from: u32) -> Result<Revision> {
     let revision = backend.commit(Batch {
@@ -901,7 +903,8 @@ fn upgrade_format(backend: &dyn Backend, base: Revision, from: u32) -> Result<Re
         from,
         to = FORMAT_VERSION,
         "upgraded the store's format (room for the deployment catalog, bundles, a secret's \
-         versions and grants that end): a srv-secrets older than this one can no longer open it"
+         versions, grants that end, a freeze and suspended services): a srv-secrets older \
+         than this one can no longer open it"
     );
     Ok(revision)
 }
@@ -971,6 +974,7 @@ fn service_of(state: &State, name: &str, rec: &ServiceRecord) -> ServiceInfo {
         // Every service has an entry; the store's last change is never too early.
         changed: changed.map_or(state.meta.last_change, |c| c.record),
         grants_changed: changed.map_or(state.meta.last_change, |c| c.grants),
+        suspended: rec.suspended.as_ref().map(breakglass::mark_of),
     }
 }
 

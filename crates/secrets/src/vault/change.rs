@@ -19,6 +19,11 @@
 //! stored, but the bundle and each value's keyed fingerprint are, so that a leaked value
 //! can be traced to the deployment it was issued to (`vault/bundles.rs`).
 //!
+//! Break-glass (seed 004) is changes too (`change/breakglass.rs`): a freeze, which from
+//! then on refuses every change [`Change::stops_when_frozen`] names (checked here, for
+//! every change, against the freeze as the transaction sees it); revoking a secret from
+//! every service at once; suspending a service and resuming it.
+//!
 //! Deleting a secret deletes its value and its grants, and keeps its metadata: a catalog
 //! holds declarations (what the secret is and what happens to it on each tier), which stand
 //! whether or not a value is stored now, as they do for a delegated or prompted secret that
@@ -41,13 +46,15 @@ use crate::error::{Error, Result};
 use crate::manifest::Manifest;
 use crate::names;
 use crate::record::{
-    BundleId, BundleRecord, Decl, DeclKind, Issued, IssuedValue, Made, PENDING_TTL, SecretRecord,
-    ServiceRecord,
+    BundleId, BundleRecord, Decl, DeclKind, Issued, IssuedValue, Made, Marked, PENDING_TTL,
+    SecretRecord, ServiceRecord,
 };
 use crate::rows::Mutation;
 use crate::state::State;
 
 use super::{Vault, sealing_key};
+
+mod breakglass;
 
 /// One change to the vault. Values are borrowed: nothing copies a secret to describe it.
 #[derive(Clone, Copy)]
@@ -237,6 +244,33 @@ pub enum Change<'a> {
         /// Values the file carried (`--with-values`).
         values: &'a BTreeMap<String, SecretValue>,
     },
+    /// Freeze deploys (break-glass): until [`Change::Unfreeze`], every change
+    /// [`Change::stops_when_frozen`] names is refused ([`Error::Frozen`]), and the server
+    /// refuses the admin's new attaches of a service's view. The actor and its reason
+    /// are kept, with the time. Freezing again changes nothing: who froze, when and why
+    /// stay.
+    Freeze,
+    /// Unfreeze deploys (not frozen: nothing changes).
+    Unfreeze,
+    /// Revoke a secret from every service granted it, at once: each one's next read
+    /// fails, of files held open too.
+    RevokeAll {
+        /// The secret.
+        name: &'a str,
+    },
+    /// Suspend a service: every request made through its view (its own or one the admin
+    /// attached for it) fails but a clunk, through fids held open too; its grants, uid
+    /// and manifest stay. The actor and its reason are kept, with the time. Suspending
+    /// again changes nothing.
+    Suspend {
+        /// The service.
+        service: &'a str,
+    },
+    /// Resume a suspended service: its reads work again (not suspended: nothing changes).
+    Resume {
+        /// The service.
+        service: &'a str,
+    },
 }
 
 impl std::fmt::Debug for Change<'_> {
@@ -320,6 +354,11 @@ impl std::fmt::Debug for Change<'_> {
                 catalog.secrets().len(),
                 values.len()
             ),
+            Change::Freeze => f.write_str("Freeze"),
+            Change::Unfreeze => f.write_str("Unfreeze"),
+            Change::RevokeAll { name } => write!(f, "RevokeAll({name})"),
+            Change::Suspend { service } => write!(f, "Suspend({service})"),
+            Change::Resume { service } => write!(f, "Resume({service})"),
         }
     }
 }
@@ -452,6 +491,35 @@ pub enum Applied {
         /// The values it stored (`--with-values`).
         values: usize,
     },
+    /// Deploys are frozen.
+    Frozen {
+        /// They were frozen already: nothing changed.
+        already: bool,
+        /// Since when (unix seconds).
+        since: u64,
+    },
+    /// Deploys are not frozen.
+    Unfrozen {
+        /// Whether they were (if not, nothing changed).
+        was_frozen: bool,
+    },
+    /// A secret was revoked from every service granted it.
+    RevokedAll {
+        /// Those services, sorted (none: nothing changed).
+        services: Vec<String>,
+    },
+    /// A service is suspended.
+    Suspended {
+        /// It was suspended already: nothing changed.
+        already: bool,
+        /// Since when (unix seconds).
+        since: u64,
+    },
+    /// A service is not suspended.
+    Resumed {
+        /// Whether it was (if not, nothing changed).
+        was_suspended: bool,
+    },
 }
 
 /// A change of a list that could not be applied; none of the list was.
@@ -488,6 +556,8 @@ struct Overlay<'s> {
     bundles: HashMap<(String, String, String), u64>,
     /// The fingerprint key, once the transaction made one.
     fingerprint_key: Option<SealedFingerprintKey>,
+    /// The freeze, once a change in the transaction set or lifted it.
+    frozen: Option<Option<Marked>>,
     batch: Vec<Mutation>,
 }
 
@@ -505,6 +575,7 @@ impl<'s> Overlay<'s> {
             decl_secrets: HashMap::new(),
             bundles: HashMap::new(),
             fingerprint_key: None,
+            frozen: None,
             batch: Vec::new(),
         }
     }
@@ -789,6 +860,7 @@ impl<'s> Overlay<'s> {
                 *last = (*last).max(id.number);
             }
             Mutation::SetFingerprintKey(sealed) => self.fingerprint_key.clone_from(sealed),
+            Mutation::SetFrozen(frozen) => self.frozen = Some(frozen.clone()),
             // Not made by changes (rotation and commit write these themselves), or seen by
             // no later change.
             Mutation::PutIssued(Issued::Value(..))
@@ -926,6 +998,9 @@ impl<'s> Overlay<'s> {
     /// any version it makes and says who made it (its number is the change's to give).
     fn plan(&mut self, change: &Change<'_>, key: &Key, at: &Made) -> Result<Applied> {
         let now = at.at;
+        if change.stops_when_frozen() && self.frozen().is_some() {
+            return Err(Error::Frozen);
+        }
         match *change {
             Change::Set { name, value } => self.plan_set(name, value, at, key),
             Change::Stage { name, value } => self.plan_stage(name, value, at, key),
@@ -1037,11 +1112,13 @@ impl<'s> Overlay<'s> {
                     None => {}
                 }
                 let manifest = existing.map_or_else(Default::default, |s| Arc::clone(&s.manifest));
+                let suspended = existing.and_then(|s| s.suspended.clone());
                 self.push(Mutation::PutService(
                     service.to_owned(),
                     ServiceRecord {
                         uid: Some(uid),
                         manifest,
+                        suspended,
                     },
                 ));
                 Ok(Applied::ServiceUid { created, previous })
@@ -1052,9 +1129,14 @@ impl<'s> Overlay<'s> {
                 let existing = self.service(service);
                 let created = existing.is_none();
                 let uid = existing.and_then(|s| s.uid);
+                let suspended = existing.and_then(|s| s.suspended.clone());
                 self.push(Mutation::PutService(
                     service.to_owned(),
-                    ServiceRecord { uid, manifest },
+                    ServiceRecord {
+                        uid,
+                        manifest,
+                        suspended,
+                    },
                 ));
                 Ok(Applied::ServiceManifest { created })
             }
@@ -1222,6 +1304,11 @@ impl<'s> Overlay<'s> {
                     values: values.len(),
                 })
             }
+            Change::Freeze
+            | Change::Unfreeze
+            | Change::RevokeAll { .. }
+            | Change::Suspend { .. }
+            | Change::Resume { .. } => self.plan_breakglass(change, at),
         }
     }
 

@@ -1676,11 +1676,12 @@ fn a_tampered_replayed_or_removed_declaration_is_refused() {
 }
 
 #[test]
-fn stores_of_formats_2_3_and_4_are_upgraded_in_place() {
+fn stores_of_formats_2_to_5_are_upgraded_in_place() {
     for older in [
         rows::FORMAT_WITHOUT_CATALOG,
         rows::FORMAT_WITHOUT_BUNDLES,
         rows::FORMAT_WITHOUT_VERSIONS,
+        rows::FORMAT_WITHOUT_FREEZE,
     ] {
         let (_tmp, dir) = fresh();
         let vault = open(&dir);
@@ -1707,14 +1708,14 @@ fn stores_of_formats_2_3_and_4_are_upgraded_in_place() {
         assert!(vault.catalog().secret("jwt").is_some());
         // A later format is refused by its number, as an older build refuses this one.
         drop(vault);
-        raw::put_meta(&store, "format_version", &6u32.to_be_bytes());
+        raw::put_meta(&store, "format_version", &7u32.to_be_bytes());
         let err = Vault::open(&dir, None).unwrap_err();
         assert!(
             matches!(
                 err,
                 Error::FormatVersion {
-                    found: 6,
-                    supported: 5
+                    found: 7,
+                    supported: 6
                 }
             ),
             "{err:?}"

@@ -28,7 +28,7 @@ use crate::rows::Mutation;
 use crate::types::{Expired, OpenedSecret, SecretInfo, StaleSecret, VersionInfo};
 
 /// The rotation period of a secret the catalog gives none: 90 days, in seconds.
-const DEFAULT_ROTATION_SECS: u64 = 90 * 24 * 3600;
+pub(super) const DEFAULT_ROTATION_SECS: u64 = 90 * 24 * 3600;
 
 impl Vault {
     /// Opens a version of a secret on behalf of `service`: checks the grant and that the
