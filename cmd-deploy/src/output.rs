@@ -192,6 +192,12 @@ fn json_escaped(json: &str) -> Cow<'_, str> {
     Cow::Owned(out)
 }
 
+/// A time the server gave (unix seconds), for people: [`iso8601`], the far future for one
+/// past 2106.
+pub fn when(secs: u64) -> String {
+    iso8601(u32::try_from(secs).unwrap_or(u32::MAX))
+}
+
 /// A time as UTC ISO-8601, `2024-05-01T12:00:00Z`, from seconds since the epoch (9P's
 /// mtime is a u32, so years 1970 to 2106).
 pub fn iso8601(secs: u32) -> String {

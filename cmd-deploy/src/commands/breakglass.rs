@@ -21,7 +21,7 @@ use super::{Outcome, read_status, validate};
 use crate::cli::MatrixFormat;
 use crate::connect::{Env, Server, Session};
 use crate::error::CliError;
-use crate::output::{self, Align, Table, printable, write_json, write_text};
+use crate::output::{self, Align, Table, printable, when, write_json, write_text};
 
 /// Sends `command` as the admin, after `reason TEXT` if given: its answer.
 async fn apply(
@@ -43,11 +43,6 @@ async fn apply(
     let answer = ctl.send(command).await?;
     ctl.close().await?;
     Ok(answer)
-}
-
-/// A time the server gave, for people.
-fn when(secs: u64) -> String {
-    output::iso8601(u32::try_from(secs).unwrap_or(u32::MAX))
 }
 
 /// `deploy freeze [--reason R]`.

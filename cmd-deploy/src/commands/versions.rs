@@ -23,7 +23,7 @@ use serde::Deserialize;
 use super::{Outcome, note, read_file_limited, read_limited, validate};
 use crate::connect::{Ctl, Env, Server, Session};
 use crate::error::CliError;
-use crate::output::{self, Align, Table, printable, write_json, write_text};
+use crate::output::{Align, Table, printable, when, write_json, write_text};
 
 /// The refusal of a value given as an argument.
 const VALUE_ON_ARGV: &str = "secret rotate takes no value on the command line (other users \
@@ -295,11 +295,6 @@ fn describe(status: ExitStatus) -> String {
         (None, Some(sig)) => format!("killed by signal {sig}"),
         _ => "it failed".into(),
     }
-}
-
-/// A time the server gave, for people.
-fn when(secs: u64) -> String {
-    output::iso8601(u32::try_from(secs).unwrap_or(u32::MAX))
 }
 
 /// What a promotion did, in a line.
