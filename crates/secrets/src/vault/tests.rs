@@ -1163,7 +1163,7 @@ fn two_nodes() -> (tempfile::TempDir, Arc<Shared>, Vault, Vault) {
     let tmp = tempfile::tempdir().unwrap();
     let key_path = tmp.path().join("key");
     let key = Key::generate(1).unwrap();
-    keyfile::write(&key_path, &[&key]).unwrap();
+    keyfile::write(&key_path, &[&key], None).unwrap();
     let store = Arc::new(Shared::default());
     Vault::init_store(&*Node::on(&store), &key, ADMIN).unwrap();
     let a = Vault::with_backend(Node::on(&store), &key_path).unwrap();
@@ -1240,11 +1240,12 @@ fn every_batch_carries_its_actor() {
     a.rotate_key_by(&Actor::admin(Some(0)), &|_| {}).unwrap();
     let inner = store.inner.lock().unwrap();
     let who: Vec<String> = inner.actors.iter().map(ToString::to_string).collect();
-    // The store's creation, the two changes, then the rotation's target, one batch of
-    // both secrets and the switch.
+    // The store's creation, the audit's start, the two changes, then the rotation's
+    // target, one batch of both secrets and the switch.
     assert_eq!(
         who,
         [
+            "local",
             "local",
             "admin (uid 1000)",
             "local",
@@ -1253,15 +1254,15 @@ fn every_batch_carries_its_actor() {
             "admin (uid 0)"
         ]
     );
-    assert_eq!(inner.actors[1].reason(), Some("ticket 7"));
+    assert_eq!(inner.actors[2].reason(), Some("ticket 7"));
 }
 
 #[test]
 fn batches_past_the_bounds_are_refused_before_the_store() {
     let (_tmp, dir) = fresh();
     let vault = open(&dir);
-    // As many rows as a ctl transaction has commands: one commit.
-    let names: Vec<String> = (0..MAX_BATCH_MUTATIONS)
+    // As many rows as the bound: one commit (each set is a row and its audit record).
+    let names: Vec<String> = (0..MAX_BATCH_MUTATIONS / 2)
         .map(|i| format!("s{i:05}"))
         .collect();
     vault
@@ -1397,6 +1398,17 @@ fn a_format_4_store_opens_as_it_is_and_its_versions_go_on_from_its_numbers() {
         let vault = open(&dir);
         assert_fixture_contents(&vault);
         assert_eq!(vault.status().active_key, active_after, "{which}");
+        // Its audit starts at the upgrade, signed with a key the key file now holds.
+        let start = &vault.audit_read(audit::CHANGES, 1, 1).unwrap()[0].0;
+        assert_eq!(start.action, "audit-start", "{which}");
+        assert_eq!(start.details["upgraded_from_format"], "4", "{which}");
+        assert!(
+            keyfile::read_file(&dir.join(KEY_FILE))
+                .unwrap()
+                .audit
+                .is_some()
+        );
+        assert!(vault.audit_verify(&[]).unwrap().is_ok(), "{which}");
         let history = vault.history("updated").unwrap();
         assert_eq!(history.len(), 1, "format 4 kept no earlier version");
         assert_eq!(
@@ -1681,6 +1693,7 @@ fn stores_of_formats_2_3_and_4_are_upgraded_in_place() {
         rows::FORMAT_WITHOUT_CATALOG,
         rows::FORMAT_WITHOUT_BUNDLES,
         rows::FORMAT_WITHOUT_VERSIONS,
+        rows::FORMAT_WITHOUT_AUDIT,
     ] {
         let (_tmp, dir) = fresh();
         let vault = open(&dir);
@@ -1707,14 +1720,14 @@ fn stores_of_formats_2_3_and_4_are_upgraded_in_place() {
         assert!(vault.catalog().secret("jwt").is_some());
         // A later format is refused by its number, as an older build refuses this one.
         drop(vault);
-        raw::put_meta(&store, "format_version", &6u32.to_be_bytes());
+        raw::put_meta(&store, "format_version", &7u32.to_be_bytes());
         let err = Vault::open(&dir, None).unwrap_err();
         assert!(
             matches!(
                 err,
                 Error::FormatVersion {
-                    found: 6,
-                    supported: 5
+                    found: 7,
+                    supported: 6
                 }
             ),
             "{err:?}"
