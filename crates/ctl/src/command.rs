@@ -13,6 +13,7 @@ use crate::parse::{self, Tokens};
 use crate::{MAX_CATALOG_LEN, MAX_VALUE_LEN, Value, is_reserved_service, is_valid_name};
 
 pub(crate) const ABORT: &str = "abort";
+pub(crate) const AUDIT: &str = "audit";
 pub(crate) const BEGIN: &str = "begin";
 pub(crate) const COMMIT: &str = "commit";
 pub(crate) const DELETE: &str = "delete";
@@ -42,6 +43,11 @@ pub(crate) const GENERATE_WORD: &str = "generate";
 /// longer forms of [`VERBS`].
 pub(crate) mod usage {
     pub(crate) const ABORT: &str = "abort";
+    pub(crate) const AUDIT: &str =
+        "audit (head | since [CHAIN] SEQ [limit N] | verify [head HEAD]...)";
+    pub(crate) const AUDIT_HEAD: &str = "audit head";
+    pub(crate) const AUDIT_SINCE: &str = "audit since [CHAIN] SEQ [limit N]";
+    pub(crate) const AUDIT_VERIFY: &str = "audit verify [head [CHAIN:]SEQ:HASH]...";
     pub(crate) const BEGIN: &str = "begin";
     pub(crate) const COMMIT: &str = "commit";
     pub(crate) const HELP: &str = "help";
@@ -91,8 +97,12 @@ pub(crate) mod usage {
 
     /// Every usage, for the tests that check each error's length.
     #[cfg(test)]
-    pub(crate) const ALL: [&str; 47] = [
+    pub(crate) const ALL: [&str; 51] = [
         ABORT,
+        AUDIT,
+        AUDIT_HEAD,
+        AUDIT_SINCE,
+        AUDIT_VERIFY,
         BEGIN,
         COMMIT,
         HELP,
@@ -174,6 +184,25 @@ pub(crate) const VERBS: &[Verb] = &[
         forms: &[(usage::ABORT, "discard the open transaction")],
         parse: |t| parse::no_args(t, Command::Abort, usage::ABORT),
         runs: Runs::Now,
+    },
+    Verb {
+        word: AUDIT,
+        forms: &[
+            (
+                usage::AUDIT_HEAD,
+                "the audit's public key and each chain's last record (SEQ:HASH)",
+            ),
+            (
+                usage::AUDIT_SINCE,
+                "CHAIN's records after SEQ (changes; or opens), as JSON lines",
+            ),
+            (
+                usage::AUDIT_VERIFY,
+                "check every signature and link, and that the log reaches each HEAD",
+            ),
+        ],
+        parse: parse::audit,
+        runs: Runs::Alone,
     },
     Verb {
         word: BEGIN,
@@ -600,6 +629,29 @@ pub enum Command {
     },
     /// A command of the deployment catalog.
     Catalog(CatalogCommand),
+    /// `audit ...`: a question about the audit trail.
+    Audit(AuditQuery),
+}
+
+/// What `audit` asks.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum AuditQuery {
+    /// `audit head`: the public key and each chain's last record.
+    Head,
+    /// `audit since [CHAIN] SEQ [limit N]`: a chain's records after record SEQ.
+    Since {
+        /// The chain (`None`: `changes`).
+        chain: Option<String>,
+        /// The records after this one (0: from the first).
+        after: u64,
+        /// At most this many (`None`: the server's default).
+        limit: Option<u64>,
+    },
+    /// `audit verify [head HEAD]...`: every signature and link, and the heads given.
+    Verify {
+        /// Heads recorded elsewhere, `[CHAIN:]SEQ:HASH`.
+        heads: Vec<String>,
+    },
 }
 
 /// One token of a command as it is written.
@@ -701,6 +753,31 @@ impl Command {
             Command::ServiceRemove { service } => {
                 vec![Word(SERVICE), Service(service), Word("remove")]
             }
+            Command::Audit(q) => match q {
+                AuditQuery::Head => vec![Word(AUDIT), Word("head")],
+                AuditQuery::Since {
+                    chain,
+                    after,
+                    limit,
+                } => {
+                    let mut a = vec![Word(AUDIT), Word("since")];
+                    if let Some(c) = chain {
+                        a.push(Name(c));
+                    }
+                    a.push(Owned(after.to_string()));
+                    if let Some(n) = limit {
+                        a.extend([Word("limit"), Owned(n.to_string())]);
+                    }
+                    a
+                }
+                AuditQuery::Verify { heads } => {
+                    let mut a = vec![Word(AUDIT), Word("verify")];
+                    for h in heads {
+                        a.extend([Word("head"), Text(h)]);
+                    }
+                    a
+                }
+            },
             Command::Catalog(c) => match c {
                 CatalogCommand::TierAdd { tier, core } => {
                     let mut a = vec![Word(deployment::TIER), Word("add"), Text(tier)];
@@ -870,18 +947,20 @@ impl Command {
     /// `catalog export`, `catalog apply dry-run`, `bundle list`, `bundle identify`.
     /// (`bundle create` answers with a body too, and is a change: it records the bundle.)
     pub fn is_query(&self) -> bool {
-        matches!(self, Command::History { .. } | Command::Stale)
-            || matches!(
-                self,
-                Command::Catalog(
-                    CatalogCommand::Plan { .. }
-                        | CatalogCommand::Lint { .. }
-                        | CatalogCommand::Export { .. }
-                        | CatalogCommand::Apply { dry_run: true, .. }
-                        | CatalogCommand::BundleList { .. }
-                        | CatalogCommand::BundleIdentify { .. }
-                )
+        matches!(
+            self,
+            Command::History { .. } | Command::Stale | Command::Audit(_)
+        ) || matches!(
+            self,
+            Command::Catalog(
+                CatalogCommand::Plan { .. }
+                    | CatalogCommand::Lint { .. }
+                    | CatalogCommand::Export { .. }
+                    | CatalogCommand::Apply { dry_run: true, .. }
+                    | CatalogCommand::BundleList { .. }
+                    | CatalogCommand::BundleIdentify { .. }
             )
+        )
     }
 
     /// When the command runs, with respect to transactions.
