@@ -338,19 +338,23 @@ async fn head(
     }
     let mut text = format!(
         "public key  {}\n",
-        heads
-            .public_key
-            .as_deref()
-            .unwrap_or("(the audit has not started)")
+        printable(
+            heads
+                .public_key
+                .as_deref()
+                .unwrap_or("(the audit has not started)")
+        )
     );
     for (chain, h) in &heads.heads {
-        text.push_str(&format!("{chain:<11} {}:{}  ({})\n", h.seq, h.hash, h.time));
+        let line = format!("{chain:<11} {}:{}  ({})", h.seq, h.hash, h.time);
+        text.push_str(&printable(&line));
+        text.push('\n');
     }
     text.push_str(
         "keep a head elsewhere; `deploy audit verify --head SEQ:HASH` shows that no record up to it \
          was removed\n",
     );
-    write_text(out, &printable(&text))?;
+    write_text(out, &text)?;
     Ok(Outcome::Done)
 }
 
@@ -477,7 +481,7 @@ async fn verify_served(
         let why = v.bad.map_or_else(|| "no reason given".into(), |b| b.text);
         write_text(
             out,
-            &printable(&format!("the audit trail does not verify: {why}\n")),
+            &format!("the audit trail does not verify: {}\n", printable(&why)),
         )?;
         return Ok(Outcome::Findings);
     }
@@ -552,7 +556,10 @@ fn verify_file(
         Err(why) => {
             write_text(
                 out,
-                &printable(&format!("{}: does not verify: {why}\n", path.display())),
+                &format!(
+                    "{}\n",
+                    printable(&format!("{}: does not verify: {why}", path.display()))
+                ),
             )?;
             Ok(Outcome::Findings)
         }
