@@ -765,6 +765,14 @@ pub struct AuditReader {
 const READER_PAGE: usize = 512;
 
 impl AuditReader {
+    /// Starts again from each chain's first record (up to the same heads).
+    pub fn restart(&mut self) {
+        for c in &mut self.chains {
+            c.next = 1;
+            c.page.clear();
+        }
+    }
+
     /// The next records, as JSON lines (each ending in `\n`), about `bytes` of them (at
     /// least one record, unless the trail is done: then nothing).
     ///
