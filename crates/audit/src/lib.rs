@@ -49,7 +49,7 @@ mod verify;
 pub use key::{PUBLIC_KEY_LEN, PublicKey, SEED_LEN, SigningKey};
 pub use record::{
     CHANGES, Event, HASH_LEN, Hash, Head, MAX_FIELD_LEN, MAX_PARTS, OPENS, ParseError, Record,
-    SIGNATURE_LEN, Signature, ZERO_HASH, hex, parse_hex,
+    SIGNATURE_LEN, Signature, ZERO_HASH, hash_of, hex, parse_hex, stored,
 };
 pub use time::{format_ms, parse_time};
 pub use verify::{Bad, Expected, Summary, Verifier, verify};

@@ -256,19 +256,7 @@ impl Record {
 
     /// The stored form: `u8 1 | u32 len | signed bytes | u8 0 | ` or `u8 1 | signature`.
     pub fn to_stored(&self) -> Vec<u8> {
-        let body = self.signed_bytes();
-        let mut out = Vec::with_capacity(body.len() + 6 + SIGNATURE_LEN);
-        out.push(STORED_FORMAT);
-        out.extend_from_slice(&len_u32(body.len()).to_be_bytes());
-        out.extend_from_slice(&body);
-        match &self.sig {
-            Some(sig) => {
-                out.push(1);
-                out.extend_from_slice(sig);
-            }
-            None => out.push(0),
-        }
-        out
+        stored(&self.signed_bytes(), self.sig.as_ref())
     }
 
     /// Parses the stored form, and returns the record with its hash (computed from the
@@ -445,7 +433,25 @@ struct Json {
     sig: Option<String>,
 }
 
-fn hash_of(bytes: &[u8]) -> Hash {
+/// The stored form of a record whose [`Record::signed_bytes`] are `body` (made once, for
+/// its hash and its signature too), with its signature if it has one.
+pub fn stored(body: &[u8], sig: Option<&Signature>) -> Vec<u8> {
+    let mut out = Vec::with_capacity(body.len() + 6 + SIGNATURE_LEN);
+    out.push(STORED_FORMAT);
+    out.extend_from_slice(&len_u32(body.len()).to_be_bytes());
+    out.extend_from_slice(body);
+    match sig {
+        Some(sig) => {
+            out.push(1);
+            out.extend_from_slice(sig);
+        }
+        None => out.push(0),
+    }
+    out
+}
+
+/// SHA-256 of `bytes`: a record's hash, from its [`Record::signed_bytes`].
+pub fn hash_of(bytes: &[u8]) -> Hash {
     Sha256::digest(bytes).into()
 }
 

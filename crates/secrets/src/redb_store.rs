@@ -250,13 +250,23 @@ fn revision_in(txn: &WriteTransaction) -> Result<Revision> {
     Ok(Revision(rev))
 }
 
-/// Applies `ops` in `txn`.
+/// Applies `ops` in `txn`, opening each table once for a run of writes to it (a batch of
+/// audit records is thousands of rows of one table).
 fn write_ops(txn: &WriteTransaction, ops: &[Op]) -> Result<()> {
+    let mut open: Option<(Table, redb::Table<'_, &'static str, &'static [u8]>)> = None;
     for op in ops {
         let row = op.row();
-        let mut t = txn
-            .open_table(rows_table(row.table))
-            .map_err(Error::store("open table"))?;
+        let t = match &mut open {
+            Some((table, t)) if *table == row.table => t,
+            _ => {
+                // The table open before is closed first: redb allows one open at a time.
+                open = None;
+                let t = txn
+                    .open_table(rows_table(row.table))
+                    .map_err(Error::store("open table"))?;
+                &mut open.insert((row.table, t)).1
+            }
+        };
         // On error the transaction is dropped uncommitted: redb aborts it.
         match op {
             Op::Put(_, value) => t.insert(row.key.as_str(), value.as_slice()).map(drop),

@@ -201,8 +201,9 @@ pub(crate) enum Mutation {
     /// linked, signed) by the commit, against the chain's head at that moment
     /// (`Vault::commit_batch`).
     Audit(String, Box<audit::Event>),
-    /// An audit record, ready to store (what the commit made of an [`Mutation::Audit`]).
-    PutAudit(Box<audit::Record>),
+    /// An audit record, ready to store (what the commit made of an [`Mutation::Audit`]):
+    /// its chain, its number and its stored form.
+    PutAudit(String, u64, Vec<u8>),
     /// The audit chains' heads once the batch is applied (the commit puts one after the
     /// records it made; the store record keeps them).
     SetAuditHeads(BTreeMap<String, audit::Head>),
@@ -221,7 +222,7 @@ impl Mutation {
         matches!(
             self,
             Mutation::Audit(..)
-                | Mutation::PutAudit(_)
+                | Mutation::PutAudit(..)
                 | Mutation::SetAuditHeads(_)
                 | Mutation::PutOpened(..)
                 | Mutation::DeleteOpened(..)
@@ -336,8 +337,8 @@ pub(crate) fn encode(batch: &[Mutation], state: &State) -> Result<Vec<Op>> {
             }
             // Authenticated by their signatures and links, not by the digest: a key
             // rotation never touches them.
-            Mutation::PutAudit(rec) => {
-                ops.push(Op::Put(audit_row(&rec.chain, rec.seq), rec.to_stored()));
+            Mutation::PutAudit(chain, seq, bytes) => {
+                ops.push(Op::Put(audit_row(chain, *seq), bytes.clone()));
                 continue;
             }
             Mutation::PutOpened(secret, service, version) => {

@@ -427,7 +427,7 @@ impl State {
                     }
                 }
                 // Records are kept in the store only; memory keeps their heads.
-                Mutation::Audit(..) | Mutation::PutAudit(_) => {}
+                Mutation::Audit(..) | Mutation::PutAudit(..) => {}
             }
         }
     }

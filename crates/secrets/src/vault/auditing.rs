@@ -404,36 +404,43 @@ impl Vault {
         let mut heads = state.meta.audit_heads.clone();
         drop(state);
         let now = self.clock_ms();
-        // Where each chain's last record of the batch is.
-        let mut last: HashMap<String, usize> = HashMap::new();
+        // Where each chain's last record of the batch is, with its signed bytes.
+        let mut last: HashMap<String, (usize, Vec<u8>)> = HashMap::new();
         for (i, m) in batch.iter_mut().enumerate() {
             let Mutation::Audit(chain, event) = m else {
                 continue;
             };
             let event = std::mem::take(&mut **event);
-            let mut record = event.chained(chain, heads.get(chain.as_str()), now);
+            let record = event.chained(chain, heads.get(chain.as_str()), now);
             let bytes = record.signed_bytes();
-            let hash: Hash = <sha2::Sha256 as sha2::Digest>::digest(&bytes).into();
-            if chain == CHANGES {
-                record.sig = Some(keys.sign(&bytes));
+            let hash = audit::hash_of(&bytes);
+            let signed = (chain == CHANGES).then(|| keys.sign(&bytes));
+            let head = Head {
+                seq: record.seq,
+                hash,
+                time_ms: record.time_ms,
+            };
+            match heads.get_mut(chain.as_str()) {
+                Some(h) => *h = head,
+                None => {
+                    heads.insert(chain.clone(), head);
+                }
             }
-            heads.insert(
-                chain.clone(),
-                Head {
-                    seq: record.seq,
-                    hash,
-                    time_ms: record.time_ms,
-                },
-            );
-            last.insert(chain.clone(), i);
-            *m = Mutation::PutAudit(Box::new(record));
+            let stored = audit::stored(&bytes, signed.as_ref());
+            if chain != CHANGES {
+                match last.get_mut(chain.as_str()) {
+                    Some(at) => *at = (i, bytes),
+                    None => {
+                        last.insert(chain.clone(), (i, bytes));
+                    }
+                }
+            }
+            *m = Mutation::PutAudit(std::mem::take(chain), record.seq, stored);
         }
-        for (chain, i) in last {
-            if chain == CHANGES {
-                continue;
-            }
-            if let Mutation::PutAudit(record) = &mut batch[i] {
-                record.sig = Some(keys.sign(&record.signed_bytes()));
+        // The last record of each other chain is signed: it vouches for the batch.
+        for (i, bytes) in last.into_values() {
+            if let Mutation::PutAudit(_, _, stored) = &mut batch[i] {
+                *stored = audit::stored(&bytes, Some(&keys.sign(&bytes)));
             }
         }
         batch.push(Mutation::SetAuditHeads(heads));

@@ -875,7 +875,7 @@ impl<'s> Overlay<'s> {
             | Mutation::PutKeyCheck(..)
             | Mutation::DeleteKeyCheck(_)
             | Mutation::Audit(..)
-            | Mutation::PutAudit(_)
+            | Mutation::PutAudit(..)
             | Mutation::SetAuditHeads(_)
             | Mutation::SetAuditKey(_)
             | Mutation::PutOpened(..)
