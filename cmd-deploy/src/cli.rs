@@ -45,6 +45,11 @@ pub struct Cli {
     #[arg(long, global = true, value_name = "ADDR")]
     pub addr: Option<String>,
 
+    /// Why: recorded in the audit trail with every change this command makes (a ticket,
+    /// an incident; at most 1 KiB of text)
+    #[arg(long, global = true, value_name = "R")]
+    pub reason: Option<String>,
+
     /// How long to wait when the server sends nothing at all (e.g. 500ms, 10s, 2m)
     #[arg(
         long,
@@ -135,6 +140,9 @@ Examples:
         #[arg(long)]
         foreground: bool,
     },
+    /// Read, follow and verify the audit trail: every change, and every open of a secret.
+    #[command(subcommand)]
+    Audit(AuditCommand),
     /// Show the server's status: the active key, counts, a rotation in progress, whether
     /// deploys are frozen (since when, by whom, why) and which services are suspended.
     #[command(after_help = "\
@@ -219,6 +227,7 @@ impl Command {
             Command::Mount { .. }
                 | Command::Service(ServiceCommand::Run { .. })
                 | Command::Secret(SecretCommand::Rotate(RotateArgs { test: Some(_), .. }))
+                | Command::Audit(AuditCommand::Follow { .. })
         )
     }
 }
@@ -416,26 +425,31 @@ Examples:
     Rollback {
         /// The secret's name.
         name: String,
-        /// Why (recorded with the change).
-        #[arg(long, value_name = "R")]
-        reason: Option<String>,
     },
     /// Destroy a secret's previous version: its overlap ends, and no rollback can bring
     /// it back.
     Retire {
         /// The secret's name.
         name: String,
-        /// Why (recorded with the change).
-        #[arg(long, value_name = "R")]
-        reason: Option<String>,
     },
     /// Destroy a secret's pending version (a rotation that will not be promoted).
     Discard {
         /// The secret's name.
         name: String,
-        /// Why (recorded with the change).
-        #[arg(long, value_name = "R")]
-        reason: Option<String>,
+    },
+    /// Everyone a rotation or revoke of a secret must reach: the services granted it (and
+    /// whether each has opened the current version), the deployments a value of it was
+    /// generated for, the tiers it is delegated to.
+    #[command(after_help = "\
+Examples:
+  deploy secret holders db_password
+  deploy secret holders db_password --json")]
+    Holders {
+        /// The secret's name.
+        name: String,
+        /// Print JSON instead of tables.
+        #[arg(long)]
+        json: bool,
     },
     /// A secret's versions: current, previous, pending and destroyed, with when each was
     /// made, by whom and why; never a value.
@@ -642,6 +656,92 @@ Examples:
     },
 }
 
+/// `deploy audit …`
+#[derive(Debug, Subcommand)]
+pub enum AuditCommand {
+    /// List the audit trail's records, oldest first, every chain merged by time.
+    ///
+    /// Records of the changes (chain `changes`: set, grant, revoke, promote, rotate-key,
+    /// ...) and of the opens of secrets by services' views (chain `opens`), each with who
+    /// (principal and uid), the action, its target, the version, the reason and the
+    /// result; never a value. A table, or with --json the records as the server exports
+    /// them (one JSON object a line, which `deploy audit verify --log` checks).
+    #[command(after_help = "\
+Examples:
+  deploy audit list --since 1h
+  deploy audit list --secret db_password --since 2025-06-01T00:00:00Z
+  deploy audit list --service web --action open
+  deploy audit list --json > audit.jsonl")]
+    List {
+        /// Only records at or after T: RFC 3339, or a time ago (90s, 15m, 1h, 7d).
+        #[arg(long, value_name = "T")]
+        since: Option<String>,
+        /// Only records at or before T.
+        #[arg(long, value_name = "T")]
+        until: Option<String>,
+        /// Only records of this secret.
+        #[arg(long, value_name = "NAME")]
+        secret: Option<String>,
+        /// Only records of this service (its changes, and opens through its view).
+        #[arg(long, value_name = "SERVICE")]
+        service: Option<String>,
+        /// Only records of this action (set, grant, open, ...).
+        #[arg(long, value_name = "A")]
+        action: Option<String>,
+        /// Only records of this chain (changes, opens).
+        #[arg(long, value_name = "CHAIN")]
+        chain: Option<String>,
+        /// Print the records as JSON lines instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Print records as they are made, until stopped (SIGINT, SIGTERM or SIGHUP: exit 0).
+    ///
+    /// For shipping to a log system: with --json, one JSON object a line, flushed as each
+    /// batch arrives.
+    #[command(after_help = "\
+Examples:
+  deploy audit follow
+  deploy audit follow --json | logger -t srv-secrets-audit")]
+    Follow {
+        /// Print JSON lines instead of table rows.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Check every record's signature and link, and that the log reaches each --head.
+    ///
+    /// Names the first bad record: one changed, removed, inserted or reordered, or (against
+    /// a head recorded elsewhere) a tail cut off. Exit 0 if the log verifies, 1 if not.
+    /// With --log, checks an exported log (JSON lines) with --public-key alone, needing no
+    /// server.
+    #[command(after_help = "\
+Examples:
+  deploy audit verify
+  deploy audit verify --head 1234:9f2c...e1
+  deploy audit verify --log audit.jsonl --public-key 3b6a...0c --head opens:88:51d0...aa")]
+    Verify {
+        /// A head the log must reach: [CHAIN:]SEQ:HASH from `deploy audit head` (the chain
+        /// defaults to changes); repeatable.
+        #[arg(long, value_name = "SEQ:HASH")]
+        head: Vec<String>,
+        /// Verify this exported log instead of the server's.
+        #[arg(long, value_name = "FILE")]
+        log: Option<PathBuf>,
+        /// The audit's public key (64 hex digits, from `deploy audit head`), with --log.
+        #[arg(long, value_name = "HEX")]
+        public_key: Option<String>,
+    },
+    /// Print the audit's public key and each chain's last record (SEQ:HASH).
+    ///
+    /// Keep a head somewhere the server cannot write: `deploy audit verify --head` then
+    /// shows that no record up to it was removed since.
+    Head {
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
 /// `deploy secret rotate NAME ...`
 #[derive(Debug, Args)]
 pub struct RotateArgs {
@@ -670,9 +770,6 @@ pub struct RotateArgs {
     /// Destroy the old value at promotion, and cut off every reader of it (an incident).
     #[arg(long)]
     pub revoke_previous: bool,
-    /// Why (recorded with the new version).
-    #[arg(long, value_name = "R")]
-    pub reason: Option<String>,
     /// Stage an empty value.
     #[arg(long)]
     pub allow_empty: bool,

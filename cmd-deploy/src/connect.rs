@@ -64,6 +64,8 @@ pub struct Server {
     pub addr: Addr,
     /// `--timeout`.
     pub timeout: Duration,
+    /// `--reason`: sent before every change (and every transaction) written to ctl.
+    pub reason: Option<String>,
 }
 
 /// What address resolution reads from the process's environment, gathered once so that
@@ -317,6 +319,8 @@ pub struct Session {
     addr: Addr,
     root: Fid,
     link: Link,
+    /// `--reason`, for the ctl fids it opens.
+    reason: Option<String>,
 }
 
 impl Session {
@@ -337,6 +341,7 @@ impl Session {
             addr: server.addr.clone(),
             root,
             link,
+            reason: server.reason.clone(),
         })
     }
 
@@ -362,6 +367,7 @@ impl Session {
                 addr: server.addr.clone(),
                 root,
                 link,
+                reason: server.reason.clone(),
             }),
             Err(e) if is_permission_denied(&e) => {
                 let root = match link.answer(client.attach(&env.user, ADMIN_ANAME)).await {
@@ -372,6 +378,7 @@ impl Session {
                     addr: server.addr.clone(),
                     root,
                     link,
+                    reason: None,
                 };
                 let path = ["secrets", "services", service];
                 match admin.read(&path, files::MAX_SERVICE_FILE).await {
@@ -395,6 +402,7 @@ impl Session {
                             addr: server.addr.clone(),
                             root,
                             link,
+                            reason: None,
                         };
                         crate::commands::read_status(&admin)
                             .await
@@ -502,6 +510,10 @@ impl Session {
             offset: 0,
             link: self.link.clone(),
             results: ReplyReader::new(),
+            reason: self
+                .reason
+                .clone()
+                .map(|text| ctl::Command::Reason { text }),
         })
     }
 }
@@ -623,6 +635,9 @@ pub struct Ctl {
     offset: u64,
     link: Link,
     results: ReplyReader,
+    /// `reason TEXT`, written before each change and each transaction (the server keeps
+    /// a reason for the next change only).
+    reason: Option<ctl::Command>,
 }
 
 /// The most result bytes deploy takes from ctl for one request: the server keeps at most
@@ -636,8 +651,16 @@ impl Ctl {
     /// # Errors
     /// [`CliError::Ctl`] with the server's text.
     pub async fn send(&mut self, command: &ctl::Command) -> Result<Answer, CliError> {
-        self.write(&command.encode()).await?;
-        let mut answers = self.answers(1).await?;
+        let reason = self.reason.as_ref().filter(|_| command.is_change());
+        let mut text = Zeroizing::new(Vec::with_capacity(command.weight() + 1100));
+        if let Some(reason) = reason {
+            text.extend_from_slice(&reason.encode());
+        }
+        text.extend_from_slice(&command.encode());
+        let want = 1 + usize::from(reason.is_some());
+        self.write(&text).await?;
+        drop(text);
+        let mut answers = self.answers(want).await?;
         answers
             .pop()
             .ok_or_else(|| CliError::Unexpected("secrets/ctl gave no result for a command".into()))
@@ -657,7 +680,12 @@ impl Ctl {
         let size: usize = commands.iter().map(|c| c.weight()).sum::<usize>() + 32;
         // One buffer for all of it, sized up front so that it never reallocates (values
         // pass through it).
-        let mut text = Zeroizing::new(Vec::with_capacity(2 * size));
+        let mut text = Zeroizing::new(Vec::with_capacity(2 * size + 1100));
+        // The reason before `begin` is the transaction's.
+        let reason = self.reason.is_some();
+        if let Some(reason) = &self.reason {
+            text.extend_from_slice(&reason.encode());
+        }
         text.extend_from_slice(&ctl::Command::Begin.encode());
         for c in commands {
             text.extend_from_slice(&c.encode());
@@ -665,8 +693,13 @@ impl Ctl {
         text.extend_from_slice(&ctl::Command::Commit.encode());
         self.write(&text).await?;
         drop(text);
-        // begin, each command, then commit.
-        let mut answers = self.answers(commands.len() + 2).await?;
+        // The reason's, begin, each command, then commit.
+        let mut answers = self
+            .answers(commands.len() + 2 + usize::from(reason))
+            .await?;
+        if reason && !answers.is_empty() {
+            answers.remove(0);
+        }
         if answers.len() != commands.len() + 2 {
             return Err(CliError::Unexpected(format!(
                 "secrets/ctl gave {} results for a transaction of {} commands",

@@ -141,6 +141,15 @@ impl SecretsServer {
         s
     }
 
+    /// `srv-secrets init --data DATA` on a data directory of the caller's choosing (on a
+    /// file system it made, say), with the socket and the log in a fresh directory; not
+    /// started yet.
+    pub fn init_at(data: PathBuf) -> SecretsServer {
+        let root = shared_tempdir();
+        let socket = root.path().join("run/9p.sock");
+        SecretsServer::init_in(root, data, None, socket)
+    }
+
     /// `srv-secrets init --data DATA [--key KEY]`, asserting success.
     fn init_in(
         root: tempfile::TempDir,

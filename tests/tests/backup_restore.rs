@@ -100,8 +100,12 @@ fn key_hex(key_file: &Path) -> Vec<String> {
     std::fs::read_to_string(key_file)
         .unwrap()
         .lines()
-        .filter_map(|l| l.strip_prefix("key "))
-        .filter_map(|l| l.split_once(' ').map(|(_, hex)| hex.to_string()))
+        .filter_map(|l| {
+            // The cluster keys, and the audit's signing key beside them.
+            l.strip_prefix("key ")
+                .and_then(|l| l.split_once(' ').map(|(_, hex)| hex.to_string()))
+                .or_else(|| l.strip_prefix("audit ").map(str::to_string))
+        })
         .collect()
 }
 

@@ -13,11 +13,13 @@ use crate::error::CliError;
 use crate::files;
 use crate::output::{self, printable, write_json, write_text};
 
+pub mod audit;
 pub mod backup;
 pub mod breakglass;
 pub mod bundle;
 pub mod catalog;
 pub mod delegate;
+pub mod holders;
 pub mod import;
 pub mod mount;
 pub mod owner;
@@ -43,11 +45,15 @@ pub enum Outcome {
 /// # Errors
 /// Whatever the command met, as a [`CliError`] with a hint.
 pub async fn run(cli: Cli, env: &Env, out: &mut dyn Write) -> Result<Outcome, CliError> {
+    if let Some(text) = &cli.reason {
+        validate(&ctl::Command::Reason { text: text.clone() })?;
+    }
     // The commands that need no server come first: a bad address must not stop them.
     let server = || -> Result<Server, CliError> {
         Ok(Server {
             addr: connect::resolve(cli.addr.as_deref(), env)?,
             timeout: cli.timeout,
+            reason: cli.reason.clone(),
         })
     };
     match cli.command {
@@ -70,6 +76,7 @@ pub async fn run(cli: Cli, env: &Env, out: &mut dyn Write) -> Result<Outcome, Cl
         Command::Catalog(cmd) => catalog::catalog_command(cmd, &server()?, env, out).await,
         Command::Bundle(cmd) => bundle::run(cmd, &server()?, env, out).await,
         Command::Backup { file, force } => backup::run(&file, force, &server()?, env, out).await,
+        Command::Audit(cmd) => audit::run(cmd, server, env, out).await,
         Command::Status(flag) => {
             let session = Session::admin(&server()?, env).await?;
             status(&session, flag.json, out).await

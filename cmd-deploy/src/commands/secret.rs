@@ -174,19 +174,25 @@ pub async fn run(
                 overlap: a.overlap,
                 test: a.test,
                 revoke_previous: a.revoke_previous,
-                reason: a.reason,
+                reason: server.reason.clone(),
                 allow_empty: a.allow_empty,
             };
             super::versions::rotate(r, &a.argv_value, server, env, out).await
         }
-        SecretCommand::Rollback { name, reason } => {
+        SecretCommand::Rollback { name } => {
+            let reason = server.reason.clone();
             super::versions::step(Command::Rollback { name }, reason, server, env, out).await
         }
-        SecretCommand::Retire { name, reason } => {
+        SecretCommand::Retire { name } => {
+            let reason = server.reason.clone();
             super::versions::step(Command::Retire { name }, reason, server, env, out).await
         }
-        SecretCommand::Discard { name, reason } => {
+        SecretCommand::Discard { name } => {
+            let reason = server.reason.clone();
             super::versions::step(Command::Discard { name }, reason, server, env, out).await
+        }
+        SecretCommand::Holders { name, json } => {
+            super::holders::holders(name, json, server, env, out).await
         }
         SecretCommand::History { name, json } => {
             super::versions::history(name, json, server, env, out).await

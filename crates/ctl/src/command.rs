@@ -13,6 +13,7 @@ use crate::parse::{self, Tokens};
 use crate::{MAX_CATALOG_LEN, MAX_VALUE_LEN, Value, is_reserved_service, is_valid_name};
 
 pub(crate) const ABORT: &str = "abort";
+pub(crate) const AUDIT: &str = "audit";
 pub(crate) const BEGIN: &str = "begin";
 pub(crate) const COMMIT: &str = "commit";
 pub(crate) const DELETE: &str = "delete";
@@ -21,6 +22,7 @@ pub(crate) const FREEZE: &str = "freeze";
 pub(crate) const GRANT: &str = "grant";
 pub(crate) const HELP: &str = "help";
 pub(crate) const HISTORY: &str = "history";
+pub(crate) const HOLDERS: &str = "holders";
 pub(crate) const MATRIX: &str = "matrix";
 pub(crate) const PROMOTE: &str = "promote";
 pub(crate) const REASON: &str = "reason";
@@ -50,6 +52,11 @@ pub(crate) const GENERATE_WORD: &str = "generate";
 /// longer forms of [`VERBS`].
 pub(crate) mod usage {
     pub(crate) const ABORT: &str = "abort";
+    pub(crate) const AUDIT: &str =
+        "audit (head | since [CHAIN] SEQ [limit N] | verify [head HEAD]...)";
+    pub(crate) const AUDIT_HEAD: &str = "audit head";
+    pub(crate) const AUDIT_SINCE: &str = "audit since [CHAIN] SEQ [limit N]";
+    pub(crate) const AUDIT_VERIFY: &str = "audit verify [head [CHAIN:]SEQ:HASH]...";
     pub(crate) const BEGIN: &str = "begin";
     pub(crate) const COMMIT: &str = "commit";
     pub(crate) const HELP: &str = "help";
@@ -58,6 +65,7 @@ pub(crate) mod usage {
     pub(crate) const FREEZE: &str = "freeze";
     pub(crate) const GRANT: &str = "grant SERVICE NAME [expires DURATION]";
     pub(crate) const HISTORY: &str = "history NAME";
+    pub(crate) const HOLDERS: &str = "holders NAME";
     pub(crate) const MATRIX: &str = "matrix";
     pub(crate) const PROMOTE: &str = "promote NAME [overlap DURATION | revoke-previous]";
     pub(crate) const REASON: &str = "reason TEXT";
@@ -106,8 +114,12 @@ pub(crate) mod usage {
 
     /// Every usage, for the tests that check each error's length.
     #[cfg(test)]
-    pub(crate) const ALL: [&str; 53] = [
+    pub(crate) const ALL: [&str; 58] = [
         ABORT,
+        AUDIT,
+        AUDIT_HEAD,
+        AUDIT_SINCE,
+        AUDIT_VERIFY,
         BEGIN,
         COMMIT,
         HELP,
@@ -116,6 +128,7 @@ pub(crate) mod usage {
         FREEZE,
         GRANT,
         HISTORY,
+        HOLDERS,
         MATRIX,
         PROMOTE,
         REASON,
@@ -195,6 +208,25 @@ pub(crate) const VERBS: &[Verb] = &[
         forms: &[(usage::ABORT, "discard the open transaction")],
         parse: |t| parse::no_args(t, Command::Abort, usage::ABORT),
         runs: Runs::Now,
+    },
+    Verb {
+        word: AUDIT,
+        forms: &[
+            (
+                usage::AUDIT_HEAD,
+                "the audit's public key and each chain's last record (SEQ:HASH)",
+            ),
+            (
+                usage::AUDIT_SINCE,
+                "CHAIN's records after SEQ (changes; or opens), as JSON lines",
+            ),
+            (
+                usage::AUDIT_VERIFY,
+                "check every signature and link, and that the log reaches each HEAD",
+            ),
+        ],
+        parse: parse::audit,
+        runs: Runs::Alone,
     },
     Verb {
         word: BEGIN,
@@ -300,6 +332,15 @@ pub(crate) const VERBS: &[Verb] = &[
             "NAME's versions: state, when, by whom, why (never a value), as JSON",
         )],
         parse: |t| parse::name_only(t, usage::HISTORY, |name| Command::History { name }),
+        runs: Runs::Alone,
+    },
+    Verb {
+        word: HOLDERS,
+        forms: &[(
+            usage::HOLDERS,
+            "who holds NAME: grants (opened since rotated?), deployments, tiers, as JSON",
+        )],
+        parse: |t| parse::name_only(t, usage::HOLDERS, |name| Command::Holders { name }),
         runs: Runs::Alone,
     },
     Verb {
@@ -613,6 +654,11 @@ pub enum Command {
         /// The secret's name.
         name: String,
     },
+    /// `holders NAME`: everyone a rotation or revoke of the secret must reach, as JSON.
+    Holders {
+        /// The secret's name.
+        name: String,
+    },
     /// `stale`: the secrets older than their rotation period, as JSON.
     Stale,
     /// `reason TEXT`: why the next change (or transaction) on this fid is made.
@@ -682,6 +728,29 @@ pub enum Command {
     Matrix,
     /// A command of the deployment catalog.
     Catalog(CatalogCommand),
+    /// `audit ...`: a question about the audit trail.
+    Audit(AuditQuery),
+}
+
+/// What `audit` asks.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum AuditQuery {
+    /// `audit head`: the public key and each chain's last record.
+    Head,
+    /// `audit since [CHAIN] SEQ [limit N]`: a chain's records after record SEQ.
+    Since {
+        /// The chain (`None`: `changes`).
+        chain: Option<String>,
+        /// The records after this one (0: from the first).
+        after: u64,
+        /// At most this many (`None`: the server's default).
+        limit: Option<u64>,
+    },
+    /// `audit verify [head HEAD]...`: every signature and link, and the heads given.
+    Verify {
+        /// Heads recorded elsewhere, `[CHAIN:]SEQ:HASH`.
+        heads: Vec<String>,
+    },
 }
 
 /// One token of a command as it is written.
@@ -763,6 +832,7 @@ impl Command {
             Command::Rollback { name } => vec![Word(ROLLBACK), Name(name)],
             Command::Retire { name } => vec![Word(RETIRE), Name(name)],
             Command::History { name } => vec![Word(HISTORY), Name(name)],
+            Command::Holders { name } => vec![Word(HOLDERS), Name(name)],
             Command::Stale => vec![Word(STALE)],
             Command::Reason { text } => vec![Word(REASON), Text(text)],
             Command::Revoke { service, name } => vec![Word(REVOKE), Service(service), Name(name)],
@@ -793,6 +863,31 @@ impl Command {
             Command::Unfreeze => vec![Word(UNFREEZE)],
             Command::RevokeAll { name } => vec![Word(REVOKE_ALL), Name(name)],
             Command::Matrix => vec![Word(MATRIX)],
+            Command::Audit(q) => match q {
+                AuditQuery::Head => vec![Word(AUDIT), Word("head")],
+                AuditQuery::Since {
+                    chain,
+                    after,
+                    limit,
+                } => {
+                    let mut a = vec![Word(AUDIT), Word("since")];
+                    if let Some(c) = chain {
+                        a.push(Name(c));
+                    }
+                    a.push(Owned(after.to_string()));
+                    if let Some(n) = limit {
+                        a.extend([Word("limit"), Owned(n.to_string())]);
+                    }
+                    a
+                }
+                AuditQuery::Verify { heads } => {
+                    let mut a = vec![Word(AUDIT), Word("verify")];
+                    for h in heads {
+                        a.extend([Word("head"), Text(h)]);
+                    }
+                    a
+                }
+            },
             Command::Catalog(c) => match c {
                 CatalogCommand::TierAdd { tier, core } => {
                     let mut a = vec![Word(deployment::TIER), Word("add"), Text(tier)];
@@ -965,7 +1060,11 @@ impl Command {
     pub fn is_query(&self) -> bool {
         matches!(
             self,
-            Command::History { .. } | Command::Stale | Command::Matrix
+            Command::History { .. }
+                | Command::Holders { .. }
+                | Command::Stale
+                | Command::Matrix
+                | Command::Audit(_)
         ) || matches!(
             self,
             Command::Catalog(
@@ -1262,6 +1361,9 @@ mod tests {
             b"revoke-all db\n"
         );
         assert_eq!(enc(&Command::Matrix), b"matrix\n");
+        let holders = Command::Holders { name: "db".into() };
+        assert_eq!(enc(&holders), b"holders db\n");
+        assert!(holders.is_query() && !holders.is_change());
         assert!(Command::Matrix.is_query() && !Command::Matrix.is_change());
         for change in [
             Command::Freeze,

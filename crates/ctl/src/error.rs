@@ -19,6 +19,12 @@ pub enum ErrorKind {
     /// A prompt's `min` or `max` that is not a whole number.
     #[error("min and max are whole numbers: digits, with - before a negative one")]
     BadNumber,
+    /// An audit record's number or a limit that is not a whole number.
+    #[error("a record number and a limit are whole numbers: digits only")]
+    BadSequence,
+    /// An audit head that is not `[CHAIN:]SEQ:HASH`.
+    #[error("a head is [CHAIN:]SEQ:HASH, as deploy audit head prints it")]
+    BadHead,
     /// A `reason` that is not text, too long, or holds a control character.
     #[error("a reason is UTF-8 text of at most 1024 bytes, without control characters")]
     BadReason,

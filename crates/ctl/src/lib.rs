@@ -91,7 +91,7 @@ mod stream;
 mod value;
 
 pub use buffer::{CtlBuffer, Parsed};
-pub use command::{Command, NO_UID, help_text};
+pub use command::{AuditQuery, Command, NO_UID, help_text};
 pub use deployment::{CatalogCommand, CatalogFormat, MetaFields, PromptArgs, StrategyArg};
 pub use error::{CtlError, ErrorKind, NameKind, command_error};
 /// The namespace's rules, which the grammar's NAME, SERVICE and VALUE follow: defined

@@ -96,10 +96,13 @@ mod record;
 mod redb_store;
 mod rows;
 mod state;
+mod trail;
 mod types;
 mod vault;
 
 pub use actor::{Actor, MAX_REASON_LEN, Principal};
+/// The audit trail's records, chains and verification (the `audit` crate).
+pub use audit;
 pub use backend::{Backend, Revision};
 pub use backup::{Backup, backup_unserved};
 pub use crypto::SecretBytes;
@@ -116,5 +119,7 @@ pub use types::{
     RotationReport, SecretInfo, ServiceInfo, StaleSecret, Status, VersionInfo,
 };
 pub use vault::{
-    Applied, Change, ChangeError, Health, IssuedInfo, KEY_FILE, LOCK_FILE, STORE_FILE, Vault,
+    Applied, AuditHeads, AuditReader, Change, ChangeError, DelegatedTier, FLUSH_AFTER, FLUSH_BATCH,
+    Health, Holders, IssuedInfo, KEY_FILE, LOCK_FILE, MAX_READ, OPEN_QUEUE_BOUND,
+    OPENS_NOT_RECORDED, OpenFlusher, STORE_FILE, ServiceHolder, Vault,
 };

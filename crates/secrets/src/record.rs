@@ -47,6 +47,7 @@
 //! freeze) comes with a new store format, so that older builds refuse the store instead of
 //! serving it without the field (format 6 came with a suspension and a freeze).
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
@@ -1205,6 +1206,45 @@ pub(crate) struct StoreRecord {
     /// Deploys are frozen (store format 6): since when, by whom and why.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub(crate) frozen: Option<Marked>,
+    /// The public key of the audit trail's signing key (store format 6; absent until the
+    /// audit starts).
+    #[serde(default, skip_serializing_if = "Option::is_none", with = "serde_bytes")]
+    pub(crate) audit_key: Option<Vec<u8>>,
+    /// Each audit chain's last record, by chain: what the trail's rows must end with.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub(crate) audit_heads: BTreeMap<String, AuditHead>,
+}
+
+/// An audit chain's last record, as the store record keeps it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) struct AuditHead {
+    /// Its sequence number.
+    pub(crate) seq: u64,
+    /// Its hash.
+    #[serde(with = "serde_bytes")]
+    pub(crate) hash: [u8; audit::HASH_LEN],
+    /// Its time, unix milliseconds.
+    pub(crate) time_ms: u64,
+}
+
+impl From<audit::Head> for AuditHead {
+    fn from(h: audit::Head) -> AuditHead {
+        AuditHead {
+            seq: h.seq,
+            hash: h.hash,
+            time_ms: h.time_ms,
+        }
+    }
+}
+
+impl From<AuditHead> for audit::Head {
+    fn from(h: AuditHead) -> audit::Head {
+        audit::Head {
+            seq: h.seq,
+            hash: h.hash,
+            time_ms: h.time_ms,
+        }
+    }
 }
 
 impl StoreRecord {
@@ -1546,6 +1586,16 @@ mod tests {
                 uid: Some(0),
                 reason: Some("INC-42: a token leaked".into()),
             }),
+            audit_key: Some(vec![3; 32]),
+            audit_heads: [(
+                "changes".to_owned(),
+                AuditHead {
+                    seq: 9,
+                    hash: [1; 32],
+                    time_ms: 77,
+                },
+            )]
+            .into(),
         };
         let bytes = store.encode(&key);
         assert_eq!(StoreRecord::decode(&bytes, &keys).unwrap(), store);
@@ -1650,6 +1700,8 @@ mod tests {
             digest: [0; MAC_LEN],
             fingerprint_key: Some(vec![9; 64]),
             frozen: None,
+            audit_key: None,
+            audit_heads: BTreeMap::new(),
         };
         let bytes = store.encode(&key);
         let value: ciborium::Value = ciborium::from_reader(&bytes[ENVELOPE_LEN..]).unwrap();

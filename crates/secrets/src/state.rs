@@ -29,6 +29,7 @@ use crate::record::{
     ServiceRecord,
 };
 use crate::rows::{Digest, Meta, Mutation, Stored};
+use crate::trail::AuditKeys;
 use crate::types::RotationProgress;
 
 /// Everything the vault knows.
@@ -64,6 +65,11 @@ pub(crate) struct State {
     pub(crate) digest: Digest,
     /// Progress of the rotation in flight, for `status`.
     pub(crate) rotation: Option<RotationProgress>,
+    /// The audit trail's keys (signing, and the tag of `opened` rows); `None` only for
+    /// the state of a store being migrated or before the audit starts.
+    pub(crate) audit: Option<Arc<AuditKeys>>,
+    /// secret -> service -> the highest version it opened (as the flushed opens say).
+    pub(crate) opened: HashMap<String, BTreeMap<String, u64>>,
     /// service -> when its record and its grants last changed.
     pub(crate) changed: HashMap<String, Changed>,
     /// When anything `status` shows last changed: the last commit or rotation progress.
@@ -160,7 +166,12 @@ impl State {
     /// Builds the state from a freshly loaded store, checking the invariants the vault
     /// keeps, so that a damaged store is refused rather than served wrongly (a grant left
     /// behind by a deleted secret must not grant a later secret of the same name).
-    pub(crate) fn from_stored(stored: Stored, keys: Keyring, revision: Revision) -> Result<State> {
+    pub(crate) fn from_stored(
+        stored: Stored,
+        keys: Keyring,
+        audit: Option<Arc<AuditKeys>>,
+        revision: Revision,
+    ) -> Result<State> {
         let corrupt = |what| Error::Corrupt { what };
         let meta = stored.meta;
         let (auths, digest) = (stored.auths, stored.digest);
@@ -228,6 +239,10 @@ impl State {
             grants: newest,
         };
         let changed = services.keys().map(|s| (s.clone(), at_load)).collect();
+        let mut opened: HashMap<String, BTreeMap<String, u64>> = HashMap::new();
+        for (secret, service, version) in stored.opened {
+            opened.entry(secret).or_default().insert(service, version);
+        }
         Ok(State {
             meta,
             keys,
@@ -242,6 +257,8 @@ impl State {
             auths,
             digest,
             rotation: None,
+            audit,
+            opened,
             changed,
             status_changed: newest,
         })
@@ -263,6 +280,8 @@ impl State {
             auths: HashMap::new(),
             digest: Digest::default(),
             rotation: None,
+            audit: None,
+            opened: HashMap::new(),
             changed: HashMap::new(),
             status_changed: 0,
         }
@@ -392,6 +411,24 @@ impl State {
                     self.meta.last_change = t;
                     self.status_changed = self.status_changed.max(t);
                 }
+                Mutation::SetAuditHeads(heads) => self.meta.audit_heads = heads,
+                Mutation::SetAuditKey(key) => self.meta.audit_key = Some(key),
+                Mutation::PutOpened(secret, service, version) => {
+                    self.opened
+                        .entry(secret)
+                        .or_default()
+                        .insert(service, version);
+                }
+                Mutation::DeleteOpened(secret, service) => {
+                    if let Some(by) = self.opened.get_mut(&secret) {
+                        by.remove(&service);
+                        if by.is_empty() {
+                            self.opened.remove(&secret);
+                        }
+                    }
+                }
+                // Records are kept in the store only; memory keeps their heads.
+                Mutation::Audit(..) | Mutation::PutAudit(..) => {}
             }
         }
     }
@@ -433,6 +470,7 @@ impl State {
             && self.expiring == other.expiring
             && self.catalog == other.catalog
             && self.bundles == other.bundles
+            && self.opened == other.opened
     }
 
     /// Whether the store holds a grant of `secret` to `service` (ended or not).

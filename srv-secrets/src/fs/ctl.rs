@@ -10,8 +10,9 @@
 //! plan, the lint, an export, a dry run) are answered from the vault with a body. The
 //! commands of a secret's versions (`stage`, `promote`, `discard`, `rollback`, `retire`,
 //! `history`, `stale`, `grant ... expires`) are in `ctl/versions.rs`; break-glass
-//! (`freeze`, `unfreeze`, `revoke-all`, `service ... suspend|resume`, `matrix`) is in
-//! `ctl/breakglass.rs`.
+//! (`freeze`, `unfreeze`, `revoke-all`, `service ... suspend|resume`, `matrix`,
+//! `holders`) is in `ctl/breakglass.rs`; the audit trail's queries (`audit head`, `audit
+//! since`, `audit verify`) in `ctl/audit.rs`.
 //!
 //! Every change is made by the fid's actor (the admin, over the connection's uid), with
 //! the reason a `reason TEXT` before it gave, if any.
@@ -31,6 +32,7 @@ use tokio::sync::Mutex;
 use tracing::{error, info};
 use zeroize::Zeroizing;
 
+mod audit;
 mod breakglass;
 mod decl;
 mod versions;
@@ -440,13 +442,15 @@ async fn apply_parsed(vault: &Arc<Vault>, actor: &Actor, parsed: Parsed) -> Repl
             Command::Catalog(c) if parsed.command.is_query() => {
                 decl::query(&vault, c).map(Reply::Ok)
             }
-            command if command.is_query() => match versions::query(&vault, command) {
-                Some(answered) => answered.map(Reply::Ok),
-                None => match breakglass::query(&vault, command) {
-                    Some(answer) => Ok(Reply::Ok(answer)),
+            command if command.is_query() => {
+                match versions::query(&vault, command)
+                    .or_else(|| breakglass::query(&vault, command))
+                    .or_else(|| audit::query(&vault, command))
+                {
+                    Some(answered) => answered.map(Reply::Ok),
                     None => Err("this command is no query".into()),
-                },
-            },
+                }
+            }
             command => prepare(command).and_then(|prepared| {
                 vault
                     .apply(&actor, &[prepared.change()])

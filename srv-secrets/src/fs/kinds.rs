@@ -4,7 +4,8 @@
 //! admin tree (aname "" or "admin")        a service's view (aname = the service)
 //! /                                       /
 //! └── secrets/                            ├── config/
-//!     ├── backup     copy of the store    │   └── KEY     a config value of its manifest
+//!     ├── audit      the audit trail      │   └── KEY     a config value of its manifest
+//!     ├── backup     copy of the store    │
 //!     ├── ctl        commands, results    └── secret/
 //!     ├── grants/SERVICE   granted names      ├── NAME    a granted secret's value
 //!     ├── key        never readable           ├── NAME@pending   its pending version,
@@ -34,10 +35,11 @@ use super::node::{Content, Generated, Kind, Name, Node, Tree};
 use crate::reports::pretty_json;
 
 /// Every kind, in no particular order; a kind is found from its directory's.
-pub static KINDS: [&Kind; 24] = [
+pub static KINDS: [&Kind; 25] = [
     &ADMIN_ROOT,
     &SECRETS,
     &CTL,
+    &AUDIT,
     &STORE,
     &STORE_ENTRY,
     &GRANTS,
@@ -182,6 +184,16 @@ pub static BACKUP: Kind = Kind {
     name: Name::Fixed("backup"),
     mode: 0o400,
     content: Content::Backup,
+};
+
+/// `/secrets/audit`: the audit trail, every chain merged by time, as JSON lines (admin
+/// only), read as a stream a page at a time from the store (fs/opened.rs).
+pub static AUDIT: Kind = Kind {
+    id: 25,
+    parent: Some(&SECRETS),
+    name: Name::Fixed("audit"),
+    mode: 0o400,
+    content: Content::Audit,
 };
 
 /// `/secrets/plans`: a directory per service.
@@ -724,8 +736,8 @@ mod tests {
         assert_eq!(
             list(&SECRETS, &admin),
             [
-                "backup", "ctl", "grants", "key", "lint", "plans", "services", "stale", "status",
-                "store"
+                "audit", "backup", "ctl", "grants", "key", "lint", "plans", "services", "stale",
+                "status", "store"
             ]
         );
         assert_eq!(list(&SERVICE_ROOT, &web), ["config", "secret"]);

@@ -616,6 +616,9 @@ mod tests {
             actors: Arc::clone(&actors),
         };
         let vault = Vault::with_backend(Box::new(backend), &data.join(secrets::KEY_FILE)).unwrap();
+        // The audit's start, made at open by the vault itself.
+        assert_eq!(*lock(&actors), [Actor::local()]);
+        lock(&actors).clear();
         let fs = SecretsFs::new(Arc::new(vault));
         for uid in [1000, 0] {
             let (_, root) = fs.attach(&peer(Some(uid)), "", "").await.unwrap();

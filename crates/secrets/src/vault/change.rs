@@ -52,7 +52,8 @@ use crate::record::{
 use crate::rows::Mutation;
 use crate::state::State;
 
-use super::{Vault, sealing_key};
+use super::{Vault, auditing, sealing_key};
+use audit::CHANGES;
 
 mod breakglass;
 
@@ -359,6 +360,89 @@ impl std::fmt::Debug for Change<'_> {
             Change::RevokeAll { name } => write!(f, "RevokeAll({name})"),
             Change::Suspend { service } => write!(f, "Suspend({service})"),
             Change::Resume { service } => write!(f, "Resume({service})"),
+        }
+    }
+}
+
+impl Change<'_> {
+    /// The word the audit records it by: the command's (`deploy`'s and ctl's), with the
+    /// action of a command of many (`service NAME uid`) after a hyphen. The one place a
+    /// change is named: a new change takes a word here.
+    pub fn action(&self) -> &'static str {
+        match self {
+            Change::Set { .. } => "set",
+            Change::Stage { .. } | Change::StageGenerate { .. } => "stage",
+            Change::Promote { .. } => "promote",
+            Change::Discard { .. } => "discard",
+            Change::Rollback { .. } => "rollback",
+            Change::Retire { .. } => "retire",
+            Change::Delete { .. } => "delete",
+            Change::Grant { .. } => "grant",
+            Change::Revoke { .. } => "revoke",
+            Change::ServiceUid { .. } => "service-uid",
+            Change::ServiceManifest { .. } => "service-manifest",
+            Change::ServiceRemove { .. } => "service-remove",
+            Change::TierDeclare { .. } => "tier-add",
+            Change::TierRemove { .. } => "tier-remove",
+            Change::Meta { .. } => "meta",
+            Change::MetaRemove { .. } => "meta-remove",
+            Change::Strategy { .. } => "strategy",
+            Change::StrategyRemove { .. } => "strategy-remove",
+            Change::Present { .. } => "present",
+            Change::ServiceTiers { .. } => "service-tiers",
+            Change::Generate { .. } => "generate",
+            Change::Bundle { .. } => "bundle",
+            Change::CatalogApply { .. } => "catalog-apply",
+            Change::Freeze => "freeze",
+            Change::Unfreeze => "unfreeze",
+            Change::RevokeAll { .. } => "revoke-all",
+            Change::Suspend { .. } => "suspend",
+            Change::Resume { .. } => "resume",
+        }
+    }
+
+    /// What it acts on, by named parts (`secret`, `service`, `tier`, `deployment`), as
+    /// the audit records it; none for a change of the whole store.
+    pub fn target(&self) -> Vec<(&'static str, &str)> {
+        match *self {
+            Change::Set { name, .. }
+            | Change::Stage { name, .. }
+            | Change::StageGenerate { name, .. }
+            | Change::Promote { name, .. }
+            | Change::Discard { name }
+            | Change::Rollback { name }
+            | Change::Retire { name }
+            | Change::Delete { name }
+            | Change::Meta { name, .. }
+            | Change::MetaRemove { name }
+            | Change::Generate { name, .. }
+            | Change::RevokeAll { name } => vec![("secret", name)],
+            Change::Grant { service, name, .. } | Change::Revoke { service, name } => {
+                vec![("secret", name), ("service", service)]
+            }
+            Change::ServiceUid { service, .. }
+            | Change::ServiceManifest { service, .. }
+            | Change::ServiceRemove { service }
+            | Change::ServiceTiers { service, .. }
+            | Change::Suspend { service }
+            | Change::Resume { service } => vec![("service", service)],
+            Change::TierDeclare { tier, .. } | Change::TierRemove { tier } => {
+                vec![("tier", tier)]
+            }
+            Change::Strategy { name, tier, .. }
+            | Change::StrategyRemove { name, tier }
+            | Change::Present { name, tier, .. } => vec![("secret", name), ("tier", tier)],
+            Change::Bundle {
+                service,
+                tier,
+                deployment,
+                ..
+            } => vec![
+                ("deployment", deployment),
+                ("service", service),
+                ("tier", tier),
+            ],
+            Change::CatalogApply { .. } | Change::Freeze | Change::Unfreeze => Vec::new(),
         }
     }
 }
@@ -869,7 +953,13 @@ impl<'s> Overlay<'s> {
             | Mutation::SetActiveKey(_)
             | Mutation::SetRotationTarget(_)
             | Mutation::PutKeyCheck(..)
-            | Mutation::DeleteKeyCheck(_) => {}
+            | Mutation::DeleteKeyCheck(_)
+            | Mutation::Audit(..)
+            | Mutation::PutAudit(..)
+            | Mutation::SetAuditHeads(_)
+            | Mutation::SetAuditKey(_)
+            | Mutation::PutOpened(..)
+            | Mutation::DeleteOpened(..) => {}
         }
         self.batch.push(m);
     }
@@ -1061,6 +1151,12 @@ impl<'s> Overlay<'s> {
                 for service in &holders {
                     self.push(Mutation::DeleteGrant(service.clone(), name.to_owned()));
                 }
+                // What services opened of it: a secret set again under the name is another.
+                if let Some(by) = self.base.opened.get(name) {
+                    for service in by.keys() {
+                        self.push(Mutation::DeleteOpened(name.to_owned(), service.clone()));
+                    }
+                }
                 Ok(Applied::Deleted {
                     grants: holders.len(),
                 })
@@ -1149,6 +1245,16 @@ impl<'s> Overlay<'s> {
                 self.push(Mutation::DeleteService(service.to_owned()));
                 for secret in &granted {
                     self.push(Mutation::DeleteGrant(service.to_owned(), secret.clone()));
+                }
+                let opened: Vec<String> = self
+                    .base
+                    .opened
+                    .iter()
+                    .filter(|(_, by)| by.contains_key(service))
+                    .map(|(secret, _)| secret.clone())
+                    .collect();
+                for secret in opened {
+                    self.push(Mutation::DeleteOpened(secret, service.to_owned()));
                 }
                 Ok(Applied::ServiceRemoved {
                     grants: granted.len(),
@@ -1581,22 +1687,46 @@ impl Vault {
         // steps back must not make a secret's mtime go back.
         let mtime = self.clock().max(self.state().meta.last_change);
         let at = Made::by(0, mtime, actor);
-        self.commit_planned(
+        // Set when a change is refused (not when the store fails): the refusal is then
+        // recorded on its own.
+        let mut refusal: Option<usize> = None;
+        let result = self.commit_planned(
             actor,
             |state| {
+                refusal = None;
                 let key = Arc::clone(sealing_key(state).map_err(whole)?);
                 let mut overlay = Overlay::new(state);
                 let mut applied = Vec::with_capacity(changes.len());
                 for (index, change) in changes.iter().enumerate() {
-                    let done = overlay
-                        .plan(change, &key, &at)
-                        .map_err(|error| ChangeError { index, error })?;
+                    let from = overlay.batch.len();
+                    let done = overlay.plan(change, &key, &at).map_err(|error| {
+                        refusal = Some(index);
+                        ChangeError { index, error }
+                    })?;
+                    for event in auditing::events_of(change, &done, &overlay.batch[from..], actor) {
+                        overlay.push(Mutation::Audit(CHANGES.into(), Box::new(event)));
+                    }
                     applied.push(done);
                 }
                 Ok((overlay.batch, applied))
             },
             whole,
-        )
+        );
+        if let (Err(e), Some(index)) = (&result, refusal)
+            && let Some(change) = changes.get(index)
+        {
+            let event = auditing::refused(change, &e.error, actor, changes.len());
+            let recorded = self.commit(actor, |_| {
+                Ok(vec![Mutation::Audit(
+                    CHANGES.into(),
+                    Box::new(event.clone()),
+                )])
+            });
+            if let Err(failed) = recorded {
+                tracing::warn!(error = %failed, "could not record a refused change in the audit trail");
+            }
+        }
+        result
     }
 
     /// [`Vault::apply`] of one change, made by this process ([`Actor::local`]).

@@ -1,6 +1,6 @@
 //! The break-glass ctl commands (seed 004): `freeze`, `unfreeze`, `revoke-all NAME`,
-//! `service SERVICE suspend` and `service SERVICE resume`, and the query `matrix` (a
-//! JSON body); what each answers, and what a freeze's refusal says.
+//! `service SERVICE suspend` and `service SERVICE resume`, and the queries `matrix` and
+//! `holders NAME` (JSON bodies); what each answers, and what a freeze's refusal says.
 //!
 //! The ownership matrix is a ctl query rather than a file of the admin tree: like
 //! `history` and `stale`, it is made from one look at the state and answered on the fid
@@ -66,20 +66,27 @@ pub(super) fn answer(command: &Command, applied: &Applied) -> Option<Answer> {
     })
 }
 
-/// Answers `matrix`, with a JSON body; `None` for another command.
-pub(super) fn query(vault: &Vault, command: &Command) -> Option<Answer> {
-    match command {
+/// Answers `matrix` and `holders NAME`, with a JSON body; `None` for another command.
+pub(super) fn query(vault: &Vault, command: &Command) -> Option<Result<Answer, String>> {
+    Some(match command {
         Command::Matrix => {
             let matrix = vault.matrix();
-            Some(
-                Answer::new(command.verb())
-                    .field("secrets", matrix.secrets.len())
-                    .field("services", matrix.services.len())
-                    .body(pretty_json(&matrix)),
-            )
+            Ok(Answer::new(command.verb())
+                .field("secrets", matrix.secrets.len())
+                .field("services", matrix.services.len())
+                .body(pretty_json(&matrix)))
         }
-        _ => None,
-    }
+        Command::Holders { name } => match vault.holders(name) {
+            Ok(holders) => Ok(Answer::new(command.verb())
+                .word(name)
+                .field("services", holders.services.len())
+                .field("deployments", holders.deployments.len())
+                .field("delegated", holders.delegated.len())
+                .body(pretty_json(&holders))),
+            Err(e) => Err(super::explain(&e)),
+        },
+        _ => return None,
+    })
 }
 
 /// What a client sees for the vault's refusal of a change a freeze stops: word for word
