@@ -143,6 +143,9 @@ Examples:
     /// Read, follow and verify the audit trail: every change, and every open of a secret.
     #[command(subcommand)]
     Audit(AuditCommand),
+    /// Incident records, from the audit trail (break-glass, seed 004).
+    #[command(subcommand)]
+    Incident(IncidentCommand),
     /// Show the server's status: the active key, counts, a rotation in progress, whether
     /// deploys are frozen (since when, by whom, why) and which services are suspended.
     #[command(after_help = "\
@@ -249,6 +252,40 @@ pub struct JsonFlag {
     /// Print JSON instead of a table.
     #[arg(long)]
     pub json: bool,
+}
+
+/// `deploy incident ...`
+#[derive(Debug, Subcommand)]
+pub enum IncidentCommand {
+    /// The record of an incident, from the audit trail: who froze, rotated, revoked or
+    /// suspended what and when, which services and deployments held each secret
+    /// affected (and which granted services have not opened its current version yet),
+    /// and the impact window (the first action to the unfreeze).
+    #[command(after_help = "\
+Examples:
+  deploy incident report --since 2h
+  deploy incident report --since 2025-06-01T09:00:00Z --markdown >> INC-42.md
+  deploy incident report --json")]
+    Report {
+        /// Only records at or after T: RFC 3339, or a time ago (90s, 15m, 1h, 7d).
+        #[arg(long, value_name = "T")]
+        since: Option<String>,
+        /// How to print it.
+        #[command(flatten)]
+        format: IncidentFormat,
+    },
+}
+
+/// How `deploy incident report` prints (default: text for a terminal).
+#[derive(Debug, Args)]
+#[group(multiple = false)]
+pub struct IncidentFormat {
+    /// Print JSON.
+    #[arg(long)]
+    pub json: bool,
+    /// Print Markdown, for an incident record.
+    #[arg(long)]
+    pub markdown: bool,
 }
 
 /// `--reason R`, for the break-glass commands.

@@ -7,7 +7,7 @@ use std::path::Path;
 use clap::CommandFactory;
 use zeroize::Zeroizing;
 
-use crate::cli::{Cli, Command};
+use crate::cli::{Cli, Command, IncidentCommand};
 use crate::connect::{self, Env, Server, Session};
 use crate::error::CliError;
 use crate::files;
@@ -21,6 +21,7 @@ pub mod catalog;
 pub mod delegate;
 pub mod holders;
 pub mod import;
+pub mod incident;
 pub mod mount;
 pub mod owner;
 pub mod prompt;
@@ -77,6 +78,9 @@ pub async fn run(cli: Cli, env: &Env, out: &mut dyn Write) -> Result<Outcome, Cl
         Command::Bundle(cmd) => bundle::run(cmd, &server()?, env, out).await,
         Command::Backup { file, force } => backup::run(&file, force, &server()?, env, out).await,
         Command::Audit(cmd) => audit::run(cmd, server, env, out).await,
+        Command::Incident(IncidentCommand::Report { since, format }) => {
+            incident::report(since, format, &server()?, env, out).await
+        }
         Command::Status(flag) => {
             let session = Session::admin(&server()?, env).await?;
             status(&session, flag.json, out).await
