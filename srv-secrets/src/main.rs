@@ -63,7 +63,7 @@ enum Command {
         #[arg(long)]
         demo: bool,
         /// How many opens of secrets may wait to be written to the audit trail (they are
-        /// written in batches every few milliseconds); past it, opens are counted and a
+        /// written in batches, 20 ms after the first); past it, opens are counted and a
         /// record says how many were not recorded.
         #[arg(long, value_name = "N", default_value_t = secrets::OPEN_QUEUE_BOUND)]
         audit_queue: usize,

@@ -15,9 +15,12 @@
 //! # Opens
 //!
 //! An open never waits on the store: [`Vault::record_open`] puts it in a bounded queue in
-//! memory, and a flusher ([`OpenFlusher`], a thread) commits what is queued every few
-//! milliseconds, or at once when [`FLUSH_BATCH`] are waiting, in one batch: the records of
-//! the opens (chain `opens`, the batch's last one signed) and the highest version of each
+//! memory, and a flusher ([`OpenFlusher`], a thread) commits what is queued
+//! [`FLUSH_AFTER`] after the first of it, or at once when [`FLUSH_BATCH`] are waiting, in
+//! one batch (a commit has a cost of its own, which a batch of many opens shares): the records of
+//! the opens (chain `opens`, the batch's last one signed; the same open made many times
+//! in a batch, by the same principal and uid, of the same version through the same view,
+//! is one record with `count` and the `last` time) and the highest version of each
 //! secret each service opened ([`Vault::opened`]). Past the queue's bound an open is
 //! counted instead, and the next batch records how many were not recorded, and when:
 //! never silently. A batch that fails to commit is counted so too. The flusher flushes a
@@ -52,8 +55,9 @@ use crate::types::OpenedSecret;
 pub const OPEN_QUEUE_BOUND: usize = 65_536;
 /// The flusher commits as soon as this many opens wait.
 pub const FLUSH_BATCH: usize = 4096;
-/// ... and otherwise this long after the first of them.
-pub const FLUSH_AFTER: Duration = Duration::from_millis(5);
+/// ... and otherwise this long after the first of them: long enough that the cost of a
+/// commit is shared by many opens, short enough that a `kill -9` loses little.
+pub const FLUSH_AFTER: Duration = Duration::from_millis(20);
 /// The most records [`Vault::audit_read`] returns at once.
 pub const MAX_READ: usize = 10_000;
 /// The longest result a refused change's record keeps of the refusal.
@@ -188,6 +192,17 @@ impl OpenQueue {
         self.ready.notify_all();
     }
 }
+
+/// What makes opens of a batch one record: who (principal, uid), through whose view, of
+/// what, at which version, in which slot.
+type OpenKey<'a> = (
+    &'a Principal,
+    Option<u32>,
+    &'a str,
+    &'a str,
+    u64,
+    &'static str,
+);
 
 /// Opens not recorded: how many, from when to when (unix milliseconds).
 #[derive(Clone, Copy, Default)]
@@ -549,7 +564,36 @@ impl Vault {
                     batch.push(Mutation::Audit(OPENS.into(), Box::new(event)));
                 }
                 let mut highest: BTreeMap<(&str, &str), u64> = BTreeMap::new();
+                // The same open by the same principal and uid, of the same version through
+                // the same view, is one record of the batch, with how many there were and
+                // the first and last time: a service that re-reads its secret at every
+                // request makes one record a batch, not thousands.
+                let mut groups: Vec<(&QueuedOpen, u64, u64)> = Vec::new();
+                let mut index: HashMap<OpenKey<'_>, usize> = HashMap::new();
                 for o in &opens {
+                    let key = (
+                        &o.principal,
+                        o.uid,
+                        &*o.service,
+                        &*o.secret,
+                        o.version,
+                        o.slot.suffix(),
+                    );
+                    match index.get(&key) {
+                        Some(&i) => {
+                            let g = &mut groups[i];
+                            g.1 += 1;
+                            g.2 = g.2.max(o.time_ms);
+                        }
+                        None => {
+                            index.insert(key, groups.len());
+                            groups.push((o, 1, o.time_ms));
+                        }
+                    }
+                    let h = highest.entry((&o.secret, &o.service)).or_insert(0);
+                    *h = (*h).max(o.version);
+                }
+                for (o, count, last) in groups {
                     let mut event = Event {
                         time_ms: Some(o.time_ms),
                         ..Event::new(principal_text(&o.principal), o.uid, "open")
@@ -560,9 +604,12 @@ impl Vault {
                     if o.slot != VersionSlot::Current {
                         event = event.detail("slot", o.slot.suffix().trim_start_matches('@'));
                     }
+                    if count > 1 {
+                        event = event
+                            .detail("count", count)
+                            .detail("last", audit::format_ms(last));
+                    }
                     batch.push(Mutation::Audit(OPENS.into(), Box::new(event)));
-                    let h = highest.entry((&o.secret, &o.service)).or_insert(0);
-                    *h = (*h).max(o.version);
                 }
                 batch.extend(opened_updates(state, highest));
                 Ok(batch)
