@@ -486,29 +486,15 @@ fn render_text(r: &Report) -> String {
     s
 }
 
-/// Markdown's syntax characters in a table cell or a line, escaped.
+/// Text for a table cell or the rest of a list item, with what Markdown would read as
+/// syntax there escaped (emphasis, code, links, HTML, entities, a cell's end). Nothing
+/// here starts a line, so list and heading markers need none.
 fn md(text: &str) -> String {
     let mut out = String::with_capacity(text.len());
     for c in printable(text).chars() {
         if matches!(
             c,
-            '\\' | '`'
-                | '*'
-                | '_'
-                | '{'
-                | '}'
-                | '['
-                | ']'
-                | '<'
-                | '>'
-                | '('
-                | ')'
-                | '#'
-                | '+'
-                | '-'
-                | '.'
-                | '!'
-                | '|'
+            '\\' | '`' | '*' | '_' | '~' | '[' | ']' | '<' | '>' | '&' | '|'
         ) {
             out.push('\\');
         }
@@ -544,7 +530,7 @@ fn render_markdown(r: &Report) -> String {
                 md(&a.action),
                 md(&a.by),
                 md(&target_text(&a.target)),
-                a.version.map_or_else(|| "\\-".into(), |v| v.to_string()),
+                a.version.map_or_else(|| "-".into(), |v| v.to_string()),
                 md(&a.result),
                 md(a.reason.as_deref().unwrap_or("-")),
             );

@@ -92,6 +92,7 @@ impl Vault {
                 opened_current: matches!((seen, version), (Some(s), Some(v)) if s >= v),
             });
         }
+        services.sort_unstable_by(|a, b| a.service.cmp(&b.service));
         let delegated = meta
             .map(|m| {
                 m.tiers
