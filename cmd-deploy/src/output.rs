@@ -174,7 +174,7 @@ pub fn write_json<T: Serialize>(out: &mut dyn Write, value: &T) -> Result<(), Cl
 /// the terminal of whoever pipes `--json` to `less` or `jq`. Outside strings JSON text is
 /// ASCII, so only characters inside strings change, and the value a parser reads is the
 /// same.
-fn json_escaped(json: &str) -> Cow<'_, str> {
+pub fn json_escaped(json: &str) -> Cow<'_, str> {
     if !json.chars().any(needs_escape) {
         return Cow::Borrowed(json);
     }

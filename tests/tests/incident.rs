@@ -189,6 +189,7 @@ fn holders_after_a_read_and_a_bundle_then_the_report_of_a_scripted_incident() {
             "stage",
             "promote",
             "revoke-all",
+            "revoke",
             "suspend",
             "unfreeze"
         ],
@@ -208,7 +209,8 @@ fn holders_after_a_read_and_a_bundle_then_the_report_of_a_scripted_incident() {
     let secrets = report["secrets"].as_array().unwrap();
     assert_eq!(secrets.len(), 2, "{report}");
     assert_eq!(secrets[0]["name"], "api_key");
-    assert_eq!(strings(&secrets[0]["actions"]), ["revoke-all"]);
+    assert_eq!(strings(&secrets[0]["actions"]), ["revoke-all", "revoke"]);
+    assert_eq!(report["actions"][4]["target"]["service"], "worker");
     assert_eq!(strings(&secrets[0]["revoked_from"]), ["worker"]);
     assert!(strings(&secrets[0]["granted_now"]).is_empty());
     assert_eq!(secrets[1]["name"], "jwt_key");

@@ -4,7 +4,7 @@
 //! alone, needing no server.
 
 use std::collections::BTreeMap;
-use std::io::{self, BufRead, Write};
+use std::io::{self, BufRead, Read, Write};
 use std::path::Path;
 use std::time::Duration;
 
@@ -234,7 +234,8 @@ impl Printer<'_> {
         }
         self.shown += 1;
         if self.json {
-            self.out.write_all(text.as_bytes())?;
+            self.out
+                .write_all(crate::output::json_escaped(text).as_bytes())?;
             self.out.write_all(b"\n")
         } else {
             self.out.write_all(row(&record).as_bytes())
@@ -250,6 +251,14 @@ impl Printer<'_> {
 impl Write for Printer<'_> {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
         self.partial.extend_from_slice(buf);
+        if self.partial.len() > super::incident::MAX_LINE && !self.partial.contains(&b'\n') {
+            let what = format!(
+                "line {} of the audit trail is longer than {} bytes",
+                self.line + 1,
+                super::incident::MAX_LINE
+            );
+            return Err(self.fail(what));
+        }
         while let Some(end) = self.partial.iter().position(|&b| b == b'\n') {
             let line: Vec<u8> = self.partial.drain(..=end).collect();
             self.line(&line[..line.len() - 1])?;
@@ -408,6 +417,15 @@ async fn follow(
                         })?;
                         let (record, _) = Record::from_json(text)
                             .map_err(|e| CliError::Unexpected(format!("audit since: {e}")))?;
+                        // Each record must be the next of its chain: a gap, a repeat or a
+                        // record past the head is not shipped, and following stops.
+                        if record.seq != *at + 1 || record.chain != *chain || record.seq > h.seq {
+                            return Err(CliError::Unexpected(format!(
+                                "audit since gave record {}:{} after {chain}:{at} (head {}); \
+                                 run `deploy audit verify`",
+                                record.chain, record.seq, h.seq
+                            )));
+                        }
                         *at = record.seq;
                         fresh.push((record, text.to_owned()));
                     }
@@ -515,12 +533,29 @@ fn verify_file(
     }
     let mut line_no = 0u64;
     let mut bad = None;
-    for line in io::BufReader::new(file).split(b'\n') {
-        let line = line.map_err(|source| CliError::Read {
-            what: format!("the log {}", path.display()),
-            source,
-        })?;
+    let mut reader = io::BufReader::new(file);
+    let max = super::incident::MAX_LINE as u64;
+    loop {
+        // At most one bound line at a time: an export is untrusted input.
+        let mut line = Vec::new();
+        let n = Read::take(&mut reader, max + 1)
+            .read_until(b'\n', &mut line)
+            .map_err(|source| CliError::Read {
+                what: format!("the log {}", path.display()),
+                source,
+            })?;
+        if n == 0 {
+            break;
+        }
         line_no += 1;
+        if line.last() == Some(&b'\n') {
+            line.pop();
+        } else if n as u64 > max {
+            bad = Some(format!(
+                "line {line_no}: longer than {max} bytes: not a record"
+            ));
+            break;
+        }
         if line.is_empty() {
             continue;
         }

@@ -359,6 +359,13 @@ fn service_headers(m: &Matrix) -> Vec<String> {
 /// them) are written as escapes first, so that the file is safe to show on a terminal.
 fn csv_field(text: &str) -> String {
     let text = printable(text);
+    // A cell a spreadsheet would take for a formula (OWASP's CSV injection) starts with
+    // a quote mark, so that it stays text.
+    let text = if text.starts_with(['=', '+', '-', '@', '\t', '\r']) {
+        std::borrow::Cow::Owned(format!("'{text}"))
+    } else {
+        text
+    };
     if text.contains([',', '"', '\n', '\r']) {
         format!("\"{}\"", text.replace('"', "\"\""))
     } else {
@@ -472,6 +479,14 @@ fn render_markdown(m: &Matrix) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_csv_cell_a_spreadsheet_would_run_as_a_formula_stays_text() {
+        assert_eq!(csv_field("=HYPERLINK(\"x\")"), "\"'=HYPERLINK(\"\"x\"\")\"");
+        assert_eq!(csv_field("@SUM(A1)"), "'@SUM(A1)");
+        assert_eq!(csv_field("-1+2"), "'-1+2");
+        assert_eq!(csv_field("platform team"), "platform team");
+    }
 
     /// db (infrastructure, an owner with a comma, quotes and a pipe, stale) granted to web
     /// and to worker until a time; prompted (declared, no value) granted to nobody.

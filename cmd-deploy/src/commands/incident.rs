@@ -128,6 +128,10 @@ pub struct AffectedService {
     pub suspended: bool,
 }
 
+/// The longest line of the audit trail deploy takes: a record's fields are bounded
+/// (`audit::MAX_FIELD_LEN`, `MAX_PARTS`), and a line past this is no record of the server's.
+pub const MAX_LINE: usize = 1 << 20;
+
 /// Keeps the change records at or after `since` whose action is an incident's.
 struct Collector {
     since: Option<u64>,
@@ -140,6 +144,13 @@ struct Collector {
 impl Write for Collector {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
         self.partial.extend_from_slice(buf);
+        if self.partial.len() > MAX_LINE && !self.partial.contains(&b'\n') {
+            self.error = Some(CliError::Unexpected(format!(
+                "line {} of the audit trail is longer than {MAX_LINE} bytes",
+                self.line + 1
+            )));
+            return Err(io::Error::other("stopped"));
+        }
         while let Some(end) = self.partial.iter().position(|&b| b == b'\n') {
             let line: Vec<u8> = self.partial.drain(..=end).collect();
             self.line += 1;
@@ -205,6 +216,9 @@ pub async fn report(
         return Err(e);
     }
     read.map_err(|e| CliError::request("reading secrets/audit", e))?;
+    // Whether deploys are frozen is the server's to say: a freeze made before --since
+    // has no record in the report.
+    let frozen_now = super::read_status(&session).await?.frozen.is_some();
     // The chains are merged by time in the file; the report is of changes alone, in
     // their own order.
     collector.records.sort_by_key(|r| r.seq);
@@ -224,7 +238,7 @@ pub async fn report(
             }
         }
     }
-    let report = build(since_ms, &collector.records, &holders);
+    let report = build(since_ms, &collector.records, &holders, frozen_now);
     if format.json {
         write_json(out, &report)?;
     } else if format.markdown {
@@ -257,24 +271,21 @@ fn build(
     since_ms: Option<u64>,
     records: &[Record],
     holders: &BTreeMap<String, Option<Holders>>,
+    frozen_now: bool,
 ) -> Report {
     let changed: Vec<&Record> = records.iter().filter(|r| r.result == "ok").collect();
     let first = changed.first().map(|r| r.time_ms);
     let last = changed.last().map(|r| r.time_ms);
-    let mut frozen = false;
     let mut window_end = None;
     for r in &changed {
         match r.action.as_str() {
-            "freeze" => {
-                frozen = true;
-                window_end = None;
-            }
-            "unfreeze" => {
-                frozen = false;
-                window_end = Some(r.time_ms);
-            }
+            "freeze" => window_end = None,
+            "unfreeze" => window_end = Some(r.time_ms),
             _ => {}
         }
+    }
+    if frozen_now {
+        window_end = None;
     }
     let mut secrets = Vec::new();
     for (name, held) in holders {
@@ -283,20 +294,9 @@ fn build(
             .filter(|r| r.target.get("secret") == Some(name))
             .collect();
         let mut revoked_from = BTreeSet::new();
-        for r in &mine {
-            match r.action.as_str() {
-                "revoke" => {
-                    if let Some(s) = r.target.get("service") {
-                        revoked_from.insert(s.clone());
-                    }
-                }
-                "revoke-all" => {
-                    if let Some(list) = r.details.get("services") {
-                        revoked_from
-                            .extend(list.split(',').filter(|s| !s.is_empty()).map(str::to_owned));
-                    }
-                }
-                _ => {}
+        for r in mine.iter().filter(|r| r.action == "revoke") {
+            if let Some(s) = r.target.get("service") {
+                revoked_from.insert(s.clone());
             }
         }
         let (granted_now, not_on_current, deployments, delegated) = match held {
@@ -346,7 +346,7 @@ fn build(
         window_start: first.map(audit::format_ms),
         window_end: window_end.map(audit::format_ms),
         window_last_action: last.map(audit::format_ms),
-        frozen_now: frozen,
+        frozen_now,
         actions: records
             .iter()
             .map(|r| Action {

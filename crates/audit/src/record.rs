@@ -110,24 +110,61 @@ impl Event {
     /// The record this event makes after `head` (the chain's last record, `None` for the
     /// first) in `chain`, dated `now_ms` unless it has a time of its own; never before the
     /// record before it, so that a chain's times only go forward. Unsigned.
+    ///
+    /// Within the bounds a reader holds a record to ([`MAX_FIELD_LEN`], [`MAX_PARTS`]): a
+    /// longer field is cut (ending in `...`), and parts past the bound are dropped (a
+    /// `truncated` detail says how many), so that no change can commit a record that would
+    /// make the trail unreadable from there on.
     pub fn chained(self, chain: &str, head: Option<&Head>, now_ms: u64) -> Record {
         let after = head.map_or(0, |h| h.time_ms);
+        let dropped = self.target.len().saturating_sub(MAX_PARTS)
+            + self.details.len().saturating_sub(MAX_PARTS);
+        let target = bounded_parts(self.target);
+        let mut details = bounded_parts(self.details);
+        if dropped > 0 {
+            if details.len() >= MAX_PARTS {
+                details.pop_last();
+            }
+            details.insert("truncated".into(), format!("{dropped} parts"));
+        }
         Record {
             chain: chain.to_owned(),
             seq: head.map_or(1, |h| h.seq + 1),
             prev: head.map_or(ZERO_HASH, |h| h.hash),
             time_ms: self.time_ms.unwrap_or(now_ms).max(after),
-            principal: self.principal,
+            principal: bounded(self.principal),
             uid: self.uid,
-            action: self.action,
-            target: self.target,
+            action: bounded(self.action),
+            target,
             version: self.version,
-            reason: self.reason,
-            result: self.result,
-            details: self.details,
+            reason: self.reason.map(bounded),
+            result: bounded(self.result),
+            details,
             sig: None,
         }
     }
+}
+
+/// `text` cut to at most [`MAX_FIELD_LEN`] bytes, at a character's boundary, ending in
+/// `...` if it was cut.
+fn bounded(text: String) -> String {
+    if text.len() <= MAX_FIELD_LEN {
+        return text;
+    }
+    let mut end = MAX_FIELD_LEN - 3;
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{}...", &text[..end])
+}
+
+/// At most [`MAX_PARTS`] parts (the first, in order), each name and value [`bounded`].
+fn bounded_parts(parts: BTreeMap<String, String>) -> BTreeMap<String, String> {
+    parts
+        .into_iter()
+        .take(MAX_PARTS)
+        .map(|(k, v)| (bounded(k), bounded(v)))
+        .collect()
 }
 
 /// A chain's last record: its number, its hash, and its time.
@@ -587,6 +624,29 @@ mod hex_bytes {
 mod tests {
     use super::*;
     use proptest::prelude::*;
+
+    #[test]
+    fn an_event_too_large_for_a_reader_makes_a_record_it_can_read() {
+        let mut e = Event::new("admin", Some(0), "revoke-all")
+            .target("secret", "db")
+            .detail("services", "svc,".repeat(5000))
+            .reason(Some(&"é".repeat(3000)));
+        for i in 0..MAX_PARTS + 10 {
+            e = e.detail(&format!("x{i:05}"), i);
+        }
+        let r = e.chained(CHANGES, None, 1);
+        let (back, _) = Record::from_stored(&r.to_stored()).unwrap();
+        assert_eq!(back, r);
+        assert!(
+            back.details["services"].ends_with("...")
+                && back.details["services"].len() <= MAX_FIELD_LEN
+        );
+        assert!(back.reason.as_ref().unwrap().len() <= MAX_FIELD_LEN);
+        assert_eq!(back.details.len(), MAX_PARTS);
+        assert_eq!(back.details["truncated"], "11 parts");
+        let (json, _) = Record::from_json(&r.to_json()).unwrap();
+        assert_eq!(json, r);
+    }
 
     fn sample() -> Record {
         Event::new("admin", Some(1000), "grant")

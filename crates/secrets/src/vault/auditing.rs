@@ -330,10 +330,21 @@ pub(super) fn events_of(
         }
         Applied::Unfrozen { was_frozen } => unchanged(e, *was_frozen),
         Applied::Resumed { was_suspended } => unchanged(e, *was_suspended),
-        Applied::RevokedAll { services } => unchanged(
-            e.detail("services", services.join(",")),
-            !services.is_empty(),
-        ),
+        Applied::RevokedAll { services } => {
+            // Each service it was taken from is a revoke of its own, as each value of a
+            // catalog apply is a set: a list in one field would outgrow a record.
+            if let Some((_, name)) = change.target().into_iter().find(|(p, _)| *p == "secret") {
+                for service in services {
+                    more.push(
+                        by(actor, "revoke")
+                            .target("secret", name)
+                            .target("service", service.clone())
+                            .detail("by", "revoke-all"),
+                    );
+                }
+            }
+            unchanged(e.detail("services", services.len()), !services.is_empty())
+        }
         Applied::BundleIssued { bundle, replaced } => {
             let mut e = e.detail("bundle", bundle.bundle);
             if let Some(r) = replaced {

@@ -36,8 +36,9 @@ pub struct ServiceHolder {
     pub suspended: bool,
     /// The highest version it has opened (recorded by the audit of opens), if any.
     pub opened: Option<u64>,
-    /// Whether it has opened the current version (or a later one): after a rotation,
-    /// `false` means it may still read the one before.
+    /// Whether the highest version it opened is the current one: after a rotation,
+    /// `false` means it may still hold the one before (after a rollback, it says `false`
+    /// until the next rotation is opened: it may hold the newer value).
     pub opened_current: bool,
 }
 
@@ -89,7 +90,9 @@ impl Vault {
                     .get(service)
                     .is_some_and(|rec| rec.suspended.is_some()),
                 opened: seen,
-                opened_current: matches!((seen, version), (Some(s), Some(v)) if s >= v),
+                // Equal, not at least: after a rollback the current number is the lower
+                // one, and a service that opened the newer value does not hold this one.
+                opened_current: matches!((seen, version), (Some(s), Some(v)) if s == v),
             });
         }
         services.sort_unstable_by(|a, b| a.service.cmp(&b.service));

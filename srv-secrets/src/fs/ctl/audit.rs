@@ -91,11 +91,16 @@ pub(super) fn query(vault: &Vault, command: &Command) -> Option<Result<Answer, S
             limit,
         } => {
             let chain = chain.as_deref().unwrap_or(CHANGES);
-            let limit = limit.unwrap_or(DEFAULT_LIMIT).min(secrets::MAX_READ as u64) as usize;
+            let head = vault.audit_heads().heads.get(chain).map_or(0, |h| h.seq);
+            // Never past the head the store record (tagged with the cluster key) names:
+            // rows beyond it are no record of ours, whoever wrote them.
+            let limit = limit
+                .unwrap_or(DEFAULT_LIMIT)
+                .min(secrets::MAX_READ as u64)
+                .min(head.saturating_sub(*after)) as usize;
             match vault.audit_read(chain, after.saturating_add(1), limit) {
                 Ok(records) => {
                     let last = records.last().map_or(*after, |(r, _)| r.seq);
-                    let head = vault.audit_heads().heads.get(chain).map_or(0, |h| h.seq);
                     let mut body = Zeroizing::new(Vec::new());
                     for (record, hash) in &records {
                         body.extend_from_slice(record.to_json_with(hash).as_bytes());
