@@ -34,6 +34,7 @@ lint:
 bench:
     cargo bench -p ninep --bench load
     cargo bench -p secrets
+    cargo bench -p srv-secrets --bench audit
 
 # kill -9 the server thousands of times mid-write (default 5000).
 soak iterations="5000":

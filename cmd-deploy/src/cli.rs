@@ -45,6 +45,11 @@ pub struct Cli {
     #[arg(long, global = true, value_name = "ADDR")]
     pub addr: Option<String>,
 
+    /// Why: recorded in the audit trail with every change this command makes (a ticket,
+    /// an incident; at most 1 KiB of text)
+    #[arg(long, global = true, value_name = "R")]
+    pub reason: Option<String>,
+
     /// How long to wait when the server sends nothing at all (e.g. 500ms, 10s, 2m)
     #[arg(
         long,
@@ -135,13 +140,42 @@ Examples:
         #[arg(long)]
         foreground: bool,
     },
-    /// Show the server's status: the active key, counts, a rotation in progress.
+    /// Read, follow and verify the audit trail: every change, and every open of a secret.
+    #[command(subcommand)]
+    Audit(AuditCommand),
+    /// Incident records, from the audit trail (break-glass, seed 004).
+    #[command(subcommand)]
+    Incident(IncidentCommand),
+    /// Show the server's status: the active key, counts, a rotation in progress, whether
+    /// deploys are frozen (since when, by whom, why) and which services are suspended.
     #[command(after_help = "\
 Examples:
   deploy status
   deploy status --json
   deploy --addr unix:/run/srv-secrets/9p.sock status")]
     Status(JsonFlag),
+    /// Freeze deploys (break-glass, for a confirmed leak or active abuse).
+    ///
+    /// Until `deploy unfreeze`, the server refuses what deploys something: grants,
+    /// service changes (add, remove, manifest, tiers), the catalog (apply, tiers,
+    /// metadata, strategies), bundles, and mounts of a service's view by the admin
+    /// (`deploy service run`, `deploy mount` as root, `deploy secret get --as`); `deploy
+    /// service check` refuses too. Running services keep reading, and may reconnect
+    /// themselves. What answers the incident goes on: set, rotate, rollback, retire,
+    /// revoke, revoke-all, suspend, resume. The freeze is stored: it survives a restart.
+    /// `deploy status` shows since when, by whom and why.
+    #[command(after_help = "\
+Examples:
+  deploy freeze --reason 'INC-42: signing key leaked'
+  deploy status
+  deploy unfreeze --reason 'INC-42: keys rotated, services restarted'")]
+    Freeze(ReasonFlag),
+    /// Unfreeze deploys: grants, service changes, the catalog, bundles and mounts work
+    /// again.
+    #[command(after_help = "\
+Examples:
+  deploy unfreeze --reason 'INC-42 resolved'")]
+    Unfreeze(ReasonFlag),
     /// Print a completion script for a shell to stdout.
     #[command(after_help = "\
 Examples:
@@ -219,6 +253,7 @@ impl Command {
                 | Command::Watch { .. }
                 | Command::Service(ServiceCommand::Run { .. })
                 | Command::Secret(SecretCommand::Rotate(RotateArgs { test: Some(_), .. }))
+                | Command::Audit(AuditCommand::Follow { .. })
         )
     }
 }
@@ -275,6 +310,63 @@ pub struct JsonFlag {
     /// Print JSON instead of a table.
     #[arg(long)]
     pub json: bool,
+}
+
+/// `deploy incident ...`
+#[derive(Debug, Subcommand)]
+pub enum IncidentCommand {
+    /// The record of an incident, from the audit trail: who froze, rotated, revoked or
+    /// suspended what and when, which services and deployments held each secret
+    /// affected (and which granted services have not opened its current version yet),
+    /// and the impact window (the first action to the unfreeze).
+    #[command(after_help = "\
+Examples:
+  deploy incident report --since 2h
+  deploy incident report --since 2025-06-01T09:00:00Z --markdown >> INC-42.md
+  deploy incident report --json")]
+    Report {
+        /// Only records at or after T: RFC 3339, or a time ago (90s, 15m, 1h, 7d).
+        #[arg(long, value_name = "T")]
+        since: Option<String>,
+        /// How to print it.
+        #[command(flatten)]
+        format: IncidentFormat,
+    },
+}
+
+/// How `deploy incident report` prints (default: text for a terminal).
+#[derive(Debug, Args)]
+#[group(multiple = false)]
+pub struct IncidentFormat {
+    /// Print JSON.
+    #[arg(long)]
+    pub json: bool,
+    /// Print Markdown, for an incident record.
+    #[arg(long)]
+    pub markdown: bool,
+}
+
+/// `--reason R`, for the break-glass commands.
+#[derive(Debug, Args)]
+pub struct ReasonFlag {
+    /// Why (recorded with the change, and shown by `deploy status`).
+    #[arg(long, value_name = "R")]
+    pub reason: Option<String>,
+}
+
+/// How `deploy secret matrix` prints the matrix (default: a table for a terminal).
+#[derive(Debug, Args)]
+#[group(multiple = false)]
+pub struct MatrixFormat {
+    /// Print the server's JSON.
+    #[arg(long)]
+    pub json: bool,
+    /// Print CSV (RFC 4180), for a spreadsheet.
+    #[arg(long)]
+    pub csv: bool,
+    /// Print a Markdown table, for an incident record or a wiki.
+    #[arg(long)]
+    pub markdown: bool,
 }
 
 /// `deploy secret …`
@@ -428,26 +520,31 @@ Examples:
     Rollback {
         /// The secret's name.
         name: String,
-        /// Why (recorded with the change).
-        #[arg(long, value_name = "R")]
-        reason: Option<String>,
     },
     /// Destroy a secret's previous version: its overlap ends, and no rollback can bring
     /// it back.
     Retire {
         /// The secret's name.
         name: String,
-        /// Why (recorded with the change).
-        #[arg(long, value_name = "R")]
-        reason: Option<String>,
     },
     /// Destroy a secret's pending version (a rotation that will not be promoted).
     Discard {
         /// The secret's name.
         name: String,
-        /// Why (recorded with the change).
-        #[arg(long, value_name = "R")]
-        reason: Option<String>,
+    },
+    /// Everyone a rotation or revoke of a secret must reach: the services granted it (and
+    /// whether each has opened the current version), the deployments a value of it was
+    /// generated for, the tiers it is delegated to.
+    #[command(after_help = "\
+Examples:
+  deploy secret holders db_password
+  deploy secret holders db_password --json")]
+    Holders {
+        /// The secret's name.
+        name: String,
+        /// Print JSON instead of tables.
+        #[arg(long)]
+        json: bool,
     },
     /// A secret's versions: current, previous, pending and destroyed, with when each was
     /// made, by whom and why; never a value.
@@ -465,13 +562,43 @@ Examples:
     /// Stop a service reading a secret, from its very next read.
     #[command(after_help = "\
 Examples:
-  deploy secret revoke web db_password")]
+  deploy secret revoke web db_password
+  deploy secret revoke-all db_password --reason 'INC-42'   # every service at once")]
     Revoke {
         /// The service.
         service: String,
         /// The secret's name.
         name: String,
     },
+    /// Stop every service reading a secret, at once (break-glass).
+    ///
+    /// One transaction: every grant of NAME goes, and each service's next read of it
+    /// fails, of files held open too. The secret and its value stay (rotate it with
+    /// `deploy secret rotate NAME --generate --revoke-previous`); grant it again once the
+    /// incident allows. Works while deploys are frozen.
+    #[command(after_help = "\
+Examples:
+  deploy secret revoke-all signing_key --reason 'INC-42: leaked in a log'")]
+    RevokeAll {
+        /// The secret's name.
+        name: String,
+        /// Why (recorded with the change).
+        #[arg(long, value_name = "R")]
+        reason: Option<String>,
+    },
+    /// Seed 004's ownership matrix: secrets by services, with class, owner and age.
+    ///
+    /// A row per secret (stored, or declared in the catalog), a column per service, a
+    /// mark where a grant holds (a grant that ends by itself shows when), with each
+    /// secret's class, owner, the age of its current version and its rotation period (the
+    /// catalog's rotate-every, 90 days if none). A table for a terminal, or --json, --csv
+    /// (RFC 4180) or --markdown. Never a value.
+    #[command(after_help = "\
+Examples:
+  deploy secret matrix
+  deploy secret matrix --markdown >> incident-42.md
+  deploy secret matrix --csv > matrix.csv")]
+    Matrix(MatrixFormat),
     /// Re-encrypt every secret under a new cluster key, showing progress.
     RotateKey,
     /// Set a secret's metadata: class, owner, rotation period, description.
@@ -624,6 +751,92 @@ Examples:
     },
 }
 
+/// `deploy audit …`
+#[derive(Debug, Subcommand)]
+pub enum AuditCommand {
+    /// List the audit trail's records, oldest first, every chain merged by time.
+    ///
+    /// Records of the changes (chain `changes`: set, grant, revoke, promote, rotate-key,
+    /// ...) and of the opens of secrets by services' views (chain `opens`), each with who
+    /// (principal and uid), the action, its target, the version, the reason and the
+    /// result; never a value. A table, or with --json the records as the server exports
+    /// them (one JSON object a line, which `deploy audit verify --log` checks).
+    #[command(after_help = "\
+Examples:
+  deploy audit list --since 1h
+  deploy audit list --secret db_password --since 2025-06-01T00:00:00Z
+  deploy audit list --service web --action open
+  deploy audit list --json > audit.jsonl")]
+    List {
+        /// Only records at or after T: RFC 3339, or a time ago (90s, 15m, 1h, 7d).
+        #[arg(long, value_name = "T")]
+        since: Option<String>,
+        /// Only records at or before T.
+        #[arg(long, value_name = "T")]
+        until: Option<String>,
+        /// Only records of this secret.
+        #[arg(long, value_name = "NAME")]
+        secret: Option<String>,
+        /// Only records of this service (its changes, and opens through its view).
+        #[arg(long, value_name = "SERVICE")]
+        service: Option<String>,
+        /// Only records of this action (set, grant, open, ...).
+        #[arg(long, value_name = "A")]
+        action: Option<String>,
+        /// Only records of this chain (changes, opens).
+        #[arg(long, value_name = "CHAIN")]
+        chain: Option<String>,
+        /// Print the records as JSON lines instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Print records as they are made, until stopped (SIGINT, SIGTERM or SIGHUP: exit 0).
+    ///
+    /// For shipping to a log system: with --json, one JSON object a line, flushed as each
+    /// batch arrives.
+    #[command(after_help = "\
+Examples:
+  deploy audit follow
+  deploy audit follow --json | logger -t srv-secrets-audit")]
+    Follow {
+        /// Print JSON lines instead of table rows.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Check every record's signature and link, and that the log reaches each --head.
+    ///
+    /// Names the first bad record: one changed, removed, inserted or reordered, or (against
+    /// a head recorded elsewhere) a tail cut off. Exit 0 if the log verifies, 1 if not.
+    /// With --log, checks an exported log (JSON lines) with --public-key alone, needing no
+    /// server.
+    #[command(after_help = "\
+Examples:
+  deploy audit verify
+  deploy audit verify --head 1234:9f2c...e1
+  deploy audit verify --log audit.jsonl --public-key 3b6a...0c --head opens:88:51d0...aa")]
+    Verify {
+        /// A head the log must reach: [CHAIN:]SEQ:HASH from `deploy audit head` (the chain
+        /// defaults to changes); repeatable.
+        #[arg(long, value_name = "SEQ:HASH")]
+        head: Vec<String>,
+        /// Verify this exported log instead of the server's.
+        #[arg(long, value_name = "FILE")]
+        log: Option<PathBuf>,
+        /// The audit's public key (64 hex digits, from `deploy audit head`), with --log.
+        #[arg(long, value_name = "HEX")]
+        public_key: Option<String>,
+    },
+    /// Print the audit's public key and each chain's last record (SEQ:HASH).
+    ///
+    /// Keep a head somewhere the server cannot write: `deploy audit verify --head` then
+    /// shows that no record up to it was removed since.
+    Head {
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
 /// `deploy secret rotate NAME ...`
 #[derive(Debug, Args)]
 pub struct RotateArgs {
@@ -652,9 +865,6 @@ pub struct RotateArgs {
     /// Destroy the old value at promotion, and cut off every reader of it (an incident).
     #[arg(long)]
     pub revoke_previous: bool,
-    /// Why (recorded with the new version).
-    #[arg(long, value_name = "R")]
-    pub reason: Option<String>,
     /// Stage an empty value.
     #[arg(long)]
     pub allow_empty: bool,
@@ -705,9 +915,40 @@ Examples:
         #[arg(long, conflicts_with = "tiers")]
         all: bool,
     },
-    /// List services: uid, secrets the manifest needs, grants, grants missing.
+    /// List services: uid, secrets the manifest needs, grants, grants missing, and
+    /// whether each is suspended.
     List(JsonFlag),
+    /// Suspend a service (break-glass): its next read of anything fails.
+    ///
+    /// Every request through SERVICE's view (its own connections, and views the admin
+    /// mounted for it) fails from now on with "permission denied", of files held open
+    /// too: secrets and config alike. Its grants, uid and manifest stay, so that `deploy
+    /// service resume SERVICE` brings it back as it was. Stored: it survives a restart.
+    /// Works while deploys are frozen.
+    #[command(after_help = "\
+Examples:
+  deploy service suspend worker --reason 'INC-42: worker host compromised'
+  deploy service list
+  deploy service resume worker --reason 'INC-42: host rebuilt'")]
+    Suspend {
+        /// The service.
+        service: String,
+        /// Why (recorded with the change, shown by `deploy service list`).
+        #[arg(long, value_name = "R")]
+        reason: Option<String>,
+    },
+    /// Resume a suspended service: its reads work again.
+    Resume {
+        /// The service.
+        service: String,
+        /// Why (recorded with the change).
+        #[arg(long, value_name = "R")]
+        reason: Option<String>,
+    },
     /// Check that every secret in a service's manifest is granted; exit 1 if not.
+    ///
+    /// Refused while deploys are frozen (`deploy freeze`): it is the gate a deploy
+    /// passes.
     #[command(after_help = "\
 Examples:
   deploy service check web
@@ -721,8 +962,9 @@ Examples:
     },
     /// Run a command with SERVICE's view at /secret and /config, as SERVICE's uid (root).
     ///
-    /// First checks that every secret in SERVICE's manifest is granted; if one is not,
-    /// exits 1 before starting anything and says how to grant each. Then CMD runs in a
+    /// Refused while deploys are frozen. First checks that every secret in SERVICE's
+    /// manifest is granted; if one is not, exits 1 before starting anything and says how
+    /// to grant each. Then CMD runs in a
     /// mount namespace of its own, where /secret/NAME and /config/KEY are SERVICE's live
     /// view (the host's namespace does not change), as SERVICE's uid and gid with no
     /// supplementary groups and no_new_privs. deploy passes SIGTERM, SIGINT, SIGHUP,
@@ -1467,6 +1709,43 @@ mod tests {
             cli.command,
             Command::Secret(SecretCommand::Delegate { via: Some(_), .. })
         ));
+    }
+
+    #[test]
+    fn break_glass_commands_take_a_reason_and_the_matrix_one_format() {
+        let cli = Cli::try_parse_from(["deploy", "freeze", "--reason", "INC-42"]).unwrap();
+        assert!(matches!(
+            cli.command,
+            Command::Freeze(ReasonFlag { reason: Some(r) }) if r == "INC-42"
+        ));
+        let cli = Cli::try_parse_from(["deploy", "unfreeze"]).unwrap();
+        assert!(matches!(
+            cli.command,
+            Command::Unfreeze(ReasonFlag { reason: None })
+        ));
+        let cli =
+            Cli::try_parse_from(["deploy", "secret", "revoke-all", "db", "--reason", "x"]).unwrap();
+        assert!(matches!(
+            cli.command,
+            Command::Secret(SecretCommand::RevokeAll { name, reason: Some(_) }) if name == "db"
+        ));
+        for (verb, suspend) in [("suspend", true), ("resume", false)] {
+            let cli = Cli::try_parse_from(["deploy", "service", verb, "web"]).unwrap();
+            match (cli.command, suspend) {
+                (Command::Service(ServiceCommand::Suspend { service, .. }), true)
+                | (Command::Service(ServiceCommand::Resume { service, .. }), false) => {
+                    assert_eq!(service, "web");
+                }
+                (other, _) => panic!("parsed as {other:?}"),
+            }
+        }
+        let cli = Cli::try_parse_from(["deploy", "secret", "matrix", "--csv"]).unwrap();
+        assert!(matches!(
+            cli.command,
+            Command::Secret(SecretCommand::Matrix(MatrixFormat { csv: true, .. }))
+        ));
+        let e = Cli::try_parse_from(["deploy", "secret", "matrix", "--csv", "--json"]).unwrap_err();
+        assert_eq!(e.exit_code(), 2);
     }
 
     #[test]

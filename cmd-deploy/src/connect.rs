@@ -1,10 +1,12 @@
 //! Finding the server ([`resolve`]), connecting and attaching ([`Session`]), and the one
 //! way deploy changes anything: writing commands to `secrets/ctl` ([`Ctl`]).
 //!
-//! Every request waits at most `--timeout` for a sign of life: it fails once nothing at
-//! all has been heard from the server, on its connection, for that long ([`Link`]). A
+//! Every request waits at most `--timeout` for a sign of life: it fails once no whole
+//! message (nor 64 KiB of a long one) has been heard from the server, on its connection,
+//! for that long ([`Link`]). A
 //! request that is slow while the server keeps answering others (the `rotate-key` write,
-//! while the progress polls are answered) waits as long as that lasts.
+//! while the progress polls are answered) waits as long as that lasts; a server that
+//! trickles a byte now and then without finishing a message does not keep it waiting.
 
 use std::ffi::{OsStr, OsString};
 use std::fmt;
@@ -25,6 +27,7 @@ use tokio::time::Instant;
 use zeroize::Zeroizing;
 
 use crate::error::{CliError, NoAnswer};
+use crate::files;
 
 /// The environment variable that names the server when --addr is not given.
 pub const ADDR_VAR: &str = "SRV_SECRETS_ADDR";
@@ -61,6 +64,8 @@ pub struct Server {
     pub addr: Addr,
     /// `--timeout`.
     pub timeout: Duration,
+    /// `--reason`: sent before every change (and every transaction) written to ctl.
+    pub reason: Option<String>,
 }
 
 /// What address resolution reads from the process's environment, gathered once so that
@@ -172,10 +177,72 @@ fn last_heard(heard: &LastHeard) -> Instant {
     *heard.lock().unwrap_or_else(|p| p.into_inner())
 }
 
-/// A stream that notes in [`LastHeard`] when bytes arrive.
+/// A stream that notes in [`LastHeard`] when a whole 9P message, or [`PROGRESS`] bytes
+/// of one, has arrived.
 struct Heard<S> {
     stream: S,
     heard: LastHeard,
+    frame: FrameProgress,
+}
+
+impl<S> Heard<S> {
+    fn new(stream: S, heard: LastHeard) -> Heard<S> {
+        Heard {
+            stream,
+            heard,
+            frame: FrameProgress::default(),
+        }
+    }
+}
+
+/// How much of a long message counts as a sign of life before it is whole: a large read
+/// over a slow link is progress, a byte now and then is not.
+const PROGRESS: u64 = 64 * 1024;
+
+/// How far the message being received has come: its size field (little-endian, counting
+/// itself), then the rest. Only counted, never parsed: the client decodes it.
+#[derive(Default)]
+struct FrameProgress {
+    size: [u8; 4],
+    size_have: usize,
+    remaining: u64,
+    since_progress: u64,
+}
+
+impl FrameProgress {
+    /// Takes bytes just received; whether a message was completed among them.
+    fn take(&mut self, mut bytes: &[u8]) -> bool {
+        let mut completed = false;
+        while !bytes.is_empty() {
+            if self.size_have < self.size.len() {
+                self.size[self.size_have] = bytes[0];
+                self.size_have += 1;
+                bytes = &bytes[1..];
+                if self.size_have == self.size.len() {
+                    // A size below the field's own is malformed: the client refuses it;
+                    // here it ends the message, so counting stays in step.
+                    self.remaining = u64::from(u32::from_le_bytes(self.size)).saturating_sub(4);
+                }
+            } else {
+                let n = usize::try_from(self.remaining)
+                    .unwrap_or(usize::MAX)
+                    .min(bytes.len());
+                self.remaining -= n as u64;
+                bytes = &bytes[n..];
+                self.since_progress += n as u64;
+                if self.since_progress >= PROGRESS {
+                    completed = true;
+                    self.since_progress = 0;
+                }
+            }
+            if self.size_have == self.size.len() && self.remaining == 0 {
+                completed = true;
+                self.size_have = 0;
+                self.since_progress = 0;
+            }
+        }
+        completed
+    }
 }
 
 impl<S: AsyncRead + Unpin> AsyncRead for Heard<S> {
@@ -187,7 +254,7 @@ impl<S: AsyncRead + Unpin> AsyncRead for Heard<S> {
         let this = self.get_mut();
         let before = buf.filled().len();
         let polled = Pin::new(&mut this.stream).poll_read(cx, buf);
-        if matches!(polled, Poll::Ready(Ok(()))) && buf.filled().len() > before {
+        if matches!(polled, Poll::Ready(Ok(()))) && this.frame.take(&buf.filled()[before..]) {
             *this.heard.lock().unwrap_or_else(|p| p.into_inner()) = Instant::now();
         }
         polled
@@ -252,6 +319,8 @@ pub struct Session {
     addr: Addr,
     root: Fid,
     link: Link,
+    /// `--reason`, for the ctl fids it opens.
+    reason: Option<String>,
 }
 
 impl Session {
@@ -272,20 +341,25 @@ impl Session {
             addr: server.addr.clone(),
             root,
             link,
+            reason: server.reason.clone(),
         })
     }
 
     /// Connects and attaches `service`'s view (`/secret/…`, `/config/…`) on its behalf,
-    /// which only the admin may do.
+    /// which only the admin may do; `what` is the command that asks (`service run`), for
+    /// its refusals.
     ///
     /// # Errors
-    /// As [`Session::admin`], and [`CliError::NoSuchService`] when we are the admin but
-    /// the service does not exist (the server says "permission denied" to both, so that
-    /// anames are no oracle; the admin may know the difference, so we ask).
+    /// As [`Session::admin`]; [`CliError::NoSuchService`] when we are the admin but the
+    /// service does not exist, and [`CliError::Suspended`] when it is suspended (the
+    /// server says "permission denied" to all three, so that anames are no oracle; the
+    /// admin may know the difference, so we ask); [`CliError::Frozen`] while deploys are
+    /// frozen.
     pub async fn service_view(
         server: &Server,
         env: &Env,
         service: &str,
+        what: &'static str,
     ) -> Result<Session, CliError> {
         let (client, link) = connect(server, env).await?;
         match link.answer(client.attach(&env.user, service)).await {
@@ -293,12 +367,51 @@ impl Session {
                 addr: server.addr.clone(),
                 root,
                 link,
+                reason: server.reason.clone(),
             }),
             Err(e) if is_permission_denied(&e) => {
-                match link.answer(client.attach(&env.user, ADMIN_ANAME)).await {
-                    Ok(_) => Err(CliError::NoSuchService(service.to_string())),
-                    Err(e) => Err(attach_error(e, env)),
+                let root = match link.answer(client.attach(&env.user, ADMIN_ANAME)).await {
+                    Ok(root) => root,
+                    Err(e) => return Err(attach_error(e, env)),
+                };
+                let admin = Session {
+                    addr: server.addr.clone(),
+                    root,
+                    link,
+                    reason: None,
+                };
+                let path = ["secrets", "services", service];
+                match admin.read(&path, files::MAX_SERVICE_FILE).await {
+                    Ok(text) => match model::ServiceFile::parse(&text) {
+                        Ok(model::ServiceFile {
+                            suspended: Some(mark),
+                            ..
+                        }) => Err(CliError::Suspended {
+                            service: service.to_string(),
+                            mark,
+                        }),
+                        _ => Err(attach_error(e, env)),
+                    },
+                    Err(_) => Err(CliError::NoSuchService(service.to_string())),
                 }
+            }
+            Err(e) if e.remote() == Some(model::FROZEN) => {
+                let mark = match link.answer(client.attach(&env.user, ADMIN_ANAME)).await {
+                    Ok(root) => {
+                        let admin = Session {
+                            addr: server.addr.clone(),
+                            root,
+                            link,
+                            reason: None,
+                        };
+                        crate::commands::read_status(&admin)
+                            .await
+                            .ok()
+                            .and_then(|s| s.frozen)
+                    }
+                    Err(_) => None,
+                };
+                Err(CliError::Frozen { what, mark })
             }
             Err(e) => Err(attach_error(e, env)),
         }
@@ -409,6 +522,10 @@ impl Session {
             offset: 0,
             link: self.link.clone(),
             results: ReplyReader::new(),
+            reason: self
+                .reason
+                .clone()
+                .map(|text| ctl::Command::Reason { text }),
         })
     }
 }
@@ -443,10 +560,7 @@ async fn connect(server: &Server, env: &Env) -> Result<(Client, Link), CliError>
         });
     }
     let heard = Arc::new(Mutex::new(Instant::now()));
-    let client = Client::over(Heard {
-        stream,
-        heard: heard.clone(),
-    });
+    let client = Client::over(Heard::new(stream, heard.clone()));
     let link = Link {
         addr: addr.clone(),
         timeout: server.timeout,
@@ -533,6 +647,9 @@ pub struct Ctl {
     offset: u64,
     link: Link,
     results: ReplyReader,
+    /// `reason TEXT`, written before each change and each transaction (the server keeps
+    /// a reason for the next change only).
+    reason: Option<ctl::Command>,
 }
 
 /// The most result bytes deploy takes from ctl for one request: the server keeps at most
@@ -546,8 +663,16 @@ impl Ctl {
     /// # Errors
     /// [`CliError::Ctl`] with the server's text.
     pub async fn send(&mut self, command: &ctl::Command) -> Result<Answer, CliError> {
-        self.write(&command.encode()).await?;
-        let mut answers = self.answers(1).await?;
+        let reason = self.reason.as_ref().filter(|_| command.is_change());
+        let mut text = Zeroizing::new(Vec::with_capacity(command.weight() + 1100));
+        if let Some(reason) = reason {
+            text.extend_from_slice(&reason.encode());
+        }
+        text.extend_from_slice(&command.encode());
+        let want = 1 + usize::from(reason.is_some());
+        self.write(&text).await?;
+        drop(text);
+        let mut answers = self.answers(want).await?;
         answers
             .pop()
             .ok_or_else(|| CliError::Unexpected("secrets/ctl gave no result for a command".into()))
@@ -567,7 +692,12 @@ impl Ctl {
         let size: usize = commands.iter().map(|c| c.weight()).sum::<usize>() + 32;
         // One buffer for all of it, sized up front so that it never reallocates (values
         // pass through it).
-        let mut text = Zeroizing::new(Vec::with_capacity(2 * size));
+        let mut text = Zeroizing::new(Vec::with_capacity(2 * size + 1100));
+        // The reason before `begin` is the transaction's.
+        let reason = self.reason.is_some();
+        if let Some(reason) = &self.reason {
+            text.extend_from_slice(&reason.encode());
+        }
         text.extend_from_slice(&ctl::Command::Begin.encode());
         for c in commands {
             text.extend_from_slice(&c.encode());
@@ -575,8 +705,13 @@ impl Ctl {
         text.extend_from_slice(&ctl::Command::Commit.encode());
         self.write(&text).await?;
         drop(text);
-        // begin, each command, then commit.
-        let mut answers = self.answers(commands.len() + 2).await?;
+        // The reason's, begin, each command, then commit.
+        let mut answers = self
+            .answers(commands.len() + 2 + usize::from(reason))
+            .await?;
+        if reason && !answers.is_empty() {
+            answers.remove(0);
+        }
         if answers.len() != commands.len() + 2 {
             return Err(CliError::Unexpected(format!(
                 "secrets/ctl gave {} results for a transaction of {} commands",
@@ -823,14 +958,7 @@ mod tests {
             timeout,
             heard: heard.clone(),
         };
-        (
-            link,
-            peer,
-            Heard {
-                stream: ours,
-                heard,
-            },
-        )
+        (link, peer, Heard::new(ours, heard))
     }
 
     #[tokio::test(start_paused = true)]
@@ -852,12 +980,12 @@ mod tests {
     async fn a_slow_request_lives_while_the_server_answers_others() {
         use tokio::io::{AsyncReadExt, AsyncWriteExt};
         let (link, mut peer, mut ours) = link(Duration::from_secs(1));
-        // The server says something every 500 ms for 5 s (as the rotate-key polls are
-        // answered), then falls silent.
+        // The server answers something every 500 ms for 5 s (as the rotate-key polls
+        // are answered), then falls silent.
         let chatter = tokio::spawn(async move {
             for _ in 0..10 {
                 tokio::time::sleep(Duration::from_millis(500)).await;
-                peer.write_all(b"x").await.unwrap();
+                peer.write_all(&[7, 0, 0, 0, 1, 2, 3]).await.unwrap();
             }
             peer
         });
@@ -879,6 +1007,51 @@ mod tests {
         assert!(NoAnswer::of(&e).is_some());
         assert_eq!(started.elapsed(), Duration::from_secs(6));
         reader.abort();
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn bytes_that_never_finish_a_message_are_no_sign_of_life() {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let (link, mut peer, mut ours) = link(Duration::from_secs(1));
+        // A message of 1 MiB announced, then a byte of it every 500 ms.
+        let trickle = tokio::spawn(async move {
+            peer.write_all(&[0, 0, 16, 0]).await.unwrap();
+            for _ in 0..20 {
+                tokio::time::sleep(Duration::from_millis(500)).await;
+                peer.write_all(b"x").await.unwrap();
+            }
+            peer
+        });
+        let reader = tokio::spawn(async move {
+            let mut buf = [0u8; 16];
+            while ours.read(&mut buf).await.is_ok_and(|n| n > 0) {}
+        });
+        let started = Instant::now();
+        let never = std::future::pending::<Result<(), ClientError>>();
+        let e = link.answer(never).await.unwrap_err();
+        assert!(NoAnswer::of(&e).is_some());
+        assert_eq!(started.elapsed(), Duration::from_secs(1));
+        trickle.abort();
+        reader.abort();
+    }
+
+    #[test]
+    fn message_boundaries_are_counted_across_and_within_reads() {
+        let mut frame = FrameProgress::default();
+        // Two whole messages in one read, then one split inside its size field.
+        assert!(frame.take(&[5, 0, 0, 0, 9, 6, 0, 0, 0, 1, 2]));
+        assert!(!frame.take(&[6, 0]));
+        assert!(!frame.take(&[0, 0, 1]));
+        assert!(frame.take(&[2]));
+        // A malformed size (below 4) ends its message at once, and counting goes on.
+        assert!(frame.take(&[1, 0, 0, 0]));
+        assert!(!frame.take(&[9, 0, 0, 0, 1]));
+        assert!(frame.take(&[1, 2, 3, 4]));
+        // A long message is progress every 64 KiB of it.
+        assert!(!frame.take(&[0, 0, 4, 0]));
+        assert!(!frame.take(&vec![0; 65_535]));
+        assert!(frame.take(&[0]));
+        assert!(!frame.take(&vec![0; 65_535]));
     }
 
     #[test]

@@ -87,6 +87,16 @@ pub enum CliError {
         /// Where it came from: "typed at the prompt", "from stdin", "in the file X".
         from: String,
     },
+    /// Deploys are frozen (`deploy freeze`), and this command deploys something: the
+    /// server refused it with [`model::FROZEN`], or deploy did, seeing the freeze in
+    /// `secrets/status`.
+    #[error("{}", frozen_text(what, mark.as_ref()))]
+    Frozen {
+        /// The command refused, as typed after `deploy`: `service run`.
+        what: &'static str,
+        /// Since when, by whom and why, if deploy knows.
+        mark: Option<model::Mark>,
+    },
     /// Ctrl-C (SIGINT).
     #[error("interrupted")]
     Interrupted,
@@ -147,6 +157,19 @@ pub enum CliError {
          `deploy service add {0} --uid UID`"
     )]
     NoSuchService(String),
+    /// A service whose view is refused because it is suspended (`deploy service
+    /// suspend`).
+    #[error(
+        "service {service} is suspended{}: every read through its view is refused; resume \
+         it with `deploy service resume {service}`",
+        since_text(mark)
+    )]
+    Suspended {
+        /// The service.
+        service: String,
+        /// Since when, by whom and why.
+        mark: model::Mark,
+    },
     /// Reading the value or a manifest failed.
     #[error("cannot read {what}: {source}")]
     Read {
@@ -286,6 +309,26 @@ impl CliError {
             other => CliError::request("writing secrets/ctl", other),
         }
     }
+}
+
+/// ` since T by WHO: WHY` (or ` (no reason given)`).
+pub(crate) fn since_text(m: &model::Mark) -> String {
+    let why = m
+        .reason
+        .as_deref()
+        .map_or_else(|| " (no reason given)".to_string(), |r| format!(": {r}"));
+    let at = crate::output::iso8601(u32::try_from(m.since).unwrap_or(u32::MAX));
+    format!(" since {at} by {}{why}", m.by)
+}
+
+/// The text of [`CliError::Frozen`].
+fn frozen_text(what: &str, mark: Option<&model::Mark>) -> String {
+    let since = mark.map(since_text).unwrap_or_default();
+    format!(
+        "{}: deploys are frozen{since}, so `deploy {what}` is refused and nothing was done; \
+         lift the freeze with `deploy unfreeze --reason R` once the incident allows",
+        model::FROZEN
+    )
 }
 
 /// Says what a failed connect means and what to do about it.
@@ -465,6 +508,34 @@ mod tests {
             e.to_string(),
             "reading secret/db: the server sent more than 1 MiB, more than srv-secrets ever \
              serves there; is this a srv-secrets socket, and as new as this deploy?"
+        );
+    }
+
+    #[test]
+    fn a_freeze_says_since_when_by_whom_why_and_how_to_lift_it() {
+        let e = CliError::Frozen {
+            what: "service run",
+            mark: Some(model::Mark {
+                since: 1_714_564_800,
+                by: "admin (uid 0)".into(),
+                reason: Some("INC-42".into()),
+            }),
+        };
+        assert_eq!(
+            e.to_string(),
+            "frozen (see deploy status): deploys are frozen since 2024-05-01T12:00:00Z by \
+             admin (uid 0): INC-42, so `deploy service run` is refused and nothing was done; \
+             lift the freeze with `deploy unfreeze --reason R` once the incident allows"
+        );
+        assert_eq!(e.exit_code(), 1);
+        let e = CliError::Frozen {
+            what: "mount",
+            mark: None,
+        };
+        assert!(
+            e.to_string()
+                .starts_with("frozen (see deploy status): deploys are frozen, so `deploy mount`"),
+            "{e}"
         );
     }
 

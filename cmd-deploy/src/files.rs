@@ -73,6 +73,8 @@ pub struct ServiceFile {
     pub uid: Option<u32>,
     /// The secrets its manifest declares, in manifest order.
     pub secrets: Vec<String>,
+    /// Whether it is suspended: since when, by whom, why.
+    pub suspended: Option<model::Mark>,
 }
 
 /// Parses `secrets/services/SERVICE` ([`model::ServiceFile`]).
@@ -87,6 +89,7 @@ pub fn parse_service(text: &[u8]) -> Result<ServiceFile, CliError> {
     Ok(ServiceFile {
         uid: file.uid,
         secrets: file.secrets(),
+        suspended: file.suspended,
     })
 }
 
@@ -113,6 +116,8 @@ mod tests {
                 secrets: Some(12),
                 services: Some(4),
                 rotation: Rotation::Idle,
+                frozen: None,
+                suspended: vec![],
             }
         );
         let s = parse_status(b"key 4\nrotation 5/12\nfuture thing\nnewkey\n").unwrap();
@@ -140,9 +145,20 @@ mod tests {
             serde_json::to_value(&s).unwrap(),
             serde_json::json!({
                 "key": 1, "secrets": 2, "services": 0,
-                "rotation": {"state": "running", "done": 1, "total": 2}
+                "rotation": {"state": "running", "done": 1, "total": 2},
+                "frozen": null, "suspended": []
             })
         );
+        let s = parse_status(
+            b"frozen 1714564800\nfrozen-by admin (uid 0)\nfrozen-reason INC-1\nsuspended web\n",
+        )
+        .unwrap();
+        let json = serde_json::to_value(&s).unwrap();
+        assert_eq!(
+            json["frozen"],
+            serde_json::json!({"since": 1_714_564_800, "by": "admin (uid 0)", "reason": "INC-1"})
+        );
+        assert_eq!(json["suspended"], serde_json::json!(["web"]));
         assert_eq!(
             serde_json::to_value(Rotation::Idle).unwrap(),
             serde_json::json!({"state": "idle"})
@@ -169,7 +185,8 @@ mod tests {
             parse_service(b"uid none\n").unwrap(),
             ServiceFile {
                 uid: None,
-                secrets: vec![]
+                secrets: vec![],
+                suspended: None,
             }
         );
         assert_eq!(parse_service(b"uid 0").unwrap().uid, Some(0));

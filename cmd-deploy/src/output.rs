@@ -25,15 +25,19 @@ pub enum Align {
 /// A table with a header row, columns two spaces apart, no trailing blanks.
 #[derive(Debug)]
 pub struct Table {
-    columns: Vec<(&'static str, Align)>,
+    columns: Vec<(String, Align)>,
     rows: Vec<Vec<String>>,
 }
 
 impl Table {
-    /// A table with these column headers and alignments.
-    pub fn new(columns: &[(&'static str, Align)]) -> Table {
+    /// A table with these column headers and alignments. Headers are [`printable`]:
+    /// some are names from the server (a column per service).
+    pub fn new(columns: &[(&str, Align)]) -> Table {
         Table {
-            columns: columns.to_vec(),
+            columns: columns
+                .iter()
+                .map(|(h, a)| (printable(h).into_owned(), *a))
+                .collect(),
             rows: Vec::new(),
         }
     }
@@ -57,7 +61,7 @@ impl Table {
 
     fn render_lines(&self, with_header: bool) -> String {
         let cell = |row: &[String], i: usize| row.get(i).map_or("", String::as_str).to_string();
-        let header: Vec<String> = self.columns.iter().map(|(h, _)| h.to_string()).collect();
+        let header: Vec<String> = self.columns.iter().map(|(h, _)| h.clone()).collect();
         let lines: Vec<Vec<String>> = with_header
             .then_some(header)
             .into_iter()
@@ -158,10 +162,40 @@ pub fn write_text(out: &mut dyn Write, text: &str) -> Result<(), CliError> {
 
 /// Writes a value as pretty JSON and a newline.
 pub fn write_json<T: Serialize>(out: &mut dyn Write, value: &T) -> Result<(), CliError> {
-    let mut text = serde_json::to_string_pretty(value)
+    let text = serde_json::to_string_pretty(value)
         .map_err(|e| CliError::Unexpected(format!("cannot encode JSON: {e}")))?;
+    let mut text = json_escaped(&text).into_owned();
     text.push('\n');
     write_text(out, &text)
+}
+
+/// JSON text with every character [`printable`] escapes written as `\uXXXX`: serde_json
+/// escapes only C0 controls, and a C1 control or a bidi override in a name would reach
+/// the terminal of whoever pipes `--json` to `less` or `jq`. Outside strings JSON text is
+/// ASCII, so only characters inside strings change, and the value a parser reads is the
+/// same.
+pub fn json_escaped(json: &str) -> Cow<'_, str> {
+    if !json.chars().any(needs_escape) {
+        return Cow::Borrowed(json);
+    }
+    let mut out = String::with_capacity(json.len() + 16);
+    for c in json.chars() {
+        if needs_escape(c) && !c.is_ascii() {
+            let mut units = [0u16; 2];
+            for unit in c.encode_utf16(&mut units) {
+                let _ = write!(out, "\\u{unit:04x}");
+            }
+        } else {
+            out.push(c);
+        }
+    }
+    Cow::Owned(out)
+}
+
+/// A time the server gave (unix seconds), for people: [`iso8601`], the far future for one
+/// past 2106.
+pub fn when(secs: u64) -> String {
+    iso8601(u32::try_from(secs).unwrap_or(u32::MAX))
 }
 
 /// A time as UTC ISO-8601, `2024-05-01T12:00:00Z`, from seconds since the epoch (9P's
@@ -240,6 +274,24 @@ pub fn human_size(bytes: usize) -> String {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn json_output_escapes_c1_controls_and_bidi_overrides_and_parses_to_the_same_value() {
+        let name = "a\u{85}b\u{202e}c\u{9b}d\u{feff}é\n";
+        let mut out = Vec::new();
+        super::write_json(&mut out, &serde_json::json!({ "name": name })).unwrap();
+        let text = String::from_utf8(out).unwrap();
+        assert!(
+            !text.chars().any(|c| super::needs_escape(c) && c != '\n'),
+            "{text:?}"
+        );
+        assert!(
+            text.contains("\\u0085") && text.contains("\\u202e"),
+            "{text}"
+        );
+        let back: serde_json::Value = serde_json::from_str(&text).unwrap();
+        assert_eq!(back["name"], name);
+    }
+
     use std::time::Duration;
 
     use super::*;

@@ -643,6 +643,8 @@ fn bundle_refused(e: &secrets::Error) -> Response {
         Error::DeploymentUsed { .. } | Error::Bundle(_) | Error::BundleHoldsStoredValue { .. } => {
             StatusCode::CONFLICT
         }
+        // Deploys are frozen (break-glass): no bundle until `deploy unfreeze`.
+        Error::Frozen => StatusCode::LOCKED,
         other => {
             tracing::error!(error = %other, "a bundle request failed in the store");
             return ApiError(
@@ -884,6 +886,20 @@ mod tests {
     use std::sync::atomic::AtomicBool;
 
     use super::*;
+
+    #[test]
+    fn a_bundle_refused_by_a_freeze_is_423_in_the_words_deploy_knows() {
+        let response = bundle_refused(&secrets::Error::Frozen);
+        assert_eq!(response.status(), StatusCode::LOCKED);
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap();
+        let body = rt
+            .block_on(axum::body::to_bytes(response.into_body(), 4096))
+            .unwrap();
+        let body: serde_json::Value = serde_json::from_slice(&body).unwrap();
+        assert_eq!(body, json!({ "error": "frozen (see deploy status)" }));
+    }
 
     #[test]
     fn reports_are_made_off_the_async_worker() {

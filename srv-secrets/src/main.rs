@@ -62,6 +62,11 @@ enum Command {
         /// unless the store already has a service called demo.
         #[arg(long)]
         demo: bool,
+        /// How many opens of secrets may wait to be written to the audit trail (they are
+        /// written in batches, 20 ms after the first); past it, opens are counted and a
+        /// record says how many were not recorded.
+        #[arg(long, value_name = "N", default_value_t = secrets::OPEN_QUEUE_BOUND)]
+        audit_queue: usize,
     },
     /// Print a completion script for a shell to stdout.
     ///
@@ -275,6 +280,7 @@ async fn run_serve(
     listen: Vec<String>,
     http: Vec<String>,
     demo: bool,
+    audit_queue: usize,
 ) -> Result<(), String> {
     serve::harden_process();
     // Everything that can be refused without the vault is, before the vault is opened
@@ -298,6 +304,7 @@ async fn run_serve(
             .map_err(|e| format!("cannot listen on unix:{}: {e}", path.display()))?;
     }
     let vault = open_or_init(&data, key.as_deref(), embedded)?;
+    vault.set_open_queue_bound(audit_queue);
     if demo {
         seed_demo(&vault)?;
     }
@@ -381,11 +388,12 @@ fn main() -> ExitCode {
             listen,
             http,
             demo,
+            audit_queue,
         } => match tokio::runtime::Builder::new_multi_thread()
             .enable_all()
             .build()
         {
-            Ok(rt) => rt.block_on(run_serve(data, key, listen, http, demo)),
+            Ok(rt) => rt.block_on(run_serve(data, key, listen, http, demo, audit_queue)),
             Err(e) => Err(format!("cannot start the runtime: {e}")),
         },
         Command::Completions { shell } => print_completions(shell),

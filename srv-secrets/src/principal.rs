@@ -81,9 +81,17 @@ pub fn admission_of(vault: &Vault, peer: &Peer) -> Admission {
 /// `deploy` does), is told who it is and who the admin is ([`not_admin`]), so that an
 /// operator who ran deploy as a service's uid learns what to do. That tells a service
 /// only its own name and the admin's uid; a uid that is nobody never gets this far.
+///
+/// While deploys are frozen, the admin's attach of a service's view is refused with
+/// [`model::FROZEN`]: it is how a deployer mounts a new instance (`deploy service run`,
+/// `deploy mount`). Views attached before the freeze go on, and so do a service's own
+/// attaches (an instance that restarts by itself).
 pub fn view_for(vault: &Vault, principal: &Principal, aname: &str) -> Result<View, Error> {
     match principal {
         Principal::Admin if ADMIN_ANAMES.contains(&aname) => Ok(View::Admin),
+        Principal::Admin if vault.has_service(aname) && vault.is_frozen() => {
+            Err(Error::new(model::FROZEN))
+        }
         Principal::Admin if vault.has_service(aname) => Ok(View::Service {
             service: aname.to_string(),
             by: Principal::Admin,
@@ -117,16 +125,17 @@ fn not_admin(uid: u32, service: &str, admin_uid: u32) -> Error {
 }
 
 impl View {
-    /// Checks, on every request, that the view is still valid: the service still exists
-    /// and a service connection's uid still maps to it. A removed or remapped service
-    /// loses access at once, even through fids it holds.
+    /// Checks, on every request, that the view is still valid: the service still exists,
+    /// is not suspended, and a service connection's uid still maps to it. A removed,
+    /// remapped or suspended service loses access at once, even through fids it holds
+    /// (and "permission denied" is what Linux and 9pfuse both make EACCES).
     pub fn still_valid(&self, vault: &Vault) -> Result<(), Error> {
         match self {
             View::Admin => Ok(()),
             View::Service { service, by } => {
                 let valid = match by {
-                    Principal::Admin => vault.has_service(service),
-                    Principal::Service { uid, .. } => vault.uid_maps_to(*uid, service),
+                    Principal::Admin => vault.serves(service),
+                    Principal::Service { uid, .. } => vault.uid_serves(*uid, service),
                 };
                 if valid {
                     Ok(())
@@ -267,6 +276,42 @@ mod tests {
             not_admin(1002, "api", 0).0,
             "permission denied: uid 1002 is service api; the admin is root"
         );
+    }
+
+    #[test]
+    fn a_freeze_refuses_the_admins_new_attaches_of_a_service_view_only() {
+        let (_dir, v) = vault();
+        let before = view_for(&v, &Principal::Admin, "web").unwrap();
+        let actor = secrets::Actor::admin(Some(0));
+        v.apply(&actor, &[secrets::Change::Freeze]).unwrap();
+        let e = view_for(&v, &Principal::Admin, "web").unwrap_err();
+        assert_eq!(e.0, "frozen (see deploy status)");
+        // The admin tree, a service's own attach, and views attached before go on; a
+        // name that is no service is still just refused.
+        assert_eq!(view_for(&v, &Principal::Admin, "").unwrap(), View::Admin);
+        assert!(view_for(&v, &service("web", WEB), "").is_ok());
+        before.still_valid(&v).unwrap();
+        denied(view_for(&v, &Principal::Admin, "nosuch"));
+        v.apply(&actor, &[secrets::Change::Unfreeze]).unwrap();
+        assert!(view_for(&v, &Principal::Admin, "web").is_ok());
+    }
+
+    #[test]
+    fn a_suspended_service_loses_every_view_until_resumed() {
+        let (_dir, v) = vault();
+        let by_admin = view_for(&v, &Principal::Admin, "web").unwrap();
+        let by_web = view_for(&v, &service("web", WEB), "").unwrap();
+        let by_api = view_for(&v, &service("api", API), "").unwrap();
+        let actor = secrets::Actor::admin(Some(0));
+        v.apply(&actor, &[secrets::Change::Suspend { service: "web" }])
+            .unwrap();
+        denied(by_admin.still_valid(&v));
+        denied(by_web.still_valid(&v));
+        by_api.still_valid(&v).unwrap();
+        v.apply(&actor, &[secrets::Change::Resume { service: "web" }])
+            .unwrap();
+        by_admin.still_valid(&v).unwrap();
+        by_web.still_valid(&v).unwrap();
     }
 
     #[test]

@@ -318,8 +318,25 @@ async fn housekeeping(vault: Arc<Vault>, mut shutdown: Shutdown) -> io::Result<(
 }
 
 /// Serves `vault` over 9P on the unix sockets `sockets`, and the HTTP API on `http`, until
-/// SIGTERM or SIGINT, then finishes the requests in flight and returns.
+/// SIGTERM or SIGINT, then finishes the requests in flight, records the opens still
+/// queued for the audit trail, and returns.
 pub async fn serve(
+    vault: Arc<Vault>,
+    sockets: Vec<(PathBuf, tokio::net::UnixListener)>,
+    http: Vec<(PathBuf, tokio::net::UnixListener)>,
+) -> io::Result<()> {
+    let flusher = secrets::OpenFlusher::start(vault.clone())?;
+    let served = serve_until_stopped(vault, sockets, http).await;
+    // The last opens, from the requests just finished; a commit, so off the workers.
+    match tokio::task::spawn_blocking(move || flusher.stop()).await {
+        Ok(()) => info!("recorded the opens still queued for the audit trail"),
+        Err(e) => warn!(error = %e, "the audit's last flush failed"),
+    }
+    served
+}
+
+/// [`serve`], but for the audit's flusher.
+async fn serve_until_stopped(
     vault: Arc<Vault>,
     sockets: Vec<(PathBuf, tokio::net::UnixListener)>,
     http: Vec<(PathBuf, tokio::net::UnixListener)>,

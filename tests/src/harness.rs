@@ -73,9 +73,14 @@ pub fn bins() -> &'static Bins {
 /// A directory under /tmp that other uids can traverse (a service connecting as its own
 /// uid must reach the socket inside it).
 pub fn shared_tempdir() -> tempfile::TempDir {
+    shared_tempdir_in(Path::new("/tmp"))
+}
+
+/// Like [`shared_tempdir`], under `parent` (e.g. `/dev/shm`, where fsync costs nothing).
+pub fn shared_tempdir_in(parent: &Path) -> tempfile::TempDir {
     let dir = tempfile::Builder::new()
         .prefix("srv-secrets-test.")
-        .tempdir_in("/tmp")
+        .tempdir_in(parent)
         .expect("a temp dir");
     std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755))
         .expect("chmod the temp dir");
@@ -105,7 +110,12 @@ pub struct SecretsServer {
 impl SecretsServer {
     /// `srv-secrets init` on a fresh data directory; not started yet.
     pub fn init() -> SecretsServer {
-        let root = shared_tempdir();
+        SecretsServer::init_under(Path::new("/tmp"))
+    }
+
+    /// Like [`Self::init`], with the data directory and the socket under `parent`.
+    pub fn init_under(parent: &Path) -> SecretsServer {
+        let root = shared_tempdir_in(parent);
         let data = root.path().join("data");
         let socket = root.path().join("run/9p.sock");
         SecretsServer::init_in(root, data, None, socket)
@@ -129,6 +139,15 @@ impl SecretsServer {
             "with --key, the data directory holds no key"
         );
         s
+    }
+
+    /// `srv-secrets init --data DATA` on a data directory of the caller's choosing (on a
+    /// file system it made, say), with the socket and the log in a fresh directory; not
+    /// started yet.
+    pub fn init_at(data: PathBuf) -> SecretsServer {
+        let root = shared_tempdir();
+        let socket = root.path().join("run/9p.sock");
+        SecretsServer::init_in(root, data, None, socket)
     }
 
     /// `srv-secrets init --data DATA [--key KEY]`, asserting success.

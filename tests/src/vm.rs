@@ -44,6 +44,11 @@
 //!   `v9mount [MOUNTPOINT] [EXTRA_OPTS]` (exit status: mount's), then must
 //!   `cd "$V9FS_MNT"` to use it. A VM has one 9P connection, so one live
 //!   mount; after a failed mount, `v9mount` may try again.
+//! * `v9umount [MOUNTPOINT]` ends a mount made by `v9mount` (or the automatic
+//!   one) and stops its relay; `v9mount` may then mount again, e.g. another
+//!   service's view with `v9mount /mnt aname=api`: its Tversion starts a new
+//!   9P session on the same connection. The script must `cd` out of the mount
+//!   and close every file it holds there first (umount says EBUSY otherwise).
 //! * The mount is `mount -t 9p -o trans=fd,rfdno=3,wfdno=4,<options> v9fs /mnt`
 //!   on two FIFOs that busybox `cat`s relay to the virtio port (the port
 //!   itself cannot serve trans=fd; see `tests/vm/v9mount`).
@@ -103,7 +108,7 @@
 //! This file holds the public API and runs qemu; `vm/image.rs` finds the
 //! kernel, modules and busybox and builds the cached boot pieces;
 //! `vm/cpio.rs` writes the initramfs format; `tests/vm/` holds the guest's
-//! `/init`, `v9mount`, `/etc/passwd` and `/etc/group`.
+//! `/init`, `v9mount`, `v9umount`, `/etc/passwd` and `/etc/group`.
 //!
 //! Running as root is not required: the initramfs (including its
 //! `/dev/console` node) is written without `mknod`. It is needed only where

@@ -627,7 +627,7 @@ fn listen_and_addr_take_a_bare_socket_path() {
     s.kill9();
     assert!(out.status.success(), "{}", stderr(&out));
     assert!(
-        stdout(&out).starts_with(&format!("server:    unix:{}\n", socket.display())),
+        stdout(&out).starts_with(&format!("server:     unix:{}\n", socket.display())),
         "{}",
         stdout(&out)
     );

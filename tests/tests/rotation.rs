@@ -372,10 +372,7 @@ fn held_fids_keep_reading_after_a_rotation_and_are_cut_off_by_revoke_previous() 
         stdout(&out)
     );
     for held in [&mut on_v1, &mut on_v2] {
-        assert_eq!(
-            held.again(),
-            "error the version this file was opened at was revoked; open it again"
-        );
+        assert_eq!(held.again(), "error file has been removed");
     }
     let new = read_as(&s, WEB, "/secret/db").unwrap();
     assert_eq!(new.len(), 32);

@@ -303,7 +303,10 @@ fn from_the_demo_to_production_as_docs_operations_says() {
     deploy(&["service", "remove", "demo"]);
     deploy(&["secret", "delete", "greeting"]);
     let status = deploy(&["status"]);
-    assert!(status.contains("secrets:   0\nservices:  0\n"), "{status}");
+    assert!(
+        status.contains("secrets:    0\nservices:   0\n"),
+        "{status}"
+    );
     sigterm(demo);
     let keys = home.path().join("etc/srv-secrets");
     std::fs::create_dir_all(&keys).unwrap();
@@ -339,7 +342,10 @@ fn from_the_demo_to_production_as_docs_operations_says() {
         &socket,
     );
     let status = deploy(&["status"]);
-    assert!(status.contains("secrets:   0\nservices:  0\n"), "{status}");
+    assert!(
+        status.contains("secrets:    0\nservices:   0\n"),
+        "{status}"
+    );
     assert!(!data.join("key").exists());
     sigterm(server);
 }

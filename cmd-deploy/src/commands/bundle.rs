@@ -24,7 +24,7 @@ use super::{Outcome, note, read_limited, validate};
 use crate::cli::{BundleCommand, BundleFormat};
 use crate::connect::{Env, Server, Session};
 use crate::error::CliError;
-use crate::output::{self, Align, Table, write_json, write_text};
+use crate::output::{self, Align, Table, when, write_json, write_text};
 
 /// The refusal of a value given as an argument to `identify`.
 const VALUE_ON_ARGV: &str = "bundle identify takes no value on the command line (other \
@@ -459,10 +459,6 @@ async fn list(
         write_text(out, &render_list(&rows))?;
     }
     Ok(Outcome::Done)
-}
-
-fn when(secs: u64) -> String {
-    output::iso8601(u32::try_from(secs).unwrap_or(u32::MAX))
 }
 
 fn render_list(rows: &[Issued]) -> String {

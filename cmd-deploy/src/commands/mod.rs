@@ -7,17 +7,21 @@ use std::path::Path;
 use clap::CommandFactory;
 use zeroize::Zeroizing;
 
-use crate::cli::{Cli, Command};
+use crate::cli::{Cli, Command, IncidentCommand};
 use crate::connect::{self, Env, Server, Session};
 use crate::error::CliError;
 use crate::files;
 use crate::output::{self, printable, write_json, write_text};
 
+pub mod audit;
 pub mod backup;
+pub mod breakglass;
 pub mod bundle;
 pub mod catalog;
 pub mod delegate;
+pub mod holders;
 pub mod import;
+pub mod incident;
 pub mod mount;
 pub mod owner;
 pub mod prompt;
@@ -43,11 +47,15 @@ pub enum Outcome {
 /// # Errors
 /// Whatever the command met, as a [`CliError`] with a hint.
 pub async fn run(cli: Cli, env: &Env, out: &mut dyn Write) -> Result<Outcome, CliError> {
+    if let Some(text) = &cli.reason {
+        validate(&ctl::Command::Reason { text: text.clone() })?;
+    }
     // The commands that need no server come first: a bad address must not stop them.
     let server = || -> Result<Server, CliError> {
         Ok(Server {
             addr: connect::resolve(cli.addr.as_deref(), env)?,
             timeout: cli.timeout,
+            reason: cli.reason.clone(),
         })
     };
     match cli.command {
@@ -73,10 +81,16 @@ pub async fn run(cli: Cli, env: &Env, out: &mut dyn Write) -> Result<Outcome, Cl
         Command::Watch { service, json } => {
             watch::watch(&server()?, env, service.as_deref(), json, out).await
         }
+        Command::Audit(cmd) => audit::run(cmd, server, env, out).await,
+        Command::Incident(IncidentCommand::Report { since, format }) => {
+            incident::report(since, format, &server()?, env, out).await
+        }
         Command::Status(flag) => {
             let session = Session::admin(&server()?, env).await?;
             status(&session, flag.json, out).await
         }
+        Command::Freeze(flag) => breakglass::freeze(flag.reason, &server()?, env, out).await,
+        Command::Unfreeze(flag) => breakglass::unfreeze(flag.reason, &server()?, env, out).await,
     }
 }
 
@@ -154,6 +168,15 @@ fn render_status(addr: &str, status: &files::Status) -> String {
             format!("running, {done} of {total} secrets re-encrypted")
         }
     };
+    let frozen = match &status.frozen {
+        Some(mark) => format!("yes,{}", crate::error::since_text(mark)),
+        None => "no".to_string(),
+    };
+    let suspended = if status.suspended.is_empty() {
+        "none".to_string()
+    } else {
+        status.suspended.join(", ")
+    };
     let mut table = output::Table::new(&[("", output::Align::Left), ("", output::Align::Left)]);
     for (k, v) in [
         ("server", addr.to_string()),
@@ -161,6 +184,8 @@ fn render_status(addr: &str, status: &files::Status) -> String {
         ("secrets", num(status.secrets)),
         ("services", num(status.services)),
         ("rotation", rotation),
+        ("frozen", frozen),
+        ("suspended", suspended),
     ] {
         table.row(vec![format!("{k}:"), v]);
     }
@@ -351,14 +376,36 @@ mod tests {
             secrets: Some(10),
             services: Some(3),
             rotation: files::Rotation::Running { done: 4, total: 10 },
+            frozen: None,
+            suspended: vec![],
         };
         assert_eq!(
             render_status("unix:/s", &s),
-            "server:    unix:/s\n\
-             key:       2\n\
-             secrets:   10\n\
-             services:  3\n\
-             rotation:  running, 4 of 10 secrets re-encrypted\n"
+            "server:     unix:/s\n\
+             key:        2\n\
+             secrets:    10\n\
+             services:   3\n\
+             rotation:   running, 4 of 10 secrets re-encrypted\n\
+             frozen:     no\n\
+             suspended:  none\n"
+        );
+        let s = files::Status {
+            frozen: Some(model::Mark {
+                since: 1_714_564_800,
+                by: "admin (uid 0)".into(),
+                reason: Some("INC-42: token leaked".into()),
+            }),
+            suspended: vec!["api".into(), "web".into()],
+            ..s
+        };
+        let text = render_status("unix:/s", &s);
+        assert!(
+            text.ends_with(
+                "frozen:     yes, since 2024-05-01T12:00:00Z by admin (uid 0): INC-42: token \
+                 leaked\n\
+                 suspended:  api, web\n"
+            ),
+            "{text}"
         );
     }
 }

@@ -28,6 +28,9 @@ use crate::output::write_text;
 /// The first words of the line --foreground prints once mounted.
 const MOUNTED: &str = "mounted ";
 
+/// The command, as its refusals name it.
+const WHAT: &str = "mount";
+
 /// `deploy mount`.
 ///
 /// # Errors
@@ -109,10 +112,10 @@ async fn attach(
     if env.euid == 0 {
         let admin = Session::admin(server, env).await?;
         let owner = service_owner(&admin, service).await?;
-        let view = Session::service_view(server, env, service).await?;
+        let view = Session::service_view(server, env, service, WHAT).await?;
         return Ok((view, owner, true));
     }
-    let view = Session::service_view(server, env, service)
+    let view = Session::service_view(server, env, service, WHAT)
         .await
         .map_err(|e| not_yours(e, service, env.euid))?;
     let owner = Owner {

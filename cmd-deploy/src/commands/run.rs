@@ -1,6 +1,7 @@
 //! `deploy service run SERVICE [--mount fuse|kernel|auto] -- CMD ARGS...` (root).
 //!
-//! 1. The grants: every `secret` of SERVICE's manifest must be granted, or nothing starts.
+//! 1. The grants: every `secret` of SERVICE's manifest must be granted, or nothing starts
+//!    (nor while deploys are frozen).
 //! 2. A mount namespace of deploy's own (unshare(CLONE_NEWNS) on its main thread, every
 //!    mount made private so that nothing propagates back to the host), in which SERVICE's
 //!    view is mounted at /secret and /config: FUSE (two fuse9p mounts, of the view's
@@ -106,8 +107,10 @@ pub async fn run(
         );
     }
 
-    // 1. The grants.
+    // 1. The grants, unless deploys are frozen (the server would refuse the mount anyway;
+    // this says so before anything is looked at).
     let admin = Session::admin(server, env).await?;
+    super::breakglass::refuse_if_frozen(&admin, "service run").await?;
     let report = service_report(&admin, service).await?;
     if !report.missing.is_empty() {
         note(&format!(
@@ -234,7 +237,7 @@ struct Changes {
 
 impl Changes {
     async fn open(server: &Server, env: &Env, service: &str) -> Result<Changes, CliError> {
-        let session = Session::service_view(server, env, service).await?;
+        let session = Session::service_view(server, env, service, "service run").await?;
         let stream = EventStream::open(&session, Some(service)).await?;
         Ok(Changes {
             stream,
@@ -387,7 +390,7 @@ async fn fuse_mount(
     service: &str,
     owner: Owner,
 ) -> Result<View, CliError> {
-    let session = Session::service_view(server, env, service).await?;
+    let session = Session::service_view(server, env, service, "service run").await?;
     let secret = mount_view(
         server,
         &session,

@@ -1,4 +1,5 @@
-//! `deploy secret …`: set, list, delete, grant, revoke, rotate-key, get.
+//! `deploy secret …`: set, list, delete, grant, revoke, rotate-key, get (revoke-all and
+//! matrix are in `breakglass.rs`, the versions' commands in `versions.rs`).
 
 use std::collections::BTreeMap;
 use std::io::{self, IsTerminal, Write};
@@ -161,6 +162,10 @@ pub async fn run(
             write_text(out, &line)?;
             Ok(Outcome::Done)
         }
+        SecretCommand::RevokeAll { name, reason } => {
+            super::breakglass::revoke_all(name, reason, server, env, out).await
+        }
+        SecretCommand::Matrix(format) => super::breakglass::matrix(format, server, env, out).await,
         SecretCommand::Rotate(a) => {
             let r = super::versions::Rotation {
                 name: a.name,
@@ -169,19 +174,25 @@ pub async fn run(
                 overlap: a.overlap,
                 test: a.test,
                 revoke_previous: a.revoke_previous,
-                reason: a.reason,
+                reason: server.reason.clone(),
                 allow_empty: a.allow_empty,
             };
             super::versions::rotate(r, &a.argv_value, server, env, out).await
         }
-        SecretCommand::Rollback { name, reason } => {
+        SecretCommand::Rollback { name } => {
+            let reason = server.reason.clone();
             super::versions::step(Command::Rollback { name }, reason, server, env, out).await
         }
-        SecretCommand::Retire { name, reason } => {
+        SecretCommand::Retire { name } => {
+            let reason = server.reason.clone();
             super::versions::step(Command::Retire { name }, reason, server, env, out).await
         }
-        SecretCommand::Discard { name, reason } => {
+        SecretCommand::Discard { name } => {
+            let reason = server.reason.clone();
             super::versions::step(Command::Discard { name }, reason, server, env, out).await
+        }
+        SecretCommand::Holders { name, json } => {
+            super::holders::holders(name, json, server, env, out).await
         }
         SecretCommand::History { name, json } => {
             super::versions::history(name, json, server, env, out).await
@@ -591,7 +602,7 @@ async fn get(
         name: base.to_string(),
         expires: None,
     })?;
-    let session = Session::service_view(server, env, service).await?;
+    let session = Session::service_view(server, env, service, "secret get --as").await?;
     let value = match session.read(&["secret", name], files::MAX_VALUE_FILE).await {
         Ok(v) => v,
         Err(e) if (is_not_found(&e) || is_permission_denied(&e)) && base != name => {

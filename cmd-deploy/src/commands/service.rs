@@ -1,4 +1,5 @@
-//! `deploy service …`: add, remove, list, check.
+//! `deploy service …`: add, remove, list, check (suspend and resume are in
+//! `breakglass.rs`, run in `run.rs`).
 
 use std::io::Write;
 use std::path::Path;
@@ -84,7 +85,15 @@ pub async fn run(
                 service: service.clone(),
             })?;
             let session = Session::admin(server, env).await?;
+            // The gate a deploy passes: shut while deploys are frozen.
+            super::breakglass::refuse_if_frozen(&session, "service check").await?;
             check(&session, &service, json, out).await
+        }
+        ServiceCommand::Suspend { service, reason } => {
+            super::breakglass::suspend(service, reason, server, env, out).await
+        }
+        ServiceCommand::Resume { service, reason } => {
+            super::breakglass::resume(service, reason, server, env, out).await
         }
     }
 }
@@ -185,6 +194,8 @@ pub struct ServiceReport {
     pub granted: Vec<String>,
     /// The manifest's secrets that are not granted, in manifest order.
     pub missing: Vec<String>,
+    /// Whether it is suspended: since when, by whom, why.
+    pub suspended: Option<model::Mark>,
 }
 
 impl ServiceReport {
@@ -196,6 +207,7 @@ impl ServiceReport {
             secrets: file.secrets,
             granted,
             missing,
+            suspended: file.suspended,
         }
     }
 }
@@ -265,14 +277,20 @@ fn render_list(reports: &[ServiceReport]) -> String {
         ("SECRETS", Align::Right),
         ("GRANTED", Align::Right),
         ("MISSING", Align::Right),
+        ("STATE", Align::Left),
     ]);
     for r in reports {
+        let state = match &r.suspended {
+            Some(mark) => format!("suspended{}", crate::error::since_text(mark)),
+            None => "active".to_string(),
+        };
         table.row(vec![
             r.name.clone(),
             r.uid.map_or_else(|| "-".to_string(), |u| u.to_string()),
             r.secrets.len().to_string(),
             r.granted.len().to_string(),
             r.missing.len().to_string(),
+            state,
         ]);
     }
     table.render()
@@ -397,16 +415,31 @@ mod tests {
         ];
         assert_eq!(
             render_list(&reports),
-            "NAME     UID  SECRETS  GRANTED  MISSING\n\
-             web     1001        2        1        1\n\
-             worker     -        0        2        0\n"
+            "NAME     UID  SECRETS  GRANTED  MISSING  STATE\n\
+             web     1001        2        1        1  active\n\
+             worker     -        0        2        0  active\n"
         );
         assert_eq!(
             serde_json::to_value(&reports[0]).unwrap(),
             serde_json::json!({
                 "name": "web", "uid": 1001, "secrets": ["a", "b"],
-                "granted": ["a"], "missing": ["b"]
+                "granted": ["a"], "missing": ["b"], "suspended": null
             })
+        );
+        let suspended = vec![report(
+            "uid 1001\nsuspended 1714564800\nsuspended-by admin (uid 0)\n\
+             suspended-reason INC-9\nsecret a\n",
+            "a\n",
+        )];
+        assert_eq!(
+            render_list(&suspended),
+            "NAME   UID  SECRETS  GRANTED  MISSING  STATE\n\
+             web   1001        1        1        0  suspended since 2024-05-01T12:00:00Z by \
+             admin (uid 0): INC-9\n"
+        );
+        assert_eq!(
+            serde_json::to_value(&suspended[0]).unwrap()["suspended"],
+            serde_json::json!({"since": 1_714_564_800, "by": "admin (uid 0)", "reason": "INC-9"})
         );
         assert_eq!(
             serde_json::to_value(&reports[1]).unwrap()["uid"],

@@ -23,7 +23,7 @@ use serde::Deserialize;
 use super::{Outcome, note, read_file_limited, read_limited, validate};
 use crate::connect::{Ctl, Env, Server, Session};
 use crate::error::CliError;
-use crate::output::{self, Align, Table, printable, write_json, write_text};
+use crate::output::{Align, Table, printable, when, write_json, write_text};
 
 /// The refusal of a value given as an argument.
 const VALUE_ON_ARGV: &str = "secret rotate takes no value on the command line (other users \
@@ -74,9 +74,9 @@ pub async fn rotate(
     if !argv_value.is_empty() {
         return Err(CliError::Usage(VALUE_ON_ARGV.into()));
     }
-    let reason = r.reason.clone().map(|text| Command::Reason { text });
-    if let Some(reason) = &reason {
-        validate(reason)?;
+    // `--reason` goes with each change the session's ctl sends (`Ctl::send`).
+    if let Some(text) = &r.reason {
+        validate(&Command::Reason { text: text.clone() })?;
     }
     let promote = Command::Promote {
         name: r.name.clone(),
@@ -116,9 +116,6 @@ pub async fn rotate(
     let mut ctl = session.ctl().await?;
     let (Some(test), Some(interrupt)) = (&r.test, interrupt.as_mut()) else {
         // One transaction: no pending version can be left behind.
-        if let Some(reason) = &reason {
-            ctl.send(reason).await?;
-        }
         let answers = ctl.transaction(&[stage, promote]).await?;
         ctl.close().await?;
         let promoted = answers
@@ -127,9 +124,6 @@ pub async fn rotate(
         write_text(out, &promoted_line(&r, promoted))?;
         return Ok(Outcome::Done);
     };
-    if let Some(reason) = &reason {
-        ctl.send(reason).await?;
-    }
     let staged = ctl.send(&stage).await?;
     drop(stage);
     let version = staged.number("version").unwrap_or(0);
@@ -144,14 +138,11 @@ pub async fn rotate(
     let status = match ran {
         Ok(status) => status,
         Err(e) => {
-            discard(&mut ctl, &reason, &r.name).await;
+            discard(&mut ctl, &r.name).await;
             return Err(e);
         }
     };
     if status.success() {
-        if let Some(reason) = &reason {
-            ctl.send(reason).await?;
-        }
         let promoted = ctl.send(&promote).await?;
         ctl.close().await?;
         write_text(
@@ -160,7 +151,7 @@ pub async fn rotate(
         )?;
         return Ok(Outcome::Done);
     }
-    discard(&mut ctl, &reason, &r.name).await;
+    discard(&mut ctl, &r.name).await;
     ctl.close().await?;
     let code = exit_code(status);
     note(&format!(
@@ -174,11 +165,8 @@ pub async fn rotate(
 
 /// Discards the pending version after a failed test; a failure to is only told (an hour
 /// discards it anyway).
-async fn discard(ctl: &mut Ctl, reason: &Option<Command>, name: &str) {
+async fn discard(ctl: &mut Ctl, name: &str) {
     let sent = async {
-        if let Some(reason) = reason {
-            ctl.send(reason).await?;
-        }
         ctl.send(&Command::Discard {
             name: name.to_owned(),
         })
@@ -297,11 +285,6 @@ fn describe(status: ExitStatus) -> String {
     }
 }
 
-/// A time the server gave, for people.
-fn when(secs: u64) -> String {
-    output::iso8601(u32::try_from(secs).unwrap_or(u32::MAX))
-}
-
 /// What a promotion did, in a line.
 fn promoted_line(r: &Rotation, promoted: &Answer) -> String {
     let name = &r.name;
@@ -335,16 +318,12 @@ pub async fn step(
     env: &Env,
     out: &mut dyn Write,
 ) -> Result<Outcome, CliError> {
-    let reason = reason.map(|text| Command::Reason { text });
-    if let Some(reason) = &reason {
-        validate(reason)?;
+    if let Some(text) = reason {
+        validate(&Command::Reason { text })?;
     }
     validate(&command)?;
     let session = Session::admin(server, env).await?;
     let mut ctl = session.ctl().await?;
-    if let Some(reason) = &reason {
-        ctl.send(reason).await?;
-    }
     let a = ctl.send(&command).await?;
     ctl.close().await?;
     let n = |k: &str| a.number(k).map_or_else(|| "?".into(), |n| n.to_string());
@@ -536,7 +515,7 @@ fn render_stale(rows: &[StaleRow]) -> String {
 }
 
 /// An age for people, in its largest whole unit: `95d`, `3h`, `12m`, `40s`.
-fn age(secs: u64) -> String {
+pub(crate) fn age(secs: u64) -> String {
     for (unit, scale) in [("d", 86_400), ("h", 3600), ("m", 60)] {
         if secs >= scale {
             return format!("{}{unit}", secs / scale);
@@ -546,7 +525,11 @@ fn age(secs: u64) -> String {
 }
 
 /// Sends a query and returns its body.
-async fn query(server: &Server, env: &Env, command: &Command) -> Result<Vec<u8>, CliError> {
+pub(super) async fn query(
+    server: &Server,
+    env: &Env,
+    command: &Command,
+) -> Result<Vec<u8>, CliError> {
     let session = Session::admin(server, env).await?;
     let mut ctl = session.ctl().await?;
     let answer = ctl.send(command).await?;

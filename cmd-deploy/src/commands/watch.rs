@@ -122,7 +122,7 @@ pub async fn watch(
         signals(SignalKind::hangup())?,
     );
     let session = match service {
-        Some(s) => Session::service_view(server, env, s).await?,
+        Some(s) => Session::service_view(server, env, s, "watch").await?,
         None => Session::admin(server, env).await?,
     };
     let mut stream = EventStream::open(&session, service).await?;

@@ -13,23 +13,33 @@ use crate::parse::{self, Tokens};
 use crate::{MAX_CATALOG_LEN, MAX_VALUE_LEN, Value, is_reserved_service, is_valid_name};
 
 pub(crate) const ABORT: &str = "abort";
+pub(crate) const AUDIT: &str = "audit";
 pub(crate) const BEGIN: &str = "begin";
 pub(crate) const COMMIT: &str = "commit";
 pub(crate) const DELETE: &str = "delete";
 pub(crate) const DISCARD: &str = "discard";
+pub(crate) const FREEZE: &str = "freeze";
 pub(crate) const GRANT: &str = "grant";
 pub(crate) const HELP: &str = "help";
 pub(crate) const HISTORY: &str = "history";
+pub(crate) const HOLDERS: &str = "holders";
+pub(crate) const MATRIX: &str = "matrix";
 pub(crate) const PROMOTE: &str = "promote";
 pub(crate) const REASON: &str = "reason";
 pub(crate) const RETIRE: &str = "retire";
 pub(crate) const REVOKE: &str = "revoke";
+pub(crate) const REVOKE_ALL: &str = "revoke-all";
 pub(crate) const ROLLBACK: &str = "rollback";
 pub(crate) const ROTATE_KEY: &str = "rotate-key";
 pub(crate) const SERVICE: &str = "service";
 pub(crate) const SET: &str = "set";
 pub(crate) const STAGE: &str = "stage";
 pub(crate) const STALE: &str = "stale";
+pub(crate) const UNFREEZE: &str = "unfreeze";
+
+/// The words of `service SERVICE suspend` and `service SERVICE resume`.
+pub(crate) const SUSPEND: &str = "suspend";
+pub(crate) const RESUME: &str = "resume";
 
 /// The words of `promote`'s and `grant`'s options, and of `stage NAME generate`.
 pub(crate) const OVERLAP: &str = "overlap";
@@ -42,13 +52,21 @@ pub(crate) const GENERATE_WORD: &str = "generate";
 /// longer forms of [`VERBS`].
 pub(crate) mod usage {
     pub(crate) const ABORT: &str = "abort";
+    pub(crate) const AUDIT: &str =
+        "audit (head | since [CHAIN] SEQ [limit N] | verify [head HEAD]...)";
+    pub(crate) const AUDIT_HEAD: &str = "audit head";
+    pub(crate) const AUDIT_SINCE: &str = "audit since [CHAIN] SEQ [limit N]";
+    pub(crate) const AUDIT_VERIFY: &str = "audit verify [head [CHAIN:]SEQ:HASH]...";
     pub(crate) const BEGIN: &str = "begin";
     pub(crate) const COMMIT: &str = "commit";
     pub(crate) const HELP: &str = "help";
     pub(crate) const DELETE: &str = "delete NAME";
     pub(crate) const DISCARD: &str = "discard NAME";
+    pub(crate) const FREEZE: &str = "freeze";
     pub(crate) const GRANT: &str = "grant SERVICE NAME [expires DURATION]";
     pub(crate) const HISTORY: &str = "history NAME";
+    pub(crate) const HOLDERS: &str = "holders NAME";
+    pub(crate) const MATRIX: &str = "matrix";
     pub(crate) const PROMOTE: &str = "promote NAME [overlap DURATION | revoke-previous]";
     pub(crate) const REASON: &str = "reason TEXT";
     pub(crate) const RETIRE: &str = "retire NAME";
@@ -58,16 +76,21 @@ pub(crate) mod usage {
     pub(crate) const STAGE_GENERATE: &str = "stage NAME generate [TEMPLATE]";
     pub(crate) const STALE: &str = "stale";
     pub(crate) const REVOKE: &str = "revoke SERVICE NAME";
+    pub(crate) const REVOKE_ALL: &str = "revoke-all NAME";
     pub(crate) const ROTATE_KEY: &str = "rotate-key";
-    pub(crate) const SERVICE: &str = "service SERVICE (uid UID|manifest VALUE|tiers LIST|remove)";
+    pub(crate) const SERVICE: &str =
+        "service SERVICE (uid UID|manifest VALUE|tiers LIST|remove|suspend|resume)";
     pub(crate) const SERVICE_MANIFEST: &str = "service SERVICE manifest VALUE";
     pub(crate) const SERVICE_REMOVE: &str = "service SERVICE remove";
+    pub(crate) const SERVICE_RESUME: &str = "service SERVICE resume";
+    pub(crate) const SERVICE_SUSPEND: &str = "service SERVICE suspend";
     pub(crate) const SERVICE_TIERS: &str = "service SERVICE tiers TIER,TIER (or '' or *)";
     pub(crate) const SERVICE_UID: &str = "service SERVICE uid UID";
     pub(crate) const SET: &str = "set NAME VALUE";
     pub(crate) const TIER: &str = "tier (add TIER [core] | remove TIER)";
     pub(crate) const TIER_ADD: &str = "tier add TIER [core]";
     pub(crate) const TIER_REMOVE: &str = "tier remove TIER";
+    pub(crate) const UNFREEZE: &str = "unfreeze";
     pub(crate) const META: &str = "meta NAME [class|owner|rotate-every|description TEXT]...";
     pub(crate) const META_REMOVE: &str = "meta NAME remove";
     pub(crate) const STRATEGY: &str = "strategy NAME tier TIER [class CLASS] STRATEGY";
@@ -91,15 +114,22 @@ pub(crate) mod usage {
 
     /// Every usage, for the tests that check each error's length.
     #[cfg(test)]
-    pub(crate) const ALL: [&str; 47] = [
+    pub(crate) const ALL: [&str; 58] = [
         ABORT,
+        AUDIT,
+        AUDIT_HEAD,
+        AUDIT_SINCE,
+        AUDIT_VERIFY,
         BEGIN,
         COMMIT,
         HELP,
         DELETE,
         DISCARD,
+        FREEZE,
         GRANT,
         HISTORY,
+        HOLDERS,
+        MATRIX,
         PROMOTE,
         REASON,
         RETIRE,
@@ -109,16 +139,20 @@ pub(crate) mod usage {
         STAGE_GENERATE,
         STALE,
         REVOKE,
+        REVOKE_ALL,
         ROTATE_KEY,
         SERVICE,
         SERVICE_MANIFEST,
         SERVICE_REMOVE,
+        SERVICE_RESUME,
+        SERVICE_SUSPEND,
         SERVICE_TIERS,
         SERVICE_UID,
         SET,
         TIER,
         TIER_ADD,
         TIER_REMOVE,
+        UNFREEZE,
         META,
         META_REMOVE,
         STRATEGY,
@@ -174,6 +208,25 @@ pub(crate) const VERBS: &[Verb] = &[
         forms: &[(usage::ABORT, "discard the open transaction")],
         parse: |t| parse::no_args(t, Command::Abort, usage::ABORT),
         runs: Runs::Now,
+    },
+    Verb {
+        word: AUDIT,
+        forms: &[
+            (
+                usage::AUDIT_HEAD,
+                "the audit's public key and each chain's last record (SEQ:HASH)",
+            ),
+            (
+                usage::AUDIT_SINCE,
+                "CHAIN's records after SEQ (changes; or opens), as JSON lines",
+            ),
+            (
+                usage::AUDIT_VERIFY,
+                "check every signature and link, and that the log reaches each HEAD",
+            ),
+        ],
+        parse: parse::audit,
+        runs: Runs::Alone,
     },
     Verb {
         word: BEGIN,
@@ -240,6 +293,15 @@ pub(crate) const VERBS: &[Verb] = &[
         runs: Runs::Joins,
     },
     Verb {
+        word: FREEZE,
+        forms: &[(
+            usage::FREEZE,
+            "freeze deploys: grants, services, the catalog, bundles, mounts for services",
+        )],
+        parse: |t| parse::no_args(t, Command::Freeze, usage::FREEZE),
+        runs: Runs::Joins,
+    },
+    Verb {
         word: deployment::GENERATE,
         forms: &[(
             usage::GENERATE,
@@ -273,12 +335,30 @@ pub(crate) const VERBS: &[Verb] = &[
         runs: Runs::Alone,
     },
     Verb {
+        word: HOLDERS,
+        forms: &[(
+            usage::HOLDERS,
+            "who holds NAME: grants (opened since rotated?), deployments, tiers, as JSON",
+        )],
+        parse: |t| parse::name_only(t, usage::HOLDERS, |name| Command::Holders { name }),
+        runs: Runs::Alone,
+    },
+    Verb {
         word: deployment::LINT,
         forms: &[(
             usage::LINT,
             "what the catalog leaves undecided or broken, as JSON",
         )],
         parse: parse::lint,
+        runs: Runs::Alone,
+    },
+    Verb {
+        word: MATRIX,
+        forms: &[(
+            usage::MATRIX,
+            "secrets by services: grants, class, owner, age, rotation period, as JSON",
+        )],
+        parse: |t| parse::no_args(t, Command::Matrix, usage::MATRIX),
         runs: Runs::Alone,
     },
     Verb {
@@ -348,6 +428,15 @@ pub(crate) const VERBS: &[Verb] = &[
         runs: Runs::Joins,
     },
     Verb {
+        word: REVOKE_ALL,
+        forms: &[(
+            usage::REVOKE_ALL,
+            "stop every service reading NAME, from its next read on",
+        )],
+        parse: |t| parse::name_only(t, usage::REVOKE_ALL, |name| Command::RevokeAll { name }),
+        runs: Runs::Joins,
+    },
+    Verb {
         word: ROLLBACK,
         forms: &[(
             usage::ROLLBACK,
@@ -375,6 +464,11 @@ pub(crate) const VERBS: &[Verb] = &[
                 "the tiers SERVICE is deployed to ('' none, * every tier)",
             ),
             (usage::SERVICE_REMOVE, "remove SERVICE and its grants"),
+            (
+                usage::SERVICE_SUSPEND,
+                "every read through SERVICE's view fails, open files too; grants stay",
+            ),
+            (usage::SERVICE_RESUME, "SERVICE's reads work again"),
         ],
         parse: parse::service,
         runs: Runs::Joins,
@@ -448,6 +542,12 @@ pub(crate) const VERBS: &[Verb] = &[
             (usage::TIER_REMOVE, "remove a tier nothing names"),
         ],
         parse: parse::tier,
+        runs: Runs::Joins,
+    },
+    Verb {
+        word: UNFREEZE,
+        forms: &[(usage::UNFREEZE, "unfreeze deploys")],
+        parse: |t| parse::no_args(t, Command::Unfreeze, usage::UNFREEZE),
         runs: Runs::Joins,
     },
 ];
@@ -554,6 +654,11 @@ pub enum Command {
         /// The secret's name.
         name: String,
     },
+    /// `holders NAME`: everyone a rotation or revoke of the secret must reach, as JSON.
+    Holders {
+        /// The secret's name.
+        name: String,
+    },
     /// `stale`: the secrets older than their rotation period, as JSON.
     Stale,
     /// `reason TEXT`: why the next change (or transaction) on this fid is made.
@@ -598,8 +703,54 @@ pub enum Command {
         /// The service's name.
         service: String,
     },
+    /// `service SERVICE suspend`: every read through the service's view fails, of files
+    /// held open too; its grants stay.
+    ServiceSuspend {
+        /// The service's name.
+        service: String,
+    },
+    /// `service SERVICE resume`: the service's reads work again.
+    ServiceResume {
+        /// The service's name.
+        service: String,
+    },
+    /// `freeze`: freeze deploys (grants, service changes, the catalog, bundles, the
+    /// admin's mounts of a service's view) until `unfreeze`.
+    Freeze,
+    /// `unfreeze`: deploys go on.
+    Unfreeze,
+    /// `revoke-all NAME`: stop every service reading a secret.
+    RevokeAll {
+        /// The secret's name.
+        name: String,
+    },
+    /// `matrix`: every secret by every service, with the grants, as JSON.
+    Matrix,
     /// A command of the deployment catalog.
     Catalog(CatalogCommand),
+    /// `audit ...`: a question about the audit trail.
+    Audit(AuditQuery),
+}
+
+/// What `audit` asks.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum AuditQuery {
+    /// `audit head`: the public key and each chain's last record.
+    Head,
+    /// `audit since [CHAIN] SEQ [limit N]`: a chain's records after record SEQ.
+    Since {
+        /// The chain (`None`: `changes`).
+        chain: Option<String>,
+        /// The records after this one (0: from the first).
+        after: u64,
+        /// At most this many (`None`: the server's default).
+        limit: Option<u64>,
+    },
+    /// `audit verify [head HEAD]...`: every signature and link, and the heads given.
+    Verify {
+        /// Heads recorded elsewhere, `[CHAIN:]SEQ:HASH`.
+        heads: Vec<String>,
+    },
 }
 
 /// One token of a command as it is written.
@@ -681,6 +832,7 @@ impl Command {
             Command::Rollback { name } => vec![Word(ROLLBACK), Name(name)],
             Command::Retire { name } => vec![Word(RETIRE), Name(name)],
             Command::History { name } => vec![Word(HISTORY), Name(name)],
+            Command::Holders { name } => vec![Word(HOLDERS), Name(name)],
             Command::Stale => vec![Word(STALE)],
             Command::Reason { text } => vec![Word(REASON), Text(text)],
             Command::Revoke { service, name } => vec![Word(REVOKE), Service(service), Name(name)],
@@ -701,6 +853,41 @@ impl Command {
             Command::ServiceRemove { service } => {
                 vec![Word(SERVICE), Service(service), Word("remove")]
             }
+            Command::ServiceSuspend { service } => {
+                vec![Word(SERVICE), Service(service), Word(SUSPEND)]
+            }
+            Command::ServiceResume { service } => {
+                vec![Word(SERVICE), Service(service), Word(RESUME)]
+            }
+            Command::Freeze => vec![Word(FREEZE)],
+            Command::Unfreeze => vec![Word(UNFREEZE)],
+            Command::RevokeAll { name } => vec![Word(REVOKE_ALL), Name(name)],
+            Command::Matrix => vec![Word(MATRIX)],
+            Command::Audit(q) => match q {
+                AuditQuery::Head => vec![Word(AUDIT), Word("head")],
+                AuditQuery::Since {
+                    chain,
+                    after,
+                    limit,
+                } => {
+                    let mut a = vec![Word(AUDIT), Word("since")];
+                    if let Some(c) = chain {
+                        a.push(Name(c));
+                    }
+                    a.push(Owned(after.to_string()));
+                    if let Some(n) = limit {
+                        a.extend([Word("limit"), Owned(n.to_string())]);
+                    }
+                    a
+                }
+                AuditQuery::Verify { heads } => {
+                    let mut a = vec![Word(AUDIT), Word("verify")];
+                    for h in heads {
+                        a.extend([Word("head"), Text(h)]);
+                    }
+                    a
+                }
+            },
             Command::Catalog(c) => match c {
                 CatalogCommand::TierAdd { tier, core } => {
                     let mut a = vec![Word(deployment::TIER), Word("add"), Text(tier)];
@@ -866,22 +1053,29 @@ impl Command {
         !matches!(self.runs(), Runs::Now) && !self.is_query()
     }
 
-    /// Whether the command only reads the store and answers with a body: `plan`, `lint`,
-    /// `catalog export`, `catalog apply dry-run`, `bundle list`, `bundle identify`.
+    /// Whether the command only reads the store and answers with a body: `history`,
+    /// `stale`, `matrix`, `plan`, `lint`, `catalog export`, `catalog apply dry-run`,
+    /// `bundle list`, `bundle identify`.
     /// (`bundle create` answers with a body too, and is a change: it records the bundle.)
     pub fn is_query(&self) -> bool {
-        matches!(self, Command::History { .. } | Command::Stale)
-            || matches!(
-                self,
-                Command::Catalog(
-                    CatalogCommand::Plan { .. }
-                        | CatalogCommand::Lint { .. }
-                        | CatalogCommand::Export { .. }
-                        | CatalogCommand::Apply { dry_run: true, .. }
-                        | CatalogCommand::BundleList { .. }
-                        | CatalogCommand::BundleIdentify { .. }
-                )
+        matches!(
+            self,
+            Command::History { .. }
+                | Command::Holders { .. }
+                | Command::Stale
+                | Command::Matrix
+                | Command::Audit(_)
+        ) || matches!(
+            self,
+            Command::Catalog(
+                CatalogCommand::Plan { .. }
+                    | CatalogCommand::Lint { .. }
+                    | CatalogCommand::Export { .. }
+                    | CatalogCommand::Apply { dry_run: true, .. }
+                    | CatalogCommand::BundleList { .. }
+                    | CatalogCommand::BundleIdentify { .. }
             )
+        )
     }
 
     /// When the command runs, with respect to transactions.
@@ -1148,6 +1342,39 @@ mod tests {
             }),
             b"service web remove\n"
         );
+        assert_eq!(
+            enc(&Command::ServiceSuspend {
+                service: "web".into()
+            }),
+            b"service web suspend\n"
+        );
+        assert_eq!(
+            enc(&Command::ServiceResume {
+                service: "web".into()
+            }),
+            b"service web resume\n"
+        );
+        assert_eq!(enc(&Command::Freeze), b"freeze\n");
+        assert_eq!(enc(&Command::Unfreeze), b"unfreeze\n");
+        assert_eq!(
+            enc(&Command::RevokeAll { name: "db".into() }),
+            b"revoke-all db\n"
+        );
+        assert_eq!(enc(&Command::Matrix), b"matrix\n");
+        let holders = Command::Holders { name: "db".into() };
+        assert_eq!(enc(&holders), b"holders db\n");
+        assert!(holders.is_query() && !holders.is_change());
+        assert!(Command::Matrix.is_query() && !Command::Matrix.is_change());
+        for change in [
+            Command::Freeze,
+            Command::Unfreeze,
+            Command::RevokeAll { name: "db".into() },
+            Command::ServiceSuspend {
+                service: "web".into(),
+            },
+        ] {
+            assert!(change.is_change() && !change.is_query(), "{change:?}");
+        }
     }
 
     #[test]

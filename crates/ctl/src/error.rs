@@ -19,6 +19,12 @@ pub enum ErrorKind {
     /// A prompt's `min` or `max` that is not a whole number.
     #[error("min and max are whole numbers: digits, with - before a negative one")]
     BadNumber,
+    /// An audit record's number or a limit that is not a whole number.
+    #[error("a record number and a limit are whole numbers: digits only")]
+    BadSequence,
+    /// An audit head that is not `[CHAIN:]SEQ:HASH`.
+    #[error("a head is [CHAIN:]SEQ:HASH, as deploy audit head prints it")]
+    BadHead,
     /// A `reason` that is not text, too long, or holds a control character.
     #[error("a reason is UTF-8 text of at most 1024 bytes, without control characters")]
     BadReason,
@@ -118,9 +124,10 @@ pub enum ErrorKind {
         crate::MAX_TXN_BYTES
     )]
     TransactionTooLarge,
-    /// `service SERVICE` followed by something other than uid, manifest, tiers or remove.
+    /// `service SERVICE` followed by something other than uid, manifest, tiers, remove,
+    /// suspend or resume.
     #[error(
-        "unknown action; {}expected one of: manifest, remove, tiers, uid",
+        "unknown action; {}expected: manifest, remove, resume, suspend, tiers, uid",
         Suggest(*.suggestion)
     )]
     UnknownAction {
@@ -276,7 +283,7 @@ fn edit_distance(a: &[u8], b: &[u8]) -> usize {
 }
 
 /// The actions of `service`, in the order "expected one of" shows them.
-pub(crate) const ACTIONS: [&str; 4] = ["manifest", "remove", "tiers", "uid"];
+pub(crate) const ACTIONS: [&str; 6] = ["manifest", "remove", "resume", "suspend", "tiers", "uid"];
 
 #[cfg(test)]
 mod tests {

@@ -24,17 +24,20 @@
 //!          | "delete" NAME
 //!          | "grant" SERVICE NAME [ "expires" DURATION ]
 //!          | "revoke" SERVICE NAME
+//!          | "revoke-all" NAME                               from every service
 //!          | "stage" NAME ( VALUE | "generate" [ TEXT ] )     "generate" bare: a value
 //!                                                            spelled so is sent quoted
 //!                                                            or as a literal
 //!          | "promote" NAME [ "overlap" DURATION | "revoke-previous" ]
 //!          | "discard" NAME | "rollback" NAME | "retire" NAME
-//!          | "history" NAME | "stale"
+//!          | "history" NAME | "stale" | "matrix"
 //!          | "reason" TEXT                                   for the next change
+//!          | "freeze" | "unfreeze"
 //!          | "rotate-key"
 //!          | "service" SERVICE "uid" UID
 //!          | "service" SERVICE "manifest" VALUE
 //!          | "service" SERVICE "remove"
+//!          | "service" SERVICE ( "suspend" | "resume" )
 //!          | catalog-command ;                               tokens separated by blanks;
 //!                                                            the catalog's commands are
 //!                                                            in `deployment.rs`
@@ -88,7 +91,7 @@ mod stream;
 mod value;
 
 pub use buffer::{CtlBuffer, Parsed};
-pub use command::{Command, NO_UID, help_text};
+pub use command::{AuditQuery, Command, NO_UID, help_text};
 pub use deployment::{CatalogCommand, CatalogFormat, MetaFields, PromptArgs, StrategyArg};
 pub use error::{CtlError, ErrorKind, NameKind, command_error};
 /// The namespace's rules, which the grammar's NAME, SERVICE and VALUE follow: defined

@@ -14,6 +14,7 @@ use nom::sequence::delimited;
 use nom::{IResult, Parser};
 use zeroize::Zeroizing;
 
+use crate::command::AuditQuery;
 use crate::command::{
     self, VERBS, Verb, check_deployment, check_name, check_service, check_value, usage,
 };
@@ -407,6 +408,14 @@ pub(crate) fn service(t: &mut Tokens<'_>) -> Result<Command, ErrorKind> {
             end(t, usage::SERVICE_REMOVE, false)?;
             Ok(Command::ServiceRemove { service })
         }
+        b"suspend" => {
+            end(t, usage::SERVICE_SUSPEND, false)?;
+            Ok(Command::ServiceSuspend { service })
+        }
+        b"resume" => {
+            end(t, usage::SERVICE_RESUME, false)?;
+            Ok(Command::ServiceResume { service })
+        }
         other => Err(ErrorKind::UnknownAction {
             suggestion: suggest(other, ACTIONS),
         }),
@@ -729,6 +738,73 @@ fn on_tier(t: &mut Tokens<'_>, usage: &'static str) -> Result<String, ErrorKind>
 }
 
 /// An option or action word that is none of `choices`.
+/// `audit (head | since [CHAIN] SEQ [limit N] | verify [head HEAD]...)`.
+pub(crate) fn audit(t: &mut Tokens<'_>) -> Result<Command, ErrorKind> {
+    let action = arg(t, "action", usage::AUDIT)?;
+    let query = match action.as_slice() {
+        b"head" => {
+            end(t, usage::AUDIT_HEAD, false)?;
+            AuditQuery::Head
+        }
+        b"since" => {
+            let u = usage::AUDIT_SINCE;
+            let first = arg(t, "record number", u)?;
+            let (chain, after) = if first.iter().all(u8::is_ascii_digit) {
+                (None, sequence(&first)?)
+            } else {
+                let chain = check_name(&first)?;
+                (Some(chain), sequence(&arg(t, "record number", u)?)?)
+            };
+            let limit = match t.next_token()? {
+                None => None,
+                Some(w) if w.as_slice() == b"limit" => Some(sequence(&arg(t, "limit", u)?)?),
+                Some(other) => return Err(unknown(&other, &["limit"], "limit")),
+            };
+            end(t, u, false)?;
+            AuditQuery::Since {
+                chain,
+                after,
+                limit,
+            }
+        }
+        b"verify" => {
+            let u = usage::AUDIT_VERIFY;
+            let mut heads = Vec::new();
+            while let Some(option) = t.next_token()? {
+                if option.as_slice() != b"head" {
+                    return Err(unknown(&option, &["head"], "head"));
+                }
+                let head = text(&arg(t, "head", u)?)?;
+                let well_formed = head.len() <= 200
+                    && head.bytes().all(|b| {
+                        b.is_ascii_alphanumeric() || matches!(b, b':' | b'.' | b'_' | b'-')
+                    });
+                if !well_formed {
+                    return Err(ErrorKind::BadHead);
+                }
+                heads.push(head);
+            }
+            AuditQuery::Verify { heads }
+        }
+        other => {
+            return Err(unknown(
+                other,
+                &["head", "since", "verify"],
+                "head, since, verify",
+            ));
+        }
+    };
+    Ok(Command::Audit(query))
+}
+
+/// A record number or a limit: digits only, at most 18 of them.
+fn sequence(token: &[u8]) -> Result<u64, ErrorKind> {
+    if token.is_empty() || token.len() > 18 || !token.iter().all(u8::is_ascii_digit) {
+        return Err(ErrorKind::BadSequence);
+    }
+    Ok(decimal(token))
+}
+
 fn unknown(word: &[u8], choices: &[&'static str], expected: &'static str) -> ErrorKind {
     ErrorKind::UnknownOption {
         suggestion: suggest(word, choices.iter().copied()),
@@ -868,6 +944,63 @@ mod tests {
     }
 
     #[test]
+    fn audit_queries() {
+        let p = |line: &str| parse_line(line.as_bytes()).map(Option::unwrap);
+        assert_eq!(p("audit head"), Ok(Command::Audit(AuditQuery::Head)));
+        assert_eq!(
+            p("audit since 12"),
+            Ok(Command::Audit(AuditQuery::Since {
+                chain: None,
+                after: 12,
+                limit: None
+            }))
+        );
+        let since = Command::Audit(AuditQuery::Since {
+            chain: Some("opens".into()),
+            after: 0,
+            limit: Some(50),
+        });
+        assert_eq!(p("audit since opens 0 limit 50"), Ok(since.clone()));
+        assert_eq!(
+            p(std::str::from_utf8(&since.encode()).unwrap().trim_end()),
+            Ok(since)
+        );
+        let head = format!("changes:3:{}", "ab".repeat(32));
+        let verify = Command::Audit(AuditQuery::Verify {
+            heads: vec![head.clone(), "7:00".into()],
+        });
+        assert_eq!(
+            p(&format!("audit verify head {head} head 7:00")),
+            Ok(verify.clone())
+        );
+        assert_eq!(
+            p(std::str::from_utf8(&verify.encode()).unwrap().trim_end()),
+            Ok(verify)
+        );
+        assert!(matches!(
+            p("audit since x"),
+            Err((_, ErrorKind::MissingArgument { .. }))
+        ));
+        assert!(matches!(
+            p("audit since opens x"),
+            Err((_, ErrorKind::BadSequence))
+        ));
+        assert_eq!(
+            p("audit since 1 limit x").unwrap_err().1,
+            ErrorKind::BadSequence
+        );
+        assert_eq!(
+            p("audit verify head 'a b'").unwrap_err().1,
+            ErrorKind::BadHead
+        );
+        assert!(matches!(
+            p("audit frob"),
+            Err((_, ErrorKind::UnknownOption { .. }))
+        ));
+        assert!(p("audit head").unwrap().is_query());
+    }
+
+    #[test]
     fn every_verb_parses_to_its_command() {
         for verb in VERBS {
             // The shortest line each verb takes.
@@ -876,6 +1009,7 @@ mod tests {
                 command::DELETE => "delete a",
                 command::GRANT => "grant s a",
                 command::REVOKE => "revoke s a",
+                command::REVOKE_ALL => "revoke-all a",
                 command::SERVICE => "service s remove",
                 "tier" => "tier remove t",
                 "meta" => "meta a",
@@ -891,7 +1025,9 @@ mod tests {
                 "rollback" => "rollback a",
                 "retire" => "retire a",
                 "history" => "history a",
+                "holders" => "holders a",
                 "reason" => "reason x",
+                "audit" => "audit head",
                 other => other,
             };
             let parsed = parse_line(line.as_bytes()).unwrap_or_else(|e| panic!("{line}: {e:?}"));

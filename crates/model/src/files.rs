@@ -3,12 +3,16 @@
 //! reads), and a test that one reads what the other wrote.
 //!
 //! - `secrets/status` ([`Status`]): lines `key N`, `secrets N`, `services N`,
-//!   `rotation idle` or `rotation DONE/TOTAL`. A reader skips lines it does not know, so
-//!   a newer server can add some.
+//!   `rotation idle` or `rotation DONE/TOTAL`, `frozen no` or `frozen SINCE` with
+//!   `frozen-by WHO` and `frozen-reason WHY`, and `suspended SERVICE...` when services
+//!   are suspended. A reader skips lines it does not know, so a newer server can add
+//!   some.
 //! - `secrets/grants/SERVICE` ([`Grants`]): the granted secret names, sorted, one per line,
 //!   each followed by ` expires UNIX_SECONDS` when the grant ends by itself.
-//! - `secrets/services/SERVICE` ([`ServiceFile`]): `uid N` or `uid none`, then the
-//!   manifest verbatim ([`crate::manifest`]).
+//! - `secrets/services/SERVICE` ([`ServiceFile`]): `uid N` or `uid none`; while the
+//!   service is suspended, `suspended SINCE`, `suspended-by WHO` and `suspended-reason
+//!   WHY`; then the manifest verbatim ([`crate::manifest`]), which can never start with a
+//!   `suspended` line (it is no manifest declaration).
 //! - the refusal a service's uid gets when it asks for the admin tree ([`NotAdmin`]),
 //!   after "permission denied: ".
 //!
@@ -65,7 +69,46 @@ pub struct Status {
     pub services: Option<u64>,
     /// A key rotation, if one is running.
     pub rotation: Rotation,
+    /// Deploys are frozen: since when, by whom, why (`None`: not frozen, or a server
+    /// that does not say).
+    pub frozen: Option<Mark>,
+    /// The services suspended, sorted.
+    pub suspended: Vec<String>,
 }
+
+/// Who froze deploys or suspended a service, when and why.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct Mark {
+    /// Since when (unix seconds).
+    pub since: u64,
+    /// Who: the actor as the server shows it, `admin (uid 0)`.
+    pub by: String,
+    /// Why, if they said.
+    pub reason: Option<String>,
+}
+
+impl Mark {
+    /// The lines `{word} SINCE`, `{word}-by WHO` and (with a reason) `{word}-reason WHY`.
+    /// Line breaks in the text (which the server never stores) become spaces, so that a
+    /// line stays a line.
+    fn render(&self, word: &str, out: &mut String) {
+        out.push_str(&format!("{word} {}\n", self.since));
+        out.push_str(&format!("{word}-by {}\n", one_line(&self.by)));
+        if let Some(reason) = &self.reason {
+            out.push_str(&format!("{word}-reason {}\n", one_line(reason)));
+        }
+    }
+}
+
+/// `text` with every control character a space: one line, whatever it held.
+fn one_line(text: &str) -> String {
+    text.chars()
+        .map(|c| if c.is_control() { ' ' } else { c })
+        .collect()
+}
+
+/// The word of the frozen line when deploys are not frozen.
+const NOT_FROZEN: &str = "no";
 
 /// The state of key rotation.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
@@ -102,6 +145,13 @@ impl Status {
                 out.push_str(&format!("rotation {done}/{total}\n"));
             }
         }
+        match &self.frozen {
+            Some(mark) => mark.render("frozen", &mut out),
+            None => out.push_str(&format!("frozen {NOT_FROZEN}\n")),
+        }
+        if !self.suspended.is_empty() {
+            out.push_str(&format!("suspended {}\n", self.suspended.join(" ")));
+        }
         out
     }
 
@@ -109,7 +159,8 @@ impl Status {
     ///
     /// # Errors
     /// [`FormatError::NotUtf8`]; [`FormatError::BadStatusLine`] for a known key with a
-    /// value that does not read.
+    /// value that does not read (a `frozen-by` or `frozen-reason` without `frozen SINCE`
+    /// is one).
     pub fn parse(text: &[u8]) -> Result<Status, FormatError> {
         let text = utf8(text, "secrets/status")?;
         let mut status = Status::default();
@@ -117,6 +168,10 @@ impl Status {
             let Some((key, value)) = line.trim().split_once(char::is_whitespace) else {
                 continue;
             };
+            if let Some(field) = key.strip_prefix("frozen") {
+                parse_mark(&mut status.frozen, field, value.trim(), "frozen")?;
+                continue;
+            }
             let value = value.trim();
             let bad = |key| FormatError::BadStatusLine { key };
             let number = |key, v: &str| v.parse::<u64>().map_err(|_| bad(key));
@@ -132,11 +187,40 @@ impl Status {
                         total: number("rotation", total)?,
                     };
                 }
+                "suspended" => {
+                    status.suspended = value.split_whitespace().map(str::to_string).collect();
+                }
                 _ => {}
             }
         }
         Ok(status)
     }
+}
+
+/// Reads one line of a [`Mark`]: `WORD SINCE` (`field` empty; `no` for none when `word`
+/// is `frozen`), `WORD-by WHO` or `WORD-reason WHY`, into `mark`. Other fields are
+/// skipped, as unknown lines are.
+fn parse_mark(
+    mark: &mut Option<Mark>,
+    field: &str,
+    value: &str,
+    word: &'static str,
+) -> Result<(), FormatError> {
+    let bad = || FormatError::BadStatusLine { key: word };
+    match field {
+        "" if value == NOT_FROZEN => *mark = None,
+        "" => {
+            let since = value.parse().map_err(|_| bad())?;
+            *mark = Some(Mark {
+                since,
+                ..Mark::default()
+            });
+        }
+        "-by" => mark.as_mut().ok_or_else(bad)?.by = value.to_string(),
+        "-reason" => mark.as_mut().ok_or_else(bad)?.reason = Some(value.to_string()),
+        _ => {}
+    }
+    Ok(())
 }
 
 /// `secrets/grants/SERVICE`: the names of the secrets granted to the service, and when
@@ -192,40 +276,71 @@ impl Grants {
 pub struct ServiceFile {
     /// The uid mapped to the service, if any.
     pub uid: Option<u32>,
+    /// Whether the service is suspended: since when, by whom, why.
+    pub suspended: Option<Mark>,
     /// The manifest, exactly as it was set (empty if none was).
     pub manifest: Vec<u8>,
 }
 
+/// The word of a suspended service's lines.
+const SUSPENDED: &str = "suspended";
+
+/// Splits the first line (without its newline) off `text`.
+fn first_line(text: &[u8]) -> (&[u8], &[u8]) {
+    match text.iter().position(|&b| b == b'\n') {
+        Some(i) => (&text[..i], &text[i + 1..]),
+        None => (text, &[][..]),
+    }
+}
+
 impl ServiceFile {
-    /// The file's text: `uid N` (or `uid none`), then the manifest verbatim.
+    /// The file's text: `uid N` (or `uid none`), the suspension's lines if it is
+    /// suspended, then the manifest verbatim.
     pub fn render(&self) -> Vec<u8> {
         let uid = self
             .uid
             .map_or_else(|| "none".to_string(), |u| u.to_string());
-        let mut out = format!("uid {uid}\n").into_bytes();
+        let mut head = format!("uid {uid}\n");
+        if let Some(mark) = &self.suspended {
+            mark.render(SUSPENDED, &mut head);
+        }
+        let mut out = head.into_bytes();
         out.extend_from_slice(&self.manifest);
         out
     }
 
-    /// Reads the file: the first line is the uid, everything after its newline the
-    /// manifest.
+    /// Reads the file: the first line is the uid, the `suspended` lines after it (if
+    /// any) the suspension, everything after them the manifest.
     ///
     /// # Errors
     /// [`FormatError::NoUid`] if the first line is not `uid N` or `uid none`.
     pub fn parse(text: &[u8]) -> Result<ServiceFile, FormatError> {
-        let (first, manifest) = match text.iter().position(|&b| b == b'\n') {
-            Some(i) => (&text[..i], &text[i + 1..]),
-            None => (text, &[][..]),
-        };
+        let (first, mut rest) = first_line(text);
         let first = std::str::from_utf8(first).map_err(|_| FormatError::NoUid)?;
         let uid = match first.trim().strip_prefix("uid").map(str::trim) {
             Some("none") => None,
             Some(n) => Some(n.parse::<u32>().map_err(|_| FormatError::NoUid)?),
             None => return Err(FormatError::NoUid),
         };
+        let mut suspended = None;
+        while rest.starts_with(SUSPENDED.as_bytes()) {
+            let (line, after) = first_line(rest);
+            let Ok(line) = std::str::from_utf8(line) else {
+                break;
+            };
+            let (key, value) = line.split_once(' ').unwrap_or((line, ""));
+            let Some(field) = key.strip_prefix(SUSPENDED) else {
+                break;
+            };
+            if parse_mark(&mut suspended, field, value, SUSPENDED).is_err() {
+                break;
+            }
+            rest = after;
+        }
         Ok(ServiceFile {
             uid,
-            manifest: manifest.to_vec(),
+            suspended,
+            manifest: rest.to_vec(),
         })
     }
 
@@ -296,13 +411,60 @@ mod tests {
                 secrets: Some(12),
                 services: Some(4),
                 rotation: Rotation::Idle,
+                frozen: None,
+                suspended: vec![],
             }
         );
-        assert_eq!(s.render(), "key 3\nsecrets 12\nservices 4\nrotation idle\n");
+        assert_eq!(
+            s.render(),
+            "key 3\nsecrets 12\nservices 4\nrotation idle\nfrozen no\n"
+        );
         let s = Status::parse(b"key 4\nrotation 5/12\nfuture thing\nnewkey\n").unwrap();
         assert_eq!(s.key, Some(4));
         assert_eq!(s.secrets, None);
         assert_eq!(s.rotation, Rotation::Running { done: 5, total: 12 });
+    }
+
+    #[test]
+    fn status_frozen_and_suspended() {
+        let s = Status::parse(
+            b"key 1\nrotation idle\nfrozen 1767225600\nfrozen-by admin (uid 0)\n\
+              frozen-reason INC-42: token leaked\nsuspended api web\n",
+        )
+        .unwrap();
+        assert_eq!(
+            s.frozen,
+            Some(Mark {
+                since: 1_767_225_600,
+                by: "admin (uid 0)".into(),
+                reason: Some("INC-42: token leaked".into()),
+            })
+        );
+        assert_eq!(s.suspended, ["api", "web"]);
+        assert_eq!(Status::parse(b"frozen no\n").unwrap().frozen, None);
+        // A reason with a line break in it stays on its line.
+        let s = Status {
+            frozen: Some(Mark {
+                since: 5,
+                by: "admin".into(),
+                reason: Some("a\nkey 9".into()),
+            }),
+            ..Status::default()
+        };
+        let text = s.render();
+        assert!(text.contains("frozen-reason a key 9\n"), "{text}");
+        assert_eq!(Status::parse(text.as_bytes()).unwrap().key, None);
+        for bad in [
+            &b"frozen soon\n"[..],
+            b"frozen-by admin\n",
+            b"frozen-reason x\n",
+        ] {
+            assert_eq!(
+                Status::parse(bad).unwrap_err(),
+                FormatError::BadStatusLine { key: "frozen" },
+                "{bad:?}"
+            );
+        }
     }
 
     #[test]
@@ -350,8 +512,23 @@ mod tests {
         assert_eq!(s.uid, Some(1001));
         assert_eq!(s.secrets(), ["db_password", "api_key"]);
         assert_eq!(s.render(), text);
+        assert_eq!(s.suspended, None);
         let none = ServiceFile::parse(b"uid none\n").unwrap();
         assert_eq!((none.uid, none.manifest.len()), (None, 0));
+        let text = b"uid 1001\nsuspended 1767225600\nsuspended-by admin (uid 0)\n\
+                     suspended-reason INC-42\nsecret db\n";
+        let s = ServiceFile::parse(text).unwrap();
+        assert_eq!(
+            s.suspended,
+            Some(Mark {
+                since: 1_767_225_600,
+                by: "admin (uid 0)".into(),
+                reason: Some("INC-42".into()),
+            })
+        );
+        assert_eq!(s.manifest, b"secret db\n");
+        assert_eq!(s.secrets(), ["db"]);
+        assert_eq!(s.render(), text);
         assert_eq!(ServiceFile::parse(b"uid 0").unwrap().uid, Some(0));
         for bad in [&b"secret a\n"[..], b"uid x\n", b"", b"uid -1\n", b"\xff\n"] {
             assert_eq!(
@@ -393,6 +570,17 @@ mod tests {
         }
     }
 
+    /// A mark as the server makes one: a `by` and a reason of one line each, without
+    /// blanks at either end (the lines are read trimmed).
+    fn mark() -> impl Strategy<Value = Mark> {
+        (
+            any::<u64>(),
+            "[a-z]{1,8}( \\(uid [0-9]{1,5}\\))?",
+            proptest::option::of("[!-~]([ -~]{0,40}[!-~])?"),
+        )
+            .prop_map(|(since, by, reason)| Mark { since, by, reason })
+    }
+
     fn rotation() -> impl Strategy<Value = Rotation> {
         prop_oneof![
             Just(Rotation::Idle),
@@ -408,8 +596,11 @@ mod tests {
             secrets in any::<Option<u64>>(),
             services in any::<Option<u64>>(),
             rotation in rotation(),
+            frozen in proptest::option::of(mark()),
+            suspended in proptest::collection::btree_set("[A-Za-z0-9._-]{1,20}", 0..5),
         ) {
-            let s = Status { key, secrets, services, rotation };
+            let suspended = suspended.into_iter().collect();
+            let s = Status { key, secrets, services, rotation, frozen, suspended };
             prop_assert_eq!(Status::parse(s.render().as_bytes()).unwrap(), s);
         }
 
@@ -425,9 +616,12 @@ mod tests {
         #[test]
         fn service_files_round_trip(
             uid in any::<Option<u32>>(),
+            suspended in proptest::option::of(mark()),
             manifest in proptest::collection::vec(any::<u8>(), 0..200),
         ) {
-            let f = ServiceFile { uid, manifest };
+            // A stored manifest never starts with a `suspended` line (no declaration does).
+            prop_assume!(!manifest.starts_with(b"suspended"));
+            let f = ServiceFile { uid, suspended, manifest };
             prop_assert_eq!(ServiceFile::parse(&f.render()).unwrap(), f);
         }
 

@@ -23,7 +23,7 @@
 //! - [`events`]: the lines of the events files (`/events`, `secrets/events`).
 //! - `duration`: durations as written (`30s`, `12h`, `90d`): overlap windows and
 //!   grants' lifetimes ([`parse_duration`]).
-//! - this file: the size limits.
+//! - this file: the size limits, and the refusal of a freeze ([`FROZEN`]).
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
 
@@ -36,7 +36,7 @@ mod names;
 pub use duration::{DurationError, MAX_DURATION_SECS, format_duration, parse_duration};
 
 pub use events::{EventLine, MAX_EVENT_LINE, Verb};
-pub use files::{FormatError, Grants, NotAdmin, Rotation, ServiceFile, Status};
+pub use files::{FormatError, Grants, Mark, NotAdmin, Rotation, ServiceFile, Status};
 
 pub use names::{
     ADMIN_ANAME, MAX_TIER_LEN, RESERVED_SERVICE_NAMES, is_reserved_service, is_valid_name,
@@ -57,3 +57,7 @@ pub const MAX_MANIFEST_LEN: usize = 1 << 20;
 
 /// Longest reason a change may carry, in bytes (it is stored with the change's record).
 pub const MAX_REASON_LEN: usize = 1024;
+
+/// What every change a freeze stops is refused with, word for word (a ctl error, an
+/// attach's Rerror, the HTTP API's error): `deploy` knows a freeze by it.
+pub const FROZEN: &str = "frozen (see deploy status)";

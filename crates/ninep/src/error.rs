@@ -92,6 +92,9 @@ pub mod ename {
     pub const TOO_MANY_REQUESTS: &str = "too many outstanding requests on this connection";
     /// The filesystem failed in a way it does not explain to clients. Linux: EIO.
     pub const IO: &str = "i/o error";
+    /// What an open file read was cut off from: fossil's string, which Linux maps to
+    /// EIDRM ("Identifier removed") and so says plainly that opening again is the cure.
+    pub const REMOVED: &str = "file has been removed";
     /// A malformed message; the text after the colon says what was wrong with it.
     pub const BAD_MESSAGE: &str = "bad message";
     /// A name that cannot be a path element. Linux: ENOENT.

@@ -6,8 +6,11 @@
 //! encodes every record (and, from format 2, authenticates it) before handing it over, and
 //! decides every change, cascades included. What a backend provides:
 //!
-//! - [`Backend::load`]: every row, and the [`Revision`] they are as of. The vault keeps
-//!   everything in memory and never reads the backend on the hot path.
+//! - [`Backend::load`]: every row but the audit trail's, and the [`Revision`] they are as
+//!   of. The vault keeps everything in memory and never reads the backend on the hot path.
+//! - [`Backend::range`]: rows of a table in key order, a page at a time: how the audit
+//!   trail ([`Table::Audit`], which grows without bound and is never held in memory) is
+//!   read.
 //! - [`Backend::commit`]: one [`Batch`], fully or not at all, durably, and only if the
 //!   store is still at the batch's `base` revision (the one the vault's memory is at):
 //!   otherwise [`Error::Conflict`], and nothing is written. A crash at any moment leaves
@@ -46,9 +49,10 @@ use crate::error::{Error, Result};
 /// The most rows one batch puts or deletes, besides the store record every commit
 /// rewrites: a ctl transaction's 10,000 commands (a `delete` takes its grants along), or a
 /// `catalog apply` of 10,000 secrets with their values (a row for each declaration and
-/// each value) and its tiers and services. What it is for: an etcd transaction takes one
-/// operation a row (`--max-txn-ops` must be above it).
-pub const MAX_BATCH_MUTATIONS: usize = 25_000;
+/// each value) and its tiers and services, each with its audit records (one a change, and
+/// one for each value a catalog apply stores). What it is for: an etcd transaction takes
+/// one operation a row (`--max-txn-ops` must be above it).
+pub const MAX_BATCH_MUTATIONS: usize = 40_000;
 
 /// The most bytes one batch carries, its rows' keys and values as stored. 4 MiB of values
 /// is what one ctl transaction may hold; a secret's record carries its previous and
@@ -77,17 +81,26 @@ pub enum Table {
     /// for one, by `value/SERVICE/TIER/DEPLOYMENT/N/SECRET`: a fingerprint, never the value
     /// (store format 4).
     Bundles,
+    /// The audit trail, by `CHAIN/SEQ` (SEQ zero-padded to 20 digits, so that key order
+    /// is chain order): each record signed or linked to one that is (store format 6).
+    /// Never loaded whole: read by [`Backend::range`].
+    Audit,
+    /// The highest version of each secret each service has opened, by `SECRET/SERVICE`
+    /// (store format 6), written with the opens' audit records.
+    Opened,
 }
 
 impl Table {
     /// Every table, in the order a backup or a migration copies them.
-    pub const ALL: [Table; 6] = [
+    pub const ALL: [Table; 8] = [
         Table::Meta,
         Table::Secrets,
         Table::Services,
         Table::Grants,
         Table::Catalog,
         Table::Bundles,
+        Table::Audit,
+        Table::Opened,
     ];
 
     /// The table's stable name.
@@ -99,6 +112,8 @@ impl Table {
             Table::Grants => "grants",
             Table::Catalog => "catalog",
             Table::Bundles => "bundles",
+            Table::Audit => "audit",
+            Table::Opened => "opened",
         }
     }
 }
@@ -233,7 +248,8 @@ pub enum Feed {
 
 /// A durable, transactional store of rows. See the module documentation for the contract.
 pub trait Backend: Send + Sync {
-    /// Every row, and the revision they are as of.
+    /// Every row (but those of [`Table::Audit`], which a backend may leave out: the vault
+    /// skips them), and the revision they are as of.
     ///
     /// # Errors
     /// The store's.
@@ -278,6 +294,24 @@ pub trait Backend: Send + Sync {
     fn backup(&self) -> Result<File> {
         Err(Error::Corrupt {
             what: "this store backend cannot make backups",
+        })
+    }
+
+    /// Up to `limit` rows of `table` whose keys are at least `from` and below `to`, in key
+    /// order: a page of the audit trail. Committed rows only; pages read one after
+    /// another need not be of one revision (the audit trail only grows).
+    ///
+    /// # Errors
+    /// The store's; a backend that keeps no audit trail says so.
+    fn range(
+        &self,
+        _table: Table,
+        _from: &str,
+        _to: &str,
+        _limit: usize,
+    ) -> Result<Vec<(String, Vec<u8>)>> {
+        Err(Error::Corrupt {
+            what: "this store backend cannot read the audit trail",
         })
     }
 

@@ -29,6 +29,28 @@ pub enum Error {
         /// The error the commit reported.
         source: Box<Error>,
     },
+    /// The key file lacks the audit trail's signing key, which the store's audit is
+    /// signed with.
+    #[error(
+        "key file {} lacks the audit key (its `audit` line), which this store's audit trail is \
+         signed with: put back the key file that belongs to this store (from where you keep \
+         its copy)",
+        path.display()
+    )]
+    AuditKeyMissing {
+        /// The key file.
+        path: PathBuf,
+    },
+    /// The key file's audit key is not the one the store's audit trail is signed with.
+    #[error(
+        "key file {}'s audit key is not the one this store's audit trail is signed with \
+         (wrong key file?): put back the key file that belongs to this store",
+        path.display()
+    )]
+    AuditKeyMismatch {
+        /// The key file.
+        path: PathBuf,
+    },
     /// A conditional commit found the store at a later revision than the one its batch was
     /// planned against: another writer committed first. Nothing was written.
     #[error(
@@ -119,6 +141,13 @@ pub enum Error {
         /// This process's effective uid.
         euid: u32,
     },
+    /// Deploys are frozen, and the change is one a freeze stops (a grant, a service's
+    /// uid or manifest, the catalog, a bundle: [`Change::stops_when_frozen`]); nothing was
+    /// changed. Word for word [`model::FROZEN`].
+    ///
+    /// [`Change::stops_when_frozen`]: crate::Change::stops_when_frozen
+    #[error("{}", model::FROZEN)]
+    Frozen,
     /// The store was written in a format this version does not read.
     #[error(
         "store format version {found} is not supported (this srv-secrets reads version {supported})"

@@ -3,12 +3,16 @@
 //! ```text
 //! srv-secrets key file v1
 //! key 1 0f1e...(64 hex digits)
+//! audit 9a8b...(64 hex digits)
 //! ```
 //!
 //! A header line, then one `key <id> <64 hex digits>` line per key: one normally, two while
-//! a rotation is in flight. Ids are decimal u32 without leading zeros, starting at 1. Every
-//! line ends in `\n`. Parsing is strict, and no error carries a byte of the file: only the
-//! path, a line number and a fixed reason.
+//! a rotation is in flight. Ids are decimal u32 without leading zeros, starting at 1. Then,
+//! from store format 6, one `audit <64 hex digits>` line: the seed of the audit trail's
+//! Ed25519 signing key, kept here beside the cluster key so that whoever may hold one holds
+//! both (and a node given the key file signs with the same key), and never anywhere else:
+//! the store holds only its public key. Every line ends in `\n`. Parsing is strict, and no
+//! error carries a byte of the file: only the path, a line number and a fixed reason.
 //!
 //! The file is owner-only from creation (mode 0600 at `open`, never chmod-ed later), and
 //! replaced atomically with [`fsutil::write_atomic`]. A file open to group or others, or
@@ -35,9 +39,25 @@ const MAX_LEN: usize = 4096;
 /// At most the active key and a rotation target.
 const MAX_KEYS: usize = 2;
 
+/// The seed of the audit trail's signing key.
+pub(crate) type AuditSeed = Zeroizing<[u8; KEY_LEN]>;
+
+/// What a key file holds.
+pub(crate) struct KeyFile {
+    /// The cluster keys.
+    pub(crate) keys: Vec<Key>,
+    /// The audit signing key's seed (absent from key files written before store format 6).
+    pub(crate) audit: Option<AuditSeed>,
+}
+
+/// The cluster keys of the key file (see [`read_file`]).
+pub(crate) fn read(path: &Path) -> Result<Vec<Key>> {
+    read_file(path).map(|f| f.keys)
+}
+
 /// Reads and parses the key file, refusing one that group or others may access, or that
 /// belongs to another uid than ours or root's.
-pub(crate) fn read(path: &Path) -> Result<Vec<Key>> {
+pub(crate) fn read_file(path: &Path) -> Result<KeyFile> {
     let mut file = File::open(path).map_err(|e| match e.kind() {
         std::io::ErrorKind::NotFound => Error::KeyFileMissing {
             path: path.to_path_buf(),
@@ -81,17 +101,17 @@ pub(crate) fn read(path: &Path) -> Result<Vec<Key>> {
             Err(e) => return Err(Error::io("reading key file", path)(e)),
         }
     }
-    parse(&buf[..len]).map_err(|(line, reason)| Error::KeyFile {
+    parse_file(&buf[..len]).map_err(|(line, reason)| Error::KeyFile {
         path: path.to_path_buf(),
         line,
         reason,
     })
 }
 
-/// Writes `keys` as the new key file, atomically and durably.
-pub(crate) fn write(path: &Path, keys: &[&Key]) -> Result<()> {
+/// Writes `keys` and the audit key's seed as the new key file, atomically and durably.
+pub(crate) fn write(path: &Path, keys: &[&Key], audit: Option<&AuditSeed>) -> Result<()> {
     let mut text = Zeroizing::new(String::with_capacity(
-        HEADER.len() + 1 + keys.len() * (2 * KEY_LEN + 20),
+        HEADER.len() + 1 + (keys.len() + 1) * (2 * KEY_LEN + 20),
     ));
     text.push_str(HEADER);
     text.push('\n');
@@ -102,11 +122,27 @@ pub(crate) fn write(path: &Path, keys: &[&Key]) -> Result<()> {
         text.push_str(&key.hex());
         text.push('\n');
     }
+    if let Some(seed) = audit {
+        text.push_str("audit ");
+        for b in seed.iter() {
+            text.push(char::from(HEX_DIGITS[usize::from(b >> 4)]));
+            text.push(char::from(HEX_DIGITS[usize::from(b & 15)]));
+        }
+        text.push('\n');
+    }
     fsutil::write_atomic(path, text.as_bytes())
 }
 
+const HEX_DIGITS: &[u8; 16] = b"0123456789abcdef";
+
 /// Parses key file contents; errors are (line, reason).
+#[cfg(test)]
 fn parse(bytes: &[u8]) -> Result<Vec<Key>, (usize, &'static str)> {
+    parse_file(bytes).map(|f| f.keys)
+}
+
+/// Parses key file contents, the audit seed too; errors are (line, reason).
+fn parse_file(bytes: &[u8]) -> Result<KeyFile, (usize, &'static str)> {
     let text = std::str::from_utf8(bytes).map_err(|_| (0, "not valid UTF-8"))?;
     let Some(body) = text.strip_suffix('\n') else {
         return Err((0, "missing final newline (or empty file)"));
@@ -117,8 +153,20 @@ fn parse(bytes: &[u8]) -> Result<Vec<Key>, (usize, &'static str)> {
         _ => return Err((1, "first line is not `srv-secrets key file v1`")),
     }
     let mut keys = Vec::new();
+    let mut audit = None;
     let mut seen = BTreeSet::new();
     for (n, line) in lines {
+        if let Some(hex) = line.strip_prefix("audit ") {
+            // After the keys, once.
+            if audit.is_some() {
+                return Err((n, "more than one audit key"));
+            }
+            audit = Some(parse_hex(hex).ok_or((n, "audit key is not exactly 64 hex digits"))?);
+            continue;
+        }
+        if audit.is_some() {
+            return Err((n, "a key line after the audit key"));
+        }
         let mut fields = line.split(' ');
         let (Some("key"), Some(id), Some(hex), None) =
             (fields.next(), fields.next(), fields.next(), fields.next())
@@ -138,7 +186,7 @@ fn parse(bytes: &[u8]) -> Result<Vec<Key>, (usize, &'static str)> {
     if keys.is_empty() {
         return Err((1, "no key line"));
     }
-    Ok(keys)
+    Ok(KeyFile { keys, audit })
 }
 
 fn parse_id(s: &str) -> Option<u32> {
@@ -215,6 +263,16 @@ mod tests {
                 format!("{HEADER}\nkey 1 {HEX}\nkey 2 {HEX}\nkey 3 {HEX}\n"),
                 4,
             ),
+            (format!("{HEADER}\nkey 1 {HEX}\naudit {}\n", &HEX[1..]), 3),
+            (
+                format!("{HEADER}\nkey 1 {HEX}\naudit {HEX}\naudit {HEX}\n"),
+                4,
+            ),
+            (
+                format!("{HEADER}\nkey 1 {HEX}\naudit {HEX}\nkey 2 {HEX}\n"),
+                4,
+            ),
+            (format!("{HEADER}\naudit {HEX}\n"), 1),
         ];
         for (text, line) in bad {
             let got = ids(&text);
@@ -227,7 +285,10 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("key");
         let (a, b) = (Key::generate(1).unwrap(), Key::generate(2).unwrap());
-        write(&path, &[&a, &b]).unwrap();
+        let seed = Zeroizing::new([0xa5; KEY_LEN]);
+        write(&path, &[&a, &b], Some(&seed)).unwrap();
+        let file = read_file(&path).unwrap();
+        assert_eq!(*file.audit.unwrap(), *seed);
         let keys = read(&path).unwrap();
         assert_eq!(keys.iter().map(Key::id).collect::<Vec<_>>(), [1, 2]);
         assert_eq!(*keys[0].hex(), *a.hex());
@@ -239,7 +300,7 @@ mod tests {
     fn refuses_open_permissions() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("key");
-        write(&path, &[&Key::generate(1).unwrap()]).unwrap();
+        write(&path, &[&Key::generate(1).unwrap()], None).unwrap();
         for mode in [0o640, 0o604, 0o660] {
             std::fs::set_permissions(&path, std::fs::Permissions::from_mode(mode)).unwrap();
             let err = read(&path).unwrap_err();
@@ -272,7 +333,7 @@ mod tests {
         }
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("key");
-        write(&path, &[&Key::generate(1).unwrap()]).unwrap();
+        write(&path, &[&Key::generate(1).unwrap()], None).unwrap();
         std::os::unix::fs::chown(&path, Some(1705), None).unwrap();
         let err = read(&path).unwrap_err();
         assert!(

@@ -74,9 +74,9 @@ impl Legacy {
                     }
                     grants.push((svc.to_owned(), sec.to_owned()));
                 }
-                Table::Catalog | Table::Bundles => {
+                Table::Catalog | Table::Bundles | Table::Audit | Table::Opened => {
                     return Err(Error::Corrupt {
-                        what: "a store of format 1 with a catalog or bundles",
+                        what: "a store of format 1 with a catalog, bundles or an audit",
                     });
                 }
             }
@@ -200,6 +200,7 @@ fn decode_service(bytes: &[u8]) -> Result<ServiceRecord> {
     Ok(ServiceRecord {
         uid,
         manifest: Arc::new(manifest),
+        suspended: None,
     })
 }
 
@@ -246,6 +247,9 @@ fn decode_meta(fields: &BTreeMap<String, Vec<u8>>) -> Result<Meta> {
         key_checks,
         last_change,
         fingerprint_key: None,
+        frozen: None,
+        audit_key: None,
+        audit_heads: BTreeMap::new(),
     })
 }
 

@@ -41,7 +41,10 @@
 //!   crash recovery `open` runs; `vault/bundles.rs`: the bundles issued
 //!   ([`Vault::issued`], [`Vault::identify`]); `vault/versions.rs`: a secret's versions
 //!   as services and `history` see them, stale secrets, and the housekeeping that ends
-//!   what ends by itself ([`Vault::expire`]).
+//!   what ends by itself ([`Vault::expire`]); `vault/breakglass.rs`: a freeze, suspended
+//!   services and the ownership matrix as readers see them ([`Vault::frozen`],
+//!   [`Vault::serves`], [`Vault::matrix`]), and `vault/change/breakglass.rs` the changes
+//!   that set them.
 //! - `state`: the in-memory copy of the store that reads are served from.
 //! - [`events`]: what each commit changed, derived as it is applied to memory (from the
 //!   change feed too), and told to subscribers ([`Vault::subscribe`]) without waiting
@@ -56,7 +59,7 @@
 //!   ([`Vault::backup`]) or from a data directory no server holds ([`backup_unserved`]).
 //! - `record`: stored records and their byte layout (an envelope, a CBOR header, a
 //!   payload; store format 4 adds the bundles' records, format 5 a secret's versions and
-//!   a grant's end).
+//!   a grant's end, format 6 a freeze and a service's suspension).
 //! - `legacy`: store format 1, read only, for the migration at open.
 //! - `crypto`: keys and the keys derived from them (HKDF-SHA256), the keyring, AES-256-GCM
 //!   sealing of values in 4 KiB chunks with identity-bound associated data (a read
@@ -97,10 +100,13 @@ mod record;
 mod redb_store;
 mod rows;
 mod state;
+mod trail;
 mod types;
 mod vault;
 
 pub use actor::{Actor, MAX_REASON_LEN, Principal};
+/// The audit trail's records, chains and verification (the `audit` crate).
+pub use audit;
 pub use backend::{Backend, Revision};
 pub use backup::{Backup, backup_unserved};
 pub use crypto::SecretBytes;
@@ -113,9 +119,11 @@ pub use names::{
 pub use record::{VersionSlot, VersionState};
 pub use redb_store::RedbBackend;
 pub use types::{
-    Expired, InitReport, OpenedSecret, RotationProgress, RotationReport, SecretInfo, ServiceInfo,
-    StaleSecret, Status, VersionInfo,
+    Expired, InitReport, Mark, Matrix, MatrixGrant, MatrixRow, OpenedSecret, RotationProgress,
+    RotationReport, SecretInfo, ServiceInfo, StaleSecret, Status, VersionInfo,
 };
 pub use vault::{
-    Applied, Change, ChangeError, Health, IssuedInfo, KEY_FILE, LOCK_FILE, STORE_FILE, Vault,
+    Applied, AuditHeads, AuditReader, Change, ChangeError, DelegatedTier, FLUSH_AFTER, FLUSH_BATCH,
+    Health, Holders, IssuedInfo, KEY_FILE, LOCK_FILE, MAX_READ, OPEN_QUEUE_BOUND,
+    OPENS_NOT_RECORDED, OpenFlusher, STORE_FILE, ServiceHolder, Vault,
 };

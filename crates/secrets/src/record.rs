@@ -28,12 +28,12 @@
 //! | record  | header                                                       | payload      |
 //! |---------|--------------------------------------------------------------|--------------|
 //! | secret  | `incarnation`, `versions`: [`version`, `state`, `mtime`, `length`, `chunk`, `nonce`, `by`, `uid`, `reason`, `until`], `destroyed`: [`version`, `mtime`, `by`, `uid`, `reason`, `destroyed`], `latest`, `revoked_below` | each held version's chunks, in the order of `versions` |
-//! | service | `uid` (absent: none), `manifest` (its text)                  | empty        |
+//! | service | `uid` (absent: none), `manifest` (its text), `suspended`: `at`, `by`, `uid`, `reason` (absent: not suspended; store format 6) | empty |
 //! | grant   | `expires` (absent: never)                                    | empty        |
 //! | catalog | a tier's `core`; a service's `tiers`; a secret's metadata: `class`, `owner`, `rotate_every`, `description`, `tiers` (per tier `class`, `strategy` and its fields), as a catalog file has them | empty |
 //! | bundle  | `issued` (unix seconds)                                      | empty        |
 //! | issued value | `issued`, `fingerprint` (the keyed HMAC of the value, never the value) | empty |
-//! | store   | `admin_uid`, `active_key`, `rotation_target`, `last_change`, `digest`, `fingerprint_key` (sealed, from store format 4) | empty |
+//! | store   | `admin_uid`, `active_key`, `rotation_target`, `last_change`, `digest`, `fingerprint_key` (sealed, from store format 4), `frozen`: `at`, `by`, `uid`, `reason` (absent: not frozen; store format 6) | empty |
 //!
 //! A secret's versions (store format 5): `versions` are those with a value, the current
 //! one first, then the previous one (`until`: its overlap's end) and the pending one if
@@ -43,10 +43,11 @@
 //! format 4 and before (one current version, none of the later fields) read as they are.
 //!
 //! Room to grow: metadata (class, owner, tiers) or a service's flags are fields added to
-//! these headers. A field an older build must not ignore (an expiry, a suspension) comes
-//! with a new store format, so that older builds refuse the store instead of serving it
-//! without the field.
+//! these headers. A field an older build must not ignore (an expiry, a suspension, a
+//! freeze) comes with a new store format, so that older builds refuse the store instead of
+//! serving it without the field (format 6 came with a suspension and a freeze).
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
@@ -854,6 +855,36 @@ struct ServiceHeader {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     uid: Option<u32>,
     manifest: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    suspended: Option<Marked>,
+}
+
+/// Who set a freeze or a suspension, when and why (store format 6): the facts of the
+/// change that set it, as a version's [`Made`] keeps them.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) struct Marked {
+    /// When (unix seconds).
+    pub(crate) at: u64,
+    /// The principal, as an actor shows it without the uid (`admin`).
+    pub(crate) by: String,
+    /// The uid of the connection it came over.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(crate) uid: Option<u32>,
+    /// Why, as its maker said.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(crate) reason: Option<String>,
+}
+
+impl Marked {
+    /// Set by the change `at` dates and says the maker of.
+    pub(crate) fn of(at: &Made) -> Marked {
+        Marked {
+            at: at.at,
+            by: at.by.clone().unwrap_or_default(),
+            uid: at.uid,
+            reason: at.reason.clone(),
+        }
+    }
 }
 
 /// One stored service.
@@ -863,6 +894,8 @@ pub(crate) struct ServiceRecord {
     pub(crate) uid: Option<u32>,
     /// The manifest (empty until one is set); shared with readers.
     pub(crate) manifest: Arc<Manifest>,
+    /// Whether it is suspended (its every read refused, its grants kept), and by whom.
+    pub(crate) suspended: Option<Marked>,
 }
 
 impl ServiceRecord {
@@ -871,6 +904,7 @@ impl ServiceRecord {
         let head = ServiceHeader {
             uid: self.uid,
             manifest: self.manifest.text().to_owned(),
+            suspended: self.suspended.clone(),
         };
         envelope(&Row::new(Table::Services, name), key, &head, &[])
     }
@@ -893,6 +927,7 @@ impl ServiceRecord {
         let rec = ServiceRecord {
             uid: head.uid,
             manifest: Arc::new(manifest),
+            suspended: head.suspended,
         };
         Ok((rec, auth))
     }
@@ -1168,6 +1203,48 @@ pub(crate) struct StoreRecord {
     /// The fingerprint key, sealed (`crypto.rs`): absent until the first bundle.
     #[serde(default, skip_serializing_if = "Option::is_none", with = "serde_bytes")]
     pub(crate) fingerprint_key: Option<Vec<u8>>,
+    /// Deploys are frozen (store format 6): since when, by whom and why.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(crate) frozen: Option<Marked>,
+    /// The public key of the audit trail's signing key (store format 6; absent until the
+    /// audit starts).
+    #[serde(default, skip_serializing_if = "Option::is_none", with = "serde_bytes")]
+    pub(crate) audit_key: Option<Vec<u8>>,
+    /// Each audit chain's last record, by chain: what the trail's rows must end with.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub(crate) audit_heads: BTreeMap<String, AuditHead>,
+}
+
+/// An audit chain's last record, as the store record keeps it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) struct AuditHead {
+    /// Its sequence number.
+    pub(crate) seq: u64,
+    /// Its hash.
+    #[serde(with = "serde_bytes")]
+    pub(crate) hash: [u8; audit::HASH_LEN],
+    /// Its time, unix milliseconds.
+    pub(crate) time_ms: u64,
+}
+
+impl From<audit::Head> for AuditHead {
+    fn from(h: audit::Head) -> AuditHead {
+        AuditHead {
+            seq: h.seq,
+            hash: h.hash,
+            time_ms: h.time_ms,
+        }
+    }
+}
+
+impl From<AuditHead> for audit::Head {
+    fn from(h: AuditHead) -> audit::Head {
+        audit::Head {
+            seq: h.seq,
+            hash: h.hash,
+            time_ms: h.time_ms,
+        }
+    }
 }
 
 impl StoreRecord {
@@ -1277,7 +1354,13 @@ mod tests {
                 text.push_str(&format!("# {s}\n"));
             }
             let manifest = Arc::new(Manifest::parse(text.as_bytes()).unwrap());
-            let rec = ServiceRecord { uid, manifest };
+            let suspended = uid.map(|u| Marked {
+                at: u64::from(u),
+                by: "admin".into(),
+                uid: Some(u),
+                reason: Some("INC-1".into()),
+            });
+            let rec = ServiceRecord { uid, manifest, suspended };
             let (bytes, _) = rec.encode("web", &key);
             prop_assert_eq!(ServiceRecord::decode("web", &bytes, &keys).unwrap().0, rec);
         }
@@ -1497,6 +1580,22 @@ mod tests {
             last_change: 5,
             digest: [7; MAC_LEN],
             fingerprint_key: None,
+            frozen: Some(Marked {
+                at: 4,
+                by: "admin".into(),
+                uid: Some(0),
+                reason: Some("INC-42: a token leaked".into()),
+            }),
+            audit_key: Some(vec![3; 32]),
+            audit_heads: [(
+                "changes".to_owned(),
+                AuditHead {
+                    seq: 9,
+                    hash: [1; 32],
+                    time_ms: 77,
+                },
+            )]
+            .into(),
         };
         let bytes = store.encode(&key);
         assert_eq!(StoreRecord::decode(&bytes, &keys).unwrap(), store);
@@ -1600,6 +1699,9 @@ mod tests {
             last_change: 5,
             digest: [0; MAC_LEN],
             fingerprint_key: Some(vec![9; 64]),
+            frozen: None,
+            audit_key: None,
+            audit_heads: BTreeMap::new(),
         };
         let bytes = store.encode(&key);
         let value: ciborium::Value = ciborium::from_reader(&bytes[ENVELOPE_LEN..]).unwrap();

@@ -3,7 +3,9 @@
 //!
 //! Tables (names are part of the format): `meta`, `secrets`, `services`, `grants`,
 //! `catalog` (from store format 3; created by the first declaration) and `bundles` (from
-//! format 4; created by the first bundle), `&str -> &[u8]`, a row per key; and `revision`, `&str -> u64`, the backend's own: the
+//! format 4; created by the first bundle), `audit` and `opened` (from format 6; created by
+//! the first audit record and the first open), `&str -> &[u8]`, a row per key; and
+//! `revision`, `&str -> u64`, the backend's own: the
 //! revision of the last commit under the key `revision` (absent from stores written before
 //! there were revisions: 0). A store of format 1 has `grants` as `(&str, &str) -> ()`,
 //! keyed by (service, secret): it is read as rows with empty values, and rewritten by
@@ -51,6 +53,10 @@ const GRANTS: Rows = TableDefinition::new("grants");
 const CATALOG: Rows = TableDefinition::new("catalog");
 /// Absent from stores before format 4 (and from any store no bundle was issued from).
 const BUNDLES: Rows = TableDefinition::new("bundles");
+/// Absent from stores before format 6: the audit trail, read by range, never loaded.
+const AUDIT: Rows = TableDefinition::new("audit");
+/// Absent from stores before format 6 (and from any store no secret was opened from).
+const OPENED: Rows = TableDefinition::new("opened");
 /// `grants` in a store of format 1.
 const GRANTS_V1: TableDefinition<(&str, &str), ()> = TableDefinition::new("grants");
 const REVISION: TableDefinition<&str, u64> = TableDefinition::new("revision");
@@ -244,13 +250,23 @@ fn revision_in(txn: &WriteTransaction) -> Result<Revision> {
     Ok(Revision(rev))
 }
 
-/// Applies `ops` in `txn`.
+/// Applies `ops` in `txn`, opening each table once for a run of writes to it (a batch of
+/// audit records is thousands of rows of one table).
 fn write_ops(txn: &WriteTransaction, ops: &[Op]) -> Result<()> {
+    let mut open: Option<(Table, redb::Table<'_, &'static str, &'static [u8]>)> = None;
     for op in ops {
         let row = op.row();
-        let mut t = txn
-            .open_table(rows_table(row.table))
-            .map_err(Error::store("open table"))?;
+        let t = match &mut open {
+            Some((table, t)) if *table == row.table => t,
+            _ => {
+                // The table open before is closed first: redb allows one open at a time.
+                open = None;
+                let t = txn
+                    .open_table(rows_table(row.table))
+                    .map_err(Error::store("open table"))?;
+                &mut open.insert((row.table, t)).1
+            }
+        };
         // On error the transaction is dropped uncommitted: redb aborts it.
         match op {
             Op::Put(_, value) => t.insert(row.key.as_str(), value.as_slice()).map(drop),
@@ -312,8 +328,13 @@ impl Backend for RedbBackend {
             }
         }
         read_grants(&txn, &mut rows)?;
-        // Created by the first commit that declares something, or issues a bundle.
-        for (table, def) in [(Table::Catalog, CATALOG), (Table::Bundles, BUNDLES)] {
+        // Created by the first commit that declares something, issues a bundle, or records
+        // an open. (The audit trail is not loaded: it is read by range.)
+        for (table, def) in [
+            (Table::Catalog, CATALOG),
+            (Table::Bundles, BUNDLES),
+            (Table::Opened, OPENED),
+        ] {
             match txn.open_table(def) {
                 Ok(t) => {
                     for entry in t.iter().map_err(Error::store("read table"))? {
@@ -414,6 +435,41 @@ impl Backend for RedbBackend {
         Ok(file)
     }
 
+    fn range(
+        &self,
+        table: Table,
+        from: &str,
+        to: &str,
+        limit: usize,
+    ) -> Result<Vec<(String, Vec<u8>)>> {
+        // The read transaction is begun under the lock and read after it: writers are
+        // held up only for the moment it takes to begin it.
+        let txn = {
+            let slot = self.db();
+            let db = slot
+                .as_ref()
+                .ok_or_else(|| Error::store("begin read")(Closed))?;
+            db.begin_read().map_err(Error::store("begin read"))?
+        };
+        let t = match txn.open_table(rows_table(table)) {
+            Ok(t) => t,
+            Err(redb::TableError::TableDoesNotExist(_)) => return Ok(Vec::new()),
+            Err(e) => return Err(Error::store("open table")(e)),
+        };
+        let mut out = Vec::new();
+        if from >= to {
+            return Ok(out);
+        }
+        for entry in t.range(from..to).map_err(Error::store("read table"))? {
+            if out.len() >= limit {
+                break;
+            }
+            let (k, v) = entry.map_err(Error::store("read table"))?;
+            out.push((k.value().to_owned(), v.value().to_vec()));
+        }
+        Ok(out)
+    }
+
     fn needs_reopen(&self) -> bool {
         self.db().is_none()
     }
@@ -454,12 +510,15 @@ fn copy_store(txn: &ReadTransaction, out: File) -> Result<()> {
         .map_err(Error::store("creating the backup"))?;
     let w = copy.begin_write().map_err(Error::store(WRITE))?;
     {
-        for def in [META, SECRETS, SERVICES, GRANTS, CATALOG, BUNDLES] {
+        for def in [
+            META, SECRETS, SERVICES, GRANTS, CATALOG, BUNDLES, AUDIT, OPENED,
+        ] {
             let from = match txn.open_table(def) {
                 Ok(from) => from,
-                // A store in which nothing was ever declared, or no bundle issued.
+                // A store in which nothing was ever declared, no bundle issued, nothing
+                // audited or opened.
                 Err(redb::TableError::TableDoesNotExist(_))
-                    if matches!(def.name(), "catalog" | "bundles") =>
+                    if matches!(def.name(), "catalog" | "bundles" | "audit" | "opened") =>
                 {
                     continue;
                 }

@@ -2,21 +2,25 @@
 //! ([`encode`]), and what a backend's rows mean when loaded or fed back ([`decode_snapshot`],
 //! [`decode_ops`]).
 //!
-//! Store format 5 (records as `record.rs` lays them out; format 4 is the same with one
-//! version per secret record and grants without an expiry, which format 5 reads as they
-//! are; format 3 is format 4 without the bundles, format 2 without the catalog either; all
-//! three are upgraded at open by writing the number):
+//! Store format 6 (records as `record.rs` lays them out; format 5 is the same without the
+//! audit trail, which starts when a format-5 store is opened, and without a freeze in the
+//! store record or a suspension in a service's; format 4 is format 5 with one version per
+//! secret record and grants without an expiry, which later formats read as they are;
+//! format 3 is format 4 without the bundles, format 2 without the catalog either; all are
+//! upgraded at open by writing the number):
 //!
 //! | row                     | value                                                     |
 //! |-------------------------|-----------------------------------------------------------|
 //! | `meta/format_version`   | u32, big-endian: 2 (plain, so that a build of format 1 refuses the store by its number) |
 //! | `meta/key_check.ID`     | [`KeyCheck::encode`], one per key the store uses          |
-//! | `meta/store`            | the store record: admin uid, active key, rotation target, last change |
+//! | `meta/store`            | the store record: admin uid, active key, rotation target, last change, fingerprint key, freeze |
 //! | `secrets/NAME`          | a secret record                                           |
 //! | `services/NAME`         | a service record                                          |
 //! | `grants/SERVICE/SECRET` | a grant record                                            |
 //! | `catalog/tier/T`, `catalog/service/S`, `catalog/secret/NAME` | a declaration of the deployment catalog |
 //! | `bundles/bundle/S/T/D/N`, `bundles/value/S/T/D/N/SECRET` | a bundle issued, a value generated for it (its fingerprint) |
+//! | `audit/CHAIN/SEQ`       | an audit record (`audit` crate: signed, linked), never loaded: read by range |
+//! | `opened/SECRET/SERVICE` | the highest version SERVICE opened of SECRET (`trail.rs`) |
 //!
 //! Format 1 is read by `legacy.rs`, for the migration at open.
 //!
@@ -39,12 +43,13 @@ use crate::backend::{Op, Row, Snapshot, Table};
 use crate::crypto::{Key, KeyCheck, Keyring, MAC_LEN, SealedFingerprintKey};
 use crate::error::{Error, Result};
 use crate::record::{
-    self, Auth, Decl, DeclKind, Issued, IssuedRow, SecretRecord, ServiceRecord, StoreRecord,
+    self, Auth, Decl, DeclKind, Issued, IssuedRow, Marked, SecretRecord, ServiceRecord, StoreRecord,
 };
 use crate::state::State;
+use crate::trail::{AuditKeys, audit_row, opened_names, opened_row};
 
 /// The store format this build reads and writes.
-pub(crate) const FORMAT_VERSION: u32 = 5;
+pub(crate) const FORMAT_VERSION: u32 = 6;
 
 /// The format before the catalog: read, and upgraded at open by writing the number (its
 /// stores have no catalog table; everything else is laid out alike).
@@ -59,11 +64,20 @@ pub(crate) const FORMAT_WITHOUT_BUNDLES: u32 = 3;
 /// both read as they are).
 pub(crate) const FORMAT_WITHOUT_VERSIONS: u32 = 4;
 
+/// The format before the audit trail and break-glass: read, and upgraded at open by
+/// writing the number; its audit then starts, with a record saying so (its store record
+/// holds no freeze, its service records no suspension: none read as absent).
+pub(crate) const FORMAT_WITHOUT_AUDIT: u32 = 5;
+
 /// Whether this build reads stores of `format` as they are.
 pub(crate) fn readable(format: u32) -> bool {
     matches!(
         format,
-        FORMAT_VERSION | FORMAT_WITHOUT_CATALOG | FORMAT_WITHOUT_BUNDLES | FORMAT_WITHOUT_VERSIONS
+        FORMAT_VERSION
+            | FORMAT_WITHOUT_CATALOG
+            | FORMAT_WITHOUT_BUNDLES
+            | FORMAT_WITHOUT_VERSIONS
+            | FORMAT_WITHOUT_AUDIT
     )
 }
 
@@ -90,6 +104,12 @@ pub(crate) struct Meta {
     pub(crate) last_change: u64,
     /// The fingerprint key of bundles' values, sealed; absent until the first bundle.
     pub(crate) fingerprint_key: Option<SealedFingerprintKey>,
+    /// Deploys are frozen: by whom, since when, why.
+    pub(crate) frozen: Option<Marked>,
+    /// The audit trail's public key; absent until the audit starts.
+    pub(crate) audit_key: Option<audit::PublicKey>,
+    /// Each audit chain's last record.
+    pub(crate) audit_heads: BTreeMap<String, audit::Head>,
 }
 
 impl Meta {
@@ -119,6 +139,8 @@ pub(crate) struct Stored {
     pub(crate) services: Vec<(String, ServiceRecord)>,
     /// All grants, as (service, secret, when it ends if it does).
     pub(crate) grants: Vec<(String, String, Option<u64>)>,
+    /// The highest version of each secret each service opened: (secret, service, version).
+    pub(crate) opened: Vec<(String, String, u64)>,
     /// Every declaration of the catalog, by name.
     pub(crate) decls: Vec<(String, Decl)>,
     /// Every bundle issued, and every value generated for one.
@@ -168,6 +190,8 @@ pub(crate) enum Mutation {
     DeleteIssued(IssuedRow),
     /// Set or clear the sealed fingerprint key.
     SetFingerprintKey(Option<SealedFingerprintKey>),
+    /// Freeze deploys (`Some`: by whom, when, why) or unfreeze them.
+    SetFrozen(Option<Marked>),
     /// Set `active_key`.
     SetActiveKey(u32),
     /// Set or clear `rotation_target`.
@@ -176,8 +200,40 @@ pub(crate) enum Mutation {
     PutKeyCheck(u32, KeyCheck),
     /// Remove a key check value.
     DeleteKeyCheck(u32),
-    /// Set `last_change`: the vault puts one first in every batch, with the batch's time.
+    /// Set `last_change`: the vault puts one first in every batch that changes anything
+    /// but the audit, with the batch's time.
     SetLastChange(u64),
+    /// Something to record in the audit chain named: made into a record (numbered,
+    /// linked, signed) by the commit, against the chain's head at that moment
+    /// (`Vault::commit_batch`).
+    Audit(String, Box<audit::Event>),
+    /// An audit record, ready to store (what the commit made of an [`Mutation::Audit`]):
+    /// its chain, its number and its stored form.
+    PutAudit(String, u64, Vec<u8>),
+    /// The audit chains' heads once the batch is applied (the commit puts one after the
+    /// records it made; the store record keeps them).
+    SetAuditHeads(BTreeMap<String, audit::Head>),
+    /// The audit trail's public key (the commit that starts the audit).
+    SetAuditKey(audit::PublicKey),
+    /// The highest version of a secret a service opened: (secret, service, version).
+    PutOpened(String, String, u64),
+    /// Forget what a service opened of a secret (the secret or the service is gone).
+    DeleteOpened(String, String),
+}
+
+impl Mutation {
+    /// Whether it only records: the audit's mutations, which change nothing a file shows
+    /// (and so do not date the batch).
+    pub(crate) fn only_records(&self) -> bool {
+        matches!(
+            self,
+            Mutation::Audit(..)
+                | Mutation::PutAudit(..)
+                | Mutation::SetAuditHeads(_)
+                | Mutation::PutOpened(..)
+                | Mutation::DeleteOpened(..)
+        )
+    }
 }
 
 /// The row of the format version.
@@ -204,6 +260,13 @@ fn store_record(meta: &Meta, digest: Digest) -> StoreRecord {
             .fingerprint_key
             .as_ref()
             .map(SealedFingerprintKey::encode),
+        frozen: meta.frozen.clone(),
+        audit_key: meta.audit_key.map(|k| k.0.to_vec()),
+        audit_heads: meta
+            .audit_heads
+            .iter()
+            .map(|(chain, head)| (chain.clone(), (*head).into()))
+            .collect(),
     }
 }
 
@@ -238,6 +301,9 @@ pub(crate) fn encode(batch: &[Mutation], state: &State) -> Result<Vec<Op>> {
             Mutation::SetRotationTarget(id) => after.rotation_target = *id,
             Mutation::SetLastChange(t) => after.last_change = *t,
             Mutation::SetFingerprintKey(sealed) => after.fingerprint_key = sealed.clone(),
+            Mutation::SetFrozen(frozen) => after.frozen = frozen.clone(),
+            Mutation::SetAuditHeads(heads) => after.audit_heads.clone_from(heads),
+            Mutation::SetAuditKey(key) => after.audit_key = Some(*key),
             _ => {}
         }
     }
@@ -277,10 +343,38 @@ pub(crate) fn encode(batch: &[Mutation], state: &State) -> Result<Vec<Op>> {
                 ops.push(Op::Delete(key_check_row(*id)));
                 continue;
             }
+            // Authenticated by their signatures and links, not by the digest: a key
+            // rotation never touches them.
+            Mutation::PutAudit(chain, seq, bytes) => {
+                ops.push(Op::Put(audit_row(chain, *seq), bytes.clone()));
+                continue;
+            }
+            Mutation::PutOpened(secret, service, version) => {
+                let keys = state.audit.as_ref().ok_or(Error::Corrupt {
+                    what: "the audit key is not loaded",
+                })?;
+                let row = opened_row(secret, service);
+                let bytes = keys.encode_opened(&row.key, *version);
+                ops.push(Op::Put(row, bytes));
+                continue;
+            }
+            Mutation::DeleteOpened(secret, service) => {
+                ops.push(Op::Delete(opened_row(secret, service)));
+                continue;
+            }
+            // Made into records by the commit before the batch is encoded.
+            Mutation::Audit(..) => {
+                return Err(Error::Corrupt {
+                    what: "an audit event reached the store unrecorded",
+                });
+            }
             Mutation::SetActiveKey(_)
             | Mutation::SetRotationTarget(_)
             | Mutation::SetLastChange(_)
-            | Mutation::SetFingerprintKey(_) => continue,
+            | Mutation::SetFingerprintKey(_)
+            | Mutation::SetFrozen(_)
+            | Mutation::SetAuditHeads(_)
+            | Mutation::SetAuditKey(_) => continue,
         };
         let before = match written.get(&row) {
             Some(now) => *now,
@@ -343,6 +437,7 @@ pub(crate) fn encode_store(stored: &Stored, keys: &Keyring) -> Result<Vec<(Row, 
     for issued in &stored.issued {
         batch.push(Mutation::PutIssued(issued.clone()));
     }
+    // A migration's store (of format 1) has no audit and no opens yet.
     let empty = State::empty(stored.meta.clone(), keys.clone());
     let key = key_of(keys, stored.meta.sealing_key())?;
     Ok(initial(&stored.meta, key)
@@ -410,7 +505,26 @@ fn meta_of(
         key_checks,
         last_change: store.last_change,
         fingerprint_key: sealed_of(store.fingerprint_key.as_deref())?,
+        frozen: store.frozen,
+        audit_key: audit_key_of(store.audit_key.as_deref())?,
+        audit_heads: store
+            .audit_heads
+            .into_iter()
+            .map(|(chain, head)| (chain, head.into()))
+            .collect(),
     })
+}
+
+fn audit_key_of(bytes: Option<&[u8]>) -> Result<Option<audit::PublicKey>> {
+    bytes
+        .map(|b| {
+            <[u8; audit::PUBLIC_KEY_LEN]>::try_from(b)
+                .map(audit::PublicKey)
+                .map_err(|_| Error::Corrupt {
+                    what: "malformed audit key",
+                })
+        })
+        .transpose()
 }
 
 fn sealed_of(bytes: Option<&[u8]>) -> Result<Option<SealedFingerprintKey>> {
@@ -425,7 +539,11 @@ fn sealed_of(bytes: Option<&[u8]>) -> Result<Option<SealedFingerprintKey>> {
 /// [`Error::Tampered`] for a record that does not authenticate (logged by row) or a set
 /// of records that is not the one the last commit wrote; [`Error::FormatVersion`];
 /// [`Error::Corrupt`].
-pub(crate) fn decode_snapshot(snapshot: Snapshot, keys: &Keyring) -> Result<Stored> {
+pub(crate) fn decode_snapshot(
+    snapshot: Snapshot,
+    keys: &Keyring,
+    audit: Option<&AuditKeys>,
+) -> Result<Stored> {
     let format_version = format_of(&snapshot)?;
     if !readable(format_version) {
         return Err(Error::FormatVersion {
@@ -475,6 +593,12 @@ pub(crate) fn decode_snapshot(snapshot: Snapshot, keys: &Keyring) -> Result<Stor
                 out.issued.push(issued);
                 auth
             }
+            // Read by range, never loaded (a backend that hands them over anyway).
+            Table::Audit => continue,
+            Table::Opened => {
+                out.opened.push(decode_opened(&row.key, &value, audit)?);
+                continue;
+            }
         };
         xor(&mut digest, &auth.term);
         out.auths.insert(row, auth);
@@ -501,7 +625,7 @@ pub(crate) fn decode_snapshot(snapshot: Snapshot, keys: &Keyring) -> Result<Stor
 ///
 /// # Errors
 /// [`Error::Tampered`] for a record that does not authenticate; [`Error::Corrupt`].
-pub(crate) fn decode_ops(ops: Vec<Op>, keys: &Keyring) -> Result<Fed> {
+pub(crate) fn decode_ops(ops: Vec<Op>, keys: &Keyring, audit: Option<&AuditKeys>) -> Result<Fed> {
     let mut batch = Vec::with_capacity(ops.len() + 2);
     let mut auths = Vec::with_capacity(ops.len());
     let mut store = Vec::new();
@@ -535,15 +659,30 @@ pub(crate) fn decode_ops(ops: Vec<Op>, keys: &Keyring) -> Result<Fed> {
                     auths.push((row, Some(auth)));
                     Mutation::PutIssued(issued)
                 }
+                // The heads, in the store record, are what memory keeps of the records.
+                Table::Audit => continue,
+                Table::Opened => {
+                    let (secret, service, version) = decode_opened(&row.key, &value, audit)?;
+                    Mutation::PutOpened(secret, service, version)
+                }
                 Table::Meta if row.key == STORE_FIELD => {
                     let rec = StoreRecord::decode(&value, keys)?;
                     digest = Some(rec.digest);
+                    let audit_key = audit_key_of(rec.audit_key.as_deref())?;
                     store = vec![
                         Mutation::SetLastChange(rec.last_change),
                         Mutation::SetActiveKey(rec.active_key),
                         Mutation::SetRotationTarget(rec.rotation_target),
                         Mutation::SetFingerprintKey(sealed_of(rec.fingerprint_key.as_deref())?),
+                        Mutation::SetFrozen(rec.frozen),
+                        Mutation::SetAuditHeads(
+                            rec.audit_heads
+                                .into_iter()
+                                .map(|(chain, head)| (chain, head.into()))
+                                .collect(),
+                        ),
                     ];
+                    store.extend(audit_key.map(Mutation::SetAuditKey));
                     continue;
                 }
                 Table::Meta => match row.key.strip_prefix(KEY_CHECK_PREFIX) {
@@ -580,6 +719,13 @@ pub(crate) fn decode_ops(ops: Vec<Op>, keys: &Keyring) -> Result<Fed> {
                     auths.push((row, None));
                     Mutation::DeleteIssued(what)
                 }
+                Table::Audit => continue,
+                Table::Opened => {
+                    let (secret, service) = opened_names(&row.key).ok_or(Error::Corrupt {
+                        what: "malformed opened key",
+                    })?;
+                    Mutation::DeleteOpened(secret.to_owned(), service.to_owned())
+                }
                 Table::Meta => match row.key.strip_prefix(KEY_CHECK_PREFIX) {
                     Some(id) => Mutation::DeleteKeyCheck(key_id(id)?),
                     None => continue,
@@ -594,6 +740,22 @@ pub(crate) fn decode_ops(ops: Vec<Op>, keys: &Keyring) -> Result<Fed> {
         auths,
         digest,
     })
+}
+
+/// An `opened` row: (secret, service, version), its tag checked.
+fn decode_opened(
+    key: &str,
+    value: &[u8],
+    audit: Option<&AuditKeys>,
+) -> Result<(String, String, u64)> {
+    let keys = audit.ok_or(Error::Tampered {
+        what: "the store records opens but has no audit key",
+    })?;
+    let version = keys.decode_opened(key, value)?;
+    let (secret, service) = opened_names(key).ok_or(Error::Corrupt {
+        what: "malformed opened key",
+    })?;
+    Ok((secret.to_owned(), service.to_owned(), version))
 }
 
 fn grant_names(row: &Row) -> Result<(String, String)> {
@@ -636,6 +798,9 @@ mod tests {
             key_checks: [(1, key.check().unwrap())].into(),
             last_change: 1_700_000_000,
             fingerprint_key: None,
+            frozen: None,
+            audit_key: None,
+            audit_heads: BTreeMap::new(),
         };
         (Keyring::new([key]), meta)
     }
@@ -667,8 +832,9 @@ mod tests {
         let mut ops = initial(meta, keys.get(1).unwrap());
         let empty = State::empty(meta.clone(), keys.clone());
         ops.extend(encode(batch, &empty).unwrap());
-        let stored = decode_snapshot(snapshot(ops.clone()), keys).unwrap();
-        let state = State::from_stored(stored, keys.clone(), crate::backend::Revision(1)).unwrap();
+        let stored = decode_snapshot(snapshot(ops.clone()), keys, None).unwrap();
+        let state =
+            State::from_stored(stored, keys.clone(), None, crate::backend::Revision(1)).unwrap();
         (ops, state)
     }
 
@@ -676,6 +842,7 @@ mod tests {
         ServiceRecord {
             uid: Some(42),
             manifest: Arc::new(Manifest::parse(b"secret a\n").unwrap()),
+            suspended: None,
         }
     }
 
@@ -694,7 +861,7 @@ mod tests {
             peek_meta(&snapshot(ops.clone())).unwrap().rotation_target,
             Some(1)
         );
-        let stored = decode_snapshot(snapshot(ops), &keys).unwrap();
+        let stored = decode_snapshot(snapshot(ops), &keys, None).unwrap();
         assert_eq!(stored.meta.rotation_target, Some(1));
         assert_eq!(stored.meta.admin_uid, 1000);
         assert_eq!(stored.meta.last_change, 1_800_000_000);
@@ -708,7 +875,7 @@ mod tests {
         assert_eq!(stored.auths.len(), 3);
         // The feed's view of the same writes: the store record's first, dating the rest.
         let empty = State::empty(m.clone(), keys.clone());
-        let fed = decode_ops(encode(&batch, &empty).unwrap(), &keys).unwrap();
+        let fed = decode_ops(encode(&batch, &empty).unwrap(), &keys, None).unwrap();
         assert!(matches!(
             fed.batch[..],
             [
@@ -716,6 +883,8 @@ mod tests {
                 Mutation::SetActiveKey(1),
                 Mutation::SetRotationTarget(Some(1)),
                 Mutation::SetFingerprintKey(None),
+                Mutation::SetFrozen(None),
+                Mutation::SetAuditHeads(_),
                 Mutation::PutSecret(..),
                 Mutation::PutService(..),
                 Mutation::PutGrant(..),
@@ -730,7 +899,7 @@ mod tests {
             &state,
         )
         .unwrap();
-        let fed = decode_ops(undo, &keys).unwrap();
+        let fed = decode_ops(undo, &keys, None).unwrap();
         assert!(matches!(
             fed.batch[..],
             [
@@ -738,6 +907,8 @@ mod tests {
                 Mutation::SetActiveKey(_),
                 Mutation::SetRotationTarget(_),
                 Mutation::SetFingerprintKey(_),
+                Mutation::SetFrozen(_),
+                Mutation::SetAuditHeads(_),
                 Mutation::DeleteGrant(..),
                 Mutation::DeleteKeyCheck(1)
             ]
@@ -765,7 +936,7 @@ mod tests {
         let mut ops = first.clone();
         ops.extend(encode(&[Mutation::DeleteGrant("web".into(), "a".into())], &state).unwrap());
         assert!(
-            decode_snapshot(snapshot(ops.clone()), &keys)
+            decode_snapshot(snapshot(ops.clone()), &keys, None)
                 .unwrap()
                 .grants
                 .is_empty()
@@ -773,18 +944,18 @@ mod tests {
         // Its record put back from the earlier copy: authentic on its own, refused.
         let mut replayed = ops.clone();
         replayed.push(old_grant);
-        let err = decode_snapshot(snapshot(replayed), &keys).unwrap_err();
+        let err = decode_snapshot(snapshot(replayed), &keys, None).unwrap_err();
         assert!(matches!(err, Error::Tampered { .. }), "{err:?}");
         // A record removed.
         let mut removed = ops.clone();
         removed.push(Op::Delete(Row::new(Table::Services, "web")));
         assert!(matches!(
-            decode_snapshot(snapshot(removed), &keys),
+            decode_snapshot(snapshot(removed), &keys, None),
             Err(Error::Tampered { .. })
         ));
         // The whole store as it was before the revoke, store record and all: a backup.
         assert_eq!(
-            decode_snapshot(snapshot(first), &keys)
+            decode_snapshot(snapshot(first), &keys, None)
                 .unwrap()
                 .grants
                 .len(),
@@ -799,15 +970,15 @@ mod tests {
         let mut ops = initial(&m, key);
         ops.push(Op::Put(
             meta_row(FORMAT_VERSION_FIELD),
-            6u32.to_be_bytes().to_vec(),
+            7u32.to_be_bytes().to_vec(),
         ));
-        let err = decode_snapshot(snapshot(ops.clone()), &keys).unwrap_err();
+        let err = decode_snapshot(snapshot(ops.clone()), &keys, None).unwrap_err();
         assert!(
             matches!(
                 err,
                 Error::FormatVersion {
-                    found: 6,
-                    supported: 5
+                    found: 7,
+                    supported: 6
                 }
             ),
             "{err:?}"
@@ -818,10 +989,10 @@ mod tests {
         ));
         let mut ops = initial(&m, key);
         ops.push(Op::Put(meta_row(FORMAT_VERSION_FIELD), b"x".to_vec()));
-        let err = decode_snapshot(snapshot(ops), &keys).unwrap_err();
+        let err = decode_snapshot(snapshot(ops), &keys, None).unwrap_err();
         assert!(matches!(err, Error::Corrupt { .. }), "{err:?}");
         let mut ops = initial(&m, key);
         ops.push(Op::Delete(meta_row(STORE_FIELD)));
-        assert!(decode_snapshot(snapshot(ops), &keys).is_err());
+        assert!(decode_snapshot(snapshot(ops), &keys, None).is_err());
     }
 }

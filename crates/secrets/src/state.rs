@@ -30,6 +30,7 @@ use crate::record::{
     ServiceRecord,
 };
 use crate::rows::{Digest, Meta, Mutation, Stored};
+use crate::trail::AuditKeys;
 use crate::types::RotationProgress;
 
 /// Everything the vault knows.
@@ -65,6 +66,11 @@ pub(crate) struct State {
     pub(crate) digest: Digest,
     /// Progress of the rotation in flight, for `status`.
     pub(crate) rotation: Option<RotationProgress>,
+    /// The audit trail's keys (signing, and the tag of `opened` rows); `None` only for
+    /// the state of a store being migrated or before the audit starts.
+    pub(crate) audit: Option<Arc<AuditKeys>>,
+    /// secret -> service -> the highest version it opened (as the flushed opens say).
+    pub(crate) opened: HashMap<String, BTreeMap<String, u64>>,
     /// service -> when its record and its grants last changed.
     pub(crate) changed: HashMap<String, Changed>,
     /// When anything `status` shows last changed: the last commit or rotation progress.
@@ -161,7 +167,12 @@ impl State {
     /// Builds the state from a freshly loaded store, checking the invariants the vault
     /// keeps, so that a damaged store is refused rather than served wrongly (a grant left
     /// behind by a deleted secret must not grant a later secret of the same name).
-    pub(crate) fn from_stored(stored: Stored, keys: Keyring, revision: Revision) -> Result<State> {
+    pub(crate) fn from_stored(
+        stored: Stored,
+        keys: Keyring,
+        audit: Option<Arc<AuditKeys>>,
+        revision: Revision,
+    ) -> Result<State> {
         let corrupt = |what| Error::Corrupt { what };
         let meta = stored.meta;
         let (auths, digest) = (stored.auths, stored.digest);
@@ -229,6 +240,10 @@ impl State {
             grants: newest,
         };
         let changed = services.keys().map(|s| (s.clone(), at_load)).collect();
+        let mut opened: HashMap<String, BTreeMap<String, u64>> = HashMap::new();
+        for (secret, service, version) in stored.opened {
+            opened.entry(secret).or_default().insert(service, version);
+        }
         Ok(State {
             meta,
             keys,
@@ -243,6 +258,8 @@ impl State {
             auths,
             digest,
             rotation: None,
+            audit,
+            opened,
             changed,
             status_changed: newest,
         })
@@ -264,6 +281,8 @@ impl State {
             auths: HashMap::new(),
             digest: Digest::default(),
             rotation: None,
+            audit: None,
+            opened: HashMap::new(),
             changed: HashMap::new(),
             status_changed: 0,
         }
@@ -387,6 +406,7 @@ impl State {
                 Mutation::PutIssued(issued) => self.bundles.put(issued),
                 Mutation::DeleteIssued(what) => self.bundles.delete(what),
                 Mutation::SetFingerprintKey(sealed) => self.meta.fingerprint_key = sealed,
+                Mutation::SetFrozen(frozen) => self.meta.frozen = frozen,
                 Mutation::SetActiveKey(id) => self.meta.active_key = id,
                 Mutation::SetRotationTarget(id) => self.meta.rotation_target = id,
                 Mutation::PutKeyCheck(id, check) => {
@@ -399,6 +419,24 @@ impl State {
                     self.meta.last_change = t;
                     self.status_changed = self.status_changed.max(t);
                 }
+                Mutation::SetAuditHeads(heads) => self.meta.audit_heads = heads,
+                Mutation::SetAuditKey(key) => self.meta.audit_key = Some(key),
+                Mutation::PutOpened(secret, service, version) => {
+                    self.opened
+                        .entry(secret)
+                        .or_default()
+                        .insert(service, version);
+                }
+                Mutation::DeleteOpened(secret, service) => {
+                    if let Some(by) = self.opened.get_mut(&secret) {
+                        by.remove(&service);
+                        if by.is_empty() {
+                            self.opened.remove(&secret);
+                        }
+                    }
+                }
+                // Records are kept in the store only; memory keeps their heads.
+                Mutation::Audit(..) | Mutation::PutAudit(..) => {}
             }
         }
         events
@@ -441,6 +479,7 @@ impl State {
             && self.expiring == other.expiring
             && self.catalog == other.catalog
             && self.bundles == other.bundles
+            && self.opened == other.opened
     }
 
     /// Whether the store holds a grant of `secret` to `service` (ended or not).

@@ -53,6 +53,77 @@ pub struct ServiceInfo {
     pub changed: u64,
     /// When its grants last changed (unix seconds), likewise.
     pub grants_changed: u64,
+    /// Whether it is suspended (every read of its view refused, its grants kept): since
+    /// when, by whom, why.
+    pub suspended: Option<Mark>,
+}
+
+/// Who froze deploys or suspended a service, when and why.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct Mark {
+    /// Since when (unix seconds).
+    pub since: u64,
+    /// The principal, as an actor shows it without the uid: `admin`, `local`.
+    pub by: String,
+    /// The uid of the connection it came over.
+    pub uid: Option<u32>,
+    /// Why, as they said.
+    pub reason: Option<String>,
+}
+
+impl Mark {
+    /// Who, as an actor shows it: `admin (uid 0)`.
+    pub fn who(&self) -> String {
+        match self.uid {
+            Some(uid) => format!("{} (uid {uid})", self.by),
+            None => self.by.clone(),
+        }
+    }
+}
+
+/// Seed 004's ownership matrix: every secret (stored, or declared in the catalog) as a
+/// row, every service as a column, a mark where a grant holds. What `deploy secret
+/// matrix` shows; never a value.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct Matrix {
+    /// The services, sorted: the columns.
+    pub services: Vec<String>,
+    /// The services suspended, sorted (their grants stay, and show).
+    pub suspended: Vec<String>,
+    /// The secrets, sorted by name: the rows.
+    pub secrets: Vec<MatrixRow>,
+}
+
+/// One secret of the [`Matrix`].
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct MatrixRow {
+    /// Its name.
+    pub name: String,
+    /// Its class, from the catalog.
+    pub class: Option<String>,
+    /// Its owner, from the catalog.
+    pub owner: Option<String>,
+    /// Its current version; `None`: declared in the catalog, no value stored.
+    pub version: Option<u64>,
+    /// When the current version was made (unix seconds).
+    pub updated: Option<u64>,
+    /// How long ago that was, in seconds.
+    pub age: Option<u64>,
+    /// Its rotation period, in seconds: the catalog's `rotate_every`, 90 days if it
+    /// declares none.
+    pub rotate_every: u64,
+    /// Its current version is older than its rotation period.
+    pub stale: bool,
+    /// The services granted it now, by name, each with when its grant ends (`None`:
+    /// until revoked).
+    pub grants: std::collections::BTreeMap<String, MatrixGrant>,
+}
+
+/// A grant in the [`Matrix`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+pub struct MatrixGrant {
+    /// When it ends by itself (unix seconds); `None`: until revoked.
+    pub expires: Option<u64>,
 }
 
 /// Progress of a key rotation: `done` of `total` secrets re-encrypted.

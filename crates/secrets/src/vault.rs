@@ -38,18 +38,27 @@ use crate::record::{Held, SecretRecord, ServiceRecord, VersionSlot};
 use crate::redb_store::{self, RedbBackend};
 use crate::rows::{self, FORMAT_VERSION, Meta, Mutation};
 use crate::state::State;
+use crate::trail::AuditKeys;
 use crate::types::{InitReport, OpenedSecret, SecretInfo, ServiceInfo, Status};
 
+mod auditing;
+mod breakglass;
 mod bundles;
 mod change;
 mod health;
+mod holders;
 mod plans;
 mod rotation;
 mod versions;
 
+pub use auditing::{
+    AuditHeads, AuditReader, FLUSH_AFTER, FLUSH_BATCH, MAX_READ, OPEN_QUEUE_BOUND,
+    OPENS_NOT_RECORDED, OpenFlusher,
+};
 pub use bundles::IssuedInfo;
 pub use change::{Applied, Change, ChangeError};
 pub use health::Health;
+pub use holders::{DelegatedTier, Holders, ServiceHolder};
 
 #[cfg(test)]
 #[allow(clippy::unwrap_used, reason = "a test fails by panicking")]
@@ -73,6 +82,8 @@ pub struct Vault {
     rotating: Mutex<()>,
     /// Who is told of changes ([`Vault::subscribe`]).
     pub(crate) events: crate::events::Hub,
+    /// Opens waiting to be recorded (`vault/auditing.rs`).
+    opens: auditing::OpenQueue,
     #[cfg(test)]
     crash_at: Mutex<Option<rotation::CrashPoint>>,
     /// The time tests make it (unix seconds); `None`: the system clock.
@@ -131,7 +142,8 @@ impl Vault {
             return Err(Error::KeyFileExists { path: key_path });
         }
         let key = Key::generate(1)?;
-        keyfile::write(&key_path, &[&key])?;
+        let audit = AuditKeys::generate()?;
+        keyfile::write(&key_path, &[&key], Some(audit.seed()))?;
         let backend = RedbBackend::create(data_dir, lock)?;
         Vault::init_store(&backend, &key, admin_uid)?;
         drop(backend);
@@ -162,6 +174,9 @@ impl Vault {
             key_checks: [(key.id(), key.check()?)].into(),
             last_change: now(),
             fingerprint_key: None,
+            frozen: None,
+            audit_key: None,
+            audit_heads: std::collections::BTreeMap::new(),
         };
         backend.commit(Batch {
             base: Revision(0),
@@ -218,7 +233,9 @@ impl Vault {
         if fsutil::remove_if_exists(&fsutil::temp_path(key_path))? {
             info!(key = %key_path.display(), "removed a temporary key file left by an interrupted write");
         }
-        let file_keys = keyfile::read(key_path)?;
+        let file = keyfile::read_file(key_path)?;
+        let file_keys = file.keys;
+        let file_audit = file.audit.map(AuditKeys::from_seed).transpose()?;
         let snapshot = backend.load()?;
         let format = rows::format_of(&snapshot)?;
         let (stored, revision, keyring, extra) = if format == legacy::FORMAT {
@@ -229,7 +246,7 @@ impl Vault {
             // record checked under them.
             let meta = rows::peek_meta(&snapshot)?;
             let (keyring, extra) = rotation::reconcile_keys(key_path, file_keys, &meta)?;
-            let mut stored = rows::decode_snapshot(snapshot, &keyring)?;
+            let mut stored = rows::decode_snapshot(snapshot, &keyring, file_audit.as_ref())?;
             let revision = if format == FORMAT_VERSION {
                 revision
             } else {
@@ -239,8 +256,12 @@ impl Vault {
             };
             (stored, revision, keyring, extra)
         };
-        let state = State::from_stored(stored, keyring, revision)?;
-        if !extra.is_empty() {
+        let (audit, new_seed) = audit_keys(key_path, stored.meta.audit_key, file_audit)?;
+        let state = State::from_stored(stored, keyring, Some(Arc::clone(&audit)), revision)?;
+        if !extra.is_empty() || new_seed {
+            // Without the keys nothing uses, and with the audit key's seed: written before
+            // the store records its public key, so that a crash in between leaves the
+            // seed to the next start.
             rotation::drop_extra_keys(key_path, &state, &extra)?;
         }
         let vault = Vault {
@@ -250,11 +271,13 @@ impl Vault {
             writer: Mutex::new(()),
             rotating: Mutex::new(()),
             events: crate::events::Hub::default(),
+            opens: auditing::OpenQueue::default(),
             #[cfg(test)]
             crash_at: Mutex::new(None),
             #[cfg(test)]
             clock: Mutex::new(None),
         };
+        vault.start_audit((format != FORMAT_VERSION).then_some(format))?;
         vault.resume_rotation()?;
         vault.settle_versions_at_open();
         let status = vault.status();
@@ -682,8 +705,11 @@ impl Vault {
                 return Ok(());
             }
             // Decoded and checked before the write lock: readers wait only for the apply.
-            let keys = self.state().keys.clone();
-            let checked = rows::decode_ops(commit.ops, &keys).and_then(|fed| {
+            let (keys, audit) = {
+                let state = self.state();
+                (state.keys.clone(), state.audit.clone())
+            };
+            let checked = rows::decode_ops(commit.ops, &keys, audit.as_deref()).and_then(|fed| {
                 let digest = self.state().digest_after(&fed.auths);
                 match fed.digest {
                     Some(stored) if stored == digest => Ok((fed, digest)),
@@ -769,9 +795,15 @@ impl Vault {
     /// bounds, commits it, and applies what the feed hands back.
     fn commit_batch(&self, actor: &Actor, base: Revision, mut batch: Vec<Mutation>) -> Result<()> {
         // Dated first, so that `apply` dates the rest by it; never before the last change,
-        // so that mtimes only move forward even if the clock steps back.
-        let at = self.clock().max(self.state().meta.last_change);
-        batch.insert(0, Mutation::SetLastChange(at));
+        // so that mtimes only move forward even if the clock steps back. A batch that only
+        // records (opens) changes no file's time.
+        if !batch.iter().all(Mutation::only_records) {
+            let at = self.clock().max(self.state().meta.last_change);
+            batch.insert(0, Mutation::SetLastChange(at));
+        }
+        // Its audit events become records here, against the chains' heads as they are at
+        // the batch's base: a batch planned again after a conflict links to the new head.
+        self.chain_audit(&mut batch)?;
         // Weighed before it is encoded: a secret's record carries every version's value,
         // and a batch of many small changes to large secrets must be refused before it is
         // copied into rows, not after.
@@ -841,8 +873,9 @@ impl Vault {
         let snapshot = self.backend.load()?;
         let revision = snapshot.revision;
         let keys = self.keys_for(&rows::peek_meta(&snapshot)?)?;
-        let stored = rows::decode_snapshot(snapshot, &keys)?;
-        let mut fresh = State::from_stored(stored, keys, revision)?;
+        let audit = self.state().audit.clone();
+        let stored = rows::decode_snapshot(snapshot, &keys, audit.as_deref())?;
+        let mut fresh = State::from_stored(stored, keys, audit, revision)?;
         let mut state = self.state_mut();
         if fresh.meta.rotation_target.is_some() {
             fresh.rotation = state.rotation;
@@ -905,10 +938,10 @@ fn check_bounds(ops: &[Op]) -> Result<()> {
     Ok(())
 }
 
-/// Upgrades a store of format 2, 3 or 4 (`from`), checked whole at `base`, to this
+/// Upgrades a store of format 2, 3, 4 or 5 (`from`), checked whole at `base`, to this
 /// build's: the same records, and room for what the later formats add (the catalog in 3,
-/// bundles in 4, versions and grants' ends in 5, which records written before read
-/// without), so only the number changes. One commit, taken out of the change feed
+/// bundles in 4, versions and grants' ends in 5, a freeze and suspensions in 6, which
+/// records written before read without), so only the number changes. One commit, taken out of the change feed
 /// again (memory is built from the records already read); returns its revision.
 fn upgrade_format(backend: &dyn Backend, base: Revision, from: u32) -> Result<Revision> {
     let revision = backend.commit(Batch {
@@ -925,7 +958,8 @@ fn upgrade_format(backend: &dyn Backend, base: Revision, from: u32) -> Result<Re
         from,
         to = FORMAT_VERSION,
         "upgraded the store's format (room for the deployment catalog, bundles, a secret's \
-         versions and grants that end): a srv-secrets older than this one can no longer open it"
+         versions, grants that end, a freeze, suspended services and the audit trail): a \
+         srv-secrets older than this one can no longer open it"
     );
     Ok(revision)
 }
@@ -961,11 +995,35 @@ fn migrate(
     let snapshot = backend.load()?;
     let revision = snapshot.revision;
     Ok((
-        rows::decode_snapshot(snapshot, &keyring)?,
+        rows::decode_snapshot(snapshot, &keyring, None)?,
         revision,
         keyring,
         extra,
     ))
+}
+
+/// The audit's keys, from the key file's seed, checked against the public key the store
+/// records; for a store whose audit has not started, the key file's (or, if it has none,
+/// new ones: then `true`, and the caller writes the key file).
+fn audit_keys(
+    key_path: &Path,
+    recorded: Option<audit::PublicKey>,
+    file: Option<AuditKeys>,
+) -> Result<(Arc<AuditKeys>, bool)> {
+    match (recorded, file) {
+        (Some(public), Some(keys)) if keys.public() == public => Ok((Arc::new(keys), false)),
+        (Some(_), Some(_)) => Err(Error::AuditKeyMismatch {
+            path: key_path.to_path_buf(),
+        }),
+        (Some(_), None) => Err(Error::AuditKeyMissing {
+            path: key_path.to_path_buf(),
+        }),
+        (None, Some(keys)) => Ok((Arc::new(keys), false)),
+        (None, None) => {
+            info!(key = %key_path.display(), "made the audit trail's signing key; it is kept in the key file");
+            Ok((Arc::new(AuditKeys::generate()?), true))
+        }
+    }
 }
 
 fn sealing_key(state: &State) -> Result<&Arc<Key>> {
@@ -995,6 +1053,7 @@ fn service_of(state: &State, name: &str, rec: &ServiceRecord) -> ServiceInfo {
         // Every service has an entry; the store's last change is never too early.
         changed: changed.map_or(state.meta.last_change, |c| c.record),
         grants_changed: changed.map_or(state.meta.last_change, |c| c.grants),
+        suspended: rec.suspended.as_ref().map(breakglass::mark_of),
     }
 }
 

@@ -44,8 +44,10 @@ fn init_creates_private_dir_key_and_store() {
     let key = std::fs::read_to_string(&report.key_path).unwrap();
     let lines: Vec<&str> = key.lines().collect();
     assert_eq!(lines[0], "srv-secrets key file v1");
-    assert_eq!(lines.len(), 2);
+    assert_eq!(lines.len(), 3);
     assert!(lines[1].starts_with("key 1 ") && lines[1].len() == 6 + 64);
+    // The audit trail's signing key, beside the cluster key.
+    assert!(lines[2].starts_with("audit ") && lines[2].len() == 6 + 64);
     let vault = Vault::open(&dir, None).unwrap();
     assert_eq!(vault.admin_uid(), ADMIN);
     let status = vault.status();
@@ -297,7 +299,8 @@ fn open_refuses_a_malformed_key_file_by_line() {
     let text = std::fs::read_to_string(&key).unwrap();
     std::fs::write(&key, format!("{text}garbage\n")).unwrap();
     let err = Vault::open(&dir, None).unwrap_err();
-    assert!(matches!(err, Error::KeyFile { line: 3, .. }), "{err:?}");
+    // After the key line and the audit key's.
+    assert!(matches!(err, Error::KeyFile { line: 4, .. }), "{err:?}");
 }
 
 // ---- secrets ----
@@ -613,8 +616,16 @@ fn rotation_re_encrypts_everything() {
     );
     let after = std::fs::read_to_string(dir.join(KEY_FILE)).unwrap();
     assert_ne!(before, after);
-    assert_eq!(after.lines().count(), 2);
+    assert_eq!(after.lines().count(), 3);
     assert!(after.contains("\nkey 2 "));
+    // The audit key stays as it was: the trail signed before still verifies.
+    let audit_line = |text: &str| {
+        text.lines()
+            .find(|l| l.starts_with("audit "))
+            .map(str::to_owned)
+    };
+    assert_eq!(audit_line(&after), audit_line(&before));
+    assert!(vault.audit_verify(&[]).unwrap().is_ok());
     assert_eq!(mode(&dir.join(KEY_FILE)), 0o600);
     drop(vault);
     let vault = Vault::open(&dir, None).unwrap();

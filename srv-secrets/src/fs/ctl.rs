@@ -9,7 +9,10 @@
 //! apply`, ...) are made into the catalog's types in `ctl/decl.rs`; queries among them (a
 //! plan, the lint, an export, a dry run) are answered from the vault with a body. The
 //! commands of a secret's versions (`stage`, `promote`, `discard`, `rollback`, `retire`,
-//! `history`, `stale`, `grant ... expires`) are in `ctl/versions.rs`.
+//! `history`, `stale`, `grant ... expires`) are in `ctl/versions.rs`; break-glass
+//! (`freeze`, `unfreeze`, `revoke-all`, `service ... suspend|resume`, `matrix`,
+//! `holders`) is in `ctl/breakglass.rs`; the audit trail's queries (`audit head`, `audit
+//! since`, `audit verify`) in `ctl/audit.rs`.
 //!
 //! Every change is made by the fid's actor (the admin, over the connection's uid), with
 //! the reason a `reason TEXT` before it gave, if any.
@@ -29,6 +32,8 @@ use tokio::sync::Mutex;
 use tracing::{error, info};
 use zeroize::Zeroizing;
 
+mod audit;
+mod breakglass;
 mod decl;
 mod versions;
 
@@ -261,7 +266,10 @@ fn with_reason(actor: &Actor, reason: Option<String>) -> Actor {
 /// caller, and these texts are ours; names come from the store, never a value. With that
 /// prefix each fits [`ctl::MAX_ERROR_LEN`], what a Plan 9 client keeps of an error.
 fn explain(e: &VaultError) -> String {
-    if let Some(text) = decl::explain(e).or_else(|| versions::explain(e)) {
+    if let Some(text) = decl::explain(e)
+        .or_else(|| versions::explain(e))
+        .or_else(|| breakglass::explain(e))
+    {
         return text;
     }
     match e {
@@ -331,6 +339,9 @@ fn prepare(command: &Command) -> Result<Prepared<'_>, String> {
     if let Some(prepared) = versions::prepare(command) {
         return prepared;
     }
+    if let Some(prepared) = breakglass::prepare(command) {
+        return Ok(prepared);
+    }
     Ok(Prepared::Direct(match command {
         Command::Set { name, value } => Change::Set {
             name,
@@ -355,7 +366,9 @@ fn yes(b: bool) -> &'static str {
 
 /// The result line of a command the vault applied (and the log line, without values).
 fn answer(command: &Command, applied: Applied) -> Reply {
-    if let Some(answer) = versions::answer(command, &applied) {
+    if let Some(answer) =
+        versions::answer(command, &applied).or_else(|| breakglass::answer(command, &applied))
+    {
         return Reply::Ok(answer);
     }
     let answer = Answer::new(command.verb());
@@ -429,10 +442,15 @@ async fn apply_parsed(vault: &Arc<Vault>, actor: &Actor, parsed: Parsed) -> Repl
             Command::Catalog(c) if parsed.command.is_query() => {
                 decl::query(&vault, c).map(Reply::Ok)
             }
-            command if command.is_query() => match versions::query(&vault, command) {
-                Some(answered) => answered.map(Reply::Ok),
-                None => Err("this command is no query".into()),
-            },
+            command if command.is_query() => {
+                match versions::query(&vault, command)
+                    .or_else(|| breakglass::query(&vault, command))
+                    .or_else(|| audit::query(&vault, command))
+                {
+                    Some(answered) => answered.map(Reply::Ok),
+                    None => Err("this command is no query".into()),
+                }
+            }
             command => prepare(command).and_then(|prepared| {
                 vault
                     .apply(&actor, &[prepared.change()])
@@ -613,6 +631,7 @@ mod tests {
             VaultError::PendingVersion { version: u64::MAX },
             VaultError::NoPendingVersion,
             VaultError::NoPreviousVersion,
+            VaultError::Frozen,
         ];
         errors.extend(manifest_errors());
         for e in &errors {
@@ -693,6 +712,12 @@ mod tests {
             "manifest line 1048577: unknown declaration; expected `secret NAME` or \
              `config KEY=VALUE`"
         );
+    }
+
+    #[test]
+    fn a_freeze_is_refused_in_the_words_deploy_knows_it_by() {
+        assert_eq!(explain(&VaultError::Frozen), "frozen (see deploy status)");
+        assert_eq!(explain(&VaultError::Frozen), model::FROZEN);
     }
 
     #[test]

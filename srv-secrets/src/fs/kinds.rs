@@ -4,17 +4,17 @@
 //! admin tree (aname "" or "admin")        a service's view (aname = the service)
 //! /                                       /
 //! └── secrets/                            ├── config/
-//!     ├── backup     copy of the store    │   └── KEY     a config value of its manifest
-//!     ├── ctl        commands, results    ├── events  its changes, a line each, read
-//!     ├── events     every change         │           as they happen
-//!     │                                   └── secret/
+//!     ├── audit      the audit trail      │   └── KEY     a config value of its manifest
+//!     ├── backup     copy of the store    ├── events  its changes, a line each, read
+//!     ├── ctl        commands, results    │           as they happen
+//!     ├── events     every change         └── secret/
 //!     ├── grants/SERVICE   granted names      ├── NAME    a granted secret's value
 //!     ├── key        never readable           ├── NAME@pending   its pending version,
 //!     ├── lint       the catalog's lint, JSON │              by walk only
 //!     ├── plans/SERVICE/TIER  a plan, JSON    └── NAME@previous  its previous version
 //!     ├── services/SERVICE uid, manifest                 in an overlap, by walk only
 //!     ├── stale      secrets due a rotation, JSON
-//!     ├── status     key, counts, rotation
+//!     ├── status     key, counts, rotation, freeze, suspended services
 //!     └── store/NAME a secret's record, never readable
 //! ```
 //!
@@ -36,10 +36,11 @@ use super::node::{Content, Generated, Kind, Name, Node, Tree};
 use crate::reports::pretty_json;
 
 /// Every kind, in no particular order; a kind is found from its directory's.
-pub static KINDS: [&Kind; 26] = [
+pub static KINDS: [&Kind; 27] = [
     &ADMIN_ROOT,
     &SECRETS,
     &CTL,
+    &AUDIT,
     &STORE,
     &STORE_ENTRY,
     &GRANTS,
@@ -186,6 +187,16 @@ pub static BACKUP: Kind = Kind {
     name: Name::Fixed("backup"),
     mode: 0o400,
     content: Content::Backup,
+};
+
+/// `/secrets/audit`: the audit trail, every chain merged by time, as JSON lines (admin
+/// only), read as a stream a page at a time from the store (fs/opened.rs).
+pub static AUDIT: Kind = Kind {
+    id: 25,
+    parent: Some(&SECRETS),
+    name: Name::Fixed("audit"),
+    mode: 0o400,
+    content: Content::Audit,
 };
 
 /// `/secrets/plans`: a directory per service.
@@ -435,10 +446,21 @@ fn config_value(vault: &Vault, service: &str, key: &str) -> Option<String> {
 
 // Generated files are dated by the vault's last change of what they show.
 
+/// A freeze's or a suspension's mark as the files show it.
+fn mark_text(mark: secrets::Mark) -> model::Mark {
+    model::Mark {
+        since: mark.since,
+        by: mark.who(),
+        reason: mark.reason,
+    }
+}
+
 /// `/secrets/status` ([`model::Status`]).
 fn status_text(tree: &Tree<'_>, _: &Node) -> Option<Generated> {
     let st = tree.vault.status();
     let status = model::Status {
+        frozen: tree.vault.frozen().map(mark_text),
+        suspended: tree.vault.suspended(),
         key: Some(u64::from(st.active_key)),
         secrets: Some(st.secrets as u64),
         services: Some(st.services as u64),
@@ -475,6 +497,7 @@ fn service_text(tree: &Tree<'_>, node: &Node) -> Option<Generated> {
     let s = tree.vault.service(node.name())?;
     let file = model::ServiceFile {
         uid: s.uid,
+        suspended: s.suspended.map(mark_text),
         manifest: s.manifest.text().as_bytes().to_vec(),
     };
     Some(Generated {
@@ -738,8 +761,8 @@ mod tests {
         assert_eq!(
             list(&SECRETS, &admin),
             [
-                "backup", "ctl", "events", "grants", "key", "lint", "plans", "services", "stale",
-                "status", "store"
+                "audit", "backup", "ctl", "events", "grants", "key", "lint", "plans", "services",
+                "stale", "status", "store"
             ]
         );
         assert_eq!(list(&SERVICE_ROOT, &web), ["config", "events", "secret"]);
@@ -977,9 +1000,35 @@ mod tests {
         assert_eq!(text(&CONFIG, "other", &web), None);
         let status = text(&STATUS, "", &admin).unwrap();
         assert!(
-            status.ends_with("secrets 2\nservices 2\nrotation idle\n"),
+            status.ends_with("secrets 2\nservices 2\nrotation idle\nfrozen no\n"),
             "{status}"
         );
         assert!(status.starts_with("key "), "{status}");
+        // Frozen, and web suspended: both files say since when, by whom and why.
+        let actor = secrets::Actor::admin(Some(0)).with_reason("INC-42");
+        v.apply(
+            &actor,
+            &[
+                secrets::Change::Freeze,
+                secrets::Change::Suspend { service: "web" },
+            ],
+        )
+        .unwrap();
+        let since = v.frozen().unwrap().since;
+        let status = text(&STATUS, "", &admin).unwrap();
+        assert!(
+            status.ends_with(&format!(
+                "rotation idle\nfrozen {since}\nfrozen-by admin (uid 0)\nfrozen-reason INC-42\n\
+                 suspended web\n"
+            )),
+            "{status}"
+        );
+        assert_eq!(
+            text(&SERVICE_FILE, "web", &admin).unwrap(),
+            format!(
+                "uid 1001\nsuspended {since}\nsuspended-by admin (uid 0)\n\
+                 suspended-reason INC-42\nsecret a\nconfig level=debug\n"
+            )
+        );
     }
 }

@@ -304,6 +304,36 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn a_suspended_services_every_request_is_refused_but_a_clunk_until_resumed() {
+        let (_dir, fs, _) = fs();
+        let file = open(&fs, "small").await;
+        let (_, root) = fs.attach(&peer(Some(WEB)), "", "").await.unwrap();
+        let (_, dir) = fs.walk(&root, "secret").await.unwrap();
+        let (_, admins) = fs.attach(&peer(Some(1000)), "", "web").await.unwrap();
+        let actor = Actor::admin(Some(0));
+        fs.vault()
+            .apply(&actor, &[secrets::Change::Suspend { service: "web" }])
+            .unwrap();
+        let denied = |r: Result<()>| assert_eq!(r.unwrap_err(), Error::permission_denied());
+        denied(fs.read(&file, 0, 100).await.map(drop));
+        denied(fs.walk(&dir, "small").await.map(drop));
+        denied(fs.walk(&admins, "config").await.map(drop));
+        denied(fs.stat(&file).await.map(drop));
+        denied(fs.attach(&peer(Some(WEB)), "", "").await.map(drop));
+        denied(fs.attach(&peer(Some(1000)), "", "web").await.map(drop));
+        // Its grants stay; resumed, the same open fid reads again.
+        assert_eq!(fs.vault().grants("web"), ["big", "small"]);
+        fs.vault()
+            .apply(&actor, &[secrets::Change::Resume { service: "web" }])
+            .unwrap();
+        assert_eq!(
+            fs.read(&file, 0, 100).await.unwrap().expose(),
+            b"small value"
+        );
+        fs.clunk(&file, ClunkKind::Requested).await.unwrap();
+    }
+
+    #[tokio::test]
     async fn every_request_on_a_fid_of_a_view_that_ended_is_refused_but_its_clunk() {
         let (_dir, fs, _) = fs();
         let (_, root) = fs.attach(&peer(Some(WEB)), "", "").await.unwrap();
@@ -374,6 +404,8 @@ mod tests {
                 secrets: Some(2),
                 services: Some(2),
                 rotation: model::Rotation::Idle,
+                frozen: None,
+                suspended: vec![],
             }
         );
         let text = read_all(&fs, 1000, "", &["secrets", "grants", "web"]).await;
@@ -639,6 +671,9 @@ mod tests {
             actors: Arc::clone(&actors),
         };
         let vault = Vault::with_backend(Box::new(backend), &data.join(secrets::KEY_FILE)).unwrap();
+        // The audit's start, made at open by the vault itself.
+        assert_eq!(*lock(&actors), [Actor::local()]);
+        lock(&actors).clear();
         let fs = SecretsFs::new(Arc::new(vault));
         for uid in [1000, 0] {
             let (_, root) = fs.attach(&peer(Some(uid)), "", "").await.unwrap();

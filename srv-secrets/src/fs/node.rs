@@ -94,6 +94,10 @@ pub enum Content {
     /// until there is one (`fs/events.rs`). Append-only (DMAPPEND, QTAPPEND): a stream,
     /// whose length is 0. Dated by the server's start.
     Events,
+    /// The audit trail, read as a stream from the records as they were at open: no
+    /// length (a log of a million records is not rendered to be measured), dated by its
+    /// last record, its qid's version the number of records of changes.
+    Audit,
 }
 
 /// A generated file's text and when what it shows last changed.
@@ -361,6 +365,14 @@ impl Node {
             }
             // Its length is known once a copy is taken, at open; it changes with the store.
             Content::Backup => (0, secs(tree.vault.status().changed), 0),
+            Content::Audit => {
+                let heads = tree.vault.audit_heads().heads;
+                let last = heads.values().map(|h| h.time_ms / 1000).max();
+                let changes = heads
+                    .get(secrets::audit::CHANGES)
+                    .map_or(0, |h| h.seq as u32);
+                (changes, last.map_or(tree.started, secs), 0)
+            }
         };
         let (ty, mode) = if self.is_dir() {
             (qt::DIR, dm::DIR | self.kind.mode)

@@ -14,7 +14,7 @@ use super::ctl::CtlFid;
 use super::events::EventsFid;
 use super::fid::Valid;
 use super::node::Content;
-use crate::principal::View;
+use crate::principal::{Principal, View};
 
 /// A Tread that decrypts more than this is decrypted on tokio's blocking pool rather than
 /// on the worker that serves it. A read decrypts only the 4 KiB chunks it touches: one
@@ -35,6 +35,66 @@ pub enum Opened {
     Backup(Backup),
     /// An events file: what changed for the view since the open, read as it happens.
     Events(EventsFid),
+    /// The audit trail as it was at open, rendered as it is read.
+    Audit(Arc<std::sync::Mutex<AuditStream>>),
+}
+
+/// How many bytes of the audit trail a read renders at a time beyond what it returns.
+const AUDIT_RENDER: usize = 64 * 1024;
+
+/// A fid's read of `secrets/audit`: the records up to the heads at open, rendered a page
+/// at a time, and only the bytes from the last read's offset on kept, so that a log of a
+/// million records is never held whole. A read before those bytes (a seek back) renders
+/// again from the start.
+pub struct AuditStream {
+    reader: secrets::AuditReader,
+    /// The bytes rendered and not yet read past: `start..start + buf.len()`.
+    buf: Vec<u8>,
+    start: u64,
+    done: bool,
+}
+
+impl AuditStream {
+    fn read(&mut self, offset: u64, count: usize) -> secrets::Result<Vec<u8>> {
+        if offset < self.start {
+            self.reader.restart();
+            self.buf.clear();
+            self.start = 0;
+            self.done = false;
+        }
+        loop {
+            let skip = usize::try_from(offset - self.start)
+                .unwrap_or(usize::MAX)
+                .min(self.buf.len());
+            self.buf.drain(..skip);
+            self.start += skip as u64;
+            let have = self.start + self.buf.len() as u64;
+            if self.done || have >= offset.saturating_add(count as u64) {
+                break;
+            }
+            let more = self.reader.next_lines(AUDIT_RENDER)?;
+            if more.is_empty() {
+                self.done = true;
+            }
+            self.buf.extend_from_slice(&more);
+        }
+        let from = usize::try_from(offset - self.start).unwrap_or(usize::MAX);
+        let from = from.min(self.buf.len());
+        let to = from.saturating_add(count).min(self.buf.len());
+        Ok(self.buf[from..to].to_vec())
+    }
+}
+
+/// Who opens a file through `view` over a connection of `uid`: the service itself, or
+/// the admin on its behalf.
+fn opener(view: &View, uid: Option<u32>) -> Actor {
+    match view {
+        View::Service {
+            by: Principal::Service { name, uid },
+            ..
+        } => Actor::service(name.clone(), Some(*uid)),
+        View::Service { .. } | View::Admin => Actor::admin(uid),
+    }
 }
 
 /// Maps a vault error on a service's read path to 9P. Not granted and missing are both
@@ -42,8 +102,13 @@ pub enum Opened {
 fn read_error(e: VaultError) -> Error {
     match e {
         VaultError::NotFound | VaultError::NoSuchSecret => Error::not_found(),
-        VaultError::Stale => Error::new(VaultError::Stale.to_string()),
-        VaultError::VersionRevoked => Error::new(VaultError::VersionRevoked.to_string()),
+        // The vault's own words ("... open it again") are in no errno table: Linux would
+        // give its readers ESERVERFAULT, "Unknown error 526". "file has been removed" is
+        // EIDRM there, and true: the version the fid read is gone. The log keeps why.
+        e @ (VaultError::Stale | VaultError::VersionRevoked) => {
+            tracing::info!(reason = %e, "a read of an open file was cut off");
+            Error::new(ename::REMOVED)
+        }
         other => {
             tracing::error!(error = %other, "reading a secret failed");
             Error::new(ename::IO)
@@ -63,8 +128,12 @@ impl SecretsFs {
                 let service = fid.tree.service().ok_or_else(Error::permission_denied)?;
                 let secret = self
                     .vault
-                    .open_version(service, node.secret_name(slot), slot);
-                Opened::Secret(secret.map_err(read_error)?)
+                    .open_version(service, node.secret_name(slot), slot)
+                    .map_err(read_error)?;
+                // Recorded off the read path: queued, committed by the flusher.
+                self.vault
+                    .record_open(&opener(fid.view(), fid.uid()), service, &secret, slot);
+                Opened::Secret(secret)
             }
             Content::Text(render) => {
                 let generated = render(&fid.tree, node).ok_or_else(Error::not_found)?;
@@ -94,9 +163,21 @@ impl SecretsFs {
                 };
                 Opened::Events(EventsFid::new(self.vault.subscribe(audience), admin))
             }
-            // Store entries and the key have mode 0; the core refused them already. Ctl
-            // and the backup are in the admin tree only.
-            Content::Nothing | Content::Record | Content::Ctl | Content::Backup => {
+            Content::Audit if admin => {
+                Opened::Audit(Arc::new(std::sync::Mutex::new(AuditStream {
+                    reader: self.vault.audit_reader(),
+                    buf: Vec::new(),
+                    start: 0,
+                    done: false,
+                })))
+            }
+            // Store entries and the key have mode 0; the core refused them already. Ctl,
+            // the backup and the audit are in the admin tree only.
+            Content::Nothing
+            | Content::Record
+            | Content::Ctl
+            | Content::Backup
+            | Content::Audit => {
                 return Err(Error::permission_denied());
             }
         }))
@@ -146,6 +227,24 @@ impl SecretsFs {
                 })?;
                 buf.truncate(n);
                 Ok(Data::from(buf))
+            }
+            // Reading the store is blocking I/O: off the async workers.
+            (Opened::Audit(stream), View::Admin) => {
+                let stream = Arc::clone(stream);
+                tokio::task::spawn_blocking(move || {
+                    stream
+                        .lock()
+                        .unwrap_or_else(std::sync::PoisonError::into_inner)
+                        .read(offset, count as usize)
+                })
+                .await
+                .map_err(|e| e.to_string())
+                .and_then(|r| r.map_err(|e| e.to_string()))
+                .map(Data::from)
+                .map_err(|e| {
+                    tracing::error!(error = %e, "reading the audit trail failed");
+                    Error::new(ename::IO)
+                })
             }
             _ => Err(Error::permission_denied()),
         }

@@ -5,6 +5,7 @@
 //! 9p --addr unix:PATH [--aname NAME] read PATH    contents to stdout
 //! 9p --addr unix:PATH [--aname NAME] ls PATH      one name per line
 //! 9p --addr unix:PATH [--aname NAME] stat PATH    "name length mode version"
+//! 9p --addr unix:PATH [--aname NAME] opens N PATH  N times: walk, open, read, clunk
 //! 9p --addr unix:PATH [--aname NAME] hold PATH    open, read; then for each line on
 //!                                                 stdin, read the open fid again
 //! 9p --addr unix:PATH [--aname NAME] write PATH   stdin, in one Twrite per 4096 bytes
@@ -85,6 +86,17 @@ async fn run(args: &[String]) -> Result<(), ClientError> {
                 st.mode,
                 st.qid.version
             )?;
+        }
+        ["opens", n, p] => {
+            // N times: walk to PATH on a new fid, open, read, clunk (what a service that
+            // reads its secret at every request does).
+            let n: u64 = n.parse().unwrap_or(0);
+            for _ in 0..n {
+                let f = walk_open(&root, p).await?;
+                f.read_all().await?;
+                f.clunk().await?;
+            }
+            writeln!(out.lock(), "opened {n}")?;
         }
         ["hold", p] => {
             let f = walk_open(&root, p).await?;

@@ -29,6 +29,7 @@ const WANTED_MODULES: &[&str] = &["9p", "9pnet_fd", "virtio_pci", "virtio_consol
 /// Guest-side files, authored in `tests/vm/`.
 const GUEST_INIT: &[u8] = include_bytes!("../../vm/init");
 const GUEST_V9MOUNT: &[u8] = include_bytes!("../../vm/v9mount");
+const GUEST_V9UMOUNT: &[u8] = include_bytes!("../../vm/v9umount");
 const GUEST_PASSWD: &[u8] = include_bytes!("../../vm/passwd");
 const GUEST_GROUP: &[u8] = include_bytes!("../../vm/group");
 
@@ -326,7 +327,13 @@ fn image_key(kernel: &Kernel, busybox: &Path) -> u64 {
     let mut h = Fnv::new();
     h.bytes(&IMAGE_REV.to_le_bytes());
     h.bytes(kernel.kver.as_bytes());
-    for f in [GUEST_INIT, GUEST_V9MOUNT, GUEST_PASSWD, GUEST_GROUP] {
+    for f in [
+        GUEST_INIT,
+        GUEST_V9MOUNT,
+        GUEST_V9UMOUNT,
+        GUEST_PASSWD,
+        GUEST_GROUP,
+    ] {
         h.bytes(f);
     }
     h.file_identity(busybox);
@@ -377,6 +384,7 @@ fn build_initramfs(kernel: &Kernel, busybox: &Path) -> Result<Vec<u8>, VmError> 
     }
     a.file("init", 0o755, GUEST_INIT);
     a.file("bin/v9mount", 0o755, GUEST_V9MOUNT);
+    a.file("bin/v9umount", 0o755, GUEST_V9UMOUNT);
     a.file("etc/passwd", 0o644, GUEST_PASSWD);
     a.file("etc/group", 0o644, GUEST_GROUP);
     let mut load = String::new();

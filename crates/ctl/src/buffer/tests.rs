@@ -199,6 +199,57 @@ fn every_command() {
             service: "web".into()
         })
     );
+    assert_eq!(
+        one(b"service web suspend\n"),
+        Ok(Command::ServiceSuspend {
+            service: "web".into()
+        })
+    );
+    assert_eq!(
+        one(b"service web resume\n"),
+        Ok(Command::ServiceResume {
+            service: "web".into()
+        })
+    );
+    assert_eq!(one(b"freeze\n"), Ok(Command::Freeze));
+    assert_eq!(one(b"unfreeze\n"), Ok(Command::Unfreeze));
+    assert_eq!(
+        one(b"revoke-all db_password\n"),
+        Ok(Command::RevokeAll {
+            name: "db_password".into()
+        })
+    );
+    assert_eq!(one(b"matrix\n"), Ok(Command::Matrix));
+    // Break-glass commands take nothing more, and check their names.
+    let kind = |line: &[u8]| run(line).remove(0).unwrap_err().kind;
+    for (line, usage) in [
+        (&b"freeze now\n"[..], "freeze"),
+        (b"unfreeze x\n", "unfreeze"),
+        (b"matrix web\n", "matrix"),
+        (b"revoke-all a b\n", "revoke-all NAME"),
+        (b"service web suspend now\n", "service SERVICE suspend"),
+    ] {
+        assert_eq!(
+            kind(line),
+            ErrorKind::TooManyArguments {
+                usage,
+                value: false
+            },
+            "{}",
+            String::from_utf8_lossy(line)
+        );
+    }
+    assert_eq!(
+        kind(b"revoke-all ..\n"),
+        ErrorKind::InvalidName(NameKind::Secret)
+    );
+    assert_eq!(kind(b"service admin suspend\n"), ErrorKind::ReservedService);
+    assert_eq!(
+        kind(b"service web suspnd\n"),
+        ErrorKind::UnknownAction {
+            suggestion: Some("suspend")
+        }
+    );
     // Names at the edges of the rule.
     let long = "N".repeat(MAX_NAME_LEN);
     assert_eq!(
@@ -570,11 +621,11 @@ fn every_error_text() {
         ),
         (
             b"service\n",
-            "ctl: line 1: service: missing service; usage: service SERVICE (uid UID|manifest VALUE|tiers LIST|remove)",
+            "ctl: line 1: service: missing service; usage: service SERVICE (uid UID|manifest VALUE|tiers LIST|remove|suspend|resume)",
         ),
         (
             b"service web\n",
-            "ctl: line 1: service: missing action; usage: service SERVICE (uid UID|manifest VALUE|tiers LIST|remove)",
+            "ctl: line 1: service: missing action; usage: service SERVICE (uid UID|manifest VALUE|tiers LIST|remove|suspend|resume)",
         ),
         (
             b"service web uid\n",
@@ -698,11 +749,11 @@ fn every_error_text() {
         ),
         (
             b"service web frob\n",
-            "ctl: line 1: service: unknown action; expected one of: manifest, remove, tiers, uid",
+            "ctl: line 1: service: unknown action; expected: manifest, remove, resume, suspend, tiers, uid",
         ),
         (
             b"service web remve\n",
-            "ctl: line 1: service: unknown action; did you mean 'remove'? expected one of: manifest, remove, tiers, uid",
+            "ctl: line 1: service: unknown action; did you mean 'remove'? expected: manifest, remove, resume, suspend, tiers, uid",
         ),
         (
             b"service web uid -1\n",
@@ -1345,6 +1396,12 @@ fn command() -> impl Strategy<Value = Command> {
         (service(), value())
             .prop_map(|(service, manifest)| Command::ServiceManifest { service, manifest }),
         service().prop_map(|service| Command::ServiceRemove { service }),
+        service().prop_map(|service| Command::ServiceSuspend { service }),
+        service().prop_map(|service| Command::ServiceResume { service }),
+        Just(Command::Freeze),
+        Just(Command::Unfreeze),
+        name().prop_map(|name| Command::RevokeAll { name }),
+        Just(Command::Matrix),
         catalog_command().prop_map(Command::Catalog),
     ]
 }

@@ -19,6 +19,11 @@
 //! stored, but the bundle and each value's keyed fingerprint are, so that a leaked value
 //! can be traced to the deployment it was issued to (`vault/bundles.rs`).
 //!
+//! Break-glass (seed 004) is changes too (`change/breakglass.rs`): a freeze, which from
+//! then on refuses every change [`Change::stops_when_frozen`] names (checked here, for
+//! every change, against the freeze as the transaction sees it); revoking a secret from
+//! every service at once; suspending a service and resuming it.
+//!
 //! Deleting a secret deletes its value and its grants, and keeps its metadata: a catalog
 //! holds declarations (what the secret is and what happens to it on each tier), which stand
 //! whether or not a value is stored now, as they do for a delegated or prompted secret that
@@ -41,13 +46,16 @@ use crate::error::{Error, Result};
 use crate::manifest::Manifest;
 use crate::names;
 use crate::record::{
-    BundleId, BundleRecord, Decl, DeclKind, Issued, IssuedValue, Made, PENDING_TTL, SecretRecord,
-    ServiceRecord,
+    BundleId, BundleRecord, Decl, DeclKind, Issued, IssuedValue, Made, Marked, PENDING_TTL,
+    SecretRecord, ServiceRecord,
 };
 use crate::rows::Mutation;
 use crate::state::State;
 
-use super::{Vault, sealing_key};
+use super::{Vault, auditing, sealing_key};
+use audit::CHANGES;
+
+mod breakglass;
 
 /// One change to the vault. Values are borrowed: nothing copies a secret to describe it.
 #[derive(Clone, Copy)]
@@ -237,6 +245,33 @@ pub enum Change<'a> {
         /// Values the file carried (`--with-values`).
         values: &'a BTreeMap<String, SecretValue>,
     },
+    /// Freeze deploys (break-glass): until [`Change::Unfreeze`], every change
+    /// [`Change::stops_when_frozen`] names is refused ([`Error::Frozen`]), and the server
+    /// refuses the admin's new attaches of a service's view. The actor and its reason
+    /// are kept, with the time. Freezing again changes nothing: who froze, when and why
+    /// stay.
+    Freeze,
+    /// Unfreeze deploys (not frozen: nothing changes).
+    Unfreeze,
+    /// Revoke a secret from every service granted it, at once: each one's next read
+    /// fails, of files held open too.
+    RevokeAll {
+        /// The secret.
+        name: &'a str,
+    },
+    /// Suspend a service: every request made through its view (its own or one the admin
+    /// attached for it) fails but a clunk, through fids held open too; its grants, uid
+    /// and manifest stay. The actor and its reason are kept, with the time. Suspending
+    /// again changes nothing.
+    Suspend {
+        /// The service.
+        service: &'a str,
+    },
+    /// Resume a suspended service: its reads work again (not suspended: nothing changes).
+    Resume {
+        /// The service.
+        service: &'a str,
+    },
 }
 
 impl std::fmt::Debug for Change<'_> {
@@ -320,6 +355,94 @@ impl std::fmt::Debug for Change<'_> {
                 catalog.secrets().len(),
                 values.len()
             ),
+            Change::Freeze => f.write_str("Freeze"),
+            Change::Unfreeze => f.write_str("Unfreeze"),
+            Change::RevokeAll { name } => write!(f, "RevokeAll({name})"),
+            Change::Suspend { service } => write!(f, "Suspend({service})"),
+            Change::Resume { service } => write!(f, "Resume({service})"),
+        }
+    }
+}
+
+impl Change<'_> {
+    /// The word the audit records it by: the command's (`deploy`'s and ctl's), with the
+    /// action of a command of many (`service NAME uid`) after a hyphen. The one place a
+    /// change is named: a new change takes a word here.
+    pub fn action(&self) -> &'static str {
+        match self {
+            Change::Set { .. } => "set",
+            Change::Stage { .. } | Change::StageGenerate { .. } => "stage",
+            Change::Promote { .. } => "promote",
+            Change::Discard { .. } => "discard",
+            Change::Rollback { .. } => "rollback",
+            Change::Retire { .. } => "retire",
+            Change::Delete { .. } => "delete",
+            Change::Grant { .. } => "grant",
+            Change::Revoke { .. } => "revoke",
+            Change::ServiceUid { .. } => "service-uid",
+            Change::ServiceManifest { .. } => "service-manifest",
+            Change::ServiceRemove { .. } => "service-remove",
+            Change::TierDeclare { .. } => "tier-add",
+            Change::TierRemove { .. } => "tier-remove",
+            Change::Meta { .. } => "meta",
+            Change::MetaRemove { .. } => "meta-remove",
+            Change::Strategy { .. } => "strategy",
+            Change::StrategyRemove { .. } => "strategy-remove",
+            Change::Present { .. } => "present",
+            Change::ServiceTiers { .. } => "service-tiers",
+            Change::Generate { .. } => "generate",
+            Change::Bundle { .. } => "bundle",
+            Change::CatalogApply { .. } => "catalog-apply",
+            Change::Freeze => "freeze",
+            Change::Unfreeze => "unfreeze",
+            Change::RevokeAll { .. } => "revoke-all",
+            Change::Suspend { .. } => "suspend",
+            Change::Resume { .. } => "resume",
+        }
+    }
+
+    /// What it acts on, by named parts (`secret`, `service`, `tier`, `deployment`), as
+    /// the audit records it; none for a change of the whole store.
+    pub fn target(&self) -> Vec<(&'static str, &str)> {
+        match *self {
+            Change::Set { name, .. }
+            | Change::Stage { name, .. }
+            | Change::StageGenerate { name, .. }
+            | Change::Promote { name, .. }
+            | Change::Discard { name }
+            | Change::Rollback { name }
+            | Change::Retire { name }
+            | Change::Delete { name }
+            | Change::Meta { name, .. }
+            | Change::MetaRemove { name }
+            | Change::Generate { name, .. }
+            | Change::RevokeAll { name } => vec![("secret", name)],
+            Change::Grant { service, name, .. } | Change::Revoke { service, name } => {
+                vec![("secret", name), ("service", service)]
+            }
+            Change::ServiceUid { service, .. }
+            | Change::ServiceManifest { service, .. }
+            | Change::ServiceRemove { service }
+            | Change::ServiceTiers { service, .. }
+            | Change::Suspend { service }
+            | Change::Resume { service } => vec![("service", service)],
+            Change::TierDeclare { tier, .. } | Change::TierRemove { tier } => {
+                vec![("tier", tier)]
+            }
+            Change::Strategy { name, tier, .. }
+            | Change::StrategyRemove { name, tier }
+            | Change::Present { name, tier, .. } => vec![("secret", name), ("tier", tier)],
+            Change::Bundle {
+                service,
+                tier,
+                deployment,
+                ..
+            } => vec![
+                ("deployment", deployment),
+                ("service", service),
+                ("tier", tier),
+            ],
+            Change::CatalogApply { .. } | Change::Freeze | Change::Unfreeze => Vec::new(),
         }
     }
 }
@@ -452,6 +575,35 @@ pub enum Applied {
         /// The values it stored (`--with-values`).
         values: usize,
     },
+    /// Deploys are frozen.
+    Frozen {
+        /// They were frozen already: nothing changed.
+        already: bool,
+        /// Since when (unix seconds).
+        since: u64,
+    },
+    /// Deploys are not frozen.
+    Unfrozen {
+        /// Whether they were (if not, nothing changed).
+        was_frozen: bool,
+    },
+    /// A secret was revoked from every service granted it.
+    RevokedAll {
+        /// Those services, sorted (none: nothing changed).
+        services: Vec<String>,
+    },
+    /// A service is suspended.
+    Suspended {
+        /// It was suspended already: nothing changed.
+        already: bool,
+        /// Since when (unix seconds).
+        since: u64,
+    },
+    /// A service is not suspended.
+    Resumed {
+        /// Whether it was (if not, nothing changed).
+        was_suspended: bool,
+    },
 }
 
 /// A change of a list that could not be applied; none of the list was.
@@ -488,6 +640,8 @@ struct Overlay<'s> {
     bundles: HashMap<(String, String, String), u64>,
     /// The fingerprint key, once the transaction made one.
     fingerprint_key: Option<SealedFingerprintKey>,
+    /// The freeze, once a change in the transaction set or lifted it.
+    frozen: Option<Option<Marked>>,
     batch: Vec<Mutation>,
 }
 
@@ -505,6 +659,7 @@ impl<'s> Overlay<'s> {
             decl_secrets: HashMap::new(),
             bundles: HashMap::new(),
             fingerprint_key: None,
+            frozen: None,
             batch: Vec::new(),
         }
     }
@@ -789,6 +944,7 @@ impl<'s> Overlay<'s> {
                 *last = (*last).max(id.number);
             }
             Mutation::SetFingerprintKey(sealed) => self.fingerprint_key.clone_from(sealed),
+            Mutation::SetFrozen(frozen) => self.frozen = Some(frozen.clone()),
             // Not made by changes (rotation and commit write these themselves), or seen by
             // no later change.
             Mutation::PutIssued(Issued::Value(..))
@@ -797,7 +953,13 @@ impl<'s> Overlay<'s> {
             | Mutation::SetActiveKey(_)
             | Mutation::SetRotationTarget(_)
             | Mutation::PutKeyCheck(..)
-            | Mutation::DeleteKeyCheck(_) => {}
+            | Mutation::DeleteKeyCheck(_)
+            | Mutation::Audit(..)
+            | Mutation::PutAudit(..)
+            | Mutation::SetAuditHeads(_)
+            | Mutation::SetAuditKey(_)
+            | Mutation::PutOpened(..)
+            | Mutation::DeleteOpened(..) => {}
         }
         self.batch.push(m);
     }
@@ -926,6 +1088,9 @@ impl<'s> Overlay<'s> {
     /// any version it makes and says who made it (its number is the change's to give).
     fn plan(&mut self, change: &Change<'_>, key: &Key, at: &Made) -> Result<Applied> {
         let now = at.at;
+        if change.stops_when_frozen() && self.frozen().is_some() {
+            return Err(Error::Frozen);
+        }
         match *change {
             Change::Set { name, value } => self.plan_set(name, value, at, key),
             Change::Stage { name, value } => self.plan_stage(name, value, at, key),
@@ -986,6 +1151,12 @@ impl<'s> Overlay<'s> {
                 for service in &holders {
                     self.push(Mutation::DeleteGrant(service.clone(), name.to_owned()));
                 }
+                // What services opened of it: a secret set again under the name is another.
+                if let Some(by) = self.base.opened.get(name) {
+                    for service in by.keys() {
+                        self.push(Mutation::DeleteOpened(name.to_owned(), service.clone()));
+                    }
+                }
                 Ok(Applied::Deleted {
                     grants: holders.len(),
                 })
@@ -1037,11 +1208,13 @@ impl<'s> Overlay<'s> {
                     None => {}
                 }
                 let manifest = existing.map_or_else(Default::default, |s| Arc::clone(&s.manifest));
+                let suspended = existing.and_then(|s| s.suspended.clone());
                 self.push(Mutation::PutService(
                     service.to_owned(),
                     ServiceRecord {
                         uid: Some(uid),
                         manifest,
+                        suspended,
                     },
                 ));
                 Ok(Applied::ServiceUid { created, previous })
@@ -1052,9 +1225,14 @@ impl<'s> Overlay<'s> {
                 let existing = self.service(service);
                 let created = existing.is_none();
                 let uid = existing.and_then(|s| s.uid);
+                let suspended = existing.and_then(|s| s.suspended.clone());
                 self.push(Mutation::PutService(
                     service.to_owned(),
-                    ServiceRecord { uid, manifest },
+                    ServiceRecord {
+                        uid,
+                        manifest,
+                        suspended,
+                    },
                 ));
                 Ok(Applied::ServiceManifest { created })
             }
@@ -1067,6 +1245,16 @@ impl<'s> Overlay<'s> {
                 self.push(Mutation::DeleteService(service.to_owned()));
                 for secret in &granted {
                     self.push(Mutation::DeleteGrant(service.to_owned(), secret.clone()));
+                }
+                let opened: Vec<String> = self
+                    .base
+                    .opened
+                    .iter()
+                    .filter(|(_, by)| by.contains_key(service))
+                    .map(|(secret, _)| secret.clone())
+                    .collect();
+                for secret in opened {
+                    self.push(Mutation::DeleteOpened(secret, service.to_owned()));
                 }
                 Ok(Applied::ServiceRemoved {
                     grants: granted.len(),
@@ -1222,6 +1410,11 @@ impl<'s> Overlay<'s> {
                     values: values.len(),
                 })
             }
+            Change::Freeze
+            | Change::Unfreeze
+            | Change::RevokeAll { .. }
+            | Change::Suspend { .. }
+            | Change::Resume { .. } => self.plan_breakglass(change, at),
         }
     }
 
@@ -1494,22 +1687,46 @@ impl Vault {
         // steps back must not make a secret's mtime go back.
         let mtime = self.clock().max(self.state().meta.last_change);
         let at = Made::by(0, mtime, actor);
-        self.commit_planned(
+        // Set when a change is refused (not when the store fails): the refusal is then
+        // recorded on its own.
+        let mut refusal: Option<usize> = None;
+        let result = self.commit_planned(
             actor,
             |state| {
+                refusal = None;
                 let key = Arc::clone(sealing_key(state).map_err(whole)?);
                 let mut overlay = Overlay::new(state);
                 let mut applied = Vec::with_capacity(changes.len());
                 for (index, change) in changes.iter().enumerate() {
-                    let done = overlay
-                        .plan(change, &key, &at)
-                        .map_err(|error| ChangeError { index, error })?;
+                    let from = overlay.batch.len();
+                    let done = overlay.plan(change, &key, &at).map_err(|error| {
+                        refusal = Some(index);
+                        ChangeError { index, error }
+                    })?;
+                    for event in auditing::events_of(change, &done, &overlay.batch[from..], actor) {
+                        overlay.push(Mutation::Audit(CHANGES.into(), Box::new(event)));
+                    }
                     applied.push(done);
                 }
                 Ok((overlay.batch, applied))
             },
             whole,
-        )
+        );
+        if let (Err(e), Some(index)) = (&result, refusal)
+            && let Some(change) = changes.get(index)
+        {
+            let event = auditing::refused(change, &e.error, actor, changes.len());
+            let recorded = self.commit(actor, |_| {
+                Ok(vec![Mutation::Audit(
+                    CHANGES.into(),
+                    Box::new(event.clone()),
+                )])
+            });
+            if let Err(failed) = recorded {
+                tracing::warn!(error = %failed, "could not record a refused change in the audit trail");
+            }
+        }
+        result
     }
 
     /// [`Vault::apply`] of one change, made by this process ([`Actor::local`]).

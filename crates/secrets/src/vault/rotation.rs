@@ -33,7 +33,7 @@ use std::time::Instant;
 
 use tracing::{debug, error, info, warn};
 
-use super::Vault;
+use super::{Vault, auditing};
 use crate::actor::Actor;
 use crate::backend::{MAX_BATCH_BYTES, Table};
 use crate::crypto::{Key, Keyring};
@@ -43,6 +43,7 @@ use crate::record::{Decl, DeclKind, Issued, IssuedRow};
 use crate::rows::{Meta, Mutation};
 use crate::state::State;
 use crate::types::{RotationProgress, RotationReport};
+use audit::CHANGES;
 
 /// Points at which tests stop a rotation as if the process had been killed.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -120,7 +121,7 @@ impl Vault {
         let (old_key, new_key) = self.begin_rotation(actor)?;
         info!(old_key, new_key, by = %actor, "key rotation started");
         let reencrypted = self.reencrypt(actor, new_key, progress)?;
-        self.finish_rotation(actor, new_key)?;
+        self.finish_rotation(actor, old_key, new_key, reencrypted)?;
         let report = RotationReport {
             old_key,
             new_key,
@@ -185,7 +186,12 @@ impl Vault {
         })?;
         let key = Arc::new(Key::generate(id)?);
         let check = key.check()?;
-        keyfile::write(&self.key_path, &[&active, &key])?;
+        let audit = self.state().audit.clone();
+        keyfile::write(
+            &self.key_path,
+            &[&active, &key],
+            audit.as_ref().map(|a| a.seed()),
+        )?;
         self.crash_here(CrashPoint::KeyFileWritten)?;
         // The key is loaded before the target is committed, so no reader ever sees a record
         // whose key is not loaded; unused until then.
@@ -196,9 +202,14 @@ impl Vault {
                     what: "another key rotation started meanwhile",
                 });
             }
+            let started = auditing::own(actor, "rotate-key")
+                .detail("from_key", active.id())
+                .detail("to_key", id)
+                .result("started");
             let mut batch = vec![
                 Mutation::PutKeyCheck(id, check.clone()),
                 Mutation::SetRotationTarget(Some(id)),
+                Mutation::Audit(CHANGES.into(), Box::new(started)),
             ];
             // The same fingerprint key, under the new key: fingerprints made before the
             // rotation still match after it.
@@ -302,7 +313,13 @@ impl Vault {
     }
 
     /// Steps 4 and 5.
-    fn finish_rotation(&self, actor: &Actor, target: u32) -> Result<()> {
+    fn finish_rotation(
+        &self,
+        actor: &Actor,
+        old: u32,
+        target: u32,
+        reencrypted: u64,
+    ) -> Result<()> {
         let _writer = self.writer()?;
         let key = Arc::clone(self.state().keys.get(target).ok_or(Error::Corrupt {
             what: "the rotation's target key is not loaded",
@@ -313,9 +330,14 @@ impl Vault {
                     what: "a record is still under the old key after re-encryption",
                 });
             }
+            let done = auditing::own(actor, "rotate-key")
+                .detail("from_key", old)
+                .detail("to_key", target)
+                .detail("secrets", reencrypted);
             let mut batch = vec![
                 Mutation::SetActiveKey(target),
                 Mutation::SetRotationTarget(None),
+                Mutation::Audit(CHANGES.into(), Box::new(done)),
             ];
             for &id in state.meta.key_checks.keys().filter(|&&id| id != target) {
                 batch.push(Mutation::DeleteKeyCheck(id));
@@ -326,7 +348,8 @@ impl Vault {
         self.crash_here(CrashPoint::Switched)?;
         // If this fails, the old key stays in the file (and in memory) until the next open
         // retires it; nothing uses it any more.
-        keyfile::write(&self.key_path, &[&key])?;
+        let audit = self.state().audit.clone();
+        keyfile::write(&self.key_path, &[&key], audit.as_ref().map(|a| a.seed()))?;
         self.state_mut().keys.retain(|id| id == target);
         Ok(())
     }
@@ -396,7 +419,7 @@ pub(super) fn reconcile_keys(
 }
 
 /// At open: rewrites the key file without the keys nothing uses (the state was validated,
-/// so every record is under a key in `state.keys`).
+/// so every record is under a key in `state.keys`), and with the audit key's seed.
 pub(super) fn drop_extra_keys(key_path: &Path, state: &State, extra: &[u32]) -> Result<()> {
     let keep: Vec<&Key> = state
         .keys
@@ -404,7 +427,7 @@ pub(super) fn drop_extra_keys(key_path: &Path, state: &State, extra: &[u32]) -> 
         .filter_map(|id| state.keys.get(id))
         .map(|k| &**k)
         .collect();
-    keyfile::write(key_path, &keep)?;
+    keyfile::write(key_path, &keep, state.audit.as_ref().map(|a| a.seed()))?;
     for &id in extra {
         if id > state.meta.active_key {
             warn!(

@@ -109,6 +109,16 @@ impl Backend for TestBackend {
         self.inner.changes(after)
     }
 
+    fn range(
+        &self,
+        table: Table,
+        from: &str,
+        to: &str,
+        limit: usize,
+    ) -> Result<Vec<(String, Vec<u8>)>> {
+        self.inner.range(table, from, to, limit)
+    }
+
     fn needs_reopen(&self) -> bool {
         self.faults.closed.load(Ordering::SeqCst) || self.inner.needs_reopen()
     }
@@ -1139,6 +1149,22 @@ impl Backend for Node {
         Ok(revision)
     }
 
+    fn range(
+        &self,
+        table: Table,
+        from: &str,
+        to: &str,
+        limit: usize,
+    ) -> Result<Vec<(String, Vec<u8>)>> {
+        let inner = self.store.inner.lock().unwrap();
+        Ok(inner
+            .rows
+            .range(Row::new(table, from)..Row::new(table, to))
+            .take(limit)
+            .map(|(r, v)| (r.key.clone(), v.clone()))
+            .collect())
+    }
+
     fn changes(&self, after: Revision) -> Result<Feed> {
         let inner = self.store.inner.lock().unwrap();
         let mut commits: Vec<crate::backend::Committed> = inner
@@ -1163,7 +1189,7 @@ fn two_nodes() -> (tempfile::TempDir, Arc<Shared>, Vault, Vault) {
     let tmp = tempfile::tempdir().unwrap();
     let key_path = tmp.path().join("key");
     let key = Key::generate(1).unwrap();
-    keyfile::write(&key_path, &[&key]).unwrap();
+    keyfile::write(&key_path, &[&key], None).unwrap();
     let store = Arc::new(Shared::default());
     Vault::init_store(&*Node::on(&store), &key, ADMIN).unwrap();
     let a = Vault::with_backend(Node::on(&store), &key_path).unwrap();
@@ -1298,11 +1324,12 @@ fn every_batch_carries_its_actor() {
     a.rotate_key_by(&Actor::admin(Some(0)), &|_| {}).unwrap();
     let inner = store.inner.lock().unwrap();
     let who: Vec<String> = inner.actors.iter().map(ToString::to_string).collect();
-    // The store's creation, the two changes, then the rotation's target, one batch of
-    // both secrets and the switch.
+    // The store's creation, the audit's start, the two changes, then the rotation's
+    // target, one batch of both secrets and the switch.
     assert_eq!(
         who,
         [
+            "local",
             "local",
             "admin (uid 1000)",
             "local",
@@ -1311,15 +1338,15 @@ fn every_batch_carries_its_actor() {
             "admin (uid 0)"
         ]
     );
-    assert_eq!(inner.actors[1].reason(), Some("ticket 7"));
+    assert_eq!(inner.actors[2].reason(), Some("ticket 7"));
 }
 
 #[test]
 fn batches_past_the_bounds_are_refused_before_the_store() {
     let (_tmp, dir) = fresh();
     let vault = open(&dir);
-    // As many rows as a ctl transaction has commands: one commit.
-    let names: Vec<String> = (0..MAX_BATCH_MUTATIONS)
+    // As many rows as the bound: one commit (each set is a row and its audit record).
+    let names: Vec<String> = (0..MAX_BATCH_MUTATIONS / 2)
         .map(|i| format!("s{i:05}"))
         .collect();
     vault
@@ -1455,6 +1482,17 @@ fn a_format_4_store_opens_as_it_is_and_its_versions_go_on_from_its_numbers() {
         let vault = open(&dir);
         assert_fixture_contents(&vault);
         assert_eq!(vault.status().active_key, active_after, "{which}");
+        // Its audit starts at the upgrade, signed with a key the key file now holds.
+        let start = &vault.audit_read(audit::CHANGES, 1, 1).unwrap()[0].0;
+        assert_eq!(start.action, "audit-start", "{which}");
+        assert_eq!(start.details["upgraded_from_format"], "4", "{which}");
+        assert!(
+            keyfile::read_file(&dir.join(KEY_FILE))
+                .unwrap()
+                .audit
+                .is_some()
+        );
+        assert!(vault.audit_verify(&[]).unwrap().is_ok(), "{which}");
         let history = vault.history("updated").unwrap();
         assert_eq!(history.len(), 1, "format 4 kept no earlier version");
         assert_eq!(
@@ -1734,11 +1772,12 @@ fn a_tampered_replayed_or_removed_declaration_is_refused() {
 }
 
 #[test]
-fn stores_of_formats_2_3_and_4_are_upgraded_in_place() {
+fn stores_of_formats_2_to_5_are_upgraded_in_place() {
     for older in [
         rows::FORMAT_WITHOUT_CATALOG,
         rows::FORMAT_WITHOUT_BUNDLES,
         rows::FORMAT_WITHOUT_VERSIONS,
+        rows::FORMAT_WITHOUT_AUDIT,
     ] {
         let (_tmp, dir) = fresh();
         let vault = open(&dir);
@@ -1765,14 +1804,14 @@ fn stores_of_formats_2_3_and_4_are_upgraded_in_place() {
         assert!(vault.catalog().secret("jwt").is_some());
         // A later format is refused by its number, as an older build refuses this one.
         drop(vault);
-        raw::put_meta(&store, "format_version", &6u32.to_be_bytes());
+        raw::put_meta(&store, "format_version", &7u32.to_be_bytes());
         let err = Vault::open(&dir, None).unwrap_err();
         assert!(
             matches!(
                 err,
                 Error::FormatVersion {
-                    found: 6,
-                    supported: 5
+                    found: 7,
+                    supported: 6
                 }
             ),
             "{err:?}"
@@ -1946,4 +1985,474 @@ fn a_long_lint_holds_up_neither_writers_nor_readers() {
         wrote_in * 2 < linted_in,
         "a write and a read took {wrote_in:?} during a lint of {linted_in:?}"
     );
+}
+
+// ---- The audit trail ----
+
+use audit::{CHANGES, OPENS};
+
+/// Every record of `chain`, in order.
+fn trail(v: &Vault, chain: &str) -> Vec<audit::Record> {
+    v.audit_read(chain, 1, MAX_READ)
+        .unwrap()
+        .into_iter()
+        .map(|(r, _)| r)
+        .collect()
+}
+
+fn actions(records: &[audit::Record]) -> Vec<&str> {
+    records.iter().map(|r| r.action.as_str()).collect()
+}
+
+#[test]
+fn every_change_is_recorded_with_its_actor_reason_version_and_never_a_value() {
+    let (_tmp, dir) = fresh();
+    let v = open(&dir);
+    let admin = Actor::admin(Some(ADMIN)).with_reason("ticket 9");
+    v.apply(
+        &admin,
+        &[
+            Change::Set {
+                name: "db",
+                value: b"hunter2-first",
+            },
+            Change::ServiceUid {
+                service: "web",
+                uid: 1001,
+            },
+            Change::Grant {
+                service: "web",
+                name: "db",
+                expires_in: Some(60),
+            },
+        ],
+    )
+    .unwrap();
+    for change in [
+        Change::Stage {
+            name: "db",
+            value: b"hunter2-second",
+        },
+        Change::Promote {
+            name: "db",
+            overlap: Some(3600),
+            revoke_previous: false,
+        },
+        Change::Rollback { name: "db" },
+        Change::Retire { name: "db" },
+        Change::Revoke {
+            service: "web",
+            name: "db",
+        },
+        Change::Revoke {
+            service: "web",
+            name: "db",
+        },
+    ] {
+        v.apply(&admin, &[change]).unwrap();
+    }
+    // Refused: recorded as such, nothing else changed.
+    let e = v
+        .apply(
+            &admin,
+            &[Change::Grant {
+                service: "web",
+                name: "nosuch",
+                expires_in: None,
+            }],
+        )
+        .unwrap_err();
+    assert!(matches!(e.error, Error::NoSuchSecret));
+    v.rotate_key_by(&Actor::admin(Some(0)), &|_| {}).unwrap();
+    v.delete("db").unwrap();
+    let records = trail(&v, CHANGES);
+    assert_eq!(
+        actions(&records),
+        [
+            "audit-start",
+            "set",
+            "service-uid",
+            "grant",
+            "stage",
+            "promote",
+            "rollback",
+            "retire",
+            "revoke",
+            "revoke",
+            "grant",
+            "rotate-key",
+            "rotate-key",
+            "delete"
+        ]
+    );
+    let set = &records[1];
+    assert_eq!(
+        (
+            set.principal.as_str(),
+            set.uid,
+            set.reason.as_deref(),
+            set.version,
+            set.result.as_str()
+        ),
+        ("admin", Some(ADMIN), Some("ticket 9"), Some(1), "ok")
+    );
+    assert_eq!(set.target["secret"], "db");
+    let grant = &records[3];
+    assert_eq!(
+        (
+            grant.target["service"].as_str(),
+            grant.target["secret"].as_str()
+        ),
+        ("web", "db")
+    );
+    assert!(grant.details.contains_key("expires"));
+    assert_eq!(records[4].version, Some(2));
+    assert_eq!(records[5].details["previous"], "1");
+    assert!(records[5].details.contains_key("overlap_until"));
+    assert_eq!(records[8].result, "ok");
+    assert_eq!(records[9].result, "unchanged");
+    assert_eq!(records[10].result, "refused: no such secret");
+    assert_eq!(records[10].target["secret"], "nosuch");
+    assert_eq!(
+        (records[11].result.as_str(), records[12].result.as_str()),
+        ("started", "ok")
+    );
+    assert_eq!(records[12].uid, Some(0));
+    assert_eq!(records[12].details["to_key"], "2");
+    assert_eq!(records[13].principal, "local");
+    // Each is signed, and the chain verifies with the public key alone.
+    assert!(records.iter().all(|r| r.sig.is_some()));
+    let key = v.audit_heads().public_key.unwrap();
+    audit::verify(records.iter().map(|r| (r, None)), key, []).unwrap();
+    assert!(v.audit_verify(&[]).unwrap().is_ok());
+    // No value anywhere in the trail, as stored.
+    let rows = v.backend.range(Table::Audit, "", "~", usize::MAX).unwrap();
+    for (_, bytes) in rows {
+        assert!(!bytes.windows(7).any(|w| w == b"hunter2"));
+    }
+}
+
+#[test]
+fn what_ends_by_itself_is_recorded_as_made_by_this_process() {
+    let (_tmp, dir) = fresh();
+    let v = open(&dir);
+    v.set_clock(Some(4_000_000_000));
+    v.set("db", b"1").unwrap();
+    v.service_set_uid("web", 1001).unwrap();
+    v.apply(
+        &Actor::admin(Some(ADMIN)),
+        &[
+            Change::Grant {
+                service: "web",
+                name: "db",
+                expires_in: Some(60),
+            },
+            Change::Stage {
+                name: "db",
+                value: b"2",
+            },
+        ],
+    )
+    .unwrap();
+    v.set_clock(Some(4_000_000_000 + 2 * 3600));
+    v.expire().unwrap();
+    let records = trail(&v, CHANGES);
+    let ended: Vec<_> = records.iter().filter(|r| r.action == "expire").collect();
+    assert_eq!(ended.len(), 2);
+    for r in &ended {
+        assert_eq!(
+            (r.principal.as_str(), r.reason.as_deref()),
+            ("local", Some("ended by itself"))
+        );
+    }
+    assert!(
+        ended
+            .iter()
+            .any(|r| r.details["what"] == "pending" && r.version == Some(2))
+    );
+    assert!(
+        ended
+            .iter()
+            .any(|r| r.details["what"] == "grant" && r.target["service"] == "web")
+    );
+    // Dated by the vault's clock, in milliseconds.
+    assert_eq!(ended[0].time_ms, (4_000_000_000 + 2 * 3600) * 1000);
+}
+
+#[test]
+fn a_change_whose_record_cannot_be_written_is_not_made() {
+    let (_tmp, dir) = fresh();
+    let (v, faults) = open_faulty(&dir, 1000, None);
+    v.set("a", b"1").unwrap();
+    let before = v.audit_heads();
+    faults.inject(Inject::FailClosing);
+    assert!(v.set("b", b"2").is_err());
+    assert!(v.secret_info("b").is_none());
+    assert_eq!(v.audit_heads(), before);
+    // Once the store works again, the chain goes on from where it was.
+    v.set("b", b"2").unwrap();
+    assert_eq!(
+        v.audit_heads().heads[CHANGES].seq,
+        before.heads[CHANGES].seq + 1
+    );
+    assert!(v.audit_verify(&[]).unwrap().is_ok());
+}
+
+#[test]
+fn writers_racing_on_a_shared_store_link_to_the_head_they_commit_on() {
+    let (_tmp, _store, a, b) = two_nodes();
+    a.set("one", b"1").unwrap();
+    // b planned against an older head: its commit conflicts, it catches up and plans
+    // again, and its record follows a's.
+    b.set("two", b"2").unwrap();
+    a.catch_up().unwrap();
+    let records = trail(&a, CHANGES);
+    let seqs: Vec<u64> = records.iter().map(|r| r.seq).collect();
+    assert_eq!(seqs, (1..=seqs.len() as u64).collect::<Vec<_>>());
+    assert_eq!(records.last().unwrap().target["secret"], "two");
+    assert!(a.audit_verify(&[]).unwrap().is_ok());
+    assert_eq!(a.audit_heads(), b.audit_heads());
+}
+
+fn serving() -> (tempfile::TempDir, PathBuf, Vault) {
+    let (tmp, dir) = fresh();
+    let v = open(&dir);
+    v.set("db", b"1").unwrap();
+    v.service_set_uid("web", 1001).unwrap();
+    v.grant("web", "db").unwrap();
+    (tmp, dir, v)
+}
+
+#[test]
+fn opens_are_recorded_in_batches_with_the_highest_version_each_service_opened() {
+    let (_tmp, dir, v) = serving();
+    let opened = v.open_secret("web", "db").unwrap();
+    v.record_open(
+        &Actor::service("web", Some(1001)),
+        "web",
+        &opened,
+        VersionSlot::Current,
+    );
+    // The admin, through web's view (a deployer's mount).
+    v.record_open(&Actor::admin(Some(0)), "web", &opened, VersionSlot::Current);
+    assert!(v.opened("db").is_empty(), "not before the batch commits");
+    assert_eq!(v.flush_opens().unwrap(), 2);
+    let opens = trail(&v, OPENS);
+    assert_eq!(actions(&opens), ["open", "open"]);
+    assert_eq!(
+        (opens[0].principal.as_str(), opens[0].uid, opens[0].version),
+        ("service web", Some(1001), Some(1))
+    );
+    assert_eq!(
+        (opens[1].principal.as_str(), opens[1].uid),
+        ("admin", Some(0))
+    );
+    assert_eq!(opens[1].target["service"], "web");
+    assert_eq!(opens[1].target["secret"], "db");
+    // The batch's last record is signed, and vouches for the one before it.
+    assert!(opens[0].sig.is_none() && opens[1].sig.is_some());
+    assert_eq!(v.opened("db"), [("web".to_owned(), 1)].into());
+    let changes_before = v.audit_heads().heads[CHANGES];
+    let last_change = v.state().meta.last_change;
+    v.set("db", b"2").unwrap();
+    let newer = v.open_secret("web", "db").unwrap();
+    v.record_open(
+        &Actor::service("web", Some(1001)),
+        "web",
+        &newer,
+        VersionSlot::Current,
+    );
+    v.record_open(
+        &Actor::service("web", Some(1001)),
+        "web",
+        &opened,
+        VersionSlot::Current,
+    );
+    v.flush_opens().unwrap();
+    assert_eq!(v.opened("db")["web"], 2);
+    // Opens go to their own chain, and date no file.
+    assert_eq!(v.audit_heads().heads[CHANGES].seq, changes_before.seq + 1);
+    assert!(v.state().meta.last_change >= last_change);
+    drop(v);
+    let v = open(&dir);
+    assert_eq!(v.opened("db")["web"], 2);
+    assert!(v.audit_verify(&[]).unwrap().is_ok());
+    // Deleting the secret forgets what was opened of it.
+    v.delete("db").unwrap();
+    assert!(v.opened("db").is_empty());
+}
+
+#[test]
+fn opens_past_the_queue_bound_are_counted_and_said_not_recorded() {
+    let (_tmp, _dir, v) = serving();
+    v.set_open_queue_bound(3);
+    let opened = v.open_secret("web", "db").unwrap();
+    let web = Actor::service("web", Some(1001));
+    for _ in 0..5 {
+        v.record_open(&web, "web", &opened, VersionSlot::Current);
+    }
+    v.flush_opens().unwrap();
+    let opens = trail(&v, OPENS);
+    // The three queued, alike, are one record that counts them.
+    assert_eq!(actions(&opens), [OPENS_NOT_RECORDED, "open"]);
+    assert_eq!(opens[0].details["count"], "2");
+    assert_eq!(opens[1].details["count"], "3");
+    assert!(opens[1].details.contains_key("last"));
+    // A batch that fails to commit is counted so too.
+    let (_tmp, dir, v) = serving();
+    drop(v);
+    let (v, faults) = open_faulty(&dir, 1000, None);
+    let opened = v.open_secret("web", "db").unwrap();
+    v.record_open(&web, "web", &opened, VersionSlot::Pending);
+    v.record_open(&web, "web", &opened, VersionSlot::Current);
+    faults.inject(Inject::FailClosing);
+    assert!(v.flush_opens().is_err());
+    assert!(trail(&v, OPENS).is_empty());
+    v.flush_opens().unwrap();
+    let opens = trail(&v, OPENS);
+    assert_eq!(actions(&opens), [OPENS_NOT_RECORDED]);
+    assert_eq!(opens[0].details["count"], "2");
+}
+
+#[test]
+fn the_flusher_records_what_was_queued_and_flushes_at_its_stop() {
+    let (_tmp, _dir, v) = serving();
+    let v = Arc::new(v);
+    let flusher = OpenFlusher::start(Arc::clone(&v)).unwrap();
+    let opened = v.open_secret("web", "db").unwrap();
+    let web = Actor::service("web", Some(1001));
+    v.record_open(&web, "web", &opened, VersionSlot::Current);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while trail(&v, OPENS).is_empty() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the flusher recorded nothing"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
+    for _ in 0..10 {
+        v.record_open(&web, "web", &opened, VersionSlot::Current);
+    }
+    flusher.stop();
+    let counted: u64 = trail(&v, OPENS)
+        .iter()
+        .map(|r| {
+            r.details
+                .get("count")
+                .map_or(1, |n| n.parse::<u64>().unwrap())
+        })
+        .sum();
+    assert_eq!(counted, 11);
+    assert!(v.audit_verify(&[]).unwrap().is_ok());
+}
+
+#[test]
+fn verify_catches_a_record_changed_or_cut_off_in_the_store() {
+    let (_tmp, dir) = fresh();
+    let v = open(&dir);
+    for i in 0..5 {
+        v.set(&format!("s{i}"), b"v").unwrap();
+    }
+    let head = v.audit_heads().heads[CHANGES];
+    let at_3 = audit::Expected {
+        chain: CHANGES.into(),
+        seq: 3,
+        hash: trail(&v, CHANGES)[2].hash(),
+    };
+    assert!(v.audit_verify(std::slice::from_ref(&at_3)).unwrap().is_ok());
+    drop(v);
+    let store = dir.join(STORE_FILE);
+    let row = |seq: u64| crate::trail::audit_row(CHANGES, seq).key;
+    // A record changed (its signature no longer verifies).
+    let good = raw::get(&store, Table::Audit, &row(3)).unwrap();
+    let (mut rec, _) = audit::Record::from_stored(&good).unwrap();
+    rec.target.insert("secret".into(), "other".into());
+    raw::put(&store, Table::Audit, &row(3), &rec.to_stored());
+    let v = open(&dir);
+    let bad = v.audit_verify(&[]).unwrap().unwrap_err();
+    assert_eq!(bad.seq, Some(3), "{bad}");
+    assert!(bad.what.contains("signature"), "{bad}");
+    drop(v);
+    raw::put(&store, Table::Audit, &row(3), &good);
+    // The last record removed: the store record's head says where the chain ends.
+    raw::delete(&store, Table::Audit, &row(head.seq));
+    let v = open(&dir);
+    let bad = v.audit_verify(&[]).unwrap().unwrap_err();
+    assert!(bad.what.contains("tail was cut off"), "{bad}");
+    // And the server keeps its chain from the store record's head, not from the rows.
+    v.set("after", b"v").unwrap();
+    assert_eq!(v.audit_heads().heads[CHANGES].seq, head.seq + 1);
+}
+
+#[test]
+fn a_format_5_store_opens_and_starts_its_audit_chain() {
+    for (which, active_after) in [("plain", 2), ("rotating", 3)] {
+        let (_tmp, dir) = fixture("format5", which);
+        let store = dir.join(STORE_FILE);
+        assert_eq!(
+            raw::meta(&store, "format_version").unwrap(),
+            rows::FORMAT_WITHOUT_AUDIT.to_be_bytes(),
+            "{which}"
+        );
+        assert!(
+            keyfile::read_file(&dir.join(KEY_FILE))
+                .unwrap()
+                .audit
+                .is_none()
+        );
+        let vault = open(&dir);
+        assert_fixture_contents(&vault);
+        assert_eq!(vault.status().active_key, active_after, "{which}");
+        // The chain starts with a record saying so; the rotation the crash left is
+        // finished after it, and recorded.
+        let records = trail(&vault, CHANGES);
+        assert_eq!(records[0].action, "audit-start", "{which}");
+        assert_eq!(records[0].details["upgraded_from_format"], "5");
+        let public = vault.audit_heads().public_key.unwrap();
+        assert_eq!(records[0].details["public_key"], public.to_string());
+        if which == "rotating" {
+            assert!(
+                records
+                    .iter()
+                    .any(|r| r.action == "rotate-key" && r.result == "ok")
+            );
+        }
+        vault.set("after", b"v").unwrap();
+        drop(vault);
+        assert_eq!(
+            raw::meta(&store, "format_version").unwrap(),
+            FORMAT_VERSION.to_be_bytes()
+        );
+        // The key file holds the signing key now, and the next start goes on with it.
+        assert!(
+            keyfile::read_file(&dir.join(KEY_FILE))
+                .unwrap()
+                .audit
+                .is_some()
+        );
+        let vault = open(&dir);
+        assert_eq!(vault.audit_heads().public_key, Some(public));
+        assert!(vault.audit_verify(&[]).unwrap().is_ok(), "{which}");
+        assert_eq!(
+            trail(&vault, CHANGES).last().unwrap().target["secret"],
+            "after"
+        );
+        drop(vault);
+        // Without the audit key, or with another, the store is refused.
+        let key = dir.join(KEY_FILE);
+        let text = std::fs::read_to_string(&key).unwrap();
+        let without: String = text
+            .lines()
+            .filter(|l| !l.starts_with("audit "))
+            .map(|l| format!("{l}\n"))
+            .collect();
+        std::fs::write(&key, &without).unwrap();
+        let err = Vault::open(&dir, None).unwrap_err();
+        assert!(matches!(err, Error::AuditKeyMissing { .. }), "{err:?}");
+        std::fs::write(&key, format!("{without}audit {}\n", "ab".repeat(32))).unwrap();
+        let err = Vault::open(&dir, None).unwrap_err();
+        assert!(matches!(err, Error::AuditKeyMismatch { .. }), "{err:?}");
+        std::fs::write(&key, &text).unwrap();
+        open(&dir);
+    }
 }

@@ -22,15 +22,16 @@ use std::collections::BTreeMap;
 
 use tracing::{info, warn};
 
-use super::Vault;
+use super::{Vault, auditing};
 use crate::actor::Actor;
 use crate::error::{Error, Result};
 use crate::record::{PENDING_TTL, VersionSlot, VersionState};
 use crate::rows::Mutation;
 use crate::types::{Expired, OpenedSecret, SecretInfo, StaleSecret, VersionInfo};
+use audit::CHANGES;
 
 /// The rotation period of a secret the catalog gives none: 90 days, in seconds.
-const DEFAULT_ROTATION_SECS: u64 = 90 * 24 * 3600;
+pub(super) const DEFAULT_ROTATION_SECS: u64 = 90 * 24 * 3600;
 
 impl Vault {
     /// Opens a version of a secret on behalf of `service`: checks the grant and that the
@@ -220,12 +221,22 @@ impl Vault {
                     if let (true, Some(p)) = (rec.pending_expired(now), &rec.pending) {
                         expired.pending.push((name.clone(), p.made.version));
                         next = Some(rec.discarded(now));
+                        let event = auditing::own(&actor, "expire")
+                            .target("secret", name.clone())
+                            .version(p.made.version)
+                            .detail("what", "pending");
+                        batch.push(Mutation::Audit(CHANGES.into(), Box::new(event)));
                     }
                     if overlap_ended(rec, now) {
                         let next = next.get_or_insert_with(|| rec.clone());
                         if let Some(previous) = &mut next.previous {
                             expired.overlaps.push((name.clone(), previous.made.version));
                             previous.until = None;
+                            let event = auditing::own(&actor, "expire")
+                                .target("secret", name.clone())
+                                .version(previous.made.version)
+                                .detail("what", "overlap");
+                            batch.push(Mutation::Audit(CHANGES.into(), Box::new(event)));
                         }
                     }
                     if let Some(next) = next {
@@ -236,6 +247,11 @@ impl Vault {
                     for (secret, _) in ends.iter().filter(|&(_, &t)| t <= now) {
                         expired.grants.push((service.clone(), secret.clone()));
                         batch.push(Mutation::DeleteGrant(service.clone(), secret.clone()));
+                        let event = auditing::own(&actor, "expire")
+                            .target("secret", secret.clone())
+                            .target("service", service.clone())
+                            .detail("what", "grant");
+                        batch.push(Mutation::Audit(CHANGES.into(), Box::new(event)));
                     }
                 }
                 Ok::<_, Error>((batch, expired))
@@ -272,6 +288,10 @@ impl Vault {
                         if let Some(p) = &rec.pending {
                             gone.push((name.clone(), p.made.version));
                             batch.push(Mutation::PutSecret(name.clone(), rec.discarded(now)));
+                            let event = auditing::own(&actor, "discard")
+                                .target("secret", name.clone())
+                                .version(p.made.version);
+                            batch.push(Mutation::Audit(CHANGES.into(), Box::new(event)));
                         }
                     }
                     Ok::<_, Error>((batch, gone))

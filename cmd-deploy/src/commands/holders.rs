@@ -1,0 +1,171 @@
+//! `deploy secret holders NAME [--json]`: everyone a rotation or revoke of a secret must
+//! reach, from the ctl query `holders`: the services granted it (and whether each has
+//! opened the current version), the deployments a value was generated for, the tiers it
+//! is delegated to.
+
+use std::io::Write;
+
+use ctl::Command;
+use serde::{Deserialize, Serialize};
+
+use super::versions::query;
+use super::{Outcome, validate};
+use crate::connect::{Env, Server};
+use crate::error::CliError;
+use crate::output::{Align, Table, printable, when, write_json, write_text};
+
+/// The server's answer to `holders NAME`.
+#[derive(Debug, Deserialize, Serialize, PartialEq, Eq)]
+pub struct Holders {
+    /// The secret.
+    pub name: String,
+    /// Its current version, if a value is stored.
+    pub version: Option<u64>,
+    /// The services granted it.
+    pub services: Vec<ServiceHolder>,
+    /// The values of it generated for deployments.
+    pub deployments: Vec<Deployment>,
+    /// The tiers it is delegated to.
+    pub delegated: Vec<DelegatedTier>,
+}
+
+/// A service granted the secret.
+#[derive(Debug, Deserialize, Serialize, PartialEq, Eq)]
+pub struct ServiceHolder {
+    /// The service.
+    pub service: String,
+    /// When the grant ends; none: until revoked.
+    pub expires: Option<u64>,
+    /// Whether it is suspended.
+    pub suspended: bool,
+    /// The highest version it has opened.
+    pub opened: Option<u64>,
+    /// Whether that is the current version or later.
+    pub opened_current: bool,
+}
+
+/// A value generated for a deployment's bundle.
+#[derive(Debug, Deserialize, Serialize, PartialEq, Eq)]
+pub struct Deployment {
+    /// The deployment.
+    pub deployment: String,
+    /// Its service.
+    pub service: String,
+    /// Its tier.
+    pub tier: String,
+    /// Which bundle of the deployment.
+    pub bundle: u64,
+    /// When it was issued.
+    pub issued: u64,
+    /// Whether the deployment's last bundle.
+    pub current: bool,
+}
+
+/// A tier the secret is delegated to.
+#[derive(Debug, Deserialize, Serialize, PartialEq, Eq)]
+pub struct DelegatedTier {
+    /// The tier.
+    pub tier: String,
+    /// Where the provider keeps it.
+    pub reference: String,
+    /// Whether it is marked present.
+    pub present: bool,
+}
+
+/// `deploy secret holders NAME [--json]`.
+///
+/// # Errors
+/// The server's (no such secret), an answer that does not read.
+pub async fn holders(
+    name: String,
+    json: bool,
+    server: &Server,
+    env: &Env,
+    out: &mut dyn Write,
+) -> Result<Outcome, CliError> {
+    let command = Command::Holders { name };
+    validate(&command)?;
+    let body = query(server, env, &command).await?;
+    let holders: Holders = serde_json::from_slice(&body)
+        .map_err(|e| CliError::Unexpected(format!("the holders do not read: {e}")))?;
+    if json {
+        write_json(out, &holders)?;
+    } else {
+        write_text(out, &render(&holders))?;
+    }
+    Ok(Outcome::Done)
+}
+
+/// Three tables, each under a heading, `none` for an empty one.
+fn render(h: &Holders) -> String {
+    let mut text = match h.version {
+        Some(v) => format!("{} (version {v})\n", printable(&h.name)),
+        None => format!("{} (no value stored)\n", printable(&h.name)),
+    };
+    text.push_str("\nservices granted it:\n");
+    if h.services.is_empty() {
+        text.push_str("  none\n");
+    } else {
+        let mut table = Table::new(&[
+            ("SERVICE", Align::Left),
+            ("GRANT", Align::Left),
+            ("OPENED", Align::Right),
+            ("HAS CURRENT", Align::Left),
+            ("NOTE", Align::Left),
+        ]);
+        for s in &h.services {
+            table.row(vec![
+                s.service.clone(),
+                s.expires
+                    .map_or_else(|| "until revoked".into(), |t| format!("until {}", when(t))),
+                s.opened.map_or_else(|| "-".into(), |v| v.to_string()),
+                if s.opened_current { "yes" } else { "no" }.into(),
+                if s.suspended { "suspended" } else { "" }.into(),
+            ]);
+        }
+        text.push_str(&table.render());
+    }
+    text.push_str("\ndeployments a value was generated for:\n");
+    if h.deployments.is_empty() {
+        text.push_str("  none\n");
+    } else {
+        let mut table = Table::new(&[
+            ("DEPLOYMENT", Align::Left),
+            ("SERVICE", Align::Left),
+            ("TIER", Align::Left),
+            ("BUNDLE", Align::Right),
+            ("ISSUED", Align::Left),
+            ("LAST BUNDLE", Align::Left),
+        ]);
+        for d in &h.deployments {
+            table.row(vec![
+                d.deployment.clone(),
+                d.service.clone(),
+                d.tier.clone(),
+                d.bundle.to_string(),
+                when(d.issued),
+                if d.current { "yes" } else { "no" }.into(),
+            ]);
+        }
+        text.push_str(&table.render());
+    }
+    text.push_str("\ntiers it is delegated to:\n");
+    if h.delegated.is_empty() {
+        text.push_str("  none\n");
+    } else {
+        let mut table = Table::new(&[
+            ("TIER", Align::Left),
+            ("REFERENCE", Align::Left),
+            ("PRESENT", Align::Left),
+        ]);
+        for t in &h.delegated {
+            table.row(vec![
+                t.tier.clone(),
+                t.reference.clone(),
+                if t.present { "yes" } else { "no" }.into(),
+            ]);
+        }
+        text.push_str(&table.render());
+    }
+    text
+}
