@@ -199,6 +199,28 @@ Examples:
         #[arg(long, value_name = "DIR")]
         dir: Option<PathBuf>,
     },
+    /// Print the changes of secrets, grants and config as they happen, one line each.
+    ///
+    /// Without SERVICE, every change (the admin tree's secrets/events): `VERB NAME
+    /// VERSION`, and the service after it for granted, revoked and config. With SERVICE,
+    /// the changes SERVICE is told of (its view's /events, read on its behalf): those of
+    /// the secrets it is granted, its grants and its config. VERB is set, rotated, pending,
+    /// previous-retired, revoked, granted, deleted or config (a config key's VERSION is the
+    /// store's revision); `lost N` says N lines were dropped because deploy fell behind.
+    /// Runs until Ctrl-C, SIGTERM or SIGHUP (exit status 0), or until the server stops
+    /// (exit status 1).
+    #[command(after_help = "\
+Examples:
+  deploy watch
+  deploy watch web
+  deploy watch --json | jq -c 'select(.verb == \"rotated\")'")]
+    Watch {
+        /// Only the changes this service is told of.
+        service: Option<String>,
+        /// One JSON object per line: {"verb":"set","name":"db","version":4}.
+        #[arg(long)]
+        json: bool,
+    },
     /// Write a backup of the server's store to FILE while it serves.
     ///
     /// FILE is a copy of the store as of one moment (restore it as DATA/store.redb, see
@@ -228,11 +250,47 @@ impl Command {
         matches!(
             self,
             Command::Mount { .. }
+                | Command::Watch { .. }
                 | Command::Service(ServiceCommand::Run { .. })
                 | Command::Secret(SecretCommand::Rotate(RotateArgs { test: Some(_), .. }))
                 | Command::Audit(AuditCommand::Follow { .. })
         )
     }
+}
+
+/// A signal `deploy service run --signal-on-change` may send.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct OnChangeSignal {
+    /// Its name without SIG.
+    pub name: &'static str,
+    /// The signal.
+    pub signal: rustix::process::Signal,
+}
+
+/// The signals a program is told to reload by, and the usual others that do not stop or
+/// kill it by default being caught.
+const ON_CHANGE_SIGNALS: [(&str, rustix::process::Signal); 8] = [
+    ("HUP", rustix::process::Signal::HUP),
+    ("INT", rustix::process::Signal::INT),
+    ("QUIT", rustix::process::Signal::QUIT),
+    ("USR1", rustix::process::Signal::USR1),
+    ("USR2", rustix::process::Signal::USR2),
+    ("TERM", rustix::process::Signal::TERM),
+    ("ALRM", rustix::process::Signal::ALARM),
+    ("WINCH", rustix::process::Signal::WINCH),
+];
+
+fn parse_signal(s: &str) -> Result<OnChangeSignal, String> {
+    let upper = s.to_ascii_uppercase();
+    let name = upper.strip_prefix("SIG").unwrap_or(&upper);
+    ON_CHANGE_SIGNALS
+        .iter()
+        .find(|(n, _)| *n == name)
+        .map(|&(name, signal)| OnChangeSignal { name, signal })
+        .ok_or_else(|| {
+            let names: Vec<&str> = ON_CHANGE_SIGNALS.iter().map(|(n, _)| *n).collect();
+            format!("not a signal deploy sends; use one of {}", names.join(", "))
+        })
 }
 
 /// How `deploy service run` mounts a view.
@@ -913,19 +971,34 @@ Examples:
     /// SIGQUIT, SIGUSR1 and SIGUSR2 on to CMD, exits with CMD's status (128+N if a signal
     /// N ended it) and unmounts. Nothing is written to disk or to CMD's environment.
     ///
+    /// For a program that reads its secrets only when it starts: with
+    /// --restart-on-change, deploy stops CMD (SIGTERM, SIGKILL after 10 s) and starts it
+    /// again when one of SERVICE's secrets or config keys changes (a set, a rotation, a
+    /// grant, a revoke, a delete, a config key; not a staged version); with
+    /// --signal-on-change SIG, it sends CMD SIG instead (a program that reloads on SIGHUP).
+    ///
     /// /secret and /config must be empty directories (the install step makes them:
     /// `install -d -m 0755 /secret /config`).
     #[command(after_help = "\
 Examples:
   deploy service run web -- /usr/bin/web --port 8080
   deploy service run web --mount fuse -- sh -c 'cat /secret/db_password'
-  deploy service check web && deploy service run web -- web-server")]
+  deploy service check web && deploy service run web -- web-server
+  deploy service run web --restart-on-change -- /usr/bin/web
+  deploy service run web --signal-on-change HUP -- nginx -g 'daemon off;'")]
     Run {
         /// The service.
         service: String,
         /// How to mount its view.
         #[arg(long, value_enum, default_value = "auto")]
         mount: MountKind,
+        /// Restart CMD when one of the service's secrets or config keys changes.
+        #[arg(long, conflicts_with = "signal_on_change")]
+        restart_on_change: bool,
+        /// Send CMD this signal when one of the service's secrets or config keys changes:
+        /// HUP, INT, QUIT, USR1, USR2, TERM, ALRM or WINCH (with or without SIG).
+        #[arg(long, value_name = "SIG", value_parser = parse_signal)]
+        signal_on_change: Option<OnChangeSignal>,
         /// The command and its arguments, after `--`.
         #[arg(required = true, last = true, value_name = "CMD")]
         command: Vec<OsString>,
@@ -1380,6 +1453,53 @@ mod tests {
     }
 
     #[test]
+    fn a_change_restarts_or_signals_by_a_signal_named_either_way() {
+        let signal_of = |sig: &str| {
+            let cli = Cli::try_parse_from([
+                "deploy",
+                "service",
+                "run",
+                "web",
+                "--signal-on-change",
+                sig,
+                "--",
+                "true",
+            ]);
+            match cli.map(|c| c.command) {
+                Ok(Command::Service(ServiceCommand::Run {
+                    signal_on_change: Some(s),
+                    ..
+                })) => Ok(s.name),
+                Ok(other) => panic!("parsed as {other:?}"),
+                Err(e) => Err(e.to_string()),
+            }
+        };
+        assert_eq!(signal_of("HUP"), Ok("HUP"));
+        assert_eq!(signal_of("sighup"), Ok("HUP"));
+        assert_eq!(signal_of("USR1"), Ok("USR1"));
+        let e = signal_of("KILL").unwrap_err();
+        assert!(e.contains("use one of HUP, INT, QUIT"), "{e}");
+        let both = Cli::try_parse_from([
+            "deploy",
+            "service",
+            "run",
+            "web",
+            "--restart-on-change",
+            "--signal-on-change",
+            "HUP",
+            "--",
+            "true",
+        ]);
+        assert_eq!(both.unwrap_err().exit_code(), 2);
+        let watch = Cli::try_parse_from(["deploy", "watch", "web", "--json"]).unwrap();
+        assert!(watch.command.handles_signals());
+        assert!(matches!(
+            watch.command,
+            Command::Watch { service: Some(s), json: true } if s == "web"
+        ));
+    }
+
+    #[test]
     fn run_takes_the_command_after_the_double_dash() {
         let cli = Cli::try_parse_from([
             "deploy", "service", "run", "web", "--mount", "fuse", "--", "sh", "-c", "x --y",
@@ -1391,9 +1511,12 @@ mod tests {
                 service,
                 mount,
                 command,
+                restart_on_change,
+                signal_on_change,
             }) => {
                 assert_eq!((service.as_str(), mount), ("web", MountKind::Fuse));
                 assert_eq!(command, ["sh", "-c", "x --y"]);
+                assert!(!restart_on_change && signal_on_change.is_none());
             }
             other => panic!("parsed as {other:?}"),
         }

@@ -479,6 +479,18 @@ impl Session {
         }
     }
 
+    /// Walks to `path` and opens it for reading, within the timeout. Reads of the fid then
+    /// wait as long as the server takes (an events file's wait for a change).
+    pub async fn open(&self, path: &[&str]) -> Result<Fid, ClientError> {
+        self.link
+            .answer(async {
+                let mut fid = self.root.walk(path).await?;
+                fid.open(om::READ).await?;
+                Ok(fid)
+            })
+            .await
+    }
+
     /// Reads a whole directory of at most `limit` bytes of entries.
     pub async fn list(&self, path: &[&str], limit: usize) -> Result<Vec<Stat>, ClientError> {
         self.link

@@ -358,6 +358,9 @@ fn request_hint(e: &ClientError) -> String {
         ClientError::Disconnected => {
             "the server closed the connection; see the server's log".to_string()
         }
+        ClientError::Remote(text) if text == ninep::ename::SHUT_DOWN => {
+            "the server is shutting down; run the command again once it is back".to_string()
+        }
         ClientError::TooLong { limit } => format!(
             "the server sent more than {}, more than srv-secrets ever serves there; is this \
              a srv-secrets socket, and as new as this deploy?",

@@ -232,6 +232,12 @@ async fn metrics(_: Caller, State(api): State<Api>) -> Response {
     );
     metric("open_fids", "gauge", "9P fids open.", &[("", p.open_fids)]);
     metric(
+        "waiting_reads",
+        "gauge",
+        "9P reads waiting for a change (events files), holding no reply permit.",
+        &[("", p.waiting_reads)],
+    );
+    metric(
         "connections",
         "gauge",
         "9P connections open, by class.",

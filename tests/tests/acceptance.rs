@@ -102,7 +102,7 @@ fn acceptance_through_deploy_and_a_plain_client_as_each_uid() {
     );
     assert_eq!(
         stdout(&s.ninep_as(WEB, "web", &["ls", "/"])),
-        "config\nsecret\n"
+        "config\nevents\nsecret\n"
     );
     // The deployer reads the same bytes on web's behalf.
     let got = s.deploy(&["secret", "get", "db_password", "--as", "web"]);

@@ -581,7 +581,7 @@ fn a_service_uid_is_told_who_it_is_and_a_stranger_nothing() {
     );
     assert_eq!(
         stdout(&s.ninep_as(WEB, "", &["ls", "/"])),
-        "config\nsecret\n"
+        "config\nevents\nsecret\n"
     );
 }
 

@@ -116,7 +116,7 @@ fn run(version: Option<&str>) {
     let all = checks(&run.output);
     let ctx = &run.output;
     assert_eq!(run.exit_code, 0, "{ctx}");
-    assert_eq!(check(&all, "ls_root"), "config secret", "{ctx}");
+    assert_eq!(check(&all, "ls_root"), "config events secret", "{ctx}");
     assert_eq!(check(&all, "ls_secret"), "db_password", "{ctx}");
     assert_eq!(check(&all, "ls_config"), "log_level", "{ctx}");
     assert_eq!(
@@ -212,7 +212,7 @@ echo "CHECK service=$(head -1 services/web)"
     let ctx = &run.output;
     assert_eq!(
         check(&all, "ls"),
-        "backup ctl grants key lint plans services stale status store",
+        "audit backup ctl events grants key lint plans services stale status store",
         "{ctx}"
     );
     assert_eq!(check(&all, "set_rc"), "0", "{ctx}");

@@ -29,6 +29,7 @@ pub mod run;
 pub mod secret;
 pub mod service;
 pub mod versions;
+pub mod watch;
 
 /// How a command that did not fail ended.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -77,6 +78,9 @@ pub async fn run(cli: Cli, env: &Env, out: &mut dyn Write) -> Result<Outcome, Cl
         Command::Catalog(cmd) => catalog::catalog_command(cmd, &server()?, env, out).await,
         Command::Bundle(cmd) => bundle::run(cmd, &server()?, env, out).await,
         Command::Backup { file, force } => backup::run(&file, force, &server()?, env, out).await,
+        Command::Watch { service, json } => {
+            watch::watch(&server()?, env, service.as_deref(), json, out).await
+        }
         Command::Audit(cmd) => audit::run(cmd, server, env, out).await,
         Command::Incident(IncidentCommand::Report { since, format }) => {
             incident::report(since, format, &server()?, env, out).await

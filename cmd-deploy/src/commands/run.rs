@@ -10,6 +10,10 @@
 //! 3. CMD, spawned from that thread so that it inherits the namespace and no_new_privs, as
 //!    SERVICE's uid and gid with no supplementary groups (std's `uid()` drops them). deploy
 //!    stays to serve the FUSE mounts, passes signals on, and exits as CMD did.
+//! 4. With `--restart-on-change` or `--signal-on-change SIG`, deploy reads SERVICE's
+//!    `/events` on a connection of its own (opened before CMD starts, so that no change
+//!    after the start is missed) and restarts CMD, or signals it, when a change reaches
+//!    what CMD reads: a secret's current version, a grant, a config key.
 //!
 //! Everything here runs on the one thread of deploy's runtime, which is the thread in the
 //! new namespace: mounts and unmounts happen there, and nothing on it touches the FUSE
@@ -30,8 +34,9 @@ use tokio::signal::unix::{SignalKind, signal};
 use super::mount::mount_view;
 use super::owner::unfit_directory;
 use super::service::service_report;
+use super::watch::{EventStream, Line};
 use super::{Outcome, note, validate};
-use crate::cli::MountKind;
+use crate::cli::{MountKind, OnChangeSignal};
 use crate::connect::{Env, Server, Session};
 use crate::error::CliError;
 use crate::output::printable;
@@ -51,6 +56,20 @@ const PASSED_ON: [(SignalKind, rustix::process::Signal); 6] = [
     (SignalKind::user_defined2(), rustix::process::Signal::USR2),
 ];
 
+/// What `deploy service run` does when a change reaches what CMD reads.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum OnChange {
+    /// Nothing: CMD reads its files when it likes.
+    Nothing,
+    /// Stop CMD and start it again (`--restart-on-change`).
+    Restart,
+    /// Send CMD a signal (`--signal-on-change SIG`).
+    Signal(OnChangeSignal),
+}
+
+/// How long CMD has to exit after SIGTERM, when it is restarted, before SIGKILL.
+const RESTART_GRACE: std::time::Duration = std::time::Duration::from_secs(10);
+
 /// `deploy service run`.
 ///
 /// # Errors
@@ -60,6 +79,7 @@ pub async fn run(
     env: &Env,
     service: &str,
     kind: MountKind,
+    on_change: OnChange,
     command: &[OsString],
 ) -> Result<Outcome, CliError> {
     validate(&ctl::Command::ServiceRemove {
@@ -132,22 +152,34 @@ pub async fn run(
     .map_err(|e| CliError::Deployer(format!("cannot make the namespace's mounts private: {e}")))?;
     let view = mount(server, env, service, owner, kind).await?;
 
+    // 4. The changes, watched from before CMD starts.
+    let mut changes = match on_change {
+        OnChange::Nothing => None,
+        OnChange::Restart | OnChange::Signal(_) => Some(Changes::open(server, env, service).await?),
+    };
+
     // 3. The command.
     rustix::thread::set_no_new_privs(true)
         .map_err(|e| CliError::Deployer(format!("cannot set no_new_privs: {e}")))?;
-    let mut child = tokio::process::Command::new(program)
-        .args(args)
-        .uid(owner.uid)
-        .gid(owner.gid)
-        .spawn()
-        .map_err(|e| {
-            // main passes every error through printable() before it reaches a terminal.
-            let name = program.to_string_lossy();
-            CliError::Deployer(format!("cannot run {name} as uid {}: {e}", owner.uid))
-        })?;
-    let pid = child
-        .id()
-        .and_then(|id| rustix::process::Pid::from_raw(id as i32));
+    let spawn = || {
+        tokio::process::Command::new(program)
+            .args(args)
+            .uid(owner.uid)
+            .gid(owner.gid)
+            .spawn()
+            .map_err(|e| {
+                // main passes every error through printable() before it reaches a terminal.
+                let name = program.to_string_lossy();
+                CliError::Deployer(format!("cannot run {name} as uid {}: {e}", owner.uid))
+            })
+    };
+    let pid_of = |child: &tokio::process::Child| {
+        child
+            .id()
+            .and_then(|id| rustix::process::Pid::from_raw(id as i32))
+    };
+    let mut child = spawn()?;
+    let mut pid = pid_of(&child);
     let status = loop {
         tokio::select! {
             status = child.wait() => break status,
@@ -158,12 +190,106 @@ pub async fn run(
                     let _ = rustix::process::kill_process(pid, sig);
                 }
             }
+            lines = next_change(&mut changes) => {
+                let lines = match lines {
+                    Ok(lines) => lines,
+                    Err(e) => {
+                        note(&format!("{e}; CMD runs on, no longer restarted or signalled on a change"));
+                        changes = None;
+                        continue;
+                    }
+                };
+                let Some(why) = what_changed(&lines) else {
+                    continue;
+                };
+                match on_change {
+                    OnChange::Signal(sig) => {
+                        note(&format!("{why}: sending SIG{} to the command", sig.name));
+                        if let Some(pid) = pid {
+                            let _ = rustix::process::kill_process(pid, sig.signal);
+                        }
+                    }
+                    OnChange::Restart => {
+                        note(&format!("{why}: restarting the command"));
+                        // Watched afresh from before the new start: what the old watch
+                        // holds happened before it, and the new command reads it anyway.
+                        changes = Some(Changes::open(server, env, service).await?);
+                        stop(&mut child, pid).await;
+                        child = spawn()?;
+                        pid = pid_of(&child);
+                    }
+                    OnChange::Nothing => {}
+                }
+            }
         }
     };
     drop(view);
     let status =
         status.map_err(|e| CliError::Deployer(format!("cannot wait for the command: {e}")))?;
     Ok(Outcome::Exit(exit_code(status)))
+}
+
+/// SERVICE's `/events`, on a connection of deploy's own (the admin's, on its behalf).
+struct Changes {
+    stream: EventStream,
+    _session: Session,
+}
+
+impl Changes {
+    async fn open(server: &Server, env: &Env, service: &str) -> Result<Changes, CliError> {
+        let session = Session::service_view(server, env, service, "service run").await?;
+        let stream = EventStream::open(&session, Some(service)).await?;
+        Ok(Changes {
+            stream,
+            _session: session,
+        })
+    }
+}
+
+/// The next lines of the watch, if there is one; never, if not.
+async fn next_change(changes: &mut Option<Changes>) -> Result<Vec<Line>, CliError> {
+    match changes {
+        Some(c) => c.stream.next().await,
+        None => std::future::pending().await,
+    }
+}
+
+/// What of `lines` reaches what CMD reads, said for people (`rotated db 3`): a new current
+/// version, a grant gone or new, a secret deleted, a config key, or lines lost (which may
+/// have been any of these). A staged version or a previous one retired changes nothing
+/// CMD reads at /secret/NAME.
+fn what_changed(lines: &[Line]) -> Option<String> {
+    use model::{EventLine, Verb};
+    let changed: Vec<&str> = lines
+        .iter()
+        .filter(|l| match &l.event {
+            Some(EventLine::Change { verb, .. }) => {
+                !matches!(verb, Verb::Pending | Verb::PreviousRetired)
+            }
+            Some(EventLine::Lost { .. }) => true,
+            None => false,
+        })
+        .map(|l| l.text.as_str())
+        .collect();
+    (!changed.is_empty()).then(|| changed.join(", "))
+}
+
+/// Stops CMD for a restart: SIGTERM, then SIGKILL if it has not exited within
+/// [`RESTART_GRACE`].
+async fn stop(child: &mut tokio::process::Child, pid: Option<rustix::process::Pid>) {
+    if let Some(pid) = pid {
+        let _ = rustix::process::kill_process(pid, rustix::process::Signal::TERM);
+    }
+    if tokio::time::timeout(RESTART_GRACE, child.wait())
+        .await
+        .is_err()
+    {
+        note(&format!(
+            "the command did not exit within {}s of SIGTERM; killing it",
+            RESTART_GRACE.as_secs()
+        ));
+        let _ = child.kill().await;
+    }
 }
 
 /// Whether the terminal delivered `sig` to CMD as well as to us: Ctrl-C and Ctrl-\ reach

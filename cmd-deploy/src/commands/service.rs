@@ -69,8 +69,17 @@ pub async fn run(
         ServiceCommand::Run {
             service,
             mount,
+            restart_on_change,
+            signal_on_change,
             command,
-        } => super::run::run(server, env, &service, mount, &command).await,
+        } => {
+            let on_change = match (restart_on_change, signal_on_change) {
+                (true, _) => super::run::OnChange::Restart,
+                (false, Some(sig)) => super::run::OnChange::Signal(sig),
+                (false, None) => super::run::OnChange::Nothing,
+            };
+            super::run::run(server, env, &service, mount, on_change, &command).await
+        }
         ServiceCommand::Check { service, json } => {
             validate(&Command::ServiceRemove {
                 service: service.clone(),

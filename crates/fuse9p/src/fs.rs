@@ -8,6 +8,15 @@
 //! Nothing is cached. A lookup or getattr walks the path from the root and stats it; an
 //! open walks and Topens a fid that the file handle keeps until release; a read is Treads
 //! on that fid. File data lives only in zeroizing buffers, from the Rread to the reply.
+//!
+//! An append-only file (QTAPPEND, a stream such as an events file) may make a read wait
+//! as long as nothing happens: its read is one Tread, with no timeout and outside the
+//! request slots, so that any number of readers waiting there do not hold up the mount's
+//! other requests. fuser answers FUSE_INTERRUPT with ENOSYS, after which the kernel waits
+//! for our answer even once the reader has a fatal signal; so while such a read waits, it
+//! looks at its reader every [`READER_CHECK`], and once the reader is dying (SIGKILL
+//! pending, which every fatal signal becomes) or gone, it flushes the Tread and answers
+//! EINTR.
 
 use std::collections::HashMap;
 use std::ffi::OsStr;
@@ -22,7 +31,7 @@ use fuser::{
     ReplyOpen, Request,
 };
 use ninep::client::{ClientError, Fid};
-use ninep::{Rmessage, Stat, Tread, dm, om};
+use ninep::{Rmessage, Stat, Tread, dm, om, qt};
 use tokio::sync::{Semaphore, watch};
 use zeroize::Zeroizing;
 
@@ -41,6 +50,9 @@ const NO_CACHE: Duration = Duration::ZERO;
 
 /// The block size `stat` reports, and the unit of `st_blocks` (always 512).
 const BLOCK_SIZE: u32 = 4096;
+
+/// How often a read of a stream that waits looks whether its reader is dying.
+const READER_CHECK: Duration = Duration::from_millis(200);
 
 /// The filesystem fuser runs.
 pub struct NinepFs {
@@ -64,6 +76,8 @@ struct Shared {
 enum Open {
     /// An open file: the fid its reads go to.
     File(Arc<Fid>),
+    /// An open append-only file (QTAPPEND): a stream, whose reads may wait.
+    Stream(Arc<Fid>),
     /// An open directory: its entries, as listed at opendir.
     Dir(Arc<Vec<Entry>>),
 }
@@ -167,16 +181,71 @@ impl Shared {
 
     async fn getattr(&self, ino: INodeNo, fh: Option<FileHandle>) -> Result<FileAttr, Errno> {
         let stat = match fh.and_then(|fh| self.handle(fh)) {
-            Some(Open::File(fid)) => self.request(1, fid.stat()).await?,
+            Some(Open::File(fid) | Open::Stream(fid)) => self.request(1, fid.stat()).await?,
             _ => self.stat(&self.path(ino)?).await?,
         };
         Ok(file_attr(self.owner, ino.0, &stat))
     }
 
-    async fn open(&self, ino: INodeNo) -> Result<FileHandle, Errno> {
+    /// Opens the file; says whether it is a stream.
+    async fn open(&self, ino: INodeNo) -> Result<(FileHandle, bool), Errno> {
         let mut fid = self.walk(&self.path(ino)?).await?;
         self.request(1, fid.open(om::READ)).await?;
-        Ok(self.add_handle(Open::File(Arc::new(fid))))
+        let stream = fid.qid().ty & qt::APPEND != 0;
+        let fid = Arc::new(fid);
+        let open = if stream {
+            Open::Stream(fid)
+        } else {
+            Open::File(fid)
+        };
+        Ok((self.add_handle(open), stream))
+    }
+
+    /// A read of a stream: one Tread of up to `size` bytes, waiting as long as the server
+    /// does (a 0-byte answer is not an end: it is read again), until the reader `pid`
+    /// is dying.
+    async fn read_stream(
+        &self,
+        fid: Arc<Fid>,
+        size: u32,
+        pid: u32,
+    ) -> Result<Zeroizing<Vec<u8>>, Errno> {
+        let client = fid.client().clone();
+        let count = size.min(fid.io_size()).max(1);
+        loop {
+            let tread = Tread {
+                fid: fid.number(),
+                offset: 0,
+                count,
+            };
+            let pending = client.send(tread).map_err(|e| errno_of(&e))?;
+            let tag = pending.tag;
+            let reply = pending.reply();
+            tokio::pin!(reply);
+            let reply = loop {
+                tokio::select! {
+                    r = &mut reply => break r,
+                    () = tokio::time::sleep(READER_CHECK) => {
+                        if reader_is_dying(pid) {
+                            let _ = tokio::time::timeout(self.timeout, client.flush(tag)).await;
+                            return Err(Errno::EINTR);
+                        }
+                    }
+                }
+            };
+            let Rmessage::Read(r) = reply.map_err(|e| errno_of(&e))? else {
+                return Err(Errno::EIO);
+            };
+            let bytes = r.data.expose();
+            if bytes.len() > count as usize {
+                return Err(Errno::EIO);
+            }
+            if !bytes.is_empty() {
+                let mut data = Zeroizing::new(Vec::with_capacity(bytes.len()));
+                data.extend_from_slice(bytes);
+                return Ok(data);
+            }
+        }
     }
 
     /// Reads `size` bytes at `offset`, or up to the end of the file: one Tread per iounit,
@@ -186,9 +255,12 @@ impl Shared {
         fh: FileHandle,
         offset: u64,
         size: u32,
+        pid: u32,
     ) -> Result<Zeroizing<Vec<u8>>, Errno> {
-        let Some(Open::File(fid)) = self.handle(fh) else {
-            return Err(Errno::EBADF);
+        let fid = match self.handle(fh) {
+            Some(Open::File(fid)) => fid,
+            Some(Open::Stream(fid)) => return self.read_stream(fid, size, pid).await,
+            _ => return Err(Errno::EBADF),
         };
         let client = fid.client().clone();
         let chunk = client.iounit().max(1);
@@ -294,7 +366,11 @@ impl Filesystem for NinepFs {
         self.spawn(|fs| async move {
             match fs.open(ino).await {
                 // Direct I/O: every read(2) comes here, none is served from the page cache.
-                Ok(fh) => reply.opened(fh, FopenFlags::FOPEN_DIRECT_IO),
+                Ok((fh, false)) => reply.opened(fh, FopenFlags::FOPEN_DIRECT_IO),
+                // A stream has no file position: reads of it are the next bytes.
+                Ok((fh, true)) => {
+                    reply.opened(fh, FopenFlags::FOPEN_DIRECT_IO | FopenFlags::FOPEN_STREAM)
+                }
                 Err(e) => reply.error(e),
             }
         });
@@ -302,7 +378,7 @@ impl Filesystem for NinepFs {
 
     fn read(
         &self,
-        _req: &Request,
+        req: &Request,
         _ino: INodeNo,
         fh: FileHandle,
         offset: u64,
@@ -318,8 +394,9 @@ impl Filesystem for NinepFs {
         if lock_owner.is_none() {
             return reply.error(Errno::ENODEV);
         }
+        let pid = req.pid();
         self.spawn(|fs| async move {
-            match fs.read(fh, offset, size).await {
+            match fs.read(fh, offset, size, pid).await {
                 Ok(data) => reply.data(&data),
                 Err(e) => reply.error(e),
             }
@@ -402,6 +479,33 @@ impl Filesystem for NinepFs {
     }
 }
 
+/// Whether process (or thread) `pid` is dying or gone: a fatal signal is pending for it
+/// (the kernel makes every fatal signal a SIGKILL pending for each thread, which is what
+/// its killable waits look at), or it has no entry in /proc. A reader FUSE could not name
+/// (pid 0: in a pid namespace this one cannot see) cannot be watched: it waits on.
+fn reader_is_dying(pid: u32) -> bool {
+    if pid == 0 {
+        return false;
+    }
+    let Ok(status) = std::fs::read_to_string(format!("/proc/{pid}/status")) else {
+        return true;
+    };
+    sigkill_pending(&status)
+}
+
+/// Whether a /proc/PID/status text has SIGKILL (signal 9, bit 8) among its pending signals,
+/// the thread's own (`SigPnd`) or its process's (`ShdPnd`).
+fn sigkill_pending(status: &str) -> bool {
+    const SIGKILL_BIT: u64 = 1 << 8;
+    status.lines().any(|line| {
+        let mask = line
+            .strip_prefix("SigPnd:")
+            .or_else(|| line.strip_prefix("ShdPnd:"));
+        mask.and_then(|m| u64::from_str_radix(m.trim(), 16).ok())
+            .is_some_and(|m| m & SIGKILL_BIT != 0)
+    })
+}
+
 /// The attributes FUSE shows for inode `ino`, which the server stats as `stat`.
 fn file_attr(owner: Owner, ino: u64, stat: &Stat) -> FileAttr {
     let dir = stat.mode & dm::DIR != 0;
@@ -465,6 +569,39 @@ mod tests {
         assert_eq!(file_attr(WEB, 7, &stat(0o400, 0)).blocks, 0);
         assert_eq!(file_attr(WEB, 7, &stat(0o000, 5)).perm, 0);
         assert_eq!(a.mtime, UNIX_EPOCH + Duration::from_secs(1_700_000_000));
+    }
+
+    #[test]
+    fn a_reader_with_a_fatal_signal_pending_is_dying() {
+        let status = |sig: &str, shd: &str| {
+            format!(
+                "Name:\tcat\nState:\tS (sleeping)\nSigPnd:\t{sig}\nShdPnd:\t{shd}\nSigBlk:\t0000000000000000\n"
+            )
+        };
+        assert!(!sigkill_pending(&status(
+            "0000000000000000",
+            "0000000000000000"
+        )));
+        // SIGINT (bit 1) alone: caught, or not yet made fatal.
+        assert!(!sigkill_pending(&status(
+            "0000000000000002",
+            "0000000000000000"
+        )));
+        assert!(sigkill_pending(&status(
+            "0000000000000100",
+            "0000000000000000"
+        )));
+        assert!(sigkill_pending(&status(
+            "0000000000000000",
+            "0000000000004100"
+        )));
+        // This process lives; a pid that is no process is gone.
+        assert!(!reader_is_dying(std::process::id()));
+        assert!(reader_is_dying(u32::MAX));
+        assert!(
+            !reader_is_dying(0),
+            "a reader FUSE cannot name is not taken for dead"
+        );
     }
 
     #[test]

@@ -14,6 +14,10 @@
 //!   (the access gets `SIGBUS`), see [`fs`];
 //! - reads of any size at any offset return every byte asked for up to the end of the
 //!   file (a read larger than the 9P iounit becomes several Treads, sent at once);
+//! - an append-only file (QTAPPEND) is a stream (`FOPEN_STREAM`): a read returns what the
+//!   server has, and waits without a timeout while it has nothing, without taking a
+//!   request slot, so that readers waiting there do not hold up the mount's other
+//!   requests; a reader killed while it waits is answered at once (see `fs`);
 //! - every file and directory belongs to [`Options::owner`], files `0400` and directories
 //!   `0500` at most (the server's owner bits, without write), so that with
 //!   `default_permissions` the kernel lets that uid read and no other (root excepted).

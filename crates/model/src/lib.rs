@@ -20,6 +20,7 @@
 //! - [`manifest`]: the lines of a service manifest.
 //! - [`files`]: `secrets/status`, `secrets/grants/SERVICE`, `secrets/services/SERVICE`,
 //!   and the refusal a service gets when it asks for the admin tree.
+//! - [`events`]: the lines of the events files (`/events`, `secrets/events`).
 //! - `duration`: durations as written (`30s`, `12h`, `90d`): overlap windows and
 //!   grants' lifetimes ([`parse_duration`]).
 //! - this file: the size limits, and the refusal of a freeze ([`FROZEN`]).
@@ -27,12 +28,14 @@
 #![deny(missing_docs)]
 
 mod duration;
+pub mod events;
 pub mod files;
 pub mod manifest;
 mod names;
 
 pub use duration::{DurationError, MAX_DURATION_SECS, format_duration, parse_duration};
 
+pub use events::{EventLine, MAX_EVENT_LINE, Verb};
 pub use files::{FormatError, Grants, Mark, NotAdmin, Rotation, ServiceFile, Status};
 
 pub use names::{

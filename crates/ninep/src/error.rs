@@ -99,6 +99,9 @@ pub mod ename {
     pub const BAD_MESSAGE: &str = "bad message";
     /// A name that cannot be a path element. Linux: ENOENT.
     pub const BAD_NAME: &str = "illegal path element";
+    /// A read that waited for its data when the server shut down (Plan 9's Eshutdown).
+    /// Linux does not know it (ESERVERFAULT, "Unknown error 526").
+    pub const SHUT_DOWN: &str = "device shut down";
 }
 
 /// A filesystem handler's error: the text of the Rerror the client gets.

@@ -38,6 +38,7 @@ pub fn fuzz_limits() -> Limits {
         max_stranger_connections: 2,
         max_stranger_connections_per_uid: 1,
         max_fids: 32,
+        max_waiting_reads_per_fid: 1,
         max_outstanding: 8,
         max_outstanding_per_principal: 16,
         pre_attach_window: 2,

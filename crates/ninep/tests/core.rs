@@ -244,7 +244,7 @@ async fn the_client_pipelines_and_chunks() {
         .into_iter()
         .map(|s| s.name)
         .collect();
-    assert_eq!(names, ["1m", "8k", "big", "empty", "one", "slow"]);
+    assert_eq!(names, ["1m", "8k", "big", "empty", "one", "slow", "wait"]);
     // Errors come back as the server's text.
     let e = root.walk(&["nosuch"]).await.err().unwrap();
     assert_eq!(e.remote(), Some("file does not exist"));

@@ -46,6 +46,9 @@
 //!   [`Vault::serves`], [`Vault::matrix`]), and `vault/change/breakglass.rs` the changes
 //!   that set them.
 //! - `state`: the in-memory copy of the store that reads are served from.
+//! - [`events`]: what each commit changed, derived as it is applied to memory (from the
+//!   change feed too), and told to subscribers ([`Vault::subscribe`]) without waiting
+//!   for them.
 //! - [`backend`]: the seam a store implements ([`Backend`]: rows, revisions, conditional
 //!   commits, the change feed, bounds), public so that a server can plug in another.
 //! - `rows`: the vault's model of the store (meta, mutations) and its rows: what a batch
@@ -87,6 +90,7 @@ pub mod backend;
 mod backup;
 mod crypto;
 mod error;
+pub mod events;
 mod fsutil;
 mod keyfile;
 mod legacy;

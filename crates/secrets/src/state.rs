@@ -23,6 +23,7 @@ use crate::backend::{Revision, Row};
 use crate::crypto::Fingerprint;
 use crate::crypto::Keyring;
 use crate::error::{Error, Result};
+use crate::events::Event;
 use crate::names;
 use crate::record::{
     Auth, BundleId, BundleRecord, Decl, DeclKind, Issued, IssuedRow, IssuedValue, SecretRecord,
@@ -321,10 +322,17 @@ impl State {
         self.digest = digest;
     }
 
-    /// Applies a committed batch. Its changes are dated by its [`Mutation::SetLastChange`],
-    /// which comes first.
-    pub(crate) fn apply(&mut self, batch: Vec<Mutation>) {
+    /// Applies a committed batch, and says what it changed for readers
+    /// ([`crate::events`]) if `tell` gives the batch's store revision (none: nobody
+    /// listens, and nothing is derived). Its changes are dated by its
+    /// [`Mutation::SetLastChange`], which comes first.
+    pub(crate) fn apply(&mut self, batch: Vec<Mutation>, tell: Option<Revision>) -> Vec<Event> {
+        let mut events = Vec::new();
         for m in batch {
+            // Against the state just before it: what a reader would see change.
+            if let Some(at) = tell {
+                crate::events::of_mutation(self, &m, at, &mut events);
+            }
             let now = self.meta.last_change;
             match m {
                 Mutation::PutSecret(name, rec) => {
@@ -431,6 +439,7 @@ impl State {
                 Mutation::Audit(..) | Mutation::PutAudit(..) => {}
             }
         }
+        events
     }
 
     /// Forgets when `service`'s grant of `secret` ends.

@@ -280,11 +280,13 @@ pub struct Expired {
     pub pending: Vec<(String, u64)>,
     /// Grants that ended, as (service, secret).
     pub grants: Vec<(String, String)>,
+    /// Overlaps that ended, as (secret, its previous version).
+    pub overlaps: Vec<(String, u64)>,
 }
 
 impl Expired {
     /// Whether it removed nothing.
     pub fn is_empty(&self) -> bool {
-        self.pending.is_empty() && self.grants.is_empty()
+        self.pending.is_empty() && self.grants.is_empty() && self.overlaps.is_empty()
     }
 }

@@ -30,6 +30,7 @@ use crate::backend::{
 };
 use crate::crypto::{Key, Keyring, SecretBytes};
 use crate::error::{Error, Result};
+use crate::events::{Audience, Subscription};
 use crate::fsutil;
 use crate::keyfile;
 use crate::legacy::{self, Legacy};
@@ -79,6 +80,8 @@ pub struct Vault {
     state: RwLock<State>,
     writer: Mutex<()>,
     rotating: Mutex<()>,
+    /// Who is told of changes ([`Vault::subscribe`]).
+    pub(crate) events: crate::events::Hub,
     /// Opens waiting to be recorded (`vault/auditing.rs`).
     opens: auditing::OpenQueue,
     #[cfg(test)]
@@ -267,6 +270,7 @@ impl Vault {
             state: RwLock::new(state),
             writer: Mutex::new(()),
             rotating: Mutex::new(()),
+            events: crate::events::Hub::default(),
             opens: auditing::OpenQueue::default(),
             #[cfg(test)]
             crash_at: Mutex::new(None),
@@ -295,6 +299,14 @@ impl Vault {
     /// The key file's path (not its contents: there is no way to get those).
     pub fn key_path(&self) -> &Path {
         &self.key_path
+    }
+
+    /// Tells the subscriber returned of every change `audience` is told of from now on,
+    /// as each commit is applied to memory (this process's, and others' through the
+    /// store's change feed), in commit order, into a queue of its own that never holds
+    /// up a commit ([`crate::events`]).
+    pub fn subscribe(&self, audience: Audience) -> Subscription {
+        self.events.subscribe(audience)
     }
 
     // ---- Reads: memory only. ----
@@ -714,10 +726,15 @@ impl Vault {
                     return Ok(());
                 }
             };
+            let tell = self.events.has_subscribers().then_some(commit.revision);
             let mut state = self.state_mut();
-            state.apply(fed.batch);
+            let events = state.apply(fed.batch, tell);
             state.apply_auths(fed.auths, digest);
             state.revision = commit.revision;
+            drop(state);
+            // Still under the writer, so subscribers are told in the commits' order;
+            // readers of the state are not kept waiting meanwhile.
+            self.events.publish(events);
             at = commit.revision;
         }
         Ok(())
@@ -864,6 +881,11 @@ impl Vault {
             fresh.rotation = state.rotation;
         }
         let changed = !fresh.same_records(&state);
+        let events = if changed && self.events.has_subscribers() {
+            crate::events::between(&state, &fresh, revision)
+        } else {
+            Vec::new()
+        };
         // What did not change keeps its exact times; after a change, the store's last
         // change dates everything (later than the truth, never earlier).
         fresh.status_changed = fresh.status_changed.max(state.status_changed);
@@ -871,6 +893,8 @@ impl Vault {
             fresh.changed = std::mem::take(&mut state.changed);
         }
         *state = fresh;
+        drop(state);
+        self.events.publish(events);
         Ok(changed)
     }
 

@@ -5,8 +5,9 @@
 //! /                                       /
 //! └── secrets/                            ├── config/
 //!     ├── audit      the audit trail      │   └── KEY     a config value of its manifest
-//!     ├── backup     copy of the store    │
-//!     ├── ctl        commands, results    └── secret/
+//!     ├── backup     copy of the store    ├── events  its changes, a line each, read
+//!     ├── ctl        commands, results    │           as they happen
+//!     ├── events     every change         └── secret/
 //!     ├── grants/SERVICE   granted names      ├── NAME    a granted secret's value
 //!     ├── key        never readable           ├── NAME@pending   its pending version,
 //!     ├── lint       the catalog's lint, JSON │              by walk only
@@ -35,7 +36,7 @@ use super::node::{Content, Generated, Kind, Name, Node, Tree};
 use crate::reports::pretty_json;
 
 /// Every kind, in no particular order; a kind is found from its directory's.
-pub static KINDS: [&Kind; 25] = [
+pub static KINDS: [&Kind; 27] = [
     &ADMIN_ROOT,
     &SECRETS,
     &CTL,
@@ -54,7 +55,9 @@ pub static KINDS: [&Kind; 25] = [
     &PLAN,
     &LINT,
     &STALE,
+    &ADMIN_EVENTS,
     &SERVICE_ROOT,
+    &EVENTS,
     &SECRET_DIR,
     &SECRET,
     &SECRET_PENDING,
@@ -251,7 +254,29 @@ pub static STALE: Kind = Kind {
     content: Content::Text(stale_text),
 };
 
-/// A service view's root: holds `secret/` and `config/`.
+/// `/secrets/events`: every change, a line each (with the service it concerns), read as
+/// it happens.
+pub static ADMIN_EVENTS: Kind = Kind {
+    // 25 is main's `secrets/audit` (issue 12): kinds' ids are never shared.
+    id: 27,
+    parent: Some(&SECRETS),
+    name: Name::Fixed("events"),
+    mode: 0o400,
+    content: Content::Events,
+};
+
+/// `/events`: the changes the service is told of (its secrets', its grants', its
+/// config's), a line each, read as they happen. Beside `secret/` and `config/`, so that no
+/// secret's name can take it.
+pub static EVENTS: Kind = Kind {
+    id: 26,
+    parent: Some(&SERVICE_ROOT),
+    name: Name::Fixed("events"),
+    mode: 0o400,
+    content: Content::Events,
+};
+
+/// A service view's root: holds `secret/`, `config/` and `events`.
 pub static SERVICE_ROOT: Kind = Kind {
     id: 12,
     parent: None,
@@ -736,11 +761,11 @@ mod tests {
         assert_eq!(
             list(&SECRETS, &admin),
             [
-                "audit", "backup", "ctl", "grants", "key", "lint", "plans", "services", "stale",
-                "status", "store"
+                "audit", "backup", "ctl", "events", "grants", "key", "lint", "plans", "services",
+                "stale", "status", "store"
             ]
         );
-        assert_eq!(list(&SERVICE_ROOT, &web), ["config", "secret"]);
+        assert_eq!(list(&SERVICE_ROOT, &web), ["config", "events", "secret"]);
         // Every entry listed is one a walk finds, and its parent is the directory.
         for (dir, view) in [
             (&ADMIN_ROOT, &admin),

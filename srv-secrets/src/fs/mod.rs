@@ -15,10 +15,13 @@
 //!   and clunked; a read of a secret checks the grant again, so a revoke takes effect on
 //!   the next read of a file the service holds open.
 //! - `ctl.rs`: `/secrets/ctl`, commands applied to the vault.
+//! - `events.rs`: `/events` and `secrets/events`, the vault's changes as lines, a read
+//!   waiting until there is one.
 //! - `reports.rs`: the admin tree's plans and lint, made once per revision of the store.
 //! - this file: [`SecretsFs`], the [`Filesystem`] the core serves.
 
 mod ctl;
+mod events;
 mod fid;
 mod kinds;
 mod node;
@@ -27,7 +30,7 @@ mod reports;
 
 use std::sync::{Arc, Mutex, MutexGuard};
 
-use ninep::server::{Admission, ClunkKind, Filesystem, Peer};
+use ninep::server::{Admission, ClunkKind, Filesystem, Peer, Reading};
 use ninep::{Data, Error, Qid, Result, Stat};
 use secrets::Vault;
 
@@ -151,6 +154,19 @@ impl Filesystem for SecretsFs {
     async fn read(&self, fid: &SecretsFid, offset: u64, count: u32) -> Result<Data> {
         let fid = self.valid(fid)?;
         self.read_opened(&fid, offset, count).await
+    }
+
+    /// An events file's read waits for a change, rechecking the fid's view at each try;
+    /// every other read answers at once.
+    async fn read_or_wait(
+        &self,
+        fid: &SecretsFid,
+        offset: u64,
+        count: u32,
+        iounit: u32,
+    ) -> Result<Reading> {
+        let fid = self.valid(fid)?;
+        self.read_or_wait_opened(&fid, offset, count, iounit).await
     }
 
     async fn readdir(&self, dir: &SecretsFid) -> Result<Vec<Stat>> {
@@ -582,6 +598,45 @@ mod tests {
         drop(guard);
         release.send(()).unwrap();
         rt.block_on(blocker).unwrap();
+    }
+
+    #[tokio::test]
+    async fn the_events_file_is_a_stream_of_the_views_changes_that_ends_with_the_view() {
+        let (_dir, fs, _) = fs();
+        let (_, root) = fs.attach(&peer(Some(WEB)), "", "").await.unwrap();
+        let (qid, events) = fs.walk(&root, "events").await.unwrap();
+        assert_eq!(qid.ty, ninep::qt::APPEND);
+        let stat = fs.stat(&events).await.unwrap();
+        assert_eq!((stat.mode, stat.length), (ninep::dm::APPEND | 0o400, 0));
+        fs.open(&events, ninep::om::READ).await.unwrap();
+        assert!(matches!(
+            fs.read_or_wait(&events, 0, 4096, 8168).await.unwrap(),
+            Reading::Later(_)
+        ));
+        fs.vault().set("small", b"new").unwrap();
+        let Reading::Now(line) = fs.read_or_wait(&events, 0, 4096, 8168).await.unwrap() else {
+            panic!("a change waits");
+        };
+        assert_eq!(line.expose(), b"set small 2\n");
+        // The service removed: its reader is told (the grants go) and then refused.
+        fs.vault().service_remove("web").unwrap();
+        let e = fs
+            .read_or_wait(&events, 12, 4096, 8168)
+            .await
+            .err()
+            .unwrap();
+        assert_eq!(e, Error::permission_denied());
+        // The admin tree has its own, of every change.
+        let (_, admin) = fs.attach(&peer(Some(1000)), "", "").await.unwrap();
+        let (_, dir) = fs.walk(&admin, "secrets").await.unwrap();
+        let (_, all) = fs.walk(&dir, "events").await.unwrap();
+        fs.open(&all, ninep::om::READ).await.unwrap();
+        fs.vault().service_set_uid("api", 1002).unwrap();
+        fs.vault().grant("api", "small").unwrap();
+        let Reading::Now(line) = fs.read_or_wait(&all, 0, 4096, 8168).await.unwrap() else {
+            panic!("a change waits");
+        };
+        assert_eq!(line.expose(), b"granted small 2 api\n");
     }
 
     /// Passes everything to the store of a data directory, and records who made each batch.

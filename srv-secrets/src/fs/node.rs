@@ -90,6 +90,10 @@ pub enum Content {
     Ctl,
     /// A copy of the store, taken at open; dated by the last change of the store.
     Backup,
+    /// The changes the view is told of, from the open on, a line each; a read waits
+    /// until there is one (`fs/events.rs`). Append-only (DMAPPEND, QTAPPEND): a stream,
+    /// whose length is 0. Dated by the server's start.
+    Events,
     /// The audit trail, read as a stream from the records as they were at open: no
     /// length (a log of a million records is not rendered to be measured), dated by its
     /// last record, its qid's version the number of records of changes.
@@ -337,7 +341,9 @@ impl Node {
             return Err(Error::not_found());
         }
         let (version, mtime, length) = match self.kind.content {
-            Content::Dir | Content::Nothing | Content::Ctl => (0, tree.started, 0),
+            Content::Dir | Content::Nothing | Content::Ctl | Content::Events => {
+                (0, tree.started, 0)
+            }
             Content::Record => {
                 let info = tree
                     .vault
@@ -370,6 +376,8 @@ impl Node {
         };
         let (ty, mode) = if self.is_dir() {
             (qt::DIR, dm::DIR | self.kind.mode)
+        } else if matches!(self.kind.content, Content::Events) {
+            (qt::APPEND, dm::APPEND | self.kind.mode)
         } else {
             (qt::FILE, self.kind.mode)
         };

@@ -3,13 +3,15 @@
 
 use std::sync::Arc;
 
-use ninep::server::ClunkKind;
+use ninep::server::{ClunkKind, Reading};
 use ninep::{Data, Error, Result, ename};
+use secrets::events::Audience;
 use secrets::{Actor, Backup, Error as VaultError, OpenedSecret};
 use zeroize::Zeroizing;
 
 use super::SecretsFs;
 use super::ctl::CtlFid;
+use super::events::EventsFid;
 use super::fid::Valid;
 use super::node::Content;
 use crate::principal::{Principal, View};
@@ -31,6 +33,8 @@ pub enum Opened {
     Text(Zeroizing<Vec<u8>>),
     /// A copy of the store, taken at open: reads at any offset read the same copy.
     Backup(Backup),
+    /// An events file: what changed for the view since the open, read as it happens.
+    Events(EventsFid),
     /// The audit trail as it was at open, rendered as it is read.
     Audit(Arc<std::sync::Mutex<AuditStream>>),
 }
@@ -152,6 +156,13 @@ impl SecretsFs {
                     })?;
                 Opened::Backup(backup)
             }
+            Content::Events => {
+                let audience = match fid.view() {
+                    View::Admin => Audience::All,
+                    View::Service { service, .. } => Audience::Service(service.clone()),
+                };
+                Opened::Events(EventsFid::new(self.vault.subscribe(audience), admin))
+            }
             Content::Audit if admin => {
                 Opened::Audit(Arc::new(std::sync::Mutex::new(AuditStream {
                     reader: self.vault.audit_reader(),
@@ -170,6 +181,20 @@ impl SecretsFs {
                 return Err(Error::permission_denied());
             }
         }))
+    }
+
+    /// Tread of what a valid fid opened, which may wait (an events file's).
+    pub(super) async fn read_or_wait_opened(
+        &self,
+        fid: &Valid<'_>,
+        offset: u64,
+        count: u32,
+        iounit: u32,
+    ) -> Result<Reading> {
+        if let Opened::Events(events) = &*fid.opened()? {
+            return Ok(events.read(offset, count, iounit));
+        }
+        self.read_opened(fid, offset, count).await.map(Reading::Now)
     }
 
     /// Tread of what a valid fid opened.

@@ -17,6 +17,14 @@
 //!                                                 each line of stdin (a fid each: open,
 //!                                                 write, clunk; errors printed), then
 //!                                                 `cat PATH` with one more fid
+//! 9p --addr unix:PATH [--aname NAME] follow PATH [COUNT]
+//!                                                 open, then print what each Tread (of
+//!                                                 COUNT bytes, else the iounit) returns
+//!                                                 as it comes, until an error or EOF
+//! 9p --addr unix:PATH [--aname NAME] park N PATH  open PATH N times over connections of
+//!                                                 100 fids, a Tread outstanding on each;
+//!                                                 print `parked N` once all are sent, then
+//!                                                 `ok TEXT` or `error TEXT` per reply
 //! ```
 //! Errors print `9p: ERROR` (the server's Rerror text) on stderr and exit 1.
 
@@ -142,9 +150,63 @@ async fn run(args: &[String]) -> Result<(), ClientError> {
             let f = walk_open(&root, p).await?;
             out.lock().write_all(&f.read_all().await?)?;
         }
+        ["follow", p, rest @ ..] => {
+            let f = walk_open(&root, p).await?;
+            let count = match rest {
+                [n] => n
+                    .parse()
+                    .map_err(|_| ClientError::Protocol("COUNT".into()))?,
+                _ => f.io_size(),
+            };
+            loop {
+                let data = f.read(0, count).await?;
+                let mut o = out.lock();
+                o.write_all(data.expose())?;
+                o.flush()?;
+            }
+        }
+        ["park", n, p] => {
+            let n: usize = n.parse().map_err(|_| ClientError::Protocol("N".into()))?;
+            let mut held = Vec::new();
+            let mut pending = Vec::new();
+            for first in (0..n).step_by(100) {
+                let client = Client::connect_unix(path).await?;
+                let root = client.attach("9p-test", &aname).await?;
+                for _ in first..n.min(first + 100) {
+                    let f = walk_open(&root, p).await?;
+                    pending.push(client.send(ninep::Tread {
+                        fid: f.number(),
+                        offset: 0,
+                        count: 4096,
+                    })?);
+                    held.push(f);
+                }
+                held.push(root);
+            }
+            writeln!(out.lock(), "parked {n}")?;
+            out.lock().flush()?;
+            let mut replies: tokio::task::JoinSet<Result<ninep::Rmessage, ClientError>> =
+                tokio::task::JoinSet::new();
+            for p in pending {
+                replies.spawn(p.reply());
+            }
+            while let Some(r) = replies.join_next().await {
+                let line = match r {
+                    Ok(Ok(ninep::Rmessage::Read(r))) => {
+                        format!("ok {}", String::from_utf8_lossy(r.data.expose()).trim_end())
+                    }
+                    Ok(Ok(other)) => format!("error unexpected {}", other.name()),
+                    Ok(Err(e)) => format!("error {e}"),
+                    Err(e) => format!("error {e}"),
+                };
+                writeln!(out.lock(), "{line}")?;
+                out.lock().flush()?;
+            }
+        }
         _ => {
             return Err(ClientError::Protocol(
-                "usage: 9p --addr unix:PATH [--aname NAME] read|ls|stat|hold|write|rpc|shell PATH"
+                "usage: 9p --addr unix:PATH [--aname NAME] \
+                 read|ls|stat|hold|write|rpc|shell|follow PATH, park N PATH"
                     .into(),
             ));
         }

@@ -267,9 +267,13 @@ impl Client {
         self.send(msg)?.reply().await
     }
 
-    /// Tflush of an outstanding request; resolves when the server answers Rflush.
+    /// Tflush of an outstanding request; resolves when the server answers Rflush. A reply
+    /// the server sent before the Rflush has reached the request's [`Pending`]; if none
+    /// came, the request is given up (its `Pending` ends with
+    /// [`ClientError::Disconnected`]) and its tag is free again (flush(5)).
     pub async fn flush(&self, oldtag: u16) -> Result<()> {
         let r = self.rpc(Tflush { oldtag }).await?;
+        lock(&self.inner.state).waiting.remove(&oldtag);
         expect_reply!(r, Flush).map(|_| ())
     }
 

@@ -13,7 +13,7 @@ use zeroize::Zeroize;
 use crate::batch::Batch;
 
 use super::admission::permits;
-use super::session::{Outgoing, Permits, Session};
+use super::session::{Outgoing, Permits, ReplyBudget, Session};
 use super::{Filesystem, Limits, Peer, Shutdown};
 use crate::message::{FrameHeader, HEADER_SIZE};
 
@@ -155,8 +155,11 @@ pub(super) async fn run<F, S>(
         stats,
         peer,
         tx,
-        window.clone(),
-        growth,
+        ReplyBudget {
+            window: window.clone(),
+            growth,
+            pool: pool.clone(),
+        },
     ));
     // Requests read while no attach has succeeded.
     let mut before_attach = 0usize;

@@ -16,6 +16,15 @@
 //! - A wstat with every field "don't touch" succeeds without calling the handler.
 //! - Tflush is answered with Rflush, after the flushed request's reply if it was sent.
 //!
+//! A read may wait for its data as long as it takes (an event file that answers when
+//! something happens): the handler answers [`Reading::Later`], and the core holds the
+//! request without the reply permits it took and outside the count of outstanding
+//! requests, so that thousands of waiting reads cost their principal nothing of what
+//! other requests need. Only the fid limits them ([`Limits::max_waiting_reads_per_fid`]).
+//! A waiting read ends with its data, when it is flushed (Rflush, never an Rread after
+//! it), when its fid is clunked ("unknown fid"), or when the connection closes: on a
+//! shutdown it is answered "device shut down" at once, so that the server can exit.
+//!
 //! Requests on one connection run concurrently and replies go out in completion order,
 //! except that requests on the same fid keep their order (a pipelined Topen and Tread,
 //! or a command split over Twrites).
@@ -47,7 +56,9 @@ mod stats;
 use std::future::Future;
 use std::io;
 use std::path::Path;
+use std::pin::Pin;
 use std::sync::Arc;
+use std::task::{Context, Poll};
 use std::time::Duration;
 
 use tokio::io::{AsyncRead, AsyncWrite};
@@ -120,6 +131,42 @@ pub enum ClunkKind {
     Dropped,
 }
 
+/// What a read of a file answers: its data now, or later.
+pub enum Reading {
+    /// The data (empty at the end of the file).
+    Now(Data),
+    /// Nothing yet. The core holds the request until `Ready` resolves and then asks
+    /// [`Filesystem::read_or_wait`] again; meanwhile the request holds none of the reply
+    /// permits it took and is not counted among the connection's outstanding requests,
+    /// only among its fid's waiting reads ([`Limits::max_waiting_reads_per_fid`]).
+    Later(Ready),
+}
+
+/// Resolves when a read that waits should be tried again. A spurious wake-up only costs
+/// another call of [`Filesystem::read_or_wait`].
+pub struct Ready(Pin<Box<dyn Future<Output = ()> + Send + 'static>>);
+
+impl Ready {
+    /// Ready when `wake` resolves.
+    pub fn new(wake: impl Future<Output = ()> + Send + 'static) -> Ready {
+        Ready(Box::pin(wake))
+    }
+}
+
+impl Future for Ready {
+    type Output = ();
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
+        self.0.as_mut().poll(cx)
+    }
+}
+
+impl std::fmt::Debug for Ready {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Ready")
+    }
+}
+
 /// A filesystem served by the core. Each method documents what the core has already
 /// checked when it is called.
 ///
@@ -179,6 +226,25 @@ pub trait Filesystem: Send + Sync + 'static {
         offset: u64,
         count: u32,
     ) -> impl Future<Output = Result<Data>> + Send;
+
+    /// A Tread that may wait for its data: [`Reading::Now`] answers at once, as
+    /// [`read`](Filesystem::read) does; [`Reading::Later`] has the core hold the request,
+    /// at no cost to the connection's limits, until its [`Ready`] resolves, and then call
+    /// this again. The same checks as for `read` were made. A handler's state for the
+    /// read should be taken only once it answers `Now` (a flush, a clunk or the
+    /// connection's end drops a waiting read, and nothing must be lost then). `iounit`
+    /// is the fid's, the most a read can ask: a read of that much may be one piece of a
+    /// larger read(2) that Linux's v9fs splits. The default reads at once.
+    fn read_or_wait(
+        &self,
+        fid: &Self::Fid,
+        offset: u64,
+        count: u32,
+        iounit: u32,
+    ) -> impl Future<Output = Result<Reading>> + Send {
+        let _ = iounit;
+        async move { self.read(fid, offset, count).await.map(Reading::Now) }
+    }
 
     /// The entries of a directory, read at offset 0 of an open directory fid. The core
     /// keeps them and answers the following reads from them.
@@ -245,6 +311,8 @@ pub trait Filesystem: Send + Sync + 'static {
 /// `max_stranger_connections` × `pre_attach_window` × 2 × msize for all strangers
 /// (64 MiB), plus one read buffer of msize per connection. The principals are whoever
 /// the filesystem names: for srv-secrets root, the admin's uid and one uid per service.
+/// A read that waits for its data ([`Reading::Later`]) holds no permit while it waits,
+/// only its state (a few hundred bytes), at most `max_waiting_reads_per_fid` per fid.
 #[derive(Clone, Debug)]
 pub struct Limits {
     /// The largest msize the server agrees to.
@@ -265,6 +333,10 @@ pub struct Limits {
     pub max_stranger_connections_per_uid: usize,
     /// Fids one connection may hold.
     pub max_fids: usize,
+    /// Reads of one fid that may wait for their data ([`Reading::Later`]) holding no
+    /// reply permit and outside `max_outstanding`. A read past it waits as any request
+    /// does, holding its permits.
+    pub max_waiting_reads_per_fid: usize,
     /// Requests one connection may have outstanding. Its window of unwritten replies,
     /// once attached, is twice this: the requests, their flushes, and as many again of
     /// errors and replies queued for the writer.
@@ -301,6 +373,7 @@ impl Default for Limits {
             max_stranger_connections: 64,
             max_stranger_connections_per_uid: 4,
             max_fids: 4096,
+            max_waiting_reads_per_fid: 1,
             max_outstanding: 256,
             // Two connections' full windows.
             max_outstanding_per_principal: 1024,

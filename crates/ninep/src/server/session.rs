@@ -2,17 +2,17 @@
 //! for every message before the filesystem sees it.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use bytes::BytesMut;
-use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore, mpsc};
+use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore, mpsc, watch};
 use tokio::task::AbortHandle;
 use tracing::{debug, trace};
 use zeroize::{Zeroize, Zeroizing};
 
 use super::order::{Done, FidOrder, named_fids};
-use super::{ClunkKind, Filesystem, Limits, MIN_MSIZE, Peer};
+use super::{ClunkKind, Filesystem, Limits, MIN_MSIZE, Peer, Reading, Ready};
 use crate::error::{Error, Result, ename};
 use crate::message::*;
 use crate::wire::Wire;
@@ -27,6 +27,34 @@ struct FidState<F: Filesystem> {
     iounit: u32,
     /// The entries of an open directory, taken at the read at offset 0.
     dir: Option<DirCursor>,
+    /// The reads waiting for their data on this fid, made at the first one.
+    waits: Option<Arc<FidWaits>>,
+    /// Taken from the table (clunked, removed, dropped): a read must not start waiting.
+    gone: bool,
+}
+
+/// The reads of one fid that wait for their data ([`Reading::Later`]).
+struct FidWaits {
+    /// How many of them hold no reply permit ([`Limits::max_waiting_reads_per_fid`]).
+    parked: AtomicUsize,
+    /// Set when the fid leaves the table: its waiting reads end.
+    ended: watch::Sender<bool>,
+}
+
+/// A waiting read counted as parked (no permits, outside `max_outstanding`) on its fid,
+/// its connection and the server, until dropped.
+struct Parked<'a> {
+    waits: &'a FidWaits,
+    session: &'a AtomicUsize,
+    stats: &'a super::stats::Stats,
+}
+
+impl Drop for Parked<'_> {
+    fn drop(&mut self) {
+        self.waits.parked.fetch_sub(1, Ordering::AcqRel);
+        self.session.fetch_sub(1, Ordering::AcqRel);
+        self.stats.waiting_ended();
+    }
 }
 
 struct DirCursor {
@@ -37,6 +65,16 @@ struct DirCursor {
 
 type Fid<F> = Arc<Mutex<FidState<F>>>;
 
+impl<F: Filesystem> FidState<F> {
+    /// The fid is out of the table: the reads waiting on it end, and none starts.
+    fn leave_table(&mut self) {
+        self.gone = true;
+        if let Some(waits) = &self.waits {
+            waits.ended.send_replace(true);
+        }
+    }
+}
+
 /// The right to have one more request's reply in memory, on this connection and for its
 /// principal (a stranger has none). Taken by the reader before it decodes a frame, and
 /// given back only when the reply has been written: so a client that sends without
@@ -45,6 +83,16 @@ type Fid<F> = Arc<Mutex<FidState<F>>>;
 pub(super) struct Permits {
     pub(super) _connection: OwnedSemaphorePermit,
     pub(super) _principal: Option<OwnedSemaphorePermit>,
+}
+
+/// Where a connection's reply permits come from.
+pub(super) struct ReplyBudget {
+    /// The connection's window of unwritten replies.
+    pub(super) window: Arc<Semaphore>,
+    /// How much the window grows at the first successful attach.
+    pub(super) growth: usize,
+    /// The principal's pool; none for a stranger.
+    pub(super) pool: Option<Arc<Semaphore>>,
 }
 
 /// A reply on its way to the writer, with the permits of the request it answers.
@@ -85,6 +133,12 @@ pub(super) struct Session<F: Filesystem> {
     /// successful attach (see `Limits::pre_attach_window`).
     window: Arc<Semaphore>,
     window_growth: usize,
+    /// The principal's pool of reply permits; none for a stranger.
+    pool: Option<Arc<Semaphore>>,
+    /// Reads waiting for their data without permits: not counted as outstanding.
+    parked: AtomicUsize,
+    /// Set when the connection closes gracefully (shutdown): waiting reads end then.
+    closing: watch::Sender<bool>,
     order: Mutex<FidOrder>,
     idle: Notify,
     tx: mpsc::UnboundedSender<Outgoing>,
@@ -113,6 +167,20 @@ impl<F: Filesystem> ReplyGuard<F> {
     fn set_reply(&mut self, reply: Rmessage) {
         self.reply = Some(reply);
     }
+
+    /// Lets the next requests on the request's fids run (done again at the end, which
+    /// changes nothing then).
+    fn leave_order(&self) {
+        self.done.finish();
+        // Lock order: fids, then order (nowhere else holds both).
+        let fids = lock(&self.session.fids);
+        let live = self
+            .named
+            .into_iter()
+            .flatten()
+            .map(|f| (f, fids.contains_key(&f)));
+        lock(&self.session.order).leave(live, &self.done);
+    }
 }
 
 impl<F: Filesystem> Drop for ReplyGuard<F> {
@@ -125,15 +193,7 @@ impl<F: Filesystem> Drop for ReplyGuard<F> {
         self.session
             .complete(self.tag, self.generation, reply, self.permits.take());
         // After the reply is queued, so that replies on one fid keep their order too.
-        self.done.finish();
-        // Lock order: fids, then order (nowhere else holds both).
-        let fids = lock(&self.session.fids);
-        let live = self
-            .named
-            .into_iter()
-            .flatten()
-            .map(|f| (f, fids.contains_key(&f)));
-        lock(&self.session.order).leave(live, &self.done);
+        self.leave_order();
     }
 }
 
@@ -184,9 +244,13 @@ impl<F: Filesystem> Session<F> {
         stats: Arc<super::stats::Stats>,
         peer: Peer,
         tx: mpsc::UnboundedSender<Outgoing>,
-        window: Arc<Semaphore>,
-        window_growth: usize,
+        budget: ReplyBudget,
     ) -> Self {
+        let ReplyBudget {
+            window,
+            growth: window_growth,
+            pool,
+        } = budget;
         Session {
             fs,
             limits,
@@ -199,6 +263,9 @@ impl<F: Filesystem> Session<F> {
             attached: AtomicBool::new(false),
             window,
             window_growth,
+            pool,
+            parked: AtomicUsize::new(0),
+            closing: watch::channel(false).0,
             order: Mutex::new(FidOrder::default()),
             idle: Notify::new(),
             tx,
@@ -341,7 +408,11 @@ impl<F: Filesystem> Session<F> {
                 self.send(tag, Rmessage::error(ename::DUPLICATE_TAG), Some(permits));
                 return;
             }
-            if inflight.len() >= self.limits.max_outstanding {
+            // Reads that wait for their data without permits do not count.
+            let outstanding = inflight
+                .len()
+                .saturating_sub(self.parked.load(Ordering::Acquire));
+            if outstanding >= self.limits.max_outstanding {
                 drop(inflight);
                 self.send(
                     tag,
@@ -376,7 +447,12 @@ impl<F: Filesystem> Session<F> {
                 earlier.wait().await;
             }
             let session = guard.session.clone();
-            let reply = match session.dispatch(msg).await {
+            let reply = match msg {
+                // A read may wait for its data: it needs the guard's permits and order.
+                Tmessage::Read(m) => session.read(m, &mut guard).await,
+                msg => session.dispatch(msg).await,
+            };
+            let reply = match reply {
                 Ok(r) => r,
                 Err(e) => Rmessage::error(e.0),
             };
@@ -457,7 +533,8 @@ impl<F: Filesystem> Session<F> {
         self.stats.fids_removed(fids.len() as u64);
         for fid in fids {
             let (handler, open) = {
-                let st = lock(&fid);
+                let mut st = lock(&fid);
+                st.leave_table();
                 (st.handler.clone(), st.open)
             };
             if open.is_some_and(|m| m & om::RCLOSE != 0) {
@@ -468,9 +545,11 @@ impl<F: Filesystem> Session<F> {
     }
 
     /// The connection is ending. On a graceful shutdown the outstanding requests finish
-    /// and reply first; otherwise those that can be are cancelled. Then every fid is
-    /// clunked as dropped.
+    /// and reply first (reads waiting for their data are answered "device shut down"
+    /// at once); otherwise those that can be are cancelled. Then every fid is clunked as
+    /// dropped.
     pub(super) async fn close(&self, graceful: bool) {
+        self.closing.send_replace(true);
         if !graceful {
             for entry in lock(&self.inflight).values() {
                 if let Some(abort) = &entry.abort {
@@ -516,6 +595,8 @@ impl<F: Filesystem> Session<F> {
             open: None,
             iounit: 0,
             dir: None,
+            waits: None,
+            gone: false,
         };
         let refused = match lock(&self.fids).entry(fid) {
             std::collections::hash_map::Entry::Occupied(_) => Some(state),
@@ -541,7 +622,8 @@ impl<F: Filesystem> Session<F> {
             Tmessage::Walk(m) => self.walk(m).await,
             Tmessage::Open(m) => self.open(m).await,
             Tmessage::Create(m) => self.create(m).await,
-            Tmessage::Read(m) => self.read(m).await,
+            // Started by `start` with its guard; never dispatched.
+            Tmessage::Read(_) => Err(Error::new(ename::BOTCH)),
             Tmessage::Write(m) => self.write(m).await,
             Tmessage::Clunk(m) => self.clunk(m).await,
             Tmessage::Remove(m) => self.remove(m).await,
@@ -691,18 +773,32 @@ impl<F: Filesystem> Session<F> {
         Ok(Rcreate { qid, iounit }.into())
     }
 
-    async fn read(&self, m: Tread) -> Result<Rmessage> {
+    async fn read(&self, m: Tread, guard: &mut ReplyGuard<F>) -> Result<Rmessage> {
         let fid = self.fid(m.fid)?;
-        let (handler, qid, count) = {
+        let (handler, qid, count, iounit) = {
             let st = lock(&fid);
             match st.open {
                 Some(mode) if reads(mode) => {}
                 _ => return Err(Error::new(ename::NOT_OPEN)),
             }
-            (st.handler.clone(), st.qid, m.count.min(st.iounit))
+            (
+                st.handler.clone(),
+                st.qid,
+                m.count.min(st.iounit),
+                st.iounit,
+            )
         };
         if !qid.is_dir() {
-            let mut data = self.fs.read(&handler, m.offset, count).await?;
+            let mut data = loop {
+                match self
+                    .fs
+                    .read_or_wait(&handler, m.offset, count, iounit)
+                    .await?
+                {
+                    Reading::Now(data) => break data,
+                    Reading::Later(ready) => self.wait_for_data(&fid, ready, guard).await?,
+                }
+            };
             if data.len() > count as usize {
                 // A handler that returns more than asked is cut to the count.
                 data = Data::from(&data.expose()[..count as usize]);
@@ -744,6 +840,91 @@ impl<F: Filesystem> Session<F> {
         .into())
     }
 
+    /// Holds a read until `ready`, without its reply permits (while the fid has room
+    /// for it among its parked reads) and out of its fid's order, so that a clunk of the
+    /// fid runs and ends it. Takes permits again before the read is retried, as the
+    /// reader does for a new request: a client that does not take its replies is not
+    /// answered either. Fails, to be answered at once, if the fid leaves the table or
+    /// the connection closes meanwhile; a flush drops it (no reply, then the Rflush).
+    async fn wait_for_data(
+        &self,
+        fid: &Fid<F>,
+        ready: Ready,
+        guard: &mut ReplyGuard<F>,
+    ) -> Result<()> {
+        guard.leave_order();
+        let waits = {
+            let mut st = lock(fid);
+            if st.gone {
+                return Err(Error::new(ename::UNKNOWN_FID));
+            }
+            st.waits
+                .get_or_insert_with(|| {
+                    Arc::new(FidWaits {
+                        parked: AtomicUsize::new(0),
+                        ended: watch::channel(false).0,
+                    })
+                })
+                .clone()
+        };
+        let mut ended = waits.ended.subscribe();
+        let mut closing = self.closing.subscribe();
+        if *closing.borrow() {
+            return Err(Error::new(ename::SHUT_DOWN));
+        }
+        let parked = self.park(&waits);
+        if parked.is_some() {
+            guard.permits = None;
+        }
+        tokio::select! {
+            () = ready => {}
+            _ = ended.wait_for(|gone| *gone) => return Err(Error::new(ename::UNKNOWN_FID)),
+            _ = closing.wait_for(|c| *c) => return Err(Error::new(ename::SHUT_DOWN)),
+        }
+        drop(parked);
+        if guard.permits.is_none() {
+            let permits = tokio::select! {
+                p = self.take_permits() => p?,
+                _ = ended.wait_for(|gone| *gone) => return Err(Error::new(ename::UNKNOWN_FID)),
+                _ = closing.wait_for(|c| *c) => return Err(Error::new(ename::SHUT_DOWN)),
+            };
+            guard.permits = Some(permits);
+        }
+        Ok(())
+    }
+
+    /// Counts a waiting read as parked, if its fid has room for one more.
+    fn park<'a>(&'a self, waits: &'a FidWaits) -> Option<Parked<'a>> {
+        let limit = self.limits.max_waiting_reads_per_fid;
+        waits
+            .parked
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
+                (n < limit).then_some(n + 1)
+            })
+            .ok()?;
+        self.parked.fetch_add(1, Ordering::AcqRel);
+        self.stats.waiting_started();
+        Some(Parked {
+            waits,
+            session: &self.parked,
+            stats: &self.stats,
+        })
+    }
+
+    /// The permits of one more reply: the connection's, then its principal's.
+    async fn take_permits(&self) -> Result<Permits> {
+        let closed = |_| Error::new(ename::SHUT_DOWN);
+        let connection = self.window.clone().acquire_owned().await.map_err(closed)?;
+        let principal = match &self.pool {
+            Some(pool) => Some(pool.clone().acquire_owned().await.map_err(closed)?),
+            None => None,
+        };
+        Ok(Permits {
+            _connection: connection,
+            _principal: principal,
+        })
+    }
+
     async fn write(&self, m: Twrite) -> Result<Rmessage> {
         let fid = self.fid(m.fid)?;
         let (handler, iounit) = {
@@ -768,7 +949,8 @@ impl<F: Filesystem> Session<F> {
             .remove(&fid)
             .ok_or_else(|| Error::new(ename::UNKNOWN_FID))?;
         self.stats.fids_removed(1);
-        let st = lock(&slot);
+        let mut st = lock(&slot);
+        st.leave_table();
         Ok((st.handler.clone(), st.open))
     }
 

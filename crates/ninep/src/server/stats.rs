@@ -11,6 +11,7 @@ pub(super) struct Stats {
     errors: AtomicU64,
     open_fids: AtomicU64,
     refused_connections: AtomicU64,
+    waiting_reads: AtomicU64,
 }
 
 impl Stats {
@@ -39,6 +40,20 @@ impl Stats {
             });
     }
 
+    /// A read began to wait for its data without permits.
+    pub(super) fn waiting_started(&self) {
+        self.waiting_reads.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// A read that waited without permits ended or got its data.
+    pub(super) fn waiting_ended(&self) {
+        let _ = self
+            .waiting_reads
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |v| {
+                Some(v.saturating_sub(1))
+            });
+    }
+
     /// A new connection was closed on accept.
     pub(super) fn refused(&self) {
         self.refused_connections.fetch_add(1, Ordering::Relaxed);
@@ -54,6 +69,7 @@ impl Stats {
             errors: self.errors.load(Ordering::Relaxed),
             open_fids: self.open_fids.load(Ordering::Relaxed),
             refused_connections: self.refused_connections.load(Ordering::Relaxed),
+            waiting_reads: self.waiting_reads.load(Ordering::Relaxed),
             principal_connections,
             stranger_connections,
         }
@@ -71,6 +87,8 @@ pub struct ServerStats {
     pub open_fids: u64,
     /// Connections closed on accept (refused, or over a cap), since the server started.
     pub refused_connections: u64,
+    /// Reads waiting for their data now, holding no reply permit.
+    pub waiting_reads: u64,
     /// Connections of principals open now.
     pub principal_connections: u64,
     /// Connections of strangers open now.

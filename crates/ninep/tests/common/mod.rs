@@ -13,7 +13,9 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use ninep::server::{ClunkKind, Filesystem, Limits, Peer, Server, Shutdown, ShutdownTrigger};
+use ninep::server::{
+    ClunkKind, Filesystem, Limits, Peer, Reading, Ready, Server, Shutdown, ShutdownTrigger,
+};
 use ninep::{Data, Qid, Rframe, Stat, Tframe, Tmessage};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::UnixStream;
@@ -22,30 +24,57 @@ use tokio::sync::Semaphore;
 pub use ninep::ramfs::pattern;
 
 /// The ramfs seeded like `ramfs --populate`, plus a file `slow` whose reads wait for a
-/// permit from the returned semaphore.
+/// permit from the returned semaphore, and a file `wait` whose reads wait for what is
+/// [`Feed::post`]ed to the filesystem's feed.
 pub fn seeded() -> (SlowFs, Arc<Semaphore>) {
     let fs = ramfs::RamFs::with_clock(|| 0);
     fs.populate();
     fs.add_file("slow", b"slow".to_vec());
+    fs.add_file("wait", Vec::new());
     let gate = Arc::new(Semaphore::new(0));
     (
         SlowFs {
             inner: fs,
             gate: gate.clone(),
+            feed: Arc::default(),
         },
         gate,
     )
 }
 
-/// RamFs whose reads and writes of the file `slow` wait for the gate.
+/// What reads of the file `wait` answer: each read takes the oldest message posted,
+/// whichever fid it is on, and waits ([`Reading::Later`]) while there is none.
+#[derive(Default)]
+pub struct Feed {
+    messages: std::sync::Mutex<std::collections::VecDeque<Vec<u8>>>,
+    posted: Arc<tokio::sync::Notify>,
+}
+
+impl Feed {
+    /// Queues a message for the next read of `wait`, and wakes the waiting reads.
+    pub fn post(&self, message: &[u8]) {
+        self.messages.lock().unwrap().push_back(message.to_vec());
+        self.posted.notify_waiters();
+    }
+
+    /// Messages posted and not read yet.
+    pub fn unread(&self) -> usize {
+        self.messages.lock().unwrap().len()
+    }
+}
+
+/// RamFs whose reads and writes of the file `slow` wait for the gate, and whose reads of
+/// `wait` wait for the feed.
 pub struct SlowFs {
     pub inner: ramfs::RamFs,
     gate: Arc<Semaphore>,
+    pub feed: Arc<Feed>,
 }
 
 pub struct SlowFid {
     inner: ramfs::RamFid,
     slow: bool,
+    waits: bool,
 }
 
 impl Filesystem for SlowFs {
@@ -53,12 +82,20 @@ impl Filesystem for SlowFs {
 
     async fn attach(&self, peer: &Peer, uname: &str, aname: &str) -> ninep::Result<(Qid, SlowFid)> {
         let (q, inner) = self.inner.attach(peer, uname, aname).await?;
-        Ok((q, SlowFid { inner, slow: false }))
+        Ok((
+            q,
+            SlowFid {
+                inner,
+                slow: false,
+                waits: false,
+            },
+        ))
     }
     fn clone_fid(&self, fid: &SlowFid) -> SlowFid {
         SlowFid {
             inner: self.inner.clone_fid(&fid.inner),
             slow: fid.slow,
+            waits: fid.waits,
         }
     }
     async fn walk(&self, dir: &SlowFid, name: &str) -> ninep::Result<(Qid, SlowFid)> {
@@ -68,6 +105,7 @@ impl Filesystem for SlowFs {
             SlowFid {
                 inner,
                 slow: name == "slow",
+                waits: name == "wait",
             },
         ))
     }
@@ -83,6 +121,25 @@ impl Filesystem for SlowFs {
             drop(permit);
         }
         self.inner.read(&fid.inner, offset, count).await
+    }
+    async fn read_or_wait(
+        &self,
+        fid: &SlowFid,
+        offset: u64,
+        count: u32,
+        _iounit: u32,
+    ) -> ninep::Result<Reading> {
+        if !fid.waits {
+            return self.read(fid, offset, count).await.map(Reading::Now);
+        }
+        // Made (and so registered for notify_waiters) before the queue is looked at, so
+        // that no post is missed.
+        let posted = self.feed.posted.clone().notified_owned();
+        let message = self.feed.messages.lock().unwrap().pop_front();
+        Ok(match message {
+            Some(m) => Reading::Now(Data::from(m)),
+            None => Reading::Later(Ready::new(posted)),
+        })
     }
     async fn readdir(&self, dir: &SlowFid) -> ninep::Result<Vec<Stat>> {
         self.inner.readdir(&dir.inner).await
@@ -102,7 +159,14 @@ impl Filesystem for SlowFs {
         mode: u8,
     ) -> ninep::Result<(Qid, SlowFid)> {
         let (q, inner) = self.inner.create(&dir.inner, name, perm, mode).await?;
-        Ok((q, SlowFid { inner, slow: false }))
+        Ok((
+            q,
+            SlowFid {
+                inner,
+                slow: false,
+                waits: false,
+            },
+        ))
     }
     async fn remove(&self, fid: &SlowFid) -> ninep::Result<()> {
         self.inner.remove(&fid.inner).await
@@ -119,6 +183,7 @@ impl Filesystem for SlowFs {
 pub struct TestServer {
     pub path: PathBuf,
     pub gate: Arc<Semaphore>,
+    pub feed: Arc<Feed>,
     /// A handle on the server, for its counters.
     pub server: Server<SlowFs>,
     _dir: tempfile::TempDir,
@@ -132,6 +197,7 @@ impl TestServer {
         let path = dir.path().join("9p.sock");
         let listener = ninep::server::bind_unix(&path).await.unwrap();
         let (fs, gate) = seeded();
+        let feed = fs.feed.clone();
         let server = Server::new(fs, limits);
         let (trigger, shutdown) = Shutdown::new();
         let serving = server.clone();
@@ -141,6 +207,7 @@ impl TestServer {
         TestServer {
             path,
             gate,
+            feed,
             server,
             _dir: dir,
             trigger,

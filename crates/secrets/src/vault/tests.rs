@@ -1250,6 +1250,64 @@ fn a_feed_that_skips_a_commit_makes_the_vault_reload() {
     assert_eq!(b.revision(), a.revision());
 }
 
+/// What a subscriber holds, as the lines of a service's events file.
+fn told(s: &crate::events::Subscription) -> Vec<String> {
+    std::iter::from_fn(|| s.next())
+        .map(|n| match n {
+            crate::events::Next::Event(e) => e.line(false).render(),
+            crate::events::Next::Lost(n) => format!("lost {n}\n"),
+        })
+        .collect()
+}
+
+#[test]
+fn a_change_made_on_another_node_is_told_where_the_feed_brings_it() {
+    let (_tmp, _store, a, b) = two_nodes();
+    a.set("db", b"v1").unwrap();
+    a.service_set_uid("web", 2000).unwrap();
+    a.grant("web", "db").unwrap();
+    b.catch_up().unwrap();
+    let web = crate::events::Audience::Service("web".into());
+    let (on_a, on_b) = (a.subscribe(web.clone()), b.subscribe(web));
+    a.set("db", b"v2").unwrap();
+    a.revoke("web", "db").unwrap();
+    assert_eq!(told(&on_a), ["set db 2\n", "revoked db 2\n"]);
+    assert!(told(&on_b).is_empty(), "b's feed has not brought them yet");
+    b.catch_up().unwrap();
+    assert_eq!(told(&on_b), ["set db 2\n", "revoked db 2\n"]);
+}
+
+#[test]
+fn a_reload_tells_what_changed_since_memory_was_last_right() {
+    let (_tmp, store, a, b) = two_nodes();
+    a.set("db", b"v1").unwrap();
+    a.service_set_uid("web", 2000).unwrap();
+    a.grant("web", "db").unwrap();
+    a.set("other", b"o").unwrap();
+    b.catch_up().unwrap();
+    let on_b = b.subscribe(crate::events::Audience::Service("web".into()));
+    a.set("db", b"v2").unwrap();
+    a.grant("web", "other").unwrap();
+    a.service_set_manifest("web", b"config level=debug\n")
+        .unwrap();
+    // b's feed misses a commit, so b reloads the whole store: what web sees change is
+    // told all the same, from the difference.
+    let skipping = Node::on(&store);
+    skipping.skip_next.store(true, Ordering::SeqCst);
+    let mut b = b;
+    b.backend = skipping;
+    b.catch_up().unwrap();
+    let revision = b.revision().0;
+    assert_eq!(
+        told(&on_b),
+        [
+            "set db 2\n".to_string(),
+            "granted other 1\n".to_string(),
+            format!("config level {revision}\n")
+        ]
+    );
+}
+
 #[test]
 fn every_batch_carries_its_actor() {
     let (_tmp, store, a, _b) = two_nodes();

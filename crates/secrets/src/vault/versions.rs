@@ -10,7 +10,9 @@
 //! `rollback`, `retire`) are [`Change`](super::Change)s, through [`Vault::apply`].
 //!
 //! [`Vault::expire`] makes durable what time has ended: it destroys pending versions past
-//! their hour and removes grants past their end, in one commit made by this process. The
+//! their hour, removes grants past their end and ends overlaps past their deadline (the
+//! previous version stays, for a rollback), in one commit made by this process, so that
+//! the change is a commit that subscribers are told of like any other. The
 //! server runs it every few seconds; [`Vault::open`] runs it at start, after discarding
 //! every pending version (a rotation in flight when the server stopped cannot finish: the
 //! test that was to decide it is gone), so that a crash at any step of a rotation leaves
@@ -185,8 +187,9 @@ impl Vault {
     }
 
     /// Makes durable what time has ended (reads refuse it already): destroys every
-    /// pending version past its hour and removes every grant past its end, in one
-    /// commit made by this process (none if nothing has ended). Returns what it removed.
+    /// pending version past its hour, removes every grant past its end and ends every
+    /// overlap past its deadline, in one commit made by this process (none if nothing
+    /// has ended). Returns what it removed.
     ///
     /// # Errors
     /// The store's; nothing was removed then, and the next call tries again.
@@ -194,7 +197,10 @@ impl Vault {
         let now = self.clock();
         let due = {
             let state = self.state();
-            state.secrets.values().any(|r| r.pending_expired(now))
+            state
+                .secrets
+                .values()
+                .any(|r| r.pending_expired(now) || overlap_ended(r, now))
                 || state
                     .expiring
                     .values()
@@ -211,14 +217,30 @@ impl Vault {
                 let mut batch = Vec::new();
                 let mut expired = Expired::default();
                 for (name, rec) in &state.secrets {
+                    let mut next = None;
                     if let (true, Some(p)) = (rec.pending_expired(now), &rec.pending) {
                         expired.pending.push((name.clone(), p.made.version));
-                        batch.push(Mutation::PutSecret(name.clone(), rec.discarded(now)));
+                        next = Some(rec.discarded(now));
                         let event = auditing::own(&actor, "expire")
                             .target("secret", name.clone())
                             .version(p.made.version)
                             .detail("what", "pending");
                         batch.push(Mutation::Audit(CHANGES.into(), Box::new(event)));
+                    }
+                    if overlap_ended(rec, now) {
+                        let next = next.get_or_insert_with(|| rec.clone());
+                        if let Some(previous) = &mut next.previous {
+                            expired.overlaps.push((name.clone(), previous.made.version));
+                            previous.until = None;
+                            let event = auditing::own(&actor, "expire")
+                                .target("secret", name.clone())
+                                .version(previous.made.version)
+                                .detail("what", "overlap");
+                            batch.push(Mutation::Audit(CHANGES.into(), Box::new(event)));
+                        }
+                    }
+                    if let Some(next) = next {
+                        batch.push(Mutation::PutSecret(name.clone(), next));
                     }
                 }
                 for (service, ends) in &state.expiring {
@@ -241,6 +263,9 @@ impl Vault {
         }
         for (service, secret) in &expired.grants {
             info!(%service, %secret, "a grant ended");
+        }
+        for (name, version) in &expired.overlaps {
+            info!(secret = %name, version, "an overlap ended: the previous version is no longer readable as @previous");
         }
         Ok(expired)
     }
@@ -286,6 +311,14 @@ impl Vault {
             warn!(error = %e, "could not remove what ended while the server was stopped");
         }
     }
+}
+
+/// Whether `rec`'s previous version had an overlap that is over at `now`.
+fn overlap_ended(rec: &crate::record::SecretRecord, now: u64) -> bool {
+    rec.previous
+        .as_ref()
+        .and_then(|p| p.until)
+        .is_some_and(|t| t <= now)
 }
 
 #[cfg(test)]
