@@ -221,8 +221,15 @@ fn take(q: &mut Queue) -> (Vec<QueuedOpen>, Lost) {
     q.lost = 0;
     q.lost_from = 0;
     q.lost_to = 0;
-    q.since = None;
-    (std::mem::take(&mut q.opens), lost)
+    // At most a batch's worth: a backlog taken whole (up to the queue's bound, of opens
+    // all different) could outgrow a transaction, fail every time, and lose them all.
+    // What stays keeps its `since`, so the next batch is due at once.
+    let n = q.opens.len().min(FLUSH_BATCH);
+    let opens: Vec<QueuedOpen> = q.opens.drain(..n).collect();
+    if q.opens.is_empty() {
+        q.since = None;
+    }
+    (opens, lost)
 }
 
 /// Now, in unix milliseconds.
@@ -550,8 +557,14 @@ impl Vault {
     /// The store's; the opens are then counted as not recorded, and the next batch says
     /// so.
     pub fn flush_opens(&self) -> Result<usize> {
-        let (opens, lost) = self.opens.take_now();
-        self.commit_opens(opens, lost)
+        let mut recorded = 0;
+        loop {
+            let (opens, lost) = self.opens.take_now();
+            if opens.is_empty() && lost.count == 0 {
+                return Ok(recorded);
+            }
+            recorded += self.commit_opens(opens, lost)?;
+        }
     }
 
     /// The flusher's commit of one batch.

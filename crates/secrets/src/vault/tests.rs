@@ -2315,6 +2315,24 @@ fn opens_past_the_queue_bound_are_counted_and_said_not_recorded() {
 }
 
 #[test]
+fn a_backlog_of_opens_is_committed_a_batch_at_a_time_and_none_is_lost() {
+    let (_tmp, _dir, v) = serving();
+    let opened = v.open_secret("web", "db").unwrap();
+    // All different (each over its own uid): none is grouped with another.
+    let n = 2 * super::FLUSH_BATCH + 10;
+    for uid in 0..n {
+        let by = Actor::service("web", Some(u32::try_from(uid).unwrap()));
+        v.record_open(&by, "web", &opened, VersionSlot::Current);
+    }
+    assert_eq!(v.flush_opens().unwrap(), n);
+    let opens = trail(&v, OPENS);
+    assert_eq!(opens.len(), n);
+    // One commit per batch, each ending in a signed record.
+    assert_eq!(opens.iter().filter(|r| r.sig.is_some()).count(), 3);
+    assert!(v.audit_verify(&[]).unwrap().is_ok());
+}
+
+#[test]
 fn the_flusher_records_what_was_queued_and_flushes_at_its_stop() {
     let (_tmp, _dir, v) = serving();
     let v = Arc::new(v);
