@@ -479,3 +479,50 @@ pub fn stdout(o: &Output) -> String {
 pub fn stderr(o: &Output) -> String {
     String::from_utf8_lossy(&o.stderr).into_owned()
 }
+
+/// A `9p hold PATH` as a uid: a fid opened and read once, then read again on the same fid
+/// at each [`Held::again`], as a service that keeps a file open does. Killed when dropped.
+pub struct Held {
+    child: Child,
+    input: std::process::ChildStdin,
+    lines: std::io::Lines<std::io::BufReader<std::process::ChildStdout>>,
+}
+
+impl Held {
+    /// Opens `path` of `uid`'s view: the holder, and what its first read printed.
+    pub fn open(s: &SecretsServer, uid: u32, path: &str) -> (Held, String) {
+        use std::io::BufRead;
+        let mut child = s.spawn_ninep_as(uid, "", &["hold", path]);
+        let stdout = child.stdout.take().expect("9p hold's stdout is piped");
+        let input = child.stdin.take().expect("9p hold's stdin is piped");
+        let mut lines = std::io::BufReader::new(stdout).lines();
+        let first = lines
+            .next()
+            .expect("9p hold printed its first read")
+            .expect("9p hold's output is text");
+        (
+            Held {
+                child,
+                input,
+                lines,
+            },
+            first,
+        )
+    }
+
+    /// Reads the same fid again: what `9p hold` printed of it.
+    pub fn again(&mut self) -> String {
+        writeln!(self.input).expect("9p hold takes a line");
+        self.lines
+            .next()
+            .expect("9p hold printed the read")
+            .expect("9p hold's output is text")
+    }
+}
+
+impl Drop for Held {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}

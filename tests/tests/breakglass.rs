@@ -11,13 +11,13 @@
 //! before a freeze reading on through it, and a suspension's EACCES.
 #![allow(clippy::unwrap_used, reason = "a test fails by panicking")]
 
-use std::io::{BufRead, BufReader, Write};
 use std::process::Output;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use serde_json::Value as Json;
 use srv_secrets_tests::harness::{
-    SecretsServer, as_uid, bins, can_curl, can_switch_uid, curl, run_with_stdin, stderr, stdout,
+    Held, SecretsServer, as_uid, bins, can_curl, can_switch_uid, curl, run_with_stdin, stderr,
+    stdout,
 };
 
 const WEB: u32 = 1201;
@@ -70,42 +70,6 @@ fn read_as(s: &SecretsServer, uid: u32, path: &str) -> Result<Vec<u8>, String> {
         Ok(out.stdout)
     } else {
         Err(stderr(&out).trim().to_string())
-    }
-}
-
-/// A `9p hold PATH` as `uid`: its first read, then a read of the same fid per call.
-struct Held {
-    child: std::process::Child,
-    input: std::process::ChildStdin,
-    lines: std::io::Lines<BufReader<std::process::ChildStdout>>,
-}
-
-impl Held {
-    fn open(s: &SecretsServer, uid: u32, path: &str) -> (Held, String) {
-        let mut child = s.spawn_ninep_as(uid, "", &["hold", path]);
-        let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
-        let input = child.stdin.take().unwrap();
-        let first = lines.next().unwrap().unwrap();
-        (
-            Held {
-                child,
-                input,
-                lines,
-            },
-            first,
-        )
-    }
-
-    fn again(&mut self) -> String {
-        writeln!(self.input).unwrap();
-        self.lines.next().unwrap().unwrap()
-    }
-}
-
-impl Drop for Held {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
     }
 }
 

@@ -9,12 +9,12 @@
 //! during rotations at random moments.
 #![allow(clippy::unwrap_used, reason = "a test fails by panicking")]
 
-use std::io::{BufRead, BufReader, Write};
+use std::io::Write;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use serde_json::Value as Json;
-use srv_secrets_tests::harness::{SecretsServer, bins, can_switch_uid, stderr, stdout};
+use srv_secrets_tests::harness::{Held, SecretsServer, bins, can_switch_uid, stderr, stdout};
 
 const WEB: u32 = 1101;
 const API: u32 = 1102;
@@ -299,42 +299,6 @@ fn previous_is_read_during_the_overlap_only_and_the_deadline_survives_restarts()
         states(&s, "db"),
         [(2, "destroyed".to_string()), (1, "current".to_string())]
     );
-}
-
-/// A `9p hold PATH` as `uid`: its first read, then a read of the same fid per call.
-struct Held {
-    child: std::process::Child,
-    input: std::process::ChildStdin,
-    lines: std::io::Lines<BufReader<std::process::ChildStdout>>,
-}
-
-impl Held {
-    fn open(s: &SecretsServer, uid: u32, path: &str) -> (Held, String) {
-        let mut child = s.spawn_ninep_as(uid, "", &["hold", path]);
-        let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
-        let input = child.stdin.take().unwrap();
-        let first = lines.next().unwrap().unwrap();
-        (
-            Held {
-                child,
-                input,
-                lines,
-            },
-            first,
-        )
-    }
-
-    fn again(&mut self) -> String {
-        writeln!(self.input).unwrap();
-        self.lines.next().unwrap().unwrap()
-    }
-}
-
-impl Drop for Held {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
 }
 
 #[test]
