@@ -207,67 +207,89 @@ pub fn row(r: &Record) -> String {
 /// The action of the record that counts opens not recorded (the server's word).
 pub const OPENS_NOT_RECORDED: &str = "opens-not-recorded";
 
-/// Splits what `/secrets/audit` streams into records and prints those the filter keeps.
-struct Printer<'a> {
-    filter: &'a Filter,
-    json: bool,
-    out: &'a mut dyn Write,
+/// The longest line of the audit trail deploy takes: a record's fields are bounded
+/// (`audit::MAX_FIELD_LEN`, `MAX_PARTS`), and a line past this is no record of the server's.
+pub const MAX_LINE: usize = 1 << 20;
+
+/// Reads `/secrets/audit` whole, handing each record (and its line, as the server wrote
+/// it) to `each` as it arrives: nothing is held but the line being received.
+///
+/// # Errors
+/// The read's, a line that is no record or longer than [`MAX_LINE`], a trail that ends
+/// mid-line, and whatever `each` returns.
+pub async fn read_trail(
+    session: &Session,
+    each: &mut dyn FnMut(&Record, &str) -> Result<(), CliError>,
+) -> Result<(), CliError> {
+    let mut lines = TrailLines {
+        each,
+        partial: Vec::new(),
+        line: 0,
+        error: None,
+    };
+    let read = session
+        .read_into(&["secrets", "audit"], &mut lines, u64::MAX)
+        .await;
+    if let Some(e) = lines.error.take() {
+        return Err(e);
+    }
+    read.map_err(|e| CliError::request("reading secrets/audit", e))?;
+    if !lines.partial.is_empty() {
+        return Err(CliError::Unexpected(
+            "the audit trail ended in the middle of a record".into(),
+        ));
+    }
+    Ok(())
+}
+
+/// Splits what `/secrets/audit` streams into records for [`read_trail`].
+struct TrailLines<'a> {
+    each: &'a mut dyn FnMut(&Record, &str) -> Result<(), CliError>,
     partial: Vec<u8>,
-    shown: u64,
     line: u64,
     error: Option<CliError>,
 }
 
-impl Printer<'_> {
-    fn line(&mut self, bytes: &[u8]) -> io::Result<()> {
+impl TrailLines<'_> {
+    fn record(&mut self, bytes: &[u8]) -> Result<(), CliError> {
         self.line += 1;
         let text = std::str::from_utf8(bytes).map_err(|_| {
-            self.fail(format!(
+            CliError::Unexpected(format!(
                 "line {} of the audit trail is not UTF-8",
                 self.line
             ))
         })?;
-        let (record, _) = Record::from_json(text)
-            .map_err(|e| self.fail(format!("line {} of the audit trail: {e}", self.line)))?;
-        if !self.filter.keeps(&record) {
-            return Ok(());
-        }
-        self.shown += 1;
-        if self.json {
-            self.out
-                .write_all(crate::output::json_escaped(text).as_bytes())?;
-            self.out.write_all(b"\n")
-        } else {
-            self.out.write_all(row(&record).as_bytes())
-        }
-    }
-
-    fn fail(&mut self, what: String) -> io::Error {
-        self.error = Some(CliError::Unexpected(what));
-        io::Error::other("stopped")
+        let (record, _) = Record::from_json(text).map_err(|e| {
+            CliError::Unexpected(format!("line {} of the audit trail: {e}", self.line))
+        })?;
+        (self.each)(&record, text)
     }
 }
 
-impl Write for Printer<'_> {
+impl Write for TrailLines<'_> {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        let mut from = self.partial.len();
         self.partial.extend_from_slice(buf);
-        if self.partial.len() > super::incident::MAX_LINE && !self.partial.contains(&b'\n') {
-            let what = format!(
-                "line {} of the audit trail is longer than {} bytes",
-                self.line + 1,
-                super::incident::MAX_LINE
-            );
-            return Err(self.fail(what));
+        while let Some(at) = self.partial[from..].iter().position(|&b| b == b'\n') {
+            let line: Vec<u8> = self.partial.drain(..=from + at).collect();
+            from = 0;
+            if let Err(e) = self.record(&line[..line.len() - 1]) {
+                self.error = Some(e);
+                return Err(io::Error::other("stopped"));
+            }
         }
-        while let Some(end) = self.partial.iter().position(|&b| b == b'\n') {
-            let line: Vec<u8> = self.partial.drain(..=end).collect();
-            self.line(&line[..line.len() - 1])?;
+        if self.partial.len() > MAX_LINE {
+            self.error = Some(CliError::Unexpected(format!(
+                "line {} of the audit trail is longer than {MAX_LINE} bytes",
+                self.line + 1
+            )));
+            return Err(io::Error::other("stopped"));
         }
         Ok(buf.len())
     }
 
     fn flush(&mut self) -> io::Result<()> {
-        self.out.flush()
+        Ok(())
     }
 }
 
@@ -283,28 +305,20 @@ async fn list(
     if !json {
         write_text(out, HEADER)?;
     }
-    let mut printer = Printer {
-        filter,
-        json,
-        out,
-        partial: Vec::new(),
-        shown: 0,
-        line: 0,
-        error: None,
-    };
-    let read = session
-        .read_into(&["secrets", "audit"], &mut printer, u64::MAX)
-        .await;
-    if let Some(e) = printer.error.take() {
-        return Err(e);
-    }
-    read.map_err(|e| CliError::request("reading secrets/audit", e))?;
-    if !printer.partial.is_empty() {
-        return Err(CliError::Unexpected(
-            "the audit trail ended in the middle of a record".into(),
-        ));
-    }
-    printer.flush().map_err(CliError::Stdout)?;
+    read_trail(&session, &mut |record, text| {
+        if !filter.keeps(record) {
+            return Ok(());
+        }
+        let written = if json {
+            out.write_all(crate::output::json_escaped(text).as_bytes())
+                .and_then(|()| out.write_all(b"\n"))
+        } else {
+            out.write_all(row(record).as_bytes())
+        };
+        written.map_err(CliError::Stdout)
+    })
+    .await?;
+    out.flush().map_err(CliError::Stdout)?;
     Ok(Outcome::Done)
 }
 
@@ -534,7 +548,7 @@ fn verify_file(
     let mut line_no = 0u64;
     let mut bad = None;
     let mut reader = io::BufReader::new(file);
-    let max = super::incident::MAX_LINE as u64;
+    let max = MAX_LINE as u64;
     loop {
         // At most one bound line at a time: an export is untrusted input.
         let mut line = Vec::new();

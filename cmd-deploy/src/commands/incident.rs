@@ -9,14 +9,14 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt::Write as _;
-use std::io::{self, Write};
+use std::io::Write;
 
 use audit::{CHANGES, Record};
 use ctl::Command;
 use serde::Serialize;
 
 use super::Outcome;
-use super::audit::when as parse_when;
+use super::audit::{read_trail, when as parse_when};
 use super::holders::Holders;
 use super::versions::query;
 use crate::cli::IncidentFormat;
@@ -128,61 +128,6 @@ pub struct AffectedService {
     pub suspended: bool,
 }
 
-/// The longest line of the audit trail deploy takes: a record's fields are bounded
-/// (`audit::MAX_FIELD_LEN`, `MAX_PARTS`), and a line past this is no record of the server's.
-pub const MAX_LINE: usize = 1 << 20;
-
-/// Keeps the change records at or after `since` whose action is an incident's.
-struct Collector {
-    since: Option<u64>,
-    partial: Vec<u8>,
-    records: Vec<Record>,
-    line: u64,
-    error: Option<CliError>,
-}
-
-impl Write for Collector {
-    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        self.partial.extend_from_slice(buf);
-        if self.partial.len() > MAX_LINE && !self.partial.contains(&b'\n') {
-            self.error = Some(CliError::Unexpected(format!(
-                "line {} of the audit trail is longer than {MAX_LINE} bytes",
-                self.line + 1
-            )));
-            return Err(io::Error::other("stopped"));
-        }
-        while let Some(end) = self.partial.iter().position(|&b| b == b'\n') {
-            let line: Vec<u8> = self.partial.drain(..=end).collect();
-            self.line += 1;
-            let parsed = std::str::from_utf8(&line[..line.len() - 1])
-                .map_err(|_| "not UTF-8".to_owned())
-                .and_then(|text| Record::from_json(text).map_err(|e| e.to_string()));
-            match parsed {
-                Ok((record, _)) => {
-                    if record.chain == CHANGES
-                        && self.since.is_none_or(|t| record.time_ms >= t)
-                        && INCIDENT_ACTIONS.contains(&record.action.as_str())
-                    {
-                        self.records.push(record);
-                    }
-                }
-                Err(e) => {
-                    self.error = Some(CliError::Unexpected(format!(
-                        "line {} of the audit trail: {e}",
-                        self.line
-                    )));
-                    return Err(io::Error::other("stopped"));
-                }
-            }
-        }
-        Ok(buf.len())
-    }
-
-    fn flush(&mut self) -> io::Result<()> {
-        Ok(())
-    }
-}
-
 /// `deploy incident report`.
 ///
 /// # Errors
@@ -202,28 +147,26 @@ pub async fn report(
         .map(|t| parse_when(t, now_ms))
         .transpose()?;
     let session = Session::admin(server, env).await?;
-    let mut collector = Collector {
-        since: since_ms,
-        partial: Vec::new(),
-        records: Vec::new(),
-        line: 0,
-        error: None,
-    };
-    let read = session
-        .read_into(&["secrets", "audit"], &mut collector, u64::MAX)
-        .await;
-    if let Some(e) = collector.error.take() {
-        return Err(e);
-    }
-    read.map_err(|e| CliError::request("reading secrets/audit", e))?;
+    // Change records at or after `since` whose action is an incident's.
+    let mut records = Vec::new();
+    read_trail(&session, &mut |record, _| {
+        if record.chain == CHANGES
+            && since_ms.is_none_or(|t| record.time_ms >= t)
+            && INCIDENT_ACTIONS.contains(&record.action.as_str())
+        {
+            records.push(record.clone());
+        }
+        Ok(())
+    })
+    .await?;
     // Whether deploys are frozen is the server's to say: a freeze made before --since
     // has no record in the report.
     let frozen_now = super::read_status(&session).await?.frozen.is_some();
     // The chains are merged by time in the file; the report is of changes alone, in
     // their own order.
-    collector.records.sort_by_key(|r| r.seq);
+    records.sort_by_key(|r| r.seq);
     let mut holders = BTreeMap::new();
-    for name in affected_secrets(&collector.records) {
+    for name in affected_secrets(&records) {
         let body = query(server, env, &Command::Holders { name: name.clone() }).await;
         match body {
             Ok(body) => {
@@ -238,7 +181,7 @@ pub async fn report(
             }
         }
     }
-    let report = build(since_ms, &collector.records, &holders, frozen_now);
+    let report = build(since_ms, &records, &holders, frozen_now);
     if format.json {
         write_json(out, &report)?;
     } else if format.markdown {
