@@ -31,8 +31,8 @@ struct Counts {
     principals: HashMap<String, PrincipalCount>,
     /// Connections of strangers, over all of them.
     strangers: usize,
-    /// Connections of strangers, per uid.
-    strangers_per_uid: HashMap<u32, usize>,
+    /// Connections of strangers, per uid or certificate name ([`stranger_key`]).
+    strangers_per_uid: HashMap<String, usize>,
 }
 
 struct PrincipalCount {
@@ -55,7 +55,7 @@ pub(super) enum Refused {
     PrincipalConnections,
     /// `max_stranger_connections`.
     StrangerConnections,
-    /// `max_stranger_connections_per_uid`.
+    /// `max_stranger_connections_per_uid` (or per certificate name).
     StrangerConnectionsOfUid,
 }
 
@@ -89,7 +89,17 @@ pub(super) struct Slot {
 
 enum Class {
     Principal { key: String, capped: bool },
-    Stranger { uid: Option<u32> },
+    Stranger { key: Option<String> },
+}
+
+/// What tells one peer from another for the per-peer caps: its uid, else the name its
+/// certificate gives (a TLS peer), else nothing (plain TCP: every such peer looks alike).
+fn stranger_key(peer: &Peer) -> Option<String> {
+    match (peer.uid, &peer.certificate) {
+        (Some(uid), _) => Some(format!("uid {uid}")),
+        (None, Some(name)) => Some(format!("certificate {name}")),
+        (None, None) => None,
+    }
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -126,9 +136,10 @@ impl Admissions {
                 if counts.principal_connections >= limits.max_connections {
                     return Err(Refused::Connections);
                 }
-                // The kernel mounts one view per service as root; and peers without a
-                // uid cannot be told apart, so a cap on them would be a cap on everyone.
-                let capped = !matches!(peer.uid, Some(0) | None);
+                // The kernel mounts one view per service as root; and peers with
+                // neither a uid nor a certificate cannot be told apart, so a cap on
+                // them would be a cap on everyone.
+                let capped = peer.uid != Some(0) && stranger_key(peer).is_some();
                 let held = counts.principals.get(&key).map_or(0, |p| p.capped);
                 if capped && held >= limits.max_connections_per_principal {
                     return Err(Refused::PrincipalConnections);
@@ -154,18 +165,19 @@ impl Admissions {
                 if counts.strangers >= limits.max_stranger_connections {
                     return Err(Refused::StrangerConnections);
                 }
-                if let Some(uid) = peer.uid {
-                    let n = counts.strangers_per_uid.entry(uid).or_insert(0);
+                let key = stranger_key(peer);
+                if let Some(key) = &key {
+                    let n = counts.strangers_per_uid.entry(key.clone()).or_insert(0);
                     if *n >= limits.max_stranger_connections_per_uid {
                         if *n == 0 {
-                            counts.strangers_per_uid.remove(&uid);
+                            counts.strangers_per_uid.remove(key);
                         }
                         return Err(Refused::StrangerConnectionsOfUid);
                     }
                     *n += 1;
                 }
                 counts.strangers += 1;
-                (Class::Stranger { uid: peer.uid }, None)
+                (Class::Stranger { key }, None)
             }
         };
         Ok(Slot {
@@ -209,14 +221,14 @@ impl Drop for Slot {
                     }
                 }
             }
-            Class::Stranger { uid } => {
+            Class::Stranger { key } => {
                 counts.strangers -= 1;
-                if let Some(uid) = uid
-                    && let Some(n) = counts.strangers_per_uid.get_mut(uid)
+                if let Some(key) = key
+                    && let Some(n) = counts.strangers_per_uid.get_mut(key)
                 {
                     *n -= 1;
                     if *n == 0 {
-                        counts.strangers_per_uid.remove(uid);
+                        counts.strangers_per_uid.remove(key);
                     }
                 }
             }
@@ -293,6 +305,41 @@ mod tests {
             a.admit(Admission::Refuse, &peer(Some(1))).err(),
             Some(Refused::ByFilesystem)
         );
+    }
+
+    fn certified(name: &str) -> Peer {
+        Peer {
+            transport: super::super::Transport::Tls,
+            certificate: Some(name.into()),
+            addr: "tls:test".into(),
+            ..Peer::default()
+        }
+    }
+
+    #[test]
+    fn a_certificate_is_capped_by_its_name_as_a_uid_is() {
+        let limits = Arc::new(Limits {
+            max_connections: 10,
+            max_connections_per_principal: 2,
+            max_stranger_connections: 10,
+            max_stranger_connections_per_uid: 1,
+            ..Limits::default()
+        });
+        let a = Admissions::new(limits);
+        // A principal by certificate is capped per name: it has no uid 0 to excuse it.
+        let _w1 = a.admit(principal("cert web"), &certified("web")).unwrap();
+        let _w2 = a.admit(principal("cert web"), &certified("web")).unwrap();
+        assert_eq!(
+            a.admit(principal("cert web"), &certified("web")).err(),
+            Some(Refused::PrincipalConnections)
+        );
+        // A stranger's certificate is capped per name, apart from other names.
+        let _x = a.admit(Admission::Stranger, &certified("nobody")).unwrap();
+        assert_eq!(
+            a.admit(Admission::Stranger, &certified("nobody")).err(),
+            Some(Refused::StrangerConnectionsOfUid)
+        );
+        let _y = a.admit(Admission::Stranger, &certified("other")).unwrap();
     }
 }
 
