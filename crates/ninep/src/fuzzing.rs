@@ -46,6 +46,8 @@ pub fn fuzz_limits() -> Limits {
         stall_timeout: Duration::from_millis(50),
         attach_timeout: Duration::from_secs(5),
         write_timeout: Duration::from_millis(200),
+        max_handshakes: 2,
+        handshake_timeout: Duration::from_millis(200),
     }
 }
 

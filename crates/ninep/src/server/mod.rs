@@ -39,16 +39,26 @@
 //! connection may send only a handful of requests, a few at a time, until it has
 //! attached; a stranger's connection keeps that small window and draws on no pool.
 //!
+//! A transport that learns who the peer is only from a handshake on the stream (TLS,
+//! whose client certificate names its holder) is served by
+//! [`Server::serve_handshaking`]: each handshake runs in a task of its own, in one of
+//! [`Limits::max_handshakes`] slots apart from principals' and strangers' (the oldest
+//! gives its slot to a new one when all are taken), for at most
+//! [`Limits::handshake_timeout`]; then the connection is admitted as any other. The core
+//! knows nothing of TLS: the handshake is the caller's future.
+//!
 //! # Layout
 //! - this file: the [`Filesystem`] trait, [`Admission`], [`Limits`], [`Server`] and its
 //!   listeners.
 //! - `admission`: connection slots and reply pools, per class.
+//! - `handshake`: slots for connections still in their transport's handshake.
 //! - `conn`: framing on a byte stream, the reader loop, the reply writer.
 //! - `session`: one connection's fids and tags, and the protocol checks per message.
 //! - `order`: requests on one fid run in the order they arrived.
 
 mod admission;
 mod conn;
+mod handshake;
 mod order;
 mod session;
 mod stats;
@@ -69,6 +79,7 @@ use tokio::task::JoinSet;
 use tracing::{debug, info, warn};
 
 use self::admission::{Admissions, Slot};
+pub use self::handshake::{Handshake, Handshakes};
 pub use self::stats::ServerStats;
 use crate::error::Result;
 use crate::message::{Data, Qid, Stat};
@@ -383,6 +394,12 @@ pub struct Limits {
     pub attach_timeout: Duration,
     /// How long a connection may refuse to take our replies before it is closed.
     pub write_timeout: Duration,
+    /// Connections in their transport's handshake at once ([`Server::serve_handshaking`]),
+    /// apart from principals' and strangers' slots; when all are taken, a new one takes
+    /// the oldest one's slot (see [`Handshakes`]).
+    pub max_handshakes: usize,
+    /// How long a transport's handshake may take before the connection is closed.
+    pub handshake_timeout: Duration,
 }
 
 impl Default for Limits {
@@ -403,6 +420,8 @@ impl Default for Limits {
             stall_timeout: Duration::from_secs(30),
             attach_timeout: Duration::from_secs(60),
             write_timeout: Duration::from_secs(30),
+            max_handshakes: 64,
+            handshake_timeout: Duration::from_secs(10),
         }
     }
 }
@@ -412,6 +431,7 @@ pub struct Server<F: Filesystem> {
     fs: Arc<F>,
     limits: Arc<Limits>,
     admissions: Arc<Admissions>,
+    handshakes: Arc<Handshakes>,
     refusals: Arc<admission::RefusalLog>,
     stats: Arc<stats::Stats>,
 }
@@ -422,6 +442,7 @@ impl<F: Filesystem> Clone for Server<F> {
             fs: self.fs.clone(),
             limits: self.limits.clone(),
             admissions: self.admissions.clone(),
+            handshakes: self.handshakes.clone(),
             refusals: self.refusals.clone(),
             stats: self.stats.clone(),
         }
@@ -483,6 +504,7 @@ impl<F: Filesystem> Server<F> {
         Server {
             fs,
             admissions: Admissions::new(limits.clone()),
+            handshakes: Handshakes::new(limits.max_handshakes),
             refusals: Arc::default(),
             stats: Arc::default(),
             limits,
@@ -593,6 +615,103 @@ impl<F: Filesystem> Server<F> {
             Ok((stream, peer))
         })
         .await
+    }
+
+    /// Accepts connections whose peer is known only once a handshake on the stream has
+    /// said who it is (TLS: the name its client certificate gives), until `shutdown`,
+    /// then waits for the open connections to finish their outstanding requests.
+    ///
+    /// `accept` waits for the next connection and gives its handshake, a future that
+    /// ends with the stream to serve and its [`Peer`] (or why not), with an address for
+    /// the log. The handshake runs in a task of its own, so that a slow one delays
+    /// nobody, in one of [`Limits::max_handshakes`] slots apart from principals' and
+    /// strangers' (the oldest is abandoned for a new one when all are taken), and is
+    /// abandoned after [`Limits::handshake_timeout`]. Then the connection is admitted as
+    /// the other listeners admit theirs ([`Filesystem::accept`] and the caps). The
+    /// handshake says itself what was wrong with a client it refused.
+    pub async fn serve_handshaking<A, AF, H, S>(
+        &self,
+        shutdown: Shutdown,
+        mut accept: A,
+    ) -> io::Result<()>
+    where
+        A: FnMut() -> AF,
+        AF: Future<Output = io::Result<(H, String)>>,
+        H: Future<Output = io::Result<(S, Peer)>> + Send + 'static,
+        S: AsyncRead + AsyncWrite + Send + 'static,
+    {
+        let mut connections = JoinSet::new();
+        let mut stop = shutdown.clone();
+        loop {
+            let accepted = tokio::select! {
+                _ = stop.wait() => break,
+                Some(_) = connections.join_next(), if !connections.is_empty() => continue,
+                a = accept() => a,
+            };
+            let (handshake, addr) = match accepted {
+                Ok(a) => a,
+                Err(e) => {
+                    warn!(error = %e, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            };
+            let Some(slot) = self.handshakes.begin() else {
+                debug!(peer = %addr, "closing the new connection: no handshakes are allowed");
+                self.stats.refused();
+                continue;
+            };
+            let server = self.clone();
+            let shutdown = shutdown.clone();
+            connections.spawn(async move {
+                server
+                    .handshake_and_serve(handshake, addr, slot, shutdown)
+                    .await;
+            });
+        }
+        info!(
+            open = connections.len(),
+            "stopped accepting; finishing open connections"
+        );
+        while connections.join_next().await.is_some() {}
+        Ok(())
+    }
+
+    /// One connection of [`Server::serve_handshaking`], from its handshake on.
+    async fn handshake_and_serve<H, S>(
+        &self,
+        handshake: H,
+        addr: String,
+        slot: Handshake,
+        shutdown: Shutdown,
+    ) where
+        H: Future<Output = io::Result<(S, Peer)>>,
+        S: AsyncRead + AsyncWrite + Send + 'static,
+    {
+        let mut stop = shutdown.clone();
+        let done = tokio::select! {
+            done = tokio::time::timeout(self.limits.handshake_timeout, handshake) => done,
+            () = slot.abandoned() => {
+                debug!(peer = %addr, "handshake abandoned: a newer connection took its slot");
+                return;
+            }
+            () = stop.wait() => return,
+        };
+        drop(slot);
+        let (stream, peer) = match done {
+            Ok(Ok(accepted)) => accepted,
+            Ok(Err(e)) => {
+                debug!(peer = %addr, error = %e, "handshake failed; closing");
+                return;
+            }
+            Err(_) => {
+                debug!(peer = %addr, "handshake not finished in time; closing");
+                return;
+            }
+        };
+        if let Some(slot) = self.admit(&peer) {
+            self.serve_admitted(stream, peer, slot, shutdown).await;
+        }
     }
 
     async fn accept_loop<S, A, Fut>(&self, shutdown: Shutdown, mut accept: A) -> io::Result<()>
