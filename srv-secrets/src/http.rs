@@ -1,10 +1,13 @@
 //! The plan API for deployment managers that do not speak 9P: JSON over HTTP on a unix
-//! socket (axum on hyper), `srv-secrets serve --http unix:PATH`.
+//! socket or over TLS (axum on hyper), `srv-secrets serve --http unix:PATH` or `--http
+//! tls:HOST:PORT` (with the certificates of the 9P TLS listeners).
 //!
-//! Who asks is decided as for 9P, from the connection: the peer's uid (SO_PEERCRED),
-//! never anything the client sends. The API is the admin's (root, or the uid that ran
-//! `init`): a service, or any other uid, gets 403 and learns nothing else. Errors are JSON,
-//! `{"error": "..."}`, with their status (400, 403, 404, 405, 408, 409, 413, 503).
+//! Who asks is decided as for 9P, from the connection: the peer's uid (SO_PEERCRED) or
+//! the name its TLS client certificate gives ([`crate::principal`]), never anything the
+//! client sends. The API is the admin's (root, the uid that ran `init`, or a certificate
+//! naming `admin`): a service, or anyone else, gets 403 and learns nothing else. Errors
+//! are JSON, `{"error": "..."}`, with their status (400, 403, 404, 405, 408, 409, 413,
+//! 503).
 //!
 //! | endpoint | what |
 //! |---|---|
@@ -16,16 +19,19 @@
 //! | `POST /deployment/bundle` | body `{"service": S, "tier": T, "deployment": ID}` (and `"replace": true`): issues a bundle, answered with its `json` form (values generated for it, in base64); 409 for a deployment id already used, or a plan with problems |
 //!
 //! The reports are the same bytes the admin tree's files and the ctl answers carry
-//! ([`crate::reports`]). TLS and tokens for remote callers come later: the identity of a
-//! request is one extractor ([`Caller`]), the one thing a new transport changes.
+//! ([`crate::reports`]). Bearer tokens for callers without a certificate come later: the
+//! identity of a request is one extractor ([`Caller`]), the one thing they change.
 //!
-//! The socket is mode 0666, so any local user can connect: connections are capped and
-//! timed as the 9P core's are, by who holds them ([`serve`]). The admin has
-//! [`MAX_ADMIN_CONNECTIONS`], each closed once it takes [`ADMIN_HEAD_TIMEOUT`] to send a
-//! request's head (or sits that long between requests); every other uid, which can only
-//! be told 403, has [`MAX_OTHER_CONNECTIONS`] in all and [`MAX_OTHER_CONNECTIONS_PER_UID`]
-//! each, one request per connection, and [`OTHER_HEAD_TIMEOUT`]. More are closed on
-//! accept. A request's head is at most [`MAX_HEAD_LEN`] bytes.
+//! The socket is mode 0666, so any local user can connect, and a TLS listener takes
+//! anyone who reaches it: connections are capped and timed as the 9P core's are, by who
+//! holds them ([`serve`]). The admin has [`MAX_ADMIN_CONNECTIONS`], each closed once it
+//! takes [`ADMIN_HEAD_TIMEOUT`] to send a request's head (or sits that long between
+//! requests); everyone else, who can only be told 403, has [`MAX_OTHER_CONNECTIONS`] in
+//! all and [`MAX_OTHER_CONNECTIONS_PER_UID`] per uid or certificate name, one request per
+//! connection, and [`OTHER_HEAD_TIMEOUT`]. More are closed on accept. TLS handshakes run
+//! in tasks of their own, at most [`MAX_HANDSHAKES`] at once (the oldest abandoned for a
+//! new one), each for at most [`HANDSHAKE_TIMEOUT`]. A request's head is at most
+//! [`MAX_HEAD_LEN`] bytes.
 
 use std::collections::HashMap;
 use std::fmt::Write as _;
@@ -44,14 +50,16 @@ use axum::routing::{get, post};
 use axum::{Extension, Json, Router};
 use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::service::TowerToHyperService;
-use ninep::server::{Peer, ServerStats, Shutdown};
+use ninep::server::{Handshakes, Peer, ServerStats, Shutdown, Transport};
 use secrets::{Actor, Applied, Change, Vault};
 use serde_json::json;
-use tokio::net::{UnixListener, UnixStream};
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::net::UnixStream;
 use tracing::{debug, info, warn};
 
 use crate::principal::{Principal, principal_of};
 use crate::reports::pretty_json;
+use crate::serve::Bound;
 
 /// What the API serves from.
 #[derive(Clone)]
@@ -96,37 +104,18 @@ impl Api {
     }
 }
 
-/// The peer of an HTTP connection, as the socket tells it.
-#[derive(Clone, Debug)]
-pub struct PeerCred {
-    uid: Option<u32>,
-    pid: Option<i32>,
-}
-
-impl PeerCred {
-    /// The peer of `stream`, as the kernel tells it.
-    fn of(stream: &UnixStream) -> PeerCred {
-        match stream.peer_cred() {
-            Ok(cred) => PeerCred {
-                uid: Some(cred.uid()),
-                pid: cred.pid(),
-            },
-            // No credentials, no principal: never served.
-            Err(_) => PeerCred {
-                uid: None,
-                pid: None,
-            },
-        }
-    }
-
-    fn peer(&self) -> Peer {
-        Peer {
-            uid: self.uid,
-            pid: self.pid,
-            addr: format!("http:uid={}", self.uid.map_or(-1, i64::from)),
-            ..Peer::default()
-        }
-    }
+/// The peer of a unix connection, as the kernel tells it; None without credentials
+/// (never served).
+fn unix_peer(stream: &UnixStream) -> Option<Peer> {
+    let cred = stream.peer_cred().ok()?;
+    Some(Peer {
+        transport: Transport::Unix,
+        uid: Some(cred.uid()),
+        gid: Some(cred.gid()),
+        pid: cred.pid(),
+        certificate: None,
+        addr: format!("http:uid={}", cred.uid()),
+    })
 }
 
 /// An error as the API answers it.
@@ -138,8 +127,8 @@ impl IntoResponse for ApiError {
     }
 }
 
-/// The admin, proven by the connection (with the connection's uid, for the changes it
-/// makes); any other caller is refused with 403.
+/// The admin, proven by the connection (with the connection's uid, if it has one, for
+/// the changes it makes); any other caller is refused with 403.
 pub struct Caller {
     uid: Option<u32>,
 }
@@ -154,18 +143,19 @@ impl FromRequestParts<Api> for Caller {
             ApiError(
                 StatusCode::FORBIDDEN,
                 "forbidden: this API is the admin's (root, or the uid that ran srv-secrets \
-                 init)"
+                 init; over TLS, a client certificate whose CN is admin)"
                     .into(),
             )
             .into_response()
         };
-        let Some(ConnectInfo(cred)) = parts.extensions.get::<ConnectInfo<PeerCred>>().cloned()
-        else {
+        let Some(ConnectInfo(peer)) = parts.extensions.get::<ConnectInfo<Peer>>().cloned() else {
             return Err(refuse());
         };
-        let peer = cred.peer();
+        // A connection that proved no one (TLS without a client certificate) is where an
+        // `Authorization: Bearer` token will be checked, once there are tokens; until
+        // then it is refused as anyone else who is not the admin is.
         match principal_of(&api.vault, &peer) {
-            Ok(Principal::Admin) => Ok(Caller { uid: cred.uid }),
+            Ok(Principal::Admin) => Ok(Caller { uid: peer.uid }),
             other => {
                 debug!(peer = %peer.addr, admitted = other.is_ok(), "HTTP request refused");
                 Err(refuse())
@@ -719,15 +709,36 @@ pub const OTHER_HEAD_TIMEOUT: Duration = Duration::from_secs(5);
 /// buffers of a connection (its default is 400 KiB each).
 pub const MAX_HEAD_LEN: usize = 64 * 1024;
 
+/// TLS handshakes one listener runs at once; when all are taken, the oldest is abandoned
+/// for a new one (see [`ninep::server::Handshakes`]).
+pub const MAX_HANDSHAKES: usize = 16;
+
+/// How long a TLS handshake may take.
+pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+
 /// The most connections one listener serves at once: the descriptors it may take.
-pub const MAX_CONNECTIONS: usize = MAX_ADMIN_CONNECTIONS + MAX_OTHER_CONNECTIONS;
+pub const MAX_CONNECTIONS: usize = MAX_ADMIN_CONNECTIONS + MAX_OTHER_CONNECTIONS + MAX_HANDSHAKES;
 
 /// Who holds a connection, for its cap.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 enum Holder {
     Admin,
-    /// Any other uid: a service's, or no one's.
-    Other(u32),
+    /// Anyone else: a service, or no one; by uid or certificate name, if there is one
+    /// (every connection that proved no one counts only among all of them).
+    Other(Option<String>),
+}
+
+impl Holder {
+    fn of(api: &Api, peer: &Peer) -> Holder {
+        if let Ok(Principal::Admin) = principal_of(&api.vault, peer) {
+            return Holder::Admin;
+        }
+        Holder::Other(match (peer.uid, &peer.certificate) {
+            (Some(uid), _) => Some(format!("uid {uid}")),
+            (None, Some(name)) => Some(format!("certificate {name}")),
+            (None, None) => None,
+        })
+    }
 }
 
 /// The connections a listener serves now, by holder.
@@ -740,7 +751,7 @@ struct Gate {
 struct Held {
     admin: usize,
     others: usize,
-    by_uid: HashMap<u32, usize>,
+    by_key: HashMap<String, usize>,
 }
 
 /// A connection's place at the [`Gate`], given back when it is dropped.
@@ -758,15 +769,18 @@ impl Gate {
     /// A slot for `holder`, if its caps leave one.
     fn enter(self: &Arc<Gate>, holder: Holder) -> Option<Slot> {
         let mut held = self.held();
-        match holder {
+        match &holder {
             Holder::Admin if held.admin < MAX_ADMIN_CONNECTIONS => held.admin += 1,
-            Holder::Other(uid)
+            Holder::Other(key)
                 if held.others < MAX_OTHER_CONNECTIONS
-                    && held.by_uid.get(&uid).copied().unwrap_or(0)
-                        < MAX_OTHER_CONNECTIONS_PER_UID =>
+                    && key.as_ref().is_none_or(|key| {
+                        held.by_key.get(key).copied().unwrap_or(0) < MAX_OTHER_CONNECTIONS_PER_UID
+                    }) =>
             {
                 held.others += 1;
-                *held.by_uid.entry(uid).or_default() += 1;
+                if let Some(key) = key {
+                    *held.by_key.entry(key.clone()).or_default() += 1;
+                }
             }
             _ => return None,
         }
@@ -780,14 +794,16 @@ impl Gate {
 impl Drop for Slot {
     fn drop(&mut self) {
         let mut held = self.gate.held();
-        match self.holder {
+        match &self.holder {
             Holder::Admin => held.admin = held.admin.saturating_sub(1),
-            Holder::Other(uid) => {
+            Holder::Other(key) => {
                 held.others = held.others.saturating_sub(1);
-                if let Some(n) = held.by_uid.get_mut(&uid) {
+                if let Some(key) = key
+                    && let Some(n) = held.by_key.get_mut(key)
+                {
                     *n = n.saturating_sub(1);
                     if *n == 0 {
-                        held.by_uid.remove(&uid);
+                        held.by_key.remove(key);
                     }
                 }
             }
@@ -795,88 +811,138 @@ impl Drop for Slot {
     }
 }
 
-/// Serves the API on `listener` until `shutdown`, then lets the requests in flight finish.
+/// Serves the API on `listener` (a unix socket, or TLS) until `shutdown`, then lets the
+/// requests in flight finish.
 ///
-/// Each connection is admitted by its peer's uid before anything is read from it (see the
-/// module's documentation), and served by hyper with a timer, so that a connection that
+/// Each connection is admitted by who its peer is before a request is read from it (see
+/// the module's documentation): a unix one at once, a TLS one after its handshake, which
+/// runs in a task of its own. hyper serves it with a timer, so that a connection that
 /// sends nothing, or its head a byte at a time, gives up its slot.
 ///
 /// # Errors
 /// None yet: a failed accept (out of descriptors, say) is logged and retried.
-pub async fn serve(
-    api: Api,
-    listener: UnixListener,
-    mut shutdown: Shutdown,
-) -> std::io::Result<()> {
-    info!("serving the HTTP API");
+pub async fn serve(api: Api, listener: Bound, mut shutdown: Shutdown) -> std::io::Result<()> {
+    info!(listener = %listener, "serving the HTTP API");
     let router = api.clone().router();
     let gate = Arc::new(Gate::default());
+    let handshakes = Handshakes::new(MAX_HANDSHAKES);
     // Tells the connections to finish the request in flight and close.
     let (closing, closed) = tokio::sync::watch::channel(());
     let mut connections = tokio::task::JoinSet::new();
     loop {
-        let stream = tokio::select! {
+        let accepted = tokio::select! {
             () = shutdown.wait() => break,
             Some(_) = connections.join_next(), if !connections.is_empty() => continue,
-            accepted = listener.accept() => match accepted {
-                Ok((stream, _)) => stream,
-                Err(e) => {
-                    // Out of descriptors, most likely: wait for some to be given back
-                    // rather than spin.
-                    warn!(error = %e, "accepting an HTTP connection failed");
-                    tokio::time::sleep(Duration::from_millis(100)).await;
-                    continue;
-                }
-            },
+            accepted = listener.accept() => accepted,
         };
-        let cred = PeerCred::of(&stream);
-        let holder = match (cred.uid, principal_of(&api.vault, &cred.peer())) {
-            (Some(_), Ok(crate::principal::Principal::Admin)) => Holder::Admin,
-            (Some(uid), _) => Holder::Other(uid),
-            // No credentials: never anyone. Dropping the stream closes it.
-            (None, _) => continue,
-        };
-        let Some(slot) = gate.enter(holder) else {
-            debug!(
-                ?holder,
-                "HTTP connection closed on accept: its holder has no slot left"
-            );
-            api.counters.refused.fetch_add(1, Ordering::Relaxed);
-            continue;
-        };
-        let service = router.clone().layer(Extension(ConnectInfo(cred)));
-        let mut closed = closed.clone();
-        connections.spawn(async move {
-            let _slot = slot;
-            let admin = holder == Holder::Admin;
-            let mut http = hyper::server::conn::http1::Builder::new();
-            http.timer(TokioTimer::new())
-                .header_read_timeout(if admin {
-                    ADMIN_HEAD_TIMEOUT
-                } else {
-                    OTHER_HEAD_TIMEOUT
-                })
-                .max_buf_size(MAX_HEAD_LEN)
-                .keep_alive(admin);
-            let conn =
-                http.serve_connection(TokioIo::new(stream), TowerToHyperService::new(service));
-            let mut conn = std::pin::pin!(conn);
-            let served = tokio::select! {
-                served = conn.as_mut() => served,
-                _ = closed.changed() => {
-                    conn.as_mut().graceful_shutdown();
-                    conn.await
-                }
-            };
-            if let Err(e) = served {
-                debug!(error = %e, "HTTP connection ended");
+        let stream = match accepted {
+            Ok(stream) => stream,
+            Err(e) => {
+                // Out of descriptors, most likely: wait for some to be given back rather
+                // than spin.
+                warn!(error = %e, "accepting an HTTP connection failed");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                continue;
             }
-        });
+        };
+        match stream {
+            crate::serve::Accepted::Unix(stream) => {
+                // No credentials: never anyone. Dropping the stream closes it.
+                let Some(peer) = unix_peer(&stream) else {
+                    continue;
+                };
+                let Some(slot) = admit(&api, &gate, &peer) else {
+                    continue;
+                };
+                connections.spawn(serve_connection(
+                    router.clone(),
+                    stream,
+                    peer,
+                    slot,
+                    closed.clone(),
+                ));
+            }
+            // Never bound for HTTP (main refuses --http tcp:).
+            crate::serve::Accepted::Tcp(..) => continue,
+            crate::serve::Accepted::Tls(tcp, addr, tls) => {
+                let Some(handshake) = handshakes.begin() else {
+                    continue;
+                };
+                let (api, gate, router) = (api.clone(), gate.clone(), router.clone());
+                let mut closed = closed.clone();
+                connections.spawn(async move {
+                    let done = tokio::select! {
+                        done = tokio::time::timeout(HANDSHAKE_TIMEOUT, tls.handshake(tcp, addr)) => done,
+                        () = handshake.abandoned() => return,
+                        _ = closed.changed() => return,
+                    };
+                    drop(handshake);
+                    let Ok(Ok((stream, peer))) = done else {
+                        return;
+                    };
+                    if let Some(slot) = admit(&api, &gate, &peer) {
+                        serve_connection(router, stream, peer, slot, closed).await;
+                    }
+                });
+            }
+        }
     }
     drop(listener);
     let _ = closing.send(());
     while connections.join_next().await.is_some() {}
     Ok(())
+}
+
+/// A slot at `gate` for `peer`'s connection, or None (counted) if its holder has none left.
+fn admit(api: &Api, gate: &Arc<Gate>, peer: &Peer) -> Option<Slot> {
+    let holder = Holder::of(api, peer);
+    let slot = gate.enter(holder.clone());
+    if slot.is_none() {
+        debug!(
+            ?holder,
+            peer = %peer.addr,
+            "HTTP connection closed on accept: its holder has no slot left"
+        );
+        api.counters.refused.fetch_add(1, Ordering::Relaxed);
+    }
+    slot
+}
+
+/// Serves one admitted connection with hyper until it ends, or until `closed` says to
+/// finish the request in flight and close.
+async fn serve_connection<S>(
+    router: Router,
+    stream: S,
+    peer: Peer,
+    slot: Slot,
+    mut closed: tokio::sync::watch::Receiver<()>,
+) where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let admin = slot.holder == Holder::Admin;
+    let service = router.layer(Extension(ConnectInfo(peer)));
+    let mut http = hyper::server::conn::http1::Builder::new();
+    http.timer(TokioTimer::new())
+        .header_read_timeout(if admin {
+            ADMIN_HEAD_TIMEOUT
+        } else {
+            OTHER_HEAD_TIMEOUT
+        })
+        .max_buf_size(MAX_HEAD_LEN)
+        .keep_alive(admin);
+    let conn = http.serve_connection(TokioIo::new(stream), TowerToHyperService::new(service));
+    let mut conn = std::pin::pin!(conn);
+    let served = tokio::select! {
+        served = conn.as_mut() => served,
+        _ = closed.changed() => {
+            conn.as_mut().graceful_shutdown();
+            conn.await
+        }
+    };
+    if let Err(e) = served {
+        debug!(error = %e, "HTTP connection ended");
+    }
+    drop(slot);
 }
 
 #[cfg(test)]

@@ -6,8 +6,13 @@
 //! cryptography (the `secrets` crate owns the vault).
 //!
 //! # Layout
-//! - [`principal`]: who is asking (SO_PEERCRED uid → admin or service) and which view
-//!   an aname selects.
+//! - [`principal`]: who is asking (SO_PEERCRED uid, or a TLS client certificate's name →
+//!   admin or service) and which view an aname selects.
+//! - [`listen`]: the addresses `--listen` and `--http` take (unix:, tls:, tcp:), read and
+//!   bound in one place.
+//! - [`tls_listener`]: TLS listeners' certificates (reloaded on SIGHUP) and each connection's
+//!   handshake, which gives its peer a name.
+//! - [`quiet`]: a budget for the log lines strangers can cause.
 //! - [`fs`]: the filesystem handlers; `fs/kinds.rs` declares every file of both trees
 //!   (name, directory, listing, mode, content) and holds the grant check of every walk,
 //!   stat and listing, which `fs/node.rs` runs; `fs/fid.rs` checks the view before every
@@ -15,7 +20,7 @@
 //!   applies ctl commands to the vault. The text files it serves are the namespace's
 //!   (the `model` crate), which deploy parses.
 //! - [`serve`]: process hardening, the socket (in a directory nobody else can change),
-//!   and the clean stop on SIGTERM.
+//!   the listeners, SIGHUP's reload, and the clean stop on SIGTERM.
 //! - [`paths`]: the embedded default data directory and socket.
 //! - [`backup`]: writing a backup file (mode 0600, no clobbering, never half).
 //! - `main.rs`: the `srv-secrets` command line (`init`, `serve`, `backup`).
@@ -25,7 +30,10 @@
 pub mod backup;
 pub mod fs;
 pub mod http;
+pub mod listen;
 pub mod paths;
 pub mod principal;
+pub mod quiet;
 pub mod reports;
 pub mod serve;
+pub mod tls_listener;

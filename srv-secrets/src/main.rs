@@ -4,8 +4,10 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
 
-use clap::{CommandFactory, Parser, Subcommand};
+use clap::{Args, CommandFactory, Parser, Subcommand};
 use secrets::{Error as VaultError, Vault};
+use srv_secrets::listen::{self, Listen};
+use srv_secrets::tls_listener::TlsServer;
 use srv_secrets::{paths, serve};
 
 /// Serve secrets and configuration as files over 9P2000.
@@ -37,37 +39,16 @@ enum Command {
     ///
     /// With no flags: the embedded default data directory (made on first run) and
     /// the default socket.
-    Serve {
-        /// The data directory (default: $XDG_DATA_HOME/srv-secrets, else
-        /// /var/lib/srv-secrets for root, else ~/.local/share/srv-secrets; with none of
-        /// these set, --data is required).
-        #[arg(long)]
-        data: Option<PathBuf>,
-        /// The cluster key file, if it is not DATA/key.
-        #[arg(long)]
-        key: Option<PathBuf>,
-        /// Where to listen: unix:PATH or a socket's path (repeatable). Default:
-        /// $XDG_RUNTIME_DIR/srv-secrets/9p.sock, /run/srv-secrets/9p.sock for root,
-        /// else /tmp/srv-secrets-$UID/9p.sock. The socket's directory is made (0755) if
-        /// missing; an existing one must belong to this user or root and be writable by
-        /// nobody else.
-        #[arg(long = "listen", value_name = "ADDR")]
-        listen: Vec<String>,
-        /// Also serve the plan API, JSON over HTTP, on this unix socket (unix:PATH or a
-        /// path; repeatable): the admin only, as for 9P; see docs/api.md. Its directory is
-        /// checked as --listen's is.
-        #[arg(long = "http", value_name = "ADDR")]
-        http: Vec<String>,
-        /// Add a demo service `demo` (uid 65534) that may read a secret `greeting`,
-        /// unless the store already has a service called demo.
-        #[arg(long)]
-        demo: bool,
-        /// How many opens of secrets may wait to be written to the audit trail (they are
-        /// written in batches, 20 ms after the first); past it, opens are counted and a
-        /// record says how many were not recorded.
-        #[arg(long, value_name = "N", default_value_t = secrets::OPEN_QUEUE_BOUND)]
-        audit_queue: usize,
-    },
+    ///
+    /// Over a unix socket the peer's uid says who it is. Over TLS (--listen
+    /// tls:HOST:PORT, TLS 1.3 only) the client's certificate does: it must be issued by
+    /// the CA in --client-ca, unexpired and not revoked (--crl), and its subject's Common
+    /// Name is the principal: `admin`, or a service's name. A client without a
+    /// certificate completes the handshake but is nobody: its attach is refused
+    /// ("authentication required"). SIGHUP reloads --tls-cert, --tls-key, --client-ca
+    /// and --crl without dropping connections; if the new files are refused, the old
+    /// ones stay in use and the log says why. See docs/operations.md, "TLS".
+    Serve(ServeArgs),
     /// Print a completion script for a shell to stdout.
     ///
     /// For example: srv-secrets completions bash > /usr/share/bash-completion/completions/srv-secrets
@@ -108,6 +89,60 @@ enum Command {
     },
 }
 
+/// `srv-secrets serve`'s flags.
+#[derive(Args)]
+struct ServeArgs {
+    /// The data directory (default: $XDG_DATA_HOME/srv-secrets, else
+    /// /var/lib/srv-secrets for root, else ~/.local/share/srv-secrets; with none of
+    /// these set, --data is required).
+    #[arg(long)]
+    data: Option<PathBuf>,
+    /// The cluster key file, if it is not DATA/key.
+    #[arg(long)]
+    key: Option<PathBuf>,
+    /// Where to listen (repeatable): unix:PATH or a socket's path; tls:HOST:PORT (9P over
+    /// TLS 1.3, with --tls-cert, --tls-key and --client-ca); tcp:HOST:PORT only with
+    /// --insecure-plain-tcp. HOST is an IP address or localhost; port 0 picks a free one.
+    /// Default: $XDG_RUNTIME_DIR/srv-secrets/9p.sock, /run/srv-secrets/9p.sock for root,
+    /// else /tmp/srv-secrets-$UID/9p.sock. A socket's directory is made (0755) if
+    /// missing; an existing one must belong to this user or root and be writable by
+    /// nobody else.
+    #[arg(long = "listen", value_name = "ADDR")]
+    listen: Vec<String>,
+    /// Also serve the plan API, JSON over HTTP (repeatable): on a unix socket (unix:PATH
+    /// or a path; its directory is checked as --listen's is) or over TLS (tls:HOST:PORT,
+    /// the same certificates as 9P's). The admin only, as for 9P; see docs/api.md.
+    #[arg(long = "http", value_name = "ADDR")]
+    http: Vec<String>,
+    /// The server's certificate chain (PEM), for tls: listeners.
+    #[arg(long, value_name = "FILE")]
+    tls_cert: Option<PathBuf>,
+    /// The private key of --tls-cert (PEM; keep it mode 0600).
+    #[arg(long, value_name = "FILE")]
+    tls_key: Option<PathBuf>,
+    /// The CA certificate(s) trusted to issue client certificates (PEM): whatever name
+    /// one of them issues a certificate for (its CN) is that principal.
+    #[arg(long, value_name = "FILE")]
+    client_ca: Option<PathBuf>,
+    /// Certificate revocation lists of --client-ca (PEM or DER): a certificate listed
+    /// is refused at the handshake. Reloaded on SIGHUP.
+    #[arg(long, value_name = "FILE")]
+    crl: Option<PathBuf>,
+    /// Allow --listen tcp:HOST:PORT on a loopback address: plain 9P, unencrypted, whose
+    /// connections are nobody (their attach is refused). For tests on one machine.
+    #[arg(long)]
+    insecure_plain_tcp: bool,
+    /// Add a demo service `demo` (uid 65534) that may read a secret `greeting`,
+    /// unless the store already has a service called demo.
+    #[arg(long)]
+    demo: bool,
+    /// How many opens of secrets may wait to be written to the audit trail (they are
+    /// written in batches, 20 ms after the first); past it, opens are counted and a
+    /// record says how many were not recorded.
+    #[arg(long, value_name = "N", default_value_t = secrets::OPEN_QUEUE_BOUND)]
+    audit_queue: usize,
+}
+
 /// `srv-secrets backup`: the store copied straight from DATA, which no server may hold.
 fn backup(
     data: &std::path::Path,
@@ -115,10 +150,14 @@ fn backup(
     out: &std::path::Path,
     force: bool,
 ) -> Result<(), String> {
-    let socket = match addr {
-        Some(a) => socket_paths(vec![a.to_string()])?
-            .pop()
-            .ok_or("--addr names no socket")?,
+    let socket = match addr.map(|a| listen::parse(a, "--addr")).transpose()? {
+        Some(Listen::Unix(path)) => path,
+        Some(other) => {
+            return Err(format!(
+                "--addr {other}: a backup is read through the server's unix socket: give \
+                 unix:PATH"
+            ));
+        }
         None => paths::default_socket(),
     };
     let mut served = false;
@@ -201,43 +240,76 @@ fn seed_demo(vault: &Vault) -> Result<(), String> {
     Ok(())
 }
 
-/// The paths of `--listen` addresses, `unix:PATH` or a bare path (the default socket if
-/// there are none), all checked before anything else is done. What starts like another
-/// scheme (`tcp:...`) is refused, not taken for a file name: only unix sockets carry the
-/// peer's uid (SO_PEERCRED) that decides who it is. (deploy's --addr reads addresses the
-/// same way: cmd-deploy's connect.rs.)
-fn socket_paths(listen: Vec<String>) -> Result<Vec<PathBuf>, String> {
-    if listen.is_empty() {
-        return Ok(vec![paths::default_socket()]);
+/// The TLS files of `serve`, if it has a tls: listener; refused if it has none, or if
+/// one is missing.
+fn tls_files(args: &ServeArgs, wants_tls: bool) -> Result<Option<tls::ServerFiles>, String> {
+    let given = [
+        ("--tls-cert", &args.tls_cert),
+        ("--tls-key", &args.tls_key),
+        ("--client-ca", &args.client_ca),
+        ("--crl", &args.crl),
+    ];
+    if !wants_tls {
+        if let Some((flag, _)) = given.iter().find(|(_, v)| v.is_some()) {
+            return Err(format!(
+                "{flag} is for tls: listeners: add --listen tls:HOST:PORT (or --http \
+                 tls:HOST:PORT), or leave it out"
+            ));
+        }
+        return Ok(None);
     }
-    let refuse = |l: &str| {
-        format!("--listen {l}: only unix sockets are supported: give unix:PATH or a socket's path")
-    };
-    listen
+    let missing: Vec<&str> = given[..3]
         .iter()
-        .map(|l| {
-            let path = match l.strip_prefix("unix:") {
-                Some(path) => path,
-                None if looks_like_a_scheme(l) => return Err(refuse(l)),
-                None => l,
-            };
-            if path.is_empty() {
-                return Err(refuse(l));
-            }
-            Ok(PathBuf::from(path))
-        })
-        .collect()
+        .filter(|(_, v)| v.is_none())
+        .map(|(flag, _)| *flag)
+        .collect();
+    match (&args.tls_cert, &args.tls_key, &args.client_ca) {
+        (Some(cert), Some(key), Some(client_ca)) => Ok(Some(tls::ServerFiles {
+            cert: cert.clone(),
+            key: key.clone(),
+            client_ca: client_ca.clone(),
+            crl: args.crl.clone(),
+        })),
+        _ => Err(format!(
+            "a tls: listener needs --tls-cert, --tls-key and --client-ca; missing: {} (see \
+             docs/operations.md, \"TLS\", to make them)",
+            missing.join(", ")
+        )),
+    }
 }
 
-/// Whether `text` starts with `SCHEME:` (RFC 3986: a letter, then letters, digits, `+`,
-/// `-` or `.`).
-fn looks_like_a_scheme(text: &str) -> bool {
-    text.split_once(':').is_some_and(|(scheme, _)| {
-        scheme.starts_with(|c: char| c.is_ascii_alphabetic())
-            && scheme
-                .chars()
-                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '+' | '-' | '.'))
-    })
+/// The 9P and HTTP addresses of `serve`, read and checked: the default socket if there
+/// are no --listen; plain TCP refused unless allowed, and for HTTP always.
+fn listen_addresses(args: &ServeArgs) -> Result<(Vec<Listen>, Vec<Listen>), String> {
+    let nine_p = if args.listen.is_empty() {
+        vec![Listen::Unix(paths::default_socket())]
+    } else {
+        args.listen
+            .iter()
+            .map(|l| listen::parse(l, "--listen"))
+            .collect::<Result<Vec<_>, _>>()?
+    };
+    for l in &nine_p {
+        listen::check_plain_tcp(l, args.insecure_plain_tcp, "--listen")?;
+    }
+    if args.insecure_plain_tcp && !nine_p.iter().any(|l| matches!(l, Listen::Tcp(_))) {
+        return Err(
+            "--insecure-plain-tcp allows --listen tcp:HOST:PORT, and there is none; leave it \
+             out"
+            .into(),
+        );
+    }
+    let http = args
+        .http
+        .iter()
+        .map(|h| listen::parse(h, "--http"))
+        .collect::<Result<Vec<_>, _>>()?;
+    if let Some(tcp) = http.iter().find(|h| matches!(h, Listen::Tcp(_))) {
+        return Err(format!(
+            "--http {tcp}: the HTTP API is served on unix: or tls: addresses only"
+        ));
+    }
+    Ok((nine_p, http))
 }
 
 /// `srv-secrets completions SHELL`.
@@ -274,53 +346,44 @@ fn write_stdout(bytes: &[u8]) -> Result<(), String> {
     }
 }
 
-async fn run_serve(
-    data: Option<PathBuf>,
-    key: Option<PathBuf>,
-    listen: Vec<String>,
-    http: Vec<String>,
-    demo: bool,
-    audit_queue: usize,
-) -> Result<(), String> {
+async fn run_serve(args: ServeArgs) -> Result<(), String> {
     serve::harden_process();
     // Everything that can be refused without the vault is, before the vault is opened
     // (opening locks it, and may resume a key rotation).
-    let http_paths = if http.is_empty() {
-        Vec::new()
-    } else {
-        socket_paths(http)?
-    };
-    let socket_paths = socket_paths(listen)?;
-    let embedded = data.is_none();
-    let data = match data {
+    let (nine_p, http) = listen_addresses(&args)?;
+    let wants_tls = nine_p
+        .iter()
+        .chain(&http)
+        .any(|l| matches!(l, Listen::Tls(_)));
+    let tls = tls_files(&args, wants_tls)?
+        .map(TlsServer::load)
+        .transpose()?;
+    let embedded = args.data.is_none();
+    let data = match args.data {
         Some(d) => d,
         None => paths::default_data_dir().ok_or(
             "no data directory: HOME and XDG_DATA_HOME are not set; pass --data DIR, or set HOME",
         )?,
     };
     let euid = paths::euid();
-    for path in socket_paths.iter().chain(&http_paths) {
-        serve::prepare_socket_dir(path, euid)
-            .map_err(|e| format!("cannot listen on unix:{}: {e}", path.display()))?;
+    for listen in nine_p.iter().chain(&http) {
+        if let Listen::Unix(path) = listen {
+            serve::prepare_socket_dir(path, euid)
+                .map_err(|e| format!("cannot listen on unix:{}: {e}", path.display()))?;
+        }
     }
-    let vault = open_or_init(&data, key.as_deref(), embedded)?;
-    vault.set_open_queue_bound(audit_queue);
-    if demo {
+    let vault = open_or_init(&data, args.key.as_deref(), embedded)?;
+    vault.set_open_queue_bound(args.audit_queue);
+    if args.demo {
         seed_demo(&vault)?;
     }
-    let mut sockets = Vec::new();
-    for path in socket_paths {
-        let listener = serve::bind_socket(&path)
-            .await
-            .map_err(|e| format!("cannot listen on unix:{}: {e}", path.display()))?;
-        sockets.push((path, listener));
+    let mut nine_p_bound = Vec::new();
+    for listen in &nine_p {
+        nine_p_bound.push(serve::bind(listen, tls.as_ref()).await?);
     }
-    let mut http_sockets = Vec::new();
-    for path in http_paths {
-        let listener = serve::bind_socket(&path)
-            .await
-            .map_err(|e| format!("cannot listen on unix:{}: {e}", path.display()))?;
-        http_sockets.push((path, listener));
+    let mut http_bound = Vec::new();
+    for listen in &http {
+        http_bound.push(serve::bind(listen, tls.as_ref()).await?);
     }
     let vault = Arc::new(vault);
     eprintln!(
@@ -330,25 +393,49 @@ async fn run_serve(
         vault.services().len(),
         vault.admin_uid()
     );
-    for (path, _) in &sockets {
-        let p = path.display();
-        eprintln!("srv-secrets: listening on unix:{p}");
-        eprintln!("  manage:  deploy --addr unix:{p} secret list");
-        eprintln!(
-            "  mount a service's view (as root): mount -t 9p -o trans=unix,version=9p2000,aname=SERVICE,dfltuid=UID,dfltgid=GID,cache=none {p} /mnt/SERVICE"
-        );
+    for bound in &nine_p_bound {
+        eprintln!("srv-secrets: listening on {bound}");
+        match bound {
+            serve::Bound::Unix { path, .. } => {
+                let p = path.display();
+                eprintln!("  manage:  deploy --addr unix:{p} secret list");
+                eprintln!(
+                    "  mount a service's view (as root): mount -t 9p -o trans=unix,version=9p2000,aname=SERVICE,dfltuid=UID,dfltgid=GID,cache=none {p} /mnt/SERVICE"
+                );
+            }
+            serve::Bound::Tls { .. } => {
+                eprintln!(
+                    "  9P over TLS 1.3: a client certificate from --client-ca names its holder \
+                     (CN admin, or a service's name)"
+                );
+                eprintln!(
+                    "  manage:  deploy --addr {bound} --ca CA.crt --cert admin.crt --key admin.key secret list"
+                );
+            }
+            serve::Bound::Tcp { .. } => eprintln!(
+                "  plain TCP (--insecure-plain-tcp), for tests: unencrypted, and its \
+                 connections are nobody"
+            ),
+        }
     }
-    for (path, _) in &http_sockets {
-        let p = path.display();
-        eprintln!("srv-secrets: the plan API (HTTP) on unix:{p}");
-        eprintln!("  try:  curl --unix-socket {p} http://srv-secrets/health/ready");
+    for bound in &http_bound {
+        eprintln!("srv-secrets: the plan API (HTTP) on {bound}");
+        match bound {
+            serve::Bound::Unix { path, .. } => eprintln!(
+                "  try:  curl --unix-socket {} http://srv-secrets/health/ready",
+                path.display()
+            ),
+            _ => eprintln!(
+                "  try:  curl --cacert CA.crt --cert admin.crt --key admin.key https://HOST:PORT/health/ready"
+            ),
+        }
     }
-    if demo {
+    if args.demo {
         eprintln!(
             "srv-secrets: demo: service 'demo' (uid {DEMO_UID}) may read 'greeting'; try: deploy secret get greeting --as demo"
         );
     }
-    serve::serve(vault, sockets, http_sockets)
+    serve::serve(vault, nine_p_bound, http_bound, tls)
         .await
         .map_err(|e| e.to_string())
 }
@@ -382,18 +469,11 @@ fn main() -> ExitCode {
             out,
             force,
         } => backup(&data, addr.as_deref(), &out, force),
-        Command::Serve {
-            data,
-            key,
-            listen,
-            http,
-            demo,
-            audit_queue,
-        } => match tokio::runtime::Builder::new_multi_thread()
+        Command::Serve(args) => match tokio::runtime::Builder::new_multi_thread()
             .enable_all()
             .build()
         {
-            Ok(rt) => rt.block_on(run_serve(data, key, listen, http, demo, audit_queue)),
+            Ok(rt) => rt.block_on(run_serve(args)),
             Err(e) => Err(format!("cannot start the runtime: {e}")),
         },
         Command::Completions { shell } => print_completions(shell),
@@ -414,43 +494,74 @@ mod tests {
 
     use super::*;
 
-    #[test]
-    fn listen_takes_unix_path_or_a_bare_path() {
-        let got = socket_paths(vec![
-            "unix:/run/a.sock".into(),
-            "/run/b.sock".into(),
-            "rel/c.sock".into(),
-            "./tcp:d".into(),
-            "unix:tcp:e".into(),
-        ])
-        .unwrap();
-        let want = [
-            "/run/a.sock",
-            "/run/b.sock",
-            "rel/c.sock",
-            "./tcp:d",
-            "tcp:e",
-        ];
-        assert_eq!(got, want.map(PathBuf::from));
+    fn serve_args(args: &[&str]) -> ServeArgs {
+        let cli = Cli::try_parse_from(["srv-secrets", "serve"].iter().chain(args)).unwrap();
+        match cli.command {
+            Command::Serve(args) => args,
+            _ => unreachable!(),
+        }
     }
 
     #[test]
-    fn listen_refuses_other_schemes_and_nothing() {
-        for bad in [
-            "tcp:127.0.0.1:564",
-            "tcp:[::1]:564",
-            "vsock:3:564",
-            "unix:",
-            "",
-        ] {
-            assert_eq!(
-                socket_paths(vec!["/ok.sock".into(), bad.into()]).unwrap_err(),
-                format!(
-                    "--listen {bad}: only unix sockets are supported: give unix:PATH or a \
-                     socket's path"
-                )
-            );
-        }
+    fn tls_listeners_need_their_three_files_and_the_files_need_a_tls_listener() {
+        let args = serve_args(&["--listen", "tls:127.0.0.1:0", "--tls-cert", "c"]);
+        assert_eq!(
+            tls_files(&args, true).unwrap_err(),
+            "a tls: listener needs --tls-cert, --tls-key and --client-ca; missing: \
+             --tls-key, --client-ca (see docs/operations.md, \"TLS\", to make them)"
+        );
+        let args = serve_args(&[
+            "--listen",
+            "tls:127.0.0.1:0",
+            "--tls-cert",
+            "c",
+            "--tls-key",
+            "k",
+            "--client-ca",
+            "ca",
+            "--crl",
+            "r",
+        ]);
+        let files = tls_files(&args, true).unwrap().unwrap();
+        assert_eq!(files.crl, Some(PathBuf::from("r")));
+        let args = serve_args(&["--crl", "r"]);
+        assert_eq!(
+            tls_files(&args, false).unwrap_err(),
+            "--crl is for tls: listeners: add --listen tls:HOST:PORT (or --http \
+             tls:HOST:PORT), or leave it out"
+        );
+        assert_eq!(tls_files(&serve_args(&[]), false).unwrap(), None);
+    }
+
+    #[test]
+    fn plain_tcp_is_refused_without_the_flag_and_for_http_always() {
+        let (nine_p, http) = listen_addresses(&serve_args(&[])).unwrap();
+        assert_eq!(nine_p, vec![Listen::Unix(paths::default_socket())]);
+        assert!(http.is_empty());
+        let e = listen_addresses(&serve_args(&["--listen", "tcp:127.0.0.1:0"])).unwrap_err();
+        assert!(
+            e.contains("--insecure-plain-tcp allows tcp: on a loopback address"),
+            "{e}"
+        );
+        let ok = serve_args(&["--listen", "tcp:127.0.0.1:0", "--insecure-plain-tcp"]);
+        assert_eq!(listen_addresses(&ok).unwrap().0.len(), 1);
+        let e = listen_addresses(&serve_args(&[
+            "--listen",
+            "tcp:0.0.0.0:0",
+            "--insecure-plain-tcp",
+        ]))
+        .unwrap_err();
+        assert!(e.contains("allows only loopback addresses"), "{e}");
+        let e = listen_addresses(&serve_args(&["--insecure-plain-tcp"])).unwrap_err();
+        assert!(
+            e.starts_with("--insecure-plain-tcp allows --listen tcp:"),
+            "{e}"
+        );
+        let e = listen_addresses(&serve_args(&["--http", "tcp:127.0.0.1:1"])).unwrap_err();
+        assert_eq!(
+            e,
+            "--http tcp:127.0.0.1:1: the HTTP API is served on unix: or tls: addresses only"
+        );
     }
 
     #[test]

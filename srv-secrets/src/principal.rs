@@ -3,13 +3,17 @@
 //!
 //! Over a unix socket the peer's uid (SO_PEERCRED) decides: uid 0 and the uid that ran
 //! `init` are the admin; a uid mapped to a service is that service; anyone else is refused.
-//! The client's uname is never consulted.
+//! Over TLS the name the client's verified certificate gives decides (its subject's
+//! Common Name; the CA of `--client-ca` is trusted to issue names): `admin` is the admin,
+//! a service's name is that service, any other name is refused, and a connection without
+//! a certificate is nobody ("authentication required"), as is one over plain TCP. The
+//! client's uname is never consulted.
 //!
 //! The same decides, at accept, how the server core admits a connection
 //! ([`admission_of`]): those who are someone as principals, the rest as strangers.
 
 use ninep::Error;
-use ninep::server::{Admission, Peer};
+use ninep::server::{Admission, Peer, Transport};
 use secrets::Vault;
 
 /// The authenticated party behind a connection.
@@ -17,12 +21,14 @@ use secrets::Vault;
 pub enum Principal {
     /// The operator: root or the uid that ran `init`.
     Admin,
-    /// A service, by the uid mapped to it.
+    /// A service, by the uid mapped to it or the name its certificate gives.
     Service {
         /// The service's name.
         name: String,
         /// The uid it connected with; the mapping is checked again on every request.
-        uid: u32,
+        /// None: a verified certificate named it, and the name is all there is to check
+        /// again (the service exists).
+        uid: Option<u32>,
     },
 }
 
@@ -44,32 +50,51 @@ pub enum View {
 /// [`model::RESERVED_SERVICE_NAMES`]).
 const ADMIN_ANAMES: [&str; 2] = ["", model::ADMIN_ANAME];
 
-/// The principal of a connection's peer. Anonymous and unknown peers are refused.
+/// The principal of a connection's peer. Unknown peers are "permission denied"; those
+/// the transport proved nothing of (TLS without a client certificate, plain TCP) are
+/// "authentication required": nobody is anonymous here.
 pub fn principal_of(vault: &Vault, peer: &Peer) -> Result<Principal, Error> {
     let Some(uid) = peer.uid else {
-        // No credentials from the transport (TCP): nobody is anonymous here.
-        return Err(Error::permission_denied());
+        return match peer.certificate.as_deref() {
+            Some(model::ADMIN_ANAME) => Ok(Principal::Admin),
+            Some(name) if vault.has_service(name) => Ok(Principal::Service {
+                name: name.to_string(),
+                uid: None,
+            }),
+            Some(_) => Err(Error::permission_denied()),
+            None => Err(Error::new(ninep::ename::AUTH_REQUIRED)),
+        };
     };
     if uid == 0 || uid == vault.admin_uid() {
         return Ok(Principal::Admin);
     }
     match vault.service_for_uid(uid) {
-        Some(name) => Ok(Principal::Service { name, uid }),
+        Some(name) => Ok(Principal::Service {
+            name,
+            uid: Some(uid),
+        }),
         None => Err(Error::permission_denied()),
     }
 }
 
 /// How the core should admit a new connection from `peer`, before it says anything.
-/// Root, the admin's uid and each service's uid are principals, one per uid, so that one
-/// that floods and does not read its replies stalls only itself. Any other uid is a
-/// stranger: let in, to be told "permission denied" at attach, with its own few slots
-/// and next to nothing to spend. A peer without a uid can never be anyone, and is
-/// refused.
+/// Root, the admin's uid and each service's uid are principals, one per uid, and so is
+/// each name a certificate gives (`admin`, a service's), so that one that floods and does
+/// not read its replies stalls only itself. Any other uid or name is a stranger: let in,
+/// to be told "permission denied" at attach, with its own few slots and next to nothing
+/// to spend; so is a connection over TLS without a certificate, or over plain TCP, to be
+/// told "authentication required". A unix peer without a uid can never be anyone, and
+/// is refused.
 pub fn admission_of(vault: &Vault, peer: &Peer) -> Admission {
-    match (peer.uid, principal_of(vault, peer)) {
-        (Some(uid), Ok(_)) => Admission::Principal(format!("uid {uid}")),
-        (Some(_), Err(_)) => Admission::Stranger,
-        (None, _) => Admission::Refuse,
+    let known = principal_of(vault, peer).is_ok();
+    match (peer.uid, peer.certificate.as_deref()) {
+        (Some(uid), _) if known => Admission::Principal(format!("uid {uid}")),
+        (None, Some(name)) if known => Admission::Principal(format!("certificate {name}")),
+        (Some(_), _) | (None, Some(_)) => Admission::Stranger,
+        (None, None) => match peer.transport {
+            Transport::Unix => Admission::Refuse,
+            Transport::Tls | Transport::Tcp => Admission::Stranger,
+        },
     }
 }
 
@@ -100,9 +125,10 @@ pub fn view_for(vault: &Vault, principal: &Principal, aname: &str) -> Result<Vie
             service: name.clone(),
             by: principal.clone(),
         }),
-        Principal::Service { name, uid } if aname == model::ADMIN_ANAME => {
-            Err(not_admin(*uid, name, vault.admin_uid()))
-        }
+        Principal::Service {
+            name,
+            uid: Some(uid),
+        } if aname == model::ADMIN_ANAME => Err(not_admin(*uid, name, vault.admin_uid())),
         _ => Err(Error::permission_denied()),
     }
 }
@@ -135,7 +161,8 @@ impl View {
             View::Service { service, by } => {
                 let valid = match by {
                     Principal::Admin => vault.serves(service),
-                    Principal::Service { uid, .. } => vault.uid_serves(*uid, service),
+                    Principal::Service { uid: Some(uid), .. } => vault.uid_serves(*uid, service),
+                    Principal::Service { uid: None, .. } => vault.serves(service),
                 };
                 if valid {
                     Ok(())
@@ -188,7 +215,17 @@ mod tests {
     fn service(name: &str, uid: u32) -> Principal {
         Principal::Service {
             name: name.into(),
-            uid,
+            uid: Some(uid),
+        }
+    }
+
+    /// A TLS peer whose verified certificate gives `name` (None: it sent none).
+    fn certified(name: Option<&str>) -> Peer {
+        Peer {
+            transport: Transport::Tls,
+            certificate: name.map(str::to_string),
+            addr: "tls:test".into(),
+            ..Peer::default()
         }
     }
 
@@ -213,8 +250,11 @@ mod tests {
             service("api", API)
         );
         denied(principal_of(&v, &peer(Some(STRANGER))));
-        // No credentials (a TCP peer) is nobody.
-        denied(principal_of(&v, &peer(None)));
+        // No credentials is nobody.
+        assert_eq!(
+            principal_of(&v, &peer(None)).unwrap_err().0,
+            "authentication required"
+        );
         // A remapped service is known by its new uid only.
         v.service_set_uid("web", STRANGER).unwrap();
         denied(principal_of(&v, &peer(Some(WEB))));
@@ -222,6 +262,62 @@ mod tests {
             principal_of(&v, &peer(Some(STRANGER))).unwrap(),
             service("web", STRANGER)
         );
+    }
+
+    #[test]
+    fn a_certificate_names_the_admin_or_a_service_and_no_certificate_is_nobody() {
+        let (_dir, v) = vault();
+        assert_eq!(
+            principal_of(&v, &certified(Some("admin"))).unwrap(),
+            Principal::Admin
+        );
+        let web = Principal::Service {
+            name: "web".into(),
+            uid: None,
+        };
+        assert_eq!(principal_of(&v, &certified(Some("web"))).unwrap(), web);
+        denied(principal_of(&v, &certified(Some("nosuch"))));
+        // "secrets" is the admin tree's directory, never a service.
+        denied(principal_of(&v, &certified(Some("secrets"))));
+        assert_eq!(
+            principal_of(&v, &certified(None)).unwrap_err().0,
+            "authentication required"
+        );
+        let tcp = Peer {
+            transport: Transport::Tcp,
+            addr: "tcp:test".into(),
+            ..Peer::default()
+        };
+        assert_eq!(
+            principal_of(&v, &tcp).unwrap_err().0,
+            "authentication required"
+        );
+        // Admitted: a principal per name; the others as strangers, to hear why at attach.
+        let cert_key = |name: &str| Admission::Principal(format!("certificate {name}"));
+        assert_eq!(
+            admission_of(&v, &certified(Some("admin"))),
+            cert_key("admin")
+        );
+        assert_eq!(admission_of(&v, &certified(Some("web"))), cert_key("web"));
+        assert_eq!(
+            admission_of(&v, &certified(Some("nosuch"))),
+            Admission::Stranger
+        );
+        assert_eq!(admission_of(&v, &certified(None)), Admission::Stranger);
+        assert_eq!(admission_of(&v, &tcp), Admission::Stranger);
+        // A service's view by certificate: its own only, and "admin" is refused plainly
+        // (there is no uid to tell it about).
+        let own = view_for(&v, &web, "").unwrap();
+        assert_eq!(view_for(&v, &web, "web").unwrap(), own);
+        denied(view_for(&v, &web, "api"));
+        denied(view_for(&v, &web, "admin"));
+        // The view lasts while the service does; a certificate is no uid to remap.
+        own.still_valid(&v).unwrap();
+        v.service_set_uid("web", STRANGER).unwrap();
+        own.still_valid(&v).unwrap();
+        v.service_remove("web").unwrap();
+        denied(own.still_valid(&v));
+        denied(principal_of(&v, &certified(Some("web"))));
     }
 
     #[test]

@@ -1,17 +1,118 @@
-//! Running the server: the vault opened, the process hardened, the sockets bound, and
-//! a clean stop on SIGTERM.
+//! Running the server: the vault opened, the process hardened, the listeners bound
+//! (unix sockets in a directory nobody else can change, TLS, plain TCP), SIGHUP's reload
+//! of the TLS material, and a clean stop on SIGTERM.
 
+use std::fmt;
 use std::fs;
 use std::io;
+use std::net::SocketAddr;
 use std::os::unix::fs::{DirBuilderExt, FileTypeExt, MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use ninep::server::{Limits, Server, Shutdown, bind_unix};
 use secrets::Vault;
+use tokio::net::{TcpListener, TcpStream, UnixListener, UnixStream};
 use tracing::{info, warn};
 
 use crate::fs::SecretsFs;
+use crate::listen::Listen;
+use crate::tls_listener::TlsServer;
+
+/// A listener, bound.
+pub enum Bound {
+    /// A unix socket, removed when the server stops.
+    Unix {
+        /// Its path.
+        path: PathBuf,
+        /// The socket.
+        listener: UnixListener,
+    },
+    /// TLS on TCP, with the material its handshakes use.
+    Tls {
+        /// The socket.
+        listener: TcpListener,
+        /// The certificates.
+        tls: Arc<TlsServer>,
+    },
+    /// Plain TCP (`--insecure-plain-tcp`, loopback only).
+    Tcp {
+        /// The socket.
+        listener: TcpListener,
+    },
+}
+
+/// A connection accepted by a [`Bound`], before anything is read from it.
+pub enum Accepted {
+    /// On a unix socket.
+    Unix(UnixStream),
+    /// On a TLS listener, its handshake still to do.
+    Tls(TcpStream, SocketAddr, Arc<TlsServer>),
+    /// On plain TCP.
+    Tcp(TcpStream, SocketAddr),
+}
+
+impl Bound {
+    /// The next connection.
+    ///
+    /// # Errors
+    /// accept(2)'s.
+    pub async fn accept(&self) -> io::Result<Accepted> {
+        match self {
+            Bound::Unix { listener, .. } => Ok(Accepted::Unix(listener.accept().await?.0)),
+            Bound::Tls { listener, tls } => {
+                let (stream, addr) = listener.accept().await?;
+                Ok(Accepted::Tls(stream, addr, tls.clone()))
+            }
+            Bound::Tcp { listener } => {
+                let (stream, addr) = listener.accept().await?;
+                Ok(Accepted::Tcp(stream, addr))
+            }
+        }
+    }
+}
+
+impl fmt::Display for Bound {
+    /// The address as it was bound: a TLS or TCP listener's port, even if 0 was asked.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let local = |l: &TcpListener| {
+            l.local_addr()
+                .map_or_else(|_| "?".to_string(), |a| a.to_string())
+        };
+        match self {
+            Bound::Unix { path, .. } => write!(f, "unix:{}", path.display()),
+            Bound::Tls { listener, .. } => write!(f, "tls:{}", local(listener)),
+            Bound::Tcp { listener } => write!(f, "tcp:{}", local(listener)),
+        }
+    }
+}
+
+/// Binds `listen`: for a unix socket, call [`prepare_socket_dir`] first; a TLS listener
+/// needs `tls`.
+///
+/// # Errors
+/// What failed, naming the address.
+pub async fn bind(listen: &Listen, tls: Option<&Arc<TlsServer>>) -> Result<Bound, String> {
+    let failed = |e: io::Error| format!("cannot listen on {listen}: {e}");
+    match listen {
+        Listen::Unix(path) => Ok(Bound::Unix {
+            path: path.clone(),
+            listener: bind_socket(path).await.map_err(failed)?,
+        }),
+        Listen::Tls(addr) => {
+            let tls = tls
+                .ok_or_else(|| format!("cannot listen on {listen}: no TLS certificates"))?
+                .clone();
+            Ok(Bound::Tls {
+                listener: TcpListener::bind(addr).await.map_err(failed)?,
+                tls,
+            })
+        }
+        Listen::Tcp(addr) => Ok(Bound::Tcp {
+            listener: TcpListener::bind(addr).await.map_err(failed)?,
+        }),
+    }
+}
 
 /// Keeps secrets out of core dumps and away from ptrace by other users: a process that
 /// is not dumpable writes no core file, and its memory cannot be read through /proc.
@@ -56,7 +157,7 @@ pub fn fit_to_descriptors(mut limits: Limits, others: u64) -> Limits {
         return limits;
     };
     // The connections not counted in the principals' cap.
-    let apart = limits.max_stranger_connections as u64 + others;
+    let apart = (limits.max_stranger_connections + limits.max_handshakes) as u64 + others;
     let wanted = limits.max_connections as u64 + apart + SPARE_DESCRIPTORS;
     if have < wanted {
         let fits = have.saturating_sub(apart + SPARE_DESCRIPTORS).max(1) as usize;
@@ -317,16 +418,17 @@ async fn housekeeping(vault: Arc<Vault>, mut shutdown: Shutdown) -> io::Result<(
     }
 }
 
-/// Serves `vault` over 9P on the unix sockets `sockets`, and the HTTP API on `http`, until
-/// SIGTERM or SIGINT, then finishes the requests in flight, records the opens still
-/// queued for the audit trail, and returns.
+/// Serves `vault` over 9P on `nine_p`, and the HTTP API on `http`, until SIGTERM or
+/// SIGINT, reloading `tls` on SIGHUP, then finishes the requests in flight, records the
+/// opens still queued for the audit trail, and returns.
 pub async fn serve(
     vault: Arc<Vault>,
-    sockets: Vec<(PathBuf, tokio::net::UnixListener)>,
-    http: Vec<(PathBuf, tokio::net::UnixListener)>,
+    nine_p: Vec<Bound>,
+    http: Vec<Bound>,
+    tls: Option<Arc<TlsServer>>,
 ) -> io::Result<()> {
     let flusher = secrets::OpenFlusher::start(vault.clone())?;
-    let served = serve_until_stopped(vault, sockets, http).await;
+    let served = serve_until_stopped(vault, nine_p, http, tls).await;
     // The last opens, from the requests just finished; a commit, so off the workers.
     match tokio::task::spawn_blocking(move || flusher.stop()).await {
         Ok(()) => info!("recorded the opens still queued for the audit trail"),
@@ -338,8 +440,9 @@ pub async fn serve(
 /// [`serve`], but for the audit's flusher.
 async fn serve_until_stopped(
     vault: Arc<Vault>,
-    sockets: Vec<(PathBuf, tokio::net::UnixListener)>,
-    http: Vec<(PathBuf, tokio::net::UnixListener)>,
+    nine_p: Vec<Bound>,
+    http: Vec<Bound>,
+    tls: Option<Arc<TlsServer>>,
 ) -> io::Result<()> {
     let server = Server::new(
         SecretsFs::new(vault.clone()),
@@ -354,38 +457,53 @@ async fn serve_until_stopped(
         let server = server.clone();
         Arc::new(move || server.stats())
     };
-    for (path, listener) in http {
+    for bound in http {
         let api = crate::http::Api::new(vault.clone(), stats.clone());
         let shutdown: Shutdown = shutdown.clone();
         tasks.spawn(async move {
-            let r = crate::http::serve(api, listener, shutdown).await;
-            let _ = fs::remove_file(&path);
+            let path = match &bound {
+                Bound::Unix { path, .. } => Some(path.clone()),
+                _ => None,
+            };
+            let r = crate::http::serve(api, bound, shutdown).await;
+            if let Some(path) = path {
+                let _ = fs::remove_file(&path);
+            }
             r
         });
     }
-    for (path, listener) in sockets {
+    for bound in nine_p {
         let server = server.clone();
         let shutdown: Shutdown = shutdown.clone();
-        tasks.spawn(async move {
-            let r = server.serve_unix(listener, shutdown).await;
-            let _ = fs::remove_file(&path);
-            r
-        });
+        tasks.spawn(serve_9p(server, bound, shutdown));
     }
     tasks.spawn(housekeeping(vault.clone(), shutdown.clone()));
-    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
-    let mut int = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::interrupt())?;
-    tokio::select! {
-        _ = term.recv() => info!("SIGTERM: finishing requests in flight"),
-        _ = int.recv() => info!("SIGINT: finishing requests in flight"),
-        Some(r) = tasks.join_next() => {
-            // A listener ended on its own: that is an error worth stopping for.
-            trigger.trigger();
-            while tasks.join_next().await.is_some() {}
-            return match r {
-                Ok(r) => r,
-                Err(e) => Err(io::Error::other(e)),
-            };
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut term = signal(SignalKind::terminate())?;
+    let mut int = signal(SignalKind::interrupt())?;
+    // Handled whether or not there is anything to reload: SIGHUP never ends the server
+    // (systemd's ExecReload sends it).
+    let mut hup = signal(SignalKind::hangup())?;
+    loop {
+        tokio::select! {
+            _ = term.recv() => {
+                info!("SIGTERM: finishing requests in flight");
+                break;
+            }
+            _ = int.recv() => {
+                info!("SIGINT: finishing requests in flight");
+                break;
+            }
+            _ = hup.recv() => reload(tls.as_deref()),
+            Some(r) = tasks.join_next() => {
+                // A listener ended on its own: that is an error worth stopping for.
+                trigger.trigger();
+                while tasks.join_next().await.is_some() {}
+                return match r {
+                    Ok(r) => r,
+                    Err(e) => Err(io::Error::other(e)),
+                };
+            }
         }
     }
     trigger.trigger();
@@ -396,6 +514,42 @@ async fn serve_until_stopped(
     }
     info!("stopped");
     Ok(())
+}
+
+/// Serves 9P on one listener until `shutdown`.
+async fn serve_9p(server: Server<SecretsFs>, bound: Bound, shutdown: Shutdown) -> io::Result<()> {
+    match bound {
+        Bound::Unix { path, listener } => {
+            let r = server.serve_unix(listener, shutdown).await;
+            let _ = fs::remove_file(&path);
+            r
+        }
+        Bound::Tcp { listener } => server.serve_tcp(listener, shutdown).await,
+        Bound::Tls { listener, tls } => {
+            server
+                .serve_handshaking(shutdown, || {
+                    let tls = tls.clone();
+                    let listener = &listener;
+                    async move {
+                        let (tcp, addr) = listener.accept().await?;
+                        Ok((tls.handshake(tcp, addr), format!("tls:{addr}")))
+                    }
+                })
+                .await
+        }
+    }
+}
+
+/// SIGHUP: the TLS listeners' certificates, client CA and CRLs loaded again; on failure
+/// the ones in use are kept. Connections open go on either way.
+fn reload(tls: Option<&TlsServer>) {
+    match tls {
+        None => info!("SIGHUP: nothing to reload (no TLS listener)"),
+        Some(tls) => match tls.reload() {
+            Ok(()) => info!("SIGHUP: reloaded the TLS material; new connections use it"),
+            Err(e) => warn!("SIGHUP: keeping the TLS material in use, the new one is refused: {e}"),
+        },
+    }
 }
 
 #[cfg(test)]
@@ -426,6 +580,7 @@ mod tests {
         // the soft one is raised. Run in a child, so that this process keeps its limits.
         let wanted = Limits::default().max_connections as u64
             + Limits::default().max_stranger_connections as u64
+            + Limits::default().max_handshakes as u64
             + SPARE_DESCRIPTORS;
         let limit = rustix::process::getrlimit(rustix::process::Resource::Nofile);
         if limit.maximum.is_some_and(|m| m >= wanted) {
@@ -446,10 +601,10 @@ mod tests {
         };
         if rustix::process::setrlimit(rustix::process::Resource::Nofile, tight).is_ok() {
             let fitted = fit_to_descriptors(Limits::default(), 0);
-            let strangers = fitted.max_stranger_connections as u64;
+            let apart = (fitted.max_stranger_connections + fitted.max_handshakes) as u64;
             assert_eq!(
                 fitted.max_connections as u64,
-                512 - strangers - SPARE_DESCRIPTORS
+                512 - apart - SPARE_DESCRIPTORS
             );
             // Root may raise it back (tests run as root); others keep the lower limit.
             let _ = rustix::process::setrlimit(rustix::process::Resource::Nofile, limit);

@@ -86,6 +86,10 @@ pub mod ename {
     pub const WSTAT_DIR_CHANGE: &str = "wstat can't convert between files and directories";
     /// Tauth on a server that needs no authentication.
     pub const NO_AUTH: &str = "authentication not required";
+    /// Tattach on a connection whose transport proved no one (TLS without a client
+    /// certificate, plain TCP) and that has not authenticated otherwise: the
+    /// counterpart of NO_AUTH. Linux does not know it (ESERVERFAULT).
+    pub const AUTH_REQUIRED: &str = "authentication required";
     /// More fids than the connection may hold.
     pub const TOO_MANY_FIDS: &str = "too many fids on this connection";
     /// More outstanding requests than the connection may have.

@@ -55,6 +55,8 @@ pub struct SecretsFs {
     decrypts: Mutex<std::collections::HashMap<String, Arc<tokio::sync::Semaphore>>>,
     /// The admin tree's reports, made once per revision of the store.
     reports: reports::Reports,
+    /// The log lines of attaches refused to a certificate that names no one.
+    refusals: crate::quiet::LogBudget,
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -73,6 +75,7 @@ impl SecretsFs {
             started,
             decrypts: Mutex::new(std::collections::HashMap::new()),
             reports: reports::Reports::default(),
+            refusals: crate::quiet::LogBudget::default(),
         }
     }
 
@@ -99,17 +102,26 @@ impl SecretsFs {
 impl Filesystem for SecretsFs {
     type Fid = SecretsFid;
 
-    /// Serves only connections whose transport names a uid: no credentials, no principal
-    /// (a TCP peer, until it can prove itself). Root, the admin's uid and service uids
-    /// are principals, one per uid. Any other uid is a stranger: served, to be told
-    /// "permission denied" at attach, in the core's few stranger slots, with a handful
-    /// of requests before it is closed (see [`admission_of`]).
+    /// Root, the admin's uid and service uids are principals, one per uid, and so are
+    /// the names verified certificates give (`admin`, a service's). Any other uid or name
+    /// is a stranger: served, to be told "permission denied" at attach, in the core's few
+    /// stranger slots, with a handful of requests before it is closed; so is a TLS
+    /// connection without a certificate, or a plain TCP one, to be told "authentication
+    /// required" (see [`admission_of`]). A unix peer without a uid is refused.
     fn accept(&self, peer: &Peer) -> Admission {
         admission_of(&self.vault, peer)
     }
 
     async fn attach(&self, peer: &Peer, _uname: &str, aname: &str) -> Result<(Qid, SecretsFid)> {
-        let principal = principal_of(&self.vault, peer)?;
+        let principal = principal_of(&self.vault, peer).inspect_err(|_| {
+            if let Some(name) = &peer.certificate
+                && let Some(unlogged) = self.refusals.allow(std::time::Instant::now())
+            {
+                tracing::warn!(peer = %peer.addr, certificate = %name, unlogged,
+                    "attach refused: the client certificate names neither admin nor a \
+                     service (at most 20 such lines every 10 s)");
+            }
+        })?;
         let view = view_for(&self.vault, &principal, aname)?;
         tracing::debug!(peer = %peer.addr, ?principal, aname, "attach");
         let fid = SecretsFid::attached(view, peer.uid);

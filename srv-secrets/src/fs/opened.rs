@@ -92,7 +92,7 @@ fn opener(view: &View, uid: Option<u32>) -> Actor {
         View::Service {
             by: Principal::Service { name, uid },
             ..
-        } => Actor::service(name.clone(), Some(*uid)),
+        } => Actor::service(name.clone(), *uid),
         View::Service { .. } | View::Admin => Actor::admin(uid),
     }
 }
