@@ -15,7 +15,9 @@ Server address:
   --addr, else $SRV_SECRETS_ADDR, else the server's default socket:
   $XDG_RUNTIME_DIR/srv-secrets/9p.sock if XDG_RUNTIME_DIR is set, else
   /run/srv-secrets/9p.sock for root, else /tmp/srv-secrets-$EUID/9p.sock.
-  An address is unix:PATH or the socket's path.
+  An address is unix:PATH or the socket's path, or tls:HOST:PORT for a server
+  elsewhere: with --ca (the CA of the server's certificate) and --cert and --key
+  (a client certificate whose CN is admin, from the CA the server trusts).
 
 Exit status:
   0 success, 1 a failure or a finding (missing grants, a plan's problem, a lint
@@ -26,7 +28,8 @@ Examples:
   deploy secret set db_password              # type the value; it is not echoed
   deploy secret grant web db_password
   deploy service check web
-  deploy --addr /run/srv-secrets/9p.sock secret list";
+  deploy --addr /run/srv-secrets/9p.sock secret list
+  deploy --addr tls:secrets.example:5640 --ca ca.crt --cert admin.crt --key admin.key status";
 
 /// Manage the secrets and services of a srv-secrets server.
 ///
@@ -40,10 +43,24 @@ Examples:
     after_help = TOP_AFTER_HELP
 )]
 pub struct Cli {
-    /// The server's socket, unix:PATH or PATH (default: see "Server address" in `deploy
-    /// --help`)
+    /// The server's socket, unix:PATH or PATH, or tls:HOST:PORT (default: see "Server
+    /// address" in `deploy --help`)
     #[arg(long, global = true, value_name = "ADDR")]
     pub addr: Option<String>,
+
+    /// For --addr tls:...: the server's certificate must be issued by a CA in FILE (PEM)
+    /// and name HOST
+    #[arg(long, global = true, value_name = "FILE")]
+    pub ca: Option<PathBuf>,
+
+    /// For --addr tls:...: who deploy is, a client certificate (PEM) from the CA the
+    /// server trusts; its CN is the principal (admin for admin commands)
+    #[arg(long, global = true, value_name = "FILE")]
+    pub cert: Option<PathBuf>,
+
+    /// The private key of --cert (PEM)
+    #[arg(long, global = true, value_name = "FILE")]
+    pub key: Option<PathBuf>,
 
     /// Why: recorded in the audit trail with every change this command makes (a ticket,
     /// an incident; at most 1 KiB of text)

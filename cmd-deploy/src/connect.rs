@@ -37,23 +37,42 @@ pub const ADDR_VAR: &str = "SRV_SECRETS_ADDR";
 /// uid that it is not the admin, instead of serving it a tree without `secrets/`.)
 pub use model::ADMIN_ANAME;
 
-/// Where the server listens. Only unix sockets for now: the server knows its peers by
-/// SO_PEERCRED, and TCP needs authentication it does not offer yet.
+/// Where the server listens: a unix socket, where it knows us by SO_PEERCRED, or TLS,
+/// where it knows us by our certificate (`--cert`, `--key`) and we know it by its own,
+/// checked against `--ca`.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Addr {
-    path: PathBuf,
+pub enum Addr {
+    /// `unix:PATH`.
+    Unix {
+        /// The socket's path.
+        path: PathBuf,
+    },
+    /// `tls:HOST:PORT`.
+    Tls {
+        /// A host name or an IP address: what the server's certificate must name.
+        host: String,
+        /// The TCP port.
+        port: u16,
+    },
 }
 
 impl Addr {
-    /// The socket's path.
-    pub fn path(&self) -> &Path {
-        &self.path
+    /// The socket's path, for a unix address.
+    pub fn unix_path(&self) -> Option<&Path> {
+        match self {
+            Addr::Unix { path } => Some(path),
+            Addr::Tls { .. } => None,
+        }
     }
 }
 
 impl fmt::Display for Addr {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "unix:{}", self.path.display())
+        match self {
+            Addr::Unix { path } => write!(f, "unix:{}", path.display()),
+            Addr::Tls { host, port } if host.contains(':') => write!(f, "tls:[{host}]:{port}"),
+            Addr::Tls { host, port } => write!(f, "tls:{host}:{port}"),
+        }
     }
 }
 
@@ -66,6 +85,64 @@ pub struct Server {
     pub timeout: Duration,
     /// `--reason`: sent before every change (and every transaction) written to ctl.
     pub reason: Option<String>,
+    /// `--ca`, `--cert` and `--key`, for a TLS address (and only then).
+    pub tls: Option<tls::ClientFiles>,
+}
+
+/// `--ca`, `--cert` and `--key` as given.
+#[derive(Clone, Debug, Default)]
+pub struct TlsFlags {
+    /// `--ca`.
+    pub ca: Option<PathBuf>,
+    /// `--cert`.
+    pub cert: Option<PathBuf>,
+    /// `--key`.
+    pub key: Option<PathBuf>,
+}
+
+/// The TLS files for `addr`: a TLS address needs `--ca`, and `--cert` with `--key` or
+/// neither; a unix one takes none of them.
+///
+/// # Errors
+/// [`CliError::Usage`] saying which flag is missing or out of place.
+pub fn tls_files(addr: &Addr, flags: &TlsFlags) -> Result<Option<tls::ClientFiles>, CliError> {
+    match addr {
+        Addr::Unix { .. } => {
+            if flags.ca.is_some() || flags.cert.is_some() || flags.key.is_some() {
+                return Err(CliError::Usage(format!(
+                    "--ca, --cert and --key are for --addr tls:HOST:PORT; the server at {addr} \
+                     knows deploy by its uid and needs none of them"
+                )));
+            }
+            Ok(None)
+        }
+        Addr::Tls { .. } => {
+            let Some(ca) = &flags.ca else {
+                return Err(CliError::Usage(format!(
+                    "--addr {addr} needs --ca FILE: the CA certificate that issued the \
+                     server's certificate (PEM)"
+                )));
+            };
+            let identity = match (&flags.cert, &flags.key) {
+                (Some(cert), Some(key)) => Some((cert.clone(), key.clone())),
+                (None, None) => None,
+                (Some(_), None) => {
+                    return Err(CliError::Usage(
+                        "--cert needs --key: the private key of the certificate".into(),
+                    ));
+                }
+                (None, Some(_)) => {
+                    return Err(CliError::Usage(
+                        "--key needs --cert: the certificate of the key".into(),
+                    ));
+                }
+            };
+            Ok(Some(tls::ClientFiles {
+                ca: ca.clone(),
+                identity,
+            }))
+        }
+    }
 }
 
 /// What address resolution reads from the process's environment, gathered once so that
@@ -118,21 +195,31 @@ pub fn resolve(flag: Option<&str>, env: &Env) -> Result<Addr, CliError> {
         None if env.euid == 0 => PathBuf::from("/run/srv-secrets/9p.sock"),
         None => PathBuf::from(format!("/tmp/srv-secrets-{}/9p.sock", env.euid)),
     };
-    Ok(Addr { path })
+    Ok(Addr::Unix { path })
 }
 
-/// `unix:PATH`, or a bare `PATH`. Anything that starts like another scheme (`tcp:...`,
-/// `ssh:...`) is refused rather than taken for a file of that name; such a file can
-/// still be named `./tcp:...` or `unix:tcp:...`.
+/// `unix:PATH`, a bare `PATH`, or `tls:HOST:PORT`. Anything that starts like another
+/// scheme (`tcp:...`, `ssh:...`) is refused rather than taken for a file of that name;
+/// such a file can still be named `./tcp:...` or `unix:tcp:...`.
 fn parse(text: &OsStr, from: &str) -> Result<Addr, CliError> {
     let bytes = text.as_bytes();
     let refuse = || {
         CliError::Usage(format!(
-            "{from} must be unix:PATH or the path of the server's socket, not '{}'; deploy \
-             speaks only over unix sockets",
+            "{from} must be unix:PATH (or the path of the server's socket) or tls:HOST:PORT, \
+             not '{}'",
             text.to_string_lossy()
         ))
     };
+    if let Some(rest) = bytes.strip_prefix(b"tls:") {
+        let rest = std::str::from_utf8(rest).map_err(|_| refuse())?;
+        return tls_host_port(rest).ok_or_else(|| {
+            CliError::Usage(format!(
+                "{from} {}: give tls:HOST:PORT, such as tls:secrets.example:5640, \
+                 tls:10.0.0.5:5640 or tls:[::1]:5640",
+                text.to_string_lossy()
+            ))
+        });
+    }
     let path = match bytes.strip_prefix(b"unix:") {
         Some(path) => path,
         None if looks_like_a_scheme(bytes) => return Err(refuse()),
@@ -141,8 +228,30 @@ fn parse(text: &OsStr, from: &str) -> Result<Addr, CliError> {
     if path.is_empty() {
         return Err(refuse());
     }
-    Ok(Addr {
+    Ok(Addr::Unix {
         path: PathBuf::from(OsStr::from_bytes(path)),
+    })
+}
+
+/// `HOST:PORT` (an IPv6 address in brackets): a host name the server's certificate can
+/// be checked against, and a port other than 0.
+fn tls_host_port(text: &str) -> Option<Addr> {
+    let (host, port) = match text.strip_prefix('[') {
+        Some(rest) => {
+            let (host, port) = rest.split_once("]:")?;
+            host.parse::<std::net::Ipv6Addr>().ok()?;
+            (host, port)
+        }
+        None => text.rsplit_once(':')?,
+    };
+    let port = port.parse::<u16>().ok().filter(|p| *p != 0)?;
+    if host.is_empty() || host.contains(':') && !text.starts_with('[') {
+        return None;
+    }
+    tls::server_name(host).ok()?;
+    Some(Addr::Tls {
+        host: host.to_string(),
+        port,
     })
 }
 
@@ -177,12 +286,19 @@ fn last_heard(heard: &LastHeard) -> Instant {
     *heard.lock().unwrap_or_else(|p| p.into_inner())
 }
 
+/// What a TLS connection's reads failed with, if it was about TLS: in TLS 1.3 the
+/// server refuses a client's certificate after the client's handshake is done, with an
+/// alert that the first read meets, and the 9P client only says that the connection
+/// closed.
+type TlsFailure = Arc<Mutex<Option<tls::Failure>>>;
+
 /// A stream that notes in [`LastHeard`] when a whole 9P message, or [`PROGRESS`] bytes
-/// of one, has arrived.
+/// of one, has arrived, and in its [`TlsFailure`] (if it has one) why a read failed.
 struct Heard<S> {
     stream: S,
     heard: LastHeard,
     frame: FrameProgress,
+    tls_failure: Option<TlsFailure>,
 }
 
 impl<S> Heard<S> {
@@ -191,6 +307,7 @@ impl<S> Heard<S> {
             stream,
             heard,
             frame: FrameProgress::default(),
+            tls_failure: None,
         }
     }
 }
@@ -257,6 +374,13 @@ impl<S: AsyncRead + Unpin> AsyncRead for Heard<S> {
         if matches!(polled, Poll::Ready(Ok(()))) && this.frame.take(&buf.filled()[before..]) {
             *this.heard.lock().unwrap_or_else(|p| p.into_inner()) = Instant::now();
         }
+        if let (Poll::Ready(Err(e)), Some(slot)) = (&polled, &this.tls_failure)
+            && let Some(failure) = tls::Failure::of(e)
+        {
+            slot.lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .get_or_insert(failure);
+        }
         polled
     }
 }
@@ -285,6 +409,19 @@ struct Link {
     addr: Addr,
     timeout: Duration,
     heard: LastHeard,
+    /// For a TLS connection, why its reads failed.
+    tls_failure: Option<TlsFailure>,
+}
+
+impl Link {
+    /// What the TLS connection's reads met, if it failed for that.
+    fn tls_failure(&self) -> Option<tls::Failure> {
+        self.tls_failure
+            .as_ref()?
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
 }
 
 impl Link {
@@ -336,7 +473,7 @@ impl Session {
         let root = link
             .answer(client.attach(&env.user, ADMIN_ANAME))
             .await
-            .map_err(|e| attach_error(e, env))?;
+            .map_err(|e| attach_error(e, env, server, &link))?;
         Ok(Session {
             addr: server.addr.clone(),
             root,
@@ -372,12 +509,12 @@ impl Session {
             Err(e) if is_permission_denied(&e) => {
                 let root = match link.answer(client.attach(&env.user, ADMIN_ANAME)).await {
                     Ok(root) => root,
-                    Err(e) => return Err(attach_error(e, env)),
+                    Err(e) => return Err(attach_error(e, env, server, &link)),
                 };
                 let admin = Session {
                     addr: server.addr.clone(),
                     root,
-                    link,
+                    link: link.clone(),
                     reason: None,
                 };
                 let path = ["secrets", "services", service];
@@ -390,7 +527,7 @@ impl Session {
                             service: service.to_string(),
                             mark,
                         }),
-                        _ => Err(attach_error(e, env)),
+                        _ => Err(attach_error(e, env, server, &link)),
                     },
                     Err(_) => Err(CliError::NoSuchService(service.to_string())),
                 }
@@ -413,7 +550,7 @@ impl Session {
                 };
                 Err(CliError::Frozen { what, mark })
             }
-            Err(e) => Err(attach_error(e, env)),
+            Err(e) => Err(attach_error(e, env, server, &link)),
         }
     }
 
@@ -531,7 +668,9 @@ impl Session {
 }
 
 /// Connects, makes sure the server is someone to trust with secrets, and negotiates
-/// 9P2000. Nothing is sent to an untrusted server, not even Tversion.
+/// 9P2000. Nothing is sent to an untrusted server, not even Tversion: over a unix socket
+/// the server's uid must be one we trust; over TLS its certificate must be from `--ca`
+/// and name the host we reached it by.
 async fn connect(server: &Server, env: &Env) -> Result<(Client, Link), CliError> {
     let addr = &server.addr;
     let failed = |source| CliError::Connect {
@@ -543,35 +682,78 @@ async fn connect(server: &Server, env: &Env) -> Result<(Client, Link), CliError>
         after: server.timeout,
         during: "connecting".into(),
     };
-    let stream = tokio::time::timeout(server.timeout, tokio::net::UnixStream::connect(addr.path()))
-        .await
-        .map_err(|_| no_answer())?
-        .map_err(|e| failed(ClientError::Io(e)))?;
-    // SO_PEERCRED: the uid of the process that listens, which it cannot choose.
-    let server_uid = stream
-        .peer_cred()
-        .map_err(|e| failed(ClientError::Io(e)))?
-        .uid();
-    if !trusted_server(server_uid, env.euid, addr.path()) {
-        return Err(CliError::UntrustedServer {
-            addr: addr.to_string(),
-            server_uid,
-            euid: env.euid,
-        });
-    }
     let heard = Arc::new(Mutex::new(Instant::now()));
-    let client = Client::over(Heard::new(stream, heard.clone()));
+    let (client, tls_failure) = match addr {
+        Addr::Unix { path } => {
+            let stream =
+                tokio::time::timeout(server.timeout, tokio::net::UnixStream::connect(path))
+                    .await
+                    .map_err(|_| no_answer())?
+                    .map_err(|e| failed(ClientError::Io(e)))?;
+            // SO_PEERCRED: the uid of the process that listens, which it cannot choose.
+            let server_uid = stream
+                .peer_cred()
+                .map_err(|e| failed(ClientError::Io(e)))?
+                .uid();
+            if !trusted_server(server_uid, env.euid, path) {
+                return Err(CliError::UntrustedServer {
+                    addr: addr.to_string(),
+                    server_uid,
+                    euid: env.euid,
+                });
+            }
+            (Client::over(Heard::new(stream, heard.clone())), None)
+        }
+        Addr::Tls { host, port } => {
+            let tls_error = |problem: String| CliError::Tls {
+                addr: addr.to_string(),
+                problem,
+            };
+            let files = server
+                .tls
+                .as_ref()
+                .ok_or_else(|| CliError::Usage(format!("--addr {addr} needs --ca FILE")))?;
+            let config = tls::client_config(files).map_err(tls_error)?;
+            let name = tls::server_name(host).map_err(tls_error)?;
+            let tcp = tokio::time::timeout(
+                server.timeout,
+                tokio::net::TcpStream::connect((host.as_str(), *port)),
+            )
+            .await
+            .map_err(|_| no_answer())?
+            .map_err(|e| failed(ClientError::Io(e)))?;
+            let _ = tcp.set_nodelay(true);
+            let stream = tokio::time::timeout(server.timeout, tls::connect(config, name, tcp))
+                .await
+                .map_err(|_| no_answer())?
+                .map_err(|e| match tls::Failure::of(&e) {
+                    Some(failure) => tls_error(failure.to_string()),
+                    None => failed(ClientError::Io(e)),
+                })?;
+            let failure = TlsFailure::default();
+            let mut heard_stream = Heard::new(stream, heard.clone());
+            heard_stream.tls_failure = Some(failure.clone());
+            (Client::over(heard_stream), Some(failure))
+        }
+    };
     let link = Link {
         addr: addr.clone(),
         timeout: server.timeout,
         heard,
+        tls_failure,
     };
     match link.answer(client.version(DEFAULT_MSIZE)).await {
         Ok(_) => Ok((client, link)),
         Err(e) if NoAnswer::of(&e).is_some() => {
             Err(CliError::request("starting the 9P session (Tversion)", e))
         }
-        Err(e) => Err(failed(e)),
+        Err(e) => match link.tls_failure() {
+            Some(failure) => Err(CliError::Tls {
+                addr: addr.to_string(),
+                problem: failure.to_string(),
+            }),
+            None => Err(failed(e)),
+        },
     }
 }
 
@@ -613,7 +795,16 @@ fn only_changed_by(path: &Path, uid: u32) -> bool {
     as_written && resolved
 }
 
-fn attach_error(e: ClientError, env: &Env) -> CliError {
+fn attach_error(e: ClientError, env: &Env, server: &Server, link: &Link) -> CliError {
+    if let Some(failure) = link.tls_failure() {
+        return CliError::Tls {
+            addr: server.addr.to_string(),
+            problem: failure.to_string(),
+        };
+    }
+    if let Some(files) = &server.tls {
+        return tls_attach_error(e, files, &server.addr);
+    }
     if is_permission_denied(&e) {
         return CliError::AttachRefused { uid: env.euid };
     }
@@ -631,6 +822,37 @@ fn attach_error(e: ClientError, env: &Env) -> CliError {
         };
     }
     CliError::request("attaching", e)
+}
+
+/// An attach refused over TLS, in terms of `--cert`: none given, or one that does not
+/// name the admin.
+fn tls_attach_error(e: ClientError, files: &tls::ClientFiles, addr: &Addr) -> CliError {
+    let refused = |problem: String| CliError::Tls {
+        addr: addr.to_string(),
+        problem,
+    };
+    match (e.remote(), &files.identity) {
+        (Some(ename::AUTH_REQUIRED), _) => refused(
+            "the server knows no one on this connection: give --cert and --key, a client \
+             certificate from the CA the server trusts (its --client-ca) whose CN is admin"
+                .into(),
+        ),
+        (Some(text), Some((cert, _))) if text.starts_with(ename::PERMISSION_DENIED) => {
+            let name = tls::read_certificates(cert, "--cert")
+                .ok()
+                .and_then(|chain| tls::certificate_name(chain.first()?).ok());
+            refused(match name {
+                Some(name) => format!(
+                    "the server does not take the certificate in --cert (CN {name}) for the \
+                     admin: admin commands need a certificate whose CN is admin"
+                ),
+                None => "the server does not take the certificate in --cert for the admin: \
+                         admin commands need a certificate whose CN is admin"
+                    .into(),
+            })
+        }
+        _ => CliError::request("attaching", e),
+    }
 }
 
 /// Reads what srv-secrets tells a service's uid that asks for the admin tree, after
@@ -792,7 +1014,21 @@ mod tests {
     }
 
     fn path(a: Result<Addr, CliError>) -> String {
-        a.unwrap().path().display().to_string()
+        a.unwrap().unix_path().unwrap().display().to_string()
+    }
+
+    fn unix_server() -> Server {
+        Server {
+            addr: resolve(Some("/s"), &env()).unwrap(),
+            timeout: Duration::from_secs(1),
+            reason: None,
+            tls: None,
+        }
+    }
+
+    fn attach_error(e: ClientError, env: &Env) -> CliError {
+        let (link, _peer, _ours) = link(Duration::from_secs(1));
+        super::attach_error(e, env, &unix_server(), &link)
     }
 
     #[test]
@@ -897,7 +1133,7 @@ mod tests {
             assert_eq!(e.exit_code(), 2, "{bad}");
             assert!(
                 e.to_string()
-                    .starts_with("--addr must be unix:PATH or the path"),
+                    .starts_with("--addr must be unix:PATH (or the path"),
                 "{e}"
             );
         }
@@ -908,9 +1144,89 @@ mod tests {
         let err = resolve(None, &e).unwrap_err().to_string();
         assert_eq!(
             err,
-            "SRV_SECRETS_ADDR must be unix:PATH or the path of the server's socket, not \
-             'tcp:127.0.0.1:564'; deploy speaks only over unix sockets"
+            "SRV_SECRETS_ADDR must be unix:PATH (or the path of the server's socket) or \
+             tls:HOST:PORT, not 'tcp:127.0.0.1:564'"
         );
+    }
+
+    #[test]
+    fn a_tls_address_is_a_host_and_a_port_from_the_flag_or_the_environment() {
+        let tls = |host: &str, port| Addr::Tls {
+            host: host.into(),
+            port,
+        };
+        for (given, want) in [
+            ("tls:secrets.example:5640", tls("secrets.example", 5640)),
+            ("tls:127.0.0.1:1", tls("127.0.0.1", 1)),
+            ("tls:[::1]:5640", tls("::1", 5640)),
+            ("tls:localhost:443", tls("localhost", 443)),
+        ] {
+            let addr = resolve(Some(given), &env()).unwrap();
+            assert_eq!(addr, want, "{given}");
+            assert_eq!(addr.to_string(), given);
+        }
+        let e = Env {
+            addr: Some("tls:db.internal:5640".into()),
+            ..env()
+        };
+        assert_eq!(resolve(None, &e).unwrap(), tls("db.internal", 5640));
+        for bad in [
+            "tls:",
+            "tls:host",
+            "tls::5640",
+            "tls:host:0",
+            "tls:host:x",
+            "tls:::1:5",
+        ] {
+            let err = resolve(Some(bad), &env()).unwrap_err();
+            assert_eq!(err.exit_code(), 2, "{bad}");
+            assert!(
+                err.to_string()
+                    .starts_with(&format!("--addr {bad}: give tls:HOST:PORT")),
+                "{err}"
+            );
+        }
+    }
+
+    #[test]
+    fn tls_flags_go_with_a_tls_address_only() {
+        let tls = resolve(Some("tls:h:1"), &env()).unwrap();
+        let unix = resolve(Some("/s"), &env()).unwrap();
+        let flags = |ca: bool, cert: bool, key: bool| TlsFlags {
+            ca: ca.then(|| "ca.crt".into()),
+            cert: cert.then(|| "me.crt".into()),
+            key: key.then(|| "me.key".into()),
+        };
+        let files = tls_files(&tls, &flags(true, true, true)).unwrap().unwrap();
+        assert_eq!(files.identity, Some(("me.crt".into(), "me.key".into())));
+        assert_eq!(
+            tls_files(&tls, &flags(true, false, false))
+                .unwrap()
+                .unwrap()
+                .identity,
+            None
+        );
+        let usage = |r: Result<Option<tls::ClientFiles>, CliError>| {
+            let e = r.unwrap_err();
+            assert_eq!(e.exit_code(), 2);
+            e.to_string()
+        };
+        assert_eq!(
+            usage(tls_files(&tls, &flags(false, true, true))),
+            "--addr tls:h:1 needs --ca FILE: the CA certificate that issued the server's \
+             certificate (PEM)"
+        );
+        assert!(
+            usage(tls_files(&tls, &flags(true, true, false))).starts_with("--cert needs --key")
+        );
+        assert!(
+            usage(tls_files(&tls, &flags(true, false, true))).starts_with("--key needs --cert")
+        );
+        assert!(
+            usage(tls_files(&unix, &flags(true, false, false)))
+                .starts_with("--ca, --cert and --key are for --addr tls:HOST:PORT")
+        );
+        assert_eq!(tls_files(&unix, &flags(false, false, false)).unwrap(), None);
     }
 
     #[test]
@@ -957,6 +1273,7 @@ mod tests {
             addr: resolve(Some("/s"), &env()).unwrap(),
             timeout,
             heard: heard.clone(),
+            tls_failure: None,
         };
         (link, peer, Heard::new(ours, heard))
     }
@@ -1078,6 +1395,9 @@ mod tests {
             ..env()
         };
         let a = resolve(None, &e).unwrap();
-        assert_eq!(a.path().as_os_str().as_bytes(), b"/tmp/\xff.sock");
+        assert_eq!(
+            a.unix_path().unwrap().as_os_str().as_bytes(),
+            b"/tmp/\xff.sock"
+        );
     }
 }

@@ -70,6 +70,16 @@ pub enum CliError {
         /// What the client reported.
         source: ClientError,
     },
+    /// A TLS connection failed, or a file it needs (`--ca`, `--cert`, `--key`) is bad, or
+    /// the server took the connection for no one: what, and what to do, in terms of
+    /// those flags.
+    #[error("cannot connect to srv-secrets at {addr}: {problem}")]
+    Tls {
+        /// The address, as `tls:HOST:PORT`.
+        addr: String,
+        /// What is wrong and what to do.
+        problem: String,
+    },
     /// The server refused a ctl command; this is its text, verbatim.
     #[error("{0}")]
     Ctl(String),

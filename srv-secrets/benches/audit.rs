@@ -273,12 +273,11 @@ fn serve_child(args: &[String]) -> ExitCode {
     let socket = PathBuf::from(socket);
     let served = runtime.block_on(async {
         let listener = srv_secrets::serve::bind_socket(&socket).await?;
-        srv_secrets::serve::serve(
-            Arc::new(vault),
-            vec![(socket.clone(), listener)],
-            Vec::new(),
-        )
-        .await
+        let bound = srv_secrets::serve::Bound::Unix {
+            path: socket.clone(),
+            listener,
+        };
+        srv_secrets::serve::serve(Arc::new(vault), vec![bound], Vec::new(), None).await
     });
     match served {
         Ok(()) => ExitCode::SUCCESS,

@@ -82,13 +82,14 @@ impl TlsServer {
         addr: SocketAddr,
     ) -> io::Result<(TlsStream, Peer)> {
         let _ = tcp.set_nodelay(true);
+        let addr = format!("tls:{addr}");
         match tls::accept(self.current(), tcp).await {
             Ok((stream, certificate)) => {
                 debug!(peer = %addr, certificate = ?certificate, "TLS handshake done");
                 let peer = Peer {
                     transport: Transport::Tls,
                     certificate,
-                    addr: format!("tls:{addr}"),
+                    addr,
                     ..Peer::default()
                 };
                 Ok((stream, peer))

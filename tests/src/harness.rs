@@ -311,6 +311,67 @@ impl SecretsServer {
         std::fs::read_to_string(&self.log).unwrap_or_default()
     }
 
+    /// Waits up to `within` for the log to hold `needle` (in what was logged after
+    /// `from` bytes of it); whether it did.
+    pub fn wait_for_log(&self, from: usize, needle: &str, within: Duration) -> bool {
+        let deadline = Instant::now() + within;
+        loop {
+            if self
+                .log_text()
+                .get(from..)
+                .is_some_and(|t| t.contains(needle))
+            {
+                return true;
+            }
+            if Instant::now() > deadline {
+                return false;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// The address the server says it listens on with `scheme` (`tls:`, `tcp:`): the
+    /// port it was given, or the one it picked for port 0. The `n`th such listener. Waits
+    /// for the line: the unix socket may take connections before it is printed.
+    pub fn listening_on(&self, scheme: &str, n: usize) -> String {
+        self.announced("srv-secrets: listening on ", scheme, n)
+    }
+
+    /// The address of the HTTP API's `n`th listener with `scheme`, as the server says.
+    pub fn http_on(&self, scheme: &str, n: usize) -> String {
+        self.announced("srv-secrets: the plan API (HTTP) on ", scheme, n)
+    }
+
+    /// The `n`th address with `scheme` of the server's lines starting `line`.
+    fn announced(&self, line: &str, scheme: &str, n: usize) -> String {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let found = self
+                .log_text()
+                .lines()
+                .filter_map(|l| l.strip_prefix(line))
+                .filter(|a| a.starts_with(scheme))
+                .nth(n)
+                .map(str::to_string);
+            if let Some(addr) = found {
+                return addr;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "no {scheme} address after {line:?} in the log: {}",
+                self.log_text()
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// Sends the server `signal` (`HUP`, say).
+    pub fn signal(&self, signal: rustix::process::Signal) {
+        let pid = self.pid().expect("running");
+        let pid = rustix::process::Pid::from_raw(pid as i32).expect("a pid");
+        rustix::process::kill_process(pid, signal).expect("signal the server");
+    }
+
     /// Runs `deploy --addr ADDR args...` with empty stdin.
     pub fn deploy(&self, args: &[&str]) -> Output {
         self.deploy_with_stdin(args, b"")
@@ -491,8 +552,13 @@ pub struct Held {
 impl Held {
     /// Opens `path` of `uid`'s view: the holder, and what its first read printed.
     pub fn open(s: &SecretsServer, uid: u32, path: &str) -> (Held, String) {
+        Held::spawn(s.spawn_ninep_as(uid, "", &["hold", path]))
+    }
+
+    /// A `9p ... hold PATH` started by the caller (with piped stdin and stdout): the
+    /// holder, and what its first read printed.
+    pub fn spawn(mut child: Child) -> (Held, String) {
         use std::io::BufRead;
-        let mut child = s.spawn_ninep_as(uid, "", &["hold", path]);
         let stdout = child.stdout.take().expect("9p hold's stdout is piped");
         let input = child.stdin.take().expect("9p hold's stdin is piped");
         let mut lines = std::io::BufReader::new(stdout).lines();

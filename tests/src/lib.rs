@@ -9,6 +9,7 @@
 //! - [`bench`]: the benchmarks' flags and medians.
 //! - [`harness`]: the real binaries (`srv-secrets`, `deploy`, the `9p` test client),
 //!   started on temporary data directories and sockets, and run as other uids.
+//! - [`pki`]: certificate authorities for the TLS tests.
 //! - [`vm`]: the kernel-mount runner. Boots a tiny qemu VM in which the Linux
 //!   kernel's 9P client (v9fs) mounts a 9P server running on this host, runs
 //!   a busybox shell script against the mount and reports its output and
@@ -18,4 +19,5 @@
 
 pub mod bench;
 pub mod harness;
+pub mod pki;
 pub mod vm;

@@ -52,10 +52,18 @@ pub async fn run(cli: Cli, env: &Env, out: &mut dyn Write) -> Result<Outcome, Cl
     }
     // The commands that need no server come first: a bad address must not stop them.
     let server = || -> Result<Server, CliError> {
+        let addr = connect::resolve(cli.addr.as_deref(), env)?;
+        let flags = connect::TlsFlags {
+            ca: cli.ca.clone(),
+            cert: cli.cert.clone(),
+            key: cli.key.clone(),
+        };
+        let tls = connect::tls_files(&addr, &flags)?;
         Ok(Server {
-            addr: connect::resolve(cli.addr.as_deref(), env)?,
+            addr,
             timeout: cli.timeout,
             reason: cli.reason.clone(),
+            tls,
         })
     };
     match cli.command {

@@ -198,11 +198,29 @@ async fn in_background(
 ) -> Result<Outcome, CliError> {
     let exe = std::env::current_exe()
         .map_err(|e| CliError::Deployer(format!("cannot find deploy's own program: {e}")))?;
-    let mut addr = OsString::from("unix:");
-    addr.push(server.addr.path());
-    let mut child = tokio::process::Command::new(exe)
-        .arg("--addr")
-        .arg(addr)
+    let addr = match server.addr.unix_path() {
+        Some(path) => {
+            let mut addr = OsString::from("unix:");
+            addr.push(path);
+            addr
+        }
+        None => OsString::from(server.addr.to_string()),
+    };
+    let mut command = tokio::process::Command::new(exe);
+    command.arg("--addr").arg(addr);
+    if let Some(files) = &server.tls {
+        // Absolute, as given: the serving deploy reads them again when it reconnects.
+        let absolute = |p: &Path| std::path::absolute(p).unwrap_or_else(|_| p.to_path_buf());
+        command.arg("--ca").arg(absolute(&files.ca));
+        if let Some((cert, key)) = &files.identity {
+            command
+                .arg("--cert")
+                .arg(absolute(cert))
+                .arg("--key")
+                .arg(absolute(key));
+        }
+    }
+    let mut child = command
         .arg("--timeout")
         .arg(format!("{}ms", server.timeout.as_millis()))
         .arg("mount")

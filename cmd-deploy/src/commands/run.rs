@@ -345,9 +345,17 @@ async fn mount(
     owner: Owner,
     kind: MountKind,
 ) -> Result<View, CliError> {
-    let socket = server.addr.path();
+    // The kernel speaks no TLS: over TLS only deploy's FUSE client can mount.
+    let socket = server.addr.unix_path();
     match kind {
         MountKind::Kernel => {
+            let socket = socket.ok_or_else(|| {
+                CliError::Deployer(format!(
+                    "--mount kernel needs the server's unix socket (the kernel's 9P client \
+                     speaks no TLS), not {}: use --mount fuse",
+                    server.addr
+                ))
+            })?;
             kernel_mount(socket, service, owner).map_err(|e| kernel_failed(&e))?;
             note(&format!(
                 "mounted {service}'s view with the kernel's 9P client (v9fs)"
@@ -361,7 +369,10 @@ async fn mount(
             ));
             Ok(view)
         }
-        MountKind::Auto => match kernel_mount(socket, service, owner) {
+        MountKind::Auto => match socket
+            .ok_or_else(|| io::Error::other("the kernel's 9P client speaks no TLS"))
+            .and_then(|socket| kernel_mount(socket, service, owner))
+        {
             Ok(()) => {
                 note(&format!(
                     "mounted {service}'s view with the kernel's 9P client (v9fs)"

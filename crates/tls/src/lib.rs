@@ -632,10 +632,12 @@ pub fn refusal(e: &io::Error) -> String {
             other => format!("its certificate is refused: {other}"),
         },
         rustls::Error::AlertReceived(alert) => match alert {
-            AlertDescription::UnknownCA | AlertDescription::BadCertificate => format!(
-                "it refused this server's certificate ({alert:?}): its --ca may not be the \
-                 CA of --tls-cert"
-            ),
+            AlertDescription::UnknownCA => "it refused this server's certificate (UnknownCA): \
+                 its --ca is not the CA of --tls-cert"
+                .into(),
+            AlertDescription::BadCertificate => "it refused this server's certificate \
+                 (BadCertificate): it may have reached the server by a name --tls-cert lacks"
+                .into(),
             other => format!("it gave up the handshake ({other:?})"),
         },
         rustls::Error::PeerIncompatible(why) => {

@@ -26,6 +26,8 @@
 //!                                                 print `parked N` once all are sent, then
 //!                                                 `ok TEXT` or `error TEXT` per reply
 //! ```
+//! `--addr tls:HOST:PORT --ca FILE [--cert FILE --key FILE]` speaks 9P over TLS instead,
+//! the server's certificate checked against --ca, ours (if given) naming who we are.
 //! Errors print `9p: ERROR` (the server's Rerror text) on stderr and exit 1.
 
 use std::io::{BufRead, Write};
@@ -43,21 +45,91 @@ async fn walk_open(root: &Fid, path: &str) -> Result<Fid, ClientError> {
     Ok(f)
 }
 
+/// Where to connect, and how.
+enum Dial {
+    Unix(String),
+    Tls {
+        host: String,
+        port: u16,
+        files: tls::ClientFiles,
+    },
+}
+
+impl Dial {
+    fn new(
+        addr: &str,
+        ca: Option<String>,
+        cert: Option<String>,
+        key: Option<String>,
+    ) -> Result<Dial, ClientError> {
+        let Some(rest) = addr.strip_prefix("tls:") else {
+            return Ok(Dial::Unix(
+                addr.strip_prefix("unix:").unwrap_or(addr).into(),
+            ));
+        };
+        let usage = |what: &str| ClientError::Protocol(format!("tls: {what}"));
+        let (host, port) = rest.rsplit_once(':').ok_or_else(|| usage("HOST:PORT"))?;
+        let host = host
+            .trim_start_matches('[')
+            .trim_end_matches(']')
+            .to_string();
+        let port = port.parse().map_err(|_| usage("PORT"))?;
+        let ca = ca.ok_or_else(|| usage("--ca FILE"))?;
+        let identity = match (cert, key) {
+            (Some(c), Some(k)) => Some((c.into(), k.into())),
+            (None, None) => None,
+            _ => return Err(usage("--cert and --key go together")),
+        };
+        Ok(Dial::Tls {
+            host,
+            port,
+            files: tls::ClientFiles {
+                ca: ca.into(),
+                identity,
+            },
+        })
+    }
+
+    /// A client that has negotiated 9P2000.
+    async fn connect(&self) -> Result<Client, ClientError> {
+        match self {
+            Dial::Unix(path) => Client::connect_unix(path).await,
+            Dial::Tls { host, port, files } => {
+                let config = tls::client_config(files).map_err(ClientError::Protocol)?;
+                let name = tls::server_name(host).map_err(ClientError::Protocol)?;
+                let tcp = tokio::net::TcpStream::connect((host.as_str(), *port)).await?;
+                let stream = tls::connect(config, name, tcp).await.map_err(|e| {
+                    match tls::Failure::of(&e) {
+                        Some(f) => ClientError::Protocol(f.to_string()),
+                        None => ClientError::Io(e),
+                    }
+                })?;
+                let client = Client::over(stream);
+                client.version(ninep::client::DEFAULT_MSIZE).await?;
+                Ok(client)
+            }
+        }
+    }
+}
+
 async fn run(args: &[String]) -> Result<(), ClientError> {
     let mut addr = None;
     let mut aname = String::new();
+    let (mut ca, mut cert, mut key) = (None, None, None);
     let mut rest = Vec::new();
     let mut it = args.iter();
     while let Some(a) = it.next() {
         match a.as_str() {
             "--addr" => addr = it.next().cloned(),
             "--aname" => aname = it.next().cloned().unwrap_or_default(),
+            "--ca" => ca = it.next().cloned(),
+            "--cert" => cert = it.next().cloned(),
+            "--key" => key = it.next().cloned(),
             _ => rest.push(a.clone()),
         }
     }
-    let addr = addr.unwrap_or_default();
-    let path = addr.strip_prefix("unix:").unwrap_or(&addr);
-    let client = Client::connect_unix(path).await?;
+    let dial = Dial::new(&addr.unwrap_or_default(), ca, cert, key)?;
+    let client = dial.connect().await?;
     let root = client.attach("9p-test", &aname).await?;
     let out = std::io::stdout();
     match rest
@@ -170,7 +242,7 @@ async fn run(args: &[String]) -> Result<(), ClientError> {
             let mut held = Vec::new();
             let mut pending = Vec::new();
             for first in (0..n).step_by(100) {
-                let client = Client::connect_unix(path).await?;
+                let client = dial.connect().await?;
                 let root = client.attach("9p-test", &aname).await?;
                 for _ in first..n.min(first + 100) {
                     let f = walk_open(&root, p).await?;
@@ -205,7 +277,7 @@ async fn run(args: &[String]) -> Result<(), ClientError> {
         }
         _ => {
             return Err(ClientError::Protocol(
-                "usage: 9p --addr unix:PATH [--aname NAME] \
+                "usage: 9p --addr unix:PATH|tls:HOST:PORT [--ca F --cert F --key F] [--aname NAME] \
                  read|ls|stat|hold|write|rpc|shell|follow PATH, park N PATH"
                     .into(),
             ));

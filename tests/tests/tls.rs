@@ -1,0 +1,545 @@
+//! 9P (and the HTTP API) over TLS with client certificates, end to end: the real server
+//! on 127.0.0.1, the `9p` test client and `deploy` as its clients, certificates made by a
+//! CA of the test's own (tests/src/pki.rs).
+//!
+//! The principal is the verified certificate's Common Name; certificates that name no
+//! one, expired ones, ones of another CA and revoked ones are refused, each with its
+//! reason to the client and a line in the log; SIGHUP reloads the server's certificate,
+//! the client CA and the CRL without dropping connections; plain TCP is refused unless
+//! allowed on loopback; bytes that are not TLS on the TLS port disturb no one.
+#![allow(clippy::unwrap_used, reason = "a test fails by panicking")]
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use srv_secrets_tests::harness::{
+    CURL, Held, SecretsServer, bins, can_curl, run_with_stdin, stderr, stdout,
+};
+use srv_secrets_tests::pki::{Ca, Identity, Validity};
+
+const WEB: u32 = 1001;
+const API: u32 = 1002;
+const DB_VALUE: &[u8] = b"s3cr3t-db-password";
+const OTHER_VALUE: &[u8] = b"api-only-value";
+
+/// A server with a TLS listener beside its unix socket, and the certificates of its
+/// clients.
+struct Tls {
+    s: SecretsServer,
+    ca: Ca,
+    /// The listener, `tls:127.0.0.1:PORT`.
+    addr: String,
+    server_cert: PathBuf,
+    server_key: PathBuf,
+    crl: PathBuf,
+    admin: Identity,
+    web: Identity,
+}
+
+impl Tls {
+    /// Started with `--listen tls:127.0.0.1:0` (and `extra` arguments), services web
+    /// (granted db) and api (granted other) set up over the unix socket.
+    fn start(extra: &[&str]) -> Tls {
+        let mut s = SecretsServer::init();
+        let dir = s.root.path().join("pki");
+        std::fs::create_dir(&dir).unwrap();
+        let ca = Ca::new(&dir, "ca");
+        let server = ca.server("server", "srv-secrets", &["127.0.0.1", "srv.test"]);
+        let admin = ca.client("admin", Some("admin"), Validity::Current);
+        let web = ca.client("web", Some("web"), Validity::Current);
+        let crl = dir.join("ca.crl");
+        ca.write_crl(&crl, &[]);
+        s.args = [
+            "--listen",
+            "tls:127.0.0.1:0",
+            "--tls-cert",
+            server.cert.to_str().unwrap(),
+            "--tls-key",
+            server.key.to_str().unwrap(),
+            "--client-ca",
+            ca.cert().to_str().unwrap(),
+            "--crl",
+            crl.to_str().unwrap(),
+        ]
+        .iter()
+        .chain(extra)
+        .map(|a| a.to_string())
+        .collect();
+        s.serve();
+        let addr = s.listening_on("tls:", 0);
+        s.add_service("web", WEB, None);
+        s.add_service("api", API, None);
+        s.deploy_with_stdin(&["secret", "set", "db"], DB_VALUE);
+        s.deploy_with_stdin(&["secret", "set", "other"], OTHER_VALUE);
+        s.deploy_ok(&["secret", "grant", "web", "db"]);
+        s.deploy_ok(&["secret", "grant", "api", "other"]);
+        Tls {
+            s,
+            ca,
+            addr,
+            server_cert: server.cert,
+            server_key: server.key,
+            crl,
+            admin,
+            web,
+        }
+    }
+
+    /// `9p --addr tls:... --ca CA [--cert --key] [--aname A] ARGS`.
+    fn ninep_command(&self, who: Option<&Identity>, aname: &str, args: &[&str]) -> Command {
+        let mut cmd = Command::new(&bins().ninep);
+        cmd.args(["--addr", &self.addr])
+            .arg("--ca")
+            .arg(self.ca.cert())
+            .args(["--aname", aname]);
+        if let Some(id) = who {
+            cmd.arg("--cert").arg(&id.cert).arg("--key").arg(&id.key);
+        }
+        cmd.args(args);
+        cmd
+    }
+
+    fn ninep(&self, who: Option<&Identity>, aname: &str, args: &[&str]) -> Output {
+        run_with_stdin(self.ninep_command(who, aname, args), b"")
+    }
+
+    /// `deploy --addr tls:... --ca CA [--cert --key] ARGS`.
+    fn deploy(&self, ca: &Path, who: Option<&Identity>, args: &[&str], stdin: &[u8]) -> Output {
+        let mut cmd = Command::new(&bins().deploy);
+        cmd.args(["--addr", &self.addr]).arg("--ca").arg(ca);
+        if let Some(id) = who {
+            cmd.arg("--cert").arg(&id.cert).arg("--key").arg(&id.key);
+        }
+        cmd.args(args);
+        run_with_stdin(cmd, stdin)
+    }
+
+    fn deploy_as(&self, who: Option<&Identity>, args: &[&str]) -> Output {
+        self.deploy(&self.ca.cert(), who, args, b"")
+    }
+
+    fn log_len(&self) -> usize {
+        self.s.log_text().len()
+    }
+
+    /// Waits for `needle` in the log after `from`, failing with the log if it never comes.
+    fn logged(&self, from: usize, needle: &str) {
+        assert!(
+            self.s.wait_for_log(from, needle, Duration::from_secs(5)),
+            "the log lacks {needle:?}: {}",
+            &self.s.log_text()[from..]
+        );
+    }
+
+    fn sighup(&self, reloaded: &str) {
+        let from = self.log_len();
+        self.s.signal(rustix::process::Signal::HUP);
+        self.logged(from, reloaded);
+    }
+
+    /// Holds `path` open over TLS as `who`: reads it again at each `again`.
+    fn hold(&self, who: &Identity, path: &str) -> (Held, String) {
+        let mut cmd = self.ninep_command(Some(who), "", &["hold", path]);
+        cmd.stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        Held::spawn(cmd.spawn().unwrap())
+    }
+
+    /// Nothing a client read or wrote as a value is in the log.
+    fn no_values_in_the_log(&self) {
+        let log = self.s.log_text();
+        for value in [DB_VALUE, OTHER_VALUE] {
+            assert!(
+                !log.contains(std::str::from_utf8(value).unwrap()),
+                "a value is in the log"
+            );
+        }
+    }
+}
+
+fn ok(out: &Output) -> String {
+    assert!(
+        out.status.success(),
+        "failed: {}{}",
+        stdout(out),
+        stderr(out)
+    );
+    stdout(out)
+}
+
+fn failed(out: &Output) -> String {
+    assert!(!out.status.success(), "succeeded: {}", stdout(out));
+    stderr(out)
+}
+
+#[test]
+fn a_service_reads_its_granted_secret_over_tls_and_sees_only_its_view() {
+    let t = Tls::start(&[]);
+    let web = Some(&t.web);
+    assert_eq!(
+        ok(&t.ninep(web, "", &["read", "/secret/db"])).as_bytes(),
+        DB_VALUE
+    );
+    assert_eq!(ok(&t.ninep(web, "", &["ls", "/secret"])), "db\n");
+    assert_eq!(
+        failed(&t.ninep(web, "", &["read", "/secret/other"])),
+        "9p: file does not exist\n"
+    );
+    // Another service's view and the admin tree are refused, by name or not.
+    for aname in ["api", "admin", "secrets"] {
+        assert_eq!(
+            failed(&t.ninep(web, aname, &["ls", "/"])),
+            "9p: permission denied\n",
+            "{aname}"
+        );
+    }
+    // The admin's certificate gets the admin tree; no certificate gets nothing.
+    assert!(ok(&t.ninep(Some(&t.admin), "", &["ls", "/secrets"])).contains("ctl\n"));
+    assert_eq!(
+        failed(&t.ninep(None, "", &["ls", "/"])),
+        "9p: authentication required\n"
+    );
+    // deploy's view of a service works over TLS with the service's own certificate.
+    let out = t.deploy_as(web, &["secret", "get", "db", "--as", "web"]);
+    assert_eq!(ok(&out).as_bytes(), DB_VALUE);
+    t.no_values_in_the_log();
+}
+
+#[test]
+fn the_admin_manages_secrets_over_tls_with_deploy() {
+    let t = Tls::start(&[]);
+    let admin = Some(&t.admin);
+    let set = t.deploy(
+        &t.ca.cert(),
+        admin,
+        &["secret", "set", "tls_made"],
+        b"from afar",
+    );
+    ok(&set);
+    ok(&t.deploy_as(admin, &["secret", "grant", "web", "tls_made"]));
+    let list = ok(&t.deploy_as(admin, &["secret", "list"]));
+    assert!(list.contains("tls_made"), "{list}");
+    assert_eq!(t.s.get_as("tls_made", "web"), b"from afar");
+    // SRV_SECRETS_ADDR names a TLS server as it does a socket.
+    let mut cmd = Command::new(&bins().deploy);
+    cmd.env("SRV_SECRETS_ADDR", &t.addr)
+        .arg("--ca")
+        .arg(t.ca.cert())
+        .arg("--cert")
+        .arg(&t.admin.cert)
+        .arg("--key")
+        .arg(&t.admin.key)
+        .args(["service", "list"]);
+    let services = ok(&run_with_stdin(cmd, b""));
+    assert!(services.contains("web"), "{services}");
+    // A service's certificate, or none, is not the admin: said in terms of --cert.
+    let e = failed(&t.deploy_as(Some(&t.web), &["secret", "list"]));
+    assert_eq!(
+        e,
+        format!(
+            "deploy: cannot connect to srv-secrets at {}: the server does not take the \
+             certificate in --cert (CN web) for the admin: admin commands need a certificate \
+             whose CN is admin\n",
+            t.addr
+        )
+    );
+    let e = failed(&t.deploy_as(None, &["secret", "list"]));
+    assert!(
+        e.contains("the server knows no one on this connection: give --cert and --key"),
+        "{e}"
+    );
+    // Without --ca there is no TLS at all.
+    let mut cmd = Command::new(&bins().deploy);
+    cmd.args(["--addr", &t.addr, "secret", "list"]);
+    let out = run_with_stdin(cmd, b"");
+    assert_eq!(out.status.code(), Some(2));
+    assert!(stderr(&out).contains("needs --ca FILE"), "{}", stderr(&out));
+}
+
+#[test]
+fn bad_certificates_are_refused_with_their_reason_and_a_log_line() {
+    let t = Tls::start(&[]);
+    let other_ca = Ca::new(&t.s.root.path().join("pki"), "other-ca");
+    let cases = [
+        (
+            t.ca.client("expired", Some("admin"), Validity::Expired),
+            "the server refused the certificate in --cert: it has expired",
+            "TLS handshake refused: its certificate has expired",
+        ),
+        (
+            other_ca.client("foreign", Some("admin"), Validity::Current),
+            "the server refused the certificate in --cert: it is not issued by a CA the server \
+             trusts",
+            "TLS handshake refused: its certificate is not issued by a CA in --client-ca",
+        ),
+        (
+            t.ca.client("misnamed", Some("not a name"), Validity::Current),
+            "the server refused the certificate in --cert: its subject's Common Name (CN) must \
+             be admin or a service's name",
+            "TLS handshake refused: its certificate names no principal",
+        ),
+        (
+            t.ca.client("nameless", None, Validity::Current),
+            "the server refused the certificate in --cert: its subject's Common Name (CN) must \
+             be admin or a service's name",
+            "TLS handshake refused: its certificate names no principal",
+        ),
+        (
+            t.ca.client("ghost", Some("ghost"), Validity::Current),
+            "the server does not take the certificate in --cert (CN ghost) for the admin",
+            "attach refused: the client certificate names neither admin nor a service",
+        ),
+    ];
+    for (id, told, logged) in &cases {
+        let from = t.log_len();
+        let e = failed(&t.deploy_as(Some(id), &["status"]));
+        assert!(
+            e.starts_with(&format!(
+                "deploy: cannot connect to srv-secrets at {}: ",
+                t.addr
+            )),
+            "{e}"
+        );
+        assert!(e.contains(told), "{e}");
+        t.logged(from, logged);
+        // The plain client is refused too, and gets nothing.
+        let out = t.ninep(Some(id), "", &["read", "/secret/db"]);
+        assert!(!out.status.success());
+        assert!(out.stdout.is_empty());
+    }
+    // A client that does not trust the server's certificate, or reached it by a name that
+    // is not the certificate's, is told so; the server's log says the client gave up.
+    let from = t.log_len();
+    let e = failed(&t.deploy(&other_ca.cert(), Some(&t.admin), &["status"], b""));
+    assert!(
+        e.contains("the server's certificate is not issued by the CA in --ca"),
+        "{e}"
+    );
+    t.logged(
+        from,
+        "TLS handshake refused: it refused this server's certificate",
+    );
+    let port = t.addr.rsplit_once(':').unwrap().1;
+    let mut cmd = Command::new(&bins().deploy);
+    cmd.args(["--addr", &format!("tls:localhost:{port}")])
+        .arg("--ca")
+        .arg(t.ca.cert())
+        .arg("--cert")
+        .arg(&t.admin.cert)
+        .arg("--key")
+        .arg(&t.admin.key)
+        .arg("status");
+    let e = failed(&run_with_stdin(cmd, b""));
+    assert!(
+        e.contains(
+            "the server's certificate is for 127.0.0.1, srv.test, not localhost: connect by \
+             one of those names"
+        ),
+        "{e}"
+    );
+    // The admin is still served, and nothing was ever let through.
+    ok(&t.deploy_as(Some(&t.admin), &["status"]));
+    t.no_values_in_the_log();
+}
+
+#[test]
+fn a_revoked_certificate_is_refused_after_sighup_while_open_connections_go_on() {
+    let t = Tls::start(&[]);
+    let (mut held, first) = t.hold(&t.web, "/secret/db");
+    assert_eq!(first.as_bytes(), [b"read ".as_slice(), DB_VALUE].concat());
+    let reader = ["secret", "get", "db", "--as", "web"];
+    assert_eq!(ok(&t.deploy_as(Some(&t.web), &reader)).as_bytes(), DB_VALUE);
+    // A CRL that cannot be read is refused on SIGHUP; the old one stays in force.
+    std::fs::write(&t.crl, "not a CRL").unwrap();
+    t.sighup("SIGHUP: keeping the TLS material in use, the new one is refused: --crl");
+    assert_eq!(ok(&t.deploy_as(Some(&t.web), &reader)).as_bytes(), DB_VALUE);
+    // Revoked: the next handshake is refused, with its reason and a log line.
+    t.ca.write_crl(&t.crl, &[&t.web]);
+    t.sighup("SIGHUP: reloaded the TLS material");
+    let from = t.log_len();
+    let e = failed(&t.deploy_as(Some(&t.web), &reader));
+    assert!(
+        e.contains("the server refused the certificate in --cert: it is revoked"),
+        "{e}"
+    );
+    t.logged(
+        from,
+        "TLS handshake refused: its certificate is revoked (--crl)",
+    );
+    // The connection opened before the reload goes on; so does the admin.
+    assert_eq!(
+        held.again().as_bytes(),
+        [b"read ".as_slice(), DB_VALUE].concat()
+    );
+    ok(&t.deploy_as(Some(&t.admin), &["status"]));
+}
+
+#[test]
+fn the_servers_certificate_is_rotated_on_sighup_without_dropping_a_connection() {
+    let t = Tls::start(&[]);
+    let (mut held, _) = t.hold(&t.web, "/secret/db");
+    // The new certificate is from another CA, so that which one is served shows.
+    let new_ca = Ca::new(&t.s.root.path().join("pki"), "new-ca");
+    let next = new_ca.server("server2", "srv-secrets-2", &["127.0.0.1"]);
+    std::fs::copy(&next.cert, &t.server_cert).unwrap();
+    std::fs::copy(&next.key, &t.server_key).unwrap();
+    t.sighup("SIGHUP: reloaded the TLS material");
+    t.logged(0, "subject=CN=srv-secrets-2");
+    ok(&t.deploy(&new_ca.cert(), Some(&t.admin), &["status"], b""));
+    let e = failed(&t.deploy_as(Some(&t.admin), &["status"]));
+    assert!(
+        e.contains("the server's certificate is not issued by the CA in --ca"),
+        "{e}"
+    );
+    assert_eq!(
+        held.again().as_bytes(),
+        [b"read ".as_slice(), DB_VALUE].concat()
+    );
+    // A key that is not the certificate's is refused, and the rotated pair stays.
+    let stray = new_ca.server("stray", "stray", &["127.0.0.1"]);
+    std::fs::copy(&stray.key, &t.server_key).unwrap();
+    t.sighup("is not the key of the certificate in --tls-cert");
+    ok(&t.deploy(&new_ca.cert(), Some(&t.admin), &["status"], b""));
+    assert_eq!(
+        held.again().as_bytes(),
+        [b"read ".as_slice(), DB_VALUE].concat()
+    );
+}
+
+/// `srv-secrets serve` with `args` (beside a data directory of its own), expected to
+/// refuse to start: its stderr.
+fn serve_refused(args: &[&str]) -> String {
+    let s = SecretsServer::init();
+    let out = Command::new(&bins().srv_secrets)
+        .arg("serve")
+        .arg("--data")
+        .arg(&s.data)
+        .args(args)
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    assert!(!out.status.success(), "started: {}", stderr(&out));
+    stderr(&out)
+}
+
+#[test]
+fn plain_tcp_is_refused_without_the_flag_and_off_loopback_and_knows_no_one() {
+    let e = serve_refused(&["--listen", "tcp:127.0.0.1:0"]);
+    assert!(
+        e.starts_with(
+            "srv-secrets: --listen tcp:127.0.0.1:0: plain TCP proves nothing of who connects"
+        ),
+        "{e}"
+    );
+    assert!(e.contains("--insecure-plain-tcp"), "{e}");
+    let e = serve_refused(&["--listen", "tcp:0.0.0.0:0", "--insecure-plain-tcp"]);
+    assert!(
+        e.contains("--insecure-plain-tcp allows only loopback addresses"),
+        "{e}"
+    );
+    let e = serve_refused(&["--listen", "tls:127.0.0.1:0"]);
+    assert!(
+        e.contains("a tls: listener needs --tls-cert, --tls-key and --client-ca"),
+        "{e}"
+    );
+    // Allowed on loopback, a connection is served as far as attach, and is no one.
+    let mut s = SecretsServer::init();
+    s.args = ["--listen", "tcp:127.0.0.1:0", "--insecure-plain-tcp"]
+        .map(String::from)
+        .to_vec();
+    s.serve();
+    let addr = s.listening_on("tcp:", 0);
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let attached = rt.block_on(async {
+        let client = ninep::client::Client::connect_tcp(addr.strip_prefix("tcp:").unwrap())
+            .await
+            .unwrap();
+        client.attach("root", "").await.map(|_| ())
+    });
+    assert_eq!(
+        attached.unwrap_err().remote(),
+        Some("authentication required")
+    );
+}
+
+#[test]
+fn bytes_that_are_not_tls_on_the_tls_port_delay_no_one() {
+    let t = Tls::start(&[]);
+    let port: u16 = t.addr.rsplit_once(':').unwrap().1.parse().unwrap();
+    // Far more connections than there are handshake slots: silent ones, ones that send
+    // HTTP, ones that begin a TLS record and stop.
+    let mut flood = Vec::new();
+    for i in 0..300 {
+        let mut c = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+        match i % 3 {
+            0 => {}
+            1 => {
+                let _ = c.write_all(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n");
+            }
+            _ => {
+                let _ = c.write_all(&[0x16, 0x03, 0x01, 0x40, 0x00, 0x01]);
+            }
+        }
+        flood.push(c);
+    }
+    // A unix client and a TLS one are each served within a second (the TLS one pays for
+    // starting deploy, too: two).
+    let started = Instant::now();
+    let out = t.s.ninep_as(WEB, "", &["read", "/secret/db"]);
+    let unix = started.elapsed();
+    assert_eq!(ok(&out).as_bytes(), DB_VALUE);
+    assert!(
+        unix < Duration::from_secs(1),
+        "unix client served in {unix:?}"
+    );
+    let started = Instant::now();
+    ok(&t.deploy_as(Some(&t.admin), &["status"]));
+    let tls = started.elapsed();
+    assert!(tls < Duration::from_secs(2), "TLS client served in {tls:?}");
+    eprintln!("during a flood of 300 connections: unix read {unix:?}, TLS deploy status {tls:?}");
+    // None of it is worth more than a debug line.
+    assert!(!t.s.log_text().contains("WARN"), "{}", t.s.log_text());
+    drop(flood);
+}
+
+#[test]
+fn the_http_api_over_tls_serves_the_admins_certificate_only() {
+    if !can_curl("the_http_api_over_tls_serves_the_admins_certificate_only") {
+        return;
+    }
+    let t = Tls::start(&["--http", "tls:127.0.0.1:0"]);
+    let http = t.s.http_on("tls:", 0);
+    let url = format!(
+        "https://{}/health/ready",
+        http.strip_prefix("tls:").unwrap()
+    );
+    let curl = |who: Option<&Identity>| {
+        let mut cmd = Command::new(CURL);
+        cmd.args(["--silent", "--cacert"]).arg(t.ca.cert());
+        if let Some(id) = who {
+            cmd.arg("--cert").arg(&id.cert).arg("--key").arg(&id.key);
+        }
+        cmd.args(["--write-out", "\n%{http_code}", &url]);
+        let out = cmd.output().unwrap();
+        let text = stdout(&out);
+        let (body, code) = text.rsplit_once('\n').unwrap();
+        (code.to_string(), body.to_string())
+    };
+    let (code, body) = curl(Some(&t.admin));
+    assert_eq!(code, "200", "{body}");
+    assert!(body.contains("\"ready\":true"), "{body}");
+    for who in [Some(&t.web), None] {
+        let (code, body) = curl(who);
+        assert_eq!(code, "403", "{body}");
+        assert!(
+            body.contains("a client certificate whose CN is admin"),
+            "{body}"
+        );
+    }
+}
