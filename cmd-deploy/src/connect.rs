@@ -1027,7 +1027,12 @@ mod tests {
     }
 
     fn attach_error(e: ClientError, env: &Env) -> CliError {
-        let (link, _peer, _ours) = link(Duration::from_secs(1));
+        let link = Link {
+            addr: unix_server().addr,
+            timeout: Duration::from_secs(1),
+            heard: Arc::new(Mutex::new(Instant::now())),
+            tls_failure: None,
+        };
         super::attach_error(e, env, &unix_server(), &link)
     }
 

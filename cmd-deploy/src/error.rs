@@ -351,7 +351,7 @@ fn connect_hint(e: &ClientError) -> String {
             io::ErrorKind::PermissionDenied => "permission denied on the socket; run deploy as \
                  root or as the user that ran `srv-secrets init`"
                 .to_string(),
-            _ => format!("{io}; check the address (--addr unix:PATH)"),
+            _ => format!("{io}; check the address (--addr)"),
         },
         ClientError::Disconnected => {
             "the server closed the connection; is this a srv-secrets socket? see the server's log"

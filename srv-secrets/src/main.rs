@@ -426,7 +426,8 @@ async fn run_serve(args: ServeArgs) -> Result<(), String> {
                 path.display()
             ),
             _ => eprintln!(
-                "  try:  curl --cacert CA.crt --cert admin.crt --key admin.key https://HOST:PORT/health/ready"
+                "  try:  curl --cacert CA.crt --cert admin.crt --key admin.key https://{}/health/ready",
+                bound.to_string().trim_start_matches("tls:")
             ),
         }
     }
