@@ -272,12 +272,13 @@ fn serve_child(args: &[String]) -> ExitCode {
     };
     let socket = PathBuf::from(socket);
     let served = runtime.block_on(async {
+        let signals = srv_secrets::serve::Signals::catch()?;
         let listener = srv_secrets::serve::bind_socket(&socket).await?;
         let bound = srv_secrets::serve::Bound::Unix {
             path: socket.clone(),
             listener,
         };
-        srv_secrets::serve::serve(Arc::new(vault), vec![bound], Vec::new(), None).await
+        srv_secrets::serve::serve(Arc::new(vault), vec![bound], Vec::new(), None, signals).await
     });
     match served {
         Ok(()) => ExitCode::SUCCESS,

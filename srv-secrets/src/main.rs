@@ -377,6 +377,7 @@ async fn run_serve(args: ServeArgs) -> Result<(), String> {
     if args.demo {
         seed_demo(&vault)?;
     }
+    let signals = serve::Signals::catch().map_err(|e| format!("cannot catch signals: {e}"))?;
     let mut nine_p_bound = Vec::new();
     for listen in &nine_p {
         nine_p_bound.push(serve::bind(listen, tls.as_ref()).await?);
@@ -436,7 +437,7 @@ async fn run_serve(args: ServeArgs) -> Result<(), String> {
             "srv-secrets: demo: service 'demo' (uid {DEMO_UID}) may read 'greeting'; try: deploy secret get greeting --as demo"
         );
     }
-    serve::serve(vault, nine_p_bound, http_bound, tls)
+    serve::serve(vault, nine_p_bound, http_bound, tls, signals)
         .await
         .map_err(|e| e.to_string())
 }

@@ -418,6 +418,30 @@ async fn housekeeping(vault: Arc<Vault>, mut shutdown: Shutdown) -> io::Result<(
     }
 }
 
+/// The signals the server acts on, caught from before its listeners are bound: a SIGTERM
+/// that comes as soon as a socket answers must stop the server cleanly, not kill it.
+pub struct Signals {
+    term: tokio::signal::unix::Signal,
+    int: tokio::signal::unix::Signal,
+    hup: tokio::signal::unix::Signal,
+}
+
+impl Signals {
+    /// Catches SIGTERM, SIGINT and SIGHUP from now on. SIGHUP never ends the server,
+    /// whether or not it has anything to reload (systemd's ExecReload sends it).
+    ///
+    /// # Errors
+    /// If a handler cannot be installed.
+    pub fn catch() -> io::Result<Signals> {
+        use tokio::signal::unix::{SignalKind, signal};
+        Ok(Signals {
+            term: signal(SignalKind::terminate())?,
+            int: signal(SignalKind::interrupt())?,
+            hup: signal(SignalKind::hangup())?,
+        })
+    }
+}
+
 /// Serves `vault` over 9P on `nine_p`, and the HTTP API on `http`, until SIGTERM or
 /// SIGINT, reloading `tls` on SIGHUP, then finishes the requests in flight, records the
 /// opens still queued for the audit trail, and returns.
@@ -426,9 +450,10 @@ pub async fn serve(
     nine_p: Vec<Bound>,
     http: Vec<Bound>,
     tls: Option<Arc<TlsServer>>,
+    signals: Signals,
 ) -> io::Result<()> {
     let flusher = secrets::OpenFlusher::start(vault.clone())?;
-    let served = serve_until_stopped(vault, nine_p, http, tls).await;
+    let served = serve_until_stopped(vault, nine_p, http, tls, signals).await;
     // The last opens, from the requests just finished; a commit, so off the workers.
     match tokio::task::spawn_blocking(move || flusher.stop()).await {
         Ok(()) => info!("recorded the opens still queued for the audit trail"),
@@ -443,6 +468,7 @@ async fn serve_until_stopped(
     nine_p: Vec<Bound>,
     http: Vec<Bound>,
     tls: Option<Arc<TlsServer>>,
+    mut signals: Signals,
 ) -> io::Result<()> {
     let server = Server::new(
         SecretsFs::new(vault.clone()),
@@ -478,23 +504,17 @@ async fn serve_until_stopped(
         tasks.spawn(serve_9p(server, bound, shutdown));
     }
     tasks.spawn(housekeeping(vault.clone(), shutdown.clone()));
-    use tokio::signal::unix::{SignalKind, signal};
-    let mut term = signal(SignalKind::terminate())?;
-    let mut int = signal(SignalKind::interrupt())?;
-    // Handled whether or not there is anything to reload: SIGHUP never ends the server
-    // (systemd's ExecReload sends it).
-    let mut hup = signal(SignalKind::hangup())?;
     loop {
         tokio::select! {
-            _ = term.recv() => {
+            _ = signals.term.recv() => {
                 info!("SIGTERM: finishing requests in flight");
                 break;
             }
-            _ = int.recv() => {
+            _ = signals.int.recv() => {
                 info!("SIGINT: finishing requests in flight");
                 break;
             }
-            _ = hup.recv() => reload(tls.as_deref()),
+            _ = signals.hup.recv() => reload(tls.as_deref()),
             Some(r) = tasks.join_next() => {
                 // A listener ended on its own: that is an error worth stopping for.
                 trigger.trigger();
