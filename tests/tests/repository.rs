@@ -37,13 +37,16 @@ fn ci_checks_format_and_lints_before_the_readmes_test_command_and_verifies_the_u
     assert!(at("\ncargo clippy --workspace --all-targets -- -D warnings\n") < test);
     assert!(at("systemd-analyze verify") > test);
     assert!(at("cargo install --quiet --locked --debug --path srv-secrets --root") > test);
-    // systemd-analyze comes with the systemd package, which a minimal image lacks.
+    // systemd-analyze comes with the systemd package, which a minimal image lacks; curl
+    // and openssl are the TLS tests' (tests/tests/tls.rs).
     let install = &ci[at("apt-get install")..];
     let packages = &install[..install.find(">/dev/null").unwrap_or(install.len())];
-    assert!(
-        packages.split_whitespace().any(|word| word == "systemd"),
-        "systemd is in the apt-get list"
-    );
+    for package in ["systemd", "curl", "openssl"] {
+        assert!(
+            packages.split_whitespace().any(|word| word == package),
+            "{package} is in the apt-get list"
+        );
+    }
     // The README's test command is the same one.
     assert!(read("README.md").contains("```sh\ncargo test --workspace\n```"));
 }

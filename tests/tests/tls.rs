@@ -543,3 +543,139 @@ fn the_http_api_over_tls_serves_the_admins_certificate_only() {
         );
     }
 }
+
+#[test]
+fn deploy_mounts_a_view_over_tls_and_its_serving_deploy_keeps_the_certificate() {
+    let fuse = std::path::Path::new("/dev/fuse").exists()
+        && Command::new("fusermount3")
+            .arg("-V")
+            .output()
+            .is_ok_and(|o| o.status.success());
+    if !fuse || !srv_secrets_tests::harness::can_switch_uid() {
+        assert!(
+            std::env::var("CI").is_err(),
+            "needs root, /dev/fuse and fusermount3"
+        );
+        eprintln!("skipping: needs root, /dev/fuse and fusermount3");
+        return;
+    }
+    let t = Tls::start(&[]);
+    let dir = t.s.root.path().join("mnt");
+    std::fs::create_dir(&dir).unwrap();
+    // In the background: the deploy that serves the mount is started again with the
+    // address and the certificate's files, and connects over TLS itself.
+    let out = t.deploy_as(Some(&t.admin), &["mount", "web", dir.to_str().unwrap()]);
+    assert_eq!(
+        ok(&out),
+        format!("mounted web's view at {}\n", dir.display())
+    );
+    let read = srv_secrets_tests::harness::as_uid(WEB, Path::new("/bin/cat"))
+        .arg(dir.join("secret/db"))
+        .output()
+        .unwrap();
+    let unmounted = Command::new("fusermount3")
+        .arg("-u")
+        .arg(&dir)
+        .status()
+        .unwrap();
+    assert_eq!(ok(&read).as_bytes(), DB_VALUE);
+    assert!(unmounted.success());
+    // A service's certificate cannot mount a view for another service.
+    let out = t.deploy_as(Some(&t.web), &["mount", "api", dir.to_str().unwrap()]);
+    assert!(!out.status.success());
+}
+
+/// The `sh` blocks of docs/operations.md's "Making the certificates with openssl", the
+/// second up to its `srv-secrets serve` (which names the installation's paths).
+fn openssl_recipe() -> String {
+    let ops = std::fs::read_to_string(
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../docs/operations.md"),
+    )
+    .unwrap();
+    let section = &ops[ops
+        .find("### Making the certificates with openssl")
+        .expect("the section")..];
+    let blocks: Vec<&str> = section
+        .split("```sh\n")
+        .skip(1)
+        .take(2)
+        .map(|b| &b[..b.find("\n```").expect("a closed block")])
+        .collect();
+    let server = blocks[1]
+        .find("srv-secrets serve")
+        .expect("the second block starts the server");
+    format!("set -euo pipefail\n{}\n{}\n", blocks[0], &blocks[1][..server])
+}
+
+#[test]
+fn the_openssl_recipe_of_the_docs_makes_certificates_the_server_takes() {
+    let openssl = Command::new("openssl")
+        .arg("version")
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if !openssl {
+        assert!(
+            std::env::var("CI").is_err(),
+            "needs openssl (apt-get install openssl)"
+        );
+        eprintln!("skipping: needs openssl");
+        return;
+    }
+    let mut s = SecretsServer::init();
+    let dir = s.root.path().join("tls");
+    std::fs::create_dir(&dir).unwrap();
+    let made = Command::new("bash")
+        .arg("-c")
+        .arg(openssl_recipe())
+        .current_dir(&dir)
+        .output()
+        .unwrap();
+    assert!(made.status.success(), "the recipe failed: {}", stderr(&made));
+    let file = |name: &str| dir.join(name).to_str().unwrap().to_string();
+    s.args = vec![
+        "--listen".into(),
+        "tls:127.0.0.1:0".into(),
+        "--tls-cert".into(),
+        file("server.crt"),
+        "--tls-key".into(),
+        file("server.key"),
+        "--client-ca".into(),
+        file("ca.crt"),
+        "--crl".into(),
+        file("ca.crl"),
+    ];
+    s.serve();
+    s.add_service("web", WEB, None);
+    s.deploy_with_stdin(&["secret", "set", "db"], DB_VALUE);
+    s.deploy_ok(&["secret", "grant", "web", "db"]);
+    let addr = s.listening_on("tls:", 0);
+    let deploy = |who: &str, args: &[&str]| {
+        let mut cmd = Command::new(&bins().deploy);
+        cmd.args(["--addr", &addr, "--ca", &file("ca.crt")])
+            .args(["--cert", &file(&format!("{who}.crt"))])
+            .args(["--key", &file(&format!("{who}.key"))])
+            .args(args);
+        run_with_stdin(cmd, b"")
+    };
+    ok(&deploy("admin", &["status"]));
+    let get = ["secret", "get", "db", "--as", "web"];
+    assert_eq!(ok(&deploy("web", &get)).as_bytes(), DB_VALUE);
+    // The revocation, as the docs do it.
+    for args in [
+        &["ca", "-config", "ca.cnf", "-revoke", "web.crt"][..],
+        &["ca", "-config", "ca.cnf", "-gencrl", "-out", "ca.crl"],
+    ] {
+        let out = Command::new("openssl")
+            .args(args)
+            .current_dir(&dir)
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "openssl {args:?}: {}", stderr(&out));
+    }
+    let from = s.log_text().len();
+    s.signal(rustix::process::Signal::HUP);
+    assert!(s.wait_for_log(from, "SIGHUP: reloaded", Duration::from_secs(5)));
+    let e = failed(&deploy("web", &get));
+    assert!(e.contains("it is revoked"), "{e}");
+    ok(&deploy("admin", &["status"]));
+}
