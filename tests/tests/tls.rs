@@ -604,7 +604,11 @@ fn openssl_recipe() -> String {
     let server = blocks[1]
         .find("srv-secrets serve")
         .expect("the second block starts the server");
-    format!("set -euo pipefail\n{}\n{}\n", blocks[0], &blocks[1][..server])
+    format!(
+        "set -euo pipefail\n{}\n{}\n",
+        blocks[0],
+        &blocks[1][..server]
+    )
 }
 
 #[test]
@@ -630,7 +634,11 @@ fn the_openssl_recipe_of_the_docs_makes_certificates_the_server_takes() {
         .current_dir(&dir)
         .output()
         .unwrap();
-    assert!(made.status.success(), "the recipe failed: {}", stderr(&made));
+    assert!(
+        made.status.success(),
+        "the recipe failed: {}",
+        stderr(&made)
+    );
     let file = |name: &str| dir.join(name).to_str().unwrap().to_string();
     s.args = vec![
         "--listen".into(),
