@@ -865,6 +865,10 @@ pub struct RotateArgs {
     /// Destroy the old value at promotion, and cut off every reader of it (an incident).
     #[arg(long)]
     pub revoke_previous: bool,
+    /// Retire the old value as soon as every service granted NAME has opened the new one
+    /// (at the latest when the overlap ends); needs --overlap.
+    #[arg(long, requires = "overlap")]
+    pub retire_when_read: bool,
     /// Stage an empty value.
     #[arg(long)]
     pub allow_empty: bool,

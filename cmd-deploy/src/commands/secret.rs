@@ -174,6 +174,7 @@ pub async fn run(
                 overlap: a.overlap,
                 test: a.test,
                 revoke_previous: a.revoke_previous,
+                retire_when_read: a.retire_when_read,
                 reason: server.reason.clone(),
                 allow_empty: a.allow_empty,
             };

@@ -45,6 +45,8 @@ pub struct Rotation {
     pub test: Option<String>,
     /// `--revoke-previous`.
     pub revoke_previous: bool,
+    /// `--retire-when-read`.
+    pub retire_when_read: bool,
     /// `--reason R`.
     pub reason: Option<String>,
     /// `--allow-empty`.
@@ -82,6 +84,7 @@ pub async fn rotate(
         name: r.name.clone(),
         overlap: r.overlap,
         revoke_previous: r.revoke_previous,
+        retire_when_read: r.retire_when_read,
     };
     validate(&promote)?;
     // With a test, deploy handles Ctrl-C itself (see `Command::handles_signals`): at the
@@ -549,6 +552,7 @@ mod tests {
             overlap,
             test: None,
             revoke_previous: false,
+            retire_when_read: false,
             reason: None,
             allow_empty: false,
         }

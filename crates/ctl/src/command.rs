@@ -44,6 +44,7 @@ pub(crate) const RESUME: &str = "resume";
 /// The words of `promote`'s and `grant`'s options, and of `stage NAME generate`.
 pub(crate) const OVERLAP: &str = "overlap";
 pub(crate) const REVOKE_PREVIOUS: &str = "revoke-previous";
+pub(crate) const RETIRE_WHEN_READ: &str = "retire-when-read";
 pub(crate) const EXPIRES: &str = "expires";
 pub(crate) const GENERATE_WORD: &str = "generate";
 
@@ -67,7 +68,8 @@ pub(crate) mod usage {
     pub(crate) const HISTORY: &str = "history NAME";
     pub(crate) const HOLDERS: &str = "holders NAME";
     pub(crate) const MATRIX: &str = "matrix";
-    pub(crate) const PROMOTE: &str = "promote NAME [overlap DURATION | revoke-previous]";
+    pub(crate) const PROMOTE: &str =
+        "promote NAME [overlap DURATION [retire-when-read] | revoke-previous]";
     pub(crate) const REASON: &str = "reason TEXT";
     pub(crate) const RETIRE: &str = "retire NAME";
     pub(crate) const ROLLBACK: &str = "rollback NAME";
@@ -625,7 +627,8 @@ pub enum Command {
         /// The template (`None`: the secret's core-tier template).
         template: Option<String>,
     },
-    /// `promote NAME [overlap DURATION | revoke-previous]`: the pending version current.
+    /// `promote NAME [overlap DURATION [retire-when-read] | revoke-previous]`: the pending
+    /// version current.
     Promote {
         /// The secret's name.
         name: String,
@@ -633,6 +636,9 @@ pub enum Command {
         overlap: Option<u64>,
         /// Destroy the version it replaces and cut off its readers.
         revoke_previous: bool,
+        /// Retire the version it replaces once every service granted the secret has
+        /// opened the new one, or at the overlap's end (needs an overlap).
+        retire_when_read: bool,
     },
     /// `discard NAME`: destroy the pending version.
     Discard {
@@ -818,6 +824,7 @@ impl Command {
                 name,
                 overlap,
                 revoke_previous,
+                retire_when_read,
             } => {
                 let mut a = vec![Word(PROMOTE), Name(name)];
                 if let Some(secs) = overlap {
@@ -825,6 +832,9 @@ impl Command {
                 }
                 if *revoke_previous {
                     a.push(Word(REVOKE_PREVIOUS));
+                }
+                if *retire_when_read {
+                    a.push(Word(RETIRE_WHEN_READ));
                 }
                 a
             }
@@ -1117,6 +1127,14 @@ impl Command {
         } = self
         {
             return Err(ErrorKind::OverlapAndRevoke);
+        }
+        if let Command::Promote {
+            overlap: None,
+            retire_when_read: true,
+            ..
+        } = self
+        {
+            return Err(ErrorKind::RetireWhenReadWithoutOverlap);
         }
         for arg in self.args() {
             match arg {

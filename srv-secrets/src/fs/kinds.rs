@@ -674,6 +674,7 @@ mod tests {
                 name: "a",
                 overlap: Some(3600),
                 revoke_previous: false,
+                retire_when_read: false,
             }],
         )
         .unwrap();

@@ -94,6 +94,7 @@ fn each_rotation_step_has_its_verb() {
             name: "db",
             overlap: Some(60),
             revoke_previous: false,
+            retire_when_read: false,
         },
     );
     assert_eq!(lines(&s), ["pending db 2", "rotated db 2"]);
@@ -124,6 +125,7 @@ fn each_rotation_step_has_its_verb() {
             name: "db",
             overlap: None,
             revoke_previous: true,
+            retire_when_read: false,
         },
     );
     assert_eq!(
@@ -142,6 +144,7 @@ fn each_rotation_step_has_its_verb() {
                 name: "db",
                 overlap: Some(60),
                 revoke_previous: false,
+                retire_when_read: false,
             },
         ],
     )

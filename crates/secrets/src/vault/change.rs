@@ -96,6 +96,9 @@ pub enum Change<'a> {
         overlap: Option<u64>,
         /// Destroy the version it replaces, and cut off its readers.
         revoke_previous: bool,
+        /// Retire the version it replaces once every service granted the secret has
+        /// opened the new one, or at the overlap's end (with an overlap only).
+        retire_when_read: bool,
     },
     /// Destroy the pending version.
     Discard {
@@ -293,9 +296,10 @@ impl std::fmt::Debug for Change<'_> {
                 name,
                 overlap,
                 revoke_previous,
+                retire_when_read,
             } => write!(
                 f,
-                "Promote({name}, overlap={overlap:?}, revoke_previous={revoke_previous})"
+                "Promote({name}, overlap={overlap:?}, revoke_previous={revoke_previous}, retire_when_read={retire_when_read})"
             ),
             Change::Discard { name } => write!(f, "Discard({name})"),
             Change::Rollback { name } => write!(f, "Rollback({name})"),
@@ -1103,13 +1107,14 @@ impl<'s> Overlay<'s> {
                 name,
                 overlap,
                 revoke_previous,
+                retire_when_read,
             } => {
                 let rec = self.with_live_pending(name, now)?;
                 let until = match (revoke_previous, overlap) {
                     (false, Some(secs)) if secs > 0 => Some(now.saturating_add(secs)),
                     _ => None,
                 };
-                let next = rec.promoted(until, revoke_previous, now);
+                let next = rec.promoted(until, revoke_previous, retire_when_read, now);
                 let applied = Applied::Promoted {
                     version: next.version(),
                     previous: next.previous.as_ref().map(|p| p.made.version),

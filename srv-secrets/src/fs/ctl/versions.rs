@@ -32,10 +32,12 @@ pub(super) fn prepare(command: &Command) -> Option<Result<Prepared<'_>, String>>
             name,
             overlap,
             revoke_previous,
+            retire_when_read,
         } => Change::Promote {
             name,
             overlap: *overlap,
             revoke_previous: *revoke_previous,
+            retire_when_read: *retire_when_read,
         },
         Command::Discard { name } => Change::Discard { name },
         Command::Rollback { name } => Change::Rollback { name },

@@ -187,6 +187,7 @@ fn a_freeze_refuses_what_deploys_and_lets_an_incident_be_answered_across_a_reope
             name: "db",
             overlap: None,
             revoke_previous: true,
+            retire_when_read: false,
         },
         Change::Generate {
             name: "api_key",

@@ -58,6 +58,7 @@ fn promote(v: &Vault, overlap: Option<u64>, revoke_previous: bool) -> Result<App
             name: "db",
             overlap,
             revoke_previous,
+            retire_when_read: false,
         },
     )
 }
@@ -330,6 +331,7 @@ fn a_transaction_stages_and_promotes_at_once() {
                     name: "db",
                     overlap: Some(60),
                     revoke_previous: false,
+                    retire_when_read: false,
                 },
             ],
         )
@@ -531,4 +533,78 @@ fn a_set_during_a_key_rotation_seals_every_version_under_the_new_key() {
     assert_eq!(read(&v, "web", VersionSlot::Current).unwrap(), b"one");
     one(&v, &admin("x"), Change::Rollback { name: "db" }).unwrap();
     assert_eq!(read(&v, "web", VersionSlot::Current).unwrap(), b"two");
+}
+
+/// Promotes db's pending version with an overlap of `secs`, to retire when read.
+fn promote_retire_when_read(v: &Vault, secs: u64) {
+    one(
+        v,
+        &admin("rotate"),
+        Change::Promote {
+            name: "db",
+            overlap: Some(secs),
+            revoke_previous: false,
+            retire_when_read: true,
+        },
+    )
+    .unwrap();
+}
+
+/// `service` opens db's current version, and the open is recorded.
+fn open_current(v: &Vault, service: &str) {
+    let opened = v.open_version(service, "db", VersionSlot::Current).unwrap();
+    v.record_open(
+        &Actor::service(service, None),
+        service,
+        &opened,
+        VersionSlot::Current,
+    );
+    v.flush_opens().unwrap();
+}
+
+#[test]
+fn retire_when_read_retires_once_every_grantee_opened_the_new_version() {
+    let (_tmp, _dir, v) = vault();
+    v.grant("api", "db").unwrap();
+    stage(&v, b"two").unwrap();
+    promote_retire_when_read(&v, 3600);
+    let record = v.history("db").unwrap();
+    assert_eq!(record[1].state, VersionState::Previous);
+    // Nobody has opened version 2: the previous one stays readable.
+    assert!(v.expire().unwrap().retired.is_empty());
+    open_current(&v, "web");
+    assert!(v.expire().unwrap().retired.is_empty());
+    assert!(v.is_readable("api", "db", VersionSlot::Previous));
+    // The late one opens it: retired at the next housekeeping, with its reason audited.
+    open_current(&v, "api");
+    assert_eq!(v.expire().unwrap().retired, vec![("db".to_owned(), 1)]);
+    assert!(!v.is_readable("api", "db", VersionSlot::Previous));
+    let history = v.history("db").unwrap();
+    assert_eq!(history[1].state, VersionState::Destroyed);
+    assert_eq!(history.len(), 2);
+}
+
+#[test]
+fn retire_when_read_retires_at_the_overlap_end_if_nobody_read() {
+    let (_tmp, dir, v) = vault();
+    stage(&v, b"two").unwrap();
+    promote_retire_when_read(&v, 100);
+    v.set_clock(Some(T + 99));
+    assert!(v.expire().unwrap().retired.is_empty());
+    // The flag survives a restart.
+    drop(v);
+    let v = reopen(&dir, T + 100);
+    assert!(!v.is_readable("web", "db", VersionSlot::Previous));
+    assert_eq!(v.expire().unwrap().retired, vec![("db".to_owned(), 1)]);
+    assert_eq!(v.history("db").unwrap()[1].state, VersionState::Destroyed);
+}
+
+#[test]
+fn a_promote_without_retire_when_read_keeps_the_previous_version_after_opens() {
+    let (_tmp, _dir, v) = vault();
+    stage(&v, b"two").unwrap();
+    promote(&v, Some(3600), false).unwrap();
+    open_current(&v, "web");
+    assert!(v.expire().unwrap().retired.is_empty());
+    assert!(v.is_readable("web", "db", VersionSlot::Previous));
 }
