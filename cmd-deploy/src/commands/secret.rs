@@ -195,6 +195,9 @@ pub async fn run(
         SecretCommand::Holders { name, json } => {
             super::holders::holders(name, json, server, env, out).await
         }
+        SecretCommand::RotationStatus { name, json } => {
+            super::holders::rotation_status(name, json, server, env, out).await
+        }
         SecretCommand::History { name, json } => {
             super::versions::history(name, json, server, env, out).await
         }

@@ -27,6 +27,7 @@ pub(crate) const MATRIX: &str = "matrix";
 pub(crate) const PROMOTE: &str = "promote";
 pub(crate) const REASON: &str = "reason";
 pub(crate) const RETIRE: &str = "retire";
+pub(crate) const ROTATION_STATUS: &str = "rotation-status";
 pub(crate) const REVOKE: &str = "revoke";
 pub(crate) const REVOKE_ALL: &str = "revoke-all";
 pub(crate) const ROLLBACK: &str = "rollback";
@@ -67,6 +68,7 @@ pub(crate) mod usage {
     pub(crate) const GRANT: &str = "grant SERVICE NAME [expires DURATION]";
     pub(crate) const HISTORY: &str = "history NAME";
     pub(crate) const HOLDERS: &str = "holders NAME";
+    pub(crate) const ROTATION_STATUS: &str = "rotation-status NAME";
     pub(crate) const MATRIX: &str = "matrix";
     pub(crate) const PROMOTE: &str =
         "promote NAME [overlap DURATION [retire-when-read] | revoke-previous]";
@@ -116,7 +118,7 @@ pub(crate) mod usage {
 
     /// Every usage, for the tests that check each error's length.
     #[cfg(test)]
-    pub(crate) const ALL: [&str; 58] = [
+    pub(crate) const ALL: [&str; 59] = [
         ABORT,
         AUDIT,
         AUDIT_HEAD,
@@ -131,6 +133,7 @@ pub(crate) mod usage {
         GRANT,
         HISTORY,
         HOLDERS,
+        ROTATION_STATUS,
         MATRIX,
         PROMOTE,
         REASON,
@@ -343,6 +346,19 @@ pub(crate) const VERBS: &[Verb] = &[
             "who holds NAME: grants (opened since rotated?), deployments, tiers, as JSON",
         )],
         parse: |t| parse::name_only(t, usage::HOLDERS, |name| Command::Holders { name }),
+        runs: Runs::Alone,
+    },
+    Verb {
+        word: ROTATION_STATUS,
+        forms: &[(
+            usage::ROTATION_STATUS,
+            "NAME's rotation: who has opened the current version, who may read @previous",
+        )],
+        parse: |t| {
+            parse::name_only(t, usage::ROTATION_STATUS, |name| Command::RotationStatus {
+                name,
+            })
+        },
         runs: Runs::Alone,
     },
     Verb {
@@ -665,6 +681,12 @@ pub enum Command {
         /// The secret's name.
         name: String,
     },
+    /// `rotation-status NAME`: who has opened the secret's current version and who may
+    /// still read the previous one, as JSON.
+    RotationStatus {
+        /// The secret's name.
+        name: String,
+    },
     /// `stale`: the secrets older than their rotation period, as JSON.
     Stale,
     /// `reason TEXT`: why the next change (or transaction) on this fid is made.
@@ -843,6 +865,7 @@ impl Command {
             Command::Retire { name } => vec![Word(RETIRE), Name(name)],
             Command::History { name } => vec![Word(HISTORY), Name(name)],
             Command::Holders { name } => vec![Word(HOLDERS), Name(name)],
+            Command::RotationStatus { name } => vec![Word(ROTATION_STATUS), Name(name)],
             Command::Stale => vec![Word(STALE)],
             Command::Reason { text } => vec![Word(REASON), Text(text)],
             Command::Revoke { service, name } => vec![Word(REVOKE), Service(service), Name(name)],
@@ -1072,6 +1095,7 @@ impl Command {
             self,
             Command::History { .. }
                 | Command::Holders { .. }
+                | Command::RotationStatus { .. }
                 | Command::Stale
                 | Command::Matrix
                 | Command::Audit(_)
@@ -1382,6 +1406,9 @@ mod tests {
         let holders = Command::Holders { name: "db".into() };
         assert_eq!(enc(&holders), b"holders db\n");
         assert!(holders.is_query() && !holders.is_change());
+        let status = Command::RotationStatus { name: "db".into() };
+        assert_eq!(enc(&status), b"rotation-status db\n");
+        assert!(status.is_query() && !status.is_change());
         assert!(Command::Matrix.is_query() && !Command::Matrix.is_change());
         for change in [
             Command::Freeze,

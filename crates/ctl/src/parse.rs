@@ -1039,6 +1039,7 @@ mod tests {
                 "retire" => "retire a",
                 "history" => "history a",
                 "holders" => "holders a",
+                "rotation-status" => "rotation-status a",
                 "reason" => "reason x",
                 "audit" => "audit head",
                 other => other,

@@ -115,6 +115,11 @@ pub enum Change<'a> {
     Retire {
         /// The secret.
         name: &'a str,
+        /// Retire only this previous version, and only if it was promoted with
+        /// `retire-when-read` (else [`Error::NoPreviousVersion`]): housekeeping decides
+        /// from a snapshot, and a rollback or another rotation since must not make it
+        /// retire a version it never judged.
+        when_read: Option<u64>,
     },
     /// Delete a secret and every grant of it.
     Delete {
@@ -303,7 +308,9 @@ impl std::fmt::Debug for Change<'_> {
             ),
             Change::Discard { name } => write!(f, "Discard({name})"),
             Change::Rollback { name } => write!(f, "Rollback({name})"),
-            Change::Retire { name } => write!(f, "Retire({name})"),
+            Change::Retire { name, when_read } => {
+                write!(f, "Retire({name}, when_read={when_read:?})")
+            }
             Change::Grant {
                 service,
                 name,
@@ -415,7 +422,7 @@ impl Change<'_> {
             | Change::Promote { name, .. }
             | Change::Discard { name }
             | Change::Rollback { name }
-            | Change::Retire { name }
+            | Change::Retire { name, .. }
             | Change::Delete { name }
             | Change::Meta { name, .. }
             | Change::MetaRemove { name }
@@ -1139,9 +1146,16 @@ impl<'s> Overlay<'s> {
                 self.push(Mutation::PutSecret(name.to_owned(), next));
                 Ok(applied)
             }
-            Change::Retire { name } => {
+            Change::Retire { name, when_read } => {
                 let rec = self.with_previous(name)?;
                 let version = rec.previous.as_ref().map_or(0, |p| p.made.version);
+                let judged = rec
+                    .previous
+                    .as_ref()
+                    .is_some_and(|p| p.retire_when_read && Some(p.made.version) == when_read);
+                if when_read.is_some() && !judged {
+                    return Err(Error::NoPreviousVersion);
+                }
                 let next = rec.retired(now);
                 self.push(Mutation::PutSecret(name.to_owned(), next));
                 Ok(Applied::Retired { version })

@@ -2041,7 +2041,10 @@ fn every_change_is_recorded_with_its_actor_reason_version_and_never_a_value() {
             retire_when_read: false,
         },
         Change::Rollback { name: "db" },
-        Change::Retire { name: "db" },
+        Change::Retire {
+            name: "db",
+            when_read: None,
+        },
         Change::Revoke {
             service: "web",
             name: "db",

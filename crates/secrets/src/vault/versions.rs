@@ -225,13 +225,7 @@ impl Vault {
                     if p.until.is_none_or(|t| t <= now) {
                         return Some((name.clone(), p.made.version, "its overlap ended"));
                     }
-                    let opened = state.opened.get(name);
-                    let all_read = state.holders(name).iter().all(|service| {
-                        !state.may_read(service, name, || now)
-                            || opened
-                                .and_then(|by| by.get(service))
-                                .is_some_and(|&v| v >= rec.version())
-                    });
+                    let all_read = state.yet_to_open(name, rec.version(), now).is_empty();
                     all_read.then(|| (name.clone(), p.made.version, "read by every holder"))
                 })
                 .collect()
@@ -239,12 +233,19 @@ impl Vault {
         let mut retired = Vec::with_capacity(due.len());
         for (name, version, why) in due {
             let actor = Actor::local().with_reason(why);
-            match self.apply(&actor, &[Change::Retire { name: &name }]) {
+            match self.apply(
+                &actor,
+                &[Change::Retire {
+                    name: &name,
+                    when_read: Some(version),
+                }],
+            ) {
                 Ok(_) => {
                     info!(secret = %name, version, reason = why, "retired the previous version (retire-when-read)");
                     retired.push((name, version));
                 }
-                // Retired, rolled back or deleted since: nothing left to do.
+                // Retired, rolled back, rotated again or deleted since: nothing left
+                // to do, or for the next pass to judge afresh.
                 Err(e) if matches!(e.error, Error::NoPreviousVersion | Error::NoSuchSecret) => {}
                 Err(e) => return Err(e.error),
             }

@@ -134,7 +134,15 @@ fn a_set_keeps_the_previous_version_for_a_rollback_and_destroys_the_one_before()
     assert_eq!(h[2].length, None);
     // Retired: nothing to roll back to.
     assert_eq!(
-        one(&v, &admin("done"), Change::Retire { name: "db" }).unwrap(),
+        one(
+            &v,
+            &admin("done"),
+            Change::Retire {
+                name: "db",
+                when_read: None
+            }
+        )
+        .unwrap(),
         Applied::Retired { version: 2 }
     );
     let e = one(&v, &admin("x"), Change::Rollback { name: "db" }).unwrap_err();
@@ -607,4 +615,84 @@ fn a_promote_without_retire_when_read_keeps_the_previous_version_after_opens() {
     open_current(&v, "web");
     assert!(v.expire().unwrap().retired.is_empty());
     assert!(v.is_readable("web", "db", VersionSlot::Previous));
+}
+
+#[test]
+fn a_retire_when_read_judged_before_a_rollback_does_not_retire_after_it() {
+    let (_tmp, _dir, v) = vault();
+    stage(&v, b"two").unwrap();
+    promote_retire_when_read(&v, 3600);
+    // Housekeeping judged version 1 retirable; a rollback lands before its Retire.
+    one(&v, &admin("oops"), Change::Rollback { name: "db" }).unwrap();
+    let late = |version| {
+        one(
+            &v,
+            &admin("housekeeping"),
+            Change::Retire {
+                name: "db",
+                when_read: Some(version),
+            },
+        )
+    };
+    // Version 2 is now the previous one, and was never promoted to retire when read.
+    assert!(matches!(late(1), Err(Error::NoPreviousVersion)));
+    assert!(matches!(late(2), Err(Error::NoPreviousVersion)));
+    let states: Vec<_> = v
+        .history("db")
+        .unwrap()
+        .iter()
+        .map(|h| (h.version, h.state))
+        .collect();
+    assert!(states.contains(&(2, VersionState::Previous)), "{states:?}");
+    assert!(v.expire().unwrap().retired.is_empty());
+    // An operator's plain retire still works.
+    one(
+        &v,
+        &admin("done"),
+        Change::Retire {
+            name: "db",
+            when_read: None,
+        },
+    )
+    .unwrap();
+}
+
+#[test]
+fn rotation_status_names_the_services_yet_to_open_the_current_version() {
+    let (_tmp, _dir, v) = vault();
+    v.grant("api", "db").unwrap();
+    open_current(&v, "api");
+    stage(&v, b"two").unwrap();
+    promote_retire_when_read(&v, 3600);
+    let status = v.rotation_status("db").unwrap();
+    assert_eq!((status.version, status.previous), (2, Some(1)));
+    assert_eq!(status.overlap_until, Some(T + 3600));
+    assert!(status.retire_when_read);
+    assert_eq!(status.waiting_on, ["api", "web"]);
+    let api = &status.services[0];
+    assert_eq!(
+        (api.service.as_str(), api.opened, api.has_current),
+        ("api", Some(1), false)
+    );
+    open_current(&v, "web");
+    let status = v.rotation_status("db").unwrap();
+    assert_eq!(status.waiting_on, ["api"]);
+    assert!(status.services[1].has_current);
+    // A grant that ended is no longer waited on.
+    one(
+        &v,
+        &admin("gone"),
+        Change::Revoke {
+            service: "api",
+            name: "db",
+        },
+    )
+    .unwrap();
+    let status = v.rotation_status("db").unwrap();
+    assert!(status.waiting_on.is_empty());
+    assert_eq!(status.services.len(), 1);
+    assert!(matches!(
+        v.rotation_status("nope"),
+        Err(Error::NoSuchSecret)
+    ));
 }
