@@ -171,7 +171,7 @@ fn render(h: &Holders) -> String {
     text
 }
 
-/// The server's answer to `rotation-status NAME`.
+/// The server's answer to `rotation NAME`.
 #[derive(Debug, Deserialize, Serialize, PartialEq, Eq)]
 pub struct RotationStatus {
     /// The secret.

@@ -27,7 +27,7 @@ pub(crate) const MATRIX: &str = "matrix";
 pub(crate) const PROMOTE: &str = "promote";
 pub(crate) const REASON: &str = "reason";
 pub(crate) const RETIRE: &str = "retire";
-pub(crate) const ROTATION_STATUS: &str = "rotation-status";
+pub(crate) const ROTATION_STATUS: &str = "rotation";
 pub(crate) const REVOKE: &str = "revoke";
 pub(crate) const REVOKE_ALL: &str = "revoke-all";
 pub(crate) const ROLLBACK: &str = "rollback";
@@ -68,7 +68,7 @@ pub(crate) mod usage {
     pub(crate) const GRANT: &str = "grant SERVICE NAME [expires DURATION]";
     pub(crate) const HISTORY: &str = "history NAME";
     pub(crate) const HOLDERS: &str = "holders NAME";
-    pub(crate) const ROTATION_STATUS: &str = "rotation-status NAME";
+    pub(crate) const ROTATION_STATUS: &str = "rotation NAME";
     pub(crate) const MATRIX: &str = "matrix";
     pub(crate) const PROMOTE: &str =
         "promote NAME [overlap DURATION [retire-when-read] | revoke-previous]";
@@ -681,7 +681,7 @@ pub enum Command {
         /// The secret's name.
         name: String,
     },
-    /// `rotation-status NAME`: who has opened the secret's current version and who may
+    /// `rotation NAME`: who has opened the secret's current version and who may
     /// still read the previous one, as JSON.
     RotationStatus {
         /// The secret's name.
@@ -1407,7 +1407,7 @@ mod tests {
         assert_eq!(enc(&holders), b"holders db\n");
         assert!(holders.is_query() && !holders.is_change());
         let status = Command::RotationStatus { name: "db".into() };
-        assert_eq!(enc(&status), b"rotation-status db\n");
+        assert_eq!(enc(&status), b"rotation db\n");
         assert!(status.is_query() && !status.is_change());
         assert!(Command::Matrix.is_query() && !Command::Matrix.is_change());
         for change in [

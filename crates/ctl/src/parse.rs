@@ -1039,7 +1039,7 @@ mod tests {
                 "retire" => "retire a",
                 "history" => "history a",
                 "holders" => "holders a",
-                "rotation-status" => "rotation-status a",
+                "rotation" => "rotation a",
                 "reason" => "reason x",
                 "audit" => "audit head",
                 other => other,

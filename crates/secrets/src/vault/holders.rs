@@ -122,7 +122,7 @@ impl Vault {
     }
 }
 
-/// Where a rotation of a secret stands: what `rotation-status NAME` answers. Never a
+/// Where a rotation of a secret stands: what `rotation NAME` answers. Never a
 /// value.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub struct RotationStatus {

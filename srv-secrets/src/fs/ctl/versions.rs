@@ -1,5 +1,5 @@
 //! The ctl commands of a secret's versions: `stage`, `promote`, `discard`, `rollback`,
-//! `retire`, `grant ... expires`, and the queries `history NAME`, `rotation-status NAME`
+//! `retire`, `grant ... expires`, and the queries `history NAME`, `rotation NAME`
 //! and `stale` (JSON bodies, never a value); what each answers, and what each refusal
 //! says in the 127 bytes a ctl error has.
 
@@ -109,11 +109,11 @@ pub(super) fn answer(command: &Command, applied: &Applied) -> Option<Answer> {
     })
 }
 
-/// Answers `history NAME`, `rotation-status NAME` and `stale`, with a JSON body; `None`
+/// Answers `history NAME`, `rotation NAME` and `stale`, with a JSON body; `None`
 /// for another command.
 ///
 /// # Errors
-/// `history` or `rotation-status` of a secret that does not exist.
+/// `history` or `rotation` of a secret that does not exist.
 pub(super) fn query(vault: &Vault, command: &Command) -> Option<Result<Answer, String>> {
     Some(match command {
         Command::History { name } => match vault.history(name) {
