@@ -546,6 +546,19 @@ Examples:
         #[arg(long)]
         json: bool,
     },
+    /// Where a secret's rotation stands: which services granted it have opened the
+    /// current version, and which may still read NAME@previous (they have not yet).
+    #[command(after_help = "\
+Examples:
+  deploy secret rotation-status db_password
+  deploy secret rotation-status db_password --json")]
+    RotationStatus {
+        /// The secret's name.
+        name: String,
+        /// Print JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
     /// A secret's versions: current, previous, pending and destroyed, with when each was
     /// made, by whom and why; never a value.
     #[command(after_help = "\
@@ -865,6 +878,10 @@ pub struct RotateArgs {
     /// Destroy the old value at promotion, and cut off every reader of it (an incident).
     #[arg(long)]
     pub revoke_previous: bool,
+    /// Retire the old value as soon as every service granted NAME has opened the new one
+    /// (at the latest when the overlap ends); needs --overlap.
+    #[arg(long, requires = "overlap")]
+    pub retire_when_read: bool,
     /// Stage an empty value.
     #[arg(long)]
     pub allow_empty: bool,

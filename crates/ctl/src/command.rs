@@ -27,6 +27,7 @@ pub(crate) const MATRIX: &str = "matrix";
 pub(crate) const PROMOTE: &str = "promote";
 pub(crate) const REASON: &str = "reason";
 pub(crate) const RETIRE: &str = "retire";
+pub(crate) const ROTATION_STATUS: &str = "rotation";
 pub(crate) const REVOKE: &str = "revoke";
 pub(crate) const REVOKE_ALL: &str = "revoke-all";
 pub(crate) const ROLLBACK: &str = "rollback";
@@ -44,6 +45,7 @@ pub(crate) const RESUME: &str = "resume";
 /// The words of `promote`'s and `grant`'s options, and of `stage NAME generate`.
 pub(crate) const OVERLAP: &str = "overlap";
 pub(crate) const REVOKE_PREVIOUS: &str = "revoke-previous";
+pub(crate) const RETIRE_WHEN_READ: &str = "retire-when-read";
 pub(crate) const EXPIRES: &str = "expires";
 pub(crate) const GENERATE_WORD: &str = "generate";
 
@@ -66,8 +68,10 @@ pub(crate) mod usage {
     pub(crate) const GRANT: &str = "grant SERVICE NAME [expires DURATION]";
     pub(crate) const HISTORY: &str = "history NAME";
     pub(crate) const HOLDERS: &str = "holders NAME";
+    pub(crate) const ROTATION_STATUS: &str = "rotation NAME";
     pub(crate) const MATRIX: &str = "matrix";
-    pub(crate) const PROMOTE: &str = "promote NAME [overlap DURATION | revoke-previous]";
+    pub(crate) const PROMOTE: &str =
+        "promote NAME [overlap DURATION [retire-when-read] | revoke-previous]";
     pub(crate) const REASON: &str = "reason TEXT";
     pub(crate) const RETIRE: &str = "retire NAME";
     pub(crate) const ROLLBACK: &str = "rollback NAME";
@@ -114,7 +118,7 @@ pub(crate) mod usage {
 
     /// Every usage, for the tests that check each error's length.
     #[cfg(test)]
-    pub(crate) const ALL: [&str; 58] = [
+    pub(crate) const ALL: [&str; 59] = [
         ABORT,
         AUDIT,
         AUDIT_HEAD,
@@ -129,6 +133,7 @@ pub(crate) mod usage {
         GRANT,
         HISTORY,
         HOLDERS,
+        ROTATION_STATUS,
         MATRIX,
         PROMOTE,
         REASON,
@@ -341,6 +346,19 @@ pub(crate) const VERBS: &[Verb] = &[
             "who holds NAME: grants (opened since rotated?), deployments, tiers, as JSON",
         )],
         parse: |t| parse::name_only(t, usage::HOLDERS, |name| Command::Holders { name }),
+        runs: Runs::Alone,
+    },
+    Verb {
+        word: ROTATION_STATUS,
+        forms: &[(
+            usage::ROTATION_STATUS,
+            "NAME's rotation: who has opened the current version, who may read @previous",
+        )],
+        parse: |t| {
+            parse::name_only(t, usage::ROTATION_STATUS, |name| Command::RotationStatus {
+                name,
+            })
+        },
         runs: Runs::Alone,
     },
     Verb {
@@ -625,7 +643,8 @@ pub enum Command {
         /// The template (`None`: the secret's core-tier template).
         template: Option<String>,
     },
-    /// `promote NAME [overlap DURATION | revoke-previous]`: the pending version current.
+    /// `promote NAME [overlap DURATION [retire-when-read] | revoke-previous]`: the pending
+    /// version current.
     Promote {
         /// The secret's name.
         name: String,
@@ -633,6 +652,9 @@ pub enum Command {
         overlap: Option<u64>,
         /// Destroy the version it replaces and cut off its readers.
         revoke_previous: bool,
+        /// Retire the version it replaces once every service granted the secret has
+        /// opened the new one, or at the overlap's end (needs an overlap).
+        retire_when_read: bool,
     },
     /// `discard NAME`: destroy the pending version.
     Discard {
@@ -656,6 +678,12 @@ pub enum Command {
     },
     /// `holders NAME`: everyone a rotation or revoke of the secret must reach, as JSON.
     Holders {
+        /// The secret's name.
+        name: String,
+    },
+    /// `rotation NAME`: who has opened the secret's current version and who may
+    /// still read the previous one, as JSON.
+    RotationStatus {
         /// The secret's name.
         name: String,
     },
@@ -818,6 +846,7 @@ impl Command {
                 name,
                 overlap,
                 revoke_previous,
+                retire_when_read,
             } => {
                 let mut a = vec![Word(PROMOTE), Name(name)];
                 if let Some(secs) = overlap {
@@ -826,6 +855,9 @@ impl Command {
                 if *revoke_previous {
                     a.push(Word(REVOKE_PREVIOUS));
                 }
+                if *retire_when_read {
+                    a.push(Word(RETIRE_WHEN_READ));
+                }
                 a
             }
             Command::Discard { name } => vec![Word(DISCARD), Name(name)],
@@ -833,6 +865,7 @@ impl Command {
             Command::Retire { name } => vec![Word(RETIRE), Name(name)],
             Command::History { name } => vec![Word(HISTORY), Name(name)],
             Command::Holders { name } => vec![Word(HOLDERS), Name(name)],
+            Command::RotationStatus { name } => vec![Word(ROTATION_STATUS), Name(name)],
             Command::Stale => vec![Word(STALE)],
             Command::Reason { text } => vec![Word(REASON), Text(text)],
             Command::Revoke { service, name } => vec![Word(REVOKE), Service(service), Name(name)],
@@ -1062,6 +1095,7 @@ impl Command {
             self,
             Command::History { .. }
                 | Command::Holders { .. }
+                | Command::RotationStatus { .. }
                 | Command::Stale
                 | Command::Matrix
                 | Command::Audit(_)
@@ -1117,6 +1151,14 @@ impl Command {
         } = self
         {
             return Err(ErrorKind::OverlapAndRevoke);
+        }
+        if let Command::Promote {
+            overlap: None,
+            retire_when_read: true,
+            ..
+        } = self
+        {
+            return Err(ErrorKind::RetireWhenReadWithoutOverlap);
         }
         for arg in self.args() {
             match arg {
@@ -1364,6 +1406,9 @@ mod tests {
         let holders = Command::Holders { name: "db".into() };
         assert_eq!(enc(&holders), b"holders db\n");
         assert!(holders.is_query() && !holders.is_change());
+        let status = Command::RotationStatus { name: "db".into() };
+        assert_eq!(enc(&status), b"rotation db\n");
+        assert!(status.is_query() && !status.is_change());
         assert!(Command::Matrix.is_query() && !Command::Matrix.is_change());
         for change in [
             Command::Freeze,

@@ -83,6 +83,12 @@ pub enum ErrorKind {
     /// readable and be destroyed.
     #[error("overlap and revoke-previous exclude each other: revoking destroys the old value")]
     OverlapAndRevoke,
+    /// `promote NAME retire-when-read` without `overlap DURATION`: nothing would read the
+    /// previous version, so there is nothing to wait for.
+    #[error(
+        "retire-when-read needs an overlap: give overlap DURATION (the latest the previous value is retired)"
+    )]
+    RetireWhenReadWithoutOverlap,
     /// An option given twice (`meta NAME owner a owner b`).
     #[error("an option is given twice; give each once")]
     RepeatedOption,

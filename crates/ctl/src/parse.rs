@@ -313,11 +313,11 @@ pub(crate) fn stage(t: &mut Tokens<'_>) -> Result<Command, ErrorKind> {
     Ok(Command::Stage { name, value })
 }
 
-/// `promote NAME [overlap DURATION | revoke-previous]`.
+/// `promote NAME [overlap DURATION [retire-when-read] | revoke-previous]`.
 pub(crate) fn promote(t: &mut Tokens<'_>) -> Result<Command, ErrorKind> {
     let u = usage::PROMOTE;
     let name = check_name(&arg(t, "name", u)?)?;
-    let (mut overlap, mut revoke_previous) = (None, false);
+    let (mut overlap, mut revoke_previous, mut retire_when_read) = (None, false, false);
     while let Some(option) = t.next_token()? {
         match option.as_slice() {
             w if w == command::OVERLAP.as_bytes() => {
@@ -333,11 +333,20 @@ pub(crate) fn promote(t: &mut Tokens<'_>) -> Result<Command, ErrorKind> {
                     return Err(ErrorKind::RepeatedOption);
                 }
             }
+            w if w == command::RETIRE_WHEN_READ.as_bytes() => {
+                if std::mem::replace(&mut retire_when_read, true) {
+                    return Err(ErrorKind::RepeatedOption);
+                }
+            }
             other => {
                 return Err(unknown(
                     other,
-                    &[command::OVERLAP, command::REVOKE_PREVIOUS],
-                    "overlap, revoke-previous",
+                    &[
+                        command::OVERLAP,
+                        command::REVOKE_PREVIOUS,
+                        command::RETIRE_WHEN_READ,
+                    ],
+                    "overlap, revoke-previous, retire-when-read",
                 ));
             }
         }
@@ -345,10 +354,14 @@ pub(crate) fn promote(t: &mut Tokens<'_>) -> Result<Command, ErrorKind> {
     if overlap.is_some() && revoke_previous {
         return Err(ErrorKind::OverlapAndRevoke);
     }
+    if retire_when_read && overlap.is_none() {
+        return Err(ErrorKind::RetireWhenReadWithoutOverlap);
+    }
     Ok(Command::Promote {
         name,
         overlap,
         revoke_previous,
+        retire_when_read,
     })
 }
 
@@ -1026,6 +1039,7 @@ mod tests {
                 "retire" => "retire a",
                 "history" => "history a",
                 "holders" => "holders a",
+                "rotation" => "rotation a",
                 "reason" => "reason x",
                 "audit" => "audit head",
                 other => other,

@@ -125,5 +125,6 @@ pub use types::{
 pub use vault::{
     Applied, AuditHeads, AuditReader, Change, ChangeError, DelegatedTier, FLUSH_AFTER, FLUSH_BATCH,
     Health, Holders, IssuedInfo, KEY_FILE, LOCK_FILE, MAX_READ, OPEN_QUEUE_BOUND,
-    OPENS_NOT_RECORDED, OpenFlusher, STORE_FILE, ServiceHolder, Vault,
+    OPENS_NOT_RECORDED, OpenFlusher, RotationHolder, RotationStatus, STORE_FILE, ServiceHolder,
+    Vault,
 };

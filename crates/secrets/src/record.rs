@@ -273,6 +273,18 @@ struct VersionHeader {
     /// A previous version's overlap: services read it until then (unix seconds).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     until: Option<u64>,
+    /// A previous version retired once every service granted the secret has opened the
+    /// current one (`promote ... retire-when-read`), or at `until`.
+    #[serde(default, skip_serializing_if = "is_false")]
+    retire_when_read: bool,
+}
+
+#[expect(
+    clippy::trivially_copy_pass_by_ref,
+    reason = "serde's skip_serializing_if takes a reference"
+)]
+fn is_false(b: &bool) -> bool {
+    !*b
 }
 
 #[derive(Serialize, Deserialize)]
@@ -341,6 +353,9 @@ pub(crate) struct Held {
     pub(crate) sealed: Sealed,
     /// A previous version's overlap: services read it as `NAME@previous` until then.
     pub(crate) until: Option<u64>,
+    /// A previous version to retire once every service granted the secret has opened
+    /// the current one, or at `until`, whichever is first.
+    pub(crate) retire_when_read: bool,
 }
 
 impl Held {
@@ -375,6 +390,7 @@ impl Held {
                 ciphertext: ciphertext.into(),
             },
             until: None,
+            retire_when_read: false,
         })
     }
 
@@ -467,6 +483,7 @@ impl SecretRecord {
                     ciphertext: vec![6; sealed].into(),
                 },
                 until: None,
+                retire_when_read: false,
             },
             previous: None,
             pending: None,
@@ -580,6 +597,7 @@ impl SecretRecord {
         let new = Held::seal(name, self.incarnation, made, key, value)?;
         let mut old = std::mem::replace(&mut next.current, new);
         old.until = None;
+        old.retire_when_read = false;
         if let Some(gone) = next.previous.replace(old) {
             next.destroy(gone, now);
         }
@@ -604,8 +622,16 @@ impl SecretRecord {
     /// The pending version made current (`promote`), which it must have: the current one
     /// becomes the previous one, read by services until `until` (none: not at all), and
     /// the previous one is destroyed; with `revoke`, the current one is destroyed too and
-    /// every fid still reading an older version fails on its next read.
-    pub(crate) fn promoted(&self, until: Option<u64>, revoke: bool, now: u64) -> SecretRecord {
+    /// every fid still reading an older version fails on its next read. With
+    /// `retire_when_read` (and an overlap), the previous version is to be retired once
+    /// every service granted the secret has opened the new one.
+    pub(crate) fn promoted(
+        &self,
+        until: Option<u64>,
+        revoke: bool,
+        retire_when_read: bool,
+        now: u64,
+    ) -> SecretRecord {
         let mut next = self.clone();
         let Some(pending) = next.pending.take() else {
             return next;
@@ -619,6 +645,7 @@ impl SecretRecord {
             next.revoked_below = next.current.made.version;
         } else {
             old.until = until;
+            old.retire_when_read = retire_when_read && until.is_some();
             next.previous = Some(old);
         }
         next
@@ -639,8 +666,10 @@ impl SecretRecord {
         let mut next = self.clone();
         if let Some(mut previous) = next.previous.take() {
             previous.until = None;
+            previous.retire_when_read = false;
             let mut old = std::mem::replace(&mut next.current, previous);
             old.until = None;
+            old.retire_when_read = false;
             next.previous = Some(old);
         }
         next
@@ -691,6 +720,7 @@ impl SecretRecord {
                 uid: h.made.uid,
                 reason: h.made.reason.clone(),
                 until: h.until,
+                retire_when_read: h.retire_when_read,
             })
             .collect();
         let destroyed = self
@@ -737,7 +767,9 @@ impl SecretRecord {
                 .ok_or_else(corrupt)?;
             let (ciphertext, after) = rest.split_at(len);
             rest = after;
-            if v.version == 0 || (v.until.is_some() && v.state != VersionState::Previous) {
+            if v.version == 0
+                || ((v.until.is_some() || v.retire_when_read) && v.state != VersionState::Previous)
+            {
                 return Err(corrupt());
             }
             let h = Held {
@@ -755,6 +787,7 @@ impl SecretRecord {
                     ciphertext: Arc::from(ciphertext),
                 },
                 until: v.until,
+                retire_when_read: v.retire_when_read,
             };
             held.push((v.state, h));
         }
@@ -1314,6 +1347,7 @@ mod tests {
                 ciphertext: vec![fill; sealed].into(),
             },
             until: None,
+            retire_when_read: false,
         }
     }
 
@@ -1498,7 +1532,7 @@ mod tests {
         rec.pending = Some(pending.clone());
         rec.latest = 2;
         // Promoted with an overlap: 2 current, 1 previous until 500.
-        let p = rec.promoted(Some(500), false, 20);
+        let p = rec.promoted(Some(500), false, false, 20);
         assert_eq!(p.version(), 2);
         assert_eq!(
             p.previous.as_ref().map(|h| (h.made.version, h.until)),
@@ -1531,7 +1565,7 @@ mod tests {
         let mut rec2 = p.clone();
         rec2.pending = Some(held(3, 3, 4096, 8));
         rec2.latest = 3;
-        let v = rec2.promoted(Some(500), true, 40);
+        let v = rec2.promoted(Some(500), true, false, 40);
         assert_eq!(v.version(), 3);
         assert!(v.previous.is_none());
         assert_eq!(v.revoked_below, 3);
@@ -1737,6 +1771,7 @@ mod tests {
                 uid: None,
                 reason: None,
                 until: None,
+                retire_when_read: false,
             }],
             destroyed: Vec::new(),
             latest: 0,

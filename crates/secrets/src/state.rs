@@ -501,6 +501,22 @@ impl State {
                 .is_none_or(|t| now() < t)
     }
 
+    /// The services whose grant of `secret` holds at `now` (suspended ones too: a
+    /// resumed service reads again) and that have not opened version `version` or a
+    /// later one, by the opens recorded so far: those a rotation still waits on.
+    pub(crate) fn yet_to_open(&self, secret: &str, version: u64, now: u64) -> Vec<String> {
+        let opened = self.opened.get(secret);
+        self.holders(secret)
+            .into_iter()
+            .filter(|service| {
+                self.may_read(service, secret, || now)
+                    && opened
+                        .and_then(|by| by.get(service))
+                        .is_none_or(|&v| v < version)
+            })
+            .collect()
+    }
+
     /// The services holding a grant on `secret`.
     pub(crate) fn holders(&self, secret: &str) -> Vec<String> {
         let mut holders: Vec<String> = self

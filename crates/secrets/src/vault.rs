@@ -58,7 +58,7 @@ pub use auditing::{
 pub use bundles::IssuedInfo;
 pub use change::{Applied, Change, ChangeError};
 pub use health::Health;
-pub use holders::{DelegatedTier, Holders, ServiceHolder};
+pub use holders::{DelegatedTier, Holders, RotationHolder, RotationStatus, ServiceHolder};
 
 #[cfg(test)]
 #[allow(clippy::unwrap_used, reason = "a test fails by panicking")]

@@ -701,7 +701,7 @@ fn every_error_text() {
         ),
         (
             b"promote a overlp 1d\n",
-            "ctl: line 1: promote: unknown option; did you mean 'overlap'? expected: overlap, revoke-previous",
+            "ctl: line 1: promote: unknown option; did you mean 'overlap'? expected: overlap, revoke-previous, retire-when-read",
         ),
         (
             b"stage a\n",
@@ -1132,6 +1132,7 @@ fn possible_error_texts() -> Vec<String> {
         ("stale", ErrorKind::NotInTransaction),
         ("reason", ErrorKind::BadReason),
         ("promote", ErrorKind::OverlapAndRevoke),
+        ("promote", ErrorKind::RetireWhenReadWithoutOverlap),
         ("commit", ErrorKind::TransactionAborted { line: 99_999 }),
         ("begin", ErrorKind::TransactionNotCommitted),
         ("begin", ErrorKind::TransactionOpen),
@@ -1301,6 +1302,7 @@ fn all_error_texts() -> Vec<String> {
         ErrorKind::BadDuration(model::DurationError::TooLong),
         ErrorKind::BadReason,
         ErrorKind::OverlapAndRevoke,
+        ErrorKind::RetireWhenReadWithoutOverlap,
     ];
     kinds.extend(unknown_options().into_iter().map(|(_, k)| k));
     kinds.extend(expected_words().into_iter().map(|(_, k)| k));
@@ -1373,12 +1375,17 @@ fn command() -> impl Strategy<Value = Command> {
         (
             name(),
             proptest::option::of(1..=model::MAX_DURATION_SECS),
+            any::<bool>(),
             any::<bool>()
         )
-            .prop_map(|(name, overlap, revoke)| Command::Promote {
-                name,
-                overlap: if revoke { None } else { overlap },
-                revoke_previous: revoke,
+            .prop_map(|(name, overlap, revoke, retire)| {
+                let overlap = if revoke { None } else { overlap };
+                Command::Promote {
+                    name,
+                    retire_when_read: retire && overlap.is_some(),
+                    overlap,
+                    revoke_previous: revoke,
+                }
             }),
         name().prop_map(|name| Command::Discard { name }),
         name().prop_map(|name| Command::Rollback { name }),

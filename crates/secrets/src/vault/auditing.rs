@@ -295,6 +295,13 @@ pub(super) fn events_of(
             {
                 e = e.detail("revoke_previous", "yes");
             }
+            if let Change::Promote {
+                retire_when_read: true,
+                ..
+            } = change
+            {
+                e = e.detail("retire_when_read", "yes");
+            }
             e
         }
         Applied::Discarded { version } | Applied::Retired { version } => e.version(*version),

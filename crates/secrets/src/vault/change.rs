@@ -96,6 +96,9 @@ pub enum Change<'a> {
         overlap: Option<u64>,
         /// Destroy the version it replaces, and cut off its readers.
         revoke_previous: bool,
+        /// Retire the version it replaces once every service granted the secret has
+        /// opened the new one, or at the overlap's end (with an overlap only).
+        retire_when_read: bool,
     },
     /// Destroy the pending version.
     Discard {
@@ -112,6 +115,11 @@ pub enum Change<'a> {
     Retire {
         /// The secret.
         name: &'a str,
+        /// Retire only this previous version, and only if it was promoted with
+        /// `retire-when-read` (else [`Error::NoPreviousVersion`]): housekeeping decides
+        /// from a snapshot, and a rollback or another rotation since must not make it
+        /// retire a version it never judged.
+        when_read: Option<u64>,
     },
     /// Delete a secret and every grant of it.
     Delete {
@@ -293,13 +301,16 @@ impl std::fmt::Debug for Change<'_> {
                 name,
                 overlap,
                 revoke_previous,
+                retire_when_read,
             } => write!(
                 f,
-                "Promote({name}, overlap={overlap:?}, revoke_previous={revoke_previous})"
+                "Promote({name}, overlap={overlap:?}, revoke_previous={revoke_previous}, retire_when_read={retire_when_read})"
             ),
             Change::Discard { name } => write!(f, "Discard({name})"),
             Change::Rollback { name } => write!(f, "Rollback({name})"),
-            Change::Retire { name } => write!(f, "Retire({name})"),
+            Change::Retire { name, when_read } => {
+                write!(f, "Retire({name}, when_read={when_read:?})")
+            }
             Change::Grant {
                 service,
                 name,
@@ -411,7 +422,7 @@ impl Change<'_> {
             | Change::Promote { name, .. }
             | Change::Discard { name }
             | Change::Rollback { name }
-            | Change::Retire { name }
+            | Change::Retire { name, .. }
             | Change::Delete { name }
             | Change::Meta { name, .. }
             | Change::MetaRemove { name }
@@ -1103,13 +1114,14 @@ impl<'s> Overlay<'s> {
                 name,
                 overlap,
                 revoke_previous,
+                retire_when_read,
             } => {
                 let rec = self.with_live_pending(name, now)?;
                 let until = match (revoke_previous, overlap) {
                     (false, Some(secs)) if secs > 0 => Some(now.saturating_add(secs)),
                     _ => None,
                 };
-                let next = rec.promoted(until, revoke_previous, now);
+                let next = rec.promoted(until, revoke_previous, retire_when_read, now);
                 let applied = Applied::Promoted {
                     version: next.version(),
                     previous: next.previous.as_ref().map(|p| p.made.version),
@@ -1134,9 +1146,16 @@ impl<'s> Overlay<'s> {
                 self.push(Mutation::PutSecret(name.to_owned(), next));
                 Ok(applied)
             }
-            Change::Retire { name } => {
+            Change::Retire { name, when_read } => {
                 let rec = self.with_previous(name)?;
                 let version = rec.previous.as_ref().map_or(0, |p| p.made.version);
+                let judged = rec
+                    .previous
+                    .as_ref()
+                    .is_some_and(|p| p.retire_when_read && Some(p.made.version) == when_read);
+                if when_read.is_some() && !judged {
+                    return Err(Error::NoPreviousVersion);
+                }
                 let next = rec.retired(now);
                 self.push(Mutation::PutSecret(name.to_owned(), next));
                 Ok(Applied::Retired { version })

@@ -1523,6 +1523,7 @@ fn a_format_4_store_opens_as_it_is_and_its_versions_go_on_from_its_numbers() {
                         name: "db_password",
                         overlap: Some(3600),
                         revoke_previous: false,
+                        retire_when_read: false,
                     },
                     Change::Grant {
                         service: "api",
@@ -2037,9 +2038,13 @@ fn every_change_is_recorded_with_its_actor_reason_version_and_never_a_value() {
             name: "db",
             overlap: Some(3600),
             revoke_previous: false,
+            retire_when_read: false,
         },
         Change::Rollback { name: "db" },
-        Change::Retire { name: "db" },
+        Change::Retire {
+            name: "db",
+            when_read: None,
+        },
         Change::Revoke {
             service: "web",
             name: "db",
