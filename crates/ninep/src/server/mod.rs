@@ -81,14 +81,33 @@ pub const MIN_MSIZE: u32 = 4096;
 /// decides the principal from this at attach, never from the client's uname.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Peer {
+    /// The transport the connection came over.
+    pub transport: Transport,
     /// The peer's user id, from SO_PEERCRED on a unix socket.
     pub uid: Option<u32>,
     /// The peer's group id, from SO_PEERCRED on a unix socket.
     pub gid: Option<u32>,
     /// The peer's process id, where the transport knows it.
     pub pid: Option<i32>,
+    /// The name a client certificate gives its holder (its subject's Common Name), on a
+    /// TLS transport that verified the certificate during the handshake; None on every
+    /// other transport, and for a verified certificate that names nothing. The core
+    /// knows nothing of certificates: whoever accepts the TLS connection fills this in.
+    pub certificate: Option<String>,
     /// A printable address for logs.
     pub addr: String,
+}
+
+/// The kind of transport a connection came over: what a [`Peer`]'s identity can rest on.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Transport {
+    /// A unix socket: the kernel tells the peer's uid (SO_PEERCRED).
+    #[default]
+    Unix,
+    /// TLS, after a handshake that checked the client's certificate, if it sent one.
+    Tls,
+    /// Plain TCP: nothing is known of the peer but its address.
+    Tcp,
 }
 
 /// How the core serves a new connection: the filesystem's answer to
@@ -111,12 +130,13 @@ pub enum Admission {
 }
 
 impl Admission {
-    /// Every peer is a principal, one per uid; peers without a uid (TCP) are one
-    /// principal together. The default of [`Filesystem::accept`].
+    /// Every peer is a principal, one per uid or certificate name; peers with neither
+    /// (plain TCP) are one principal together. The default of [`Filesystem::accept`].
     pub fn by_uid(peer: &Peer) -> Admission {
-        Admission::Principal(match peer.uid {
-            Some(uid) => format!("uid {uid}"),
-            None => "no uid".to_string(),
+        Admission::Principal(match (peer.uid, &peer.certificate) {
+            (Some(uid), _) => format!("uid {uid}"),
+            (None, Some(name)) => format!("certificate {name}"),
+            (None, None) => "no uid".to_string(),
         })
     }
 }
@@ -322,14 +342,15 @@ pub struct Limits {
     pub max_connections: usize,
     /// Connections one principal may hold at once, so that it cannot take every slot.
     /// Connections from uid 0 are not counted (the kernel mounts one view per service
-    /// as root), nor those from peers without a uid (they cannot be told apart).
+    /// as root), nor those from peers with neither a uid nor a certificate name (they
+    /// cannot be told apart).
     pub max_connections_per_principal: usize,
     /// Connections of strangers served at once, over all of them; more are closed on
     /// accept. Far below `max_connections`, and apart from it: strangers can fill only
     /// their own slots.
     pub max_stranger_connections: usize,
-    /// Connections of strangers one uid may hold at once, so that one local user does
-    /// not take every stranger's slot.
+    /// Connections of strangers one uid (or one certificate name) may hold at once, so
+    /// that one local user does not take every stranger's slot.
     pub max_stranger_connections_per_uid: usize,
     /// Fids one connection may hold.
     pub max_fids: usize,
@@ -541,9 +562,11 @@ impl<F: Filesystem> Server<F> {
             let (stream, _) = listener.accept().await?;
             let cred = stream.peer_cred()?;
             let peer = Peer {
+                transport: Transport::Unix,
                 uid: Some(cred.uid()),
                 gid: Some(cred.gid()),
                 pid: cred.pid(),
+                certificate: None,
                 addr: format!(
                     "unix:uid={},pid={}",
                     cred.uid(),
@@ -563,6 +586,7 @@ impl<F: Filesystem> Server<F> {
             let (stream, addr) = listener.accept().await?;
             let _ = stream.set_nodelay(true);
             let peer = Peer {
+                transport: Transport::Tcp,
                 addr: format!("tcp:{addr}"),
                 ..Peer::default()
             };
