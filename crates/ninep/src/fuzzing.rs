@@ -43,6 +43,8 @@ pub fn fuzz_limits() -> Limits {
         max_outstanding_per_principal: 16,
         pre_attach_window: 2,
         max_requests_before_attach: 8,
+        max_credential_len: 64,
+        max_credential_attaches: 2,
         stall_timeout: Duration::from_millis(50),
         attach_timeout: Duration::from_secs(5),
         write_timeout: Duration::from_millis(200),
