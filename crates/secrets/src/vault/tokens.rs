@@ -548,6 +548,36 @@ mod tests {
     }
 
     #[test]
+    fn a_backup_holds_the_tokens_and_their_revocations() {
+        let (tmp, vault) = vault();
+        let kept = create(&vault, Some("web"), None);
+        let revoked = create(&vault, None, None);
+        revoke(&vault, revoked.id()).unwrap();
+        let backup = vault.backup().unwrap();
+        let mut bytes = vec![0; usize::try_from(backup.len()).unwrap()];
+        let mut at = 0;
+        while at < bytes.len() {
+            at += backup.read_at(at as u64, &mut bytes[at..]).unwrap();
+        }
+        // Restored beside the same key file, as docs/operations.md has it.
+        let restored = tmp.path().join("restored");
+        std::fs::create_dir(&restored).unwrap();
+        std::fs::set_permissions(&restored, std::os::unix::fs::PermissionsExt::from_mode(0o700))
+            .unwrap();
+        let store = restored.join(crate::STORE_FILE);
+        std::fs::write(&store, &bytes).unwrap();
+        std::fs::set_permissions(&store, std::os::unix::fs::PermissionsExt::from_mode(0o600))
+            .unwrap();
+        let key = tmp.path().join("data").join(crate::KEY_FILE);
+        let copy = Vault::open(&restored, Some(&key)).unwrap();
+        assert!(copy.authenticate_token(kept.expose().as_bytes()).is_ok());
+        assert_eq!(
+            copy.authenticate_token(revoked.expose().as_bytes()),
+            Err(TokenRefused::Revoked { id: revoked.id().into() })
+        );
+    }
+
+    #[test]
     fn at_the_bound_a_new_token_takes_the_place_of_the_one_ended_longest_ago() {
         let (_tmp, vault) = vault();
         vault.set_clock(Some(4_000_000_000));
