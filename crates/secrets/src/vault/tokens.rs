@@ -562,8 +562,11 @@ mod tests {
         // Restored beside the same key file, as docs/operations.md has it.
         let restored = tmp.path().join("restored");
         std::fs::create_dir(&restored).unwrap();
-        std::fs::set_permissions(&restored, std::os::unix::fs::PermissionsExt::from_mode(0o700))
-            .unwrap();
+        std::fs::set_permissions(
+            &restored,
+            std::os::unix::fs::PermissionsExt::from_mode(0o700),
+        )
+        .unwrap();
         let store = restored.join(crate::STORE_FILE);
         std::fs::write(&store, &bytes).unwrap();
         std::fs::set_permissions(&store, std::os::unix::fs::PermissionsExt::from_mode(0o600))
@@ -573,7 +576,9 @@ mod tests {
         assert!(copy.authenticate_token(kept.expose().as_bytes()).is_ok());
         assert_eq!(
             copy.authenticate_token(revoked.expose().as_bytes()),
-            Err(TokenRefused::Revoked { id: revoked.id().into() })
+            Err(TokenRefused::Revoked {
+                id: revoked.id().into()
+            })
         );
     }
 
