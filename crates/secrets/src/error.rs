@@ -264,7 +264,7 @@ pub enum Error {
     #[error("invalid token ID: it is 16 hex digits, as deploy token list shows")]
     InvalidTokenId,
     /// `token create` when the store keeps as many tokens as it may, all still holding.
-    #[error("{limit} tokens hold already: revoke one first")]
+    #[error("{limit} tokens hold already: revoke one first (see: deploy token list)")]
     TooManyTokens {
         /// [`MAX_TOKENS`](crate::MAX_TOKENS).
         limit: usize,
