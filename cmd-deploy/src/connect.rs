@@ -801,9 +801,16 @@ fn attach_error(e: ClientError, server: &Server, env: &Env) -> CliError {
         let why = text
             .strip_prefix("permission denied: ")
             .unwrap_or("the server does not take it for the admin");
+        let hint = if why.starts_with("the token is a service's") {
+            "admin commands need a token made for the admin (deploy token create admin)"
+        } else {
+            "make a new one over its unix socket with `deploy token create PRINCIPAL` (see \
+             them with `deploy token list`)"
+        };
         return CliError::TokenRefused {
             file: token.file.clone(),
             why: why.to_string(),
+            hint,
         };
     }
     if is_permission_denied(&e) {

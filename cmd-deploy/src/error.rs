@@ -239,16 +239,14 @@ pub enum CliError {
         why: String,
     },
     /// The server refused the token of `--token-file` at attach.
-    #[error(
-        "the server refused the token in {}: {why}; make a new one over its unix socket with \
-         `deploy token create PRINCIPAL` (see them with `deploy token list`)",
-        file.display()
-    )]
+    #[error("the server refused the token in {}: {why}; {hint}", file.display())]
     TokenRefused {
         /// The token's file.
         file: std::path::PathBuf,
         /// Why, as the server said it (never the token).
         why: String,
+        /// What to do.
+        hint: &'static str,
     },
     /// An argument that is wrong before anything is sent (exit status 2).
     #[error("{0}")]
