@@ -98,6 +98,8 @@ pub mod ename {
     pub const AFID_MISMATCH: &str = "authentication fid was made for another uname or aname";
     /// A request other than read, write or clunk on an authentication fid.
     pub const AFID_MISUSED: &str = "not allowed on an authentication fid";
+    /// More authentication fids at once than a connection may hold.
+    pub const TOO_MANY_AFIDS: &str = "too many authentication fids on this connection: clunk one";
     /// More written to an authentication fid than a credential may hold.
     pub const CREDENTIAL_TOO_LONG: &str = "credential too long";
     /// More attaches with a credential than one connection may make.

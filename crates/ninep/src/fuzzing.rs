@@ -44,6 +44,7 @@ pub fn fuzz_limits() -> Limits {
         pre_attach_window: 2,
         max_requests_before_attach: 8,
         max_credential_len: 64,
+        max_afids: 2,
         max_credential_attaches: 2,
         stall_timeout: Duration::from_millis(50),
         attach_timeout: Duration::from_secs(5),

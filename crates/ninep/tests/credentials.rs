@@ -109,6 +109,7 @@ impl Filesystem for Guarded {
 fn limits() -> Limits {
     Limits {
         max_credential_len: 64,
+        max_afids: 2,
         max_credential_attaches: 3,
         ..Limits::default()
     }
@@ -386,11 +387,24 @@ async fn a_proven_stranger_becomes_its_principals_connection_and_stays_one_princ
             .await
             .starts_with("Rattach")
     );
+    // At most max_afids (2) at once: the next Tauth is refused until one is clunked.
+    assert_eq!(
+        ask(&mut c, auth(9, "u", "")).await,
+        error(ename::TOO_MANY_AFIDS)
+    );
+    for afid in [7, 8] {
+        assert!(
+            ask(&mut c, Tclunk { fid: afid })
+                .await
+                .starts_with("Rclunk")
+        );
+    }
     prepare(&mut c, 9, b"bob-key").await;
     assert_eq!(
         ask(&mut c, attach(2, 9, "u", "")).await,
         error(ename::ANOTHER_PRINCIPAL)
     );
+    assert!(ask(&mut c, Tclunk { fid: 9 }).await.starts_with("Rclunk"));
     // At most max_credential_attaches (3) attaches with a credential per connection.
     prepare(&mut c, 10, b"alice-key").await;
     assert!(

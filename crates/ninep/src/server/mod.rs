@@ -434,6 +434,9 @@ pub struct Limits {
     /// Bytes an authentication fid accepts: a credential longer than this is refused,
     /// and the afid's bytes wiped.
     pub max_credential_len: usize,
+    /// Authentication fids one connection may hold at once (each reserves
+    /// `max_credential_len` bytes): a client needs one per attach, clunked after.
+    pub max_afids: usize,
     /// Attaches with a credential one connection may make; each holds a watch on its
     /// credential until the connection ends.
     pub max_credential_attaches: usize,
@@ -464,6 +467,7 @@ impl Default for Limits {
             pre_attach_window: 4,
             max_requests_before_attach: 16,
             max_credential_len: 1024,
+            max_afids: 4,
             max_credential_attaches: 16,
             stall_timeout: Duration::from_secs(30),
             attach_timeout: Duration::from_secs(60),

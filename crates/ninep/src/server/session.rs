@@ -757,6 +757,9 @@ impl<F: Filesystem> Session<F> {
         if fids.contains_key(&m.afid) || afids.contains_key(&m.afid) {
             return Err(Error::new(ename::FID_IN_USE));
         }
+        if afids.len() >= self.limits.max_afids {
+            return Err(Error::new(ename::TOO_MANY_AFIDS));
+        }
         afids.insert(m.afid, afid);
         drop((fids, afids));
         let aqid = Qid {
