@@ -1,6 +1,12 @@
 //! Finding the server ([`resolve`]), connecting and attaching ([`Session`]), and the one
 //! way deploy changes anything: writing commands to `secrets/ctl` ([`Ctl`]).
 //!
+//! Over a unix socket the server knows us by our uid (SO_PEERCRED), and we make sure of
+//! who serves it before sending anything ([`trusted_server`]). Over plain TCP, which
+//! srv-secrets serves on loopback only and for tests (`--insecure-plain-tcp`), it knows
+//! us by an API token, read from `--token-file` ([`Token`]) and presented at attach
+//! (9P's Tauth).
+//!
 //! Every request waits at most `--timeout` for a sign of life: it fails once no whole
 //! message (nor 64 KiB of a long one) has been heard from the server, on its connection,
 //! for that long ([`Link`]). A
@@ -12,6 +18,7 @@ use std::ffi::{OsStr, OsString};
 use std::fmt;
 use std::future::Future;
 use std::io;
+use std::net::SocketAddr;
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 use std::pin::Pin;
@@ -37,23 +44,128 @@ pub const ADDR_VAR: &str = "SRV_SECRETS_ADDR";
 /// uid that it is not the admin, instead of serving it a tree without `secrets/`.)
 pub use model::ADMIN_ANAME;
 
-/// Where the server listens. Only unix sockets for now: the server knows its peers by
-/// SO_PEERCRED, and TCP needs authentication it does not offer yet.
+/// Where the server listens.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Addr {
-    path: PathBuf,
+pub enum Addr {
+    /// A unix socket: the server knows us by our uid.
+    Unix(PathBuf),
+    /// Plain TCP on loopback (the server's `--insecure-plain-tcp`, for tests): the server
+    /// knows us by the token of `--token-file`.
+    Tcp(SocketAddr),
 }
 
 impl Addr {
-    /// The socket's path.
-    pub fn path(&self) -> &Path {
-        &self.path
+    /// The socket's path, for a unix socket.
+    pub fn path(&self) -> Option<&Path> {
+        match self {
+            Addr::Unix(path) => Some(path),
+            Addr::Tcp(_) => None,
+        }
+    }
+
+    /// Whether the server knows us only by a token here.
+    pub fn needs_token(&self) -> bool {
+        matches!(self, Addr::Tcp(_))
     }
 }
 
 impl fmt::Display for Addr {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "unix:{}", self.path.display())
+        match self {
+            Addr::Unix(path) => write!(f, "unix:{}", path.display()),
+            Addr::Tcp(addr) => write!(f, "tcp:{addr}"),
+        }
+    }
+}
+
+/// An API token, read from `--token-file`: presented at attach over a transport where
+/// the server knows us by nothing else. Kept zeroized; never printed.
+#[derive(Clone)]
+pub struct Token {
+    /// The file it came from, for errors.
+    pub file: PathBuf,
+    text: Zeroizing<Vec<u8>>,
+}
+
+impl fmt::Debug for Token {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "Token(from {})", self.file.display())
+    }
+}
+
+/// The most bytes a token file may hold: a token is 67, and a newline.
+const MAX_TOKEN_FILE: u64 = 4096;
+
+impl Token {
+    /// The token in `file`: one line, `srvtok_...`, as `deploy token create` prints it,
+    /// in a regular file of ours (or root's) that neither group nor others may read.
+    ///
+    /// # Errors
+    /// [`CliError::TokenFile`], saying what is wrong and how to fix it (never a byte of
+    /// what the file holds).
+    pub fn read(file: &Path, euid: u32) -> Result<Token, CliError> {
+        use std::io::Read;
+        use std::os::unix::fs::MetadataExt;
+        let refuse = |why: String| CliError::TokenFile {
+            file: file.to_path_buf(),
+            why,
+        };
+        let mut f =
+            std::fs::File::open(file).map_err(|e| refuse(format!("cannot open it: {e}")))?;
+        // fstat of the file opened: what is checked is what is read.
+        let meta = f
+            .metadata()
+            .map_err(|e| refuse(format!("cannot stat it: {e}")))?;
+        if !meta.is_file() {
+            return Err(refuse("it is not a regular file".into()));
+        }
+        if meta.uid() != euid && meta.uid() != 0 {
+            return Err(refuse(format!(
+                "it belongs to uid {}, neither this user ({euid}) nor root: whoever owns it \
+                 can change the token",
+                meta.uid()
+            )));
+        }
+        let mode = meta.mode() & 0o7777;
+        if mode & 0o077 != 0 {
+            return Err(refuse(format!(
+                "it has mode {mode:o}, open to group or others, who could read the token: run \
+                 `chmod 600 {}`",
+                file.display()
+            )));
+        }
+        let mut text = Zeroizing::new(Vec::with_capacity(MAX_TOKEN_FILE as usize + 1));
+        f.by_ref()
+            .take(MAX_TOKEN_FILE + 1)
+            .read_to_end(&mut text)
+            .map_err(|e| refuse(format!("cannot read it: {e}")))?;
+        if text.len() as u64 > MAX_TOKEN_FILE {
+            return Err(refuse("it is far longer than a token".into()));
+        }
+        // One line: its newline (and a CR before it) is not the token's.
+        while matches!(text.last(), Some(b'\n' | b'\r')) {
+            text.pop();
+        }
+        let shaped = text.starts_with(b"srvtok_")
+            && text
+                .iter()
+                .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-'));
+        if !shaped {
+            return Err(refuse(
+                "it does not hold a token: one line, srvtok_..., as deploy token create \
+                 prints it"
+                    .into(),
+            ));
+        }
+        Ok(Token {
+            file: file.to_path_buf(),
+            text,
+        })
+    }
+
+    /// The token's text, to present at attach.
+    fn expose(&self) -> &[u8] {
+        &self.text
     }
 }
 
@@ -62,6 +174,8 @@ impl fmt::Display for Addr {
 pub struct Server {
     /// Where it listens.
     pub addr: Addr,
+    /// `--token-file`'s token: for an address where the server knows us by nothing else.
+    pub token: Option<Token>,
     /// `--timeout`.
     pub timeout: Duration,
     /// `--reason`: sent before every change (and every transaction) written to ctl.
@@ -105,7 +219,8 @@ impl Env {
 /// srv-secrets' `paths::default_socket`.
 ///
 /// # Errors
-/// [`CliError::Usage`] for an address that is neither `unix:PATH` nor a path.
+/// [`CliError::Usage`] for an address that is neither `unix:PATH`, a path, nor
+/// `tcp:HOST:PORT` on loopback.
 pub fn resolve(flag: Option<&str>, env: &Env) -> Result<Addr, CliError> {
     if let Some(flag) = flag {
         return parse(OsStr::new(flag), "--addr");
@@ -118,21 +233,41 @@ pub fn resolve(flag: Option<&str>, env: &Env) -> Result<Addr, CliError> {
         None if env.euid == 0 => PathBuf::from("/run/srv-secrets/9p.sock"),
         None => PathBuf::from(format!("/tmp/srv-secrets-{}/9p.sock", env.euid)),
     };
-    Ok(Addr { path })
+    Ok(Addr::Unix(path))
 }
 
-/// `unix:PATH`, or a bare `PATH`. Anything that starts like another scheme (`tcp:...`,
-/// `ssh:...`) is refused rather than taken for a file of that name; such a file can
-/// still be named `./tcp:...` or `unix:tcp:...`.
+/// `unix:PATH`, or a bare `PATH`, or `tcp:HOST:PORT` on loopback. Anything that starts
+/// like another scheme (`ssh:...`) is refused rather than taken for a file of that name;
+/// such a file can still be named `./ssh:...` or `unix:ssh:...`.
 fn parse(text: &OsStr, from: &str) -> Result<Addr, CliError> {
     let bytes = text.as_bytes();
     let refuse = || {
         CliError::Usage(format!(
-            "{from} must be unix:PATH or the path of the server's socket, not '{}'; deploy \
-             speaks only over unix sockets",
+            "{from} must be unix:PATH or the path of the server's socket (or, for a test \
+             server on loopback, tcp:HOST:PORT), not '{}'",
             text.to_string_lossy()
         ))
     };
+    if let Some(hostport) = bytes.strip_prefix(b"tcp:") {
+        let addr: SocketAddr = std::str::from_utf8(hostport)
+            .ok()
+            .and_then(|t| t.parse().ok())
+            .ok_or_else(|| {
+                CliError::Usage(format!(
+                    "{from} tcp:HOST:PORT takes an IP address and a port, such as \
+                     tcp:127.0.0.1:5640, not '{}'",
+                    text.to_string_lossy()
+                ))
+            })?;
+        if !addr.ip().is_loopback() {
+            return Err(CliError::Usage(format!(
+                "{from} tcp:{addr}: deploy speaks plain TCP to loopback only (127.0.0.0/8, \
+                 [::1]): it is unencrypted, for test servers (srv-secrets serve \
+                 --insecure-plain-tcp); reach other machines over TLS"
+            )));
+        }
+        return Ok(Addr::Tcp(addr));
+    }
     let path = match bytes.strip_prefix(b"unix:") {
         Some(path) => path,
         None if looks_like_a_scheme(bytes) => return Err(refuse()),
@@ -141,9 +276,7 @@ fn parse(text: &OsStr, from: &str) -> Result<Addr, CliError> {
     if path.is_empty() {
         return Err(refuse());
     }
-    Ok(Addr {
-        path: PathBuf::from(OsStr::from_bytes(path)),
-    })
+    Ok(Addr::Unix(PathBuf::from(OsStr::from_bytes(path))))
 }
 
 /// Whether `text` starts with `SCHEME:` (RFC 3986: a letter, then letters, digits, `+`,
@@ -334,9 +467,9 @@ impl Session {
     pub async fn admin(server: &Server, env: &Env) -> Result<Session, CliError> {
         let (client, link) = connect(server, env).await?;
         let root = link
-            .answer(client.attach(&env.user, ADMIN_ANAME))
+            .answer(attach(&client, server, env, ADMIN_ANAME))
             .await
-            .map_err(|e| attach_error(e, env))?;
+            .map_err(|e| attach_error(e, server, env))?;
         Ok(Session {
             addr: server.addr.clone(),
             root,
@@ -362,7 +495,7 @@ impl Session {
         what: &'static str,
     ) -> Result<Session, CliError> {
         let (client, link) = connect(server, env).await?;
-        match link.answer(client.attach(&env.user, service)).await {
+        match link.answer(attach(&client, server, env, service)).await {
             Ok(root) => Ok(Session {
                 addr: server.addr.clone(),
                 root,
@@ -370,9 +503,9 @@ impl Session {
                 reason: server.reason.clone(),
             }),
             Err(e) if is_permission_denied(&e) => {
-                let root = match link.answer(client.attach(&env.user, ADMIN_ANAME)).await {
+                let root = match link.answer(attach(&client, server, env, ADMIN_ANAME)).await {
                     Ok(root) => root,
-                    Err(e) => return Err(attach_error(e, env)),
+                    Err(e) => return Err(attach_error(e, server, env)),
                 };
                 let admin = Session {
                     addr: server.addr.clone(),
@@ -390,13 +523,13 @@ impl Session {
                             service: service.to_string(),
                             mark,
                         }),
-                        _ => Err(attach_error(e, env)),
+                        _ => Err(attach_error(e, server, env)),
                     },
                     Err(_) => Err(CliError::NoSuchService(service.to_string())),
                 }
             }
             Err(e) if e.remote() == Some(model::FROZEN) => {
-                let mark = match link.answer(client.attach(&env.user, ADMIN_ANAME)).await {
+                let mark = match link.answer(attach(&client, server, env, ADMIN_ANAME)).await {
                     Ok(root) => {
                         let admin = Session {
                             addr: server.addr.clone(),
@@ -413,7 +546,7 @@ impl Session {
                 };
                 Err(CliError::Frozen { what, mark })
             }
-            Err(e) => Err(attach_error(e, env)),
+            Err(e) => Err(attach_error(e, server, env)),
         }
     }
 
@@ -543,24 +676,52 @@ async fn connect(server: &Server, env: &Env) -> Result<(Client, Link), CliError>
         after: server.timeout,
         during: "connecting".into(),
     };
-    let stream = tokio::time::timeout(server.timeout, tokio::net::UnixStream::connect(addr.path()))
-        .await
-        .map_err(|_| no_answer())?
-        .map_err(|e| failed(ClientError::Io(e)))?;
-    // SO_PEERCRED: the uid of the process that listens, which it cannot choose.
-    let server_uid = stream
-        .peer_cred()
-        .map_err(|e| failed(ClientError::Io(e)))?
-        .uid();
-    if !trusted_server(server_uid, env.euid, addr.path()) {
-        return Err(CliError::UntrustedServer {
-            addr: addr.to_string(),
-            server_uid,
-            euid: env.euid,
-        });
-    }
     let heard = Arc::new(Mutex::new(Instant::now()));
-    let client = Client::over(Heard::new(stream, heard.clone()));
+    let client = match addr {
+        Addr::Unix(path) => {
+            if let Some(token) = &server.token {
+                return Err(CliError::Usage(format!(
+                    "--token-file {}: over a unix socket the server knows you by your uid, \
+                     not by a token: leave --token-file out (it is for --addr tcp:)",
+                    token.file.display()
+                )));
+            }
+            let stream =
+                tokio::time::timeout(server.timeout, tokio::net::UnixStream::connect(path))
+                    .await
+                    .map_err(|_| no_answer())?
+                    .map_err(|e| failed(ClientError::Io(e)))?;
+            // SO_PEERCRED: the uid of the process that listens, which it cannot choose.
+            let server_uid = stream
+                .peer_cred()
+                .map_err(|e| failed(ClientError::Io(e)))?
+                .uid();
+            if !trusted_server(server_uid, env.euid, path) {
+                return Err(CliError::UntrustedServer {
+                    addr: addr.to_string(),
+                    server_uid,
+                    euid: env.euid,
+                });
+            }
+            Client::over(Heard::new(stream, heard.clone()))
+        }
+        Addr::Tcp(socket) => {
+            if server.token.is_none() {
+                return Err(CliError::Usage(format!(
+                    "{addr} needs --token-file FILE: over TCP the server knows no one without \
+                     a token (make one over its unix socket with: deploy token create \
+                     PRINCIPAL)"
+                )));
+            }
+            let stream =
+                tokio::time::timeout(server.timeout, tokio::net::TcpStream::connect(socket))
+                    .await
+                    .map_err(|_| no_answer())?
+                    .map_err(|e| failed(ClientError::Io(e)))?;
+            let _ = stream.set_nodelay(true);
+            Client::over(Heard::new(stream, heard.clone()))
+        }
+    };
     let link = Link {
         addr: addr.clone(),
         timeout: server.timeout,
@@ -613,7 +774,45 @@ fn only_changed_by(path: &Path, uid: u32) -> bool {
     as_written && resolved
 }
 
-fn attach_error(e: ClientError, env: &Env) -> CliError {
+/// Tattach of `aname` as the server knows us: by our uid (a unix socket), or with our
+/// token.
+async fn attach(
+    client: &Client,
+    server: &Server,
+    env: &Env,
+    aname: &str,
+) -> Result<Fid, ClientError> {
+    match &server.token {
+        Some(token) if server.addr.needs_token() => {
+            client
+                .attach_with_credential(&env.user, aname, token.expose())
+                .await
+        }
+        _ => client.attach(&env.user, aname).await,
+    }
+}
+
+fn attach_error(e: ClientError, server: &Server, env: &Env) -> CliError {
+    if let (Some(token), Some(text)) = (&server.token, e.remote())
+        && server.addr.needs_token()
+        && text.starts_with(ename::PERMISSION_DENIED)
+    {
+        // The server's words: they never hold the token.
+        let why = text
+            .strip_prefix("permission denied: ")
+            .unwrap_or("the server does not take it for the admin");
+        let hint = if why.starts_with("the token is a service's") {
+            "admin commands need a token made for the admin (deploy token create admin)"
+        } else {
+            "make a new one over its unix socket with `deploy token create PRINCIPAL` (see \
+             them with `deploy token list`)"
+        };
+        return CliError::TokenRefused {
+            file: token.file.clone(),
+            why: why.to_string(),
+            hint,
+        };
+    }
     if is_permission_denied(&e) {
         return CliError::AttachRefused { uid: env.euid };
     }
@@ -792,7 +991,7 @@ mod tests {
     }
 
     fn path(a: Result<Addr, CliError>) -> String {
-        a.unwrap().path().display().to_string()
+        a.unwrap().path().unwrap().display().to_string()
     }
 
     #[test]
@@ -882,11 +1081,11 @@ mod tests {
     fn other_schemes_and_empty_addresses_are_usage_errors() {
         for bad in [
             "unix:",
-            "tcp:127.0.0.1:564",
             "tcp!host!564",
             "ssh:host",
             "",
             "TCP:x",
+            "tls:127.0.0.1:564",
         ] {
             let Err(e) = resolve(Some(bad), &env()) else {
                 if bad == "tcp!host!564" {
@@ -902,15 +1101,85 @@ mod tests {
             );
         }
         let e = Env {
-            addr: Some("tcp:127.0.0.1:564".into()),
+            addr: Some("ssh:host".into()),
             ..env()
         };
         let err = resolve(None, &e).unwrap_err().to_string();
         assert_eq!(
             err,
-            "SRV_SECRETS_ADDR must be unix:PATH or the path of the server's socket, not \
-             'tcp:127.0.0.1:564'; deploy speaks only over unix sockets"
+            "SRV_SECRETS_ADDR must be unix:PATH or the path of the server's socket (or, for a \
+             test server on loopback, tcp:HOST:PORT), not 'ssh:host'"
         );
+    }
+
+    #[test]
+    fn tcp_is_for_loopback_only() {
+        assert_eq!(
+            resolve(Some("tcp:127.0.0.1:5640"), &env()).unwrap(),
+            Addr::Tcp("127.0.0.1:5640".parse().unwrap())
+        );
+        let six = resolve(Some("tcp:[::1]:5640"), &env()).unwrap();
+        assert_eq!(six.to_string(), "tcp:[::1]:5640");
+        assert!(six.needs_token() && six.path().is_none());
+        for far in ["tcp:10.1.2.3:5640", "tcp:0.0.0.0:5640"] {
+            let e = resolve(Some(far), &env()).unwrap_err();
+            assert_eq!(e.exit_code(), 2);
+            assert!(e.to_string().contains("loopback only"), "{e}");
+        }
+        for bad in ["tcp:localhost:5640", "tcp:127.0.0.1", "tcp:"] {
+            let e = resolve(Some(bad), &env()).unwrap_err();
+            assert!(
+                e.to_string().contains("takes an IP address and a port"),
+                "{e}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_token_file_is_ours_private_and_holds_one_token() {
+        use std::os::unix::fs::PermissionsExt;
+        let tmp = tempfile::tempdir().unwrap();
+        let file = tmp.path().join("token");
+        let euid = rustix::process::geteuid().as_raw();
+        let good = format!("srvtok_0123456789abcdef_{}\n", "A".repeat(43));
+        std::fs::write(&file, &good).unwrap();
+        std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o600)).unwrap();
+        let token = Token::read(&file, euid).unwrap();
+        assert_eq!(token.expose(), good.trim_end().as_bytes());
+        assert!(!format!("{token:?}").contains("AAAA"));
+        for mode in [0o640, 0o604, 0o644, 0o660] {
+            std::fs::set_permissions(&file, std::fs::Permissions::from_mode(mode)).unwrap();
+            let e = Token::read(&file, euid).unwrap_err().to_string();
+            assert!(
+                e.contains(&format!("has mode {mode:o}, open to group or others")),
+                "{e}"
+            );
+            assert!(e.contains("chmod 600"), "{e}");
+        }
+        std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o400)).unwrap();
+        assert!(Token::read(&file, euid).is_ok());
+        // Another user's file is theirs to change (root's is not: root can change any).
+        if euid != 0 {
+            let e = Token::read(&file, euid + 1).unwrap_err().to_string();
+            assert!(e.contains("neither this user"), "{e}");
+        }
+        std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o600)).unwrap();
+        // Not a token: said without a byte of it.
+        std::fs::write(&file, "hunter2-not-a-token\n").unwrap();
+        let e = Token::read(&file, euid).unwrap_err().to_string();
+        assert!(
+            e.contains("does not hold a token") && !e.contains("hunter2"),
+            "{e}"
+        );
+        std::fs::write(&file, vec![b's'; 5000]).unwrap();
+        let e = Token::read(&file, euid).unwrap_err().to_string();
+        assert!(e.contains("far longer than a token"), "{e}");
+        let e = Token::read(&tmp.path().join("missing"), euid)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("cannot open it"), "{e}");
+        let e = Token::read(tmp.path(), euid).unwrap_err().to_string();
+        assert!(e.contains("not a regular file"), "{e}");
     }
 
     #[test]
@@ -933,20 +1202,51 @@ mod tests {
             assert_eq!(parse_not_admin(bad), None, "{bad}");
         }
         let env = env();
+        let unix = Server {
+            addr: resolve(Some("/s"), &env).unwrap(),
+            token: None,
+            timeout: Duration::from_secs(1),
+            reason: None,
+        };
         let e = attach_error(
             ClientError::Remote(
                 "permission denied: uid 1001 is service web; the admin is root or uid 1000".into(),
             ),
+            &unix,
             &env,
         );
         assert_eq!(
             e.to_string(),
             "this uid (1001) is service web: admin commands need root or uid 1000"
         );
-        let e = attach_error(ClientError::Remote("permission denied".into()), &env);
+        let e = attach_error(ClientError::Remote("permission denied".into()), &unix, &env);
         assert!(matches!(e, CliError::AttachRefused { uid: 1000 }));
-        let e = attach_error(ClientError::Remote("permission denied: other".into()), &env);
+        let e = attach_error(
+            ClientError::Remote("permission denied: other".into()),
+            &unix,
+            &env,
+        );
         assert!(matches!(e, CliError::AttachRefused { uid: 1000 }));
+        // Over TCP, a refusal is of the token, in the server's words.
+        let tcp = Server {
+            addr: resolve(Some("tcp:127.0.0.1:5640"), &env).unwrap(),
+            token: Some(Token {
+                file: PathBuf::from("/home/glenda/admin.token"),
+                text: Zeroizing::new(b"srvtok_x".to_vec()),
+            }),
+            ..unix
+        };
+        let e = attach_error(
+            ClientError::Remote("permission denied: token 0123456789abcdef was revoked".into()),
+            &tcp,
+            &env,
+        );
+        assert_eq!(
+            e.to_string(),
+            "the server refused the token in /home/glenda/admin.token: token 0123456789abcdef \
+             was revoked; make a new one over its unix socket with `deploy token create \
+             PRINCIPAL` (see them with `deploy token list`)"
+        );
     }
 
     /// A Link over one end of a socket pair whose other end `peer` drives.
@@ -1078,6 +1378,6 @@ mod tests {
             ..env()
         };
         let a = resolve(None, &e).unwrap();
-        assert_eq!(a.path().as_os_str().as_bytes(), b"/tmp/\xff.sock");
+        assert_eq!(a.path().unwrap().as_os_str().as_bytes(), b"/tmp/\xff.sock");
     }
 }

@@ -277,6 +277,7 @@ fn serve_child(args: &[String]) -> ExitCode {
             Arc::new(vault),
             vec![(socket.clone(), listener)],
             Vec::new(),
+            Vec::new(),
         )
         .await
     });

@@ -6,14 +6,16 @@
 //! cryptography (the `secrets` crate owns the vault).
 //!
 //! # Layout
-//! - [`principal`]: who is asking (SO_PEERCRED uid → admin or service) and which view
-//!   an aname selects.
+//! - [`principal`]: who is asking (SO_PEERCRED uid, or an API token where the transport
+//!   proves nothing → admin or service) and which view an aname selects.
 //! - [`fs`]: the filesystem handlers; `fs/kinds.rs` declares every file of both trees
 //!   (name, directory, listing, mode, content) and holds the grant check of every walk,
 //!   stat and listing, which `fs/node.rs` runs; `fs/fid.rs` checks the view before every
 //!   request on a fid; `fs/opened.rs` opens and reads each kind of content; `fs/ctl.rs`
 //!   applies ctl commands to the vault. The text files it serves are the namespace's
 //!   (the `model` crate), which deploy parses.
+//! - [`listen`]: the addresses of `--listen` (unix sockets; plain TCP on loopback, for
+//!   tests), read and checked in one place.
 //! - [`serve`]: process hardening, the socket (in a directory nobody else can change),
 //!   and the clean stop on SIGTERM.
 //! - [`paths`]: the embedded default data directory and socket.
@@ -25,6 +27,7 @@
 pub mod backup;
 pub mod fs;
 pub mod http;
+pub mod listen;
 pub mod paths;
 pub mod principal;
 pub mod reports;

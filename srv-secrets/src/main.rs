@@ -6,6 +6,7 @@ use std::sync::Arc;
 
 use clap::{CommandFactory, Parser, Subcommand};
 use secrets::{Error as VaultError, Vault};
+use srv_secrets::listen::{self, Listen};
 use srv_secrets::{paths, serve};
 
 /// Serve secrets and configuration as files over 9P2000.
@@ -50,9 +51,14 @@ enum Command {
         /// $XDG_RUNTIME_DIR/srv-secrets/9p.sock, /run/srv-secrets/9p.sock for root,
         /// else /tmp/srv-secrets-$UID/9p.sock. The socket's directory is made (0755) if
         /// missing; an existing one must belong to this user or root and be writable by
-        /// nobody else.
+        /// nobody else. tcp:HOST:PORT (plain TCP) only with --insecure-plain-tcp.
         #[arg(long = "listen", value_name = "ADDR")]
         listen: Vec<String>,
+        /// Allow --listen tcp:HOST:PORT, on a loopback address only, for tests: plain TCP
+        /// is unencrypted and proves nobody, so every connection over it must present
+        /// an API token (deploy token create) at attach.
+        #[arg(long)]
+        insecure_plain_tcp: bool,
         /// Also serve the plan API, JSON over HTTP, on this unix socket (unix:PATH or a
         /// path; repeatable): the admin only, as for 9P; see docs/api.md. Its directory is
         /// checked as --listen's is.
@@ -116,7 +122,7 @@ fn backup(
     force: bool,
 ) -> Result<(), String> {
     let socket = match addr {
-        Some(a) => socket_paths(vec![a.to_string()])?
+        Some(a) => listen::unix_paths("--addr", &[a.to_string()])?
             .pop()
             .ok_or("--addr names no socket")?,
         None => paths::default_socket(),
@@ -201,45 +207,6 @@ fn seed_demo(vault: &Vault) -> Result<(), String> {
     Ok(())
 }
 
-/// The paths of `--listen` addresses, `unix:PATH` or a bare path (the default socket if
-/// there are none), all checked before anything else is done. What starts like another
-/// scheme (`tcp:...`) is refused, not taken for a file name: only unix sockets carry the
-/// peer's uid (SO_PEERCRED) that decides who it is. (deploy's --addr reads addresses the
-/// same way: cmd-deploy's connect.rs.)
-fn socket_paths(listen: Vec<String>) -> Result<Vec<PathBuf>, String> {
-    if listen.is_empty() {
-        return Ok(vec![paths::default_socket()]);
-    }
-    let refuse = |l: &str| {
-        format!("--listen {l}: only unix sockets are supported: give unix:PATH or a socket's path")
-    };
-    listen
-        .iter()
-        .map(|l| {
-            let path = match l.strip_prefix("unix:") {
-                Some(path) => path,
-                None if looks_like_a_scheme(l) => return Err(refuse(l)),
-                None => l,
-            };
-            if path.is_empty() {
-                return Err(refuse(l));
-            }
-            Ok(PathBuf::from(path))
-        })
-        .collect()
-}
-
-/// Whether `text` starts with `SCHEME:` (RFC 3986: a letter, then letters, digits, `+`,
-/// `-` or `.`).
-fn looks_like_a_scheme(text: &str) -> bool {
-    text.split_once(':').is_some_and(|(scheme, _)| {
-        scheme.starts_with(|c: char| c.is_ascii_alphabetic())
-            && scheme
-                .chars()
-                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '+' | '-' | '.'))
-    })
-}
-
 /// `srv-secrets completions SHELL`.
 fn print_completions(shell: clap_complete::Shell) -> Result<(), String> {
     let mut script = Vec::new();
@@ -274,23 +241,42 @@ fn write_stdout(bytes: &[u8]) -> Result<(), String> {
     }
 }
 
-async fn run_serve(
+/// What `srv-secrets serve` was asked, its flags as given.
+struct ServeArgs {
     data: Option<PathBuf>,
     key: Option<PathBuf>,
     listen: Vec<String>,
+    insecure_plain_tcp: bool,
     http: Vec<String>,
     demo: bool,
     audit_queue: usize,
-) -> Result<(), String> {
+}
+
+async fn run_serve(args: ServeArgs) -> Result<(), String> {
+    let ServeArgs {
+        data,
+        key,
+        listen,
+        insecure_plain_tcp,
+        http,
+        demo,
+        audit_queue,
+    } = args;
     serve::harden_process();
     // Everything that can be refused without the vault is, before the vault is opened
     // (opening locks it, and may resume a key rotation).
-    let http_paths = if http.is_empty() {
-        Vec::new()
-    } else {
-        socket_paths(http)?
+    let http_paths = listen::unix_paths("--http", &http)?;
+    let (socket_paths, tcp_addrs): (Vec<PathBuf>, Vec<std::net::SocketAddr>) = {
+        let mut unix = Vec::new();
+        let mut tcp = Vec::new();
+        for address in listen::listen_addresses(&listen, insecure_plain_tcp)? {
+            match address {
+                Listen::Unix(path) => unix.push(path),
+                Listen::Tcp(addr) => tcp.push(addr),
+            }
+        }
+        (unix, tcp)
     };
-    let socket_paths = socket_paths(listen)?;
     let embedded = data.is_none();
     let data = match data {
         Some(d) => d,
@@ -307,6 +293,17 @@ async fn run_serve(
     vault.set_open_queue_bound(audit_queue);
     if demo {
         seed_demo(&vault)?;
+    }
+    // TCP first: once a unix socket answers, every listener is bound.
+    let mut tcp = Vec::new();
+    for addr in tcp_addrs {
+        let listener = tokio::net::TcpListener::bind(addr)
+            .await
+            .map_err(|e| format!("cannot listen on tcp:{addr}: {e}"))?;
+        let bound = listener
+            .local_addr()
+            .map_err(|e| format!("cannot listen on tcp:{addr}: {e}"))?;
+        tcp.push((bound, listener));
     }
     let mut sockets = Vec::new();
     for path in socket_paths {
@@ -338,6 +335,14 @@ async fn run_serve(
             "  mount a service's view (as root): mount -t 9p -o trans=unix,version=9p2000,aname=SERVICE,dfltuid=UID,dfltgid=GID,cache=none {p} /mnt/SERVICE"
         );
     }
+    for (addr, _) in &tcp {
+        eprintln!(
+            "srv-secrets: listening on tcp:{addr}: plain TCP ({}), for tests: every connection \
+             must present an API token",
+            listen::INSECURE_PLAIN_TCP
+        );
+        eprintln!("  manage:  deploy --addr tcp:{addr} --token-file FILE secret list");
+    }
     for (path, _) in &http_sockets {
         let p = path.display();
         eprintln!("srv-secrets: the plan API (HTTP) on unix:{p}");
@@ -348,7 +353,7 @@ async fn run_serve(
             "srv-secrets: demo: service 'demo' (uid {DEMO_UID}) may read 'greeting'; try: deploy secret get greeting --as demo"
         );
     }
-    serve::serve(vault, sockets, http_sockets)
+    serve::serve(vault, sockets, tcp, http_sockets)
         .await
         .map_err(|e| e.to_string())
 }
@@ -386,6 +391,7 @@ fn main() -> ExitCode {
             data,
             key,
             listen,
+            insecure_plain_tcp,
             http,
             demo,
             audit_queue,
@@ -393,7 +399,15 @@ fn main() -> ExitCode {
             .enable_all()
             .build()
         {
-            Ok(rt) => rt.block_on(run_serve(data, key, listen, http, demo, audit_queue)),
+            Ok(rt) => rt.block_on(run_serve(ServeArgs {
+                data,
+                key,
+                listen,
+                insecure_plain_tcp,
+                http,
+                demo,
+                audit_queue,
+            })),
             Err(e) => Err(format!("cannot start the runtime: {e}")),
         },
         Command::Completions { shell } => print_completions(shell),
@@ -413,45 +427,6 @@ mod tests {
     #![allow(clippy::unwrap_used, reason = "a test fails by panicking")]
 
     use super::*;
-
-    #[test]
-    fn listen_takes_unix_path_or_a_bare_path() {
-        let got = socket_paths(vec![
-            "unix:/run/a.sock".into(),
-            "/run/b.sock".into(),
-            "rel/c.sock".into(),
-            "./tcp:d".into(),
-            "unix:tcp:e".into(),
-        ])
-        .unwrap();
-        let want = [
-            "/run/a.sock",
-            "/run/b.sock",
-            "rel/c.sock",
-            "./tcp:d",
-            "tcp:e",
-        ];
-        assert_eq!(got, want.map(PathBuf::from));
-    }
-
-    #[test]
-    fn listen_refuses_other_schemes_and_nothing() {
-        for bad in [
-            "tcp:127.0.0.1:564",
-            "tcp:[::1]:564",
-            "vsock:3:564",
-            "unix:",
-            "",
-        ] {
-            assert_eq!(
-                socket_paths(vec!["/ok.sock".into(), bad.into()]).unwrap_err(),
-                format!(
-                    "--listen {bad}: only unix sockets are supported: give unix:PATH or a \
-                     socket's path"
-                )
-            );
-        }
-    }
 
     #[test]
     fn the_definition_is_consistent() {

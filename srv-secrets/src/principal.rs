@@ -3,26 +3,32 @@
 //!
 //! Over a unix socket the peer's uid (SO_PEERCRED) decides: uid 0 and the uid that ran
 //! `init` are the admin; a uid mapped to a service is that service; anyone else is refused.
-//! The client's uname is never consulted.
+//! A transport that proves nothing of its peer ([`needs_token`]: plain TCP, and TLS
+//! without a client certificate) must present an API token, at attach (9P's Tauth): the
+//! token decides ([`principal_of_token`]). There is no anonymous principal. The client's
+//! uname is never consulted.
 //!
 //! The same decides, at accept, how the server core admits a connection
-//! ([`admission_of`]): those who are someone as principals, the rest as strangers.
+//! ([`admission_of`]): those who are someone as principals, the rest as strangers (a
+//! connection that must present a token is a stranger until it has).
 
 use ninep::Error;
-use ninep::server::{Admission, Peer};
-use secrets::Vault;
+use ninep::server::{Admission, Peer, Transport};
+use secrets::{TokenHolder, Vault};
 
 /// The authenticated party behind a connection.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Principal {
     /// The operator: root or the uid that ran `init`.
     Admin,
-    /// A service, by the uid mapped to it.
+    /// A service, by the uid mapped to it, or by one of its API tokens.
     Service {
         /// The service's name.
         name: String,
         /// The uid it connected with; the mapping is checked again on every request.
-        uid: u32,
+        /// `None` over a transport without uids, where a token proved it (the token is
+        /// checked again on every request: `fs/fid.rs`).
+        uid: Option<u32>,
     },
 }
 
@@ -44,18 +50,46 @@ pub enum View {
 /// [`model::RESERVED_SERVICE_NAMES`]).
 const ADMIN_ANAMES: [&str; 2] = ["", model::ADMIN_ANAME];
 
-/// The principal of a connection's peer. Anonymous and unknown peers are refused.
+/// Whether a connection from `peer` must present an API token at attach: its transport
+/// proves nothing of who it is (plain TCP; TLS without a client certificate, whose
+/// certificate, when it has one, is the identity instead). The one place this is decided.
+pub fn needs_token(peer: &Peer) -> bool {
+    match peer.transport {
+        Transport::Unix => false,
+        Transport::Tcp => true,
+        Transport::Tls => peer.certificate.is_none(),
+    }
+}
+
+/// The principal of a connection's peer, from its transport. Anonymous and unknown peers
+/// are refused, and so is a peer that must present a token ([`needs_token`]): it proves
+/// itself at attach, with [`principal_of_token`].
 pub fn principal_of(vault: &Vault, peer: &Peer) -> Result<Principal, Error> {
-    let Some(uid) = peer.uid else {
-        // No credentials from the transport (TCP): nobody is anonymous here.
+    let Some(uid) = peer.uid.filter(|_| !needs_token(peer)) else {
+        // No credentials from the transport: nobody is anonymous here.
         return Err(Error::permission_denied());
     };
     if uid == 0 || uid == vault.admin_uid() {
         return Ok(Principal::Admin);
     }
     match vault.service_for_uid(uid) {
-        Some(name) => Ok(Principal::Service { name, uid }),
+        Some(name) => Ok(Principal::Service {
+            name,
+            uid: Some(uid),
+        }),
         None => Err(Error::permission_denied()),
+    }
+}
+
+/// The principal a token proved ([`Vault::authenticate_token`]).
+pub fn principal_of_token(holder: &TokenHolder) -> Principal {
+    match &holder.principal {
+        secrets::Principal::Service(name) => Principal::Service {
+            name: name.clone(),
+            uid: None,
+        },
+        // Tokens are made for the admin or a service only.
+        secrets::Principal::Admin | secrets::Principal::Local => Principal::Admin,
     }
 }
 
@@ -65,11 +99,26 @@ pub fn principal_of(vault: &Vault, peer: &Peer) -> Result<Principal, Error> {
 /// stranger: let in, to be told "permission denied" at attach, with its own few slots
 /// and next to nothing to spend. A peer without a uid can never be anyone, and is
 /// refused.
+///
+/// A peer that must present a token is a stranger until it has: then the core makes its
+/// connection one of the token's principal's ([`token_admission_key`]).
 pub fn admission_of(vault: &Vault, peer: &Peer) -> Admission {
+    if needs_token(peer) {
+        return Admission::Stranger;
+    }
     match (peer.uid, principal_of(vault, peer)) {
         (Some(uid), Ok(_)) => Admission::Principal(format!("uid {uid}")),
         (Some(_), Err(_)) => Admission::Stranger,
         (None, _) => Admission::Refuse,
+    }
+}
+
+/// The key the core admits a connection under once a token proved `principal`: one
+/// pool and connection cap per principal proven by tokens, apart from those of uids.
+pub fn token_admission_key(principal: &Principal) -> String {
+    match principal {
+        Principal::Admin => "token admin".to_string(),
+        Principal::Service { name, .. } => format!("token service {name}"),
     }
 }
 
@@ -100,8 +149,15 @@ pub fn view_for(vault: &Vault, principal: &Principal, aname: &str) -> Result<Vie
             service: name.clone(),
             by: principal.clone(),
         }),
-        Principal::Service { name, uid } if aname == model::ADMIN_ANAME => {
-            Err(not_admin(*uid, name, vault.admin_uid()))
+        Principal::Service {
+            name,
+            uid: Some(uid),
+        } if aname == model::ADMIN_ANAME => Err(not_admin(*uid, name, vault.admin_uid())),
+        Principal::Service { uid: None, .. } if aname == model::ADMIN_ANAME => {
+            Err(Error::new(format!(
+                "{}: the token is a service's; the admin tree takes an admin token",
+                ninep::ename::PERMISSION_DENIED
+            )))
         }
         _ => Err(Error::permission_denied()),
     }
@@ -134,8 +190,11 @@ impl View {
             View::Admin => Ok(()),
             View::Service { service, by } => {
                 let valid = match by {
-                    Principal::Admin => vault.serves(service),
-                    Principal::Service { uid, .. } => vault.uid_serves(*uid, service),
+                    // A token's principal: the token is checked apart (`fs/fid.rs`).
+                    Principal::Admin | Principal::Service { uid: None, .. } => {
+                        vault.serves(service)
+                    }
+                    Principal::Service { uid: Some(uid), .. } => vault.uid_serves(*uid, service),
                 };
                 if valid {
                     Ok(())
@@ -188,7 +247,7 @@ mod tests {
     fn service(name: &str, uid: u32) -> Principal {
         Principal::Service {
             name: name.into(),
-            uid,
+            uid: Some(uid),
         }
     }
 
@@ -338,5 +397,79 @@ mod tests {
         v.service_set_uid("web", WEB).unwrap();
         by_admin.still_valid(&v).unwrap();
         by_web.still_valid(&v).unwrap();
+    }
+}
+
+#[cfg(test)]
+mod token_tests {
+    #![allow(clippy::unwrap_used, reason = "a test fails by panicking")]
+
+    use super::*;
+
+    fn over(transport: Transport, uid: Option<u32>, certificate: Option<&str>) -> Peer {
+        Peer {
+            transport,
+            uid,
+            certificate: certificate.map(str::to_owned),
+            addr: "test".into(),
+            ..Peer::default()
+        }
+    }
+
+    #[test]
+    fn only_a_transport_that_proves_nothing_needs_a_token() {
+        assert!(!needs_token(&over(Transport::Unix, Some(1000), None)));
+        assert!(needs_token(&over(Transport::Tcp, None, None)));
+        // TLS: a client certificate is the identity; without one, a token is.
+        assert!(needs_token(&over(Transport::Tls, None, None)));
+        assert!(!needs_token(&over(Transport::Tls, None, Some("web"))));
+    }
+
+    #[test]
+    fn a_peer_that_needs_a_token_is_a_stranger_and_nobody_until_it_presents_one() {
+        let dir = tempfile::tempdir().unwrap();
+        let data = dir.path().join("data");
+        Vault::init(&data, None, 1000).unwrap();
+        let v = Vault::open(&data, None).unwrap();
+        v.service_set_uid("web", 1001).unwrap();
+        // Even a TCP peer that somehow carried a uid is no one by it.
+        for peer in [
+            over(Transport::Tcp, None, None),
+            over(Transport::Tcp, Some(0), None),
+            over(Transport::Tls, None, None),
+        ] {
+            assert_eq!(admission_of(&v, &peer), Admission::Stranger);
+            assert_eq!(
+                principal_of(&v, &peer).unwrap_err(),
+                Error::permission_denied()
+            );
+        }
+        // A service's token: its own view, not the admin tree.
+        let holder = TokenHolder {
+            id: "0123456789abcdef".into(),
+            principal: secrets::Principal::Service("web".into()),
+            expires: None,
+        };
+        let web = principal_of_token(&holder);
+        assert_eq!(token_admission_key(&web), "token service web");
+        assert!(matches!(
+            view_for(&v, &web, "").unwrap(),
+            View::Service { .. }
+        ));
+        let e = view_for(&v, &web, "admin").unwrap_err();
+        assert!(
+            e.0.starts_with("permission denied: the token is a service's"),
+            "{e}"
+        );
+        assert_eq!(
+            view_for(&v, &web, "api").unwrap_err(),
+            Error::permission_denied()
+        );
+        let admin = principal_of_token(&TokenHolder {
+            principal: secrets::Principal::Admin,
+            ..holder
+        });
+        assert_eq!(view_for(&v, &admin, "").unwrap(), View::Admin);
+        assert_eq!(token_admission_key(&admin), "token admin");
     }
 }

@@ -317,16 +317,21 @@ async fn housekeeping(vault: Arc<Vault>, mut shutdown: Shutdown) -> io::Result<(
     }
 }
 
-/// Serves `vault` over 9P on the unix sockets `sockets`, and the HTTP API on `http`, until
-/// SIGTERM or SIGINT, then finishes the requests in flight, records the opens still
-/// queued for the audit trail, and returns.
+/// TCP listeners, by the address each is bound to (loopback, for tests: see
+/// `listen.rs`).
+pub type TcpListeners = Vec<(std::net::SocketAddr, tokio::net::TcpListener)>;
+
+/// Serves `vault` over 9P on the unix sockets `sockets` and the TCP listeners `tcp`, and
+/// the HTTP API on `http`, until SIGTERM or SIGINT, then finishes the requests in flight,
+/// records the opens still queued for the audit trail, and returns.
 pub async fn serve(
     vault: Arc<Vault>,
     sockets: Vec<(PathBuf, tokio::net::UnixListener)>,
+    tcp: TcpListeners,
     http: Vec<(PathBuf, tokio::net::UnixListener)>,
 ) -> io::Result<()> {
     let flusher = secrets::OpenFlusher::start(vault.clone())?;
-    let served = serve_until_stopped(vault, sockets, http).await;
+    let served = serve_until_stopped(vault, sockets, tcp, http).await;
     // The last opens, from the requests just finished; a commit, so off the workers.
     match tokio::task::spawn_blocking(move || flusher.stop()).await {
         Ok(()) => info!("recorded the opens still queued for the audit trail"),
@@ -339,6 +344,7 @@ pub async fn serve(
 async fn serve_until_stopped(
     vault: Arc<Vault>,
     sockets: Vec<(PathBuf, tokio::net::UnixListener)>,
+    tcp: TcpListeners,
     http: Vec<(PathBuf, tokio::net::UnixListener)>,
 ) -> io::Result<()> {
     let server = Server::new(
@@ -371,6 +377,12 @@ async fn serve_until_stopped(
             let _ = fs::remove_file(&path);
             r
         });
+    }
+    for (addr, listener) in tcp {
+        let server = server.clone();
+        let shutdown: Shutdown = shutdown.clone();
+        warn!(%addr, "serving 9P over plain TCP (--insecure-plain-tcp): tokens only, for tests");
+        tasks.spawn(async move { server.serve_tcp(listener, shutdown).await });
     }
     tasks.spawn(housekeeping(vault.clone(), shutdown.clone()));
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;

@@ -342,6 +342,9 @@ fn strangers_are_refused_and_closed_and_one_uid_cannot_take_every_slot() {
 
 #[test]
 fn a_listen_address_that_is_not_unix_is_refused_before_the_vault_is_touched() {
+    const PLAIN: &str = "plain TCP carries secrets unencrypted and proves no one: listen on \
+                         unix:PATH; for tests on loopback only, add --insecure-plain-tcp (every \
+                         connection must then present an API token)\n";
     // With the data directory locked by a running server, opening the vault would fail
     // first: the address is checked before that.
     let s = SecretsServer::start();
@@ -355,8 +358,7 @@ fn a_listen_address_that_is_not_unix_is_refused_before_the_vault_is_touched() {
     assert_eq!(out.status.code(), Some(1));
     assert_eq!(
         stderr(&out),
-        "srv-secrets: --listen tcp:127.0.0.1:5640: only unix sockets are supported: give unix:PATH \
-         or a socket's path\n"
+        format!("srv-secrets: --listen tcp:127.0.0.1:5640: {PLAIN}")
     );
     // The embedded default is not even made, and neither is a good address's socket.
     let home = shared_tempdir();
@@ -372,9 +374,36 @@ fn a_listen_address_that_is_not_unix_is_refused_before_the_vault_is_touched() {
     assert_eq!(out.status.code(), Some(1));
     assert_eq!(
         stderr(&out),
-        "srv-secrets: --listen tcp:[::1]:564: only unix sockets are supported: give unix:PATH \
-         or a socket's path\n"
+        format!("srv-secrets: --listen tcp:[::1]:564: {PLAIN}")
     );
     assert!(!home.path().join("share").exists());
     assert!(!home.path().join("run").exists());
+    // Allowed for tests, on loopback only; and nothing else is taken for a path.
+    for (args, says) in [
+        (
+            &["--listen", "tcp:0.0.0.0:5640", "--insecure-plain-tcp"][..],
+            "srv-secrets: --listen tcp:0.0.0.0:5640: --insecure-plain-tcp listens on loopback \
+             only (127.0.0.0/8 or [::1]), where no other machine can reach it\n",
+        ),
+        (
+            &["--listen", "vsock:3:564"],
+            "srv-secrets: --listen vsock:3:564: not an address to listen on: give unix:PATH, a \
+             socket's path, or tcp:HOST:PORT\n",
+        ),
+        (
+            &["--insecure-plain-tcp"],
+            "srv-secrets: --insecure-plain-tcp allows a --listen tcp:HOST:PORT on loopback, and \
+             none was given\n",
+        ),
+    ] {
+        let out = Command::new(&bins().srv_secrets)
+            .arg("serve")
+            .arg("--data")
+            .arg(&s.data)
+            .args(args)
+            .output()
+            .unwrap();
+        assert_eq!(out.status.code(), Some(1));
+        assert_eq!(stderr(&out), says);
+    }
 }

@@ -28,6 +28,7 @@ pub mod prompt;
 pub mod run;
 pub mod secret;
 pub mod service;
+pub mod token;
 pub mod versions;
 pub mod watch;
 
@@ -54,6 +55,11 @@ pub async fn run(cli: Cli, env: &Env, out: &mut dyn Write) -> Result<Outcome, Cl
     let server = || -> Result<Server, CliError> {
         Ok(Server {
             addr: connect::resolve(cli.addr.as_deref(), env)?,
+            token: cli
+                .token_file
+                .as_deref()
+                .map(|file| connect::Token::read(file, env.euid))
+                .transpose()?,
             timeout: cli.timeout,
             reason: cli.reason.clone(),
         })
@@ -78,6 +84,7 @@ pub async fn run(cli: Cli, env: &Env, out: &mut dyn Write) -> Result<Outcome, Cl
         Command::Catalog(cmd) => catalog::catalog_command(cmd, &server()?, env, out).await,
         Command::Bundle(cmd) => bundle::run(cmd, &server()?, env, out).await,
         Command::Backup { file, force } => backup::run(&file, force, &server()?, env, out).await,
+        Command::Token(cmd) => token::run(cmd, &server()?, env, out).await,
         Command::Watch { service, json } => {
             watch::watch(&server()?, env, service.as_deref(), json, out).await
         }

@@ -198,9 +198,20 @@ async fn in_background(
 ) -> Result<Outcome, CliError> {
     let exe = std::env::current_exe()
         .map_err(|e| CliError::Deployer(format!("cannot find deploy's own program: {e}")))?;
-    let mut addr = OsString::from("unix:");
-    addr.push(server.addr.path());
-    let mut child = tokio::process::Command::new(exe)
+    let addr = match server.addr.path() {
+        Some(path) => {
+            let mut addr = OsString::from("unix:");
+            addr.push(path);
+            addr
+        }
+        None => OsString::from(server.addr.to_string()),
+    };
+    let mut child = tokio::process::Command::new(exe);
+    // The token by its file, as it came: never on a command line.
+    if let Some(token) = &server.token {
+        child.arg("--token-file").arg(&token.file);
+    }
+    let mut child = child
         .arg("--addr")
         .arg(addr)
         .arg("--timeout")

@@ -345,7 +345,22 @@ async fn mount(
     owner: Owner,
     kind: MountKind,
 ) -> Result<View, CliError> {
-    let socket = server.addr.path();
+    let Some(socket) = server.addr.path() else {
+        // The kernel's 9P client cannot present a token: over TCP, FUSE it is.
+        if kind == MountKind::Kernel {
+            return Err(CliError::Usage(format!(
+                "--mount kernel needs the server's unix socket, not {}: the kernel's 9P \
+                 client cannot present a token; use --mount fuse",
+                server.addr
+            )));
+        }
+        let view = fuse_mount(server, env, service, owner).await?;
+        note(&format!(
+            "mounted {service}'s view with deploy's FUSE client (over {})",
+            server.addr
+        ));
+        return Ok(view);
+    };
     match kind {
         MountKind::Kernel => {
             kernel_mount(socket, service, owner).map_err(|e| kernel_failed(&e))?;

@@ -36,7 +36,11 @@ pub(crate) const SERVICE: &str = "service";
 pub(crate) const SET: &str = "set";
 pub(crate) const STAGE: &str = "stage";
 pub(crate) const STALE: &str = "stale";
+pub(crate) const TOKEN: &str = "token";
 pub(crate) const UNFREEZE: &str = "unfreeze";
+
+/// The principal `token create` names for the admin (no service may be called so).
+pub const ADMIN_PRINCIPAL: &str = "admin";
 
 /// The words of `service SERVICE suspend` and `service SERVICE resume`.
 pub(crate) const SUSPEND: &str = "suspend";
@@ -95,6 +99,10 @@ pub(crate) mod usage {
     pub(crate) const TIER_ADD: &str = "tier add TIER [core]";
     pub(crate) const TIER_REMOVE: &str = "tier remove TIER";
     pub(crate) const UNFREEZE: &str = "unfreeze";
+    pub(crate) const TOKEN: &str = "token (create PRINCIPAL [expires DURATION] | revoke ID | list)";
+    pub(crate) const TOKEN_CREATE: &str = "token create PRINCIPAL [expires DURATION]";
+    pub(crate) const TOKEN_REVOKE: &str = "token revoke ID";
+    pub(crate) const TOKEN_LIST: &str = "token list";
     pub(crate) const META: &str = "meta NAME [class|owner|rotate-every|description TEXT]...";
     pub(crate) const META_REMOVE: &str = "meta NAME remove";
     pub(crate) const STRATEGY: &str = "strategy NAME tier TIER [class CLASS] STRATEGY";
@@ -118,7 +126,7 @@ pub(crate) mod usage {
 
     /// Every usage, for the tests that check each error's length.
     #[cfg(test)]
-    pub(crate) const ALL: [&str; 59] = [
+    pub(crate) const ALL: [&str; 63] = [
         ABORT,
         AUDIT,
         AUDIT_HEAD,
@@ -158,6 +166,10 @@ pub(crate) mod usage {
         TIER_ADD,
         TIER_REMOVE,
         UNFREEZE,
+        TOKEN,
+        TOKEN_CREATE,
+        TOKEN_REVOKE,
+        TOKEN_LIST,
         META,
         META_REMOVE,
         STRATEGY,
@@ -563,6 +575,25 @@ pub(crate) const VERBS: &[Verb] = &[
         runs: Runs::Joins,
     },
     Verb {
+        word: TOKEN,
+        forms: &[
+            (
+                usage::TOKEN_CREATE,
+                "a token proving PRINCIPAL (admin or a SERVICE) over TCP or TLS; shown once",
+            ),
+            (
+                usage::TOKEN_REVOKE,
+                "refuse token ID from now on, and close the connections it opened",
+            ),
+            (
+                usage::TOKEN_LIST,
+                "every token: ID, principal, made, ends, state (never a token), as JSON",
+            ),
+        ],
+        parse: parse::token,
+        runs: Runs::Alone,
+    },
+    Verb {
         word: UNFREEZE,
         forms: &[(usage::UNFREEZE, "unfreeze deploys")],
         parse: |t| parse::no_args(t, Command::Unfreeze, usage::UNFREEZE),
@@ -758,6 +789,21 @@ pub enum Command {
     Catalog(CatalogCommand),
     /// `audit ...`: a question about the audit trail.
     Audit(AuditQuery),
+    /// `token create PRINCIPAL [expires DURATION]`: an API token for the admin or a
+    /// service, answered once (as the answer's body) and kept nowhere.
+    TokenCreate {
+        /// [`ADMIN_PRINCIPAL`] or a service's name.
+        principal: String,
+        /// How long it holds, in seconds (`None`: until revoked).
+        expires: Option<u64>,
+    },
+    /// `token revoke ID`: refuse a token from now on, and close its connections.
+    TokenRevoke {
+        /// The token's ID (16 hex digits).
+        id: String,
+    },
+    /// `token list`: every token's facts, never a token, as JSON.
+    TokenList,
 }
 
 /// What `audit` asks.
@@ -797,6 +843,10 @@ pub(crate) enum Arg<'a> {
     Uid(u32),
     /// A deployment's id: the name rule.
     Deployment(&'a str),
+    /// Whom a token proves: [`ADMIN_PRINCIPAL`] or a service's name.
+    Principal(&'a str),
+    /// A token's ID: 16 hex digits.
+    TokenId(&'a str),
     /// A value: always a `{N}` literal.
     Value(&'a Value),
     /// A catalog file: a `{N}` literal of up to [`MAX_CATALOG_LEN`] bytes.
@@ -808,7 +858,12 @@ impl Arg<'_> {
     fn bytes(&self) -> &[u8] {
         match self {
             Arg::Word(w) => w.as_bytes(),
-            Arg::Name(s) | Arg::Service(s) | Arg::Text(s) | Arg::Deployment(s) => s.as_bytes(),
+            Arg::Name(s)
+            | Arg::Service(s)
+            | Arg::Text(s)
+            | Arg::Deployment(s)
+            | Arg::Principal(s)
+            | Arg::TokenId(s) => s.as_bytes(),
             Arg::Owned(s) => s.as_bytes(),
             Arg::Uid(_) => b"4294967295",
             Arg::Value(v) | Arg::File(v) => v.expose(),
@@ -896,6 +951,15 @@ impl Command {
             Command::Unfreeze => vec![Word(UNFREEZE)],
             Command::RevokeAll { name } => vec![Word(REVOKE_ALL), Name(name)],
             Command::Matrix => vec![Word(MATRIX)],
+            Command::TokenCreate { principal, expires } => {
+                let mut a = vec![Word(TOKEN), Word("create"), Arg::Principal(principal)];
+                if let Some(secs) = expires {
+                    a.extend([Word(EXPIRES), Owned(model::format_duration(*secs))]);
+                }
+                a
+            }
+            Command::TokenRevoke { id } => vec![Word(TOKEN), Word("revoke"), Arg::TokenId(id)],
+            Command::TokenList => vec![Word(TOKEN), Word("list")],
             Command::Audit(q) => match q {
                 AuditQuery::Head => vec![Word(AUDIT), Word("head")],
                 AuditQuery::Since {
@@ -1099,6 +1163,7 @@ impl Command {
                 | Command::Stale
                 | Command::Matrix
                 | Command::Audit(_)
+                | Command::TokenList
         ) || matches!(
             self,
             Command::Catalog(
@@ -1170,6 +1235,12 @@ impl Command {
                 }
                 Arg::Deployment(id) => {
                     check_deployment(id.as_bytes())?;
+                }
+                Arg::Principal(p) => {
+                    check_principal(p.as_bytes())?;
+                }
+                Arg::TokenId(id) => {
+                    check_token_id(id.as_bytes())?;
                 }
                 Arg::Uid(NO_UID) => return Err(ErrorKind::BadUid),
                 Arg::Value(v) => check_value(v.expose())?,
@@ -1294,6 +1365,23 @@ pub(crate) fn check_name(name: &[u8]) -> Result<String, ErrorKind> {
 /// Checks a deployment's id (the name rule).
 pub(crate) fn check_deployment(id: &[u8]) -> Result<String, ErrorKind> {
     checked(id, NameKind::Deployment)
+}
+
+/// Checks whom a token is for: [`ADMIN_PRINCIPAL`], or a service's name.
+pub(crate) fn check_principal(principal: &[u8]) -> Result<String, ErrorKind> {
+    if principal == ADMIN_PRINCIPAL.as_bytes() {
+        return Ok(ADMIN_PRINCIPAL.to_string());
+    }
+    check_service(principal)
+}
+
+/// Checks a token's ID: 16 lowercase hex digits.
+pub(crate) fn check_token_id(id: &[u8]) -> Result<String, ErrorKind> {
+    let hex = id.len() == 16 && id.iter().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'));
+    match std::str::from_utf8(id) {
+        Ok(id) if hex => Ok(id.to_string()),
+        _ => Err(ErrorKind::BadTokenId),
+    }
 }
 
 /// Checks a service name, reserved names included.

@@ -28,6 +28,9 @@ pub enum ErrorKind {
     /// A `reason` that is not text, too long, or holds a control character.
     #[error("a reason is UTF-8 text of at most 1024 bytes, without control characters")]
     BadReason,
+    /// A token ID that is not 16 hex digits.
+    #[error("a token ID is 16 hex digits, as deploy token list shows it")]
+    BadTokenId,
     /// `service … uid` with something other than a decimal number from 0 to 4294967294.
     #[error("uid must be a decimal number from 0 to 4294967294")]
     BadUid,

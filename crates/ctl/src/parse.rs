@@ -738,6 +738,42 @@ pub(crate) fn bundle(t: &mut Tokens<'_>) -> Result<Command, ErrorKind> {
     Ok(Command::Catalog(command))
 }
 
+/// `token create PRINCIPAL [expires DURATION]`, `token revoke ID`, `token list`.
+pub(crate) fn token(t: &mut Tokens<'_>) -> Result<Command, ErrorKind> {
+    let action = arg(t, "action", usage::TOKEN)?;
+    match action.as_slice() {
+        b"create" => {
+            let u = usage::TOKEN_CREATE;
+            let principal = command::check_principal(&arg(t, "principal", u)?)?;
+            let expires = match t.next_token()? {
+                None => None,
+                Some(w) if w.as_slice() == command::EXPIRES.as_bytes() => {
+                    let secs = duration(&arg(t, "duration", u)?)?;
+                    end(t, u, false)?;
+                    Some(secs)
+                }
+                Some(other) => return Err(unknown(&other, &[command::EXPIRES], "expires")),
+            };
+            Ok(Command::TokenCreate { principal, expires })
+        }
+        b"revoke" => {
+            let u = usage::TOKEN_REVOKE;
+            let id = command::check_token_id(&arg(t, "token ID", u)?)?;
+            end(t, u, false)?;
+            Ok(Command::TokenRevoke { id })
+        }
+        b"list" => {
+            end(t, usage::TOKEN_LIST, false)?;
+            Ok(Command::TokenList)
+        }
+        other => Err(unknown(
+            other,
+            &["create", "revoke", "list"],
+            "create, revoke, list",
+        )),
+    }
+}
+
 /// `tier TIER`, the part of `strategy` and `present` that names the tier.
 fn on_tier(t: &mut Tokens<'_>, usage: &'static str) -> Result<String, ErrorKind> {
     let word = arg(t, "tier", usage)?;
@@ -1042,6 +1078,7 @@ mod tests {
                 "rotation" => "rotation a",
                 "reason" => "reason x",
                 "audit" => "audit head",
+                "token" => "token list",
                 other => other,
             };
             let parsed = parse_line(line.as_bytes()).unwrap_or_else(|e| panic!("{line}: {e:?}"));

@@ -257,6 +257,18 @@ pub enum Error {
     /// An admin operation named a service that does not exist.
     #[error("no such service")]
     NoSuchService,
+    /// `token revoke` of an ID no token has.
+    #[error("no such token")]
+    NoSuchToken,
+    /// A token ID that cannot be one.
+    #[error("invalid token ID: it is 16 hex digits, as deploy token list shows")]
+    InvalidTokenId,
+    /// `token create` when the store keeps as many tokens as it may, all still holding.
+    #[error("{limit} tokens hold already: revoke one first (see: deploy token list)")]
+    TooManyTokens {
+        /// [`MAX_TOKENS`](crate::MAX_TOKENS).
+        limit: usize,
+    },
     /// `promote` or `discard` of a secret with no pending version (or one past its hour).
     #[error(
         "the secret has no pending version (stage one first; one not promoted within an \

@@ -33,6 +33,7 @@
 //! | catalog | a tier's `core`; a service's `tiers`; a secret's metadata: `class`, `owner`, `rotate_every`, `description`, `tiers` (per tier `class`, `strategy` and its fields), as a catalog file has them | empty |
 //! | bundle  | `issued` (unix seconds)                                      | empty        |
 //! | issued value | `issued`, `fingerprint` (the keyed HMAC of the value, never the value) | empty |
+//! | token   | `service` (absent: the admin's), `hash` (the token's keyed hash, never the token), `created`: `at`, `by`, `uid`, `reason`, `expires` (absent: never), `revoked`: `at`, `by`, `uid`, `reason` (absent: not revoked); store format 7 | empty |
 //! | store   | `admin_uid`, `active_key`, `rotation_target`, `last_change`, `digest`, `fingerprint_key` (sealed, from store format 4), `frozen`: `at`, `by`, `uid`, `reason` (absent: not frozen; store format 6) | empty |
 //!
 //! A secret's versions (store format 5): `versions` are those with a value, the current
@@ -1215,6 +1216,63 @@ impl Issued {
             IssuedRow::Value(id, secret) => Issued::Value(id, secret, header(env.header, WHAT)?),
         };
         Ok((issued, auth))
+    }
+}
+
+/// An API token's record (store format 7), at `tokens/ID`: whose it is, its keyed hash
+/// (`tokens.rs`), when it was made and by whom, when it ends, and whether it was revoked.
+/// Never the token.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) struct TokenRecord {
+    /// The service it proves; `None`: the admin.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(crate) service: Option<String>,
+    /// The token's keyed hash.
+    #[serde(with = "serde_bytes")]
+    pub(crate) hash: crate::tokens::TokenHash,
+    /// When it was made, by whom, why.
+    pub(crate) created: Marked,
+    /// When it stops holding (unix seconds); `None`: never.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(crate) expires: Option<u64>,
+    /// Revoked: when, by whom, why.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(crate) revoked: Option<Marked>,
+}
+
+impl std::fmt::Debug for TokenRecord {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TokenRecord")
+            .field("service", &self.service)
+            .field("created", &self.created.at)
+            .field("expires", &self.expires)
+            .field("revoked", &self.revoked.as_ref().map(|m| m.at))
+            .finish_non_exhaustive()
+    }
+}
+
+impl TokenRecord {
+    /// The row of token `id`.
+    pub(crate) fn row(id: &str) -> Row {
+        Row::new(Table::Tokens, id)
+    }
+
+    /// Stored form, as the record of token `id`, tagged under `key`.
+    pub(crate) fn encode(&self, id: &str, key: &Key) -> (Vec<u8>, Auth) {
+        envelope(&TokenRecord::row(id), key, self, &[])
+    }
+
+    /// Checks and parses the record at tokens row `id`.
+    pub(crate) fn decode(id: &str, bytes: &[u8], keys: &Keyring) -> Result<(TokenRecord, Auth)> {
+        const WHAT: &str = "malformed token record";
+        if !crate::tokens::is_valid_token_id(id) {
+            return Err(Error::Corrupt { what: WHAT });
+        }
+        let (env, auth) = open_envelope(&TokenRecord::row(id), bytes, keys, WHAT)?;
+        if !env.payload.is_empty() {
+            return Err(Error::Corrupt { what: WHAT });
+        }
+        Ok((header(env.header, WHAT)?, auth))
     }
 }
 

@@ -38,6 +38,7 @@ use crate::record::{Held, SecretRecord, ServiceRecord, VersionSlot};
 use crate::redb_store::{self, RedbBackend};
 use crate::rows::{self, FORMAT_VERSION, Meta, Mutation};
 use crate::state::State;
+use crate::tokens::TokenKey;
 use crate::trail::AuditKeys;
 use crate::types::{InitReport, OpenedSecret, SecretInfo, ServiceInfo, Status};
 
@@ -49,6 +50,7 @@ mod health;
 mod holders;
 mod plans;
 mod rotation;
+mod tokens;
 mod versions;
 
 pub use auditing::{
@@ -59,6 +61,7 @@ pub use bundles::IssuedInfo;
 pub use change::{Applied, Change, ChangeError};
 pub use health::Health;
 pub use holders::{DelegatedTier, Holders, RotationHolder, RotationStatus, ServiceHolder};
+pub use tokens::{MAX_TOKENS, TokenHolder, TokenInfo, TokenRefused, TokenState};
 
 #[cfg(test)]
 #[allow(clippy::unwrap_used, reason = "a test fails by panicking")]
@@ -84,6 +87,8 @@ pub struct Vault {
     pub(crate) events: crate::events::Hub,
     /// Opens waiting to be recorded (`vault/auditing.rs`).
     opens: auditing::OpenQueue,
+    /// Who waits for a token's change (`vault/tokens.rs`).
+    token_signal: tokens::TokenSignal,
     #[cfg(test)]
     crash_at: Mutex<Option<rotation::CrashPoint>>,
     /// The time tests make it (unix seconds); `None`: the system clock.
@@ -143,7 +148,12 @@ impl Vault {
         }
         let key = Key::generate(1)?;
         let audit = AuditKeys::generate()?;
-        keyfile::write(&key_path, &[&key], Some(audit.seed()))?;
+        let tokens = TokenKey::generate()?;
+        let seeds = keyfile::Seeds {
+            audit: Some(audit.seed()),
+            token: Some(tokens.seed()),
+        };
+        keyfile::write(&key_path, &[&key], seeds)?;
         let backend = RedbBackend::create(data_dir, lock)?;
         Vault::init_store(&backend, &key, admin_uid)?;
         drop(backend);
@@ -236,6 +246,13 @@ impl Vault {
         let file = keyfile::read_file(key_path)?;
         let file_keys = file.keys;
         let file_audit = file.audit.map(AuditKeys::from_seed).transpose()?;
+        let (token_key, new_token_key) = match file.token {
+            Some(seed) => (TokenKey::from_seed(seed), false),
+            None => {
+                info!(key = %key_path.display(), "made the key API tokens are hashed under; it is kept in the key file");
+                (TokenKey::generate()?, true)
+            }
+        };
         let snapshot = backend.load()?;
         let format = rows::format_of(&snapshot)?;
         let (stored, revision, keyring, extra) = if format == legacy::FORMAT {
@@ -257,8 +274,9 @@ impl Vault {
             (stored, revision, keyring, extra)
         };
         let (audit, new_seed) = audit_keys(key_path, stored.meta.audit_key, file_audit)?;
-        let state = State::from_stored(stored, keyring, Some(Arc::clone(&audit)), revision)?;
-        if !extra.is_empty() || new_seed {
+        let mut state = State::from_stored(stored, keyring, Some(Arc::clone(&audit)), revision)?;
+        state.token_key = Some(Arc::new(token_key));
+        if !extra.is_empty() || new_seed || new_token_key {
             // Without the keys nothing uses, and with the audit key's seed: written before
             // the store records its public key, so that a crash in between leaves the
             // seed to the next start.
@@ -272,6 +290,7 @@ impl Vault {
             rotating: Mutex::new(()),
             events: crate::events::Hub::default(),
             opens: auditing::OpenQueue::default(),
+            token_signal: tokens::TokenSignal::default(),
             #[cfg(test)]
             crash_at: Mutex::new(None),
             #[cfg(test)]
@@ -727,6 +746,7 @@ impl Vault {
                 }
             };
             let tell = self.events.has_subscribers().then_some(commit.revision);
+            let tokens_changed = tokens::touches_tokens(&fed.batch);
             let mut state = self.state_mut();
             let events = state.apply(fed.batch, tell);
             state.apply_auths(fed.auths, digest);
@@ -735,6 +755,9 @@ impl Vault {
             // Still under the writer, so subscribers are told in the commits' order;
             // readers of the state are not kept waiting meanwhile.
             self.events.publish(events);
+            if tokens_changed {
+                self.token_signal.fire();
+            }
             at = commit.revision;
         }
         Ok(())
@@ -873,9 +896,13 @@ impl Vault {
         let snapshot = self.backend.load()?;
         let revision = snapshot.revision;
         let keys = self.keys_for(&rows::peek_meta(&snapshot)?)?;
-        let audit = self.state().audit.clone();
+        let (audit, token_key) = {
+            let state = self.state();
+            (state.audit.clone(), state.token_key.clone())
+        };
         let stored = rows::decode_snapshot(snapshot, &keys, audit.as_deref())?;
         let mut fresh = State::from_stored(stored, keys, audit, revision)?;
+        fresh.token_key = token_key;
         let mut state = self.state_mut();
         if fresh.meta.rotation_target.is_some() {
             fresh.rotation = state.rotation;
@@ -895,6 +922,9 @@ impl Vault {
         *state = fresh;
         drop(state);
         self.events.publish(events);
+        if changed {
+            self.token_signal.fire();
+        }
         Ok(changed)
     }
 
@@ -958,8 +988,8 @@ fn upgrade_format(backend: &dyn Backend, base: Revision, from: u32) -> Result<Re
         from,
         to = FORMAT_VERSION,
         "upgraded the store's format (room for the deployment catalog, bundles, a secret's \
-         versions, grants that end, a freeze, suspended services and the audit trail): a \
-         srv-secrets older than this one can no longer open it"
+         versions, grants that end, a freeze, suspended services, the audit trail and API \
+         tokens): a srv-secrets older than this one can no longer open it"
     );
     Ok(revision)
 }

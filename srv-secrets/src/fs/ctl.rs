@@ -12,7 +12,8 @@
 //! `history`, `stale`, `grant ... expires`) are in `ctl/versions.rs`; break-glass
 //! (`freeze`, `unfreeze`, `revoke-all`, `service ... suspend|resume`, `matrix`,
 //! `holders`) is in `ctl/breakglass.rs`; the audit trail's queries (`audit head`, `audit
-//! since`, `audit verify`) in `ctl/audit.rs`.
+//! since`, `audit verify`) in `ctl/audit.rs`; API tokens (`token create`, `token revoke`,
+//! `token list`) in `ctl/tokens.rs`.
 //!
 //! Every change is made by the fid's actor (the admin, over the connection's uid), with
 //! the reason a `reason TEXT` before it gave, if any.
@@ -35,6 +36,7 @@ use zeroize::Zeroizing;
 mod audit;
 mod breakglass;
 mod decl;
+mod tokens;
 mod versions;
 
 use decl::Prepared;
@@ -269,6 +271,7 @@ fn explain(e: &VaultError) -> String {
     if let Some(text) = decl::explain(e)
         .or_else(|| versions::explain(e))
         .or_else(|| breakglass::explain(e))
+        .or_else(|| tokens::explain(e))
     {
         return text;
     }
@@ -342,6 +345,9 @@ fn prepare(command: &Command) -> Result<Prepared<'_>, String> {
     if let Some(prepared) = breakglass::prepare(command) {
         return Ok(prepared);
     }
+    if let Some(prepared) = tokens::prepare(command) {
+        return Ok(prepared);
+    }
     Ok(Prepared::Direct(match command {
         Command::Set { name, value } => Change::Set {
             name,
@@ -366,8 +372,9 @@ fn yes(b: bool) -> &'static str {
 
 /// The result line of a command the vault applied (and the log line, without values).
 fn answer(command: &Command, applied: Applied) -> Reply {
-    if let Some(answer) =
-        versions::answer(command, &applied).or_else(|| breakglass::answer(command, &applied))
+    if let Some(answer) = versions::answer(command, &applied)
+        .or_else(|| breakglass::answer(command, &applied))
+        .or_else(|| tokens::answer(command, &applied))
     {
         return Reply::Ok(answer);
     }
@@ -415,9 +422,15 @@ fn answer(command: &Command, applied: Applied) -> Reply {
                 .word("manifest")
                 .field("created", yes(created))
         }
-        (Command::ServiceRemove { service }, Applied::ServiceRemoved { grants }) => {
-            info!(%service, grants, "service removed");
-            answer.word(service).word("remove").field("grants", grants)
+        (Command::ServiceRemove { service }, Applied::ServiceRemoved { grants, tokens }) => {
+            info!(%service, grants, tokens, "service removed");
+            let answer = answer.word(service).word("remove").field("grants", grants);
+            // Its tokens went with it: said only when it had some.
+            if tokens > 0 {
+                answer.field("tokens_revoked", tokens)
+            } else {
+                answer
+            }
         }
         (Command::Catalog(c), applied) => decl::answer(c, applied),
         (command, applied) => {
@@ -446,6 +459,7 @@ async fn apply_parsed(vault: &Arc<Vault>, actor: &Actor, parsed: Parsed) -> Repl
                 match versions::query(&vault, command)
                     .or_else(|| breakglass::query(&vault, command))
                     .or_else(|| audit::query(&vault, command))
+                    .or_else(|| tokens::query(&vault, command))
                 {
                     Some(answered) => answered.map(Reply::Ok),
                     None => Err("this command is no query".into()),
@@ -632,6 +646,11 @@ mod tests {
             VaultError::NoPendingVersion,
             VaultError::NoPreviousVersion,
             VaultError::Frozen,
+            VaultError::NoSuchToken,
+            VaultError::InvalidTokenId,
+            VaultError::TooManyTokens {
+                limit: secrets::MAX_TOKENS,
+            },
         ];
         errors.extend(manifest_errors());
         for e in &errors {

@@ -39,6 +39,18 @@
 //! connection may send only a handful of requests, a few at a time, until it has
 //! attached; a stranger's connection keeps that small window and draws on no pool.
 //!
+//! A connection whose transport proves nothing of its peer (TCP, say) can prove itself
+//! with a credential, when [`Filesystem::needs_credential`] says it must: Tauth makes an
+//! authentication fid (an afid), the client writes its credential to it (at most
+//! [`Limits::max_credential_len`] bytes, kept zeroized), and Tattach with that afid hands
+//! the bytes to [`Filesystem::attach_with_credential`]. The core knows nothing of what
+//! the bytes mean; it only carries them, once: an afid serves one attach, whatever its
+//! outcome. What the filesystem answers names the principal the credential proves (a
+//! stranger's connection becomes one of that principal's connections, with its slot,
+//! pool and full window) and a [`Ready`] that resolves when the credential stops holding
+//! (revoked, expired): the core then closes the connection. On a connection that needs
+//! no credential, Tauth is answered "authentication not required" as before.
+//!
 //! # Layout
 //! - this file: the [`Filesystem`] trait, [`Admission`], [`Limits`], [`Server`] and its
 //!   listeners.
@@ -81,14 +93,33 @@ pub const MIN_MSIZE: u32 = 4096;
 /// decides the principal from this at attach, never from the client's uname.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Peer {
+    /// The transport the connection came over.
+    pub transport: Transport,
     /// The peer's user id, from SO_PEERCRED on a unix socket.
     pub uid: Option<u32>,
     /// The peer's group id, from SO_PEERCRED on a unix socket.
     pub gid: Option<u32>,
     /// The peer's process id, where the transport knows it.
     pub pid: Option<i32>,
+    /// The name a client certificate gives its holder (its subject's Common Name), on a
+    /// TLS transport that verified the certificate during the handshake; None on every
+    /// other transport, and for a verified certificate that names nothing. The core
+    /// knows nothing of certificates: whoever accepts the TLS connection fills this in.
+    pub certificate: Option<String>,
     /// A printable address for logs.
     pub addr: String,
+}
+
+/// The kind of transport a connection came over: what a [`Peer`]'s identity can rest on.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Transport {
+    /// A unix socket: the kernel tells the peer's uid (SO_PEERCRED).
+    #[default]
+    Unix,
+    /// TLS, after a handshake that checked the client's certificate, if it sent one.
+    Tls,
+    /// Plain TCP: nothing is known of the peer but its address.
+    Tcp,
 }
 
 /// How the core serves a new connection: the filesystem's answer to
@@ -111,14 +142,33 @@ pub enum Admission {
 }
 
 impl Admission {
-    /// Every peer is a principal, one per uid; peers without a uid (TCP) are one
-    /// principal together. The default of [`Filesystem::accept`].
+    /// Every peer is a principal, one per uid or certificate name; peers with neither
+    /// (plain TCP) are one principal together. The default of [`Filesystem::accept`].
     pub fn by_uid(peer: &Peer) -> Admission {
-        Admission::Principal(match peer.uid {
-            Some(uid) => format!("uid {uid}"),
-            None => "no uid".to_string(),
+        Admission::Principal(match (peer.uid, &peer.certificate) {
+            (Some(uid), _) => format!("uid {uid}"),
+            (None, Some(name)) => format!("certificate {name}"),
+            (None, None) => "no uid".to_string(),
         })
     }
+}
+
+/// What an attach with a credential proved ([`Filesystem::attach_with_credential`]).
+pub struct Authenticated<Fid> {
+    /// The root of the tree attached, as [`Filesystem::attach`] answers.
+    pub qid: Qid,
+    /// The handler's state of the new fid.
+    pub fid: Fid,
+    /// The principal the credential proves, as a key like those of
+    /// [`Admission::Principal`]: a stranger's connection becomes one of that principal's
+    /// (its slot among principals, counted against
+    /// [`Limits::max_connections_per_principal`], its pool of reply permits, the full
+    /// window). A connection is one principal's: a later attach on it that proves another
+    /// is refused.
+    pub principal: String,
+    /// Resolves when the credential no longer holds (revoked, expired): the core then
+    /// closes the connection, as when the client hangs up.
+    pub ends: Ready,
 }
 
 /// Why a fid is being clunked.
@@ -185,8 +235,35 @@ pub trait Filesystem: Send + Sync + 'static {
         Admission::by_uid(peer)
     }
 
+    /// Whether a connection from `peer` must prove who it is with a credential before it
+    /// may attach: Tauth, the credential written to the afid, Tattach with that afid
+    /// ([`attach_with_credential`](Filesystem::attach_with_credential)). Asked at every
+    /// Tauth and Tattach. The default, never: Tauth is answered "authentication not
+    /// required".
+    fn needs_credential(&self, peer: &Peer) -> bool {
+        let _ = peer;
+        false
+    }
+
+    /// Tattach with an afid, on a connection that [needs a
+    /// credential](Filesystem::needs_credential): `credential` is what the client wrote
+    /// to the afid (the core wipes it afterwards). The core has checked that the fid is
+    /// new and that the afid was made by Tauth with the same uname and aname and not used
+    /// before. The default refuses.
+    fn attach_with_credential(
+        &self,
+        peer: &Peer,
+        uname: &str,
+        aname: &str,
+        credential: &[u8],
+    ) -> impl Future<Output = Result<Authenticated<Self::Fid>>> + Send {
+        let _ = (peer, uname, aname, credential);
+        async { Err(crate::Error::new(crate::ename::NO_AUTH)) }
+    }
+
     /// Tattach: the root of the tree named by `aname`, for the connection's `peer`.
-    /// The core has checked that the fid is new and that no authentication was offered.
+    /// The core has checked that the fid is new, that no authentication was offered, and
+    /// that the connection needs no credential.
     fn attach(
         &self,
         peer: &Peer,
@@ -322,14 +399,15 @@ pub struct Limits {
     pub max_connections: usize,
     /// Connections one principal may hold at once, so that it cannot take every slot.
     /// Connections from uid 0 are not counted (the kernel mounts one view per service
-    /// as root), nor those from peers without a uid (they cannot be told apart).
+    /// as root), nor those from peers with neither a uid nor a certificate name (they
+    /// cannot be told apart).
     pub max_connections_per_principal: usize,
     /// Connections of strangers served at once, over all of them; more are closed on
     /// accept. Far below `max_connections`, and apart from it: strangers can fill only
     /// their own slots.
     pub max_stranger_connections: usize,
-    /// Connections of strangers one uid may hold at once, so that one local user does
-    /// not take every stranger's slot.
+    /// Connections of strangers one uid (or one certificate name) may hold at once, so
+    /// that one local user does not take every stranger's slot.
     pub max_stranger_connections_per_uid: usize,
     /// Fids one connection may hold.
     pub max_fids: usize,
@@ -353,6 +431,15 @@ pub struct Limits {
     /// closes it. A client needs two or three (Tversion, Tauth, Tattach), a few more to
     /// try another aname.
     pub max_requests_before_attach: usize,
+    /// Bytes an authentication fid accepts: a credential longer than this is refused,
+    /// and the afid's bytes wiped.
+    pub max_credential_len: usize,
+    /// Authentication fids one connection may hold at once (each reserves
+    /// `max_credential_len` bytes): a client needs one per attach, clunked after.
+    pub max_afids: usize,
+    /// Attaches with a credential one connection may make; each holds a watch on its
+    /// credential until the connection ends.
+    pub max_credential_attaches: usize,
     /// How long a connection may take to send the rest of a message it has begun.
     pub stall_timeout: Duration,
     /// How long a new connection may go without a successful attach: one that cannot
@@ -379,6 +466,9 @@ impl Default for Limits {
             max_outstanding_per_principal: 1024,
             pre_attach_window: 4,
             max_requests_before_attach: 16,
+            max_credential_len: 1024,
+            max_afids: 4,
+            max_credential_attaches: 16,
             stall_timeout: Duration::from_secs(30),
             attach_timeout: Duration::from_secs(60),
             write_timeout: Duration::from_secs(30),
@@ -524,13 +614,12 @@ impl<F: Filesystem> Server<F> {
             self.fs.clone(),
             self.limits.clone(),
             self.stats.clone(),
-            slot.pool(),
+            slot,
             stream,
             peer,
             shutdown,
         )
         .await;
-        drop(slot);
     }
 
     /// Accepts connections on a unix socket until `shutdown`, then waits for the open
@@ -541,9 +630,11 @@ impl<F: Filesystem> Server<F> {
             let (stream, _) = listener.accept().await?;
             let cred = stream.peer_cred()?;
             let peer = Peer {
+                transport: Transport::Unix,
                 uid: Some(cred.uid()),
                 gid: Some(cred.gid()),
                 pid: cred.pid(),
+                certificate: None,
                 addr: format!(
                     "unix:uid={},pid={}",
                     cred.uid(),
@@ -563,6 +654,7 @@ impl<F: Filesystem> Server<F> {
             let (stream, addr) = listener.accept().await?;
             let _ = stream.set_nodelay(true);
             let peer = Peer {
+                transport: Transport::Tcp,
                 addr: format!("tcp:{addr}"),
                 ..Peer::default()
             };

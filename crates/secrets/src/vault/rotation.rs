@@ -186,12 +186,8 @@ impl Vault {
         })?;
         let key = Arc::new(Key::generate(id)?);
         let check = key.check()?;
-        let audit = self.state().audit.clone();
-        keyfile::write(
-            &self.key_path,
-            &[&active, &key],
-            audit.as_ref().map(|a| a.seed()),
-        )?;
+        let seeds = self.state().seed_keys();
+        keyfile::write(&self.key_path, &[&active, &key], seeds.seeds())?;
         self.crash_here(CrashPoint::KeyFileWritten)?;
         // The key is loaded before the target is committed, so no reader ever sees a record
         // whose key is not loaded; unused until then.
@@ -348,8 +344,8 @@ impl Vault {
         self.crash_here(CrashPoint::Switched)?;
         // If this fails, the old key stays in the file (and in memory) until the next open
         // retires it; nothing uses it any more.
-        let audit = self.state().audit.clone();
-        keyfile::write(&self.key_path, &[&key], audit.as_ref().map(|a| a.seed()))?;
+        let seeds = self.state().seed_keys();
+        keyfile::write(&self.key_path, &[&key], seeds.seeds())?;
         self.state_mut().keys.retain(|id| id == target);
         Ok(())
     }
@@ -419,7 +415,8 @@ pub(super) fn reconcile_keys(
 }
 
 /// At open: rewrites the key file without the keys nothing uses (the state was validated,
-/// so every record is under a key in `state.keys`), and with the audit key's seed.
+/// so every record is under a key in `state.keys`), and with the audit key's seed and the
+/// tokens' key.
 pub(super) fn drop_extra_keys(key_path: &Path, state: &State, extra: &[u32]) -> Result<()> {
     let keep: Vec<&Key> = state
         .keys
@@ -427,7 +424,7 @@ pub(super) fn drop_extra_keys(key_path: &Path, state: &State, extra: &[u32]) -> 
         .filter_map(|id| state.keys.get(id))
         .map(|k| &**k)
         .collect();
-    keyfile::write(key_path, &keep, state.audit.as_ref().map(|a| a.seed()))?;
+    keyfile::write(key_path, &keep, state.seeds())?;
     for &id in extra {
         if id > state.meta.active_key {
             warn!(
@@ -481,7 +478,7 @@ fn reseal_batch(
     Ok(batch)
 }
 
-/// Up to `max` services, grants, declarations and bundle records still tagged under another key than
+/// Up to `max` services, grants, declarations, bundle and token records still tagged under another key than
 /// `target`, written again as they are (so tagged under the target, the key the store
 /// seals with).
 fn retag_batch(state: &State, target: u32, max: usize) -> Vec<Mutation> {
@@ -508,6 +505,10 @@ fn retag_batch(state: &State, target: u32, max: usize) -> Vec<Mutation> {
                 };
                 Some(Mutation::PutDecl(name.to_owned(), decl))
             }
+            Table::Tokens => state
+                .tokens
+                .get(&row.key)
+                .map(|rec| Mutation::PutToken(row.key.clone(), rec.clone())),
             Table::Bundles => {
                 let bundles = &state.bundles;
                 let issued = match IssuedRow::of_key(&row.key)? {

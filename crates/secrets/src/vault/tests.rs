@@ -1189,7 +1189,7 @@ fn two_nodes() -> (tempfile::TempDir, Arc<Shared>, Vault, Vault) {
     let tmp = tempfile::tempdir().unwrap();
     let key_path = tmp.path().join("key");
     let key = Key::generate(1).unwrap();
-    keyfile::write(&key_path, &[&key], None).unwrap();
+    keyfile::write(&key_path, &[&key], keyfile::Seeds::default()).unwrap();
     let store = Arc::new(Shared::default());
     Vault::init_store(&*Node::on(&store), &key, ADMIN).unwrap();
     let a = Vault::with_backend(Node::on(&store), &key_path).unwrap();
@@ -1773,12 +1773,13 @@ fn a_tampered_replayed_or_removed_declaration_is_refused() {
 }
 
 #[test]
-fn stores_of_formats_2_to_5_are_upgraded_in_place() {
+fn stores_of_formats_2_to_6_are_upgraded_in_place() {
     for older in [
         rows::FORMAT_WITHOUT_CATALOG,
         rows::FORMAT_WITHOUT_BUNDLES,
         rows::FORMAT_WITHOUT_VERSIONS,
         rows::FORMAT_WITHOUT_AUDIT,
+        rows::FORMAT_WITHOUT_TOKENS,
     ] {
         let (_tmp, dir) = fresh();
         let vault = open(&dir);
@@ -1805,14 +1806,14 @@ fn stores_of_formats_2_to_5_are_upgraded_in_place() {
         assert!(vault.catalog().secret("jwt").is_some());
         // A later format is refused by its number, as an older build refuses this one.
         drop(vault);
-        raw::put_meta(&store, "format_version", &7u32.to_be_bytes());
+        raw::put_meta(&store, "format_version", &8u32.to_be_bytes());
         let err = Vault::open(&dir, None).unwrap_err();
         assert!(
             matches!(
                 err,
                 Error::FormatVersion {
-                    found: 7,
-                    supported: 6
+                    found: 8,
+                    supported: 7
                 }
             ),
             "{err:?}"
