@@ -185,6 +185,16 @@ impl Vault {
             what: "key ids are exhausted",
         })?;
         let key = Arc::new(Key::generate(id)?);
+        if !key.is_locked() {
+            // Served all the same: a rotation refused for want of locked memory would
+            // leave the old key in use, which is worse.
+            let why = memlock::status().last_failure.map(|f| f.to_string());
+            warn!(
+                key = id,
+                reason = why.as_deref().unwrap_or("unknown"),
+                "the new key's memory is not locked in RAM and may be written to swap"
+            );
+        }
         let check = key.check()?;
         let audit = self.state().audit.clone();
         keyfile::write(
