@@ -304,6 +304,7 @@ async fn run_serve(
             .map_err(|e| format!("cannot listen on unix:{}: {e}", path.display()))?;
     }
     let vault = open_or_init(&data, key.as_deref(), embedded)?;
+    serve::report_key_memory();
     vault.set_open_queue_bound(audit_queue);
     if demo {
         seed_demo(&vault)?;
