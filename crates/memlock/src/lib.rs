@@ -84,7 +84,10 @@ impl<T> Locked<T> {
 }
 
 /// Locks the pages of `page`, or says why not.
-#[allow(unsafe_code, reason = "mlock(2) takes a raw range; see the SAFETY comment")]
+#[allow(
+    unsafe_code,
+    reason = "mlock(2) takes a raw range; see the SAFETY comment"
+)]
 fn lock<T>(page: &Page<T>) -> Result<(), Failure> {
     let len = size_of::<Page<T>>();
     let system = rustix::param::page_size();

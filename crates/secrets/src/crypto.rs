@@ -256,7 +256,8 @@ impl Key {
             let buf =
                 InOutBuf::new(piece, &mut out[at..at + piece.len()]).map_err(|_| too_large())?;
             let tag = self
-                .material.cipher
+                .material
+                .cipher
                 .encrypt_inout_detached(&Nonce::from(chunk_nonce(&base, i)), aad.as_bytes(), buf)
                 .map_err(|_| too_large())?;
             out[at + piece.len()..at + piece.len() + TAG_LEN].copy_from_slice(&tag);
@@ -333,7 +334,8 @@ impl Key {
             .ok_or(Error::Decrypt)?;
         let aad = SecretAad::chunk(value.id, i, i + 1 == count);
         let buf = InOutBuf::new(ciphertext, out).map_err(|_| Error::Decrypt)?;
-        self.material.cipher
+        self.material
+            .cipher
             .decrypt_inout_detached(
                 &Nonce::from(chunk_nonce(&value.nonce, i)),
                 aad.as_bytes(),
@@ -356,7 +358,10 @@ impl Key {
     /// The tag of a record: HMAC-SHA256 under this key's record key of `parts`, which the
     /// caller makes unambiguous (lengths before variable parts).
     pub(crate) fn record_tag(&self, parts: &[&[u8]]) -> [u8; MAC_LEN] {
-        hmac(&self.material.record, parts).finalize().into_bytes().into()
+        hmac(&self.material.record, parts)
+            .finalize()
+            .into_bytes()
+            .into()
     }
 
     /// Whether `tag` is the tag of `parts`, compared in constant time.
@@ -367,7 +372,10 @@ impl Key {
     /// A record's term in the store's digest: the HMAC of its tag under this key's digest
     /// key. Tags are stored; terms are not, and cannot be made without the key.
     pub(crate) fn digest_term(&self, tag: &[u8; MAC_LEN]) -> [u8; MAC_LEN] {
-        hmac(&self.material.digest, &[tag]).finalize().into_bytes().into()
+        hmac(&self.material.digest, &[tag])
+            .finalize()
+            .into_bytes()
+            .into()
     }
 
     /// Seals the fingerprint key under this key, for the store record.
@@ -380,7 +388,8 @@ impl Key {
         let buf = InOutBuf::new(&fingerprint.seed[..], &mut sealed[..KEY_LEN])
             .map_err(|_| Error::Random)?;
         let tag = self
-            .material.wrap
+            .material
+            .wrap
             .encrypt_inout_detached(&Nonce::from(nonce), &fingerprint_aad(self.id), buf)
             .map_err(|_| Error::Random)?;
         sealed[KEY_LEN..].copy_from_slice(&tag);
@@ -409,7 +418,8 @@ impl Key {
         let tag = Tag::try_from(&sealed.sealed[KEY_LEN..]).map_err(|_| tampered())?;
         let buf =
             InOutBuf::new(&sealed.sealed[..KEY_LEN], &mut seed[..]).map_err(|_| tampered())?;
-        self.material.wrap
+        self.material
+            .wrap
             .decrypt_inout_detached(
                 &Nonce::from(sealed.nonce),
                 &fingerprint_aad(self.id),
@@ -434,16 +444,23 @@ impl Key {
     /// file before touching any record: the HMAC of a fixed text and the key id under this
     /// key's check key.
     pub(crate) fn check(&self) -> Result<KeyCheck> {
-        let tag = hmac(&self.material.check, &[CHECK_DOMAIN, &self.id.to_be_bytes()]).finalize();
+        let tag = hmac(
+            &self.material.check,
+            &[CHECK_DOMAIN, &self.id.to_be_bytes()],
+        )
+        .finalize();
         Ok(KeyCheck(tag.into_bytes().to_vec()))
     }
 
     /// Whether `check` was made by this key (and for this key id), compared in constant
     /// time.
     pub(crate) fn verify(&self, check: &KeyCheck) -> bool {
-        hmac(&self.material.check, &[CHECK_DOMAIN, &self.id.to_be_bytes()])
-            .verify_slice(&check.0)
-            .is_ok()
+        hmac(
+            &self.material.check,
+            &[CHECK_DOMAIN, &self.id.to_be_bytes()],
+        )
+        .verify_slice(&check.0)
+        .is_ok()
     }
 
     /// Whether `check` is a format-1 key check made by this key: the known plaintext
@@ -461,9 +478,10 @@ impl Key {
     pub(crate) fn check_v1(&self) -> KeyCheck {
         let nonce = random_nonce().unwrap_or_default();
         let mut buf = CHECK_PLAINTEXT.to_vec();
-        let _ = self
-            .material.raw
-            .encrypt_in_place(&Nonce::from(nonce), &check_aad(self.id), &mut buf);
+        let _ =
+            self.material
+                .raw
+                .encrypt_in_place(&Nonce::from(nonce), &check_aad(self.id), &mut buf);
         KeyCheck([nonce.as_slice(), &buf].concat())
     }
 }
