@@ -41,8 +41,13 @@ fn ci_checks_format_and_lints_before_the_readmes_test_command_and_verifies_the_u
     assert!(units > test);
     assert!(at("systemd-analyze security --offline=yes --threshold=\"$threshold\"") > units);
     for unit in ["srv-secrets.service", "srv-secrets-network.service"] {
-        assert!(read(&format!("docs/{unit}")).contains("\nExecStart=/usr/local/bin/srv-secrets serve "));
-        assert!(read("docs/operations.md").contains(&format!("| `{unit}` |")), "docs/operations.md reports {unit}'s score");
+        assert!(
+            read(&format!("docs/{unit}")).contains("\nExecStart=/usr/local/bin/srv-secrets serve ")
+        );
+        assert!(
+            read("docs/operations.md").contains(&format!("| `{unit}` |")),
+            "docs/operations.md reports {unit}'s score"
+        );
     }
     assert!(at("cargo install --quiet --locked --debug --path srv-secrets --root") > test);
     // systemd-analyze comes with the systemd package, which a minimal image lacks.
