@@ -44,7 +44,10 @@ enum Command {
         /// these set, --data is required).
         #[arg(long)]
         data: Option<PathBuf>,
-        /// The cluster key file, if it is not DATA/key.
+        /// The cluster key file, if it is not DATA/key. Without --key, under systemd with
+        /// `LoadCredentialEncrypted=srv-secrets.key:...`, the key is the credential
+        /// $CREDENTIALS_DIRECTORY/srv-secrets.key, read-only (rotate-key is refused); --key
+        /// wins over a credential.
         #[arg(long)]
         key: Option<PathBuf>,
         /// Where to listen: unix:PATH or a socket's path (repeatable). Default:
@@ -158,11 +161,53 @@ fn backup(
     Ok(())
 }
 
-fn open_or_init(
-    data: &std::path::Path,
-    key: Option<&std::path::Path>,
-    embedded: bool,
-) -> Result<Vault, String> {
+/// Where `serve` reads the cluster key: `--key`, else the systemd credential, else DATA/key.
+enum KeySource {
+    /// `--key FILE`, or DATA/key: a key file the server rewrites when it rotates the key.
+    File(Option<PathBuf>),
+    /// `$CREDENTIALS_DIRECTORY/srv-secrets.key`: read, never written.
+    Credential(PathBuf),
+}
+
+impl KeySource {
+    /// `--key` wins: an operator who names a file means it. A credential that is there
+    /// all the same is said in the log, since it is then not the key in use.
+    fn resolve(flag: Option<PathBuf>) -> Result<KeySource, String> {
+        // With --key, a credentials directory that would be refused is not used either.
+        let credential = match (&flag, paths::key_credential()) {
+            (Some(_), Err(_)) => None,
+            (_, found) => found?,
+        };
+        Ok(match (flag, credential) {
+            (Some(file), Some(credential)) => {
+                tracing::warn!(
+                    key = %file.display(),
+                    credential = %credential.display(),
+                    "--key is given, so the systemd credential {} is not used",
+                    paths::KEY_CREDENTIAL
+                );
+                KeySource::File(Some(file))
+            }
+            (None, Some(credential)) => KeySource::Credential(credential),
+            (flag, None) => KeySource::File(flag),
+        })
+    }
+}
+
+fn open_or_init(data: &std::path::Path, key: &KeySource, embedded: bool) -> Result<Vault, String> {
+    let key = match key {
+        KeySource::File(file) => file.as_deref(),
+        KeySource::Credential(credential) => {
+            let vault =
+                Vault::open_with_read_only_key(data, credential).map_err(|e| e.to_string())?;
+            tracing::info!(
+                key = %credential.display(),
+                "the cluster key is the systemd credential {}, read-only: rotate-key is refused",
+                paths::KEY_CREDENTIAL
+            );
+            return Ok(vault);
+        }
+    };
     match Vault::open(data, key) {
         Ok(v) => Ok(v),
         Err(VaultError::NotInitialized { .. }) if embedded => {
@@ -277,6 +322,7 @@ async fn run_serve(args: ServeArgs) -> Result<(), String> {
         }
         (unix, tcp)
     };
+    let key = KeySource::resolve(key)?;
     let embedded = data.is_none();
     let data = match data {
         Some(d) => d,
@@ -289,7 +335,8 @@ async fn run_serve(args: ServeArgs) -> Result<(), String> {
         serve::prepare_socket_dir(path, euid)
             .map_err(|e| format!("cannot listen on unix:{}: {e}", path.display()))?;
     }
-    let vault = open_or_init(&data, key.as_deref(), embedded)?;
+    let vault = open_or_init(&data, &key, embedded)?;
+    serve::report_key_memory();
     vault.set_open_queue_bound(audit_queue);
     if demo {
         seed_demo(&vault)?;

@@ -15,6 +15,7 @@ use crate::fs::SecretsFs;
 
 /// Keeps secrets out of core dumps and away from ptrace by other users: a process that
 /// is not dumpable writes no core file, and its memory cannot be read through /proc.
+/// (Keys are also kept out of swap: [`report_key_memory`].)
 pub fn harden_process() {
     if let Err(e) =
         rustix::process::set_dumpable_behavior(rustix::process::DumpableBehavior::NotDumpable)
@@ -27,6 +28,28 @@ pub fn harden_process() {
     };
     if let Err(e) = rustix::process::setrlimit(rustix::process::Resource::Core, none) {
         warn!(error = %e, "could not set RLIMIT_CORE to 0");
+    }
+}
+
+/// Says in the log whether the keys the vault holds are locked in RAM (they are kept in
+/// pages of their own, locked with mlock where RLIMIT_MEMLOCK allows: [`memlock`]), and if
+/// not, why and what the operator raises. Call it once the vault is open.
+pub fn report_key_memory() {
+    let status = memlock::status();
+    match (status.unlocked_bytes, status.last_failure) {
+        (0, _) => info!(
+            locked_bytes = status.locked_bytes,
+            "key memory locked in RAM: the keys are never written to swap"
+        ),
+        (unlocked, failure) => {
+            let why = failure.map_or_else(|| "unknown".to_string(), |f| f.to_string());
+            warn!(
+                locked_bytes = status.locked_bytes,
+                unlocked_bytes = unlocked,
+                "{unlocked} bytes of key memory are not locked in RAM, so keys may be \
+                 written to swap: {why}"
+            );
+        }
     }
 }
 

@@ -81,6 +81,7 @@
 //! - `scan`: the incremental scanner that finds where a line ends (quotes, literals).
 //! - `parse`: nom parsers for a complete line: tokens, then the command.
 //! - `error`: [`CtlError`], [`ErrorKind`] and the error format ([`command_error`]).
+//! - [`fuzzing`]: the fuzz entry point and the properties it checks.
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
 
@@ -88,6 +89,7 @@ mod buffer;
 mod command;
 mod deployment;
 mod error;
+pub mod fuzzing;
 mod parse;
 mod reply;
 mod scan;

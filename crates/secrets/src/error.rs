@@ -222,6 +222,20 @@ pub enum Error {
         /// The missing key id.
         id: u32,
     },
+    /// The key file is one the server may read but not rewrite (a systemd credential), and
+    /// what was asked needs it rewritten.
+    #[error(
+        "the key file {} is read-only to the server (a systemd credential), and {needs}: do it \
+         with the key file itself, then encrypt that into the credential again \
+         (docs/operations.md, \"The key as a systemd credential\")",
+        path.display()
+    )]
+    KeyReadOnly {
+        /// The key file.
+        path: PathBuf,
+        /// What would have rewritten it.
+        needs: &'static str,
+    },
     /// The key file is readable or writable by group or others.
     #[error(
         "key file {} has mode {mode:o}, open to group or others; run `chmod 600 {}`",

@@ -79,6 +79,9 @@ const CONFLICT_RETRIES: usize = 3;
 /// threads behind an `Arc`.
 pub struct Vault {
     key_path: PathBuf,
+    /// The key file is read, never rewritten: it is a systemd credential
+    /// ([`Vault::open_with_read_only_key`]).
+    key_read_only: bool,
     pub(crate) backend: Box<dyn Backend>,
     state: RwLock<State>,
     writer: Mutex<()>,
@@ -209,8 +212,26 @@ impl Vault {
     /// [`Error::KeyMissing`], [`Error::KeyMismatch`], [`Error::FormatVersion`],
     /// [`Error::Corrupt`], I/O and store errors.
     pub fn open(data_dir: &Path, key_path: Option<&Path>) -> Result<Vault> {
-        let store_path = data_dir.join(STORE_FILE);
         let key_path = key_path.map_or_else(|| data_dir.join(KEY_FILE), Path::to_path_buf);
+        Vault::open_keyed(data_dir, key_path, false)
+    }
+
+    /// [`Vault::open`] with the key file at `key_path`, which the vault reads and never
+    /// writes: a systemd credential (`LoadCredentialEncrypted=`), on a read-only file
+    /// system of its own. What would rewrite it is refused with [`Error::KeyReadOnly`]:
+    /// `rotate_key`, and the first start of a store from before the audit trail (whose
+    /// key file has no audit key yet). A key the file holds that nothing uses (a key file
+    /// taken mid-rotation) is left in it, and said in the log; a pending rotation stays
+    /// pending, served with both keys.
+    ///
+    /// # Errors
+    /// As [`Vault::open`], and [`Error::KeyReadOnly`].
+    pub fn open_with_read_only_key(data_dir: &Path, key_path: &Path) -> Result<Vault> {
+        Vault::open_keyed(data_dir, key_path.to_path_buf(), true)
+    }
+
+    fn open_keyed(data_dir: &Path, key_path: PathBuf, key_read_only: bool) -> Result<Vault> {
+        let store_path = data_dir.join(STORE_FILE);
         if !exists(&store_path)? {
             // A key without its store is a store lost (or an init cut short): say how to
             // restore it, and never let a caller take it for a directory to initialize.
@@ -226,7 +247,7 @@ impl Vault {
             });
         }
         let backend = RedbBackend::open(data_dir)?;
-        Vault::with_backend(Box::new(backend), &key_path)
+        Vault::with_backend_keyed(Box::new(backend), &key_path, key_read_only)
     }
 
     /// Serves the store `backend` holds, with the keys of the key file at `key_path`: reads
@@ -240,7 +261,17 @@ impl Vault {
     /// [`Error::KeyMissing`], [`Error::KeyMismatch`], [`Error::FormatVersion`],
     /// [`Error::Corrupt`], I/O and store errors.
     pub fn with_backend(backend: Box<dyn Backend>, key_path: &Path) -> Result<Vault> {
-        if fsutil::remove_if_exists(&fsutil::temp_path(key_path))? {
+        Vault::with_backend_keyed(backend, key_path, false)
+    }
+
+    /// [`Vault::with_backend`], with a key file that is never written if `key_read_only`.
+    fn with_backend_keyed(
+        backend: Box<dyn Backend>,
+        key_path: &Path,
+        key_read_only: bool,
+    ) -> Result<Vault> {
+        // A read-only key file has no temporary file beside it: nothing ever writes there.
+        if !key_read_only && fsutil::remove_if_exists(&fsutil::temp_path(key_path))? {
             info!(key = %key_path.display(), "removed a temporary key file left by an interrupted write");
         }
         let file = keyfile::read_file(key_path)?;
@@ -256,6 +287,12 @@ impl Vault {
         let snapshot = backend.load()?;
         let format = rows::format_of(&snapshot)?;
         let (stored, revision, keyring, extra) = if format == legacy::FORMAT {
+            if key_read_only {
+                return Err(Error::KeyReadOnly {
+                    path: key_path.to_path_buf(),
+                    needs: "this store's format 1 is migrated by rewriting it",
+                });
+            }
             migrate(&*backend, key_path, file_keys, snapshot)?
         } else {
             let revision = snapshot.revision;
@@ -276,7 +313,20 @@ impl Vault {
         let (audit, new_seed) = audit_keys(key_path, stored.meta.audit_key, file_audit)?;
         let mut state = State::from_stored(stored, keyring, Some(Arc::clone(&audit)), revision)?;
         state.token_key = Some(Arc::new(token_key));
-        if !extra.is_empty() || new_seed || new_token_key {
+        if key_read_only && new_seed {
+            return Err(Error::KeyReadOnly {
+                path: key_path.to_path_buf(),
+                needs: "this store's first start with an audit trail adds the audit key to it",
+            });
+        } else if key_read_only && new_token_key {
+            return Err(Error::KeyReadOnly {
+                path: key_path.to_path_buf(),
+                needs: "this store's first start with API tokens adds the token key to it",
+            });
+        } else if key_read_only && !extra.is_empty() {
+            warn!(key = %key_path.display(), unused = ?extra,
+                "the read-only key file holds keys nothing uses; they stay in it until it is made again without them");
+        } else if !extra.is_empty() || new_seed || new_token_key {
             // Without the keys nothing uses, and with the audit key's seed: written before
             // the store records its public key, so that a crash in between leaves the
             // seed to the next start.
@@ -284,6 +334,7 @@ impl Vault {
         }
         let vault = Vault {
             key_path: key_path.to_path_buf(),
+            key_read_only,
             backend,
             state: RwLock::new(state),
             writer: Mutex::new(()),
@@ -318,6 +369,11 @@ impl Vault {
     /// The key file's path (not its contents: there is no way to get those).
     pub fn key_path(&self) -> &Path {
         &self.key_path
+    }
+
+    /// Whether the key file is read and never rewritten ([`Vault::open_with_read_only_key`]).
+    pub fn key_read_only(&self) -> bool {
+        self.key_read_only
     }
 
     /// Tells the subscriber returned of every change `audience` is told of from now on,

@@ -30,7 +30,7 @@ use std::sync::{Arc, Mutex as SyncMutex, MutexGuard};
 use ctl::{Answer, Command, CtlStream, Parsed, Reply, Step, Transaction};
 use secrets::{Actor, Applied, Change, ChangeError, Error as VaultError, Vault};
 use tokio::sync::Mutex;
-use tracing::{error, info};
+use tracing::{error, info, warn};
 use zeroize::Zeroizing;
 
 mod audit;
@@ -312,6 +312,11 @@ fn explain(e: &VaultError) -> String {
                 "rotation to key {key} stopped part-way and is pending; rerun rotate-key; see \
                  the server log"
             )
+        }
+        VaultError::KeyReadOnly { .. } => {
+            warn!(error = %e, "refused: the key file is read-only");
+            "the key file is a read-only systemd credential; see docs/operations.md to rotate it"
+                .into()
         }
         VaultError::RotationCleanup { key, .. } => {
             error!(error = %e, "key rotation done, but the old key is still in the key file");
@@ -641,6 +646,10 @@ mod tests {
             VaultError::RotationCleanup {
                 key: u32::MAX,
                 source: Box::new(VaultError::Random),
+            },
+            VaultError::KeyReadOnly {
+                path: "/run/credentials/srv-secrets.service/srv-secrets.key".into(),
+                needs: "a key rotation writes the new key into it",
             },
             VaultError::PendingVersion { version: u64::MAX },
             VaultError::NoPendingVersion,

@@ -91,6 +91,12 @@ impl Vault {
         progress: &dyn Fn(RotationProgress),
     ) -> Result<RotationReport> {
         actor.check()?;
+        if self.key_read_only {
+            return Err(Error::KeyReadOnly {
+                path: self.key_path.clone(),
+                needs: "a key rotation writes the new key into it",
+            });
+        }
         let _one = self.rotating.lock().unwrap_or_else(PoisonError::into_inner);
         let active_before = self.state().meta.active_key;
         self.rotate_steps(actor, progress).map_err(|e| {
@@ -146,6 +152,13 @@ impl Vault {
         let Some(target) = self.state().meta.rotation_target else {
             return Ok(());
         };
+        if self.key_read_only {
+            // Both keys are loaded and checked: everything is readable. Finishing needs the
+            // key file rewritten.
+            warn!(target, key = %self.key_path.display(),
+                "a key rotation is pending and the key file is read-only: serving with both keys; finish it with the key file itself (rotate-key)");
+            return Ok(());
+        }
         info!(target, "resuming a key rotation interrupted by a crash");
         match self.rotate_key(&|p| debug!(done = p.done, total = p.total, "resumed rotation")) {
             Ok(_) => Ok(()),
@@ -185,6 +198,16 @@ impl Vault {
             what: "key ids are exhausted",
         })?;
         let key = Arc::new(Key::generate(id)?);
+        if !key.is_locked() {
+            // Served all the same: a rotation refused for want of locked memory would
+            // leave the old key in use, which is worse.
+            let why = memlock::status().last_failure.map(|f| f.to_string());
+            warn!(
+                key = id,
+                reason = why.as_deref().unwrap_or("unknown"),
+                "the new key's memory is not locked in RAM and may be written to swap"
+            );
+        }
         let check = key.check()?;
         let seeds = self.state().seed_keys();
         keyfile::write(&self.key_path, &[&active, &key], seeds.seeds())?;

@@ -2480,3 +2480,59 @@ fn a_format_5_store_opens_and_starts_its_audit_chain() {
         open(&dir);
     }
 }
+
+#[test]
+fn a_read_only_key_file_is_read_and_never_written() {
+    let (_tmp, dir) = fresh();
+    let key = dir.join(KEY_FILE);
+    populate(&open(&dir), 3);
+    let before = std::fs::read(&key).unwrap();
+    let vault = Vault::open_with_read_only_key(&dir, &key).unwrap();
+    assert!(vault.key_read_only());
+    assert_all_values(&vault, 3);
+    vault.set("s000", b"changed").unwrap();
+    let err = vault.rotate_key(&|_| {}).unwrap_err();
+    assert!(
+        matches!(err, Error::KeyReadOnly { ref path, .. } if *path == key),
+        "{err:?}"
+    );
+    assert!(
+        err.to_string().contains(
+            "and a key rotation writes the new key into it: do it with the key file itself"
+        ),
+        "{err}"
+    );
+    assert_eq!(vault.status().active_key, 1);
+    assert_eq!(vault.status().rotation, None);
+    drop(vault);
+    assert_eq!(
+        std::fs::read(&key).unwrap(),
+        before,
+        "the key file is untouched"
+    );
+}
+
+#[test]
+fn a_read_only_key_file_taken_mid_rotation_serves_with_both_keys() {
+    let (_tmp, dir) = fresh();
+    {
+        let vault = open_with(&dir, 3, None);
+        populate(&vault, 10);
+        vault.crash_at(Some(CrashPoint::Batch(1)));
+        vault.rotate_key(&|_| {}).unwrap_err();
+    }
+    let key = dir.join(KEY_FILE);
+    assert_eq!(key_file_ids(&dir), [1, 2]);
+    let before = std::fs::read(&key).unwrap();
+    let vault = Vault::open_with_read_only_key(&dir, &key).unwrap();
+    // Not resumed: finishing would rewrite the key file. Everything reads.
+    assert_eq!(vault.state().meta.rotation_target, Some(2));
+    assert_all_values(&vault, 10);
+    drop(vault);
+    assert_eq!(std::fs::read(&key).unwrap(), before);
+    // With the key file itself, the rotation finishes.
+    let vault = open(&dir);
+    assert_eq!(vault.status().rotation, None);
+    assert_eq!(vault.status().active_key, 2);
+    assert_eq!(key_file_ids(&dir), [2]);
+}
