@@ -272,12 +272,14 @@ fn serve_child(args: &[String]) -> ExitCode {
     };
     let socket = PathBuf::from(socket);
     let served = runtime.block_on(async {
+        let signals = srv_secrets::serve::Signals::catch()?;
         let listener = srv_secrets::serve::bind_socket(&socket).await?;
         srv_secrets::serve::serve(
             Arc::new(vault),
             vec![(socket.clone(), listener)],
             Vec::new(),
             Vec::new(),
+            signals,
         )
         .await
     });

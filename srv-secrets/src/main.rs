@@ -341,6 +341,8 @@ async fn run_serve(args: ServeArgs) -> Result<(), String> {
     if demo {
         seed_demo(&vault)?;
     }
+    // Caught before any listener is bound: whoever sees a socket answer may stop us.
+    let signals = serve::Signals::catch().map_err(|e| format!("cannot catch signals: {e}"))?;
     // TCP first: once a unix socket answers, every listener is bound.
     let mut tcp = Vec::new();
     for addr in tcp_addrs {
@@ -400,7 +402,7 @@ async fn run_serve(args: ServeArgs) -> Result<(), String> {
             "srv-secrets: demo: service 'demo' (uid {DEMO_UID}) may read 'greeting'; try: deploy secret get greeting --as demo"
         );
     }
-    serve::serve(vault, sockets, tcp, http_sockets)
+    serve::serve(vault, sockets, tcp, http_sockets, signals)
         .await
         .map_err(|e| e.to_string())
 }

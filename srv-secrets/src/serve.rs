@@ -344,17 +344,40 @@ async fn housekeeping(vault: Arc<Vault>, mut shutdown: Shutdown) -> io::Result<(
 /// `listen.rs`).
 pub type TcpListeners = Vec<(std::net::SocketAddr, tokio::net::TcpListener)>;
 
+/// The signals that stop the server, caught from before its listeners are bound: a
+/// SIGTERM that comes as soon as a socket answers must stop the server cleanly, not kill
+/// it by the default action.
+pub struct Signals {
+    term: tokio::signal::unix::Signal,
+    int: tokio::signal::unix::Signal,
+}
+
+impl Signals {
+    /// Catches SIGTERM and SIGINT from now on.
+    ///
+    /// # Errors
+    /// If a handler cannot be installed.
+    pub fn catch() -> io::Result<Signals> {
+        use tokio::signal::unix::{SignalKind, signal};
+        Ok(Signals {
+            term: signal(SignalKind::terminate())?,
+            int: signal(SignalKind::interrupt())?,
+        })
+    }
+}
+
 /// Serves `vault` over 9P on the unix sockets `sockets` and the TCP listeners `tcp`, and
-/// the HTTP API on `http`, until SIGTERM or SIGINT, then finishes the requests in flight,
-/// records the opens still queued for the audit trail, and returns.
+/// the HTTP API on `http`, until `signals` bring SIGTERM or SIGINT, then finishes the
+/// requests in flight, records the opens still queued for the audit trail, and returns.
 pub async fn serve(
     vault: Arc<Vault>,
     sockets: Vec<(PathBuf, tokio::net::UnixListener)>,
     tcp: TcpListeners,
     http: Vec<(PathBuf, tokio::net::UnixListener)>,
+    signals: Signals,
 ) -> io::Result<()> {
     let flusher = secrets::OpenFlusher::start(vault.clone())?;
-    let served = serve_until_stopped(vault, sockets, tcp, http).await;
+    let served = serve_until_stopped(vault, sockets, tcp, http, signals).await;
     // The last opens, from the requests just finished; a commit, so off the workers.
     match tokio::task::spawn_blocking(move || flusher.stop()).await {
         Ok(()) => info!("recorded the opens still queued for the audit trail"),
@@ -369,6 +392,7 @@ async fn serve_until_stopped(
     sockets: Vec<(PathBuf, tokio::net::UnixListener)>,
     tcp: TcpListeners,
     http: Vec<(PathBuf, tokio::net::UnixListener)>,
+    mut signals: Signals,
 ) -> io::Result<()> {
     let server = Server::new(
         SecretsFs::new(vault.clone()),
@@ -408,11 +432,9 @@ async fn serve_until_stopped(
         tasks.spawn(async move { server.serve_tcp(listener, shutdown).await });
     }
     tasks.spawn(housekeeping(vault.clone(), shutdown.clone()));
-    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
-    let mut int = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::interrupt())?;
     tokio::select! {
-        _ = term.recv() => info!("SIGTERM: finishing requests in flight"),
-        _ = int.recv() => info!("SIGINT: finishing requests in flight"),
+        _ = signals.term.recv() => info!("SIGTERM: finishing requests in flight"),
+        _ = signals.int.recv() => info!("SIGINT: finishing requests in flight"),
         Some(r) = tasks.join_next() => {
             // A listener ended on its own: that is an error worth stopping for.
             trigger.trigger();
