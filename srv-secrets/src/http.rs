@@ -883,7 +883,6 @@ pub async fn serve(
 mod tests {
     #![allow(clippy::unwrap_used, reason = "a test fails by panicking")]
 
-
     use super::*;
 
     #[test]
