@@ -85,14 +85,38 @@ pub async fn holders(
     out: &mut dyn Write,
 ) -> Result<Outcome, CliError> {
     let command = Command::Holders { name };
-    validate(&command)?;
-    let body = query(server, env, &command).await?;
-    let holders: Holders = serde_json::from_slice(&body)
-        .map_err(|e| CliError::Unexpected(format!("the holders do not read: {e}")))?;
+    show::<Holders>(
+        &command,
+        "the holders do not read",
+        render,
+        json,
+        server,
+        env,
+        out,
+    )
+    .await
+}
+
+/// Asks the server `command`, a query answered with JSON, and prints the answer: as JSON
+/// with `json`, else as `render` makes it. `what` is the error's words for an answer
+/// that does not parse.
+async fn show<T: serde::de::DeserializeOwned + Serialize>(
+    command: &Command,
+    what: &str,
+    render: fn(&T) -> String,
+    json: bool,
+    server: &Server,
+    env: &Env,
+    out: &mut dyn Write,
+) -> Result<Outcome, CliError> {
+    validate(command)?;
+    let body = query(server, env, command).await?;
+    let answer: T =
+        serde_json::from_slice(&body).map_err(|e| CliError::Unexpected(format!("{what}: {e}")))?;
     if json {
-        write_json(out, &holders)?;
+        write_json(out, &answer)?;
     } else {
-        write_text(out, &render(&holders))?;
+        write_text(out, &render(&answer))?;
     }
     Ok(Outcome::Done)
 }
@@ -217,16 +241,16 @@ pub async fn rotation_status(
     out: &mut dyn Write,
 ) -> Result<Outcome, CliError> {
     let command = Command::RotationStatus { name };
-    validate(&command)?;
-    let body = query(server, env, &command).await?;
-    let status: RotationStatus = serde_json::from_slice(&body)
-        .map_err(|e| CliError::Unexpected(format!("the rotation status does not read: {e}")))?;
-    if json {
-        write_json(out, &status)?;
-    } else {
-        write_text(out, &render_rotation(&status))?;
-    }
-    Ok(Outcome::Done)
+    show::<RotationStatus>(
+        &command,
+        "the rotation status does not read",
+        render_rotation,
+        json,
+        server,
+        env,
+        out,
+    )
+    .await
 }
 
 /// A summary line of where the rotation stands, then one row per service granted it.
