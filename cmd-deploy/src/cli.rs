@@ -16,8 +16,11 @@ Server address:
   $XDG_RUNTIME_DIR/srv-secrets/9p.sock if XDG_RUNTIME_DIR is set, else
   /run/srv-secrets/9p.sock for root, else /tmp/srv-secrets-$EUID/9p.sock.
   An address is unix:PATH or the socket's path, or tls:HOST:PORT for a server
-  elsewhere: with --ca (the CA of the server's certificate) and --cert and --key
-  (a client certificate whose CN is admin, from the CA the server trusts).
+  elsewhere: with --ca (the CA of the server's certificate) and either --cert and
+  --key (a client certificate whose CN is admin, from the CA the server trusts)
+  or --token-file FILE (a token deploy token create made). For a test server on
+  loopback (srv-secrets serve --insecure-plain-tcp), tcp:HOST:PORT, with
+  --token-file FILE: over TCP the server knows you only by a token.
 
 Exit status:
   0 success, 1 a failure or a finding (missing grants, a plan's problem, a lint
@@ -43,8 +46,8 @@ Examples:
     after_help = TOP_AFTER_HELP
 )]
 pub struct Cli {
-    /// The server's socket, unix:PATH or PATH, or tls:HOST:PORT (default: see "Server
-    /// address" in `deploy --help`)
+    /// The server's socket, unix:PATH or PATH, tls:HOST:PORT, or tcp:HOST:PORT on
+    /// loopback (default: see "Server address" in `deploy --help`)
     #[arg(long, global = true, value_name = "ADDR")]
     pub addr: Option<String>,
 
@@ -61,6 +64,13 @@ pub struct Cli {
     /// The private key of --cert (PEM)
     #[arg(long, global = true, value_name = "FILE")]
     pub key: Option<PathBuf>,
+
+    /// The API token to present where the server knows you by nothing else (--addr
+    /// tls: without --cert, or tcp:): a file of yours, mode 0600 or 0400, holding the
+    /// one line `deploy token create` printed. Read from the file only, never from the
+    /// command line or the environment.
+    #[arg(long, global = true, value_name = "FILE")]
+    pub token_file: Option<PathBuf>,
 
     /// Why: recorded in the audit trail with every change this command makes (a ticket,
     /// an incident; at most 1 KiB of text)
@@ -238,6 +248,10 @@ Examples:
         #[arg(long)]
         json: bool,
     },
+    /// Make, list and revoke API tokens: what proves the admin or a service where the
+    /// transport does not (TCP, TLS without a client certificate).
+    #[command(subcommand)]
+    Token(TokenCommand),
     /// Write a backup of the server's store to FILE while it serves.
     ///
     /// FILE is a copy of the store as of one moment (restore it as DATA/store.redb, see
@@ -319,6 +333,48 @@ pub enum MountKind {
     Kernel,
     /// The kernel's if it has 9p, else FUSE; deploy says which.
     Auto,
+}
+
+/// `deploy token ...`
+#[derive(Debug, Subcommand)]
+pub enum TokenCommand {
+    /// Make an API token for PRINCIPAL (admin, or a service) and print it, once.
+    ///
+    /// The token is 256 random bits; the server keeps only a keyed hash of it, so it
+    /// cannot be shown again: store it at once in a file only you can read (mode 0600)
+    /// and give that to `deploy --token-file`. It proves PRINCIPAL over TCP (and TLS
+    /// without a client certificate) until it expires or is revoked; removing a service
+    /// revokes its tokens. A freeze refuses new tokens.
+    #[command(after_help = "\
+Examples:
+  (umask 077; deploy token create admin > ~/.config/srv-secrets/admin.token)
+  deploy token create web --expires 90d
+  deploy --addr tcp:127.0.0.1:5640 --token-file admin.token secret list")]
+    Create {
+        /// admin, or a service's name.
+        principal: String,
+        /// How long it holds (30m, 12h, 90d, 2w; at most 3650d); default: until revoked.
+        #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
+        expires: Option<u64>,
+        /// Print JSON: {"id", "principal", "expires", "token"}.
+        #[arg(long)]
+        json: bool,
+    },
+    /// List the tokens: ID, principal, when made, when they end, state. Never a token.
+    #[command(after_help = "\
+Examples:
+  deploy token list
+  deploy token list --json")]
+    List(JsonFlag),
+    /// Revoke a token: refused from now on, and every connection that attached with it is
+    /// closed.
+    #[command(after_help = "\
+Examples:
+  deploy token revoke 3f9a1c2b7d4e5f60 --reason 'laptop lost'")]
+    Revoke {
+        /// The token's ID, as `deploy token list` shows it.
+        id: String,
+    },
 }
 
 /// `--json`, for commands that print tables.
@@ -560,6 +616,19 @@ Examples:
         /// The secret's name.
         name: String,
         /// Print JSON instead of tables.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Where a secret's rotation stands: which services granted it have opened the
+    /// current version, and which may still read NAME@previous (they have not yet).
+    #[command(after_help = "\
+Examples:
+  deploy secret rotation-status db_password
+  deploy secret rotation-status db_password --json")]
+    RotationStatus {
+        /// The secret's name.
+        name: String,
+        /// Print JSON instead of a table.
         #[arg(long)]
         json: bool,
     },
@@ -882,6 +951,10 @@ pub struct RotateArgs {
     /// Destroy the old value at promotion, and cut off every reader of it (an incident).
     #[arg(long)]
     pub revoke_previous: bool,
+    /// Retire the old value as soon as every service granted NAME has opened the new one
+    /// (at the latest when the overlap ends); needs --overlap.
+    #[arg(long, requires = "overlap")]
+    pub retire_when_read: bool,
     /// Stage an empty value.
     #[arg(long)]
     pub allow_empty: bool,

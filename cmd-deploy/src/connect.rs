@@ -1,6 +1,13 @@
 //! Finding the server ([`resolve`]), connecting and attaching ([`Session`]), and the one
 //! way deploy changes anything: writing commands to `secrets/ctl` ([`Ctl`]).
 //!
+//! Over a unix socket the server knows us by our uid (SO_PEERCRED), and we make sure of
+//! who serves it before sending anything ([`trusted_server`]). Over TLS it knows us by
+//! our client certificate (`--cert`, `--key`), and we know it by its own, checked against
+//! `--ca`; on TLS without a certificate, and over plain TCP (which srv-secrets serves on
+//! loopback only and for tests, `--insecure-plain-tcp`), it knows us by an API token,
+//! read from `--token-file` ([`Token`]) and presented at attach (9P's Tauth).
+//!
 //! Every request waits at most `--timeout` for a sign of life: it fails once no whole
 //! message (nor 64 KiB of a long one) has been heard from the server, on its connection,
 //! for that long ([`Link`]). A
@@ -12,6 +19,7 @@ use std::ffi::{OsStr, OsString};
 use std::fmt;
 use std::future::Future;
 use std::io;
+use std::net::SocketAddr;
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 use std::pin::Pin;
@@ -37,9 +45,10 @@ pub const ADDR_VAR: &str = "SRV_SECRETS_ADDR";
 /// uid that it is not the admin, instead of serving it a tree without `secrets/`.)
 pub use model::ADMIN_ANAME;
 
-/// Where the server listens: a unix socket, where it knows us by SO_PEERCRED, or TLS,
-/// where it knows us by our certificate (`--cert`, `--key`) and we know it by its own,
-/// checked against `--ca`.
+/// Where the server listens: a unix socket, where it knows us by SO_PEERCRED; TLS,
+/// where it knows us by our certificate (`--cert`, `--key`) or a token, and we know it
+/// by its own, checked against `--ca`; or plain TCP on loopback, for tests, where it
+/// knows us by a token.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Addr {
     /// `unix:PATH`.
@@ -54,6 +63,8 @@ pub enum Addr {
         /// The TCP port.
         port: u16,
     },
+    /// `tcp:HOST:PORT`, on loopback (the server's `--insecure-plain-tcp`, for tests).
+    Tcp(SocketAddr),
 }
 
 impl Addr {
@@ -61,7 +72,7 @@ impl Addr {
     pub fn unix_path(&self) -> Option<&Path> {
         match self {
             Addr::Unix { path } => Some(path),
-            Addr::Tls { .. } => None,
+            Addr::Tls { .. } | Addr::Tcp(_) => None,
         }
     }
 }
@@ -72,7 +83,99 @@ impl fmt::Display for Addr {
             Addr::Unix { path } => write!(f, "unix:{}", path.display()),
             Addr::Tls { host, port } if host.contains(':') => write!(f, "tls:[{host}]:{port}"),
             Addr::Tls { host, port } => write!(f, "tls:{host}:{port}"),
+            Addr::Tcp(addr) => write!(f, "tcp:{addr}"),
         }
+    }
+}
+
+/// An API token, read from `--token-file`: presented at attach over a transport where
+/// the server knows us by nothing else. Kept zeroized; never printed.
+#[derive(Clone)]
+pub struct Token {
+    /// The file it came from, for errors.
+    pub file: PathBuf,
+    text: Zeroizing<Vec<u8>>,
+}
+
+impl fmt::Debug for Token {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "Token(from {})", self.file.display())
+    }
+}
+
+/// The most bytes a token file may hold: a token is 67, and a newline.
+const MAX_TOKEN_FILE: u64 = 4096;
+
+impl Token {
+    /// The token in `file`: one line, `srvtok_...`, as `deploy token create` prints it,
+    /// in a regular file of ours (or root's) that neither group nor others may read.
+    ///
+    /// # Errors
+    /// [`CliError::TokenFile`], saying what is wrong and how to fix it (never a byte of
+    /// what the file holds).
+    pub fn read(file: &Path, euid: u32) -> Result<Token, CliError> {
+        use std::io::Read;
+        use std::os::unix::fs::MetadataExt;
+        let refuse = |why: String| CliError::TokenFile {
+            file: file.to_path_buf(),
+            why,
+        };
+        let mut f =
+            std::fs::File::open(file).map_err(|e| refuse(format!("cannot open it: {e}")))?;
+        // fstat of the file opened: what is checked is what is read.
+        let meta = f
+            .metadata()
+            .map_err(|e| refuse(format!("cannot stat it: {e}")))?;
+        if !meta.is_file() {
+            return Err(refuse("it is not a regular file".into()));
+        }
+        if meta.uid() != euid && meta.uid() != 0 {
+            return Err(refuse(format!(
+                "it belongs to uid {}, neither this user ({euid}) nor root: whoever owns it \
+                 can change the token",
+                meta.uid()
+            )));
+        }
+        let mode = meta.mode() & 0o7777;
+        if mode & 0o077 != 0 {
+            return Err(refuse(format!(
+                "it has mode {mode:o}, open to group or others, who could read the token: run \
+                 `chmod 600 {}`",
+                file.display()
+            )));
+        }
+        let mut text = Zeroizing::new(Vec::with_capacity(MAX_TOKEN_FILE as usize + 1));
+        f.by_ref()
+            .take(MAX_TOKEN_FILE + 1)
+            .read_to_end(&mut text)
+            .map_err(|e| refuse(format!("cannot read it: {e}")))?;
+        if text.len() as u64 > MAX_TOKEN_FILE {
+            return Err(refuse("it is far longer than a token".into()));
+        }
+        // One line: its newline (and a CR before it) is not the token's.
+        while matches!(text.last(), Some(b'\n' | b'\r')) {
+            text.pop();
+        }
+        let shaped = text.starts_with(b"srvtok_")
+            && text
+                .iter()
+                .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-'));
+        if !shaped {
+            return Err(refuse(
+                "it does not hold a token: one line, srvtok_..., as deploy token create \
+                 prints it"
+                    .into(),
+            ));
+        }
+        Ok(Token {
+            file: file.to_path_buf(),
+            text,
+        })
+    }
+
+    /// The token's text, to present at attach.
+    fn expose(&self) -> &[u8] {
+        &self.text
     }
 }
 
@@ -81,12 +184,27 @@ impl fmt::Display for Addr {
 pub struct Server {
     /// Where it listens.
     pub addr: Addr,
+    /// `--token-file`'s token: for an address where the server knows us by nothing else.
+    pub token: Option<Token>,
     /// `--timeout`.
     pub timeout: Duration,
     /// `--reason`: sent before every change (and every transaction) written to ctl.
     pub reason: Option<String>,
     /// `--ca`, `--cert` and `--key`, for a TLS address (and only then).
     pub tls: Option<tls::ClientFiles>,
+}
+
+impl Server {
+    /// The token to present at attach, where the server knows us by nothing else: over
+    /// plain TCP, and over TLS without a client certificate.
+    fn token_to_present(&self) -> Option<&Token> {
+        let certified = self.tls.as_ref().is_some_and(|f| f.identity.is_some());
+        match self.addr {
+            Addr::Tcp(_) => self.token.as_ref(),
+            Addr::Tls { .. } if !certified => self.token.as_ref(),
+            Addr::Tls { .. } | Addr::Unix { .. } => None,
+        }
+    }
 }
 
 /// `--ca`, `--cert` and `--key` as given.
@@ -107,11 +225,15 @@ pub struct TlsFlags {
 /// [`CliError::Usage`] saying which flag is missing or out of place.
 pub fn tls_files(addr: &Addr, flags: &TlsFlags) -> Result<Option<tls::ClientFiles>, CliError> {
     match addr {
-        Addr::Unix { .. } => {
+        Addr::Unix { .. } | Addr::Tcp(_) => {
             if flags.ca.is_some() || flags.cert.is_some() || flags.key.is_some() {
+                let by = match addr {
+                    Addr::Tcp(_) => "a token (--token-file)",
+                    _ => "its uid",
+                };
                 return Err(CliError::Usage(format!(
                     "--ca, --cert and --key are for --addr tls:HOST:PORT; the server at {addr} \
-                     knows deploy by its uid and needs none of them"
+                     knows deploy by {by} and needs none of them"
                 )));
             }
             Ok(None)
@@ -198,15 +320,15 @@ pub fn resolve(flag: Option<&str>, env: &Env) -> Result<Addr, CliError> {
     Ok(Addr::Unix { path })
 }
 
-/// `unix:PATH`, a bare `PATH`, or `tls:HOST:PORT`. Anything that starts like another
-/// scheme (`tcp:...`, `ssh:...`) is refused rather than taken for a file of that name;
-/// such a file can still be named `./tcp:...` or `unix:tcp:...`.
+/// `unix:PATH`, a bare `PATH`, `tls:HOST:PORT`, or `tcp:HOST:PORT` on loopback. Anything
+/// that starts like another scheme (`ssh:...`) is refused rather than taken for a file of
+/// that name; such a file can still be named `./ssh:...` or `unix:ssh:...`.
 fn parse(text: &OsStr, from: &str) -> Result<Addr, CliError> {
     let bytes = text.as_bytes();
     let refuse = || {
         CliError::Usage(format!(
-            "{from} must be unix:PATH (or the path of the server's socket) or tls:HOST:PORT, \
-             not '{}'",
+            "{from} must be unix:PATH (or the path of the server's socket) or tls:HOST:PORT \
+             (or, for a test server on loopback, tcp:HOST:PORT), not '{}'",
             text.to_string_lossy()
         ))
     };
@@ -219,6 +341,26 @@ fn parse(text: &OsStr, from: &str) -> Result<Addr, CliError> {
                 text.to_string_lossy()
             ))
         });
+    }
+    if let Some(hostport) = bytes.strip_prefix(b"tcp:") {
+        let addr: SocketAddr = std::str::from_utf8(hostport)
+            .ok()
+            .and_then(|t| t.parse().ok())
+            .ok_or_else(|| {
+                CliError::Usage(format!(
+                    "{from} tcp:HOST:PORT takes an IP address and a port, such as \
+                     tcp:127.0.0.1:5640, not '{}'",
+                    text.to_string_lossy()
+                ))
+            })?;
+        if !addr.ip().is_loopback() {
+            return Err(CliError::Usage(format!(
+                "{from} tcp:{addr}: deploy speaks plain TCP to loopback only (127.0.0.0/8, \
+                 [::1]): it is unencrypted, for test servers (srv-secrets serve \
+                 --insecure-plain-tcp); reach other machines over TLS"
+            )));
+        }
+        return Ok(Addr::Tcp(addr));
     }
     let path = match bytes.strip_prefix(b"unix:") {
         Some(path) => path,
@@ -471,7 +613,7 @@ impl Session {
     pub async fn admin(server: &Server, env: &Env) -> Result<Session, CliError> {
         let (client, link) = connect(server, env).await?;
         let root = link
-            .answer(client.attach(&env.user, ADMIN_ANAME))
+            .answer(attach(&client, server, env, ADMIN_ANAME))
             .await
             .map_err(|e| attach_error(e, env, server, &link))?;
         Ok(Session {
@@ -499,7 +641,7 @@ impl Session {
         what: &'static str,
     ) -> Result<Session, CliError> {
         let (client, link) = connect(server, env).await?;
-        match link.answer(client.attach(&env.user, service)).await {
+        match link.answer(attach(&client, server, env, service)).await {
             Ok(root) => Ok(Session {
                 addr: server.addr.clone(),
                 root,
@@ -507,7 +649,7 @@ impl Session {
                 reason: server.reason.clone(),
             }),
             Err(e) if is_permission_denied(&e) => {
-                let root = match link.answer(client.attach(&env.user, ADMIN_ANAME)).await {
+                let root = match link.answer(attach(&client, server, env, ADMIN_ANAME)).await {
                     Ok(root) => root,
                     Err(e) => return Err(attach_error(e, env, server, &link)),
                 };
@@ -533,7 +675,7 @@ impl Session {
                 }
             }
             Err(e) if e.remote() == Some(model::FROZEN) => {
-                let mark = match link.answer(client.attach(&env.user, ADMIN_ANAME)).await {
+                let mark = match link.answer(attach(&client, server, env, ADMIN_ANAME)).await {
                     Ok(root) => {
                         let admin = Session {
                             addr: server.addr.clone(),
@@ -683,6 +825,7 @@ async fn connect(server: &Server, env: &Env) -> Result<(Client, Link), CliError>
         during: "connecting".into(),
     };
     let heard = Arc::new(Mutex::new(Instant::now()));
+    check_token_flag(server)?;
     let (client, tls_failure) = match addr {
         Addr::Unix { path } => {
             let stream =
@@ -735,6 +878,15 @@ async fn connect(server: &Server, env: &Env) -> Result<(Client, Link), CliError>
             heard_stream.tls_failure = Some(failure.clone());
             (Client::over(heard_stream), Some(failure))
         }
+        Addr::Tcp(socket) => {
+            let stream =
+                tokio::time::timeout(server.timeout, tokio::net::TcpStream::connect(socket))
+                    .await
+                    .map_err(|_| no_answer())?
+                    .map_err(|e| failed(ClientError::Io(e)))?;
+            let _ = stream.set_nodelay(true);
+            (Client::over(Heard::new(stream, heard.clone())), None)
+        }
     };
     let link = Link {
         addr: addr.clone(),
@@ -754,6 +906,30 @@ async fn connect(server: &Server, env: &Env) -> Result<(Client, Link), CliError>
             }),
             None => Err(failed(e)),
         },
+    }
+}
+
+/// Refuses `--token-file` where the server would not take it, and its absence where
+/// nothing else could say who we are.
+fn check_token_flag(server: &Server) -> Result<(), CliError> {
+    let certified = server.tls.as_ref().is_some_and(|f| f.identity.is_some());
+    match (&server.addr, &server.token) {
+        (Addr::Unix { .. }, Some(token)) => Err(CliError::Usage(format!(
+            "--token-file {}: over a unix socket the server knows you by your uid, not by a \
+             token: leave --token-file out (it is for --addr tls: without --cert, and tcp:)",
+            token.file.display()
+        ))),
+        (Addr::Tls { .. }, Some(token)) if certified => Err(CliError::Usage(format!(
+            "--token-file {}: with --cert the certificate says who you are, and the server \
+             takes no token beside it: give --cert and --key, or --token-file, not both",
+            token.file.display()
+        ))),
+        (Addr::Tcp(_), None) => Err(CliError::Usage(format!(
+            "{} needs --token-file FILE: over TCP the server knows no one without a token \
+             (make one over its unix socket with: deploy token create PRINCIPAL)",
+            server.addr
+        ))),
+        _ => Ok(()),
     }
 }
 
@@ -795,11 +971,48 @@ fn only_changed_by(path: &Path, uid: u32) -> bool {
     as_written && resolved
 }
 
+/// Tattach of `aname` as the server knows us: by our uid (a unix socket) or certificate
+/// (TLS), or with our token.
+async fn attach(
+    client: &Client,
+    server: &Server,
+    env: &Env,
+    aname: &str,
+) -> Result<Fid, ClientError> {
+    match server.token_to_present() {
+        Some(token) => {
+            client
+                .attach_with_credential(&env.user, aname, token.expose())
+                .await
+        }
+        None => client.attach(&env.user, aname).await,
+    }
+}
+
 fn attach_error(e: ClientError, env: &Env, server: &Server, link: &Link) -> CliError {
     if let Some(failure) = link.tls_failure() {
         return CliError::Tls {
             addr: server.addr.to_string(),
             problem: failure.to_string(),
+        };
+    }
+    if let (Some(token), Some(text)) = (server.token_to_present(), e.remote())
+        && text.starts_with(ename::PERMISSION_DENIED)
+    {
+        // The server's words: they never hold the token.
+        let why = text
+            .strip_prefix("permission denied: ")
+            .unwrap_or("the server does not take it for the admin");
+        let hint = if why.starts_with("a service's certificate or token") {
+            "admin commands need a token made for the admin (deploy token create admin)"
+        } else {
+            "make a new one with `deploy token create PRINCIPAL` (see them with `deploy \
+             token list`)"
+        };
+        return CliError::TokenRefused {
+            file: token.file.clone(),
+            why: why.to_string(),
+            hint,
         };
     }
     if let Some(files) = &server.tls {
@@ -832,9 +1045,10 @@ fn tls_attach_error(e: ClientError, files: &tls::ClientFiles, addr: &Addr) -> Cl
         problem,
     };
     match (e.remote(), &files.identity) {
-        (Some(ename::AUTH_REQUIRED), _) => refused(
+        (Some(text), _) if text.starts_with(ename::AUTH_REQUIRED) => refused(
             "the server knows no one on this connection: give --cert and --key, a client \
-             certificate from the CA the server trusts (its --client-ca) whose CN is admin"
+             certificate from the CA the server trusts (its --client-ca) whose CN is admin, \
+             or --token-file with a token deploy token create made"
                 .into(),
         ),
         (Some(text), Some((cert, _))) if text.starts_with(ename::PERMISSION_DENIED) => {
@@ -1020,6 +1234,7 @@ mod tests {
     fn unix_server() -> Server {
         Server {
             addr: resolve(Some("/s"), &env()).unwrap(),
+            token: None,
             timeout: Duration::from_secs(1),
             reason: None,
             tls: None,
@@ -1027,13 +1242,17 @@ mod tests {
     }
 
     fn attach_error(e: ClientError, env: &Env) -> CliError {
+        attach_error_on(e, env, &unix_server())
+    }
+
+    fn attach_error_on(e: ClientError, env: &Env, server: &Server) -> CliError {
         let link = Link {
-            addr: unix_server().addr,
+            addr: server.addr.clone(),
             timeout: Duration::from_secs(1),
             heard: Arc::new(Mutex::new(Instant::now())),
             tls_failure: None,
         };
-        super::attach_error(e, env, &unix_server(), &link)
+        super::attach_error(e, env, server, &link)
     }
 
     #[test]
@@ -1121,14 +1340,7 @@ mod tests {
 
     #[test]
     fn other_schemes_and_empty_addresses_are_usage_errors() {
-        for bad in [
-            "unix:",
-            "tcp:127.0.0.1:564",
-            "tcp!host!564",
-            "ssh:host",
-            "",
-            "TCP:x",
-        ] {
+        for bad in ["unix:", "tcp!host!564", "ssh:host", "", "TCP:x"] {
             let Err(e) = resolve(Some(bad), &env()) else {
                 if bad == "tcp!host!564" {
                     continue; // no colon: a file name like any other
@@ -1143,14 +1355,14 @@ mod tests {
             );
         }
         let e = Env {
-            addr: Some("tcp:127.0.0.1:564".into()),
+            addr: Some("ssh:host".into()),
             ..env()
         };
         let err = resolve(None, &e).unwrap_err().to_string();
         assert_eq!(
             err,
             "SRV_SECRETS_ADDR must be unix:PATH (or the path of the server's socket) or \
-             tls:HOST:PORT, not 'tcp:127.0.0.1:564'"
+             tls:HOST:PORT (or, for a test server on loopback, tcp:HOST:PORT), not 'ssh:host'"
         );
     }
 
@@ -1235,6 +1447,76 @@ mod tests {
     }
 
     #[test]
+    fn tcp_is_for_loopback_only() {
+        assert_eq!(
+            resolve(Some("tcp:127.0.0.1:5640"), &env()).unwrap(),
+            Addr::Tcp("127.0.0.1:5640".parse().unwrap())
+        );
+        let six = resolve(Some("tcp:[::1]:5640"), &env()).unwrap();
+        assert_eq!(six.to_string(), "tcp:[::1]:5640");
+        assert!(six.unix_path().is_none());
+        for far in ["tcp:10.1.2.3:5640", "tcp:0.0.0.0:5640"] {
+            let e = resolve(Some(far), &env()).unwrap_err();
+            assert_eq!(e.exit_code(), 2);
+            assert!(e.to_string().contains("loopback only"), "{e}");
+        }
+        for bad in ["tcp:localhost:5640", "tcp:127.0.0.1", "tcp:"] {
+            let e = resolve(Some(bad), &env()).unwrap_err();
+            assert!(
+                e.to_string().contains("takes an IP address and a port"),
+                "{e}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_token_file_is_ours_private_and_holds_one_token() {
+        use std::os::unix::fs::PermissionsExt;
+        let tmp = tempfile::tempdir().unwrap();
+        let file = tmp.path().join("token");
+        let euid = rustix::process::geteuid().as_raw();
+        let good = format!("srvtok_0123456789abcdef_{}\n", "A".repeat(43));
+        std::fs::write(&file, &good).unwrap();
+        std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o600)).unwrap();
+        let token = Token::read(&file, euid).unwrap();
+        assert_eq!(token.expose(), good.trim_end().as_bytes());
+        assert!(!format!("{token:?}").contains("AAAA"));
+        for mode in [0o640, 0o604, 0o644, 0o660] {
+            std::fs::set_permissions(&file, std::fs::Permissions::from_mode(mode)).unwrap();
+            let e = Token::read(&file, euid).unwrap_err().to_string();
+            assert!(
+                e.contains(&format!("has mode {mode:o}, open to group or others")),
+                "{e}"
+            );
+            assert!(e.contains("chmod 600"), "{e}");
+        }
+        std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o400)).unwrap();
+        assert!(Token::read(&file, euid).is_ok());
+        // Another user's file is theirs to change (root's is not: root can change any).
+        if euid != 0 {
+            let e = Token::read(&file, euid + 1).unwrap_err().to_string();
+            assert!(e.contains("neither this user"), "{e}");
+        }
+        std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o600)).unwrap();
+        // Not a token: said without a byte of it.
+        std::fs::write(&file, "hunter2-not-a-token\n").unwrap();
+        let e = Token::read(&file, euid).unwrap_err().to_string();
+        assert!(
+            e.contains("does not hold a token") && !e.contains("hunter2"),
+            "{e}"
+        );
+        std::fs::write(&file, vec![b's'; 5000]).unwrap();
+        let e = Token::read(&file, euid).unwrap_err().to_string();
+        assert!(e.contains("far longer than a token"), "{e}");
+        let e = Token::read(&tmp.path().join("missing"), euid)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("cannot open it"), "{e}");
+        let e = Token::read(tmp.path(), euid).unwrap_err().to_string();
+        assert!(e.contains("not a regular file"), "{e}");
+    }
+
+    #[test]
     fn what_the_server_tells_a_service_uid() {
         assert_eq!(
             parse_not_admin("uid 1001 is service web; the admin is root or uid 1000"),
@@ -1268,6 +1550,58 @@ mod tests {
         assert!(matches!(e, CliError::AttachRefused { uid: 1000 }));
         let e = attach_error(ClientError::Remote("permission denied: other".into()), &env);
         assert!(matches!(e, CliError::AttachRefused { uid: 1000 }));
+        // Over TCP, a refusal is of the token, in the server's words.
+        let token = Token {
+            file: PathBuf::from("/home/glenda/admin.token"),
+            text: Zeroizing::new(b"srvtok_x".to_vec()),
+        };
+        let tcp = Server {
+            addr: resolve(Some("tcp:127.0.0.1:5640"), &env).unwrap(),
+            token: Some(token.clone()),
+            ..unix_server()
+        };
+        let e = attach_error_on(
+            ClientError::Remote("permission denied: token 0123456789abcdef was revoked".into()),
+            &env,
+            &tcp,
+        );
+        assert_eq!(
+            e.to_string(),
+            "the server refused the token in /home/glenda/admin.token: token 0123456789abcdef \
+             was revoked; make a new one with `deploy token create PRINCIPAL` (see them with \
+             `deploy token list`)"
+        );
+        // Over TLS without a certificate too; with one, the token is not presented.
+        let files = |identity| tls::ClientFiles {
+            ca: "ca.crt".into(),
+            identity,
+        };
+        let mut tls = Server {
+            addr: resolve(Some("tls:h:1"), &env).unwrap(),
+            token: Some(token),
+            tls: Some(files(None)),
+            ..unix_server()
+        };
+        assert!(tls.token_to_present().is_some());
+        let e = attach_error_on(
+            ClientError::Remote(
+                "permission denied: a service's certificate or token; the admin tree takes \
+                 the admin's"
+                    .into(),
+            ),
+            &env,
+            &tls,
+        );
+        assert!(
+            e.to_string().ends_with(
+                "admin commands need a token made for the admin (deploy token create admin)"
+            ),
+            "{e}"
+        );
+        tls.tls = Some(files(Some(("me.crt".into(), "me.key".into()))));
+        assert!(tls.token_to_present().is_none());
+        assert!(check_token_flag(&tls).is_err());
+        assert!(unix_server().token_to_present().is_none());
     }
 
     /// A Link over one end of a socket pair whose other end `peer` drives.

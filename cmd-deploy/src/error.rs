@@ -240,6 +240,24 @@ pub enum CliError {
         /// Our effective uid.
         euid: u32,
     },
+    /// `--token-file` names a file deploy will not take a token from.
+    #[error("--token-file {}: {why}", file.display())]
+    TokenFile {
+        /// The file.
+        file: std::path::PathBuf,
+        /// What is wrong with it (never a byte of what it holds).
+        why: String,
+    },
+    /// The server refused the token of `--token-file` at attach.
+    #[error("the server refused the token in {}: {why}; {hint}", file.display())]
+    TokenRefused {
+        /// The token's file.
+        file: std::path::PathBuf,
+        /// Why, as the server said it (never the token).
+        why: String,
+        /// What to do.
+        hint: &'static str,
+    },
     /// An argument that is wrong before anything is sent (exit status 2).
     #[error("{0}")]
     Usage(String),

@@ -6,19 +6,20 @@
 //! cryptography (the `secrets` crate owns the vault).
 //!
 //! # Layout
-//! - [`principal`]: who is asking (SO_PEERCRED uid, or a TLS client certificate's name →
-//!   admin or service) and which view an aname selects.
-//! - [`listen`]: the addresses `--listen` and `--http` take (unix:, tls:, tcp:), read and
-//!   bound in one place.
-//! - [`tls_listener`]: TLS listeners' certificates (reloaded on SIGHUP) and each connection's
-//!   handshake, which gives its peer a name.
-//! - [`quiet`]: a budget for the log lines strangers can cause.
+//! - [`principal`]: who is asking (SO_PEERCRED uid, a TLS client certificate's name, or
+//!   an API token where the transport proves nothing → admin or service) and which view
+//!   an aname selects.
 //! - [`fs`]: the filesystem handlers; `fs/kinds.rs` declares every file of both trees
 //!   (name, directory, listing, mode, content) and holds the grant check of every walk,
 //!   stat and listing, which `fs/node.rs` runs; `fs/fid.rs` checks the view before every
 //!   request on a fid; `fs/opened.rs` opens and reads each kind of content; `fs/ctl.rs`
 //!   applies ctl commands to the vault. The text files it serves are the namespace's
 //!   (the `model` crate), which deploy parses.
+//! - [`listen`]: the addresses `--listen` and `--http` take (unix sockets; TLS; plain TCP
+//!   on loopback, for tests), read and checked in one place.
+//! - [`tls_listener`]: TLS listeners' certificates (reloaded on SIGHUP) and each
+//!   connection's handshake, which gives its peer a name.
+//! - [`quiet`]: a budget for the log lines strangers can cause.
 //! - [`serve`]: process hardening, the socket (in a directory nobody else can change),
 //!   the listeners, SIGHUP's reload, and the clean stop on SIGTERM.
 //! - [`paths`]: the embedded default data directory and socket.

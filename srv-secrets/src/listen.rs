@@ -7,7 +7,8 @@
 //!   (`--tls-cert`, `--tls-key`, `--client-ca`).
 //! - `tcp:HOST:PORT`: plain TCP, which proves nothing of its peers and hides nothing of
 //!   what they read: refused unless `--insecure-plain-tcp`, and even then only on a
-//!   loopback address (for tests on one machine).
+//!   loopback address (for tests on one machine), where every connection must present an
+//!   API token at attach (`principal.rs`, `needs_token`): there is no anonymous principal.
 //!
 //! HOST is an IP address (`0.0.0.0`, `[::1]`) or `localhost`; PORT 0 picks a free port,
 //! which the server prints once it listens.
@@ -15,6 +16,9 @@
 use std::fmt;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::PathBuf;
+
+/// The flag that lets `--listen tcp:` through, on loopback.
+pub const INSECURE_PLAIN_TCP: &str = "--insecure-plain-tcp";
 
 /// An address to listen on.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -111,7 +115,8 @@ pub fn check_plain_tcp(
             "{flag} {listen}: plain TCP proves nothing of who connects and lets anyone on the \
              way read the secrets: listen on tls:{addr} (with --tls-cert, --tls-key and \
              --client-ca) instead; for a test on this machine alone, --insecure-plain-tcp \
-             allows tcp: on a loopback address"
+             allows tcp: on a loopback address (every connection must then present an API \
+             token)"
         ));
     }
     if !addr.ip().is_loopback() {

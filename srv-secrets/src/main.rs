@@ -97,7 +97,10 @@ struct ServeArgs {
     /// these set, --data is required).
     #[arg(long)]
     data: Option<PathBuf>,
-    /// The cluster key file, if it is not DATA/key.
+    /// The cluster key file, if it is not DATA/key. Without --key, under systemd with
+    /// `LoadCredentialEncrypted=srv-secrets.key:...`, the key is the credential
+    /// $CREDENTIALS_DIRECTORY/srv-secrets.key, read-only (rotate-key is refused); --key
+    /// wins over a credential.
     #[arg(long)]
     key: Option<PathBuf>,
     /// Where to listen (repeatable): unix:PATH or a socket's path; tls:HOST:PORT (9P over
@@ -128,8 +131,9 @@ struct ServeArgs {
     /// is refused at the handshake. Reloaded on SIGHUP.
     #[arg(long, value_name = "FILE")]
     crl: Option<PathBuf>,
-    /// Allow --listen tcp:HOST:PORT on a loopback address: plain 9P, unencrypted, whose
-    /// connections are nobody (their attach is refused). For tests on one machine.
+    /// Allow --listen tcp:HOST:PORT, on a loopback address only, for tests: plain TCP
+    /// is unencrypted and proves nobody, so every connection over it must present an
+    /// API token (deploy token create) at attach.
     #[arg(long)]
     insecure_plain_tcp: bool,
     /// Add a demo service `demo` (uid 65534) that may read a secret `greeting`,
@@ -191,11 +195,53 @@ fn backup(
     Ok(())
 }
 
-fn open_or_init(
-    data: &std::path::Path,
-    key: Option<&std::path::Path>,
-    embedded: bool,
-) -> Result<Vault, String> {
+/// Where `serve` reads the cluster key: `--key`, else the systemd credential, else DATA/key.
+enum KeySource {
+    /// `--key FILE`, or DATA/key: a key file the server rewrites when it rotates the key.
+    File(Option<PathBuf>),
+    /// `$CREDENTIALS_DIRECTORY/srv-secrets.key`: read, never written.
+    Credential(PathBuf),
+}
+
+impl KeySource {
+    /// `--key` wins: an operator who names a file means it. A credential that is there
+    /// all the same is said in the log, since it is then not the key in use.
+    fn resolve(flag: Option<PathBuf>) -> Result<KeySource, String> {
+        // With --key, a credentials directory that would be refused is not used either.
+        let credential = match (&flag, paths::key_credential()) {
+            (Some(_), Err(_)) => None,
+            (_, found) => found?,
+        };
+        Ok(match (flag, credential) {
+            (Some(file), Some(credential)) => {
+                tracing::warn!(
+                    key = %file.display(),
+                    credential = %credential.display(),
+                    "--key is given, so the systemd credential {} is not used",
+                    paths::KEY_CREDENTIAL
+                );
+                KeySource::File(Some(file))
+            }
+            (None, Some(credential)) => KeySource::Credential(credential),
+            (flag, None) => KeySource::File(flag),
+        })
+    }
+}
+
+fn open_or_init(data: &std::path::Path, key: &KeySource, embedded: bool) -> Result<Vault, String> {
+    let key = match key {
+        KeySource::File(file) => file.as_deref(),
+        KeySource::Credential(credential) => {
+            let vault =
+                Vault::open_with_read_only_key(data, credential).map_err(|e| e.to_string())?;
+            tracing::info!(
+                key = %credential.display(),
+                "the cluster key is the systemd credential {}, read-only: rotate-key is refused",
+                paths::KEY_CREDENTIAL
+            );
+            return Ok(vault);
+        }
+    };
     match Vault::open(data, key) {
         Ok(v) => Ok(v),
         Err(VaultError::NotInitialized { .. }) if embedded => {
@@ -358,6 +404,7 @@ async fn run_serve(args: ServeArgs) -> Result<(), String> {
     let tls = tls_files(&args, wants_tls)?
         .map(TlsServer::load)
         .transpose()?;
+    let key = KeySource::resolve(args.key)?;
     let embedded = args.data.is_none();
     let data = match args.data {
         Some(d) => d,
@@ -372,19 +419,27 @@ async fn run_serve(args: ServeArgs) -> Result<(), String> {
                 .map_err(|e| format!("cannot listen on unix:{}: {e}", path.display()))?;
         }
     }
-    let vault = open_or_init(&data, args.key.as_deref(), embedded)?;
+    let vault = open_or_init(&data, &key, embedded)?;
+    serve::report_key_memory();
     vault.set_open_queue_bound(args.audit_queue);
     if args.demo {
         seed_demo(&vault)?;
     }
+    // Caught before any listener is bound: whoever sees a socket answer may stop us.
     let signals = serve::Signals::catch().map_err(|e| format!("cannot catch signals: {e}"))?;
+    // Network listeners first: once a unix socket answers, every listener is bound.
     let mut nine_p_bound = Vec::new();
-    for listen in &nine_p {
-        nine_p_bound.push(serve::bind(listen, tls.as_ref()).await?);
-    }
     let mut http_bound = Vec::new();
-    for listen in &http {
-        http_bound.push(serve::bind(listen, tls.as_ref()).await?);
+    for unix in [false, true] {
+        for listen in nine_p
+            .iter()
+            .filter(|l| matches!(l, Listen::Unix(_)) == unix)
+        {
+            nine_p_bound.push(serve::bind(listen, tls.as_ref()).await?);
+        }
+        for listen in http.iter().filter(|l| matches!(l, Listen::Unix(_)) == unix) {
+            http_bound.push(serve::bind(listen, tls.as_ref()).await?);
+        }
     }
     let vault = Arc::new(vault);
     eprintln!(
@@ -413,10 +468,14 @@ async fn run_serve(args: ServeArgs) -> Result<(), String> {
                     "  manage:  deploy --addr {bound} --ca CA.crt --cert admin.crt --key admin.key secret list"
                 );
             }
-            serve::Bound::Tcp { .. } => eprintln!(
-                "  plain TCP (--insecure-plain-tcp), for tests: unencrypted, and its \
-                 connections are nobody"
-            ),
+            serve::Bound::Tcp { .. } => {
+                eprintln!(
+                    "  plain TCP ({}), for tests: unencrypted; every connection must present \
+                     an API token",
+                    listen::INSECURE_PLAIN_TCP
+                );
+                eprintln!("  manage:  deploy --addr {bound} --token-file FILE secret list");
+            }
         }
     }
     for bound in &http_bound {

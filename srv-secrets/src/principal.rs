@@ -5,29 +5,35 @@
 //! `init` are the admin; a uid mapped to a service is that service; anyone else is refused.
 //! Over TLS the name the client's verified certificate gives decides (its subject's
 //! Common Name; the CA of `--client-ca` is trusted to issue names): `admin` is the admin,
-//! a service's name is that service, any other name is refused, and a connection without
-//! a certificate is nobody ("authentication required"), as is one over plain TCP. The
-//! client's uname is never consulted.
+//! a service's name is that service, any other name is refused.
+//!
+//! A transport that proves nothing of its peer ([`needs_token`]: plain TCP, and TLS
+//! without a client certificate) must present an API token, at attach (9P's Tauth): the
+//! token decides ([`principal_of_token`]). There is no anonymous principal. The client's
+//! uname is never consulted.
 //!
 //! The same decides, at accept, how the server core admits a connection
-//! ([`admission_of`]): those who are someone as principals, the rest as strangers.
+//! ([`admission_of`]): those who are someone as principals, the rest as strangers (a
+//! connection that must present a token is a stranger until it has).
 
 use ninep::Error;
 use ninep::server::{Admission, Peer, Transport};
-use secrets::Vault;
+use secrets::{TokenHolder, Vault};
 
 /// The authenticated party behind a connection.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Principal {
     /// The operator: root or the uid that ran `init`.
     Admin,
-    /// A service, by the uid mapped to it or the name its certificate gives.
+    /// A service, by the uid mapped to it, the name its certificate gives, or one of
+    /// its API tokens.
     Service {
         /// The service's name.
         name: String,
         /// The uid it connected with; the mapping is checked again on every request.
-        /// None: a verified certificate named it, and the name is all there is to check
-        /// again (the service exists).
+        /// `None` over a transport without uids: a verified certificate named it (the
+        /// name is all there is to check again: the service exists), or a token proved
+        /// it (the token is checked again on every request: `fs/fid.rs`).
         uid: Option<u32>,
     },
 }
@@ -50,10 +56,25 @@ pub enum View {
 /// [`model::RESERVED_SERVICE_NAMES`]).
 const ADMIN_ANAMES: [&str; 2] = ["", model::ADMIN_ANAME];
 
-/// The principal of a connection's peer. Unknown peers are "permission denied"; those
-/// the transport proved nothing of (TLS without a client certificate, plain TCP) are
-/// "authentication required": nobody is anonymous here.
+/// Whether a connection from `peer` must present an API token at attach: its transport
+/// proves nothing of who it is (plain TCP; TLS without a client certificate, whose
+/// certificate, when it has one, is the identity instead). The one place this is decided.
+pub fn needs_token(peer: &Peer) -> bool {
+    match peer.transport {
+        Transport::Unix => false,
+        Transport::Tcp => true,
+        Transport::Tls => peer.certificate.is_none(),
+    }
+}
+
+/// The principal of a connection's peer, from its transport. Unknown peers are
+/// "permission denied"; a peer that must present a token ([`needs_token`]) is
+/// "authentication required": it proves itself at attach, with [`principal_of_token`].
+/// Nobody is anonymous here.
 pub fn principal_of(vault: &Vault, peer: &Peer) -> Result<Principal, Error> {
+    if needs_token(peer) {
+        return Err(Error::new(ninep::ename::AUTH_REQUIRED));
+    }
     let Some(uid) = peer.uid else {
         return match peer.certificate.as_deref() {
             Some(model::ADMIN_ANAME) => Ok(Principal::Admin),
@@ -61,8 +82,8 @@ pub fn principal_of(vault: &Vault, peer: &Peer) -> Result<Principal, Error> {
                 name: name.to_string(),
                 uid: None,
             }),
-            Some(_) => Err(Error::permission_denied()),
-            None => Err(Error::new(ninep::ename::AUTH_REQUIRED)),
+            // A unix peer without credentials, or a name that is no one's.
+            _ => Err(Error::permission_denied()),
         };
     };
     if uid == 0 || uid == vault.admin_uid() {
@@ -77,24 +98,46 @@ pub fn principal_of(vault: &Vault, peer: &Peer) -> Result<Principal, Error> {
     }
 }
 
+/// The principal a token proved ([`Vault::authenticate_token`]).
+pub fn principal_of_token(holder: &TokenHolder) -> Principal {
+    match &holder.principal {
+        secrets::Principal::Service(name) => Principal::Service {
+            name: name.clone(),
+            uid: None,
+        },
+        // Tokens are made for the admin or a service only.
+        secrets::Principal::Admin | secrets::Principal::Local => Principal::Admin,
+    }
+}
+
 /// How the core should admit a new connection from `peer`, before it says anything.
 /// Root, the admin's uid and each service's uid are principals, one per uid, and so is
 /// each name a certificate gives (`admin`, a service's), so that one that floods and does
 /// not read its replies stalls only itself. Any other uid or name is a stranger: let in,
 /// to be told "permission denied" at attach, with its own few slots and next to nothing
-/// to spend; so is a connection over TLS without a certificate, or over plain TCP, to be
-/// told "authentication required". A unix peer without a uid can never be anyone, and
-/// is refused.
+/// to spend. A unix peer without a uid can never be anyone, and is refused.
+///
+/// A peer that must present a token is a stranger until it has: then the core makes its
+/// connection one of the token's principal's ([`token_admission_key`]).
 pub fn admission_of(vault: &Vault, peer: &Peer) -> Admission {
+    if needs_token(peer) {
+        return Admission::Stranger;
+    }
     let known = principal_of(vault, peer).is_ok();
     match (peer.uid, peer.certificate.as_deref()) {
         (Some(uid), _) if known => Admission::Principal(format!("uid {uid}")),
         (None, Some(name)) if known => Admission::Principal(format!("certificate {name}")),
         (Some(_), _) | (None, Some(_)) => Admission::Stranger,
-        (None, None) => match peer.transport {
-            Transport::Unix => Admission::Refuse,
-            Transport::Tls | Transport::Tcp => Admission::Stranger,
-        },
+        (None, None) => Admission::Refuse,
+    }
+}
+
+/// The key the core admits a connection under once a token proved `principal`: one
+/// pool and connection cap per principal proven by tokens, apart from those of uids.
+pub fn token_admission_key(principal: &Principal) -> String {
+    match principal {
+        Principal::Admin => "token admin".to_string(),
+        Principal::Service { name, .. } => format!("token service {name}"),
     }
 }
 
@@ -129,6 +172,12 @@ pub fn view_for(vault: &Vault, principal: &Principal, aname: &str) -> Result<Vie
             name,
             uid: Some(uid),
         } if aname == model::ADMIN_ANAME => Err(not_admin(*uid, name, vault.admin_uid())),
+        Principal::Service { uid: None, .. } if aname == model::ADMIN_ANAME => {
+            Err(Error::new(format!(
+                "{}: a service's certificate or token; the admin tree takes the admin's",
+                ninep::ename::PERMISSION_DENIED
+            )))
+        }
         _ => Err(Error::permission_denied()),
     }
 }
@@ -160,9 +209,11 @@ impl View {
             View::Admin => Ok(()),
             View::Service { service, by } => {
                 let valid = match by {
-                    Principal::Admin => vault.serves(service),
+                    // A token's principal: the token is checked apart (`fs/fid.rs`).
+                    Principal::Admin | Principal::Service { uid: None, .. } => {
+                        vault.serves(service)
+                    }
                     Principal::Service { uid: Some(uid), .. } => vault.uid_serves(*uid, service),
-                    Principal::Service { uid: None, .. } => vault.serves(service),
                 };
                 if valid {
                     Ok(())
@@ -250,11 +301,8 @@ mod tests {
             service("api", API)
         );
         denied(principal_of(&v, &peer(Some(STRANGER))));
-        // No credentials is nobody.
-        assert_eq!(
-            principal_of(&v, &peer(None)).unwrap_err().0,
-            "authentication required"
-        );
+        // A unix peer without credentials is nobody.
+        denied(principal_of(&v, &peer(None)));
         // A remapped service is known by its new uid only.
         v.service_set_uid("web", STRANGER).unwrap();
         denied(principal_of(&v, &peer(Some(WEB))));
@@ -279,19 +327,14 @@ mod tests {
         denied(principal_of(&v, &certified(Some("nosuch"))));
         // "secrets" is the admin tree's directory, never a service.
         denied(principal_of(&v, &certified(Some("secrets"))));
-        assert_eq!(
-            principal_of(&v, &certified(None)).unwrap_err().0,
-            "authentication required"
-        );
+        let required = |e: Error| assert!(e.0.starts_with("authentication required"), "{e}");
+        required(principal_of(&v, &certified(None)).unwrap_err());
         let tcp = Peer {
             transport: Transport::Tcp,
             addr: "tcp:test".into(),
             ..Peer::default()
         };
-        assert_eq!(
-            principal_of(&v, &tcp).unwrap_err().0,
-            "authentication required"
-        );
+        required(principal_of(&v, &tcp).unwrap_err());
         // Admitted: a principal per name; the others as strangers, to hear why at attach.
         let cert_key = |name: &str| Admission::Principal(format!("certificate {name}"));
         assert_eq!(
@@ -305,12 +348,16 @@ mod tests {
         );
         assert_eq!(admission_of(&v, &certified(None)), Admission::Stranger);
         assert_eq!(admission_of(&v, &tcp), Admission::Stranger);
-        // A service's view by certificate: its own only, and "admin" is refused plainly
-        // (there is no uid to tell it about).
+        // A service's view by certificate: its own only, and "admin" is refused with
+        // what the admin tree takes (there is no uid to tell it about).
         let own = view_for(&v, &web, "").unwrap();
         assert_eq!(view_for(&v, &web, "web").unwrap(), own);
         denied(view_for(&v, &web, "api"));
-        denied(view_for(&v, &web, "admin"));
+        let e = view_for(&v, &web, "admin").unwrap_err();
+        assert!(
+            e.0.starts_with("permission denied: a service's certificate"),
+            "{e}"
+        );
         // The view lasts while the service does; a certificate is no uid to remap.
         own.still_valid(&v).unwrap();
         v.service_set_uid("web", STRANGER).unwrap();
@@ -434,5 +481,77 @@ mod tests {
         v.service_set_uid("web", WEB).unwrap();
         by_admin.still_valid(&v).unwrap();
         by_web.still_valid(&v).unwrap();
+    }
+}
+
+#[cfg(test)]
+mod token_tests {
+    #![allow(clippy::unwrap_used, reason = "a test fails by panicking")]
+
+    use super::*;
+
+    fn over(transport: Transport, uid: Option<u32>, certificate: Option<&str>) -> Peer {
+        Peer {
+            transport,
+            uid,
+            certificate: certificate.map(str::to_owned),
+            addr: "test".into(),
+            ..Peer::default()
+        }
+    }
+
+    #[test]
+    fn only_a_transport_that_proves_nothing_needs_a_token() {
+        assert!(!needs_token(&over(Transport::Unix, Some(1000), None)));
+        assert!(needs_token(&over(Transport::Tcp, None, None)));
+        // TLS: a client certificate is the identity; without one, a token is.
+        assert!(needs_token(&over(Transport::Tls, None, None)));
+        assert!(!needs_token(&over(Transport::Tls, None, Some("web"))));
+    }
+
+    #[test]
+    fn a_peer_that_needs_a_token_is_a_stranger_and_nobody_until_it_presents_one() {
+        let dir = tempfile::tempdir().unwrap();
+        let data = dir.path().join("data");
+        Vault::init(&data, None, 1000).unwrap();
+        let v = Vault::open(&data, None).unwrap();
+        v.service_set_uid("web", 1001).unwrap();
+        // Even a TCP peer that somehow carried a uid is no one by it.
+        for peer in [
+            over(Transport::Tcp, None, None),
+            over(Transport::Tcp, Some(0), None),
+            over(Transport::Tls, None, None),
+        ] {
+            assert_eq!(admission_of(&v, &peer), Admission::Stranger);
+            let e = principal_of(&v, &peer).unwrap_err();
+            assert!(e.0.starts_with("authentication required"), "{e}");
+        }
+        // A service's token: its own view, not the admin tree.
+        let holder = TokenHolder {
+            id: "0123456789abcdef".into(),
+            principal: secrets::Principal::Service("web".into()),
+            expires: None,
+        };
+        let web = principal_of_token(&holder);
+        assert_eq!(token_admission_key(&web), "token service web");
+        assert!(matches!(
+            view_for(&v, &web, "").unwrap(),
+            View::Service { .. }
+        ));
+        let e = view_for(&v, &web, "admin").unwrap_err();
+        assert!(
+            e.0.starts_with("permission denied: a service's certificate or token"),
+            "{e}"
+        );
+        assert_eq!(
+            view_for(&v, &web, "api").unwrap_err(),
+            Error::permission_denied()
+        );
+        let admin = principal_of_token(&TokenHolder {
+            principal: secrets::Principal::Admin,
+            ..holder
+        });
+        assert_eq!(view_for(&v, &admin, "").unwrap(), View::Admin);
+        assert_eq!(token_admission_key(&admin), "token admin");
     }
 }

@@ -116,6 +116,7 @@ pub async fn bind(listen: &Listen, tls: Option<&Arc<TlsServer>>) -> Result<Bound
 
 /// Keeps secrets out of core dumps and away from ptrace by other users: a process that
 /// is not dumpable writes no core file, and its memory cannot be read through /proc.
+/// (Keys are also kept out of swap: [`report_key_memory`].)
 pub fn harden_process() {
     if let Err(e) =
         rustix::process::set_dumpable_behavior(rustix::process::DumpableBehavior::NotDumpable)
@@ -128,6 +129,28 @@ pub fn harden_process() {
     };
     if let Err(e) = rustix::process::setrlimit(rustix::process::Resource::Core, none) {
         warn!(error = %e, "could not set RLIMIT_CORE to 0");
+    }
+}
+
+/// Says in the log whether the keys the vault holds are locked in RAM (they are kept in
+/// pages of their own, locked with mlock where RLIMIT_MEMLOCK allows: [`memlock`]), and if
+/// not, why and what the operator raises. Call it once the vault is open.
+pub fn report_key_memory() {
+    let status = memlock::status();
+    match (status.unlocked_bytes, status.last_failure) {
+        (0, _) => info!(
+            locked_bytes = status.locked_bytes,
+            "key memory locked in RAM: the keys are never written to swap"
+        ),
+        (unlocked, failure) => {
+            let why = failure.map_or_else(|| "unknown".to_string(), |f| f.to_string());
+            warn!(
+                locked_bytes = status.locked_bytes,
+                unlocked_bytes = unlocked,
+                "{unlocked} bytes of key memory are not locked in RAM, so keys may be \
+                 written to swap: {why}"
+            );
+        }
     }
 }
 
@@ -538,6 +561,9 @@ async fn serve_until_stopped(
 
 /// Serves 9P on one listener until `shutdown`.
 async fn serve_9p(server: Server<SecretsFs>, bound: Bound, shutdown: Shutdown) -> io::Result<()> {
+    if let Bound::Tcp { .. } = bound {
+        warn!(addr = %bound, "serving 9P over plain TCP (--insecure-plain-tcp): tokens only, for tests");
+    }
     match bound {
         Bound::Unix { path, listener } => {
             let r = server.serve_unix(listener, shutdown).await;

@@ -358,7 +358,8 @@ fn a_listen_address_that_is_not_unix_is_refused_before_the_vault_is_touched() {
         "srv-secrets: --listen tcp:127.0.0.1:5640: plain TCP proves nothing of who connects and \
          lets anyone on the way read the secrets: listen on tls:127.0.0.1:5640 (with \
          --tls-cert, --tls-key and --client-ca) instead; for a test on this machine alone, \
-         --insecure-plain-tcp allows tcp: on a loopback address\n"
+         --insecure-plain-tcp allows tcp: on a loopback address (every connection must then \
+         present an API token)\n"
     );
     // The embedded default is not even made, and neither is a good address's socket.
     let home = shared_tempdir();
@@ -381,4 +382,32 @@ fn a_listen_address_that_is_not_unix_is_refused_before_the_vault_is_touched() {
     );
     assert!(!home.path().join("share").exists());
     assert!(!home.path().join("run").exists());
+    // Allowed for tests, on loopback only; and nothing else is taken for a path.
+    for (args, says) in [
+        (
+            &["--listen", "tcp:0.0.0.0:5640", "--insecure-plain-tcp"][..],
+            "srv-secrets: --listen tcp:0.0.0.0:5640: --insecure-plain-tcp allows only loopback \
+             addresses (127.0.0.1, [::1]): anywhere else, listen on tls:0.0.0.0:5640\n",
+        ),
+        (
+            &["--listen", "vsock:3:564"],
+            "srv-secrets: --listen vsock:3:564: give unix:PATH (or a socket's path), \
+             tls:HOST:PORT or tcp:HOST:PORT\n",
+        ),
+        (
+            &["--insecure-plain-tcp"],
+            "srv-secrets: --insecure-plain-tcp allows --listen tcp:HOST:PORT, and there is \
+             none; leave it out\n",
+        ),
+    ] {
+        let out = Command::new(&bins().srv_secrets)
+            .arg("serve")
+            .arg("--data")
+            .arg(&s.data)
+            .args(args)
+            .output()
+            .unwrap();
+        assert_eq!(out.status.code(), Some(1));
+        assert_eq!(stderr(&out), says);
+    }
 }

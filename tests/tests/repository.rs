@@ -36,12 +36,25 @@ fn ci_checks_format_and_lints_before_the_readmes_test_command_and_verifies_the_u
     assert!(at("\ncargo fmt --all -- --check\n") < test);
     assert!(at("\ncargo clippy --workspace --all-targets -- -D warnings\n") < test);
     assert!(at("systemd-analyze verify") > test);
+    // Both units, each verified and scored against a threshold.
+    let units = at("\nfor unit in srv-secrets.service:4 srv-secrets-network.service:11; do\n");
+    assert!(units > test);
+    assert!(at("systemd-analyze security --offline=yes --threshold=\"$threshold\"") > units);
+    for unit in ["srv-secrets.service", "srv-secrets-network.service"] {
+        assert!(
+            read(&format!("docs/{unit}")).contains("\nExecStart=/usr/local/bin/srv-secrets serve ")
+        );
+        assert!(
+            read("docs/operations.md").contains(&format!("| `{unit}` |")),
+            "docs/operations.md reports {unit}'s score"
+        );
+    }
     assert!(at("cargo install --quiet --locked --debug --path srv-secrets --root") > test);
     // systemd-analyze comes with the systemd package, which a minimal image lacks; curl
     // and openssl are the TLS tests' (tests/tests/tls.rs).
     let install = &ci[at("apt-get install")..];
     let packages = &install[..install.find(">/dev/null").unwrap_or(install.len())];
-    for package in ["systemd", "curl", "openssl"] {
+    for package in ["systemd", "strace", "util-linux", "curl", "openssl"] {
         assert!(
             packages.split_whitespace().any(|word| word == package),
             "{package} is in the apt-get list"

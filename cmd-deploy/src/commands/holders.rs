@@ -1,7 +1,8 @@
 //! `deploy secret holders NAME [--json]`: everyone a rotation or revoke of a secret must
 //! reach, from the ctl query `holders`: the services granted it (and whether each has
 //! opened the current version), the deployments a value was generated for, the tiers it
-//! is delegated to.
+//! is delegated to. And `deploy secret rotation-status NAME`: who has opened the current
+//! version, who may still read `@previous`.
 
 use std::io::Write;
 
@@ -84,14 +85,38 @@ pub async fn holders(
     out: &mut dyn Write,
 ) -> Result<Outcome, CliError> {
     let command = Command::Holders { name };
-    validate(&command)?;
-    let body = query(server, env, &command).await?;
-    let holders: Holders = serde_json::from_slice(&body)
-        .map_err(|e| CliError::Unexpected(format!("the holders do not read: {e}")))?;
+    show::<Holders>(
+        &command,
+        "the holders do not read",
+        render,
+        json,
+        server,
+        env,
+        out,
+    )
+    .await
+}
+
+/// Asks the server `command`, a query answered with JSON, and prints the answer: as JSON
+/// with `json`, else as `render` makes it. `what` is the error's words for an answer
+/// that does not parse.
+async fn show<T: serde::de::DeserializeOwned + Serialize>(
+    command: &Command,
+    what: &str,
+    render: fn(&T) -> String,
+    json: bool,
+    server: &Server,
+    env: &Env,
+    out: &mut dyn Write,
+) -> Result<Outcome, CliError> {
+    validate(command)?;
+    let body = query(server, env, command).await?;
+    let answer: T =
+        serde_json::from_slice(&body).map_err(|e| CliError::Unexpected(format!("{what}: {e}")))?;
     if json {
-        write_json(out, &holders)?;
+        write_json(out, &answer)?;
     } else {
-        write_text(out, &render(&holders))?;
+        write_text(out, &render(&answer))?;
     }
     Ok(Outcome::Done)
 }
@@ -166,6 +191,128 @@ fn render(h: &Holders) -> String {
             ]);
         }
         text.push_str(&table.render());
+    }
+    text
+}
+
+/// The server's answer to `rotation NAME`.
+#[derive(Debug, Deserialize, Serialize, PartialEq, Eq)]
+pub struct RotationStatus {
+    /// The secret.
+    pub name: String,
+    /// Its current version.
+    pub version: u64,
+    /// The previous version, while it can still be read.
+    pub previous: Option<u64>,
+    /// When the previous version's overlap ends.
+    pub overlap_until: Option<u64>,
+    /// Whether the previous version retires once every holder opened the current one.
+    pub retire_when_read: bool,
+    /// A version staged and not yet promoted.
+    pub pending: Option<u64>,
+    /// The services granted it.
+    pub services: Vec<RotationHolder>,
+    /// The services that have not opened the current version.
+    pub waiting_on: Vec<String>,
+}
+
+/// A service granted the secret, in a rotation's view.
+#[derive(Debug, Deserialize, Serialize, PartialEq, Eq)]
+pub struct RotationHolder {
+    /// The service.
+    pub service: String,
+    /// The highest version it has opened.
+    pub opened: Option<u64>,
+    /// Whether it has opened the current version.
+    pub has_current: bool,
+    /// Whether it is suspended.
+    pub suspended: bool,
+}
+
+/// `deploy secret rotation-status NAME [--json]`.
+///
+/// # Errors
+/// The server's (no such secret), an answer that does not read.
+pub async fn rotation_status(
+    name: String,
+    json: bool,
+    server: &Server,
+    env: &Env,
+    out: &mut dyn Write,
+) -> Result<Outcome, CliError> {
+    let command = Command::RotationStatus { name };
+    show::<RotationStatus>(
+        &command,
+        "the rotation status does not read",
+        render_rotation,
+        json,
+        server,
+        env,
+        out,
+    )
+    .await
+}
+
+/// A summary line of where the rotation stands, then one row per service granted it.
+fn render_rotation(s: &RotationStatus) -> String {
+    let name = printable(&s.name);
+    let mut text = format!("{name}: version {}", s.version);
+    match s.previous {
+        Some(previous) => {
+            text.push_str(&format!(
+                " is current; version {previous} can still be read as {name}@previous\n"
+            ));
+            match s.overlap_until {
+                Some(t) => text.push_str(&format!("until {}", when(t))),
+                None => text.push_str("until retired"),
+            }
+            if s.retire_when_read {
+                text.push_str(", or until every service below has opened the current version");
+            }
+            text.push_str(".\n");
+        }
+        None => text.push_str(" is current; no previous version can be read.\n"),
+    }
+    if let Some(pending) = s.pending {
+        text.push_str(&format!(
+            "version {pending} is staged (pending), not yet promoted.\n"
+        ));
+    }
+    text.push('\n');
+    if s.services.is_empty() {
+        text.push_str("no service is granted it.\n");
+        return text;
+    }
+    let mut table = Table::new(&[
+        ("SERVICE", Align::Left),
+        ("OPENED", Align::Right),
+        ("READS", Align::Left),
+        ("NOTE", Align::Left),
+    ]);
+    for h in &s.services {
+        let reads = match (h.has_current, h.opened, s.previous) {
+            (true, _, _) => "current",
+            (false, None, _) => "nothing yet",
+            (false, Some(_), Some(_)) => "@previous (or older)",
+            (false, Some(_), None) => "an older version",
+        };
+        table.row(vec![
+            h.service.clone(),
+            h.opened.map_or_else(|| "-".into(), |v| v.to_string()),
+            reads.into(),
+            if h.suspended { "suspended" } else { "" }.into(),
+        ]);
+    }
+    text.push_str(&table.render());
+    if s.waiting_on.is_empty() {
+        text.push_str("\nevery service granted it has opened the current version.\n");
+    } else {
+        text.push_str(&format!(
+            "\nwaiting on {} of {}: {}\n",
+            s.waiting_on.len(),
+            s.services.len(),
+            s.waiting_on.join(", ")
+        ));
     }
     text
 }

@@ -28,6 +28,7 @@ pub mod prompt;
 pub mod run;
 pub mod secret;
 pub mod service;
+pub mod token;
 pub mod versions;
 pub mod watch;
 
@@ -61,6 +62,11 @@ pub async fn run(cli: Cli, env: &Env, out: &mut dyn Write) -> Result<Outcome, Cl
         let tls = connect::tls_files(&addr, &flags)?;
         Ok(Server {
             addr,
+            token: cli
+                .token_file
+                .as_deref()
+                .map(|file| connect::Token::read(file, env.euid))
+                .transpose()?,
             timeout: cli.timeout,
             reason: cli.reason.clone(),
             tls,
@@ -86,6 +92,7 @@ pub async fn run(cli: Cli, env: &Env, out: &mut dyn Write) -> Result<Outcome, Cl
         Command::Catalog(cmd) => catalog::catalog_command(cmd, &server()?, env, out).await,
         Command::Bundle(cmd) => bundle::run(cmd, &server()?, env, out).await,
         Command::Backup { file, force } => backup::run(&file, force, &server()?, env, out).await,
+        Command::Token(cmd) => token::run(cmd, &server()?, env, out).await,
         Command::Watch { service, json } => {
             watch::watch(&server()?, env, service.as_deref(), json, out).await
         }

@@ -208,9 +208,9 @@ async fn in_background(
     };
     let mut command = tokio::process::Command::new(exe);
     command.arg("--addr").arg(addr);
+    // Absolute, as given: the serving deploy reads them again when it reconnects.
+    let absolute = |p: &Path| std::path::absolute(p).unwrap_or_else(|_| p.to_path_buf());
     if let Some(files) = &server.tls {
-        // Absolute, as given: the serving deploy reads them again when it reconnects.
-        let absolute = |p: &Path| std::path::absolute(p).unwrap_or_else(|_| p.to_path_buf());
         command.arg("--ca").arg(absolute(&files.ca));
         if let Some((cert, key)) = &files.identity {
             command
@@ -219,6 +219,10 @@ async fn in_background(
                 .arg("--key")
                 .arg(absolute(key));
         }
+    }
+    // The token by its file, as it came: never on a command line.
+    if let Some(token) = &server.token {
+        command.arg("--token-file").arg(absolute(&token.file));
     }
     let mut child = command
         .arg("--timeout")

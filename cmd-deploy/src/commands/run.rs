@@ -345,14 +345,15 @@ async fn mount(
     owner: Owner,
     kind: MountKind,
 ) -> Result<View, CliError> {
-    // The kernel speaks no TLS: over TLS only deploy's FUSE client can mount.
+    // The kernel speaks no TLS and presents no token: over TLS or TCP only deploy's FUSE
+    // client can mount.
     let socket = server.addr.unix_path();
     match kind {
         MountKind::Kernel => {
             let socket = socket.ok_or_else(|| {
-                CliError::Deployer(format!(
+                CliError::Usage(format!(
                     "--mount kernel needs the server's unix socket (the kernel's 9P client \
-                     speaks no TLS), not {}: use --mount fuse",
+                     speaks no TLS and presents no token), not {}: use --mount fuse",
                     server.addr
                 ))
             })?;
@@ -370,7 +371,9 @@ async fn mount(
             Ok(view)
         }
         MountKind::Auto => match socket
-            .ok_or_else(|| io::Error::other("the kernel's 9P client speaks no TLS"))
+            .ok_or_else(|| {
+                io::Error::other("the kernel's 9P client speaks no TLS and presents no token")
+            })
             .and_then(|socket| kernel_mount(socket, service, owner))
         {
             Ok(()) => {

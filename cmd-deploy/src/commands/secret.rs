@@ -174,6 +174,7 @@ pub async fn run(
                 overlap: a.overlap,
                 test: a.test,
                 revoke_previous: a.revoke_previous,
+                retire_when_read: a.retire_when_read,
                 reason: server.reason.clone(),
                 allow_empty: a.allow_empty,
             };
@@ -193,6 +194,9 @@ pub async fn run(
         }
         SecretCommand::Holders { name, json } => {
             super::holders::holders(name, json, server, env, out).await
+        }
+        SecretCommand::RotationStatus { name, json } => {
+            super::holders::rotation_status(name, json, server, env, out).await
         }
         SecretCommand::History { name, json } => {
             super::versions::history(name, json, server, env, out).await

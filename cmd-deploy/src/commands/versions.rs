@@ -45,6 +45,8 @@ pub struct Rotation {
     pub test: Option<String>,
     /// `--revoke-previous`.
     pub revoke_previous: bool,
+    /// `--retire-when-read`.
+    pub retire_when_read: bool,
     /// `--reason R`.
     pub reason: Option<String>,
     /// `--allow-empty`.
@@ -82,6 +84,7 @@ pub async fn rotate(
         name: r.name.clone(),
         overlap: r.overlap,
         revoke_previous: r.revoke_previous,
+        retire_when_read: r.retire_when_read,
     };
     validate(&promote)?;
     // With a test, deploy handles Ctrl-C itself (see `Command::handles_signals`): at the
@@ -295,6 +298,12 @@ fn promoted_line(r: &Rotation, promoted: &Answer) -> String {
         (None, _) => "the previous value was destroyed, and every fid still reading it fails \
                       on its next read"
             .to_string(),
+        (Some(p), Some(t)) if r.retire_when_read => format!(
+            "version {p} stays readable as {name}@previous until {t}, or until every service \
+             granted it has opened version {version} (see `deploy secret rotation-status \
+             {name}`)",
+            t = when(t)
+        ),
         (Some(p), Some(t)) => format!(
             "version {p} stays readable as {name}@previous until {t} (retire it sooner with \
              `deploy secret retire {name}`)",
@@ -549,6 +558,7 @@ mod tests {
             overlap,
             test: None,
             revoke_previous: false,
+            retire_when_read: false,
             reason: None,
             allow_empty: false,
         }
@@ -565,6 +575,14 @@ mod tests {
             promoted_line(&rotation(Some(3600)), &a),
             "rotated db: version 5 is current; version 4 stays readable as db@previous until \
              2024-05-01T12:00:00Z (retire it sooner with `deploy secret retire db`)\n"
+        );
+        let mut closing = rotation(Some(3600));
+        closing.retire_when_read = true;
+        assert_eq!(
+            promoted_line(&closing, &a),
+            "rotated db: version 5 is current; version 4 stays readable as db@previous until \
+             2024-05-01T12:00:00Z, or until every service granted it has opened version 5 (see \
+             `deploy secret rotation-status db`)\n"
         );
         let a = Answer::new("promote")
             .field("version", 5)

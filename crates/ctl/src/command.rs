@@ -27,6 +27,7 @@ pub(crate) const MATRIX: &str = "matrix";
 pub(crate) const PROMOTE: &str = "promote";
 pub(crate) const REASON: &str = "reason";
 pub(crate) const RETIRE: &str = "retire";
+pub(crate) const ROTATION_STATUS: &str = "rotation";
 pub(crate) const REVOKE: &str = "revoke";
 pub(crate) const REVOKE_ALL: &str = "revoke-all";
 pub(crate) const ROLLBACK: &str = "rollback";
@@ -35,7 +36,11 @@ pub(crate) const SERVICE: &str = "service";
 pub(crate) const SET: &str = "set";
 pub(crate) const STAGE: &str = "stage";
 pub(crate) const STALE: &str = "stale";
+pub(crate) const TOKEN: &str = "token";
 pub(crate) const UNFREEZE: &str = "unfreeze";
+
+/// The principal `token create` names for the admin (no service may be called so).
+pub const ADMIN_PRINCIPAL: &str = "admin";
 
 /// The words of `service SERVICE suspend` and `service SERVICE resume`.
 pub(crate) const SUSPEND: &str = "suspend";
@@ -44,6 +49,7 @@ pub(crate) const RESUME: &str = "resume";
 /// The words of `promote`'s and `grant`'s options, and of `stage NAME generate`.
 pub(crate) const OVERLAP: &str = "overlap";
 pub(crate) const REVOKE_PREVIOUS: &str = "revoke-previous";
+pub(crate) const RETIRE_WHEN_READ: &str = "retire-when-read";
 pub(crate) const EXPIRES: &str = "expires";
 pub(crate) const GENERATE_WORD: &str = "generate";
 
@@ -66,8 +72,10 @@ pub(crate) mod usage {
     pub(crate) const GRANT: &str = "grant SERVICE NAME [expires DURATION]";
     pub(crate) const HISTORY: &str = "history NAME";
     pub(crate) const HOLDERS: &str = "holders NAME";
+    pub(crate) const ROTATION_STATUS: &str = "rotation NAME";
     pub(crate) const MATRIX: &str = "matrix";
-    pub(crate) const PROMOTE: &str = "promote NAME [overlap DURATION | revoke-previous]";
+    pub(crate) const PROMOTE: &str =
+        "promote NAME [overlap DURATION [retire-when-read] | revoke-previous]";
     pub(crate) const REASON: &str = "reason TEXT";
     pub(crate) const RETIRE: &str = "retire NAME";
     pub(crate) const ROLLBACK: &str = "rollback NAME";
@@ -91,6 +99,10 @@ pub(crate) mod usage {
     pub(crate) const TIER_ADD: &str = "tier add TIER [core]";
     pub(crate) const TIER_REMOVE: &str = "tier remove TIER";
     pub(crate) const UNFREEZE: &str = "unfreeze";
+    pub(crate) const TOKEN: &str = "token (create PRINCIPAL [expires DURATION] | revoke ID | list)";
+    pub(crate) const TOKEN_CREATE: &str = "token create PRINCIPAL [expires DURATION]";
+    pub(crate) const TOKEN_REVOKE: &str = "token revoke ID";
+    pub(crate) const TOKEN_LIST: &str = "token list";
     pub(crate) const META: &str = "meta NAME [class|owner|rotate-every|description TEXT]...";
     pub(crate) const META_REMOVE: &str = "meta NAME remove";
     pub(crate) const STRATEGY: &str = "strategy NAME tier TIER [class CLASS] STRATEGY";
@@ -114,7 +126,7 @@ pub(crate) mod usage {
 
     /// Every usage, for the tests that check each error's length.
     #[cfg(test)]
-    pub(crate) const ALL: [&str; 58] = [
+    pub(crate) const ALL: [&str; 63] = [
         ABORT,
         AUDIT,
         AUDIT_HEAD,
@@ -129,6 +141,7 @@ pub(crate) mod usage {
         GRANT,
         HISTORY,
         HOLDERS,
+        ROTATION_STATUS,
         MATRIX,
         PROMOTE,
         REASON,
@@ -153,6 +166,10 @@ pub(crate) mod usage {
         TIER_ADD,
         TIER_REMOVE,
         UNFREEZE,
+        TOKEN,
+        TOKEN_CREATE,
+        TOKEN_REVOKE,
+        TOKEN_LIST,
         META,
         META_REMOVE,
         STRATEGY,
@@ -341,6 +358,19 @@ pub(crate) const VERBS: &[Verb] = &[
             "who holds NAME: grants (opened since rotated?), deployments, tiers, as JSON",
         )],
         parse: |t| parse::name_only(t, usage::HOLDERS, |name| Command::Holders { name }),
+        runs: Runs::Alone,
+    },
+    Verb {
+        word: ROTATION_STATUS,
+        forms: &[(
+            usage::ROTATION_STATUS,
+            "NAME's rotation: who has opened the current version, who may read @previous",
+        )],
+        parse: |t| {
+            parse::name_only(t, usage::ROTATION_STATUS, |name| Command::RotationStatus {
+                name,
+            })
+        },
         runs: Runs::Alone,
     },
     Verb {
@@ -545,6 +575,25 @@ pub(crate) const VERBS: &[Verb] = &[
         runs: Runs::Joins,
     },
     Verb {
+        word: TOKEN,
+        forms: &[
+            (
+                usage::TOKEN_CREATE,
+                "a token proving PRINCIPAL (admin or a SERVICE) over TCP or TLS; shown once",
+            ),
+            (
+                usage::TOKEN_REVOKE,
+                "refuse token ID from now on, and close the connections it opened",
+            ),
+            (
+                usage::TOKEN_LIST,
+                "every token: ID, principal, made, ends, state (never a token), as JSON",
+            ),
+        ],
+        parse: parse::token,
+        runs: Runs::Alone,
+    },
+    Verb {
         word: UNFREEZE,
         forms: &[(usage::UNFREEZE, "unfreeze deploys")],
         parse: |t| parse::no_args(t, Command::Unfreeze, usage::UNFREEZE),
@@ -625,7 +674,8 @@ pub enum Command {
         /// The template (`None`: the secret's core-tier template).
         template: Option<String>,
     },
-    /// `promote NAME [overlap DURATION | revoke-previous]`: the pending version current.
+    /// `promote NAME [overlap DURATION [retire-when-read] | revoke-previous]`: the pending
+    /// version current.
     Promote {
         /// The secret's name.
         name: String,
@@ -633,6 +683,9 @@ pub enum Command {
         overlap: Option<u64>,
         /// Destroy the version it replaces and cut off its readers.
         revoke_previous: bool,
+        /// Retire the version it replaces once every service granted the secret has
+        /// opened the new one, or at the overlap's end (needs an overlap).
+        retire_when_read: bool,
     },
     /// `discard NAME`: destroy the pending version.
     Discard {
@@ -656,6 +709,12 @@ pub enum Command {
     },
     /// `holders NAME`: everyone a rotation or revoke of the secret must reach, as JSON.
     Holders {
+        /// The secret's name.
+        name: String,
+    },
+    /// `rotation NAME`: who has opened the secret's current version and who may
+    /// still read the previous one, as JSON.
+    RotationStatus {
         /// The secret's name.
         name: String,
     },
@@ -730,6 +789,21 @@ pub enum Command {
     Catalog(CatalogCommand),
     /// `audit ...`: a question about the audit trail.
     Audit(AuditQuery),
+    /// `token create PRINCIPAL [expires DURATION]`: an API token for the admin or a
+    /// service, answered once (as the answer's body) and kept nowhere.
+    TokenCreate {
+        /// [`ADMIN_PRINCIPAL`] or a service's name.
+        principal: String,
+        /// How long it holds, in seconds (`None`: until revoked).
+        expires: Option<u64>,
+    },
+    /// `token revoke ID`: refuse a token from now on, and close its connections.
+    TokenRevoke {
+        /// The token's ID (16 hex digits).
+        id: String,
+    },
+    /// `token list`: every token's facts, never a token, as JSON.
+    TokenList,
 }
 
 /// What `audit` asks.
@@ -769,6 +843,10 @@ pub(crate) enum Arg<'a> {
     Uid(u32),
     /// A deployment's id: the name rule.
     Deployment(&'a str),
+    /// Whom a token proves: [`ADMIN_PRINCIPAL`] or a service's name.
+    Principal(&'a str),
+    /// A token's ID: 16 hex digits.
+    TokenId(&'a str),
     /// A value: always a `{N}` literal.
     Value(&'a Value),
     /// A catalog file: a `{N}` literal of up to [`MAX_CATALOG_LEN`] bytes.
@@ -780,7 +858,12 @@ impl Arg<'_> {
     fn bytes(&self) -> &[u8] {
         match self {
             Arg::Word(w) => w.as_bytes(),
-            Arg::Name(s) | Arg::Service(s) | Arg::Text(s) | Arg::Deployment(s) => s.as_bytes(),
+            Arg::Name(s)
+            | Arg::Service(s)
+            | Arg::Text(s)
+            | Arg::Deployment(s)
+            | Arg::Principal(s)
+            | Arg::TokenId(s) => s.as_bytes(),
             Arg::Owned(s) => s.as_bytes(),
             Arg::Uid(_) => b"4294967295",
             Arg::Value(v) | Arg::File(v) => v.expose(),
@@ -818,6 +901,7 @@ impl Command {
                 name,
                 overlap,
                 revoke_previous,
+                retire_when_read,
             } => {
                 let mut a = vec![Word(PROMOTE), Name(name)];
                 if let Some(secs) = overlap {
@@ -826,6 +910,9 @@ impl Command {
                 if *revoke_previous {
                     a.push(Word(REVOKE_PREVIOUS));
                 }
+                if *retire_when_read {
+                    a.push(Word(RETIRE_WHEN_READ));
+                }
                 a
             }
             Command::Discard { name } => vec![Word(DISCARD), Name(name)],
@@ -833,6 +920,7 @@ impl Command {
             Command::Retire { name } => vec![Word(RETIRE), Name(name)],
             Command::History { name } => vec![Word(HISTORY), Name(name)],
             Command::Holders { name } => vec![Word(HOLDERS), Name(name)],
+            Command::RotationStatus { name } => vec![Word(ROTATION_STATUS), Name(name)],
             Command::Stale => vec![Word(STALE)],
             Command::Reason { text } => vec![Word(REASON), Text(text)],
             Command::Revoke { service, name } => vec![Word(REVOKE), Service(service), Name(name)],
@@ -863,6 +951,15 @@ impl Command {
             Command::Unfreeze => vec![Word(UNFREEZE)],
             Command::RevokeAll { name } => vec![Word(REVOKE_ALL), Name(name)],
             Command::Matrix => vec![Word(MATRIX)],
+            Command::TokenCreate { principal, expires } => {
+                let mut a = vec![Word(TOKEN), Word("create"), Arg::Principal(principal)];
+                if let Some(secs) = expires {
+                    a.extend([Word(EXPIRES), Owned(model::format_duration(*secs))]);
+                }
+                a
+            }
+            Command::TokenRevoke { id } => vec![Word(TOKEN), Word("revoke"), Arg::TokenId(id)],
+            Command::TokenList => vec![Word(TOKEN), Word("list")],
             Command::Audit(q) => match q {
                 AuditQuery::Head => vec![Word(AUDIT), Word("head")],
                 AuditQuery::Since {
@@ -1062,9 +1159,11 @@ impl Command {
             self,
             Command::History { .. }
                 | Command::Holders { .. }
+                | Command::RotationStatus { .. }
                 | Command::Stale
                 | Command::Matrix
                 | Command::Audit(_)
+                | Command::TokenList
         ) || matches!(
             self,
             Command::Catalog(
@@ -1118,6 +1217,14 @@ impl Command {
         {
             return Err(ErrorKind::OverlapAndRevoke);
         }
+        if let Command::Promote {
+            overlap: None,
+            retire_when_read: true,
+            ..
+        } = self
+        {
+            return Err(ErrorKind::RetireWhenReadWithoutOverlap);
+        }
         for arg in self.args() {
             match arg {
                 Arg::Name(name) => {
@@ -1128,6 +1235,12 @@ impl Command {
                 }
                 Arg::Deployment(id) => {
                     check_deployment(id.as_bytes())?;
+                }
+                Arg::Principal(p) => {
+                    check_principal(p.as_bytes())?;
+                }
+                Arg::TokenId(id) => {
+                    check_token_id(id.as_bytes())?;
                 }
                 Arg::Uid(NO_UID) => return Err(ErrorKind::BadUid),
                 Arg::Value(v) => check_value(v.expose())?,
@@ -1254,6 +1367,23 @@ pub(crate) fn check_deployment(id: &[u8]) -> Result<String, ErrorKind> {
     checked(id, NameKind::Deployment)
 }
 
+/// Checks whom a token is for: [`ADMIN_PRINCIPAL`], or a service's name.
+pub(crate) fn check_principal(principal: &[u8]) -> Result<String, ErrorKind> {
+    if principal == ADMIN_PRINCIPAL.as_bytes() {
+        return Ok(ADMIN_PRINCIPAL.to_string());
+    }
+    check_service(principal)
+}
+
+/// Checks a token's ID: 16 lowercase hex digits.
+pub(crate) fn check_token_id(id: &[u8]) -> Result<String, ErrorKind> {
+    let hex = id.len() == 16 && id.iter().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'));
+    match std::str::from_utf8(id) {
+        Ok(id) if hex => Ok(id.to_string()),
+        _ => Err(ErrorKind::BadTokenId),
+    }
+}
+
 /// Checks a service name, reserved names included.
 pub(crate) fn check_service(service: &[u8]) -> Result<String, ErrorKind> {
     let service = checked(service, NameKind::Service)?;
@@ -1364,6 +1494,9 @@ mod tests {
         let holders = Command::Holders { name: "db".into() };
         assert_eq!(enc(&holders), b"holders db\n");
         assert!(holders.is_query() && !holders.is_change());
+        let status = Command::RotationStatus { name: "db".into() };
+        assert_eq!(enc(&status), b"rotation db\n");
+        assert!(status.is_query() && !status.is_change());
         assert!(Command::Matrix.is_query() && !Command::Matrix.is_change());
         for change in [
             Command::Freeze,

@@ -28,6 +28,9 @@ pub enum ErrorKind {
     /// A `reason` that is not text, too long, or holds a control character.
     #[error("a reason is UTF-8 text of at most 1024 bytes, without control characters")]
     BadReason,
+    /// A token ID that is not 16 hex digits.
+    #[error("a token ID is 16 hex digits, as deploy token list shows it")]
+    BadTokenId,
     /// `service … uid` with something other than a decimal number from 0 to 4294967294.
     #[error("uid must be a decimal number from 0 to 4294967294")]
     BadUid,
@@ -83,6 +86,12 @@ pub enum ErrorKind {
     /// readable and be destroyed.
     #[error("overlap and revoke-previous exclude each other: revoking destroys the old value")]
     OverlapAndRevoke,
+    /// `promote NAME retire-when-read` without `overlap DURATION`: nothing would read the
+    /// previous version, so there is nothing to wait for.
+    #[error(
+        "retire-when-read needs an overlap: give overlap DURATION (the latest the previous value is retired)"
+    )]
+    RetireWhenReadWithoutOverlap,
     /// An option given twice (`meta NAME owner a owner b`).
     #[error("an option is given twice; give each once")]
     RepeatedOption,

@@ -38,6 +38,8 @@
 //!          | "service" SERVICE "manifest" VALUE
 //!          | "service" SERVICE "remove"
 //!          | "service" SERVICE ( "suspend" | "resume" )
+//!          | "token" "create" PRINCIPAL [ "expires" DURATION ]
+//!          | "token" "revoke" TOKEN_ID | "token" "list"
 //!          | catalog-command ;                               tokens separated by blanks;
 //!                                                            the catalog's commands are
 //!                                                            in `deployment.rs`
@@ -53,6 +55,8 @@
 //! quoted   = "'" { byte - "'" | "''" } "'" ;                 any bytes: LF, NUL, …; '' is '
 //! NAME     = 1 to 128 of [A-Za-z0-9._-], not "." or ".." ;
 //! SERVICE  = NAME, not "admin" or "secrets" ;
+//! PRINCIPAL = "admin" | SERVICE ;
+//! TOKEN_ID = 16 of [0-9a-f] ;
 //! UID      = decimal digits, 0 to 4294967294 ;
 //! VALUE    = any token, at most 1048576 bytes once unquoted (empty is fine) ;
 //! TEXT     = any token that is UTF-8 ;                       tiers, classes, templates, ...
@@ -77,6 +81,7 @@
 //! - `scan`: the incremental scanner that finds where a line ends (quotes, literals).
 //! - `parse`: nom parsers for a complete line: tokens, then the command.
 //! - `error`: [`CtlError`], [`ErrorKind`] and the error format ([`command_error`]).
+//! - [`fuzzing`]: the fuzz entry point and the properties it checks.
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
 
@@ -84,6 +89,7 @@ mod buffer;
 mod command;
 mod deployment;
 mod error;
+pub mod fuzzing;
 mod parse;
 mod reply;
 mod scan;
@@ -91,7 +97,7 @@ mod stream;
 mod value;
 
 pub use buffer::{CtlBuffer, Parsed};
-pub use command::{AuditQuery, Command, NO_UID, help_text};
+pub use command::{ADMIN_PRINCIPAL, AuditQuery, Command, NO_UID, help_text};
 pub use deployment::{CatalogCommand, CatalogFormat, MetaFields, PromptArgs, StrategyArg};
 pub use error::{CtlError, ErrorKind, NameKind, command_error};
 /// The namespace's rules, which the grammar's NAME, SERVICE and VALUE follow: defined

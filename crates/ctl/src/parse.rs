@@ -313,11 +313,11 @@ pub(crate) fn stage(t: &mut Tokens<'_>) -> Result<Command, ErrorKind> {
     Ok(Command::Stage { name, value })
 }
 
-/// `promote NAME [overlap DURATION | revoke-previous]`.
+/// `promote NAME [overlap DURATION [retire-when-read] | revoke-previous]`.
 pub(crate) fn promote(t: &mut Tokens<'_>) -> Result<Command, ErrorKind> {
     let u = usage::PROMOTE;
     let name = check_name(&arg(t, "name", u)?)?;
-    let (mut overlap, mut revoke_previous) = (None, false);
+    let (mut overlap, mut revoke_previous, mut retire_when_read) = (None, false, false);
     while let Some(option) = t.next_token()? {
         match option.as_slice() {
             w if w == command::OVERLAP.as_bytes() => {
@@ -333,11 +333,20 @@ pub(crate) fn promote(t: &mut Tokens<'_>) -> Result<Command, ErrorKind> {
                     return Err(ErrorKind::RepeatedOption);
                 }
             }
+            w if w == command::RETIRE_WHEN_READ.as_bytes() => {
+                if std::mem::replace(&mut retire_when_read, true) {
+                    return Err(ErrorKind::RepeatedOption);
+                }
+            }
             other => {
                 return Err(unknown(
                     other,
-                    &[command::OVERLAP, command::REVOKE_PREVIOUS],
-                    "overlap, revoke-previous",
+                    &[
+                        command::OVERLAP,
+                        command::REVOKE_PREVIOUS,
+                        command::RETIRE_WHEN_READ,
+                    ],
+                    "overlap, revoke-previous, retire-when-read",
                 ));
             }
         }
@@ -345,10 +354,14 @@ pub(crate) fn promote(t: &mut Tokens<'_>) -> Result<Command, ErrorKind> {
     if overlap.is_some() && revoke_previous {
         return Err(ErrorKind::OverlapAndRevoke);
     }
+    if retire_when_read && overlap.is_none() {
+        return Err(ErrorKind::RetireWhenReadWithoutOverlap);
+    }
     Ok(Command::Promote {
         name,
         overlap,
         revoke_previous,
+        retire_when_read,
     })
 }
 
@@ -725,6 +738,42 @@ pub(crate) fn bundle(t: &mut Tokens<'_>) -> Result<Command, ErrorKind> {
     Ok(Command::Catalog(command))
 }
 
+/// `token create PRINCIPAL [expires DURATION]`, `token revoke ID`, `token list`.
+pub(crate) fn token(t: &mut Tokens<'_>) -> Result<Command, ErrorKind> {
+    let action = arg(t, "action", usage::TOKEN)?;
+    match action.as_slice() {
+        b"create" => {
+            let u = usage::TOKEN_CREATE;
+            let principal = command::check_principal(&arg(t, "principal", u)?)?;
+            let expires = match t.next_token()? {
+                None => None,
+                Some(w) if w.as_slice() == command::EXPIRES.as_bytes() => {
+                    let secs = duration(&arg(t, "duration", u)?)?;
+                    end(t, u, false)?;
+                    Some(secs)
+                }
+                Some(other) => return Err(unknown(&other, &[command::EXPIRES], "expires")),
+            };
+            Ok(Command::TokenCreate { principal, expires })
+        }
+        b"revoke" => {
+            let u = usage::TOKEN_REVOKE;
+            let id = command::check_token_id(&arg(t, "token ID", u)?)?;
+            end(t, u, false)?;
+            Ok(Command::TokenRevoke { id })
+        }
+        b"list" => {
+            end(t, usage::TOKEN_LIST, false)?;
+            Ok(Command::TokenList)
+        }
+        other => Err(unknown(
+            other,
+            &["create", "revoke", "list"],
+            "create, revoke, list",
+        )),
+    }
+}
+
 /// `tier TIER`, the part of `strategy` and `present` that names the tier.
 fn on_tier(t: &mut Tokens<'_>, usage: &'static str) -> Result<String, ErrorKind> {
     let word = arg(t, "tier", usage)?;
@@ -1026,8 +1075,10 @@ mod tests {
                 "retire" => "retire a",
                 "history" => "history a",
                 "holders" => "holders a",
+                "rotation" => "rotation a",
                 "reason" => "reason x",
                 "audit" => "audit head",
+                "token" => "token list",
                 other => other,
             };
             let parsed = parse_line(line.as_bytes()).unwrap_or_else(|e| panic!("{line}: {e:?}"));

@@ -86,10 +86,27 @@ pub mod ename {
     pub const WSTAT_DIR_CHANGE: &str = "wstat can't convert between files and directories";
     /// Tauth on a server that needs no authentication.
     pub const NO_AUTH: &str = "authentication not required";
-    /// Tattach on a connection whose transport proved no one (TLS without a client
-    /// certificate, plain TCP) and that has not authenticated otherwise: the
-    /// counterpart of NO_AUTH. Linux does not know it (ESERVERFAULT).
-    pub const AUTH_REQUIRED: &str = "authentication required";
+    /// Tattach without an afid on a connection that must prove who it is with a
+    /// credential (Tauth, the credential written to the afid, Tattach with it).
+    pub const AUTH_REQUIRED: &str =
+        "authentication required: Tauth, write the credential to the afid, then Tattach with it";
+    /// Tattach whose afid is a fid, not an authentication fid.
+    pub const NOT_AN_AFID: &str = "afid is not an authentication fid";
+    /// Tattach, or a write, on an afid an attach already used (each afid serves one).
+    pub const AFID_SPENT: &str = "authentication fid already used: make another with Tauth";
+    /// Tattach naming another uname or aname than the Tauth of its afid.
+    pub const AFID_MISMATCH: &str = "authentication fid was made for another uname or aname";
+    /// A request other than read, write or clunk on an authentication fid.
+    pub const AFID_MISUSED: &str = "not allowed on an authentication fid";
+    /// More authentication fids at once than a connection may hold.
+    pub const TOO_MANY_AFIDS: &str = "too many authentication fids on this connection: clunk one";
+    /// More written to an authentication fid than a credential may hold.
+    pub const CREDENTIAL_TOO_LONG: &str = "credential too long";
+    /// More attaches with a credential than one connection may make.
+    pub const TOO_MANY_CREDENTIALS: &str = "too many attaches with a credential on this connection";
+    /// An attach whose credential proves another principal than the connection's.
+    pub const ANOTHER_PRINCIPAL: &str =
+        "the connection is authenticated as another principal: connect again for this one";
     /// More fids than the connection may hold.
     pub const TOO_MANY_FIDS: &str = "too many fids on this connection";
     /// More outstanding requests than the connection may have.

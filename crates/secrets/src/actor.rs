@@ -22,11 +22,13 @@ pub enum Principal {
     Local,
 }
 
-/// Who made a change: the principal, the uid of the connection it came over, and why.
+/// Who made a change: the principal, the uid of the connection it came over (or the API
+/// token it proved itself with), and why.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Actor {
     principal: Principal,
     uid: Option<u32>,
+    token: Option<String>,
     reason: Option<String>,
 }
 
@@ -36,6 +38,7 @@ impl Actor {
         Actor {
             principal: Principal::Admin,
             uid,
+            token: None,
             reason: None,
         }
     }
@@ -45,6 +48,7 @@ impl Actor {
         Actor {
             principal: Principal::Service(name.into()),
             uid,
+            token: None,
             reason: None,
         }
     }
@@ -54,6 +58,7 @@ impl Actor {
         Actor {
             principal: Principal::Local,
             uid: None,
+            token: None,
             reason: None,
         }
     }
@@ -81,6 +86,18 @@ impl Actor {
         self.reason.as_deref()
     }
 
+    /// The same actor, proven by the API token `id` (its ID, never the token).
+    #[must_use]
+    pub fn with_token(mut self, id: impl Into<String>) -> Actor {
+        self.token = Some(id.into());
+        self
+    }
+
+    /// The ID of the API token the actor proved itself with, if it did.
+    pub fn token(&self) -> Option<&str> {
+        self.token.as_deref()
+    }
+
     /// The principal as [`Actor`]'s `Display` shows it, without the uid: `admin`,
     /// `service web`, `local` (what a version's record keeps of who made it).
     pub fn principal_text(&self) -> String {
@@ -103,13 +120,15 @@ impl Actor {
     }
 }
 
-/// `admin (uid 1000)`, `service web (uid 1001)`, `local`; the reason is not shown.
+/// `admin (uid 1000)`, `service web (uid 1001)`, `admin (token 0123456789abcdef)`,
+/// `local`; the reason is not shown.
 impl fmt::Display for Actor {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(&self.principal_text())?;
-        match self.uid {
-            Some(uid) => write!(f, " (uid {uid})"),
-            None => Ok(()),
+        match (self.uid, &self.token) {
+            (Some(uid), _) => write!(f, " (uid {uid})"),
+            (None, Some(id)) => write!(f, " (token {id})"),
+            (None, None) => Ok(()),
         }
     }
 }
@@ -126,6 +145,9 @@ mod tests {
             "service web (uid 1001)"
         );
         assert_eq!(Actor::local().to_string(), "local");
+        let t = Actor::admin(None).with_token("0123456789abcdef");
+        assert_eq!(t.to_string(), "admin (token 0123456789abcdef)");
+        assert_eq!(t.token(), Some("0123456789abcdef"));
         let a = Actor::admin(None).with_reason("incident 42");
         assert_eq!(a.reason(), Some("incident 42"));
         assert!(a.check().is_ok());

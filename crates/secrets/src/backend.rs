@@ -88,11 +88,14 @@ pub enum Table {
     /// The highest version of each secret each service has opened, by `SECRET/SERVICE`
     /// (store format 6), written with the opens' audit records.
     Opened,
+    /// API tokens, by ID: whose each is and its keyed hash, never the token (store
+    /// format 7).
+    Tokens,
 }
 
 impl Table {
     /// Every table, in the order a backup or a migration copies them.
-    pub const ALL: [Table; 8] = [
+    pub const ALL: [Table; 9] = [
         Table::Meta,
         Table::Secrets,
         Table::Services,
@@ -101,6 +104,7 @@ impl Table {
         Table::Bundles,
         Table::Audit,
         Table::Opened,
+        Table::Tokens,
     ];
 
     /// The table's stable name.
@@ -114,6 +118,7 @@ impl Table {
             Table::Bundles => "bundles",
             Table::Audit => "audit",
             Table::Opened => "opened",
+            Table::Tokens => "tokens",
         }
     }
 }

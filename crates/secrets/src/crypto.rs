@@ -112,10 +112,15 @@ impl fmt::Debug for SecretBytes {
     }
 }
 
-/// One cluster key: its id, its bytes (kept to rewrite the key file), and the keys derived
-/// from it.
+/// One cluster key: its id, and in pages locked in RAM ([`memlock::Locked`]) its bytes
+/// (kept to rewrite the key file) and the keys derived from it.
 pub(crate) struct Key {
     id: u32,
+    material: memlock::Locked<KeyMaterial>,
+}
+
+/// What a [`Key`] keeps locked.
+struct KeyMaterial {
     bytes: Zeroizing<[u8; KEY_LEN]>,
     /// Format 1's cipher, keyed with the cluster key itself: read only, to migrate.
     raw: Aes256Gcm,
@@ -188,8 +193,7 @@ impl Key {
         let cipher = Aes256Gcm::new_from_slice(&value[..]).map_err(wrong)?;
         let wrap = derive(&bytes, id, "wrap")?;
         let wrap = Aes256Gcm::new_from_slice(&wrap[..]).map_err(wrong)?;
-        Ok(Key {
-            id,
+        let material = KeyMaterial {
             raw,
             cipher,
             wrap,
@@ -197,6 +201,10 @@ impl Key {
             digest: derive(&bytes, id, "digest")?,
             check: derive(&bytes, id, "check")?,
             bytes,
+        };
+        Ok(Key {
+            id,
+            material: memlock::Locked::new(material),
         })
     }
 
@@ -205,11 +213,16 @@ impl Key {
         self.id
     }
 
+    /// Whether its bytes and derived keys are in pages locked in RAM.
+    pub(crate) fn is_locked(&self) -> bool {
+        self.material.is_locked()
+    }
+
     /// The key as 64 lowercase hex digits, for the key file only.
     pub(crate) fn hex(&self) -> Zeroizing<String> {
         const DIGITS: &[u8; 16] = b"0123456789abcdef";
         let mut out = Zeroizing::new(String::with_capacity(2 * KEY_LEN));
-        for b in self.bytes.iter() {
+        for b in self.material.bytes.iter() {
             out.push(char::from(DIGITS[usize::from(b >> 4)]));
             out.push(char::from(DIGITS[usize::from(b & 0xf)]));
         }
@@ -243,6 +256,7 @@ impl Key {
             let buf =
                 InOutBuf::new(piece, &mut out[at..at + piece.len()]).map_err(|_| too_large())?;
             let tag = self
+                .material
                 .cipher
                 .encrypt_inout_detached(&Nonce::from(chunk_nonce(&base, i)), aad.as_bytes(), buf)
                 .map_err(|_| too_large())?;
@@ -320,7 +334,8 @@ impl Key {
             .ok_or(Error::Decrypt)?;
         let aad = SecretAad::chunk(value.id, i, i + 1 == count);
         let buf = InOutBuf::new(ciphertext, out).map_err(|_| Error::Decrypt)?;
-        self.cipher
+        self.material
+            .cipher
             .decrypt_inout_detached(
                 &Nonce::from(chunk_nonce(&value.nonce, i)),
                 aad.as_bytes(),
@@ -337,24 +352,30 @@ impl Key {
         aad: &[u8],
         ciphertext: &[u8],
     ) -> Result<SecretBytes> {
-        open_with(&self.raw, nonce, aad, ciphertext)
+        open_with(&self.material.raw, nonce, aad, ciphertext)
     }
 
     /// The tag of a record: HMAC-SHA256 under this key's record key of `parts`, which the
     /// caller makes unambiguous (lengths before variable parts).
     pub(crate) fn record_tag(&self, parts: &[&[u8]]) -> [u8; MAC_LEN] {
-        hmac(&self.record, parts).finalize().into_bytes().into()
+        hmac(&self.material.record, parts)
+            .finalize()
+            .into_bytes()
+            .into()
     }
 
     /// Whether `tag` is the tag of `parts`, compared in constant time.
     pub(crate) fn verify_record_tag(&self, parts: &[&[u8]], tag: &[u8; MAC_LEN]) -> bool {
-        hmac(&self.record, parts).verify_slice(tag).is_ok()
+        hmac(&self.material.record, parts).verify_slice(tag).is_ok()
     }
 
     /// A record's term in the store's digest: the HMAC of its tag under this key's digest
     /// key. Tags are stored; terms are not, and cannot be made without the key.
     pub(crate) fn digest_term(&self, tag: &[u8; MAC_LEN]) -> [u8; MAC_LEN] {
-        hmac(&self.digest, &[tag]).finalize().into_bytes().into()
+        hmac(&self.material.digest, &[tag])
+            .finalize()
+            .into_bytes()
+            .into()
     }
 
     /// Seals the fingerprint key under this key, for the store record.
@@ -367,6 +388,7 @@ impl Key {
         let buf = InOutBuf::new(&fingerprint.seed[..], &mut sealed[..KEY_LEN])
             .map_err(|_| Error::Random)?;
         let tag = self
+            .material
             .wrap
             .encrypt_inout_detached(&Nonce::from(nonce), &fingerprint_aad(self.id), buf)
             .map_err(|_| Error::Random)?;
@@ -396,7 +418,8 @@ impl Key {
         let tag = Tag::try_from(&sealed.sealed[KEY_LEN..]).map_err(|_| tampered())?;
         let buf =
             InOutBuf::new(&sealed.sealed[..KEY_LEN], &mut seed[..]).map_err(|_| tampered())?;
-        self.wrap
+        self.material
+            .wrap
             .decrypt_inout_detached(
                 &Nonce::from(sealed.nonce),
                 &fingerprint_aad(self.id),
@@ -421,16 +444,23 @@ impl Key {
     /// file before touching any record: the HMAC of a fixed text and the key id under this
     /// key's check key.
     pub(crate) fn check(&self) -> Result<KeyCheck> {
-        let tag = hmac(&self.check, &[CHECK_DOMAIN, &self.id.to_be_bytes()]).finalize();
+        let tag = hmac(
+            &self.material.check,
+            &[CHECK_DOMAIN, &self.id.to_be_bytes()],
+        )
+        .finalize();
         Ok(KeyCheck(tag.into_bytes().to_vec()))
     }
 
     /// Whether `check` was made by this key (and for this key id), compared in constant
     /// time.
     pub(crate) fn verify(&self, check: &KeyCheck) -> bool {
-        hmac(&self.check, &[CHECK_DOMAIN, &self.id.to_be_bytes()])
-            .verify_slice(&check.0)
-            .is_ok()
+        hmac(
+            &self.material.check,
+            &[CHECK_DOMAIN, &self.id.to_be_bytes()],
+        )
+        .verify_slice(&check.0)
+        .is_ok()
     }
 
     /// Whether `check` is a format-1 key check made by this key: the known plaintext
@@ -448,9 +478,10 @@ impl Key {
     pub(crate) fn check_v1(&self) -> KeyCheck {
         let nonce = random_nonce().unwrap_or_default();
         let mut buf = CHECK_PLAINTEXT.to_vec();
-        let _ = self
-            .raw
-            .encrypt_in_place(&Nonce::from(nonce), &check_aad(self.id), &mut buf);
+        let _ =
+            self.material
+                .raw
+                .encrypt_in_place(&Nonce::from(nonce), &check_aad(self.id), &mut buf);
         KeyCheck([nonce.as_slice(), &buf].concat())
     }
 }
@@ -771,6 +802,17 @@ mod tests {
         Key::generate(id).unwrap()
     }
 
+    #[test]
+    fn a_keys_material_is_locked_in_pages_of_its_own() {
+        let k = key(1);
+        // Every derived key and the cipher states fit one page.
+        assert_eq!(k.material.footprint(), memlock::PAGE, "{:?}", k.material);
+        let limit = rustix::process::getrlimit(rustix::process::Resource::Memlock).current;
+        if rustix::process::geteuid().is_root() || limit.is_none_or(|l| l >= 1 << 20) {
+            assert!(k.is_locked(), "{:?}", memlock::status());
+        }
+    }
+
     fn id(name: &str, incarnation: u64, version: u64) -> ValueId<'_> {
         ValueId {
             name,
@@ -960,7 +1002,7 @@ mod tests {
         assert!(a.verify(&check));
         assert!(!b.verify(&check));
         // A check is bound to its key id as well.
-        let a2 = Key::from_bytes(2, a.bytes.clone()).unwrap();
+        let a2 = Key::from_bytes(2, a.material.bytes.clone()).unwrap();
         assert!(!a2.verify(&check));
         assert_eq!(KeyCheck::decode(&check.encode()).unwrap(), check);
         assert!(KeyCheck::decode(&[]).is_err());
@@ -982,7 +1024,7 @@ mod tests {
         assert!(!k.verify_record_tag(&[b"rox"], &tag));
         assert!(!key(1).verify_record_tag(&[b"row"], &tag));
         assert_ne!(k.digest_term(&tag), tag);
-        let same_bytes_other_id = Key::from_bytes(2, k.bytes.clone()).unwrap();
+        let same_bytes_other_id = Key::from_bytes(2, k.material.bytes.clone()).unwrap();
         assert!(!same_bytes_other_id.verify_record_tag(&[b"row"], &tag));
     }
 

@@ -222,6 +222,20 @@ pub enum Error {
         /// The missing key id.
         id: u32,
     },
+    /// The key file is one the server may read but not rewrite (a systemd credential), and
+    /// what was asked needs it rewritten.
+    #[error(
+        "the key file {} is read-only to the server (a systemd credential), and {needs}: do it \
+         with the key file itself, then encrypt that into the credential again \
+         (docs/operations.md, \"The key as a systemd credential\")",
+        path.display()
+    )]
+    KeyReadOnly {
+        /// The key file.
+        path: PathBuf,
+        /// What would have rewritten it.
+        needs: &'static str,
+    },
     /// The key file is readable or writable by group or others.
     #[error(
         "key file {} has mode {mode:o}, open to group or others; run `chmod 600 {}`",
@@ -257,6 +271,18 @@ pub enum Error {
     /// An admin operation named a service that does not exist.
     #[error("no such service")]
     NoSuchService,
+    /// `token revoke` of an ID no token has.
+    #[error("no such token")]
+    NoSuchToken,
+    /// A token ID that cannot be one.
+    #[error("invalid token ID: it is 16 hex digits, as deploy token list shows")]
+    InvalidTokenId,
+    /// `token create` when the store keeps as many tokens as it may, all still holding.
+    #[error("{limit} tokens hold already: revoke one first (see: deploy token list)")]
+    TooManyTokens {
+        /// [`MAX_TOKENS`](crate::MAX_TOKENS).
+        limit: usize,
+    },
     /// `promote` or `discard` of a secret with no pending version (or one past its hour).
     #[error(
         "the secret has no pending version (stage one first; one not promoted within an \

@@ -4,6 +4,7 @@
 //! srv-secrets key file v1
 //! key 1 0f1e...(64 hex digits)
 //! audit 9a8b...(64 hex digits)
+//! token 5c4d...(64 hex digits)
 //! ```
 //!
 //! A header line, then one `key <id> <64 hex digits>` line per key: one normally, two while
@@ -11,7 +12,11 @@
 //! from store format 6, one `audit <64 hex digits>` line: the seed of the audit trail's
 //! Ed25519 signing key, kept here beside the cluster key so that whoever may hold one holds
 //! both (and a node given the key file signs with the same key), and never anywhere else:
-//! the store holds only its public key. Every line ends in `\n`. Parsing is strict, and no
+//! the store holds only its public key. Then one `token <64 hex digits>` line: the key
+//! that API tokens are hashed under (`tokens.rs`), kept here for the same reasons, and
+//! apart from the cluster keys so that a key rotation leaves every token working (the
+//! store holds only each token's keyed hash). A key file without it (written before
+//! tokens) gets one at the next open. Every line ends in `\n`. Parsing is strict, and no
 //! error carries a byte of the file: only the path, a line number and a fixed reason.
 //!
 //! The file is owner-only from creation (mode 0600 at `open`, never chmod-ed later), and
@@ -42,12 +47,26 @@ const MAX_KEYS: usize = 2;
 /// The seed of the audit trail's signing key.
 pub(crate) type AuditSeed = Zeroizing<[u8; KEY_LEN]>;
 
+/// The key API tokens are hashed under.
+pub(crate) type TokenSeed = Zeroizing<[u8; KEY_LEN]>;
+
 /// What a key file holds.
 pub(crate) struct KeyFile {
     /// The cluster keys.
     pub(crate) keys: Vec<Key>,
     /// The audit signing key's seed (absent from key files written before store format 6).
     pub(crate) audit: Option<AuditSeed>,
+    /// The tokens' hash key (absent from key files written before store format 7).
+    pub(crate) token: Option<TokenSeed>,
+}
+
+/// The keys a key file keeps beside the cluster keys, written with them every time.
+#[derive(Clone, Copy, Default)]
+pub(crate) struct Seeds<'a> {
+    /// The audit signing key's seed.
+    pub(crate) audit: Option<&'a AuditSeed>,
+    /// The tokens' hash key.
+    pub(crate) token: Option<&'a TokenSeed>,
 }
 
 /// The cluster keys of the key file (see [`read_file`]).
@@ -108,10 +127,10 @@ pub(crate) fn read_file(path: &Path) -> Result<KeyFile> {
     })
 }
 
-/// Writes `keys` and the audit key's seed as the new key file, atomically and durably.
-pub(crate) fn write(path: &Path, keys: &[&Key], audit: Option<&AuditSeed>) -> Result<()> {
+/// Writes `keys` and the `seeds` beside them as the new key file, atomically and durably.
+pub(crate) fn write(path: &Path, keys: &[&Key], seeds: Seeds<'_>) -> Result<()> {
     let mut text = Zeroizing::new(String::with_capacity(
-        HEADER.len() + 1 + (keys.len() + 1) * (2 * KEY_LEN + 20),
+        HEADER.len() + 1 + (keys.len() + 2) * (2 * KEY_LEN + 20),
     ));
     text.push_str(HEADER);
     text.push('\n');
@@ -122,8 +141,9 @@ pub(crate) fn write(path: &Path, keys: &[&Key], audit: Option<&AuditSeed>) -> Re
         text.push_str(&key.hex());
         text.push('\n');
     }
-    if let Some(seed) = audit {
-        text.push_str("audit ");
+    for (word, seed) in [("audit ", seeds.audit), ("token ", seeds.token)] {
+        let Some(seed) = seed else { continue };
+        text.push_str(word);
         for b in seed.iter() {
             text.push(char::from(HEX_DIGITS[usize::from(b >> 4)]));
             text.push(char::from(HEX_DIGITS[usize::from(b & 15)]));
@@ -154,8 +174,17 @@ fn parse_file(bytes: &[u8]) -> Result<KeyFile, (usize, &'static str)> {
     }
     let mut keys = Vec::new();
     let mut audit = None;
+    let mut token = None;
     let mut seen = BTreeSet::new();
     for (n, line) in lines {
+        if let Some(hex) = line.strip_prefix("token ") {
+            // After the keys, once (before or after the audit key).
+            if token.is_some() {
+                return Err((n, "more than one token key"));
+            }
+            token = Some(parse_hex(hex).ok_or((n, "token key is not exactly 64 hex digits"))?);
+            continue;
+        }
         if let Some(hex) = line.strip_prefix("audit ") {
             // After the keys, once.
             if audit.is_some() {
@@ -164,15 +193,15 @@ fn parse_file(bytes: &[u8]) -> Result<KeyFile, (usize, &'static str)> {
             audit = Some(parse_hex(hex).ok_or((n, "audit key is not exactly 64 hex digits"))?);
             continue;
         }
-        if audit.is_some() {
-            return Err((n, "a key line after the audit key"));
-        }
         let mut fields = line.split(' ');
         let (Some("key"), Some(id), Some(hex), None) =
             (fields.next(), fields.next(), fields.next(), fields.next())
         else {
             return Err((n, "expected `key <id> <64 hex digits>`"));
         };
+        if audit.is_some() || token.is_some() {
+            return Err((n, "a key line after the audit or token key"));
+        }
         let id = parse_id(id).ok_or((n, "key id is not a decimal number from 1 to 4294967295"))?;
         let bytes = parse_hex(hex).ok_or((n, "key is not exactly 64 hex digits"))?;
         if !seen.insert(id) {
@@ -186,7 +215,7 @@ fn parse_file(bytes: &[u8]) -> Result<KeyFile, (usize, &'static str)> {
     if keys.is_empty() {
         return Err((1, "no key line"));
     }
-    Ok(KeyFile { keys, audit })
+    Ok(KeyFile { keys, audit, token })
 }
 
 fn parse_id(s: &str) -> Option<u32> {
@@ -273,6 +302,16 @@ mod tests {
                 4,
             ),
             (format!("{HEADER}\naudit {HEX}\n"), 1),
+            (format!("{HEADER}\nkey 1 {HEX}\ntoken {}\n", &HEX[1..]), 3),
+            (
+                format!("{HEADER}\nkey 1 {HEX}\ntoken {HEX}\ntoken {HEX}\n"),
+                4,
+            ),
+            (
+                format!("{HEADER}\nkey 1 {HEX}\ntoken {HEX}\nkey 2 {HEX}\n"),
+                4,
+            ),
+            (format!("{HEADER}\ntoken {HEX}\n"), 1),
         ];
         for (text, line) in bad {
             let got = ids(&text);
@@ -286,21 +325,53 @@ mod tests {
         let path = dir.path().join("key");
         let (a, b) = (Key::generate(1).unwrap(), Key::generate(2).unwrap());
         let seed = Zeroizing::new([0xa5; KEY_LEN]);
-        write(&path, &[&a, &b], Some(&seed)).unwrap();
+        let token = Zeroizing::new([0x5a; KEY_LEN]);
+        let seeds = Seeds {
+            audit: Some(&seed),
+            token: Some(&token),
+        };
+        write(&path, &[&a, &b], seeds).unwrap();
         let file = read_file(&path).unwrap();
         assert_eq!(*file.audit.unwrap(), *seed);
+        assert_eq!(*file.token.unwrap(), *token);
         let keys = read(&path).unwrap();
         assert_eq!(keys.iter().map(Key::id).collect::<Vec<_>>(), [1, 2]);
         assert_eq!(*keys[0].hex(), *a.hex());
         assert_eq!(*keys[1].hex(), *b.hex());
         assert_eq!(std::fs::metadata(&path).unwrap().mode() & 0o777, 0o600);
+        // Either may be absent; a token key without an audit key is read too, and the
+        // two in either order.
+        write(
+            &path,
+            &[&a],
+            Seeds {
+                audit: None,
+                token: Some(&token),
+            },
+        )
+        .unwrap();
+        let file = read_file(&path).unwrap();
+        assert!(file.audit.is_none());
+        assert_eq!(*file.token.unwrap(), *token);
+        let hex = |b: u8| format!("{b:02x}").repeat(KEY_LEN);
+        let text = format!(
+            "{HEADER}\nkey 1 {}\ntoken {}\naudit {}\n",
+            HEX,
+            hex(0x5a),
+            hex(0xa5)
+        );
+        let file = parse_file(text.as_bytes()).unwrap();
+        assert_eq!(
+            (*file.audit.unwrap(), *file.token.unwrap()),
+            (*seed, *token)
+        );
     }
 
     #[test]
     fn refuses_open_permissions() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("key");
-        write(&path, &[&Key::generate(1).unwrap()], None).unwrap();
+        write(&path, &[&Key::generate(1).unwrap()], Seeds::default()).unwrap();
         for mode in [0o640, 0o604, 0o660] {
             std::fs::set_permissions(&path, std::fs::Permissions::from_mode(mode)).unwrap();
             let err = read(&path).unwrap_err();
@@ -333,7 +404,7 @@ mod tests {
         }
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("key");
-        write(&path, &[&Key::generate(1).unwrap()], None).unwrap();
+        write(&path, &[&Key::generate(1).unwrap()], Seeds::default()).unwrap();
         std::os::unix::fs::chown(&path, Some(1705), None).unwrap();
         let err = read(&path).unwrap_err();
         assert!(

@@ -74,7 +74,7 @@ impl Legacy {
                     }
                     grants.push((svc.to_owned(), sec.to_owned()));
                 }
-                Table::Catalog | Table::Bundles | Table::Audit | Table::Opened => {
+                Table::Catalog | Table::Bundles | Table::Audit | Table::Opened | Table::Tokens => {
                     return Err(Error::Corrupt {
                         what: "a store of format 1 with a catalog, bundles or an audit",
                     });

@@ -100,6 +100,7 @@ mod record;
 mod redb_store;
 mod rows;
 mod state;
+mod tokens;
 mod trail;
 mod types;
 mod vault;
@@ -118,12 +119,14 @@ pub use names::{
 };
 pub use record::{VersionSlot, VersionState};
 pub use redb_store::RedbBackend;
+pub use tokens::{NewToken, TOKEN_ID_LEN, TOKEN_LEN, TOKEN_PREFIX, is_valid_token_id};
 pub use types::{
     Expired, InitReport, Mark, Matrix, MatrixGrant, MatrixRow, OpenedSecret, RotationProgress,
     RotationReport, SecretInfo, ServiceInfo, StaleSecret, Status, VersionInfo,
 };
 pub use vault::{
     Applied, AuditHeads, AuditReader, Change, ChangeError, DelegatedTier, FLUSH_AFTER, FLUSH_BATCH,
-    Health, Holders, IssuedInfo, KEY_FILE, LOCK_FILE, MAX_READ, OPEN_QUEUE_BOUND,
-    OPENS_NOT_RECORDED, OpenFlusher, STORE_FILE, ServiceHolder, Vault,
+    Health, Holders, IssuedInfo, KEY_FILE, LOCK_FILE, MAX_READ, MAX_TOKENS, OPEN_QUEUE_BOUND,
+    OPENS_NOT_RECORDED, OpenFlusher, RotationHolder, RotationStatus, STORE_FILE, ServiceHolder,
+    TokenHolder, TokenInfo, TokenRefused, TokenState, Vault,
 };

@@ -33,6 +33,7 @@
 //! | catalog | a tier's `core`; a service's `tiers`; a secret's metadata: `class`, `owner`, `rotate_every`, `description`, `tiers` (per tier `class`, `strategy` and its fields), as a catalog file has them | empty |
 //! | bundle  | `issued` (unix seconds)                                      | empty        |
 //! | issued value | `issued`, `fingerprint` (the keyed HMAC of the value, never the value) | empty |
+//! | token   | `service` (absent: the admin's), `hash` (the token's keyed hash, never the token), `created`: `at`, `by`, `uid`, `reason`, `expires` (absent: never), `revoked`: `at`, `by`, `uid`, `reason` (absent: not revoked); store format 7 | empty |
 //! | store   | `admin_uid`, `active_key`, `rotation_target`, `last_change`, `digest`, `fingerprint_key` (sealed, from store format 4), `frozen`: `at`, `by`, `uid`, `reason` (absent: not frozen; store format 6) | empty |
 //!
 //! A secret's versions (store format 5): `versions` are those with a value, the current
@@ -273,6 +274,18 @@ struct VersionHeader {
     /// A previous version's overlap: services read it until then (unix seconds).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     until: Option<u64>,
+    /// A previous version retired once every service granted the secret has opened the
+    /// current one (`promote ... retire-when-read`), or at `until`.
+    #[serde(default, skip_serializing_if = "is_false")]
+    retire_when_read: bool,
+}
+
+#[expect(
+    clippy::trivially_copy_pass_by_ref,
+    reason = "serde's skip_serializing_if takes a reference"
+)]
+fn is_false(b: &bool) -> bool {
+    !*b
 }
 
 #[derive(Serialize, Deserialize)]
@@ -341,6 +354,9 @@ pub(crate) struct Held {
     pub(crate) sealed: Sealed,
     /// A previous version's overlap: services read it as `NAME@previous` until then.
     pub(crate) until: Option<u64>,
+    /// A previous version to retire once every service granted the secret has opened
+    /// the current one, or at `until`, whichever is first.
+    pub(crate) retire_when_read: bool,
 }
 
 impl Held {
@@ -375,6 +391,7 @@ impl Held {
                 ciphertext: ciphertext.into(),
             },
             until: None,
+            retire_when_read: false,
         })
     }
 
@@ -467,6 +484,7 @@ impl SecretRecord {
                     ciphertext: vec![6; sealed].into(),
                 },
                 until: None,
+                retire_when_read: false,
             },
             previous: None,
             pending: None,
@@ -580,6 +598,7 @@ impl SecretRecord {
         let new = Held::seal(name, self.incarnation, made, key, value)?;
         let mut old = std::mem::replace(&mut next.current, new);
         old.until = None;
+        old.retire_when_read = false;
         if let Some(gone) = next.previous.replace(old) {
             next.destroy(gone, now);
         }
@@ -604,8 +623,16 @@ impl SecretRecord {
     /// The pending version made current (`promote`), which it must have: the current one
     /// becomes the previous one, read by services until `until` (none: not at all), and
     /// the previous one is destroyed; with `revoke`, the current one is destroyed too and
-    /// every fid still reading an older version fails on its next read.
-    pub(crate) fn promoted(&self, until: Option<u64>, revoke: bool, now: u64) -> SecretRecord {
+    /// every fid still reading an older version fails on its next read. With
+    /// `retire_when_read` (and an overlap), the previous version is to be retired once
+    /// every service granted the secret has opened the new one.
+    pub(crate) fn promoted(
+        &self,
+        until: Option<u64>,
+        revoke: bool,
+        retire_when_read: bool,
+        now: u64,
+    ) -> SecretRecord {
         let mut next = self.clone();
         let Some(pending) = next.pending.take() else {
             return next;
@@ -619,6 +646,7 @@ impl SecretRecord {
             next.revoked_below = next.current.made.version;
         } else {
             old.until = until;
+            old.retire_when_read = retire_when_read && until.is_some();
             next.previous = Some(old);
         }
         next
@@ -639,8 +667,10 @@ impl SecretRecord {
         let mut next = self.clone();
         if let Some(mut previous) = next.previous.take() {
             previous.until = None;
+            previous.retire_when_read = false;
             let mut old = std::mem::replace(&mut next.current, previous);
             old.until = None;
+            old.retire_when_read = false;
             next.previous = Some(old);
         }
         next
@@ -691,6 +721,7 @@ impl SecretRecord {
                 uid: h.made.uid,
                 reason: h.made.reason.clone(),
                 until: h.until,
+                retire_when_read: h.retire_when_read,
             })
             .collect();
         let destroyed = self
@@ -737,7 +768,9 @@ impl SecretRecord {
                 .ok_or_else(corrupt)?;
             let (ciphertext, after) = rest.split_at(len);
             rest = after;
-            if v.version == 0 || (v.until.is_some() && v.state != VersionState::Previous) {
+            if v.version == 0
+                || ((v.until.is_some() || v.retire_when_read) && v.state != VersionState::Previous)
+            {
                 return Err(corrupt());
             }
             let h = Held {
@@ -755,6 +788,7 @@ impl SecretRecord {
                     ciphertext: Arc::from(ciphertext),
                 },
                 until: v.until,
+                retire_when_read: v.retire_when_read,
             };
             held.push((v.state, h));
         }
@@ -1185,6 +1219,63 @@ impl Issued {
     }
 }
 
+/// An API token's record (store format 7), at `tokens/ID`: whose it is, its keyed hash
+/// (`tokens.rs`), when it was made and by whom, when it ends, and whether it was revoked.
+/// Never the token.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) struct TokenRecord {
+    /// The service it proves; `None`: the admin.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(crate) service: Option<String>,
+    /// The token's keyed hash.
+    #[serde(with = "serde_bytes")]
+    pub(crate) hash: crate::tokens::TokenHash,
+    /// When it was made, by whom, why.
+    pub(crate) created: Marked,
+    /// When it stops holding (unix seconds); `None`: never.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(crate) expires: Option<u64>,
+    /// Revoked: when, by whom, why.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(crate) revoked: Option<Marked>,
+}
+
+impl std::fmt::Debug for TokenRecord {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TokenRecord")
+            .field("service", &self.service)
+            .field("created", &self.created.at)
+            .field("expires", &self.expires)
+            .field("revoked", &self.revoked.as_ref().map(|m| m.at))
+            .finish_non_exhaustive()
+    }
+}
+
+impl TokenRecord {
+    /// The row of token `id`.
+    pub(crate) fn row(id: &str) -> Row {
+        Row::new(Table::Tokens, id)
+    }
+
+    /// Stored form, as the record of token `id`, tagged under `key`.
+    pub(crate) fn encode(&self, id: &str, key: &Key) -> (Vec<u8>, Auth) {
+        envelope(&TokenRecord::row(id), key, self, &[])
+    }
+
+    /// Checks and parses the record at tokens row `id`.
+    pub(crate) fn decode(id: &str, bytes: &[u8], keys: &Keyring) -> Result<(TokenRecord, Auth)> {
+        const WHAT: &str = "malformed token record";
+        if !crate::tokens::is_valid_token_id(id) {
+            return Err(Error::Corrupt { what: WHAT });
+        }
+        let (env, auth) = open_envelope(&TokenRecord::row(id), bytes, keys, WHAT)?;
+        if !env.payload.is_empty() {
+            return Err(Error::Corrupt { what: WHAT });
+        }
+        Ok((header(env.header, WHAT)?, auth))
+    }
+}
+
 /// The store record: the store-wide facts that are not key checks.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub(crate) struct StoreRecord {
@@ -1314,6 +1405,7 @@ mod tests {
                 ciphertext: vec![fill; sealed].into(),
             },
             until: None,
+            retire_when_read: false,
         }
     }
 
@@ -1498,7 +1590,7 @@ mod tests {
         rec.pending = Some(pending.clone());
         rec.latest = 2;
         // Promoted with an overlap: 2 current, 1 previous until 500.
-        let p = rec.promoted(Some(500), false, 20);
+        let p = rec.promoted(Some(500), false, false, 20);
         assert_eq!(p.version(), 2);
         assert_eq!(
             p.previous.as_ref().map(|h| (h.made.version, h.until)),
@@ -1531,7 +1623,7 @@ mod tests {
         let mut rec2 = p.clone();
         rec2.pending = Some(held(3, 3, 4096, 8));
         rec2.latest = 3;
-        let v = rec2.promoted(Some(500), true, 40);
+        let v = rec2.promoted(Some(500), true, false, 40);
         assert_eq!(v.version(), 3);
         assert!(v.previous.is_none());
         assert_eq!(v.revoked_below, 3);
@@ -1737,6 +1829,7 @@ mod tests {
                 uid: None,
                 reason: None,
                 until: None,
+                retire_when_read: false,
             }],
             destroyed: Vec::new(),
             latest: 0,

@@ -57,6 +57,8 @@ const BUNDLES: Rows = TableDefinition::new("bundles");
 const AUDIT: Rows = TableDefinition::new("audit");
 /// Absent from stores before format 6 (and from any store no secret was opened from).
 const OPENED: Rows = TableDefinition::new("opened");
+/// Absent from stores before format 7 (and from any store no token was made in).
+const TOKENS: Rows = TableDefinition::new("tokens");
 /// `grants` in a store of format 1.
 const GRANTS_V1: TableDefinition<(&str, &str), ()> = TableDefinition::new("grants");
 const REVISION: TableDefinition<&str, u64> = TableDefinition::new("revision");
@@ -328,12 +330,13 @@ impl Backend for RedbBackend {
             }
         }
         read_grants(&txn, &mut rows)?;
-        // Created by the first commit that declares something, issues a bundle, or records
-        // an open. (The audit trail is not loaded: it is read by range.)
+        // Created by the first commit that declares something, issues a bundle, records
+        // an open or makes a token. (The audit trail is not loaded: it is read by range.)
         for (table, def) in [
             (Table::Catalog, CATALOG),
             (Table::Bundles, BUNDLES),
             (Table::Opened, OPENED),
+            (Table::Tokens, TOKENS),
         ] {
             match txn.open_table(def) {
                 Ok(t) => {
@@ -511,14 +514,17 @@ fn copy_store(txn: &ReadTransaction, out: File) -> Result<()> {
     let w = copy.begin_write().map_err(Error::store(WRITE))?;
     {
         for def in [
-            META, SECRETS, SERVICES, GRANTS, CATALOG, BUNDLES, AUDIT, OPENED,
+            META, SECRETS, SERVICES, GRANTS, CATALOG, BUNDLES, AUDIT, OPENED, TOKENS,
         ] {
             let from = match txn.open_table(def) {
                 Ok(from) => from,
                 // A store in which nothing was ever declared, no bundle issued, nothing
                 // audited or opened.
                 Err(redb::TableError::TableDoesNotExist(_))
-                    if matches!(def.name(), "catalog" | "bundles" | "audit" | "opened") =>
+                    if matches!(
+                        def.name(),
+                        "catalog" | "bundles" | "audit" | "opened" | "tokens"
+                    ) =>
                 {
                     continue;
                 }

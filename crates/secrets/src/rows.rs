@@ -2,7 +2,8 @@
 //! ([`encode`]), and what a backend's rows mean when loaded or fed back ([`decode_snapshot`],
 //! [`decode_ops`]).
 //!
-//! Store format 6 (records as `record.rs` lays them out; format 5 is the same without the
+//! Store format 7 (records as `record.rs` lays them out; format 6 is the same without
+//! API tokens; format 5 is format 6 without the
 //! audit trail, which starts when a format-5 store is opened, and without a freeze in the
 //! store record or a suspension in a service's; format 4 is format 5 with one version per
 //! secret record and grants without an expiry, which later formats read as they are;
@@ -21,6 +22,7 @@
 //! | `bundles/bundle/S/T/D/N`, `bundles/value/S/T/D/N/SECRET` | a bundle issued, a value generated for it (its fingerprint) |
 //! | `audit/CHAIN/SEQ`       | an audit record (`audit` crate: signed, linked), never loaded: read by range |
 //! | `opened/SECRET/SERVICE` | the highest version SERVICE opened of SECRET (`trail.rs`) |
+//! | `tokens/ID`             | an API token's record: whose, its keyed hash, made, ends, revoked (never the token) |
 //!
 //! Format 1 is read by `legacy.rs`, for the migration at open.
 //!
@@ -30,7 +32,7 @@
 //! can be forged or moved. That alone would let whoever can write the store put back a
 //! record it saw earlier (a revoked grant, a replaced service) or remove one. So the store
 //! record also holds a digest of the whole set: the XOR, over every secret, service,
-//! grant, declaration and bundle record, of its term (the HMAC of its tag under a key derived for that, which nothing
+//! grant, declaration, bundle and token record, of its term (the HMAC of its tag under a key derived for that, which nothing
 //! stored reveals). Each commit updates it from the terms of the records it replaces and
 //! writes; a load recomputes it from every record and refuses a store whose records do
 //! not add up to what its last commit recorded ([`Error::Tampered`]), as it refuses a
@@ -43,13 +45,14 @@ use crate::backend::{Op, Row, Snapshot, Table};
 use crate::crypto::{Key, KeyCheck, Keyring, MAC_LEN, SealedFingerprintKey};
 use crate::error::{Error, Result};
 use crate::record::{
-    self, Auth, Decl, DeclKind, Issued, IssuedRow, Marked, SecretRecord, ServiceRecord, StoreRecord,
+    self, Auth, Decl, DeclKind, Issued, IssuedRow, Marked, SecretRecord, ServiceRecord,
+    StoreRecord, TokenRecord,
 };
 use crate::state::State;
 use crate::trail::{AuditKeys, audit_row, opened_names, opened_row};
 
 /// The store format this build reads and writes.
-pub(crate) const FORMAT_VERSION: u32 = 6;
+pub(crate) const FORMAT_VERSION: u32 = 7;
 
 /// The format before the catalog: read, and upgraded at open by writing the number (its
 /// stores have no catalog table; everything else is laid out alike).
@@ -69,6 +72,11 @@ pub(crate) const FORMAT_WITHOUT_VERSIONS: u32 = 4;
 /// holds no freeze, its service records no suspension: none read as absent).
 pub(crate) const FORMAT_WITHOUT_AUDIT: u32 = 5;
 
+/// The format before API tokens: read, and upgraded at open by writing the number (its
+/// stores have no tokens table). A build of this format refuses a store of the next by
+/// its number, rather than serving it without its tokens' revocations.
+pub(crate) const FORMAT_WITHOUT_TOKENS: u32 = 6;
+
 /// Whether this build reads stores of `format` as they are.
 pub(crate) fn readable(format: u32) -> bool {
     matches!(
@@ -78,6 +86,7 @@ pub(crate) fn readable(format: u32) -> bool {
             | FORMAT_WITHOUT_BUNDLES
             | FORMAT_WITHOUT_VERSIONS
             | FORMAT_WITHOUT_AUDIT
+            | FORMAT_WITHOUT_TOKENS
     )
 }
 
@@ -145,6 +154,8 @@ pub(crate) struct Stored {
     pub(crate) decls: Vec<(String, Decl)>,
     /// Every bundle issued, and every value generated for one.
     pub(crate) issued: Vec<Issued>,
+    /// Every API token's record, by ID.
+    pub(crate) tokens: Vec<(String, TokenRecord)>,
     /// How each secret, service, grant and declaration is authenticated, by row.
     pub(crate) auths: HashMap<Row, Auth>,
     /// The digest of their terms.
@@ -188,6 +199,10 @@ pub(crate) enum Mutation {
     PutIssued(Issued),
     /// Remove such a record.
     DeleteIssued(IssuedRow),
+    /// Record an API token (made, or revoked), by ID.
+    PutToken(String, TokenRecord),
+    /// Forget a token's record.
+    DeleteToken(String),
     /// Set or clear the sealed fingerprint key.
     SetFingerprintKey(Option<SealedFingerprintKey>),
     /// Freeze deploys (`Some`: by whom, when, why) or unfreeze them.
@@ -335,6 +350,8 @@ pub(crate) fn encode(batch: &[Mutation], state: &State) -> Result<Vec<Op>> {
             Mutation::DeleteDecl(kind, name) => (kind.row(name), None),
             Mutation::PutIssued(issued) => (issued.row(), Some(issued.encode(key))),
             Mutation::DeleteIssued(what) => (what.row(), None),
+            Mutation::PutToken(id, rec) => (TokenRecord::row(id), Some(rec.encode(id, key))),
+            Mutation::DeleteToken(id) => (TokenRecord::row(id), None),
             Mutation::PutKeyCheck(id, check) => {
                 ops.push(Op::Put(key_check_row(*id), check.encode()));
                 continue;
@@ -436,6 +453,9 @@ pub(crate) fn encode_store(stored: &Stored, keys: &Keyring) -> Result<Vec<(Row, 
     }
     for issued in &stored.issued {
         batch.push(Mutation::PutIssued(issued.clone()));
+    }
+    for (id, rec) in &stored.tokens {
+        batch.push(Mutation::PutToken(id.clone(), rec.clone()));
     }
     // A migration's store (of format 1) has no audit and no opens yet.
     let empty = State::empty(stored.meta.clone(), keys.clone());
@@ -593,6 +613,11 @@ pub(crate) fn decode_snapshot(
                 out.issued.push(issued);
                 auth
             }
+            Table::Tokens => {
+                let (rec, auth) = TokenRecord::decode(&row.key, &value, keys)?;
+                out.tokens.push((row.key.clone(), rec));
+                auth
+            }
             // Read by range, never loaded (a backend that hands them over anyway).
             Table::Audit => continue,
             Table::Opened => {
@@ -659,6 +684,11 @@ pub(crate) fn decode_ops(ops: Vec<Op>, keys: &Keyring, audit: Option<&AuditKeys>
                     auths.push((row, Some(auth)));
                     Mutation::PutIssued(issued)
                 }
+                Table::Tokens => {
+                    let (rec, auth) = TokenRecord::decode(&row.key, &value, keys)?;
+                    auths.push((row.clone(), Some(auth)));
+                    Mutation::PutToken(row.key, rec)
+                }
                 // The heads, in the store record, are what memory keeps of the records.
                 Table::Audit => continue,
                 Table::Opened => {
@@ -718,6 +748,10 @@ pub(crate) fn decode_ops(ops: Vec<Op>, keys: &Keyring, audit: Option<&AuditKeys>
                     })?;
                     auths.push((row, None));
                     Mutation::DeleteIssued(what)
+                }
+                Table::Tokens => {
+                    auths.push((row.clone(), None));
+                    Mutation::DeleteToken(row.key)
                 }
                 Table::Audit => continue,
                 Table::Opened => {
@@ -970,15 +1004,15 @@ mod tests {
         let mut ops = initial(&m, key);
         ops.push(Op::Put(
             meta_row(FORMAT_VERSION_FIELD),
-            7u32.to_be_bytes().to_vec(),
+            8u32.to_be_bytes().to_vec(),
         ));
         let err = decode_snapshot(snapshot(ops.clone()), &keys, None).unwrap_err();
         assert!(
             matches!(
                 err,
                 Error::FormatVersion {
-                    found: 7,
-                    supported: 6
+                    found: 8,
+                    supported: 7
                 }
             ),
             "{err:?}"

@@ -24,12 +24,14 @@ use crate::crypto::Fingerprint;
 use crate::crypto::Keyring;
 use crate::error::{Error, Result};
 use crate::events::Event;
+use crate::keyfile::Seeds;
 use crate::names;
 use crate::record::{
     Auth, BundleId, BundleRecord, Decl, DeclKind, Issued, IssuedRow, IssuedValue, SecretRecord,
-    ServiceRecord,
+    ServiceRecord, TokenRecord,
 };
 use crate::rows::{Digest, Meta, Mutation, Stored};
+use crate::tokens::TokenKey;
 use crate::trail::AuditKeys;
 use crate::types::RotationProgress;
 
@@ -58,6 +60,8 @@ pub(crate) struct State {
     pub(crate) catalog: Arc<Catalog>,
     /// The bundles issued, and the fingerprints of the values generated for them.
     pub(crate) bundles: Bundles,
+    /// API tokens' records, by ID.
+    pub(crate) tokens: BTreeMap<String, TokenRecord>,
     /// The store revision this state is as of: the last commit applied.
     pub(crate) revision: Revision,
     /// How each secret, service and grant is authenticated, by row (see `rows.rs`).
@@ -69,6 +73,9 @@ pub(crate) struct State {
     /// The audit trail's keys (signing, and the tag of `opened` rows); `None` only for
     /// the state of a store being migrated or before the audit starts.
     pub(crate) audit: Option<Arc<AuditKeys>>,
+    /// The key tokens are hashed under (the key file's `token` line); `None` only for the
+    /// state of a store being migrated, or one made in a test without it.
+    pub(crate) token_key: Option<Arc<TokenKey>>,
     /// secret -> service -> the highest version it opened (as the flushed opens say).
     pub(crate) opened: HashMap<String, BTreeMap<String, u64>>,
     /// service -> when its record and its grants last changed.
@@ -151,6 +158,22 @@ impl Bundles {
             ..from.clone()
         };
         self.bundles.range(from..=to).next_back()
+    }
+}
+
+/// The keys the key file keeps beside the cluster keys ([`State::seed_keys`]).
+pub(crate) struct SeedKeys {
+    audit: Option<Arc<AuditKeys>>,
+    token: Option<Arc<TokenKey>>,
+}
+
+impl SeedKeys {
+    /// Their seeds, for the key file.
+    pub(crate) fn seeds(&self) -> Seeds<'_> {
+        Seeds {
+            audit: self.audit.as_ref().map(|a| a.seed()),
+            token: self.token.as_ref().map(|t| t.seed()),
+        }
     }
 }
 
@@ -244,6 +267,17 @@ impl State {
         for (secret, service, version) in stored.opened {
             opened.entry(secret).or_default().insert(service, version);
         }
+        let mut tokens = BTreeMap::new();
+        for (id, rec) in stored.tokens {
+            if rec
+                .service
+                .as_deref()
+                .is_some_and(|s| names::check_service_name(s).is_err())
+            {
+                return Err(corrupt("a token names an invalid service"));
+            }
+            tokens.insert(id, rec);
+        }
         Ok(State {
             meta,
             keys,
@@ -254,15 +288,34 @@ impl State {
             expiring,
             catalog: Arc::new(catalog),
             bundles,
+            tokens,
             revision,
             auths,
             digest,
             rotation: None,
             audit,
+            token_key: None,
             opened,
             changed,
             status_changed: newest,
         })
+    }
+
+    /// The keys the key file keeps beside the cluster keys, for writing it again.
+    pub(crate) fn seeds(&self) -> Seeds<'_> {
+        Seeds {
+            audit: self.audit.as_ref().map(|a| a.seed()),
+            token: self.token_key.as_ref().map(|t| t.seed()),
+        }
+    }
+
+    /// The same keys, held apart from the state: for writing the key file without holding
+    /// the state's lock meanwhile.
+    pub(crate) fn seed_keys(&self) -> SeedKeys {
+        SeedKeys {
+            audit: self.audit.clone(),
+            token: self.token_key.clone(),
+        }
     }
 
     /// The state of a store holding `meta` and nothing else.
@@ -277,11 +330,13 @@ impl State {
             expiring: HashMap::new(),
             catalog: Arc::default(),
             bundles: Bundles::default(),
+            tokens: BTreeMap::new(),
             revision: Revision(0),
             auths: HashMap::new(),
             digest: Digest::default(),
             rotation: None,
             audit: None,
+            token_key: None,
             opened: HashMap::new(),
             changed: HashMap::new(),
             status_changed: 0,
@@ -405,6 +460,12 @@ impl State {
                 }
                 Mutation::PutIssued(issued) => self.bundles.put(issued),
                 Mutation::DeleteIssued(what) => self.bundles.delete(what),
+                Mutation::PutToken(id, rec) => {
+                    self.tokens.insert(id, rec);
+                }
+                Mutation::DeleteToken(id) => {
+                    self.tokens.remove(&id);
+                }
                 Mutation::SetFingerprintKey(sealed) => self.meta.fingerprint_key = sealed,
                 Mutation::SetFrozen(frozen) => self.meta.frozen = frozen,
                 Mutation::SetActiveKey(id) => self.meta.active_key = id,
@@ -479,6 +540,7 @@ impl State {
             && self.expiring == other.expiring
             && self.catalog == other.catalog
             && self.bundles == other.bundles
+            && self.tokens == other.tokens
             && self.opened == other.opened
     }
 
@@ -499,6 +561,22 @@ impl State {
             && self
                 .grant_expires(service, secret)
                 .is_none_or(|t| now() < t)
+    }
+
+    /// The services whose grant of `secret` holds at `now` (suspended ones too: a
+    /// resumed service reads again) and that have not opened version `version` or a
+    /// later one, by the opens recorded so far: those a rotation still waits on.
+    pub(crate) fn yet_to_open(&self, secret: &str, version: u64, now: u64) -> Vec<String> {
+        let opened = self.opened.get(secret);
+        self.holders(secret)
+            .into_iter()
+            .filter(|service| {
+                self.may_read(service, secret, || now)
+                    && opened
+                        .and_then(|by| by.get(service))
+                        .is_none_or(|&v| v < version)
+            })
+            .collect()
     }
 
     /// The services holding a grant on `secret`.

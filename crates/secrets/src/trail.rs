@@ -29,11 +29,17 @@ const OPENED_FORMAT: u8 = 1;
 /// The length of an `opened` row: format, version, tag.
 const OPENED_LEN: usize = 1 + 8 + 32;
 
-/// The audit trail's keys, made from the seed in the key file.
+/// The audit trail's keys, made from the seed in the key file; all but the public key in
+/// pages locked in RAM ([`memlock::Locked`]).
 pub(crate) struct AuditKeys {
+    secret: memlock::Locked<AuditSecret>,
+    public: audit::PublicKey,
+}
+
+/// What [`AuditKeys`] keep locked.
+struct AuditSecret {
     seed: AuditSeed,
     signing: audit::SigningKey,
-    public: audit::PublicKey,
     opened: Zeroizing<[u8; 32]>,
 }
 
@@ -58,10 +64,12 @@ impl AuditKeys {
                 what: "a key could not be derived",
             })?;
         Ok(AuditKeys {
-            seed,
-            signing,
+            secret: memlock::Locked::new(AuditSecret {
+                seed,
+                signing,
+                opened,
+            }),
             public,
-            opened,
         })
     }
 
@@ -77,7 +85,7 @@ impl AuditKeys {
 
     /// The seed, for the key file (and nowhere else).
     pub(crate) fn seed(&self) -> &AuditSeed {
-        &self.seed
+        &self.secret.seed
     }
 
     /// The public key.
@@ -87,11 +95,11 @@ impl AuditKeys {
 
     /// The signature of `message`.
     pub(crate) fn sign(&self, message: &[u8]) -> audit::Signature {
-        self.signing.sign(message)
+        self.secret.signing.sign(message)
     }
 
     fn opened_mac(&self, key: &str, version: u64) -> HmacSha256 {
-        let mut mac = <HmacSha256 as KeyInit>::new_from_slice(&self.opened[..])
+        let mut mac = <HmacSha256 as KeyInit>::new_from_slice(&self.secret.opened[..])
             .unwrap_or_else(|_| unreachable!("HMAC-SHA256 accepts 32-byte keys"));
         mac.update(OPENED_DOMAIN);
         mac.update(&u32::try_from(key.len()).unwrap_or(u32::MAX).to_be_bytes());

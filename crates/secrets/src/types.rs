@@ -282,11 +282,16 @@ pub struct Expired {
     pub grants: Vec<(String, String)>,
     /// Overlaps that ended, as (secret, its previous version).
     pub overlaps: Vec<(String, u64)>,
+    /// Previous versions retired by `retire-when-read`, as (secret, version).
+    pub retired: Vec<(String, u64)>,
 }
 
 impl Expired {
     /// Whether it removed nothing.
     pub fn is_empty(&self) -> bool {
-        self.pending.is_empty() && self.grants.is_empty() && self.overlaps.is_empty()
+        self.pending.is_empty()
+            && self.grants.is_empty()
+            && self.overlaps.is_empty()
+            && self.retired.is_empty()
     }
 }

@@ -38,6 +38,7 @@ use crate::record::{Held, SecretRecord, ServiceRecord, VersionSlot};
 use crate::redb_store::{self, RedbBackend};
 use crate::rows::{self, FORMAT_VERSION, Meta, Mutation};
 use crate::state::State;
+use crate::tokens::TokenKey;
 use crate::trail::AuditKeys;
 use crate::types::{InitReport, OpenedSecret, SecretInfo, ServiceInfo, Status};
 
@@ -49,6 +50,7 @@ mod health;
 mod holders;
 mod plans;
 mod rotation;
+mod tokens;
 mod versions;
 
 pub use auditing::{
@@ -58,7 +60,8 @@ pub use auditing::{
 pub use bundles::IssuedInfo;
 pub use change::{Applied, Change, ChangeError};
 pub use health::Health;
-pub use holders::{DelegatedTier, Holders, ServiceHolder};
+pub use holders::{DelegatedTier, Holders, RotationHolder, RotationStatus, ServiceHolder};
+pub use tokens::{MAX_TOKENS, TokenHolder, TokenInfo, TokenRefused, TokenState};
 
 #[cfg(test)]
 #[allow(clippy::unwrap_used, reason = "a test fails by panicking")]
@@ -76,6 +79,9 @@ const CONFLICT_RETRIES: usize = 3;
 /// threads behind an `Arc`.
 pub struct Vault {
     key_path: PathBuf,
+    /// The key file is read, never rewritten: it is a systemd credential
+    /// ([`Vault::open_with_read_only_key`]).
+    key_read_only: bool,
     pub(crate) backend: Box<dyn Backend>,
     state: RwLock<State>,
     writer: Mutex<()>,
@@ -84,6 +90,8 @@ pub struct Vault {
     pub(crate) events: crate::events::Hub,
     /// Opens waiting to be recorded (`vault/auditing.rs`).
     opens: auditing::OpenQueue,
+    /// Who waits for a token's change (`vault/tokens.rs`).
+    token_signal: tokens::TokenSignal,
     #[cfg(test)]
     crash_at: Mutex<Option<rotation::CrashPoint>>,
     /// The time tests make it (unix seconds); `None`: the system clock.
@@ -143,7 +151,12 @@ impl Vault {
         }
         let key = Key::generate(1)?;
         let audit = AuditKeys::generate()?;
-        keyfile::write(&key_path, &[&key], Some(audit.seed()))?;
+        let tokens = TokenKey::generate()?;
+        let seeds = keyfile::Seeds {
+            audit: Some(audit.seed()),
+            token: Some(tokens.seed()),
+        };
+        keyfile::write(&key_path, &[&key], seeds)?;
         let backend = RedbBackend::create(data_dir, lock)?;
         Vault::init_store(&backend, &key, admin_uid)?;
         drop(backend);
@@ -199,8 +212,26 @@ impl Vault {
     /// [`Error::KeyMissing`], [`Error::KeyMismatch`], [`Error::FormatVersion`],
     /// [`Error::Corrupt`], I/O and store errors.
     pub fn open(data_dir: &Path, key_path: Option<&Path>) -> Result<Vault> {
-        let store_path = data_dir.join(STORE_FILE);
         let key_path = key_path.map_or_else(|| data_dir.join(KEY_FILE), Path::to_path_buf);
+        Vault::open_keyed(data_dir, key_path, false)
+    }
+
+    /// [`Vault::open`] with the key file at `key_path`, which the vault reads and never
+    /// writes: a systemd credential (`LoadCredentialEncrypted=`), on a read-only file
+    /// system of its own. What would rewrite it is refused with [`Error::KeyReadOnly`]:
+    /// `rotate_key`, and the first start of a store from before the audit trail (whose
+    /// key file has no audit key yet). A key the file holds that nothing uses (a key file
+    /// taken mid-rotation) is left in it, and said in the log; a pending rotation stays
+    /// pending, served with both keys.
+    ///
+    /// # Errors
+    /// As [`Vault::open`], and [`Error::KeyReadOnly`].
+    pub fn open_with_read_only_key(data_dir: &Path, key_path: &Path) -> Result<Vault> {
+        Vault::open_keyed(data_dir, key_path.to_path_buf(), true)
+    }
+
+    fn open_keyed(data_dir: &Path, key_path: PathBuf, key_read_only: bool) -> Result<Vault> {
+        let store_path = data_dir.join(STORE_FILE);
         if !exists(&store_path)? {
             // A key without its store is a store lost (or an init cut short): say how to
             // restore it, and never let a caller take it for a directory to initialize.
@@ -216,7 +247,7 @@ impl Vault {
             });
         }
         let backend = RedbBackend::open(data_dir)?;
-        Vault::with_backend(Box::new(backend), &key_path)
+        Vault::with_backend_keyed(Box::new(backend), &key_path, key_read_only)
     }
 
     /// Serves the store `backend` holds, with the keys of the key file at `key_path`: reads
@@ -230,15 +261,38 @@ impl Vault {
     /// [`Error::KeyMissing`], [`Error::KeyMismatch`], [`Error::FormatVersion`],
     /// [`Error::Corrupt`], I/O and store errors.
     pub fn with_backend(backend: Box<dyn Backend>, key_path: &Path) -> Result<Vault> {
-        if fsutil::remove_if_exists(&fsutil::temp_path(key_path))? {
+        Vault::with_backend_keyed(backend, key_path, false)
+    }
+
+    /// [`Vault::with_backend`], with a key file that is never written if `key_read_only`.
+    fn with_backend_keyed(
+        backend: Box<dyn Backend>,
+        key_path: &Path,
+        key_read_only: bool,
+    ) -> Result<Vault> {
+        // A read-only key file has no temporary file beside it: nothing ever writes there.
+        if !key_read_only && fsutil::remove_if_exists(&fsutil::temp_path(key_path))? {
             info!(key = %key_path.display(), "removed a temporary key file left by an interrupted write");
         }
         let file = keyfile::read_file(key_path)?;
         let file_keys = file.keys;
         let file_audit = file.audit.map(AuditKeys::from_seed).transpose()?;
+        let (token_key, new_token_key) = match file.token {
+            Some(seed) => (TokenKey::from_seed(seed), false),
+            None => {
+                info!(key = %key_path.display(), "made the key API tokens are hashed under; it is kept in the key file");
+                (TokenKey::generate()?, true)
+            }
+        };
         let snapshot = backend.load()?;
         let format = rows::format_of(&snapshot)?;
         let (stored, revision, keyring, extra) = if format == legacy::FORMAT {
+            if key_read_only {
+                return Err(Error::KeyReadOnly {
+                    path: key_path.to_path_buf(),
+                    needs: "this store's format 1 is migrated by rewriting it",
+                });
+            }
             migrate(&*backend, key_path, file_keys, snapshot)?
         } else {
             let revision = snapshot.revision;
@@ -257,8 +311,22 @@ impl Vault {
             (stored, revision, keyring, extra)
         };
         let (audit, new_seed) = audit_keys(key_path, stored.meta.audit_key, file_audit)?;
-        let state = State::from_stored(stored, keyring, Some(Arc::clone(&audit)), revision)?;
-        if !extra.is_empty() || new_seed {
+        let mut state = State::from_stored(stored, keyring, Some(Arc::clone(&audit)), revision)?;
+        state.token_key = Some(Arc::new(token_key));
+        if key_read_only && new_seed {
+            return Err(Error::KeyReadOnly {
+                path: key_path.to_path_buf(),
+                needs: "this store's first start with an audit trail adds the audit key to it",
+            });
+        } else if key_read_only && new_token_key {
+            return Err(Error::KeyReadOnly {
+                path: key_path.to_path_buf(),
+                needs: "this store's first start with API tokens adds the token key to it",
+            });
+        } else if key_read_only && !extra.is_empty() {
+            warn!(key = %key_path.display(), unused = ?extra,
+                "the read-only key file holds keys nothing uses; they stay in it until it is made again without them");
+        } else if !extra.is_empty() || new_seed || new_token_key {
             // Without the keys nothing uses, and with the audit key's seed: written before
             // the store records its public key, so that a crash in between leaves the
             // seed to the next start.
@@ -266,12 +334,14 @@ impl Vault {
         }
         let vault = Vault {
             key_path: key_path.to_path_buf(),
+            key_read_only,
             backend,
             state: RwLock::new(state),
             writer: Mutex::new(()),
             rotating: Mutex::new(()),
             events: crate::events::Hub::default(),
             opens: auditing::OpenQueue::default(),
+            token_signal: tokens::TokenSignal::default(),
             #[cfg(test)]
             crash_at: Mutex::new(None),
             #[cfg(test)]
@@ -299,6 +369,11 @@ impl Vault {
     /// The key file's path (not its contents: there is no way to get those).
     pub fn key_path(&self) -> &Path {
         &self.key_path
+    }
+
+    /// Whether the key file is read and never rewritten ([`Vault::open_with_read_only_key`]).
+    pub fn key_read_only(&self) -> bool {
+        self.key_read_only
     }
 
     /// Tells the subscriber returned of every change `audience` is told of from now on,
@@ -727,6 +802,7 @@ impl Vault {
                 }
             };
             let tell = self.events.has_subscribers().then_some(commit.revision);
+            let tokens_changed = tokens::touches_tokens(&fed.batch);
             let mut state = self.state_mut();
             let events = state.apply(fed.batch, tell);
             state.apply_auths(fed.auths, digest);
@@ -735,6 +811,9 @@ impl Vault {
             // Still under the writer, so subscribers are told in the commits' order;
             // readers of the state are not kept waiting meanwhile.
             self.events.publish(events);
+            if tokens_changed {
+                self.token_signal.fire();
+            }
             at = commit.revision;
         }
         Ok(())
@@ -873,9 +952,13 @@ impl Vault {
         let snapshot = self.backend.load()?;
         let revision = snapshot.revision;
         let keys = self.keys_for(&rows::peek_meta(&snapshot)?)?;
-        let audit = self.state().audit.clone();
+        let (audit, token_key) = {
+            let state = self.state();
+            (state.audit.clone(), state.token_key.clone())
+        };
         let stored = rows::decode_snapshot(snapshot, &keys, audit.as_deref())?;
         let mut fresh = State::from_stored(stored, keys, audit, revision)?;
+        fresh.token_key = token_key;
         let mut state = self.state_mut();
         if fresh.meta.rotation_target.is_some() {
             fresh.rotation = state.rotation;
@@ -895,6 +978,9 @@ impl Vault {
         *state = fresh;
         drop(state);
         self.events.publish(events);
+        if changed {
+            self.token_signal.fire();
+        }
         Ok(changed)
     }
 
@@ -958,8 +1044,8 @@ fn upgrade_format(backend: &dyn Backend, base: Revision, from: u32) -> Result<Re
         from,
         to = FORMAT_VERSION,
         "upgraded the store's format (room for the deployment catalog, bundles, a secret's \
-         versions, grants that end, a freeze, suspended services and the audit trail): a \
-         srv-secrets older than this one can no longer open it"
+         versions, grants that end, a freeze, suspended services, the audit trail and API \
+         tokens): a srv-secrets older than this one can no longer open it"
     );
     Ok(revision)
 }

@@ -44,10 +44,11 @@ fn init_creates_private_dir_key_and_store() {
     let key = std::fs::read_to_string(&report.key_path).unwrap();
     let lines: Vec<&str> = key.lines().collect();
     assert_eq!(lines[0], "srv-secrets key file v1");
-    assert_eq!(lines.len(), 3);
+    assert_eq!(lines.len(), 4);
     assert!(lines[1].starts_with("key 1 ") && lines[1].len() == 6 + 64);
-    // The audit trail's signing key, beside the cluster key.
+    // The audit trail's signing key and the tokens' hash key, beside the cluster key.
     assert!(lines[2].starts_with("audit ") && lines[2].len() == 6 + 64);
+    assert!(lines[3].starts_with("token ") && lines[3].len() == 6 + 64);
     let vault = Vault::open(&dir, None).unwrap();
     assert_eq!(vault.admin_uid(), ADMIN);
     let status = vault.status();
@@ -299,8 +300,8 @@ fn open_refuses_a_malformed_key_file_by_line() {
     let text = std::fs::read_to_string(&key).unwrap();
     std::fs::write(&key, format!("{text}garbage\n")).unwrap();
     let err = Vault::open(&dir, None).unwrap_err();
-    // After the key line and the audit key's.
-    assert!(matches!(err, Error::KeyFile { line: 4, .. }), "{err:?}");
+    // After the key line, the audit key's and the token key's.
+    assert!(matches!(err, Error::KeyFile { line: 5, .. }), "{err:?}");
 }
 
 // ---- secrets ----
@@ -616,15 +617,17 @@ fn rotation_re_encrypts_everything() {
     );
     let after = std::fs::read_to_string(dir.join(KEY_FILE)).unwrap();
     assert_ne!(before, after);
-    assert_eq!(after.lines().count(), 3);
+    assert_eq!(after.lines().count(), 4);
     assert!(after.contains("\nkey 2 "));
-    // The audit key stays as it was: the trail signed before still verifies.
-    let audit_line = |text: &str| {
+    // The audit key stays as it was: the trail signed before still verifies; and so does
+    // the tokens' key, so that every token still works.
+    let line = |text: &str, word: &str| {
         text.lines()
-            .find(|l| l.starts_with("audit "))
+            .find(|l| l.starts_with(word))
             .map(str::to_owned)
     };
-    assert_eq!(audit_line(&after), audit_line(&before));
+    assert_eq!(line(&after, "audit "), line(&before, "audit "));
+    assert_eq!(line(&after, "token "), line(&before, "token "));
     assert!(vault.audit_verify(&[]).unwrap().is_ok());
     assert_eq!(mode(&dir.join(KEY_FILE)), 0o600);
     drop(vault);

@@ -12,7 +12,8 @@
 //! `history`, `stale`, `grant ... expires`) are in `ctl/versions.rs`; break-glass
 //! (`freeze`, `unfreeze`, `revoke-all`, `service ... suspend|resume`, `matrix`,
 //! `holders`) is in `ctl/breakglass.rs`; the audit trail's queries (`audit head`, `audit
-//! since`, `audit verify`) in `ctl/audit.rs`.
+//! since`, `audit verify`) in `ctl/audit.rs`; API tokens (`token create`, `token revoke`,
+//! `token list`) in `ctl/tokens.rs`.
 //!
 //! Every change is made by the fid's actor (the admin, over the connection's uid), with
 //! the reason a `reason TEXT` before it gave, if any.
@@ -29,12 +30,13 @@ use std::sync::{Arc, Mutex as SyncMutex, MutexGuard};
 use ctl::{Answer, Command, CtlStream, Parsed, Reply, Step, Transaction};
 use secrets::{Actor, Applied, Change, ChangeError, Error as VaultError, Vault};
 use tokio::sync::Mutex;
-use tracing::{error, info};
+use tracing::{error, info, warn};
 use zeroize::Zeroizing;
 
 mod audit;
 mod breakglass;
 mod decl;
+mod tokens;
 mod versions;
 
 use decl::Prepared;
@@ -269,6 +271,7 @@ fn explain(e: &VaultError) -> String {
     if let Some(text) = decl::explain(e)
         .or_else(|| versions::explain(e))
         .or_else(|| breakglass::explain(e))
+        .or_else(|| tokens::explain(e))
     {
         return text;
     }
@@ -310,6 +313,11 @@ fn explain(e: &VaultError) -> String {
                  the server log"
             )
         }
+        VaultError::KeyReadOnly { .. } => {
+            warn!(error = %e, "refused: the key file is read-only");
+            "the key file is a read-only systemd credential; see docs/operations.md to rotate it"
+                .into()
+        }
         VaultError::RotationCleanup { key, .. } => {
             error!(error = %e, "key rotation done, but the old key is still in the key file");
             format!(
@@ -342,6 +350,9 @@ fn prepare(command: &Command) -> Result<Prepared<'_>, String> {
     if let Some(prepared) = breakglass::prepare(command) {
         return Ok(prepared);
     }
+    if let Some(prepared) = tokens::prepare(command) {
+        return Ok(prepared);
+    }
     Ok(Prepared::Direct(match command {
         Command::Set { name, value } => Change::Set {
             name,
@@ -366,8 +377,9 @@ fn yes(b: bool) -> &'static str {
 
 /// The result line of a command the vault applied (and the log line, without values).
 fn answer(command: &Command, applied: Applied) -> Reply {
-    if let Some(answer) =
-        versions::answer(command, &applied).or_else(|| breakglass::answer(command, &applied))
+    if let Some(answer) = versions::answer(command, &applied)
+        .or_else(|| breakglass::answer(command, &applied))
+        .or_else(|| tokens::answer(command, &applied))
     {
         return Reply::Ok(answer);
     }
@@ -415,9 +427,15 @@ fn answer(command: &Command, applied: Applied) -> Reply {
                 .word("manifest")
                 .field("created", yes(created))
         }
-        (Command::ServiceRemove { service }, Applied::ServiceRemoved { grants }) => {
-            info!(%service, grants, "service removed");
-            answer.word(service).word("remove").field("grants", grants)
+        (Command::ServiceRemove { service }, Applied::ServiceRemoved { grants, tokens }) => {
+            info!(%service, grants, tokens, "service removed");
+            let answer = answer.word(service).word("remove").field("grants", grants);
+            // Its tokens went with it: said only when it had some.
+            if tokens > 0 {
+                answer.field("tokens_revoked", tokens)
+            } else {
+                answer
+            }
         }
         (Command::Catalog(c), applied) => decl::answer(c, applied),
         (command, applied) => {
@@ -446,6 +464,7 @@ async fn apply_parsed(vault: &Arc<Vault>, actor: &Actor, parsed: Parsed) -> Repl
                 match versions::query(&vault, command)
                     .or_else(|| breakglass::query(&vault, command))
                     .or_else(|| audit::query(&vault, command))
+                    .or_else(|| tokens::query(&vault, command))
                 {
                     Some(answered) => answered.map(Reply::Ok),
                     None => Err("this command is no query".into()),
@@ -628,10 +647,19 @@ mod tests {
                 key: u32::MAX,
                 source: Box::new(VaultError::Random),
             },
+            VaultError::KeyReadOnly {
+                path: "/run/credentials/srv-secrets.service/srv-secrets.key".into(),
+                needs: "a key rotation writes the new key into it",
+            },
             VaultError::PendingVersion { version: u64::MAX },
             VaultError::NoPendingVersion,
             VaultError::NoPreviousVersion,
             VaultError::Frozen,
+            VaultError::NoSuchToken,
+            VaultError::InvalidTokenId,
+            VaultError::TooManyTokens {
+                limit: secrets::MAX_TOKENS,
+            },
         ];
         errors.extend(manifest_errors());
         for e in &errors {

@@ -9,13 +9,13 @@
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use ninep::{Error, ename};
-use secrets::Vault;
+use secrets::{Actor, Vault};
 
 use super::ctl::Recent;
 use super::node::{Node, Tree};
 use super::opened::Opened;
 use super::reports::Reports;
-use crate::principal::View;
+use crate::principal::{Principal, View};
 
 /// The state of one fid: its view, its node, and what it opened.
 pub struct SecretsFid {
@@ -23,6 +23,9 @@ pub struct SecretsFid {
     node: Node,
     /// The connection's unix uid (SO_PEERCRED): with the view, who makes a change.
     uid: Option<u32>,
+    /// The ID of the API token the attach was made with, over a transport without uids:
+    /// it must still hold for every request.
+    token: Option<Arc<str>>,
     opened: Mutex<Option<Arc<Opened>>>,
     /// The ctl results of the attach this fid was walked from (what `cat ctl` shows on a
     /// fid that wrote nothing).
@@ -43,17 +46,25 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 }
 
 impl SecretsFid {
-    /// The fid of an attach: the root of `view`, for a connection of `uid`.
-    pub(super) fn attached(view: View, uid: Option<u32>) -> SecretsFid {
+    /// The fid of an attach: the root of `view`, for a connection of `uid`, or one that
+    /// presented the token `token` (its ID).
+    pub(super) fn attached(view: View, uid: Option<u32>, token: Option<Arc<str>>) -> SecretsFid {
         let root = Node::root(&view);
-        SecretsFid::at(view, root, uid, Arc::default())
+        SecretsFid::at(view, root, uid, token, Arc::default())
     }
 
-    fn at(view: View, node: Node, uid: Option<u32>, recent: Arc<Recent>) -> SecretsFid {
+    fn at(
+        view: View,
+        node: Node,
+        uid: Option<u32>,
+        token: Option<Arc<str>>,
+        recent: Arc<Recent>,
+    ) -> SecretsFid {
         SecretsFid {
             view,
             node,
             uid,
+            token,
             opened: Mutex::new(None),
             recent,
         }
@@ -66,6 +77,7 @@ impl SecretsFid {
             self.view.clone(),
             self.node.clone(),
             self.uid,
+            self.token.clone(),
             self.recent.clone(),
         )
     }
@@ -73,13 +85,20 @@ impl SecretsFid {
     /// Checks, for this request, that the fid's view is still valid
     /// ([`View::still_valid`]: the service still exists, and a service's uid still maps
     /// to it), so that a removed or remapped service loses access at once, through the
-    /// fids it holds too. The fid's state is reached only through what this returns.
+    /// fids it holds too; and that the token it was attached with, if any, still holds
+    /// (not revoked, not expired). The fid's state is reached only through what this
+    /// returns.
     pub(super) fn valid<'a>(
         &'a self,
         vault: &'a Vault,
         reports: &'a Reports,
         started: u32,
     ) -> Result<Valid<'a>, Error> {
+        if let Some(id) = &self.token
+            && !vault.token_holds(id)
+        {
+            return Err(Error::permission_denied());
+        }
         self.view.still_valid(vault)?;
         Ok(Valid {
             fid: self,
@@ -109,9 +128,21 @@ impl Valid<'_> {
         &self.fid.view
     }
 
-    /// The connection's uid.
-    pub fn uid(&self) -> Option<u32> {
-        self.fid.uid
+    /// Who makes a change through this fid, or opens a file: the service whose own view
+    /// it is, else the admin (on a service's behalf, for a service's view it attached),
+    /// over the connection's uid or with its token.
+    pub fn actor(&self) -> Actor {
+        let actor = match &self.fid.view {
+            View::Service {
+                by: Principal::Service { name, .. },
+                ..
+            } => Actor::service(name.clone(), self.fid.uid),
+            View::Service { .. } | View::Admin => Actor::admin(self.fid.uid),
+        };
+        match &self.fid.token {
+            Some(id) => actor.with_token(&**id),
+            None => actor,
+        }
     }
 
     /// The ctl results of the fid's attach.
@@ -137,6 +168,7 @@ impl Valid<'_> {
             self.fid.view.clone(),
             node,
             self.fid.uid,
+            self.fid.token.clone(),
             self.fid.recent.clone(),
         )
     }

@@ -674,6 +674,7 @@ mod tests {
                 name: "a",
                 overlap: Some(3600),
                 revoke_previous: false,
+                retire_when_read: false,
             }],
         )
         .unwrap();
@@ -686,8 +687,14 @@ mod tests {
         assert_eq!((attr.length, attr.qid.version), (5, 1));
         assert_eq!(names(&web), ["a"]);
         // Retired: gone.
-        v.apply(&actor, &[secrets::Change::Retire { name: "a" }])
-            .unwrap();
+        v.apply(
+            &actor,
+            &[secrets::Change::Retire {
+                name: "a",
+                when_read: None,
+            }],
+        )
+        .unwrap();
         assert_eq!(secret_dir.child(&tree(&v, &web), "a@previous"), None);
     }
 

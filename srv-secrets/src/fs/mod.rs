@@ -30,14 +30,16 @@ mod reports;
 
 use std::sync::{Arc, Mutex, MutexGuard};
 
-use ninep::server::{Admission, ClunkKind, Filesystem, Peer, Reading};
+use ninep::server::{Admission, Authenticated, ClunkKind, Filesystem, Peer, Reading, Ready};
 use ninep::{Data, Error, Qid, Result, Stat};
 use secrets::Vault;
 
 pub use self::fid::SecretsFid;
 use self::fid::Valid;
 use self::node::Content;
-use crate::principal::{admission_of, principal_of, view_for};
+use crate::principal::{
+    admission_of, needs_token, principal_of, principal_of_token, token_admission_key, view_for,
+};
 
 /// How many large decryptions one service's view may have running at once. The blocking
 /// pool and the CPU are shared by everyone: without a bound, one service (or a kernel
@@ -105,11 +107,51 @@ impl Filesystem for SecretsFs {
     /// Root, the admin's uid and service uids are principals, one per uid, and so are
     /// the names verified certificates give (`admin`, a service's). Any other uid or name
     /// is a stranger: served, to be told "permission denied" at attach, in the core's few
-    /// stranger slots, with a handful of requests before it is closed; so is a TLS
-    /// connection without a certificate, or a plain TCP one, to be told "authentication
-    /// required" (see [`admission_of`]). A unix peer without a uid is refused.
+    /// stranger slots, with a handful of requests before it is closed; so is a peer that
+    /// must present a token (plain TCP, TLS without a certificate), until it has (see
+    /// [`admission_of`]). A unix peer without a uid is refused.
     fn accept(&self, peer: &Peer) -> Admission {
         admission_of(&self.vault, peer)
+    }
+
+    /// Over a transport that proves nothing of its peer ([`needs_token`]).
+    fn needs_credential(&self, peer: &Peer) -> bool {
+        needs_token(peer)
+    }
+
+    /// The credential is an API token: checked against the vault's keyed hashes in
+    /// constant time; what it proves is the principal, and the connection ends when it
+    /// stops holding (revoked, expired, its service removed). Neither a token nor any
+    /// part of one ever reaches a log or an error.
+    async fn attach_with_credential(
+        &self,
+        peer: &Peer,
+        _uname: &str,
+        aname: &str,
+        credential: &[u8],
+    ) -> Result<Authenticated<SecretsFid>> {
+        let holder = self
+            .vault
+            .authenticate_token(credential)
+            .map_err(|refused| {
+                tracing::debug!(peer = %peer.addr, %refused, "a token was refused");
+                Error::new(refused.to_string())
+            })?;
+        let principal = principal_of_token(&holder);
+        let view = view_for(&self.vault, &principal, aname)?;
+        tracing::debug!(peer = %peer.addr, ?principal, token = %holder.id, aname, "attach with a token");
+        let id: Arc<str> = Arc::from(holder.id.as_str());
+        let fid = SecretsFid::attached(view, None, Some(id.clone()));
+        let qid = {
+            let root = self.valid(&fid)?;
+            root.node().attr(&root.tree)?.qid
+        };
+        Ok(Authenticated {
+            qid,
+            fid,
+            principal: token_admission_key(&principal),
+            ends: Ready::new(token_ends(self.vault.clone(), id, holder.expires)),
+        })
     }
 
     async fn attach(&self, peer: &Peer, _uname: &str, aname: &str) -> Result<(Qid, SecretsFid)> {
@@ -124,7 +166,7 @@ impl Filesystem for SecretsFs {
         })?;
         let view = view_for(&self.vault, &principal, aname)?;
         tracing::debug!(peer = %peer.addr, ?principal, aname, "attach");
-        let fid = SecretsFid::attached(view, peer.uid);
+        let fid = SecretsFid::attached(view, peer.uid, None);
         let qid = {
             let root = self.valid(&fid)?;
             root.node().attr(&root.tree)?.qid
@@ -237,6 +279,39 @@ impl Filesystem for SecretsFs {
         match fid.take_opened() {
             Some(opened) => self.clunk_opened(opened, kind).await,
             None => Ok(()),
+        }
+    }
+}
+
+/// Resolves when the token `id` stops holding: at once after a change of the vault's
+/// tokens that ends it (a revoke, its service removed), and at its end (`expires`, unix
+/// seconds) if it has one.
+async fn token_ends(vault: Arc<Vault>, id: Arc<str>, expires: Option<u64>) {
+    let now = || {
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs())
+    };
+    // A second past the end, so that the vault's clock agrees it has come.
+    let until_end =
+        |t: u64| std::time::Duration::from_secs(t.saturating_sub(now()).saturating_add(1));
+    // Without an end, one no connection outlives (and an Instant can always add).
+    let never = std::time::Duration::from_secs(10 * 365 * 86_400);
+    let end = tokio::time::sleep(expires.map_or(never, until_end));
+    tokio::pin!(end);
+    loop {
+        // Made before the look, so that a change between the two is not missed.
+        let changed = vault.tokens_changed();
+        if !vault.token_holds(&id) {
+            tracing::info!(token = %id, "a token stopped holding: closing a connection that attached with it");
+            return;
+        }
+        tokio::select! {
+            () = changed => {}
+            () = &mut end => {
+                // Not ended after all (the clock stepped back): look again in a second.
+                end.as_mut().reset(tokio::time::Instant::now() + std::time::Duration::from_secs(1));
+            }
         }
     }
 }
@@ -649,6 +724,101 @@ mod tests {
             panic!("a change waits");
         };
         assert_eq!(line.expose(), b"granted small 2 api\n");
+    }
+
+    fn token(fs: &SecretsFs, service: Option<&str>) -> secrets::NewToken {
+        let applied = fs
+            .vault()
+            .apply(
+                &Actor::admin(Some(0)),
+                &[secrets::Change::TokenCreate {
+                    service,
+                    expires_in: None,
+                }],
+            )
+            .unwrap();
+        match applied.into_iter().next() {
+            Some(secrets::Applied::TokenCreated { token, .. }) => token,
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[tokio::test]
+    async fn a_token_attaches_as_its_principal_and_every_request_checks_it() {
+        let (_dir, fs, _) = fs();
+        let tcp = Peer {
+            transport: ninep::server::Transport::Tcp,
+            addr: "tcp:test".into(),
+            ..Peer::default()
+        };
+        assert!(fs.needs_credential(&tcp));
+        assert!(!fs.needs_credential(&peer(Some(WEB))));
+        assert_eq!(fs.accept(&tcp), Admission::Stranger);
+        // No token, no attach; a wrong one says nothing of why.
+        let none = fs.attach(&tcp, "", "").await.err().unwrap();
+        assert!(none.0.starts_with(ninep::ename::AUTH_REQUIRED), "{none}");
+        let web = token(&fs, Some("web"));
+        let mut wrong = web.expose().as_bytes().to_vec();
+        *wrong.last_mut().unwrap() ^= 1;
+        let e = fs
+            .attach_with_credential(&tcp, "", "", &wrong)
+            .await
+            .err()
+            .unwrap();
+        assert_eq!(e.ename(), "permission denied: not a valid token");
+        let attached = fs
+            .attach_with_credential(&tcp, "", "", web.expose().as_bytes())
+            .await
+            .unwrap();
+        assert_eq!(attached.principal, "token service web");
+        let (_, dir) = fs.walk(&attached.fid, "secret").await.unwrap();
+        let (_, file) = fs.walk(&dir, "small").await.unwrap();
+        fs.open(&file, ninep::om::READ).await.unwrap();
+        assert_eq!(
+            fs.read(&file, 0, 100).await.unwrap().expose(),
+            b"small value"
+        );
+        // An admin token attaches the admin tree; a service's does not.
+        let e = fs
+            .attach_with_credential(&tcp, "", "admin", web.expose().as_bytes())
+            .await
+            .err()
+            .unwrap();
+        assert!(e.ename().starts_with("permission denied"), "{e}");
+        let admin = token(&fs, None);
+        let root = fs
+            .attach_with_credential(&tcp, "", "", admin.expose().as_bytes())
+            .await
+            .unwrap();
+        assert_eq!(root.principal, "token admin");
+        assert!(fs.walk(&root.fid, "secrets").await.is_ok());
+        // Revoked: the next request on a fid it holds fails, and the connection's end
+        // comes at once.
+        let ends = attached.ends;
+        fs.vault()
+            .apply(
+                &Actor::admin(Some(0)),
+                &[secrets::Change::TokenRevoke { id: web.id() }],
+            )
+            .unwrap();
+        assert_eq!(
+            fs.read(&file, 0, 100).await.unwrap_err(),
+            Error::permission_denied()
+        );
+        tokio::time::timeout(Duration::from_secs(5), ends)
+            .await
+            .expect("a revoked token's connection ends at once");
+        // The admin's token holds on.
+        assert!(fs.walk(&root.fid, "secrets").await.is_ok());
+        let e = fs
+            .attach_with_credential(&tcp, "", "", web.expose().as_bytes())
+            .await
+            .err()
+            .unwrap();
+        assert_eq!(
+            e.ename(),
+            format!("permission denied: token {} was revoked", web.id())
+        );
     }
 
     /// Passes everything to the store of a data directory, and records who made each batch.

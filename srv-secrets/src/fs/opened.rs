@@ -6,7 +6,7 @@ use std::sync::Arc;
 use ninep::server::{ClunkKind, Reading};
 use ninep::{Data, Error, Result, ename};
 use secrets::events::Audience;
-use secrets::{Actor, Backup, Error as VaultError, OpenedSecret};
+use secrets::{Backup, Error as VaultError, OpenedSecret};
 use zeroize::Zeroizing;
 
 use super::SecretsFs;
@@ -14,7 +14,7 @@ use super::ctl::CtlFid;
 use super::events::EventsFid;
 use super::fid::Valid;
 use super::node::Content;
-use crate::principal::{Principal, View};
+use crate::principal::View;
 
 /// A Tread that decrypts more than this is decrypted on tokio's blocking pool rather than
 /// on the worker that serves it. A read decrypts only the 4 KiB chunks it touches: one
@@ -85,18 +85,6 @@ impl AuditStream {
     }
 }
 
-/// Who opens a file through `view` over a connection of `uid`: the service itself, or
-/// the admin on its behalf.
-fn opener(view: &View, uid: Option<u32>) -> Actor {
-    match view {
-        View::Service {
-            by: Principal::Service { name, uid },
-            ..
-        } => Actor::service(name.clone(), *uid),
-        View::Service { .. } | View::Admin => Actor::admin(uid),
-    }
-}
-
 /// Maps a vault error on a service's read path to 9P. Not granted and missing are both
 /// "file does not exist": names are not an oracle.
 fn read_error(e: VaultError) -> Error {
@@ -131,18 +119,16 @@ impl SecretsFs {
                     .open_version(service, node.secret_name(slot), slot)
                     .map_err(read_error)?;
                 // Recorded off the read path: queued, committed by the flusher.
-                self.vault
-                    .record_open(&opener(fid.view(), fid.uid()), service, &secret, slot);
+                self.vault.record_open(&fid.actor(), service, &secret, slot);
                 Opened::Secret(secret)
             }
             Content::Text(render) => {
                 let generated = render(&fid.tree, node).ok_or_else(Error::not_found)?;
                 Opened::Text(Zeroizing::new(generated.text))
             }
-            Content::Ctl if admin => Opened::Ctl(Box::new(CtlFid::new(
-                fid.recent().clone(),
-                Actor::admin(fid.uid()),
-            ))),
+            Content::Ctl if admin => {
+                Opened::Ctl(Box::new(CtlFid::new(fid.recent().clone(), fid.actor())))
+            }
             // Copying the whole store is blocking I/O: off the async workers.
             Content::Backup if admin => {
                 let vault = self.vault.clone();

@@ -25,9 +25,23 @@
 //!                                                 100 fids, a Tread outstanding on each;
 //!                                                 print `parked N` once all are sent, then
 //!                                                 `ok TEXT` or `error TEXT` per reply
+//! 9p --addr unix:PATH play FILE                    play FILE, a golden transcript
+//!                                                 (ninep::transcript), over a raw
+//!                                                 connection; a mismatch is the error
+//! 9p --addr unix:PATH replies FILE                 send FILE's T-lines one at a time and
+//!                                                 print each with its reply's text form
+//! 9p --addr unix:PATH stall                       send half a message's header, print
+//!                                                 `ready`, and send nothing more
+//! 9p --addr unix:PATH flood                       version and attach, then send Tstats
+//!                                                 without reading a reply; `ready` once
+//!                                                 the server stops taking them
+//! 9p --addr unix:PATH connections N               open N connections, each sending
+//!                                                 Tversion; `ready K`, K of them answered
 //! ```
 //! `--addr tls:HOST:PORT --ca FILE [--cert FILE --key FILE]` speaks 9P over TLS instead,
 //! the server's certificate checked against --ca, ours (if given) naming who we are.
+//! The raw modes (play, replies, stall, flood, connections) attach nothing by themselves, and the
+//! last three run until killed.
 //! Errors print `9p: ERROR` (the server's Rerror text) on stderr and exit 1.
 
 use std::io::{BufRead, Write};
@@ -112,6 +126,148 @@ impl Dial {
     }
 }
 
+/// A Tversion of `msize` 8192, as bytes.
+fn tversion() -> Vec<u8> {
+    ninep::Tframe {
+        tag: ninep::NOTAG,
+        msg: ninep::Tmessage::Version(ninep::Tversion {
+            msize: 8192,
+            version: ninep::VERSION_9P2000.into(),
+        }),
+    }
+    .to_bytes()
+}
+
+/// Prints `line` on stdout at once, for the test that waits for it.
+fn say(line: &str) -> std::io::Result<()> {
+    let mut out = std::io::stdout().lock();
+    writeln!(out, "{line}")?;
+    out.flush()
+}
+
+/// The modes that speak raw 9P over their own connections: `None` for another mode.
+async fn raw(path: &str, aname: &str, rest: &[String]) -> Option<Result<(), ClientError>> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tokio::net::UnixStream;
+    let words: Vec<&str> = rest.iter().map(String::as_str).collect();
+    if !matches!(
+        words.first(),
+        Some(&("play" | "replies" | "stall" | "flood" | "connections"))
+    ) {
+        return None;
+    }
+    Some(
+        async {
+            match words.as_slice() {
+                ["play", file] => {
+                    let script = std::fs::read_to_string(file)?;
+                    let stream = UnixStream::connect(path).await?;
+                    ninep::transcript::run(file, &script, stream)
+                        .await
+                        .map_err(|m| ClientError::Protocol(m.to_string()))
+                }
+                ["replies", file] => {
+                    // Each T-line of FILE, sent alone, and the text form of its reply:
+                    // how a transcript's expected replies are first written.
+                    let script = std::fs::read_to_string(file)?;
+                    let mut stream = UnixStream::connect(path).await?;
+                    for line in script.lines().map(str::trim).filter(|l| l.starts_with('T')) {
+                        let frame = ninep::text::parse_tframe(line)
+                            .map_err(|e| ClientError::Protocol(format!("{line}: {e}")))?;
+                        stream.write_all(&frame.to_bytes()).await?;
+                        let mut size = [0u8; 4];
+                        stream.read_exact(&mut size).await?;
+                        let mut reply = vec![0u8; u32::from_le_bytes(size) as usize];
+                        reply[..4].copy_from_slice(&size);
+                        stream.read_exact(&mut reply[4..]).await?;
+                        let reply = ninep::Rframe::decode(&reply)
+                            .map_err(|e| ClientError::Protocol(e.to_string()))?;
+                        say(line)?;
+                        say(&reply.transcript())?;
+                    }
+                    Ok(())
+                }
+                ["stall"] => {
+                    let mut stream = UnixStream::connect(path).await?;
+                    stream.write_all(&tversion()[..3]).await?;
+                    say("ready")?;
+                    std::future::pending::<()>().await;
+                    Ok(())
+                }
+                ["flood"] => {
+                    let client = Client::connect_unix(path).await?;
+                    drop(client.attach("9p-test", aname).await?);
+                    drop(client);
+                    // A fresh connection, attached by hand, so that nothing reads it.
+                    let mut stream = UnixStream::connect(path).await?;
+                    stream.write_all(&tversion()).await?;
+                    let mut reply = [0u8; 64];
+                    let _ = stream.read(&mut reply).await?;
+                    let attach = ninep::Tframe {
+                        tag: 1,
+                        msg: ninep::Tmessage::Attach(ninep::Tattach {
+                            fid: 0,
+                            afid: ninep::NOFID,
+                            uname: "9p-test".into(),
+                            aname: aname.into(),
+                        }),
+                    };
+                    stream.write_all(&attach.to_bytes()).await?;
+                    let stat = |tag: u16| {
+                        ninep::Tframe {
+                            tag,
+                            msg: ninep::Tmessage::Stat(ninep::Tstat { fid: 0 }),
+                        }
+                        .to_bytes()
+                    };
+                    let mut ready = false;
+                    for tag in (2..u16::MAX).cycle() {
+                        let sent = tokio::time::timeout(
+                            std::time::Duration::from_millis(500),
+                            stream.write_all(&stat(tag)),
+                        )
+                        .await;
+                        match sent {
+                            Ok(r) => r?,
+                            Err(_) if !ready => {
+                                say("ready")?;
+                                ready = true;
+                            }
+                            Err(_) => {}
+                        }
+                    }
+                    Ok(())
+                }
+                ["connections", n] => {
+                    let n: usize = n.parse().map_err(|_| ClientError::Protocol("N".into()))?;
+                    let mut held = Vec::with_capacity(n);
+                    let mut answered = 0;
+                    for _ in 0..n {
+                        let Ok(mut stream) = UnixStream::connect(path).await else {
+                            continue;
+                        };
+                        let mut reply = [0u8; 64];
+                        let ok = stream.write_all(&tversion()).await.is_ok()
+                            && tokio::time::timeout(
+                                std::time::Duration::from_millis(200),
+                                stream.read(&mut reply),
+                            )
+                            .await
+                            .is_ok_and(|r| r.is_ok_and(|got| got > 0));
+                        answered += usize::from(ok);
+                        held.push(stream);
+                    }
+                    say(&format!("ready {answered}"))?;
+                    std::future::pending::<()>().await;
+                    Ok(())
+                }
+                _ => Err(ClientError::Protocol(format!("usage: {}", rest.join(" ")))),
+            }
+        }
+        .await,
+    )
+}
+
 async fn run(args: &[String]) -> Result<(), ClientError> {
     let mut addr = None;
     let mut aname = String::new();
@@ -128,7 +284,14 @@ async fn run(args: &[String]) -> Result<(), ClientError> {
             _ => rest.push(a.clone()),
         }
     }
-    let dial = Dial::new(&addr.unwrap_or_default(), ca, cert, key)?;
+    let addr = addr.unwrap_or_default();
+    if !addr.starts_with("tls:") {
+        let path = addr.strip_prefix("unix:").unwrap_or(&addr);
+        if let Some(done) = raw(path, &aname, &rest).await {
+            return done;
+        }
+    }
+    let dial = Dial::new(&addr, ca, cert, key)?;
     let client = dial.connect().await?;
     let root = client.attach("9p-test", &aname).await?;
     let out = std::io::stdout();

@@ -701,7 +701,7 @@ fn every_error_text() {
         ),
         (
             b"promote a overlp 1d\n",
-            "ctl: line 1: promote: unknown option; did you mean 'overlap'? expected: overlap, revoke-previous",
+            "ctl: line 1: promote: unknown option; did you mean 'overlap'? expected: overlap, revoke-previous, retire-when-read",
         ),
         (
             b"stage a\n",
@@ -1132,6 +1132,7 @@ fn possible_error_texts() -> Vec<String> {
         ("stale", ErrorKind::NotInTransaction),
         ("reason", ErrorKind::BadReason),
         ("promote", ErrorKind::OverlapAndRevoke),
+        ("promote", ErrorKind::RetireWhenReadWithoutOverlap),
         ("commit", ErrorKind::TransactionAborted { line: 99_999 }),
         ("begin", ErrorKind::TransactionNotCommitted),
         ("begin", ErrorKind::TransactionOpen),
@@ -1301,6 +1302,8 @@ fn all_error_texts() -> Vec<String> {
         ErrorKind::BadDuration(model::DurationError::TooLong),
         ErrorKind::BadReason,
         ErrorKind::OverlapAndRevoke,
+        ErrorKind::RetireWhenReadWithoutOverlap,
+        ErrorKind::BadTokenId,
     ];
     kinds.extend(unknown_options().into_iter().map(|(_, k)| k));
     kinds.extend(expected_words().into_iter().map(|(_, k)| k));
@@ -1323,6 +1326,8 @@ fn all_error_texts() -> Vec<String> {
             "deployment",
             "duration",
             "reason",
+            "principal",
+            "token ID",
         ] {
             kinds.push(ErrorKind::MissingArgument { arg, usage });
         }
@@ -1373,12 +1378,17 @@ fn command() -> impl Strategy<Value = Command> {
         (
             name(),
             proptest::option::of(1..=model::MAX_DURATION_SECS),
+            any::<bool>(),
             any::<bool>()
         )
-            .prop_map(|(name, overlap, revoke)| Command::Promote {
-                name,
-                overlap: if revoke { None } else { overlap },
-                revoke_previous: revoke,
+            .prop_map(|(name, overlap, revoke, retire)| {
+                let overlap = if revoke { None } else { overlap };
+                Command::Promote {
+                    name,
+                    retire_when_read: retire && overlap.is_some(),
+                    overlap,
+                    revoke_previous: revoke,
+                }
             }),
         name().prop_map(|name| Command::Discard { name }),
         name().prop_map(|name| Command::Rollback { name }),
@@ -1403,6 +1413,13 @@ fn command() -> impl Strategy<Value = Command> {
         name().prop_map(|name| Command::RevokeAll { name }),
         Just(Command::Matrix),
         catalog_command().prop_map(Command::Catalog),
+        (
+            prop_oneof![Just("admin".to_string()), service()],
+            proptest::option::of(1..=model::MAX_DURATION_SECS)
+        )
+            .prop_map(|(principal, expires)| Command::TokenCreate { principal, expires }),
+        "[0-9a-f]{16}".prop_map(|id| Command::TokenRevoke { id }),
+        Just(Command::TokenList),
     ]
 }
 
@@ -1645,7 +1662,7 @@ fn a_large_value_does_not_keep_its_allocation() {
 /// choices, with each choice suggested or none.
 fn unknown_options() -> Vec<(&'static str, ErrorKind)> {
     use crate::deployment::{META_OPTIONS, PROMPT_OPTIONS, STRATEGIES};
-    let lists: [(&str, &[&'static str], &'static str); 13] = [
+    let lists: [(&str, &[&'static str], &'static str); 15] = [
         ("grant", &["expires"], "expires"),
         (
             "promote",
@@ -1678,6 +1695,12 @@ fn unknown_options() -> Vec<(&'static str, ErrorKind)> {
             "bundle",
             &["create", "list", "identify"],
             "create, list, identify",
+        ),
+        ("token", &["expires"], "expires"),
+        (
+            "token",
+            &["create", "revoke", "list"],
+            "create, revoke, list",
         ),
     ];
     let mut out = Vec::new();
@@ -2057,4 +2080,78 @@ fn help_lists_the_catalog_commands() {
     ] {
         assert!(help.contains(form), "{form}\n{help}");
     }
+}
+
+// ---------------------------------------------------------------- tokens
+
+#[test]
+fn token_commands_as_a_person_writes_them() {
+    assert_eq!(
+        parse_one(b"token create admin"),
+        Ok(Command::TokenCreate {
+            principal: "admin".into(),
+            expires: None
+        })
+    );
+    assert_eq!(
+        parse_one(b"token create web expires 90d"),
+        Ok(Command::TokenCreate {
+            principal: "web".into(),
+            expires: Some(90 * 86_400)
+        })
+    );
+    assert_eq!(
+        parse_one(b"token revoke 0123456789abcdef"),
+        Ok(Command::TokenRevoke {
+            id: "0123456789abcdef".into()
+        })
+    );
+    assert_eq!(parse_one(b"token list"), Ok(Command::TokenList));
+    assert!(Command::TokenList.is_query());
+    let create = Command::TokenCreate {
+        principal: "web".into(),
+        expires: Some(3600),
+    };
+    assert!(create.is_change() && !create.is_query());
+    assert_eq!(&*create.encode(), b"token create web expires 1h\n");
+    // Whom it is for: admin or a service; secrets is nobody.
+    for (line, says) in [
+        (&b"token create secrets"[..], "reserved service names"),
+        (b"token create 'a b'", "invalid service name"),
+        (
+            b"token create",
+            "missing principal; usage: token create PRINCIPAL",
+        ),
+        (
+            b"token create web for 1h",
+            "unknown option; expected: expires",
+        ),
+        (b"token create web expires", "missing duration"),
+        (
+            b"token revoke 0123456789ABCDEF",
+            "a token ID is 16 hex digits",
+        ),
+        (b"token revoke 0123", "a token ID is 16 hex digits"),
+        (b"token revoke", "missing token ID; usage: token revoke ID"),
+        (b"token revoke 0123456789abcdef x", "too many arguments"),
+        (b"token list all", "too many arguments"),
+        (b"token lst", "did you mean 'list'?"),
+    ] {
+        let e = parse_one(line).unwrap_err();
+        assert!(e.contains(says), "{}: {e}", String::from_utf8_lossy(line));
+        assert!(e.starts_with("ctl: line 1: token: "), "{e}");
+    }
+    // A token is its own transaction: never inside begin ... commit.
+    let mut stream = crate::CtlStream::new();
+    stream.push(b"begin\ntoken create admin\n");
+    let mut steps = Vec::new();
+    while let Some(step) = stream.next_step() {
+        steps.push(step);
+    }
+    assert!(
+        steps.iter().any(
+            |s| matches!(s, crate::Step::Refuse(e) if e.contains("cannot run inside a transaction"))
+        ),
+        "a token command joined a transaction"
+    );
 }

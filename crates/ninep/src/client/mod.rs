@@ -312,6 +312,63 @@ impl Client {
         }
     }
 
+    /// Tattach proving who we are with `credential` (9P's authentication: Tauth, the
+    /// credential written to the afid, Tattach with it; the afid is clunked after). The
+    /// three are sent at once: the server keeps requests on one fid in order. A server
+    /// that needs no credential answers the Tauth "authentication not required", which
+    /// this returns.
+    pub async fn attach_with_credential(
+        &self,
+        uname: &str,
+        aname: &str,
+        credential: &[u8],
+    ) -> Result<Fid> {
+        let afid = self.alloc_fid();
+        let fid = self.alloc_fid();
+        let sent = (|| {
+            let auth = self.send(Tauth {
+                afid,
+                uname: uname.into(),
+                aname: aname.into(),
+            })?;
+            let write = self.send(Twrite {
+                fid: afid,
+                offset: 0,
+                data: Data::from(credential),
+            })?;
+            let attach = self.send(Tattach {
+                fid,
+                afid,
+                uname: uname.into(),
+                aname: aname.into(),
+            })?;
+            Ok((auth, write, attach))
+        })();
+        let attached = match sent {
+            Ok((auth, write, attach)) => {
+                let (auth, write, attach) = (
+                    auth.reply().await,
+                    write.reply().await,
+                    attach.reply().await,
+                );
+                auth.and_then(|r| expect_reply!(r, Auth))
+                    .and(write.and_then(|r| expect_reply!(r, Write)))
+                    .and(attach.and_then(|r| expect_reply!(r, Attach)))
+            }
+            Err(e) => Err(e),
+        };
+        // The afid served its one attach, whatever came of it.
+        let _ = self.rpc(Tclunk { fid: afid }).await;
+        self.free_fid(afid);
+        match attached {
+            Ok(r) => Ok(self.fid_handle(fid, r.qid)),
+            Err(e) => {
+                self.free_fid(fid);
+                Err(e)
+            }
+        }
+    }
+
     fn fid_handle(&self, fid: u32, qid: Qid) -> Fid {
         Fid {
             client: self.clone(),

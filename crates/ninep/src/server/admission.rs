@@ -133,33 +133,11 @@ impl Admissions {
         let (class, pool) = match admission {
             Admission::Refuse => return Err(Refused::ByFilesystem),
             Admission::Principal(key) => {
-                if counts.principal_connections >= limits.max_connections {
-                    return Err(Refused::Connections);
-                }
                 // The kernel mounts one view per service as root; and peers with
                 // neither a uid nor a certificate cannot be told apart, so a cap on
                 // them would be a cap on everyone.
                 let capped = peer.uid != Some(0) && stranger_key(peer).is_some();
-                let held = counts.principals.get(&key).map_or(0, |p| p.capped);
-                if capped && held >= limits.max_connections_per_principal {
-                    return Err(Refused::PrincipalConnections);
-                }
-                let entry =
-                    counts
-                        .principals
-                        .entry(key.clone())
-                        .or_insert_with(|| PrincipalCount {
-                            pool: Arc::new(Semaphore::new(permits(
-                                limits.max_outstanding_per_principal,
-                            ))),
-                            connections: 0,
-                            capped: 0,
-                        });
-                entry.connections += 1;
-                entry.capped += usize::from(capped);
-                let pool = entry.pool.clone();
-                counts.principal_connections += 1;
-                (Class::Principal { key, capped }, Some(pool))
+                principal_slot(&mut counts, limits, key, capped)?
             }
             Admission::Stranger => {
                 if counts.strangers >= limits.max_stranger_connections {
@@ -187,10 +165,55 @@ impl Admissions {
         })
     }
 
+    /// A principal's slot for a connection that proved itself `key` with a credential:
+    /// counted against the principal's cap, whatever its transport (the credential tells
+    /// it apart from everyone else).
+    fn admit_proven(self: &Arc<Self>, key: String) -> Result<Slot, Refused> {
+        let mut counts = lock(&self.counts);
+        let (class, pool) = principal_slot(&mut counts, &self.limits, key, true)?;
+        Ok(Slot {
+            admissions: self.clone(),
+            class,
+            pool,
+        })
+    }
+
     #[cfg(test)]
     fn principals(&self) -> usize {
         lock(&self.counts).principals.len()
     }
+}
+
+/// Takes a slot among principals for one of `key`'s connections, counted against its
+/// cap if `capped`, with its pool (made with its first connection).
+fn principal_slot(
+    counts: &mut Counts,
+    limits: &Limits,
+    key: String,
+    capped: bool,
+) -> Result<(Class, Option<Arc<Semaphore>>), Refused> {
+    if counts.principal_connections >= limits.max_connections {
+        return Err(Refused::Connections);
+    }
+    let held = counts.principals.get(&key).map_or(0, |p| p.capped);
+    if capped && held >= limits.max_connections_per_principal {
+        return Err(Refused::PrincipalConnections);
+    }
+    let entry = counts
+        .principals
+        .entry(key.clone())
+        .or_insert_with(|| PrincipalCount {
+            pool: Arc::new(Semaphore::new(permits(
+                limits.max_outstanding_per_principal,
+            ))),
+            connections: 0,
+            capped: 0,
+        });
+    entry.connections += 1;
+    entry.capped += usize::from(capped);
+    let pool = entry.pool.clone();
+    counts.principal_connections += 1;
+    Ok((Class::Principal { key, capped }, Some(pool)))
 }
 
 /// A permit count a semaphore can hold, and at least one (a pool of none would never
@@ -204,6 +227,21 @@ impl Slot {
     /// its principal's, or none for a stranger.
     pub(super) fn pool(&self) -> Option<Arc<Semaphore>> {
         self.pool.clone()
+    }
+
+    /// Whether this is a stranger's slot.
+    pub(super) fn is_strangers(&self) -> bool {
+        matches!(self.class, Class::Stranger { .. })
+    }
+
+    /// The connection proved itself the principal `key` (a credential at attach): a
+    /// stranger's slot becomes one of `key`'s, giving back the stranger's. A principal's
+    /// slot stays what it is.
+    pub(super) fn prove(&mut self, key: String) -> Result<(), Refused> {
+        if self.is_strangers() {
+            *self = self.admissions.admit_proven(key)?;
+        }
+        Ok(())
     }
 }
 

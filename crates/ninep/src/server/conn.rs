@@ -12,7 +12,7 @@ use zeroize::Zeroize;
 
 use crate::batch::Batch;
 
-use super::admission::permits;
+use super::admission::{Slot, permits};
 use super::session::{Outgoing, Permits, ReplyBudget, Session};
 use super::{Filesystem, Limits, Peer, Shutdown};
 use crate::message::{FrameHeader, HEADER_SIZE};
@@ -120,13 +120,14 @@ async fn write_loop<W: AsyncWrite + Unpin>(
     closed.notify_one();
 }
 
-/// Serves one admitted connection. `pool` is its principal's pool of reply permits;
-/// none for a stranger, whose connection keeps its small first window.
+/// Serves one admitted connection in its `slot`: a principal's draws on the principal's
+/// pool of reply permits; a stranger's has none, and keeps its small first window unless
+/// it proves itself a principal with a credential.
 pub(super) async fn run<F, S>(
     fs: Arc<F>,
     limits: Arc<Limits>,
     stats: Arc<super::stats::Stats>,
-    pool: Option<Arc<Semaphore>>,
+    slot: Slot,
     stream: S,
     peer: Peer,
     mut shutdown: Shutdown,
@@ -145,10 +146,6 @@ pub(super) async fn run<F, S>(
     let full_window = permits(limits.max_outstanding.saturating_mul(2));
     let first_window = permits(limits.pre_attach_window).min(full_window);
     let window = Arc::new(Semaphore::new(first_window));
-    let growth = match pool {
-        Some(_) => full_window - first_window,
-        None => 0,
-    };
     let session = Arc::new(Session::new(
         fs,
         limits.clone(),
@@ -157,8 +154,8 @@ pub(super) async fn run<F, S>(
         tx,
         ReplyBudget {
             window: window.clone(),
-            growth,
-            pool: pool.clone(),
+            growth: full_window - first_window,
+            slot,
         },
     ));
     // Requests read while no attach has succeeded.
@@ -175,11 +172,17 @@ pub(super) async fn run<F, S>(
     tokio::pin!(writer_gone);
     let attach_deadline = tokio::time::sleep(limits.attach_timeout);
     tokio::pin!(attach_deadline);
+    let credential_gone = session.credential_ended();
+    tokio::pin!(credential_gone);
     let graceful = loop {
         let max = session.max_frame_size();
         let frame = tokio::select! {
             _ = &mut stop => break true,
             _ = &mut writer_gone => break false,
+            () = &mut credential_gone => {
+                debug!("a credential it attached with no longer holds; closing");
+                break false;
+            }
             _ = &mut attach_deadline, if !session.has_attached() => {
                 // An attach may have succeeded while this select was waiting.
                 if session.has_attached() {
@@ -236,9 +239,13 @@ pub(super) async fn run<F, S>(
         let permits = tokio::select! {
             _ = &mut stop => break true,
             _ = &mut writer_gone => break false,
+            () = &mut credential_gone => {
+                debug!("a credential it attached with no longer holds; closing");
+                break false;
+            }
             p = async {
                 let connection = window.clone().acquire_owned().await?;
-                let principal = match &pool {
+                let principal = match session.pool() {
                     Some(pool) => Some(pool.clone().acquire_owned().await?),
                     None => None,
                 };

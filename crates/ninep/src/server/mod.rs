@@ -47,6 +47,18 @@
 //! [`Limits::handshake_timeout`]; then the connection is admitted as any other. The core
 //! knows nothing of TLS: the handshake is the caller's future.
 //!
+//! A connection whose transport proves nothing of its peer (TCP, say) can prove itself
+//! with a credential, when [`Filesystem::needs_credential`] says it must: Tauth makes an
+//! authentication fid (an afid), the client writes its credential to it (at most
+//! [`Limits::max_credential_len`] bytes, kept zeroized), and Tattach with that afid hands
+//! the bytes to [`Filesystem::attach_with_credential`]. The core knows nothing of what
+//! the bytes mean; it only carries them, once: an afid serves one attach, whatever its
+//! outcome. What the filesystem answers names the principal the credential proves (a
+//! stranger's connection becomes one of that principal's connections, with its slot,
+//! pool and full window) and a [`Ready`] that resolves when the credential stops holding
+//! (revoked, expired): the core then closes the connection. On a connection that needs
+//! no credential, Tauth is answered "authentication not required" as before.
+//!
 //! # Layout
 //! - this file: the [`Filesystem`] trait, [`Admission`], [`Limits`], [`Server`] and its
 //!   listeners.
@@ -152,6 +164,24 @@ impl Admission {
     }
 }
 
+/// What an attach with a credential proved ([`Filesystem::attach_with_credential`]).
+pub struct Authenticated<Fid> {
+    /// The root of the tree attached, as [`Filesystem::attach`] answers.
+    pub qid: Qid,
+    /// The handler's state of the new fid.
+    pub fid: Fid,
+    /// The principal the credential proves, as a key like those of
+    /// [`Admission::Principal`]: a stranger's connection becomes one of that principal's
+    /// (its slot among principals, counted against
+    /// [`Limits::max_connections_per_principal`], its pool of reply permits, the full
+    /// window). A connection is one principal's: a later attach on it that proves another
+    /// is refused.
+    pub principal: String,
+    /// Resolves when the credential no longer holds (revoked, expired): the core then
+    /// closes the connection, as when the client hangs up.
+    pub ends: Ready,
+}
+
 /// Why a fid is being clunked.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum ClunkKind {
@@ -216,8 +246,35 @@ pub trait Filesystem: Send + Sync + 'static {
         Admission::by_uid(peer)
     }
 
+    /// Whether a connection from `peer` must prove who it is with a credential before it
+    /// may attach: Tauth, the credential written to the afid, Tattach with that afid
+    /// ([`attach_with_credential`](Filesystem::attach_with_credential)). Asked at every
+    /// Tauth and Tattach. The default, never: Tauth is answered "authentication not
+    /// required".
+    fn needs_credential(&self, peer: &Peer) -> bool {
+        let _ = peer;
+        false
+    }
+
+    /// Tattach with an afid, on a connection that [needs a
+    /// credential](Filesystem::needs_credential): `credential` is what the client wrote
+    /// to the afid (the core wipes it afterwards). The core has checked that the fid is
+    /// new and that the afid was made by Tauth with the same uname and aname and not used
+    /// before. The default refuses.
+    fn attach_with_credential(
+        &self,
+        peer: &Peer,
+        uname: &str,
+        aname: &str,
+        credential: &[u8],
+    ) -> impl Future<Output = Result<Authenticated<Self::Fid>>> + Send {
+        let _ = (peer, uname, aname, credential);
+        async { Err(crate::Error::new(crate::ename::NO_AUTH)) }
+    }
+
     /// Tattach: the root of the tree named by `aname`, for the connection's `peer`.
-    /// The core has checked that the fid is new and that no authentication was offered.
+    /// The core has checked that the fid is new, that no authentication was offered, and
+    /// that the connection needs no credential.
     fn attach(
         &self,
         peer: &Peer,
@@ -385,6 +442,15 @@ pub struct Limits {
     /// closes it. A client needs two or three (Tversion, Tauth, Tattach), a few more to
     /// try another aname.
     pub max_requests_before_attach: usize,
+    /// Bytes an authentication fid accepts: a credential longer than this is refused,
+    /// and the afid's bytes wiped.
+    pub max_credential_len: usize,
+    /// Authentication fids one connection may hold at once (each reserves
+    /// `max_credential_len` bytes): a client needs one per attach, clunked after.
+    pub max_afids: usize,
+    /// Attaches with a credential one connection may make; each holds a watch on its
+    /// credential until the connection ends.
+    pub max_credential_attaches: usize,
     /// How long a connection may take to send the rest of a message it has begun.
     pub stall_timeout: Duration,
     /// How long a new connection may go without a successful attach: one that cannot
@@ -417,6 +483,9 @@ impl Default for Limits {
             max_outstanding_per_principal: 1024,
             pre_attach_window: 4,
             max_requests_before_attach: 16,
+            max_credential_len: 1024,
+            max_afids: 4,
+            max_credential_attaches: 16,
             stall_timeout: Duration::from_secs(30),
             attach_timeout: Duration::from_secs(60),
             write_timeout: Duration::from_secs(30),
@@ -567,13 +636,12 @@ impl<F: Filesystem> Server<F> {
             self.fs.clone(),
             self.limits.clone(),
             self.stats.clone(),
-            slot.pool(),
+            slot,
             stream,
             peer,
             shutdown,
         )
         .await;
-        drop(slot);
     }
 
     /// Accepts connections on a unix socket until `shutdown`, then waits for the open

@@ -63,7 +63,12 @@ impl Done {
 /// The fids a request names, and those it changes.
 fn fids_of(msg: &Tmessage) -> ([Option<u32>; 2], [Option<u32>; 2]) {
     match msg {
-        Tmessage::Attach(m) => ([Some(m.fid), None], [Some(m.fid), None]),
+        // An attach spends its afid: it waits for the writes of the credential before it.
+        Tmessage::Attach(m) => {
+            let afid = (m.afid != crate::message::NOFID).then_some(m.afid);
+            ([Some(m.fid), afid], [Some(m.fid), afid])
+        }
+        Tmessage::Auth(m) => ([Some(m.afid), None], [Some(m.afid), None]),
         Tmessage::Walk(m) => ([Some(m.fid), Some(m.newfid)], [Some(m.newfid), None]),
         Tmessage::Open(m) => ([Some(m.fid), None], [Some(m.fid), None]),
         Tmessage::Create(m) => ([Some(m.fid), None], [Some(m.fid), None]),
@@ -73,9 +78,7 @@ fn fids_of(msg: &Tmessage) -> ([Option<u32>; 2], [Option<u32>; 2]) {
         Tmessage::Wstat(m) => ([Some(m.fid), None], [Some(m.fid), None]),
         Tmessage::Read(m) => ([Some(m.fid), None], [None, None]),
         Tmessage::Stat(m) => ([Some(m.fid), None], [None, None]),
-        Tmessage::Version(_) | Tmessage::Auth(_) | Tmessage::Flush(_) => {
-            ([None, None], [None, None])
-        }
+        Tmessage::Version(_) | Tmessage::Flush(_) => ([None, None], [None, None]),
     }
 }
 

@@ -3,7 +3,7 @@
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 
 use bytes::BytesMut;
 use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore, mpsc, watch};
@@ -11,8 +11,9 @@ use tokio::task::AbortHandle;
 use tracing::{debug, trace};
 use zeroize::{Zeroize, Zeroizing};
 
+use super::admission::Slot;
 use super::order::{Done, FidOrder, named_fids};
-use super::{ClunkKind, Filesystem, Limits, MIN_MSIZE, Peer, Reading, Ready};
+use super::{Authenticated, ClunkKind, Filesystem, Limits, MIN_MSIZE, Peer, Reading, Ready};
 use crate::error::{Error, Result, ename};
 use crate::message::*;
 use crate::wire::Wire;
@@ -57,6 +58,18 @@ impl Drop for Parked<'_> {
     }
 }
 
+/// An authentication fid: made by Tauth, written the credential, spent by one Tattach.
+struct AuthFid {
+    /// The uname and aname of the Tauth: the attach must name the same.
+    uname: String,
+    aname: String,
+    /// What was written to it, at most `Limits::max_credential_len` bytes. Its capacity is
+    /// reserved up front, so that it never reallocates and leaves a copy behind.
+    credential: Zeroizing<Vec<u8>>,
+    /// Taken by an attach (whatever its outcome): it serves no other.
+    spent: bool,
+}
+
 struct DirCursor {
     entries: Vec<Stat>,
     next: usize,
@@ -89,10 +102,11 @@ pub(super) struct Permits {
 pub(super) struct ReplyBudget {
     /// The connection's window of unwritten replies.
     pub(super) window: Arc<Semaphore>,
-    /// How much the window grows at the first successful attach.
+    /// How much the window grows at the first successful attach of a principal's
+    /// connection.
     pub(super) growth: usize,
-    /// The principal's pool; none for a stranger.
-    pub(super) pool: Option<Arc<Semaphore>>,
+    /// The connection's slot: a principal's, with its pool, or a stranger's, without.
+    pub(super) slot: Slot,
 }
 
 /// A reply on its way to the writer, with the permits of the request it answers.
@@ -129,12 +143,25 @@ pub(super) struct Session<F: Filesystem> {
     generation: AtomicU64,
     /// Whether an attach has succeeded (see `Limits::attach_timeout`).
     attached: AtomicBool,
-    /// The connection's window of unwritten replies, and how much it grows at the first
-    /// successful attach (see `Limits::pre_attach_window`).
+    /// The connection's window of unwritten replies, and how much it grows once a
+    /// principal's connection has attached (see `Limits::pre_attach_window`).
     window: Arc<Semaphore>,
     window_growth: usize,
-    /// The principal's pool of reply permits; none for a stranger.
-    pool: Option<Arc<Semaphore>>,
+    /// Whether the window has grown.
+    grown: AtomicBool,
+    /// The connection's place in the admission counts, given back when the session ends.
+    slot: Mutex<Slot>,
+    /// The principal's pool of reply permits: set from the start for a principal's
+    /// connection, at its first attach with a credential for a stranger's.
+    pool: OnceLock<Arc<Semaphore>>,
+    /// Authentication fids, by number (they share the fids' numbers and cap).
+    afids: Mutex<HashMap<u32, AuthFid>>,
+    /// The principal the connection's credentials proved, once one did.
+    proven: Mutex<Option<String>>,
+    /// Set when a credential an attach was made with stops holding: the connection ends.
+    credential_ended: watch::Sender<bool>,
+    /// The tasks that wait for each credential to stop holding; ended with the session.
+    credential_watches: Mutex<Vec<AbortHandle>>,
     /// Reads waiting for their data without permits: not counted as outstanding.
     parked: AtomicUsize,
     /// Set when the connection closes gracefully (shutdown): waiting reads end then.
@@ -249,8 +276,12 @@ impl<F: Filesystem> Session<F> {
         let ReplyBudget {
             window,
             growth: window_growth,
-            pool,
+            slot,
         } = budget;
+        let pool = OnceLock::new();
+        if let Some(p) = slot.pool() {
+            let _ = pool.set(p);
+        }
         Session {
             fs,
             limits,
@@ -263,7 +294,13 @@ impl<F: Filesystem> Session<F> {
             attached: AtomicBool::new(false),
             window,
             window_growth,
+            grown: AtomicBool::new(false),
+            slot: Mutex::new(slot),
             pool,
+            afids: Mutex::new(HashMap::new()),
+            proven: Mutex::new(None),
+            credential_ended: watch::channel(false).0,
+            credential_watches: Mutex::new(Vec::new()),
             parked: AtomicUsize::new(0),
             closing: watch::channel(false).0,
             order: Mutex::new(FidOrder::default()),
@@ -288,6 +325,31 @@ impl<F: Filesystem> Session<F> {
 
     fn iounit(&self) -> u32 {
         self.max_frame_size() - IOHDRSZ
+    }
+
+    /// The principal's pool of reply permits, if the connection is a principal's.
+    pub(super) fn pool(&self) -> Option<&Arc<Semaphore>> {
+        self.pool.get()
+    }
+
+    /// Resolves when a credential an attach on this connection was made with stops
+    /// holding; never, if none does.
+    pub(super) fn credential_ended(&self) -> impl Future<Output = ()> + Send + 'static {
+        let mut ended = self.credential_ended.subscribe();
+        async move {
+            if ended.wait_for(|e| *e).await.is_err() {
+                std::future::pending::<()>().await;
+            }
+        }
+    }
+
+    /// An attach succeeded: the window grows to its full size, once, if the connection is
+    /// a principal's by now.
+    fn attach_succeeded(&self) {
+        self.attached.store(true, Ordering::Release);
+        if self.pool().is_some() && !self.grown.swap(true, Ordering::AcqRel) {
+            self.window.add_permits(self.window_growth);
+        }
     }
 
     /// Encodes and queues a reply, with the permits it holds until written. A reply that
@@ -529,6 +591,8 @@ impl<F: Filesystem> Session<F> {
     }
 
     async fn drop_fids(&self) {
+        // Their credentials are wiped as they go.
+        lock(&self.afids).clear();
         let fids: Vec<Fid<F>> = lock(&self.fids).drain().map(|(_, f)| f).collect();
         self.stats.fids_removed(fids.len() as u64);
         for fid in fids {
@@ -550,6 +614,9 @@ impl<F: Filesystem> Session<F> {
     /// dropped.
     pub(super) async fn close(&self, graceful: bool) {
         self.closing.send_replace(true);
+        for watch in lock(&self.credential_watches).drain(..) {
+            watch.abort();
+        }
         if !graceful {
             for entry in lock(&self.inflight).values() {
                 if let Some(abort) = &entry.abort {
@@ -568,22 +635,37 @@ impl<F: Filesystem> Session<F> {
     }
 
     fn fid(&self, fid: u32) -> Result<Fid<F>> {
-        lock(&self.fids)
-            .get(&fid)
-            .cloned()
-            .ok_or_else(|| Error::new(ename::UNKNOWN_FID))
+        let found = lock(&self.fids).get(&fid).cloned();
+        found.ok_or_else(|| self.missing_fid(fid))
     }
 
-    /// Checks that `fid` may be added: not in use, and under the per-connection cap.
+    /// The error for a request on `fid`, which is not in the table of fids: an afid is
+    /// good for reads, writes and clunks only.
+    fn missing_fid(&self, fid: u32) -> Error {
+        if lock(&self.afids).contains_key(&fid) {
+            Error::new(ename::AFID_MISUSED)
+        } else {
+            Error::new(ename::UNKNOWN_FID)
+        }
+    }
+
+    /// Checks that `fid` may be added: not in use (as a fid or an afid), and under the
+    /// per-connection cap (which counts both).
     fn check_new_fid(&self, fid: u32) -> Result<()> {
         let fids = lock(&self.fids);
-        if fids.contains_key(&fid) {
+        let afids = lock(&self.afids);
+        if fids.contains_key(&fid) || afids.contains_key(&fid) {
             return Err(Error::new(ename::FID_IN_USE));
         }
-        if fids.len() >= self.limits.max_fids {
+        if fids.len() + afids.len() >= self.limits.max_fids {
             return Err(Error::new(ename::TOO_MANY_FIDS));
         }
         Ok(())
+    }
+
+    /// Takes the afid `fid` out of its table (its credential wiped), if it is one.
+    fn take_afid(&self, fid: u32) -> bool {
+        lock(&self.afids).remove(&fid).is_some()
     }
 
     /// Adds a fid, checking again: another request may have taken the number while the
@@ -598,12 +680,18 @@ impl<F: Filesystem> Session<F> {
             waits: None,
             gone: false,
         };
-        let refused = match lock(&self.fids).entry(fid) {
-            std::collections::hash_map::Entry::Occupied(_) => Some(state),
-            std::collections::hash_map::Entry::Vacant(v) => {
-                v.insert(Arc::new(Mutex::new(state)));
-                self.stats.fids_added(1);
-                None
+        let refused = {
+            // Lock order: fids, then afids.
+            let mut fids = lock(&self.fids);
+            let is_afid = lock(&self.afids).contains_key(&fid);
+            match fids.entry(fid) {
+                std::collections::hash_map::Entry::Occupied(_) => Some(state),
+                std::collections::hash_map::Entry::Vacant(_) if is_afid => Some(state),
+                std::collections::hash_map::Entry::Vacant(v) => {
+                    v.insert(Arc::new(Mutex::new(state)));
+                    self.stats.fids_added(1);
+                    None
+                }
             }
         };
         match refused {
@@ -617,7 +705,7 @@ impl<F: Filesystem> Session<F> {
 
     async fn dispatch(&self, msg: Tmessage) -> Result<Rmessage> {
         match msg {
-            Tmessage::Auth(_) => Err(Error::new(ename::NO_AUTH)),
+            Tmessage::Auth(m) => self.auth(m),
             Tmessage::Attach(m) => self.attach(m).await,
             Tmessage::Walk(m) => self.walk(m).await,
             Tmessage::Open(m) => self.open(m).await,
@@ -635,16 +723,130 @@ impl<F: Filesystem> Session<F> {
     }
 
     async fn attach(&self, m: Tattach) -> Result<Rmessage> {
-        if m.afid != NOFID {
-            return Err(Error::new(ename::NO_AUTH));
+        let needs_credential = self.fs.needs_credential(&self.peer);
+        match (m.afid, needs_credential) {
+            (NOFID, true) => return Err(Error::new(ename::AUTH_REQUIRED)),
+            (NOFID, false) => {}
+            (_, false) => return Err(Error::new(ename::NO_AUTH)),
+            (afid, true) => return self.attach_with_credential(m, afid).await,
         }
         self.check_new_fid(m.fid)?;
         let (qid, handler) = self.fs.attach(&self.peer, &m.uname, &m.aname).await?;
         self.insert_fid(m.fid, handler, qid).await?;
-        if !self.attached.swap(true, Ordering::AcqRel) {
-            self.window.add_permits(self.window_growth);
-        }
+        self.attach_succeeded();
         Ok(Rattach { qid }.into())
+    }
+
+    /// Tauth: an afid for a connection that needs a credential, to be written it and
+    /// spent by a Tattach.
+    fn auth(&self, m: Tauth) -> Result<Rmessage> {
+        if !self.fs.needs_credential(&self.peer) {
+            return Err(Error::new(ename::NO_AUTH));
+        }
+        self.check_new_fid(m.afid)?;
+        let afid = AuthFid {
+            uname: m.uname,
+            aname: m.aname,
+            credential: Zeroizing::new(Vec::with_capacity(self.limits.max_credential_len)),
+            spent: false,
+        };
+        // Checked again under the lock of both tables: a concurrent request may have
+        // taken the number meanwhile.
+        let fids = lock(&self.fids);
+        let mut afids = lock(&self.afids);
+        if fids.contains_key(&m.afid) || afids.contains_key(&m.afid) {
+            return Err(Error::new(ename::FID_IN_USE));
+        }
+        if afids.len() >= self.limits.max_afids {
+            return Err(Error::new(ename::TOO_MANY_AFIDS));
+        }
+        afids.insert(m.afid, afid);
+        drop((fids, afids));
+        let aqid = Qid {
+            ty: qt::AUTH,
+            version: 0,
+            path: u64::from(m.afid),
+        };
+        Ok(Rauth { aqid }.into())
+    }
+
+    /// Tattach with an afid: its credential, taken from it once, goes to the filesystem;
+    /// what that proves makes the connection its principal's.
+    async fn attach_with_credential(&self, m: Tattach, afid: u32) -> Result<Rmessage> {
+        self.check_new_fid(m.fid)?;
+        let credential = {
+            let mut afids = lock(&self.afids);
+            let Some(auth) = afids.get_mut(&afid) else {
+                drop(afids);
+                return Err(Error::new(if lock(&self.fids).contains_key(&afid) {
+                    ename::NOT_AN_AFID
+                } else {
+                    ename::UNKNOWN_FID
+                }));
+            };
+            if auth.spent {
+                return Err(Error::new(ename::AFID_SPENT));
+            }
+            // Spent whatever happens next: a guess costs a Tauth and a write each time.
+            auth.spent = true;
+            if auth.uname != m.uname || auth.aname != m.aname {
+                auth.credential.zeroize();
+                return Err(Error::new(ename::AFID_MISMATCH));
+            }
+            std::mem::take(&mut auth.credential)
+        };
+        if lock(&self.credential_watches).len() >= self.limits.max_credential_attaches {
+            return Err(Error::new(ename::TOO_MANY_CREDENTIALS));
+        }
+        let Authenticated {
+            qid,
+            fid: handler,
+            principal,
+            ends,
+        } = self
+            .fs
+            .attach_with_credential(&self.peer, &m.uname, &m.aname, &credential)
+            .await?;
+        drop(credential);
+        if let Err(e) = self.prove(principal) {
+            let _ = self.fs.clunk(&handler, ClunkKind::Dropped).await;
+            return Err(e);
+        }
+        self.insert_fid(m.fid, handler, qid).await?;
+        self.watch_credential(ends);
+        self.attach_succeeded();
+        Ok(Rattach { qid }.into())
+    }
+
+    /// The connection proved itself `principal`: it becomes that principal's (its slot
+    /// and pool, for a stranger's), unless it proved another before.
+    fn prove(&self, principal: String) -> Result<()> {
+        let mut proven = lock(&self.proven);
+        match &*proven {
+            Some(p) if *p == principal => return Ok(()),
+            Some(_) => return Err(Error::new(ename::ANOTHER_PRINCIPAL)),
+            None => {}
+        }
+        let mut slot = lock(&self.slot);
+        if let Err(refused) = slot.prove(principal.clone()) {
+            debug!(peer = %self.peer.addr, %refused, "a proven principal has no slot left");
+            return Err(Error::new(refused.to_string()));
+        }
+        if let Some(pool) = slot.pool() {
+            let _ = self.pool.set(pool);
+        }
+        *proven = Some(principal);
+        Ok(())
+    }
+
+    /// Ends the connection when `ends` resolves: the credential stopped holding.
+    fn watch_credential(&self, ends: Ready) {
+        let ended = self.credential_ended.clone();
+        let task = tokio::spawn(async move {
+            ends.await;
+            ended.send_replace(true);
+        });
+        lock(&self.credential_watches).push(task.abort_handle());
     }
 
     /// walk(5): a walk whose first name fails is an error; one that fails later returns
@@ -774,6 +976,13 @@ impl<F: Filesystem> Session<F> {
     }
 
     async fn read(&self, m: Tread, guard: &mut ReplyGuard<F>) -> Result<Rmessage> {
+        if lock(&self.afids).contains_key(&m.fid) {
+            // The credential is the client's to say; the server has nothing to tell.
+            return Ok(Rread {
+                data: Data::default(),
+            }
+            .into());
+        }
         let fid = self.fid(m.fid)?;
         let (handler, qid, count, iounit) = {
             let st = lock(&fid);
@@ -915,7 +1124,7 @@ impl<F: Filesystem> Session<F> {
     async fn take_permits(&self) -> Result<Permits> {
         let closed = |_| Error::new(ename::SHUT_DOWN);
         let connection = self.window.clone().acquire_owned().await.map_err(closed)?;
-        let principal = match &self.pool {
+        let principal = match self.pool() {
             Some(pool) => Some(pool.clone().acquire_owned().await.map_err(closed)?),
             None => None,
         };
@@ -926,6 +1135,9 @@ impl<F: Filesystem> Session<F> {
     }
 
     async fn write(&self, m: Twrite) -> Result<Rmessage> {
+        if let Some(written) = self.write_afid(&m) {
+            return written;
+        }
         let fid = self.fid(m.fid)?;
         let (handler, iounit) = {
             let st = lock(&fid);
@@ -944,10 +1156,34 @@ impl<F: Filesystem> Session<F> {
         .into())
     }
 
+    /// A Twrite of an afid, if `m.fid` is one: the credential's next bytes, at the offset
+    /// where the last write ended. Past the bound, or on a spent afid, refused, and what
+    /// it held wiped.
+    fn write_afid(&self, m: &Twrite) -> Option<Result<Rmessage>> {
+        let mut afids = lock(&self.afids);
+        let auth = afids.get_mut(&m.fid)?;
+        let data = m.data.expose();
+        Some(if auth.spent {
+            Err(Error::new(ename::AFID_SPENT))
+        } else if m.offset != auth.credential.len() as u64 {
+            Err(Error::new(ename::BAD_OFFSET))
+        } else if data.len() > self.limits.max_credential_len - auth.credential.len() {
+            auth.credential.zeroize();
+            auth.spent = true;
+            Err(Error::new(ename::CREDENTIAL_TOO_LONG))
+        } else {
+            // Within the capacity reserved at Tauth: no reallocation.
+            auth.credential.extend_from_slice(data);
+            Ok(Rwrite {
+                count: data.len() as u32,
+            }
+            .into())
+        })
+    }
+
     fn take_fid(&self, fid: u32) -> Result<(Arc<F::Fid>, Option<u8>)> {
-        let slot = lock(&self.fids)
-            .remove(&fid)
-            .ok_or_else(|| Error::new(ename::UNKNOWN_FID))?;
+        let found = lock(&self.fids).remove(&fid);
+        let slot = found.ok_or_else(|| self.missing_fid(fid))?;
         self.stats.fids_removed(1);
         let mut st = lock(&slot);
         st.leave_table();
@@ -955,6 +1191,9 @@ impl<F: Filesystem> Session<F> {
     }
 
     async fn clunk(&self, m: Tclunk) -> Result<Rmessage> {
+        if self.take_afid(m.fid) {
+            return Ok(Rclunk {}.into());
+        }
         let (handler, open) = self.take_fid(m.fid)?;
         if open.is_some_and(|mode| mode & om::RCLOSE != 0) {
             // The fid goes whatever happens; a failed remove-on-close is not the
@@ -966,6 +1205,10 @@ impl<F: Filesystem> Session<F> {
     }
 
     async fn remove(&self, m: Tremove) -> Result<Rmessage> {
+        if self.take_afid(m.fid) {
+            // Clunked all the same, as remove(5) has it.
+            return Err(Error::new(ename::REMOVE_PROHIBITED));
+        }
         let (handler, _) = self.take_fid(m.fid)?;
         let removed = self.fs.remove(&handler).await;
         let _ = self.fs.clunk(&handler, ClunkKind::Requested).await;

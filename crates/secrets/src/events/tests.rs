@@ -94,6 +94,7 @@ fn each_rotation_step_has_its_verb() {
             name: "db",
             overlap: Some(60),
             revoke_previous: false,
+            retire_when_read: false,
         },
     );
     assert_eq!(lines(&s), ["pending db 2", "rotated db 2"]);
@@ -108,7 +109,13 @@ fn each_rotation_step_has_its_verb() {
     // Still there for a rollback, which is a new current version.
     change(&v, Change::Rollback { name: "db" });
     assert_eq!(lines(&s), ["set db 1"]);
-    change(&v, Change::Retire { name: "db" });
+    change(
+        &v,
+        Change::Retire {
+            name: "db",
+            when_read: None,
+        },
+    );
     assert_eq!(lines(&s), ["previous-retired db 2"]);
     // An incident: the version read until now is destroyed with the promote.
     change(
@@ -124,6 +131,7 @@ fn each_rotation_step_has_its_verb() {
             name: "db",
             overlap: None,
             revoke_previous: true,
+            retire_when_read: false,
         },
     );
     assert_eq!(
@@ -142,6 +150,7 @@ fn each_rotation_step_has_its_verb() {
                 name: "db",
                 overlap: Some(60),
                 revoke_previous: false,
+                retire_when_read: false,
             },
         ],
     )

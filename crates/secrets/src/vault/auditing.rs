@@ -239,9 +239,13 @@ fn now_ms() -> u64 {
         .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
 }
 
-/// The event of an actor: who, over which uid, why.
+/// The event of an actor: who, over which uid (or with which token), why.
 fn by(actor: &Actor, action: &str) -> Event {
-    Event::new(actor.principal_text(), actor.uid(), action).reason(actor.reason())
+    let e = Event::new(actor.principal_text(), actor.uid(), action).reason(actor.reason());
+    match actor.token() {
+        Some(id) => e.detail("by_token", id),
+        None => e,
+    }
 }
 
 fn yes(b: bool) -> &'static str {
@@ -295,6 +299,13 @@ pub(super) fn events_of(
             {
                 e = e.detail("revoke_previous", "yes");
             }
+            if let Change::Promote {
+                retire_when_read: true,
+                ..
+            } = change
+            {
+                e = e.detail("retire_when_read", "yes");
+            }
             e
         }
         Applied::Discarded { version } | Applied::Retired { version } => e.version(*version),
@@ -312,7 +323,14 @@ pub(super) fn events_of(
             unchanged(e, !same)
         }
         Applied::ServiceManifest { created } => e.detail("created", yes(*created)),
-        Applied::ServiceRemoved { grants } => e.detail("grants", grants),
+        Applied::ServiceRemoved { grants, tokens } => {
+            let e = e.detail("grants", grants);
+            if *tokens > 0 {
+                e.detail("tokens_revoked", tokens)
+            } else {
+                e
+            }
+        }
         Applied::TierDeclared { created, changed } => {
             unchanged(e.detail("created", yes(*created)), *changed)
         }
@@ -337,6 +355,15 @@ pub(super) fn events_of(
         }
         Applied::Unfrozen { was_frozen } => unchanged(e, *was_frozen),
         Applied::Resumed { was_suspended } => unchanged(e, *was_suspended),
+        // The token's ID, never the token.
+        Applied::TokenCreated { token, expires } => {
+            let e = e.target("token", token.id());
+            match expires {
+                Some(t) => e.detail("expires", audit::format_ms(t.saturating_mul(1000))),
+                None => e,
+            }
+        }
+        Applied::TokenRevoked { already } => unchanged(e, !already),
         Applied::RevokedAll { services } => {
             // Each service it was taken from is a revoke of its own, as each value of a
             // catalog apply is a set: a list in one field would outgrow a record.

@@ -24,6 +24,11 @@
 //! every change, against the freeze as the transaction sees it); revoking a secret from
 //! every service at once; suspending a service and resuming it.
 //!
+//! API tokens are changes too (`change/tokens.rs`): making one (its text is in the
+//! [`Applied`], once, and nowhere in the store) and revoking one; removing a service
+//! revokes its tokens, so that a service made again under the same name does not bring
+//! them back.
+//!
 //! Deleting a secret deletes its value and its grants, and keeps its metadata: a catalog
 //! holds declarations (what the secret is and what happens to it on each tier), which stand
 //! whether or not a value is stored now, as they do for a delegated or prompted secret that
@@ -56,6 +61,9 @@ use super::{Vault, auditing, sealing_key};
 use audit::CHANGES;
 
 mod breakglass;
+mod tokens;
+
+pub use tokens::MAX_TOKENS;
 
 /// One change to the vault. Values are borrowed: nothing copies a secret to describe it.
 #[derive(Clone, Copy)]
@@ -96,6 +104,9 @@ pub enum Change<'a> {
         overlap: Option<u64>,
         /// Destroy the version it replaces, and cut off its readers.
         revoke_previous: bool,
+        /// Retire the version it replaces once every service granted the secret has
+        /// opened the new one, or at the overlap's end (with an overlap only).
+        retire_when_read: bool,
     },
     /// Destroy the pending version.
     Discard {
@@ -112,6 +123,11 @@ pub enum Change<'a> {
     Retire {
         /// The secret.
         name: &'a str,
+        /// Retire only this previous version, and only if it was promoted with
+        /// `retire-when-read` (else [`Error::NoPreviousVersion`]): housekeeping decides
+        /// from a snapshot, and a rollback or another rotation since must not make it
+        /// retire a version it never judged.
+        when_read: Option<u64>,
     },
     /// Delete a secret and every grant of it.
     Delete {
@@ -272,6 +288,21 @@ pub enum Change<'a> {
         /// The service.
         service: &'a str,
     },
+    /// Make an API token for a principal: the admin (`service` `None`) or a service that
+    /// exists. Its text is in the [`Applied::TokenCreated`], and only there: the store
+    /// keeps its keyed hash.
+    TokenCreate {
+        /// The service it proves; `None`: the admin.
+        service: Option<&'a str>,
+        /// How long it holds, in seconds; `None`: until revoked.
+        expires_in: Option<u64>,
+    },
+    /// Revoke an API token: it is refused from now on, and the connections that attached
+    /// with it are closed (revoking it again changes nothing).
+    TokenRevoke {
+        /// The token's ID.
+        id: &'a str,
+    },
 }
 
 impl std::fmt::Debug for Change<'_> {
@@ -293,13 +324,16 @@ impl std::fmt::Debug for Change<'_> {
                 name,
                 overlap,
                 revoke_previous,
+                retire_when_read,
             } => write!(
                 f,
-                "Promote({name}, overlap={overlap:?}, revoke_previous={revoke_previous})"
+                "Promote({name}, overlap={overlap:?}, revoke_previous={revoke_previous}, retire_when_read={retire_when_read})"
             ),
             Change::Discard { name } => write!(f, "Discard({name})"),
             Change::Rollback { name } => write!(f, "Rollback({name})"),
-            Change::Retire { name } => write!(f, "Retire({name})"),
+            Change::Retire { name, when_read } => {
+                write!(f, "Retire({name}, when_read={when_read:?})")
+            }
             Change::Grant {
                 service,
                 name,
@@ -360,6 +394,11 @@ impl std::fmt::Debug for Change<'_> {
             Change::RevokeAll { name } => write!(f, "RevokeAll({name})"),
             Change::Suspend { service } => write!(f, "Suspend({service})"),
             Change::Resume { service } => write!(f, "Resume({service})"),
+            Change::TokenCreate {
+                service,
+                expires_in,
+            } => write!(f, "TokenCreate({service:?}, expires_in={expires_in:?})"),
+            Change::TokenRevoke { id } => write!(f, "TokenRevoke({id})"),
         }
     }
 }
@@ -398,6 +437,8 @@ impl Change<'_> {
             Change::RevokeAll { .. } => "revoke-all",
             Change::Suspend { .. } => "suspend",
             Change::Resume { .. } => "resume",
+            Change::TokenCreate { .. } => "token-create",
+            Change::TokenRevoke { .. } => "token-revoke",
         }
     }
 
@@ -411,7 +452,7 @@ impl Change<'_> {
             | Change::Promote { name, .. }
             | Change::Discard { name }
             | Change::Rollback { name }
-            | Change::Retire { name }
+            | Change::Retire { name, .. }
             | Change::Delete { name }
             | Change::Meta { name, .. }
             | Change::MetaRemove { name }
@@ -442,7 +483,15 @@ impl Change<'_> {
                 ("service", service),
                 ("tier", tier),
             ],
-            Change::CatalogApply { .. } | Change::Freeze | Change::Unfreeze => Vec::new(),
+            Change::TokenCreate {
+                service: Some(service),
+                ..
+            } => vec![("service", service)],
+            Change::TokenRevoke { id } => vec![("token", id)],
+            Change::CatalogApply { .. }
+            | Change::Freeze
+            | Change::Unfreeze
+            | Change::TokenCreate { service: None, .. } => Vec::new(),
         }
     }
 }
@@ -521,6 +570,8 @@ pub enum Applied {
     ServiceRemoved {
         /// Grants that went with it.
         grants: usize,
+        /// Its API tokens that were revoked with it.
+        tokens: usize,
     },
     /// A tier is declared.
     TierDeclared {
@@ -604,6 +655,18 @@ pub enum Applied {
         /// Whether it was (if not, nothing changed).
         was_suspended: bool,
     },
+    /// An API token was made.
+    TokenCreated {
+        /// The token: shown to its maker once, kept nowhere.
+        token: crate::tokens::NewToken,
+        /// When it stops holding (unix seconds), if it does.
+        expires: Option<u64>,
+    },
+    /// An API token is revoked.
+    TokenRevoked {
+        /// It was revoked already: nothing changed.
+        already: bool,
+    },
 }
 
 /// A change of a list that could not be applied; none of the list was.
@@ -642,6 +705,8 @@ struct Overlay<'s> {
     fingerprint_key: Option<SealedFingerprintKey>,
     /// The freeze, once a change in the transaction set or lifted it.
     frozen: Option<Option<Marked>>,
+    /// API tokens the transaction made or revoked (`None`: forgotten).
+    tokens: HashMap<String, Option<crate::record::TokenRecord>>,
     batch: Vec<Mutation>,
 }
 
@@ -660,6 +725,7 @@ impl<'s> Overlay<'s> {
             bundles: HashMap::new(),
             fingerprint_key: None,
             frozen: None,
+            tokens: HashMap::new(),
             batch: Vec::new(),
         }
     }
@@ -945,6 +1011,12 @@ impl<'s> Overlay<'s> {
             }
             Mutation::SetFingerprintKey(sealed) => self.fingerprint_key.clone_from(sealed),
             Mutation::SetFrozen(frozen) => self.frozen = Some(frozen.clone()),
+            Mutation::PutToken(id, rec) => {
+                self.tokens.insert(id.clone(), Some(rec.clone()));
+            }
+            Mutation::DeleteToken(id) => {
+                self.tokens.insert(id.clone(), None);
+            }
             // Not made by changes (rotation and commit write these themselves), or seen by
             // no later change.
             Mutation::PutIssued(Issued::Value(..))
@@ -1103,13 +1175,14 @@ impl<'s> Overlay<'s> {
                 name,
                 overlap,
                 revoke_previous,
+                retire_when_read,
             } => {
                 let rec = self.with_live_pending(name, now)?;
                 let until = match (revoke_previous, overlap) {
                     (false, Some(secs)) if secs > 0 => Some(now.saturating_add(secs)),
                     _ => None,
                 };
-                let next = rec.promoted(until, revoke_previous, now);
+                let next = rec.promoted(until, revoke_previous, retire_when_read, now);
                 let applied = Applied::Promoted {
                     version: next.version(),
                     previous: next.previous.as_ref().map(|p| p.made.version),
@@ -1134,9 +1207,16 @@ impl<'s> Overlay<'s> {
                 self.push(Mutation::PutSecret(name.to_owned(), next));
                 Ok(applied)
             }
-            Change::Retire { name } => {
+            Change::Retire { name, when_read } => {
                 let rec = self.with_previous(name)?;
                 let version = rec.previous.as_ref().map_or(0, |p| p.made.version);
+                let judged = rec
+                    .previous
+                    .as_ref()
+                    .is_some_and(|p| p.retire_when_read && Some(p.made.version) == when_read);
+                if when_read.is_some() && !judged {
+                    return Err(Error::NoPreviousVersion);
+                }
                 let next = rec.retired(now);
                 self.push(Mutation::PutSecret(name.to_owned(), next));
                 Ok(Applied::Retired { version })
@@ -1256,8 +1336,10 @@ impl<'s> Overlay<'s> {
                 for secret in opened {
                     self.push(Mutation::DeleteOpened(secret, service.to_owned()));
                 }
+                let tokens = self.revoke_tokens_of(service, at);
                 Ok(Applied::ServiceRemoved {
                     grants: granted.len(),
+                    tokens,
                 })
             }
             Change::TierDeclare { tier, core } => self.plan_tier(tier, core),
@@ -1415,6 +1497,7 @@ impl<'s> Overlay<'s> {
             | Change::RevokeAll { .. }
             | Change::Suspend { .. }
             | Change::Resume { .. } => self.plan_breakglass(change, at),
+            Change::TokenCreate { .. } | Change::TokenRevoke { .. } => self.plan_token(change, at),
         }
     }
 
@@ -1893,7 +1976,10 @@ mod tests {
                     expires: None
                 },
                 Applied::ServiceManifest { created: true },
-                Applied::ServiceRemoved { grants: 1 },
+                Applied::ServiceRemoved {
+                    grants: 1,
+                    tokens: 0
+                },
                 // web's grant, made in this list; api's went with api.
                 Applied::Deleted { grants: 1 },
             ]

@@ -6,6 +6,7 @@ use catalog::Strategy;
 use serde::Serialize;
 
 use crate::error::{Error, Result};
+use crate::record::VersionSlot;
 
 use super::{IssuedInfo, Vault};
 
@@ -117,6 +118,91 @@ impl Vault {
             services,
             deployments,
             delegated,
+        })
+    }
+}
+
+/// Where a rotation of a secret stands: what `rotation NAME` answers. Never a
+/// value.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct RotationStatus {
+    /// The secret.
+    pub name: String,
+    /// Its current version.
+    pub version: u64,
+    /// The previous version, while services can still read it as `NAME@previous`
+    /// (within its overlap); `None` without one, or once its overlap ended (a version
+    /// kept only for a rollback is not read).
+    pub previous: Option<u64>,
+    /// When the previous version's overlap ends (unix seconds), and services stop
+    /// reading it; `None` with `previous`.
+    pub overlap_until: Option<u64>,
+    /// Whether the previous version retires by itself once every service below has
+    /// opened the current one (`rotate --retire-when-read`), or at `overlap_until`.
+    pub retire_when_read: bool,
+    /// A version staged and not yet promoted.
+    pub pending: Option<u64>,
+    /// The services granted the secret now, sorted.
+    pub services: Vec<RotationHolder>,
+    /// The services of `services` that have not opened the current version: they may
+    /// still read the previous one. Empty: the rotation reached everyone.
+    pub waiting_on: Vec<String>,
+}
+
+/// A service granted a secret, in a rotation's view.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct RotationHolder {
+    /// The service.
+    pub service: String,
+    /// The highest version it has opened (recorded by the audit of opens), if any.
+    pub opened: Option<u64>,
+    /// Whether it has opened the current version (or a later one, before a rollback).
+    pub has_current: bool,
+    /// Whether it is suspended: it reads nothing now, and is still waited on, since a
+    /// resumed service reads again.
+    pub suspended: bool,
+}
+
+impl Vault {
+    /// Where the rotation of `name` stands ([`RotationStatus`]): who has opened its
+    /// current version and who may still read the previous one.
+    ///
+    /// # Errors
+    /// [`Error::NoSuchSecret`] if no value of that name is stored.
+    ///
+    /// # Cost
+    /// The secret's grants and recorded opens.
+    pub fn rotation_status(&self, name: &str) -> Result<RotationStatus> {
+        let now = self.clock();
+        let state = self.state();
+        let rec = state.secrets.get(name).ok_or(Error::NoSuchSecret)?;
+        let version = rec.version();
+        let waiting_on = state.yet_to_open(name, version, now);
+        let opened = state.opened.get(name);
+        let services = state
+            .holders(name)
+            .into_iter()
+            .filter(|service| state.may_read(service, name, || now))
+            .map(|service| RotationHolder {
+                opened: opened.and_then(|by| by.get(&service)).copied(),
+                has_current: !waiting_on.contains(&service),
+                suspended: state
+                    .services
+                    .get(&service)
+                    .is_some_and(|s| s.suspended.is_some()),
+                service,
+            })
+            .collect();
+        let previous = rec.readable_in(VersionSlot::Previous, now);
+        Ok(RotationStatus {
+            name: name.to_owned(),
+            version,
+            previous: previous.map(|p| p.made.version),
+            overlap_until: previous.and_then(|p| p.until),
+            retire_when_read: previous.is_some_and(|p| p.retire_when_read),
+            pending: rec.pending.as_ref().map(|p| p.made.version),
+            services,
+            waiting_on,
         })
     }
 }

@@ -91,6 +91,12 @@ impl Vault {
         progress: &dyn Fn(RotationProgress),
     ) -> Result<RotationReport> {
         actor.check()?;
+        if self.key_read_only {
+            return Err(Error::KeyReadOnly {
+                path: self.key_path.clone(),
+                needs: "a key rotation writes the new key into it",
+            });
+        }
         let _one = self.rotating.lock().unwrap_or_else(PoisonError::into_inner);
         let active_before = self.state().meta.active_key;
         self.rotate_steps(actor, progress).map_err(|e| {
@@ -146,6 +152,13 @@ impl Vault {
         let Some(target) = self.state().meta.rotation_target else {
             return Ok(());
         };
+        if self.key_read_only {
+            // Both keys are loaded and checked: everything is readable. Finishing needs the
+            // key file rewritten.
+            warn!(target, key = %self.key_path.display(),
+                "a key rotation is pending and the key file is read-only: serving with both keys; finish it with the key file itself (rotate-key)");
+            return Ok(());
+        }
         info!(target, "resuming a key rotation interrupted by a crash");
         match self.rotate_key(&|p| debug!(done = p.done, total = p.total, "resumed rotation")) {
             Ok(_) => Ok(()),
@@ -185,13 +198,19 @@ impl Vault {
             what: "key ids are exhausted",
         })?;
         let key = Arc::new(Key::generate(id)?);
+        if !key.is_locked() {
+            // Served all the same: a rotation refused for want of locked memory would
+            // leave the old key in use, which is worse.
+            let why = memlock::status().last_failure.map(|f| f.to_string());
+            warn!(
+                key = id,
+                reason = why.as_deref().unwrap_or("unknown"),
+                "the new key's memory is not locked in RAM and may be written to swap"
+            );
+        }
         let check = key.check()?;
-        let audit = self.state().audit.clone();
-        keyfile::write(
-            &self.key_path,
-            &[&active, &key],
-            audit.as_ref().map(|a| a.seed()),
-        )?;
+        let seeds = self.state().seed_keys();
+        keyfile::write(&self.key_path, &[&active, &key], seeds.seeds())?;
         self.crash_here(CrashPoint::KeyFileWritten)?;
         // The key is loaded before the target is committed, so no reader ever sees a record
         // whose key is not loaded; unused until then.
@@ -348,8 +367,8 @@ impl Vault {
         self.crash_here(CrashPoint::Switched)?;
         // If this fails, the old key stays in the file (and in memory) until the next open
         // retires it; nothing uses it any more.
-        let audit = self.state().audit.clone();
-        keyfile::write(&self.key_path, &[&key], audit.as_ref().map(|a| a.seed()))?;
+        let seeds = self.state().seed_keys();
+        keyfile::write(&self.key_path, &[&key], seeds.seeds())?;
         self.state_mut().keys.retain(|id| id == target);
         Ok(())
     }
@@ -419,7 +438,8 @@ pub(super) fn reconcile_keys(
 }
 
 /// At open: rewrites the key file without the keys nothing uses (the state was validated,
-/// so every record is under a key in `state.keys`), and with the audit key's seed.
+/// so every record is under a key in `state.keys`), and with the audit key's seed and the
+/// tokens' key.
 pub(super) fn drop_extra_keys(key_path: &Path, state: &State, extra: &[u32]) -> Result<()> {
     let keep: Vec<&Key> = state
         .keys
@@ -427,7 +447,7 @@ pub(super) fn drop_extra_keys(key_path: &Path, state: &State, extra: &[u32]) -> 
         .filter_map(|id| state.keys.get(id))
         .map(|k| &**k)
         .collect();
-    keyfile::write(key_path, &keep, state.audit.as_ref().map(|a| a.seed()))?;
+    keyfile::write(key_path, &keep, state.seeds())?;
     for &id in extra {
         if id > state.meta.active_key {
             warn!(
@@ -481,7 +501,7 @@ fn reseal_batch(
     Ok(batch)
 }
 
-/// Up to `max` services, grants, declarations and bundle records still tagged under another key than
+/// Up to `max` services, grants, declarations, bundle and token records still tagged under another key than
 /// `target`, written again as they are (so tagged under the target, the key the store
 /// seals with).
 fn retag_batch(state: &State, target: u32, max: usize) -> Vec<Mutation> {
@@ -508,6 +528,10 @@ fn retag_batch(state: &State, target: u32, max: usize) -> Vec<Mutation> {
                 };
                 Some(Mutation::PutDecl(name.to_owned(), decl))
             }
+            Table::Tokens => state
+                .tokens
+                .get(&row.key)
+                .map(|rec| Mutation::PutToken(row.key.clone(), rec.clone())),
             Table::Bundles => {
                 let bundles = &state.bundles;
                 let issued = match IssuedRow::of_key(&row.key)? {

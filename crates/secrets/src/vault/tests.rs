@@ -1189,7 +1189,7 @@ fn two_nodes() -> (tempfile::TempDir, Arc<Shared>, Vault, Vault) {
     let tmp = tempfile::tempdir().unwrap();
     let key_path = tmp.path().join("key");
     let key = Key::generate(1).unwrap();
-    keyfile::write(&key_path, &[&key], None).unwrap();
+    keyfile::write(&key_path, &[&key], keyfile::Seeds::default()).unwrap();
     let store = Arc::new(Shared::default());
     Vault::init_store(&*Node::on(&store), &key, ADMIN).unwrap();
     let a = Vault::with_backend(Node::on(&store), &key_path).unwrap();
@@ -1523,6 +1523,7 @@ fn a_format_4_store_opens_as_it_is_and_its_versions_go_on_from_its_numbers() {
                         name: "db_password",
                         overlap: Some(3600),
                         revoke_previous: false,
+                        retire_when_read: false,
                     },
                     Change::Grant {
                         service: "api",
@@ -1772,12 +1773,13 @@ fn a_tampered_replayed_or_removed_declaration_is_refused() {
 }
 
 #[test]
-fn stores_of_formats_2_to_5_are_upgraded_in_place() {
+fn stores_of_formats_2_to_6_are_upgraded_in_place() {
     for older in [
         rows::FORMAT_WITHOUT_CATALOG,
         rows::FORMAT_WITHOUT_BUNDLES,
         rows::FORMAT_WITHOUT_VERSIONS,
         rows::FORMAT_WITHOUT_AUDIT,
+        rows::FORMAT_WITHOUT_TOKENS,
     ] {
         let (_tmp, dir) = fresh();
         let vault = open(&dir);
@@ -1804,14 +1806,14 @@ fn stores_of_formats_2_to_5_are_upgraded_in_place() {
         assert!(vault.catalog().secret("jwt").is_some());
         // A later format is refused by its number, as an older build refuses this one.
         drop(vault);
-        raw::put_meta(&store, "format_version", &7u32.to_be_bytes());
+        raw::put_meta(&store, "format_version", &8u32.to_be_bytes());
         let err = Vault::open(&dir, None).unwrap_err();
         assert!(
             matches!(
                 err,
                 Error::FormatVersion {
-                    found: 7,
-                    supported: 6
+                    found: 8,
+                    supported: 7
                 }
             ),
             "{err:?}"
@@ -2037,9 +2039,13 @@ fn every_change_is_recorded_with_its_actor_reason_version_and_never_a_value() {
             name: "db",
             overlap: Some(3600),
             revoke_previous: false,
+            retire_when_read: false,
         },
         Change::Rollback { name: "db" },
-        Change::Retire { name: "db" },
+        Change::Retire {
+            name: "db",
+            when_read: None,
+        },
         Change::Revoke {
             service: "web",
             name: "db",
@@ -2473,4 +2479,60 @@ fn a_format_5_store_opens_and_starts_its_audit_chain() {
         std::fs::write(&key, &text).unwrap();
         open(&dir);
     }
+}
+
+#[test]
+fn a_read_only_key_file_is_read_and_never_written() {
+    let (_tmp, dir) = fresh();
+    let key = dir.join(KEY_FILE);
+    populate(&open(&dir), 3);
+    let before = std::fs::read(&key).unwrap();
+    let vault = Vault::open_with_read_only_key(&dir, &key).unwrap();
+    assert!(vault.key_read_only());
+    assert_all_values(&vault, 3);
+    vault.set("s000", b"changed").unwrap();
+    let err = vault.rotate_key(&|_| {}).unwrap_err();
+    assert!(
+        matches!(err, Error::KeyReadOnly { ref path, .. } if *path == key),
+        "{err:?}"
+    );
+    assert!(
+        err.to_string().contains(
+            "and a key rotation writes the new key into it: do it with the key file itself"
+        ),
+        "{err}"
+    );
+    assert_eq!(vault.status().active_key, 1);
+    assert_eq!(vault.status().rotation, None);
+    drop(vault);
+    assert_eq!(
+        std::fs::read(&key).unwrap(),
+        before,
+        "the key file is untouched"
+    );
+}
+
+#[test]
+fn a_read_only_key_file_taken_mid_rotation_serves_with_both_keys() {
+    let (_tmp, dir) = fresh();
+    {
+        let vault = open_with(&dir, 3, None);
+        populate(&vault, 10);
+        vault.crash_at(Some(CrashPoint::Batch(1)));
+        vault.rotate_key(&|_| {}).unwrap_err();
+    }
+    let key = dir.join(KEY_FILE);
+    assert_eq!(key_file_ids(&dir), [1, 2]);
+    let before = std::fs::read(&key).unwrap();
+    let vault = Vault::open_with_read_only_key(&dir, &key).unwrap();
+    // Not resumed: finishing would rewrite the key file. Everything reads.
+    assert_eq!(vault.state().meta.rotation_target, Some(2));
+    assert_all_values(&vault, 10);
+    drop(vault);
+    assert_eq!(std::fs::read(&key).unwrap(), before);
+    // With the key file itself, the rotation finishes.
+    let vault = open(&dir);
+    assert_eq!(vault.status().rotation, None);
+    assert_eq!(vault.status().active_key, 2);
+    assert_eq!(key_file_ids(&dir), [2]);
 }

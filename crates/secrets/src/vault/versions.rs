@@ -22,7 +22,7 @@ use std::collections::BTreeMap;
 
 use tracing::{info, warn};
 
-use super::{Vault, auditing};
+use super::{Change, Vault, auditing};
 use crate::actor::Actor;
 use crate::error::{Error, Result};
 use crate::record::{PENDING_TTL, VersionSlot, VersionState};
@@ -194,6 +194,67 @@ impl Vault {
     /// # Errors
     /// The store's; nothing was removed then, and the next call tries again.
     pub fn expire(&self) -> Result<Expired> {
+        let retired = self.retire_read()?;
+        let mut expired = self.expire_ended()?;
+        expired.retired = retired;
+        Ok(expired)
+    }
+
+    /// Retires every previous version promoted with `retire-when-read` whose overlap has
+    /// ended or that every service granted the secret has opened the current version of
+    /// (by the opens recorded so far), each with a `Retire` made by this process, so
+    /// that the audit trail and the change events record it as any retire. Returns the
+    /// (secret, previous version) retired.
+    ///
+    /// # Errors
+    /// The store's; what was retired before the failure stays retired, and the next
+    /// call tries the rest again.
+    ///
+    /// # Cost
+    /// One pass over the secrets; for each previous version to retire when read, over
+    /// its grants and opens.
+    pub fn retire_read(&self) -> Result<Vec<(String, u64)>> {
+        let now = self.clock();
+        let due: Vec<(String, u64, &'static str)> = {
+            let state = self.state();
+            state
+                .secrets
+                .iter()
+                .filter_map(|(name, rec)| {
+                    let p = rec.previous.as_ref().filter(|p| p.retire_when_read)?;
+                    if p.until.is_none_or(|t| t <= now) {
+                        return Some((name.clone(), p.made.version, "its overlap ended"));
+                    }
+                    let all_read = state.yet_to_open(name, rec.version(), now).is_empty();
+                    all_read.then(|| (name.clone(), p.made.version, "read by every holder"))
+                })
+                .collect()
+        };
+        let mut retired = Vec::with_capacity(due.len());
+        for (name, version, why) in due {
+            let actor = Actor::local().with_reason(why);
+            match self.apply(
+                &actor,
+                &[Change::Retire {
+                    name: &name,
+                    when_read: Some(version),
+                }],
+            ) {
+                Ok(_) => {
+                    info!(secret = %name, version, reason = why, "retired the previous version (retire-when-read)");
+                    retired.push((name, version));
+                }
+                // Retired, rolled back, rotated again or deleted since: nothing left
+                // to do, or for the next pass to judge afresh.
+                Err(e) if matches!(e.error, Error::NoPreviousVersion | Error::NoSuchSecret) => {}
+                Err(e) => return Err(e.error),
+            }
+        }
+        Ok(retired)
+    }
+
+    /// The rest of [`Vault::expire`]: pending versions, grants and overlaps.
+    fn expire_ended(&self) -> Result<Expired> {
         let now = self.clock();
         let due = {
             let state = self.state();

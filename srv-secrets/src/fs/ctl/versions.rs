@@ -1,7 +1,7 @@
 //! The ctl commands of a secret's versions: `stage`, `promote`, `discard`, `rollback`,
-//! `retire`, `grant ... expires`, and the queries `history NAME` and `stale` (JSON
-//! bodies, never a value); what each answers, and what each refusal says in the 127 bytes
-//! a ctl error has.
+//! `retire`, `grant ... expires`, and the queries `history NAME`, `rotation NAME`
+//! and `stale` (JSON bodies, never a value); what each answers, and what each refusal
+//! says in the 127 bytes a ctl error has.
 
 use ctl::{Answer, Command};
 use secrets::{Applied, Change, Error as VaultError, Vault};
@@ -32,14 +32,19 @@ pub(super) fn prepare(command: &Command) -> Option<Result<Prepared<'_>, String>>
             name,
             overlap,
             revoke_previous,
+            retire_when_read,
         } => Change::Promote {
             name,
             overlap: *overlap,
             revoke_previous: *revoke_previous,
+            retire_when_read: *retire_when_read,
         },
         Command::Discard { name } => Change::Discard { name },
         Command::Rollback { name } => Change::Rollback { name },
-        Command::Retire { name } => Change::Retire { name },
+        Command::Retire { name } => Change::Retire {
+            name,
+            when_read: None,
+        },
         Command::Grant {
             service,
             name,
@@ -104,10 +109,11 @@ pub(super) fn answer(command: &Command, applied: &Applied) -> Option<Answer> {
     })
 }
 
-/// Answers `history NAME` and `stale`, with a JSON body; `None` for another command.
+/// Answers `history NAME`, `rotation NAME` and `stale`, with a JSON body; `None`
+/// for another command.
 ///
 /// # Errors
-/// `history` of a secret that does not exist.
+/// `history` or `rotation` of a secret that does not exist.
 pub(super) fn query(vault: &Vault, command: &Command) -> Option<Result<Answer, String>> {
     Some(match command {
         Command::History { name } => match vault.history(name) {
@@ -116,6 +122,15 @@ pub(super) fn query(vault: &Vault, command: &Command) -> Option<Result<Answer, S
                 .field("versions", versions.len())
                 .body(pretty_json(&versions))),
             None => Err(super::explain(&VaultError::NoSuchSecret)),
+        },
+        Command::RotationStatus { name } => match vault.rotation_status(name) {
+            Ok(status) => Ok(Answer::new(command.verb())
+                .word(name)
+                .field("version", status.version)
+                .field("previous", or_none(status.previous))
+                .field("waiting", status.waiting_on.len())
+                .body(pretty_json(&status))),
+            Err(e) => Err(super::explain(&e)),
         },
         Command::Stale => {
             let stale = vault.stale();

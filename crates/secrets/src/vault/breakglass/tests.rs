@@ -187,6 +187,7 @@ fn a_freeze_refuses_what_deploys_and_lets_an_incident_be_answered_across_a_reope
             name: "db",
             overlap: None,
             revoke_previous: true,
+            retire_when_read: false,
         },
         Change::Generate {
             name: "api_key",
@@ -198,7 +199,10 @@ fn a_freeze_refuses_what_deploys_and_lets_an_incident_be_answered_across_a_reope
             template: Some(&template),
         },
         Change::Discard { name: "api_key" },
-        Change::Retire { name: "api_key" },
+        Change::Retire {
+            name: "api_key",
+            when_read: None,
+        },
         Change::Revoke {
             service: "web",
             name: "api_key",

@@ -15,9 +15,10 @@ use crate::rows::Mutation;
 impl Change<'_> {
     /// Whether a freeze refuses this change: those that deploy something, or change what
     /// a deployment gets (a grant, a service's uid, manifest or tiers, a removal, the
-    /// catalog and its tiers, a bundle). What answers an incident goes on: a set, a
-    /// rotation's steps, a rollback, a retire, a delete, a revoke (of one service or all),
-    /// a suspension and a resume, and the freeze's own changes.
+    /// catalog and its tiers, a bundle, a new API token). What answers an incident goes
+    /// on: a set, a rotation's steps, a rollback, a retire, a delete, a revoke (of one
+    /// service or all, or of a token), a suspension and a resume, and the freeze's own
+    /// changes.
     pub fn stops_when_frozen(&self) -> bool {
         match self {
             Change::Grant { .. }
@@ -33,7 +34,8 @@ impl Change<'_> {
             | Change::StrategyRemove { .. }
             | Change::Present { .. }
             | Change::Bundle { .. }
-            | Change::CatalogApply { .. } => true,
+            | Change::CatalogApply { .. }
+            | Change::TokenCreate { .. } => true,
             Change::Set { .. }
             | Change::Generate { .. }
             | Change::Stage { .. }
@@ -48,7 +50,8 @@ impl Change<'_> {
             | Change::Suspend { .. }
             | Change::Resume { .. }
             | Change::Freeze
-            | Change::Unfreeze => false,
+            | Change::Unfreeze
+            | Change::TokenRevoke { .. } => false,
         }
     }
 }

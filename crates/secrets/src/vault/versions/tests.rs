@@ -58,6 +58,7 @@ fn promote(v: &Vault, overlap: Option<u64>, revoke_previous: bool) -> Result<App
             name: "db",
             overlap,
             revoke_previous,
+            retire_when_read: false,
         },
     )
 }
@@ -133,7 +134,15 @@ fn a_set_keeps_the_previous_version_for_a_rollback_and_destroys_the_one_before()
     assert_eq!(h[2].length, None);
     // Retired: nothing to roll back to.
     assert_eq!(
-        one(&v, &admin("done"), Change::Retire { name: "db" }).unwrap(),
+        one(
+            &v,
+            &admin("done"),
+            Change::Retire {
+                name: "db",
+                when_read: None
+            }
+        )
+        .unwrap(),
         Applied::Retired { version: 2 }
     );
     let e = one(&v, &admin("x"), Change::Rollback { name: "db" }).unwrap_err();
@@ -330,6 +339,7 @@ fn a_transaction_stages_and_promotes_at_once() {
                     name: "db",
                     overlap: Some(60),
                     revoke_previous: false,
+                    retire_when_read: false,
                 },
             ],
         )
@@ -531,4 +541,158 @@ fn a_set_during_a_key_rotation_seals_every_version_under_the_new_key() {
     assert_eq!(read(&v, "web", VersionSlot::Current).unwrap(), b"one");
     one(&v, &admin("x"), Change::Rollback { name: "db" }).unwrap();
     assert_eq!(read(&v, "web", VersionSlot::Current).unwrap(), b"two");
+}
+
+/// Promotes db's pending version with an overlap of `secs`, to retire when read.
+fn promote_retire_when_read(v: &Vault, secs: u64) {
+    one(
+        v,
+        &admin("rotate"),
+        Change::Promote {
+            name: "db",
+            overlap: Some(secs),
+            revoke_previous: false,
+            retire_when_read: true,
+        },
+    )
+    .unwrap();
+}
+
+/// `service` opens db's current version, and the open is recorded.
+fn open_current(v: &Vault, service: &str) {
+    let opened = v.open_version(service, "db", VersionSlot::Current).unwrap();
+    v.record_open(
+        &Actor::service(service, None),
+        service,
+        &opened,
+        VersionSlot::Current,
+    );
+    v.flush_opens().unwrap();
+}
+
+#[test]
+fn retire_when_read_retires_once_every_grantee_opened_the_new_version() {
+    let (_tmp, _dir, v) = vault();
+    v.grant("api", "db").unwrap();
+    stage(&v, b"two").unwrap();
+    promote_retire_when_read(&v, 3600);
+    let record = v.history("db").unwrap();
+    assert_eq!(record[1].state, VersionState::Previous);
+    // Nobody has opened version 2: the previous one stays readable.
+    assert!(v.expire().unwrap().retired.is_empty());
+    open_current(&v, "web");
+    assert!(v.expire().unwrap().retired.is_empty());
+    assert!(v.is_readable("api", "db", VersionSlot::Previous));
+    // The late one opens it: retired at the next housekeeping, with its reason audited.
+    open_current(&v, "api");
+    assert_eq!(v.expire().unwrap().retired, vec![("db".to_owned(), 1)]);
+    assert!(!v.is_readable("api", "db", VersionSlot::Previous));
+    let history = v.history("db").unwrap();
+    assert_eq!(history[1].state, VersionState::Destroyed);
+    assert_eq!(history.len(), 2);
+}
+
+#[test]
+fn retire_when_read_retires_at_the_overlap_end_if_nobody_read() {
+    let (_tmp, dir, v) = vault();
+    stage(&v, b"two").unwrap();
+    promote_retire_when_read(&v, 100);
+    v.set_clock(Some(T + 99));
+    assert!(v.expire().unwrap().retired.is_empty());
+    // The flag survives a restart.
+    drop(v);
+    let v = reopen(&dir, T + 100);
+    assert!(!v.is_readable("web", "db", VersionSlot::Previous));
+    assert_eq!(v.expire().unwrap().retired, vec![("db".to_owned(), 1)]);
+    assert_eq!(v.history("db").unwrap()[1].state, VersionState::Destroyed);
+}
+
+#[test]
+fn a_promote_without_retire_when_read_keeps_the_previous_version_after_opens() {
+    let (_tmp, _dir, v) = vault();
+    stage(&v, b"two").unwrap();
+    promote(&v, Some(3600), false).unwrap();
+    open_current(&v, "web");
+    assert!(v.expire().unwrap().retired.is_empty());
+    assert!(v.is_readable("web", "db", VersionSlot::Previous));
+}
+
+#[test]
+fn a_retire_when_read_judged_before_a_rollback_does_not_retire_after_it() {
+    let (_tmp, _dir, v) = vault();
+    stage(&v, b"two").unwrap();
+    promote_retire_when_read(&v, 3600);
+    // Housekeeping judged version 1 retirable; a rollback lands before its Retire.
+    one(&v, &admin("oops"), Change::Rollback { name: "db" }).unwrap();
+    let late = |version| {
+        one(
+            &v,
+            &admin("housekeeping"),
+            Change::Retire {
+                name: "db",
+                when_read: Some(version),
+            },
+        )
+    };
+    // Version 2 is now the previous one, and was never promoted to retire when read.
+    assert!(matches!(late(1), Err(Error::NoPreviousVersion)));
+    assert!(matches!(late(2), Err(Error::NoPreviousVersion)));
+    let states: Vec<_> = v
+        .history("db")
+        .unwrap()
+        .iter()
+        .map(|h| (h.version, h.state))
+        .collect();
+    assert!(states.contains(&(2, VersionState::Previous)), "{states:?}");
+    assert!(v.expire().unwrap().retired.is_empty());
+    // An operator's plain retire still works.
+    one(
+        &v,
+        &admin("done"),
+        Change::Retire {
+            name: "db",
+            when_read: None,
+        },
+    )
+    .unwrap();
+}
+
+#[test]
+fn rotation_status_names_the_services_yet_to_open_the_current_version() {
+    let (_tmp, _dir, v) = vault();
+    v.grant("api", "db").unwrap();
+    open_current(&v, "api");
+    stage(&v, b"two").unwrap();
+    promote_retire_when_read(&v, 3600);
+    let status = v.rotation_status("db").unwrap();
+    assert_eq!((status.version, status.previous), (2, Some(1)));
+    assert_eq!(status.overlap_until, Some(T + 3600));
+    assert!(status.retire_when_read);
+    assert_eq!(status.waiting_on, ["api", "web"]);
+    let api = &status.services[0];
+    assert_eq!(
+        (api.service.as_str(), api.opened, api.has_current),
+        ("api", Some(1), false)
+    );
+    open_current(&v, "web");
+    let status = v.rotation_status("db").unwrap();
+    assert_eq!(status.waiting_on, ["api"]);
+    assert!(status.services[1].has_current);
+    // A grant that ended is no longer waited on.
+    one(
+        &v,
+        &admin("gone"),
+        Change::Revoke {
+            service: "api",
+            name: "db",
+        },
+    )
+    .unwrap();
+    let status = v.rotation_status("db").unwrap();
+    assert!(status.waiting_on.is_empty());
+    assert_eq!(status.services.len(), 1);
+    assert!(matches!(
+        v.rotation_status("nope"),
+        Err(Error::NoSuchSecret)
+    ));
 }
