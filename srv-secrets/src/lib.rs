@@ -22,9 +22,12 @@
 //! - [`quiet`]: a budget for the log lines strangers can cause.
 //! - [`serve`]: process hardening, the socket (in a directory nobody else can change),
 //!   the listeners, SIGHUP's reload, and the clean stop on SIGTERM.
+//! - [`relay`]: `srv-secrets relay`, the local end of a remote server for plain 9P clients
+//!   (the kernel, 9pfuse): the uids it lets in, and each of their connections carried over
+//!   a TLS connection of its own with a service's certificate.
 //! - [`paths`]: the embedded default data directory and socket.
 //! - [`backup`]: writing a backup file (mode 0600, no clobbering, never half).
-//! - `main.rs`: the `srv-secrets` command line (`init`, `serve`, `backup`).
+//! - `main.rs`: the `srv-secrets` command line (`init`, `serve`, `relay`, `backup`).
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
 
@@ -35,6 +38,7 @@ pub mod listen;
 pub mod paths;
 pub mod principal;
 pub mod quiet;
+pub mod relay;
 pub mod reports;
 pub mod serve;
 pub mod tls_listener;

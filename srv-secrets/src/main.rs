@@ -49,6 +49,19 @@ enum Command {
     /// and --crl without dropping connections; if the new files are refused, the old
     /// ones stay in use and the log says why. See docs/operations.md, "TLS".
     Serve(ServeArgs),
+    /// Relay plain 9P clients on this machine to a remote server over TLS, as a service.
+    ///
+    /// For clients that speak only plain 9P on a unix socket (the kernel's `mount -t 9p -o
+    /// trans=unix`, 9pfuse, `deploy mount`): each connection from a uid given with
+    /// --allow-uid (SO_PEERCRED; nobody else) is carried over a TLS connection of its own
+    /// to --connect, with the certificate in --cert, so that it sees the view of the
+    /// service the certificate names, as the server decides it request by request. An
+    /// admin certificate is refused: every allowed uid would be the admin (administer a
+    /// remote server with deploy). If the server cannot be reached, the client's first
+    /// message is answered with why; if the server goes away, the client's connection is
+    /// closed at once, and the next one connects again. SIGHUP reloads --cert, --key and
+    /// --ca. See docs/operations.md, "A relay".
+    Relay(srv_secrets::relay::RelayArgs),
     /// Print a completion script for a shell to stdout.
     ///
     /// For example: srv-secrets completions bash > /usr/share/bash-completion/completions/srv-secrets
@@ -537,6 +550,7 @@ fn main() -> ExitCode {
             Ok(rt) => rt.block_on(run_serve(args)),
             Err(e) => Err(format!("cannot start the runtime: {e}")),
         },
+        Command::Relay(args) => srv_secrets::relay::main(args),
         Command::Completions { shell } => print_completions(shell),
         Command::Manpage { dir } => write_manpages(dir),
     };

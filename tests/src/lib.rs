@@ -10,6 +10,8 @@
 //! - [`harness`]: the real binaries (`srv-secrets`, `deploy`, the `9p` test client),
 //!   started on temporary data directories and sockets, and run as other uids.
 //! - [`pki`]: certificate authorities for the TLS tests.
+//! - [`relay`]: a server with a TLS listener on a fixed port, and `srv-secrets relay`
+//!   processes in front of it.
 //! - [`vm`]: the kernel-mount runner. Boots a tiny qemu VM in which the Linux
 //!   kernel's 9P client (v9fs) mounts a 9P server running on this host, runs
 //!   a busybox shell script against the mount and reports its output and
@@ -20,4 +22,5 @@
 pub mod bench;
 pub mod harness;
 pub mod pki;
+pub mod relay;
 pub mod vm;
