@@ -60,6 +60,27 @@ pub fn bins() -> &'static Bins {
             .to_path_buf();
         cmd.env("CARGO_TARGET_DIR", &target_dir)
             .current_dir(env!("CARGO_MANIFEST_DIR"));
+        // cargo runs a test with the variables it sets for the crate under test
+        // (CARGO_MANIFEST_DIR, CARGO_PKG_NAME, ...). A build script that reads one (ring's
+        // does) would see it changed between this build and the one that built the test,
+        // and each would build it and all above it again, every time.
+        for (key, _) in std::env::vars_os() {
+            let set_for_the_crate = key.to_str().is_some_and(|k| {
+                k.starts_with("CARGO_PKG_")
+                    || [
+                        "CARGO_MANIFEST_DIR",
+                        "CARGO_MANIFEST_PATH",
+                        "CARGO_CRATE_NAME",
+                        "CARGO_PRIMARY_PACKAGE",
+                        "CARGO_TARGET_TMPDIR",
+                        "CARGO_RUSTC_CURRENT_DIR",
+                    ]
+                    .contains(&k)
+            });
+            if set_for_the_crate {
+                cmd.env_remove(key);
+            }
+        }
         let status = cmd.status().expect("cargo runs");
         assert!(status.success(), "building the binaries failed");
         Bins {

@@ -158,15 +158,16 @@ fn a_service_reads_through_the_relay_as_if_local_and_a_revoke_stops_the_next_rea
         .deploy_ok(&["secret", "set", "big", "--file", big_file.to_str().unwrap()]);
     x.t.s.deploy_ok(&["secret", "grant", "web", "big"]);
     let relay = x.relay("reads", &[WEB], &[]);
+    // At start it tried the server, and says so.
     assert!(
-        relay.wait_for_log(0, "the server at tls:127.0.0.1:", Duration::from_secs(10)),
-        "{}",
-        relay.log_text()
-    );
-    assert!(
-        relay
-            .log_text()
-            .contains("takes this certificate: service web"),
+        relay.wait_for_log(
+            0,
+            &format!(
+                "the server at {} takes this certificate: service web",
+                x.t.addr
+            ),
+            Duration::from_secs(10)
+        ),
         "{}",
         relay.log_text()
     );
@@ -434,8 +435,37 @@ fn when_the_server_goes_away_clients_get_an_error_promptly_and_the_next_connecti
     let patient = x.relay("patient", &[WEB], &["--connect-timeout", "30"]);
     let (held, first) = hold(&relay, WEB, "/secret/db");
     assert_eq!(first.as_bytes(), [b"read ".as_slice(), DB_VALUE].concat());
+    // A read that is pending when the server goes: one of /events, which waits for a
+    // change.
+    let mut follower = ninep_command(&relay, WEB, &["follow", "/events"])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    assert!(relay.wait_for_log(0, "(connection 2)", Duration::from_secs(5)));
+    std::thread::sleep(Duration::from_millis(500));
+    assert!(
+        follower.try_wait().unwrap().is_none(),
+        "the read did not wait"
+    );
     let from = relay.log_text().len();
     x.t.s.kill9();
+    let killed = Instant::now();
+    // It fails, within seconds.
+    let status = loop {
+        if let Some(status) = follower.try_wait().unwrap() {
+            break status;
+        }
+        if killed.elapsed() > Duration::from_secs(20) {
+            let _ = follower.kill();
+            panic!("the pending read hung");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let took = killed.elapsed();
+    assert!(!status.success());
+    assert!(took < Duration::from_secs(5), "took {took:?}");
     // The held fid's next read fails, within seconds.
     let (after, took) = again_within(held, Duration::from_secs(20));
     let after = after.expect("the held read hung");
@@ -623,7 +653,8 @@ fn connections_are_bounded_per_uid_and_a_stalled_client_slows_no_one() {
         .set_read_timeout(Some(Duration::from_secs(5)))
         .unwrap();
     let mut reply = Vec::new();
-    std::io::Read::read_to_end(&mut third, &mut reply).unwrap();
+    std::io::Read::read_to_end(&mut third, &mut reply)
+        .unwrap_or_else(|e| panic!("{e}: {}", relay.log_text()));
     let reply = ninep::Rframe::decode(&reply).unwrap();
     assert_eq!(
         reply.msg,
