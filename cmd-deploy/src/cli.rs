@@ -12,15 +12,23 @@ use clap::{ArgAction, ArgGroup, Args, Parser, Subcommand, ValueEnum};
 /// here rather than under every subcommand's --addr.
 const TOP_AFTER_HELP: &str = "\
 Server address:
-  --addr, else $SRV_SECRETS_ADDR, else the server's default socket:
-  $XDG_RUNTIME_DIR/srv-secrets/9p.sock if XDG_RUNTIME_DIR is set, else
-  /run/srv-secrets/9p.sock for root, else /tmp/srv-secrets-$EUID/9p.sock.
+  The flags --addr, --ca, --cert with --key, and --token-file; else --context
+  NAME; else $SRV_SECRETS_CONTEXT; else $SRV_SECRETS_ADDR; else the server's
+  default socket: $XDG_RUNTIME_DIR/srv-secrets/9p.sock if XDG_RUNTIME_DIR is
+  set, else /run/srv-secrets/9p.sock for root, else /tmp/srv-secrets-$EUID/9p.sock.
   An address is unix:PATH or the socket's path, or tls:HOST:PORT for a server
   elsewhere: with --ca (the CA of the server's certificate) and either --cert and
   --key (a client certificate whose CN is admin, from the CA the server trusts)
   or --token-file FILE (a token deploy token create made). For a test server on
   loopback (srv-secrets serve --insecure-plain-tcp), tcp:HOST:PORT, with
   --token-file FILE: over TCP the server knows you only by a token.
+  A context is a server saved by name with deploy context add NAME --addr ...
+  (in $XDG_CONFIG_HOME/srv-secrets/contexts.toml, else
+  ~/.config/srv-secrets/contexts.toml): its address, --ca, and --cert and --key
+  or --token-file (the token's file, never the token). Flags given beside a
+  context replace its fields one by one: --addr its address, --ca its CA, --cert
+  with --key or --token-file its certificate or token. With --addr and no
+  --context, neither environment variable is read.
 
 Exit status:
   0 success, 1 a failure or a finding (missing grants, a plan's problem, a lint
@@ -32,7 +40,9 @@ Examples:
   deploy secret grant web db_password
   deploy service check web
   deploy --addr /run/srv-secrets/9p.sock secret list
-  deploy --addr tls:secrets.example:5640 --ca ca.crt --cert admin.crt --key admin.key status";
+  deploy --addr tls:secrets.example:5640 --ca ca.crt --cert admin.crt --key admin.key status
+  deploy context add prod --addr tls:10.0.0.5:5640 --ca ca.crt --cert admin.crt --key admin.key
+  deploy --context prod secret list";
 
 /// Manage the secrets and services of a srv-secrets server.
 ///
@@ -71,6 +81,11 @@ pub struct Cli {
     /// command line or the environment.
     #[arg(long, global = true, value_name = "FILE")]
     pub token_file: Option<PathBuf>,
+
+    /// A server saved with `deploy context add NAME` (default: $SRV_SECRETS_CONTEXT);
+    /// --addr, --ca, --cert/--key and --token-file given beside it replace its fields
+    #[arg(long, global = true, value_name = "NAME")]
+    pub context: Option<String>,
 
     /// Why: recorded in the audit trail with every change this command makes (a ticket,
     /// an incident; at most 1 KiB of text)
@@ -252,6 +267,10 @@ Examples:
     /// transport does not (TCP, TLS without a client certificate).
     #[command(subcommand)]
     Token(TokenCommand),
+    /// Save servers by name (address, CA, certificate or token file) for `deploy
+    /// --context NAME` and $SRV_SECRETS_CONTEXT; list, show and remove them.
+    #[command(subcommand)]
+    Context(ContextCommand),
     /// Write a backup of the server's store to FILE while it serves.
     ///
     /// FILE is a copy of the store as of one moment (restore it as DATA/store.redb, see
@@ -374,6 +393,59 @@ Examples:
     Revoke {
         /// The token's ID, as `deploy token list` shows it.
         id: String,
+    },
+}
+
+/// `deploy context ...`
+#[derive(Debug, Subcommand)]
+pub enum ContextCommand {
+    /// Save a server as NAME: its address and how deploy proves itself to it.
+    ///
+    /// Takes --addr, and for tls: --ca with --cert and --key or --token-file (tcp: takes
+    /// --token-file), checked as they are when used, every path made absolute. The TLS
+    /// files are loaded and the token file checked (yours, mode 0600 or 0400, one token)
+    /// as a connection would; only the token file's path is saved, never the token.
+    /// Needs no server. Contexts are kept in $XDG_CONFIG_HOME/srv-secrets/contexts.toml
+    /// (else ~/.config/srv-secrets/contexts.toml), mode 0600, written atomically.
+    #[command(after_help = "\
+Examples:
+  deploy context add prod --addr tls:10.0.0.5:5640 --ca ca.crt --cert admin.crt --key admin.key
+  deploy context add ci --addr tls:10.0.0.5:5640 --ca ca.crt --token-file ~/ci.token
+  deploy context add local --addr unix:/run/srv-secrets/9p.sock
+  deploy --context prod status
+  SRV_SECRETS_CONTEXT=prod deploy secret list")]
+    Add {
+        /// The name: a letter or digit, then letters, digits, '.', '_' or '-' (at most 64).
+        name: String,
+        /// Replace a context of that name.
+        #[arg(long)]
+        force: bool,
+    },
+    /// List the contexts: name, address, CA, and the certificate or token file.
+    #[command(after_help = "\
+Examples:
+  deploy context list
+  deploy context list --json")]
+    List(JsonFlag),
+    /// Show one context, and which of its files no longer exist.
+    #[command(after_help = "\
+Examples:
+  deploy context show prod
+  deploy context show prod --json")]
+    Show {
+        /// The context.
+        name: String,
+        /// Print JSON: {"name", "addr", "ca", "cert", "key", "token_file"}.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Remove a context (its files are left as they are).
+    #[command(after_help = "\
+Examples:
+  deploy context remove prod")]
+    Remove {
+        /// The context.
+        name: String,
     },
 }
 

@@ -116,6 +116,7 @@ impl Token {
     pub fn read(file: &Path, euid: u32) -> Result<Token, CliError> {
         use std::io::Read;
         use std::os::unix::fs::MetadataExt;
+        refuse_a_token_for_its_file(file)?;
         let refuse = |why: String| CliError::TokenFile {
             file: file.to_path_buf(),
             why,
@@ -177,6 +178,32 @@ impl Token {
     fn expose(&self) -> &[u8] {
         &self.text
     }
+}
+
+/// Refuses a `--token-file` argument that is a token rather than a file's path (a token
+/// pasted where its file belongs), without repeating it: every other refusal names the
+/// file, and the file's name would be the token.
+///
+/// # Errors
+/// [`CliError::Usage`].
+pub fn refuse_a_token_for_its_file(file: &Path) -> Result<(), CliError> {
+    let text = file.as_os_str().as_bytes();
+    let a_token = text.starts_with(b"srvtok_")
+        && text.len() >= 40
+        && text
+            .iter()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-'));
+    if a_token {
+        return Err(CliError::Usage(
+            "--token-file takes the path of a file that holds the token, and was given what \
+             looks like a token (not repeated here); nothing was read or saved. A token on a \
+             command line is seen by ps and kept in shell history: revoke it (deploy token \
+             revoke ID) and keep the new one in a file, (umask 077; deploy token create \
+             PRINCIPAL > FILE)"
+                .into(),
+        ));
+    }
+    Ok(())
 }
 
 /// The server deploy talks to, and how long it waits for a sign of life from it.
@@ -275,6 +302,13 @@ pub struct Env {
     pub addr: Option<OsString>,
     /// `$XDG_RUNTIME_DIR`.
     pub xdg_runtime_dir: Option<OsString>,
+    /// `$SRV_SECRETS_CONTEXT`: the context to use when neither `--context` nor `--addr`
+    /// is given ([`crate::contexts`]).
+    pub context: Option<OsString>,
+    /// `$XDG_CONFIG_HOME`, where the contexts file is (else under `$HOME/.config`).
+    pub config_home: Option<OsString>,
+    /// `$HOME`.
+    pub home: Option<OsString>,
     /// The effective uid: it picks the default socket as the server does (root gets the
     /// system one), and it is the uid the server sees through SO_PEERCRED.
     pub euid: u32,
@@ -292,6 +326,9 @@ impl Env {
         Env {
             addr: std::env::var_os(ADDR_VAR),
             xdg_runtime_dir: std::env::var_os("XDG_RUNTIME_DIR"),
+            context: std::env::var_os(crate::contexts::CONTEXT_VAR),
+            config_home: std::env::var_os("XDG_CONFIG_HOME"),
+            home: std::env::var_os("HOME"),
             euid,
             user,
         }
@@ -322,8 +359,9 @@ pub fn resolve(flag: Option<&str>, env: &Env) -> Result<Addr, CliError> {
 
 /// `unix:PATH`, a bare `PATH`, `tls:HOST:PORT`, or `tcp:HOST:PORT` on loopback. Anything
 /// that starts like another scheme (`ssh:...`) is refused rather than taken for a file of
-/// that name; such a file can still be named `./ssh:...` or `unix:ssh:...`.
-fn parse(text: &OsStr, from: &str) -> Result<Addr, CliError> {
+/// that name; such a file can still be named `./ssh:...` or `unix:ssh:...`. `from` says
+/// where the text came from, for errors (`--addr`, `SRV_SECRETS_ADDR`, a context).
+pub fn parse(text: &OsStr, from: &str) -> Result<Addr, CliError> {
     let bytes = text.as_bytes();
     let refuse = || {
         CliError::Usage(format!(
@@ -913,21 +951,37 @@ async fn connect(server: &Server, env: &Env) -> Result<(Client, Link), CliError>
 /// nothing else could say who we are.
 fn check_token_flag(server: &Server) -> Result<(), CliError> {
     let certified = server.tls.as_ref().is_some_and(|f| f.identity.is_some());
-    match (&server.addr, &server.token) {
-        (Addr::Unix { .. }, Some(token)) => Err(CliError::Usage(format!(
+    check_token_file(
+        &server.addr,
+        server.token.as_ref().map(|t| t.file.as_path()),
+        certified,
+    )
+}
+
+/// [`check_token_flag`] before the token is read: whether `--token-file FILE` (or its
+/// absence) goes with `addr` and a client certificate (`certified`).
+///
+/// # Errors
+/// [`CliError::Usage`] saying which flag is out of place or missing.
+pub fn check_token_file(
+    addr: &Addr,
+    token_file: Option<&Path>,
+    certified: bool,
+) -> Result<(), CliError> {
+    match (addr, token_file) {
+        (Addr::Unix { .. }, Some(file)) => Err(CliError::Usage(format!(
             "--token-file {}: over a unix socket the server knows you by your uid, not by a \
              token: leave --token-file out (it is for --addr tls: without --cert, and tcp:)",
-            token.file.display()
+            file.display()
         ))),
-        (Addr::Tls { .. }, Some(token)) if certified => Err(CliError::Usage(format!(
+        (Addr::Tls { .. }, Some(file)) if certified => Err(CliError::Usage(format!(
             "--token-file {}: with --cert the certificate says who you are, and the server \
              takes no token beside it: give --cert and --key, or --token-file, not both",
-            token.file.display()
+            file.display()
         ))),
         (Addr::Tcp(_), None) => Err(CliError::Usage(format!(
-            "{} needs --token-file FILE: over TCP the server knows no one without a token \
-             (make one over its unix socket with: deploy token create PRINCIPAL)",
-            server.addr
+            "{addr} needs --token-file FILE: over TCP the server knows no one without a token \
+             (make one over its unix socket with: deploy token create PRINCIPAL)"
         ))),
         _ => Ok(()),
     }

@@ -80,6 +80,10 @@ pub enum CliError {
         /// What is wrong and what to do.
         problem: String,
     },
+    /// The contexts file (`deploy context`), or a context in it, cannot be used: what is
+    /// wrong and what to do.
+    #[error("{0}")]
+    Context(String),
     /// The server refused a ctl command; this is its text, verbatim.
     #[error("{0}")]
     Ctl(String),

@@ -15,6 +15,8 @@
 //!   (`deploy secret list | head -1`) ends the output quietly.
 //! - `cli`: the clap derive types; their doc comments are the help.
 //! - `connect`: the server's address, connecting and attaching, writing `secrets/ctl`.
+//! - `contexts`: named servers (`deploy context`, `--context`, `$SRV_SECRETS_CONTEXT`),
+//!   their file, and which server the flags, a context and the environment choose.
 //! - `commands`: dispatch and shared helpers; `commands::secret` and `commands::service`
 //!   implement the subcommands, `deploy status` lives in `commands` itself;
 //!   `commands::bundle` (`deploy bundle`), `commands::prompt` (`deploy prompt`, a
@@ -35,6 +37,7 @@
 mod cli;
 mod commands;
 mod connect;
+mod contexts;
 mod error;
 mod files;
 mod glob;

@@ -21,7 +21,8 @@
 //!
 //! `$TMP` is a fresh directory per transcript, holding `dead.sock`: a socket that was
 //! bound and closed, so connecting to it is refused. The environment is cleared of
-//! SRV_SECRETS_ADDR and XDG_RUNTIME_DIR unless the transcript sets them.
+//! SRV_SECRETS_ADDR, SRV_SECRETS_CONTEXT and XDG_RUNTIME_DIR unless the transcript sets
+//! them, and XDG_CONFIG_HOME is `$TMP/config` (where no contexts are yet).
 #![allow(clippy::unwrap_used, reason = "a test fails by panicking")]
 
 use std::fs;
@@ -93,7 +94,9 @@ fn run(path: &Path) -> Result<(), String> {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_deploy"));
     cmd.args(&t.args)
         .env_remove("SRV_SECRETS_ADDR")
+        .env_remove("SRV_SECRETS_CONTEXT")
         .env_remove("XDG_RUNTIME_DIR")
+        .env("XDG_CONFIG_HOME", tmp.path().join("config"))
         .envs(t.env.iter().map(|(k, v)| (k, v)))
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
@@ -307,4 +310,122 @@ fn man_pages_to_stdout_and_one_per_command_to_a_directory() {
         err.starts_with("deploy: cannot write man pages to "),
         "{err}"
     );
+}
+
+/// `deploy ARGS` with its contexts under `config`, the environment cleared of the
+/// address variables and `env` added.
+fn deploy_in(config: &Path, env: &[(&str, &str)], args: &[&str]) -> std::process::Output {
+    Command::new(env!("CARGO_BIN_EXE_deploy"))
+        .args(args)
+        .env_remove("SRV_SECRETS_ADDR")
+        .env_remove("SRV_SECRETS_CONTEXT")
+        .env_remove("XDG_RUNTIME_DIR")
+        .env("XDG_CONFIG_HOME", config)
+        .envs(env.iter().copied())
+        .output()
+        .unwrap()
+}
+
+#[test]
+fn contexts_name_servers_and_the_flags_given_still_win() {
+    use std::os::unix::fs::PermissionsExt;
+    let tmp = tempfile::tempdir().unwrap();
+    let config = tmp.path().join("config");
+    let t = tmp.path().display().to_string();
+    // Sockets that were bound and closed: connecting to them is refused, which names the
+    // address deploy chose.
+    for name in ["a.sock", "b.sock", "env.sock", "flag.sock"] {
+        drop(UnixListener::bind(tmp.path().join(name)).unwrap());
+    }
+    let run = |env: &[(&str, &str)], args: &[&str]| deploy_in(&config, env, args);
+    let ok = |env: &[(&str, &str)], args: &[&str]| {
+        let out = run(env, args);
+        assert!(
+            out.status.success(),
+            "{args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout).unwrap()
+    };
+    let chose = |env: &[(&str, &str)], args: &[&str]| {
+        let out = run(env, args);
+        let err = String::from_utf8(out.stderr).unwrap();
+        err.strip_prefix("deploy: cannot connect to srv-secrets at ")
+            .and_then(|rest| rest.split_once(": "))
+            .map(|(addr, _)| addr.to_string())
+            .unwrap_or_else(|| panic!("{args:?}: {err}"))
+    };
+    let a = format!("{t}/a.sock");
+    let saved = ok(&[], &["context", "add", "a", "--addr", &a]);
+    assert_eq!(
+        saved,
+        format!("saved context a: unix:{a} (your uid); use it with deploy --context a\n")
+    );
+    ok(
+        &[],
+        &["context", "add", "b", "--addr", &format!("unix:{t}/b.sock")],
+    );
+    // The file is ours alone, and names no token.
+    let file = config.join("srv-secrets/contexts.toml");
+    let mode = |p: &Path| fs::metadata(p).unwrap().permissions().mode() & 0o777;
+    assert_eq!((mode(&file), mode(file.parent().unwrap())), (0o600, 0o700));
+    let list = ok(&[], &["context", "list"]);
+    assert_eq!(
+        list,
+        format!(
+            "NAME  ADDR{pad}  CA  IDENTITY\na     unix:{a}  -   your uid\nb     unix:{t}/b.sock  -   your uid\n",
+            pad = " ".repeat(a.len() + 5 - 4)
+        )
+    );
+    let json: serde_json::Value =
+        serde_json::from_str(&ok(&[], &["context", "list", "--json"])).unwrap();
+    assert_eq!(json[1]["name"], "b");
+    assert_eq!(json[1]["addr"], format!("unix:{t}/b.sock"));
+    // --addr, then --context, then SRV_SECRETS_CONTEXT, then SRV_SECRETS_ADDR.
+    let env_addr = format!("unix:{t}/env.sock");
+    let both = [
+        ("SRV_SECRETS_CONTEXT", "b"),
+        ("SRV_SECRETS_ADDR", env_addr.as_str()),
+    ];
+    assert_eq!(chose(&both, &["status"]), format!("unix:{t}/b.sock"));
+    assert_eq!(
+        chose(&both, &["--context", "a", "status"]),
+        format!("unix:{a}")
+    );
+    assert_eq!(
+        chose(&[("SRV_SECRETS_ADDR", &env_addr)], &["status"]),
+        env_addr
+    );
+    let flag = format!("unix:{t}/flag.sock");
+    assert_eq!(chose(&both, &["--addr", &flag, "status"]), flag);
+    assert_eq!(
+        chose(&both, &["--context", "a", "--addr", &flag, "status"]),
+        flag
+    );
+    // An unknown context lists the known ones.
+    let out = run(&[], &["--context", "c", "status"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert_eq!(
+        String::from_utf8(out.stderr).unwrap(),
+        "deploy: --context c: no such context; the contexts are a, b (deploy context list \
+         shows them)\n"
+    );
+    // Saved again only with --force.
+    let out = run(&[], &["context", "add", "a", "--addr", &flag]);
+    assert_eq!(out.status.code(), Some(2));
+    ok(&[], &["context", "add", "a", "--addr", &flag, "--force"]);
+    assert_eq!(chose(&[], &["--context", "a", "status"]), flag);
+    // Opened to others, the file is refused with what to do.
+    fs::set_permissions(&file, fs::Permissions::from_mode(0o644)).unwrap();
+    let out = run(&[], &["--context", "a", "status"]);
+    let err = String::from_utf8(out.stderr).unwrap();
+    assert!(
+        err.contains("it has mode 644, open to group or others: run `chmod 600"),
+        "{err}"
+    );
+    fs::set_permissions(&file, fs::Permissions::from_mode(0o600)).unwrap();
+    assert_eq!(ok(&[], &["context", "remove", "a"]), "removed context a\n");
+    let out = run(&[], &["context", "remove", "a"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(ok(&[], &["context", "show", "b"]).contains("addr:        unix:"));
 }

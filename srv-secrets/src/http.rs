@@ -3,11 +3,17 @@
 //! tls:HOST:PORT` (with the certificates of the 9P TLS listeners).
 //!
 //! Who asks is decided as for 9P, from the connection: the peer's uid (SO_PEERCRED) or
-//! the name its TLS client certificate gives ([`crate::principal`]), never anything the
-//! client sends. The API is the admin's (root, the uid that ran `init`, or a certificate
-//! naming `admin`): a service, or anyone else, gets 403 and learns nothing else. Errors
-//! are JSON, `{"error": "..."}`, with their status (400, 403, 404, 405, 408, 409, 413,
-//! 503).
+//! the name its TLS client certificate gives ([`crate::principal`]), never anything else
+//! the client sends. On TLS without a client certificate, where the connection proves
+//! no one, each request proves itself with an API token, `Authorization: Bearer TOKEN`,
+//! checked as 9P's Tauth checks one ([`Vault::authenticate_token`]: constant time, the
+//! same cost whatever is wrong). One identity per request: a Bearer header on a
+//! connection that already says who it is (a uid, a certificate) is a 400. The API is
+//! the admin's (root, the uid that ran `init`, a certificate naming `admin`, or an admin
+//! token): a service, or anyone else, gets 403 and learns nothing else; a request
+//! without a token where one is needed, or with one that does not hold, gets 401 with
+//! `WWW-Authenticate: Bearer`. Errors are JSON, `{"error": "..."}`, with their status
+//! (400, 401, 403, 404, 405, 408, 409, 413, 503), and never hold a token.
 //!
 //! | endpoint | what |
 //! |---|---|
@@ -19,8 +25,8 @@
 //! | `POST /deployment/bundle` | body `{"service": S, "tier": T, "deployment": ID}` (and `"replace": true`): issues a bundle, answered with its `json` form (values generated for it, in base64); 409 for a deployment id already used, or a plan with problems |
 //!
 //! The reports are the same bytes the admin tree's files and the ctl answers carry
-//! ([`crate::reports`]). Bearer tokens for callers without a certificate come later: the
-//! identity of a request is one extractor ([`Caller`]), the one thing they change.
+//! ([`crate::reports`]). The identity of a request is one extractor ([`Caller`]); a change
+//! made with a token is recorded as the admin's, with the token's ID.
 //!
 //! The socket is mode 0666, so any local user can connect, and a TLS listener takes
 //! anyone who reaches it: connections are capped and timed as the 9P core's are, by who
@@ -28,7 +34,11 @@
 //! takes [`ADMIN_HEAD_TIMEOUT`] to send a request's head (or sits that long between
 //! requests); everyone else, who can only be told 403, has [`MAX_OTHER_CONNECTIONS`] in
 //! all and [`MAX_OTHER_CONNECTIONS_PER_UID`] per uid or certificate name, one request per
-//! connection, and [`OTHER_HEAD_TIMEOUT`]. More are closed on accept. TLS handshakes run
+//! connection, and [`OTHER_HEAD_TIMEOUT`]. A connection without a certificate is one of
+//! those until a request on it proves the admin with a token: it then moves to slots of
+//! its own ([`MAX_TOKEN_ADMIN_CONNECTIONS`]), as a 9P connection moves to its token's
+//! principal, and is kept alive while each request proves the admin again; one that does
+//! not is closed after its answer. More are closed on accept. TLS handshakes run
 //! in tasks of their own, at most [`MAX_HANDSHAKES`] at once (the oldest abandoned for a
 //! new one), each for at most [`HANDSHAKE_TIMEOUT`]. A request's head is at most
 //! [`MAX_HEAD_LEN`] bytes.
@@ -44,7 +54,7 @@ use axum::extract::connect_info::ConnectInfo;
 use axum::extract::rejection::QueryRejection;
 use axum::extract::{FromRequestParts, Query, State};
 use axum::http::request::Parts;
-use axum::http::{StatusCode, header};
+use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Extension, Json, Router};
@@ -57,7 +67,7 @@ use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::UnixStream;
 use tracing::{debug, info, warn};
 
-use crate::principal::{Principal, principal_of};
+use crate::principal::{Principal, needs_token, principal_of, principal_of_token};
 use crate::reports::pretty_json;
 use crate::serve::Bound;
 
@@ -128,40 +138,217 @@ impl IntoResponse for ApiError {
 }
 
 /// The admin, proven by the connection (with the connection's uid, if it has one, for
-/// the changes it makes); any other caller is refused with 403.
+/// the changes it makes) or, on a connection that proves no one, by the request's admin
+/// token; any other caller is refused (see [`FromRequestParts`] below).
 pub struct Caller {
     uid: Option<u32>,
+    /// The ID of the API token that proved the admin (never the token).
+    token: Option<String>,
 }
+
+impl Caller {
+    /// Who makes the changes this request asks for, for the audit trail.
+    fn actor(&self) -> Actor {
+        let actor = Actor::admin(self.uid);
+        match &self.token {
+            Some(id) => actor.with_token(id.as_str()),
+            None => actor,
+        }
+    }
+}
+
+/// `WWW-Authenticate` of a request that needs a token and sent none (RFC 6750).
+const CHALLENGE: &str = "Bearer realm=\"srv-secrets\"";
+/// ... that sent one that does not hold.
+const CHALLENGE_INVALID: &str = "Bearer realm=\"srv-secrets\", error=\"invalid_token\"";
+/// ... that sent one of a service, which this API does not take.
+const CHALLENGE_SCOPE: &str = "Bearer realm=\"srv-secrets\", error=\"insufficient_scope\"";
+
+/// Set by [`Caller`] when a request proved the admin; read by [`close_unless_proven`].
+#[derive(Clone, Default)]
+struct Proven(Arc<std::sync::atomic::AtomicBool>);
 
 impl FromRequestParts<Api> for Caller {
     type Rejection = Response;
 
+    /// Over a unix socket or TLS with a client certificate, the connection decides, and
+    /// a request that carries `Authorization` as well is refused (400): one identity per
+    /// request. Over TLS without one, the request's `Authorization: Bearer TOKEN` does:
+    /// an admin token is the admin (the connection moves to the token admin's slots);
+    /// none, another scheme, or a token that does not hold is 401; a service's token 403.
     async fn from_request_parts(parts: &mut Parts, api: &Api) -> Result<Self, Self::Rejection> {
         api.counters.requests.fetch_add(1, Ordering::Relaxed);
         let refuse = || {
-            api.counters.errors.fetch_add(1, Ordering::Relaxed);
-            ApiError(
-                StatusCode::FORBIDDEN,
-                "forbidden: this API is the admin's (root, or the uid that ran srv-secrets \
-                 init; over TLS, a client certificate whose CN is admin)"
-                    .into(),
+            failed(
+                api,
+                ApiError(
+                    StatusCode::FORBIDDEN,
+                    "forbidden: this API is the admin's (root, or the uid that ran srv-secrets \
+                     init; over TLS, a client certificate whose CN is admin, or an admin token)"
+                        .into(),
+                ),
             )
-            .into_response()
         };
         let Some(ConnectInfo(peer)) = parts.extensions.get::<ConnectInfo<Peer>>().cloned() else {
             return Err(refuse());
         };
-        // A connection that proved no one (TLS without a client certificate) is where an
-        // `Authorization: Bearer` token will be checked, once there are tokens; until
-        // then it is refused as anyone else who is not the admin is.
-        match principal_of(&api.vault, &peer) {
-            Ok(Principal::Admin) => Ok(Caller { uid: peer.uid }),
-            other => {
-                debug!(peer = %peer.addr, admitted = other.is_ok(), "HTTP request refused");
-                Err(refuse())
+        let mut authorization = parts.headers.get_all(header::AUTHORIZATION).iter();
+        let (first, more) = (authorization.next(), authorization.next().is_some());
+        if more {
+            return Err(failed(
+                api,
+                bad_request(
+                    "one Authorization header per request: a request has one identity".into(),
+                ),
+            ));
+        }
+        if !needs_token(&peer) {
+            if first.is_some() {
+                let by = if peer.uid.is_some() {
+                    "your uid"
+                } else {
+                    "its client certificate"
+                };
+                return Err(failed(
+                    api,
+                    bad_request(format!(
+                        "this connection already says who you are ({by}), and a request has \
+                         one identity: send no Authorization header on it"
+                    )),
+                ));
+            }
+            return match principal_of(&api.vault, &peer) {
+                Ok(Principal::Admin) => Ok(Caller {
+                    uid: peer.uid,
+                    token: None,
+                }),
+                other => {
+                    debug!(peer = %peer.addr, admitted = other.is_ok(), "HTTP request refused");
+                    Err(refuse())
+                }
+            };
+        }
+        let Some(value) = first else {
+            return Err(unauthorized(
+                api,
+                CHALLENGE,
+                "unauthorized: this connection has no client certificate: send \
+                 Authorization: Bearer TOKEN with an admin token (deploy token create admin), \
+                 or connect with a client certificate whose CN is admin"
+                    .into(),
+            ));
+        };
+        let Some(token) = bearer(value.as_bytes()) else {
+            return Err(unauthorized(
+                api,
+                CHALLENGE,
+                "unauthorized: this API takes Authorization: Bearer TOKEN (an admin token, \
+                 deploy token create admin), and no other scheme"
+                    .into(),
+            ));
+        };
+        let holder = match api.vault.authenticate_token(token) {
+            Ok(holder) => holder,
+            Err(refused) => {
+                debug!(peer = %peer.addr, %refused, "HTTP request's bearer token refused");
+                let text = refused.to_string();
+                let why = text.strip_prefix("permission denied: ").unwrap_or(&text);
+                return Err(unauthorized(
+                    api,
+                    CHALLENGE_INVALID,
+                    format!(
+                        "unauthorized: {why}; make a new one with deploy token create admin \
+                         (deploy token list shows them)"
+                    ),
+                ));
+            }
+        };
+        match principal_of_token(&holder) {
+            Principal::Admin => {}
+            Principal::Service { name, .. } => {
+                debug!(peer = %peer.addr, token = %holder.id, service = %name,
+                    "HTTP request refused: a service's token");
+                let mut response = failed(
+                    api,
+                    ApiError(
+                        StatusCode::FORBIDDEN,
+                        format!(
+                            "forbidden: token {} is service {name}'s, and this API is the \
+                             admin's: use a token made for the admin (deploy token create \
+                             admin)",
+                            holder.id
+                        ),
+                    ),
+                );
+                response.headers_mut().insert(
+                    header::WWW_AUTHENTICATE,
+                    HeaderValue::from_static(CHALLENGE_SCOPE),
+                );
+                return Err(response);
             }
         }
+        if let Some(slot) = parts.extensions.get::<Arc<ConnectionSlot>>()
+            && !slot.move_to(Holder::TokenAdmin)
+        {
+            return Err(failed(
+                api,
+                ApiError(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    format!(
+                        "the admin's token holds {MAX_TOKEN_ADMIN_CONNECTIONS} connections \
+                         already; reuse one, or try again when one closes"
+                    ),
+                ),
+            ));
+        }
+        if let Some(Proven(proven)) = parts.extensions.get::<Proven>() {
+            proven.store(true, Ordering::Relaxed);
+        }
+        debug!(peer = %peer.addr, token = %holder.id, "HTTP request of the admin's token");
+        Ok(Caller {
+            uid: None,
+            token: Some(holder.id),
+        })
     }
+}
+
+/// The token of `Authorization: Bearer TOKEN` (the scheme in any case, RFC 7235), or
+/// None for another scheme or no token.
+fn bearer(value: &[u8]) -> Option<&[u8]> {
+    let scheme = value.get(..7)?;
+    if !scheme.eq_ignore_ascii_case(b"bearer ") {
+        return None;
+    }
+    let token = value[7..].trim_ascii();
+    (!token.is_empty()).then_some(token)
+}
+
+/// A 401 with its challenge.
+fn unauthorized(api: &Api, challenge: &'static str, message: String) -> Response {
+    let mut response = failed(api, ApiError(StatusCode::UNAUTHORIZED, message));
+    response.headers_mut().insert(
+        header::WWW_AUTHENTICATE,
+        HeaderValue::from_static(challenge),
+    );
+    response
+}
+
+/// On a connection that proves no one, keeps it alive after a request only if the
+/// request proved the admin with a token: anyone else gets one answer per connection,
+/// as every other non-admin does.
+async fn close_unless_proven(
+    mut request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    let proven = Proven::default();
+    request.extensions_mut().insert(proven.clone());
+    let mut response = next.run(request).await;
+    if !proven.0.load(Ordering::Relaxed) {
+        response
+            .headers_mut()
+            .insert(header::CONNECTION, HeaderValue::from_static("close"));
+    }
+    response
 }
 
 /// `GET /health/ready`.
@@ -577,7 +764,8 @@ async fn deployment_bundle(caller: Caller, State(api): State<Api>, body: Body) -
         );
     }
     let vault = api.vault.clone();
-    let actor = Actor::admin(caller.uid);
+    let actor = caller.actor();
+    let by = actor.to_string();
     let issued = tokio::task::spawn_blocking(move || {
         vault
             .apply(
@@ -595,7 +783,7 @@ async fn deployment_bundle(caller: Caller, State(api): State<Api>, body: Body) -
     .await;
     match issued {
         Ok(Ok(Some(Applied::BundleIssued { bundle, replaced }))) => {
-            info!(service = %bundle.service, tier = %bundle.tier,
+            info!(by = %by, service = %bundle.service, tier = %bundle.tier,
                 deployment = %bundle.deployment, bundle = bundle.bundle, replaced = ?replaced,
                 values = bundle.values.len(), "bundle issued over HTTP");
             // Served from the zeroizing buffer itself, wiped when the response is sent.
@@ -690,6 +878,11 @@ async fn method_not_allowed(_: Caller, State(api): State<Api>, uri: axum::http::
 /// closed on accept.
 pub const MAX_ADMIN_CONNECTIONS: usize = 64;
 
+/// Connections proven by the admin's tokens (on TLS without a client certificate) served
+/// at once, apart from those the connection proves: as a 9P connection that attached with
+/// a token is its token's principal's, in a pool of its own.
+pub const MAX_TOKEN_ADMIN_CONNECTIONS: usize = 64;
+
 /// Connections of every other uid served at once, over all of them: each only ever hears
 /// 403, so a few are plenty, and they never take the admin's slots.
 pub const MAX_OTHER_CONNECTIONS: usize = 16;
@@ -717,12 +910,16 @@ pub const MAX_HANDSHAKES: usize = 16;
 pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// The most connections one listener serves at once: the descriptors it may take.
-pub const MAX_CONNECTIONS: usize = MAX_ADMIN_CONNECTIONS + MAX_OTHER_CONNECTIONS + MAX_HANDSHAKES;
+pub const MAX_CONNECTIONS: usize =
+    MAX_ADMIN_CONNECTIONS + MAX_TOKEN_ADMIN_CONNECTIONS + MAX_OTHER_CONNECTIONS + MAX_HANDSHAKES;
 
 /// Who holds a connection, for its cap.
 #[derive(Clone, Debug, PartialEq, Eq)]
 enum Holder {
     Admin,
+    /// A connection that proved no one, since a request on it proved the admin with a
+    /// token.
+    TokenAdmin,
     /// Anyone else: a service, or no one; by uid or certificate name, if there is one
     /// (every connection that proved no one counts only among all of them).
     Other(Option<String>),
@@ -750,6 +947,7 @@ struct Gate {
 #[derive(Default)]
 struct Held {
     admin: usize,
+    token_admin: usize,
     others: usize,
     by_key: HashMap<String, usize>,
 }
@@ -771,6 +969,9 @@ impl Gate {
         let mut held = self.held();
         match &holder {
             Holder::Admin if held.admin < MAX_ADMIN_CONNECTIONS => held.admin += 1,
+            Holder::TokenAdmin if held.token_admin < MAX_TOKEN_ADMIN_CONNECTIONS => {
+                held.token_admin += 1;
+            }
             Holder::Other(key)
                 if held.others < MAX_OTHER_CONNECTIONS
                     && key.as_ref().is_none_or(|key| {
@@ -796,6 +997,7 @@ impl Drop for Slot {
         let mut held = self.gate.held();
         match &self.holder {
             Holder::Admin => held.admin = held.admin.saturating_sub(1),
+            Holder::TokenAdmin => held.token_admin = held.token_admin.saturating_sub(1),
             Holder::Other(key) => {
                 held.others = held.others.saturating_sub(1);
                 if let Some(key) = key
@@ -807,6 +1009,28 @@ impl Drop for Slot {
                     }
                 }
             }
+        }
+    }
+}
+
+/// A connection's slot, shared with its requests, so that a request that proves the
+/// admin with a token can move its connection to the token admin's slots.
+struct ConnectionSlot(Mutex<Slot>);
+
+impl ConnectionSlot {
+    /// Moves the connection to `holder`'s slots, giving back the one it held; false (and
+    /// nothing changed) if `holder` has none left.
+    fn move_to(&self, holder: Holder) -> bool {
+        let mut slot = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        if slot.holder == holder {
+            return true;
+        }
+        match slot.gate.enter(holder) {
+            Some(new) => {
+                *slot = new;
+                true
+            }
+            None => false,
         }
     }
 }
@@ -920,7 +1144,17 @@ async fn serve_connection<S>(
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
     let admin = slot.holder == Holder::Admin;
-    let service = router.layer(Extension(ConnectInfo(peer)));
+    // A connection that proves no one is kept alive only while its requests prove the
+    // admin with a token (see close_unless_proven).
+    let unproven = needs_token(&peer);
+    let slot = Arc::new(ConnectionSlot(Mutex::new(slot)));
+    let mut router = router
+        .layer(Extension(ConnectInfo(peer)))
+        .layer(Extension(slot.clone()));
+    if unproven {
+        router = router.layer(axum::middleware::from_fn(close_unless_proven));
+    }
+    let service = router;
     let mut http = hyper::server::conn::http1::Builder::new();
     http.timer(TokioTimer::new())
         .header_read_timeout(if admin {
@@ -929,7 +1163,7 @@ async fn serve_connection<S>(
             OTHER_HEAD_TIMEOUT
         })
         .max_buf_size(MAX_HEAD_LEN)
-        .keep_alive(admin);
+        .keep_alive(admin || unproven);
     let conn = http.serve_connection(TokioIo::new(stream), TowerToHyperService::new(service));
     let mut conn = std::pin::pin!(conn);
     let served = tokio::select! {
@@ -949,6 +1183,8 @@ async fn serve_connection<S>(
 mod tests {
     #![allow(clippy::unwrap_used, reason = "a test fails by panicking")]
 
+    use ninep::server::Transport;
+
     use super::*;
 
     #[test]
@@ -963,6 +1199,166 @@ mod tests {
             .unwrap();
         let body: serde_json::Value = serde_json::from_slice(&body).unwrap();
         assert_eq!(body, json!({ "error": "frozen (see deploy status)" }));
+    }
+
+    /// A token made for `service` (None: the admin): its text and ID.
+    fn token(vault: &Vault, service: Option<&str>) -> (String, String) {
+        let applied = vault
+            .apply(
+                &Actor::admin(Some(0)),
+                &[Change::TokenCreate {
+                    service,
+                    expires_in: None,
+                }],
+            )
+            .unwrap();
+        match applied.into_iter().next() {
+            Some(Applied::TokenCreated { token, .. }) => {
+                (token.expose().to_string(), token.id().to_string())
+            }
+            _ => panic!("no token made"),
+        }
+    }
+
+    /// What the extractor makes of a request with `authorization` headers from `peer`:
+    /// the caller's token ID, or the refusal's status, challenge and body.
+    fn caller(
+        api: &Api,
+        peer: &Peer,
+        authorization: &[&str],
+    ) -> Result<Option<String>, (StatusCode, Option<String>, String)> {
+        let mut request = axum::http::Request::builder().uri("/metrics");
+        for value in authorization {
+            request = request.header(header::AUTHORIZATION, *value);
+        }
+        let (mut parts, ()) = request.body(()).unwrap().into_parts();
+        parts.extensions.insert(ConnectInfo(peer.clone()));
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap();
+        match rt.block_on(Caller::from_request_parts(&mut parts, api)) {
+            Ok(caller) => Ok(caller.token),
+            Err(response) => {
+                let status = response.status();
+                let challenge = response
+                    .headers()
+                    .get(header::WWW_AUTHENTICATE)
+                    .map(|v| v.to_str().unwrap().to_string());
+                let body = rt
+                    .block_on(axum::body::to_bytes(response.into_body(), 4096))
+                    .unwrap();
+                Err((status, challenge, String::from_utf8(body.to_vec()).unwrap()))
+            }
+        }
+    }
+
+    #[test]
+    fn on_tls_without_a_certificate_an_admin_bearer_token_is_the_admin_and_nothing_else_is() {
+        let dir = tempfile::tempdir().unwrap();
+        let data = dir.path().join("data");
+        Vault::init(&data, None, 1000).unwrap();
+        let vault = Arc::new(Vault::open(&data, None).unwrap());
+        vault.service_set_uid("web", 1001).unwrap();
+        let (admin, admin_id) = token(&vault, None);
+        let (web, web_id) = token(&vault, Some("web"));
+        let api = Api::new(vault.clone(), Arc::new(ServerStats::default));
+        let bare = Peer {
+            transport: Transport::Tls,
+            addr: "tls:test".into(),
+            ..Peer::default()
+        };
+        let bearer = |t: &str| format!("Bearer {t}");
+        assert_eq!(
+            caller(&api, &bare, &[&bearer(&admin)]).unwrap(),
+            Some(admin_id.clone())
+        );
+        // The scheme in any case.
+        assert!(caller(&api, &bare, &[&format!("bEaReR  {admin}")]).is_ok());
+        let challenge = Some(CHALLENGE.to_string());
+        let refused = |headers: &[&str]| caller(&api, &bare, headers).unwrap_err();
+        let (status, got, body) = refused(&[]);
+        assert_eq!((status, got), (StatusCode::UNAUTHORIZED, challenge.clone()));
+        assert!(body.contains("send Authorization: Bearer TOKEN"), "{body}");
+        let (status, got, body) = refused(&["Basic YWRtaW46aHVudGVyMg=="]);
+        assert_eq!((status, got), (StatusCode::UNAUTHORIZED, challenge));
+        assert!(
+            body.contains("no other scheme") && !body.contains("YWRt"),
+            "{body}"
+        );
+        // A token that is not one, or is another's with one byte changed: the same answer,
+        // which never holds what was sent.
+        let mut wrong = admin.clone().into_bytes();
+        let last = wrong.len() - 1;
+        wrong[last] = if wrong[last] == b'A' { b'B' } else { b'A' };
+        let wrong = String::from_utf8(wrong).unwrap();
+        for sent in [wrong.as_str(), "srvtok_nonsense", "hunter2"] {
+            let (status, got, body) = refused(&[&bearer(sent)]);
+            assert_eq!(status, StatusCode::UNAUTHORIZED);
+            assert_eq!(got.as_deref(), Some(CHALLENGE_INVALID));
+            assert!(
+                body.starts_with("{\"error\":\"unauthorized: not a valid token;"),
+                "{body}"
+            );
+            assert!(!body.contains(sent), "{body}");
+        }
+        // A service's token is someone, but not the admin.
+        let (status, got, body) = refused(&[&bearer(&web)]);
+        assert_eq!(status, StatusCode::FORBIDDEN);
+        assert_eq!(got.as_deref(), Some(CHALLENGE_SCOPE));
+        assert!(
+            body.contains(&format!("token {web_id} is service web's")) && !body.contains(&web),
+            "{body}"
+        );
+        // Two identities in one request.
+        let (status, _, body) = refused(&[&bearer(&admin), &bearer(&admin)]);
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
+        // Revoked, the token fails at the next request.
+        vault
+            .apply(
+                &Actor::admin(Some(0)),
+                &[Change::TokenRevoke { id: &admin_id }],
+            )
+            .unwrap();
+        let (status, got, body) = refused(&[&bearer(&admin)]);
+        assert_eq!(status, StatusCode::UNAUTHORIZED);
+        assert_eq!(got.as_deref(), Some(CHALLENGE_INVALID));
+        assert!(
+            body.contains(&format!("token {admin_id} was revoked")),
+            "{body}"
+        );
+        assert!(!body.contains(&admin), "{body}");
+    }
+
+    #[test]
+    fn a_connection_that_says_who_it_is_takes_no_bearer_token() {
+        let dir = tempfile::tempdir().unwrap();
+        let data = dir.path().join("data");
+        Vault::init(&data, None, 1000).unwrap();
+        let vault = Arc::new(Vault::open(&data, None).unwrap());
+        let (admin, _) = token(&vault, None);
+        let api = Api::new(vault, Arc::new(ServerStats::default));
+        let unix = Peer {
+            uid: Some(0),
+            addr: "http:uid=0".into(),
+            ..Peer::default()
+        };
+        let certified = Peer {
+            transport: Transport::Tls,
+            certificate: Some("admin".into()),
+            addr: "tls:test".into(),
+            ..Peer::default()
+        };
+        for (peer, by) in [(&unix, "your uid"), (&certified, "its client certificate")] {
+            assert_eq!(caller(&api, peer, &[]).unwrap(), None);
+            let (status, got, body) =
+                caller(&api, peer, &[&format!("Bearer {admin}")]).unwrap_err();
+            assert_eq!((status, got), (StatusCode::BAD_REQUEST, None));
+            assert!(
+                body.contains(&format!("already says who you are ({by})")),
+                "{body}"
+            );
+            assert!(!body.contains(&admin), "{body}");
+        }
     }
 
     #[test]
@@ -998,7 +1394,10 @@ mod tests {
                 let response = match path {
                     "lint" => {
                         lint(
-                            Caller { uid: Some(0) },
+                            Caller {
+                                uid: Some(0),
+                                token: None,
+                            },
                             State(api.clone()),
                             Ok(Query(Vec::new())),
                         )
@@ -1010,7 +1409,10 @@ mod tests {
                             ("tier".to_string(), "local".to_string()),
                         ];
                         deployment_secrets(
-                            Caller { uid: Some(0) },
+                            Caller {
+                                uid: Some(0),
+                                token: None,
+                            },
                             State(api.clone()),
                             Ok(Query(query)),
                         )
@@ -1018,7 +1420,10 @@ mod tests {
                     }
                     _ => {
                         catalog(
-                            Caller { uid: Some(0) },
+                            Caller {
+                                uid: Some(0),
+                                token: None,
+                            },
                             State(api.clone()),
                             Ok(Query(Vec::new())),
                         )

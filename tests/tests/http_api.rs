@@ -81,6 +81,36 @@ fn the_admin_reads_health_and_metrics_and_others_get_403() {
     );
     let (code, _) = get(&http, None, "/metrics", "POST");
     assert_eq!(code, 405);
+    // Over the socket the uid says who asks: a Bearer token beside it is refused (one
+    // identity per request), the admin's uid or not, and whatever it holds.
+    let token = s.deploy_ok(&["token", "create", "admin"]);
+    let header = s.root.path().join("admin.header");
+    std::fs::write(
+        &header,
+        format!("Authorization: Bearer {}", token.trim_end()),
+    )
+    .unwrap();
+    for uid in [None, Some(WEB)] {
+        let mut cmd = match uid {
+            Some(u) => as_uid(u, Path::new(CURL)),
+            None => Command::new(CURL),
+        };
+        cmd.args(["--silent", "--unix-socket", &http, "--header"])
+            .arg(format!("@{}", header.display()))
+            .args([
+                "--write-out",
+                "\n%{http_code}",
+                "http://srv-secrets/metrics",
+            ]);
+        let text = stdout(&cmd.output().unwrap());
+        let (body, code) = text.rsplit_once('\n').unwrap();
+        assert_eq!(code, "400", "{body}");
+        assert!(
+            body.contains("this connection already says who you are (your uid)"),
+            "{body}"
+        );
+        assert!(!body.contains(token.trim_end()), "{body}");
+    }
 }
 
 #[test]

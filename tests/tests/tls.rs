@@ -610,14 +610,274 @@ fn the_http_api_over_tls_serves_the_admins_certificate_only() {
     let (code, body) = curl(Some(&t.admin));
     assert_eq!(code, "200", "{body}");
     assert!(body.contains("\"ready\":true"), "{body}");
-    for who in [Some(&t.web), None] {
-        let (code, body) = curl(who);
-        assert_eq!(code, "403", "{body}");
+    let (code, body) = curl(Some(&t.web));
+    assert_eq!(code, "403", "{body}");
+    assert!(
+        body.contains("a client certificate whose CN is admin"),
+        "{body}"
+    );
+    // No certificate: a token is needed (tests below), and its absence is a 401.
+    let (code, body) = curl(None);
+    assert_eq!(code, "401", "{body}");
+    assert!(body.contains("send Authorization: Bearer TOKEN"), "{body}");
+}
+
+/// The API over TLS as curl sees it: `curl -s -i --cacert CA [--cert --key] [-H @FILE]
+/// ARGS`, the token (if any) read by curl from a header file, never from its command line.
+struct Api<'a> {
+    t: &'a Tls,
+    /// `https://127.0.0.1:PORT`.
+    base: String,
+}
+
+/// One answer: status, headers (lowercase names) and body.
+struct Answer {
+    status: u16,
+    headers: String,
+    body: String,
+}
+
+impl Api<'_> {
+    fn command(&self, cert: Option<&Identity>, header: Option<&Path>, args: &[&str]) -> Command {
+        let mut cmd = Command::new(CURL);
+        cmd.args(["--silent", "--cacert"]).arg(self.t.ca.cert());
+        if let Some(id) = cert {
+            cmd.arg("--cert").arg(&id.cert).arg("--key").arg(&id.key);
+        }
+        if let Some(file) = header {
+            // curl reads the header lines from FILE (curl 7.55 and later).
+            cmd.arg("--header").arg(format!("@{}", file.display()));
+        }
+        cmd.args(args);
+        cmd
+    }
+
+    fn ask(&self, cert: Option<&Identity>, header: Option<&Path>, path: &str) -> Answer {
+        self.ask_with(cert, header, &[], path)
+    }
+
+    fn ask_with(
+        &self,
+        cert: Option<&Identity>,
+        header: Option<&Path>,
+        args: &[&str],
+        path: &str,
+    ) -> Answer {
+        let url = format!("{}{path}", self.base);
+        let mut cmd = self.command(cert, header, args);
+        cmd.args(["--include", &url]);
+        let out = cmd.output().unwrap();
+        let text = stdout(&out);
+        let (head, body) = text
+            .split_once("\r\n\r\n")
+            .unwrap_or_else(|| panic!("no answer: {text}{}", stderr(&out)));
+        let status = head
+            .split(' ')
+            .nth(1)
+            .and_then(|c| c.parse().ok())
+            .unwrap_or_else(|| panic!("no status: {head}"));
+        Answer {
+            status,
+            headers: head.to_ascii_lowercase(),
+            body: body.to_string(),
+        }
+    }
+
+    /// Each answer's status and whether curl opened a connection for it, for `urls`
+    /// fetched by one curl (which keeps a connection alive while the server does).
+    fn connections(&self, header: Option<&Path>, paths: &[&str]) -> Vec<(String, String)> {
+        let mut cmd = self.command(None, header, &[]);
+        for path in paths {
+            cmd.args(["--output", "/dev/null"])
+                .arg(format!("{}{path}", self.base));
+        }
+        cmd.args(["--write-out", "%{http_code} %{num_connects}\n"]);
+        let out = cmd.output().unwrap();
+        stdout(&out)
+            .lines()
+            .map(|l| {
+                let (code, connects) = l.split_once(' ').unwrap();
+                (code.to_string(), connects.to_string())
+            })
+            .collect()
+    }
+}
+
+/// `Authorization: Bearer TOKEN` in a file of its own, mode 0600, for `curl -H @FILE`.
+fn bearer_header(t: &Tls, name: &str, token_file: &Path) -> (PathBuf, String) {
+    use std::os::unix::fs::PermissionsExt;
+    let token = std::fs::read_to_string(token_file)
+        .unwrap()
+        .trim_end()
+        .to_string();
+    let path = t.s.root.path().join(name);
+    std::fs::write(&path, format!("Authorization: Bearer {token}\n")).unwrap();
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).unwrap();
+    (path, token)
+}
+
+#[test]
+fn the_http_api_over_tls_takes_the_admins_bearer_token_where_there_is_no_certificate() {
+    if !can_curl("the_http_api_over_tls_takes_the_admins_bearer_token") {
+        return;
+    }
+    let t = Tls::start(&["--http", "tls:127.0.0.1:0"]);
+    let http = t.s.http_on("tls:", 0);
+    let api = Api {
+        t: &t,
+        base: format!("https://{}", http.strip_prefix("tls:").unwrap()),
+    };
+    let (admin_file, admin_id) = token_file(&t, "admin.token", &["admin"]);
+    let (admin, admin_token) = bearer_header(&t, "admin.header", &admin_file);
+    let (web_file, web_id) = token_file(&t, "web.token", &["web"]);
+    let (web, web_token) = bearer_header(&t, "web.header", &web_file);
+    // The token stays off curl's command line.
+    let argv = format!("{:?}", api.command(None, Some(&admin), &[]));
+    assert!(!argv.contains(&admin_token), "{argv}");
+
+    // The admin's token is the admin.
+    let a = api.ask(None, Some(&admin), "/health/ready");
+    assert_eq!(a.status, 200, "{}", a.body);
+    assert!(a.body.contains("\"ready\":true"), "{}", a.body);
+    let metrics = api.ask(None, Some(&admin), "/metrics");
+    assert_eq!(metrics.status, 200);
+    assert!(metrics.body.contains("srv_secrets_http_requests_total"));
+    // No token, or another scheme: 401, with the challenge.
+    for header in [None, Some("basic.header")] {
+        let file = header.map(|name| {
+            let p = t.s.root.path().join(name);
+            std::fs::write(&p, "Authorization: Basic YWRtaW46aHVudGVyMg==\n").unwrap();
+            p
+        });
+        let a = api.ask(None, file.as_deref(), "/health/ready");
+        assert_eq!(a.status, 401, "{}", a.body);
         assert!(
-            body.contains("a client certificate whose CN is admin"),
-            "{body}"
+            a.headers
+                .contains("www-authenticate: bearer realm=\"srv-secrets\"\r\n"),
+            "{}",
+            a.headers
+        );
+        assert!(
+            a.body.starts_with("{\"error\":\"unauthorized: "),
+            "{}",
+            a.body
         );
     }
+    // A token that is no token of this store: 401 invalid_token, the token not echoed.
+    let forged = t.s.root.path().join("forged.header");
+    let forged_token = format!("srvtok_{admin_id}_{}", "A".repeat(43));
+    std::fs::write(&forged, format!("Authorization: Bearer {forged_token}\n")).unwrap();
+    let a = api.ask(None, Some(&forged), "/health/ready");
+    assert_eq!(a.status, 401);
+    assert!(
+        a.headers.contains("error=\"invalid_token\""),
+        "{}",
+        a.headers
+    );
+    assert!(a.body.contains("not a valid token"), "{}", a.body);
+    assert!(!a.body.contains(&forged_token));
+    // A service's token: 403, in terms of tokens.
+    let a = api.ask(None, Some(&web), "/health/ready");
+    assert_eq!(a.status, 403, "{}", a.body);
+    assert!(
+        a.body.contains(&format!(
+            "token {web_id} is service web's, and this API is the admin's"
+        )),
+        "{}",
+        a.body
+    );
+    // One identity per request: a token beside a certificate is a 400, even the admin's.
+    let a = api.ask(Some(&t.admin), Some(&admin), "/health/ready");
+    assert_eq!(a.status, 400, "{}", a.body);
+    assert!(
+        a.body
+            .contains("already says who you are (its client certificate)")
+    );
+
+    // A connection that a token proved stays open for the next request; one that proved
+    // no one is closed after its answer.
+    assert_eq!(
+        api.connections(Some(&admin), &["/health/ready", "/metrics"]),
+        [("200".into(), "1".into()), ("200".into(), "0".into())]
+    );
+    assert_eq!(
+        api.connections(None, &["/health/ready", "/metrics"]),
+        [("401".into(), "1".into()), ("401".into(), "1".into())]
+    );
+    assert_eq!(
+        api.connections(Some(&web), &["/health/ready", "/metrics"]),
+        [("403".into(), "1".into()), ("403".into(), "1".into())]
+    );
+
+    // A change made with the token is the admin's, with the token's ID in the audit.
+    let catalog = t.s.root.path().join("catalog.toml");
+    std::fs::write(
+        &catalog,
+        "[tiers.local_dev]\ncore = true\n[tiers.desktop]\n\n[secrets.jwt_key]\nclass = \
+         \"service\"\n[secrets.jwt_key.tiers.desktop]\nstrategy = \"generate\"\ntemplate = \
+         \"{{random:base64url:32}}\"\n",
+    )
+    .unwrap();
+    t.s.deploy_ok(&["catalog", "apply", catalog.to_str().unwrap()]);
+    t.s.add_service("app", 1005, Some("secret jwt_key\n"));
+    let request = r#"{"service": "app", "tier": "desktop", "deployment": "over-tls"}"#;
+    let a = api.ask_with(
+        None,
+        Some(&admin),
+        &["--request", "POST", "--data-binary", request],
+        "/deployment/bundle",
+    );
+    assert_eq!(a.status, 200, "{}", a.body);
+    assert!(
+        a.body.contains("\"deployment\": \"over-tls\""),
+        "{}",
+        a.body
+    );
+    let audit = t.s.deploy_ok(&["audit", "list", "--json"]);
+    let record = audit
+        .lines()
+        .find(|l| l.contains("over-tls"))
+        .unwrap_or_else(|| panic!("no record of the bundle: {audit}"));
+    assert!(
+        record.contains(r#""principal":"admin""#)
+            && record.contains(&format!(r#""by_token":"{admin_id}""#)),
+        "{record}"
+    );
+
+    // Expired, the token is refused with why; revoked, at the next request.
+    let (soon_file, soon_id) = token_file(&t, "soon.token", &["admin", "--expires", "1s"]);
+    let (soon, _) = bearer_header(&t, "soon.header", &soon_file);
+    std::thread::sleep(Duration::from_millis(2100));
+    let a = api.ask(None, Some(&soon), "/health/ready");
+    assert_eq!(a.status, 401, "{}", a.body);
+    assert!(
+        a.body.contains(&format!("token {soon_id} expired")),
+        "{}",
+        a.body
+    );
+    ok(&t.s.deploy(&["token", "revoke", &admin_id]));
+    let a = api.ask(None, Some(&admin), "/health/ready");
+    assert_eq!(a.status, 401, "{}", a.body);
+    assert!(
+        a.headers.contains("error=\"invalid_token\""),
+        "{}",
+        a.headers
+    );
+    assert!(
+        a.body.contains(&format!("token {admin_id} was revoked")),
+        "{}",
+        a.body
+    );
+    // Neither token, nor any part of the header, is in the log.
+    let log = t.s.log_text();
+    for token in [&admin_token, &web_token, &forged_token] {
+        let secret = &token[token.len() - 43..];
+        assert!(!log.contains(secret), "a token is in the log");
+    }
+    assert!(
+        !log.contains("YWRtaW46aHVudGVyMg"),
+        "a Basic credential is in the log"
+    );
 }
 
 #[test]

@@ -9,6 +9,7 @@ use zeroize::Zeroizing;
 
 use crate::cli::{Cli, Command, IncidentCommand};
 use crate::connect::{self, Env, Server, Session};
+use crate::contexts;
 use crate::error::CliError;
 use crate::files;
 use crate::output::{self, printable, write_json, write_text};
@@ -18,6 +19,7 @@ pub mod backup;
 pub mod breakglass;
 pub mod bundle;
 pub mod catalog;
+pub mod context;
 pub mod delegate;
 pub mod holders;
 pub mod import;
@@ -52,30 +54,35 @@ pub async fn run(cli: Cli, env: &Env, out: &mut dyn Write) -> Result<Outcome, Cl
         validate(&ctl::Command::Reason { text: text.clone() })?;
     }
     // The commands that need no server come first: a bad address must not stop them.
-    let server = || -> Result<Server, CliError> {
-        let addr = connect::resolve(cli.addr.as_deref(), env)?;
-        let flags = connect::TlsFlags {
+    let flags = contexts::Flags {
+        addr: cli.addr.clone(),
+        tls: connect::TlsFlags {
             ca: cli.ca.clone(),
             cert: cli.cert.clone(),
             key: cli.key.clone(),
-        };
-        let tls = connect::tls_files(&addr, &flags)?;
+        },
+        token_file: cli.token_file.clone(),
+        context: cli.context.clone(),
+    };
+    let server = || -> Result<Server, CliError> {
+        let chosen = contexts::choose(&flags, env)?;
         Ok(Server {
-            addr,
-            token: cli
+            addr: chosen.addr,
+            token: chosen
                 .token_file
                 .as_deref()
                 .map(|file| connect::Token::read(file, env.euid))
                 .transpose()?,
             timeout: cli.timeout,
             reason: cli.reason.clone(),
-            tls,
+            tls: chosen.tls,
         })
     };
     match cli.command {
         Command::Completions { shell } => completions(shell, out),
         Command::Manpage { dir: None } => manpage(out),
         Command::Manpage { dir: Some(dir) } => manpages_to(&dir, out),
+        Command::Context(cmd) => context::run(cmd, &flags, env, out),
         Command::Prompt {
             spec,
             out: dir,
