@@ -283,6 +283,94 @@ fn over_tls_without_a_certificate_a_token_says_who_connects() {
 }
 
 #[test]
+fn a_context_saves_the_tls_flags_and_the_flags_given_beside_it_still_win() {
+    let t = Tls::start(&[]);
+    let config = t.s.root.path().join("config");
+    let deploy = |env: &[(&str, &str)], args: &[&str]| {
+        let mut cmd = Command::new(&bins().deploy);
+        cmd.env("XDG_CONFIG_HOME", &config)
+            .env_remove("SRV_SECRETS_ADDR")
+            .env_remove("SRV_SECRETS_CONTEXT")
+            .envs(env.iter().copied())
+            .args(args);
+        run_with_stdin(cmd, b"")
+    };
+    let path = |p: &Path| p.to_str().unwrap().to_string();
+    let ca = path(&t.ca.cert());
+    let (admin_token, _) = token_file(&t, "admin.token", &["admin"]);
+    ok(&deploy(
+        &[],
+        &[
+            "context", "add", "prod", "--addr", &t.addr, "--ca", &ca, "--cert",
+            &path(&t.admin.cert), "--key", &path(&t.admin.key),
+        ],
+    ));
+    ok(&deploy(
+        &[],
+        &[
+            "context", "add", "tok", "--addr", &t.addr, "--ca", &ca, "--token-file",
+            &path(&admin_token),
+        ],
+    ));
+    // The file names the token's file, never the token.
+    let saved = std::fs::read_to_string(config.join("srv-secrets/contexts.toml")).unwrap();
+    let token = std::fs::read_to_string(&admin_token).unwrap();
+    assert!(!saved.contains(token.trim_end()) && saved.contains("token_file"), "{saved}");
+    // Each is the admin, by --context or SRV_SECRETS_CONTEXT.
+    for name in ["prod", "tok"] {
+        let list = ok(&deploy(&[], &["--context", name, "secret", "list"]));
+        assert!(list.contains("db"), "{name}: {list}");
+        let status = ok(&deploy(&[("SRV_SECRETS_CONTEXT", name)], &["status"]));
+        assert!(status.contains(&t.addr), "{status}");
+    }
+    // A certificate given beside the token's context replaces its token: web's view,
+    // and web is no admin.
+    let web = [
+        "--context",
+        "tok",
+        "--cert",
+        &path(&t.web.cert),
+        "--key",
+        &path(&t.web.key),
+    ];
+    let got = ok(&deploy(&[], &[&web[..], &["secret", "get", "db", "--as", "web"]].concat()));
+    assert_eq!(got.as_bytes(), DB_VALUE);
+    let e = failed(&deploy(&[], &[&web[..], &["secret", "list"]].concat()));
+    assert!(e.contains("(CN web) for the admin"), "{e}");
+    // --ca beside it replaces the context's CA only: a CA that did not issue the
+    // server's certificate is refused at the handshake.
+    let other = Ca::new(&t.s.root.path().join("pki"), "other-ca");
+    let e = failed(&deploy(
+        &[],
+        &["--context", "prod", "--ca", &path(&other.cert()), "status"],
+    ));
+    assert!(e.contains("cannot connect to srv-secrets at tls:"), "{e}");
+    // A context whose file is gone says which, before connecting.
+    let moved = t.s.root.path().join("admin-moved.key");
+    std::fs::copy(&t.admin.key, &moved).unwrap();
+    ok(&deploy(
+        &[],
+        &[
+            "context", "add", "gone", "--addr", &t.addr, "--ca", &ca, "--cert",
+            &path(&t.admin.cert), "--key", &path(&moved),
+        ],
+    ));
+    std::fs::remove_file(&moved).unwrap();
+    let e = failed(&deploy(&[], &["--context", "gone", "status"]));
+    assert_eq!(
+        e,
+        format!(
+            "deploy: context gone: its --key file {} no longer exists; put it back, give --key \
+             FILE on the command line, or save the context again with: deploy context add gone \
+             --force --addr ADDR ...\n",
+            moved.display()
+        )
+    );
+    let shown = ok(&deploy(&[], &["context", "show", "gone"]));
+    assert!(shown.contains("(no longer exists)"), "{shown}");
+}
+
+#[test]
 fn the_admin_manages_secrets_over_tls_with_deploy() {
     let t = Tls::start(&[]);
     let admin = Some(&t.admin);
