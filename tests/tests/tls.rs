@@ -301,21 +301,40 @@ fn a_context_saves_the_tls_flags_and_the_flags_given_beside_it_still_win() {
     ok(&deploy(
         &[],
         &[
-            "context", "add", "prod", "--addr", &t.addr, "--ca", &ca, "--cert",
-            &path(&t.admin.cert), "--key", &path(&t.admin.key),
+            "context",
+            "add",
+            "prod",
+            "--addr",
+            &t.addr,
+            "--ca",
+            &ca,
+            "--cert",
+            &path(&t.admin.cert),
+            "--key",
+            &path(&t.admin.key),
         ],
     ));
     ok(&deploy(
         &[],
         &[
-            "context", "add", "tok", "--addr", &t.addr, "--ca", &ca, "--token-file",
+            "context",
+            "add",
+            "tok",
+            "--addr",
+            &t.addr,
+            "--ca",
+            &ca,
+            "--token-file",
             &path(&admin_token),
         ],
     ));
     // The file names the token's file, never the token.
     let saved = std::fs::read_to_string(config.join("srv-secrets/contexts.toml")).unwrap();
     let token = std::fs::read_to_string(&admin_token).unwrap();
-    assert!(!saved.contains(token.trim_end()) && saved.contains("token_file"), "{saved}");
+    assert!(
+        !saved.contains(token.trim_end()) && saved.contains("token_file"),
+        "{saved}"
+    );
     // Each is the admin, by --context or SRV_SECRETS_CONTEXT.
     for name in ["prod", "tok"] {
         let list = ok(&deploy(&[], &["--context", name, "secret", "list"]));
@@ -333,7 +352,10 @@ fn a_context_saves_the_tls_flags_and_the_flags_given_beside_it_still_win() {
         "--key",
         &path(&t.web.key),
     ];
-    let got = ok(&deploy(&[], &[&web[..], &["secret", "get", "db", "--as", "web"]].concat()));
+    let got = ok(&deploy(
+        &[],
+        &[&web[..], &["secret", "get", "db", "--as", "web"]].concat(),
+    ));
     assert_eq!(got.as_bytes(), DB_VALUE);
     let e = failed(&deploy(&[], &[&web[..], &["secret", "list"]].concat()));
     assert!(e.contains("(CN web) for the admin"), "{e}");
@@ -351,8 +373,17 @@ fn a_context_saves_the_tls_flags_and_the_flags_given_beside_it_still_win() {
     ok(&deploy(
         &[],
         &[
-            "context", "add", "gone", "--addr", &t.addr, "--ca", &ca, "--cert",
-            &path(&t.admin.cert), "--key", &path(&moved),
+            "context",
+            "add",
+            "gone",
+            "--addr",
+            &t.addr,
+            "--ca",
+            &ca,
+            "--cert",
+            &path(&t.admin.cert),
+            "--key",
+            &path(&moved),
         ],
     ));
     std::fs::remove_file(&moved).unwrap();
