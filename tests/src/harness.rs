@@ -278,26 +278,18 @@ impl SecretsServer {
     /// # Panics
     /// If it is still running after 20 s (it started, with a key it should refuse).
     pub fn serve_refused(&self, key: &Path) -> Output {
-        let mut child = self
+        let child = self
             .serve_command(Some(key))
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .spawn()
             .expect("srv-secrets serve starts");
-        let deadline = Instant::now() + Duration::from_secs(20);
-        while child.try_wait().expect("poll the server").is_none() {
-            if Instant::now() > deadline {
-                let _ = child.kill();
-                let out = child.wait_with_output().expect("wait for the server");
-                panic!(
-                    "serve started with a wrong key: {}",
-                    String::from_utf8_lossy(&out.stderr)
-                );
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        child.wait_with_output().expect("wait for the server")
+        exits_within(
+            child,
+            Duration::from_secs(20),
+            "serve started with a wrong key",
+        )
     }
 
     /// The server's process id, while it runs.
@@ -335,20 +327,7 @@ impl SecretsServer {
     /// Waits up to `within` for the log to hold `needle` (in what was logged after
     /// `from` bytes of it); whether it did.
     pub fn wait_for_log(&self, from: usize, needle: &str, within: Duration) -> bool {
-        let deadline = Instant::now() + within;
-        loop {
-            if self
-                .log_text()
-                .get(from..)
-                .is_some_and(|t| t.contains(needle))
-            {
-                return true;
-            }
-            if Instant::now() > deadline {
-                return false;
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
+        wait_for_text(&self.log, from, needle, within)
     }
 
     /// The address the server says it listens on with `scheme` (`tls:`, `tcp:`): the
@@ -471,6 +450,40 @@ impl Drop for SecretsServer {
     fn drop(&mut self) {
         self.kill9();
     }
+}
+
+/// Waits up to `within` for `needle` in the file at `path` after its first `from` bytes
+/// (a log being written); whether it came.
+pub fn wait_for_text(path: &Path, from: usize, needle: &str, within: Duration) -> bool {
+    let deadline = Instant::now() + within;
+    loop {
+        let text = std::fs::read_to_string(path).unwrap_or_default();
+        if text.get(from..).is_some_and(|t| t.contains(needle)) {
+            return true;
+        }
+        if Instant::now() > deadline {
+            return false;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// The output of `child` (its stdout and stderr piped), which must exit by itself within
+/// `within`.
+///
+/// # Panics
+/// If it is still running then: killed, and `started` said with its stderr.
+pub fn exits_within(mut child: Child, within: Duration, started: &str) -> Output {
+    let deadline = Instant::now() + within;
+    while child.try_wait().expect("poll the child").is_none() {
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            let out = child.wait_with_output().expect("wait for the child");
+            panic!("{started}: {}", String::from_utf8_lossy(&out.stderr));
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    child.wait_with_output().expect("wait for the child")
 }
 
 /// A command that runs `program` as `uid`:`uid` with no supplementary groups.

@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Output, Stdio};
 use std::time::{Duration, Instant};
 
-use crate::harness::{SecretsServer, bins};
+use crate::harness::{SecretsServer, bins, exits_within, wait_for_text};
 use crate::pki::{Ca, Identity, Validity};
 
 /// A free port on 127.0.0.1, as the kernel hands one out (free when asked; the server
@@ -156,26 +156,14 @@ impl RelayOptions<'_> {
     /// # Panics
     /// If it is still running after 20 s.
     pub fn refused(&self) -> Output {
-        let mut child = self
+        let child = self
             .command()
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .spawn()
             .expect("srv-secrets relay starts");
-        let deadline = Instant::now() + Duration::from_secs(20);
-        while child.try_wait().expect("poll the relay").is_none() {
-            if Instant::now() > deadline {
-                let _ = child.kill();
-                let out = child.wait_with_output().expect("wait for the relay");
-                panic!(
-                    "the relay started: {}",
-                    String::from_utf8_lossy(&out.stderr)
-                );
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        child.wait_with_output().expect("wait for the relay")
+        exits_within(child, Duration::from_secs(20), "the relay started")
     }
 
     /// Starts the relay, its log in `log`, and waits until it says it listens (it says so
@@ -243,20 +231,7 @@ impl Relay {
     /// Waits up to `within` for `needle` in what it logged after `from` bytes; whether it
     /// came.
     pub fn wait_for_log(&self, from: usize, needle: &str, within: Duration) -> bool {
-        let deadline = Instant::now() + within;
-        loop {
-            if self
-                .log_text()
-                .get(from..)
-                .is_some_and(|t| t.contains(needle))
-            {
-                return true;
-            }
-            if Instant::now() > deadline {
-                return false;
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
+        wait_for_text(&self.log, from, needle, within)
     }
 
     /// Sends it `signal`.
